@@ -1,0 +1,38 @@
+//! Ed25519 signature domains: every signature Macula makes is over
+//! `context ‖ 0x00 ‖ message`, with one context per purpose, so a signature made for one purpose
+//! can never be replayed as another. All contexts are listed here and in `docs/protocol.md`.
+
+/// A signature purpose. Add a variant (and its context string) for every new kind of signed object;
+/// never reuse or change an existing context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Domain {
+    /// A realm membership certificate, signed by the realm key or a delegated hub.
+    RealmCert,
+    /// A record stored in the DHT, signed by its author.
+    DhtRecord,
+    /// A storage shard header, signed by the object's owner.
+    ShardHeader,
+    /// A LAN discovery beacon.
+    Beacon,
+}
+
+impl Domain {
+    pub const fn context(self) -> &'static str {
+        match self {
+            Domain::RealmCert => "macula/v1/realm-cert",
+            Domain::DhtRecord => "macula/v1/dht-record",
+            Domain::ShardHeader => "macula/v1/shard-header",
+            Domain::Beacon => "macula/v1/beacon",
+        }
+    }
+
+    /// The bytes actually signed for `msg` in this domain.
+    pub fn signed_message(self, msg: &[u8]) -> Vec<u8> {
+        let ctx = self.context().as_bytes();
+        let mut m = Vec::with_capacity(ctx.len() + 1 + msg.len());
+        m.extend_from_slice(ctx);
+        m.push(0);
+        m.extend_from_slice(msg);
+        m
+    }
+}
