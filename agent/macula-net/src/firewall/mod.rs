@@ -1,0 +1,17 @@
+//! The firewall: the `[firewall]` config section, the ruleset renderer, and applying it.
+//!
+//! The agent owns exactly `table inet macula` and never touches other tables. A policy change
+//! replaces that table in one nft transaction; peer-group joins and leaves and quarantine changes
+//! only add or delete set elements.
+
+mod config;
+mod confirm;
+mod nft;
+mod render;
+mod service;
+
+pub use config::{FirewallConfig, GroupConfig, MgmtConfig, ValidationError, ZoneConfig, Zones};
+pub use confirm::{ConfirmAction, ConfirmGuard, NothingToConfirm};
+pub use nft::{Nft, NftError};
+pub use render::{TABLE, render, render_replace};
+pub use service::{ApplyOutcome, Firewall, FirewallError, FirewallStatus};

@@ -1,0 +1,232 @@
+//! The tokio shell around the firewall: serialises nft operations, drives the confirm timer.
+
+use std::collections::BTreeSet;
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::config::{FirewallConfig, ValidationError, valid_group_name};
+use super::confirm::{ConfirmAction, ConfirmGuard, NothingToConfirm};
+use super::nft::{Nft, NftError};
+use super::render::render_replace;
+
+/// Errors of firewall operations, each saying what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    Nft(#[from] NftError),
+    #[error(transparent)]
+    NothingToConfirm(#[from] NothingToConfirm),
+    #[error("peer group {0:?} is not configured; add [firewall.groups.{0}] and apply")]
+    NoSuchGroup(String),
+}
+
+/// The result of a successful `apply`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// Identifies this apply; `confirm` reports the generation it confirmed.
+    pub generation: u64,
+    /// Time left to confirm before the automatic rollback.
+    pub confirm_within: Duration,
+}
+
+/// A snapshot for `show` and the D-Bus properties.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirewallStatus {
+    /// The live `table inet macula` as nft lists it (empty when absent).
+    pub ruleset: String,
+    /// Generation of the apply waiting for `Confirm`, if any.
+    pub pending: Option<u64>,
+    /// Time left before that apply is rolled back.
+    pub rollback_in: Option<Duration>,
+    /// What the last automatic rollback did (`None`: none happened yet).
+    pub last_rollback: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Saved {
+    table: Option<String>,
+    config: FirewallConfig,
+}
+
+struct Inner {
+    nft: Nft,
+    guard: ConfirmGuard<Saved>,
+    config: FirewallConfig,
+    quarantine: BTreeSet<Ipv6Addr>,
+    last_rollback: Option<String>,
+}
+
+/// The agent's firewall. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct Firewall {
+    inner: Arc<Mutex<Inner>>,
+    epoch: Instant,
+}
+
+impl Firewall {
+    /// A firewall that drives `nft`; nothing is applied until [`Firewall::load`] or
+    /// [`Firewall::apply`].
+    pub fn new(nft: Nft) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                nft,
+                guard: ConfirmGuard::default(),
+                config: FirewallConfig::default(),
+                quarantine: BTreeSet::new(),
+                last_rollback: None,
+            })),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    /// Applies `config` without a confirm timer (agent start: the config file is the confirmed state).
+    pub async fn load(&self, config: FirewallConfig) -> Result<(), FirewallError> {
+        let mut inner = self.inner.lock().await;
+        let script = render_replace(&config, &inner.quarantine)?;
+        inner.nft.check(&script).await?;
+        inner.nft.apply(&script).await?;
+        inner.config = config;
+        Ok(())
+    }
+
+    /// Render → `nft -c` → one atomic replace, then arms the confirm timer
+    /// (`config.confirm_timeout_secs`). Without [`Firewall::confirm`] in time, the table as it was
+    /// before the first unconfirmed apply is restored. On any error nothing changed.
+    pub async fn apply(&self, config: FirewallConfig) -> Result<ApplyOutcome, FirewallError> {
+        let timeout = Duration::from_secs(config.confirm_timeout_secs);
+        let mut inner = self.inner.lock().await;
+        let script = render_replace(&config, &inner.quarantine)?;
+        inner.nft.check(&script).await?;
+        let saved = Saved {
+            table: inner.nft.list_table().await?,
+            config: inner.config.clone(),
+        };
+        inner.nft.apply(&script).await?;
+        inner.config = config;
+        let now = self.now();
+        let (generation, action) = inner.guard.applied(now, timeout, saved);
+        if let ConfirmAction::ArmTimer(deadline) = action {
+            let fw = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(fw.epoch + deadline).await;
+                fw.timer_fired().await;
+            });
+        }
+        Ok(ApplyOutcome {
+            generation,
+            confirm_within: timeout,
+        })
+    }
+
+    async fn timer_fired(&self) {
+        let mut inner = self.inner.lock().await;
+        let now = self.now();
+        let ConfirmAction::Rollback(saved) = inner.guard.tick(now) else {
+            return;
+        };
+        let result = inner.nft.restore(saved.table.as_deref()).await;
+        let quarantine: Vec<Ipv6Addr> = inner.quarantine.iter().copied().collect();
+        let result = match result {
+            Ok(()) if saved.table.is_some() => {
+                inner
+                    .nft
+                    .set_elements(true, "quarantine", &quarantine)
+                    .await
+            }
+            other => other,
+        };
+        inner.last_rollback = Some(match result {
+            Ok(()) => {
+                inner.config = saved.config;
+                tracing::warn!(target: "firewall", "apply not confirmed in time: ruleset rolled back");
+                "rolled back: the apply was not confirmed in time".to_string()
+            }
+            Err(e) => {
+                tracing::error!(target: "firewall", error = %e, "rollback failed");
+                format!("rollback FAILED: {e}")
+            }
+        });
+    }
+
+    /// Confirms the pending apply; returns its generation.
+    pub async fn confirm(&self) -> Result<u64, FirewallError> {
+        Ok(self.inner.lock().await.guard.confirm()?)
+    }
+
+    /// Adds (`join = true`) or removes overlay addresses of a peer group: set elements only.
+    pub async fn group_members(
+        &self,
+        group: &str,
+        join: bool,
+        addrs: &[Ipv6Addr],
+    ) -> Result<(), FirewallError> {
+        let mut inner = self.inner.lock().await;
+        if !valid_group_name(group) || !inner.config.groups.contains_key(group) {
+            return Err(FirewallError::NoSuchGroup(group.to_string()));
+        }
+        inner
+            .nft
+            .set_elements(join, &format!("grp_{group}"), addrs)
+            .await?;
+        let members = &mut inner.config.groups.get_mut(group).expect("checked").members;
+        if join {
+            for a in addrs {
+                if !members.contains(a) {
+                    members.push(*a);
+                }
+            }
+        } else {
+            members.retain(|m| !addrs.contains(m));
+        }
+        Ok(())
+    }
+
+    /// Quarantines (`on = true`) or releases overlay addresses: set elements only. Packets from a
+    /// quarantined address are dropped even on established connections.
+    pub async fn quarantine(&self, on: bool, addrs: &[Ipv6Addr]) -> Result<(), FirewallError> {
+        let mut inner = self.inner.lock().await;
+        let fresh: Vec<Ipv6Addr> = addrs
+            .iter()
+            .copied()
+            .filter(|a| inner.quarantine.contains(a) != on)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        inner.nft.set_elements(on, "quarantine", &fresh).await?;
+        for a in fresh {
+            if on {
+                inner.quarantine.insert(a);
+            } else {
+                inner.quarantine.remove(&a);
+            }
+        }
+        Ok(())
+    }
+
+    /// The config last applied (and not rolled back).
+    pub async fn config(&self) -> FirewallConfig {
+        self.inner.lock().await.config.clone()
+    }
+
+    /// The live state.
+    pub async fn status(&self) -> Result<FirewallStatus, FirewallError> {
+        let inner = self.inner.lock().await;
+        let now = self.now();
+        Ok(FirewallStatus {
+            ruleset: inner.nft.list_table().await?.unwrap_or_default(),
+            pending: inner.guard.pending_generation(),
+            rollback_in: inner.guard.deadline().map(|d| d.saturating_sub(now)),
+            last_rollback: inner.last_rollback.clone(),
+        })
+    }
+}

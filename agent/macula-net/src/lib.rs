@@ -1,0 +1,15 @@
+//! Macula OS network plane.
+//!
+//! - [`firewall`]: the `[firewall]` config section, a pure renderer to the nft language for the one
+//!   table the agent owns (`table inet macula`), and apply = check → atomic replace → confirm or
+//!   automatic rollback.
+//! - [`overlay`]: the WireGuard overlay: keys bound to the node's Ed25519 identity, self-certifying
+//!   IPv6 addresses, and a userspace WireGuard device driven over its UAPI socket.
+//! - [`uplinks`]: sans-IO uplink health tracking and failover decisions.
+//! - [`cmd`]: running the external tools (`nft`, `ip`, `wireguard-go`), optionally inside a network
+//!   namespace.
+
+pub mod cmd;
+pub mod firewall;
+pub mod overlay;
+pub mod uplinks;
