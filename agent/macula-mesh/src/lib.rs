@@ -1,0 +1,11 @@
+//! The Macula mesh: QUIC transport with raw-key identities ([`tls`], [`transport`]), realm admission
+//! ([`realm`]), SWIM membership ([`membership`]) and its deterministic simulator ([`sim`]).
+//! Protocol logic is sans-IO; [`node`] is the tokio shell. Wire format: `docs/protocol.md`.
+
+pub mod frame;
+pub mod membership;
+pub mod proto;
+pub mod realm;
+pub mod sig;
+pub mod tls;
+pub mod transport;

@@ -1,0 +1,577 @@
+//! SWIM membership (sans-IO): `foca` (SWIM + infection-style dissemination + suspicion with
+//! refutation) plus Lifeguard's local health multiplier, signed member metadata and realm
+//! revocations spread as custom broadcasts.
+//!
+//! Inputs: packets from authenticated peers ([`Membership::handle_packet`]), due timers
+//! ([`Membership::handle_timer`]), local changes. Outputs ([`Output`]): packets to send, timers to
+//! schedule (relative delays), events. No clock, no sockets: the simulator ([`crate::sim`]) and the
+//! tokio shell ([`crate::node`]) drive it the same way.
+//!
+//! Lifeguard (Dadgar et al., 2018): a node that misses acks or has to refute suspicions about
+//! itself is probably the slow one, so it raises its local health multiplier (LHM, 0..=8) and
+//! stretches its own probe interval and probe timeout by `1 + LHM`; acks lower it again. This
+//! keeps an overloaded node from declaring healthy peers dead.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use foca::{
+    AccumulatingRuntime, BroadcastHandler, Codec, Foca, Identity, Invalidates, Member, Message,
+    OwnedNotification, PostcardCodec, State, Timer,
+};
+use macula_core::{NodeId, NodeKey, wire};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+use crate::realm::{self, RealmId, Revocation, Role};
+use crate::sig::Sig;
+
+/// A member's identity in SWIM: its node ID plus a generation that grows on every restart or
+/// rejoin, so a restarted node is not mistaken for its dead former self.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MemberId {
+    pub node: NodeId,
+    pub generation: u32,
+}
+
+impl Identity for MemberId {
+    type Addr = NodeId;
+
+    fn renew(&self) -> Option<Self> {
+        Some(Self {
+            node: self.node,
+            generation: self.generation.wrapping_add(1),
+        })
+    }
+
+    fn addr(&self) -> NodeId {
+        self.node
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.generation > adversary.generation
+    }
+}
+
+/// A reachable address on one uplink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkAddr {
+    /// Uplink name (`eth0`, `lte`, …).
+    pub uplink: String,
+    pub addr: std::net::SocketAddr,
+}
+
+/// Storage capacity summary, bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub storage_total: u64,
+    pub storage_free: u64,
+}
+
+/// What a member says about itself. Signed by the member; a higher `version` replaces a lower.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberMeta {
+    pub node: NodeId,
+    pub version: u64,
+    pub role: Role,
+    pub name: String,
+    pub addrs: Vec<UplinkAddr>,
+    /// WireGuard overlay public key.
+    pub overlay_key: Option<[u8; 32]>,
+    pub capacity: Capacity,
+    pub software: String,
+    /// Hubs through which this member can be reached when it is not directly reachable.
+    pub relays: Vec<NodeId>,
+}
+
+/// Limits on metadata received from others.
+pub const MAX_META_ADDRS: usize = 8;
+pub const MAX_META_RELAYS: usize = 4;
+pub const MAX_META_TEXT: usize = 64;
+
+impl MemberMeta {
+    fn check_bounds(&self) -> Result<(), MembershipError> {
+        let ok = self.name.len() <= MAX_META_TEXT
+            && self.software.len() <= MAX_META_TEXT
+            && self.addrs.len() <= MAX_META_ADDRS
+            && self.relays.len() <= MAX_META_RELAYS
+            && self.addrs.iter().all(|a| a.uplink.len() <= MAX_META_TEXT);
+        if ok {
+            Ok(())
+        } else {
+            Err(MembershipError::MetaTooLarge(self.node))
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedMeta {
+    pub meta: MemberMeta,
+    pub sig: Sig,
+}
+
+impl SignedMeta {
+    pub fn sign(key: &NodeKey, meta: MemberMeta) -> Self {
+        let sig = realm::sign_meta(key, &meta);
+        Self { meta, sig }
+    }
+
+    pub fn verify(&self) -> Result<(), MembershipError> {
+        self.meta.check_bounds()?;
+        if realm::verify_meta(&self.meta, &self.sig) {
+            Ok(())
+        } else {
+            Err(MembershipError::BadMetaSignature(self.meta.node))
+        }
+    }
+}
+
+/// A custom broadcast carried by SWIM packets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rumor {
+    Meta(SignedMeta),
+    Revocation(Revocation),
+}
+
+/// Dedup key of a rumor: a newer version for the same node replaces an older one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RumorKey {
+    kind: u8,
+    node: NodeId,
+    version: u64,
+}
+
+impl Invalidates for RumorKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.node == other.node && self.version >= other.version
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    #[error("SWIM packet claims to come from {claimed} but arrived from {actual}")]
+    Spoofed { claimed: NodeId, actual: NodeId },
+    #[error("undecodable SWIM packet: {0}")]
+    Decode(String),
+    #[error("SWIM: {0}")]
+    Foca(String),
+    #[error("metadata of {0} has a bad signature")]
+    BadMetaSignature(NodeId),
+    #[error("metadata of {0} exceeds the size limits")]
+    MetaTooLarge(NodeId),
+    #[error("rumor: {0}")]
+    Rumor(String),
+}
+
+impl From<foca::Error> for MembershipError {
+    fn from(e: foca::Error) -> Self {
+        MembershipError::Foca(e.to_string())
+    }
+}
+
+/// What rumors taught us: the newest metadata per node, revoked nodes, events not yet reported.
+struct RumorState {
+    realm: RealmId,
+    metas: HashMap<NodeId, SignedMeta>,
+    revoked: HashSet<NodeId>,
+    events: Vec<Event>,
+}
+
+/// Receives rumors for foca: verifies, dedups, records them in the shared [`RumorState`].
+struct Rumors(Arc<Mutex<RumorState>>);
+
+impl BroadcastHandler<MemberId> for Rumors {
+    type Key = RumorKey;
+    type Error = MembershipError;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        _sender: Option<&MemberId>,
+    ) -> Result<Option<RumorKey>, MembershipError> {
+        let rumor: Rumor = wire::decode(data).map_err(|e| MembershipError::Rumor(e.to_string()))?;
+        let mut st = self.0.lock().expect("rumor lock");
+        match rumor {
+            Rumor::Meta(m) => {
+                let node = m.meta.node;
+                let version = m.meta.version;
+                if st.revoked.contains(&node)
+                    || st
+                        .metas
+                        .get(&node)
+                        .is_some_and(|old| old.meta.version >= version)
+                {
+                    return Ok(None);
+                }
+                m.verify()?;
+                st.metas.insert(node, m.clone());
+                st.events.push(Event::Meta(m));
+                Ok(Some(RumorKey {
+                    kind: 0,
+                    node,
+                    version,
+                }))
+            }
+            Rumor::Revocation(r) => {
+                let node = r.body.node;
+                if st.revoked.contains(&node) {
+                    return Ok(None);
+                }
+                r.verify(&st.realm)
+                    .map_err(|e| MembershipError::Rumor(e.to_string()))?;
+                st.revoked.insert(node);
+                st.metas.remove(&node);
+                st.events.push(Event::Revoked(r));
+                Ok(Some(RumorKey {
+                    kind: 1,
+                    node,
+                    version: 0,
+                }))
+            }
+        }
+    }
+}
+
+/// What membership reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A member became active (alive or suspect).
+    Up(MemberId),
+    /// A member was declared down (failed, left, or revoked).
+    Down(MemberId),
+    /// A member restarted with a newer generation.
+    Renamed { old: MemberId, new: MemberId },
+    /// New or updated metadata of a member.
+    Meta(SignedMeta),
+    /// A verified revocation; the shell must close connections to the node.
+    Revoked(Revocation),
+    /// We are connected to at least one member.
+    Active,
+    /// We know of no active member.
+    Idle,
+    /// We were declared down and rejoined under a new generation.
+    Rejoined(MemberId),
+}
+
+/// An action for the driver.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Send `data` as one datagram to `to`.
+    Send {
+        to: MemberId,
+        data: Vec<u8>,
+    },
+    /// Call [`Membership::handle_timer`] with `timer` after `after`.
+    Schedule {
+        after: Duration,
+        timer: Timer<MemberId>,
+    },
+    Event(Event),
+}
+
+/// Membership parameters.
+#[derive(Debug, Clone)]
+pub struct MembershipConfig {
+    pub foca: foca::Config,
+    /// Upper bound of the local health multiplier.
+    pub max_lhm: u32,
+}
+
+impl MembershipConfig {
+    /// LAN defaults for an expected cluster size: probe every 1 s, probe timeout 500 ms, 3 indirect
+    /// probes, suspicion timeout `4 × max(1, log10 n)` s, gossip to 3 members every 200 ms, packet
+    /// size fitting one QUIC datagram.
+    pub fn lan(cluster_size: u32) -> Self {
+        let mut foca = foca::Config::new_lan(
+            std::num::NonZeroU32::new(cluster_size.max(1)).expect("non-zero"),
+        );
+        foca.max_packet_size = std::num::NonZeroUsize::new(MAX_PACKET).expect("non-zero");
+        foca.remove_down_after = Some(Duration::from_secs(600));
+        Self { foca, max_lhm: 8 }
+    }
+}
+
+/// Largest SWIM packet: fits a QUIC datagram on a 1280-byte path MTU with room for framing.
+pub const MAX_PACKET: usize = 1100;
+
+/// The membership state machine of one node.
+pub struct Membership {
+    foca: Foca<MemberId, PostcardCodec, StdRng, Rumors>,
+    rt: AccumulatingRuntime<MemberId>,
+    rumors: Arc<Mutex<RumorState>>,
+    /// Our incarnation as last seen in a packet we sent.
+    incarnation: foca::Incarnation,
+    lhm: u32,
+    max_lhm: u32,
+    out: Vec<Output>,
+}
+
+impl Membership {
+    /// `seed` feeds foca's random choices (fixed in simulations, random in the daemon).
+    pub fn new(
+        id: MemberId,
+        realm: RealmId,
+        own_meta: SignedMeta,
+        config: MembershipConfig,
+        seed: u64,
+    ) -> Self {
+        let rumors = Arc::new(Mutex::new(RumorState {
+            realm,
+            metas: HashMap::new(),
+            revoked: HashSet::new(),
+            events: Vec::new(),
+        }));
+        let foca = Foca::with_custom_broadcast(
+            id,
+            config.foca,
+            StdRng::seed_from_u64(seed),
+            PostcardCodec,
+            Rumors(rumors.clone()),
+        );
+        let mut m = Self {
+            foca,
+            rt: AccumulatingRuntime::new(),
+            rumors,
+            incarnation: 0,
+            lhm: 0,
+            max_lhm: config.max_lhm,
+            out: Vec::new(),
+        };
+        m.set_meta(own_meta);
+        m
+    }
+
+    pub fn id(&self) -> MemberId {
+        *self.foca.identity()
+    }
+
+    /// Local health multiplier (Lifeguard), 0 = healthy.
+    pub fn local_health(&self) -> u32 {
+        self.lhm
+    }
+
+    /// Announces ourselves to a known member (bootstrap). The generation of `peer` does not
+    /// matter for an announce.
+    pub fn join(&mut self, peer: NodeId) {
+        let dst = MemberId {
+            node: peer,
+            generation: 0,
+        };
+        if let Err(e) = self.foca.announce(dst, &mut self.rt) {
+            tracing::debug!("announce to {peer} failed: {e}");
+        }
+        self.collect();
+    }
+
+    /// Publishes new metadata about ourselves.
+    pub fn set_meta(&mut self, meta: SignedMeta) {
+        let data = wire::encode(&Rumor::Meta(meta));
+        if let Err(e) = self.foca.add_broadcast(&data) {
+            tracing::warn!("cannot publish own metadata: {e}");
+        }
+        self.collect();
+    }
+
+    /// Spreads a revocation (verified against the realm) and declares the node down.
+    pub fn revoke(&mut self, rev: Revocation) -> Result<(), MembershipError> {
+        let data = wire::encode(&Rumor::Revocation(rev));
+        self.foca.add_broadcast(&data)?;
+        self.collect();
+        Ok(())
+    }
+
+    /// Feeds a SWIM packet received from the authenticated node `from`.
+    pub fn handle_packet(&mut self, from: NodeId, data: &[u8]) -> Result<(), MembershipError> {
+        let header = <PostcardCodec as Codec<MemberId>>::decode_header(&mut PostcardCodec, data)
+            .map_err(|e| MembershipError::Decode(e.to_string()))?;
+        if header.src.node != from {
+            return Err(MembershipError::Spoofed {
+                claimed: header.src.node,
+                actual: from,
+            });
+        }
+        if self.is_revoked(&from) {
+            return Ok(());
+        }
+        let res = self.foca.handle_data(data, &mut self.rt);
+        self.collect();
+        res.map_err(Into::into)
+    }
+
+    /// Handles a timer scheduled by an earlier [`Output::Schedule`].
+    pub fn handle_timer(&mut self, timer: Timer<MemberId>) {
+        if let Err(e) = self.foca.handle_timer(timer, &mut self.rt) {
+            tracing::debug!("SWIM timer: {e}");
+        }
+        self.collect();
+    }
+
+    /// Leaves the cluster gracefully (members learn it at once instead of suspecting us).
+    pub fn leave(&mut self) {
+        if let Err(e) = self.foca.leave_cluster(&mut self.rt) {
+            tracing::debug!("leave: {e}");
+        }
+        self.collect();
+    }
+
+    /// Takes the pending outputs.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Output> {
+        self.out.drain(..)
+    }
+
+    /// Known members other than us (active and down ones not yet forgotten).
+    pub fn members(&self) -> impl Iterator<Item = (MemberId, State)> + '_ {
+        self.foca
+            .iter_membership_state()
+            .map(|m| (*m.id(), m.state()))
+    }
+
+    pub fn num_active(&self) -> usize {
+        self.foca.num_members()
+    }
+
+    /// The newest verified metadata of `node`.
+    pub fn meta(&self, node: &NodeId) -> Option<SignedMeta> {
+        self.rumors
+            .lock()
+            .expect("rumor lock")
+            .metas
+            .get(node)
+            .cloned()
+    }
+
+    pub fn is_revoked(&self, node: &NodeId) -> bool {
+        self.rumors
+            .lock()
+            .expect("rumor lock")
+            .revoked
+            .contains(node)
+    }
+
+    fn raise_lhm(&mut self) {
+        self.lhm = (self.lhm + 1).min(self.max_lhm);
+    }
+
+    fn collect(&mut self) {
+        while let Some((to, data)) = self.rt.to_send() {
+            self.out.push(Output::Send {
+                to,
+                data: data.to_vec(),
+            });
+        }
+        while let Some((after, timer)) = self.rt.to_schedule() {
+            let after = match timer {
+                Timer::ProbeRandomMember(_) | Timer::SendIndirectProbe { .. } => {
+                    after * (1 + self.lhm)
+                }
+                _ => after,
+            };
+            self.out.push(Output::Schedule { after, timer });
+        }
+        let mut down = Vec::new();
+        while let Some(n) = self.rt.to_notify() {
+            let ev = match n {
+                OwnedNotification::MemberUp(m) => Event::Up(m),
+                OwnedNotification::MemberDown(m) => Event::Down(m),
+                OwnedNotification::Rename(old, new) => Event::Renamed { old, new },
+                OwnedNotification::Active => Event::Active,
+                OwnedNotification::Idle => Event::Idle,
+                OwnedNotification::Rejoin(m) => Event::Rejoined(m),
+                OwnedNotification::Defunct => continue,
+                OwnedNotification::ProbeFailed(..) => {
+                    self.raise_lhm();
+                    continue;
+                }
+                OwnedNotification::DataReceived(h) => {
+                    if matches!(h.message, Message::Ack(_)) {
+                        self.lhm = self.lhm.saturating_sub(1);
+                    }
+                    continue;
+                }
+                OwnedNotification::DataSent(h) => {
+                    if h.src_incarnation > self.incarnation {
+                        // We refuted a suspicion about ourselves: likely we are the slow one.
+                        self.incarnation = h.src_incarnation;
+                        self.raise_lhm();
+                    }
+                    continue;
+                }
+            };
+            self.out.push(Output::Event(ev));
+        }
+        let rumor_events = std::mem::take(&mut self.rumors.lock().expect("rumor lock").events);
+        for ev in rumor_events {
+            if let Event::Revoked(r) = &ev {
+                down.push(r.body.node);
+            }
+            self.out.push(Output::Event(ev));
+        }
+        if !down.is_empty() {
+            let victims: Vec<Member<MemberId>> = self
+                .foca
+                .iter_membership_state()
+                .filter(|m| down.contains(&m.id().node) && m.state() != State::Down)
+                .map(|m| Member::new(*m.id(), m.incarnation(), State::Down))
+                .collect();
+            if let Err(e) = self
+                .foca
+                .apply_many(victims.into_iter(), true, &mut self.rt)
+            {
+                tracing::debug!("declaring revoked members down: {e}");
+            }
+            self.collect();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_generation_wins() {
+        let node = NodeKey::from_seed([1; 32]).node_id();
+        let a = MemberId {
+            node,
+            generation: 1,
+        };
+        let b = a.renew().unwrap();
+        assert!(b.win_addr_conflict(&a));
+        assert!(!a.win_addr_conflict(&b));
+        assert_eq!(a.addr(), b.addr());
+    }
+
+    #[test]
+    fn meta_signature_and_bounds() {
+        let key = NodeKey::from_seed([2; 32]);
+        let meta = MemberMeta {
+            node: key.node_id(),
+            version: 1,
+            role: Role::Edge,
+            name: "n".into(),
+            addrs: vec![],
+            overlay_key: None,
+            capacity: Capacity::default(),
+            software: "0.1".into(),
+            relays: vec![],
+        };
+        let signed = SignedMeta::sign(&key, meta.clone());
+        signed.verify().unwrap();
+        let mut forged = signed.clone();
+        forged.meta.version = 2;
+        assert!(forged.verify().is_err());
+        let big = SignedMeta::sign(
+            &key,
+            MemberMeta {
+                name: "x".repeat(MAX_META_TEXT + 1),
+                ..meta
+            },
+        );
+        assert!(matches!(
+            big.verify(),
+            Err(MembershipError::MetaTooLarge(_))
+        ));
+    }
+}

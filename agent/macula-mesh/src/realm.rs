@@ -1,0 +1,615 @@
+//! Realms: a named mesh identified by an Ed25519 realm key. A node belongs to a realm when it holds
+//! a membership certificate signed by the realm key, or by a hub the realm key delegated to.
+//! Revocations are signed by the realm key and spread through membership gossip.
+//!
+//! Every realm statement (certificate, delegation, revocation) is signed over
+//! `wire::encode(&Statement::…)` in the [`Domain::RealmCert`] signature domain; the statement tag
+//! keeps the three kinds apart. See `docs/realms.md`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+
+use ed25519_dalek::Signature;
+use macula_core::domains::Domain;
+use macula_core::{NodeId, NodeKey, base32, wire};
+use serde::{Deserialize, Serialize};
+
+use crate::membership::MemberMeta;
+use crate::sig::Sig;
+use crate::tls::DenyList;
+
+/// A realm's public key; it names the realm on the wire.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RealmId(pub NodeId);
+
+impl fmt::Display for RealmId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for RealmId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RealmId({})", self.0)
+    }
+}
+
+impl FromStr for RealmId {
+    type Err = macula_core::identity::NodeIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(RealmId)
+    }
+}
+
+/// The realm's secret key (held by the operator or the realm's root hub).
+pub struct RealmKey(NodeKey);
+
+impl RealmKey {
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self(NodeKey::from_seed(seed))
+    }
+
+    pub fn generate() -> Self {
+        Self(NodeKey::generate())
+    }
+
+    /// Uses an existing key file (same format as the node key, `docs/identity.md`).
+    pub fn from_node_key(key: NodeKey) -> Self {
+        Self(key)
+    }
+
+    pub fn id(&self) -> RealmId {
+        RealmId(self.0.node_id())
+    }
+
+    /// Issues a membership certificate directly under the realm key.
+    pub fn issue(&self, body: CertBody) -> MembershipCert {
+        let sig = sign_statement(&self.0, &Statement::Cert(&body));
+        MembershipCert {
+            body,
+            issuer: Issuer::Realm,
+            sig,
+        }
+    }
+
+    /// Lets `hub` issue certificates for this realm until `expires` (unix seconds).
+    pub fn delegate(&self, hub: NodeId, expires: u64) -> Delegation {
+        let body = DelegationBody {
+            realm: self.id(),
+            hub,
+            expires,
+        };
+        let sig = sign_statement(&self.0, &Statement::Delegation(&body));
+        Delegation { body, sig }
+    }
+
+    /// Revokes `node`'s membership (and, for a hub, every certificate it issued).
+    pub fn revoke(&self, node: NodeId, issued_at: u64) -> Revocation {
+        let body = RevocationBody {
+            realm: self.id(),
+            node,
+            issued_at,
+        };
+        let sig = sign_statement(&self.0, &Statement::Revocation(&body));
+        Revocation { body, sig }
+    }
+}
+
+/// What a member does in the realm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// An ordinary node; may sit behind NAT and reach others through hubs.
+    Edge,
+    /// A reachable node that relays for edges and may hold a delegation to admit nodes.
+    Hub,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Edge => "edge",
+            Role::Hub => "hub",
+        })
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "edge" => Ok(Role::Edge),
+            "hub" => Ok(Role::Hub),
+            _ => Err(format!("unknown role `{s}`: use `edge` or `hub`")),
+        }
+    }
+}
+
+/// The signed content of a membership certificate. Times are unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertBody {
+    pub realm: RealmId,
+    pub node: NodeId,
+    pub role: Role,
+    /// Human name of the node, at most [`MAX_NAME`] bytes.
+    pub name: String,
+    pub not_before: u64,
+    pub expires: u64,
+}
+
+/// Longest node name in a certificate.
+pub const MAX_NAME: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Issuer {
+    /// Signed by the realm key.
+    Realm,
+    /// Signed by a hub holding this delegation from the realm key.
+    Hub(Delegation),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipCert {
+    pub body: CertBody,
+    pub issuer: Issuer,
+    pub sig: Sig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelegationBody {
+    pub realm: RealmId,
+    pub hub: NodeId,
+    pub expires: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delegation {
+    pub body: DelegationBody,
+    pub sig: Sig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationBody {
+    pub realm: RealmId,
+    pub node: NodeId,
+    pub issued_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub body: RevocationBody,
+    pub sig: Sig,
+}
+
+/// The signed bytes of every realm statement: `wire::encode(&Statement::…)`.
+#[derive(Serialize)]
+enum Statement<'a> {
+    Cert(&'a CertBody),
+    Delegation(&'a DelegationBody),
+    Revocation(&'a RevocationBody),
+    /// Member metadata, signed by the member itself.
+    Meta(&'a MemberMeta),
+}
+
+fn sign_statement(key: &NodeKey, st: &Statement<'_>) -> Sig {
+    Sig(key.sign(Domain::RealmCert, &wire::encode(st)).to_bytes())
+}
+
+fn verify_statement(signer: &NodeId, st: &Statement<'_>, sig: &Sig) -> bool {
+    signer
+        .verify(
+            Domain::RealmCert,
+            &wire::encode(st),
+            &Signature::from_bytes(&sig.0),
+        )
+        .is_ok()
+}
+
+/// Signs member metadata with the member's own key.
+pub(crate) fn sign_meta(key: &NodeKey, meta: &MemberMeta) -> Sig {
+    sign_statement(key, &Statement::Meta(meta))
+}
+
+/// Checks that `meta` was signed by the node it describes.
+pub(crate) fn verify_meta(meta: &MemberMeta, sig: &Sig) -> bool {
+    verify_statement(&meta.node, &Statement::Meta(meta), sig)
+}
+
+/// Why a certificate, delegation or revocation was refused. Each says what to do next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertError {
+    #[error(
+        "certificate is for realm {got}, this node is in realm {expected}; get a certificate \
+         for this realm (`maculactl realm admit` on a realm admin node)"
+    )]
+    WrongRealm { expected: RealmId, got: RealmId },
+    #[error("certificate is for node {cert}, but the peer authenticated as {peer}")]
+    NodeMismatch { cert: NodeId, peer: NodeId },
+    #[error(
+        "certificate expired at {expires} (now {now}); issue a new one with `maculactl realm admit`"
+    )]
+    Expired { expires: u64, now: u64 },
+    #[error("certificate is not valid before {not_before} (now {now}); check the clock")]
+    NotYetValid { not_before: u64, now: u64 },
+    #[error("bad signature on the {0}; the file is damaged or forged, issue a new one")]
+    BadSignature(&'static str),
+    #[error("the delegation to hub {hub} expired at {expires}; the realm admin must renew it")]
+    DelegationExpired { hub: NodeId, expires: u64 },
+    #[error("the delegation is for realm {got}, not {expected}")]
+    DelegationWrongRealm { expected: RealmId, got: RealmId },
+    #[error("certificate outlives the delegation of its issuing hub ({cert} > {delegation})")]
+    OutlivesDelegation { cert: u64, delegation: u64 },
+    #[error("node {0} was revoked from this realm")]
+    Revoked(NodeId),
+    #[error("node name is longer than {MAX_NAME} bytes")]
+    NameTooLong,
+    #[error("not a membership certificate file: {0}")]
+    Format(String),
+}
+
+impl MembershipCert {
+    /// Checks signature chain, realm, validity window and name length (not revocation; see
+    /// [`Admission::check`]).
+    pub fn verify(&self, realm: &RealmId, now: u64) -> Result<(), CertError> {
+        let b = &self.body;
+        if b.realm != *realm {
+            return Err(CertError::WrongRealm {
+                expected: *realm,
+                got: b.realm,
+            });
+        }
+        if b.name.len() > MAX_NAME {
+            return Err(CertError::NameTooLong);
+        }
+        let signer = match &self.issuer {
+            Issuer::Realm => realm.0,
+            Issuer::Hub(d) => {
+                d.verify(realm, now)?;
+                if b.expires > d.body.expires {
+                    return Err(CertError::OutlivesDelegation {
+                        cert: b.expires,
+                        delegation: d.body.expires,
+                    });
+                }
+                d.body.hub
+            }
+        };
+        if !verify_statement(&signer, &Statement::Cert(b), &self.sig) {
+            return Err(CertError::BadSignature("membership certificate"));
+        }
+        if now < b.not_before {
+            return Err(CertError::NotYetValid {
+                not_before: b.not_before,
+                now,
+            });
+        }
+        if now >= b.expires {
+            return Err(CertError::Expired {
+                expires: b.expires,
+                now,
+            });
+        }
+        Ok(())
+    }
+
+    /// The hub that issued this certificate, if any.
+    pub fn issuing_hub(&self) -> Option<NodeId> {
+        match &self.issuer {
+            Issuer::Realm => None,
+            Issuer::Hub(d) => Some(d.body.hub),
+        }
+    }
+
+    /// Text form for files (`/boot/macula/realm.cert`) and copy-paste: a header line and the
+    /// base32 of the wire bytes.
+    pub fn to_text(&self) -> String {
+        format!("{CERT_HEADER}\n{}\n", base32::encode(&wire::encode(self)))
+    }
+
+    pub fn from_text(text: &str) -> Result<Self, CertError> {
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        if lines.next() != Some(CERT_HEADER) {
+            return Err(CertError::Format(format!(
+                "first line must be `{CERT_HEADER}`"
+            )));
+        }
+        let body = lines
+            .next()
+            .ok_or_else(|| CertError::Format("missing the certificate line".into()))?;
+        if lines.next().is_some() {
+            return Err(CertError::Format(
+                "unexpected text after the certificate".into(),
+            ));
+        }
+        if body.len() > 4096 {
+            return Err(CertError::Format("certificate line too long".into()));
+        }
+        let bytes = base32::decode(body).map_err(CertError::Format)?;
+        wire::decode(&bytes).map_err(|e| CertError::Format(e.to_string()))
+    }
+}
+
+const CERT_HEADER: &str = "macula-membership-cert v1";
+
+impl Delegation {
+    pub fn verify(&self, realm: &RealmId, now: u64) -> Result<(), CertError> {
+        if self.body.realm != *realm {
+            return Err(CertError::DelegationWrongRealm {
+                expected: *realm,
+                got: self.body.realm,
+            });
+        }
+        if !verify_statement(&realm.0, &Statement::Delegation(&self.body), &self.sig) {
+            return Err(CertError::BadSignature("hub delegation"));
+        }
+        if now >= self.body.expires {
+            return Err(CertError::DelegationExpired {
+                hub: self.body.hub,
+                expires: self.body.expires,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Revocation {
+    pub fn verify(&self, realm: &RealmId) -> Result<(), CertError> {
+        if self.body.realm != *realm {
+            return Err(CertError::WrongRealm {
+                expected: *realm,
+                got: self.body.realm,
+            });
+        }
+        if !verify_statement(&realm.0, &Statement::Revocation(&self.body), &self.sig) {
+            return Err(CertError::BadSignature("revocation"));
+        }
+        Ok(())
+    }
+}
+
+/// This node's place in its realm: the realm, its own certificate, and the revocations it knows.
+/// Shared by the TLS verifiers (deny list) and the admission check after the handshake.
+#[derive(Debug)]
+pub struct Admission {
+    realm: RealmId,
+    own: MembershipCert,
+    revoked: RwLock<HashMap<NodeId, Revocation>>,
+    deny: Arc<DenyList>,
+}
+
+impl Admission {
+    /// Refuses to start with a certificate that is not valid for `node` now.
+    pub fn new(node: NodeId, own: MembershipCert, now: u64) -> Result<Self, CertError> {
+        let realm = own.body.realm;
+        own.verify(&realm, now)?;
+        if own.body.node != node {
+            return Err(CertError::NodeMismatch {
+                cert: own.body.node,
+                peer: node,
+            });
+        }
+        Ok(Self {
+            realm,
+            own,
+            revoked: RwLock::default(),
+            deny: Arc::default(),
+        })
+    }
+
+    pub fn realm(&self) -> RealmId {
+        self.realm
+    }
+
+    pub fn own_cert(&self) -> &MembershipCert {
+        &self.own
+    }
+
+    pub fn deny_list(&self) -> Arc<DenyList> {
+        self.deny.clone()
+    }
+
+    /// Admits `peer` (authenticated by TLS) presenting `cert` for `realm`.
+    pub fn check(
+        &self,
+        peer: NodeId,
+        realm: &RealmId,
+        cert: &MembershipCert,
+        now: u64,
+    ) -> Result<(), CertError> {
+        if *realm != self.realm {
+            return Err(CertError::WrongRealm {
+                expected: self.realm,
+                got: *realm,
+            });
+        }
+        cert.verify(&self.realm, now)?;
+        if cert.body.node != peer {
+            return Err(CertError::NodeMismatch {
+                cert: cert.body.node,
+                peer,
+            });
+        }
+        let revoked = self.revoked.read().expect("revocation lock");
+        if revoked.contains_key(&peer) {
+            return Err(CertError::Revoked(peer));
+        }
+        if let Some(hub) = cert.issuing_hub().filter(|h| revoked.contains_key(h)) {
+            return Err(CertError::Revoked(hub));
+        }
+        Ok(())
+    }
+
+    /// Records a verified revocation. Returns `true` when it is new.
+    pub fn revoke(&self, rev: Revocation) -> Result<bool, CertError> {
+        rev.verify(&self.realm)?;
+        let node = rev.body.node;
+        let new = self
+            .revoked
+            .write()
+            .expect("revocation lock")
+            .insert(node, rev)
+            .is_none();
+        self.deny.insert(node);
+        Ok(new)
+    }
+
+    pub fn is_revoked(&self, node: &NodeId) -> bool {
+        self.revoked
+            .read()
+            .expect("revocation lock")
+            .contains_key(node)
+    }
+
+    pub fn revocations(&self) -> Vec<Revocation> {
+        self.revoked
+            .read()
+            .expect("revocation lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(realm: RealmId, node: NodeId) -> CertBody {
+        CertBody {
+            realm,
+            node,
+            role: Role::Edge,
+            name: "edge-1".into(),
+            not_before: 100,
+            expires: 1000,
+        }
+    }
+
+    #[test]
+    fn direct_cert_verifies_and_fails_closed() {
+        let rk = RealmKey::from_seed([1; 32]);
+        let node = NodeKey::from_seed([2; 32]).node_id();
+        let cert = rk.issue(body(rk.id(), node));
+        cert.verify(&rk.id(), 500).unwrap();
+        assert!(matches!(
+            cert.verify(&rk.id(), 1000),
+            Err(CertError::Expired { .. })
+        ));
+        assert!(matches!(
+            cert.verify(&rk.id(), 99),
+            Err(CertError::NotYetValid { .. })
+        ));
+        let other = RealmKey::from_seed([3; 32]);
+        assert!(matches!(
+            cert.verify(&other.id(), 500),
+            Err(CertError::WrongRealm { .. })
+        ));
+        let mut forged = cert.clone();
+        forged.body.role = Role::Hub;
+        assert_eq!(
+            forged.verify(&rk.id(), 500),
+            Err(CertError::BadSignature("membership certificate"))
+        );
+        // A certificate issued by another realm's key but claiming our realm.
+        let fake = other.issue(body(rk.id(), node));
+        assert!(matches!(
+            fake.verify(&rk.id(), 500),
+            Err(CertError::BadSignature(_))
+        ));
+    }
+
+    #[test]
+    fn delegated_hub_issues_certs() {
+        let rk = RealmKey::from_seed([1; 32]);
+        let hub = NodeKey::from_seed([4; 32]);
+        let node = NodeKey::from_seed([5; 32]).node_id();
+        let d = rk.delegate(hub.node_id(), 900);
+        let b = CertBody {
+            expires: 800,
+            ..body(rk.id(), node)
+        };
+        let sig = sign_statement(&hub, &Statement::Cert(&b));
+        let cert = MembershipCert {
+            body: b.clone(),
+            issuer: Issuer::Hub(d.clone()),
+            sig,
+        };
+        cert.verify(&rk.id(), 500).unwrap();
+        assert!(matches!(
+            cert.verify(&rk.id(), 900),
+            Err(CertError::DelegationExpired { .. })
+        ));
+        // A hub cannot extend its own authority.
+        let long = CertBody {
+            expires: 2000,
+            ..b.clone()
+        };
+        let cert2 = MembershipCert {
+            sig: sign_statement(&hub, &Statement::Cert(&long)),
+            body: long,
+            issuer: Issuer::Hub(d.clone()),
+        };
+        assert!(matches!(
+            cert2.verify(&rk.id(), 500),
+            Err(CertError::OutlivesDelegation { .. })
+        ));
+        // A delegation signature does not verify as a certificate (statement tags differ).
+        let as_cert = MembershipCert {
+            body: b,
+            issuer: Issuer::Realm,
+            sig: d.sig.clone(),
+        };
+        assert!(as_cert.verify(&rk.id(), 500).is_err());
+        // Revoking the hub invalidates what it issued.
+        let me = NodeKey::from_seed([6; 32]);
+        let adm = Admission::new(me.node_id(), rk.issue(body(rk.id(), me.node_id())), 500).unwrap();
+        adm.check(node, &rk.id(), &cert, 500).unwrap();
+        assert!(adm.revoke(rk.revoke(hub.node_id(), 501)).unwrap());
+        assert_eq!(
+            adm.check(node, &rk.id(), &cert, 502),
+            Err(CertError::Revoked(hub.node_id()))
+        );
+        assert!(adm.deny_list().contains(&hub.node_id()));
+    }
+
+    #[test]
+    fn admission_binds_cert_to_peer() {
+        let rk = RealmKey::from_seed([1; 32]);
+        let me = NodeKey::from_seed([6; 32]);
+        let peer = NodeKey::from_seed([7; 32]).node_id();
+        let thief = NodeKey::from_seed([8; 32]).node_id();
+        let adm = Admission::new(me.node_id(), rk.issue(body(rk.id(), me.node_id())), 500).unwrap();
+        let cert = rk.issue(body(rk.id(), peer));
+        adm.check(peer, &rk.id(), &cert, 500).unwrap();
+        assert!(matches!(
+            adm.check(thief, &rk.id(), &cert, 500),
+            Err(CertError::NodeMismatch { .. })
+        ));
+        // Revocations must be signed by the realm key.
+        let other = RealmKey::from_seed([9; 32]);
+        let mut bad = other.revoke(peer, 1);
+        bad.body.realm = rk.id();
+        assert!(adm.revoke(bad).is_err());
+        assert!(!adm.is_revoked(&peer));
+        assert!(adm.revoke(rk.revoke(peer, 1)).unwrap());
+        assert!(!adm.revoke(rk.revoke(peer, 1)).unwrap());
+        assert_eq!(
+            adm.check(peer, &rk.id(), &cert, 500),
+            Err(CertError::Revoked(peer))
+        );
+    }
+
+    #[test]
+    fn text_form_roundtrips_and_rejects_garbage() {
+        let rk = RealmKey::from_seed([1; 32]);
+        let cert = rk.issue(body(rk.id(), NodeKey::from_seed([2; 32]).node_id()));
+        let text = cert.to_text();
+        assert_eq!(MembershipCert::from_text(&text).unwrap(), cert);
+        assert!(MembershipCert::from_text("hello").is_err());
+        assert!(MembershipCert::from_text(&format!("{CERT_HEADER}\nzzzz1\n")).is_err());
+        let mut cut = text.clone();
+        cut.truncate(text.len() - 10);
+        assert!(MembershipCert::from_text(&cut).is_err());
+    }
+}
