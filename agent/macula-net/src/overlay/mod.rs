@@ -1,1 +1,14 @@
-//! The WireGuard overlay.
+//! The WireGuard overlay: keys bound to the node identity, self-certifying IPv6 addresses, the
+//! userspace WireGuard device (`wireguard-go`) driven over its UAPI socket, and the `[overlay]`
+//! config section. See `docs/identity.md` ("Overlay keys and addresses") for the derivations.
+
+mod addr;
+mod config;
+mod device;
+mod keys;
+pub mod uapi;
+
+pub use addr::{interface_id, overlay_address, realm_prefix};
+pub use config::{OverlayConfig, OverlayConfigError, PeerConfig};
+pub use device::{Overlay, OverlayError, PeerSpec};
+pub use keys::{OverlayKeys, WgKey, peer_public_key};

@@ -1,0 +1,105 @@
+//! The `[overlay]` section of `agent.toml`.
+
+use std::net::SocketAddr;
+
+use macula_core::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// `[overlay]`: the WireGuard overlay interface and, until mesh membership drives it, a static
+/// peer list.
+///
+/// Defaults: disabled, interface `mcl0`, UDP port 51820, MTU 1420 (1500 − 80, as wg-quick), no
+/// peers, userspace implementation `wireguard-go` from `PATH`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverlayConfig {
+    pub enabled: bool,
+    /// Interface name (1–15 characters).
+    pub interface: String,
+    pub listen_port: u16,
+    /// Set explicitly on the interface (1280–9000).
+    pub mtu: u32,
+    /// The realm identifier; the overlay /48 is derived from it (docs/identity.md).
+    pub realm: String,
+    /// Program of the userspace WireGuard implementation.
+    pub wireguard_go: String,
+    /// Static peers (`[[overlay.peers]]`).
+    pub peers: Vec<PeerConfig>,
+}
+
+impl Default for OverlayConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interface: "mcl0".into(),
+            listen_port: 51820,
+            mtu: 1420,
+            realm: String::new(),
+            wireguard_go: "wireguard-go".into(),
+            peers: Vec::new(),
+        }
+    }
+}
+
+/// `[[overlay.peers]]`: one peer by node ID. Its WireGuard key and overlay address are computed
+/// from the node ID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub node_id: NodeId,
+    /// `ip:port` (IPv6 as `[addr]:port`); absent for peers that only connect to us (behind NAT).
+    #[serde(default)]
+    pub endpoint: Option<SocketAddr>,
+    /// Persistent keepalive in seconds (0 = off; 25 for peers behind NAT).
+    #[serde(default)]
+    pub keepalive_secs: u16,
+    /// Hub routing: nodes reached through this peer (their /128s join its allowed IPs).
+    #[serde(default)]
+    pub relay_for: Vec<NodeId>,
+}
+
+/// An `[overlay]` section that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OverlayConfigError {
+    #[error("overlay: interface name {0:?} is invalid; use 1–15 characters from A–Z a–z 0–9 . _ -")]
+    BadInterface(String),
+    #[error("overlay: mtu {0} is out of range; use 1280–9000 (1420 suits a 1500-byte underlay)")]
+    BadMtu(u32),
+    #[error(
+        "overlay: realm is empty; set [overlay] realm (the same on every member) to derive addresses"
+    )]
+    NoRealm,
+    #[error("overlay: listen_port 0; use a UDP port such as 51820")]
+    NoPort,
+    #[error("overlay: peer {0} is listed twice; list each peer once")]
+    DuplicatePeer(String),
+}
+
+impl OverlayConfig {
+    pub fn validate(&self) -> Result<(), OverlayConfigError> {
+        let i = &self.interface;
+        if !(1..=15).contains(&i.len())
+            || !i
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err(OverlayConfigError::BadInterface(i.clone()));
+        }
+        if !(1280..=9000).contains(&self.mtu) {
+            return Err(OverlayConfigError::BadMtu(self.mtu));
+        }
+        if self.realm.is_empty() {
+            return Err(OverlayConfigError::NoRealm);
+        }
+        if self.listen_port == 0 {
+            return Err(OverlayConfigError::NoPort);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &self.peers {
+            if !seen.insert(p.node_id) {
+                return Err(OverlayConfigError::DuplicatePeer(p.node_id.to_string()));
+            }
+        }
+        Ok(())
+    }
+}

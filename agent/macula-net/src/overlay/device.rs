@@ -1,0 +1,282 @@
+//! The overlay device: a userspace WireGuard daemon (`wireguard-go`) configured over UAPI, with
+//! its address, MTU and link state set by `ip`.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::process::Stdio;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use tokio::process::Child;
+use tokio::sync::Mutex;
+
+use super::addr::overlay_address;
+use super::config::{OverlayConfig, OverlayConfigError, PeerConfig};
+use super::keys::{OverlayKeys, WgKey, peer_public_key};
+use super::uapi::{DeviceStatus, Uapi, UapiError};
+use crate::cmd::{CmdError, Host};
+
+/// A peer as the device is told about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSpec {
+    pub key: WgKey,
+    /// Its overlay address (always one of its allowed IPs, as /128).
+    pub address: Ipv6Addr,
+    pub endpoint: Option<SocketAddr>,
+    pub keepalive_secs: u16,
+    /// Further /128s routed through it (hub routing).
+    pub relayed: Vec<Ipv6Addr>,
+}
+
+impl PeerSpec {
+    /// Resolves a configured peer in `realm`.
+    pub fn from_config(realm: &str, p: &PeerConfig) -> Self {
+        let key = peer_public_key(&p.node_id);
+        Self {
+            key,
+            address: overlay_address(realm, &key),
+            endpoint: p.endpoint,
+            keepalive_secs: p.keepalive_secs,
+            relayed: p
+                .relay_for
+                .iter()
+                .map(|n| overlay_address(realm, &peer_public_key(n)))
+                .collect(),
+        }
+    }
+
+    fn uapi_lines(&self) -> String {
+        let mut s = format!("public_key={}\n", self.key.to_hex());
+        if let Some(ep) = self.endpoint {
+            s += &format!("endpoint={ep}\n");
+        }
+        s += &format!(
+            "persistent_keepalive_interval={}\nreplace_allowed_ips=true\nallowed_ip={}/128\n",
+            self.keepalive_secs, self.address
+        );
+        for r in &self.relayed {
+            s += &format!("allowed_ip={r}/128\n");
+        }
+        s
+    }
+}
+
+/// Overlay errors, each saying what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum OverlayError {
+    #[error(transparent)]
+    Config(#[from] OverlayConfigError),
+    #[error(transparent)]
+    Uapi(#[from] UapiError),
+    #[error(transparent)]
+    Cmd(#[from] CmdError),
+    #[error(
+        "cannot start `{program}`: {source}; install the Debian package `wireguard-go` or set [overlay] wireguard_go"
+    )]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "`{program}` did not open {socket} within 5 s (exit status: {status}); check that /dev/net/tun exists and the interface name is free"
+    )]
+    NoSocket {
+        program: String,
+        socket: String,
+        status: String,
+    },
+    #[error("peer {0} is not configured; add it to [[overlay.peers]]")]
+    NoSuchPeer(WgKey),
+}
+
+/// A running overlay interface. Dropping it stops the WireGuard daemon (the interface goes away).
+pub struct Overlay {
+    host: Host,
+    interface: String,
+    keys: OverlayKeys,
+    address: Ipv6Addr,
+    uapi: Uapi,
+    child: Child,
+    peers: Mutex<BTreeMap<WgKey, PeerSpec>>,
+}
+
+impl Overlay {
+    /// Starts the userspace daemon for `cfg.interface`, sets the derived key, listen port and the
+    /// static peers, then address (/48), MTU and link up.
+    pub async fn start(
+        host: Host,
+        cfg: &OverlayConfig,
+        node: &SigningKey,
+    ) -> Result<Self, OverlayError> {
+        cfg.validate()?;
+        let keys = OverlayKeys::from_signing_key(node);
+        let address = overlay_address(&cfg.realm, &keys.public());
+        let uapi = Uapi::new(&cfg.interface);
+        // A daemon killed hard leaves its socket behind; a live one would answer.
+        if uapi.get().await.is_err() {
+            let _ = std::fs::remove_file(uapi.socket_path());
+        }
+        let mut cmd = host.command(&cfg.wireguard_go, &["-f", &cfg.interface]);
+        cmd.env("WG_PROCESS_FOREGROUND", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|source| OverlayError::Spawn {
+            program: cfg.wireguard_go.clone(),
+            source,
+        })?;
+        let mut ready = false;
+        for _ in 0..250 {
+            if uapi.get().await.is_ok() {
+                ready = true;
+                break;
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !ready {
+            let status = match child.try_wait() {
+                Ok(Some(s)) => s.to_string(),
+                _ => "still running".into(),
+            };
+            return Err(OverlayError::NoSocket {
+                program: cfg.wireguard_go.clone(),
+                socket: uapi.socket_path().display().to_string(),
+                status,
+            });
+        }
+        let peers: BTreeMap<WgKey, PeerSpec> = cfg
+            .peers
+            .iter()
+            .map(|p| PeerSpec::from_config(&cfg.realm, p))
+            .filter(|p| p.key != keys.public())
+            .map(|p| (p.key, p))
+            .collect();
+        let mut set = format!(
+            "private_key={}\nlisten_port={}\nreplace_peers=true\n",
+            keys.private_hex().as_str(),
+            cfg.listen_port
+        );
+        for p in peers.values() {
+            set += &p.uapi_lines();
+        }
+        uapi.set(&set).await?;
+        let ifn = cfg.interface.as_str();
+        let addr = format!("{address}/48");
+        host.run("ip", &["-6", "addr", "replace", &addr, "dev", ifn], b"")
+            .await?;
+        let mtu = cfg.mtu.to_string();
+        host.run("ip", &["link", "set", ifn, "mtu", &mtu, "up"], b"")
+            .await?;
+        tracing::info!(target: "overlay", interface = ifn, %address, public_key = %keys.public(), "overlay up");
+        Ok(Self {
+            host,
+            interface: cfg.interface.clone(),
+            keys,
+            address,
+            uapi,
+            child,
+            peers: Mutex::new(peers),
+        })
+    }
+
+    pub fn address(&self) -> Ipv6Addr {
+        self.address
+    }
+
+    pub fn public_key(&self) -> WgKey {
+        self.keys.public()
+    }
+
+    pub fn interface(&self) -> &str {
+        &self.interface
+    }
+
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// Replaces the peer set: new peers are added, changed ones updated in place, missing ones
+    /// removed — existing sessions of unchanged peers are kept.
+    pub async fn set_peers(&self, new: Vec<PeerSpec>) -> Result<(), OverlayError> {
+        let mut peers = self.peers.lock().await;
+        let new: BTreeMap<WgKey, PeerSpec> = new
+            .into_iter()
+            .filter(|p| p.key != self.keys.public())
+            .map(|p| (p.key, p))
+            .collect();
+        let mut set = String::new();
+        for k in peers.keys().filter(|k| !new.contains_key(k)) {
+            set += &format!("public_key={}\nremove=true\n", k.to_hex());
+        }
+        for (k, p) in &new {
+            if peers.get(k) != Some(p) {
+                set += &p.uapi_lines();
+            }
+        }
+        if !set.is_empty() {
+            self.uapi.set(&set).await?;
+        }
+        *peers = new;
+        Ok(())
+    }
+
+    /// Points a peer at another endpoint (uplink failover).
+    pub async fn set_endpoint(
+        &self,
+        key: &WgKey,
+        endpoint: SocketAddr,
+    ) -> Result<(), OverlayError> {
+        let mut peers = self.peers.lock().await;
+        let p = peers.get_mut(key).ok_or(OverlayError::NoSuchPeer(*key))?;
+        self.uapi
+            .set(&format!(
+                "public_key={}\nupdate_only=true\nendpoint={endpoint}\n",
+                key.to_hex()
+            ))
+            .await?;
+        p.endpoint = Some(endpoint);
+        Ok(())
+    }
+
+    /// The configured peers.
+    pub async fn peers(&self) -> Vec<PeerSpec> {
+        self.peers.lock().await.values().cloned().collect()
+    }
+
+    /// Live device state (handshakes, counters, endpoints).
+    pub async fn status(&self) -> Result<DeviceStatus, OverlayError> {
+        Ok(self.uapi.get().await?)
+    }
+
+    /// Stops the daemon (SIGTERM, so it removes its socket; SIGKILL after 2 s).
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        if tokio::time::timeout(Duration::from_secs(2), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+impl Drop for Overlay {
+    /// Without [`Overlay::stop`] (e.g. on panic) the daemon is killed hard; its socket is removed
+    /// here so the next start finds no stale one.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.start_kill();
+            let _ = std::fs::remove_file(self.uapi.socket_path());
+        }
+    }
+}
