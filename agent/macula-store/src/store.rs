@@ -1,0 +1,488 @@
+//! The local shard store: a directory on the data partition.
+//!
+//! ```text
+//! <root>/shards/<first two hex digits>/<segment id hex>.<index>   header ‖ data ‖ outboard
+//! <root>/tmp/                                                    writes in progress
+//! <root>/tombstones/<segment id hex>                             owner-signed deletes
+//! ```
+//!
+//! A shard is verified completely (signature, length, outboard, data root) before it is accepted,
+//! written to `tmp/`, fsync'd, renamed into place and its directory fsync'd: after a crash a shard
+//! file either holds a complete verified shard or does not exist. `tmp/` is emptied on open. Every
+//! read is verified again; a shard that fails is removed and reported so repair can replace it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ed25519_dalek::Signature;
+use macula_core::domains::Domain;
+use macula_core::{NodeId, NodeKey};
+
+use crate::header::{MAX_HEADER_LEN, MAX_SHARD_LEN, SegmentId, ShardHeader};
+use crate::segment::{Shard, ShardError, Trust};
+use crate::tree;
+
+/// Largest file a shard can be.
+pub const MAX_SHARD_FILE: u64 = MAX_HEADER_LEN as u64
+    + MAX_SHARD_LEN as u64
+    + 32 * (MAX_SHARD_LEN as u64).div_ceil(tree::GROUP_LEN as u64);
+
+/// Errors of the local store. Each says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{action} {path}: {source} (check the data partition is mounted and writable)")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("shard rejected: {0}")]
+    Invalid(#[from] ShardError),
+    #[error("shard {segment}.{index} not found on this node")]
+    NotFound { segment: SegmentId, index: u16 },
+    #[error(
+        "shard {segment}.{index} was corrupt on disk and has been removed; repair will restore it from other holders"
+    )]
+    Corrupt { segment: SegmentId, index: u16 },
+    #[error(
+        "storage quota exceeded: shard needs {need} bytes, {free} of {quota} free; raise the quota or add nodes"
+    )]
+    QuotaExceeded { need: u64, free: u64, quota: u64 },
+    #[error("segment {0} was deleted by its owner; it cannot be stored again")]
+    Deleted(SegmentId),
+    #[error("delete request for {0} is not signed by the segment's owner")]
+    NotOwner(SegmentId),
+    #[error("chunk group {group} out of range for shard {segment}.{index}")]
+    NoSuchGroup {
+        segment: SegmentId,
+        index: u16,
+        group: usize,
+    },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Whether a put stored a new shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Stored,
+    AlreadyPresent,
+}
+
+/// What garbage collection did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Leftover temporary files of interrupted writes.
+    pub removed_tmp: usize,
+    /// Shards that failed verification (repair should restore them).
+    pub removed_corrupt: Vec<(SegmentId, u16)>,
+    /// Shards of segments their owner deleted.
+    pub removed_deleted: usize,
+    /// Shards kept (all verified).
+    pub kept: usize,
+}
+
+/// Signature domain of delete requests. Until `macula-core` gains its own delete domain the
+/// shard-header domain is used; the messages cannot collide because a delete message starts with
+/// `"MDEL"` and every descriptor with `"MSHD"`.
+const DELETE_DOMAIN: Domain = Domain::ShardHeader;
+
+/// An owner-signed request to delete every shard of a segment:
+/// Ed25519 over `context ‖ 0x00 ‖ "MDEL" ‖ segment ID`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteRequest {
+    pub segment: SegmentId,
+    pub signature: [u8; 64],
+}
+
+impl DeleteRequest {
+    fn message(segment: &SegmentId) -> Vec<u8> {
+        let mut m = b"MDEL".to_vec();
+        m.extend_from_slice(&segment.0);
+        m
+    }
+
+    pub fn sign(segment: SegmentId, owner: &NodeKey) -> Self {
+        let signature = owner
+            .sign(DELETE_DOMAIN, &Self::message(&segment))
+            .to_bytes();
+        Self { segment, signature }
+    }
+
+    pub fn verify(&self, owner: &NodeId) -> bool {
+        owner
+            .verify(
+                DELETE_DOMAIN,
+                &Self::message(&self.segment),
+                &Signature::from_bytes(&self.signature),
+            )
+            .is_ok()
+    }
+
+    /// `segment ‖ signature`, as stored in a tombstone.
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut b = self.segment.0.to_vec();
+        b.extend_from_slice(&self.signature);
+        b
+    }
+}
+
+/// A directory of verified shards.
+pub struct LocalStore {
+    root: PathBuf,
+    quota: u64,
+    used: Mutex<u64>,
+    tmp_counter: AtomicU64,
+}
+
+impl LocalStore {
+    /// Opens (creating if needed) the store at `root` with a quota in bytes. Removes leftovers of
+    /// interrupted writes and counts the space in use.
+    pub fn open(root: &Path, quota: u64) -> Result<Self, StoreError> {
+        for d in ["shards", "tmp", "tombstones"] {
+            let p = root.join(d);
+            fs::create_dir_all(&p).map_err(io_err("cannot create", &p))?;
+        }
+        let store = Self {
+            root: root.to_path_buf(),
+            quota,
+            used: Mutex::new(0),
+            tmp_counter: AtomicU64::new(0),
+        };
+        store.clean_tmp()?;
+        store.recount()?;
+        Ok(store)
+    }
+
+    /// Recomputes the space in use from the files on disk.
+    fn recount(&self) -> Result<(), StoreError> {
+        let mut used = 0;
+        for (seg, idx) in self.list()? {
+            let p = self.shard_path(&seg, idx);
+            used += fs::metadata(&p).map_err(io_err("cannot stat", &p))?.len();
+        }
+        *self.used.lock().unwrap_or_else(|e| e.into_inner()) = used;
+        Ok(())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Bytes of shards stored.
+    pub fn used(&self) -> u64 {
+        *self.used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn quota(&self) -> u64 {
+        self.quota
+    }
+
+    /// Free bytes under the quota.
+    pub fn free(&self) -> u64 {
+        self.quota.saturating_sub(self.used())
+    }
+
+    fn shard_path(&self, seg: &SegmentId, index: u16) -> PathBuf {
+        let hex = seg.to_hex();
+        self.root
+            .join("shards")
+            .join(&hex[..2])
+            .join(format!("{hex}.{index}"))
+    }
+
+    fn tombstone_path(&self, seg: &SegmentId) -> PathBuf {
+        self.root.join("tombstones").join(seg.to_hex())
+    }
+
+    fn clean_tmp(&self) -> Result<usize, StoreError> {
+        let dir = self.root.join("tmp");
+        let mut n = 0;
+        for e in fs::read_dir(&dir).map_err(io_err("cannot list", &dir))? {
+            let p = e.map_err(io_err("cannot list", &dir))?.path();
+            fs::remove_file(&p).map_err(io_err("cannot remove", &p))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Every shard file present, as `(segment, index)`, sorted.
+    pub fn list(&self) -> Result<Vec<(SegmentId, u16)>, StoreError> {
+        let dir = self.root.join("shards");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).map_err(io_err("cannot list", &dir))? {
+            let sub = e.map_err(io_err("cannot list", &dir))?.path();
+            for f in fs::read_dir(&sub).map_err(io_err("cannot list", &sub))? {
+                let f = f.map_err(io_err("cannot list", &sub))?;
+                let name = f.file_name();
+                let parsed = name.to_str().and_then(|n| {
+                    let (hex, idx) = n.split_once('.')?;
+                    Some((SegmentId::from_hex(hex)?, idx.parse::<u16>().ok()?))
+                });
+                if let Some(x) = parsed {
+                    out.push(x);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Verifies and stores a serialised shard (`header ‖ data ‖ outboard`).
+    pub fn put(&self, bytes: &[u8]) -> Result<PutOutcome, StoreError> {
+        let shard = Shard::from_bytes(bytes, Trust::Signature)?;
+        let seg = shard.header.segment_id();
+        let index = shard.header.index;
+        if self.tombstone_path(&seg).exists() {
+            return Err(StoreError::Deleted(seg));
+        }
+        let path = self.shard_path(&seg, index);
+        let mut old_len = 0;
+        if path.exists() {
+            match self.get(&seg, index) {
+                Ok(_) => return Ok(PutOutcome::AlreadyPresent),
+                // `get` removed the corrupt file (and its bytes from `used`).
+                Err(StoreError::Corrupt { .. }) | Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            old_len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        }
+        let need = bytes.len() as u64;
+        {
+            let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+            let free = self.quota.saturating_sub(*used - old_len.min(*used));
+            if need > free {
+                return Err(StoreError::QuotaExceeded {
+                    need,
+                    free,
+                    quota: self.quota,
+                });
+            }
+        }
+        let dir = path.parent().expect("shard path has a parent");
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
+            sync_dir(&self.root.join("shards"))?;
+        }
+        let tmp = self.root.join("tmp").join(format!(
+            "{}.{index}.{}.{}",
+            seg.to_hex(),
+            std::process::id(),
+            self.tmp_counter.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io_err("cannot create", &tmp))?;
+        f.write_all(bytes).map_err(io_err("cannot write", &tmp))?;
+        f.sync_all().map_err(io_err("cannot fsync", &tmp))?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(io_err("cannot rename into place", &path))?;
+        sync_dir(dir)?;
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used = *used - old_len.min(*used) + need;
+        Ok(PutOutcome::Stored)
+    }
+
+    /// Removes a shard file that failed verification and accounts for its space.
+    fn drop_corrupt(&self, seg: &SegmentId, index: u16) -> Result<StoreError, StoreError> {
+        let path = self.shard_path(seg, index);
+        let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("cannot remove", &path)(e)),
+        }
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used -= len.min(*used);
+        Ok(StoreError::Corrupt {
+            segment: *seg,
+            index,
+        })
+    }
+
+    /// Reads and fully verifies a shard; returns its serialised bytes. A corrupt shard is removed
+    /// and reported as [`StoreError::Corrupt`].
+    pub fn get(&self, seg: &SegmentId, index: u16) -> Result<Vec<u8>, StoreError> {
+        let path = self.shard_path(seg, index);
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound {
+                    segment: *seg,
+                    index,
+                });
+            }
+            Err(e) => return Err(io_err("cannot open", &path)(e)),
+        };
+        let len = f.metadata().map_err(io_err("cannot stat", &path))?.len();
+        if len > MAX_SHARD_FILE {
+            return Err(self.drop_corrupt(seg, index)?);
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        f.read_to_end(&mut bytes)
+            .map_err(io_err("cannot read", &path))?;
+        match Shard::from_bytes(&bytes, Trust::SegmentId(*seg)) {
+            Ok(s) if s.header.index == index => Ok(bytes),
+            _ => Err(self.drop_corrupt(seg, index)?),
+        }
+    }
+
+    /// Reads one 16 KiB chunk group of a shard, verified against the shard's root through the
+    /// outboard without reading the rest of the data.
+    pub fn read_group(
+        &self,
+        seg: &SegmentId,
+        index: u16,
+        group: usize,
+    ) -> Result<Vec<u8>, StoreError> {
+        let path = self.shard_path(seg, index);
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound {
+                    segment: *seg,
+                    index,
+                });
+            }
+            Err(e) => return Err(io_err("cannot open", &path)(e)),
+        };
+        let file_len = f.metadata().map_err(io_err("cannot stat", &path))?.len();
+        let mut head = vec![0u8; (MAX_HEADER_LEN as u64).min(file_len) as usize];
+        f.read_exact(&mut head)
+            .map_err(io_err("cannot read", &path))?;
+        let header = match ShardHeader::parse(&head) {
+            Ok((h, _)) if h.segment_id() == *seg && h.index == index => h,
+            _ => return Err(self.drop_corrupt(seg, index)?),
+        };
+        if file_len != Shard::total_len(&header) as u64 {
+            return Err(self.drop_corrupt(seg, index)?);
+        }
+        let sl = header.desc().shard_len as usize;
+        if group >= tree::group_count(sl) {
+            return Err(StoreError::NoSuchGroup {
+                segment: *seg,
+                index,
+                group,
+            });
+        }
+        let hlen = header.encoded_len() as u64;
+        let mut outboard = vec![0u8; tree::outboard_len(sl)];
+        f.seek(SeekFrom::Start(hlen + sl as u64))
+            .map_err(io_err("cannot seek", &path))?;
+        f.read_exact(&mut outboard)
+            .map_err(io_err("cannot read", &path))?;
+        let start = group * tree::GROUP_LEN;
+        let end = (start + tree::GROUP_LEN).min(sl);
+        let mut data = vec![0u8; end - start];
+        f.seek(SeekFrom::Start(hlen + start as u64))
+            .map_err(io_err("cannot seek", &path))?;
+        f.read_exact(&mut data)
+            .map_err(io_err("cannot read", &path))?;
+        let root = header.root();
+        if !tree::verify_outboard(&root, sl, &outboard)
+            || !tree::verify_group(&root, sl, &outboard, group, &data)
+        {
+            return Err(self.drop_corrupt(seg, index)?);
+        }
+        Ok(data)
+    }
+
+    /// Deletes every local shard of a segment if the request is signed by the segment's owner,
+    /// and records a tombstone so the segment is not stored again. Returns how many shards were
+    /// removed. Without a local shard the owner is unknown and nothing is recorded.
+    pub fn delete(&self, req: &DeleteRequest) -> Result<usize, StoreError> {
+        let local: Vec<u16> = self
+            .list()?
+            .into_iter()
+            .filter(|(s, _)| *s == req.segment)
+            .map(|(_, i)| i)
+            .collect();
+        let mut owner = None;
+        for &i in &local {
+            let path = self.shard_path(&req.segment, i);
+            let mut head = Vec::new();
+            let f = File::open(&path).map_err(io_err("cannot open", &path))?;
+            f.take(MAX_HEADER_LEN as u64)
+                .read_to_end(&mut head)
+                .map_err(io_err("cannot read", &path))?;
+            if let Ok((h, _)) = ShardHeader::parse(&head) {
+                owner = Some(h.desc().owner);
+                break;
+            }
+        }
+        let Some(owner) = owner else { return Ok(0) };
+        if !req.verify(&owner) {
+            return Err(StoreError::NotOwner(req.segment));
+        }
+        let tomb = self.tombstone_path(&req.segment);
+        write_atomically(&self.root.join("tmp"), &tomb, &req.to_bytes())?;
+        for &i in &local {
+            self.remove(&req.segment, i)?;
+        }
+        Ok(local.len())
+    }
+
+    fn remove(&self, seg: &SegmentId, index: u16) -> Result<(), StoreError> {
+        let path = self.shard_path(seg, index);
+        let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        fs::remove_file(&path).map_err(io_err("cannot remove", &path))?;
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used -= len.min(*used);
+        Ok(())
+    }
+
+    /// Garbage collection and audit: removes leftovers of interrupted writes, shards of deleted
+    /// segments and shards that fail verification.
+    pub fn gc(&self) -> Result<GcReport, StoreError> {
+        let mut report = GcReport {
+            removed_tmp: self.clean_tmp()?,
+            ..GcReport::default()
+        };
+        for (seg, idx) in self.list()? {
+            if self.tombstone_path(&seg).exists() {
+                self.remove(&seg, idx)?;
+                report.removed_deleted += 1;
+                continue;
+            }
+            match self.get(&seg, idx) {
+                Ok(_) => report.kept += 1,
+                Err(StoreError::Corrupt { .. }) => report.removed_corrupt.push((seg, idx)),
+                Err(e) => return Err(e),
+            }
+        }
+        // Files changed behind our back (truncated, replaced) make the running count drift.
+        self.recount()?;
+        Ok(report)
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("cannot fsync directory", dir))
+}
+
+fn write_atomically(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = tmp_dir.join(format!(
+        "{}.{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("f"),
+        std::process::id()
+    ));
+    let mut f = File::create(&tmp).map_err(io_err("cannot create", &tmp))?;
+    f.write_all(bytes).map_err(io_err("cannot write", &tmp))?;
+    f.sync_all().map_err(io_err("cannot fsync", &tmp))?;
+    fs::rename(&tmp, path).map_err(io_err("cannot rename into place", path))?;
+    sync_dir(path.parent().expect("has parent"))
+}
