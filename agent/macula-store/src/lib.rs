@@ -11,6 +11,8 @@ pub mod codec;
 pub mod crypto;
 pub mod header;
 pub mod object;
+pub mod placement;
+pub mod repair;
 pub mod segment;
 pub mod store;
 pub mod tree;
