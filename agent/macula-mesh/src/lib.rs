@@ -7,5 +7,6 @@ pub mod membership;
 pub mod proto;
 pub mod realm;
 pub mod sig;
+pub mod sim;
 pub mod tls;
 pub mod transport;

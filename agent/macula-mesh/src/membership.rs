@@ -21,8 +21,8 @@ use foca::{
     OwnedNotification, PostcardCodec, State, Timer,
 };
 use macula_core::{NodeId, NodeKey, wire};
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::realm::{self, RealmId, Revocation, Role};
@@ -135,6 +135,17 @@ pub enum Rumor {
     Revocation(Revocation),
 }
 
+/// A membership datagram.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Packet {
+    /// A foca (SWIM) packet.
+    Swim(Vec<u8>),
+    /// "Send me your metadata": sent to a member whose metadata we lack.
+    WantMeta,
+    /// The sender's own signed metadata (answer to [`Packet::WantMeta`]).
+    Meta(Box<SignedMeta>),
+}
+
 /// Dedup key of a rumor: a newer version for the same node replaces an older one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RumorKey {
@@ -176,7 +187,26 @@ struct RumorState {
     realm: RealmId,
     metas: HashMap<NodeId, SignedMeta>,
     revoked: HashSet<NodeId>,
+    revocations: Vec<Revocation>,
     events: Vec<Event>,
+}
+
+impl RumorState {
+    /// Records `m` if it is newer than what we know and valid. Returns whether it was new.
+    fn accept_meta(&mut self, m: SignedMeta) -> Result<bool, MembershipError> {
+        let node = m.meta.node;
+        let known = self
+            .metas
+            .get(&node)
+            .is_some_and(|old| old.meta.version >= m.meta.version);
+        if known || self.revoked.contains(&node) {
+            return Ok(false);
+        }
+        m.verify()?;
+        self.metas.insert(node, m.clone());
+        self.events.push(Event::Meta(m));
+        Ok(true)
+    }
 }
 
 /// Receives rumors for foca: verifies, dedups, records them in the shared [`RumorState`].
@@ -189,41 +219,39 @@ impl BroadcastHandler<MemberId> for Rumors {
     fn receive_item(
         &mut self,
         data: &[u8],
-        _sender: Option<&MemberId>,
+        sender: Option<&MemberId>,
     ) -> Result<Option<RumorKey>, MembershipError> {
+        // Our own additions (no sender) are always (re)disseminated: that is the periodic
+        // anti-entropy refresh. Received rumors spread only while they are news.
+        let local = sender.is_none();
         let rumor: Rumor = wire::decode(data).map_err(|e| MembershipError::Rumor(e.to_string()))?;
         let mut st = self.0.lock().expect("rumor lock");
         match rumor {
             Rumor::Meta(m) => {
-                let node = m.meta.node;
-                let version = m.meta.version;
-                if st.revoked.contains(&node)
-                    || st
-                        .metas
-                        .get(&node)
-                        .is_some_and(|old| old.meta.version >= version)
-                {
-                    return Ok(None);
-                }
-                m.verify()?;
-                st.metas.insert(node, m.clone());
-                st.events.push(Event::Meta(m));
-                Ok(Some(RumorKey {
-                    kind: 0,
-                    node,
-                    version,
-                }))
+                let (node, version) = (m.meta.node, m.meta.version);
+                let new = st.accept_meta(m)?;
+                Ok(
+                    (new || (local && !st.revoked.contains(&node))).then_some(RumorKey {
+                        kind: 0,
+                        node,
+                        version,
+                    }),
+                )
             }
             Rumor::Revocation(r) => {
                 let node = r.body.node;
-                if st.revoked.contains(&node) {
+                let known = st.revoked.contains(&node);
+                if known && !local {
                     return Ok(None);
                 }
-                r.verify(&st.realm)
-                    .map_err(|e| MembershipError::Rumor(e.to_string()))?;
-                st.revoked.insert(node);
-                st.metas.remove(&node);
-                st.events.push(Event::Revoked(r));
+                if !known {
+                    r.verify(&st.realm)
+                        .map_err(|e| MembershipError::Rumor(e.to_string()))?;
+                    st.revoked.insert(node);
+                    st.metas.remove(&node);
+                    st.revocations.push(r.clone());
+                    st.events.push(Event::Revoked(r));
+                }
                 Ok(Some(RumorKey {
                     kind: 1,
                     node,
@@ -255,18 +283,28 @@ pub enum Event {
     Rejoined(MemberId),
 }
 
+/// A timer of the membership state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberTimer {
+    /// A foca (SWIM) timer.
+    Swim(Timer<MemberId>),
+    /// Re-disseminate our own metadata and the revocations we know (anti-entropy for rumors
+    /// that a node missed, e.g. because it joined later).
+    Refresh,
+}
+
 /// An action for the driver.
 #[derive(Debug, Clone)]
 pub enum Output {
-    /// Send `data` as one datagram to `to`.
+    /// Send `data` (an encoded [`Packet`]) as one datagram to `to`.
     Send {
-        to: MemberId,
+        to: NodeId,
         data: Vec<u8>,
     },
     /// Call [`Membership::handle_timer`] with `timer` after `after`.
     Schedule {
         after: Duration,
-        timer: Timer<MemberId>,
+        timer: MemberTimer,
     },
     Event(Event),
 }
@@ -277,6 +315,8 @@ pub struct MembershipConfig {
     pub foca: foca::Config,
     /// Upper bound of the local health multiplier.
     pub max_lhm: u32,
+    /// How often own metadata and known revocations are re-disseminated.
+    pub refresh: Duration,
 }
 
 impl MembershipConfig {
@@ -289,9 +329,16 @@ impl MembershipConfig {
         );
         foca.max_packet_size = std::num::NonZeroUsize::new(MAX_PACKET).expect("non-zero");
         foca.remove_down_after = Some(Duration::from_secs(600));
-        Self { foca, max_lhm: 8 }
+        Self {
+            foca,
+            max_lhm: 8,
+            refresh: Duration::from_secs(10),
+        }
     }
 }
+
+/// Members considered down that we announce ourselves to per refresh period.
+const HEAL_ANNOUNCES: usize = 2;
 
 /// Largest SWIM packet: fits a QUIC datagram on a 1280-byte path MTU with room for framing.
 pub const MAX_PACKET: usize = 1100;
@@ -305,15 +352,22 @@ pub struct Membership {
     incarnation: foca::Incarnation,
     lhm: u32,
     max_lhm: u32,
+    refresh: Duration,
+    own_meta: Option<SignedMeta>,
+    /// Our own random choices (partition healing).
+    rng: StdRng,
+    /// Nodes asked for their metadata in this refresh period.
+    asked: HashSet<NodeId>,
     out: Vec<Output>,
 }
 
 impl Membership {
     /// `seed` feeds foca's random choices (fixed in simulations, random in the daemon).
+    /// `own_meta` is published at once (simulations of pure failure detection may omit it).
     pub fn new(
         id: MemberId,
         realm: RealmId,
-        own_meta: SignedMeta,
+        own_meta: Option<SignedMeta>,
         config: MembershipConfig,
         seed: u64,
     ) -> Self {
@@ -321,6 +375,7 @@ impl Membership {
             realm,
             metas: HashMap::new(),
             revoked: HashSet::new(),
+            revocations: Vec::new(),
             events: Vec::new(),
         }));
         let foca = Foca::with_custom_broadcast(
@@ -337,10 +392,40 @@ impl Membership {
             incarnation: 0,
             lhm: 0,
             max_lhm: config.max_lhm,
-            out: Vec::new(),
+            refresh: config.refresh,
+            own_meta: None,
+            asked: HashSet::new(),
+            rng: StdRng::seed_from_u64(seed ^ 0x6865_616c),
+            out: vec![Output::Schedule {
+                after: config.refresh,
+                timer: MemberTimer::Refresh,
+            }],
         };
-        m.set_meta(own_meta);
+        if let Some(meta) = own_meta {
+            m.set_meta(meta);
+        }
         m
+    }
+
+    /// Adds members known from elsewhere (a previous run, a peer's state) as alive, without
+    /// broadcasting them.
+    pub fn seed_members(&mut self, ids: impl IntoIterator<Item = MemberId>) {
+        if let Err(e) =
+            self.foca
+                .apply_many(ids.into_iter().map(Member::alive), false, &mut self.rt)
+        {
+            tracing::debug!("seeding members: {e}");
+        }
+        self.collect();
+    }
+
+    /// Our view of `node`: its identity and state, if known.
+    pub fn state_of(&self, node: &NodeId) -> Option<(MemberId, State)> {
+        self.foca
+            .iter_membership_state()
+            .filter(|m| m.id().node == *node)
+            .max_by_key(|m| m.id().generation)
+            .map(|m| (*m.id(), m.state()))
     }
 
     pub fn id(&self) -> MemberId {
@@ -367,11 +452,15 @@ impl Membership {
 
     /// Publishes new metadata about ourselves.
     pub fn set_meta(&mut self, meta: SignedMeta) {
-        let data = wire::encode(&Rumor::Meta(meta));
-        if let Err(e) = self.foca.add_broadcast(&data) {
-            tracing::warn!("cannot publish own metadata: {e}");
-        }
+        self.own_meta = Some(meta.clone());
+        self.add_rumor(&Rumor::Meta(meta));
         self.collect();
+    }
+
+    fn add_rumor(&mut self, rumor: &Rumor) {
+        if let Err(e) = self.foca.add_broadcast(&wire::encode(rumor)) {
+            tracing::warn!("cannot disseminate {rumor:?}: {e}");
+        }
     }
 
     /// Spreads a revocation (verified against the realm) and declares the node down.
@@ -383,7 +472,42 @@ impl Membership {
     }
 
     /// Feeds a SWIM packet received from the authenticated node `from`.
-    pub fn handle_packet(&mut self, from: NodeId, data: &[u8]) -> Result<(), MembershipError> {
+    pub fn handle_packet(&mut self, from: NodeId, packet: &[u8]) -> Result<(), MembershipError> {
+        if self.is_revoked(&from) {
+            return Ok(());
+        }
+        let packet: Packet = wire::decode_with_limit(packet, MAX_PACKET + 64)
+            .map_err(|e| MembershipError::Decode(e.to_string()))?;
+        match packet {
+            Packet::Swim(data) => self.handle_swim(from, &data),
+            Packet::WantMeta => {
+                if let Some(meta) = self.own_meta.clone() {
+                    self.send(from, &Packet::Meta(Box::new(meta)));
+                }
+                Ok(())
+            }
+            Packet::Meta(m) => {
+                if m.meta.node != from {
+                    return Err(MembershipError::Spoofed {
+                        claimed: m.meta.node,
+                        actual: from,
+                    });
+                }
+                let res = self.rumors.lock().expect("rumor lock").accept_meta(*m);
+                self.collect();
+                res.map(drop)
+            }
+        }
+    }
+
+    fn send(&mut self, to: NodeId, packet: &Packet) {
+        self.out.push(Output::Send {
+            to,
+            data: wire::encode(packet),
+        });
+    }
+
+    fn handle_swim(&mut self, from: NodeId, data: &[u8]) -> Result<(), MembershipError> {
         let header = <PostcardCodec as Codec<MemberId>>::decode_header(&mut PostcardCodec, data)
             .map_err(|e| MembershipError::Decode(e.to_string()))?;
         if header.src.node != from {
@@ -392,18 +516,38 @@ impl Membership {
                 actual: from,
             });
         }
-        if self.is_revoked(&from) {
-            return Ok(());
-        }
         let res = self.foca.handle_data(data, &mut self.rt);
+        // Pull metadata we lack straight from its author (once per refresh period).
+        if self.meta(&from).is_none() && self.asked.insert(from) {
+            self.send(from, &Packet::WantMeta);
+        }
         self.collect();
         res.map_err(Into::into)
     }
 
     /// Handles a timer scheduled by an earlier [`Output::Schedule`].
-    pub fn handle_timer(&mut self, timer: Timer<MemberId>) {
-        if let Err(e) = self.foca.handle_timer(timer, &mut self.rt) {
-            tracing::debug!("SWIM timer: {e}");
+    pub fn handle_timer(&mut self, timer: MemberTimer) {
+        match timer {
+            MemberTimer::Swim(t) => {
+                if let Err(e) = self.foca.handle_timer(t, &mut self.rt) {
+                    tracing::debug!("SWIM timer: {e}");
+                }
+            }
+            MemberTimer::Refresh => {
+                self.asked.clear();
+                self.announce_to_down();
+                if let Some(meta) = self.own_meta.clone() {
+                    self.add_rumor(&Rumor::Meta(meta));
+                }
+                let revocations = self.rumors.lock().expect("rumor lock").revocations.clone();
+                for r in revocations {
+                    self.add_rumor(&Rumor::Revocation(r));
+                }
+                self.out.push(Output::Schedule {
+                    after: self.refresh,
+                    timer: MemberTimer::Refresh,
+                });
+            }
         }
         self.collect();
     }
@@ -450,16 +594,40 @@ impl Membership {
             .contains(node)
     }
 
+    /// Partition healing: announce ourselves to a few members we consider down. A member that is
+    /// in fact alive on the other side of a healed partition answers with its member list (or
+    /// tells us to renew our identity), and the two sides merge again.
+    fn announce_to_down(&mut self) {
+        let revoked = self.rumors.lock().expect("rumor lock").revoked.clone();
+        let mut down: Vec<NodeId> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() == State::Down && !revoked.contains(&m.id().node))
+            .map(|m| m.id().node)
+            .filter(|n| *n != self.foca.identity().node)
+            .collect();
+        down.sort();
+        down.dedup();
+        for _ in 0..HEAL_ANNOUNCES.min(down.len()) {
+            let i = self.rng.random_range(0..down.len());
+            let node = down.swap_remove(i);
+            let dst = MemberId {
+                node,
+                generation: 0,
+            };
+            if let Err(e) = self.foca.announce(dst, &mut self.rt) {
+                tracing::debug!("heal announce to {node}: {e}");
+            }
+        }
+    }
+
     fn raise_lhm(&mut self) {
         self.lhm = (self.lhm + 1).min(self.max_lhm);
     }
 
     fn collect(&mut self) {
         while let Some((to, data)) = self.rt.to_send() {
-            self.out.push(Output::Send {
-                to,
-                data: data.to_vec(),
-            });
+            self.send(to.node, &Packet::Swim(data.to_vec()));
         }
         while let Some((after, timer)) = self.rt.to_schedule() {
             let after = match timer {
@@ -468,7 +636,10 @@ impl Membership {
                 }
                 _ => after,
             };
-            self.out.push(Output::Schedule { after, timer });
+            self.out.push(Output::Schedule {
+                after,
+                timer: MemberTimer::Swim(timer),
+            });
         }
         let mut down = Vec::new();
         while let Some(n) = self.rt.to_notify() {

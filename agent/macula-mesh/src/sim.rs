@@ -1,0 +1,426 @@
+//! Deterministic simulation: virtual time, a seeded RNG, N nodes in one process.
+//!
+//! [`EventQueue`] is the clock (a priority queue of timestamped events; ties broken by insertion
+//! order, so a seed always replays the same run). [`MembershipSim`] drives N [`Membership`] state
+//! machines over a simulated network with latency, loss, crashed nodes and partitions.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::time::Duration;
+
+use foca::State;
+use macula_core::{NodeId, NodeKey};
+use rand::rngs::StdRng;
+use rand::{Rng, RngExt, SeedableRng};
+
+use crate::membership::{
+    Capacity, Event, MemberId, MemberMeta, MemberTimer, Membership, MembershipConfig, Output,
+    SignedMeta,
+};
+use crate::realm::{RealmKey, Revocation, Role};
+
+/// A virtual-time event queue.
+pub struct EventQueue<E> {
+    now: Duration,
+    seq: u64,
+    heap: BinaryHeap<Reverse<Scheduled<E>>>,
+}
+
+struct Scheduled<E> {
+    at: Duration,
+    seq: u64,
+    ev: E,
+}
+
+impl<E> PartialEq for Scheduled<E> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl<E> Eq for Scheduled<E> {}
+impl<E> PartialOrd for Scheduled<E> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<E> Ord for Scheduled<E> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+impl<E> Default for EventQueue<E> {
+    fn default() -> Self {
+        Self {
+            now: Duration::ZERO,
+            seq: 0,
+            heap: BinaryHeap::new(),
+        }
+    }
+}
+
+impl<E> EventQueue<E> {
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// Schedules `ev` after `delay` from now.
+    pub fn push(&mut self, delay: Duration, ev: E) {
+        self.seq += 1;
+        self.heap.push(Reverse(Scheduled {
+            at: self.now + delay,
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    /// Pops the next event due at or before `until`, advancing the clock to it; otherwise
+    /// advances the clock to `until` and returns `None`.
+    pub fn pop_until(&mut self, until: Duration) -> Option<E> {
+        match self.heap.peek() {
+            Some(Reverse(s)) if s.at <= until => {
+                let Reverse(s) = self.heap.pop().expect("peeked");
+                self.now = s.at;
+                Some(s.ev)
+            }
+            _ => {
+                self.now = self.now.max(until);
+                None
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
+/// Simulated network behaviour.
+#[derive(Debug, Clone)]
+pub struct NetParams {
+    /// One-way latency, uniformly distributed in this range.
+    pub latency: (Duration, Duration),
+    /// Probability that a packet is lost.
+    pub loss: f64,
+}
+
+impl Default for NetParams {
+    fn default() -> Self {
+        Self {
+            latency: (Duration::from_millis(1), Duration::from_millis(5)),
+            loss: 0.0,
+        }
+    }
+}
+
+enum Ev {
+    Packet {
+        to: usize,
+        from: usize,
+        data: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+        epoch: u32,
+        timer: MemberTimer,
+    },
+}
+
+struct SimNode {
+    m: Membership,
+    up: bool,
+    /// Bumped on restart so timers of the previous life are dropped.
+    epoch: u32,
+}
+
+/// N membership state machines on a simulated network.
+pub struct MembershipSim {
+    queue: EventQueue<Ev>,
+    nodes: Vec<SimNode>,
+    keys: Vec<NodeKey>,
+    index: HashMap<NodeId, usize>,
+    realm: RealmKey,
+    config: MembershipConfig,
+    rng: StdRng,
+    pub net: NetParams,
+    cut: HashSet<(usize, usize)>,
+    /// Every event any node reported: (time, node index, event).
+    pub log: Vec<(Duration, usize, Event)>,
+    /// Packets and bytes handed to the network.
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl MembershipSim {
+    /// `n` nodes with keys and RNG derived from `seed`; with `meta`, each node publishes signed
+    /// metadata (costs one signature check per node pair).
+    pub fn new(n: usize, config: MembershipConfig, seed: u64, meta: bool) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut seed_bytes = || {
+            let mut b = [0u8; 32];
+            rng.fill_bytes(&mut b);
+            b
+        };
+        let realm = RealmKey::from_seed(seed_bytes());
+        let keys: Vec<NodeKey> = (0..n).map(|_| NodeKey::from_seed(seed_bytes())).collect();
+        let mut sim = Self {
+            queue: EventQueue::default(),
+            nodes: Vec::with_capacity(n),
+            index: keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (k.node_id(), i))
+                .collect(),
+            keys: Vec::new(),
+            realm,
+            config,
+            rng,
+            net: NetParams::default(),
+            cut: HashSet::new(),
+            log: Vec::new(),
+            packets: 0,
+            bytes: 0,
+        };
+        for (i, key) in keys.iter().enumerate() {
+            let m = sim.make(i, key, 0, meta);
+            sim.nodes.push(SimNode {
+                m,
+                up: true,
+                epoch: 0,
+            });
+        }
+        sim.keys = keys;
+        for i in 0..n {
+            sim.dispatch(i);
+        }
+        sim
+    }
+
+    fn make(&mut self, i: usize, key: &NodeKey, generation: u32, meta: bool) -> Membership {
+        let id = MemberId {
+            node: key.node_id(),
+            generation,
+        };
+        let meta = meta.then(|| {
+            SignedMeta::sign(
+                key,
+                MemberMeta {
+                    node: key.node_id(),
+                    version: u64::from(generation) + 1,
+                    role: Role::Edge,
+                    name: format!("sim-{i}"),
+                    addrs: vec![],
+                    overlay_key: None,
+                    capacity: Capacity::default(),
+                    software: "sim".into(),
+                    relays: vec![],
+                },
+            )
+        });
+        let seed = self.rng.random();
+        Membership::new(id, self.realm.id(), meta, self.config.clone(), seed)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn now(&self) -> Duration {
+        self.queue.now()
+    }
+
+    pub fn node_id(&self, i: usize) -> NodeId {
+        self.keys[i].node_id()
+    }
+
+    pub fn membership(&self, i: usize) -> &Membership {
+        &self.nodes[i].m
+    }
+
+    pub fn is_up(&self, i: usize) -> bool {
+        self.nodes[i].up
+    }
+
+    /// Node `i` announces itself to node `via`.
+    pub fn join(&mut self, i: usize, via: usize) {
+        let peer = self.node_id(via);
+        self.nodes[i].m.join(peer);
+        self.dispatch(i);
+    }
+
+    /// Gives every node the full member list, as after convergence.
+    pub fn seed_full_view(&mut self) {
+        let ids: Vec<MemberId> = (0..self.len()).map(|i| self.nodes[i].m.id()).collect();
+        for i in 0..self.len() {
+            let own = ids[i];
+            self.nodes[i]
+                .m
+                .seed_members(ids.iter().copied().filter(|id| *id != own));
+            self.dispatch(i);
+        }
+    }
+
+    /// Crashes node `i` (no goodbye).
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].up = false;
+    }
+
+    /// Restarts node `i` with a new generation; it announces itself to `via`.
+    pub fn restart(&mut self, i: usize, via: usize) {
+        let generation = self.nodes[i].m.id().generation + 1;
+        let key = NodeKey::from_seed(*self.keys[i].signing_key().as_bytes());
+        let m = self.make(i, &key, generation, false);
+        let node = &mut self.nodes[i];
+        node.m = m;
+        node.up = true;
+        node.epoch += 1;
+        self.join(i, via);
+    }
+
+    /// Drops all packets between the two groups, both directions.
+    pub fn partition(&mut self, a: &[usize], b: &[usize]) {
+        for &x in a {
+            for &y in b {
+                self.cut.insert((x, y));
+                self.cut.insert((y, x));
+            }
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Node `i` publishes a revocation (as the realm admin's node would).
+    pub fn revoke(&mut self, i: usize, victim: usize) -> Revocation {
+        let rev = self.realm.revoke(self.node_id(victim), 1);
+        self.nodes[i]
+            .m
+            .revoke(rev.clone())
+            .expect("a realm-signed revocation is accepted");
+        self.dispatch(i);
+        rev
+    }
+
+    /// Runs until virtual time `t`.
+    pub fn run_until(&mut self, t: Duration) {
+        while let Some(ev) = self.queue.pop_until(t) {
+            self.handle(ev);
+        }
+    }
+
+    /// Runs until `done` holds (checked every `step`) or `deadline`; returns the time it held.
+    pub fn run_until_cond(
+        &mut self,
+        deadline: Duration,
+        step: Duration,
+        mut done: impl FnMut(&Self) -> bool,
+    ) -> Option<Duration> {
+        loop {
+            if done(self) {
+                return Some(self.now());
+            }
+            if self.now() >= deadline {
+                return None;
+            }
+            let next = (self.now() + step).min(deadline);
+            self.run_until(next);
+        }
+    }
+
+    /// How many live nodes (other than `target`) see `target` in one of `states`.
+    pub fn count_seeing(&self, target: usize, states: &[State]) -> usize {
+        let id = self.node_id(target);
+        (0..self.len())
+            .filter(|&i| i != target && self.nodes[i].up)
+            .filter(|&i| {
+                self.nodes[i]
+                    .m
+                    .state_of(&id)
+                    .is_some_and(|(_, s)| states.contains(&s))
+            })
+            .count()
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.nodes.iter().filter(|n| n.up).count()
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Packet { to, from, data } => {
+                if !self.nodes[to].up {
+                    return;
+                }
+                let from_id = self.node_id(from);
+                if let Err(e) = self.nodes[to].m.handle_packet(from_id, &data) {
+                    tracing::trace!("sim node {to}: {e}");
+                }
+                self.dispatch(to);
+            }
+            Ev::Timer { node, epoch, timer } => {
+                let n = &mut self.nodes[node];
+                if !n.up || n.epoch != epoch {
+                    return;
+                }
+                n.m.handle_timer(timer);
+                self.dispatch(node);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, i: usize) {
+        let outputs: Vec<Output> = self.nodes[i].m.drain().collect();
+        let now = self.now();
+        for out in outputs {
+            match out {
+                Output::Send { to, data } => {
+                    let Some(&j) = self.index.get(&to) else {
+                        continue;
+                    };
+                    self.packets += 1;
+                    self.bytes += data.len() as u64;
+                    if self.cut.contains(&(i, j))
+                        || (self.net.loss > 0.0 && self.rng.random_bool(self.net.loss))
+                    {
+                        continue;
+                    }
+                    let (lo, hi) = self.net.latency;
+                    let delay = if hi > lo {
+                        self.rng.random_range(lo..hi)
+                    } else {
+                        lo
+                    };
+                    self.queue.push(
+                        delay,
+                        Ev::Packet {
+                            to: j,
+                            from: i,
+                            data,
+                        },
+                    );
+                }
+                Output::Schedule { after, timer } => {
+                    let epoch = self.nodes[i].epoch;
+                    self.queue.push(
+                        after,
+                        Ev::Timer {
+                            node: i,
+                            epoch,
+                            timer,
+                        },
+                    );
+                }
+                Output::Event(e) => self.log.push((now, i, e)),
+            }
+        }
+    }
+}

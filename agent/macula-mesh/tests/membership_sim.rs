@@ -1,0 +1,172 @@
+//! Deterministic simulations of SWIM membership (virtual time, seeded RNG).
+
+use std::time::Duration;
+
+use foca::State;
+use macula_mesh::membership::{Event, MembershipConfig};
+use macula_mesh::sim::MembershipSim;
+
+const SEC: Duration = Duration::from_secs(1);
+const STEP: Duration = Duration::from_millis(100);
+
+fn everyone_sees_everyone_alive(sim: &MembershipSim) -> bool {
+    (0..sim.len()).filter(|&i| sim.is_up(i)).all(|i| {
+        sim.membership(i).num_active() == sim.live_count() - 1
+            && sim
+                .membership(i)
+                .members()
+                .all(|(_, s)| s != State::Suspect)
+    })
+}
+
+#[test]
+fn cluster_forms_through_one_seed_with_metadata_then_detects_a_crash() {
+    let n = 24;
+    let mut sim = MembershipSim::new(n, MembershipConfig::lan(n as u32), 7, true);
+    for i in 1..n {
+        sim.join(i, 0);
+    }
+    let formed = sim
+        .run_until_cond(60 * SEC, STEP, everyone_sees_everyone_alive)
+        .expect("cluster formed within 60 s");
+    // Every node learnt every other node's signed metadata through gossip.
+    let all_meta = sim
+        .run_until_cond(formed + 30 * SEC, STEP, |s| {
+            (0..n).all(|i| {
+                (0..n)
+                    .filter(|&j| j != i)
+                    .all(|j| s.membership(i).meta(&s.node_id(j)).is_some())
+            })
+        })
+        .expect("metadata spread");
+    assert_eq!(
+        sim.membership(3).meta(&sim.node_id(9)).unwrap().meta.name,
+        "sim-9"
+    );
+    eprintln!("formed at {formed:?}, metadata everywhere at {all_meta:?}");
+
+    let victim = 5;
+    sim.kill(victim);
+    let killed_at = sim.now();
+    let everyone_knows = sim
+        .run_until_cond(killed_at + 60 * SEC, STEP, |s| {
+            s.count_seeing(victim, &[State::Down]) == s.live_count()
+        })
+        .expect("crash detected everywhere within 60 s");
+    let downs = sim
+        .log
+        .iter()
+        .filter(|(t, _, e)| {
+            *t >= killed_at && matches!(e, Event::Down(m) if m.node == sim.node_id(victim))
+        })
+        .count();
+    assert_eq!(downs, n - 1, "each live node reports the crash once");
+    eprintln!(
+        "crash known everywhere {:?} after the kill",
+        everyone_knows - killed_at
+    );
+
+    // No false positives: nobody else went down.
+    assert!(
+        !sim.log
+            .iter()
+            .any(|(_, _, e)| matches!(e, Event::Down(m) if m.node != sim.node_id(victim)))
+    );
+
+    // The node comes back with a new generation and is accepted again.
+    sim.restart(victim, 0);
+    let back = sim
+        .run_until_cond(sim.now() + 60 * SEC, STEP, |s| {
+            s.count_seeing(victim, &[State::Alive]) == s.live_count() - 1
+        })
+        .expect("restarted node rejoined");
+    let id = sim.membership(1).state_of(&sim.node_id(victim)).unwrap().0;
+    assert_eq!(id.generation, 1);
+    eprintln!("rejoined at {back:?}");
+}
+
+#[test]
+fn partition_drives_members_down_and_healing_reconverges() {
+    let n = 16;
+    let mut sim = MembershipSim::new(n, MembershipConfig::lan(n as u32), 11, false);
+    sim.seed_full_view();
+    sim.run_until(5 * SEC);
+    assert!(everyone_sees_everyone_alive(&sim));
+    let left: Vec<usize> = (0..n / 2).collect();
+    let right: Vec<usize> = (n / 2..n).collect();
+    sim.partition(&left, &right);
+    sim.run_until_cond(sim.now() + 120 * SEC, STEP, |s| {
+        left.iter().all(|&i| {
+            right.iter().all(|&j| {
+                s.membership(i)
+                    .state_of(&s.node_id(j))
+                    .is_some_and(|(_, st)| st == State::Down)
+            })
+        })
+    })
+    .expect("each side declared the other down");
+    // Lifeguard: probes across the cut failed, so local health degraded somewhere.
+    assert!((0..n).any(|i| sim.membership(i).local_health() > 0));
+    sim.heal();
+    // Down members rejoin via periodic announces to down members and identity renewal.
+    let healed = sim
+        .run_until_cond(sim.now() + 300 * SEC, STEP, everyone_sees_everyone_alive)
+        .expect("partition healed");
+    eprintln!("healed at {healed:?}");
+}
+
+#[test]
+fn revocation_spreads_and_the_node_is_shut_out() {
+    let n = 30;
+    let mut sim = MembershipSim::new(n, MembershipConfig::lan(n as u32), 3, false);
+    sim.seed_full_view();
+    sim.run_until(3 * SEC);
+    let victim = 7;
+    sim.revoke(0, victim);
+    let victim_id = sim.node_id(victim);
+    sim.run_until_cond(sim.now() + 30 * SEC, STEP, |s| {
+        (0..n)
+            .filter(|&i| i != victim)
+            .all(|i| s.membership(i).is_revoked(&victim_id))
+    })
+    .expect("revocation reached everyone");
+    // Everyone declares it down, and it stays down although it keeps running and probing.
+    sim.run_until(sim.now() + 60 * SEC);
+    assert_eq!(sim.count_seeing(victim, &[State::Down]), n - 1);
+    let revoked_events = sim
+        .log
+        .iter()
+        .filter(|(_, i, e)| {
+            *i != victim && matches!(e, Event::Revoked(r) if r.body.node == victim_id)
+        })
+        .count();
+    assert_eq!(
+        revoked_events,
+        n - 1,
+        "every node but the victim reports it once (the issuer too)"
+    );
+}
+
+#[test]
+fn lossy_network_causes_no_false_deaths() {
+    let n = 40;
+    let mut sim = MembershipSim::new(n, MembershipConfig::lan(n as u32), 5, false);
+    sim.net.loss = 0.05;
+    sim.seed_full_view();
+    sim.run_until(120 * SEC);
+    let false_downs = sim
+        .log
+        .iter()
+        .filter(|(_, _, e)| matches!(e, Event::Down(_)))
+        .count();
+    assert_eq!(
+        false_downs, 0,
+        "5 % loss must not get live members declared dead"
+    );
+    assert!(
+        everyone_sees_everyone_alive(&sim)
+            || sim
+                .run_until_cond(sim.now() + 20 * SEC, STEP, everyone_sees_everyone_alive)
+                .is_some()
+    );
+}
