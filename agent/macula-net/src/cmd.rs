@@ -13,6 +13,7 @@ use tokio::process::Command;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Host {
     prefix: Vec<String>,
+    netns: Option<String>,
 }
 
 /// A command that could not run or exited non-zero.
@@ -42,7 +43,33 @@ impl Host {
     pub fn netns(name: &str) -> Self {
         Self {
             prefix: vec!["ip".into(), "netns".into(), "exec".into(), name.into()],
+            netns: Some(name.into()),
         }
+    }
+
+    /// Runs `f` in this host's network namespace: sockets it creates belong to that namespace
+    /// for their whole life (whichever thread or runtime uses them later).
+    pub fn in_netns<T: Send>(
+        &self,
+        f: impl FnOnce() -> std::io::Result<T> + Send,
+    ) -> std::io::Result<T> {
+        let Some(name) = &self.netns else {
+            return f();
+        };
+        let path = std::path::Path::new("/var/run/netns").join(name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                use std::os::fd::AsRawFd;
+                let ns = std::fs::File::open(&path)?;
+                // SAFETY: setns(2) on a valid fd; it only affects this (scoped, short-lived) thread.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                f()
+            })
+            .join()
+            .expect("in_netns closure panicked")
+        })
     }
 
     /// A `tokio` command for `program args…` behind this host's prefix.

@@ -1,1 +1,11 @@
-//! Multipath uplinks.
+//! Multipath uplinks: sans-IO health tracking and failover ([`tracker`]), the probe wire format
+//! ([`probe`]), the `[uplinks]` config, per-uplink policy routing ([`routing`]) and the tokio shell
+//! that probes over real sockets ([`monitor`]).
+
+mod config;
+pub mod monitor;
+pub mod probe;
+pub mod routing;
+pub mod tracker;
+
+pub use config::{UplinkConfig, UplinksConfig, UplinksConfigError};

@@ -80,3 +80,19 @@ pub fn veth(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_addr: 
         ns.exec(&["ip", "link", "set", ifn, "up"]);
     }
 }
+
+/// Silently drops everything arriving on `ifname` in `ns` (an ingress `policy drop` chain in a
+/// netdev table of our own), like a path that went dark without carrier loss.
+pub fn blackhole(ns: &Netns, ifname: &str) {
+    let rule = format!(
+        "table netdev mntbh {{\n chain in {{\n type filter hook ingress device \"{ifname}\" priority 0; policy drop;\n counter\n }}\n}}\n"
+    );
+    let mut c = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin.take().unwrap().write_all(rule.as_bytes()).unwrap();
+    assert!(c.wait().unwrap().success(), "blackhole rule rejected");
+}

@@ -1,0 +1,120 @@
+//! The `[uplinks]` section of `agent.toml`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::tracker::Timing;
+
+/// `[uplinks]`: health probing and failover between uplinks.
+///
+/// Defaults: disabled; probe every 200 ms; an uplink is down after 1000 ms without a reply and up
+/// again after 3 consecutive replies (failover within ~1.2 s of a path going silent); probe
+/// responder on UDP 51821; per-uplink routing tables from 100, policy rules from priority 1000.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UplinksConfig {
+    pub enabled: bool,
+    pub interval_ms: u64,
+    pub dead_after_ms: u64,
+    pub up_after: u32,
+    /// UDP port the probe responder listens on (0: no responder).
+    pub responder_port: u16,
+    /// First per-uplink routing table; uplink `i` uses `table_base + i`.
+    pub table_base: u32,
+    /// First policy-rule priority; uplink `i` uses `rule_priority_base + i`.
+    pub rule_priority_base: u32,
+    /// `[[uplinks.links]]`, in order.
+    pub links: Vec<UplinkConfig>,
+}
+
+impl Default for UplinksConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interval_ms: 200,
+            dead_after_ms: 1000,
+            up_after: 3,
+            responder_port: super::probe::DEFAULT_PORT,
+            table_base: 100,
+            rule_priority_base: 1000,
+            links: Vec::new(),
+        }
+    }
+}
+
+/// `[[uplinks.links]]`: one uplink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// Short name (`lte`, `eth`), 1–15 characters.
+    pub name: String,
+    pub interface: String,
+    /// Lower wins (mwan3 "metric").
+    #[serde(default)]
+    pub priority: u32,
+    /// The uplink's local address: probes and policy routing use it.
+    pub source: IpAddr,
+    /// Next hop of this uplink's default route (absent: on-link).
+    #[serde(default)]
+    pub gateway: Option<IpAddr>,
+    /// Where probes go: a probe responder reached through this uplink.
+    pub probe: SocketAddr,
+}
+
+/// An `[uplinks]` section that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UplinksConfigError {
+    #[error("uplinks: {0}")]
+    Invalid(String),
+}
+
+impl UplinksConfig {
+    pub fn timing(&self) -> Timing {
+        Timing {
+            interval: Duration::from_millis(self.interval_ms),
+            dead_after: Duration::from_millis(self.dead_after_ms),
+            up_after: self.up_after,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), UplinksConfigError> {
+        let bad = |m: String| Err(UplinksConfigError::Invalid(m));
+        if !(10..=60_000).contains(&self.interval_ms) {
+            return bad("interval_ms must be 10–60000".into());
+        }
+        if self.dead_after_ms <= self.interval_ms {
+            return bad("dead_after_ms must be larger than interval_ms (e.g. 5 × interval)".into());
+        }
+        if self.up_after == 0 {
+            return bad("up_after must be at least 1".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for l in &self.links {
+            let ok = |s: &str| {
+                (1..=15).contains(&s.len())
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            };
+            if !ok(&l.name) || !ok(&l.interface) {
+                return bad(format!(
+                    "link {:?}: name and interface must be 1–15 characters from A–Z a–z 0–9 . _ -",
+                    l.name
+                ));
+            }
+            if !names.insert(&l.name) {
+                return bad(format!("link {:?} is listed twice", l.name));
+            }
+            if l.gateway.is_some_and(|g| g.is_ipv4() != l.source.is_ipv4())
+                || l.probe.is_ipv4() != l.source.is_ipv4()
+            {
+                return bad(format!(
+                    "link {:?}: source, gateway and probe must be the same address family",
+                    l.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
