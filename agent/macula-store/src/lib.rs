@@ -10,6 +10,7 @@
 pub mod codec;
 pub mod crypto;
 pub mod header;
+pub mod network;
 pub mod object;
 pub mod placement;
 pub mod repair;

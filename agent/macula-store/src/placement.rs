@@ -2,8 +2,8 @@
 //!
 //! Capacity-weighted rendezvous hashing (highest random weight, logarithmic method): every node
 //! gets a score `weight / −ln(u)` for a segment, where `u ∈ (0, 1)` comes from
-//! `BLAKE3-derive_key("macula/v1/placement", segment ID ‖ node ID)` and `weight` is the node's free
-//! capacity. Nodes are taken greedily by fewest shards of this segment already in the same site,
+//! `BLAKE3-derive_key("macula/v1/placement", segment ID ‖ node ID)` and `weight` is the node's
+//! announced capacity (not its live free space, which would move placements as nodes fill). Nodes are taken greedily by fewest shards of this segment already in the same site,
 //! then in the same power domain, then by score; a node never gets two shards of one segment, and a
 //! node without room for one shard is skipped. Every node computing the placement from the same
 //! membership view gets the same answer, and a membership change moves only the shards of the
@@ -19,7 +19,10 @@ use crate::header::SegmentId;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeInfo {
     pub id: NodeId,
-    /// Free capacity the node reports, in bytes.
+    /// Capacity the node announces for storage (its quota), in bytes: the placement weight. It
+    /// changes only when the operator changes it, so placements stay put as nodes fill up.
+    pub capacity_bytes: u64,
+    /// Free space the node reports, in bytes: a node without room for a shard is skipped.
     pub free_bytes: u64,
     /// Failure-domain labels (e.g. `site = "home"`, `power = "ups-1"`).
     pub site: String,
@@ -50,8 +53,8 @@ pub fn score(segment: &SegmentId, node: &NodeInfo) -> f64 {
     let x = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"));
     // u in (0, 1): 53 random bits, never 0.
     let u = ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    // Weight in MiB so that tiny differences in reported bytes do not matter.
-    let weight = (node.free_bytes >> 20).max(1) as f64;
+    // Weight in MiB so that tiny differences in announced bytes do not matter.
+    let weight = (node.capacity_bytes >> 20).max(1) as f64;
     weight / -u.ln()
 }
 
@@ -135,6 +138,7 @@ mod tests {
     fn node(i: u8, free_gib: u64, site: &str, power: &str) -> NodeInfo {
         NodeInfo {
             id: NodeKey::from_seed([i; 32]).node_id(),
+            capacity_bytes: free_gib << 30,
             free_bytes: free_gib << 30,
             site: site.into(),
             power: power.into(),
@@ -198,6 +202,18 @@ mod tests {
             (1500..2000).contains(&firsts),
             "big node first in {firsts}/4000"
         );
+        // Nodes filling up do not move placements (the weight is the announced capacity).
+        let before: Vec<_> = (0..100)
+            .map(|s| place(&seg(s), 3, 1 << 20, &nodes, &[]).unwrap())
+            .collect();
+        let mut fuller = nodes.clone();
+        for (i, n) in fuller.iter_mut().enumerate() {
+            n.free_bytes /= 2 + i as u64;
+        }
+        let after: Vec<_> = (0..100)
+            .map(|s| place(&seg(s), 3, 1 << 20, &fuller, &[]).unwrap())
+            .collect();
+        assert_eq!(before, after);
         // A node without room for the shard is never chosen.
         nodes[5].free_bytes = 10;
         assert!((0..100).all(|s| {

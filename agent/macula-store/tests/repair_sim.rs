@@ -55,7 +55,8 @@ fn simulate(
     let infos: Vec<NodeInfo> = (0..nodes)
         .map(|i| NodeInfo {
             id: NodeKey::from_seed([i as u8 + 1; 32]).node_id(),
-            free_bytes: (50 + rng.below(100)) << 30,
+            capacity_bytes: (50 + rng.below(100)) << 30,
+            free_bytes: 50 << 30,
             site: ["a", "b", "c"][i % 3].into(),
             power: format!("p{}", i % 4),
         })

@@ -1,0 +1,672 @@
+//! Moving shards between nodes, behind a trait, and the object-level client on top of it.
+//!
+//! [`StorageNetwork`] is what the mesh implements later (shard streams over QUIC); here
+//! [`InProcessNetwork`] connects [`LocalStore`]s in one process for tests. Requests are batched so
+//! an implementation can run them in parallel and answer from the fastest holders.
+//!
+//! [`Client`] implements put (segment → encrypt → code → place → store), get (any `k` verified
+//! shards per segment, falling back from the placed holders to every member), and repair
+//! (read `k`, reconstruct, store the missing shards on new nodes).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+
+use macula_core::{NodeId, NodeKey};
+
+use crate::codec::{CodecError, CodecId, default_codec};
+use crate::crypto::{AeadId, ObjectKey};
+use crate::header::{Descriptor, SegmentId, SegmentKind, ShardHeader, SignedDescriptor};
+use crate::object::{Capability, Manifest, ObjectError};
+use crate::placement::{self, NodeInfo, PlacementError};
+use crate::repair::RepairAction;
+use crate::segment::{self, SegmentError, SegmentParams, Shard, Trust};
+use crate::store::{LocalStore, StoreError};
+use crate::tree;
+
+/// Why a transfer to or from one node failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    #[error("node {0} is unreachable")]
+    Unreachable(NodeId),
+    #[error("node does not have the shard")]
+    NotFound,
+    #[error("node's copy of the shard is corrupt (it has been removed there)")]
+    Corrupt,
+    #[error("node refused the shard: {0}")]
+    Rejected(String),
+}
+
+/// A request to fetch one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchRequest {
+    pub node: NodeId,
+    pub segment: SegmentId,
+    pub index: u16,
+}
+
+/// Shard transfer between nodes. Results are in request order.
+pub trait StorageNetwork: Send + Sync {
+    /// Sends serialised shards to nodes, which verify and store them.
+    fn store_shards(
+        &self,
+        shards: Vec<(NodeId, Vec<u8>)>,
+    ) -> impl Future<Output = Vec<Result<(), TransferError>>> + Send;
+    /// Fetches serialised shards from nodes (each node verifies its copy before sending).
+    fn fetch_shards(
+        &self,
+        requests: Vec<FetchRequest>,
+    ) -> impl Future<Output = Vec<Result<Vec<u8>, TransferError>>> + Send;
+}
+
+/// In-process network of local stores, with nodes that can be taken down.
+#[derive(Default)]
+pub struct InProcessNetwork {
+    nodes: Mutex<BTreeMap<NodeId, (Arc<LocalStore>, bool)>>,
+}
+
+impl InProcessNetwork {
+    pub fn add_node(&self, id: NodeId, store: Arc<LocalStore>) {
+        self.lock().insert(id, (store, true));
+    }
+
+    /// Marks a node up or down (down nodes answer nothing).
+    pub fn set_up(&self, id: &NodeId, up: bool) {
+        if let Some(n) = self.lock().get_mut(id) {
+            n.1 = up;
+        }
+    }
+
+    pub fn store(&self, id: &NodeId) -> Option<Arc<LocalStore>> {
+        self.lock().get(id).map(|n| n.0.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, (Arc<LocalStore>, bool)>> {
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn up_store(&self, id: &NodeId) -> Result<Arc<LocalStore>, TransferError> {
+        match self.lock().get(id) {
+            Some((s, true)) => Ok(s.clone()),
+            _ => Err(TransferError::Unreachable(*id)),
+        }
+    }
+}
+
+impl StorageNetwork for InProcessNetwork {
+    async fn store_shards(&self, shards: Vec<(NodeId, Vec<u8>)>) -> Vec<Result<(), TransferError>> {
+        shards
+            .into_iter()
+            .map(|(node, bytes)| {
+                self.up_store(&node)?
+                    .put(&bytes)
+                    .map(|_| ())
+                    .map_err(|e| TransferError::Rejected(e.to_string()))
+            })
+            .collect()
+    }
+
+    async fn fetch_shards(
+        &self,
+        requests: Vec<FetchRequest>,
+    ) -> Vec<Result<Vec<u8>, TransferError>> {
+        requests
+            .into_iter()
+            .map(|r| match self.up_store(&r.node)?.get(&r.segment, r.index) {
+                Ok(b) => Ok(b),
+                Err(StoreError::NotFound { .. }) => Err(TransferError::NotFound),
+                Err(StoreError::Corrupt { .. }) => Err(TransferError::Corrupt),
+                Err(e) => Err(TransferError::Rejected(e.to_string())),
+            })
+            .collect()
+    }
+}
+
+/// Parameters for new objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutConfig {
+    pub k: u16,
+    pub m: u16,
+    /// Plaintext bytes per segment (default 1 MiB); memory use of put and get is a small multiple.
+    pub segment_len: u32,
+    pub codec: CodecId,
+    pub aead: AeadId,
+}
+
+impl Default for PutConfig {
+    fn default() -> Self {
+        Self {
+            k: 4,
+            m: 2,
+            segment_len: 1 << 20,
+            codec: default_codec(4, 2),
+            aead: AeadId::preferred(),
+        }
+    }
+}
+
+/// Errors of object operations. Each says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "segment {segment}: not enough shards (have {have}, need {need}); bring more holders online and retry"
+    )]
+    NotEnoughShards {
+        segment: SegmentId,
+        have: usize,
+        need: usize,
+    },
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
+    #[error(
+        "could store only {stored} of {needed} shards of segment {segment}: {last_error}; check the nodes and retry"
+    )]
+    PutIncomplete {
+        segment: SegmentId,
+        stored: usize,
+        needed: usize,
+        last_error: TransferError,
+    },
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    #[error("reading the input failed: {0}")]
+    Input(std::io::Error),
+    #[error("writing the output failed: {0}")]
+    Output(std::io::Error),
+    #[error(
+        "object {object} has coding parameters {found} but the capability says {expected}; the capability is damaged"
+    )]
+    ParamsMismatch {
+        object: SegmentId,
+        found: String,
+        expected: String,
+    },
+}
+
+/// What a get noticed on the way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GetReport {
+    pub bytes: u64,
+    /// Shards found corrupt (and removed by their holders): candidates for repair.
+    pub corrupt: Vec<(SegmentId, u16, NodeId)>,
+    /// Segments read from fewer than all their shards' placed holders (degraded).
+    pub degraded: Vec<SegmentId>,
+}
+
+impl GetReport {
+    /// Segments that need repair (corrupt or missing shards seen).
+    pub fn segments_to_repair(&self) -> Vec<SegmentId> {
+        let set: BTreeSet<SegmentId> = self
+            .corrupt
+            .iter()
+            .map(|c| c.0)
+            .chain(self.degraded.iter().copied())
+            .collect();
+        set.into_iter().collect()
+    }
+}
+
+/// The object client (owner side): put, get, repair over a [`StorageNetwork`].
+pub struct Client<N> {
+    net: N,
+    owner: NodeKey,
+    cfg: PutConfig,
+}
+
+/// Verified shards of one segment.
+struct Fetched {
+    desc: Descriptor,
+    signed: SignedDescriptor,
+    shards: Vec<Option<Vec<u8>>>,
+    holders: BTreeMap<u16, NodeId>,
+}
+
+impl<N: StorageNetwork> Client<N> {
+    pub fn new(net: N, owner: NodeKey, cfg: PutConfig) -> Self {
+        Self { net, owner, cfg }
+    }
+
+    pub fn network(&self) -> &N {
+        &self.net
+    }
+
+    /// Stores `len` bytes read from `input`; returns the capability.
+    pub async fn put(
+        &self,
+        members: &[NodeInfo],
+        input: &mut impl Read,
+        len: u64,
+    ) -> Result<Capability, ClientError> {
+        let cfg = &self.cfg;
+        let count = Manifest::check_size(len, cfg.segment_len)?;
+        let key = ObjectKey::generate();
+        let mut manifest = Manifest {
+            object_len: len,
+            segment_len: cfg.segment_len,
+            segments: Vec::with_capacity(count as usize),
+        };
+        let mut buf = Vec::new();
+        for i in 0..count {
+            let plain_len = manifest.segment_plain_len(i as usize) as usize;
+            buf.resize(plain_len, 0);
+            input.read_exact(&mut buf).map_err(ClientError::Input)?;
+            let id = self
+                .put_segment(members, &buf, SegmentKind::Data, i, count, &key)
+                .await?;
+            manifest.segments.push(id);
+        }
+        let object_id = self
+            .put_segment(
+                members,
+                &manifest.encode(),
+                SegmentKind::Manifest,
+                0,
+                1,
+                &key,
+            )
+            .await?;
+        Ok(Capability {
+            object_id,
+            key,
+            codec: cfg.codec,
+            k: cfg.k,
+            m: cfg.m,
+        })
+    }
+
+    async fn put_segment(
+        &self,
+        members: &[NodeInfo],
+        plain: &[u8],
+        kind: SegmentKind,
+        index: u32,
+        count: u32,
+        key: &ObjectKey,
+    ) -> Result<SegmentId, ClientError> {
+        let cfg = &self.cfg;
+        let p = SegmentParams {
+            kind,
+            codec: cfg.codec,
+            aead: cfg.aead,
+            k: cfg.k,
+            m: cfg.m,
+            segment_index: index,
+            segment_count: count,
+        };
+        let seg = segment::encode_segment(plain, &p, key, &self.owner)?;
+        let id = seg.segment_id();
+        let n = seg.shards.len();
+        let shard_bytes = Shard::total_len(&seg.shard(0).header) as u64;
+        let mut pending: Vec<usize> = (0..n).collect();
+        let mut used: Vec<NodeId> = Vec::new();
+        let mut stored = 0;
+        let mut last_error = TransferError::NotFound;
+        // First the placed nodes; shards a node refused go to the next best nodes (one retry).
+        for attempt in 0..2 {
+            if pending.is_empty() {
+                break;
+            }
+            let nodes = match placement::place(&id, pending.len(), shard_bytes, members, &used) {
+                Ok(nodes) => nodes,
+                Err(e) if attempt == 0 => return Err(e.into()),
+                Err(_) => break,
+            };
+            let batch: Vec<(NodeId, Vec<u8>)> = pending
+                .iter()
+                .zip(&nodes)
+                .map(|(&i, node)| (*node, seg.shard(i).to_bytes()))
+                .collect();
+            let results = self.net.store_shards(batch).await;
+            let mut still = Vec::new();
+            for ((&i, node), r) in pending.iter().zip(&nodes).zip(results) {
+                used.push(*node);
+                match r {
+                    Ok(()) => stored += 1,
+                    Err(e) => {
+                        last_error = e;
+                        still.push(i);
+                    }
+                }
+            }
+            pending = still;
+        }
+        if stored < n {
+            return Err(ClientError::PutIncomplete {
+                segment: id,
+                stored,
+                needed: n,
+                last_error,
+            });
+        }
+        Ok(id)
+    }
+
+    /// Reads the object named by `cap` into `out`.
+    pub async fn get(
+        &self,
+        members: &[NodeInfo],
+        cap: &Capability,
+        out: &mut impl Write,
+    ) -> Result<GetReport, ClientError> {
+        let mut report = GetReport::default();
+        let n = usize::from(cap.k) + usize::from(cap.m);
+        let fetched = self
+            .collect(
+                members,
+                cap.object_id,
+                usize::from(cap.k),
+                n,
+                false,
+                &mut report,
+            )
+            .await?;
+        let d = &fetched.desc;
+        if (d.k, d.m, d.codec, d.kind) != (cap.k, cap.m, cap.codec, SegmentKind::Manifest) {
+            return Err(ClientError::ParamsMismatch {
+                object: cap.object_id,
+                found: format!("{}+{} {} {:?}", d.k, d.m, d.codec.name(), d.kind),
+                expected: format!("{}+{} {} Manifest", cap.k, cap.m, cap.codec.name()),
+            });
+        }
+        let manifest = Manifest::decode(&segment::decode_segment(d, fetched.shards, &cap.key)?)?;
+        for (i, id) in manifest.segments.iter().enumerate() {
+            let f = self
+                .collect(members, *id, usize::from(cap.k), n, false, &mut report)
+                .await?;
+            let d = &f.desc;
+            if d.kind != SegmentKind::Data
+                || d.segment_index as usize != i
+                || d.plain_len != manifest.segment_plain_len(i)
+            {
+                return Err(ObjectError::Manifest(
+                    "data segment header does not match its place in the manifest",
+                )
+                .into());
+            }
+            let plain = segment::decode_segment(d, f.shards, &cap.key)?;
+            out.write_all(&plain).map_err(ClientError::Output)?;
+            report.bytes += plain.len() as u64;
+        }
+        Ok(report)
+    }
+
+    /// Collects at least `k` verified shards of a segment: the data shards from their placed
+    /// holders first, then parity shards, then every other member. With `want_all`, keeps going
+    /// until all `n` are found or every member was asked.
+    async fn collect(
+        &self,
+        members: &[NodeInfo],
+        id: SegmentId,
+        k: usize,
+        n: usize,
+        want_all: bool,
+        report: &mut GetReport,
+    ) -> Result<Fetched, ClientError> {
+        let placed =
+            placement::place(&id, n.min(members.len()), 0, members, &[]).unwrap_or_default();
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; n];
+        let mut holders = BTreeMap::new();
+        let mut signed: Option<SignedDescriptor> = None;
+        let mut asked: BTreeSet<(NodeId, u16)> = BTreeSet::new();
+        // Rounds of requests, cheapest first.
+        let mut rounds: Vec<Vec<FetchRequest>> = Vec::new();
+        let at = |i: usize| {
+            placed.get(i).map(|node| FetchRequest {
+                node: *node,
+                segment: id,
+                index: i as u16,
+            })
+        };
+        rounds.push((0..k).filter_map(at).collect());
+        rounds.push((k..n).filter_map(at).collect());
+        let mut everyone = Vec::new();
+        for m in members {
+            for i in 0..n {
+                everyone.push(FetchRequest {
+                    node: m.id,
+                    segment: id,
+                    index: i as u16,
+                });
+            }
+        }
+        rounds.push(everyone);
+        let mut degraded = false;
+        for (round, requests) in rounds.into_iter().enumerate() {
+            let have = shards.iter().flatten().count();
+            if have >= if want_all { n } else { k } {
+                break;
+            }
+            let requests: Vec<FetchRequest> = requests
+                .into_iter()
+                .filter(|r| {
+                    shards[usize::from(r.index)].is_none() && asked.insert((r.node, r.index))
+                })
+                .collect();
+            if requests.is_empty() {
+                continue;
+            }
+            let results = self.net.fetch_shards(requests.clone()).await;
+            for (r, res) in requests.iter().zip(results) {
+                let verified =
+                    res.and_then(
+                        |bytes| match Shard::from_bytes(&bytes, Trust::SegmentId(id)) {
+                            Ok(s) if s.header.index == r.index => Ok(s),
+                            _ => Err(TransferError::Corrupt),
+                        },
+                    );
+                match verified {
+                    Ok(s) => {
+                        if signed.is_none() {
+                            signed = Some(s.header.signed.clone());
+                        }
+                        holders.insert(r.index, r.node);
+                        shards[usize::from(r.index)] = Some(s.data);
+                    }
+                    Err(TransferError::Corrupt) => report.corrupt.push((id, r.index, r.node)),
+                    Err(_) if round < 2 => degraded = true,
+                    Err(_) => {}
+                }
+            }
+        }
+        if degraded {
+            report.degraded.push(id);
+        }
+        let have = shards.iter().flatten().count();
+        match signed {
+            Some(signed) if have >= k && signed.desc.n() == n => Ok(Fetched {
+                desc: signed.desc.clone(),
+                signed,
+                shards,
+                holders,
+            }),
+            _ => Err(ClientError::NotEnoughShards {
+                segment: id,
+                have,
+                need: k,
+            }),
+        }
+    }
+
+    /// Finds every shard of a segment among `members`; if any is missing or corrupt and at
+    /// least `k` are intact, reconstructs the missing ones and stores them on new nodes (never on
+    /// a node that already holds a shard of the segment). Returns what was stored.
+    pub async fn repair_segment(
+        &self,
+        members: &[NodeInfo],
+        id: SegmentId,
+        k: u16,
+        m: u16,
+    ) -> Result<Vec<(u16, NodeId)>, ClientError> {
+        let n = usize::from(k) + usize::from(m);
+        let mut report = GetReport::default();
+        let f = self
+            .collect(members, id, usize::from(k), n, true, &mut report)
+            .await?;
+        let missing: Vec<u16> = (0..n as u16)
+            .filter(|i| !f.holders.contains_key(i))
+            .collect();
+        if missing.is_empty() {
+            return Ok(Vec::new());
+        }
+        let shard_bytes = Shard::total_len(&ShardHeader {
+            signed: f.signed.clone(),
+            index: 0,
+        }) as u64;
+        // A missing index goes back to its placed node when that node is free to take it (so
+        // reads find it first); the rest go to the best other nodes.
+        let placed =
+            placement::place(&id, n.min(members.len()), 0, members, &[]).unwrap_or_default();
+        let mut taken: Vec<NodeId> = f.holders.values().copied().collect();
+        let mut targets = Vec::new();
+        let mut rest = Vec::new();
+        for i in missing {
+            match placed.get(usize::from(i)) {
+                Some(node)
+                    if !taken.contains(node)
+                        && members
+                            .iter()
+                            .any(|m| m.id == *node && m.free_bytes >= shard_bytes) =>
+                {
+                    taken.push(*node);
+                    targets.push((i, *node));
+                }
+                _ => rest.push(i),
+            }
+        }
+        if !rest.is_empty() {
+            let occupied: Vec<NodeInfo> = members
+                .iter()
+                .filter(|m| taken.contains(&m.id))
+                .cloned()
+                .collect();
+            let nodes = placement::place_with_domains(
+                &id,
+                rest.len(),
+                shard_bytes,
+                members,
+                &taken,
+                &occupied,
+            )?;
+            targets.extend(rest.into_iter().zip(nodes));
+        }
+        let action = RepairAction {
+            segment: id,
+            sources: f
+                .holders
+                .iter()
+                .map(|(i, n)| (*i, *n))
+                .take(usize::from(k))
+                .collect(),
+            targets,
+            bytes: 0,
+        };
+        self.store_reconstructed(&f.signed, f.shards, &action).await
+    }
+
+    /// Executes a planned repair: reads the action's sources, reconstructs, stores the targets.
+    pub async fn execute_repair(
+        &self,
+        action: &RepairAction,
+    ) -> Result<Vec<(u16, NodeId)>, ClientError> {
+        let requests: Vec<FetchRequest> = action
+            .sources
+            .iter()
+            .map(|(i, node)| FetchRequest {
+                node: *node,
+                segment: action.segment,
+                index: *i,
+            })
+            .collect();
+        let results = self.net.fetch_shards(requests.clone()).await;
+        let mut signed = None;
+        let mut shards = Vec::new();
+        for (r, res) in requests.iter().zip(results) {
+            if let Ok(s) = res.map_err(|_| ()).and_then(|b| {
+                Shard::from_bytes(&b, Trust::SegmentId(action.segment)).map_err(|_| ())
+            }) {
+                if s.header.index == r.index {
+                    if shards.is_empty() {
+                        shards = vec![None; s.header.desc().n()];
+                    }
+                    shards[usize::from(r.index)] = Some(s.data);
+                    signed = Some(s.header.signed);
+                }
+            }
+        }
+        let have = shards.iter().flatten().count();
+        let Some(signed) = signed else {
+            return Err(ClientError::NotEnoughShards {
+                segment: action.segment,
+                have: 0,
+                need: action.sources.len(),
+            });
+        };
+        if have < usize::from(signed.desc.k) {
+            return Err(ClientError::NotEnoughShards {
+                segment: action.segment,
+                have,
+                need: usize::from(signed.desc.k),
+            });
+        }
+        self.store_reconstructed(&signed, shards, action).await
+    }
+
+    async fn store_reconstructed(
+        &self,
+        signed: &SignedDescriptor,
+        mut shards: Vec<Option<Vec<u8>>>,
+        action: &RepairAction,
+    ) -> Result<Vec<(u16, NodeId)>, ClientError> {
+        for (i, _) in &action.targets {
+            shards[usize::from(*i)] = None;
+        }
+        segment::reconstruct(&signed.desc, &mut shards).map_err(|e| match e {
+            SegmentError::Codec(CodecError::NotEnoughShards { have, need }) => {
+                ClientError::NotEnoughShards {
+                    segment: action.segment,
+                    have,
+                    need,
+                }
+            }
+            e => e.into(),
+        })?;
+        let batch: Vec<(NodeId, Vec<u8>)> = action
+            .targets
+            .iter()
+            .map(|(i, node)| {
+                let data = shards[usize::from(*i)].take().expect("reconstructed");
+                let (_, outboard) = tree::build(&data);
+                let shard = Shard {
+                    header: ShardHeader {
+                        signed: signed.clone(),
+                        index: *i,
+                    },
+                    data,
+                    outboard,
+                };
+                (*node, shard.to_bytes())
+            })
+            .collect();
+        let results = self.net.store_shards(batch).await;
+        let mut stored = Vec::new();
+        let mut last_error = None;
+        for (t, r) in action.targets.iter().zip(results) {
+            match r {
+                Ok(()) => stored.push(*t),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        match last_error {
+            None => Ok(stored),
+            Some(last_error) => Err(ClientError::PutIncomplete {
+                segment: action.segment,
+                stored: stored.len(),
+                needed: action.targets.len(),
+                last_error,
+            }),
+        }
+    }
+}
