@@ -4,6 +4,7 @@
 
 pub mod frame;
 pub mod membership;
+pub mod node;
 pub mod proto;
 pub mod realm;
 pub mod sig;

@@ -141,8 +141,9 @@ pub enum Packet {
     /// A foca (SWIM) packet.
     Swim(Vec<u8>),
     /// "Send me your metadata": sent to a member whose metadata we lack.
-    WantMeta,
-    /// The sender's own signed metadata (answer to [`Packet::WantMeta`]).
+    WantMeta(NodeId),
+    /// Signed metadata of some member (answer to [`Packet::WantMeta`]); the signature, not the
+    /// sender, vouches for it.
     Meta(Box<SignedMeta>),
 }
 
@@ -356,8 +357,10 @@ pub struct Membership {
     own_meta: Option<SignedMeta>,
     /// Our own random choices (partition healing).
     rng: StdRng,
-    /// Nodes asked for their metadata in this refresh period.
-    asked: HashSet<NodeId>,
+    /// (whose metadata, asked whom) in this refresh period.
+    asked: HashSet<(NodeId, NodeId)>,
+    /// Members that came up without known metadata since the last packet.
+    unknown_meta: Vec<NodeId>,
     out: Vec<Output>,
 }
 
@@ -395,6 +398,7 @@ impl Membership {
             refresh: config.refresh,
             own_meta: None,
             asked: HashSet::new(),
+            unknown_meta: Vec::new(),
             rng: StdRng::seed_from_u64(seed ^ 0x6865_616c),
             out: vec![Output::Schedule {
                 after: config.refresh,
@@ -480,19 +484,18 @@ impl Membership {
             .map_err(|e| MembershipError::Decode(e.to_string()))?;
         match packet {
             Packet::Swim(data) => self.handle_swim(from, &data),
-            Packet::WantMeta => {
-                if let Some(meta) = self.own_meta.clone() {
+            Packet::WantMeta(node) => {
+                let meta = if node == self.foca.identity().node {
+                    self.own_meta.clone()
+                } else {
+                    self.meta(&node)
+                };
+                if let Some(meta) = meta {
                     self.send(from, &Packet::Meta(Box::new(meta)));
                 }
                 Ok(())
             }
             Packet::Meta(m) => {
-                if m.meta.node != from {
-                    return Err(MembershipError::Spoofed {
-                        claimed: m.meta.node,
-                        actual: from,
-                    });
-                }
                 let res = self.rumors.lock().expect("rumor lock").accept_meta(*m);
                 self.collect();
                 res.map(drop)
@@ -517,11 +520,18 @@ impl Membership {
             });
         }
         let res = self.foca.handle_data(data, &mut self.rt);
-        // Pull metadata we lack straight from its author (once per refresh period).
-        if self.meta(&from).is_none() && self.asked.insert(from) {
-            self.send(from, &Packet::WantMeta);
-        }
         self.collect();
+        // Pull metadata we lack (once per refresh period per node): the sender's own, and that
+        // of members the sender just told us about (it knows them, so it likely has it).
+        if self.own_meta.is_some() {
+            let mut wanted = std::mem::take(&mut self.unknown_meta);
+            wanted.push(from);
+            for node in wanted {
+                if self.meta(&node).is_none() && self.asked.insert((node, from)) {
+                    self.send(from, &Packet::WantMeta(node));
+                }
+            }
+        }
         res.map_err(Into::into)
     }
 
@@ -644,7 +654,12 @@ impl Membership {
         let mut down = Vec::new();
         while let Some(n) = self.rt.to_notify() {
             let ev = match n {
-                OwnedNotification::MemberUp(m) => Event::Up(m),
+                OwnedNotification::MemberUp(m) => {
+                    if self.own_meta.is_some() && self.meta(&m.node).is_none() {
+                        self.unknown_meta.push(m.node);
+                    }
+                    Event::Up(m)
+                }
                 OwnedNotification::MemberDown(m) => Event::Down(m),
                 OwnedNotification::Rename(old, new) => Event::Renamed { old, new },
                 OwnedNotification::Active => Event::Active,

@@ -97,34 +97,8 @@ impl RealmKey {
     }
 }
 
-/// What a member does in the realm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Role {
-    /// An ordinary node; may sit behind NAT and reach others through hubs.
-    Edge,
-    /// A reachable node that relays for edges and may hold a delegation to admit nodes.
-    Hub,
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::Edge => "edge",
-            Role::Hub => "hub",
-        })
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "edge" => Ok(Role::Edge),
-            "hub" => Ok(Role::Hub),
-            _ => Err(format!("unknown role `{s}`: use `edge` or `hub`")),
-        }
-    }
-}
+/// What a member does in the realm (the `[node] role` of the agent config).
+pub use macula_core::config::Role;
 
 /// The signed content of a membership certificate. Times are unix seconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

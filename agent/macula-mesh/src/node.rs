@@ -1,0 +1,602 @@
+//! The tokio shell: wires the [`Membership`] state machine to the QUIC [`Endpoint`].
+//!
+//! * One task accepts connections and runs the admission handshake; every admitted connection
+//!   gets a reader task (datagrams → membership).
+//! * One driver task owns the membership state machine: it receives packets and commands over a
+//!   channel, keeps the timer queue, and executes outputs (datagrams over existing connections,
+//!   dialling known addresses when there is none).
+//! * Connections are reused: one per peer. When both sides dial at once, both keep the connection
+//!   dialled by the smaller node ID and close the other with [`close::DUPLICATE`].
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use foca::State;
+use macula_core::{NodeId, NodeKey, wire};
+use quinn::VarInt;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::membership::{
+    Capacity, Event, MemberId, MemberMeta, MemberTimer, Membership, MembershipConfig, Output,
+    SignedMeta, UplinkAddr,
+};
+use crate::proto::{Datagram, close};
+use crate::realm::{Admission, Revocation};
+use crate::transport::{Endpoint, Peer, TransportError, TransportParams};
+
+/// A bootstrap contact: `host:port`, or `<node-id>@host:port` to also pin the node's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootstrap {
+    pub node: Option<NodeId>,
+    pub addr: SocketAddr,
+}
+
+impl FromStr for Bootstrap {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (node, addr) = match s.split_once('@') {
+            Some((n, a)) => (
+                Some(n.parse::<NodeId>().map_err(|e| format!("`{s}`: {e}"))?),
+                a,
+            ),
+            None => (None, s),
+        };
+        let addr = addr.parse().map_err(|e| {
+            format!("`{s}`: {e}; write `host:port` or `<node-id>@host:port` with an IP address")
+        })?;
+        Ok(Self { node, addr })
+    }
+}
+
+impl fmt::Display for Bootstrap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.node {
+            Some(n) => write!(f, "{n}@{}", self.addr),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
+/// Everything a mesh node needs besides its key and admission.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// UDP address to bind (port 0 = ephemeral).
+    pub listen: SocketAddr,
+    /// Addresses to advertise (empty: the bound address).
+    pub advertise: Vec<SocketAddr>,
+    pub bootstrap: Vec<Bootstrap>,
+    pub transport: TransportParams,
+    pub membership: MembershipConfig,
+    /// WireGuard overlay public key to advertise.
+    pub overlay_key: Option<[u8; 32]>,
+    pub capacity: Capacity,
+}
+
+/// A peer as seen by this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub id: NodeId,
+    pub generation: u32,
+    pub state: PeerState,
+    pub meta: Option<MemberMeta>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    Alive,
+    Suspect,
+    Down,
+}
+
+impl PeerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Alive => "alive",
+            PeerState::Suspect => "suspect",
+            PeerState::Down => "down",
+        }
+    }
+}
+
+impl From<State> for PeerState {
+    fn from(s: State) -> Self {
+        match s {
+            State::Alive => PeerState::Alive,
+            State::Suspect => PeerState::Suspect,
+            State::Down => PeerState::Down,
+        }
+    }
+}
+
+/// A change of a peer's state or metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerChanged {
+    pub peer: PeerInfo,
+}
+
+enum Cmd {
+    Packet { from: NodeId, data: Vec<u8> },
+    Join(NodeId),
+    Revoke(Revocation),
+    Leave(tokio::sync::oneshot::Sender<()>),
+}
+
+struct Shared {
+    endpoint: Endpoint,
+    /// The connection used to reach each peer.
+    conns: Mutex<HashMap<NodeId, quinn::Connection>>,
+    /// Addresses each peer accepts connections on (Hello + metadata).
+    addrs: Mutex<HashMap<NodeId, Vec<SocketAddr>>>,
+    dialing: Mutex<HashSet<NodeId>>,
+    peers: Mutex<BTreeMap<NodeId, PeerInfo>>,
+    cmd: mpsc::UnboundedSender<Cmd>,
+    changes: broadcast::Sender<PeerChanged>,
+    me: NodeId,
+}
+
+/// A running mesh node.
+pub struct MeshNode {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl MeshNode {
+    /// Binds the endpoint and starts the tasks; dials the bootstrap contacts in the background.
+    pub fn start(
+        key: &NodeKey,
+        admission: Arc<Admission>,
+        config: NodeConfig,
+    ) -> Result<Self, TransportError> {
+        let endpoint = Endpoint::bind(
+            key,
+            admission.clone(),
+            config.listen,
+            config.advertise.clone(),
+            config.transport.clone(),
+        )?;
+        let bound = endpoint
+            .local_addr()
+            .map_err(|source| TransportError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let advertised = if config.advertise.is_empty() {
+            vec![bound]
+        } else {
+            config.advertise.clone()
+        };
+        let cert = admission.own_cert().body.clone();
+        let generation = u32::try_from(crate::transport::unix_now() % u64::from(u32::MAX))
+            .expect("reduced modulo u32::MAX");
+        let meta = SignedMeta::sign(
+            key,
+            MemberMeta {
+                node: key.node_id(),
+                version: crate::transport::unix_now(),
+                role: cert.role,
+                name: cert.name.clone(),
+                addrs: advertised
+                    .iter()
+                    .map(|a| UplinkAddr {
+                        uplink: "default".into(),
+                        addr: *a,
+                    })
+                    .collect(),
+                overlay_key: config.overlay_key,
+                capacity: config.capacity,
+                software: macula_core::VERSION.into(),
+                relays: vec![],
+            },
+        );
+        let mut seed = [0u8; 8];
+        getrandom::fill(&mut seed).expect("the OS random number generator failed");
+        let membership = Membership::new(
+            MemberId {
+                node: key.node_id(),
+                generation,
+            },
+            admission.realm(),
+            Some(meta),
+            config.membership.clone(),
+            u64::from_le_bytes(seed),
+        );
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (changes, _) = broadcast::channel(256);
+        let shared = Arc::new(Shared {
+            endpoint,
+            conns: Mutex::default(),
+            addrs: Mutex::default(),
+            dialing: Mutex::default(),
+            peers: Mutex::default(),
+            cmd: cmd_tx,
+            changes,
+            me: key.node_id(),
+        });
+        let tasks = vec![
+            tokio::spawn(accept_loop(shared.clone())),
+            tokio::spawn(drive(shared.clone(), membership, cmd_rx)),
+            tokio::spawn(bootstrap(shared.clone(), config.bootstrap)),
+        ];
+        Ok(Self { shared, tasks })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.shared.me
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared
+            .endpoint
+            .local_addr()
+            .expect("a bound endpoint has an address")
+    }
+
+    /// All known peers (alive, suspect, and down ones not yet forgotten), by node ID.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.shared
+            .peers
+            .lock()
+            .expect("peer lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Peer changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<PeerChanged> {
+        self.shared.changes.subscribe()
+    }
+
+    /// Spreads a revocation signed by the realm key and cuts the node off.
+    pub fn revoke(&self, rev: Revocation) -> Result<(), crate::realm::CertError> {
+        rev.verify(&self.shared.endpoint.admission().realm())?;
+        let _ = self.shared.cmd.send(Cmd::Revoke(rev));
+        Ok(())
+    }
+
+    /// Leaves the realm gracefully, then closes every connection.
+    pub async fn shutdown(mut self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.shared.cmd.send(Cmd::Leave(tx)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), rx).await;
+        }
+        self.stop().await;
+    }
+
+    /// Stops abruptly, as a crash would (no leave message).
+    pub async fn abort(mut self) {
+        self.stop().await;
+    }
+
+    async fn stop(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        self.shared.endpoint.close();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
+    }
+}
+
+impl Drop for MeshNode {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn bootstrap(shared: Arc<Shared>, contacts: Vec<Bootstrap>) {
+    if contacts.is_empty() {
+        return;
+    }
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let connected = shared
+            .peers
+            .lock()
+            .expect("peer lock")
+            .values()
+            .any(|p| p.state != PeerState::Down);
+        if !connected {
+            for c in &contacts {
+                match shared.endpoint.dial(c.addr, c.node).await {
+                    Ok(peer) => {
+                        let id = peer.id;
+                        register(&shared, peer);
+                        let _ = shared.cmd.send(Cmd::Join(id));
+                    }
+                    Err(e) => tracing::info!(contact = %c, "bootstrap contact unreachable: {e}"),
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>) {
+    while let Some(incoming) = shared.endpoint.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            match shared.endpoint.handshake(incoming).await {
+                Ok(peer) => register(&shared, peer),
+                Err(e) => tracing::info!("inbound connection refused: {e}"),
+            }
+        });
+    }
+}
+
+/// Makes an admitted connection the one used for its peer and starts its reader.
+fn register(shared: &Arc<Shared>, peer: Peer) {
+    let Peer {
+        id,
+        listen,
+        new_revocations,
+        conn,
+        control,
+        dialled,
+        ..
+    } = peer;
+    for r in new_revocations {
+        let _ = shared.cmd.send(Cmd::Revoke(r));
+    }
+    shared.addrs.lock().expect("addr lock").insert(id, listen);
+    // Deterministic choice between simultaneous connections: the one dialled by the smaller ID.
+    let ours_wins = |dialled: bool| (dialled && shared.me < id) || (!dialled && id < shared.me);
+    {
+        let mut conns = shared.conns.lock().expect("conn lock");
+        match conns.get(&id) {
+            Some(existing) if existing.close_reason().is_none() && !ours_wins(dialled) => {
+                conn.close(VarInt::from_u32(close::DUPLICATE), b"duplicate connection");
+                return;
+            }
+            _ => {
+                if let Some(old) = conns.insert(id, conn.clone()) {
+                    if old.stable_id() != conn.stable_id() {
+                        old.close(VarInt::from_u32(close::DUPLICATE), b"duplicate connection");
+                    }
+                }
+            }
+        }
+    }
+    tokio::spawn(read_connection(shared.clone(), id, conn, control));
+}
+
+async fn read_connection(
+    shared: Arc<Shared>,
+    id: NodeId,
+    conn: quinn::Connection,
+    control: (quinn::SendStream, quinn::RecvStream),
+) {
+    // The control stream stays open; nothing may follow the Hello in this protocol version.
+    let (_send, mut recv) = control;
+    let max = shared.endpoint.params().max_frame;
+    loop {
+        tokio::select! {
+            d = conn.read_datagram() => match d {
+                Ok(bytes) => match wire::decode_with_limit::<Datagram>(&bytes, MAX_DATAGRAM) {
+                    Ok(Datagram::Swim(data)) => {
+                        let _ = shared.cmd.send(Cmd::Packet { from: id, data });
+                    }
+                    Err(e) => {
+                        tracing::warn!(peer = %id, "malformed datagram, closing: {e}");
+                        conn.close(VarInt::from_u32(close::PROTOCOL), b"malformed datagram");
+                        break;
+                    }
+                },
+                Err(_) => break,
+            },
+            f = crate::frame::read::<crate::proto::Control>(&mut recv, max) => {
+                match f {
+                    Ok(None) => {}
+                    Ok(Some(_)) | Err(_) => {
+                        tracing::warn!(peer = %id, "unexpected or malformed control frame, closing");
+                        conn.close(VarInt::from_u32(close::PROTOCOL), b"unexpected control frame");
+                    }
+                }
+                break;
+            }
+        }
+    }
+    let _ = conn.closed().await;
+    let mut conns = shared.conns.lock().expect("conn lock");
+    if conns
+        .get(&id)
+        .is_some_and(|c| c.stable_id() == conn.stable_id())
+    {
+        conns.remove(&id);
+    }
+}
+
+/// How often the peer table is refreshed from the membership state (to show suspicions).
+const PEER_SYNC: Duration = Duration::from_millis(250);
+
+/// Largest datagram accepted.
+const MAX_DATAGRAM: usize = 1400;
+
+/// Sends one membership packet, dialling the peer if needed (the packet is dropped while a dial
+/// is in progress; SWIM tolerates loss).
+fn send(shared: &Arc<Shared>, to: NodeId, data: Vec<u8>) {
+    let datagram = Bytes::from(wire::encode(&Datagram::Swim(data)));
+    let existing = shared.conns.lock().expect("conn lock").get(&to).cloned();
+    if let Some(conn) = existing.filter(|c| c.close_reason().is_none()) {
+        if let Err(e) = conn.send_datagram(datagram) {
+            tracing::debug!(peer = %to, "datagram not sent: {e}");
+        }
+        return;
+    }
+    let addrs = shared
+        .addrs
+        .lock()
+        .expect("addr lock")
+        .get(&to)
+        .cloned()
+        .unwrap_or_default();
+    if addrs.is_empty() || !shared.dialing.lock().expect("dial lock").insert(to) {
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        for addr in addrs {
+            match shared.endpoint.dial(addr, Some(to)).await {
+                Ok(peer) => {
+                    let conn = peer.conn.clone();
+                    register(&shared, peer);
+                    let _ = conn.send_datagram(datagram);
+                    break;
+                }
+                Err(e) => tracing::debug!(peer = %to, %addr, "dial failed: {e}"),
+            }
+        }
+        shared.dialing.lock().expect("dial lock").remove(&to);
+    });
+}
+
+async fn drive(shared: Arc<Shared>, mut m: Membership, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    let mut timers: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
+    let mut pending: HashMap<u64, MemberTimer> = HashMap::new();
+    let mut seq = 0u64;
+    let mut leaving: Option<tokio::sync::oneshot::Sender<()>> = None;
+    let mut dirty = false;
+    let sync = tokio::time::sleep(PEER_SYNC);
+    tokio::pin!(sync);
+    loop {
+        let outputs: Vec<Output> = m.drain().collect();
+        for out in outputs {
+            match out {
+                Output::Send { to, data } => send(&shared, to, data),
+                Output::Schedule { after, timer } => {
+                    seq += 1;
+                    timers.push(Reverse((Instant::now() + after, seq)));
+                    pending.insert(seq, timer);
+                }
+                Output::Event(ev) => {
+                    apply_event(&shared, ev);
+                    dirty = true;
+                }
+            }
+        }
+        if dirty || sync.is_elapsed() {
+            sync_peers(&shared, &m);
+            dirty = false;
+            sync.as_mut().reset(Instant::now() + PEER_SYNC);
+        }
+        if let Some(done) = leaving.take() {
+            // Give the leave announcement a moment on the wire.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = done.send(());
+            return;
+        }
+        let next = timers.peek().map(|Reverse((at, _))| *at);
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(Cmd::Packet { from, data }) => {
+                    if let Err(e) = m.handle_packet(from, &data) {
+                        tracing::debug!(peer = %from, "membership packet: {e}");
+                    }
+                }
+                Some(Cmd::Join(peer)) => m.join(peer),
+                Some(Cmd::Revoke(r)) => {
+                    if let Err(e) = m.revoke(r) {
+                        tracing::warn!("revocation not applied: {e}");
+                    }
+                }
+                Some(Cmd::Leave(done)) => {
+                    m.leave();
+                    leaving = Some(done);
+                }
+                None => return,
+            },
+            () = &mut sync => {}
+            () = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let now = Instant::now();
+                while let Some(Reverse((at, id))) = timers.peek().copied() {
+                    if at > now {
+                        break;
+                    }
+                    timers.pop();
+                    if let Some(t) = pending.remove(&id) {
+                        m.handle_timer(t);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Side effects of membership events on the shell.
+fn apply_event(shared: &Arc<Shared>, ev: Event) {
+    match ev {
+        Event::Meta(sm) if sm.meta.node != shared.me => {
+            let addrs: Vec<SocketAddr> = sm.meta.addrs.iter().map(|a| a.addr).collect();
+            shared
+                .addrs
+                .lock()
+                .expect("addr lock")
+                .entry(sm.meta.node)
+                .or_insert(addrs);
+        }
+        Event::Revoked(r) => {
+            let node = r.body.node;
+            if let Err(e) = shared.endpoint.admission().revoke(r) {
+                tracing::warn!("revocation rejected: {e}");
+            }
+            if let Some(c) = shared.conns.lock().expect("conn lock").remove(&node) {
+                c.close(VarInt::from_u32(close::REVOKED), b"revoked");
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Rebuilds the peer table from the membership state and reports what changed (suspicions do
+/// not produce membership events, so this also runs periodically).
+fn sync_peers(shared: &Arc<Shared>, m: &Membership) {
+    let mut now: BTreeMap<NodeId, PeerInfo> = BTreeMap::new();
+    for (id, state) in m.members() {
+        if id.node == shared.me {
+            continue;
+        }
+        let newer = now
+            .get(&id.node)
+            .is_none_or(|p| p.generation < id.generation);
+        if newer {
+            now.insert(
+                id.node,
+                PeerInfo {
+                    id: id.node,
+                    generation: id.generation,
+                    state: state.into(),
+                    meta: m.meta(&id.node).map(|s| s.meta),
+                },
+            );
+        }
+    }
+    let changed: Vec<PeerInfo> = {
+        let mut peers = shared.peers.lock().expect("peer lock");
+        let changed = now
+            .values()
+            .filter(|p| peers.get(&p.id) != Some(*p))
+            .cloned()
+            .collect();
+        *peers = now;
+        changed
+    };
+    for peer in changed {
+        let _ = shared.changes.send(PeerChanged { peer });
+    }
+}

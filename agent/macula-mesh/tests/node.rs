@@ -1,0 +1,151 @@
+//! The tokio shell on loopback: real QUIC endpoints, SWIM over datagrams, in one process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use macula_core::NodeKey;
+use macula_mesh::membership::{Capacity, MembershipConfig};
+use macula_mesh::node::{Bootstrap, MeshNode, NodeConfig, PeerState};
+use macula_mesh::realm::{Admission, CertBody, RealmKey, Role};
+use macula_mesh::transport::{TransportParams, unix_now};
+
+fn start(realm: &RealmKey, seed: u8, name: &str, bootstrap: Vec<Bootstrap>) -> MeshNode {
+    let key = NodeKey::from_seed([seed; 32]);
+    let cert = realm.issue(CertBody {
+        realm: realm.id(),
+        node: key.node_id(),
+        role: if seed == 1 { Role::Hub } else { Role::Edge },
+        name: name.into(),
+        not_before: unix_now() - 60,
+        expires: unix_now() + 3600,
+    });
+    let adm = Arc::new(Admission::new(key.node_id(), cert, unix_now()).unwrap());
+    MeshNode::start(
+        &key,
+        adm,
+        NodeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            advertise: vec![],
+            bootstrap,
+            transport: TransportParams::default(),
+            membership: MembershipConfig::lan(5),
+            overlay_key: Some([seed; 32]),
+            capacity: Capacity::default(),
+        },
+    )
+    .unwrap()
+}
+
+async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_form_a_realm_and_detect_a_crash_and_a_leave() {
+    let realm = RealmKey::from_seed([9; 32]);
+    let hub = start(&realm, 1, "hub", vec![]);
+    let contact = Bootstrap {
+        node: Some(hub.id()),
+        addr: hub.local_addr(),
+    };
+    let edges: Vec<MeshNode> = (2..=5)
+        .map(|i| start(&realm, i, &format!("edge-{i}"), vec![contact.clone()]))
+        .collect();
+    let mut changes = hub.subscribe();
+
+    let all_alive = |n: &MeshNode| {
+        let p = n.peers();
+        p.len() == 4
+            && p.iter()
+                .all(|p| p.state == PeerState::Alive && p.meta.is_some())
+    };
+    wait_for("the realm to form", 20, || {
+        all_alive(&hub) && edges.iter().all(all_alive)
+    })
+    .await;
+    let seen_from_edge = edges[0].peers();
+    let hub_info = seen_from_edge.iter().find(|p| p.id == hub.id()).unwrap();
+    let meta = hub_info.meta.as_ref().unwrap();
+    assert_eq!(meta.name, "hub");
+    assert_eq!(meta.role, Role::Hub);
+    assert_eq!(meta.overlay_key, Some([1; 32]));
+    assert_eq!(meta.addrs[0].addr, hub.local_addr());
+    assert!(changes.try_recv().is_ok(), "peer changes were signalled");
+
+    // Crash: no goodbye. Peers suspect it, then declare it down.
+    let mut edges = edges.into_iter();
+    let crashed = edges.next().unwrap();
+    let crashed_id = crashed.id();
+    crashed.abort().await;
+    let rest: Vec<MeshNode> = edges.collect();
+    let state_of = |n: &MeshNode, id| n.peers().into_iter().find(|p| p.id == id).map(|p| p.state);
+    wait_for("the crash to be detected", 30, || {
+        state_of(&hub, crashed_id) == Some(PeerState::Down)
+            && rest
+                .iter()
+                .all(|n| state_of(n, crashed_id) == Some(PeerState::Down))
+    })
+    .await;
+
+    // Graceful leave: known down quickly.
+    let mut rest = rest.into_iter();
+    let leaver = rest.next().unwrap();
+    let leaver_id = leaver.id();
+    leaver.shutdown().await;
+    let rest: Vec<MeshNode> = rest.collect();
+    wait_for("the leave to be known", 5, || {
+        state_of(&hub, leaver_id) == Some(PeerState::Down)
+            && rest
+                .iter()
+                .all(|n| state_of(n, leaver_id) == Some(PeerState::Down))
+    })
+    .await;
+    for n in rest {
+        n.shutdown().await;
+    }
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_cuts_a_member_off() {
+    let realm = RealmKey::from_seed([9; 32]);
+    let hub = start(&realm, 1, "hub", vec![]);
+    let contact = Bootstrap {
+        node: None,
+        addr: hub.local_addr(),
+    };
+    let a = start(&realm, 2, "a", vec![contact.clone()]);
+    let b = start(&realm, 3, "b", vec![contact]);
+    let alive = |n: &MeshNode, k: usize| {
+        n.peers()
+            .iter()
+            .filter(|p| p.state == PeerState::Alive)
+            .count()
+            == k
+    };
+    wait_for("formation", 20, || {
+        alive(&hub, 2) && alive(&a, 2) && alive(&b, 2)
+    })
+    .await;
+    hub.revoke(realm.revoke(b.id(), unix_now())).unwrap();
+    let b_id = b.id();
+    let down = |n: &MeshNode| {
+        n.peers()
+            .iter()
+            .any(|p| p.id == b_id && p.state == PeerState::Down)
+    };
+    wait_for("revocation to spread", 20, || down(&hub) && down(&a)).await;
+    // B stays out: it keeps running but cannot rejoin.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(down(&hub) && down(&a));
+    b.abort().await;
+    a.shutdown().await;
+    hub.shutdown().await;
+}
