@@ -1,0 +1,149 @@
+"""QEMU/TCG guest driver for the Macula OS image tests (pexpect on the serial console).
+
+Each boot is one QEMU process started with -no-reboot: a guest `reboot` ends the process and the
+test starts the next boot on the same disk (and, for UEFI, the same NVRAM), like a power cycle.
+Every wait is bounded; on failure the tail of the console log is part of the error.
+"""
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pexpect
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+UBOOT_ARM64 = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
+READY = re.compile(r"MACULA-READY slot=(\w+) uptime=([\d.]+)")
+AGENT_READY = re.compile(r"MACULA-AGENT-READY uptime=([\d.]+)")
+
+
+class GuestError(Exception):
+    pass
+
+
+class Machine:
+    """A disk (+ NVRAM) that survives reboots; `boot()` starts one QEMU process on it."""
+
+    def __init__(self, arch, image, workdir, extra_disks=()):
+        self.arch = arch
+        self.workdir = workdir
+        os.makedirs(workdir, exist_ok=True)
+        self.disk = os.path.join(workdir, "disk.img")
+        subprocess.run(["cp", "--sparse=always", image, self.disk], check=True)
+        self.vars = os.path.join(workdir, "OVMF_VARS.fd")
+        if arch == "x86_64":
+            shutil.copy(OVMF_VARS, self.vars)
+        self.extra_disks = list(extra_disks)
+        self.log_path = os.path.join(workdir, "console.log")
+        open(self.log_path, "w").close()
+        self.boots = 0
+
+    def argv(self):
+        common = ["-m", "512", "-smp", "1", "-nodefaults", "-display", "none", "-serial", "stdio",
+                  "-no-reboot", "-drive", f"file={self.disk},format=raw,if=virtio"]
+        for d in self.extra_disks:
+            common += ["-drive", f"file={d},format=raw,if=virtio,readonly=on"]
+        if self.arch == "x86_64":
+            return ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-machine", "q35",
+                    "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+                    "-drive", f"if=pflash,format=raw,file={self.vars}",
+                    "-netdev", "user,id=n0,restrict=on",
+                    "-device", "virtio-net-pci,netdev=n0,romfile="] + common
+        return ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-accel", "tcg",
+                "-bios", UBOOT_ARM64, "-netdev", "user,id=n0,restrict=on",
+                "-device", "virtio-net-pci,netdev=n0,romfile="] + common
+
+    def boot(self):
+        self.boots += 1
+        return Guest(self)
+
+
+class Guest:
+    def __init__(self, machine):
+        self.m = machine
+        self.log = open(machine.log_path, "a", encoding="utf-8", errors="replace")
+        self.log.write(f"\n===== boot {machine.boots}: {' '.join(machine.argv())}\n")
+        self.log.flush()
+        self.t0 = time.monotonic()
+        self.p = pexpect.spawn(machine.argv()[0], machine.argv()[1:], encoding="utf-8",
+                               codec_errors="replace", timeout=30, dimensions=(50, 500))
+        self.p.logfile_read = self.log
+        self.slot = None
+        self.ready_wall = self.ready_uptime = None
+        self.shell_ready = False
+
+    def tail(self, n=3000):
+        self.log.flush()
+        with open(self.m.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()[-n:]
+
+    def expect(self, pattern, timeout, what):
+        try:
+            self.p.expect(pattern, timeout=timeout)
+        except pexpect.TIMEOUT:
+            raise GuestError(f"timed out after {timeout} s waiting for {what}\n--- console tail ---\n{self.tail()}")
+        except pexpect.EOF:
+            raise GuestError(f"QEMU exited while waiting for {what}\n--- console tail ---\n{self.tail()}")
+        return self.p.match
+
+    def wait_ready(self, timeout=120):
+        """Wait for rcS's readiness line; returns the slot the boot loader chose."""
+        m = self.expect(READY, timeout, "MACULA-READY")
+        self.slot = m.group(1)
+        self.ready_wall = time.monotonic() - self.t0
+        self.ready_uptime = float(m.group(2))
+        return self.slot
+
+    def wait_agent_ready(self, timeout=120):
+        m = self.expect(AGENT_READY, timeout, "MACULA-AGENT-READY (maculad owns io.macula.Agent)")
+        return time.monotonic() - self.t0, float(m.group(1))
+
+    def sh(self, cmd, timeout=60, check=True):
+        """Run a shell command on the console; returns (exit code, output)."""
+        if not self.shell_ready:
+            self.p.sendline("")
+            self.p.sendline("stty -echo; PS1='$ '")
+            self.shell_ready = True
+        # the markers as printed differ from the typed text, so an echoed command line never matches
+        self.p.sendline(f"printf '_%s_\\n' B; {cmd}; echo _E_$?_")
+        m = self.expect(re.compile(r"_B_\r*\n(.*?)_E_(\d+)_", re.S), timeout, f"command `{cmd}`")
+        out = m.group(1).replace("\r", "")
+        rc = int(m.group(2))
+        if check and rc != 0:
+            raise GuestError(f"`{cmd}` failed with exit {rc}:\n{out}")
+        return rc, out
+
+    def reboot_and_wait_exit(self, timeout=60):
+        """`reboot` in the guest; QEMU exits (-no-reboot)."""
+        self.p.sendline("reboot")
+        self.expect(pexpect.EOF, timeout, "QEMU to exit after reboot")
+        self.close()
+
+    def kill(self):
+        if self.p.isalive():
+            self.p.terminate(force=True)
+        self.close()
+
+    def close(self):
+        self.p.close()
+        self.log.close()
+
+
+def esp_grubenv(disk):
+    """The GRUB environment on the ESP of a stopped x86_64 disk image, as a dict."""
+    tmp = disk + ".grubenv"
+    subprocess.run(["mcopy", "-o", "-n", "-i", f"{disk}@@1M", "::EFI/BOOT/grubenv", tmp], check=True)
+    out = subprocess.run(["grub-editenv", tmp, "list"], check=True, capture_output=True, text=True).stdout
+    os.unlink(tmp)
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def set_esp_grubenv(disk, **values):
+    tmp = disk + ".grubenv"
+    subprocess.run(["mcopy", "-o", "-n", "-i", f"{disk}@@1M", "::EFI/BOOT/grubenv", tmp], check=True)
+    subprocess.run(["grub-editenv", tmp, "set"] + [f"{k}={v}" for k, v in values.items()], check=True)
+    subprocess.run(["mcopy", "-o", "-n", "-i", f"{disk}@@1M", tmp, "::EFI/BOOT/grubenv"], check=True)
+    os.unlink(tmp)

@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""x86_64 image test under QEMU/TCG (OVMF -> GRUB A/B -> busybox init -> dbus, rauc, maculad).
+
+  1. first boot from slot A: readiness, agent owns io.macula.Agent, `maculactl status` answers
+  2. a bundle signed by an untrusted key is refused and changes nothing
+  3. OTA A -> B: install 0.0.2, reboot into B, mark good
+  4. an update that is never marked good (0.0.3 into A, its agent broken) falls back to B
+  5. boot time: boot-to-agent-ready vs a bare busybox boot (macula.bare=1) of the same image
+
+Needs: the image from `make image ARCH=x86_64` and the keys it was built with.
+Run: make test-qemu ARCH=x86_64  (or: python3 tests/qemu/test_x86_64.py --help)
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from guest import REPO, GuestError, Machine, esp_grubenv, set_esp_grubenv
+
+T0 = time.monotonic()
+RESULTS = {}
+
+
+def log(msg):
+    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
+
+
+def check(cond, msg):
+    if not cond:
+        raise GuestError(msg)
+
+
+def run(cmd):
+    subprocess.run(cmd, check=True)
+
+
+def build_bundles(a, work):
+    """Slot images and bundles for the OTA steps; returns {name: path inside the guest}."""
+    t = time.monotonic()
+    bdir = os.path.join(work, "bundles")
+    os.makedirs(bdir, exist_ok=True)
+    agent = ["--agent-dir", a.agent_dir] if a.agent_dir else ["--no-agent"]
+    keys = a.keys
+    build = [os.path.join(REPO, "image/build.sh"), "--arch", "x86_64", "--keyring",
+             os.path.join(keys, "dev.cert.pem"), "--rootfs-only", "--base", a.image_dir] + agent
+    bundle = [os.path.join(REPO, "image/bundle.sh"), "--arch", "x86_64"]
+    run(build + ["--version", "0.0.2", "--out", os.path.join(work, "rootfs-0.0.2")])
+    r2 = os.path.join(work, "rootfs-0.0.2/rootfs.ext4")
+    run(bundle + ["--rootfs", r2, "--version", "0.0.2", "--cert", f"{keys}/dev.cert.pem",
+                  "--key", f"{keys}/dev.key.pem", "--out", f"{bdir}/good-0.0.2.raucb"])
+    # the same bundle re-signed with a key the image does not trust
+    if os.path.exists(f"{bdir}/rogue-0.0.2.raucb"):
+        os.unlink(f"{bdir}/rogue-0.0.2.raucb")
+    run(["rauc", "resign", "--keyring", f"{keys}/dev.cert.pem", "--signing-keyring", f"{keys}/rogue.cert.pem",
+         "--cert", f"{keys}/rogue.cert.pem", "--key", f"{keys}/rogue.key.pem",
+         f"{bdir}/good-0.0.2.raucb", f"{bdir}/rogue-0.0.2.raucb"])
+    # 0.0.3: with the agent, one whose maculad exits at once (never healthy, never marks good)
+    run(build + ["--version", "0.0.3", "--out", os.path.join(work, "rootfs-0.0.3")]
+        + (["--broken-agent"] if a.agent_dir else []))
+    run(bundle + ["--rootfs", os.path.join(work, "rootfs-0.0.3/rootfs.ext4"), "--version", "0.0.3",
+                  "--cert", f"{keys}/dev.cert.pem", "--key", f"{keys}/dev.key.pem",
+                  "--out", f"{bdir}/unhealthy-0.0.3.raucb"])
+    for n in ("good-0.0.2", "rogue-0.0.2", "unhealthy-0.0.3"):
+        RESULTS[f"bundle_{n}_bytes"] = os.path.getsize(f"{bdir}/{n}.raucb")
+    xfer = os.path.join(work, "xfer.img")
+    mb = sum(os.path.getsize(os.path.join(bdir, f)) for f in os.listdir(bdir)) // 2**20 + 16
+    if os.path.exists(xfer):
+        os.unlink(xfer)
+    run(["mkfs.ext4", "-q", "-F", "-L", "xfer", "-d", bdir, xfer, f"{mb}M"])
+    RESULTS["bundles_build_s"] = round(time.monotonic() - t, 1)
+    log(f"bundles built in {RESULTS['bundles_build_s']} s")
+    return xfer
+
+
+def guest_env(g):
+    _, out = g.sh("grub-editenv /esp/EFI/BOOT/grubenv list")
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def version(g):
+    _, out = g.sh(". /etc/os-release; echo $VERSION_ID")
+    return out.strip()
+
+
+def agent_checks(g, a, boot_name):
+    """The agent owns its name and `maculactl status` answers; returns whether it manages updates."""
+    if not a.agent_dir:
+        rc, _ = g.sh("test -x /usr/bin/maculad", check=False)
+        check(rc != 0, "image has /usr/bin/maculad but the test was run without --agent-dir")
+        return False
+    wall, up = g.wait_agent_ready(timeout=120)
+    RESULTS[f"{boot_name}_agent_ready_wall_s"] = round(wall, 1)
+    RESULTS[f"{boot_name}_agent_ready_uptime_s"] = up
+    _, out = g.sh("dbus-send --system --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus "
+                  "org.freedesktop.DBus.NameHasOwner string:io.macula.Agent")
+    check("boolean true" in out, f"io.macula.Agent has no owner:\n{out}")
+    rc, out = g.sh("maculactl status", check=False)
+    check(rc == 0, f"`maculactl status` failed ({rc}):\n{out}")
+    rc, _ = g.sh("maculactl update --help >/dev/null 2>&1", check=False)
+    return rc == 0
+
+
+def mount_xfer(g):
+    """The bundles disk (ext4 labelled xfer, read-only) at /tmp/xfer."""
+    g.sh("mkdir -p /tmp/xfer && mount -o ro $(findfs LABEL=xfer) /tmp/xfer")
+
+
+def mark_good(g, agent_updates):
+    """The booted slot becomes good: by the agent's health check when it manages updates."""
+    slot = g.slot
+    if agent_updates:
+        for _ in range(60):
+            env = guest_env(g)
+            if env.get(f"{slot}_OK") == "1" and env.get(f"{slot}_TRY") == "0":
+                return "agent"
+            time.sleep(1)
+        raise GuestError(f"agent did not mark slot {slot} good within 60 s: {env}")
+    g.sh("rauc status mark-good")
+    env = guest_env(g)
+    check(env.get(f"{slot}_OK") == "1" and env.get(f"{slot}_TRY") == "0", f"mark-good left {env}")
+    return "rauc"
+
+
+def install(g, bundle, agent_updates, expect_ok=True):
+    if agent_updates:
+        cmd = f"maculactl update install {bundle}"
+    else:
+        cmd = f"rauc install {bundle}"
+    t = time.monotonic()
+    rc, out = g.sh(cmd + " 2>&1", timeout=180, check=False)
+    took = round(time.monotonic() - t, 1)
+    if expect_ok:
+        check(rc == 0, f"`{cmd}` failed ({rc}):\n{out}")
+    else:
+        check(rc != 0, f"`{cmd}` succeeded but must be refused:\n{out}")
+    return out, took
+
+
+def ota(a, image, work):
+    xfer = build_bundles(a, work)
+    m = Machine("x86_64", image, os.path.join(work, "ota"), extra_disks=[xfer])
+
+    log("boot 1: fresh image, slot A")
+    g = m.boot()
+    check(g.wait_ready(timeout=180) == "A", f"first boot chose slot {g.slot}, expected A")
+    RESULTS["boot1_ready_wall_s"] = round(g.ready_wall, 1)
+    RESULTS["boot1_ready_uptime_s"] = g.ready_uptime
+    agent_updates = agent_checks(g, a, "boot1")
+    RESULTS["update_path"] = "maculactl (io.macula.Update1)" if agent_updates else "rauc CLI"
+    log(f"ready in {g.ready_wall:.1f} s; updates through {RESULTS['update_path']}")
+    _, out = g.sh("rauc status")
+    check("rootfs.0 (A)" in out or "Booted from: rootfs.0" in out, f"rauc does not report slot A:\n{out}")
+    check(version(g) == "0.0.1", "slot A is not version 0.0.1")
+    RESULTS["mark_good_by"] = mark_good(g, agent_updates)
+    mount_xfer(g)
+
+    log("untrusted bundle must be refused")
+    out, _ = install(g, "/tmp/xfer/rogue-0.0.2.raucb", agent_updates, expect_ok=False)
+    check("signature" in out.lower() or "verif" in out.lower(), f"refusal does not name the signature:\n{out}")
+    env = guest_env(g)
+    check(env.get("ORDER") == "A B" and env.get("B_OK") == "0", f"refused bundle changed the boot env: {env}")
+
+    log("install 0.0.2 into slot B")
+    _, took = install(g, "/tmp/xfer/good-0.0.2.raucb", agent_updates)
+    RESULTS["install_0.0.2_s"] = took
+    env = guest_env(g)
+    check(env.get("ORDER") == "B A" and env.get("B_OK") == "1" and env.get("B_TRY") == "0",
+          f"after install the boot env is {env}, expected ORDER='B A' B_OK=1 B_TRY=0")
+    g.reboot_and_wait_exit()
+
+    log("boot 2: slot B, 0.0.2")
+    g = m.boot()
+    check(g.wait_ready(timeout=180) == "B", f"boot after install chose slot {g.slot}, expected B")
+    check(version(g) == "0.0.2", "slot B is not version 0.0.2")
+    agent_checks(g, a, "boot2")
+    mark_good(g, agent_updates)
+    _, out = g.sh("rauc status --detailed")
+    check("Booted from: rootfs.1 (B)" in out, f"rauc does not report booting from B:\n{out}")
+    mount_xfer(g)
+
+    log("install 0.0.3 (unhealthy) into slot A, never marked good")
+    install(g, "/tmp/xfer/unhealthy-0.0.3.raucb", agent_updates)
+    g.reboot_and_wait_exit()
+
+    log("boot 3: slot A with 0.0.3, unconfirmed")
+    g = m.boot()
+    check(g.wait_ready(timeout=180) == "A", f"boot after the second install chose {g.slot}, expected A")
+    check(version(g) == "0.0.3", "slot A is not version 0.0.3")
+    env = guest_env(g)
+    check(env.get("A_TRY") == "1", f"slot A is not marked as tried: {env}")
+    if a.agent_dir:
+        # the broken agent never takes its name, so nothing marks the slot good
+        g.expect(r"restarting maculad", 60, "the supervisor restarting the broken maculad")
+        env = guest_env(g)
+        check(env.get("A_TRY") == "1", f"unhealthy slot A was marked good: {env}")
+    g.reboot_and_wait_exit()
+
+    log("boot 4: falls back to slot B (0.0.2)")
+    g = m.boot()
+    check(g.wait_ready(timeout=180) == "B", f"unconfirmed slot A was booted again ({g.slot}); no fallback")
+    check(version(g) == "0.0.2", "fallback slot is not 0.0.2")
+    agent_checks(g, a, "boot4")
+    g.sh("poweroff")
+    g.expect(__import__("pexpect").EOF, 60, "QEMU to exit after poweroff")
+    g.close()
+    env = esp_grubenv(m.disk)
+    RESULTS["final_grubenv"] = env
+    check(env.get("ORDER") == "A B" and env.get("A_TRY") == "1", f"unexpected final boot env {env}")
+
+
+def bare_vs_full(a, image, work):
+    """Same image, two fresh first boots: bare (no services) and full (agent ready)."""
+    for mode in ("bare", "full"):
+        m = Machine("x86_64", image, os.path.join(work, f"boot-{mode}"))
+        if mode == "bare":
+            set_esp_grubenv(m.disk, EXTRA_CMDLINE="macula.bare=1")
+        g = m.boot()
+        g.wait_ready(timeout=180)
+        RESULTS[f"{mode}_ready_wall_s"] = round(g.ready_wall, 1)
+        RESULTS[f"{mode}_ready_uptime_s"] = g.ready_uptime
+        if mode == "full" and a.agent_dir:
+            wall, up = g.wait_agent_ready(timeout=120)
+            RESULTS["full_agent_ready_wall_s"] = round(wall, 1)
+            RESULTS["full_agent_ready_uptime_s"] = up
+        g.kill()
+    full = RESULTS.get("full_agent_ready_uptime_s", RESULTS["full_ready_uptime_s"])
+    RESULTS["agent_overhead_uptime_s"] = round(full - RESULTS["bare_ready_uptime_s"], 2)
+    log(f"bare ready at uptime {RESULTS['bare_ready_uptime_s']} s, full at {full} s "
+        f"(+{RESULTS['agent_overhead_uptime_s']} s)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--image-dir", default=os.path.join(REPO, "build/image/x86_64"))
+    ap.add_argument("--keys", default=os.path.join(REPO, "build/keys"))
+    ap.add_argument("--agent-dir", help="maculad/maculactl the image was built with (omit: image without agent)")
+    ap.add_argument("--work", default=os.path.join(REPO, "build/test-qemu/x86_64"))
+    ap.add_argument("--skip-measure", action="store_true", help="skip the bare-vs-full boot measurement")
+    a = ap.parse_args()
+    image = os.path.join(a.image_dir, "disk.img")
+    if not os.path.exists(image):
+        sys.exit(f"test_x86_64: {image} missing; run `make image ARCH=x86_64` first")
+    os.makedirs(a.work, exist_ok=True)
+    try:
+        ota(a, image, a.work)
+        log("OTA cycle passed")
+        if not a.skip_measure:
+            bare_vs_full(a, image, a.work)
+    except (GuestError, subprocess.CalledProcessError) as e:
+        print(f"FAIL: {e}", file=sys.stderr)
+        print(f"console log: {a.work}/*/console.log", file=sys.stderr)
+        return 1
+    finally:
+        RESULTS["total_s"] = round(time.monotonic() - T0, 1)
+        with open(os.path.join(a.work, "results.json"), "w") as f:
+            json.dump(RESULTS, f, indent=2)
+    print(json.dumps(RESULTS, indent=2))
+    log("PASS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
