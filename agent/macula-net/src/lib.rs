@@ -11,5 +11,6 @@
 
 pub mod cmd;
 pub mod firewall;
+pub mod mptcp;
 pub mod overlay;
 pub mod uplinks;
