@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use common::{Netns, veth};
 use macula_net::cmd::Host;
 use macula_net::mptcp::{Endpoint, FLAG_SUBFLOW, Mptcp};
+use macula_net::uplinks::UplinksConfig;
+use macula_net::uplinks::react::Reactor;
+use macula_net::uplinks::tracker::Action;
 
 const IPPROTO_MPTCP: i32 = 262;
 
@@ -131,6 +134,28 @@ fn endpoints_via_netlink_and_connection_survives_path_down() {
     // The agent deletes endpoints of lost uplinks (this also closes subflows using them).
     pa.sync(&[2], &[]).unwrap();
     assert!(pa.list().unwrap().is_empty());
+
+    // The same through the uplink reactor: one subflow endpoint per healthy uplink.
+    let cfg: UplinksConfig = toml::from_str(&format!(
+        "[[links]]\nname = \"p1\"\ninterface = \"{a1}\"\nsource = \"198.51.100.1\"\nprobe = \"198.51.100.2:51821\"\n\
+         [[links]]\nname = \"p2\"\ninterface = \"{a2}\"\nsource = \"203.0.113.1\"\nprobe = \"203.0.113.2:51821\"\n"
+    ))
+    .unwrap();
+    let mut reactor = Reactor::new(ha.clone(), cfg).with_mptcp(
+        Mptcp::open(&ha).unwrap(),
+        vec![ifindex(&a, &a1), ifindex(&a, &a2)],
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(reactor.handle(&Action::Healthy(vec![0, 1])))
+        .unwrap();
+    let ids: Vec<u8> = pa.list().unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(ids, [1, 2]);
+    rt.block_on(reactor.handle(&Action::Healthy(vec![1])))
+        .unwrap();
+    assert_eq!(pa.list().unwrap()[0].addr.to_string(), "203.0.113.1");
+    assert_eq!(pa.list().unwrap().len(), 1);
 }
 
 fn sockaddr(sa: SocketAddr) -> libc::sockaddr_in {

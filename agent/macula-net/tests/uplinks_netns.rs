@@ -3,6 +3,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{Netns, veth};
@@ -10,6 +11,7 @@ use macula_core::NodeKey;
 use macula_net::cmd::Host;
 use macula_net::overlay::{Overlay, OverlayConfig, PeerConfig};
 use macula_net::uplinks::monitor::{Monitor, open_responder};
+use macula_net::uplinks::react::Reactor;
 use macula_net::uplinks::tracker::Action;
 use macula_net::uplinks::{UplinksConfig, probe, routing};
 use tokio::sync::mpsc;
@@ -108,27 +110,24 @@ async fn silent_path_fails_over_to_path_2_within_2_s() {
         "203.0.113.2:51820".parse().unwrap(),
     ];
 
-    // The failover glue maculad runs: route + WireGuard endpoint follow the active uplink.
+    // What maculad runs: route + WireGuard endpoint follow the active uplink.
     let (tx, mut rx) = mpsc::unbounded_channel();
     let monitor = Monitor::spawn(&host_a, &cfg, tx).unwrap();
     let peer_b = ob.public_key();
     let (switched_tx, mut switched) = mpsc::unbounded_channel();
-    let glue = {
-        let cfg = cfg.clone();
-        let host_a = host_a.clone();
-        let oa = std::sync::Arc::new(oa);
-        let oa2 = oa.clone();
-        let h = tokio::spawn(async move {
-            while let Some(a) = rx.recv().await {
-                if let Action::Activate { to: Some(i), .. } = a {
-                    routing::activate(&host_a, &cfg, i).await.unwrap();
-                    oa2.set_endpoint(&peer_b, endpoints[i]).await.unwrap();
-                    let _ = switched_tx.send((i, now_unix()));
-                }
+    let oa = Arc::new(oa);
+    let mut reactor = Reactor::new(host_a.clone(), cfg.clone()).with_overlay(
+        oa.clone(),
+        endpoints.iter().map(|ep| vec![(peer_b, *ep)]).collect(),
+    );
+    let glue = tokio::spawn(async move {
+        while let Some(a) = rx.recv().await {
+            reactor.handle(&a).await.unwrap();
+            if let Action::Activate { to: Some(i), .. } = a {
+                let _ = switched_tx.send((i, now_unix()));
             }
-        });
-        (h, oa)
-    };
+        }
+    });
     assert_eq!(
         switched.recv().await.unwrap().0,
         0,
@@ -197,9 +196,9 @@ async fn silent_path_fails_over_to_path_2_within_2_s() {
 
     drop(monitor);
     responder.abort();
-    glue.0.abort();
-    let _ = glue.0.await;
-    if let Ok(oa) = std::sync::Arc::try_unwrap(glue.1) {
+    glue.abort();
+    let _ = glue.await;
+    if let Ok(oa) = Arc::try_unwrap(oa) {
         oa.stop().await;
     }
     ob.stop().await;

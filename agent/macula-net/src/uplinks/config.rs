@@ -103,6 +103,9 @@ impl UplinksConfig {
                     l.name
                 ));
             }
+            if self.links.len() > 254 {
+                return bad("at most 254 links".into());
+            }
             if !names.insert(&l.name) {
                 return bad(format!("link {:?} is listed twice", l.name));
             }

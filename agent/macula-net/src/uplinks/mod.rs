@@ -5,6 +5,7 @@
 mod config;
 pub mod monitor;
 pub mod probe;
+pub mod react;
 pub mod routing;
 pub mod tracker;
 
