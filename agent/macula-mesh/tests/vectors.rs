@@ -1,0 +1,92 @@
+//! Test vectors published in `docs/protocol.md`. If one of these changes, the wire format
+//! changed: bump the ALPN / version byte and update the document.
+
+use macula_core::{NodeKey, wire};
+use macula_mesh::frame;
+use macula_mesh::membership::Packet;
+use macula_mesh::proto::{Control, Datagram, Hello};
+use macula_mesh::realm::{CertBody, MembershipCert, RealmKey, Role};
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn realm() -> RealmKey {
+    RealmKey::from_seed([1; 32])
+}
+
+fn cert() -> MembershipCert {
+    let r = realm();
+    r.issue(CertBody {
+        realm: r.id(),
+        node: NodeKey::from_seed([2; 32]).node_id(),
+        role: Role::Edge,
+        name: "edge-1".into(),
+        not_before: 1_700_000_000,
+        expires: 1_800_000_000,
+    })
+}
+
+pub const REALM_ID: &str = "rkeohxlubhyzl7ks3mwtzos5olfgocn7dwkbeg7toseadnapn5oa";
+pub const NODE_ID: &str = "qe4xodvipulv6vvdkrtmgtd6ztfy3curwtxdpis56yhvxd6jwoka";
+pub const CERT: &str = "018a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3940006656467652d3180e2cfaa0680a4a7da06009f1ba3322efb306c848a62aece4a90e35d27e69c79cbf72ae162cc4159a9fb107b7a425e79a9964a3f795e418a3295c3e801fa4fcb5e383041b968875e71710c";
+pub const HELLO_FRAME: &str = "000000be01008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3940006656467652d3180e2cfaa0680a4a7da06009f1ba3322efb306c848a62aece4a90e35d27e69c79cbf72ae162cc4159a9fb107b7a425e79a9964a3f795e418a3295c3e801fa4fcb5e383041b968875e71710c0100c0000201d12200";
+pub const REVOCATION: &str = "018a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b39480c3bbc206ab385acbaa94c2854a845e3d1ddc1fd2a201f564ae3c76e97e53105d0d146979ff795dc6d41810e40fd3dd360e76188975b786b25298f46cecd36c6fd2a2880b";
+pub const SWIM_DATAGRAM: &str = "010002aabb";
+pub const WANT_META: &str = "01018139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394";
+
+#[test]
+fn vectors() {
+    let r = realm();
+    let node = NodeKey::from_seed([2; 32]).node_id();
+    let cert = cert();
+    let hello = Control::Hello(Hello {
+        realm: r.id(),
+        cert: cert.clone(),
+        listen: vec!["192.0.2.1:4433".parse().unwrap()],
+        revocations: vec![],
+    });
+    let got = [
+        ("REALM_ID", r.id().to_string()),
+        ("NODE_ID", node.to_string()),
+        ("CERT", hex(&wire::encode(&cert))),
+        ("HELLO_FRAME", hex(&frame::encode(&hello, 1 << 16).unwrap())),
+        (
+            "REVOCATION",
+            hex(&wire::encode(&r.revoke(node, 1_750_000_000))),
+        ),
+        (
+            "SWIM_DATAGRAM",
+            hex(&wire::encode(&Datagram::Swim(vec![0xaa, 0xbb]))),
+        ),
+        ("WANT_META", hex(&wire::encode(&Packet::WantMeta(node)))),
+    ];
+    let expected = [
+        REALM_ID,
+        NODE_ID,
+        CERT,
+        HELLO_FRAME,
+        REVOCATION,
+        SWIM_DATAGRAM,
+        WANT_META,
+    ];
+    let mut ok = true;
+    for ((name, g), e) in got.iter().zip(expected) {
+        if g != e {
+            println!("{name} = {g}");
+            ok = false;
+        }
+    }
+    assert!(ok, "test vectors changed (see output)");
+    // The signed message of a certificate: context, NUL, wire(Statement::Cert(body)) where the
+    // statement tag of a certificate is 0.
+    let mut body = wire::encode(&cert.body);
+    body.insert(1, 0); // tag 0 after the version byte
+    let mut msg = b"macula/v1/realm-cert\0".to_vec();
+    msg.extend_from_slice(&body);
+    r.id()
+        .0
+        .verifying_key()
+        .verify_strict(&msg, &ed25519_dalek::Signature::from_bytes(&cert.sig.0))
+        .expect("certificate signature is over context ‖ 0 ‖ wire(Statement::Cert(body))");
+}
