@@ -4,6 +4,8 @@
 //! namespaces, veth pairs and commands inside them.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod scenario;
+
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
