@@ -249,6 +249,8 @@ case "$ARCH" in
     ;;
   aarch64)
     mkimage -A arm64 -T script -C none -n "Macula A/B" -d "$BOARDDIR/boot.cmd" "$G/boot.scr" >/dev/null
+    printf 'BOOT_ORDER=A B\nBOOT_A_LEFT=3\nBOOT_B_LEFT=0\n' >"$W/uboot-env.txt"
+    mkenvimage -s 0x4000 -o "$G/uboot.env" "$W/uboot-env.txt"
     ;;
 esac
 step "genimage"

@@ -6,16 +6,12 @@ Every wait is bounded; on failure the tail of the console log is part of the err
 """
 import os
 import re
-import shutil
 import subprocess
 import time
 
 import pexpect
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
-OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
-UBOOT_ARM64 = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
 READY = re.compile(r"MACULA-READY slot=(\w+) uptime=([\d.]+)")
 AGENT_READY = re.compile(r"MACULA-AGENT-READY uptime=([\d.]+)")
 
@@ -34,27 +30,20 @@ class Machine:
         self.disk = os.path.join(workdir, "disk.img")
         subprocess.run(["cp", "--sparse=always", image, self.disk], check=True)
         self.vars = os.path.join(workdir, "OVMF_VARS.fd")
-        if arch == "x86_64":
-            shutil.copy(OVMF_VARS, self.vars)
+        if os.path.exists(self.vars):
+            os.unlink(self.vars)  # image/qemu.sh starts from a fresh OVMF template
         self.extra_disks = list(extra_disks)
         self.log_path = os.path.join(workdir, "console.log")
         open(self.log_path, "w").close()
         self.boots = 0
 
     def argv(self):
-        common = ["-m", "512", "-smp", "1", "-nodefaults", "-display", "none", "-serial", "stdio",
-                  "-no-reboot", "-drive", f"file={self.disk},format=raw,if=virtio"]
-        for d in self.extra_disks:
-            common += ["-drive", f"file={d},format=raw,if=virtio,readonly=on"]
+        argv = [os.path.join(REPO, "image/qemu.sh"), "--arch", self.arch, "--disk", self.disk]
         if self.arch == "x86_64":
-            return ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-machine", "q35",
-                    "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
-                    "-drive", f"if=pflash,format=raw,file={self.vars}",
-                    "-netdev", "user,id=n0,restrict=on",
-                    "-device", "virtio-net-pci,netdev=n0,romfile="] + common
-        return ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-accel", "tcg",
-                "-bios", UBOOT_ARM64, "-netdev", "user,id=n0,restrict=on",
-                "-device", "virtio-net-pci,netdev=n0,romfile="] + common
+            argv += ["--vars", self.vars]
+        for d in self.extra_disks:
+            argv += ["--extra-disk", d]
+        return argv
 
     def boot(self):
         self.boots += 1
