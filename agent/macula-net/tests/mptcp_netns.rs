@@ -7,7 +7,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::FromRawFd;
 use std::time::{Duration, Instant};
 
-use common::{Netns, veth};
+use common::Netns;
+use common::scenario::TwoPaths;
 use macula_net::cmd::Host;
 use macula_net::mptcp::{Endpoint, FLAG_SUBFLOW, Mptcp};
 use macula_net::uplinks::UplinksConfig;
@@ -25,12 +26,9 @@ fn ifindex(ns: &Netns, ifname: &str) -> i32 {
 
 #[test]
 fn endpoints_via_netlink_and_connection_survives_path_down() {
-    let a = Netns::new();
-    let b = Netns::new();
-    let (a1, b1) = (format!("{}a", a.name), format!("{}b", b.name));
-    let (a2, b2) = (format!("{}c", a.name), format!("{}d", b.name));
-    veth(&a, &a1, "198.51.100.1/24", &b, &b1, "198.51.100.2/24");
-    veth(&a, &a2, "203.0.113.1/24", &b, &b2, "203.0.113.2/24");
+    let bed = TwoPaths::new();
+    let (a, b) = (&bed.a, &bed.b);
+    let (a1, a2, b2) = (&bed.a1, &bed.a2, &bed.b2);
     // Path 2 reaches B's path-1 address too (the subflow targets the same remote address).
     a.exec(&[
         "ip",
@@ -38,14 +36,14 @@ fn endpoints_via_netlink_and_connection_survives_path_down() {
         "add",
         "198.51.100.2/32",
         "dev",
-        &a2,
+        a2,
         "src",
         "203.0.113.1",
         "table",
         "102",
     ]);
     a.exec(&["ip", "rule", "add", "from", "203.0.113.1", "lookup", "102"]);
-    b.exec(&["ip", "route", "add", "203.0.113.1/32", "dev", &b2]);
+    b.exec(&["ip", "route", "add", "203.0.113.1/32", "dev", b2]);
     for ns in [&a, &b] {
         ns.exec(&["sysctl", "-q", "net.mptcp.enabled=1"]);
     }
@@ -58,7 +56,7 @@ fn endpoints_via_netlink_and_connection_survives_path_down() {
     let ep = Endpoint {
         id: 2,
         addr: "203.0.113.1".parse().unwrap(),
-        ifindex: ifindex(&a, &a2),
+        ifindex: ifindex(a, a2),
         flags: FLAG_SUBFLOW,
     };
     pa.sync(&[2], std::slice::from_ref(&ep)).unwrap();
@@ -116,7 +114,7 @@ fn endpoints_via_netlink_and_connection_survives_path_down() {
     }
 
     // Path 1 goes down: the connection carries on over path 2.
-    a.exec(&["ip", "link", "set", &a1, "down"]);
+    a.exec(&["ip", "link", "set", a1, "down"]);
     let t = Instant::now();
     for _ in 0..50 {
         echo(&mut client).expect("MPTCP connection died with path 1");
@@ -143,7 +141,7 @@ fn endpoints_via_netlink_and_connection_survives_path_down() {
     .unwrap();
     let mut reactor = Reactor::new(ha.clone(), cfg).with_mptcp(
         Mptcp::open(&ha).unwrap(),
-        vec![ifindex(&a, &a1), ifindex(&a, &a2)],
+        vec![ifindex(a, a1), ifindex(a, a2)],
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
