@@ -5,14 +5,13 @@ mod common;
 use std::net::SocketAddr;
 use std::process::Command;
 
+use common::scenario::test_realm;
 use common::{Netns, veth};
 use macula_core::NodeKey;
 use macula_net::cmd::Host;
 use macula_net::overlay::{
     Overlay, OverlayConfig, OverlayKeys, PeerConfig, PeerSpec, overlay_address,
 };
-
-const REALM: &str = "macula-test";
 
 /// Unique interface names per test process (the UAPI socket dir is not per netns).
 fn ifname(tag: &str) -> String {
@@ -34,7 +33,7 @@ fn cfg(interface: String, peers: Vec<PeerConfig>) -> OverlayConfig {
     OverlayConfig {
         enabled: true,
         interface,
-        realm: REALM.into(),
+        realm: Some(test_realm()),
         peers,
         ..OverlayConfig::default()
     }
@@ -96,7 +95,10 @@ async fn ping_across_the_overlay_and_peer_updates() {
         .await
         .unwrap();
 
-    assert_eq!(ob.address(), overlay_address(REALM, &ob.public_key()));
+    assert_eq!(
+        ob.address(),
+        overlay_address(&test_realm(), &ob.public_key())
+    );
     assert!(ping(&a, ob.address()), "A reaches B over the overlay");
     assert!(ping(&b, oa.address()), "B reaches A over the overlay");
 

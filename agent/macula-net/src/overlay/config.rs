@@ -19,8 +19,9 @@ pub struct OverlayConfig {
     pub listen_port: u16,
     /// Set explicitly on the interface (1280–9000).
     pub mtu: u32,
-    /// The realm identifier; the overlay /48 is derived from it (docs/identity.md).
-    pub realm: String,
+    /// The realm ID (the realm key's public half, base32 like a node ID); the overlay /48 is
+    /// derived from it (docs/identity.md). Required when enabled.
+    pub realm: Option<NodeId>,
     /// Program of the userspace WireGuard implementation.
     pub wireguard_go: String,
     /// Static peers (`[[overlay.peers]]`).
@@ -34,7 +35,7 @@ impl Default for OverlayConfig {
             interface: "mcl0".into(),
             listen_port: 51820,
             mtu: 1420,
-            realm: String::new(),
+            realm: None,
             wireguard_go: "wireguard-go".into(),
             peers: Vec::new(),
         }
@@ -66,7 +67,7 @@ pub enum OverlayConfigError {
     #[error("overlay: mtu {0} is out of range; use 1280–9000 (1420 suits a 1500-byte underlay)")]
     BadMtu(u32),
     #[error(
-        "overlay: realm is empty; set [overlay] realm (the same on every member) to derive addresses"
+        "overlay: realm is not set; set [overlay] realm to the realm ID (as in the membership certificate)"
     )]
     NoRealm,
     #[error("overlay: listen_port 0; use a UDP port such as 51820")]
@@ -76,7 +77,8 @@ pub enum OverlayConfigError {
 }
 
 impl OverlayConfig {
-    pub fn validate(&self) -> Result<(), OverlayConfigError> {
+    /// Checks the section; returns the realm ID it needs.
+    pub fn validate(&self) -> Result<NodeId, OverlayConfigError> {
         let i = &self.interface;
         if !(1..=15).contains(&i.len())
             || !i
@@ -88,9 +90,7 @@ impl OverlayConfig {
         if !(1280..=9000).contains(&self.mtu) {
             return Err(OverlayConfigError::BadMtu(self.mtu));
         }
-        if self.realm.is_empty() {
-            return Err(OverlayConfigError::NoRealm);
-        }
+        let realm = self.realm.ok_or(OverlayConfigError::NoRealm)?;
         if self.listen_port == 0 {
             return Err(OverlayConfigError::NoPort);
         }
@@ -100,6 +100,6 @@ impl OverlayConfig {
                 return Err(OverlayConfigError::DuplicatePeer(p.node_id.to_string()));
             }
         }
-        Ok(())
+        Ok(realm)
     }
 }

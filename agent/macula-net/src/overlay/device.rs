@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
+use macula_core::NodeId;
 use tokio::process::Child;
 use tokio::sync::Mutex;
 
@@ -30,7 +31,7 @@ pub struct PeerSpec {
 
 impl PeerSpec {
     /// Resolves a configured peer in `realm`.
-    pub fn from_config(realm: &str, p: &PeerConfig) -> Self {
+    pub fn from_config(realm: &NodeId, p: &PeerConfig) -> Self {
         let key = peer_public_key(&p.node_id);
         Self {
             key,
@@ -109,9 +110,9 @@ impl Overlay {
         cfg: &OverlayConfig,
         node: &SigningKey,
     ) -> Result<Self, OverlayError> {
-        cfg.validate()?;
+        let realm = cfg.validate()?;
         let keys = OverlayKeys::from_signing_key(node);
-        let address = overlay_address(&cfg.realm, &keys.public());
+        let address = overlay_address(&realm, &keys.public());
         let uapi = Uapi::new(&cfg.interface);
         // A daemon killed hard leaves its socket behind; a live one would answer.
         if uapi.get().await.is_err() {
@@ -152,7 +153,7 @@ impl Overlay {
         let peers: BTreeMap<WgKey, PeerSpec> = cfg
             .peers
             .iter()
-            .map(|p| PeerSpec::from_config(&cfg.realm, p))
+            .map(|p| PeerSpec::from_config(&realm, p))
             .filter(|p| p.key != keys.public())
             .map(|p| (p.key, p))
             .collect();

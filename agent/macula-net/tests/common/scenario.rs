@@ -67,11 +67,16 @@ pub fn overlay_ifname(tag: &str) -> String {
     format!("mcl{}{tag}{n}", std::process::id() % 100_000)
 }
 
+/// The realm of all test overlays (realm key seed 0xaa…).
+pub fn test_realm() -> macula_core::NodeId {
+    NodeKey::from_seed([0xaa; 32]).node_id()
+}
+
 pub fn overlay_config(interface: String, peer: &NodeKey, endpoint: Option<&str>) -> OverlayConfig {
     OverlayConfig {
         enabled: true,
         interface,
-        realm: "macula-test".into(),
+        realm: Some(test_realm()),
         peers: vec![PeerConfig {
             node_id: peer.node_id(),
             endpoint: endpoint.map(|e| e.parse().unwrap()),
