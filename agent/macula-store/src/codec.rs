@@ -6,13 +6,16 @@
 //!   O(n log n), runtime SIMD dispatch).
 //!
 //! The two are not interchangeable: a segment must be decoded with the codec that encoded it, so
-//! both decoders always stay in the build. [`default_codec`] picks the encoder per geometry from the
-//! numbers of `benches/store.rs` (see `docs/storage.md`).
+//! both decoders always stay in the build. [`DEFAULT_CODEC`] is chosen from the numbers of
+//! `benches/store.rs` (see `docs/storage.md`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use std::cell::RefCell;
+
 use reed_solomon_erasure::galois_8::ReedSolomon;
+use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 
 /// Codec identifiers as written in shard headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -73,6 +76,9 @@ pub trait Codec: Send + Sync {
     /// Fills every `None` slot of `shards` (`k + m` slots, at least `k` present, all of equal
     /// length).
     fn reconstruct(&self, k: usize, shards: &mut [Option<Vec<u8>>]) -> Result<(), CodecError>;
+
+    /// Fills the missing *data* slots (`0..k`) only; parity slots may stay `None`. Used by reads.
+    fn reconstruct_data(&self, k: usize, shards: &mut [Option<Vec<u8>>]) -> Result<(), CodecError>;
 }
 
 fn check_present(k: usize, shards: &[Option<Vec<u8>>]) -> Result<usize, CodecError> {
@@ -134,10 +140,22 @@ impl Codec for RsGf8Matrix {
         let rs = rse(k, shards.len() - k)?;
         rs.reconstruct(shards).map_err(|e| rse_err(&e))
     }
+
+    fn reconstruct_data(&self, k: usize, shards: &mut [Option<Vec<u8>>]) -> Result<(), CodecError> {
+        check_present(k, shards)?;
+        let rs = rse(k, shards.len() - k)?;
+        rs.reconstruct_data(shards).map_err(|e| rse_err(&e))
+    }
 }
 
 /// `reed-solomon-simd` (Leopard-RS, GF(2^16)).
 pub struct RsGf16Leopard;
+
+thread_local! {
+    /// Per-thread coders whose working space is reused across segments.
+    static RSS_ENCODER: RefCell<Option<ReedSolomonEncoder>> = const { RefCell::new(None) };
+    static RSS_DECODER: RefCell<Option<ReedSolomonDecoder>> = const { RefCell::new(None) };
+}
 
 fn rss_err(e: reed_solomon_simd::Error) -> CodecError {
     CodecError::Library {
@@ -156,27 +174,26 @@ impl Codec for RsGf16Leopard {
         if data.iter().any(|d| d.len() != len) || len == 0 || len % 2 != 0 {
             return Err(CodecError::ShardLength);
         }
-        reed_solomon_simd::encode(data.len(), m, data).map_err(rss_err)
+        // Reusing the encoder's working space avoids page-faulting fresh buffers per segment.
+        RSS_ENCODER.with_borrow_mut(|slot| {
+            let enc = match slot {
+                Some(enc) => {
+                    enc.reset(data.len(), m, len).map_err(rss_err)?;
+                    enc
+                }
+                None => slot.insert(ReedSolomonEncoder::new(data.len(), m, len).map_err(rss_err)?),
+            };
+            for d in data {
+                enc.add_original_shard(d).map_err(rss_err)?;
+            }
+            let result = enc.encode().map_err(rss_err)?;
+            Ok(result.recovery_iter().map(<[u8]>::to_vec).collect())
+        })
     }
 
     fn reconstruct(&self, k: usize, shards: &mut [Option<Vec<u8>>]) -> Result<(), CodecError> {
-        check_present(k, shards)?;
+        self.reconstruct_data(k, shards)?;
         let m = shards.len() - k;
-        let missing_data = shards[..k].iter().any(Option::is_none);
-        if missing_data {
-            let originals = shards[..k]
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| s.as_deref().map(|s| (i, s)));
-            let recovery = shards[k..]
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| s.as_deref().map(|s| (i, s)));
-            let restored = reed_solomon_simd::decode(k, m, originals, recovery).map_err(rss_err)?;
-            for (i, shard) in restored {
-                shards[i] = Some(shard);
-            }
-        }
         if shards[k..].iter().any(Option::is_none) {
             let data: Vec<&[u8]> = shards[..k]
                 .iter()
@@ -191,14 +208,53 @@ impl Codec for RsGf16Leopard {
         }
         Ok(())
     }
+
+    fn reconstruct_data(&self, k: usize, shards: &mut [Option<Vec<u8>>]) -> Result<(), CodecError> {
+        check_present(k, shards)?;
+        let m = shards.len() - k;
+        if shards[..k].iter().any(Option::is_none) {
+            let len = shards.iter().flatten().next().map_or(0, Vec::len);
+            let restored: Vec<(usize, Vec<u8>)> = RSS_DECODER.with_borrow_mut(|slot| {
+                let dec = match slot {
+                    Some(dec) => {
+                        dec.reset(k, m, len).map_err(rss_err)?;
+                        dec
+                    }
+                    None => slot.insert(ReedSolomonDecoder::new(k, m, len).map_err(rss_err)?),
+                };
+                for (i, s) in shards.iter().enumerate() {
+                    if let Some(s) = s {
+                        if i < k {
+                            dec.add_original_shard(i, s).map_err(rss_err)?;
+                        } else {
+                            dec.add_recovery_shard(i - k, s).map_err(rss_err)?;
+                        }
+                    }
+                }
+                let result = dec.decode().map_err(rss_err)?;
+                Ok::<_, CodecError>(
+                    result
+                        .restored_original_iter()
+                        .map(|(i, s)| (i, s.to_vec()))
+                        .collect(),
+                )
+            })?;
+            for (i, shard) in restored {
+                shards[i] = Some(shard);
+            }
+        }
+        Ok(())
+    }
 }
 
-/// The codec new segments of geometry `k + m` are encoded with, chosen from measurements on this
-/// kind of machine (`cargo bench -p macula-store`, table in `docs/storage.md`).
-pub fn default_codec(k: u16, m: u16) -> CodecId {
-    let _ = (k, m);
-    CodecId::RsGf16Leopard
-}
+/// The codec new segments are encoded with. Measured with `cargo bench -p macula-store` (table in
+/// `docs/storage.md`): at every measured geometry (4+2, 10+4, 29+51) rs-gf16-leopard encodes
+/// 2.8–9.2× faster than rs-gf8-matrix, while rs-gf8-matrix decodes a single lost shard 1.6–7×
+/// faster. Encoding runs on every put, decoding only on degraded reads and repair, and the
+/// GF(2^16) codec also has NEON kernels for the Pi (the GF(2^8) crate is pure Rust there unless
+/// built with its C `simd-accel`), so one default serves all widths. Both decoders stay in the
+/// agent; `PutConfig::codec` selects either per object.
+pub const DEFAULT_CODEC: CodecId = CodecId::RsGf16Leopard;
 
 #[cfg(test)]
 mod tests {
@@ -220,6 +276,11 @@ mod tests {
                     let mut shards: Vec<Option<Vec<u8>>> = full.iter().cloned().map(Some).collect();
                     shards[a] = None;
                     shards[b] = None;
+                    let mut data_only = shards.clone();
+                    codec.reconstruct_data(k, &mut data_only).unwrap();
+                    for (i, s) in data_only.iter().enumerate().take(k) {
+                        assert_eq!(s.as_ref(), Some(&full[i]), "{id:?} data-only lost {a},{b}");
+                    }
                     codec.reconstruct(k, &mut shards).unwrap();
                     let got: Vec<Vec<u8>> = shards.into_iter().map(Option::unwrap).collect();
                     assert_eq!(got, full, "{id:?} lost {a},{b}");

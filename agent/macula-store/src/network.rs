@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use macula_core::{NodeId, NodeKey};
 
-use crate::codec::{CodecError, CodecId, default_codec};
+use crate::codec::{CodecError, CodecId, DEFAULT_CODEC};
 use crate::crypto::{AeadId, ObjectKey};
 use crate::header::{Descriptor, SegmentId, SegmentKind, ShardHeader, SignedDescriptor};
 use crate::object::{Capability, Manifest, ObjectError};
@@ -140,7 +140,7 @@ impl Default for PutConfig {
             k: 4,
             m: 2,
             segment_len: 1 << 20,
-            codec: default_codec(4, 2),
+            codec: DEFAULT_CODEC,
             aead: AeadId::preferred(),
         }
     }

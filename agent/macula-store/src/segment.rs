@@ -251,8 +251,11 @@ pub fn decode_segment(
     key: &ObjectKey,
 ) -> Result<Vec<u8>, SegmentError> {
     let k = usize::from(desc.k);
+    if shards.len() != desc.n() {
+        return Err(CodecError::ShardLength.into());
+    }
     if shards[..k].iter().any(Option::is_none) {
-        reconstruct(desc, &mut shards)?;
+        desc.codec.codec().reconstruct_data(k, &mut shards)?;
     }
     let cipher_len = desc.cipher_len();
     let mut buf = Vec::with_capacity(k * desc.shard_len as usize);
