@@ -2,7 +2,8 @@
 //!
 //! [`EventQueue`] is the clock (a priority queue of timestamped events; ties broken by insertion
 //! order, so a seed always replays the same run). [`MembershipSim`] drives N [`Membership`] state
-//! machines over a simulated network with latency, loss, crashed nodes and partitions.
+//! machines over a simulated network with latency, loss, crashed nodes and partitions;
+//! [`DhtSim`] does the same for N [`Dht`] state machines.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -13,6 +14,9 @@ use macula_core::{NodeId, NodeKey};
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 
+use crate::dht::{
+    Dht, DhtConfig, DhtOutput, LookupId, LookupResult, Record, Request, RequestId, Response,
+};
 use crate::membership::{
     Capacity, Event, MemberId, MemberMeta, MemberTimer, Membership, MembershipConfig, Output,
     SignedMeta,
@@ -420,6 +424,247 @@ impl MembershipSim {
                     );
                 }
                 Output::Event(e) => self.log.push((now, i, e)),
+            }
+        }
+    }
+}
+
+enum DhtEv {
+    Req {
+        to: usize,
+        from: usize,
+        id: RequestId,
+        req: Request,
+    },
+    Resp {
+        to: usize,
+        from: usize,
+        id: RequestId,
+        resp: Response,
+    },
+    Timeout {
+        node: usize,
+        id: RequestId,
+    },
+}
+
+/// N DHT state machines on a simulated network (latency 10–50 ms by default).
+pub struct DhtSim {
+    queue: EventQueue<DhtEv>,
+    nodes: Vec<Dht>,
+    keys: Vec<NodeKey>,
+    up: Vec<bool>,
+    index: HashMap<NodeId, usize>,
+    rng: StdRng,
+    pub net: NetParams,
+    /// Unix time of simulated time zero (record expiry).
+    pub epoch_unix: u64,
+    results: HashMap<(usize, LookupId), LookupResult>,
+    pub requests: u64,
+}
+
+impl DhtSim {
+    pub fn new(n: usize, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let keys: Vec<NodeKey> = (0..n)
+            .map(|_| {
+                let mut b = [0u8; 32];
+                rng.fill_bytes(&mut b);
+                NodeKey::from_seed(b)
+            })
+            .collect();
+        let config = DhtConfig {
+            request_timeout: Duration::from_secs(1),
+        };
+        Self {
+            queue: EventQueue::default(),
+            nodes: keys
+                .iter()
+                .map(|k| Dht::new(k.node_id(), config.clone()))
+                .collect(),
+            index: keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (k.node_id(), i))
+                .collect(),
+            up: vec![true; n],
+            keys,
+            rng,
+            net: NetParams {
+                latency: (Duration::from_millis(10), Duration::from_millis(50)),
+                loss: 0.0,
+            },
+            epoch_unix: 1_800_000_000,
+            results: HashMap::new(),
+            requests: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn node(&self, i: usize) -> &Dht {
+        &self.nodes[i]
+    }
+
+    pub fn key(&self, i: usize) -> &NodeKey {
+        &self.keys[i]
+    }
+
+    pub fn is_up(&self, i: usize) -> bool {
+        self.up[i]
+    }
+
+    pub fn now(&self) -> Duration {
+        self.queue.now()
+    }
+
+    pub fn unix_now(&self) -> u64 {
+        self.epoch_unix + self.queue.now().as_secs()
+    }
+
+    /// Routing tables as after convergence: every node offered every other node, in random
+    /// order (full buckets keep their first K).
+    pub fn oracle_tables(&mut self) {
+        let ids: Vec<NodeId> = self.keys.iter().map(NodeKey::node_id).collect();
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        for i in 0..self.nodes.len() {
+            for j in (1..order.len()).rev() {
+                let k = self.rng.random_range(0..=j);
+                order.swap(j, k);
+            }
+            for &j in &order {
+                if j != i {
+                    self.nodes[i].table.seen(ids[j]);
+                }
+            }
+        }
+    }
+
+    /// Node `i` joins through node `via` (self-lookup).
+    pub fn join(&mut self, i: usize, via: usize) -> LookupId {
+        let contact = self.keys[via].node_id();
+        let id = self.nodes[i].bootstrap([contact]);
+        self.dispatch(i);
+        id
+    }
+
+    pub fn find_node(&mut self, i: usize, target: NodeId) -> LookupId {
+        let id = self.nodes[i].find_node(*target.as_bytes());
+        self.dispatch(i);
+        id
+    }
+
+    pub fn get(&mut self, i: usize, key: crate::dht::Key) -> LookupId {
+        let id = self.nodes[i].get(key);
+        self.dispatch(i);
+        id
+    }
+
+    pub fn put(&mut self, i: usize, rec: Record) -> LookupId {
+        let now = self.unix_now();
+        let id = self.nodes[i].put(rec, now);
+        self.dispatch(i);
+        id
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        self.up[i] = false;
+    }
+
+    /// The result of lookup `id` started at node `i`, once finished.
+    pub fn result(&self, i: usize, id: LookupId) -> Option<&LookupResult> {
+        self.results.get(&(i, id))
+    }
+
+    /// Runs until no event is left or `deadline`.
+    pub fn run_until(&mut self, deadline: Duration) {
+        while let Some(ev) = self.queue.pop_until(deadline) {
+            self.handle(ev);
+        }
+    }
+
+    fn latency(&mut self) -> Duration {
+        let (lo, hi) = self.net.latency;
+        if hi > lo {
+            self.rng.random_range(lo..hi)
+        } else {
+            lo
+        }
+    }
+
+    fn handle(&mut self, ev: DhtEv) {
+        let now = self.unix_now();
+        match ev {
+            DhtEv::Req { to, from, id, req } => {
+                if !self.up[to] {
+                    return;
+                }
+                let from_id = self.keys[from].node_id();
+                let resp = self.nodes[to].handle_request(from_id, req, now);
+                let delay = self.latency();
+                self.queue.push(
+                    delay,
+                    DhtEv::Resp {
+                        to: from,
+                        from: to,
+                        id,
+                        resp,
+                    },
+                );
+            }
+            DhtEv::Resp { to, from, id, resp } => {
+                if !self.up[to] {
+                    return;
+                }
+                let from_id = self.keys[from].node_id();
+                self.nodes[to].handle_response(from_id, id, resp, now);
+                self.dispatch(to);
+            }
+            DhtEv::Timeout { node, id } => {
+                if !self.up[node] {
+                    return;
+                }
+                self.nodes[node].handle_timeout(id);
+                self.dispatch(node);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, i: usize) {
+        let outputs: Vec<DhtOutput> = self.nodes[i].drain().collect();
+        for out in outputs {
+            match out {
+                DhtOutput::Request { to, id, req } => {
+                    let Some(&j) = self.index.get(&to) else {
+                        continue;
+                    };
+                    self.requests += 1;
+                    if self.net.loss > 0.0 && self.rng.random_bool(self.net.loss) {
+                        continue;
+                    }
+                    let delay = self.latency();
+                    self.queue.push(
+                        delay,
+                        DhtEv::Req {
+                            to: j,
+                            from: i,
+                            id,
+                            req,
+                        },
+                    );
+                }
+                DhtOutput::Timeout { after, id } => {
+                    self.queue.push(after, DhtEv::Timeout { node: i, id });
+                }
+                DhtOutput::Done { lookup, result } => {
+                    self.results.insert((i, lookup), result);
+                }
             }
         }
     }
