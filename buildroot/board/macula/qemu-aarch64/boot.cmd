@@ -39,5 +39,9 @@ test -n "${slot}" || reset
 echo "macula: booting slot ${slot} (A_LEFT=${BOOT_A_LEFT} B_LEFT=${BOOT_B_LEFT})"
 setenv bootargs "console=ttyAMA0 quiet panic=5 ro rootwait root=PARTLABEL=${label} rauc.slot=${slot}"
 load ${devtype} ${devnum}:${part} ${kernel_addr_r} /boot/vmlinuz
-load ${devtype} ${devnum}:${part} ${ramdisk_addr_r} /boot/initrd.img
-booti ${kernel_addr_r} ${ramdisk_addr_r}:${filesize} ${fdtcontroladdr}
+# the Debian-package image needs its initramfs; Buildroot kernels have virtio and ext4 built in
+if load ${devtype} ${devnum}:${part} ${ramdisk_addr_r} /boot/initrd.img; then
+  booti ${kernel_addr_r} ${ramdisk_addr_r}:${filesize} ${fdtcontroladdr}
+else
+  booti ${kernel_addr_r} - ${fdtcontroladdr}
+fi

@@ -1,0 +1,3 @@
+#!/bin/sh
+# $1 = TARGET_DIR (nothing board-specific beyond the rootfs overlay).
+set -eu
