@@ -11,6 +11,8 @@
 
 pub mod cmd;
 pub mod firewall;
+pub mod links;
 pub mod mptcp;
+pub mod netlink;
 pub mod overlay;
 pub mod uplinks;

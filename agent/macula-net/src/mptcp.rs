@@ -1,25 +1,20 @@
 //! MPTCP in-kernel path-manager endpoints over generic netlink (`mptcp_pm` family), like
 //! `ip mptcp endpoint|limits` — a small in-house client on a raw netlink socket (blocking; each
-//! call is short). [`parse_messages`]/[`parse_attrs`] decode kernel replies; both are bounded
-//! and fuzzed (`fuzz/fuzz_targets/netlink_reply.rs`).
+//! call is short). [`parse_endpoint`] decodes kernel replies (bounded, fuzzed).
 
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use crate::cmd::Host;
+use crate::netlink::{
+    Builder, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkError, parse_attrs, transact, u32_of,
+};
 
 const NETLINK_GENERIC: i32 = 16;
 const GENL_ID_CTRL: u16 = 0x10;
 const CTRL_CMD_GETFAMILY: u8 = 3;
 const CTRL_ATTR_FAMILY_ID: u16 = 1;
 const CTRL_ATTR_FAMILY_NAME: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLA_F_NESTED: u16 = 0x8000;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 const CMD_ADD_ADDR: u8 = 1;
 const CMD_DEL_ADDR: u8 = 2;
@@ -41,9 +36,6 @@ pub const FLAG_SIGNAL: u32 = 1;
 pub const FLAG_SUBFLOW: u32 = 2;
 pub const FLAG_BACKUP: u32 = 4;
 
-/// Largest reply buffer we accept from the kernel.
-const MAX_REPLY: usize = 1 << 20;
-
 /// One in-kernel PM endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -58,87 +50,12 @@ pub struct Endpoint {
 /// MPTCP netlink errors.
 #[derive(Debug, thiserror::Error)]
 pub enum MptcpError {
-    #[error("netlink: {0}")]
-    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
     #[error(
         "the kernel has no MPTCP path manager (genetlink family mptcp_pm); enable CONFIG_MPTCP and net.mptcp.enabled=1"
     )]
     NoFamily,
-    #[error("the kernel refused {what}: {source}")]
-    Kernel {
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("malformed netlink reply: {0}")]
-    Malformed(&'static str),
-}
-
-/// A netlink attribute: type (flags masked off) and payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attr<'a> {
-    pub kind: u16,
-    pub data: &'a [u8],
-}
-
-/// A netlink message: type, flags and payload after the 16-byte header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Msg<'a> {
-    pub kind: u16,
-    pub flags: u16,
-    pub payload: &'a [u8],
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// Splits a receive buffer into netlink messages.
-pub fn parse_messages(buf: &[u8]) -> Result<Vec<Msg<'_>>, MptcpError> {
-    if buf.len() > MAX_REPLY {
-        return Err(MptcpError::Malformed("reply too large"));
-    }
-    let mut out = Vec::new();
-    let mut rest = buf;
-    while rest.len() >= 16 {
-        let len = u32::from_ne_bytes(rest[0..4].try_into().expect("4")) as usize;
-        if len < 16 || len > rest.len() {
-            return Err(MptcpError::Malformed("bad message length"));
-        }
-        out.push(Msg {
-            kind: u16::from_ne_bytes(rest[4..6].try_into().expect("2")),
-            flags: u16::from_ne_bytes(rest[6..8].try_into().expect("2")),
-            payload: &rest[16..len],
-        });
-        rest = &rest[align4(len).min(rest.len())..];
-    }
-    if !rest.is_empty() {
-        return Err(MptcpError::Malformed("trailing bytes"));
-    }
-    Ok(out)
-}
-
-/// Splits an attribute area into attributes.
-pub fn parse_attrs(mut buf: &[u8]) -> Result<Vec<Attr<'_>>, MptcpError> {
-    let mut out = Vec::new();
-    while buf.len() >= 4 {
-        let len = u16::from_ne_bytes(buf[0..2].try_into().expect("2")) as usize;
-        if len < 4 || len > buf.len() {
-            return Err(MptcpError::Malformed("bad attribute length"));
-        }
-        out.push(Attr {
-            kind: u16::from_ne_bytes(buf[2..4].try_into().expect("2")) & NLA_TYPE_MASK,
-            data: &buf[4..len],
-        });
-        buf = &buf[align4(len).min(buf.len())..];
-    }
-    Ok(out)
-}
-
-fn u32_of(a: &Attr<'_>) -> Result<u32, MptcpError> {
-    Ok(u32::from_ne_bytes(a.data.try_into().map_err(|_| {
-        MptcpError::Malformed("u32 attribute size")
-    })?))
 }
 
 /// Decodes one `MPTCP_PM_ATTR_ADDR` nest.
@@ -151,19 +68,19 @@ pub fn parse_endpoint(nest: &[u8]) -> Result<Endpoint, MptcpError> {
     };
     for a in parse_attrs(nest)? {
         match a.kind {
-            ADDR_ID => ep.id = *a.data.first().ok_or(MptcpError::Malformed("empty id"))?,
+            ADDR_ID => ep.id = *a.data.first().ok_or(NetlinkError::Malformed("empty id"))?,
             ADDR_ADDR4 => {
                 let b: [u8; 4] = a
                     .data
                     .try_into()
-                    .map_err(|_| MptcpError::Malformed("addr4 size"))?;
+                    .map_err(|_| NetlinkError::Malformed("addr4 size"))?;
                 ep.addr = IpAddr::from(b);
             }
             ADDR_ADDR6 => {
                 let b: [u8; 16] = a
                     .data
                     .try_into()
-                    .map_err(|_| MptcpError::Malformed("addr6 size"))?;
+                    .map_err(|_| NetlinkError::Malformed("addr6 size"))?;
                 ep.addr = IpAddr::from(b);
             }
             ADDR_FLAGS => ep.flags = u32_of(&a)?,
@@ -174,37 +91,8 @@ pub fn parse_endpoint(nest: &[u8]) -> Result<Endpoint, MptcpError> {
     Ok(ep)
 }
 
-struct Builder(Vec<u8>);
-
-impl Builder {
-    fn new(kind: u16, flags: u16, cmd: u8, version: u8) -> Self {
-        let mut b = vec![0u8; 16];
-        b[4..6].copy_from_slice(&kind.to_ne_bytes());
-        b[6..8].copy_from_slice(&flags.to_ne_bytes());
-        b[8..12].copy_from_slice(&1u32.to_ne_bytes());
-        b.extend_from_slice(&[cmd, version, 0, 0]);
-        Self(b)
-    }
-    fn attr(&mut self, kind: u16, data: &[u8]) {
-        let len = 4 + data.len();
-        self.0.extend_from_slice(&(len as u16).to_ne_bytes());
-        self.0.extend_from_slice(&kind.to_ne_bytes());
-        self.0.extend_from_slice(data);
-        self.0.resize(align4(self.0.len()), 0);
-    }
-    fn nest(&mut self, kind: u16, inner: &Builder) {
-        // `inner` was built as a bare attribute area (no headers).
-        self.attr(kind | NLA_F_NESTED, &inner.0);
-    }
-    fn finish(mut self) -> Vec<u8> {
-        let len = self.0.len() as u32;
-        self.0[0..4].copy_from_slice(&len.to_ne_bytes());
-        self.0
-    }
-}
-
 fn endpoint_nest(ep: &Endpoint, with_addr: bool) -> Builder {
-    let mut n = Builder(Vec::new());
+    let mut n = Builder::attrs();
     if with_addr {
         match ep.addr {
             IpAddr::V4(a) => {
@@ -234,94 +122,33 @@ pub struct Mptcp {
 impl Mptcp {
     /// Opens the socket in `host`'s network namespace and resolves the family.
     pub fn open(host: &Host) -> Result<Self, MptcpError> {
-        let fd = host.in_netns(|| {
-            // SAFETY: socket(2) with constant arguments; the fd is owned right away.
-            let fd = unsafe {
-                libc::socket(
-                    libc::AF_NETLINK,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                    NETLINK_GENERIC,
-                )
-            };
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-        })?;
-        let mut s = Self { fd, family: 0 };
-        let mut b = Builder::new(GENL_ID_CTRL, NLM_F_REQUEST, CTRL_CMD_GETFAMILY, 1);
+        let fd = crate::netlink::open(host, NETLINK_GENERIC, 0)?;
+        let mut b = Builder::new(GENL_ID_CTRL, NLM_F_REQUEST, &[CTRL_CMD_GETFAMILY, 1, 0, 0]);
         b.attr(CTRL_ATTR_FAMILY_NAME, b"mptcp_pm\0");
-        let replies = s
-            .transact(&b.finish(), "family lookup")
-            .map_err(|e| match e {
-                MptcpError::Kernel { .. } => MptcpError::NoFamily,
-                other => other,
-            })?;
+        let replies = transact(&fd, &b.finish(), "family lookup").map_err(|e| match e {
+            NetlinkError::Kernel { .. } => MptcpError::NoFamily,
+            other => other.into(),
+        })?;
+        let mut family = 0;
         for payload in replies {
             for a in parse_attrs(payload.get(4..).unwrap_or_default())? {
                 if a.kind == CTRL_ATTR_FAMILY_ID && a.data.len() >= 2 {
-                    s.family = u16::from_ne_bytes([a.data[0], a.data[1]]);
+                    family = u16::from_ne_bytes([a.data[0], a.data[1]]);
                 }
             }
         }
-        if s.family == 0 {
+        if family == 0 {
             return Err(MptcpError::NoFamily);
         }
-        Ok(s)
+        Ok(Self { fd, family })
     }
 
-    /// Sends one request and collects the payloads of the data replies until the ack / DONE.
     fn transact(&mut self, req: &[u8], what: &'static str) -> Result<Vec<Vec<u8>>, MptcpError> {
-        let fd = self.fd.as_raw_fd();
-        // SAFETY: send/recv on our own socket with valid buffers.
-        let n = unsafe { libc::send(fd, req.as_ptr().cast(), req.len(), 0) };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        let dump = u16::from_ne_bytes([req[6], req[7]]) & NLM_F_DUMP == NLM_F_DUMP;
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 65536];
-        loop {
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error().into());
-            }
-            let mut finished = false;
-            for m in parse_messages(&buf[..n as usize])? {
-                match m.kind {
-                    NLMSG_ERROR => {
-                        let code = i32::from_ne_bytes(
-                            m.payload
-                                .get(0..4)
-                                .ok_or(MptcpError::Malformed("short error"))?
-                                .try_into()
-                                .expect("4"),
-                        );
-                        if code != 0 {
-                            return Err(MptcpError::Kernel {
-                                what,
-                                source: std::io::Error::from_raw_os_error(-code),
-                            });
-                        }
-                        finished = true;
-                    }
-                    NLMSG_DONE => finished = true,
-                    _ => {
-                        out.push(m.payload.to_vec());
-                        if !dump {
-                            finished = true;
-                        }
-                    }
-                }
-            }
-            if finished {
-                return Ok(out);
-            }
-        }
+        Ok(transact(&self.fd, req, what)?)
     }
 
     fn request(&mut self, flags: u16, cmd: u8) -> Builder {
-        Builder::new(self.family, NLM_F_REQUEST | flags, cmd, 1)
+        Builder::new(self.family, NLM_F_REQUEST | flags, &[cmd, 1, 0, 0])
     }
 
     /// `ip mptcp endpoint add`.
@@ -407,6 +234,7 @@ impl Mptcp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::parse_messages;
 
     #[test]
     fn builds_and_parses_an_endpoint_nest() {
@@ -416,22 +244,17 @@ mod tests {
             ifindex: 7,
             flags: FLAG_SUBFLOW | FLAG_BACKUP,
         };
-        let mut b = Builder::new(30, NLM_F_REQUEST, CMD_ADD_ADDR, 1);
+        let mut b = Builder::new(30, NLM_F_REQUEST, &[CMD_ADD_ADDR, 1, 0, 0]);
         b.nest(ATTR_ADDR, &endpoint_nest(&ep, true));
         let msg = b.finish();
         let msgs = parse_messages(&msg).unwrap();
-        assert_eq!(msgs.len(), 1);
-        assert_eq!(msgs[0].kind, 30);
         let attrs = parse_attrs(&msgs[0].payload[4..]).unwrap();
         assert_eq!(attrs[0].kind, ATTR_ADDR);
         assert_eq!(parse_endpoint(attrs[0].data).unwrap(), ep);
     }
 
     #[test]
-    fn rejects_bad_lengths() {
-        assert!(parse_messages(&[0xff; 16]).is_err());
-        assert!(parse_messages(&[1, 2, 3]).is_err());
-        assert!(parse_attrs(&[2, 0, 1, 0]).is_err());
+    fn rejects_bad_endpoint_attributes() {
         assert!(parse_endpoint(&[5, 0, 3, 0, 1, 0, 0, 0]).is_err());
     }
 }

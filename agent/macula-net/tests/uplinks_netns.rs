@@ -2,7 +2,15 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::scenario::{TwoPaths, failover};
+use macula_net::cmd::Host;
+use macula_net::links;
+use macula_net::uplinks::monitor::{Monitor, open_responder};
+use macula_net::uplinks::tracker::Action;
+use macula_net::uplinks::{UplinksConfig, probe};
+use tokio::sync::mpsc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_path_fails_over_to_path_2_within_2_s() {
@@ -18,4 +26,80 @@ async fn silent_path_fails_over_to_path_2_within_2_s() {
     assert_eq!(run.snapshot.active, Some(1));
     assert!(!run.snapshot.links[0].healthy);
     assert!(run.snapshot.links[1].healthy);
+}
+
+/// rtnetlink: discovery finds the uplink behind the default route; carrier loss (link down) fails
+/// over at once instead of after `dead_after`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_and_carrier_loss() {
+    let bed = TwoPaths::new();
+    let host_a = Host::netns(&bed.a.name);
+    bed.a.exec(&[
+        "ip",
+        "route",
+        "add",
+        "default",
+        "via",
+        "198.51.100.2",
+        "dev",
+        &bed.a1,
+    ]);
+    let found = links::discover(&host_a).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].interface, bed.a1);
+    assert_eq!(found[0].source.to_string(), "198.51.100.1");
+    assert_eq!(found[0].gateway.unwrap().to_string(), "198.51.100.2");
+    assert!(found[0].carrier);
+
+    let responder = open_responder(&Host::netns(&bed.b.name), probe::DEFAULT_PORT).unwrap();
+    let responder = tokio::spawn(probe::serve(responder));
+    let cfg: UplinksConfig = toml::from_str(&format!(
+        "[[links]]\nname = \"p1\"\ninterface = \"{}\"\npriority = 10\nsource = \"198.51.100.1\"\nprobe = \"198.51.100.2:51821\"\n\
+         [[links]]\nname = \"p2\"\ninterface = \"{}\"\npriority = 5\nsource = \"203.0.113.1\"\nprobe = \"203.0.113.2:51821\"\n",
+        bed.a1, bed.a2
+    ))
+    .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let monitor = Monitor::spawn(&host_a, &cfg, tx).unwrap();
+    assert_eq!(
+        rx.recv().await.unwrap(),
+        Action::Activate {
+            from: None,
+            to: Some(1)
+        },
+        "lower priority value wins"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = Instant::now();
+    bed.a.exec(&["ip", "link", "set", &bed.a2, "down"]);
+    let switched = loop {
+        match tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
+            Ok(Some(Action::Activate { to, .. })) => break to,
+            Ok(Some(_)) => continue,
+            other => panic!("no failover: {other:?}"),
+        }
+    };
+    let took = t.elapsed();
+    assert_eq!(switched, Some(0));
+    assert!(
+        took < Duration::from_millis(500),
+        "carrier loss took {took:?}"
+    );
+    assert!(!monitor.status.borrow().links[1].carrier);
+    eprintln!("carrier-loss failover after {took:?}");
+
+    // Carrier back: the uplink returns after `up_after` probe replies.
+    bed.a.exec(&["ip", "link", "set", &bed.a2, "up"]);
+    let back = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(Action::Activate { to, .. }) = rx.recv().await {
+                return to;
+            }
+        }
+    })
+    .await
+    .expect("uplink 2 did not come back");
+    assert_eq!(back, Some(1));
+    drop(monitor);
+    responder.abort();
 }

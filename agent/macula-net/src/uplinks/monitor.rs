@@ -1,6 +1,7 @@
 //! The tokio shell around the [`Tracker`]: one UDP socket per uplink (bound to the uplink's source
-//! address and device), a clock, and a channel of [`Action`]s for whoever acts on failover
-//! (routes, WireGuard endpoints, MPTCP endpoints).
+//! address and device), rtnetlink link events (carrier loss fails an uplink at once), a clock, and
+//! a channel of [`Action`]s for whoever acts on failover (routes, WireGuard endpoints, MPTCP
+//! endpoints).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use super::config::UplinksConfig;
 use super::probe;
 use super::tracker::{Action, LinkView, Tracker};
 use crate::cmd::Host;
+use crate::links::LinkEvents;
 
 /// A snapshot of every uplink, published after each event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +77,8 @@ impl Monitor {
             socks_tokio.push(Arc::new(s));
         }
         let targets: Vec<SocketAddr> = cfg.links.iter().map(|l| l.probe).collect();
+        let interfaces: Vec<String> = cfg.links.iter().map(|l| l.interface.clone()).collect();
+        let mut link_events = LinkEvents::subscribe(host).map_err(std::io::Error::other)?;
         let prios: Vec<u32> = cfg.links.iter().map(|l| l.priority).collect();
         let epoch = Instant::now();
         let mut tracker = Tracker::new(cfg.timing(), &prios, Duration::ZERO);
@@ -115,6 +119,15 @@ impl Monitor {
                     }
                     Some((link, seq, at)) = replies.recv() => {
                         out.extend(tracker.on_reply(link, seq, at - epoch));
+                    }
+                    Ok(changes) = link_events.next() => {
+                        for c in changes {
+                            for (i, name) in interfaces.iter().enumerate() {
+                                if *name == c.name && c.carrier != tracker.view(i).carrier {
+                                    out.extend(tracker.on_carrier(i, c.carrier && c.exists));
+                                }
+                            }
+                        }
                     }
                 }
                 for a in out {
