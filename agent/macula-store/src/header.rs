@@ -178,7 +178,9 @@ pub struct Descriptor {
     pub segment_count: u32,
     pub plain_len: u32,
     pub nonce: [u8; 12],
-    pub owner: NodeId,
+    /// The owner's Ed25519 public key (node ID bytes). Checked to be a valid key when the
+    /// signature is verified; readers that trust the segment ID never need to decompress it.
+    pub owner: [u8; 32],
     /// BLAKE3 root of every shard, index 0..k+m.
     pub roots: Vec<[u8; 32]>,
 }
@@ -221,7 +223,7 @@ impl Descriptor {
         b.extend_from_slice(&self.segment_count.to_le_bytes());
         b.extend_from_slice(&self.plain_len.to_le_bytes());
         b.extend_from_slice(&self.nonce);
-        b.extend_from_slice(self.owner.as_bytes());
+        b.extend_from_slice(&self.owner);
         for r in &self.roots {
             b.extend_from_slice(r);
         }
@@ -275,8 +277,7 @@ impl Descriptor {
             });
         }
         let nonce: [u8; 12] = fixed[32..44].try_into().expect("12 bytes");
-        let owner_bytes: [u8; 32] = fixed[44..76].try_into().expect("32 bytes");
-        let owner = NodeId::from_bytes(owner_bytes).map_err(|_| HeaderError::BadOwner)?;
+        let owner: [u8; 32] = fixed[44..76].try_into().expect("32 bytes");
         let n = usize::from(k) + usize::from(m);
         let roots_bytes = take(bytes, FIXED_LEN, 32 * n)?;
         let roots = roots_bytes
@@ -329,7 +330,7 @@ pub struct SignedDescriptor {
 impl SignedDescriptor {
     /// Encodes and signs `desc` with the owner's key (which must match `desc.owner`).
     pub fn sign(desc: Descriptor, owner: &macula_core::NodeKey) -> Self {
-        debug_assert_eq!(owner.node_id(), desc.owner);
+        debug_assert_eq!(owner.node_id().as_bytes(), &desc.owner);
         let bytes = desc.encode();
         let signature = owner.sign(Domain::ShardHeader, &bytes).to_bytes();
         Self {
@@ -343,9 +344,13 @@ impl SignedDescriptor {
         SegmentId::of_descriptor(&self.bytes)
     }
 
+    /// The owner as a node ID (fails if the key bytes are not a valid Ed25519 point).
+    pub fn owner(&self) -> Result<NodeId, HeaderError> {
+        NodeId::from_bytes(self.desc.owner).map_err(|_| HeaderError::BadOwner)
+    }
+
     pub fn verify(&self) -> Result<(), HeaderError> {
-        self.desc
-            .owner
+        self.owner()?
             .verify(
                 Domain::ShardHeader,
                 &self.bytes,

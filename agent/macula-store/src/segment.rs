@@ -203,7 +203,7 @@ pub fn encode_segment(
         segment_count: p.segment_count,
         plain_len,
         nonce,
-        owner: owner.node_id(),
+        owner: *owner.node_id().as_bytes(),
         roots,
     };
     Ok(EncodedSegment {

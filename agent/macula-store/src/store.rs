@@ -417,8 +417,8 @@ impl LocalStore {
             f.take(MAX_HEADER_LEN as u64)
                 .read_to_end(&mut head)
                 .map_err(io_err("cannot read", &path))?;
-            if let Ok((h, _)) = ShardHeader::parse(&head) {
-                owner = Some(h.desc().owner);
+            if let Ok(id) = ShardHeader::parse(&head).and_then(|(h, _)| h.signed.owner()) {
+                owner = Some(id);
                 break;
             }
         }

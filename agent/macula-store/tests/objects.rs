@@ -141,7 +141,7 @@ async fn hundred_awkward_objects_round_trip() {
     let mut s = 7u64;
     while sizes.len() < 100 {
         s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        sizes.push(((s >> 33) as usize % (5 * seg)) | 1); // odd sizes up to 5 segments
+        sizes.push(((s >> 33) as usize % (2 * seg)) | 1); // odd sizes up to 2 segments
     }
     let mut caps = Vec::new();
     for (i, &len) in sizes.iter().enumerate() {
