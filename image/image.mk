@@ -2,7 +2,7 @@
 #   make image      ARCH=x86_64|aarch64   disk image   -> build/image/$(ARCH)/disk.img
 #   make bundle     ARCH=...  [BUNDLE_VERSION=0.0.2]   -> build/image/$(ARCH)/update-$(BUNDLE_VERSION).raucb
 #   make qemu       ARCH=...  boot the image on this terminal (Ctrl-A X quits)
-#   make test-qemu  ARCH=...  QEMU boot + OTA tests (tests/qemu/test_image.py)
+#   make test-qemu  ARCH=...  QEMU boot + OTA tests (tests/qemu/test_image.py), buildroot/check.sh
 # AGENT=auto (default: include maculad/maculactl when the crates exist), yes (required), no.
 # Host packages are installed on demand by image/deps.sh (root; adds bookworm-backports for QEMU).
 
@@ -32,7 +32,7 @@ else
 IMAGE_AGENT_ARGS := --no-agent
 endif
 
-.PHONY: image bundle qemu test-qemu image-deps image-keys image-agent
+.PHONY: image bundle qemu test-qemu image-deps image-keys image-agent check-buildroot
 
 image-deps:
 	@image/deps.sh $(ARCH)
@@ -71,6 +71,10 @@ qemu:
 	@test -f $(IMAGE_OUT)/disk.img || $(MAKE) --no-print-directory image ARCH=$(ARCH)
 	image/qemu.sh --arch $(ARCH) --disk $(IMAGE_OUT)/disk.img --reboot
 
-test-qemu: image
+# The br2-external tree cannot be built here; check what can be checked without Buildroot.
+check-buildroot:
+	buildroot/check.sh
+
+test-qemu: check-buildroot image
 	$(IMAGE_PY) tests/qemu/test_image.py --arch $(ARCH) --image-dir $(IMAGE_OUT) --keys $(IMAGE_KEYS) \
 	  $(if $(filter --no-agent,$(IMAGE_AGENT_ARGS)),,--agent-dir $(AGENT_DIR))
