@@ -7,12 +7,14 @@ use serde::{Deserialize, Serialize};
 
 /// `[firewall]`: zones by interface, the management access rule, peer groups.
 ///
-/// Defaults: no interfaces in any zone (so only loopback, management and established traffic
+/// Defaults: disabled (the agent leaves nft alone); no interfaces in any zone (so only loopback, management and established traffic
 /// pass), management SSH (tcp/22) from `mgmt.sources`, WireGuard port udp/51820 and mesh port
 /// udp/4433 (opened only in zones that set `wireguard`/`mesh`), confirm timeout 30 s.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FirewallConfig {
+    /// Whether the agent manages `table inet macula` at all (read at start; `Apply` ignores it).
+    pub enabled: bool,
     /// UDP port of the WireGuard overlay, opened in zones with `wireguard = true`.
     pub wireguard_port: u16,
     /// UDP port of the QUIC mesh, opened in zones with `mesh = true`.
@@ -30,6 +32,7 @@ pub struct FirewallConfig {
 impl Default for FirewallConfig {
     fn default() -> Self {
         Self {
+            enabled: false,
             wireguard_port: 51820,
             mesh_port: 4433,
             confirm_timeout_secs: 30,

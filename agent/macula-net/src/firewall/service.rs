@@ -46,6 +46,8 @@ pub struct FirewallStatus {
     pub rollback_in: Option<Duration>,
     /// What the last automatic rollback did (`None`: none happened yet).
     pub last_rollback: Option<String>,
+    /// Number of quarantined overlay addresses.
+    pub quarantined: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -227,6 +229,7 @@ impl Firewall {
             pending: inner.guard.pending_generation(),
             rollback_in: inner.guard.deadline().map(|d| d.saturating_sub(now)),
             last_rollback: inner.last_rollback.clone(),
+            quarantined: inner.quarantine.len(),
         })
     }
 }
