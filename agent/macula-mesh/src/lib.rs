@@ -8,6 +8,7 @@ pub mod membership;
 pub mod node;
 pub mod proto;
 pub mod realm;
+pub mod rpc;
 pub mod sig;
 pub mod sim;
 pub mod tls;

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,6 +30,7 @@ use crate::membership::{
 };
 use crate::proto::{Datagram, close};
 use crate::realm::{Admission, Revocation};
+use crate::rpc::{CANCEL_CODE, ErrorCode, Handler, MAX_RPC_FRAME, RpcError, RpcReply, RpcRequest};
 use crate::transport::{Endpoint, Peer, TransportError, TransportParams};
 
 /// A bootstrap contact: `host:port`, or `<node-id>@host:port` to also pin the node's key.
@@ -138,6 +139,7 @@ struct Shared {
     dialing: Mutex<HashSet<NodeId>>,
     peers: Mutex<BTreeMap<NodeId, PeerInfo>>,
     cmd: mpsc::UnboundedSender<Cmd>,
+    procedures: RwLock<HashMap<String, Handler>>,
     changes: broadcast::Sender<PeerChanged>,
     me: NodeId,
 }
@@ -217,6 +219,7 @@ impl MeshNode {
             dialing: Mutex::default(),
             peers: Mutex::default(),
             cmd: cmd_tx,
+            procedures: RwLock::default(),
             changes,
             me: key.node_id(),
         });
@@ -253,6 +256,67 @@ impl MeshNode {
     /// Peer changes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<PeerChanged> {
         self.shared.changes.subscribe()
+    }
+
+    /// Serves procedure `name` (replacing an earlier handler of that name).
+    pub fn serve(&self, name: &str, handler: Handler) {
+        self.shared
+            .procedures
+            .write()
+            .expect("procedure lock")
+            .insert(name.to_string(), handler);
+    }
+
+    /// Calls `procedure` on `peer` with `body`, waiting at most `deadline`. Dropping the returned
+    /// future cancels the call at the callee.
+    pub async fn call(
+        &self,
+        peer: NodeId,
+        procedure: &str,
+        body: Vec<u8>,
+        deadline: Duration,
+    ) -> Result<Vec<u8>, RpcError> {
+        let req = RpcRequest {
+            procedure: procedure.to_string(),
+            deadline_ms: u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX),
+            body,
+        };
+        let started = Instant::now();
+        let conn = tokio::time::timeout(deadline, connection(&self.shared, peer))
+            .await
+            .map_err(|_| {
+                RpcError::new(ErrorCode::DeadlineExceeded, "connecting took too long")
+            })??;
+        let unavailable =
+            |e: &dyn std::fmt::Display| RpcError::new(ErrorCode::Unavailable, e.to_string());
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| unavailable(&e))?;
+        let exchange = async {
+            crate::frame::write(&mut send, &req, MAX_RPC_FRAME)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            send.finish().map_err(|e| unavailable(&e))?;
+            match crate::frame::read::<RpcReply>(&mut recv, MAX_RPC_FRAME).await {
+                Ok(Some(reply)) => reply.into(),
+                Ok(None) => Err(RpcError::new(
+                    ErrorCode::Unavailable,
+                    "the callee closed the call",
+                )),
+                Err(crate::frame::FrameError::Read(e)) => Err(unavailable(&e)),
+                Err(e) => Err(RpcError::new(ErrorCode::Protocol, e.to_string())),
+            }
+        };
+        let left = deadline.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, exchange).await {
+            Ok(r) => r,
+            Err(_) => {
+                let _ = send.reset(VarInt::from_u32(CANCEL_CODE));
+                let _ = recv.stop(VarInt::from_u32(CANCEL_CODE));
+                Err(RpcError::new(
+                    ErrorCode::DeadlineExceeded,
+                    format!("no answer from {} within {deadline:?}", peer.short()),
+                ))
+            }
+        }
     }
 
     /// Spreads a revocation signed by the realm key and cuts the node off.
@@ -382,6 +446,12 @@ async fn read_connection(
     let max = shared.endpoint.params().max_frame;
     loop {
         tokio::select! {
+            s = conn.accept_bi() => match s {
+                Ok((send, recv)) => {
+                    tokio::spawn(serve_call(shared.clone(), id, send, recv));
+                }
+                Err(_) => break,
+            },
             d = conn.read_datagram() => match d {
                 Ok(bytes) => match wire::decode_with_limit::<Datagram>(&bytes, MAX_DATAGRAM) {
                     Ok(Datagram::Swim(data)) => {
@@ -425,6 +495,86 @@ const MAX_DATAGRAM: usize = 1400;
 
 /// Sends one membership packet, dialling the peer if needed (the packet is dropped while a dial
 /// is in progress; SWIM tolerates loss).
+/// Answers one call stream.
+async fn serve_call(
+    shared: Arc<Shared>,
+    peer: NodeId,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let req = match crate::frame::read::<RpcRequest>(&mut recv, MAX_RPC_FRAME).await {
+        Ok(Some(r)) => r,
+        Ok(None) | Err(_) => {
+            let _ = send.reset(VarInt::from_u32(close::PROTOCOL));
+            return;
+        }
+    };
+    let reply: Result<Vec<u8>, RpcError> = match crate::rpc::admit(&req) {
+        Err(e) => Err(e),
+        Ok(deadline) => {
+            let handler = shared
+                .procedures
+                .read()
+                .expect("procedure lock")
+                .get(&req.procedure)
+                .cloned();
+            match handler {
+                None => Err(RpcError::new(
+                    ErrorCode::NoSuchProcedure,
+                    format!(
+                        "{} serves no procedure `{}`",
+                        shared.me.short(),
+                        req.procedure
+                    ),
+                )),
+                Some(h) => {
+                    tokio::select! {
+                        r = tokio::time::timeout(deadline, h(peer, req.body)) => r.unwrap_or_else(|_| {
+                            Err(RpcError::new(ErrorCode::DeadlineExceeded, "the handler ran past the deadline"))
+                        }),
+                        // The caller stopped the stream: cancel by dropping the handler.
+                        _ = send.stopped() => return,
+                    }
+                }
+            }
+        }
+    };
+    if crate::frame::write(&mut send, &RpcReply::from(reply), MAX_RPC_FRAME)
+        .await
+        .is_ok()
+    {
+        let _ = send.finish();
+        let _ = send.stopped().await;
+    }
+}
+
+/// The connection to `peer`: the existing one, or a new one dialled at its known addresses.
+async fn connection(shared: &Arc<Shared>, peer: NodeId) -> Result<quinn::Connection, RpcError> {
+    let existing = shared.conns.lock().expect("conn lock").get(&peer).cloned();
+    if let Some(c) = existing.filter(|c| c.close_reason().is_none()) {
+        return Ok(c);
+    }
+    let addrs = shared
+        .addrs
+        .lock()
+        .expect("addr lock")
+        .get(&peer)
+        .cloned()
+        .unwrap_or_default();
+    let mut last = format!("no known address for {}", peer.short());
+    for addr in addrs {
+        match shared.endpoint.dial(addr, Some(peer)).await {
+            Ok(p) => {
+                let conn = p.conn.clone();
+                register(shared, p);
+                return Ok(conn);
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(RpcError::new(ErrorCode::Unavailable, last))
+}
+
 fn send(shared: &Arc<Shared>, to: NodeId, data: Vec<u8>) {
     let datagram = Bytes::from(wire::encode(&Datagram::Swim(data)));
     let existing = shared.conns.lock().expect("conn lock").get(&to).cloned();
