@@ -7,11 +7,19 @@
 
 use std::hint::black_box;
 
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Instant;
+
 use macula_core::NodeKey;
 use macula_store::codec::{CodecId, DEFAULT_CODEC};
 use macula_store::crypto::{self, AeadId, ObjectKey};
 use macula_store::header::SegmentKind;
+use macula_store::network::{Client, InProcessNetwork, PutConfig};
+use macula_store::placement::NodeInfo;
+use macula_store::repair::{Event, RepairConfig, RepairPlanner};
 use macula_store::segment::{SegmentParams, Shard, Trust, decode_segment, encode_segment};
+use macula_store::store::LocalStore;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -219,6 +227,158 @@ fn pipeline() {
     println!();
 }
 
+/// Raw disk baseline: the same number of bytes written as files of `file_len` bytes with
+/// write + fsync + rename + directory fsync, like the store does.
+fn raw_disk(dir: &std::path::Path, total: usize, file_len: usize) -> f64 {
+    let buf = pseudo_random(file_len, 3);
+    let start = Instant::now();
+    let mut written = 0;
+    let mut i = 0;
+    while written < total {
+        let tmp = dir.join(format!("t{i}"));
+        let mut f = std::fs::File::create(&tmp).unwrap();
+        f.write_all(&buf).unwrap();
+        f.sync_all().unwrap();
+        std::fs::rename(&tmp, dir.join(format!("f{i}"))).unwrap();
+        std::fs::File::open(dir).unwrap().sync_all().unwrap();
+        written += file_len;
+        i += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    for j in 0..i {
+        let _ = std::fs::remove_file(dir.join(format!("f{j}")));
+    }
+    secs
+}
+
+/// Seven in-process stores on this disk: put, get and restore-redundancy wall times for one
+/// object, against the raw disk baseline. Size from `MACULA_BENCH_OBJECT_MIB` (default 1024).
+fn cluster() {
+    let mib: usize = std::env::var("MACULA_BENCH_OBJECT_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let len = mib << 20;
+    println!(
+        "## In-process cluster: 7 local stores on one disk, one {mib} MiB object, 4+2, 1 MiB segments (wall time)"
+    );
+    println!();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let net = InProcessNetwork::default();
+    let mut nodes = Vec::new();
+    for i in 0..7u8 {
+        let id = NodeKey::from_seed([i + 40; 32]).node_id();
+        let store = LocalStore::open(&dir.path().join(format!("n{i}")), 1 << 40).unwrap();
+        net.add_node(id, Arc::new(store));
+        nodes.push(NodeInfo {
+            id,
+            capacity_bytes: 1 << 40,
+            free_bytes: 1 << 40,
+            site: format!("s{}", i % 3),
+            power: "p".into(),
+        });
+    }
+    let client = Client::new(net, NodeKey::from_seed([4; 32]), PutConfig::default());
+    let data = pseudo_random(len, 77);
+    let shard_file = (1 << 20) / 4 + 512;
+    let raw = raw_disk(dir.path(), len * 6 / 4, shard_file);
+
+    let t = Instant::now();
+    let cap = rt
+        .block_on(client.put(&nodes, &mut &data[..], len as u64))
+        .unwrap();
+    let put = t.elapsed().as_secs_f64();
+    let mut out = Vec::with_capacity(len);
+    let t = Instant::now();
+    rt.block_on(client.get(&nodes, &cap, &mut out)).unwrap();
+    let get = t.elapsed().as_secs_f64();
+    assert!(out == data, "round trip");
+    drop(out);
+
+    // Lose one node; the planner (no grace, no throttle) drives repair until nothing is degraded.
+    let cfg = RepairConfig {
+        grace_ms: 0,
+        max_inflight: 1,
+        bytes_per_sec: u64::MAX / 4000,
+        burst_bytes: u64::MAX / 4,
+        retry_ms: 0,
+    };
+    let mut planner = RepairPlanner::new(cfg, 0);
+    for n in &nodes {
+        planner.handle(0, Event::NodeUp(n.clone()));
+        let store = client.network().store(&n.id).unwrap();
+        for (seg, idx) in store.list().unwrap() {
+            let h = store.header(&seg, idx).unwrap();
+            let shard_bytes = Shard::total_len(&h) as u64;
+            planner.handle(
+                0,
+                Event::ShardHeld {
+                    segment: seg,
+                    index: idx,
+                    node: n.id,
+                    k: h.desc().k,
+                    m: h.desc().m,
+                    shard_bytes,
+                },
+            );
+        }
+    }
+    let dead = nodes[0].id;
+    let lost_bytes = client.network().store(&dead).unwrap().used();
+    client.network().set_up(&dead, false);
+    planner.handle(1, Event::NodeDown(dead));
+    let t = Instant::now();
+    let mut repairs = 0;
+    while let Some(action) = planner.poll(1) {
+        let stored = rt.block_on(client.execute_repair(&action)).unwrap();
+        planner.handle(
+            1,
+            Event::RepairDone {
+                segment: action.segment,
+                stored,
+            },
+        );
+        repairs += 1;
+    }
+    let repair = t.elapsed().as_secs_f64();
+    assert_eq!(planner.status(1).degraded, 0);
+
+    let stored = len * 6 / 4;
+    println!("| operation | seconds | MiB/s of object data | ÷ raw disk |");
+    println!("|---|---|---|---|");
+    let raw_rate = mibs(stored, raw) * 4.0 / 6.0;
+    println!(
+        "| baseline: raw disk, {} MiB as {shard_file}-byte files, fsync + rename | {raw:.1} | {raw_rate:.0} (per object byte) | 1.00 |",
+        stored >> 20
+    );
+    println!(
+        "| put | {put:.1} | {:.0} | {:.2} |",
+        mibs(len, put),
+        raw / put
+    );
+    println!(
+        "| get (all shards healthy) | {get:.1} | {:.0} | — |",
+        mibs(len, get)
+    );
+    println!(
+        "| restore redundancy after losing 1 of 7 nodes ({} MiB of shards, {repairs} segments) | {repair:.1} | — | — |",
+        lost_bytes >> 20
+    );
+    println!();
+    println!(
+        "time to restore redundancy for {mib} MiB after a node loss: {repair:.1} s — goal ≤ 60 s {}",
+        if repair <= 60.0 { "met" } else { "NOT met" }
+    );
+    println!(
+        "(single-threaded, unthrottled, one disk; the default throttle of 32 MiB/s would bound it at {:.1} s)",
+        (lost_bytes as f64) / (32.0 * MIB)
+    );
+    println!();
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
     let rows = codec_table();
@@ -240,4 +400,5 @@ fn main() {
     println!("- DEFAULT_CODEC = {}", DEFAULT_CODEC.name());
     println!();
     pipeline();
+    cluster();
 }

@@ -339,14 +339,9 @@ impl LocalStore {
         }
     }
 
-    /// Reads one 16 KiB chunk group of a shard, verified against the shard's root through the
-    /// outboard without reading the rest of the data.
-    pub fn read_group(
-        &self,
-        seg: &SegmentId,
-        index: u16,
-        group: usize,
-    ) -> Result<Vec<u8>, StoreError> {
+    /// Opens a shard file and parses its header from a bounded prefix; checks that the header
+    /// belongs to this file and that the file length matches it. Does not read the data.
+    fn open_header(&self, seg: &SegmentId, index: u16) -> Result<(File, ShardHeader), StoreError> {
         let path = self.shard_path(seg, index);
         let mut f = match File::open(&path) {
             Ok(f) => f,
@@ -362,13 +357,34 @@ impl LocalStore {
         let mut head = vec![0u8; (MAX_HEADER_LEN as u64).min(file_len) as usize];
         f.read_exact(&mut head)
             .map_err(io_err("cannot read", &path))?;
-        let header = match ShardHeader::parse(&head) {
-            Ok((h, _)) if h.segment_id() == *seg && h.index == index => h,
-            _ => return Err(self.drop_corrupt(seg, index)?),
-        };
-        if file_len != Shard::total_len(&header) as u64 {
-            return Err(self.drop_corrupt(seg, index)?);
+        match ShardHeader::parse(&head) {
+            Ok((h, _))
+                if h.segment_id() == *seg
+                    && h.index == index
+                    && file_len == Shard::total_len(&h) as u64 =>
+            {
+                Ok((f, h))
+            }
+            _ => Err(self.drop_corrupt(seg, index)?),
         }
+    }
+
+    /// The header of a stored shard, read from the file's prefix (for inventory reports). The
+    /// data is not verified here; [`LocalStore::get`] and [`LocalStore::gc`] do that.
+    pub fn header(&self, seg: &SegmentId, index: u16) -> Result<ShardHeader, StoreError> {
+        self.open_header(seg, index).map(|(_, h)| h)
+    }
+
+    /// Reads one 16 KiB chunk group of a shard, verified against the shard's root through the
+    /// outboard without reading the rest of the data.
+    pub fn read_group(
+        &self,
+        seg: &SegmentId,
+        index: u16,
+        group: usize,
+    ) -> Result<Vec<u8>, StoreError> {
+        let path = self.shard_path(seg, index);
+        let (mut f, header) = self.open_header(seg, index)?;
         let sl = header.desc().shard_len as usize;
         if group >= tree::group_count(sl) {
             return Err(StoreError::NoSuchGroup {
@@ -411,13 +427,11 @@ impl LocalStore {
             .collect();
         let mut owner = None;
         for &i in &local {
-            let path = self.shard_path(&req.segment, i);
-            let mut head = Vec::new();
-            let f = File::open(&path).map_err(io_err("cannot open", &path))?;
-            f.take(MAX_HEADER_LEN as u64)
-                .read_to_end(&mut head)
-                .map_err(io_err("cannot read", &path))?;
-            if let Ok(id) = ShardHeader::parse(&head).and_then(|(h, _)| h.signed.owner()) {
+            if let Some(id) = self
+                .header(&req.segment, i)
+                .ok()
+                .and_then(|h| h.signed.owner().ok())
+            {
                 owner = Some(id);
                 break;
             }

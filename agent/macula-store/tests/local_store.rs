@@ -47,6 +47,7 @@ fn put_get_verify_quota_delete_gc() {
     assert_eq!(store.put(&shard_bytes).unwrap(), PutOutcome::Stored);
     assert_eq!(store.put(&shard_bytes).unwrap(), PutOutcome::AlreadyPresent);
     assert_eq!(store.get(&id, 0).unwrap(), shard_bytes);
+    assert_eq!(store.header(&id, 0).unwrap(), seg.shard(0).header);
     assert_eq!(store.used(), shard_bytes.len() as u64);
     assert!(matches!(
         store.get(&id, 1),

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use macula_core::{NodeId, NodeKey};
 use macula_store::codec::CodecId;
 use macula_store::crypto::AeadId;
-use macula_store::header::{SegmentId, ShardHeader};
+use macula_store::header::SegmentId;
 use macula_store::network::{Client, ClientError, InProcessNetwork, PutConfig};
 use macula_store::placement::NodeInfo;
 use macula_store::repair::{Event, RepairConfig, RepairPlanner};
+use macula_store::segment::Shard;
 use macula_store::store::LocalStore;
 
 struct Cluster {
@@ -293,9 +294,8 @@ async fn planner_restores_redundancy_after_a_node_dies() {
     }
     // Inventory reports come from the shard headers themselves (self-describing shards).
     for (seg, idx, node) in c.inventory() {
-        let bytes = c.net().store(&node).unwrap().get(&seg, idx).unwrap();
-        let (h, _) = ShardHeader::parse(&bytes).unwrap();
-        let shard_bytes = bytes.len() as u64;
+        let h = c.net().store(&node).unwrap().header(&seg, idx).unwrap();
+        let shard_bytes = Shard::total_len(&h) as u64;
         planner.handle(
             0,
             Event::ShardHeld {
