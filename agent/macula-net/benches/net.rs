@@ -248,7 +248,7 @@ fn hand_configured_pair(bed: &TwoPaths) -> (Vec<std::process::Child>, String) {
 
 async fn bench_throughput() {
     let bed = TwoPaths::new();
-    let (oa, ob) = overlay_pair(&bed).await;
+    let (oa, ob, _) = overlay_pair(&bed).await;
     let ours_addr = ob.address().to_string();
     let (mut kids, hand_addr) = hand_configured_pair(&bed);
     bed.a

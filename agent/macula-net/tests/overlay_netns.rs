@@ -22,10 +22,8 @@ fn ifname(tag: &str) -> String {
 
 fn peer(key: &NodeKey, endpoint: Option<&str>) -> PeerConfig {
     PeerConfig {
-        node_id: key.node_id(),
         endpoint: endpoint.map(|e| e.parse::<SocketAddr>().unwrap()),
-        keepalive_secs: 0,
-        relay_for: vec![],
+        ..PeerConfig::new(key.node_id())
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `[overlay]` section of `agent.toml`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use macula_core::NodeId;
@@ -57,6 +58,23 @@ pub struct PeerConfig {
     /// Hub routing: nodes reached through this peer (their /128s join its allowed IPs).
     #[serde(default)]
     pub relay_for: Vec<NodeId>,
+    /// Multipath: the endpoint to use while uplink `<name>` (`[[uplinks.links]] name`) is the
+    /// active one, e.g. `{ lte = "203.0.113.2:51820" }`. Uplinks not listed keep `endpoint`.
+    #[serde(default)]
+    pub uplink_endpoints: BTreeMap<String, SocketAddr>,
+}
+
+impl PeerConfig {
+    /// A peer with no endpoint, keepalive, relaying or per-uplink endpoints.
+    pub fn new(node_id: NodeId) -> Self {
+        Self {
+            node_id,
+            endpoint: None,
+            keepalive_secs: 0,
+            relay_for: Vec::new(),
+            uplink_endpoints: BTreeMap::new(),
+        }
+    }
 }
 
 /// An `[overlay]` section that cannot be used.

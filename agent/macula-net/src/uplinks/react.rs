@@ -9,7 +9,7 @@ use super::routing;
 use super::tracker::Action;
 use crate::cmd::{CmdError, Host};
 use crate::mptcp::{Endpoint, FLAG_SUBFLOW, Mptcp, MptcpError};
-use crate::overlay::{Overlay, OverlayError, WgKey};
+use crate::overlay::{Overlay, OverlayConfig, OverlayError, WgKey, peer_public_key};
 
 /// Failures while acting on a decision (the decision itself stands; the next one retries).
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,28 @@ pub enum ReactError {
 
 /// `[i]`: the (peer, endpoint) pairs to use while uplink `i` is active.
 pub type EndpointsByUplink = Vec<Vec<(WgKey, SocketAddr)>>;
+
+/// The per-uplink endpoint table from `[[overlay.peers]] uplink_endpoints`, indexed like
+/// `uplinks.links`.
+pub fn endpoints_from_config(
+    overlay: &OverlayConfig,
+    uplinks: &UplinksConfig,
+) -> EndpointsByUplink {
+    uplinks
+        .links
+        .iter()
+        .map(|l| {
+            overlay
+                .peers
+                .iter()
+                .filter_map(|p| {
+                    let ep = p.uplink_endpoints.get(&l.name).copied().or(p.endpoint)?;
+                    Some((peer_public_key(&p.node_id), ep))
+                })
+                .collect()
+        })
+        .collect()
+}
 
 /// What follows the uplinks.
 pub struct Reactor {
@@ -84,5 +106,43 @@ impl Reactor {
             Action::Activate { to: None, .. } | Action::Probe { .. } => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overlay::PeerConfig;
+    use macula_core::NodeKey;
+
+    #[test]
+    fn endpoints_follow_uplink_names() {
+        let (p1, p2) = (
+            NodeKey::from_seed([1; 32]).node_id(),
+            NodeKey::from_seed([2; 32]).node_id(),
+        );
+        let mut a = PeerConfig::new(p1);
+        a.endpoint = Some("198.51.100.2:51820".parse().unwrap());
+        a.uplink_endpoints
+            .insert("lte".into(), "203.0.113.2:51820".parse().unwrap());
+        let b = PeerConfig::new(p2); // no endpoint at all: never moved
+        let overlay = OverlayConfig {
+            peers: vec![a, b],
+            ..OverlayConfig::default()
+        };
+        let uplinks: UplinksConfig = toml::from_str(
+            "[[links]]\nname = \"eth\"\ninterface = \"eth1\"\nsource = \"198.51.100.1\"\nprobe = \"198.51.100.2:1\"\n\
+             [[links]]\nname = \"lte\"\ninterface = \"wwan0\"\nsource = \"203.0.113.1\"\nprobe = \"203.0.113.2:1\"\n",
+        )
+        .unwrap();
+        let t = endpoints_from_config(&overlay, &uplinks);
+        let k = peer_public_key(&p1);
+        assert_eq!(
+            t,
+            vec![
+                vec![(k, "198.51.100.2:51820".parse().unwrap())],
+                vec![(k, "203.0.113.2:51820".parse().unwrap())]
+            ]
+        );
     }
 }

@@ -1,7 +1,6 @@
 //! Shared scenarios for tests and the benchmark: two namespaces joined by two veth paths, an
 //! overlay across them, and the silent-path failover run.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,7 +9,7 @@ use macula_core::NodeKey;
 use macula_net::cmd::Host;
 use macula_net::overlay::{Overlay, OverlayConfig, PeerConfig};
 use macula_net::uplinks::monitor::{Monitor, Snapshot, open_responder};
-use macula_net::uplinks::react::Reactor;
+use macula_net::uplinks::react::{Reactor, endpoints_from_config};
 use macula_net::uplinks::tracker::Action;
 use macula_net::uplinks::{UplinksConfig, probe, routing};
 use tokio::sync::mpsc;
@@ -78,17 +77,26 @@ pub fn overlay_config(interface: String, peer: &NodeKey, endpoint: Option<&str>)
         interface,
         realm: Some(test_realm()),
         peers: vec![PeerConfig {
-            node_id: peer.node_id(),
             endpoint: endpoint.map(|e| e.parse().unwrap()),
-            keepalive_secs: 0,
-            relay_for: vec![],
+            ..PeerConfig::new(peer.node_id())
         }],
         ..OverlayConfig::default()
     }
 }
 
+/// A's overlay config: peer B at path 1, and B's per-uplink endpoints for failover.
+pub fn overlay_config_a(peer: &NodeKey) -> OverlayConfig {
+    let mut cfg = overlay_config(overlay_ifname("a"), peer, Some("198.51.100.2:51820"));
+    let p = &mut cfg.peers[0];
+    p.uplink_endpoints
+        .insert("path1".into(), "198.51.100.2:51820".parse().unwrap());
+    p.uplink_endpoints
+        .insert("path2".into(), "203.0.113.2:51820".parse().unwrap());
+    cfg
+}
+
 /// Overlay A↔B over path 1 (B learns A's endpoint by roaming).
-pub async fn overlay_pair(bed: &TwoPaths) -> (Overlay, Overlay) {
+pub async fn overlay_pair(bed: &TwoPaths) -> (Overlay, Overlay, OverlayConfig) {
     let (ka, kb) = (NodeKey::from_seed([1; 32]), NodeKey::from_seed([2; 32]));
     let ob = Overlay::start(
         Host::netns(&bed.b.name),
@@ -97,14 +105,11 @@ pub async fn overlay_pair(bed: &TwoPaths) -> (Overlay, Overlay) {
     )
     .await
     .unwrap();
-    let oa = Overlay::start(
-        Host::netns(&bed.a.name),
-        &overlay_config(overlay_ifname("a"), &kb, Some("198.51.100.2:51820")),
-        ka.signing_key(),
-    )
-    .await
-    .unwrap();
-    (oa, ob)
+    let cfg_a = overlay_config_a(&kb);
+    let oa = Overlay::start(Host::netns(&bed.a.name), &cfg_a, ka.signing_key())
+        .await
+        .unwrap();
+    (oa, ob, cfg_a)
 }
 
 /// What one failover run measured.
@@ -124,7 +129,7 @@ pub struct FailoverRun {
 /// Overlay + probes + reactor on A; continuous overlay ping A→B; path 1 blackholed at B's
 /// ingress after 1 s. Panics if no failover happens within 5 s.
 pub async fn failover(bed: &TwoPaths) -> FailoverRun {
-    let (oa, ob) = overlay_pair(bed).await;
+    let (oa, ob, cfg_a) = overlay_pair(bed).await;
     let responder = open_responder(&Host::netns(&bed.b.name), probe::DEFAULT_PORT).unwrap();
     let responder = tokio::spawn(probe::serve(responder));
     let cfg: UplinksConfig = toml::from_str(&format!(
@@ -151,18 +156,11 @@ pub async fn failover(bed: &TwoPaths) -> FailoverRun {
     cfg.validate().unwrap();
     let host_a = Host::netns(&bed.a.name);
     routing::apply_tables(&host_a, &cfg).await.unwrap();
-    let endpoints: [SocketAddr; 2] = [
-        "198.51.100.2:51820".parse().unwrap(),
-        "203.0.113.2:51820".parse().unwrap(),
-    ];
     let (tx, mut rx) = mpsc::unbounded_channel();
     let monitor = Monitor::spawn(&host_a, &cfg, tx).unwrap();
     let oa = Arc::new(oa);
-    let peer_b = ob.public_key();
-    let mut reactor = Reactor::new(host_a.clone(), cfg.clone()).with_overlay(
-        oa.clone(),
-        endpoints.iter().map(|ep| vec![(peer_b, *ep)]).collect(),
-    );
+    let mut reactor = Reactor::new(host_a.clone(), cfg.clone())
+        .with_overlay(oa.clone(), endpoints_from_config(&cfg_a, &cfg));
     let (switched_tx, mut switched) = mpsc::unbounded_channel();
     let glue = tokio::spawn(async move {
         while let Some(a) = rx.recv().await {
