@@ -1,0 +1,14 @@
+# macula-net make targets; the top-level Makefile includes this file.
+#   make bench-net   network-plane benchmark (root: namespaces, nft, wireguard-go, iperf3)
+#   make fuzz-net    every macula-net fuzz target for FUZZ_SECONDS (default 30) each
+
+.PHONY: bench-net fuzz-net
+
+bench-net: deps
+	$(CARGO) bench -p macula-net --bench net
+
+fuzz-net:
+	cd agent/macula-net/fuzz && for t in uapi_get probe_decode netlink_reply; do \
+	  RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(CURDIR)/target/fuzz $(CARGO) fuzz run $$t -- \
+	    -max_total_time=$${FUZZ_SECONDS:-30} || exit 1; \
+	done
