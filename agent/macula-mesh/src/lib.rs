@@ -7,6 +7,7 @@ pub mod frame;
 pub mod membership;
 pub mod node;
 pub mod proto;
+pub mod pubsub;
 pub mod realm;
 pub mod rpc;
 pub mod sig;

@@ -3,7 +3,7 @@
 //! [`EventQueue`] is the clock (a priority queue of timestamped events; ties broken by insertion
 //! order, so a seed always replays the same run). [`MembershipSim`] drives N [`Membership`] state
 //! machines over a simulated network with latency, loss, crashed nodes and partitions;
-//! [`DhtSim`] does the same for N [`Dht`] state machines.
+//! [`DhtSim`] and [`PubSubSim`] do the same for the DHT and pub/sub state machines.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -21,6 +21,7 @@ use crate::membership::{
     Capacity, Event, MemberId, MemberMeta, MemberTimer, Membership, MembershipConfig, Output,
     SignedMeta,
 };
+use crate::pubsub::{PubSub, PubSubMsg, PubSubOutput, PubSubTimer};
 use crate::realm::{RealmKey, Revocation, Role};
 
 /// A virtual-time event queue.
@@ -665,6 +666,151 @@ impl DhtSim {
                 DhtOutput::Done { lookup, result } => {
                     self.results.insert((i, lookup), result);
                 }
+            }
+        }
+    }
+}
+
+enum PsEv {
+    Msg {
+        to: usize,
+        from: usize,
+        msg: PubSubMsg,
+    },
+    Timer {
+        node: usize,
+        timer: PubSubTimer,
+    },
+}
+
+/// N pub/sub state machines that all know each other (as after SWIM convergence), on a
+/// simulated network with latency and loss.
+pub struct PubSubSim {
+    queue: EventQueue<PsEv>,
+    nodes: Vec<PubSub>,
+    ids: Vec<NodeId>,
+    index: HashMap<NodeId, usize>,
+    rng: StdRng,
+    pub net: NetParams,
+    /// Deliveries per node: (publisher, seq, hops).
+    pub delivered: Vec<Vec<(NodeId, u64, u32)>>,
+    /// Subscription acknowledgements per node.
+    pub acks: Vec<usize>,
+    /// Messages sent, by kind: publish, ihave, graft, prune, other.
+    pub sent: [u64; 5],
+}
+
+impl PubSubSim {
+    pub fn new(n: usize, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let ids: Vec<NodeId> = (0..n)
+            .map(|_| {
+                let mut b = [0u8; 32];
+                rng.fill_bytes(&mut b);
+                NodeKey::from_seed(b).node_id()
+            })
+            .collect();
+        let mut sim = Self {
+            queue: EventQueue::default(),
+            nodes: ids.iter().map(|id| PubSub::new(*id)).collect(),
+            index: ids.iter().enumerate().map(|(i, id)| (*id, i)).collect(),
+            ids,
+            rng,
+            net: NetParams::default(),
+            delivered: vec![Vec::new(); n],
+            acks: vec![0; n],
+            sent: [0; 5],
+        };
+        for i in 0..n {
+            for j in 0..n {
+                if i != j {
+                    let p = sim.ids[j];
+                    sim.nodes[i].peer_up(p);
+                }
+            }
+            sim.dispatch(i);
+        }
+        sim
+    }
+
+    pub fn id(&self, i: usize) -> NodeId {
+        self.ids[i]
+    }
+
+    pub fn now(&self) -> Duration {
+        self.queue.now()
+    }
+
+    pub fn subscribe(&mut self, i: usize, topic: &str) {
+        self.nodes[i].subscribe(topic).expect("valid topic");
+        self.dispatch(i);
+    }
+
+    pub fn publish(&mut self, i: usize, topic: &str, payload: Vec<u8>) -> u64 {
+        let seq = self.nodes[i]
+            .publish(topic, payload)
+            .expect("valid publication");
+        self.dispatch(i);
+        seq
+    }
+
+    pub fn run_until(&mut self, t: Duration) {
+        while let Some(ev) = self.queue.pop_until(t) {
+            match ev {
+                PsEv::Msg { to, from, msg } => {
+                    let from_id = self.ids[from];
+                    self.nodes[to].handle(from_id, msg);
+                    self.dispatch(to);
+                }
+                PsEv::Timer { node, timer } => {
+                    self.nodes[node].handle_timer(timer);
+                    self.dispatch(node);
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, i: usize) {
+        let outputs: Vec<PubSubOutput> = self.nodes[i].drain().collect();
+        for out in outputs {
+            match out {
+                PubSubOutput::Send { to, msg } => {
+                    let Some(&j) = self.index.get(&to) else {
+                        continue;
+                    };
+                    let kind = match msg {
+                        PubSubMsg::Publish { .. } => 0,
+                        PubSubMsg::IHave { .. } => 1,
+                        PubSubMsg::Graft { .. } => 2,
+                        PubSubMsg::Prune { .. } => 3,
+                        _ => 4,
+                    };
+                    self.sent[kind] += 1;
+                    if self.net.loss > 0.0 && self.rng.random_bool(self.net.loss) {
+                        continue;
+                    }
+                    let (lo, hi) = self.net.latency;
+                    let delay = if hi > lo {
+                        self.rng.random_range(lo..hi)
+                    } else {
+                        lo
+                    };
+                    self.queue.push(
+                        delay,
+                        PsEv::Msg {
+                            to: j,
+                            from: i,
+                            msg,
+                        },
+                    );
+                }
+                PubSubOutput::Schedule { after, timer } => {
+                    self.queue.push(after, PsEv::Timer { node: i, timer });
+                }
+                PubSubOutput::Deliver { msg, hops } => {
+                    self.delivered[i].push((msg.publisher, msg.seq, hops));
+                }
+                PubSubOutput::Subscribed { .. } => self.acks[i] += 1,
             }
         }
     }

@@ -1,0 +1,457 @@
+//! Realm-scoped publish/subscribe (sans-IO): acknowledged subscriptions and Plumtree epidemic
+//! broadcast (Leitão et al., 2007) among a topic's subscribers, with delivery de-duplicated by
+//! (publisher, sequence).
+//!
+//! * Subscribing sends `Subscribe` to every known peer; each answers `SubAck`. New peers get our
+//!   subscriptions when they come up. So every node knows every topic's subscribers.
+//! * A message travels by eager push along a spanning tree of the subscribers and by lazy push
+//!   (`IHave` announcements) along the remaining links. A duplicate eager copy prunes that link
+//!   to lazy; an announced message that does not arrive in time is fetched with `Graft`, which
+//!   also turns the link eager again. The tree thus forms and repairs itself.
+//! * Publishers need not subscribe: they push to a few subscribers, who take it from there.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+use macula_core::NodeId;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// Longest topic name.
+pub const MAX_TOPIC: usize = 128;
+/// Largest payload.
+pub const MAX_PAYLOAD: usize = 64 * 1024;
+/// Eager peers a node starts with per topic.
+pub const EAGER_FANOUT: usize = 4;
+/// Size of a node's partial view of a topic's subscribers (eager + lazy links).
+pub const VIEW: usize = 8;
+/// How long to wait for an announced message before grafting.
+pub const GRAFT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Messages remembered for de-duplication and grafts.
+pub const SEEN_CAPACITY: usize = 4096;
+
+/// A message identity: (publisher, per-publisher sequence number).
+pub type MsgId = (NodeId, u64);
+
+/// A publication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publication {
+    pub topic: String,
+    pub publisher: NodeId,
+    pub seq: u64,
+    pub payload: Vec<u8>,
+}
+
+/// Pub/sub protocol messages between two peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PubSubMsg {
+    Subscribe {
+        topic: String,
+    },
+    SubAck {
+        topic: String,
+    },
+    Unsubscribe {
+        topic: String,
+    },
+    /// Eager push of a publication (`hops` travelled so far).
+    Publish {
+        msg: Publication,
+        hops: u32,
+    },
+    /// Lazy push: "I have this one".
+    IHave {
+        topic: String,
+        id: MsgId,
+    },
+    /// "Send me this one, and push eagerly to me from now on".
+    Graft {
+        topic: String,
+        id: MsgId,
+    },
+    /// "I got this from someone else first: push lazily to me".
+    Prune {
+        topic: String,
+    },
+}
+
+/// Timers the driver must deliver back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PubSubTimer {
+    /// An announced message (`id`, announced by `from`) may still be missing.
+    Missing { id: MsgId, topic: String },
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PubSubOutput {
+    Send {
+        to: NodeId,
+        msg: PubSubMsg,
+    },
+    Schedule {
+        after: Duration,
+        timer: PubSubTimer,
+    },
+    /// Hand a publication to local subscribers (exactly once per (publisher, seq)).
+    Deliver {
+        msg: Publication,
+        hops: u32,
+    },
+    /// `peer` acknowledged our subscription to `topic`.
+    Subscribed {
+        topic: String,
+        peer: NodeId,
+    },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PubSubError {
+    #[error("topic names have 1 to {MAX_TOPIC} bytes")]
+    BadTopic,
+    #[error("payload of {0} bytes exceeds {MAX_PAYLOAD}")]
+    TooLarge(usize),
+}
+
+fn check_topic(t: &str) -> Result<(), PubSubError> {
+    if t.is_empty() || t.len() > MAX_TOPIC {
+        Err(PubSubError::BadTopic)
+    } else {
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Missing {
+    announcers: Vec<NodeId>,
+    tries: u8,
+}
+
+/// Grafts sent for one missing message before giving up.
+const GRAFT_TRIES: u8 = 4;
+
+#[derive(Debug, Default)]
+struct TopicState {
+    /// Peers subscribed to the topic.
+    subscribers: BTreeSet<NodeId>,
+    /// Subscribers offered to the view so far (reservoir sampling).
+    offered: u64,
+    /// The partial view: eager (tree) links and lazy (announcement) links.
+    eager: BTreeSet<NodeId>,
+    lazy: BTreeSet<NodeId>,
+}
+
+impl TopicState {
+    /// Forgets a subscriber; a gap in the view is filled from the other subscribers.
+    fn remove(&mut self, peer: &NodeId) {
+        self.subscribers.remove(peer);
+        let was_in_view = self.eager.remove(peer) | self.lazy.remove(peer);
+        if was_in_view {
+            if let Some(next) = self
+                .subscribers
+                .iter()
+                .find(|s| !self.eager.contains(s) && !self.lazy.contains(s))
+            {
+                self.lazy.insert(*next);
+            }
+        }
+    }
+}
+
+/// The pub/sub state machine of one node.
+pub struct PubSub {
+    me: NodeId,
+    seq: u64,
+    peers: BTreeSet<NodeId>,
+    local: BTreeSet<String>,
+    topics: HashMap<String, TopicState>,
+    /// Recently seen messages (kept for grafts), oldest first.
+    seen: VecDeque<MsgId>,
+    store: HashMap<MsgId, Publication>,
+    /// Announcements of messages not received yet.
+    missing: HashMap<MsgId, Missing>,
+    out: Vec<PubSubOutput>,
+    /// Random choices of the partial views.
+    rng: StdRng,
+}
+
+impl PubSub {
+    pub fn new(me: NodeId) -> Self {
+        Self {
+            me,
+            seq: 0,
+            peers: BTreeSet::new(),
+            local: BTreeSet::new(),
+            topics: HashMap::new(),
+            seen: VecDeque::new(),
+            store: HashMap::new(),
+            missing: HashMap::new(),
+            out: Vec::new(),
+            rng: StdRng::seed_from_u64(u64::from_le_bytes(
+                me.as_bytes()[..8].try_into().expect("8 bytes"),
+            )),
+        }
+    }
+
+    pub fn drain(&mut self) -> std::vec::Drain<'_, PubSubOutput> {
+        self.out.drain(..)
+    }
+
+    /// Topics this node subscribes to.
+    pub fn subscriptions(&self) -> impl Iterator<Item = &String> {
+        self.local.iter()
+    }
+
+    /// Known subscribers of `topic` (other nodes).
+    pub fn subscribers(&self, topic: &str) -> Vec<NodeId> {
+        self.topics
+            .get(topic)
+            .map(|t| t.subscribers.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// A peer became reachable: it learns our subscriptions.
+    pub fn peer_up(&mut self, peer: NodeId) {
+        if peer == self.me || !self.peers.insert(peer) {
+            return;
+        }
+        for topic in self.local.clone() {
+            self.send(peer, PubSubMsg::Subscribe { topic });
+        }
+    }
+
+    /// A peer is gone: forget its subscriptions and links.
+    pub fn peer_down(&mut self, peer: &NodeId) {
+        self.peers.remove(peer);
+        for t in self.topics.values_mut() {
+            t.remove(peer);
+        }
+    }
+
+    /// Subscribes; every known peer is told and acknowledges ([`PubSubOutput::Subscribed`]).
+    pub fn subscribe(&mut self, topic: &str) -> Result<(), PubSubError> {
+        check_topic(topic)?;
+        if self.local.insert(topic.to_string()) {
+            for p in self.peers.clone() {
+                self.send(
+                    p,
+                    PubSubMsg::Subscribe {
+                        topic: topic.to_string(),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub fn unsubscribe(&mut self, topic: &str) {
+        if self.local.remove(topic) {
+            for p in self.peers.clone() {
+                self.send(
+                    p,
+                    PubSubMsg::Unsubscribe {
+                        topic: topic.to_string(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Publishes `payload` on `topic`; returns its sequence number.
+    pub fn publish(&mut self, topic: &str, payload: Vec<u8>) -> Result<u64, PubSubError> {
+        check_topic(topic)?;
+        if payload.len() > MAX_PAYLOAD {
+            return Err(PubSubError::TooLarge(payload.len()));
+        }
+        self.seq += 1;
+        let msg = Publication {
+            topic: topic.to_string(),
+            publisher: self.me,
+            seq: self.seq,
+            payload,
+        };
+        self.accept(msg, None, 0);
+        Ok(self.seq)
+    }
+
+    /// Handles a message from the authenticated peer `from`.
+    pub fn handle(&mut self, from: NodeId, msg: PubSubMsg) {
+        match msg {
+            PubSubMsg::Subscribe { topic } => {
+                if check_topic(&topic).is_err() {
+                    return;
+                }
+                let t = self.topics.entry(topic.clone()).or_default();
+                if t.subscribers.insert(from) {
+                    t.offered += 1;
+                    if t.eager.len() < EAGER_FANOUT {
+                        t.eager.insert(from);
+                    } else if t.eager.len() + t.lazy.len() < VIEW {
+                        t.lazy.insert(from);
+                    } else if !t.lazy.is_empty()
+                        && self.rng.random_range(0..t.offered) < VIEW as u64
+                    {
+                        // Reservoir sampling: the view stays a uniform sample of subscribers.
+                        let out = self.rng.random_range(0..t.lazy.len());
+                        let out = *t.lazy.iter().nth(out).expect("in range");
+                        t.lazy.remove(&out);
+                        t.lazy.insert(from);
+                    }
+                }
+                self.send(from, PubSubMsg::SubAck { topic });
+            }
+            PubSubMsg::SubAck { topic } => {
+                if self.local.contains(&topic) {
+                    self.out
+                        .push(PubSubOutput::Subscribed { topic, peer: from });
+                }
+            }
+            PubSubMsg::Unsubscribe { topic } => {
+                if let Some(t) = self.topics.get_mut(&topic) {
+                    t.remove(&from);
+                }
+            }
+            PubSubMsg::Publish { msg, hops } => {
+                if check_topic(&msg.topic).is_err() || msg.payload.len() > MAX_PAYLOAD {
+                    return;
+                }
+                let id = (msg.publisher, msg.seq);
+                if self.store.contains_key(&id) {
+                    // Duplicate: the link need not be eager.
+                    let topic = msg.topic;
+                    if let Some(t) = self.topics.get_mut(&topic) {
+                        if t.eager.remove(&from) {
+                            t.lazy.insert(from);
+                        }
+                    }
+                    self.send(from, PubSubMsg::Prune { topic });
+                    return;
+                }
+                // The link it came over (if it is one of ours) is a tree link.
+                let t = self.topics.entry(msg.topic.clone()).or_default();
+                if t.lazy.remove(&from) {
+                    t.eager.insert(from);
+                }
+                self.accept(msg, Some(from), hops + 1);
+            }
+            PubSubMsg::IHave { topic, id } => {
+                if self.store.contains_key(&id) {
+                    return;
+                }
+                let first = !self.missing.contains_key(&id);
+                self.missing.entry(id).or_default().announcers.push(from);
+                if first {
+                    self.out.push(PubSubOutput::Schedule {
+                        after: GRAFT_TIMEOUT,
+                        timer: PubSubTimer::Missing { id, topic },
+                    });
+                }
+            }
+            PubSubMsg::Graft { topic, id } => {
+                let t = self.topics.entry(topic.clone()).or_default();
+                if t.subscribers.contains(&from) {
+                    t.lazy.remove(&from);
+                    t.eager.insert(from);
+                }
+                if let Some(msg) = self.store.get(&id).cloned() {
+                    self.send(from, PubSubMsg::Publish { msg, hops: 0 });
+                }
+            }
+            PubSubMsg::Prune { topic } => {
+                if let Some(t) = self.topics.get_mut(&topic) {
+                    if t.eager.remove(&from) {
+                        t.lazy.insert(from);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn handle_timer(&mut self, timer: PubSubTimer) {
+        let PubSubTimer::Missing { id, topic } = timer;
+        let Some(m) = self.missing.get_mut(&id) else {
+            return;
+        };
+        if m.announcers.is_empty() || m.tries >= GRAFT_TRIES {
+            self.missing.remove(&id);
+            return;
+        }
+        // Graft from the announcers in turn, until the message arrives or we give up.
+        let from = m.announcers[usize::from(m.tries) % m.announcers.len()];
+        m.tries += 1;
+        if let Some(t) = self.topics.get_mut(&topic) {
+            t.lazy.remove(&from);
+            t.eager.insert(from);
+        }
+        self.send(
+            from,
+            PubSubMsg::Graft {
+                topic: topic.clone(),
+                id,
+            },
+        );
+        self.out.push(PubSubOutput::Schedule {
+            after: GRAFT_TIMEOUT,
+            timer: PubSubTimer::Missing { id, topic },
+        });
+    }
+
+    fn accept(&mut self, msg: Publication, from: Option<NodeId>, hops: u32) {
+        let id = (msg.publisher, msg.seq);
+        self.missing.remove(&id);
+        self.remember(id, msg.clone());
+        if self.local.contains(&msg.topic) {
+            self.out.push(PubSubOutput::Deliver {
+                msg: msg.clone(),
+                hops,
+            });
+        }
+        let me = self.me;
+        let t = self.topics.entry(msg.topic.clone()).or_default();
+        let eager: Vec<NodeId> = t
+            .eager
+            .iter()
+            .copied()
+            .filter(|p| Some(*p) != from && *p != me)
+            .collect();
+        let lazy: Vec<NodeId> = t
+            .lazy
+            .iter()
+            .copied()
+            .filter(|p| Some(*p) != from && *p != me)
+            .collect();
+        for p in eager {
+            self.send(
+                p,
+                PubSubMsg::Publish {
+                    msg: msg.clone(),
+                    hops,
+                },
+            );
+        }
+        for p in lazy {
+            self.send(
+                p,
+                PubSubMsg::IHave {
+                    topic: msg.topic.clone(),
+                    id,
+                },
+            );
+        }
+    }
+
+    fn remember(&mut self, id: MsgId, msg: Publication) {
+        self.seen.push_back(id);
+        self.store.insert(id, msg);
+        while self.seen.len() > SEEN_CAPACITY {
+            if let Some(old) = self.seen.pop_front() {
+                self.store.remove(&old);
+            }
+        }
+    }
+
+    fn send(&mut self, to: NodeId, msg: PubSubMsg) {
+        self.out.push(PubSubOutput::Send { to, msg });
+    }
+}
