@@ -22,7 +22,7 @@ use crate::object::{Capability, Manifest, ObjectError};
 use crate::placement::{self, NodeInfo, PlacementError};
 use crate::repair::RepairAction;
 use crate::segment::{self, SegmentError, SegmentParams, Shard, Trust};
-use crate::store::{LocalStore, StoreError};
+use crate::store::{DeleteRequest, LocalStore, StoreError};
 use crate::tree;
 
 /// Why a transfer to or from one node failed.
@@ -58,6 +58,11 @@ pub trait StorageNetwork: Send + Sync {
         &self,
         requests: Vec<FetchRequest>,
     ) -> impl Future<Output = Vec<Result<Vec<u8>, TransferError>>> + Send;
+    /// Asks nodes to delete every shard of a segment (owner-signed); returns shards removed.
+    fn delete_segments(
+        &self,
+        requests: Vec<(NodeId, DeleteRequest)>,
+    ) -> impl Future<Output = Vec<Result<usize, TransferError>>> + Send;
 }
 
 /// In-process network of local stores, with nodes that can be taken down.
@@ -121,6 +126,20 @@ impl StorageNetwork for InProcessNetwork {
             })
             .collect()
     }
+
+    async fn delete_segments(
+        &self,
+        requests: Vec<(NodeId, DeleteRequest)>,
+    ) -> Vec<Result<usize, TransferError>> {
+        requests
+            .into_iter()
+            .map(|(node, req)| {
+                self.up_store(&node)?
+                    .delete(&req)
+                    .map_err(|e| TransferError::Rejected(e.to_string()))
+            })
+            .collect()
+    }
 }
 
 /// Parameters for new objects.
@@ -167,6 +186,14 @@ pub enum ClientError {
         stored: usize,
         needed: usize,
         last_error: TransferError,
+    },
+    #[error(
+        "delete incomplete: {removed} shards removed, but segment {segment}: {error}; retry when all nodes are up"
+    )]
+    DeleteIncomplete {
+        segment: SegmentId,
+        removed: usize,
+        error: TransferError,
     },
     #[error(transparent)]
     Segment(#[from] SegmentError),
@@ -486,6 +513,58 @@ impl<N: StorageNetwork> Client<N> {
                 segment: id,
                 have,
                 need: k,
+            }),
+        }
+    }
+
+    /// Deletes an object: every data segment, then the manifest, on every member. Each node
+    /// checks the request against the owner key in its shard headers, so only the owner can
+    /// delete. Returns how many shards were removed; nodes that refused or were unreachable are
+    /// reported as an error after all others were asked.
+    pub async fn delete(
+        &self,
+        members: &[NodeInfo],
+        cap: &Capability,
+    ) -> Result<usize, ClientError> {
+        let mut report = GetReport::default();
+        let n = usize::from(cap.k) + usize::from(cap.m);
+        let fetched = self
+            .collect(
+                members,
+                cap.object_id,
+                usize::from(cap.k),
+                n,
+                false,
+                &mut report,
+            )
+            .await?;
+        let manifest = Manifest::decode(&segment::decode_segment(
+            &fetched.desc,
+            fetched.shards,
+            &cap.key,
+        )?)?;
+        let mut removed = 0;
+        let mut failure = None;
+        for id in manifest
+            .segments
+            .iter()
+            .chain(std::iter::once(&cap.object_id))
+        {
+            let req = DeleteRequest::sign(*id, &self.owner);
+            let batch = members.iter().map(|m| (m.id, req.clone())).collect();
+            for r in self.net.delete_segments(batch).await {
+                match r {
+                    Ok(count) => removed += count,
+                    Err(e) => failure = Some((*id, e)),
+                }
+            }
+        }
+        match failure {
+            None => Ok(removed),
+            Some((segment, error)) => Err(ClientError::DeleteIncomplete {
+                segment,
+                removed,
+                error,
             }),
         }
     }

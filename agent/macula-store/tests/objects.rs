@@ -345,3 +345,45 @@ async fn planner_restores_redundancy_after_a_node_dies() {
         assert_eq!(&c.get(cap).await.unwrap().0, d);
     }
 }
+
+#[tokio::test]
+async fn only_the_owner_deletes_and_a_deleted_object_is_gone() {
+    let c = Cluster::new(7, small_segments());
+    let d = data(11, 200_000);
+    let cap = c.put(&d).await;
+    let before = c.inventory().len();
+    // Someone else holding the capability cannot delete.
+    let stranger = Client::new(
+        InProcessNetwork::default(),
+        NodeKey::from_seed([66; 32]),
+        small_segments(),
+    );
+    for n in &c.nodes {
+        stranger
+            .network()
+            .add_node(n.id, c.net().store(&n.id).unwrap());
+    }
+    let err = stranger.delete(&c.members(), &cap).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("not signed by the segment's owner"),
+        "{err}"
+    );
+    assert_eq!(c.inventory().len(), before);
+    assert_eq!(c.get(&cap).await.unwrap().0, d);
+    // The owner can.
+    assert_eq!(c.client.delete(&c.members(), &cap).await.unwrap(), before);
+    assert!(c.inventory().is_empty());
+    let err = c.get(&cap).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::NotEnoughShards {
+                have: 0,
+                need: 4,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
