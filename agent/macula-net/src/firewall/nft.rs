@@ -47,14 +47,19 @@ impl Nft {
             .map_err(rejected)
     }
 
-    /// The live `table inet macula`, or `None` when it does not exist.
+    /// The live `table inet macula`, or `None` when it does not exist (one `nft` run: the
+    /// "No such file or directory" answer means absent).
     pub async fn list_table(&self) -> Result<Option<String>, NftError> {
-        let tables = self.nft(&["list", "tables"], "").await?;
-        if !tables.lines().any(|l| l.trim() == format!("table {TABLE}")) {
-            return Ok(None);
-        }
         let (family, name) = TABLE.split_once(' ').expect("TABLE is `family name`");
-        Ok(Some(self.nft(&["list", "table", family, name], "").await?))
+        match self.nft(&["list", "table", family, name], "").await {
+            Ok(text) => Ok(Some(text)),
+            Err(CmdError::Failed { stderr, .. })
+                if stderr.starts_with("Error: No such file or directory") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Restores a table saved with [`Nft::list_table`] (`None`: the table did not exist) in one
