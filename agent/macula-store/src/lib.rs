@@ -8,6 +8,7 @@
 //! transfer goes through the [`network::StorageNetwork`] trait.
 
 pub mod codec;
+pub mod config;
 pub mod crypto;
 pub mod header;
 pub mod network;

@@ -1,0 +1,184 @@
+//! The `[storage]` section of `agent.toml`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{CodecId, DEFAULT_CODEC};
+use crate::crypto::AeadId;
+use crate::header::MAX_SHARDS;
+use crate::network::PutConfig;
+use crate::repair::RepairConfig;
+use crate::segment::MAX_SEGMENT_LEN;
+
+/// `[storage]`: where shards live, how much space they may use, how new objects are coded, the
+/// node's failure-domain labels and the repair throttle.
+///
+/// Defaults: disabled; shards in `/data/macula/shards`; quota 0 (store nothing until set); 4 + 2
+/// coding with 1 MiB segments and the measured default codec; site and power `"default"`; repair
+/// after 600 s down, 2 repairs at once, 32 MiB/s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub enabled: bool,
+    /// Directory on the data partition holding the shard store.
+    pub dir: PathBuf,
+    /// Bytes this node offers for shards (also its placement weight).
+    pub quota_bytes: u64,
+    /// Data shards per segment for new objects.
+    pub k: u16,
+    /// Parity shards per segment for new objects.
+    pub m: u16,
+    /// Plaintext bytes per segment (1 KiB ..= 16 MiB).
+    pub segment_bytes: u32,
+    /// `"rs-gf16-leopard"` or `"rs-gf8-matrix"`.
+    pub codec: String,
+    /// Failure-domain labels used by placement.
+    pub site: String,
+    pub power: String,
+    /// Seconds a node may be down before its shards are rebuilt elsewhere.
+    pub repair_grace_secs: u64,
+    pub repair_max_inflight: usize,
+    pub repair_bytes_per_sec: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let repair = RepairConfig::default();
+        Self {
+            enabled: false,
+            dir: PathBuf::from("/data/macula/shards"),
+            quota_bytes: 0,
+            k: 4,
+            m: 2,
+            segment_bytes: 1 << 20,
+            codec: DEFAULT_CODEC.name().into(),
+            site: "default".into(),
+            power: "default".into(),
+            repair_grace_secs: repair.grace_ms / 1000,
+            repair_max_inflight: repair.max_inflight,
+            repair_bytes_per_sec: repair.bytes_per_sec,
+        }
+    }
+}
+
+/// A `[storage]` section that cannot be used; each message names the key and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageConfigError {
+    #[error("storage.k = {k}, storage.m = {m}: need k >= 1, m >= 1 and k + m <= {MAX_SHARDS}")]
+    Geometry { k: u16, m: u16 },
+    #[error("storage.segment_bytes = {0}: must be between 1024 and {MAX_SEGMENT_LEN}")]
+    SegmentBytes(u32),
+    #[error("storage.codec = {0:?}: use \"rs-gf16-leopard\" or \"rs-gf8-matrix\"")]
+    Codec(String),
+    #[error("storage.repair_max_inflight and storage.repair_bytes_per_sec must be at least 1")]
+    Repair,
+}
+
+impl StorageConfig {
+    pub fn codec_id(&self) -> Result<CodecId, StorageConfigError> {
+        [CodecId::RsGf16Leopard, CodecId::RsGf8Matrix]
+            .into_iter()
+            .find(|c| c.name() == self.codec)
+            .ok_or_else(|| StorageConfigError::Codec(self.codec.clone()))
+    }
+
+    /// Checks the section and derives the put parameters (AEAD chosen by this CPU).
+    pub fn put_config(&self) -> Result<PutConfig, StorageConfigError> {
+        if self.k == 0 || self.m == 0 || usize::from(self.k) + usize::from(self.m) > MAX_SHARDS {
+            return Err(StorageConfigError::Geometry {
+                k: self.k,
+                m: self.m,
+            });
+        }
+        if !(1024..=MAX_SEGMENT_LEN).contains(&self.segment_bytes) {
+            return Err(StorageConfigError::SegmentBytes(self.segment_bytes));
+        }
+        Ok(PutConfig {
+            k: self.k,
+            m: self.m,
+            segment_len: self.segment_bytes,
+            codec: self.codec_id()?,
+            aead: AeadId::preferred(),
+        })
+    }
+
+    pub fn repair_config(&self) -> Result<RepairConfig, StorageConfigError> {
+        if self.repair_max_inflight == 0 || self.repair_bytes_per_sec == 0 {
+            return Err(StorageConfigError::Repair);
+        }
+        Ok(RepairConfig {
+            grace_ms: self.repair_grace_secs.saturating_mul(1000),
+            max_inflight: self.repair_max_inflight,
+            bytes_per_sec: self.repair_bytes_per_sec,
+            burst_bytes: self.repair_bytes_per_sec.saturating_mul(2),
+            ..RepairConfig::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Doc {
+        #[serde(default)]
+        storage: StorageConfig,
+    }
+
+    #[test]
+    fn defaults_parse_and_derive() {
+        let doc: Doc = macula_core::config::parse_str("", Path::new("agent.toml")).unwrap();
+        assert_eq!(doc.storage, StorageConfig::default());
+        let put = doc.storage.put_config().unwrap();
+        assert_eq!(
+            (put.k, put.m, put.segment_len, put.codec),
+            (4, 2, 1 << 20, DEFAULT_CODEC)
+        );
+        assert_eq!(doc.storage.repair_config().unwrap().grace_ms, 600_000);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let text = "[storage]\nenabled = true\nk = 10\nm = 4\ncodec = \"rs-gf8-matrix\"\nsite = \"attic\"\n";
+        let doc: Doc = macula_core::config::parse_str(text, Path::new("agent.toml")).unwrap();
+        assert_eq!(
+            doc.storage.put_config().unwrap().codec,
+            CodecId::RsGf8Matrix
+        );
+        assert_eq!(doc.storage.site, "attic");
+
+        let err =
+            macula_core::config::parse_str::<Doc>("[storage]\nkk = 3\n", Path::new("agent.toml"))
+                .unwrap_err();
+        assert!(err.to_string().contains("agent.toml:2"), "{err}");
+        let bad = StorageConfig {
+            k: 200,
+            m: 100,
+            ..StorageConfig::default()
+        };
+        assert!(
+            bad.put_config()
+                .unwrap_err()
+                .to_string()
+                .contains("storage.k = 200")
+        );
+        let bad = StorageConfig {
+            codec: "zfec".into(),
+            ..StorageConfig::default()
+        };
+        assert_eq!(
+            bad.put_config().unwrap_err(),
+            StorageConfigError::Codec("zfec".into())
+        );
+        let bad = StorageConfig {
+            segment_bytes: 16,
+            ..StorageConfig::default()
+        };
+        assert!(bad.put_config().is_err());
+    }
+}
