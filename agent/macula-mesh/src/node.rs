@@ -29,6 +29,7 @@ use crate::membership::{
     SignedMeta, UplinkAddr,
 };
 use crate::proto::{Datagram, close};
+use crate::pubsub::{PubSub, PubSubError, PubSubMsg, PubSubOutput, PubSubTimer, Publication};
 use crate::realm::{Admission, Revocation};
 use crate::rpc::{CANCEL_CODE, ErrorCode, Handler, MAX_RPC_FRAME, RpcError, RpcReply, RpcRequest};
 use crate::transport::{Endpoint, Peer, TransportError, TransportParams};
@@ -117,6 +118,35 @@ impl From<State> for PeerState {
     }
 }
 
+/// Publications on one topic, delivered once each.
+pub struct Subscription {
+    topic: String,
+    rx: broadcast::Receiver<Publication>,
+    /// Peers that acknowledged the subscription.
+    pub acked: usize,
+}
+
+impl Subscription {
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The next publication on the topic; `None` when the node stopped. A subscriber that
+    /// falls more than 1024 publications behind skips the oldest ones.
+    pub async fn recv(&mut self) -> Option<Publication> {
+        loop {
+            match self.rx.recv().await {
+                Ok(p) if p.topic == self.topic => return Some(p),
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(topic = %self.topic, "subscriber lagged, {n} publications skipped");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
 /// A change of a peer's state or metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerChanged {
@@ -124,7 +154,24 @@ pub struct PeerChanged {
 }
 
 enum Cmd {
-    Packet { from: NodeId, data: Vec<u8> },
+    Packet {
+        from: NodeId,
+        data: Vec<u8>,
+    },
+    PubSub {
+        from: NodeId,
+        msg: PubSubMsg,
+    },
+    Subscribe {
+        topic: String,
+        done: tokio::sync::oneshot::Sender<usize>,
+    },
+    Unsubscribe(String),
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+        done: tokio::sync::oneshot::Sender<Result<u64, PubSubError>>,
+    },
     Join(NodeId),
     Revoke(Revocation),
     Leave(tokio::sync::oneshot::Sender<()>),
@@ -141,6 +188,7 @@ struct Shared {
     cmd: mpsc::UnboundedSender<Cmd>,
     procedures: RwLock<HashMap<String, Handler>>,
     changes: broadcast::Sender<PeerChanged>,
+    publications: broadcast::Sender<Publication>,
     me: NodeId,
 }
 
@@ -212,6 +260,7 @@ impl MeshNode {
         );
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (changes, _) = broadcast::channel(256);
+        let (publications, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
             endpoint,
             conns: Mutex::default(),
@@ -221,6 +270,7 @@ impl MeshNode {
             cmd: cmd_tx,
             procedures: RwLock::default(),
             changes,
+            publications,
             me: key.node_id(),
         });
         let tasks = vec![
@@ -254,8 +304,48 @@ impl MeshNode {
     }
 
     /// Peer changes from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<PeerChanged> {
+    pub fn watch_peers(&self) -> broadcast::Receiver<PeerChanged> {
         self.shared.changes.subscribe()
+    }
+
+    /// Subscribes to `topic`. Resolves once every peer alive now acknowledged the subscription
+    /// (or after 3 s); [`Subscription::acked`] says how many did.
+    pub async fn subscribe(&self, topic: &str) -> Result<Subscription, PubSubError> {
+        if topic.is_empty() || topic.len() > crate::pubsub::MAX_TOPIC {
+            return Err(PubSubError::BadTopic);
+        }
+        let rx = self.shared.publications.subscribe();
+        let (done, acked) = tokio::sync::oneshot::channel();
+        let _ = self.shared.cmd.send(Cmd::Subscribe {
+            topic: topic.to_string(),
+            done,
+        });
+        let acked = tokio::time::timeout(Duration::from_secs(3), acked)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0);
+        Ok(Subscription {
+            topic: topic.to_string(),
+            rx,
+            acked,
+        })
+    }
+
+    pub fn unsubscribe(&self, topic: &str) {
+        let _ = self.shared.cmd.send(Cmd::Unsubscribe(topic.to_string()));
+    }
+
+    /// Publishes `payload` on `topic` to every subscriber in the realm; returns its sequence
+    /// number.
+    pub async fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<u64, PubSubError> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let _ = self.shared.cmd.send(Cmd::Publish {
+            topic: topic.to_string(),
+            payload,
+            done,
+        });
+        rx.await.unwrap_or(Err(PubSubError::BadTopic))
     }
 
     /// Serves procedure `name` (replacing an earlier handler of that name).
@@ -452,6 +542,24 @@ async fn read_connection(
                 }
                 Err(_) => break,
             },
+            u = conn.accept_uni() => match u {
+                Ok(mut recv) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        match crate::frame::read::<PubSubMsg>(&mut recv, MAX_PUBSUB_FRAME).await {
+                            Ok(Some(msg)) => {
+                                let _ = shared.cmd.send(Cmd::PubSub { from: id, msg });
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::warn!(peer = %id, "malformed pub/sub frame: {e}");
+                                let _ = recv.stop(VarInt::from_u32(close::PROTOCOL));
+                            }
+                        }
+                    });
+                }
+                Err(_) => break,
+            },
             d = conn.read_datagram() => match d {
                 Ok(bytes) => match wire::decode_with_limit::<Datagram>(&bytes, MAX_DATAGRAM) {
                     Ok(Datagram::Swim(data)) => {
@@ -611,30 +719,88 @@ fn send(shared: &Arc<Shared>, to: NodeId, data: Vec<u8>) {
     });
 }
 
+/// A timer of either state machine.
+enum DriverTimer {
+    Member(MemberTimer),
+    PubSub(PubSubTimer),
+}
+
+/// A pending `subscribe` call: peers whose acknowledgement is awaited.
+struct PendingSub {
+    waiting: HashSet<NodeId>,
+    acked: usize,
+    done: tokio::sync::oneshot::Sender<usize>,
+}
+
 async fn drive(shared: Arc<Shared>, mut m: Membership, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    let mut ps = PubSub::new(shared.me);
     let mut timers: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
-    let mut pending: HashMap<u64, MemberTimer> = HashMap::new();
+    let mut pending: HashMap<u64, DriverTimer> = HashMap::new();
+    let mut subs: HashMap<String, Vec<PendingSub>> = HashMap::new();
     let mut seq = 0u64;
     let mut leaving: Option<tokio::sync::oneshot::Sender<()>> = None;
     let mut dirty = false;
     let sync = tokio::time::sleep(PEER_SYNC);
     tokio::pin!(sync);
+    let mut schedule = |timers: &mut BinaryHeap<Reverse<(Instant, u64)>>,
+                        pending: &mut HashMap<u64, DriverTimer>,
+                        after: Duration,
+                        t: DriverTimer| {
+        seq += 1;
+        timers.push(Reverse((Instant::now() + after, seq)));
+        pending.insert(seq, t);
+    };
     loop {
+        // Membership outputs can change the peer set, which pub/sub must hear about first.
         let outputs: Vec<Output> = m.drain().collect();
         for out in outputs {
             match out {
                 Output::Send { to, data } => send(&shared, to, data),
                 Output::Schedule { after, timer } => {
-                    seq += 1;
-                    timers.push(Reverse((Instant::now() + after, seq)));
-                    pending.insert(seq, timer);
+                    schedule(&mut timers, &mut pending, after, DriverTimer::Member(timer));
                 }
                 Output::Event(ev) => {
+                    match &ev {
+                        Event::Up(id) => ps.peer_up(id.node),
+                        Event::Renamed { new, .. } => ps.peer_up(new.node),
+                        Event::Down(id) => ps.peer_down(&id.node),
+                        _ => {}
+                    }
                     apply_event(&shared, ev);
                     dirty = true;
                 }
             }
         }
+        let outputs: Vec<PubSubOutput> = ps.drain().collect();
+        for out in outputs {
+            match out {
+                PubSubOutput::Send { to, msg } => send_pubsub(&shared, to, msg),
+                PubSubOutput::Schedule { after, timer } => {
+                    schedule(&mut timers, &mut pending, after, DriverTimer::PubSub(timer));
+                }
+                PubSubOutput::Deliver { msg, .. } => {
+                    let _ = shared.publications.send(msg);
+                }
+                PubSubOutput::Subscribed { topic, peer } => {
+                    if let Some(list) = subs.get_mut(&topic) {
+                        for p in list.iter_mut() {
+                            if p.waiting.remove(&peer) {
+                                p.acked += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for list in subs.values_mut() {
+            let (done, open): (Vec<PendingSub>, Vec<PendingSub>) =
+                list.drain(..).partition(|p| p.waiting.is_empty());
+            *list = open;
+            for p in done {
+                let _ = p.done.send(p.acked);
+            }
+        }
+        subs.retain(|_, l| !l.is_empty());
         if dirty || sync.is_elapsed() {
             sync_peers(&shared, &m);
             dirty = false;
@@ -653,6 +819,21 @@ async fn drive(shared: Arc<Shared>, mut m: Membership, mut rx: mpsc::UnboundedRe
                     if let Err(e) = m.handle_packet(from, &data) {
                         tracing::debug!(peer = %from, "membership packet: {e}");
                     }
+                }
+                Some(Cmd::PubSub { from, msg }) => ps.handle(from, msg),
+                Some(Cmd::Subscribe { topic, done }) => {
+                    if ps.subscribe(&topic).is_ok() {
+                        let waiting: HashSet<NodeId> = m
+                            .members()
+                            .filter(|(_, s)| *s != State::Down)
+                            .map(|(id, _)| id.node)
+                            .collect();
+                        subs.entry(topic).or_default().push(PendingSub { waiting, acked: 0, done });
+                    }
+                }
+                Some(Cmd::Unsubscribe(topic)) => ps.unsubscribe(&topic),
+                Some(Cmd::Publish { topic, payload, done }) => {
+                    let _ = done.send(ps.publish(&topic, payload));
                 }
                 Some(Cmd::Join(peer)) => m.join(peer),
                 Some(Cmd::Revoke(r)) => {
@@ -679,14 +860,37 @@ async fn drive(shared: Arc<Shared>, mut m: Membership, mut rx: mpsc::UnboundedRe
                         break;
                     }
                     timers.pop();
-                    if let Some(t) = pending.remove(&id) {
-                        m.handle_timer(t);
+                    match pending.remove(&id) {
+                        Some(DriverTimer::Member(t)) => m.handle_timer(t),
+                        Some(DriverTimer::PubSub(t)) => ps.handle_timer(t),
+                        None => {}
                     }
                 }
             }
         }
     }
 }
+
+/// Sends a pub/sub message on its own unidirectional stream.
+fn send_pubsub(shared: &Arc<Shared>, to: NodeId, msg: PubSubMsg) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let Ok(conn) = connection(&shared, to).await else {
+            return;
+        };
+        if let Ok(mut s) = conn.open_uni().await {
+            if crate::frame::write(&mut s, &msg, MAX_PUBSUB_FRAME)
+                .await
+                .is_ok()
+            {
+                let _ = s.finish();
+            }
+        }
+    });
+}
+
+/// Largest pub/sub frame (a publication of the largest payload plus headers).
+const MAX_PUBSUB_FRAME: usize = crate::pubsub::MAX_PAYLOAD + 1024;
 
 /// Side effects of membership events on the shell.
 fn apply_event(shared: &Arc<Shared>, ev: Event) {

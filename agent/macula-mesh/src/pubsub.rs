@@ -81,6 +81,12 @@ pub enum PubSubMsg {
 pub enum PubSubTimer {
     /// An announced message (`id`, announced by `from`) may still be missing.
     Missing { id: MsgId, topic: String },
+    /// `peer` may not have acknowledged our subscription to `topic` yet.
+    Resubscribe {
+        peer: NodeId,
+        topic: String,
+        tries: u8,
+    },
 }
 
 /// What the driver must do.
@@ -128,6 +134,10 @@ struct Missing {
     tries: u8,
 }
 
+/// Interval between resends of an unacknowledged subscription, and how many sends at most.
+pub const SUBSCRIBE_RETRY: Duration = Duration::from_secs(1);
+const SUBSCRIBE_TRIES: u8 = 5;
+
 /// Grafts sent for one missing message before giving up.
 const GRAFT_TRIES: u8 = 4;
 
@@ -165,6 +175,8 @@ pub struct PubSub {
     seq: u64,
     peers: BTreeSet<NodeId>,
     local: BTreeSet<String>,
+    /// (topic, peer) pairs that acknowledged our subscription.
+    acked: std::collections::HashSet<(String, NodeId)>,
     topics: HashMap<String, TopicState>,
     /// Recently seen messages (kept for grafts), oldest first.
     seen: VecDeque<MsgId>,
@@ -183,6 +195,7 @@ impl PubSub {
             seq: 0,
             peers: BTreeSet::new(),
             local: BTreeSet::new(),
+            acked: Default::default(),
             topics: HashMap::new(),
             seen: VecDeque::new(),
             store: HashMap::new(),
@@ -217,13 +230,28 @@ impl PubSub {
             return;
         }
         for topic in self.local.clone() {
-            self.send(peer, PubSubMsg::Subscribe { topic });
+            self.offer_subscription(peer, topic, 0);
         }
+    }
+
+    /// Sends `Subscribe` and arranges a resend until the peer acknowledges.
+    fn offer_subscription(&mut self, peer: NodeId, topic: String, tries: u8) {
+        self.send(
+            peer,
+            PubSubMsg::Subscribe {
+                topic: topic.clone(),
+            },
+        );
+        self.out.push(PubSubOutput::Schedule {
+            after: SUBSCRIBE_RETRY,
+            timer: PubSubTimer::Resubscribe { peer, topic, tries },
+        });
     }
 
     /// A peer is gone: forget its subscriptions and links.
     pub fn peer_down(&mut self, peer: &NodeId) {
         self.peers.remove(peer);
+        self.acked.retain(|(_, p)| p != peer);
         for t in self.topics.values_mut() {
             t.remove(peer);
         }
@@ -233,13 +261,9 @@ impl PubSub {
     pub fn subscribe(&mut self, topic: &str) -> Result<(), PubSubError> {
         check_topic(topic)?;
         if self.local.insert(topic.to_string()) {
+            self.acked.retain(|(t, _)| t != topic);
             for p in self.peers.clone() {
-                self.send(
-                    p,
-                    PubSubMsg::Subscribe {
-                        topic: topic.to_string(),
-                    },
-                );
+                self.offer_subscription(p, topic.to_string(), 0);
             }
         }
         Ok(())
@@ -302,7 +326,7 @@ impl PubSub {
                 self.send(from, PubSubMsg::SubAck { topic });
             }
             PubSubMsg::SubAck { topic } => {
-                if self.local.contains(&topic) {
+                if self.local.contains(&topic) && self.acked.insert((topic.clone(), from)) {
                     self.out
                         .push(PubSubOutput::Subscribed { topic, peer: from });
                 }
@@ -369,7 +393,19 @@ impl PubSub {
     }
 
     pub fn handle_timer(&mut self, timer: PubSubTimer) {
-        let PubSubTimer::Missing { id, topic } = timer;
+        let (id, topic) = match timer {
+            PubSubTimer::Missing { id, topic } => (id, topic),
+            PubSubTimer::Resubscribe { peer, topic, tries } => {
+                if self.local.contains(&topic)
+                    && self.peers.contains(&peer)
+                    && !self.acked.contains(&(topic.clone(), peer))
+                    && tries + 1 < SUBSCRIBE_TRIES
+                {
+                    self.offer_subscription(peer, topic, tries + 1);
+                }
+                return;
+            }
+        };
         let Some(m) = self.missing.get_mut(&id) else {
             return;
         };

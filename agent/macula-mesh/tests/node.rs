@@ -58,7 +58,7 @@ async fn five_nodes_form_a_realm_and_detect_a_crash_and_a_leave() {
     let edges: Vec<MeshNode> = (2..=5)
         .map(|i| start(&realm, i, &format!("edge-{i}"), vec![contact.clone()]))
         .collect();
-    let mut changes = hub.subscribe();
+    let mut changes = hub.watch_peers();
 
     let all_alive = |n: &MeshNode| {
         let p = n.peers();
@@ -147,5 +147,69 @@ async fn revocation_cuts_a_member_off() {
     assert!(down(&hub) && down(&a));
     b.abort().await;
     a.shutdown().await;
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_delivers_every_publication_exactly_once_to_every_subscriber() {
+    let realm = RealmKey::from_seed([9; 32]);
+    let hub = start(&realm, 1, "hub", vec![]);
+    let contact = Bootstrap {
+        node: Some(hub.id()),
+        addr: hub.local_addr(),
+    };
+    let edges: Vec<MeshNode> = (2..=5)
+        .map(|i| start(&realm, i, &format!("edge-{i}"), vec![contact.clone()]))
+        .collect();
+    let all_alive = |n: &MeshNode| {
+        n.peers()
+            .iter()
+            .filter(|p| p.state == PeerState::Alive)
+            .count()
+            == 4
+    };
+    wait_for("the realm to form", 20, || {
+        all_alive(&hub) && edges.iter().all(all_alive)
+    })
+    .await;
+
+    let mut subs = Vec::new();
+    for n in [&hub, &edges[0], &edges[1]] {
+        let s = n.subscribe("realm/test").await.unwrap();
+        assert_eq!(s.acked, 4, "every peer acknowledged the subscription");
+        subs.push(s);
+    }
+    // A non-subscriber and a subscriber publish.
+    let mut expected = std::collections::BTreeSet::new();
+    for i in 0..20u8 {
+        let seq = edges[3].publish("realm/test", vec![i]).await.unwrap();
+        expected.insert((edges[3].id(), seq));
+        let seq = edges[0].publish("realm/test", vec![100 + i]).await.unwrap();
+        expected.insert((edges[0].id(), seq));
+    }
+    for s in &mut subs {
+        let mut got = std::collections::BTreeSet::new();
+        while got.len() < expected.len() {
+            let p = tokio::time::timeout(Duration::from_secs(10), s.recv())
+                .await
+                .expect("publication arrived")
+                .unwrap();
+            assert!(
+                got.insert((p.publisher, p.seq)),
+                "duplicate delivery of {:?}",
+                (p.publisher, p.seq)
+            );
+        }
+        assert_eq!(got, expected);
+        // Nothing more arrives (no duplicates later either).
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), s.recv())
+                .await
+                .is_err()
+        );
+    }
+    for n in edges {
+        n.shutdown().await;
+    }
     hub.shutdown().await;
 }
