@@ -133,7 +133,8 @@ for d in bin sbin lib; do ln -sfn "usr/$d" "$R/$d"; done
 [ -d "$R/usr/lib64" ] && ln -sfn usr/lib64 "$R/lib64"
 rm -rf "$R"/usr/share/{doc,man,info,locale,lintian,bash-completion,zsh,bug,gdb,menu,pkgconfig} \
        "$R"/usr/include "$R"/etc/{init.d,default,logrotate.d,cron.*,systemd,apparmor.d,X11,kernel} \
-       "$R"/usr/lib/systemd "$R"/usr/lib/tmpfiles.d "$R"/usr/lib/sysusers.d "$R"/usr/lib/*-linux-gnu/tc "$R"/usr/lib/*-linux-gnu/gconv
+       "$R"/usr/lib/systemd "$R"/usr/lib/tmpfiles.d "$R"/usr/lib/sysusers.d "$R"/usr/lib/*-linux-gnu/tc "$R"/usr/lib/*-linux-gnu/gconv \
+       "$R"/usr/share/dbus-1/system-services/de.pengutronix.rauc.service
 # busybox applets for everything the packages do not provide
 BB=$R/usr/bin/busybox
 [ -x "$BB" ] || die "busybox-static did not install /usr/bin/busybox"

@@ -22,6 +22,8 @@ OS
 # Debian image). Buildroot's /etc/init.d/S* scripts for dbus are replaced by S10dbus.
 rm -f "$TARGET/etc/init.d/S01syslogd" "$TARGET/etc/init.d/S02klogd" "$TARGET/etc/init.d/S30dbus" \
       "$TARGET/etc/init.d/S40network"
+# busybox init supervises `rauc service`; a D-Bus activated second instance would race it
+rm -f "$TARGET/usr/share/dbus-1/system-services/de.pengutronix.rauc.service"
 mkdir -p "$TARGET/data" "$TARGET/esp"
 # Slot kernel and initramfs-less boot: Buildroot kernels have virtio/ext4 built in.
 if [ -f "$BOARDDIR/post-build.sh" ]; then
