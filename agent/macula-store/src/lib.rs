@@ -16,5 +16,6 @@ pub mod object;
 pub mod placement;
 pub mod repair;
 pub mod segment;
+pub mod service;
 pub mod store;
 pub mod tree;

@@ -8,7 +8,8 @@
 //! Rules:
 //! - a shard counts as lost when its holder has been down longer than `grace_ms` (a reboot is not
 //!   a loss), when its holder left the membership, or when an audit or read found it missing or
-//!   corrupt;
+//!   corrupt; an index nobody has reported counts as lost only `grace_ms` after the segment was
+//!   first reported (inventory reports arrive piecemeal);
 //! - segments with the fewest remaining shards are repaired first;
 //! - at most `max_inflight` repairs run at once and repair writes are limited by a token bucket
 //!   (`bytes_per_sec`, `burst_bytes`), so repair never starves foreground traffic;
@@ -119,6 +120,10 @@ struct SegState {
     holders: BTreeMap<u16, NodeId>,
     inflight: bool,
     retry_at: u64,
+    /// When the segment was first reported. Indices nobody reported count as lost only from
+    /// `first_seen + grace_ms` on, so a partial inventory (reports still arriving after a start
+    /// or a partition) does not trigger repairs.
+    first_seen: u64,
 }
 
 /// The repair planner.
@@ -179,6 +184,7 @@ impl RepairPlanner {
                     holders: BTreeMap::new(),
                     inflight: false,
                     retry_at: 0,
+                    first_seen: now,
                 });
                 if usize::from(index) < usize::from(s.k) + usize::from(s.m) {
                     s.holders.insert(index, node);
@@ -241,8 +247,12 @@ impl RepairPlanner {
     /// Indices of `s` that are lost at `now`.
     fn missing(&self, s: &SegState, now: u64) -> Vec<u16> {
         let n = s.k + s.m;
+        let settled = now.saturating_sub(s.first_seen) >= self.cfg.grace_ms;
         (0..n)
-            .filter(|i| s.holders.get(i).is_none_or(|h| !self.counts(h, now)))
+            .filter(|i| match s.holders.get(i) {
+                Some(h) => !self.counts(h, now),
+                None => settled,
+            })
             .collect()
     }
 
@@ -335,6 +345,7 @@ impl RepairPlanner {
         }
         for s in self.segments.values() {
             consider(s.retry_at);
+            consider(s.first_seen + self.cfg.grace_ms);
         }
         if self.tokens < self.cfg.burst_bytes && self.cfg.bytes_per_sec > 0 {
             let need = self.cfg.burst_bytes - self.tokens;

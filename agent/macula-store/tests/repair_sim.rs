@@ -271,3 +271,54 @@ fn more_than_m_losses_are_reported_unrecoverable() {
     assert!(out.trace.is_empty(), "no repair is possible");
     assert_eq!(out.unrecoverable_at_end, 5);
 }
+
+#[test]
+fn partial_inventory_waits_for_the_grace_time() {
+    let infos: Vec<NodeInfo> = (0..8u8)
+        .map(|i| NodeInfo {
+            id: NodeKey::from_seed([i + 1; 32]).node_id(),
+            capacity_bytes: 1 << 30,
+            free_bytes: 1 << 30,
+            site: "a".into(),
+            power: "p".into(),
+        })
+        .collect();
+    let mut planner = RepairPlanner::new(cfg(), 0);
+    for info in &infos {
+        planner.handle(0, Event::NodeUp(info.clone()));
+    }
+    let seg = SegmentId([9; 32]);
+    // Only four of six holders have reported so far.
+    for i in 0..4u16 {
+        planner.handle(
+            1000,
+            Event::ShardHeld {
+                segment: seg,
+                index: i,
+                node: infos[usize::from(i)].id,
+                k: 4,
+                m: 2,
+                shard_bytes: SHARD,
+            },
+        );
+    }
+    assert_eq!(
+        planner.poll(1000 + 10 * MIN - 1),
+        None,
+        "reports may still be arriving"
+    );
+    assert_eq!(planner.next_wakeup(1000), Some(1000 + 10 * MIN));
+    let action = planner
+        .poll(1000 + 10 * MIN)
+        .expect("unreported indices count as lost after grace");
+    assert_eq!(
+        action.targets.iter().map(|t| t.0).collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+    assert!(
+        action
+            .targets
+            .iter()
+            .all(|(_, n)| !infos[..4].iter().any(|i| i.id == *n))
+    );
+}
