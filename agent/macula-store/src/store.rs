@@ -247,7 +247,6 @@ impl LocalStore {
             return Err(StoreError::Deleted(seg));
         }
         let path = self.shard_path(&seg, index);
-        let mut old_len = 0;
         if path.exists() {
             match self.get(&seg, index) {
                 Ok(_) => return Ok(PutOutcome::AlreadyPresent),
@@ -255,20 +254,9 @@ impl LocalStore {
                 Err(StoreError::Corrupt { .. }) | Err(StoreError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
-            old_len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         }
         let need = bytes.len() as u64;
-        {
-            let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-            let free = self.quota.saturating_sub(*used - old_len.min(*used));
-            if need > free {
-                return Err(StoreError::QuotaExceeded {
-                    need,
-                    free,
-                    quota: self.quota,
-                });
-            }
-        }
+        self.check_quota(*self.used.lock().unwrap_or_else(|e| e.into_inner()), need)?;
         let dir = path.parent().expect("shard path has a parent");
         if !dir.exists() {
             fs::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
@@ -288,11 +276,36 @@ impl LocalStore {
         f.write_all(bytes).map_err(io_err("cannot write", &tmp))?;
         f.sync_all().map_err(io_err("cannot fsync", &tmp))?;
         drop(f);
-        fs::rename(&tmp, &path).map_err(io_err("cannot rename into place", &path))?;
+        {
+            // Concurrent puts: the existence check, quota and rename happen under the lock, so
+            // the first complete copy wins and the space is counted once.
+            let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+            let outcome = if path.exists() {
+                Ok(PutOutcome::AlreadyPresent)
+            } else {
+                self.check_quota(*used, need).map(|()| PutOutcome::Stored)
+            };
+            if !matches!(outcome, Ok(PutOutcome::Stored)) {
+                let _ = fs::remove_file(&tmp);
+                return outcome;
+            }
+            fs::rename(&tmp, &path).map_err(io_err("cannot rename into place", &path))?;
+            *used += need;
+        }
         sync_dir(dir)?;
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        *used = *used - old_len.min(*used) + need;
         Ok(PutOutcome::Stored)
+    }
+
+    fn check_quota(&self, used: u64, need: u64) -> Result<(), StoreError> {
+        let free = self.quota.saturating_sub(used);
+        if need > free {
+            return Err(StoreError::QuotaExceeded {
+                need,
+                free,
+                quota: self.quota,
+            });
+        }
+        Ok(())
     }
 
     /// Removes a shard file that failed verification and accounts for its space.

@@ -256,3 +256,33 @@ fn sigkill_during_put_leaves_no_partial_shard() {
         "kills that interrupted a write (temporary file left behind): {partial_seen}/{rounds}"
     );
 }
+
+#[test]
+fn concurrent_puts_of_the_same_shards_store_each_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = NodeKey::from_seed([4; 32]);
+    let seg = segment(21, 100_000, &owner);
+    let shards: Vec<Vec<u8>> = (0..6).map(|i| seg.shard(i).to_bytes()).collect();
+    let total: u64 = shards.iter().map(|s| s.len() as u64).sum();
+    let store = std::sync::Arc::new(LocalStore::open(dir.path(), 1 << 30).unwrap());
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, shards) = (store.clone(), shards.clone());
+            std::thread::spawn(move || {
+                shards
+                    .iter()
+                    .map(|s| store.put(s).unwrap())
+                    .filter(|o| *o == PutOutcome::Stored)
+                    .count()
+            })
+        })
+        .collect();
+    let stored: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(stored, 6, "each shard stored exactly once");
+    assert_eq!(store.used(), total);
+    assert_eq!(store.list().unwrap().len(), 6);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
+}
