@@ -3,6 +3,7 @@
 #   make bundle     ARCH=...  [BUNDLE_VERSION=0.0.2]   -> build/image/$(ARCH)/update-$(BUNDLE_VERSION).raucb
 #   make qemu       ARCH=...  boot the image on this terminal (Ctrl-A X quits)
 #   make test-qemu  ARCH=...  QEMU boot + OTA tests (tests/qemu/test_image.py), buildroot/check.sh
+#   make test-wireguard ARCH=...  two guests on a QEMU socket link bring up kernel WireGuard
 # AGENT=auto (default: include maculad/maculactl when the crates exist), yes (required), no.
 # Host packages are installed on demand by image/deps.sh (root; adds bookworm-backports for QEMU).
 
@@ -32,7 +33,7 @@ else
 IMAGE_AGENT_ARGS := --no-agent
 endif
 
-.PHONY: image bundle qemu test-qemu image-deps image-keys image-agent check-buildroot
+.PHONY: image bundle qemu test-qemu test-wireguard image-deps image-keys image-agent check-buildroot
 
 image-deps:
 	@image/deps.sh $(ARCH)
@@ -78,3 +79,6 @@ check-buildroot:
 test-qemu: check-buildroot image
 	$(IMAGE_PY) tests/qemu/test_image.py --arch $(ARCH) --image-dir $(IMAGE_OUT) --keys $(IMAGE_KEYS) \
 	  $(if $(filter --no-agent,$(IMAGE_AGENT_ARGS)),,--agent-dir $(AGENT_DIR))
+
+test-wireguard: image
+	$(IMAGE_PY) tests/qemu/test_wireguard.py --arch $(ARCH) --image-dir $(IMAGE_OUT)

@@ -23,7 +23,7 @@ class GuestError(Exception):
 class Machine:
     """A disk (+ NVRAM) that survives reboots; `boot()` starts one QEMU process on it."""
 
-    def __init__(self, arch, image, workdir, extra_disks=()):
+    def __init__(self, arch, image, workdir, extra_disks=(), qemu_args=()):
         self.arch = arch
         self.workdir = workdir
         os.makedirs(workdir, exist_ok=True)
@@ -33,6 +33,7 @@ class Machine:
         if os.path.exists(self.vars):
             os.unlink(self.vars)  # image/qemu.sh starts from a fresh OVMF template
         self.extra_disks = list(extra_disks)
+        self.qemu_args = list(qemu_args)
         self.log_path = os.path.join(workdir, "console.log")
         open(self.log_path, "w").close()
         self.boots = 0
@@ -43,7 +44,7 @@ class Machine:
             argv += ["--vars", self.vars]
         for d in self.extra_disks:
             argv += ["--extra-disk", d]
-        return argv
+        return argv + self.qemu_args
 
     def boot(self):
         self.boots += 1
