@@ -5,7 +5,7 @@
 #   make test-store    the crate's tests only
 
 FUZZ_SECONDS ?= 60
-STORE_FUZZ_TARGETS := shard_header shard manifest_capability
+STORE_FUZZ_TARGETS := shard_header shard manifest_capability group_proof
 
 .PHONY: bench-store fuzz-store test-store
 

@@ -396,6 +396,18 @@ impl LocalStore {
         index: u16,
         group: usize,
     ) -> Result<Vec<u8>, StoreError> {
+        self.read_group_with_proof(seg, index, group)
+            .map(|(data, _)| data)
+    }
+
+    /// Like [`LocalStore::read_group`], plus the group's Merkle proof ([`tree::proof`]) so a
+    /// remote reader or auditor holding only the shard's root can check the group.
+    pub fn read_group_with_proof(
+        &self,
+        seg: &SegmentId,
+        index: u16,
+        group: usize,
+    ) -> Result<(Vec<u8>, Vec<[u8; 32]>), StoreError> {
         let path = self.shard_path(seg, index);
         let (mut f, header) = self.open_header(seg, index)?;
         let sl = header.desc().shard_len as usize;
@@ -425,7 +437,7 @@ impl LocalStore {
         {
             return Err(self.drop_corrupt(seg, index)?);
         }
-        Ok(data)
+        Ok((data, tree::proof(&outboard, sl, group)))
     }
 
     /// Deletes every local shard of a segment if the request is signed by the segment's owner,

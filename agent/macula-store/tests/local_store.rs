@@ -62,6 +62,17 @@ fn put_get_verify_quota_delete_gc() {
             store.read_group(&id, 0, g).unwrap(),
             &shard.data[g * GROUP_LEN..end]
         );
+        // With a proof, a reader holding only the root (from the signed header) checks the group.
+        let (data, proof) = store.read_group_with_proof(&id, 0, g).unwrap();
+        let root = shard.header.root();
+        assert!(macula_store::tree::verify_proof(
+            &root,
+            shard.data.len(),
+            g,
+            &data,
+            &proof
+        ));
+        assert!(!proof.is_empty());
     }
 
     // A tampered shard is never accepted.
