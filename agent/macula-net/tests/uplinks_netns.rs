@@ -8,8 +8,9 @@ use common::scenario::{TwoPaths, failover};
 use macula_net::cmd::Host;
 use macula_net::links;
 use macula_net::uplinks::monitor::{Monitor, open_responder};
+use macula_net::uplinks::react::Reactor;
 use macula_net::uplinks::tracker::Action;
-use macula_net::uplinks::{UplinksConfig, probe};
+use macula_net::uplinks::{UplinksConfig, probe, routing};
 use tokio::sync::mpsc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,12 +56,35 @@ async fn discovery_and_carrier_loss() {
     let responder = tokio::spawn(probe::serve(responder));
     let cfg: UplinksConfig = toml::from_str(&format!(
         "[[links]]\nname = \"p1\"\ninterface = \"{}\"\npriority = 10\nsource = \"198.51.100.1\"\nprobe = \"198.51.100.2:51821\"\n\
-         [[links]]\nname = \"p2\"\ninterface = \"{}\"\npriority = 5\nsource = \"203.0.113.1\"\nprobe = \"203.0.113.2:51821\"\n",
+         [[links]]\nname = \"p2\"\ninterface = \"{}\"\npriority = 5\nsource = \"203.0.113.1\"\ngateway = \"203.0.113.2\"\nprobe = \"203.0.113.2:51821\"\n",
         bed.a1, bed.a2
     ))
     .unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    routing::apply_tables(&host_a, &cfg).await.unwrap();
+    let (tx, mut raw) = mpsc::unbounded_channel();
     let monitor = Monitor::spawn(&host_a, &cfg, tx).unwrap();
+    // The reactor runs every action (routes, tables); the test sees them afterwards.
+    let (seen_tx, mut rx) = mpsc::unbounded_channel();
+    let mut reactor = Reactor::new(host_a.clone(), cfg.clone());
+    let glue = tokio::spawn(async move {
+        while let Some(a) = raw.recv().await {
+            reactor.handle(&a).await.unwrap();
+            let _ = seen_tx.send(a);
+        }
+    });
+    let table = |bed: &TwoPaths| {
+        String::from_utf8(
+            bed.a
+                .try_exec(&["ip", "route", "show", "table", "101"])
+                .stdout,
+        )
+        .unwrap()
+    };
+    assert!(
+        table(&bed).contains("default via 203.0.113.2"),
+        "{}",
+        table(&bed)
+    );
     assert_eq!(
         rx.recv().await.unwrap(),
         Action::Activate {
@@ -100,6 +124,12 @@ async fn discovery_and_carrier_loss() {
     .await
     .expect("uplink 2 did not come back");
     assert_eq!(back, Some(1));
+    assert!(
+        table(&bed).contains("default via 203.0.113.2"),
+        "per-uplink table restored after the flap: {}",
+        table(&bed)
+    );
     drop(monitor);
+    glue.abort();
     responder.abort();
 }

@@ -103,7 +103,10 @@ impl Reactor {
                     pm.sync(&owned, &want)?;
                 }
             }
-            Action::Activate { to: None, .. } | Action::Probe { .. } => {}
+            Action::Carrier { link, up: true } => {
+                routing::apply_link(&self.host, &self.cfg, *link).await?;
+            }
+            Action::Activate { to: None, .. } | Action::Carrier { .. } | Action::Probe { .. } => {}
         }
         Ok(())
     }

@@ -63,16 +63,26 @@ async fn ip(host: &Host, args: &[String]) -> Result<String, CmdError> {
     host.run("ip", &a, b"").await
 }
 
-/// Installs every uplink's table and rule.
+/// Installs uplink `i`'s table and rule. The kernel drops a table's routes through a link that
+/// goes down, so this runs again whenever the carrier returns.
+pub async fn apply_link(host: &Host, cfg: &UplinksConfig, i: usize) -> Result<(), CmdError> {
+    let (route, del, add) = table_commands(cfg, i);
+    ip(host, &route).await?;
+    // Absent on first install: "No such file or directory" is expected.
+    let _ = ip(host, &del).await;
+    ip(host, &add).await.map(|_| ())
+}
+
+/// Installs every uplink's table and rule; tries all and reports the first failure (a link
+/// without carrier cannot take its route yet — [`apply_link`] runs again when it comes up).
 pub async fn apply_tables(host: &Host, cfg: &UplinksConfig) -> Result<(), CmdError> {
+    let mut first = None;
     for i in 0..cfg.links.len() {
-        let (route, del, add) = table_commands(cfg, i);
-        ip(host, &route).await?;
-        // Absent on first install: "No such file or directory" is expected.
-        let _ = ip(host, &del).await;
-        ip(host, &add).await?;
+        if let Err(e) = apply_link(host, cfg, i).await {
+            first.get_or_insert(e);
+        }
     }
-    Ok(())
+    first.map_or(Ok(()), Err)
 }
 
 /// Points the main default route at uplink `i`.

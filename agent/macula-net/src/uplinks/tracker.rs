@@ -36,8 +36,10 @@ pub enum Action {
         from: Option<usize>,
         to: Option<usize>,
     },
-    /// The set of healthy uplinks changed (for redundant mode and MPTCP endpoints).
+    /// The set of healthy uplinks changed (for MPTCP endpoints).
     Healthy(Vec<usize>),
+    /// An uplink's carrier changed (reinstall its routing table when it returns).
+    Carrier { link: usize, up: bool },
 }
 
 /// The public view of one uplink.
@@ -220,6 +222,9 @@ impl Tracker {
         let Some(l) = self.links.get_mut(link) else {
             return out;
         };
+        if l.view.carrier != up {
+            out.push(Action::Carrier { link, up });
+        }
         l.view.carrier = up;
         if !up {
             l.view.healthy = false;
@@ -257,6 +262,7 @@ mod tests {
     fn carrier_loss_fails_over_immediately() {
         let mut t = Tracker::new(Timing::default(), &[10, 20], Duration::ZERO);
         let a = t.on_carrier(0, false);
+        assert_eq!(a[0], Action::Carrier { link: 0, up: false });
         assert!(a.contains(&Action::Activate {
             from: Some(0),
             to: Some(1)
