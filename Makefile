@@ -1,0 +1,49 @@
+# Macula OS — top-level entry points. See README.md.
+#   make test   install what is missing, then fmt check, clippy -D warnings, all tests
+#   make demo   the main job: build and run a live demo on private buses
+#   make bench  benchmarks (figures printed as ratios against same-run baselines)
+
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+# Debug info light and incremental off: faster cold builds on 2 cores (CI).
+export CARGO_INCREMENTAL ?= 0
+
+.PHONY: all build deps test lint unit demo bench completions clean-test
+
+all: build
+
+deps:
+	@tests/install-deps.sh
+
+build:
+	$(CARGO) build --workspace --bins
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Integration tests spawn the real binaries from the target dir, so build them first.
+unit: build
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+	  $(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+test: deps lint unit
+
+demo: deps build
+	@tests/demo.sh
+
+bench: deps
+	$(CARGO) bench -p maculad --bench agent
+
+# Shell completions and man page generated from the CLI definition.
+completions: build
+	@mkdir -p build/share
+	target/debug/maculactl completions bash > build/share/maculactl.bash
+	target/debug/maculactl completions zsh > build/share/_maculactl
+	target/debug/maculactl completions fish > build/share/maculactl.fish
+	target/debug/maculactl man > build/share/maculactl.1
+	@echo "written to build/share/"

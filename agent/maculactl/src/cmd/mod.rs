@@ -1,0 +1,43 @@
+//! One module per subsystem: `maculactl <subsystem> <verb>`.
+
+pub mod node;
+
+use zbus::zvariant::{OwnedValue, Value};
+
+/// Converts a D-Bus value from an `a{sv}` map to JSON (strings, numbers, booleans, arrays, maps).
+pub fn to_json(v: &OwnedValue) -> serde_json::Value {
+    value_to_json(v)
+}
+
+fn value_to_json(v: &Value<'_>) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::Bool(b) => J::Bool(*b),
+        Value::U8(n) => J::from(*n),
+        Value::U16(n) => J::from(*n),
+        Value::U32(n) => J::from(*n),
+        Value::U64(n) => J::from(*n),
+        Value::I16(n) => J::from(*n),
+        Value::I32(n) => J::from(*n),
+        Value::I64(n) => J::from(*n),
+        Value::F64(n) => J::from(*n),
+        Value::Str(s) => J::String(s.to_string()),
+        Value::ObjectPath(p) => J::String(p.to_string()),
+        Value::Signature(s) => J::String(s.to_string()),
+        Value::Value(inner) => value_to_json(inner),
+        Value::Array(a) => J::Array(a.iter().map(value_to_json).collect()),
+        Value::Dict(d) => J::Object(
+            d.iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Value::Str(s) => s.to_string(),
+                        other => value_to_json(other).to_string(),
+                    };
+                    (key, value_to_json(v))
+                })
+                .collect(),
+        ),
+        Value::Structure(s) => J::Array(s.fields().iter().map(value_to_json).collect()),
+        other => J::String(format!("{other:?}")),
+    }
+}

@@ -1,0 +1,90 @@
+//! `maculactl`: control the Macula OS agent over D-Bus. Exit codes: `docs/cli.md`.
+
+mod cmd;
+mod exit;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use macula_bus::{BUS_ENV, BusSpec};
+
+/// Control the Macula OS agent (maculad) over D-Bus.
+#[derive(Debug, Parser)]
+#[command(name = "maculactl", version, about, long_about = None)]
+pub struct Cli {
+    /// Bus the agent serves on: `system`, `session`, or a D-Bus address.
+    #[arg(long, global = true, env = BUS_ENV, default_value = "system",
+          value_parser = clap::value_parser!(BusSpec))]
+    bus: BusSpec,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the node's status (same as `node status`).
+    Status(cmd::node::StatusArgs),
+    /// The node itself: status, log level.
+    #[command(subcommand)]
+    Node(cmd::node::NodeCommand),
+    /// Print shell completions for bash, zsh, fish, elvish or powershell.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout.
+    Man,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "maculactl",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("maculactl: cannot write the man page: {e}");
+                    ExitCode::from(exit::FAILED)
+                }
+            };
+        }
+        _ => {}
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("maculactl: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    let bus = cli.bus.clone();
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let (code, message) = exit::classify(&e, &bus);
+            eprintln!("maculactl: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), exit::CliError> {
+    let conn = cli.bus.connect().await.map_err(exit::CliError::Connect)?;
+    match cli.command {
+        Command::Status(args) => cmd::node::status(&conn, &args).await,
+        Command::Node(c) => cmd::node::run(&conn, c).await,
+        Command::Completions { .. } | Command::Man => unreachable!("handled before connecting"),
+    }
+}

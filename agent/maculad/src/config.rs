@@ -1,0 +1,25 @@
+//! The top-level `agent.toml`: one field per section, each section owned by its crate.
+
+use std::path::Path;
+
+use macula_core::config::{self, ConfigError, LogSection, NodeSection};
+use serde::Deserialize;
+
+/// Everything in `agent.toml`. An empty file is valid: every key has a default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    pub node: NodeSection,
+    pub log: LogSection,
+}
+
+impl AgentConfig {
+    /// Loads `path`. When `path` is the default location and does not exist, every key takes its
+    /// default; a path given explicitly must exist.
+    pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
+        if !explicit && !path.exists() {
+            return Ok(Self::default());
+        }
+        config::load_file(path)
+    }
+}

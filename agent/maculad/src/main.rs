@@ -1,0 +1,195 @@
+//! `maculad`: the Macula OS agent. Wiring only — see `docs/ARCHITECTURE.md`.
+
+mod config;
+mod node;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use macula_bus::{BUS_ENV, BUS_NAME, BusSpec, OBJECT_PATH};
+use macula_core::config::{DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR, LogFormat};
+use macula_core::{NodeKey, VERSION};
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{Layer, reload};
+use zbus::fdo::{RequestNameFlags, RequestNameReply};
+
+use crate::config::AgentConfig;
+
+/// The Macula OS agent: node identity, mesh, storage and network plane, controlled over D-Bus.
+#[derive(Debug, Parser)]
+#[command(name = "maculad", version, about, long_about = None)]
+struct Args {
+    /// Config file. The default path may be absent (all defaults); an explicit one must exist.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory for the node identity and other state.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Bus to serve on: `system`, `session`, or a D-Bus address.
+    #[arg(long, env = BUS_ENV, default_value = "system", value_parser = clap::value_parser!(BusSpec))]
+    bus: BusSpec,
+    /// Log format (overrides `[log] format`).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    log_format: Option<FormatArg>,
+    /// Validate a config file, print the result, and exit 0 (valid) or 1 (invalid).
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(path) = &args.check_config {
+        return match AgentConfig::load(path, true) {
+            Ok(_) => {
+                println!("{}: OK", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let (config_path, explicit) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    let config = match AgentConfig::load(&config_path, explicit) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("maculad: invalid config: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let format = match args.log_format {
+        Some(FormatArg::Json) => LogFormat::Json,
+        Some(FormatArg::Text) => LogFormat::Text,
+        None => config.log.format,
+    };
+    let (filter, level_handle) = reload::Layer::new(node::level_filter(config.log.level));
+    let fmt_layer = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt_layer)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("maculad: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let glue = Arc::new(node::NodeGlue::new(level_handle, config.log.level));
+    match runtime.block_on(run(args, config, glue)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("maculad: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Result<()> {
+    let (key, created) = NodeKey::load_or_create(&args.state_dir)?;
+    let node_id = key.node_id();
+    if created {
+        tracing::info!(%node_id, state_dir = %args.state_dir.display(), "created a new node identity");
+    }
+    let started_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let info = macula_bus::node::NodeInfo {
+        node_id,
+        name: config.node.effective_name().to_string(),
+        role: config.node.role,
+        version: VERSION.to_owned(),
+        started_at,
+    };
+    let node_object = macula_bus::node::NodeObject::new(info.clone(), glue);
+
+    let connection = args
+        .bus
+        .builder()
+        .with_context(|| format!("invalid bus address `{}`", args.bus))?
+        .serve_at(OBJECT_PATH, node_object)?
+        .build()
+        .await
+        .with_context(|| {
+            format!(
+                "cannot connect to the {} bus; is dbus-daemon running?",
+                args.bus
+            )
+        })?;
+    // Never queue for or steal the name: a second agent on the same bus must fail.
+    let taken = || {
+        anyhow::anyhow!(
+            "another process already owns {BUS_NAME} on the {} bus; is maculad already running?",
+            args.bus
+        )
+    };
+    match connection
+        .request_name_with_flags(BUS_NAME, RequestNameFlags::DoNotQueue.into())
+        .await
+    {
+        Ok(RequestNameReply::PrimaryOwner) => {}
+        Ok(_) | Err(zbus::Error::NameTaken) => return Err(taken()),
+        Err(e) => {
+            return Err(anyhow::anyhow!(
+                "cannot own {BUS_NAME} on the {} bus: {e}; does the bus policy \
+                 (/etc/dbus-1/system.d/io.macula.Agent.conf) let this user own it?",
+                args.bus
+            ));
+        }
+    }
+    tracing::info!(
+        %node_id,
+        name = %info.name,
+        role = %info.role,
+        version = VERSION,
+        bus = %args.bus,
+        "maculad ready"
+    );
+
+    wait_for_shutdown().await?;
+    tracing::info!("shutting down");
+    // Give the name up first so clients see us gone at once, then close the connection.
+    let _ = connection.release_name(BUS_NAME).await;
+    drop(connection);
+    Ok(())
+}
+
+async fn wait_for_shutdown() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! Glue for `io.macula.Node1`: run-time log level control.
+
+use std::sync::Mutex;
+
+use macula_bus::node::NodeControl;
+use macula_core::config::LogLevel;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::{Registry, reload};
+
+pub type LevelHandle = reload::Handle<LevelFilter, Registry>;
+
+pub fn level_filter(level: LogLevel) -> LevelFilter {
+    match level {
+        LogLevel::Error => LevelFilter::ERROR,
+        LogLevel::Warn => LevelFilter::WARN,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Trace => LevelFilter::TRACE,
+    }
+}
+
+/// Changes the level of the running subscriber through its reload handle.
+pub struct NodeGlue {
+    handle: LevelHandle,
+    level: Mutex<LogLevel>,
+}
+
+impl NodeGlue {
+    pub fn new(handle: LevelHandle, level: LogLevel) -> Self {
+        Self {
+            handle,
+            level: Mutex::new(level),
+        }
+    }
+}
+
+impl NodeControl for NodeGlue {
+    fn log_level(&self) -> LogLevel {
+        *self.level.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_log_level(&self, level: LogLevel) -> Result<(), String> {
+        self.handle
+            .modify(|f| *f = level_filter(level))
+            .map_err(|e| format!("cannot change the log level: {e}"))?;
+        *self.level.lock().unwrap_or_else(|e| e.into_inner()) = level;
+        Ok(())
+    }
+}

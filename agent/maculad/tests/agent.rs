@@ -1,0 +1,275 @@
+//! The real daemon on a private bus, driven through maculactl and busctl.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use macula_testkit::{Agent, AgentOptions, DbusDaemon, maculactl, maculactl_as};
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn status_json(agent: &Agent) -> serde_json::Value {
+    let out = agent.ctl(&["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "status --json failed: {}",
+        stderr(&out)
+    );
+    serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
+}
+
+#[test]
+fn serves_node1_and_status() {
+    let bus = DbusDaemon::start();
+    let agent = Agent::spawn(
+        &bus,
+        AgentOptions {
+            config: Some("[node]\nname = \"hub-1\"\nrole = \"hub\"\n".into()),
+            ..Default::default()
+        },
+    );
+
+    let intro = bus.busctl(&["introspect", "io.macula.Agent", "/io/macula/Agent"]);
+    assert!(intro.status.success(), "{}", stderr(&intro));
+    let intro = stdout(&intro);
+    assert!(intro.contains("io.macula.Node1"), "{intro}");
+    assert!(intro.contains(".NodeId"), "{intro}");
+
+    let json = status_json(&agent);
+    let node_id = json["node_id"].as_str().expect("node_id");
+    assert_eq!(node_id.len(), 52);
+    assert_eq!(json["name"], "hub-1");
+    assert_eq!(json["role"], "hub");
+    assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(json["node_id_short"].as_str().unwrap(), &node_id[..8]);
+
+    let table = agent.ctl(&["status"]);
+    assert!(table.status.success());
+    let table = stdout(&table);
+    assert!(table.contains("Macula node hub-1"), "{table}");
+    assert!(table.contains(node_id), "{table}");
+
+    // The property as any D-Bus client sees it.
+    let prop = bus.busctl(&[
+        "get-property",
+        "io.macula.Agent",
+        "/io/macula/Agent",
+        "io.macula.Node1",
+        "NodeId",
+    ]);
+    assert_eq!(stdout(&prop).trim(), format!("s \"{node_id}\""));
+}
+
+#[test]
+fn identity_survives_restart_and_sigterm_is_clean() {
+    let bus = DbusDaemon::start();
+    let mut agent = Agent::spawn(&bus, AgentOptions::default());
+    let first = status_json(&agent)["node_id"].clone();
+    let key = agent.state_dir().join("node.key");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let (status, took) = agent.stop(Duration::from_secs(2));
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        agent.log()
+    );
+    assert!(took < Duration::from_secs(2), "stopping took {took:?}");
+    assert!(!bus.name_has_owner("io.macula.Agent"));
+
+    agent.start(&bus).unwrap();
+    assert_eq!(status_json(&agent)["node_id"], first);
+    assert!(agent.log().contains("created a new node identity"));
+    assert_eq!(
+        agent.log().matches("created a new node identity").count(),
+        1
+    );
+}
+
+#[test]
+fn corrupt_or_exposed_key_refuses_to_start() {
+    let bus = DbusDaemon::start();
+    let mut agent = Agent::spawn(&bus, AgentOptions::default());
+    agent.stop(Duration::from_secs(2));
+    let key = agent.state_dir().join("node.key");
+    let original = std::fs::read(&key).unwrap();
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = agent.start(&bus).unwrap_err();
+    assert!(
+        err.contains("readable or writable by group/others"),
+        "{err}"
+    );
+    assert!(err.contains("chmod 600"), "{err}");
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut damaged = original.clone();
+    let last = damaged.len() - 2;
+    damaged[last] = if damaged[last] == b'a' { b'b' } else { b'a' };
+    std::fs::write(&key, &damaged).unwrap();
+    let err = agent.start(&bus).unwrap_err();
+    assert!(err.contains("is corrupt"), "{err}");
+    // Never silently replaced.
+    assert_eq!(std::fs::read(&key).unwrap(), damaged);
+
+    std::fs::write(&key, &original).unwrap();
+    agent.start(&bus).unwrap();
+}
+
+#[test]
+fn bad_config_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, "[node]\nname = \"n1\"\nrole = \"core\"\n").unwrap();
+    let maculad = macula_testkit::bin("maculad");
+    let out = Command::new(&maculad)
+        .arg("--check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{}:3:8: key `node.role`", path.display())),
+        "{err}"
+    );
+    assert!(err.contains("unknown variant `core`"), "{err}");
+
+    std::fs::write(&path, "").unwrap();
+    let out = Command::new(&maculad)
+        .arg("--check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let sample = macula_testkit::repo_root().join("overlay/etc/macula/agent.toml");
+    let out = Command::new(&maculad)
+        .arg("--check-config")
+        .arg(&sample)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // The daemon itself refuses to start on a bad file.
+    let bus = DbusDaemon::start();
+    let out = Command::new(&maculad)
+        .args(["--bus", bus.address(), "--state-dir"])
+        .arg(dir.path().join("state"))
+        .arg("--config")
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("missing.toml"), "{}", stderr(&out));
+}
+
+#[test]
+fn policy_lets_anyone_read_but_only_root_change() {
+    let bus = DbusDaemon::start();
+    let agent = Agent::spawn(&bus, AgentOptions::default());
+
+    let out = maculactl_as("nobody", bus.address(), &["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "nobody may read status: {}",
+        stderr(&out)
+    );
+    let out = maculactl_as("nobody", bus.address(), &["node", "log-level"]);
+    assert!(
+        out.status.success(),
+        "nobody may read properties: {}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out).trim(), "info");
+
+    let out = maculactl_as("nobody", bus.address(), &["node", "log-level", "debug"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("permission denied"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = agent.ctl(&["node", "log-level", "debug"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(status_json(&agent)["log_level"], "debug");
+
+    // Invalid arguments get a named error (busctl bypasses the CLI's own check).
+    let out = bus.busctl(&[
+        "call",
+        "io.macula.Agent",
+        "/io/macula/Agent",
+        "io.macula.Node1",
+        "SetLogLevel",
+        "s",
+        "loud",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not a log level"), "{}", stderr(&out));
+}
+
+#[test]
+fn no_daemon_is_reported_plainly() {
+    let bus = DbusDaemon::start();
+    let out = maculactl(bus.address(), &["status"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("not running"), "{}", stderr(&out));
+
+    let out = maculactl("unix:path=/nonexistent/bus", &["status"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+}
+
+#[test]
+fn second_agent_on_same_bus_is_refused() {
+    let bus = DbusDaemon::start();
+    let _first = Agent::spawn(&bus, AgentOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(macula_testkit::bin("maculad"))
+        .args(["--bus", bus.address(), "--state-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("already running"), "{}", stderr(&out));
+}
+
+#[test]
+fn json_logs_are_json() {
+    let bus = DbusDaemon::start();
+    let agent = Agent::spawn(
+        &bus,
+        AgentOptions {
+            args: vec!["--log-format".into(), "json".into()],
+            ..Default::default()
+        },
+    );
+    let log = agent.log();
+    let ready = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every line is JSON"))
+        .find(|v| v["fields"]["message"] == "maculad ready")
+        .expect("a ready line");
+    assert_eq!(ready["level"], "INFO");
+    assert_eq!(ready["fields"]["node_id"].as_str().unwrap().len(), 52);
+}
+
+#[test]
+fn completions_and_man_page() {
+    let ctl = macula_testkit::bin("maculactl");
+    let out = Command::new(&ctl)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("maculactl"));
+    let out = Command::new(&ctl).arg("man").output().unwrap();
+    assert!(out.status.success());
+    assert!(stdout(&out).contains(".TH maculactl"));
+}
