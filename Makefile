@@ -9,7 +9,12 @@ export CARGO_TERM_COLOR ?= never
 # Debug info light and incremental off: faster cold builds on 2 cores (CI).
 export CARGO_INCREMENTAL ?= 0
 
-.PHONY: all build deps test lint unit demo bench completions clean-test
+.PHONY: all build deps test lint unit demo bench completions
+
+# Per-part targets (images, benchmarks, fuzzing) live next to their code.
+include image/image.mk
+include agent/macula-net/net.mk
+include agent/macula-store/store.mk
 
 all: build
 
