@@ -178,6 +178,19 @@ fn pipeline() {
             black_box(seg.shard(i).to_bytes());
         }
     });
+    // The same put with the other AEAD and codec choices, for boards without AES instructions
+    // (Pi 3/4 use ChaCha20-Poly1305) and for the GF(2^8) codec.
+    let variant = |aead: AeadId, codec: CodecId| {
+        let p = SegmentParams { aead, codec, ..p };
+        measure(|| {
+            let seg = encode_segment(black_box(&plain), &p, &key, &owner).unwrap();
+            for i in 0..6 {
+                black_box(seg.shard(i).to_bytes());
+            }
+        })
+    };
+    let put_chacha = variant(AeadId::ChaCha20Poly1305, codec);
+    let put_gf8 = variant(aead, CodecId::RsGf8Matrix);
     let seg = encode_segment(&plain, &p, &key, &owner).unwrap();
     let id = seg.segment_id();
     let wire: Vec<Vec<u8>> = (0..6).map(|i| seg.shard(i).to_bytes()).collect();
@@ -216,6 +229,11 @@ fn pipeline() {
     let put_t = row("put: encrypt + code + tree + sign + serialise", put);
     let get_t = row("get: verify 4 shards + decrypt", get0);
     row("get, 1 data shard lost: verify + decode + decrypt", get1);
+    row(
+        "put with chacha20-poly1305 (boards without AES)",
+        put_chacha,
+    );
+    row("put with rs-gf8-matrix", put_gf8);
     println!();
     let goal = 1024.0;
     for (name, t) in [("put", put_t), ("get", get_t)] {
