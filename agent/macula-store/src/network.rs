@@ -344,7 +344,7 @@ impl<N: StorageNetwork> Client<N> {
             let batch: Vec<(NodeId, Vec<u8>)> = pending
                 .iter()
                 .zip(&nodes)
-                .map(|(&i, node)| (*node, seg.shard(i).to_bytes()))
+                .map(|(&i, node)| (*node, seg.shard_bytes(i)))
                 .collect();
             let results = self.net.store_shards(batch).await;
             let mut still = Vec::new();
