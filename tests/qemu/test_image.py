@@ -15,6 +15,7 @@ Run: make test-qemu ARCH=x86_64|aarch64  (or: python3 tests/qemu/test_image.py -
 """
 import argparse
 import json
+import re
 import os
 import subprocess
 import sys
@@ -165,7 +166,8 @@ def mark_good(g, agent_updates):
             if env.good(slot):
                 return "agent"
             time.sleep(1)
-        raise GuestError(f"agent did not mark slot {slot} good within 60 s: {env}")
+        _, logs = g.sh("logread | grep -E 'maculad|rauc' | tail -25", check=False)
+        raise GuestError(f"agent did not mark slot {slot} good within 60 s: {env}\n--- logread ---\n{logs}")
     g.sh("rauc status mark-good")
     env = guest_env(g)
     check(env.good(slot), f"mark-good left {env}")
@@ -182,6 +184,8 @@ def install(g, bundle, agent_updates, expect_ok=True):
     took = round(time.monotonic() - t, 1)
     if expect_ok:
         check(rc == 0, f"`{cmd}` failed ({rc}):\n{out}")
+        if agent_updates:
+            check(re.search(r"^\s*\d+% \S", out, re.M), f"`{cmd}` showed no progress steps:\n{out}")
     else:
         check(rc != 0, f"`{cmd}` succeeded but must be refused:\n{out}")
     return out, took

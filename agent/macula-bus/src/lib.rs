@@ -7,6 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+pub mod update;
 pub mod node;
 
 /// Well-known bus name of the agent.

@@ -267,24 +267,51 @@ impl<N: StorageNetwork> Client<N> {
         input: &mut impl Read,
         len: u64,
     ) -> Result<Capability, ClientError> {
+        let mut stored = Vec::new();
+        match self.put_inner(members, input, len, &mut stored).await {
+            Ok(cap) => Ok(cap),
+            Err(e) => {
+                // A failed put leaves no orphans: delete what was stored (best effort; nodes that
+                // are unreachable now keep their shards until the owner deletes them).
+                if let ClientError::PutIncomplete { segment, .. } = &e {
+                    stored.push(*segment);
+                }
+                for id in stored {
+                    let req = DeleteRequest::sign(id, &self.owner);
+                    self.net
+                        .delete_segments(members.iter().map(|m| (m.id, req.clone())).collect())
+                        .await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn put_inner(
+        &self,
+        members: &[NodeInfo],
+        input: &mut impl Read,
+        len: u64,
+        stored: &mut Vec<SegmentId>,
+    ) -> Result<Capability, ClientError> {
         let cfg = &self.cfg;
         let count = Manifest::check_size(len, cfg.segment_len)?;
         let key = ObjectKey::generate();
-        let mut manifest = Manifest {
-            object_len: len,
-            segment_len: cfg.segment_len,
-            segments: Vec::with_capacity(count as usize),
-        };
         let mut buf = Vec::new();
         for i in 0..count {
-            let plain_len = manifest.segment_plain_len(i as usize) as usize;
+            let plain_len = Manifest::plain_len_of(len, cfg.segment_len, i as usize) as usize;
             buf.resize(plain_len, 0);
             input.read_exact(&mut buf).map_err(ClientError::Input)?;
             let id = self
                 .put_segment(members, &buf, SegmentKind::Data, i, count, &key)
                 .await?;
-            manifest.segments.push(id);
+            stored.push(id);
         }
+        let manifest = Manifest {
+            object_len: len,
+            segment_len: cfg.segment_len,
+            segments: stored.clone(),
+        };
         let object_id = self
             .put_segment(
                 members,

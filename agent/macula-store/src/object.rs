@@ -118,8 +118,13 @@ impl Manifest {
 
     /// Plaintext length of data segment `i`.
     pub fn segment_plain_len(&self, i: usize) -> u32 {
-        let start = i as u64 * u64::from(self.segment_len);
-        (self.object_len - start).min(u64::from(self.segment_len)) as u32
+        Self::plain_len_of(self.object_len, self.segment_len, i)
+    }
+
+    /// Plaintext length of data segment `i` of an object of `object_len` bytes.
+    pub fn plain_len_of(object_len: u64, segment_len: u32, i: usize) -> u32 {
+        let start = i as u64 * u64::from(segment_len);
+        (object_len - start).min(u64::from(segment_len)) as u32
     }
 }
 

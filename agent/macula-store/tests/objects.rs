@@ -387,3 +387,33 @@ async fn only_the_owner_deletes_and_a_deleted_object_is_gone() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn a_failed_put_leaves_no_shards_behind() {
+    let c = Cluster::new(6, small_segments());
+    // The input ends after two and a half segments although three were announced.
+    let d = data(3, 160 << 10);
+    let err = c
+        .client
+        .put(&c.members(), &mut &d[..], 192 << 10)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Input(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("reading the input failed"),
+        "{err}"
+    );
+    assert!(
+        c.inventory().is_empty(),
+        "segments stored before the failure were deleted"
+    );
+    // Too few nodes for k + m: refused before anything is stored.
+    let few: Vec<NodeInfo> = c.members().into_iter().take(5).collect();
+    let err = c
+        .client
+        .put(&few, &mut &d[..], d.len() as u64)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("have 5, need 6"), "{err}");
+    assert!(c.inventory().is_empty());
+}

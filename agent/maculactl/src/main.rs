@@ -27,6 +27,9 @@ enum Command {
     /// The node itself: status, log level.
     #[command(subcommand)]
     Node(cmd::node::NodeCommand),
+    /// A/B system updates: status, install a bundle, mark the running slot good.
+    #[command(subcommand)]
+    Update(cmd::update::UpdateCommand),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions {
         #[arg(value_enum)]
@@ -85,6 +88,7 @@ async fn run(cli: Cli) -> Result<(), exit::CliError> {
     match cli.command {
         Command::Status(args) => cmd::node::status(&conn, &args).await,
         Command::Node(c) => cmd::node::run(&conn, c).await,
+        Command::Update(c) => cmd::update::run(&conn, c).await,
         Command::Completions { .. } | Command::Man => unreachable!("handled before connecting"),
     }
 }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 pub struct AgentConfig {
     pub node: NodeSection,
     pub log: LogSection,
+    pub update: macula_update::UpdateSection,
 }
 
 impl AgentConfig {

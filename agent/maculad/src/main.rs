@@ -2,6 +2,7 @@
 
 mod config;
 mod node;
+mod update;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -114,6 +115,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Result<()> {
+    let started = std::time::Instant::now();
     let (key, created) = NodeKey::load_or_create(&args.state_dir)?;
     let node_id = key.node_id();
     if created {
@@ -131,12 +133,14 @@ async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Resu
         started_at,
     };
     let node_object = macula_bus::node::NodeObject::new(info.clone(), glue);
+    let update_glue = update::UpdateGlue::new(config.update.clone());
 
     let connection = args
         .bus
         .builder()
         .with_context(|| format!("invalid bus address `{}`", args.bus))?
         .serve_at(OBJECT_PATH, node_object)?
+        .serve_at(OBJECT_PATH, macula_bus::update::UpdateObject::new(update_glue.clone()))?
         .build()
         .await
         .with_context(|| {
@@ -174,6 +178,7 @@ async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Resu
         bus = %args.bus,
         "maculad ready"
     );
+    tokio::spawn(update::health_task(update_glue, args.state_dir.clone(), started));
 
     wait_for_shutdown().await?;
     tracing::info!("shutting down");

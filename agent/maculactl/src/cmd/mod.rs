@@ -1,5 +1,6 @@
 //! One module per subsystem: `maculactl <subsystem> <verb>`.
 
+pub mod update;
 pub mod node;
 
 use zbus::zvariant::{OwnedValue, Value};

@@ -1,0 +1,55 @@
+//! `io.macula.Overlay1`: the WireGuard overlay (read-only).
+
+use std::collections::HashMap;
+
+use zbus::zvariant::OwnedValue;
+
+use crate::Error;
+use crate::firewall::BoxFuture;
+
+/// D-Bus interface name.
+pub const INTERFACE: &str = "io.macula.Overlay1";
+
+/// What the overlay interface needs from the daemon.
+pub trait OverlayControl: Send + Sync + 'static {
+    /// `interface`, `address`, `public_key` (base64), `listen_port`, `mtu`, `peers`.
+    fn status(&self) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>>;
+    /// One map per peer: `public_key`, `address`, `endpoint`, `last_handshake_s` (unix, 0 =
+    /// never), `rx_bytes`, `tx_bytes`, `keepalive_s`, `allowed_ips`.
+    fn peers(&self) -> BoxFuture<'_, Result<Vec<HashMap<String, OwnedValue>>, Error>>;
+}
+
+/// The `io.macula.Overlay1` server object.
+pub struct OverlayObject {
+    control: Box<dyn OverlayControl>,
+}
+
+impl OverlayObject {
+    pub fn new(control: Box<dyn OverlayControl>) -> Self {
+        Self { control }
+    }
+}
+
+#[zbus::interface(name = "io.macula.Overlay1")]
+impl OverlayObject {
+    /// The overlay interface: name, own address and key, port, MTU, peer count.
+    async fn status(&self) -> Result<HashMap<String, OwnedValue>, Error> {
+        self.control.status().await
+    }
+
+    /// The peers with their live WireGuard state.
+    async fn peers(&self) -> Result<Vec<HashMap<String, OwnedValue>>, Error> {
+        self.control.peers().await
+    }
+}
+
+/// Client proxy for `io.macula.Overlay1`.
+#[zbus::proxy(
+    interface = "io.macula.Overlay1",
+    default_service = "io.macula.Agent",
+    default_path = "/io/macula/Agent"
+)]
+pub trait Overlay1 {
+    fn status(&self) -> zbus::Result<HashMap<String, OwnedValue>>;
+    fn peers(&self) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
+}

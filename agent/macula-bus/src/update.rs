@@ -1,0 +1,164 @@
+//! `io.macula.Update1`: A/B system updates — install a bundle, follow it, confirm the slot.
+//!
+//! `Install(path)` returns as soon as the installation has started; `Progress(percent, message)`
+//! signals follow and one `Completed(result, error)` (0 = success) ends it. `Status()` summarises
+//! the slots and the health check; `MarkGood()` confirms the running slot without waiting for the
+//! health check.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::OwnedValue;
+
+use crate::Error;
+
+/// D-Bus interface name.
+pub const INTERFACE: &str = "io.macula.Update1";
+
+/// A boxed future (the backend trait must stay object-safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where a running installation reports its steps.
+pub trait ProgressSink: Send + Sync + 'static {
+    fn progress(&self, percent: i32, message: String) -> BoxFuture<'_, ()>;
+}
+
+/// What the update interface needs from the daemon.
+pub trait UpdateControl: Send + Sync + 'static {
+    /// Summary: `booted`, `primary`, `operation`, `last_error`, `compatible`, `health`, `slots`
+    /// (array of `name bootname state boot-status version` strings).
+    fn status(&self) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>>;
+    /// Refuses an installation that cannot start: `path` is not a readable file
+    /// (`InvalidArgument`), the update service is missing (`Unavailable`) or busy (`Busy`).
+    fn check_install(&self, path: &str) -> BoxFuture<'_, Result<(), Error>>;
+    /// Installs the bundle at `path` (absolute), reporting steps to `progress`; resolves when the
+    /// installation has finished.
+    fn install(
+        &self,
+        path: String,
+        progress: Arc<dyn ProgressSink>,
+    ) -> BoxFuture<'static, Result<(), Error>>;
+    /// Marks the booted slot good now; returns the slot name.
+    fn mark_good(&self) -> BoxFuture<'_, Result<String, Error>>;
+}
+
+/// The `io.macula.Update1` server object.
+pub struct UpdateObject {
+    control: Arc<dyn UpdateControl>,
+    installing: Arc<AtomicBool>,
+}
+
+impl UpdateObject {
+    pub fn new(control: Arc<dyn UpdateControl>) -> Self {
+        Self {
+            control,
+            installing: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+struct SignalSink(SignalEmitter<'static>);
+
+impl ProgressSink for SignalSink {
+    fn progress(&self, percent: i32, message: String) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Err(e) = UpdateObject::progress(&self.0, percent, &message).await {
+                tracing::warn!(target: "macula::update", error = %e, "cannot emit Progress");
+            }
+        })
+    }
+}
+
+#[zbus::interface(name = "io.macula.Update1")]
+impl UpdateObject {
+    /// Slots, boot order, running operation and health check state.
+    async fn status(&self) -> Result<HashMap<String, OwnedValue>, Error> {
+        self.control.status().await
+    }
+
+    /// Starts installing the RAUC bundle at `path` (absolute path readable by the agent).
+    /// Returns once started; watch `Progress` and `Completed`.
+    async fn install(
+        &self,
+        path: String,
+        #[zbus(connection)] connection: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(), Error> {
+        if !path.starts_with('/') {
+            return Err(Error::InvalidArgument(format!(
+                "`{path}` is not an absolute path; give the bundle's full path"
+            )));
+        }
+        if self.installing.swap(true, Ordering::SeqCst) {
+            return Err(Error::Busy(
+                "an installation is already running; wait for its Completed signal".into(),
+            ));
+        }
+        if let Err(e) = self.control.check_install(&path).await {
+            self.installing.store(false, Ordering::SeqCst);
+            return Err(e);
+        }
+        let emitter = emitter.into_owned();
+        let sink = Arc::new(SignalSink(emitter.clone()));
+        let run = self.control.install(path.clone(), sink);
+        let installing = self.installing.clone();
+        tracing::info!(target: "macula::update", bundle = %path, "install requested over D-Bus");
+        connection
+            .executor()
+            .spawn(
+                async move {
+                    let (code, error) = match run.await {
+                        Ok(()) => (0, String::new()),
+                        Err(e) => (1, error_text(&e)),
+                    };
+                    installing.store(false, Ordering::SeqCst);
+                    if let Err(e) = UpdateObject::completed(&emitter, code, &error).await {
+                        tracing::warn!(target: "macula::update", error = %e, "cannot emit Completed");
+                    }
+                },
+                "macula-update-install",
+            )
+            .detach();
+        Ok(())
+    }
+
+    /// Marks the running slot good without waiting for the health check; returns the slot.
+    async fn mark_good(&self) -> Result<String, Error> {
+        self.control.mark_good().await
+    }
+
+    /// One step of the running installation.
+    #[zbus(signal)]
+    async fn progress(emitter: &SignalEmitter<'_>, percent: i32, message: &str)
+    -> zbus::Result<()>;
+
+    /// The installation finished: `result` 0 = installed (reboot to use it), else `error` says why.
+    #[zbus(signal)]
+    async fn completed(emitter: &SignalEmitter<'_>, result: i32, error: &str) -> zbus::Result<()>;
+}
+
+fn error_text(e: &Error) -> String {
+    use zbus::DBusError;
+    e.description()
+        .map_or_else(|| e.name().to_string(), str::to_owned)
+}
+
+/// Client proxy for `io.macula.Update1`.
+#[zbus::proxy(
+    interface = "io.macula.Update1",
+    default_service = "io.macula.Agent",
+    default_path = "/io/macula/Agent"
+)]
+pub trait Update1 {
+    fn status(&self) -> zbus::Result<HashMap<String, OwnedValue>>;
+    fn install(&self, path: &str) -> zbus::Result<()>;
+    fn mark_good(&self) -> zbus::Result<String>;
+    #[zbus(signal)]
+    fn progress(&self, percent: i32, message: String) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn completed(&self, result: i32, error: String) -> zbus::Result<()>;
+}

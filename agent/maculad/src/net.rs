@@ -1,0 +1,344 @@
+//! Glue for the network plane: builds the firewall, overlay and uplinks from `agent.toml` and
+//! implements `io.macula.{Firewall1,Overlay1,Uplinks1}` with them (`macula-net` does the work).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use macula_bus::Error;
+use macula_bus::firewall::{Applied, BoxFuture, FirewallControl, FirewallObject, owned};
+use macula_bus::overlay::{OverlayControl, OverlayObject};
+use macula_bus::uplinks::{UplinksControl, UplinksObject};
+use macula_core::NodeKey;
+use macula_net::cmd::Host;
+use macula_net::firewall::{Firewall, FirewallConfig, FirewallError, Nft};
+use macula_net::overlay::Overlay;
+use macula_net::uplinks::monitor::{Monitor, Snapshot, open_responder};
+use macula_net::uplinks::react::{Reactor, endpoints_from_config};
+use macula_net::uplinks::{UplinksConfig, probe, routing};
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+use zbus::zvariant::{OwnedValue, Value};
+
+use crate::config::AgentConfig;
+
+/// The running network plane.
+pub struct Net {
+    firewall: Option<Firewall>,
+    overlay: Option<Arc<Overlay>>,
+    uplinks: Option<(UplinksConfig, watch::Receiver<Snapshot>)>,
+    _monitor: Option<Monitor>,
+}
+
+/// Starts what `agent.toml` enables: the firewall (`[firewall] enabled`, applied without a
+/// confirm timer — the file is the confirmed state), the overlay, and uplink monitoring.
+pub async fn start(config: &AgentConfig, key: &NodeKey) -> Result<Net> {
+    let host = Host::local();
+    let firewall = if config.firewall.enabled {
+        let fw = Firewall::new(Nft::new(host.clone()));
+        fw.load(config.firewall.clone())
+            .await
+            .context("cannot apply the [firewall] section")?;
+        tracing::info!(target: "macula::firewall", "firewall applied (table inet macula)");
+        Some(fw)
+    } else {
+        None
+    };
+    let overlay = if config.overlay.enabled {
+        let ov = Overlay::start(host.clone(), &config.overlay, key.signing_key())
+            .await
+            .context("cannot start the [overlay]")?;
+        Some(Arc::new(ov))
+    } else {
+        None
+    };
+    let (uplinks, monitor) = if config.uplinks.enabled {
+        let cfg = config.uplinks.clone();
+        cfg.validate()?;
+        if let Err(e) = routing::apply_tables(&host, &cfg).await {
+            // A link without carrier takes its table when it comes up (the reactor reinstalls it).
+            tracing::warn!(target: "macula::uplinks", error = %e, "per-uplink routing table not installed yet");
+        }
+        if cfg.responder_port != 0 {
+            let sock = open_responder(&host, cfg.responder_port).with_context(|| {
+                format!(
+                    "cannot open the probe responder on UDP {}",
+                    cfg.responder_port
+                )
+            })?;
+            tokio::spawn(async move {
+                if let Err(e) = probe::serve(sock).await {
+                    tracing::error!(target: "macula::uplinks", error = %e, "probe responder stopped");
+                }
+            });
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let monitor = Monitor::spawn(&host, &cfg, tx).context("cannot start uplink probing")?;
+        let status = monitor.status.clone();
+        let mut reactor = Reactor::new(host.clone(), cfg.clone());
+        if let Some(ov) = &overlay {
+            reactor =
+                reactor.with_overlay(ov.clone(), endpoints_from_config(&config.overlay, &cfg));
+        }
+        tokio::spawn(async move {
+            while let Some(action) = rx.recv().await {
+                if let Err(e) = reactor.handle(&action).await {
+                    tracing::error!(target: "macula::uplinks", error = %e, ?action, "failover action failed");
+                }
+            }
+        });
+        (Some((cfg, status)), Some(monitor))
+    } else {
+        (None, None)
+    };
+    Ok(Net {
+        firewall,
+        overlay,
+        uplinks,
+        _monitor: monitor,
+    })
+}
+
+impl Net {
+    pub fn firewall_object(&self) -> FirewallObject {
+        FirewallObject::new(Box::new(FirewallGlue(self.firewall.clone())))
+    }
+
+    pub fn overlay_object(&self) -> OverlayObject {
+        OverlayObject::new(Box::new(OverlayGlue(self.overlay.clone())))
+    }
+
+    pub fn uplinks_object(&self) -> UplinksObject {
+        UplinksObject::new(Box::new(UplinksGlue(self.uplinks.clone())))
+    }
+}
+
+fn firewall_error(e: FirewallError) -> Error {
+    match e {
+        FirewallError::Invalid(e) => Error::InvalidArgument(e.to_string()),
+        FirewallError::Nft(macula_net::firewall::NftError::Rejected(m)) => {
+            Error::InvalidArgument(format!(
+                "nft rejected the ruleset (nothing was changed): {m}; fix the [firewall] section and apply again"
+            ))
+        }
+        FirewallError::NothingToConfirm(e) => Error::NotFound(e.to_string()),
+        FirewallError::NoSuchGroup(g) => {
+            Error::NotFound(format!("peer group {g:?} is not configured"))
+        }
+        other => Error::Failed(other.to_string()),
+    }
+}
+
+/// The document `Apply` takes: any `agent.toml`-like text; only `[firewall]` is used.
+#[derive(Deserialize)]
+struct ApplyDoc {
+    #[serde(default)]
+    firewall: FirewallConfig,
+}
+
+struct FirewallGlue(Option<Firewall>);
+
+impl FirewallGlue {
+    fn get(&self) -> Result<&Firewall, Error> {
+        self.0.as_ref().ok_or_else(|| {
+            Error::Unavailable(
+                "the firewall is disabled; set [firewall] enabled = true in agent.toml and restart maculad".into(),
+            )
+        })
+    }
+}
+
+impl FirewallControl for FirewallGlue {
+    fn apply(&self, config_toml: String) -> BoxFuture<'_, Result<Applied, Error>> {
+        Box::pin(async move {
+            let fw = self.get()?;
+            let doc: ApplyDoc = macula_core::config::parse_str(&config_toml, Path::new("<apply>"))
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            let out = fw.apply(doc.firewall).await.map_err(firewall_error)?;
+            Ok(Applied {
+                generation: out.generation,
+                confirm_within_s: out.confirm_within.as_secs(),
+            })
+        })
+    }
+
+    fn confirm(&self) -> BoxFuture<'_, Result<u64, Error>> {
+        Box::pin(async move { self.get()?.confirm().await.map_err(firewall_error) })
+    }
+
+    fn ruleset(&self) -> BoxFuture<'_, Result<String, Error>> {
+        Box::pin(async move { Ok(self.get()?.status().await.map_err(firewall_error)?.ruleset) })
+    }
+
+    fn status(&self) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>> {
+        Box::pin(async move {
+            let st = self.get()?.status().await.map_err(firewall_error)?;
+            let mut m = HashMap::new();
+            m.insert(
+                "pending".into(),
+                owned(Value::from(st.pending.unwrap_or(0))),
+            );
+            m.insert(
+                "rollback_in_s".into(),
+                owned(Value::from(
+                    st.rollback_in.map(|d| d.as_secs()).unwrap_or(0),
+                )),
+            );
+            m.insert(
+                "last_rollback".into(),
+                owned(Value::from(st.last_rollback.unwrap_or_default())),
+            );
+            m.insert(
+                "quarantined".into(),
+                owned(Value::from(st.quarantined as u32)),
+            );
+            Ok(m)
+        })
+    }
+
+    fn quarantine(&self, addresses: Vec<String>, on: bool) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            let fw = self.get()?;
+            let addrs = addresses
+                .iter()
+                .map(|a| {
+                    a.parse().map_err(|_| {
+                        Error::InvalidArgument(format!("{a:?} is not an IPv6 overlay address"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            fw.quarantine(on, &addrs).await.map_err(firewall_error)
+        })
+    }
+}
+
+struct OverlayGlue(Option<Arc<Overlay>>);
+
+impl OverlayGlue {
+    fn get(&self) -> Result<&Overlay, Error> {
+        self.0.as_deref().ok_or_else(|| {
+            Error::Unavailable(
+                "the overlay is disabled; set [overlay] enabled = true (and realm) in agent.toml and restart maculad".into(),
+            )
+        })
+    }
+}
+
+impl OverlayControl for OverlayGlue {
+    fn status(&self) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>> {
+        Box::pin(async move {
+            let ov = self.get()?;
+            let dev = ov
+                .status()
+                .await
+                .map_err(|e| Error::Failed(e.to_string()))?;
+            let mut m = HashMap::new();
+            m.insert(
+                "interface".into(),
+                owned(Value::from(ov.interface().to_string())),
+            );
+            m.insert(
+                "address".into(),
+                owned(Value::from(ov.address().to_string())),
+            );
+            m.insert(
+                "public_key".into(),
+                owned(Value::from(ov.public_key().to_base64())),
+            );
+            m.insert("listen_port".into(), owned(Value::from(dev.listen_port)));
+            m.insert("peers".into(), owned(Value::from(dev.peers.len() as u32)));
+            Ok(m)
+        })
+    }
+
+    fn peers(&self) -> BoxFuture<'_, Result<Vec<HashMap<String, OwnedValue>>, Error>> {
+        Box::pin(async move {
+            let ov = self.get()?;
+            let dev = ov
+                .status()
+                .await
+                .map_err(|e| Error::Failed(e.to_string()))?;
+            let specs = ov.peers().await;
+            Ok(dev
+                .peers
+                .iter()
+                .map(|p| {
+                    let mut m = HashMap::new();
+                    let address = specs
+                        .iter()
+                        .find(|s| s.key == p.public_key)
+                        .map(|s| s.address.to_string())
+                        .unwrap_or_default();
+                    m.insert(
+                        "public_key".into(),
+                        owned(Value::from(p.public_key.to_base64())),
+                    );
+                    m.insert("address".into(), owned(Value::from(address)));
+                    m.insert(
+                        "endpoint".into(),
+                        owned(Value::from(
+                            p.endpoint.map(|e| e.to_string()).unwrap_or_default(),
+                        )),
+                    );
+                    m.insert(
+                        "last_handshake_s".into(),
+                        owned(Value::from(
+                            p.last_handshake.map(|d| d.as_secs()).unwrap_or(0),
+                        )),
+                    );
+                    m.insert("rx_bytes".into(), owned(Value::from(p.rx_bytes)));
+                    m.insert("tx_bytes".into(), owned(Value::from(p.tx_bytes)));
+                    m.insert(
+                        "keepalive_s".into(),
+                        owned(Value::from(p.persistent_keepalive)),
+                    );
+                    m.insert(
+                        "allowed_ips".into(),
+                        owned(Value::from(p.allowed_ips.clone())),
+                    );
+                    m
+                })
+                .collect())
+        })
+    }
+}
+
+struct UplinksGlue(Option<(UplinksConfig, watch::Receiver<Snapshot>)>);
+
+impl UplinksControl for UplinksGlue {
+    fn links(&self) -> BoxFuture<'_, Result<Vec<HashMap<String, OwnedValue>>, Error>> {
+        Box::pin(async move {
+            let (cfg, status) = self.0.as_ref().ok_or_else(|| {
+                Error::Unavailable(
+                    "uplink monitoring is disabled; set [uplinks] enabled = true with [[uplinks.links]] and restart maculad".into(),
+                )
+            })?;
+            let snap = status.borrow().clone();
+            Ok(cfg
+                .links
+                .iter()
+                .zip(&snap.links)
+                .enumerate()
+                .map(|(i, (l, v))| {
+                    let mut m = HashMap::new();
+                    m.insert("name".into(), owned(Value::from(l.name.clone())));
+                    m.insert("interface".into(), owned(Value::from(l.interface.clone())));
+                    m.insert("priority".into(), owned(Value::from(l.priority)));
+                    m.insert("active".into(), owned(Value::from(snap.active == Some(i))));
+                    m.insert("healthy".into(), owned(Value::from(v.healthy)));
+                    m.insert("carrier".into(), owned(Value::from(v.carrier)));
+                    m.insert(
+                        "rtt_us".into(),
+                        owned(Value::from(
+                            v.rtt.map(|d| d.as_micros() as u64).unwrap_or(0),
+                        )),
+                    );
+                    m.insert("sent".into(), owned(Value::from(v.sent)));
+                    m.insert("received".into(), owned(Value::from(v.received)));
+                    m
+                })
+                .collect())
+        })
+    }
+}

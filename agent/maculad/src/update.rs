@@ -1,0 +1,333 @@
+//! Update glue: `io.macula.Update1` backed by RAUC (`macula-update`), and the health check that
+//! marks the running slot good.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use macula_bus::Error;
+use macula_bus::update::{BoxFuture, ProgressSink, UpdateControl};
+use macula_update::{
+    Check, CheckState, Decision, Observation, Rauc, UpdateError, UpdateSection, decide,
+};
+use zbus::zvariant::{OwnedValue, Value};
+
+/// The daemon's side of `io.macula.Update1`.
+pub struct UpdateGlue {
+    config: UpdateSection,
+    /// RAUC on the system bus; `None` when there is no system bus (development machines).
+    rauc: Arc<tokio::sync::OnceCell<Option<Rauc>>>,
+    /// The health check's last verdict, for `Status`.
+    health: Mutex<String>,
+}
+
+fn to_bus(e: UpdateError) -> Error {
+    match e {
+        UpdateError::Unavailable(_) => Error::Unavailable(e.to_string()),
+        UpdateError::BadBundle { .. } => Error::InvalidArgument(e.to_string()),
+        UpdateError::Busy(_) => Error::Busy(e.to_string()),
+        _ => Error::Failed(e.to_string()),
+    }
+}
+
+/// The RAUC client, connecting to the system bus on first use.
+async fn connect_rauc(cell: &tokio::sync::OnceCell<Option<Rauc>>) -> Result<Rauc, Error> {
+    let r = cell
+        .get_or_init(|| async {
+            match zbus::Connection::system().await {
+                Ok(conn) => Rauc::new(&conn).await.ok(),
+                Err(e) => {
+                    tracing::info!(target: "macula::update", error = %e, "no system bus: updates unavailable");
+                    None
+                }
+            }
+        })
+        .await;
+    r.clone().ok_or_else(|| {
+        Error::Unavailable(
+            "updates need RAUC on the system bus, which this system does not have".into(),
+        )
+    })
+}
+
+fn owned(v: Value<'_>) -> OwnedValue {
+    v.try_to_owned()
+        .expect("plain values have no file descriptors")
+}
+
+impl UpdateGlue {
+    pub fn new(config: UpdateSection) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            rauc: Arc::new(tokio::sync::OnceCell::new()),
+            health: Mutex::new("not checked yet".into()),
+        })
+    }
+
+    async fn rauc(&self) -> Result<Rauc, Error> {
+        connect_rauc(&self.rauc).await
+    }
+
+    fn set_health(&self, text: String) {
+        *self.health.lock().expect("health lock") = text;
+    }
+}
+
+impl UpdateControl for UpdateGlue {
+    fn status(&self) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>> {
+        Box::pin(async move {
+            let rauc = self.rauc().await?;
+            let mut m = HashMap::new();
+            m.insert(
+                "booted".into(),
+                owned(Value::from(rauc.booted().await.map_err(to_bus)?)),
+            );
+            m.insert(
+                "primary".into(),
+                owned(Value::from(rauc.primary().await.map_err(to_bus)?)),
+            );
+            m.insert(
+                "operation".into(),
+                owned(Value::from(rauc.operation().await.map_err(to_bus)?)),
+            );
+            m.insert(
+                "last_error".into(),
+                owned(Value::from(rauc.last_error().await.map_err(to_bus)?)),
+            );
+            m.insert(
+                "compatible".into(),
+                owned(Value::from(rauc.compatible().await.map_err(to_bus)?)),
+            );
+            let health = self.health.lock().expect("health lock").clone();
+            m.insert("health".into(), owned(Value::from(health)));
+            let slots: Vec<String> = rauc
+                .slots()
+                .await
+                .map_err(to_bus)?
+                .into_iter()
+                .map(|s| {
+                    format!(
+                        "{} {} {} {} {}",
+                        s.name,
+                        s.bootname.as_deref().unwrap_or("-"),
+                        s.state,
+                        s.boot_status.as_deref().unwrap_or("-"),
+                        s.bundle_version.as_deref().unwrap_or("-"),
+                    )
+                })
+                .collect();
+            m.insert("slots".into(), owned(Value::from(slots)));
+            Ok(m)
+        })
+    }
+
+    fn check_install(&self, path: &str) -> BoxFuture<'_, Result<(), Error>> {
+        let path = path.to_owned();
+        Box::pin(async move {
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "bundle {path} is not a regular file; give the .raucb file"
+                    )));
+                }
+                Err(e) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "bundle {path}: {e}; check the path (the agent reads it as root)"
+                    )));
+                }
+            }
+            let rauc = self.rauc().await?;
+            let op = rauc.operation().await.map_err(to_bus)?;
+            if op != "idle" {
+                return Err(Error::Busy(format!(
+                    "RAUC is busy ({op}); wait for the running operation to finish"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn install(
+        &self,
+        path: String,
+        progress: Arc<dyn ProgressSink>,
+    ) -> BoxFuture<'static, Result<(), Error>> {
+        let cell = self.rauc.clone();
+        let timeout = Duration::from_secs(self.config.install_timeout_s);
+        Box::pin(async move {
+            let rauc = connect_rauc(&cell).await?;
+            // RAUC's progress arrives in a sync callback; forward it to the async sink in order.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let forward = tokio::spawn(async move {
+                while let Some(p) = rx.recv().await {
+                    let macula_update::InstallProgress { percent, message } = p;
+                    progress.progress(percent, message).await;
+                }
+            });
+            let result = rauc
+                .install(Path::new(&path), timeout, |p| {
+                    let _ = tx.send(p);
+                })
+                .await;
+            drop(tx);
+            let _ = forward.await;
+            result.map_err(to_bus)
+        })
+    }
+
+    fn mark_good(&self) -> BoxFuture<'_, Result<String, Error>> {
+        Box::pin(async move {
+            let rauc = self.rauc().await?;
+            let slot = rauc.mark_booted_good().await.map_err(to_bus)?;
+            self.set_health(format!("marked good by request ({slot})"));
+            Ok(slot)
+        })
+    }
+}
+
+/// Probes that the state directory takes a durable write.
+fn state_dir_writable(dir: &Path) -> Result<(), String> {
+    use std::io::Write;
+    let probe = dir.join(".health-probe");
+    let mut f = std::fs::File::create(&probe)
+        .map_err(|e| format!("cannot write {}: {e}", probe.display()))?;
+    f.write_all(b"ok")
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("cannot sync {}: {e}", probe.display()))?;
+    std::fs::remove_file(&probe).map_err(|e| format!("cannot remove {}: {e}", probe.display()))
+}
+
+/// The slot the boot loader started (`rauc.slot=` on the kernel command line), if any.
+fn booted_slot(cmdline: &str) -> Option<String> {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("rauc.slot="))
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// Runs the health check until the booted slot is good, there is nothing to confirm, or the
+/// deadline passed. Started once the agent owns its bus name.
+pub async fn health_task(glue: Arc<UpdateGlue>, state_dir: PathBuf, started: Instant) {
+    let policy = glue.config.policy();
+    let booted = std::fs::read_to_string("/proc/cmdline")
+        .ok()
+        .and_then(|c| booted_slot(&c));
+    if booted.is_none() {
+        glue.set_health("not booted from a RAUC slot: nothing to confirm".into());
+        return;
+    }
+    let bus_since = started.elapsed();
+    let mut state_since: Option<Duration> = None;
+    let mut rauc_since: Option<Duration> = None;
+    loop {
+        let now = started.elapsed();
+        let (booted_good, rauc_check) = match glue.rauc().await {
+            Err(e) => (false, CheckState::Failing(error_text(&e))),
+            Ok(rauc) => match rauc.booted_is_good().await {
+                Ok(good) => (
+                    good,
+                    CheckState::PassingSince(*rauc_since.get_or_insert(now)),
+                ),
+                Err(e) => {
+                    rauc_since = None;
+                    (false, CheckState::Failing(e.to_string()))
+                }
+            },
+        };
+        let state = match state_dir_writable(&state_dir) {
+            Ok(()) => CheckState::PassingSince(*state_since.get_or_insert(now)),
+            Err(why) => {
+                state_since = None;
+                CheckState::Failing(why)
+            }
+        };
+        let obs = Observation {
+            now,
+            booted: booted.clone(),
+            booted_good,
+            checks: vec![
+                Check {
+                    name: "agent-bus".into(),
+                    state: CheckState::PassingSince(bus_since),
+                },
+                Check {
+                    name: "state-dir".into(),
+                    state,
+                },
+                Check {
+                    name: "rauc".into(),
+                    state: rauc_check,
+                },
+            ],
+        };
+        match decide(&policy, &obs) {
+            Decision::Nothing => {
+                glue.set_health(if booted_good {
+                    "good".into()
+                } else {
+                    "not booted from a RAUC slot".into()
+                });
+                return;
+            }
+            Decision::Wait { recheck_in } => {
+                glue.set_health("checking".into());
+                tokio::time::sleep(recheck_in).await;
+            }
+            Decision::MarkGood { slot } => {
+                if !glue.config.auto_mark_good {
+                    glue.set_health(format!(
+                        "healthy; slot {slot} waits for `maculactl update mark-good` (auto_mark_good = false)"
+                    ));
+                    return;
+                }
+                let marked = match glue.rauc().await {
+                    Ok(rauc) => rauc.mark_booted_good().await.map_err(|e| e.to_string()),
+                    Err(e) => Err(error_text(&e)),
+                };
+                match marked {
+                    Ok(name) => {
+                        glue.set_health(format!(
+                            "good (slot {slot}, {name}, marked after the health check)"
+                        ));
+                        tracing::info!(target: "macula::update", %slot, "health check passed: slot marked good");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "macula::update", error = %e, "cannot mark the slot good; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+            Decision::Unhealthy { failing } => {
+                let why = failing.join("; ");
+                tracing::error!(target: "macula::update", failing = %why,
+                    "health check failed: the slot stays unconfirmed and the next reset boots the previous slot");
+                glue.set_health(format!("unhealthy: {why}"));
+                return;
+            }
+        }
+    }
+}
+
+fn error_text(e: &Error) -> String {
+    use zbus::DBusError;
+    e.description()
+        .map_or_else(|| e.name().to_string(), str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn booted_slot_from_cmdline() {
+        assert_eq!(
+            super::booted_slot("console=ttyS0 root=PARTLABEL=rootfs-b rauc.slot=B quiet")
+                .as_deref(),
+            Some("B")
+        );
+        assert_eq!(super::booted_slot("console=ttyS0 quiet"), None);
+        assert_eq!(super::booted_slot("rauc.slot="), None);
+    }
+}

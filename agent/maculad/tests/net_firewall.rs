@@ -1,0 +1,131 @@
+//! `io.macula.Firewall1` and `maculactl firewall` against a real maculad in its own network
+//! namespace, with real nft.
+
+use std::process::Output;
+use std::time::Duration;
+
+use macula_testkit::netns::Topology;
+use macula_testkit::{Agent, AgentOptions, DbusDaemon, wait_for};
+
+fn out(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ruleset(topo: &Topology) -> String {
+    String::from_utf8(topo.exec("a", &["nft", "list", "ruleset"]).stdout).unwrap()
+}
+
+const FOREIGN: &str = "table ip foreign {\n\tchain c {\n\t\ttype filter hook input priority 5; policy accept;\n\t}\n}\n";
+
+#[test]
+fn apply_confirm_rollback_over_dbus_and_cli() {
+    let mut topo = Topology::new("fw");
+    let ns = topo.add_ns("a");
+    topo.nft("a", FOREIGN);
+    let bus = DbusDaemon::start();
+    let agent = Agent::spawn(
+        &bus,
+        AgentOptions {
+            config: Some(
+                "[firewall]\nenabled = true\n[firewall.zones.lan]\ninterfaces = [\"eth0\"]\n"
+                    .into(),
+            ),
+            netns: Some(ns),
+            ..Default::default()
+        },
+    );
+    let boot = ruleset(&topo);
+    assert!(boot.contains("table inet macula"), "{boot}");
+    assert!(boot.contains("\"eth0\" : jump zone_lan_in"), "{boot}");
+    assert!(boot.contains("table ip foreign"), "{boot}");
+
+    // `show` prints the live table, confirmed.
+    let show = agent.ctl(&["firewall", "show"]);
+    assert!(show.status.success(), "{}", out(&show));
+    assert!(out(&show).contains("Firewall: confirmed"), "{}", out(&show));
+    assert!(out(&show).contains("chain zone_lan_in"), "{}", out(&show));
+
+    // Apply a new section from a file; it is pending and rolls back after 2 s.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("new.toml");
+    std::fs::write(
+        &file,
+        "[node]\nname = \"x\"\n[firewall]\nconfirm_timeout_secs = 2\n[firewall.zones.wan]\ninterfaces = [\"wwan7\"]\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let apply = agent.ctl(&["firewall", "apply", f, "--json"]);
+    assert!(apply.status.success(), "{}", out(&apply));
+    let j: serde_json::Value = serde_json::from_slice(&apply.stdout).unwrap();
+    assert_eq!(j["confirm_within_s"], 2);
+    assert!(ruleset(&topo).contains("\"wwan7\""));
+    let show = agent.ctl(&["firewall", "show", "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(j["pending"], 1);
+    assert!(j["ruleset"].as_str().unwrap().contains("wwan7"));
+    let back = wait_for(Duration::from_secs(5), || {
+        (ruleset(&topo) == boot).then_some(())
+    });
+    assert!(back.is_some(), "not rolled back: {}", ruleset(&topo));
+    let show = agent.ctl(&["firewall", "show"]);
+    assert!(out(&show).contains("Last rollback"), "{}", out(&show));
+    let confirm = agent.ctl(&["firewall", "confirm"]);
+    assert_eq!(
+        confirm.status.code(),
+        Some(6),
+        "nothing to confirm: {}",
+        out(&confirm)
+    );
+
+    // Apply + confirm keeps it.
+    let apply = agent.ctl(&["firewall", "apply", f]);
+    assert!(apply.status.success(), "{}", out(&apply));
+    let confirm = agent.ctl(&["firewall", "confirm"]);
+    assert!(confirm.status.success(), "{}", out(&confirm));
+    assert!(out(&confirm).contains("confirmed (generation 2)"));
+    std::thread::sleep(Duration::from_millis(2500));
+    let kept = ruleset(&topo);
+    assert!(kept.contains("\"wwan7\""), "{kept}");
+    assert!(kept.contains("table ip foreign"), "{kept}");
+
+    // A bad section: clear error with file position, exit code 5, ruleset byte-identical.
+    std::fs::write(
+        &file,
+        "[firewall]\nconfirm_timeout_secs = 2\n[firewall.zones.dmz]\n",
+    )
+    .unwrap();
+    let bad = agent.ctl(&["firewall", "apply", f]);
+    assert_eq!(bad.status.code(), Some(5), "{}", out(&bad));
+    assert!(out(&bad).contains("dmz"), "{}", out(&bad));
+    std::fs::write(
+        &file,
+        "[firewall.mgmt]\nsources = [\"192.0.2.0/24\", \"192.0.2.0/25\"]\n",
+    )
+    .unwrap();
+    let bad = agent.ctl(&["firewall", "apply", f]);
+    assert_eq!(bad.status.code(), Some(5), "{}", out(&bad));
+    assert!(out(&bad).contains("nothing was changed"), "{}", out(&bad));
+    assert_eq!(ruleset(&topo), kept);
+}
+
+#[test]
+fn disabled_firewall_is_unavailable_and_leaves_nft_alone() {
+    let mut topo = Topology::new("fwd");
+    let ns = topo.add_ns("a");
+    let bus = DbusDaemon::start();
+    let agent = Agent::spawn(
+        &bus,
+        AgentOptions {
+            netns: Some(ns),
+            ..Default::default()
+        },
+    );
+    assert_eq!(ruleset(&topo), "");
+    let show = agent.ctl(&["firewall", "show"]);
+    assert_eq!(show.status.code(), Some(7), "{}", out(&show));
+    assert!(out(&show).contains("enabled = true"), "{}", out(&show));
+}
