@@ -12,6 +12,7 @@ export CARGO_INCREMENTAL ?= 0
 .PHONY: all build deps test lint unit demo bench completions
 
 # Per-part targets (images, benchmarks, fuzzing) live next to their code.
+include agent/macula-core/core.mk
 include image/image.mk
 include agent/macula-net/net.mk
 include agent/macula-store/store.mk

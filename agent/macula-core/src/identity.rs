@@ -234,7 +234,7 @@ impl NodeKey {
                 },
                 _ => io_err("read node key", e),
             })?;
-        Self::parse(&text).map_err(|reason| IdentityError::Corrupt {
+        Self::parse_key_file(&text).map_err(|reason| IdentityError::Corrupt {
             path: path.to_owned(),
             reason,
         })
@@ -254,7 +254,8 @@ impl NodeKey {
         ))
     }
 
-    fn parse(text: &str) -> Result<Self, String> {
+    /// Parses the text of a key file (see `docs/identity.md`); the error says what is wrong.
+    pub fn parse_key_file(text: &str) -> Result<Self, String> {
         let mut lines = text.lines();
         if lines.next() != Some(KEY_MAGIC) {
             return Err(format!("first line is not `{KEY_MAGIC}`"));
