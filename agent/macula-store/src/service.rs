@@ -5,17 +5,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use macula_core::NodeId;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
+use crate::header::SegmentId;
 use crate::network::{Client, StorageNetwork};
 use crate::repair::{Event, RepairConfig, RepairPlanner, RepairStatus};
+use crate::segment::Shard;
+use crate::store::{LocalStore, StoreError};
 
 /// Handle to a running repair service.
 pub struct RepairService {
     events: mpsc::UnboundedSender<Event>,
     status: watch::Receiver<RepairStatus>,
-    task: tokio::task::JoinHandle<()>,
+    task: JoinHandle<()>,
 }
 
 impl RepairService {
@@ -35,6 +39,66 @@ impl RepairService {
     pub fn send(&self, event: Event) {
         // The service only stops when this handle is dropped, so the receiver is alive.
         let _ = self.events.send(event);
+    }
+
+    /// Audits a local store every `interval`: reports its inventory (`ShardHeld`, from the
+    /// self-describing headers) and runs [`LocalStore::gc`], reporting every shard that failed
+    /// verification as `ShardLost` so it is rebuilt. Runs until the service stops.
+    pub fn audit_local(
+        &self,
+        node: NodeId,
+        store: Arc<LocalStore>,
+        interval: Duration,
+    ) -> JoinHandle<()> {
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            loop {
+                let store2 = store.clone();
+                let found = tokio::task::spawn_blocking(move || audit_once(&store2)).await;
+                let (held, lost) = match found {
+                    Ok(Ok(found)) => found,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "storage: audit failed");
+                        (Vec::new(), Vec::new())
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "storage: audit task panicked");
+                        (Vec::new(), Vec::new())
+                    }
+                };
+                for (segment, index) in lost {
+                    if events
+                        .send(Event::ShardLost {
+                            segment,
+                            index,
+                            node,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                for (segment, index, k, m, shard_bytes) in held {
+                    if events
+                        .send(Event::ShardHeld {
+                            segment,
+                            index,
+                            node,
+                            k,
+                            m,
+                            shard_bytes,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                tokio::time::sleep(interval).await;
+                if events.is_closed() {
+                    return;
+                }
+            }
+        })
     }
 
     /// The latest planner status.
@@ -96,4 +160,24 @@ async fn run<N: StorageNetwork + 'static>(
         }
     }
     running.abort_all();
+}
+
+/// Inventory of shards still present after a GC, and the shards GC removed as corrupt.
+type Audit = (Vec<(SegmentId, u16, u16, u16, u64)>, Vec<(SegmentId, u16)>);
+
+fn audit_once(store: &LocalStore) -> Result<Audit, StoreError> {
+    let report = store.gc()?;
+    let mut held = Vec::new();
+    for (seg, idx) in store.list()? {
+        if let Ok(h) = store.header(&seg, idx) {
+            held.push((
+                seg,
+                idx,
+                h.desc().k,
+                h.desc().m,
+                Shard::total_len(&h) as u64,
+            ));
+        }
+    }
+    Ok((held, report.removed_corrupt))
 }
