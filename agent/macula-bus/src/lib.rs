@@ -8,7 +8,10 @@ use std::fmt;
 use std::str::FromStr;
 
 pub mod update;
+pub mod firewall;
 pub mod node;
+pub mod overlay;
+pub mod uplinks;
 
 /// Well-known bus name of the agent.
 pub const BUS_NAME: &str = "io.macula.Agent";

@@ -30,6 +30,13 @@ enum Command {
     /// A/B system updates: status, install a bundle, mark the running slot good.
     #[command(subcommand)]
     Update(cmd::update::UpdateCommand),
+    /// The nftables firewall: show, apply (with automatic rollback), confirm.
+    #[command(subcommand)]
+    Firewall(cmd::firewall::FirewallCommand),
+    /// The WireGuard overlay: own address and key, peers.
+    Overlay(cmd::overlay::OverlayArgs),
+    /// Uplinks: health, the active one.
+    Uplinks(cmd::uplinks::UplinksArgs),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions {
         #[arg(value_enum)]
@@ -89,6 +96,9 @@ async fn run(cli: Cli) -> Result<(), exit::CliError> {
         Command::Status(args) => cmd::node::status(&conn, &args).await,
         Command::Node(c) => cmd::node::run(&conn, c).await,
         Command::Update(c) => cmd::update::run(&conn, c).await,
+        Command::Firewall(c) => cmd::firewall::run(&conn, c).await,
+        Command::Overlay(args) => cmd::overlay::run(&conn, &args).await,
+        Command::Uplinks(args) => cmd::uplinks::run(&conn, &args).await,
         Command::Completions { .. } | Command::Man => unreachable!("handled before connecting"),
     }
 }

@@ -12,6 +12,9 @@ pub struct AgentConfig {
     pub node: NodeSection,
     pub log: LogSection,
     pub update: macula_update::UpdateSection,
+    pub firewall: macula_net::firewall::FirewallConfig,
+    pub overlay: macula_net::overlay::OverlayConfig,
+    pub uplinks: macula_net::uplinks::UplinksConfig,
 }
 
 impl AgentConfig {

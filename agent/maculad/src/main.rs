@@ -1,6 +1,7 @@
 //! `maculad`: the Macula OS agent. Wiring only — see `docs/ARCHITECTURE.md`.
 
 mod config;
+mod net;
 mod node;
 mod update;
 
@@ -134,6 +135,7 @@ async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Resu
     };
     let node_object = macula_bus::node::NodeObject::new(info.clone(), glue);
     let update_glue = update::UpdateGlue::new(config.update.clone());
+    let net = net::start(&config, &key).await?;
 
     let connection = args
         .bus
@@ -141,6 +143,9 @@ async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Resu
         .with_context(|| format!("invalid bus address `{}`", args.bus))?
         .serve_at(OBJECT_PATH, node_object)?
         .serve_at(OBJECT_PATH, macula_bus::update::UpdateObject::new(update_glue.clone()))?
+        .serve_at(OBJECT_PATH, net.firewall_object())?
+        .serve_at(OBJECT_PATH, net.overlay_object())?
+        .serve_at(OBJECT_PATH, net.uplinks_object())?
         .build()
         .await
         .with_context(|| {

@@ -1,7 +1,10 @@
 //! One module per subsystem: `maculactl <subsystem> <verb>`.
 
 pub mod update;
+pub mod firewall;
 pub mod node;
+pub mod overlay;
+pub mod uplinks;
 
 use zbus::zvariant::{OwnedValue, Value};
 
