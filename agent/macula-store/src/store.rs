@@ -222,20 +222,24 @@ impl LocalStore {
         let mut out = Vec::new();
         for e in fs::read_dir(&dir).map_err(io_err("cannot list", &dir))? {
             let sub = e.map_err(io_err("cannot list", &dir))?.path();
-            for f in fs::read_dir(&sub).map_err(io_err("cannot list", &sub))? {
-                let f = f.map_err(io_err("cannot list", &sub))?;
-                let name = f.file_name();
-                let parsed = name.to_str().and_then(|n| {
-                    let (hex, idx) = n.split_once('.')?;
-                    Some((SegmentId::from_hex(hex)?, idx.parse::<u16>().ok()?))
-                });
-                if let Some(x) = parsed {
-                    out.push(x);
-                }
-            }
+            list_dir(&sub, |_| true, &mut out)?;
         }
         out.sort();
         Ok(out)
+    }
+
+    /// Indices of the shards of one segment stored here (reads one subdirectory).
+    pub fn indices_of(&self, seg: &SegmentId) -> Result<Vec<u16>, StoreError> {
+        let hex = seg.to_hex();
+        let sub = self.root.join("shards").join(&hex[..2]);
+        if !sub.exists() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        list_dir(&sub, |s| s == seg, &mut out)?;
+        let mut idx: Vec<u16> = out.into_iter().map(|(_, i)| i).collect();
+        idx.sort_unstable();
+        Ok(idx)
     }
 
     /// Verifies and stores a serialised shard (`header ‖ data ‖ outboard`).
@@ -444,12 +448,7 @@ impl LocalStore {
     /// and records a tombstone so the segment is not stored again. Returns how many shards were
     /// removed. Without a local shard the owner is unknown and nothing is recorded.
     pub fn delete(&self, req: &DeleteRequest) -> Result<usize, StoreError> {
-        let local: Vec<u16> = self
-            .list()?
-            .into_iter()
-            .filter(|(s, _)| *s == req.segment)
-            .map(|(_, i)| i)
-            .collect();
+        let local = self.indices_of(&req.segment)?;
         let mut owner = None;
         for &i in &local {
             if let Some(id) = self
@@ -505,6 +504,27 @@ impl LocalStore {
         self.recount()?;
         Ok(report)
     }
+}
+
+/// Appends the `(segment, index)` of every shard file in `dir` whose segment passes `keep`.
+fn list_dir(
+    dir: &Path,
+    keep: impl Fn(&SegmentId) -> bool,
+    out: &mut Vec<(SegmentId, u16)>,
+) -> Result<(), StoreError> {
+    for f in fs::read_dir(dir).map_err(io_err("cannot list", dir))? {
+        let name = f.map_err(io_err("cannot list", dir))?.file_name();
+        let parsed = name.to_str().and_then(|n| {
+            let (hex, idx) = n.split_once('.')?;
+            Some((SegmentId::from_hex(hex)?, idx.parse::<u16>().ok()?))
+        });
+        if let Some(x) = parsed
+            && keep(&x.0)
+        {
+            out.push(x);
+        }
+    }
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
