@@ -17,7 +17,7 @@ use macula_core::{NodeId, NodeKey};
 
 use crate::codec::{CodecError, CodecId, DEFAULT_CODEC};
 use crate::crypto::{AeadId, ObjectKey};
-use crate::header::{Descriptor, SegmentId, SegmentKind, ShardHeader, SignedDescriptor};
+use crate::header::{SegmentId, SegmentKind, ShardHeader, SignedDescriptor};
 use crate::object::{Capability, Manifest, ObjectError};
 use crate::placement::{self, NodeInfo, PlacementError};
 use crate::repair::RepairAction;
@@ -245,7 +245,6 @@ pub struct Client<N> {
 
 /// Verified shards of one segment.
 struct Fetched {
-    desc: Descriptor,
     signed: SignedDescriptor,
     shards: Vec<Option<Vec<u8>>>,
     holders: BTreeMap<u16, NodeId>,
@@ -417,7 +416,7 @@ impl<N: StorageNetwork> Client<N> {
                 &mut report,
             )
             .await?;
-        let d = &fetched.desc;
+        let d = &fetched.signed.desc;
         if (d.k, d.m, d.codec, d.kind) != (cap.k, cap.m, cap.codec, SegmentKind::Manifest) {
             return Err(ClientError::ParamsMismatch {
                 object: cap.object_id,
@@ -430,7 +429,7 @@ impl<N: StorageNetwork> Client<N> {
             let f = self
                 .collect(members, *id, usize::from(cap.k), n, false, &mut report)
                 .await?;
-            let d = &f.desc;
+            let d = &f.signed.desc;
             if d.kind != SegmentKind::Data
                 || d.segment_index as usize != i
                 || d.plain_len != manifest.segment_plain_len(i)
@@ -531,7 +530,6 @@ impl<N: StorageNetwork> Client<N> {
         let have = shards.iter().flatten().count();
         match signed {
             Some(signed) if have >= k && signed.desc.n() == n => Ok(Fetched {
-                desc: signed.desc.clone(),
                 signed,
                 shards,
                 holders,
@@ -566,7 +564,7 @@ impl<N: StorageNetwork> Client<N> {
             )
             .await?;
         let manifest = Manifest::decode(&segment::decode_segment(
-            &fetched.desc,
+            &fetched.signed.desc,
             fetched.shards,
             &cap.key,
         )?)?;
@@ -666,8 +664,8 @@ impl<N: StorageNetwork> Client<N> {
                 .map(|(i, n)| (*i, *n))
                 .take(usize::from(k))
                 .collect(),
+            bytes: shard_bytes * targets.len() as u64,
             targets,
-            bytes: 0,
         };
         self.store_reconstructed(&f.signed, f.shards, &action).await
     }
