@@ -7,10 +7,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-pub mod update;
 pub mod firewall;
 pub mod node;
 pub mod overlay;
+pub mod update;
 pub mod uplinks;
 
 /// Well-known bus name of the agent.
