@@ -14,6 +14,8 @@ pub enum Domain {
     ShardHeader,
     /// A LAN discovery beacon.
     Beacon,
+    /// An owner's request to delete every shard of a storage segment.
+    ShardDelete,
 }
 
 impl Domain {
@@ -23,6 +25,7 @@ impl Domain {
             Domain::DhtRecord => "macula/v1/dht-record",
             Domain::ShardHeader => "macula/v1/shard-header",
             Domain::Beacon => "macula/v1/beacon",
+            Domain::ShardDelete => "macula/v1/shard-delete",
         }
     }
 

@@ -92,13 +92,8 @@ pub struct GcReport {
     pub kept: usize,
 }
 
-/// Signature domain of delete requests. Until `macula-core` gains its own delete domain the
-/// shard-header domain is used; the messages cannot collide because a delete message starts with
-/// `"MDEL"` and every descriptor with `"MSHD"`.
-const DELETE_DOMAIN: Domain = Domain::ShardHeader;
-
 /// An owner-signed request to delete every shard of a segment:
-/// Ed25519 over `context ‖ 0x00 ‖ "MDEL" ‖ segment ID`.
+/// Ed25519 over `"macula/v1/shard-delete" ‖ 0x00 ‖ "MDEL" ‖ segment ID`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeleteRequest {
     pub segment: SegmentId,
@@ -114,7 +109,7 @@ impl DeleteRequest {
 
     pub fn sign(segment: SegmentId, owner: &NodeKey) -> Self {
         let signature = owner
-            .sign(DELETE_DOMAIN, &Self::message(&segment))
+            .sign(Domain::ShardDelete, &Self::message(&segment))
             .to_bytes();
         Self { segment, signature }
     }
@@ -122,7 +117,7 @@ impl DeleteRequest {
     pub fn verify(&self, owner: &NodeId) -> bool {
         owner
             .verify(
-                DELETE_DOMAIN,
+                Domain::ShardDelete,
                 &Self::message(&self.segment),
                 &Signature::from_bytes(&self.signature),
             )
