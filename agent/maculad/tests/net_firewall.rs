@@ -5,7 +5,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use macula_testkit::netns::Topology;
-use macula_testkit::{Agent, AgentOptions, DbusDaemon, wait_for};
+use macula_testkit::{Agent, AgentOptions, DbusDaemon, maculactl_as, wait_for};
 
 fn out(o: &Output) -> String {
     format!(
@@ -48,6 +48,12 @@ fn apply_confirm_rollback_over_dbus_and_cli() {
     assert!(show.status.success(), "{}", out(&show));
     assert!(out(&show).contains("Firewall: confirmed"), "{}", out(&show));
     assert!(out(&show).contains("chain zone_lan_in"), "{}", out(&show));
+
+    // Anyone may look; only root / group `macula` may change (bus policy).
+    let look = maculactl_as("nobody", bus.address(), &["firewall", "show", "--json"]);
+    assert!(look.status.success(), "{}", out(&look));
+    let denied = maculactl_as("nobody", bus.address(), &["firewall", "confirm"]);
+    assert_eq!(denied.status.code(), Some(4), "{}", out(&denied));
 
     // Apply a new section from a file; it is pending and rolls back after 2 s.
     let dir = tempfile::tempdir().unwrap();
