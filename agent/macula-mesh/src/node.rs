@@ -24,6 +24,10 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::dht::{
+    Dht, DhtConfig, DhtOutput, Key, LookupId, LookupResult, Record, Request as DhtRequest,
+    RequestId, Response as DhtResponse,
+};
 use crate::membership::{
     Capacity, Event, MemberId, MemberMeta, MemberTimer, Membership, MembershipConfig, Output,
     SignedMeta, UplinkAddr,
@@ -32,7 +36,7 @@ use crate::proto::{Datagram, close};
 use crate::pubsub::{PubSub, PubSubError, PubSubMsg, PubSubOutput, PubSubTimer, Publication};
 use crate::realm::{Admission, Revocation};
 use crate::rpc::{CANCEL_CODE, ErrorCode, Handler, MAX_RPC_FRAME, RpcError, RpcReply, RpcRequest};
-use crate::transport::{Endpoint, Peer, TransportError, TransportParams};
+use crate::transport::{Endpoint, Peer, TransportError, TransportParams, unix_now};
 
 /// A bootstrap contact: `host:port`, or `<node-id>@host:port` to also pin the node's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +122,11 @@ impl From<State> for PeerState {
     }
 }
 
+enum DhtOp {
+    Get(Key),
+    Put(Record),
+}
+
 /// Publications on one topic, delivered once each.
 pub struct Subscription {
     topic: String,
@@ -167,6 +176,21 @@ enum Cmd {
         done: tokio::sync::oneshot::Sender<usize>,
     },
     Unsubscribe(String),
+    DhtRequest {
+        from: NodeId,
+        req: DhtRequest,
+        done: tokio::sync::oneshot::Sender<DhtResponse>,
+    },
+    DhtResponse {
+        from: NodeId,
+        id: RequestId,
+        resp: DhtResponse,
+    },
+    DhtFailed(RequestId),
+    DhtLookup {
+        op: DhtOp,
+        done: tokio::sync::oneshot::Sender<LookupResult>,
+    },
     Publish {
         topic: String,
         payload: Vec<u8>,
@@ -273,6 +297,27 @@ impl MeshNode {
             publications,
             me: key.node_id(),
         });
+        // The DHT answers remote requests through the driver, which owns its state.
+        let cmd = shared.cmd.clone();
+        let dht_handler: Handler = Arc::new(move |from, body| {
+            let cmd = cmd.clone();
+            Box::pin(async move {
+                let req: DhtRequest = wire::decode_with_limit(&body, MAX_RPC_FRAME)
+                    .map_err(|e| RpcError::new(ErrorCode::BadRequest, e.to_string()))?;
+                let (done, rx) = tokio::sync::oneshot::channel();
+                cmd.send(Cmd::DhtRequest { from, req, done })
+                    .map_err(|_| RpcError::new(ErrorCode::Unavailable, "node stopping"))?;
+                let resp = rx
+                    .await
+                    .map_err(|_| RpcError::new(ErrorCode::Unavailable, "node stopping"))?;
+                Ok(wire::encode(&resp))
+            })
+        });
+        shared
+            .procedures
+            .write()
+            .expect("procedure lock")
+            .insert(DHT_PROCEDURE.to_string(), dht_handler);
         let tasks = vec![
             tokio::spawn(accept_loop(shared.clone())),
             tokio::spawn(drive(shared.clone(), membership, cmd_rx)),
@@ -348,6 +393,22 @@ impl MeshNode {
         rx.await.unwrap_or(Err(PubSubError::BadTopic))
     }
 
+    /// Stores a signed record at the nodes closest to its key; the result says how many stored it.
+    pub async fn dht_put(&self, rec: Record) -> Option<LookupResult> {
+        self.dht(DhtOp::Put(rec)).await
+    }
+
+    /// Looks up the records under `key`.
+    pub async fn dht_get(&self, key: Key) -> Option<LookupResult> {
+        self.dht(DhtOp::Get(key)).await
+    }
+
+    async fn dht(&self, op: DhtOp) -> Option<LookupResult> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.shared.cmd.send(Cmd::DhtLookup { op, done }).ok()?;
+        rx.await.ok()
+    }
+
     /// Serves procedure `name` (replacing an earlier handler of that name).
     pub fn serve(&self, name: &str, handler: Handler) {
         self.shared
@@ -366,47 +427,7 @@ impl MeshNode {
         body: Vec<u8>,
         deadline: Duration,
     ) -> Result<Vec<u8>, RpcError> {
-        let req = RpcRequest {
-            procedure: procedure.to_string(),
-            deadline_ms: u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX),
-            body,
-        };
-        let started = Instant::now();
-        let conn = tokio::time::timeout(deadline, connection(&self.shared, peer))
-            .await
-            .map_err(|_| {
-                RpcError::new(ErrorCode::DeadlineExceeded, "connecting took too long")
-            })??;
-        let unavailable =
-            |e: &dyn std::fmt::Display| RpcError::new(ErrorCode::Unavailable, e.to_string());
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| unavailable(&e))?;
-        let exchange = async {
-            crate::frame::write(&mut send, &req, MAX_RPC_FRAME)
-                .await
-                .map_err(|e| unavailable(&e))?;
-            send.finish().map_err(|e| unavailable(&e))?;
-            match crate::frame::read::<RpcReply>(&mut recv, MAX_RPC_FRAME).await {
-                Ok(Some(reply)) => reply.into(),
-                Ok(None) => Err(RpcError::new(
-                    ErrorCode::Unavailable,
-                    "the callee closed the call",
-                )),
-                Err(crate::frame::FrameError::Read(e)) => Err(unavailable(&e)),
-                Err(e) => Err(RpcError::new(ErrorCode::Protocol, e.to_string())),
-            }
-        };
-        let left = deadline.saturating_sub(started.elapsed());
-        match tokio::time::timeout(left, exchange).await {
-            Ok(r) => r,
-            Err(_) => {
-                let _ = send.reset(VarInt::from_u32(CANCEL_CODE));
-                let _ = recv.stop(VarInt::from_u32(CANCEL_CODE));
-                Err(RpcError::new(
-                    ErrorCode::DeadlineExceeded,
-                    format!("no answer from {} within {deadline:?}", peer.short()),
-                ))
-            }
-        }
+        call(&self.shared, peer, procedure, body, deadline).await
     }
 
     /// Spreads a revocation signed by the realm key and cuts the node off.
@@ -504,23 +525,26 @@ fn register(shared: &Arc<Shared>, peer: Peer) {
         let _ = shared.cmd.send(Cmd::Revoke(r));
     }
     shared.addrs.lock().expect("addr lock").insert(id, listen);
-    // Deterministic choice between simultaneous connections: the one dialled by the smaller ID.
+    // Deterministic choice between simultaneous connections: the one dialled by the smaller ID
+    // is used for new traffic on both sides. The other one is closed after a grace period, so
+    // streams already under way on it finish.
     let ours_wins = |dialled: bool| (dialled && shared.me < id) || (!dialled && id < shared.me);
-    {
+    let loser = {
         let mut conns = shared.conns.lock().expect("conn lock");
         match conns.get(&id) {
             Some(existing) if existing.close_reason().is_none() && !ours_wins(dialled) => {
-                conn.close(VarInt::from_u32(close::DUPLICATE), b"duplicate connection");
-                return;
+                Some(conn.clone())
             }
-            _ => {
-                if let Some(old) = conns.insert(id, conn.clone()) {
-                    if old.stable_id() != conn.stable_id() {
-                        old.close(VarInt::from_u32(close::DUPLICATE), b"duplicate connection");
-                    }
-                }
-            }
+            _ => conns
+                .insert(id, conn.clone())
+                .filter(|old| old.stable_id() != conn.stable_id()),
         }
+    };
+    if let Some(loser) = loser {
+        tokio::spawn(async move {
+            tokio::time::sleep(DUPLICATE_GRACE).await;
+            loser.close(VarInt::from_u32(close::DUPLICATE), b"duplicate connection");
+        });
     }
     tokio::spawn(read_connection(shared.clone(), id, conn, control));
 }
@@ -598,11 +622,63 @@ async fn read_connection(
 /// How often the peer table is refreshed from the membership state (to show suspicions).
 const PEER_SYNC: Duration = Duration::from_millis(250);
 
+/// How long a superseded duplicate connection stays open for the streams under way on it.
+const DUPLICATE_GRACE: Duration = Duration::from_secs(5);
+
 /// Largest datagram accepted.
 const MAX_DATAGRAM: usize = 1400;
 
 /// Sends one membership packet, dialling the peer if needed (the packet is dropped while a dial
 /// is in progress; SWIM tolerates loss).
+/// Calls `procedure` on `peer` (see [`MeshNode::call`]).
+async fn call(
+    shared: &Arc<Shared>,
+    peer: NodeId,
+    procedure: &str,
+    body: Vec<u8>,
+    deadline: Duration,
+) -> Result<Vec<u8>, RpcError> {
+    let req = RpcRequest {
+        procedure: procedure.to_string(),
+        deadline_ms: u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX),
+        body,
+    };
+    let started = Instant::now();
+    let conn = tokio::time::timeout(deadline, connection(shared, peer))
+        .await
+        .map_err(|_| RpcError::new(ErrorCode::DeadlineExceeded, "connecting took too long"))??;
+    let unavailable =
+        |e: &dyn std::fmt::Display| RpcError::new(ErrorCode::Unavailable, e.to_string());
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| unavailable(&e))?;
+    let exchange = async {
+        crate::frame::write(&mut send, &req, MAX_RPC_FRAME)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        send.finish().map_err(|e| unavailable(&e))?;
+        match crate::frame::read::<RpcReply>(&mut recv, MAX_RPC_FRAME).await {
+            Ok(Some(reply)) => reply.into(),
+            Ok(None) => Err(RpcError::new(
+                ErrorCode::Unavailable,
+                "the callee closed the call",
+            )),
+            Err(crate::frame::FrameError::Read(e)) => Err(unavailable(&e)),
+            Err(e) => Err(RpcError::new(ErrorCode::Protocol, e.to_string())),
+        }
+    };
+    let left = deadline.saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, exchange).await {
+        Ok(r) => r,
+        Err(_) => {
+            let _ = send.reset(VarInt::from_u32(CANCEL_CODE));
+            let _ = recv.stop(VarInt::from_u32(CANCEL_CODE));
+            Err(RpcError::new(
+                ErrorCode::DeadlineExceeded,
+                format!("no answer from {} within {deadline:?}", peer.short()),
+            ))
+        }
+    }
+}
+
 /// Answers one call stream.
 async fn serve_call(
     shared: Arc<Shared>,
@@ -719,6 +795,25 @@ fn send(shared: &Arc<Shared>, to: NodeId, data: Vec<u8>) {
     });
 }
 
+/// The RPC procedure carrying DHT requests (body `wire(dht::Request)`, reply
+/// `wire(dht::Response)`).
+pub const DHT_PROCEDURE: &str = "mesh.dht";
+
+/// Sends one DHT request as an RPC call; its deadline is the DHT request timeout.
+fn send_dht(shared: &Arc<Shared>, to: NodeId, id: RequestId, req: DhtRequest, timeout: Duration) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let res = call(&shared, to, DHT_PROCEDURE, wire::encode(&req), timeout).await;
+        let resp = res
+            .ok()
+            .and_then(|b| wire::decode_with_limit::<DhtResponse>(&b, MAX_RPC_FRAME).ok());
+        let _ = shared.cmd.send(match resp {
+            Some(resp) => Cmd::DhtResponse { from: to, id, resp },
+            None => Cmd::DhtFailed(id),
+        });
+    });
+}
+
 /// A timer of either state machine.
 enum DriverTimer {
     Member(MemberTimer),
@@ -734,6 +829,10 @@ struct PendingSub {
 
 async fn drive(shared: Arc<Shared>, mut m: Membership, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     let mut ps = PubSub::new(shared.me);
+    let dht_config = DhtConfig::default();
+    let dht_timeout = dht_config.request_timeout;
+    let mut dht = Dht::new(shared.me, dht_config);
+    let mut lookups: HashMap<LookupId, tokio::sync::oneshot::Sender<LookupResult>> = HashMap::new();
     let mut timers: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
     let mut pending: HashMap<u64, DriverTimer> = HashMap::new();
     let mut subs: HashMap<String, Vec<PendingSub>> = HashMap::new();
@@ -761,13 +860,43 @@ async fn drive(shared: Arc<Shared>, mut m: Membership, mut rx: mpsc::UnboundedRe
                 }
                 Output::Event(ev) => {
                     match &ev {
-                        Event::Up(id) => ps.peer_up(id.node),
+                        Event::Up(id) => {
+                            ps.peer_up(id.node);
+                            // The DHT only routes through members it knows how to reach.
+                            if shared
+                                .addrs
+                                .lock()
+                                .expect("addr lock")
+                                .contains_key(&id.node)
+                            {
+                                dht.table.seen(id.node);
+                            }
+                        }
+                        Event::Meta(sm)
+                            if sm.meta.node != shared.me && !sm.meta.addrs.is_empty() =>
+                        {
+                            dht.table.seen(sm.meta.node);
+                        }
                         Event::Renamed { new, .. } => ps.peer_up(new.node),
                         Event::Down(id) => ps.peer_down(&id.node),
                         _ => {}
                     }
                     apply_event(&shared, ev);
                     dirty = true;
+                }
+            }
+        }
+        let outputs: Vec<DhtOutput> = dht.drain().collect();
+        for out in outputs {
+            match out {
+                DhtOutput::Request { to, id, req } => send_dht(&shared, to, id, req, dht_timeout),
+                // The RPC deadline of the request is the timeout; failures come back as
+                // `Cmd::DhtFailed`.
+                DhtOutput::Timeout { .. } => {}
+                DhtOutput::Done { lookup, result } => {
+                    if let Some(done) = lookups.remove(&lookup) {
+                        let _ = done.send(result);
+                    }
                 }
             }
         }
@@ -834,6 +963,20 @@ async fn drive(shared: Arc<Shared>, mut m: Membership, mut rx: mpsc::UnboundedRe
                 Some(Cmd::Unsubscribe(topic)) => ps.unsubscribe(&topic),
                 Some(Cmd::Publish { topic, payload, done }) => {
                     let _ = done.send(ps.publish(&topic, payload));
+                }
+                Some(Cmd::DhtRequest { from, req, done }) => {
+                    let _ = done.send(dht.handle_request(from, req, unix_now()));
+                }
+                Some(Cmd::DhtResponse { from, id, resp }) => {
+                    dht.handle_response(from, id, resp, unix_now());
+                }
+                Some(Cmd::DhtFailed(id)) => dht.handle_timeout(id),
+                Some(Cmd::DhtLookup { op, done }) => {
+                    let id = match op {
+                        DhtOp::Get(key) => dht.get(key),
+                        DhtOp::Put(rec) => dht.put(rec, unix_now()),
+                    };
+                    lookups.insert(id, done);
                 }
                 Some(Cmd::Join(peer)) => m.join(peer),
                 Some(Cmd::Revoke(r)) => {

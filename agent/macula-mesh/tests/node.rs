@@ -213,3 +213,58 @@ async fn pubsub_delivers_every_publication_exactly_once_to_every_subscriber() {
     }
     hub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dht_records_put_on_one_node_are_found_from_another() {
+    use macula_mesh::dht::{Record, RecordBody, RecordKind};
+    let realm = RealmKey::from_seed([9; 32]);
+    let hub = start(&realm, 1, "hub", vec![]);
+    let contact = Bootstrap {
+        node: Some(hub.id()),
+        addr: hub.local_addr(),
+    };
+    let edges: Vec<MeshNode> = (2..=5)
+        .map(|i| start(&realm, i, &format!("edge-{i}"), vec![contact.clone()]))
+        .collect();
+    // Formed = every member alive and its metadata (addresses) known.
+    let all_alive = |n: &MeshNode| {
+        n.peers()
+            .iter()
+            .filter(|p| p.state == PeerState::Alive && p.meta.is_some())
+            .count()
+            == 4
+    };
+    wait_for("the realm to form", 20, || {
+        all_alive(&hub) && edges.iter().all(all_alive)
+    })
+    .await;
+
+    let author = NodeKey::from_seed([2; 32]);
+    let key = [0x42; 32];
+    let rec = Record::sign(
+        &author,
+        RecordBody {
+            kind: RecordKind::Provider,
+            key,
+            author: author.node_id(),
+            seq: 1,
+            expires: unix_now() + 600,
+            value: b"shard 7".to_vec(),
+        },
+    );
+    let put = edges[0].dht_put(rec.clone()).await.unwrap();
+    assert_eq!(put.stored, 4, "stored at every other node (k > realm size)");
+    let got = edges[3].dht_get(key).await.unwrap();
+    assert_eq!(got.records, vec![rec.clone()]);
+    // A forged copy is refused by every node.
+    let mut forged = rec;
+    forged.body.seq = 2;
+    forged.body.value = b"evil".to_vec();
+    let put = edges[1].dht_put(forged).await.unwrap();
+    assert_eq!(put.stored, 0);
+    assert_eq!(edges[2].dht_get(key).await.unwrap().records[0].body.seq, 1);
+    for n in edges {
+        n.shutdown().await;
+    }
+    hub.shutdown().await;
+}
