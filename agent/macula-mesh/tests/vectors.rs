@@ -2,10 +2,13 @@
 //! changed: bump the ALPN / version byte and update the document.
 
 use macula_core::{NodeKey, wire};
+use macula_mesh::dht::{Record, RecordBody, RecordKind};
 use macula_mesh::frame;
 use macula_mesh::membership::Packet;
 use macula_mesh::proto::{Control, Datagram, Hello};
+use macula_mesh::pubsub::{PubSubMsg, Publication};
 use macula_mesh::realm::{CertBody, MembershipCert, RealmKey, Role};
+use macula_mesh::rpc::{ErrorCode, RpcReply, RpcRequest};
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -33,6 +36,11 @@ pub const CERT: &str = "018a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf37488
 pub const HELLO_FRAME: &str = "000000be01008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3940006656467652d3180e2cfaa0680a4a7da06009f1ba3322efb306c848a62aece4a90e35d27e69c79cbf72ae162cc4159a9fb107b7a425e79a9964a3f795e418a3295c3e801fa4fcb5e383041b968875e71710c0100c0000201d12200";
 pub const REVOCATION: &str = "018a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b39480c3bbc206ab385acbaa94c2854a845e3d1ddc1fd2a201f564ae3c76e97e53105d0d146979ff795dc6d41810e40fd3dd360e76188975b786b25298f46cecd36c6fd2a2880b";
 pub const SWIM_DATAGRAM: &str = "010002aabb";
+pub const RPC_REQUEST: &str = "0000000f01086d6573682e6468748827020102";
+pub const RPC_REPLY_ERR: &str = "000000080101050462757379";
+pub const PUBSUB_PUBLISH: &str =
+    "00000028010301748139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3940101ff00";
+pub const DHT_RECORD: &str = "010142424242424242424242424242424242424242424242424242424242424242428139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3940180a4a7da0600284f408920db0fc11353f6f8578fe37104f619c32ab80a3234923c2513089a57792135721a7b7376700bdf6ba8e0a83f52fdd7969c5c03d08c627c30aa211c0a";
 pub const WANT_META: &str = "01018139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394";
 
 #[test]
@@ -60,6 +68,59 @@ fn vectors() {
             hex(&wire::encode(&Datagram::Swim(vec![0xaa, 0xbb]))),
         ),
         ("WANT_META", hex(&wire::encode(&Packet::WantMeta(node)))),
+        (
+            "RPC_REQUEST",
+            hex(&frame::encode(
+                &RpcRequest {
+                    procedure: "mesh.dht".into(),
+                    deadline_ms: 5000,
+                    body: vec![1, 2],
+                },
+                1 << 20,
+            )
+            .unwrap()),
+        ),
+        (
+            "RPC_REPLY_ERR",
+            hex(&frame::encode(
+                &RpcReply::Err {
+                    code: ErrorCode::Overloaded,
+                    message: "busy".into(),
+                },
+                1 << 20,
+            )
+            .unwrap()),
+        ),
+        (
+            "PUBSUB_PUBLISH",
+            hex(&frame::encode(
+                &PubSubMsg::Publish {
+                    msg: Publication {
+                        topic: "t".into(),
+                        publisher: node,
+                        seq: 1,
+                        payload: vec![0xff],
+                    },
+                    hops: 0,
+                },
+                1 << 20,
+            )
+            .unwrap()),
+        ),
+        (
+            "DHT_RECORD",
+            hex(&wire::encode(&Record::sign(
+                &NodeKey::from_seed([2; 32]),
+                RecordBody {
+                    kind: RecordKind::Provider,
+                    key: [0x42; 32],
+                    author: node,
+                    seq: 1,
+                    expires: 1_800_000_000,
+                    value: vec![],
+                },
+            ))),
+        ),
     ];
     let expected = [
         REALM_ID,
@@ -69,7 +130,12 @@ fn vectors() {
         REVOCATION,
         SWIM_DATAGRAM,
         WANT_META,
+        RPC_REQUEST,
+        RPC_REPLY_ERR,
+        PUBSUB_PUBLISH,
+        DHT_RECORD,
     ];
+    assert_eq!(got.len(), expected.len(), "one expected value per vector");
     let mut ok = true;
     for ((name, g), e) in got.iter().zip(expected) {
         if g != e {
