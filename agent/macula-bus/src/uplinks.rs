@@ -12,6 +12,8 @@ pub const INTERFACE: &str = "io.macula.Uplinks1";
 
 /// What the uplinks interface needs from the daemon.
 pub trait UplinksControl: Send + Sync + 'static {
+    /// Name of the active uplink (empty: none, or monitoring disabled).
+    fn active(&self) -> String;
     /// One map per uplink: `name`, `interface`, `priority`, `active`, `healthy`, `carrier`,
     /// `rtt_us` (0 = none yet), `sent`, `received`.
     fn links(&self) -> BoxFuture<'_, Result<Vec<HashMap<String, OwnedValue>>, Error>>;
@@ -30,6 +32,12 @@ impl UplinksObject {
 
 #[zbus::interface(name = "io.macula.Uplinks1")]
 impl UplinksObject {
+    /// Name of the active uplink (empty: none); emits a change on failover.
+    #[zbus(property)]
+    fn active(&self) -> String {
+        self.control.active()
+    }
+
     /// The uplinks in configuration order with their health.
     async fn links(&self) -> Result<Vec<HashMap<String, OwnedValue>>, Error> {
         self.control.links().await
@@ -44,4 +52,6 @@ impl UplinksObject {
 )]
 pub trait Uplinks1 {
     fn links(&self) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
+    #[zbus(property)]
+    fn active(&self) -> zbus::Result<String>;
 }

@@ -117,7 +117,10 @@ async fn unconfirmed_apply_rolls_back_and_confirmed_apply_stays() {
     let applied = ns.ruleset();
     assert_ne!(applied, confirmed);
     assert_eq!(f.status().await.unwrap().pending, Some(1));
+    let mut changes = f.subscribe();
+    changes.mark_unchanged();
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(changes.has_changed().unwrap(), "the rollback is announced");
     assert_eq!(
         ns.ruleset(),
         confirmed,

@@ -183,6 +183,7 @@ async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Resu
         bus = %args.bus,
         "maculad ready"
     );
+    net.emit_changes(&connection);
     tokio::spawn(update::health_task(update_glue, args.state_dir.clone(), started));
 
     wait_for_shutdown().await?;

@@ -112,6 +112,56 @@ impl Net {
     pub fn uplinks_object(&self) -> UplinksObject {
         UplinksObject::new(Box::new(UplinksGlue(self.uplinks.clone())))
     }
+
+    /// Emits the change signals of `Firewall1.Ruleset` (apply, automatic rollback) and
+    /// `Uplinks1.Active` (failover) on `conn`, for as long as the connection lives.
+    pub fn emit_changes(&self, conn: &zbus::Connection) {
+        let path = macula_bus::OBJECT_PATH;
+        if let Some(fw) = &self.firewall {
+            let mut changes = fw.subscribe();
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                while changes.changed().await.is_ok() {
+                    let Ok(iface) = conn
+                        .object_server()
+                        .interface::<_, FirewallObject>(path)
+                        .await
+                    else {
+                        return;
+                    };
+                    let emitter = iface.signal_emitter();
+                    if let Err(e) = iface.get().await.ruleset_changed(emitter).await {
+                        tracing::warn!(target: "macula::firewall", error = %e, "cannot signal the ruleset change");
+                    }
+                }
+            });
+        }
+        if let Some((_, status)) = &self.uplinks {
+            let mut status = status.clone();
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                let mut active = status.borrow().active;
+                while status.changed().await.is_ok() {
+                    let now = status.borrow().active;
+                    if now == active {
+                        continue;
+                    }
+                    active = now;
+                    let Ok(iface) = conn
+                        .object_server()
+                        .interface::<_, UplinksObject>(path)
+                        .await
+                    else {
+                        return;
+                    };
+                    let emitter = iface.signal_emitter();
+                    if let Err(e) = iface.get().await.active_changed(emitter).await {
+                        tracing::warn!(target: "macula::uplinks", error = %e, "cannot signal the uplink change");
+                    }
+                }
+            });
+        }
+    }
 }
 
 fn firewall_error(e: FirewallError) -> Error {
@@ -307,6 +357,13 @@ impl OverlayControl for OverlayGlue {
 struct UplinksGlue(Option<(UplinksConfig, watch::Receiver<Snapshot>)>);
 
 impl UplinksControl for UplinksGlue {
+    fn active(&self) -> String {
+        self.0
+            .as_ref()
+            .and_then(|(cfg, status)| status.borrow().active.map(|i| cfg.links[i].name.clone()))
+            .unwrap_or_default()
+    }
+
     fn links(&self) -> BoxFuture<'_, Result<Vec<HashMap<String, OwnedValue>>, Error>> {
         Box::pin(async move {
             let (cfg, status) = self.0.as_ref().ok_or_else(|| {

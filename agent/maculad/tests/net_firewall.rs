@@ -135,3 +135,48 @@ fn disabled_firewall_is_unavailable_and_leaves_nft_alone() {
     assert_eq!(show.status.code(), Some(7), "{}", out(&show));
     assert!(out(&show).contains("enabled = true"), "{}", out(&show));
 }
+
+/// `Firewall1.Ruleset` emits a change on apply and on the automatic rollback: a client's property
+/// cache (fed only by PropertiesChanged signals after the first read) follows both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ruleset_change_signals_follow_apply_and_rollback() {
+    let mut topo = Topology::new("fws");
+    let ns = topo.add_ns("a");
+    let bus = DbusDaemon::start();
+    let _agent = Agent::spawn(
+        &bus,
+        AgentOptions {
+            config: Some("[firewall]\nenabled = true\n".into()),
+            netns: Some(ns),
+            ..Default::default()
+        },
+    );
+    let conn = zbus::connection::Builder::address(bus.address())
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let proxy = macula_bus::firewall::Firewall1Proxy::new(&conn)
+        .await
+        .unwrap();
+    let boot = proxy.ruleset().await.unwrap();
+    assert!(boot.contains("table inet macula"));
+    let cached = || proxy.cached_ruleset().ok().flatten().unwrap_or_default();
+    async fn until(what: &str, mut f: impl FnMut() -> bool) {
+        for _ in 0..100 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{what}: no change signal within 5 s");
+    }
+    proxy
+        .apply(
+            "[firewall]\nconfirm_timeout_secs = 1\n[firewall.zones.lan]\ninterfaces = [\"eth3\"]\n",
+        )
+        .await
+        .unwrap();
+    until("apply", || cached().contains("\"eth3\"")).await;
+    until("rollback", || cached() == boot).await;
+}

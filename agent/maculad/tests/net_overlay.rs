@@ -130,6 +130,15 @@ probe = "203.0.113.2:51821"
     })
     .expect("uplinks healthy");
     assert_eq!(healthy[0]["active"], true);
+    let conn = zbus::connection::Builder::address(bus.address())
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let uplinks = macula_bus::uplinks::Uplinks1Proxy::new(&conn)
+        .await
+        .unwrap();
+    assert_eq!(uplinks.active().await.unwrap(), "path1");
     topo.nft(
         "b",
         &format!("table netdev mntbh {{\n chain in {{\n type filter hook ingress device \"{b1}\" priority 0; policy drop;\n counter\n }}\n}}\n"),
@@ -145,6 +154,11 @@ probe = "203.0.113.2:51821"
         "failover took {:?}",
         t.elapsed()
     );
+    // The proxy's cache follows `Active` only through change signals.
+    let signalled = wait_for(Duration::from_secs(2), || {
+        (uplinks.cached_active().ok()?.as_deref() == Some("path2")).then_some(())
+    });
+    assert!(signalled.is_some(), "no Active change signal");
     let table = agent.ctl(&["uplinks"]);
     assert!(out(&table).contains("* path2"), "{}", out(&table));
     let route =

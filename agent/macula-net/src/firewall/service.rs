@@ -5,7 +5,7 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 
 use super::config::{FirewallConfig, ValidationError, valid_group_name};
@@ -69,6 +69,8 @@ struct Inner {
 pub struct Firewall {
     inner: Arc<Mutex<Inner>>,
     epoch: Instant,
+    /// Bumped whenever the live ruleset changes (load, apply, rollback).
+    changes: Arc<watch::Sender<u64>>,
 }
 
 impl Firewall {
@@ -84,6 +86,7 @@ impl Firewall {
                 last_rollback: None,
             })),
             epoch: Instant::now(),
+            changes: Arc::new(watch::channel(0).0),
         }
     }
 
@@ -98,6 +101,7 @@ impl Firewall {
         inner.nft.check(&script).await?;
         inner.nft.apply(&script).await?;
         inner.config = config;
+        self.changes.send_modify(|n| *n += 1);
         Ok(())
     }
 
@@ -115,6 +119,7 @@ impl Firewall {
         };
         inner.nft.apply(&script).await?;
         inner.config = config;
+        self.changes.send_modify(|n| *n += 1);
         let now = self.now();
         let (generation, action) = inner.guard.applied(now, timeout, saved);
         if let ConfirmAction::ArmTimer(deadline) = action {
@@ -147,6 +152,7 @@ impl Firewall {
             }
             other => other,
         };
+        self.changes.send_modify(|n| *n += 1);
         inner.last_rollback = Some(match result {
             Ok(()) => {
                 inner.config = saved.config;
@@ -158,6 +164,12 @@ impl Firewall {
                 format!("rollback FAILED: {e}")
             }
         });
+    }
+
+    /// Notifies every change of the live ruleset (load, apply, automatic rollback) — for the
+    /// D-Bus `Ruleset` change signal.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Confirms the pending apply; returns its generation.
