@@ -130,11 +130,25 @@ async fn ping_across_the_overlay_and_peer_updates() {
     assert_eq!(oa.status().await.unwrap().peers[0].persistent_keepalive, 25);
     assert!(ping(&a, ob.address()));
 
+    // The agent is killed hard and restarts: the surviving daemon is adopted and reconfigured.
+    let orphan = oa.daemon_pid().unwrap();
+    std::mem::forget(oa);
+    let oa = Overlay::start(Host::netns(&a.name), &ca, ka.signing_key())
+        .await
+        .unwrap();
+    assert_eq!(oa.daemon_pid(), None, "adopted, not spawned");
+    assert!(ping(&a, ob.address()), "overlay works after adoption");
+    let kill_orphan = || {
+        // SAFETY: kill(2) on the daemon this test started.
+        unsafe { libc::kill(orphan as libc::pid_t, libc::SIGTERM) };
+    };
+
     // Removing the peer stops traffic.
     oa.set_peers(vec![]).await.unwrap();
     assert!(oa.status().await.unwrap().peers.is_empty());
     assert!(!ping(&a, ob.address()));
     oa.stop().await;
+    kill_orphan();
     ob.stop().await;
 }
 

@@ -98,7 +98,8 @@ pub struct Overlay {
     keys: OverlayKeys,
     address: Ipv6Addr,
     uapi: Uapi,
-    child: Child,
+    /// The daemon we started (`None`: adopted from a previous run).
+    child: Option<Child>,
     peers: Mutex<BTreeMap<WgKey, PeerSpec>>,
 }
 
@@ -114,42 +115,16 @@ impl Overlay {
         let keys = OverlayKeys::from_signing_key(node);
         let address = overlay_address(&realm, &keys.public());
         let uapi = Uapi::new(&cfg.interface);
-        // A daemon killed hard leaves its socket behind; a live one would answer.
-        if uapi.get().await.is_err() {
+        let child = if uapi.get().await.is_ok() {
+            // Our previous run was killed hard and its daemon survived: take it over (it is
+            // fully reconfigured below). It stays running when we stop.
+            tracing::warn!(target: "overlay", interface = %cfg.interface, "a WireGuard daemon already serves this interface; adopting it");
+            None
+        } else {
+            // A daemon killed hard leaves its socket behind.
             let _ = std::fs::remove_file(uapi.socket_path());
-        }
-        let mut cmd = host.command(&cfg.wireguard_go, &["-f", &cfg.interface]);
-        cmd.env("WG_PROCESS_FOREGROUND", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|source| OverlayError::Spawn {
-            program: cfg.wireguard_go.clone(),
-            source,
-        })?;
-        let mut ready = false;
-        for _ in 0..250 {
-            if uapi.get().await.is_ok() {
-                ready = true;
-                break;
-            }
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if !ready {
-            let status = match child.try_wait() {
-                Ok(Some(s)) => s.to_string(),
-                _ => "still running".into(),
-            };
-            return Err(OverlayError::NoSocket {
-                program: cfg.wireguard_go.clone(),
-                socket: uapi.socket_path().display().to_string(),
-                status,
-            });
-        }
+            Some(spawn_daemon(&host, cfg, &uapi).await?)
+        };
         let peers: BTreeMap<WgKey, PeerSpec> = cfg
             .peers
             .iter()
@@ -254,19 +229,27 @@ impl Overlay {
         Ok(self.uapi.get().await?)
     }
 
-    /// Stops the daemon (SIGTERM, so it removes its socket; SIGKILL after 2 s).
+    /// Process ID of the daemon we started (`None` when adopted).
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Stops the daemon we started (SIGTERM, so it removes its socket; SIGKILL after 2 s).
     pub async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        if let Some(pid) = child.id() {
             // SAFETY: plain kill(2) on our own child's pid.
             unsafe {
                 libc::kill(pid as libc::pid_t, libc::SIGTERM);
             }
         }
-        if tokio::time::timeout(Duration::from_secs(2), self.child.wait())
+        if tokio::time::timeout(Duration::from_secs(2), child.wait())
             .await
             .is_err()
         {
-            let _ = self.child.kill().await;
+            let _ = child.kill().await;
         }
     }
 }
@@ -275,9 +258,58 @@ impl Drop for Overlay {
     /// Without [`Overlay::stop`] (e.g. on panic) the daemon is killed hard; its socket is removed
     /// here so the next start finds no stale one.
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.start_kill();
+        if let Some(child) = self.child.as_mut()
+            && child.try_wait().ok().flatten().is_none()
+        {
+            let _ = child.start_kill();
             let _ = std::fs::remove_file(self.uapi.socket_path());
         }
     }
+}
+
+/// Starts `wireguard-go -f <interface>` and waits (5 s at most) until its UAPI socket answers.
+async fn spawn_daemon(
+    host: &Host,
+    cfg: &OverlayConfig,
+    uapi: &Uapi,
+) -> Result<Child, OverlayError> {
+    let mut cmd = host.command(&cfg.wireguard_go, &["-f", &cfg.interface]);
+    cmd.env("WG_PROCESS_FOREGROUND", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    // The daemon goes down with the agent even when the agent is killed hard (SIGKILL skips
+    // our Drop). The parent is the spawning thread: the agent's runtime thread.
+    // SAFETY: prctl(2) only, between fork and exec (async-signal-safe).
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|source| OverlayError::Spawn {
+        program: cfg.wireguard_go.clone(),
+        source,
+    })?;
+    for _ in 0..250 {
+        if uapi.get().await.is_ok() {
+            return Ok(child);
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = match child.try_wait() {
+        Ok(Some(s)) => s.to_string(),
+        _ => "still running".into(),
+    };
+    Err(OverlayError::NoSocket {
+        program: cfg.wireguard_go.clone(),
+        socket: uapi.socket_path().display().to_string(),
+        status,
+    })
 }
