@@ -8,6 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub mod firewall;
+pub mod mesh;
 pub mod node;
 pub mod overlay;
 pub mod update;

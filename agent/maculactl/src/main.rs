@@ -37,6 +37,12 @@ enum Command {
     Overlay(cmd::overlay::OverlayArgs),
     /// Uplinks: health, the active one.
     Uplinks(cmd::uplinks::UplinksArgs),
+    /// Realm members as this node sees them.
+    Peers(cmd::mesh::PeersArgs),
+    /// Publish a message on a realm topic.
+    Pub(cmd::mesh::PubArgs),
+    /// Print messages published on a realm topic.
+    Sub(cmd::mesh::SubArgs),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions {
         #[arg(value_enum)]
@@ -99,6 +105,9 @@ async fn run(cli: Cli) -> Result<(), exit::CliError> {
         Command::Firewall(c) => cmd::firewall::run(&conn, c).await,
         Command::Overlay(args) => cmd::overlay::run(&conn, &args).await,
         Command::Uplinks(args) => cmd::uplinks::run(&conn, &args).await,
+        Command::Peers(args) => cmd::mesh::peers(&conn, &args).await,
+        Command::Pub(args) => cmd::mesh::publish(&conn, &args).await,
+        Command::Sub(args) => cmd::mesh::subscribe(&conn, &args).await,
         Command::Completions { .. } | Command::Man => unreachable!("handled before connecting"),
     }
 }

@@ -15,6 +15,7 @@ pub struct AgentConfig {
     pub firewall: macula_net::firewall::FirewallConfig,
     pub overlay: macula_net::overlay::OverlayConfig,
     pub uplinks: macula_net::uplinks::UplinksConfig,
+    pub mesh: macula_mesh::config::MeshSection,
 }
 
 impl AgentConfig {

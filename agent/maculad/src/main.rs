@@ -1,6 +1,7 @@
 //! `maculad`: the Macula OS agent. Wiring only — see `docs/ARCHITECTURE.md`.
 
 mod config;
+mod mesh;
 mod net;
 mod node;
 mod update;
@@ -136,6 +137,7 @@ async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Resu
     let node_object = macula_bus::node::NodeObject::new(info.clone(), glue);
     let update_glue = update::UpdateGlue::new(config.update.clone());
     let net = net::start(&config, &key).await?;
+    let mesh = mesh::start(&config.mesh, &args.state_dir, &key)?;
 
     let connection = args
         .bus
@@ -146,6 +148,7 @@ async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Resu
         .serve_at(OBJECT_PATH, net.firewall_object())?
         .serve_at(OBJECT_PATH, net.overlay_object())?
         .serve_at(OBJECT_PATH, net.uplinks_object())?
+        .serve_at(OBJECT_PATH, mesh.object())?
         .build()
         .await
         .with_context(|| {
@@ -184,6 +187,7 @@ async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Resu
         "maculad ready"
     );
     net.emit_changes(&connection);
+    mesh.emit_changes(&connection);
     tokio::spawn(update::health_task(update_glue, args.state_dir.clone(), started));
 
     wait_for_shutdown().await?;

@@ -1,9 +1,10 @@
 //! One module per subsystem: `maculactl <subsystem> <verb>`.
 
-pub mod update;
 pub mod firewall;
+pub mod mesh;
 pub mod node;
 pub mod overlay;
+pub mod update;
 pub mod uplinks;
 
 use zbus::zvariant::{OwnedValue, Value};

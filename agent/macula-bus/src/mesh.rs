@@ -1,0 +1,106 @@
+//! `io.macula.Mesh1`: realm membership (peers) and pub/sub.
+
+use std::collections::HashMap;
+
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::OwnedValue;
+
+use crate::Error;
+use crate::firewall::BoxFuture;
+
+/// D-Bus interface name.
+pub const INTERFACE: &str = "io.macula.Mesh1";
+
+/// What the mesh interface needs from the daemon.
+pub trait MeshControl: Send + Sync + 'static {
+    /// Is the node in a realm (has a valid membership certificate)?
+    fn enabled(&self) -> bool;
+    /// One map per known peer: `node_id`, `name`, `role`, `state` (`alive`/`suspect`/`down`),
+    /// `generation`, `addrs` (array of strings), `version`.
+    fn peers(&self) -> Vec<HashMap<String, OwnedValue>>;
+    /// Publishes on a realm topic; returns the sequence number.
+    fn publish(&self, topic: String, payload: Vec<u8>) -> BoxFuture<'_, Result<u64, Error>>;
+    /// Subscribes this node to a topic (publications arrive as `Publication` signals); returns
+    /// how many peers acknowledged.
+    fn subscribe(&self, topic: String) -> BoxFuture<'_, Result<u32, Error>>;
+}
+
+/// The `io.macula.Mesh1` server object.
+pub struct MeshObject {
+    control: Box<dyn MeshControl>,
+}
+
+impl MeshObject {
+    pub fn new(control: Box<dyn MeshControl>) -> Self {
+        Self { control }
+    }
+}
+
+#[zbus::interface(name = "io.macula.Mesh1")]
+impl MeshObject {
+    /// Whether the mesh runs (false: no membership certificate, see docs/realms.md).
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn enabled(&self) -> bool {
+        self.control.enabled()
+    }
+
+    /// Known peers and their state; changes are announced by `PeerChanged`.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn peers(&self) -> Vec<HashMap<String, OwnedValue>> {
+        self.control.peers()
+    }
+
+    /// Publishes `payload` on `topic` to every subscriber in the realm.
+    async fn publish(&self, topic: String, payload: Vec<u8>) -> Result<u64, Error> {
+        self.control.publish(topic, payload).await
+    }
+
+    /// Subscribes to `topic`; returns the number of peers that acknowledged.
+    async fn subscribe(&self, topic: String) -> Result<u32, Error> {
+        self.control.subscribe(topic).await
+    }
+
+    /// A peer's state or metadata changed.
+    #[zbus(signal)]
+    pub async fn peer_changed(
+        emitter: &SignalEmitter<'_>,
+        node_id: &str,
+        state: &str,
+        name: &str,
+    ) -> zbus::Result<()>;
+
+    /// A publication on a subscribed topic (each (publisher, seq) once).
+    #[zbus(signal)]
+    pub async fn publication(
+        emitter: &SignalEmitter<'_>,
+        topic: &str,
+        publisher: &str,
+        seq: u64,
+        payload: &[u8],
+    ) -> zbus::Result<()>;
+}
+
+/// Client proxy for `io.macula.Mesh1`.
+#[zbus::proxy(
+    interface = "io.macula.Mesh1",
+    default_service = "io.macula.Agent",
+    default_path = "/io/macula/Agent"
+)]
+pub trait Mesh1 {
+    #[zbus(property)]
+    fn enabled(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn peers(&self) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
+    fn publish(&self, topic: &str, payload: &[u8]) -> zbus::Result<u64>;
+    fn subscribe(&self, topic: &str) -> zbus::Result<u32>;
+    #[zbus(signal)]
+    fn peer_changed(&self, node_id: String, state: String, name: String) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn publication(
+        &self,
+        topic: String,
+        publisher: String,
+        seq: u64,
+        payload: Vec<u8>,
+    ) -> zbus::Result<()>;
+}

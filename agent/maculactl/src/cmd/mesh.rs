@@ -1,0 +1,127 @@
+//! `maculactl peers`, `maculactl pub`, `maculactl sub`: realm membership and pub/sub.
+
+use clap::Args;
+use futures_lite::StreamExt;
+use macula_bus::mesh::Mesh1Proxy;
+
+use crate::exit::CliError;
+
+#[derive(Debug, Args)]
+pub struct PeersArgs {
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PubArgs {
+    /// Realm topic, e.g. `site/alerts`.
+    topic: String,
+    /// Message text (sent as UTF-8 bytes).
+    message: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SubArgs {
+    /// Realm topic to follow.
+    topic: String,
+    /// Exit after this many publications (default: run until interrupted).
+    #[arg(long)]
+    count: Option<u64>,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn peers(conn: &zbus::Connection, args: &PeersArgs) -> Result<(), CliError> {
+    let proxy = Mesh1Proxy::new(conn).await?;
+    let peers = proxy.peers().await?;
+    let mut rows: Vec<serde_json::Map<String, serde_json::Value>> = peers
+        .iter()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), super::to_json(v)))
+                .collect()
+        })
+        .collect();
+    let t = |r: &serde_json::Map<String, serde_json::Value>, k: &str| {
+        r.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string()
+    };
+    rows.sort_by_key(|r| (t(r, "name"), t(r, "node_id")));
+    if args.json {
+        let text = serde_json::to_string_pretty(&rows)
+            .map_err(|e| CliError::Other(format!("cannot format JSON: {e}")))?;
+        println!("{text}");
+        return Ok(());
+    }
+    if !proxy.enabled().await? {
+        println!("mesh is off: this node has no membership certificate (see docs/realms.md)");
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<10} {:<6} {:<8} {:<22} NODE ID",
+        "NAME", "STATE", "ROLE", "VERSION", "ADDRESS"
+    );
+    for r in &rows {
+        let addr = r
+            .get("addrs")
+            .and_then(|a| a.as_array())
+            .and_then(|a| a.first())
+            .and_then(|a| a.as_str())
+            .unwrap_or("-")
+            .to_string();
+        let id = t(r, "node_id");
+        println!(
+            "{:<16} {:<10} {:<6} {:<8} {:<22} {}",
+            t(r, "name"),
+            t(r, "state"),
+            t(r, "role"),
+            t(r, "version"),
+            addr,
+            &id[..id.len().min(8)]
+        );
+    }
+    Ok(())
+}
+
+pub async fn publish(conn: &zbus::Connection, args: &PubArgs) -> Result<(), CliError> {
+    let proxy = Mesh1Proxy::new(conn).await?;
+    let seq = proxy.publish(&args.topic, args.message.as_bytes()).await?;
+    println!("published on {} (seq {seq})", args.topic);
+    Ok(())
+}
+
+pub async fn subscribe(conn: &zbus::Connection, args: &SubArgs) -> Result<(), CliError> {
+    let proxy = Mesh1Proxy::new(conn).await?;
+    // Listen before subscribing so nothing published in between is missed.
+    let mut stream = proxy.receive_publication().await?;
+    let acked = proxy.subscribe(&args.topic).await?;
+    eprintln!("subscribed to {} ({acked} peers acknowledged)", args.topic);
+    let mut seen = 0u64;
+    while let Some(sig) = stream.next().await {
+        let a = sig.args()?;
+        if a.topic != args.topic {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&a.payload);
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"topic": a.topic, "publisher": a.publisher, "seq": a.seq, "message": text})
+            );
+        } else {
+            println!(
+                "{} #{} {}: {}",
+                &a.publisher[..8.min(a.publisher.len())],
+                a.seq,
+                a.topic,
+                text
+            );
+        }
+        seen += 1;
+        if args.count.is_some_and(|c| seen >= c) {
+            break;
+        }
+    }
+    Ok(())
+}
