@@ -14,10 +14,13 @@ use crate::netlink::{
 
 const NETLINK_ROUTE: i32 = 0;
 const RTMGRP_LINK: u32 = 1;
+const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+const RTMGRP_IPV6_IFADDR: u32 = 0x100;
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
 const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
@@ -52,6 +55,15 @@ pub struct AddrInfo {
     pub index: i32,
     pub addr: IpAddr,
     pub prefix_len: u8,
+    /// `false` for a `RTM_DELADDR` event.
+    pub exists: bool,
+}
+
+/// A change reported by [`LinkEvents`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Link(LinkInfo),
+    Addr(AddrInfo),
 }
 
 /// One default route.
@@ -110,9 +122,9 @@ pub fn parse_link(kind: u16, payload: &[u8]) -> Result<Option<LinkInfo>, Netlink
     }))
 }
 
-/// Decodes `RTM_NEWADDR` (`ifaddrmsg` + attributes).
+/// Decodes `RTM_NEWADDR`/`RTM_DELADDR` (`ifaddrmsg` + attributes).
 pub fn parse_addr(kind: u16, payload: &[u8]) -> Result<Option<AddrInfo>, NetlinkError> {
-    if kind != RTM_NEWADDR {
+    if kind != RTM_NEWADDR && kind != RTM_DELADDR {
         return Ok(None);
     }
     let hdr = payload
@@ -132,6 +144,7 @@ pub fn parse_addr(kind: u16, payload: &[u8]) -> Result<Option<AddrInfo>, Netlink
         index,
         addr,
         prefix_len,
+        exists: kind == RTM_NEWADDR,
     }))
 }
 
@@ -232,7 +245,8 @@ pub fn discover(host: &Host) -> Result<Vec<Discovered>, NetlinkError> {
     Ok(out)
 }
 
-/// A subscription to link changes (`RTMGRP_LINK`) in one namespace.
+/// A subscription to link and address changes (`RTMGRP_LINK`, `RTMGRP_IPV4_IFADDR`,
+/// `RTMGRP_IPV6_IFADDR`) in one namespace.
 pub struct LinkEvents {
     fd: AsyncFd<OwnedFd>,
     buf: Vec<u8>,
@@ -240,7 +254,11 @@ pub struct LinkEvents {
 
 impl LinkEvents {
     pub fn subscribe(host: &Host) -> Result<Self, NetlinkError> {
-        let fd = crate::netlink::open(host, NETLINK_ROUTE, RTMGRP_LINK)?;
+        let fd = crate::netlink::open(
+            host,
+            NETLINK_ROUTE,
+            RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR,
+        )?;
         // SAFETY: fcntl on our own fd.
         unsafe {
             let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
@@ -256,8 +274,8 @@ impl LinkEvents {
         })
     }
 
-    /// The next batch of link changes.
-    pub async fn next(&mut self) -> Result<Vec<LinkInfo>, NetlinkError> {
+    /// The next batch of changes.
+    pub async fn next(&mut self) -> Result<Vec<Event>, NetlinkError> {
         loop {
             let mut guard = self.fd.readable().await?;
             let buf = &mut self.buf;
@@ -277,7 +295,8 @@ impl LinkEvents {
             };
             let mut out = Vec::new();
             for m in parse_messages(&self.buf[..n])? {
-                out.extend(parse_link(m.kind, m.payload)?);
+                out.extend(parse_link(m.kind, m.payload)?.map(Event::Link));
+                out.extend(parse_addr(m.kind, m.payload)?.map(Event::Addr));
             }
             return Ok(out);
         }

@@ -129,7 +129,41 @@ async fn discovery_and_carrier_loss() {
         "per-uplink table restored after the flap: {}",
         table(&bed)
     );
+
+    // Its source address goes away (DHCP lease lost): failover at once; back when it returns.
+    let t = Instant::now();
+    bed.a
+        .exec(&["ip", "addr", "del", "203.0.113.1/24", "dev", &bed.a2]);
+    assert_eq!(next_switch(&mut rx).await, Some(0));
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_millis(500),
+        "address loss took {took:?}"
+    );
+    eprintln!("address-loss failover after {took:?}");
+    bed.a
+        .exec(&["ip", "addr", "add", "203.0.113.1/24", "dev", &bed.a2]);
+    assert_eq!(next_switch(&mut rx).await, Some(1));
+    assert!(
+        table(&bed).contains("default via 203.0.113.2"),
+        "per-uplink table restored after the address came back: {}",
+        table(&bed)
+    );
     drop(monitor);
     glue.abort();
     responder.abort();
+}
+
+/// The next change of the active uplink (5 s at most).
+async fn next_switch(rx: &mut mpsc::UnboundedReceiver<Action>) -> Option<usize> {
+    let wait = async {
+        loop {
+            if let Some(Action::Activate { to, .. }) = rx.recv().await {
+                return to;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .expect("no uplink change within 5 s")
 }

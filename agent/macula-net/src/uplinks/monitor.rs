@@ -16,7 +16,7 @@ use super::config::UplinksConfig;
 use super::probe;
 use super::tracker::{Action, LinkView, Tracker};
 use crate::cmd::Host;
-use crate::links::LinkEvents;
+use crate::links::{Event, LinkEvents};
 
 /// A snapshot of every uplink, published after each event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +78,7 @@ impl Monitor {
         }
         let targets: Vec<SocketAddr> = cfg.links.iter().map(|l| l.probe).collect();
         let interfaces: Vec<String> = cfg.links.iter().map(|l| l.interface.clone()).collect();
+        let sources: Vec<std::net::IpAddr> = cfg.links.iter().map(|l| l.source).collect();
         let mut link_events = LinkEvents::subscribe(host).map_err(std::io::Error::other)?;
         let prios: Vec<u32> = cfg.links.iter().map(|l| l.priority).collect();
         let epoch = Instant::now();
@@ -122,9 +123,15 @@ impl Monitor {
                     }
                     Ok(changes) = link_events.next() => {
                         for c in changes {
-                            for (i, name) in interfaces.iter().enumerate() {
-                                if *name == c.name && c.carrier != tracker.view(i).carrier {
-                                    out.extend(tracker.on_carrier(i, c.carrier && c.exists));
+                            for i in 0..interfaces.len() {
+                                // An uplink is usable with carrier and its source address.
+                                let usable = match &c {
+                                    Event::Link(l) if l.name == interfaces[i] => l.carrier && l.exists,
+                                    Event::Addr(a) if a.addr == sources[i] => a.exists,
+                                    _ => continue,
+                                };
+                                if usable != tracker.view(i).carrier {
+                                    out.extend(tracker.on_carrier(i, usable));
                                 }
                             }
                         }

@@ -216,7 +216,8 @@ impl Tracker {
         out
     }
 
-    /// Carrier (link state from rtnetlink) changed: loss fails the uplink at once.
+    /// Usability from rtnetlink changed (carrier, or the uplink's source address): loss fails the
+    /// uplink at once.
     pub fn on_carrier(&mut self, link: usize, up: bool) -> Vec<Action> {
         let mut out = Vec::new();
         let Some(l) = self.links.get_mut(link) else {
