@@ -5,7 +5,12 @@
 //!   automatic rollback.
 //! - [`overlay`]: the WireGuard overlay: keys bound to the node's Ed25519 identity, self-certifying
 //!   IPv6 addresses, and a userspace WireGuard device driven over its UAPI socket.
-//! - [`uplinks`]: sans-IO uplink health tracking and failover decisions.
+//! - [`uplinks`]: sans-IO uplink health tracking and failover decisions, UDP probes, per-uplink
+//!   policy routing, and the shell that makes routes, WireGuard endpoints and MPTCP endpoints
+//!   follow the decisions.
+//! - [`links`]: rtnetlink discovery (links, addresses, default routes) and link/address events.
+//! - [`mptcp`]: in-kernel MPTCP path-manager endpoints over generic netlink.
+//! - [`netlink`]: the small netlink codec and socket both of those use.
 //! - [`cmd`]: running the external tools (`nft`, `ip`, `wireguard-go`), optionally inside a network
 //!   namespace.
 
