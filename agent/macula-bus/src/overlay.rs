@@ -12,7 +12,8 @@ pub const INTERFACE: &str = "io.macula.Overlay1";
 
 /// What the overlay interface needs from the daemon.
 pub trait OverlayControl: Send + Sync + 'static {
-    /// `interface`, `address`, `public_key` (base64), `listen_port`, `mtu`, `peers`.
+    /// `interface`, `address`, `public_key` (base64), `listen_port`, `peers` (count),
+    /// `implementation` (`wireguard-go`), `kernel_wireguard` (module available).
     fn status(&self) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>>;
     /// One map per peer: `public_key`, `address`, `endpoint`, `last_handshake_s` (unix, 0 =
     /// never), `rx_bytes`, `tx_bytes`, `keepalive_s`, `allowed_ips`.

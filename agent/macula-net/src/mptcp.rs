@@ -10,12 +10,6 @@ use crate::netlink::{
     Builder, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkError, parse_attrs, transact, u32_of,
 };
 
-const NETLINK_GENERIC: i32 = 16;
-const GENL_ID_CTRL: u16 = 0x10;
-const CTRL_CMD_GETFAMILY: u8 = 3;
-const CTRL_ATTR_FAMILY_ID: u16 = 1;
-const CTRL_ATTR_FAMILY_NAME: u16 = 2;
-
 const CMD_ADD_ADDR: u8 = 1;
 const CMD_DEL_ADDR: u8 = 2;
 const CMD_GET_ADDR: u8 = 3;
@@ -122,24 +116,8 @@ pub struct Mptcp {
 impl Mptcp {
     /// Opens the socket in `host`'s network namespace and resolves the family.
     pub fn open(host: &Host) -> Result<Self, MptcpError> {
-        let fd = crate::netlink::open(host, NETLINK_GENERIC, 0)?;
-        let mut b = Builder::new(GENL_ID_CTRL, NLM_F_REQUEST, &[CTRL_CMD_GETFAMILY, 1, 0, 0]);
-        b.attr(CTRL_ATTR_FAMILY_NAME, b"mptcp_pm\0");
-        let replies = transact(&fd, &b.finish(), "family lookup").map_err(|e| match e {
-            NetlinkError::Kernel { .. } => MptcpError::NoFamily,
-            other => other.into(),
-        })?;
-        let mut family = 0;
-        for payload in replies {
-            for a in parse_attrs(payload.get(4..).unwrap_or_default())? {
-                if a.kind == CTRL_ATTR_FAMILY_ID && a.data.len() >= 2 {
-                    family = u16::from_ne_bytes([a.data[0], a.data[1]]);
-                }
-            }
-        }
-        if family == 0 {
-            return Err(MptcpError::NoFamily);
-        }
+        let (fd, family) = crate::netlink::genl_family(host, "mptcp_pm")?;
+        let family = family.ok_or(MptcpError::NoFamily)?;
         Ok(Self { fd, family })
     }
 

@@ -172,6 +172,36 @@ pub(crate) fn open(host: &Host, protocol: i32, groups: u32) -> Result<OwnedFd, N
     })?)
 }
 
+const NETLINK_GENERIC: i32 = 16;
+const GENL_ID_CTRL: u16 = 0x10;
+const CTRL_CMD_GETFAMILY: u8 = 3;
+const CTRL_ATTR_FAMILY_ID: u16 = 1;
+const CTRL_ATTR_FAMILY_NAME: u16 = 2;
+
+/// Opens a generic-netlink socket in `host`'s namespace and resolves family `name`
+/// (`None`: the kernel has no such family, e.g. the module is not loaded).
+pub(crate) fn genl_family(host: &Host, name: &str) -> Result<(OwnedFd, Option<u16>), NetlinkError> {
+    let fd = open(host, NETLINK_GENERIC, 0)?;
+    let mut b = Builder::new(GENL_ID_CTRL, NLM_F_REQUEST, &[CTRL_CMD_GETFAMILY, 1, 0, 0]);
+    let mut cname = name.as_bytes().to_vec();
+    cname.push(0);
+    b.attr(CTRL_ATTR_FAMILY_NAME, &cname);
+    let replies = match transact(&fd, &b.finish(), "family lookup") {
+        Ok(r) => r,
+        Err(NetlinkError::Kernel { .. }) => return Ok((fd, None)),
+        Err(e) => return Err(e),
+    };
+    let mut family = None;
+    for payload in replies {
+        for a in parse_attrs(payload.get(4..).unwrap_or_default())? {
+            if a.kind == CTRL_ATTR_FAMILY_ID && a.data.len() >= 2 {
+                family = Some(u16::from_ne_bytes([a.data[0], a.data[1]]));
+            }
+        }
+    }
+    Ok((fd, family))
+}
+
 /// Sends one request on a blocking socket and collects the payloads of the data replies until the
 /// ack, `NLMSG_DONE`, or (for a non-dump request without ack) the first reply.
 pub(crate) fn transact(

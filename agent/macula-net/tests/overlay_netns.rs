@@ -77,6 +77,21 @@ fn derived_private_key_matches_wg_pubkey() {
     );
 }
 
+/// Backend detection agrees with the kernel: `ip link add … type wireguard` works iff the
+/// `wireguard` generic-netlink family is registered (absent on the build host).
+#[test]
+fn kernel_wireguard_detection_matches_ip_link() {
+    let ns = Netns::new();
+    let ip_link = ns
+        .try_exec(&["ip", "link", "add", "mclwgprobe", "type", "wireguard"])
+        .status
+        .success();
+    assert_eq!(
+        macula_net::overlay::kernel_wireguard(&Host::netns(&ns.name)),
+        ip_link
+    );
+}
+
 #[tokio::test]
 async fn ping_across_the_overlay_and_peer_updates() {
     let a = Netns::new();

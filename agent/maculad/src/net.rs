@@ -298,6 +298,13 @@ impl OverlayControl for OverlayGlue {
             );
             m.insert("listen_port".into(), owned(Value::from(dev.listen_port)));
             m.insert("peers".into(), owned(Value::from(dev.peers.len() as u32)));
+            m.insert("implementation".into(), owned(Value::from("wireguard-go")));
+            m.insert(
+                "kernel_wireguard".into(),
+                owned(Value::from(macula_net::overlay::kernel_wireguard(
+                    ov.host(),
+                ))),
+            );
             Ok(m)
         })
     }

@@ -99,6 +99,16 @@ probe = "203.0.113.2:51821"
     let ov = json(agent.ctl(&["overlay", "--json"]));
     let addr_a = ov["address"].as_str().unwrap().to_string();
     assert_eq!(ov["interface"], ifa.as_str());
+    assert_eq!(ov["implementation"], "wireguard-go");
+    let kernel = topo
+        .command(
+            "a",
+            &["ip", "link", "add", "mclwgprobe", "type", "wireguard"],
+        )
+        .status()
+        .unwrap()
+        .success();
+    assert_eq!(ov["kernel_wireguard"], kernel);
     // A's address is computed from A's node ID alone — B's view agrees.
     assert_eq!(ov["peer_list"][0]["address"], ob.address().to_string());
     // A knows B's endpoint and starts; B then answers and reaches A by the roamed endpoint.

@@ -115,6 +115,11 @@ impl Overlay {
         let keys = OverlayKeys::from_signing_key(node);
         let address = overlay_address(&realm, &keys.public());
         let uapi = Uapi::new(&cfg.interface);
+        if kernel_wireguard(&host) {
+            // Kernel WireGuard over netlink is not implemented yet: the userspace daemon runs on
+            // kernels with the module too (correct, slower).
+            tracing::info!(target: "overlay", "kernel WireGuard is available but not used yet; starting wireguard-go");
+        }
         let child = if uapi.get().await.is_ok() {
             // Our previous run was killed hard and its daemon survived: take it over (it is
             // fully reconfigured below). It stays running when we stop.
@@ -312,4 +317,12 @@ async fn spawn_daemon(
         socket: uapi.socket_path().display().to_string(),
         status,
     })
+}
+
+/// Whether the kernel offers WireGuard (the `wireguard` generic-netlink family is registered).
+pub fn kernel_wireguard(host: &Host) -> bool {
+    matches!(
+        crate::netlink::genl_family(host, "wireguard"),
+        Ok((_, Some(_)))
+    )
 }
