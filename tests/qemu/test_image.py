@@ -304,6 +304,7 @@ def main():
     ap.add_argument("--keys", default=os.path.join(REPO, "build/keys"))
     ap.add_argument("--agent-dir", help="maculad/maculactl the image was built with (omit: image without agent)")
     ap.add_argument("--work", help="default: build/test-qemu/ARCH")
+    ap.add_argument("--measure-only", action="store_true", help="only the bare-vs-full boot measurement")
     ap.add_argument("--skip-measure", action="store_true",
                     help="skip the bare-vs-full boot measurement (x86_64 only; always skipped on aarch64)")
     a = ap.parse_args()
@@ -314,8 +315,9 @@ def main():
         sys.exit(f"test_image: {image} missing; run `make image ARCH={a.arch}` first")
     os.makedirs(a.work, exist_ok=True)
     try:
-        ota(a, image, a.work)
-        log("OTA cycle passed")
+        if not a.measure_only:
+            ota(a, image, a.work)
+            log("OTA cycle passed")
         if not a.skip_measure and a.arch == "x86_64":
             bare_vs_full(a, image, a.work)
     except (GuestError, subprocess.CalledProcessError) as e:
