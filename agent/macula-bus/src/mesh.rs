@@ -23,6 +23,19 @@ pub trait MeshControl: Send + Sync + 'static {
     /// Subscribes this node to a topic (publications arrive as `Publication` signals); returns
     /// how many peers acknowledged.
     fn subscribe(&self, topic: String) -> BoxFuture<'_, Result<u32, Error>>;
+    /// Creates a realm with this node as its first member (realm key kept in the state dir);
+    /// returns the realm ID.
+    fn create_realm(&self, name: String) -> Result<String, Error>;
+    /// Issues a membership certificate (text form) with this node's realm key.
+    fn admit(
+        &self,
+        node_id: String,
+        name: String,
+        role: String,
+        valid_days: u32,
+    ) -> Result<String, Error>;
+    /// Installs a membership certificate for this node and starts the mesh; returns the realm ID.
+    fn join(&self, cert: String) -> Result<String, Error>;
 }
 
 /// The `io.macula.Mesh1` server object.
@@ -39,7 +52,7 @@ impl MeshObject {
 #[zbus::interface(name = "io.macula.Mesh1")]
 impl MeshObject {
     /// Whether the mesh runs (false: no membership certificate, see docs/realms.md).
-    #[zbus(property(emits_changed_signal = "const"))]
+    #[zbus(property(emits_changed_signal = "false"))]
     fn enabled(&self) -> bool {
         self.control.enabled()
     }
@@ -58,6 +71,27 @@ impl MeshObject {
     /// Subscribes to `topic`; returns the number of peers that acknowledged.
     async fn subscribe(&self, topic: String) -> Result<u32, Error> {
         self.control.subscribe(topic).await
+    }
+
+    /// Creates a realm with this node as its first member; returns the realm ID.
+    fn create_realm(&self, name: String) -> Result<String, Error> {
+        self.control.create_realm(name)
+    }
+
+    /// Issues a membership certificate for `node_id` (needs the realm key on this node).
+    fn admit(
+        &self,
+        node_id: String,
+        name: String,
+        role: String,
+        valid_days: u32,
+    ) -> Result<String, Error> {
+        self.control.admit(node_id, name, role, valid_days)
+    }
+
+    /// Installs this node's membership certificate (text form) and starts the mesh.
+    fn join(&self, cert: String) -> Result<String, Error> {
+        self.control.join(cert)
     }
 
     /// A peer's state or metadata changed.
@@ -93,6 +127,10 @@ pub trait Mesh1 {
     fn peers(&self) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
     fn publish(&self, topic: &str, payload: &[u8]) -> zbus::Result<u64>;
     fn subscribe(&self, topic: &str) -> zbus::Result<u32>;
+    fn create_realm(&self, name: &str) -> zbus::Result<String>;
+    fn admit(&self, node_id: &str, name: &str, role: &str, valid_days: u32)
+    -> zbus::Result<String>;
+    fn join(&self, cert: &str) -> zbus::Result<String>;
     #[zbus(signal)]
     fn peer_changed(&self, node_id: String, state: String, name: String) -> zbus::Result<()>;
     #[zbus(signal)]

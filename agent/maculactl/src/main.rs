@@ -43,6 +43,9 @@ enum Command {
     Pub(cmd::mesh::PubArgs),
     /// Print messages published on a realm topic.
     Sub(cmd::mesh::SubArgs),
+    /// Realm membership: create a realm, admit a node, join with a certificate.
+    #[command(subcommand)]
+    Realm(cmd::realm::RealmCommand),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions {
         #[arg(value_enum)]
@@ -108,6 +111,7 @@ async fn run(cli: Cli) -> Result<(), exit::CliError> {
         Command::Peers(args) => cmd::mesh::peers(&conn, &args).await,
         Command::Pub(args) => cmd::mesh::publish(&conn, &args).await,
         Command::Sub(args) => cmd::mesh::subscribe(&conn, &args).await,
+        Command::Realm(c) => cmd::realm::run(&conn, c).await,
         Command::Completions { .. } | Command::Man => unreachable!("handled before connecting"),
     }
 }

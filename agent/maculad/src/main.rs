@@ -137,7 +137,7 @@ async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Resu
     let node_object = macula_bus::node::NodeObject::new(info.clone(), glue);
     let update_glue = update::UpdateGlue::new(config.update.clone());
     let net = net::start(&config, &key).await?;
-    let mesh = mesh::start(&config.mesh, &args.state_dir, &key)?;
+    let mesh = mesh::start(&config.mesh, &args.state_dir, &key, config.node.role)?;
 
     let connection = args
         .bus

@@ -2,77 +2,80 @@
 //! certificate, implements `io.macula.Mesh1`, forwards peer changes and publications as signals.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use macula_bus::Error;
 use macula_bus::firewall::BoxFuture;
 use macula_bus::mesh::{MeshControl, MeshObject};
 use macula_core::NodeKey;
+use macula_core::config::Role;
 use macula_mesh::config::MeshSection;
 use macula_mesh::membership::{Capacity, MembershipConfig};
 use macula_mesh::node::{Bootstrap, MeshNode, NodeConfig, PeerInfo};
-use macula_mesh::realm::{Admission, MembershipCert};
+use macula_mesh::realm::{Admission, CertBody, MembershipCert, RealmKey};
 use macula_mesh::transport::{TransportParams, unix_now};
 use zbus::zvariant::{OwnedValue, Value};
 
-/// The running mesh, if the node is in a realm.
+/// The mesh of this node: running once the node holds a membership certificate.
 #[derive(Clone)]
 pub struct MeshGlue {
-    node: Option<Arc<MeshNode>>,
+    node: Arc<Mutex<Option<Arc<MeshNode>>>>,
     conn: Arc<std::sync::OnceLock<zbus::Connection>>,
+    key: Arc<NodeKey>,
+    config: MeshSection,
+    state_dir: PathBuf,
+    node_role: Role,
 }
 
-/// Starts the mesh when `<cert>` exists; otherwise the mesh is off (and says how to fix that).
-pub fn start(config: &MeshSection, state_dir: &Path, key: &NodeKey) -> Result<MeshGlue> {
-    let path = config
-        .cert
-        .clone()
-        .unwrap_or_else(|| state_dir.join("realm.cert"));
-    let off = MeshGlue {
-        node: None,
+/// Where the realm key lives when this node created the realm (`<state>/realm/node.key`).
+fn realm_key_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("realm")
+}
+
+fn parse_role(s: &str) -> Result<Role, Error> {
+    match s {
+        "edge" => Ok(Role::Edge),
+        "hub" => Ok(Role::Hub),
+        _ => Err(Error::InvalidArgument(format!(
+            "unknown role `{s}`: use `edge` or `hub`"
+        ))),
+    }
+}
+
+/// Prepares the mesh and starts it when the certificate file exists; otherwise the mesh is off
+/// until `Join`/`CreateRealm` (and says how to fix that).
+pub fn start(
+    config: &MeshSection,
+    state_dir: &Path,
+    key: &NodeKey,
+    node_role: Role,
+) -> Result<MeshGlue> {
+    let glue = MeshGlue {
+        node: Arc::default(),
         conn: Arc::default(),
+        key: Arc::new(NodeKey::from_seed(*key.signing_key().as_bytes())),
+        config: config.clone(),
+        state_dir: state_dir.to_owned(),
+        node_role,
     };
+    let path = glue.cert_path();
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             tracing::info!(target: "macula::mesh", cert = %path.display(), node_id = %key.node_id(),
                 "no membership certificate; the mesh is off. Have this node ID admitted to a realm \
-                 and put the certificate there (docs/realms.md)");
-            return Ok(off);
+                 and install the certificate with `maculactl realm join` (docs/realms.md)");
+            return Ok(glue);
         }
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     let cert = MembershipCert::from_text(&text)
         .with_context(|| format!("{}: not a usable membership certificate", path.display()))?;
-    let admission = Admission::new(key.node_id(), cert, unix_now())
-        .with_context(|| format!("{}: certificate refused", path.display()))?;
-    let bootstrap = config
-        .bootstrap
-        .iter()
-        .map(|b| b.parse::<Bootstrap>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("[mesh] bootstrap: {e}"))?;
-    let node = MeshNode::start(
-        key,
-        Arc::new(admission),
-        NodeConfig {
-            listen: config.listen,
-            advertise: config.advertise.clone(),
-            bootstrap,
-            transport: TransportParams::default(),
-            membership: MembershipConfig::lan(64),
-            overlay_key: None,
-            capacity: Capacity::default(),
-        },
-    )
-    .with_context(|| format!("cannot start the mesh on {}", config.listen))?;
-    tracing::info!(target: "macula::mesh", listen = %node.local_addr(), "mesh started");
-    Ok(MeshGlue {
-        node: Some(Arc::new(node)),
-        conn: Arc::default(),
-    })
+    glue.start_node(cert)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(glue)
 }
 
 fn val(v: Value<'_>) -> OwnedValue {
@@ -116,60 +119,214 @@ impl MeshGlue {
         MeshObject::new(Box::new(self.clone()))
     }
 
-    /// Forwards peer changes as `PeerChanged` signals.
-    pub fn emit_changes(&self, conn: &zbus::Connection) {
-        let _ = self.conn.set(conn.clone());
-        let Some(node) = &self.node else { return };
-        let mut changes = node.watch_peers();
-        let conn = conn.clone();
-        tokio::spawn(async move {
-            while let Ok(c) = changes.recv().await {
-                let Ok(iface) = conn
-                    .object_server()
-                    .interface::<_, MeshObject>(macula_bus::OBJECT_PATH)
-                    .await
-                else {
-                    return;
-                };
-                let name = c
-                    .peer
-                    .meta
-                    .as_ref()
-                    .map(|m| m.name.clone())
-                    .unwrap_or_default();
-                if let Err(e) = MeshObject::peer_changed(
-                    iface.signal_emitter(),
-                    &c.peer.id.to_string(),
-                    c.peer.state.as_str(),
-                    &name,
-                )
-                .await
-                {
-                    tracing::warn!(target: "macula::mesh", error = %e, "cannot signal a peer change");
-                }
-            }
-        });
+    fn cert_path(&self) -> PathBuf {
+        self.config
+            .cert
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("realm.cert"))
     }
 
-    fn running(&self) -> Result<&Arc<MeshNode>, Error> {
-        self.node.as_ref().ok_or_else(|| {
+    /// Starts the mesh node with `cert` (checked against this node's key).
+    fn start_node(&self, cert: MembershipCert) -> Result<(), Error> {
+        let mut slot = self.node.lock().expect("mesh lock");
+        if slot.is_some() {
+            return Err(Error::Busy(
+                "the mesh already runs with a certificate; restart maculad to switch realms".into(),
+            ));
+        }
+        let admission = Admission::new(self.key.node_id(), cert, unix_now())
+            .map_err(|e| Error::InvalidArgument(format!("certificate refused: {e}")))?;
+        let bootstrap = self
+            .config
+            .bootstrap
+            .iter()
+            .map(|b| b.parse::<Bootstrap>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::InvalidArgument(format!("[mesh] bootstrap: {e}")))?;
+        let node = MeshNode::start(
+            &self.key,
+            Arc::new(admission),
+            NodeConfig {
+                listen: self.config.listen,
+                advertise: self.config.advertise.clone(),
+                bootstrap,
+                transport: TransportParams::default(),
+                membership: MembershipConfig::lan(64),
+                overlay_key: None,
+                capacity: Capacity::default(),
+            },
+        )
+        .map_err(|e| {
+            Error::Failed(format!(
+                "cannot start the mesh on {}: {e}",
+                self.config.listen
+            ))
+        })?;
+        tracing::info!(target: "macula::mesh", listen = %node.local_addr(), "mesh started");
+        let node = Arc::new(node);
+        *slot = Some(node.clone());
+        drop(slot);
+        if let Some(conn) = self.conn.get() {
+            forward_peer_changes(conn, &node);
+        }
+        Ok(())
+    }
+
+    /// Forwards peer changes as `PeerChanged` signals (now, or when the mesh starts).
+    pub fn emit_changes(&self, conn: &zbus::Connection) {
+        let _ = self.conn.set(conn.clone());
+        if let Some(node) = self.running_node() {
+            forward_peer_changes(conn, &node);
+        }
+    }
+
+    fn running_node(&self) -> Option<Arc<MeshNode>> {
+        self.node.lock().expect("mesh lock").clone()
+    }
+
+    fn running(&self) -> Result<Arc<MeshNode>, Error> {
+        self.running_node().ok_or_else(|| {
             Error::Unavailable(
-                "the mesh is off: this node has no membership certificate (docs/realms.md)".into(),
+                "the mesh is off: this node has no membership certificate; install one with \
+                 `maculactl realm join <file>` (docs/realms.md)"
+                    .into(),
             )
         })
     }
+
+    fn write_cert(&self, cert: &MembershipCert) -> Result<(), Error> {
+        let path = self.cert_path();
+        let tmp = path.with_extension("cert.tmp");
+        std::fs::write(&tmp, cert.to_text())
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::Failed(format!("cannot write {}: {e}", path.display())))
+    }
+}
+
+fn forward_peer_changes(conn: &zbus::Connection, node: &Arc<MeshNode>) {
+    let mut changes = node.watch_peers();
+    let conn = conn.clone();
+    tokio::spawn(async move {
+        while let Ok(c) = changes.recv().await {
+            let Ok(iface) = conn
+                .object_server()
+                .interface::<_, MeshObject>(macula_bus::OBJECT_PATH)
+                .await
+            else {
+                return;
+            };
+            let name = c
+                .peer
+                .meta
+                .as_ref()
+                .map(|m| m.name.clone())
+                .unwrap_or_default();
+            if let Err(e) = MeshObject::peer_changed(
+                iface.signal_emitter(),
+                &c.peer.id.to_string(),
+                c.peer.state.as_str(),
+                &name,
+            )
+            .await
+            {
+                tracing::warn!(target: "macula::mesh", error = %e, "cannot signal a peer change");
+            }
+        }
+    });
 }
 
 impl MeshControl for MeshGlue {
     fn enabled(&self) -> bool {
-        self.node.is_some()
+        self.running_node().is_some()
     }
 
     fn peers(&self) -> Vec<HashMap<String, OwnedValue>> {
-        self.node
-            .as_ref()
+        self.running_node()
             .map(|n| n.peers().iter().map(peer_map).collect())
             .unwrap_or_default()
+    }
+
+    fn create_realm(&self, name: String) -> Result<String, Error> {
+        let dir = realm_key_dir(&self.state_dir);
+        if dir.join(macula_core::identity::KEY_FILE).exists() || self.cert_path().exists() {
+            return Err(Error::Busy(
+                "this node already holds a realm key or a membership certificate".into(),
+            ));
+        }
+        let (key, _) = NodeKey::load_or_create(&dir)
+            .map_err(|e| Error::Failed(format!("cannot create the realm key: {e}")))?;
+        let realm = RealmKey::from_node_key(key);
+        let cert = realm.issue(CertBody {
+            realm: realm.id(),
+            node: self.key.node_id(),
+            role: self.node_role,
+            name: name_or_id(&name, &self.key),
+            not_before: unix_now().saturating_sub(300),
+            expires: unix_now() + 10 * 365 * 86_400,
+        });
+        self.write_cert(&cert)?;
+        self.start_node(cert)?;
+        tracing::info!(target: "macula::mesh", realm = %realm.id(), "created a realm");
+        Ok(realm.id().to_string())
+    }
+
+    fn admit(
+        &self,
+        node_id: String,
+        name: String,
+        role: String,
+        valid_days: u32,
+    ) -> Result<String, Error> {
+        let node: macula_core::NodeId = node_id
+            .parse()
+            .map_err(|e| Error::InvalidArgument(format!("node ID `{node_id}`: {e}")))?;
+        let role = parse_role(&role)?;
+        if name.is_empty() || name.len() > macula_mesh::realm::MAX_NAME {
+            return Err(Error::InvalidArgument(format!(
+                "a name has 1 to {} bytes",
+                macula_mesh::realm::MAX_NAME
+            )));
+        }
+        let path = realm_key_dir(&self.state_dir).join(macula_core::identity::KEY_FILE);
+        let key = NodeKey::load(&path).map_err(|e| match e {
+            macula_core::identity::IdentityError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Error::NotFound(
+                    "this node holds no realm key; run `maculactl realm admit` on the node that \
+                     created the realm"
+                        .into(),
+                )
+            }
+            e => Error::Failed(e.to_string()),
+        })?;
+        let realm = RealmKey::from_node_key(key);
+        let days = u64::from(valid_days.clamp(1, 3650));
+        let cert = realm.issue(CertBody {
+            realm: realm.id(),
+            node,
+            role,
+            name,
+            not_before: unix_now().saturating_sub(300),
+            expires: unix_now() + days * 86_400,
+        });
+        Ok(cert.to_text())
+    }
+
+    fn join(&self, cert: String) -> Result<String, Error> {
+        let cert =
+            MembershipCert::from_text(&cert).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let realm = cert.body.realm;
+        Admission::new(self.key.node_id(), cert.clone(), unix_now())
+            .map_err(|e| Error::InvalidArgument(format!("certificate refused: {e}")))?;
+        if self.running_node().is_some() {
+            return Err(Error::Busy(
+                "the mesh already runs with a certificate; restart maculad to switch realms".into(),
+            ));
+        }
+        self.write_cert(&cert)?;
+        self.start_node(cert)?;
+        Ok(realm.to_string())
     }
 
     fn publish(&self, topic: String, payload: Vec<u8>) -> BoxFuture<'_, Result<u64, Error>> {
@@ -215,5 +372,14 @@ impl MeshControl for MeshGlue {
             });
             Ok(acked)
         })
+    }
+}
+
+/// The certificate name: the given one, else the short node ID.
+fn name_or_id(name: &str, key: &NodeKey) -> String {
+    if name.is_empty() {
+        key.node_id().short()
+    } else {
+        name.to_string()
     }
 }

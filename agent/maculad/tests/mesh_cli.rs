@@ -1,0 +1,110 @@
+//! The realm provisioning flow through `maculactl realm create|admit|join` on two real
+//! `maculad` processes (loopback, private buses), and the certificate surviving a restart.
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use macula_testkit::{Agent, AgentOptions, DbusDaemon};
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "maculactl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn alive_names(agent: &Agent) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(&ok(&agent.ctl(&["peers", "--json"]))).unwrap();
+    let mut names: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] == "alive")
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p["name"].as_str().unwrap(),
+                p["role"].as_str().unwrap()
+            )
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn create_admit_join_and_restart() {
+    let (pa, pb) = (free_port(), free_port());
+    let bus_a = DbusDaemon::start();
+    let bus_b = DbusDaemon::start();
+    let a = Agent::spawn(
+        &bus_a,
+        AgentOptions {
+            config: Some(format!(
+                "[node]\nrole = \"hub\"\n[mesh]\nlisten = \"127.0.0.1:{pa}\"\n"
+            )),
+            ..Default::default()
+        },
+    );
+    let mut b = Agent::spawn(
+        &bus_b,
+        AgentOptions {
+            config: Some(format!(
+                "[mesh]\nlisten = \"127.0.0.1:{pb}\"\nbootstrap = [\"127.0.0.1:{pa}\"]\n"
+            )),
+            ..Default::default()
+        },
+    );
+    let created = ok(&a.ctl(&["realm", "create", "--name", "alpha"]));
+    assert!(created.contains("created realm"), "{created}");
+    // Only one realm per node.
+    assert!(!a.ctl(&["realm", "create"]).status.success());
+
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&b.ctl(&["status", "--json"]))).unwrap();
+    let b_id = status["node_id"].as_str().unwrap().to_string();
+    // B holds no realm key: it cannot admit anyone, and says where to do it instead.
+    let refused = b.ctl(&["realm", "admit", &b_id, "--name", "x"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no realm key"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("bravo.cert");
+    let cert_s = cert.to_str().unwrap();
+    ok(&a.ctl(&["realm", "admit", &b_id, "--name", "bravo", "-o", cert_s]));
+    // A certificate is bound to its node: A cannot install B's.
+    let wrong = a.ctl(&["realm", "join", cert_s]);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("refused"));
+
+    let joined = ok(&b.ctl(&["realm", "join", cert_s]));
+    assert!(joined.contains("joined realm"), "{joined}");
+    wait_until("the two nodes see each other", 30, || {
+        alive_names(&a) == ["bravo/edge"] && alive_names(&b) == ["alpha/hub"]
+    });
+
+    // The certificate was stored: after a restart B is back in the realm without help.
+    b.stop(Duration::from_secs(5));
+    b.start(&bus_b).unwrap();
+    wait_until("B rejoins after a restart", 40, || {
+        alive_names(&b) == ["alpha/hub"] && alive_names(&a) == ["bravo/edge"]
+    });
+}
