@@ -96,7 +96,7 @@ impl Topology {
     /// using an ingress table named `testkit_drop_<ifname>`.
     pub fn drop_ingress(&self, name: &str, ifname: &str) {
         let rules = format!(
-            "table netdev testkit_drop_{i} {{ chain in {{ type filter hook ingress device \"{i}\" priority 0; policy drop; }} }}",
+            "table netdev testkit_drop_{i} {{ chain in {{ type filter hook ingress device \"{i}\" priority 0; policy drop; }}\n}}\n",
             i = ifname
         );
         self.nft(name, &rules);
