@@ -16,6 +16,7 @@ include agent/macula-core/core.mk
 include image/image.mk
 include agent/macula-net/net.mk
 include agent/macula-store/store.mk
+include agent/macula-mesh/mesh.mk
 
 all: build
 
