@@ -6,11 +6,14 @@ use std::net::SocketAddr;
 use macula_core::NodeId;
 use serde::{Deserialize, Serialize};
 
+/// Default UDP port of the redundant-mode duplicator.
+pub const DEFAULT_REDUNDANT_PORT: u16 = 51822;
+
 /// `[overlay]`: the WireGuard overlay interface and, until mesh membership drives it, a static
 /// peer list.
 ///
 /// Defaults: disabled, interface `mcl0`, UDP port 51820, MTU 1420 (1500 − 80, as wg-quick), no
-/// peers, userspace implementation `wireguard-go` from `PATH`.
+/// peers, userspace implementation `wireguard-go` from `PATH`, duplicator port 51822.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OverlayConfig {
@@ -25,6 +28,9 @@ pub struct OverlayConfig {
     pub realm: Option<NodeId>,
     /// Program of the userspace WireGuard implementation.
     pub wireguard_go: String,
+    /// UDP port of the redundant-mode duplicator on every uplink address (peers with
+    /// `redundant = true`; see `uplinks::redundant`).
+    pub redundant_port: u16,
     /// Static peers (`[[overlay.peers]]`).
     pub peers: Vec<PeerConfig>,
 }
@@ -38,6 +44,7 @@ impl Default for OverlayConfig {
             mtu: 1420,
             realm: None,
             wireguard_go: "wireguard-go".into(),
+            redundant_port: DEFAULT_REDUNDANT_PORT,
             peers: Vec::new(),
         }
     }
@@ -62,6 +69,11 @@ pub struct PeerConfig {
     /// active one, e.g. `{ lte = "203.0.113.2:51820" }`. Uplinks not listed keep `endpoint`.
     #[serde(default)]
     pub uplink_endpoints: BTreeMap<String, SocketAddr>,
+    /// Redundant mode: every encrypted packet to this peer leaves on every healthy uplink and
+    /// the first copy to arrive wins. `uplink_endpoints` then name the peer's *duplicator*
+    /// addresses (its `redundant_port`) per uplink; the peer must flag us the same way.
+    #[serde(default)]
+    pub redundant: bool,
 }
 
 impl PeerConfig {
@@ -73,6 +85,7 @@ impl PeerConfig {
             keepalive_secs: 0,
             relay_for: Vec::new(),
             uplink_endpoints: BTreeMap::new(),
+            redundant: false,
         }
     }
 }
@@ -92,6 +105,12 @@ pub enum OverlayConfigError {
     NoPort,
     #[error("overlay: peer {0} is listed twice; list each peer once")]
     DuplicatePeer(String),
+    #[error(
+        "overlay: peer {0} has redundant = true but no uplink_endpoints; list its duplicator address per uplink, e.g. {{ lte = \"203.0.113.2:51822\" }}"
+    )]
+    RedundantWithoutEndpoints(String),
+    #[error("overlay: redundant_port must differ from listen_port and not be 0 (default 51822)")]
+    BadRedundantPort,
 }
 
 impl OverlayConfig {
@@ -112,10 +131,20 @@ impl OverlayConfig {
         if self.listen_port == 0 {
             return Err(OverlayConfigError::NoPort);
         }
+        if self.peers.iter().any(|p| p.redundant)
+            && (self.redundant_port == 0 || self.redundant_port == self.listen_port)
+        {
+            return Err(OverlayConfigError::BadRedundantPort);
+        }
         let mut seen = std::collections::BTreeSet::new();
         for p in &self.peers {
             if !seen.insert(p.node_id) {
                 return Err(OverlayConfigError::DuplicatePeer(p.node_id.to_string()));
+            }
+            if p.redundant && p.uplink_endpoints.is_empty() {
+                return Err(OverlayConfigError::RedundantWithoutEndpoints(
+                    p.node_id.to_string(),
+                ));
             }
         }
         Ok(realm)

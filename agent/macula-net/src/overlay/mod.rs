@@ -9,6 +9,6 @@ mod keys;
 pub mod uapi;
 
 pub use addr::{interface_id, overlay_address, realm_prefix};
-pub use config::{OverlayConfig, OverlayConfigError, PeerConfig};
+pub use config::{DEFAULT_REDUNDANT_PORT, OverlayConfig, OverlayConfigError, PeerConfig};
 pub use device::{Overlay, OverlayError, PeerSpec, kernel_wireguard};
 pub use keys::{OverlayKeys, WgKey, peer_public_key};

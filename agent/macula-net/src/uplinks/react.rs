@@ -26,7 +26,8 @@ pub enum ReactError {
 pub type EndpointsByUplink = Vec<Vec<(WgKey, SocketAddr)>>;
 
 /// The per-uplink endpoint table from `[[overlay.peers]] uplink_endpoints`, indexed like
-/// `uplinks.links`.
+/// `uplinks.links`. Redundant peers are left out: their endpoint is the duplicator's loopback
+/// socket, which never moves (`uplinks::redundant`).
 pub fn endpoints_from_config(
     overlay: &OverlayConfig,
     uplinks: &UplinksConfig,
@@ -38,6 +39,7 @@ pub fn endpoints_from_config(
             overlay
                 .peers
                 .iter()
+                .filter(|p| !p.redundant)
                 .filter_map(|p| {
                     let ep = p.uplink_endpoints.get(&l.name).copied().or(p.endpoint)?;
                     Some((peer_public_key(&p.node_id), ep))

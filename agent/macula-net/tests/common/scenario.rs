@@ -229,3 +229,266 @@ pub async fn failover(bed: &TwoPaths) -> FailoverRun {
     ob.stop().await;
     run
 }
+
+/// What one loss run (ping series across a silently failing path) measured.
+#[derive(Debug)]
+pub struct LossRun {
+    pub transmitted: u32,
+    pub received: u32,
+    /// Duplicate replies ping saw (redundant copies that got through WireGuard).
+    pub duplicates: u32,
+    /// Overlay round-trip average, ms.
+    pub rtt_avg_ms: f64,
+    /// Packets B received on path 1 / path 2 during the run.
+    pub path_rx: [u64; 2],
+    /// Duplicator counters of A per uplink (redundant runs): copies sent.
+    pub dup_tx: [u64; 2],
+}
+
+impl LossRun {
+    pub fn lost(&self) -> u32 {
+        self.transmitted - self.received
+    }
+}
+
+/// `[uplinks]` of one side: path 1 (`if1`, `src1`) and path 2, probing the other side's responder.
+pub fn uplinks_config(if1: &str, if2: &str, side_a: bool) -> UplinksConfig {
+    let (s1, p1, s2, p2) = if side_a {
+        ("198.51.100.1", "198.51.100.2", "203.0.113.1", "203.0.113.2")
+    } else {
+        ("198.51.100.2", "198.51.100.1", "203.0.113.2", "203.0.113.1")
+    };
+    let cfg: UplinksConfig = toml::from_str(&format!(
+        r#"
+        enabled = true
+        [[links]]
+        name = "path1"
+        interface = "{if1}"
+        priority = 10
+        source = "{s1}"
+        gateway = "{p1}"
+        probe = "{p1}:51821"
+        [[links]]
+        name = "path2"
+        interface = "{if2}"
+        priority = 20
+        source = "{s2}"
+        gateway = "{p2}"
+        probe = "{p2}:51821"
+        "#
+    ))
+    .unwrap();
+    cfg.validate().unwrap();
+    cfg
+}
+
+/// A peer flagged `redundant` whose duplicator listens on `ip1`/`ip2` (path 1 / path 2).
+pub fn redundant_peer(key: &NodeKey, ip1: &str, ip2: &str) -> PeerConfig {
+    let mut p = PeerConfig::new(key.node_id());
+    p.redundant = true;
+    p.uplink_endpoints
+        .insert("path1".into(), format!("{ip1}:51822").parse().unwrap());
+    p.uplink_endpoints
+        .insert("path2".into(), format!("{ip2}:51822").parse().unwrap());
+    p
+}
+
+/// One side of a redundant pair: overlay, uplink monitor and duplicator, all in `ns`.
+pub struct RedundantSide {
+    pub overlay: Overlay,
+    pub duplicator: macula_net::uplinks::redundant::Duplicator,
+    pub monitor: Monitor,
+    _responder: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RedundantSide {
+    pub async fn start(
+        ns: &Netns,
+        key: &NodeKey,
+        peer: PeerConfig,
+        uplinks: &UplinksConfig,
+    ) -> Self {
+        let host = Host::netns(&ns.name);
+        let responder = open_responder(&host, probe::DEFAULT_PORT).unwrap();
+        let responder = tokio::spawn(probe::serve(responder));
+        let tag = if uplinks.links[0].source.to_string().ends_with(".1") {
+            "a"
+        } else {
+            "b"
+        };
+        let cfg = OverlayConfig {
+            enabled: true,
+            interface: overlay_ifname(tag),
+            realm: Some(test_realm()),
+            peers: vec![peer],
+            ..OverlayConfig::default()
+        };
+        cfg.validate().unwrap();
+        let mut duplicator = macula_net::uplinks::redundant::Duplicator::bind(&host, &cfg, uplinks)
+            .unwrap()
+            .expect("a redundant peer");
+        let overlay = Overlay::start(
+            host.clone(),
+            &duplicator.overlay_config(&cfg),
+            key.signing_key(),
+        )
+        .await
+        .unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let monitor = Monitor::spawn(&host, uplinks, tx).unwrap();
+        duplicator.start(monitor.status.clone());
+        Self {
+            overlay,
+            duplicator,
+            monitor,
+            _responder: responder,
+        }
+    }
+}
+
+fn parse_ping(out: &str) -> (u32, u32, u32, f64) {
+    let summary = out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("no ping summary: {out}"));
+    let num = |after: &str| -> u32 {
+        summary
+            .split(", ")
+            .find(|p| p.contains(after))
+            .and_then(|p| {
+                p.trim_start_matches('+')
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    let avg = out
+        .lines()
+        .find(|l| l.starts_with("rtt"))
+        .and_then(|l| l.split(" = ").nth(1)?.split('/').nth(1)?.parse().ok())
+        .unwrap_or(f64::NAN);
+    (num("transmitted"), num("received"), num("duplicates"), avg)
+}
+
+/// `count` overlay pings A→`addr` every 10 ms; path 1 blackholed at B's ingress after 0.5 s.
+async fn ping_through_blackhole(bed: &TwoPaths, addr: &str, count: u32) -> (String, [u64; 2]) {
+    let rx = |bed: &TwoPaths| {
+        [
+            TwoPaths::counter(&bed.b, &bed.b1, "rx_packets"),
+            TwoPaths::counter(&bed.b, &bed.b2, "rx_packets"),
+        ]
+    };
+    let before = rx(bed);
+    let pinger = {
+        let name = bed.a.name.clone();
+        let addr = addr.to_string();
+        let count = count.to_string();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &name, "ping", "-6", "-n", "-q"])
+                .args(["-i", "0.01", "-c", &count, "-W", "1", &addr])
+                .output()
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    blackhole(&bed.b, &bed.b1);
+    let out = pinger.await.unwrap();
+    let after = rx(bed);
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        [after[0] - before[0], after[1] - before[1]],
+    )
+}
+
+/// Redundant mode on both sides (A flags B, B flags A), then 200 pings at 10 ms while path 1 goes
+/// silent.
+pub async fn redundant_loss(bed: &TwoPaths, count: u32) -> LossRun {
+    let (ka, kb) = (NodeKey::from_seed([1; 32]), NodeKey::from_seed([2; 32]));
+    let b = RedundantSide::start(
+        &bed.b,
+        &kb,
+        redundant_peer(&ka, "198.51.100.1", "203.0.113.1"),
+        &uplinks_config(&bed.b1, &bed.b2, false),
+    )
+    .await;
+    let a = RedundantSide::start(
+        &bed.a,
+        &ka,
+        redundant_peer(&kb, "198.51.100.2", "203.0.113.2"),
+        &uplinks_config(&bed.a1, &bed.a2, true),
+    )
+    .await;
+    let b_addr = b.overlay.address().to_string();
+    assert!(
+        bed.a
+            .try_exec(&["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", &b_addr])
+            .status
+            .success(),
+        "redundant overlay up before the failure"
+    );
+    let (out, path_rx) = ping_through_blackhole(bed, &b_addr, count).await;
+    let (transmitted, received, duplicates, rtt_avg_ms) = parse_ping(&out);
+    let c = a.duplicator.counters();
+    let dup_tx = [0, 1].map(|i| c.uplink_tx[i].load(std::sync::atomic::Ordering::Relaxed));
+    a.overlay.stop().await;
+    b.overlay.stop().await;
+    LossRun {
+        transmitted,
+        received,
+        duplicates,
+        rtt_avg_ms,
+        path_rx,
+        dup_tx,
+    }
+}
+
+/// The same ping series without redundant mode: A fails over by moving B's endpoint (probes +
+/// reactor), B roams to A's new source by itself.
+pub async fn failover_loss(bed: &TwoPaths, count: u32) -> LossRun {
+    let (oa, ob, cfg_a) = overlay_pair(bed).await;
+    let responder = open_responder(&Host::netns(&bed.b.name), probe::DEFAULT_PORT).unwrap();
+    let responder = tokio::spawn(probe::serve(responder));
+    let cfg = uplinks_config(&bed.a1, &bed.a2, true);
+    let host_a = Host::netns(&bed.a.name);
+    routing::apply_tables(&host_a, &cfg).await.unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let monitor = Monitor::spawn(&host_a, &cfg, tx).unwrap();
+    let oa = Arc::new(oa);
+    let mut reactor = Reactor::new(host_a.clone(), cfg.clone())
+        .with_overlay(oa.clone(), endpoints_from_config(&cfg_a, &cfg));
+    let glue = tokio::spawn(async move {
+        while let Some(a) = rx.recv().await {
+            reactor.handle(&a).await.unwrap();
+        }
+    });
+    let b_addr = ob.address().to_string();
+    assert!(
+        bed.a
+            .try_exec(&["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", &b_addr])
+            .status
+            .success(),
+        "overlay up before the failure"
+    );
+    let (out, path_rx) = ping_through_blackhole(bed, &b_addr, count).await;
+    let (transmitted, received, duplicates, rtt_avg_ms) = parse_ping(&out);
+    assert_eq!(monitor.status.borrow().active, Some(1), "failed over");
+    drop(monitor);
+    responder.abort();
+    glue.abort();
+    let _ = glue.await;
+    if let Ok(oa) = Arc::try_unwrap(oa) {
+        oa.stop().await;
+    }
+    ob.stop().await;
+    LossRun {
+        transmitted,
+        received,
+        duplicates,
+        rtt_avg_ms,
+        path_rx,
+        dup_tx: [0, 0],
+    }
+}
