@@ -25,8 +25,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::dht::{
-    Dht, DhtConfig, DhtOutput, Key, LookupId, LookupResult, Record, Request as DhtRequest,
-    RequestId, Response as DhtResponse,
+    Dht, DhtConfig, DhtOutput, Key, LookupId, LookupResult, Record, RecordBody, RecordKind,
+    Request as DhtRequest, RequestId, Response as DhtResponse,
 };
 use crate::membership::{
     Capacity, Event, MemberId, MemberMeta, MemberTimer, Membership, MembershipConfig, Output,
@@ -214,6 +214,8 @@ struct Shared {
     changes: broadcast::Sender<PeerChanged>,
     publications: broadcast::Sender<Publication>,
     me: NodeId,
+    /// Signs this node's DHT records.
+    key: NodeKey,
 }
 
 /// A running mesh node.
@@ -296,6 +298,7 @@ impl MeshNode {
             changes,
             publications,
             me: key.node_id(),
+            key: NodeKey::from_seed(*key.signing_key().as_bytes()),
         });
         // The DHT answers remote requests through the driver, which owns its state.
         let cmd = shared.cmd.clone();
@@ -416,6 +419,37 @@ impl MeshNode {
             .write()
             .expect("procedure lock")
             .insert(name.to_string(), handler);
+    }
+
+    /// Advertises in the DHT that this node serves procedure `name` (a provider record under
+    /// [`procedure_key`], valid 1 h, re-published every 30 min while the node runs). Returns how
+    /// many nodes stored the first advertisement.
+    pub async fn advertise(&self, name: &str) -> u32 {
+        let stored = advertise_once(&self.shared, name).await;
+        let shared = Arc::downgrade(&self.shared);
+        let name = name.to_string();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ADVERTISE_REFRESH).await;
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                advertise_once(&shared, &name).await;
+            }
+        });
+        stored
+    }
+
+    /// Nodes that advertise procedure `name` in the DHT.
+    pub async fn providers(&self, name: &str) -> Vec<NodeId> {
+        let Some(res) = self.dht(DhtOp::Get(procedure_key(name))).await else {
+            return Vec::new();
+        };
+        res.records
+            .iter()
+            .filter(|r| r.body.kind == RecordKind::Provider)
+            .map(|r| r.body.author)
+            .collect()
     }
 
     /// Calls `procedure` on `peer` with `body`, waiting at most `deadline`. Dropping the returned
@@ -793,6 +827,42 @@ fn send(shared: &Arc<Shared>, to: NodeId, data: Vec<u8>) {
         }
         shared.dialing.lock().expect("dial lock").remove(&to);
     });
+}
+
+/// The DHT key under which providers of RPC procedure `name` are advertised.
+pub fn procedure_key(name: &str) -> Key {
+    blake3::derive_key("macula/v1/rpc-procedure", name.as_bytes())
+}
+
+/// Lifetime of a procedure advertisement and how often it is renewed.
+const ADVERTISE_TTL: u64 = 3600;
+const ADVERTISE_REFRESH: Duration = Duration::from_secs(1800);
+
+async fn advertise_once(shared: &Arc<Shared>, name: &str) -> u32 {
+    let now = unix_now();
+    let rec = Record::sign(
+        &shared.key,
+        RecordBody {
+            kind: RecordKind::Provider,
+            key: procedure_key(name),
+            author: shared.me,
+            seq: now,
+            expires: now + ADVERTISE_TTL,
+            value: Vec::new(),
+        },
+    );
+    let (done, rx) = tokio::sync::oneshot::channel();
+    if shared
+        .cmd
+        .send(Cmd::DhtLookup {
+            op: DhtOp::Put(rec),
+            done,
+        })
+        .is_err()
+    {
+        return 0;
+    }
+    rx.await.map(|r| r.stored).unwrap_or(0)
 }
 
 /// The RPC procedure carrying DHT requests (body `wire(dht::Request)`, reply

@@ -268,3 +268,49 @@ async fn dht_records_put_on_one_node_are_found_from_another() {
     }
     hub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn procedures_are_advertised_in_the_dht_and_called_by_providers() {
+    use macula_mesh::rpc::Handler;
+    let realm = RealmKey::from_seed([9; 32]);
+    let hub = start(&realm, 1, "hub", vec![]);
+    let contact = Bootstrap {
+        node: Some(hub.id()),
+        addr: hub.local_addr(),
+    };
+    let edges: Vec<MeshNode> = (2..=4)
+        .map(|i| start(&realm, i, &format!("edge-{i}"), vec![contact.clone()]))
+        .collect();
+    let ready = |n: &MeshNode| {
+        n.peers()
+            .iter()
+            .filter(|p| p.state == PeerState::Alive && p.meta.is_some())
+            .count()
+            == 3
+    };
+    wait_for("the realm to form", 20, || {
+        ready(&hub) && edges.iter().all(ready)
+    })
+    .await;
+    let h: Handler =
+        Arc::new(|_, body| Box::pin(async move { Ok(body.into_iter().rev().collect()) }));
+    edges[1].serve("demo.reverse", h);
+    assert!(edges[1].advertise("demo.reverse").await >= 2);
+    let providers = edges[2].providers("demo.reverse").await;
+    assert_eq!(providers, vec![edges[1].id()]);
+    assert!(edges[2].providers("demo.nothing").await.is_empty());
+    let out = edges[2]
+        .call(
+            providers[0],
+            "demo.reverse",
+            vec![1, 2, 3],
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, vec![3, 2, 1]);
+    for n in edges {
+        n.shutdown().await;
+    }
+    hub.shutdown().await;
+}
