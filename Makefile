@@ -1,6 +1,6 @@
 # Macula OS — top-level entry points. See README.md.
 #   make test   install what is missing, then fmt check, clippy -D warnings, all tests
-#   make demo   the main job: build and run a live demo on private buses
+#   make demo   the main job: a live 5-node realm (see tests/mesh-demo.sh)
 #   make bench  benchmarks (figures printed as ratios against same-run baselines)
 
 SHELL := /bin/bash
@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR ?= never
 # Debug info light and incremental off: faster cold builds on 2 cores (CI).
 export CARGO_INCREMENTAL ?= 0
 
-.PHONY: all build deps test lint unit demo bench completions
+.PHONY: all build deps test lint unit demo demo-node bench bench-agent completions
 
 # Per-part targets (images, benchmarks, fuzzing) live next to their code.
 include agent/macula-core/core.mk
@@ -40,10 +40,16 @@ unit: build
 
 test: deps lint unit
 
-demo: deps build
+# The main job: a realm of 1 hub + 4 edges (tests/mesh-demo.sh).
+demo: demo-mesh
+
+# One agent on a private bus: status, introspection, clean stop.
+demo-node: deps build
 	@tests/demo.sh
 
-bench: deps
+bench: bench-agent bench-mesh bench-net bench-store
+
+bench-agent: deps
 	$(CARGO) bench -p maculad --bench agent
 
 # Shell completions and man page generated from the CLI definition.
