@@ -36,6 +36,8 @@ pub trait MeshControl: Send + Sync + 'static {
     ) -> Result<String, Error>;
     /// Installs a membership certificate for this node and starts the mesh; returns the realm ID.
     fn join(&self, cert: String) -> Result<String, Error>;
+    /// Revokes a node from the realm (needs the realm key) and spreads the revocation.
+    fn revoke(&self, node_id: String) -> Result<(), Error>;
 }
 
 /// The `io.macula.Mesh1` server object.
@@ -94,6 +96,12 @@ impl MeshObject {
         self.control.join(cert)
     }
 
+    /// Revokes `node_id` from the realm (needs the realm key on this node); every member learns
+    /// it and cuts the node off.
+    fn revoke(&self, node_id: String) -> Result<(), Error> {
+        self.control.revoke(node_id)
+    }
+
     /// A peer's state or metadata changed.
     #[zbus(signal)]
     pub async fn peer_changed(
@@ -131,6 +139,7 @@ pub trait Mesh1 {
     fn admit(&self, node_id: &str, name: &str, role: &str, valid_days: u32)
     -> zbus::Result<String>;
     fn join(&self, cert: &str) -> zbus::Result<String>;
+    fn revoke(&self, node_id: &str) -> zbus::Result<()>;
     #[zbus(signal)]
     fn peer_changed(&self, node_id: String, state: String, name: String) -> zbus::Result<()>;
     #[zbus(signal)]

@@ -194,6 +194,23 @@ impl MeshGlue {
         })
     }
 
+    /// The realm key, when this node created the realm.
+    fn realm_key(&self) -> Result<RealmKey, Error> {
+        let path = realm_key_dir(&self.state_dir).join(macula_core::identity::KEY_FILE);
+        let key = NodeKey::load(&path).map_err(|e| match e {
+            macula_core::identity::IdentityError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Error::NotFound(
+                    "this node holds no realm key; run this on the node that created the realm"
+                        .into(),
+                )
+            }
+            e => Error::Failed(e.to_string()),
+        })?;
+        Ok(RealmKey::from_node_key(key))
+    }
+
     fn write_cert(&self, cert: &MembershipCert) -> Result<(), Error> {
         let path = self.cert_path();
         let tmp = path.with_extension("cert.tmp");
@@ -287,20 +304,7 @@ impl MeshControl for MeshGlue {
                 macula_mesh::realm::MAX_NAME
             )));
         }
-        let path = realm_key_dir(&self.state_dir).join(macula_core::identity::KEY_FILE);
-        let key = NodeKey::load(&path).map_err(|e| match e {
-            macula_core::identity::IdentityError::Io { source, .. }
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                Error::NotFound(
-                    "this node holds no realm key; run `maculactl realm admit` on the node that \
-                     created the realm"
-                        .into(),
-                )
-            }
-            e => Error::Failed(e.to_string()),
-        })?;
-        let realm = RealmKey::from_node_key(key);
+        let realm = self.realm_key()?;
         let days = u64::from(valid_days.clamp(1, 3650));
         let cert = realm.issue(CertBody {
             realm: realm.id(),
@@ -311,6 +315,22 @@ impl MeshControl for MeshGlue {
             expires: unix_now() + days * 86_400,
         });
         Ok(cert.to_text())
+    }
+
+    fn revoke(&self, node_id: String) -> Result<(), Error> {
+        let node: macula_core::NodeId = node_id
+            .parse()
+            .map_err(|e| Error::InvalidArgument(format!("node ID `{node_id}`: {e}")))?;
+        if node == self.key.node_id() {
+            return Err(Error::InvalidArgument("a node cannot revoke itself".into()));
+        }
+        let realm = self.realm_key()?;
+        let rev = realm.revoke(node, unix_now());
+        self.running()?
+            .revoke(rev)
+            .map_err(|e| Error::Failed(e.to_string()))?;
+        tracing::info!(target: "macula::mesh", %node, "revoked a node from the realm");
+        Ok(())
     }
 
     fn join(&self, cert: String) -> Result<String, Error> {

@@ -107,4 +107,14 @@ fn create_admit_join_and_restart() {
     wait_until("B rejoins after a restart", 40, || {
         alive_names(&b) == ["alpha/hub"] && alive_names(&a) == ["bravo/edge"]
     });
+
+    // Revocation: only the realm key holder can revoke; B is cut off and stays out.
+    assert!(!b.ctl(&["realm", "revoke", &b_id]).status.success());
+    ok(&a.ctl(&["realm", "revoke", &b_id]));
+    wait_until("B is down at A after the revocation", 20, || {
+        alive_names(&a).is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(alive_names(&a).is_empty(), "the revoked node came back");
+    assert!(a.log().contains("revoked"), "log:\n{}", a.log());
 }

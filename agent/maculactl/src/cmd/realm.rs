@@ -32,6 +32,12 @@ pub enum RealmCommand {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Revoke a node from the realm (run on the node holding the realm key); every member
+    /// learns it and cuts the node off.
+    Revoke {
+        /// The node ID to revoke.
+        node_id: String,
+    },
     /// Install this node's membership certificate and start the mesh.
     Join {
         /// Certificate file (`macula-membership-cert v1`).
@@ -68,6 +74,10 @@ pub async fn run(conn: &zbus::Connection, cmd: RealmCommand) -> Result<(), CliEr
                 }
                 None => print!("{cert}"),
             }
+        }
+        RealmCommand::Revoke { node_id } => {
+            proxy.revoke(&node_id).await?;
+            println!("revoked {node_id}; the revocation is spreading through the realm");
         }
         RealmCommand::Join { cert } => {
             let text = std::fs::read_to_string(&cert)
