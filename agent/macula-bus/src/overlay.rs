@@ -13,10 +13,13 @@ pub const INTERFACE: &str = "io.macula.Overlay1";
 /// What the overlay interface needs from the daemon.
 pub trait OverlayControl: Send + Sync + 'static {
     /// `interface`, `address`, `public_key` (base64), `listen_port`, `peers` (count),
-    /// `implementation` (`wireguard-go`), `kernel_wireguard` (module available).
+    /// `implementation` (`wireguard-go`), `kernel_wireguard` (module available),
+    /// `redundant_peers` (count of peers in redundant mode).
     fn status(&self) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>>;
     /// One map per peer: `public_key`, `address`, `endpoint`, `last_handshake_s` (unix, 0 =
-    /// never), `rx_bytes`, `tx_bytes`, `keepalive_s`, `allowed_ips`.
+    /// never), `rx_bytes`, `tx_bytes`, `keepalive_s`, `allowed_ips`, `redundant` (bool),
+    /// `redundant_tx_packets` / `redundant_rx_packets` (datagrams the duplicator took from / handed
+    /// to the device for this peer, duplicates included; 0 when not redundant).
     fn peers(&self) -> BoxFuture<'_, Result<Vec<HashMap<String, OwnedValue>>, Error>>;
 }
 

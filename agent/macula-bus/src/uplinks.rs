@@ -15,7 +15,8 @@ pub trait UplinksControl: Send + Sync + 'static {
     /// Name of the active uplink (empty: none, or monitoring disabled).
     fn active(&self) -> String;
     /// One map per uplink: `name`, `interface`, `priority`, `active`, `healthy`, `carrier`,
-    /// `rtt_us` (0 = none yet), `sent`, `received`.
+    /// `rtt_us` (0 = none yet), `sent`, `received`, `redundant_tx_packets` /
+    /// `redundant_rx_packets` (redundant-mode copies sent / received on this uplink).
     fn links(&self) -> BoxFuture<'_, Result<Vec<HashMap<String, OwnedValue>>, Error>>;
 }
 

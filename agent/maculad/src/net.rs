@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
 use macula_bus::Error;
@@ -16,6 +17,7 @@ use macula_net::firewall::{Firewall, FirewallConfig, FirewallError, Nft};
 use macula_net::overlay::Overlay;
 use macula_net::uplinks::monitor::{Monitor, Snapshot, open_responder};
 use macula_net::uplinks::react::{Reactor, endpoints_from_config};
+use macula_net::uplinks::redundant::{Counters, Duplicator};
 use macula_net::uplinks::{UplinksConfig, probe, routing};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
@@ -28,7 +30,10 @@ pub struct Net {
     firewall: Option<Firewall>,
     overlay: Option<Arc<Overlay>>,
     uplinks: Option<(UplinksConfig, watch::Receiver<Snapshot>)>,
+    /// Redundant mode: the flagged peers (node IDs, base32) and the duplicator's counters.
+    redundant: Option<(Vec<String>, Arc<Counters>)>,
     _monitor: Option<Monitor>,
+    _duplicator: Option<Duplicator>,
 }
 
 /// Starts what `agent.toml` enables: the firewall (`[firewall] enabled`, applied without a
@@ -45,8 +50,31 @@ pub async fn start(config: &AgentConfig, key: &NodeKey) -> Result<Net> {
     } else {
         None
     };
+    let redundant_peers = config.overlay.peers.iter().any(|p| p.redundant);
+    if config.overlay.enabled && redundant_peers && !config.uplinks.enabled {
+        anyhow::bail!(
+            "[[overlay.peers]] with redundant = true need uplink monitoring; set [uplinks] enabled = true with [[uplinks.links]]"
+        );
+    }
+    // Redundant peers: the duplicator's sockets exist before the device, whose endpoint for
+    // those peers is the duplicator's loopback socket.
+    let mut duplicator = if config.overlay.enabled && config.uplinks.enabled {
+        config.uplinks.validate()?;
+        Duplicator::bind(&host, &config.overlay, &config.uplinks).with_context(|| {
+            format!(
+                "cannot open the redundant-mode sockets (UDP {} on every uplink source address)",
+                config.overlay.redundant_port
+            )
+        })?
+    } else {
+        None
+    };
     let overlay = if config.overlay.enabled {
-        let ov = Overlay::start(host.clone(), &config.overlay, key.signing_key())
+        let cfg = match &duplicator {
+            Some(d) => d.overlay_config(&config.overlay),
+            None => config.overlay.clone(),
+        };
+        let ov = Overlay::start(host.clone(), &cfg, key.signing_key())
             .await
             .context("cannot start the [overlay]")?;
         Some(Arc::new(ov))
@@ -76,6 +104,10 @@ pub async fn start(config: &AgentConfig, key: &NodeKey) -> Result<Net> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let monitor = Monitor::spawn(&host, &cfg, tx).context("cannot start uplink probing")?;
         let status = monitor.status.clone();
+        if let Some(d) = &mut duplicator {
+            d.start(status.clone());
+            tracing::info!(target: "macula::uplinks", peers = d.plan().peers.len(), "redundant mode on");
+        }
         let mut reactor = Reactor::new(host.clone(), cfg.clone());
         if let Some(ov) = &overlay {
             reactor =
@@ -92,11 +124,19 @@ pub async fn start(config: &AgentConfig, key: &NodeKey) -> Result<Net> {
     } else {
         (None, None)
     };
+    let redundant = duplicator.as_ref().map(|d| {
+        (
+            d.plan().peers.iter().map(|n| n.to_string()).collect(),
+            d.counters(),
+        )
+    });
     Ok(Net {
         firewall,
         overlay,
         uplinks,
+        redundant,
         _monitor: monitor,
+        _duplicator: duplicator,
     })
 }
 
@@ -106,11 +146,17 @@ impl Net {
     }
 
     pub fn overlay_object(&self) -> OverlayObject {
-        OverlayObject::new(Box::new(OverlayGlue(self.overlay.clone())))
+        OverlayObject::new(Box::new(OverlayGlue(
+            self.overlay.clone(),
+            self.redundant.clone(),
+        )))
     }
 
     pub fn uplinks_object(&self) -> UplinksObject {
-        UplinksObject::new(Box::new(UplinksGlue(self.uplinks.clone())))
+        UplinksObject::new(Box::new(UplinksGlue(
+            self.uplinks.clone(),
+            self.redundant.as_ref().map(|r| r.1.clone()),
+        )))
     }
 
     /// Emits the change signals of `Firewall1.Ruleset` (apply, automatic rollback) and
@@ -263,7 +309,17 @@ impl FirewallControl for FirewallGlue {
     }
 }
 
-struct OverlayGlue(Option<Arc<Overlay>>);
+struct OverlayGlue(Option<Arc<Overlay>>, Option<(Vec<String>, Arc<Counters>)>);
+
+/// A counter of the duplicator (0 when there is none).
+fn count(
+    c: Option<&Arc<Counters>>,
+    pick: impl Fn(&Counters) -> &[std::sync::atomic::AtomicU64],
+    i: usize,
+) -> u64 {
+    c.and_then(|c| pick(c).get(i).map(|a| a.load(Ordering::Relaxed)))
+        .unwrap_or(0)
+}
 
 impl OverlayGlue {
     fn get(&self) -> Result<&Overlay, Error> {
@@ -300,6 +356,12 @@ impl OverlayControl for OverlayGlue {
             m.insert("peers".into(), owned(Value::from(dev.peers.len() as u32)));
             m.insert("implementation".into(), owned(Value::from("wireguard-go")));
             m.insert(
+                "redundant_peers".into(),
+                owned(Value::from(
+                    self.1.as_ref().map(|r| r.0.len() as u32).unwrap_or(0),
+                )),
+            );
+            m.insert(
                 "kernel_wireguard".into(),
                 owned(Value::from(macula_net::overlay::kernel_wireguard(
                     ov.host(),
@@ -317,6 +379,16 @@ impl OverlayControl for OverlayGlue {
                 .await
                 .map_err(|e| Error::Failed(e.to_string()))?;
             let specs = ov.peers().await;
+            let flagged: Vec<(macula_net::overlay::WgKey, usize)> = self
+                .1
+                .iter()
+                .flat_map(|(ids, _)| ids.iter().enumerate())
+                .filter_map(|(i, id)| {
+                    let id: macula_core::NodeId = id.parse().ok()?;
+                    Some((macula_net::overlay::peer_public_key(&id), i))
+                })
+                .collect();
+            let counters = self.1.as_ref().map(|r| &r.1);
             Ok(dev
                 .peers
                 .iter()
@@ -354,6 +426,19 @@ impl OverlayControl for OverlayGlue {
                         "allowed_ips".into(),
                         owned(Value::from(p.allowed_ips.clone())),
                     );
+                    let dup = flagged
+                        .iter()
+                        .find(|(k, _)| *k == p.public_key)
+                        .map(|(_, i)| *i);
+                    m.insert("redundant".into(), owned(Value::from(dup.is_some())));
+                    let (tx, rx) = dup.map_or((0, 0), |i| {
+                        (
+                            count(counters, |c| &c.peer_tx, i),
+                            count(counters, |c| &c.peer_rx, i),
+                        )
+                    });
+                    m.insert("redundant_tx_packets".into(), owned(Value::from(tx)));
+                    m.insert("redundant_rx_packets".into(), owned(Value::from(rx)));
                     m
                 })
                 .collect())
@@ -361,7 +446,10 @@ impl OverlayControl for OverlayGlue {
     }
 }
 
-struct UplinksGlue(Option<(UplinksConfig, watch::Receiver<Snapshot>)>);
+struct UplinksGlue(
+    Option<(UplinksConfig, watch::Receiver<Snapshot>)>,
+    Option<Arc<Counters>>,
+);
 
 impl UplinksControl for UplinksGlue {
     fn active(&self) -> String {
@@ -400,6 +488,15 @@ impl UplinksControl for UplinksGlue {
                     );
                     m.insert("sent".into(), owned(Value::from(v.sent)));
                     m.insert("received".into(), owned(Value::from(v.received)));
+                    let c = self.1.as_ref();
+                    m.insert(
+                        "redundant_tx_packets".into(),
+                        owned(Value::from(count(c, |c| &c.uplink_tx, i))),
+                    );
+                    m.insert(
+                        "redundant_rx_packets".into(),
+                        owned(Value::from(count(c, |c| &c.uplink_rx, i))),
+                    );
                     m
                 })
                 .collect())

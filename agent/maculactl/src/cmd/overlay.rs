@@ -54,7 +54,7 @@ pub async fn run(conn: &zbus::Connection, args: &OverlayArgs) -> Result<(), CliE
     println!("  Listen port  {}", s(&status, "listen_port"));
     println!();
     println!(
-        "{:<40} {:<24} {:<12} {:>12} {:>12}",
+        "{:<40} {:<24} {:<12} {:>12} {:>12}  MODE",
         "PEER ADDRESS", "ENDPOINT", "HANDSHAKE", "RX", "TX"
     );
     let now = std::time::SystemTime::now()
@@ -76,12 +76,17 @@ pub async fn run(conn: &zbus::Connection, args: &OverlayArgs) -> Result<(), CliE
             e => e,
         };
         println!(
-            "{:<40} {:<24} {:<12} {:>12} {:>12}",
+            "{:<40} {:<24} {:<12} {:>12} {:>12}  {}",
             s(p, "address"),
             endpoint,
             hs,
             s(p, "rx_bytes"),
-            s(p, "tx_bytes")
+            s(p, "tx_bytes"),
+            if s(p, "redundant") == "true" {
+                "redundant"
+            } else {
+                "single"
+            }
         );
     }
     Ok(())
