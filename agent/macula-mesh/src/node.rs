@@ -473,11 +473,18 @@ impl MeshNode {
 
     /// Leaves the realm gracefully, then closes every connection.
     pub async fn shutdown(mut self) {
+        self.leave().await;
+        self.stop().await;
+    }
+
+    /// Announces that this node leaves the realm (members mark it down at once instead of
+    /// suspecting it) and closes every connection. The node is inert afterwards.
+    pub async fn leave(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.shared.cmd.send(Cmd::Leave(tx)).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(1), rx).await;
         }
-        self.stop().await;
+        self.shared.endpoint.close();
     }
 
     /// Stops abruptly, as a crash would (no leave message).

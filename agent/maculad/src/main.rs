@@ -192,6 +192,7 @@ async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Resu
 
     wait_for_shutdown().await?;
     tracing::info!("shutting down");
+    mesh.leave().await;
     // Give the name up first so clients see us gone at once, then close the connection.
     let _ = connection.release_name(BUS_NAME).await;
     drop(connection);

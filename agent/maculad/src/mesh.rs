@@ -180,6 +180,13 @@ impl MeshGlue {
         }
     }
 
+    /// Leaves the realm gracefully (at agent shutdown).
+    pub async fn leave(&self) {
+        if let Some(node) = self.running_node() {
+            node.leave().await;
+        }
+    }
+
     fn running_node(&self) -> Option<Arc<MeshNode>> {
         self.node.lock().expect("mesh lock").clone()
     }
