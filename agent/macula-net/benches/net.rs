@@ -5,7 +5,12 @@
 //!    plain `nft -f` of the same pre-rendered ruleset;
 //! 2. failover time after path 1 goes silent (goal ≤ 2 s), against the configured detection time;
 //! 3. overlay TCP throughput (iperf3) configured by the agent, against the same wireguard-go
-//!    configured by hand with `wg` and `ip`.
+//!    configured by hand with `wg` and `ip`;
+//! 4. redundant mode (duplicator, copies on both paths): overlay TCP throughput, ping latency and
+//!    underlay bytes, against the same overlay without redundant mode.
+//!
+//! `cargo bench -p macula-net --bench net -- <name>` runs one part (`firewall`, `failover`,
+//! `throughput`, `redundant`).
 //!
 //! Run: `cargo bench -p macula-net --bench net` (needs nftables, wireguard-go, wireguard-tools,
 //! iperf3, iproute2, iputils-ping).
@@ -19,7 +24,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Netns;
-use common::scenario::{TwoPaths, failover, overlay_pair};
+use common::scenario::{
+    RedundantSide, TwoPaths, failover, overlay_pair, parse_ping, redundant_peer, uplinks_config,
+};
+use macula_core::NodeKey;
 use macula_net::cmd::Host;
 use macula_net::firewall::{Firewall, FirewallConfig, GroupConfig, Nft, render, render_replace};
 
@@ -274,14 +282,90 @@ async fn bench_throughput() {
     ob.stop().await;
 }
 
+/// Ping avg (ms) of 200 overlay pings at 10 ms.
+fn ping_avg(client: &Netns, addr: &str) -> f64 {
+    let out = client.exec(&["ping", "-6", "-n", "-q", "-i", "0.01", "-c", "200", addr]);
+    parse_ping(&out).3
+}
+
+fn underlay_tx_mb(bed: &TwoPaths) -> [f64; 2] {
+    [&bed.a1, &bed.a2].map(|i| TwoPaths::counter(&bed.a, i, "tx_bytes") as f64 / 1e6)
+}
+
+async fn bench_redundant() {
+    let (ka, kb) = (NodeKey::from_seed([1; 32]), NodeKey::from_seed([2; 32]));
+    let red = TwoPaths::new();
+    let b = RedundantSide::start(
+        &red.b,
+        &kb,
+        redundant_peer(&ka, "198.51.100.1", "203.0.113.1"),
+        &uplinks_config(&red.b1, &red.b2, false),
+    )
+    .await;
+    let a = RedundantSide::start(
+        &red.a,
+        &ka,
+        redundant_peer(&kb, "198.51.100.2", "203.0.113.2"),
+        &uplinks_config(&red.a1, &red.a2, true),
+    )
+    .await;
+    let red_addr = b.overlay.address().to_string();
+    let plain = TwoPaths::new();
+    let (oa, ob, _) = overlay_pair(&plain).await;
+    let plain_addr = ob.address().to_string();
+    red.a
+        .exec(&["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", &red_addr]);
+    plain
+        .a
+        .exec(&["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", &plain_addr]);
+    println!(
+        "redundant mode (copies on 2 paths, duplicator in the agent) vs the same overlay without it (alternating, 2 rounds):"
+    );
+    for _ in 0..2 {
+        let (p0, r0) = (underlay_tx_mb(&plain), underlay_tx_mb(&red));
+        let base = iperf(&plain.a, &plain.b, &plain_addr);
+        let ours = iperf(&red.a, &red.b, &red_addr);
+        let (p1, r1) = (underlay_tx_mb(&plain), underlay_tx_mb(&red));
+        let base_rtt = ping_avg(&plain.a, &plain_addr);
+        let ours_rtt = ping_avg(&red.a, &red_addr);
+        println!(
+            "  TCP: baseline {base:.3} Gbit/s (underlay MB p1/p2 {:.0}/{:.0})   redundant {ours:.3} Gbit/s ({:.0}/{:.0})   ratio {:.2}",
+            p1[0] - p0[0],
+            p1[1] - p0[1],
+            r1[0] - r0[0],
+            r1[1] - r0[1],
+            ours / base
+        );
+        println!(
+            "  ping avg (200 × 10 ms): baseline {base_rtt:.3} ms   redundant {ours_rtt:.3} ms   ratio {:.2}",
+            ours_rtt / base_rtt
+        );
+    }
+    a.overlay.stop().await;
+    b.overlay.stop().await;
+    oa.stop().await;
+    ob.stop().await;
+}
+
 fn main() {
-    // `cargo bench` passes `--bench`; nothing to parse.
-    bench_firewall();
+    // `cargo bench` passes `--bench`; a further argument picks one part.
+    let only = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if run("firewall") {
+        bench_firewall();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(bench_failover());
-    rt.block_on(bench_throughput());
+    if run("failover") {
+        rt.block_on(bench_failover());
+    }
+    if run("throughput") {
+        rt.block_on(bench_throughput());
+    }
+    if run("redundant") {
+        rt.block_on(bench_redundant());
+    }
 }

@@ -346,7 +346,8 @@ impl RedundantSide {
     }
 }
 
-fn parse_ping(out: &str) -> (u32, u32, u32, f64) {
+/// `(transmitted, received, duplicates, rtt avg ms)` from ping's summary.
+pub fn parse_ping(out: &str) -> (u32, u32, u32, f64) {
     let summary = out
         .lines()
         .find(|l| l.contains("packets transmitted"))
