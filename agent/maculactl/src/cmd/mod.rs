@@ -8,7 +8,34 @@ pub mod realm;
 pub mod update;
 pub mod uplinks;
 
+use std::collections::HashMap;
+
 use zbus::zvariant::{OwnedValue, Value};
+
+use crate::exit::CliError;
+
+/// An `a{sv}` map as D-Bus status methods return it.
+pub type VarMap = HashMap<String, OwnedValue>;
+
+/// Prints `value` as pretty JSON on stdout (the `--json` output of every command).
+pub fn print_json(value: &serde_json::Value) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::Other(format!("cannot format JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Converts an `a{sv}` map to a JSON object.
+pub fn map_to_json(map: &VarMap) -> serde_json::Map<String, serde_json::Value> {
+    map.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()
+}
+
+/// A string entry of an `a{sv}` map, or `?` when absent.
+pub fn get_str(map: &VarMap, key: &str) -> String {
+    map.get(key)
+        .and_then(|v| <&str>::try_from(v).ok().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
 
 /// Converts a D-Bus value from an `a{sv}` map to JSON (strings, numbers, booleans, arrays, maps).
 pub fn to_json(v: &OwnedValue) -> serde_json::Value {

@@ -1,10 +1,7 @@
 //! `maculactl status`, `maculactl node status|log-level`.
 
-use std::collections::HashMap;
-
 use clap::{Args, Subcommand};
 use macula_bus::node::Node1Proxy;
-use zbus::zvariant::OwnedValue;
 
 use crate::exit::CliError;
 
@@ -46,22 +43,11 @@ pub async fn run(conn: &zbus::Connection, cmd: NodeCommand) -> Result<(), CliErr
 
 pub async fn status(conn: &zbus::Connection, args: &StatusArgs) -> Result<(), CliError> {
     let proxy = Node1Proxy::new(conn).await?;
-    let map: HashMap<String, OwnedValue> = proxy.status().await?;
+    let map = proxy.status().await?;
     if args.json {
-        let obj: serde_json::Map<String, serde_json::Value> = map
-            .iter()
-            .map(|(k, v)| (k.clone(), super::to_json(v)))
-            .collect();
-        let text = serde_json::to_string_pretty(&obj)
-            .map_err(|e| CliError::Other(format!("cannot format JSON: {e}")))?;
-        println!("{text}");
-        return Ok(());
+        return super::print_json(&super::map_to_json(&map).into());
     }
-    let s = |k: &str| {
-        map.get(k)
-            .and_then(|v| <&str>::try_from(v).ok().map(str::to_owned))
-            .unwrap_or_else(|| "?".into())
-    };
+    let s = |k: &str| super::get_str(&map, k);
     let uptime = map
         .get("uptime_s")
         .and_then(|v| u64::try_from(v).ok())
