@@ -1,5 +1,6 @@
 //! Uplink discovery and link events over rtnetlink: links (carrier), addresses and default routes
-//! by dump requests, and a subscription to link changes for the uplink monitor.
+//! by dump requests, and a subscription to link, address and default-route changes for the uplink
+//! monitor.
 //! [`parse_link`], [`parse_addr`] and [`parse_route`] decode kernel messages (bounded, fuzzed).
 
 use std::net::IpAddr;
@@ -15,6 +16,8 @@ use crate::netlink::{
 const NETLINK_ROUTE: i32 = 0;
 const RTMGRP_LINK: u32 = 1;
 const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+const RTMGRP_IPV6_ROUTE: u32 = 0x400;
 const RTMGRP_IPV6_IFADDR: u32 = 0x100;
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
@@ -23,12 +26,14 @@ const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
 const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
 const RTM_GETROUTE: u16 = 26;
 const IFLA_IFNAME: u16 = 3;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
+const RTA_PRIORITY: u16 = 6;
 const RTA_TABLE: u16 = 15;
 const IFF_UP: u32 = 0x1;
 const IFF_LOOPBACK: u32 = 0x8;
@@ -64,6 +69,8 @@ pub struct AddrInfo {
 pub enum Event {
     Link(LinkInfo),
     Addr(AddrInfo),
+    /// A default route appeared or went away (any table).
+    Route(DefaultRoute),
 }
 
 /// One default route.
@@ -72,6 +79,11 @@ pub struct DefaultRoute {
     pub table: u32,
     pub oif: i32,
     pub gateway: Option<IpAddr>,
+    /// Route metric (`RTA_PRIORITY`; 0 when absent).
+    pub metric: u32,
+    pub ipv4: bool,
+    /// `false` for a `RTM_DELROUTE` event.
+    pub exists: bool,
 }
 
 /// An uplink candidate: a link with carrier, an address and a default route through it.
@@ -82,6 +94,8 @@ pub struct Discovered {
     pub source: IpAddr,
     pub gateway: Option<IpAddr>,
     pub carrier: bool,
+    /// Metric of its default route (lower is preferred).
+    pub metric: u32,
 }
 
 fn ip_of(data: &[u8]) -> Option<IpAddr> {
@@ -148,9 +162,10 @@ pub fn parse_addr(kind: u16, payload: &[u8]) -> Result<Option<AddrInfo>, Netlink
     }))
 }
 
-/// Decodes `RTM_NEWROUTE` (`rtmsg` + attributes); only default routes (`dst_len` 0) are returned.
+/// Decodes `RTM_NEWROUTE`/`RTM_DELROUTE` (`rtmsg` + attributes); only default routes
+/// (`dst_len` 0) are returned.
 pub fn parse_route(kind: u16, payload: &[u8]) -> Result<Option<DefaultRoute>, NetlinkError> {
-    if kind != RTM_NEWROUTE {
+    if kind != RTM_NEWROUTE && kind != RTM_DELROUTE {
         return Ok(None);
     }
     let hdr = payload
@@ -163,12 +178,16 @@ pub fn parse_route(kind: u16, payload: &[u8]) -> Result<Option<DefaultRoute>, Ne
         table: u32::from(hdr[4]),
         oif: 0,
         gateway: None,
+        metric: 0,
+        ipv4: hdr[0] == libc::AF_INET as u8,
+        exists: kind == RTM_NEWROUTE,
     };
     for a in parse_attrs(&payload[12..])? {
         match a.kind {
             RTA_OIF => r.oif = u32_of(&a)? as i32,
             RTA_GATEWAY => r.gateway = ip_of(a.data),
             RTA_TABLE => r.table = u32_of(&a)?,
+            RTA_PRIORITY => r.metric = u32_of(&a)?,
             _ => {}
         }
     }
@@ -214,7 +233,7 @@ pub fn default_routes(host: &Host) -> Result<Vec<DefaultRoute>, NetlinkError> {
 }
 
 /// Uplink candidates: every link with a default route in the main table, with its first address
-/// of the route's family (link-local IPv6 skipped).
+/// of the route's family (link-local IPv6 skipped), lowest metric first.
 pub fn discover(host: &Host) -> Result<Vec<Discovered>, NetlinkError> {
     let links = links(host)?;
     let addrs = addresses(host)?;
@@ -226,10 +245,9 @@ pub fn discover(host: &Host) -> Result<Vec<Discovered>, NetlinkError> {
         let Some(link) = links.iter().find(|l| l.index == r.oif) else {
             continue;
         };
-        let v4 = r.gateway.map(|g| g.is_ipv4());
         let source = addrs.iter().find(|a| {
             a.index == r.oif
-                && v4.is_none_or(|v4| a.addr.is_ipv4() == v4)
+                && a.addr.is_ipv4() == r.ipv4
                 && !matches!(a.addr, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
         });
         if let Some(source) = source {
@@ -239,14 +257,16 @@ pub fn discover(host: &Host) -> Result<Vec<Discovered>, NetlinkError> {
                 source: source.addr,
                 gateway: r.gateway,
                 carrier: link.carrier,
+                metric: r.metric,
             });
         }
     }
+    out.sort_by_key(|d| d.metric);
     Ok(out)
 }
 
-/// A subscription to link and address changes (`RTMGRP_LINK`, `RTMGRP_IPV4_IFADDR`,
-/// `RTMGRP_IPV6_IFADDR`) in one namespace.
+/// A subscription to link, address and route changes (`RTMGRP_LINK`, `RTMGRP_IPV4_IFADDR`,
+/// `RTMGRP_IPV6_IFADDR`, `RTMGRP_IPV4_ROUTE`, `RTMGRP_IPV6_ROUTE`) in one namespace.
 pub struct LinkEvents {
     fd: AsyncFd<OwnedFd>,
     buf: Vec<u8>,
@@ -257,7 +277,11 @@ impl LinkEvents {
         let fd = crate::netlink::open(
             host,
             NETLINK_ROUTE,
-            RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR,
+            RTMGRP_LINK
+                | RTMGRP_IPV4_IFADDR
+                | RTMGRP_IPV6_IFADDR
+                | RTMGRP_IPV4_ROUTE
+                | RTMGRP_IPV6_ROUTE,
         )?;
         // SAFETY: fcntl on our own fd.
         unsafe {
@@ -297,6 +321,7 @@ impl LinkEvents {
             for m in parse_messages(&self.buf[..n])? {
                 out.extend(parse_link(m.kind, m.payload)?.map(Event::Link));
                 out.extend(parse_addr(m.kind, m.payload)?.map(Event::Addr));
+                out.extend(parse_route(m.kind, m.payload)?.map(Event::Route));
             }
             return Ok(out);
         }
@@ -323,5 +348,35 @@ mod tests {
         assert!(!parse_link(RTM_DELLINK, &p).unwrap().unwrap().exists);
         assert!(parse_link(RTM_NEWLINK, &p[..10]).is_err());
         assert_eq!(parse_link(99, &p).unwrap(), None);
+    }
+
+    #[test]
+    fn parses_default_route_add_and_delete() {
+        // rtmsg: family AF_INET, dst_len 0, …, table 254 at byte 4.
+        let mut p = vec![0u8; 12];
+        p[0] = libc::AF_INET as u8;
+        p[4] = 254;
+        let mut b = Builder::attrs();
+        b.attr(RTA_GATEWAY, &[192, 0, 2, 1]);
+        b.attr(RTA_OIF, &3u32.to_ne_bytes());
+        b.attr(RTA_PRIORITY, &20u32.to_ne_bytes());
+        p.extend_from_slice(&b.finish_attrs());
+        let r = parse_route(RTM_NEWROUTE, &p).unwrap().unwrap();
+        assert_eq!(
+            r,
+            DefaultRoute {
+                table: 254,
+                oif: 3,
+                gateway: Some("192.0.2.1".parse().unwrap()),
+                metric: 20,
+                ipv4: true,
+                exists: true,
+            }
+        );
+        assert!(!parse_route(RTM_DELROUTE, &p).unwrap().unwrap().exists);
+        // Not a default route.
+        p[1] = 24;
+        assert_eq!(parse_route(RTM_NEWROUTE, &p).unwrap(), None);
+        assert!(parse_route(RTM_NEWROUTE, &p[..8]).is_err());
     }
 }

@@ -167,3 +167,100 @@ async fn next_switch(rx: &mut mpsc::UnboundedReceiver<Action>) -> Option<usize> 
         .await
         .expect("no uplink change within 5 s")
 }
+
+/// No links listed: discovery turns the default routes into uplinks (metric = priority); route
+/// events: a per-uplink table flushed by someone else is reinstalled at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovered_uplinks_and_flushed_table_route() {
+    let bed = TwoPaths::new();
+    let host_a = Host::netns(&bed.a.name);
+    for (gw, dev, metric) in [
+        ("198.51.100.2", &bed.a1, "20"),
+        ("203.0.113.2", &bed.a2, "10"),
+    ] {
+        bed.a.exec(&[
+            "ip", "route", "add", "default", "via", gw, "dev", dev, "metric", metric,
+        ]);
+    }
+    let responder = open_responder(&Host::netns(&bed.b.name), probe::DEFAULT_PORT).unwrap();
+    let responder = tokio::spawn(probe::serve(responder));
+    // One responder address for every uplink: path 2 reaches it through its gateway.
+    let section: UplinksConfig =
+        toml::from_str("enabled = true\nprobe = \"198.51.100.2:51821\"\n").unwrap();
+    section.validate().unwrap();
+    let cfg = section.with_discovered(&links::discover(&host_a).unwrap());
+    cfg.validate().unwrap();
+    let names: Vec<(&str, u32)> = cfg
+        .links
+        .iter()
+        .map(|l| (l.name.as_str(), l.priority))
+        .collect();
+    assert_eq!(names, [(bed.a2.as_str(), 10), (bed.a1.as_str(), 20)]);
+    assert_eq!(cfg.links[0].gateway.unwrap().to_string(), "203.0.113.2");
+    routing::apply_tables(&host_a, &cfg).await.unwrap();
+    let (tx, mut raw) = mpsc::unbounded_channel();
+    let monitor = Monitor::spawn(&host_a, &cfg, tx).unwrap();
+    let (seen_tx, mut rx) = mpsc::unbounded_channel();
+    let mut reactor = Reactor::new(host_a.clone(), cfg.clone());
+    let glue = tokio::spawn(async move {
+        while let Some(a) = raw.recv().await {
+            reactor.handle(&a).await.unwrap();
+            let _ = seen_tx.send(a);
+        }
+    });
+    // Both discovered uplinks are probed and healthy (path 2 through its gateway).
+    let t = Instant::now();
+    loop {
+        let s = monitor.status.borrow().clone();
+        if s.links.iter().all(|l| l.received >= 3) {
+            assert!(s.links.iter().all(|l| l.healthy), "{s:?}");
+            assert_eq!(s.active, Some(0));
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "probes unanswered: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let table = |bed: &TwoPaths| {
+        String::from_utf8(
+            bed.a
+                .try_exec(&["ip", "route", "show", "table", "101"])
+                .stdout,
+        )
+        .unwrap()
+    };
+    assert!(
+        table(&bed).contains("default via 198.51.100.2"),
+        "{}",
+        table(&bed)
+    );
+    let t = Instant::now();
+    bed.a.exec(&["ip", "route", "flush", "table", "101"]);
+    let reinstalled = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            if let Some(Action::Reinstall { link }) = rx.recv().await {
+                return link;
+            }
+        }
+    })
+    .await
+    .expect("no reinstall after the flush");
+    assert_eq!(reinstalled, 1);
+    let back = loop {
+        if table(&bed).contains("default via 198.51.100.2") {
+            break t.elapsed();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "table 101 not reinstalled"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    eprintln!("flushed per-uplink table reinstalled after {back:?}");
+    assert!(monitor.status.borrow().links[1].healthy, "health untouched");
+    drop(monitor);
+    glue.abort();
+    responder.abort();
+}

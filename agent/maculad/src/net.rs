@@ -14,6 +14,7 @@ use macula_bus::uplinks::{UplinksControl, UplinksObject};
 use macula_core::NodeKey;
 use macula_net::cmd::Host;
 use macula_net::firewall::{Firewall, FirewallConfig, FirewallError, Nft};
+use macula_net::links;
 use macula_net::overlay::Overlay;
 use macula_net::uplinks::monitor::{Monitor, Snapshot, open_responder};
 use macula_net::uplinks::react::{Reactor, endpoints_from_config};
@@ -56,11 +57,32 @@ pub async fn start(config: &AgentConfig, key: &NodeKey) -> Result<Net> {
             "[[overlay.peers]] with redundant = true need uplink monitoring; set [uplinks] enabled = true with [[uplinks.links]]"
         );
     }
+    // Uplinks as listed, or discovered from the default routes when none are listed.
+    let uplinks_cfg = if config.uplinks.enabled {
+        config.uplinks.validate()?;
+        let cfg = if config.uplinks.links.is_empty() {
+            let found = links::discover(&host).context("cannot discover uplinks over rtnetlink")?;
+            let cfg = config.uplinks.with_discovered(&found);
+            if cfg.links.is_empty() {
+                anyhow::bail!(
+                    "no uplink to monitor: no interface has a default route of the probe's address family; list [[uplinks.links]] in agent.toml"
+                );
+            }
+            cfg.validate()?;
+            let names: Vec<&str> = cfg.links.iter().map(|l| l.name.as_str()).collect();
+            tracing::info!(target: "macula::uplinks", uplinks = ?names, "uplinks discovered from the default routes");
+            cfg
+        } else {
+            config.uplinks.clone()
+        };
+        Some(cfg)
+    } else {
+        None
+    };
     // Redundant peers: the duplicator's sockets exist before the device, whose endpoint for
     // those peers is the duplicator's loopback socket.
-    let mut duplicator = if config.overlay.enabled && config.uplinks.enabled {
-        config.uplinks.validate()?;
-        Duplicator::bind(&host, &config.overlay, &config.uplinks).with_context(|| {
+    let mut duplicator = if let (true, Some(up)) = (config.overlay.enabled, &uplinks_cfg) {
+        Duplicator::bind(&host, &config.overlay, up).with_context(|| {
             format!(
                 "cannot open the redundant-mode sockets (UDP {} on every uplink source address)",
                 config.overlay.redundant_port
@@ -81,9 +103,7 @@ pub async fn start(config: &AgentConfig, key: &NodeKey) -> Result<Net> {
     } else {
         None
     };
-    let (uplinks, monitor) = if config.uplinks.enabled {
-        let cfg = config.uplinks.clone();
-        cfg.validate()?;
+    let (uplinks, monitor) = if let Some(cfg) = uplinks_cfg {
         if let Err(e) = routing::apply_tables(&host, &cfg).await {
             // A link without carrier takes its table when it comes up (the reactor reinstalls it).
             tracing::warn!(target: "macula::uplinks", error = %e, "per-uplink routing table not installed yet");

@@ -11,7 +11,8 @@ use super::tracker::Timing;
 ///
 /// Defaults: disabled; probe every 200 ms; an uplink is down after 1000 ms without a reply and up
 /// again after 3 consecutive replies (failover within ~1.2 s of a path going silent); probe
-/// responder on UDP 51821; per-uplink routing tables from 100, policy rules from priority 1000.
+/// responder on UDP 51821; per-uplink routing tables from 100, policy rules from priority 1000;
+/// no links listed: discovered from the default routes (needs `probe`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UplinksConfig {
@@ -25,7 +26,10 @@ pub struct UplinksConfig {
     pub table_base: u32,
     /// First policy-rule priority; uplink `i` uses `rule_priority_base + i`.
     pub rule_priority_base: u32,
-    /// `[[uplinks.links]]`, in order.
+    /// Probe responder for discovered uplinks (used when `links` is empty): every interface
+    /// with a default route in the main table becomes an uplink probing this address.
+    pub probe: Option<SocketAddr>,
+    /// `[[uplinks.links]]`, in order; empty: discover them (see `probe`).
     pub links: Vec<UplinkConfig>,
 }
 
@@ -39,6 +43,7 @@ impl Default for UplinksConfig {
             responder_port: super::probe::DEFAULT_PORT,
             table_base: 100,
             rule_priority_base: 1000,
+            probe: None,
             links: Vec::new(),
         }
     }
@@ -79,6 +84,32 @@ impl UplinksConfig {
         }
     }
 
+    /// This section with `links` filled from discovery (`links::discover`, lowest metric first):
+    /// name and interface = the interface, priority = the route metric, probing `probe`. Uplinks
+    /// of the other address family than `probe` are left out. Listed links are kept as they are.
+    pub fn with_discovered(&self, found: &[crate::links::Discovered]) -> Self {
+        let mut cfg = self.clone();
+        let Some(probe) = self.probe else {
+            return cfg;
+        };
+        if !cfg.links.is_empty() {
+            return cfg;
+        }
+        cfg.links = found
+            .iter()
+            .filter(|d| d.source.is_ipv4() == probe.is_ipv4())
+            .map(|d| UplinkConfig {
+                name: d.interface.clone(),
+                interface: d.interface.clone(),
+                priority: d.metric,
+                source: d.source,
+                gateway: d.gateway,
+                probe,
+            })
+            .collect();
+        cfg
+    }
+
     pub fn validate(&self) -> Result<(), UplinksConfigError> {
         let bad = |m: String| Err(UplinksConfigError::Invalid(m));
         if !(10..=60_000).contains(&self.interval_ms) {
@@ -89,6 +120,11 @@ impl UplinksConfig {
         }
         if self.up_after == 0 {
             return bad("up_after must be at least 1".into());
+        }
+        if self.links.is_empty() && self.probe.is_none() {
+            return bad(
+                "no [[uplinks.links]] and no probe: list the uplinks, or set [uplinks] probe = \"ip:port\" (a probe responder reachable through every uplink) to discover them from the default routes".into(),
+            );
         }
         let mut names = std::collections::BTreeSet::new();
         for l in &self.links {
@@ -119,5 +155,48 @@ impl UplinksConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::links::Discovered;
+
+    fn found(interface: &str, source: &str, metric: u32) -> Discovered {
+        Discovered {
+            interface: interface.into(),
+            index: 1,
+            source: source.parse().unwrap(),
+            gateway: None,
+            carrier: true,
+            metric,
+        }
+    }
+
+    #[test]
+    fn discovery_fills_links_only_when_none_are_listed() {
+        let mut cfg = UplinksConfig::default();
+        assert!(cfg.validate().is_err(), "neither links nor probe");
+        cfg.probe = Some("192.0.2.9:51821".parse().unwrap());
+        cfg.validate().unwrap();
+        let d = [
+            found("eth0", "198.51.100.1", 0),
+            found("wwan0", "203.0.113.1", 700),
+            found("eth1", "2001:db8::1", 5),
+        ];
+        let got = cfg.with_discovered(&d);
+        assert_eq!(got.links.len(), 2, "IPv6 uplink left out for an IPv4 probe");
+        assert_eq!(
+            (
+                got.links[1].name.as_str(),
+                got.links[1].priority,
+                got.links[1].probe
+            ),
+            ("wwan0", 700, cfg.probe.unwrap())
+        );
+        got.validate().unwrap();
+        let listed = got.with_discovered(&[found("eth9", "198.51.100.9", 1)]);
+        assert_eq!(listed.links, got.links, "listed links are kept");
     }
 }

@@ -1,5 +1,6 @@
 //! The tokio shell around the [`Tracker`]: one UDP socket per uplink (bound to the uplink's source
-//! address and device), rtnetlink link events (carrier loss fails an uplink at once), a clock, and
+//! address and device), rtnetlink link/address events (carrier or address loss fails an uplink at
+//! once) and route events (a flushed per-uplink table is reinstalled), a clock, and
 //! a channel of [`Action`]s for whoever acts on failover (routes, WireGuard endpoints, MPTCP
 //! endpoints).
 
@@ -81,6 +82,7 @@ impl Monitor {
         let sources: Vec<std::net::IpAddr> = cfg.links.iter().map(|l| l.source).collect();
         let mut link_events = LinkEvents::subscribe(host).map_err(std::io::Error::other)?;
         let prios: Vec<u32> = cfg.links.iter().map(|l| l.priority).collect();
+        let table_base = cfg.table_base;
         let epoch = Instant::now();
         let mut tracker = Tracker::new(cfg.timing(), &prios, Duration::ZERO);
         let n = prios.len();
@@ -123,6 +125,13 @@ impl Monitor {
                     }
                     Ok(changes) = link_events.next() => {
                         for c in changes {
+                            if let Event::Route(r) = &c {
+                                let i = r.table.wrapping_sub(table_base) as usize;
+                                if r.table >= table_base && i < interfaces.len() {
+                                    out.extend(tracker.on_table_route(i, r.exists));
+                                }
+                                continue;
+                            }
                             for i in 0..interfaces.len() {
                                 // An uplink is usable with carrier and its source address.
                                 let usable = match &c {

@@ -105,7 +105,7 @@ impl Reactor {
                     pm.sync(&owned, &want)?;
                 }
             }
-            Action::Carrier { link, up: true } => {
+            Action::Carrier { link, up: true } | Action::Reinstall { link } => {
                 routing::apply_link(&self.host, &self.cfg, *link).await?;
             }
             Action::Activate { to: None, .. } | Action::Carrier { .. } | Action::Probe { .. } => {}

@@ -40,6 +40,9 @@ pub enum Action {
     Healthy(Vec<usize>),
     /// An uplink's carrier changed (reinstall its routing table when it returns).
     Carrier { link: usize, up: bool },
+    /// The default route of an uplink's own table went away while the uplink is usable
+    /// (flushed by someone else): install it again.
+    Reinstall { link: usize },
 }
 
 /// The public view of one uplink.
@@ -216,6 +219,16 @@ impl Tracker {
         out
     }
 
+    /// rtnetlink: the default route of uplink `link`'s own routing table appeared (`true`) or
+    /// went away. Health is not touched (probes judge the path); a usable uplink gets its table
+    /// back at once. Without carrier the kernel removed it, and carrier return reinstalls it.
+    pub fn on_table_route(&mut self, link: usize, present: bool) -> Vec<Action> {
+        match self.links.get(link) {
+            Some(l) if !present && l.view.carrier => vec![Action::Reinstall { link }],
+            _ => Vec::new(),
+        }
+    }
+
     /// Usability from rtnetlink changed (carrier, or the uplink's source address): loss fails the
     /// uplink at once.
     pub fn on_carrier(&mut self, link: usize, up: bool) -> Vec<Action> {
@@ -257,6 +270,20 @@ mod tests {
     fn best_priority_is_active_at_start() {
         let t = Tracker::new(Timing::default(), &[20, 10], Duration::ZERO);
         assert_eq!(t.active(), Some(1));
+    }
+
+    #[test]
+    fn lost_table_route_is_reinstalled_only_with_carrier() {
+        let mut t = Tracker::new(Timing::default(), &[10, 20], Duration::ZERO);
+        assert_eq!(t.on_table_route(1, false), [Action::Reinstall { link: 1 }]);
+        assert!(t.on_table_route(1, true).is_empty());
+        assert!(t.on_table_route(9, false).is_empty());
+        t.on_carrier(1, false);
+        assert!(
+            t.on_table_route(1, false).is_empty(),
+            "carrier return reinstalls it"
+        );
+        assert_eq!(t.active(), Some(0), "health untouched");
     }
 
     #[test]
