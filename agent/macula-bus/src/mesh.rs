@@ -16,7 +16,8 @@ pub trait MeshControl: Send + Sync + 'static {
     /// Is the node in a realm (has a valid membership certificate)?
     fn enabled(&self) -> bool;
     /// One map per known peer: `node_id`, `name`, `role`, `state` (`alive`/`suspect`/`down`),
-    /// `generation`, `addrs` (array of strings), `version`.
+    /// `generation`, `addrs` (array of strings), `uplinks` (uplink name per entry of `addrs`),
+    /// `overlay_key` (WireGuard public key, base64; empty when unknown), `version`.
     fn peers(&self) -> Vec<HashMap<String, OwnedValue>>;
     /// Publishes on a realm topic; returns the sequence number.
     fn publish(&self, topic: String, payload: Vec<u8>) -> BoxFuture<'_, Result<u64, Error>>;
@@ -53,14 +54,16 @@ impl MeshObject {
 
 #[zbus::interface(name = "io.macula.Mesh1")]
 impl MeshObject {
-    /// Whether the mesh runs (false: no membership certificate, see docs/realms.md).
-    #[zbus(property(emits_changed_signal = "false"))]
+    /// Whether the mesh runs (false: no membership certificate, see docs/realms.md); changes
+    /// are announced by `PropertiesChanged`.
+    #[zbus(property)]
     fn enabled(&self) -> bool {
         self.control.enabled()
     }
 
-    /// Known peers and their state; changes are announced by `PeerChanged`.
-    #[zbus(property(emits_changed_signal = "false"))]
+    /// Known peers and their state; every change is announced both by `PropertiesChanged` (with
+    /// the new value) and by `PeerChanged` (which peer, for clients that only need the delta).
+    #[zbus(property)]
     fn peers(&self) -> Vec<HashMap<String, OwnedValue>> {
         self.control.peers()
     }

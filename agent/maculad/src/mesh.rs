@@ -11,11 +11,13 @@ use macula_bus::firewall::BoxFuture;
 use macula_bus::mesh::{MeshControl, MeshObject};
 use macula_core::NodeKey;
 use macula_core::config::Role;
+use macula_core::wire;
 use macula_mesh::config::MeshSection;
 use macula_mesh::membership::{Capacity, MembershipConfig};
 use macula_mesh::node::{Bootstrap, MeshNode, NodeConfig, PeerInfo};
-use macula_mesh::realm::{Admission, CertBody, MembershipCert, RealmKey};
+use macula_mesh::realm::{Admission, CertBody, MembershipCert, RealmKey, Revocation};
 use macula_mesh::transport::{TransportParams, unix_now};
+use macula_net::overlay::{WgKey, peer_public_key};
 use zbus::zvariant::{OwnedValue, Value};
 
 /// The mesh of this node: running once the node holds a membership certificate.
@@ -32,6 +34,12 @@ pub struct MeshGlue {
 /// Where the realm key lives when this node created the realm (`<state>/realm/node.key`).
 fn realm_key_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("realm")
+}
+
+/// Where known revocations are kept across restarts: one file per revoked node,
+/// `<state>/revoked/<node-id>.rev`, holding the realm-signed revocation in wire encoding.
+fn revoked_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("revoked")
 }
 
 fn parse_role(s: &str) -> Result<Role, Error> {
@@ -111,6 +119,18 @@ fn peer_map(p: &PeerInfo) -> HashMap<String, OwnedValue> {
         .map(|m| m.addrs.iter().map(|a| a.addr.to_string()).collect())
         .unwrap_or_default();
     m.insert("addrs".into(), val(Value::from(addrs)));
+    let uplinks: Vec<String> = meta
+        .map(|m| m.addrs.iter().map(|a| a.uplink.clone()).collect())
+        .unwrap_or_default();
+    m.insert("uplinks".into(), val(Value::from(uplinks)));
+    m.insert(
+        "overlay_key".into(),
+        val(Value::from(
+            meta.and_then(|m| m.overlay_key)
+                .map(|k| WgKey(k).to_string())
+                .unwrap_or_default(),
+        )),
+    );
     m
 }
 
@@ -136,6 +156,8 @@ impl MeshGlue {
         }
         let admission = Admission::new(self.key.node_id(), cert, unix_now())
             .map_err(|e| Error::InvalidArgument(format!("certificate refused: {e}")))?;
+        let admission = Arc::new(admission);
+        let persisted = self.load_revocations(&admission);
         let bootstrap = self
             .config
             .bootstrap
@@ -145,14 +167,16 @@ impl MeshGlue {
             .map_err(|e| Error::InvalidArgument(format!("[mesh] bootstrap: {e}")))?;
         let node = MeshNode::start(
             &self.key,
-            Arc::new(admission),
+            admission.clone(),
             NodeConfig {
                 listen: self.config.listen,
                 advertise: self.config.advertise.clone(),
                 bootstrap,
                 transport: TransportParams::default(),
                 membership: MembershipConfig::lan(64),
-                overlay_key: None,
+                // The overlay key is derived from the node key (docs/identity.md), so peers could
+                // compute it; it is announced anyway so `maculactl peers` shows what WireGuard uses.
+                overlay_key: Some(peer_public_key(&self.key.node_id()).0),
                 capacity: Capacity::default(),
             },
         )
@@ -163,13 +187,97 @@ impl MeshGlue {
             ))
         })?;
         tracing::info!(target: "macula::mesh", listen = %node.local_addr(), "mesh started");
+        for rev in persisted {
+            // Spread again: members that were offline when it was issued learn it now.
+            if let Err(e) = node.revoke(rev) {
+                tracing::warn!(target: "macula::mesh", error = %e, "stored revocation not spread");
+            }
+        }
         let node = Arc::new(node);
+        self.keep_revocations(&node, admission);
         *slot = Some(node.clone());
         drop(slot);
         if let Some(conn) = self.conn.get() {
             forward_peer_changes(conn, &node);
+            signal_enabled(conn);
         }
         Ok(())
+    }
+
+    /// Loads the stored revocations into `admission` (before the endpoint accepts anyone).
+    /// A file that does not decode or verify is reported and left in place.
+    fn load_revocations(&self, admission: &Admission) -> Vec<Revocation> {
+        let dir = revoked_dir(&self.state_dir);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return vec![],
+            Err(e) => {
+                tracing::error!(target: "macula::mesh", dir = %dir.display(), error = %e,
+                    "cannot read the stored revocations; revoked nodes are refused again once \
+                     members re-spread them. Check the directory's permissions");
+                return vec![];
+            }
+        };
+        let mut out = vec![];
+        for path in entries.flatten().map(|e| e.path()) {
+            if path.extension().is_none_or(|x| x != "rev") {
+                continue;
+            }
+            let rev = std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| wire::decode::<Revocation>(&b).map_err(|e| e.to_string()))
+                .and_then(|r| {
+                    admission
+                        .revoke(r.clone())
+                        .map(|_| r)
+                        .map_err(|e| e.to_string())
+                });
+            match rev {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::warn!(target: "macula::mesh", file = %path.display(),
+                    error = %e, "ignoring a stored revocation (not for this realm or damaged); \
+                    delete the file if it is not needed"),
+            }
+        }
+        if !out.is_empty() {
+            tracing::info!(target: "macula::mesh", count = out.len(), "stored revocations loaded");
+        }
+        out
+    }
+
+    /// Writes every revocation `admission` learns (issued here or heard from members) to the
+    /// state directory, checked on every peer change and every 5 s.
+    fn keep_revocations(&self, node: &Arc<MeshNode>, admission: Arc<Admission>) {
+        let dir = revoked_dir(&self.state_dir);
+        let mut changes = node.watch_peers();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    r = changes.recv() => if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                        return;
+                    },
+                    _ = tick.tick() => {}
+                }
+                for rev in admission.revocations() {
+                    let path = dir.join(format!("{}.rev", rev.body.node));
+                    if path.exists() {
+                        continue;
+                    }
+                    let tmp = path.with_extension("tmp");
+                    let res = std::fs::create_dir_all(&dir)
+                        .and_then(|()| std::fs::write(&tmp, wire::encode(&rev)))
+                        .and_then(|()| std::fs::rename(&tmp, &path));
+                    match res {
+                        Ok(()) => tracing::info!(target: "macula::mesh", node = %rev.body.node,
+                            file = %path.display(), "revocation stored"),
+                        Err(e) => tracing::error!(target: "macula::mesh", file = %path.display(),
+                            error = %e, "cannot store a revocation; it is lost at restart unless \
+                            members re-spread it. Free space on the state partition"),
+                    }
+                }
+            }
+        });
     }
 
     /// Forwards peer changes as `PeerChanged` signals (now, or when the mesh starts).
@@ -255,6 +363,36 @@ fn forward_peer_changes(conn: &zbus::Connection, node: &Arc<MeshNode>) {
             {
                 tracing::warn!(target: "macula::mesh", error = %e, "cannot signal a peer change");
             }
+            if let Err(e) = iface
+                .get()
+                .await
+                .peers_changed(iface.signal_emitter())
+                .await
+            {
+                tracing::warn!(target: "macula::mesh", error = %e, "cannot signal the Peers change");
+            }
+        }
+    });
+}
+
+/// `PropertiesChanged` for `Enabled` once the mesh starts after `Join`/`CreateRealm`.
+fn signal_enabled(conn: &zbus::Connection) {
+    let conn = conn.clone();
+    tokio::spawn(async move {
+        let Ok(iface) = conn
+            .object_server()
+            .interface::<_, MeshObject>(macula_bus::OBJECT_PATH)
+            .await
+        else {
+            return;
+        };
+        if let Err(e) = iface
+            .get()
+            .await
+            .enabled_changed(iface.signal_emitter())
+            .await
+        {
+            tracing::warn!(target: "macula::mesh", error = %e, "cannot signal the Enabled change");
         }
     });
 }

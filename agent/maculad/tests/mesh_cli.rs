@@ -1,5 +1,6 @@
 //! The realm provisioning flow through `maculactl realm create|admit|join` on two real
-//! `maculad` processes (loopback, private buses), and the certificate surviving a restart.
+//! `maculad` processes (loopback, private buses), the certificate and revocations surviving a
+//! restart, member metadata (overlay key) and the `Peers`/`Enabled` change signals.
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -55,7 +56,7 @@ fn create_admit_join_and_restart() {
     let (pa, pb) = (free_port(), free_port());
     let bus_a = DbusDaemon::start();
     let bus_b = DbusDaemon::start();
-    let a = Agent::spawn(
+    let mut a = Agent::spawn(
         &bus_a,
         AgentOptions {
             config: Some(format!(
@@ -73,6 +74,18 @@ fn create_admit_join_and_restart() {
             ..Default::default()
         },
     );
+    // Every PropertiesChanged A emits, recorded by a real dbus-monitor on A's bus.
+    let monitor_log = tempfile::NamedTempFile::new().unwrap();
+    let mut monitor = std::process::Command::new("dbus-monitor")
+        .args([
+            "--address",
+            bus_a.address(),
+            "type='signal',interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'",
+        ])
+        .stdout(monitor_log.reopen().unwrap())
+        .spawn()
+        .expect("dbus-monitor (package dbus) is needed");
+    std::thread::sleep(Duration::from_millis(500));
     let created = ok(&a.ctl(&["realm", "create", "--name", "alpha"]));
     assert!(created.contains("created realm"), "{created}");
     // Only one realm per node.
@@ -100,6 +113,20 @@ fn create_admit_join_and_restart() {
     wait_until("the two nodes see each other", 30, || {
         alive_names(&a) == ["bravo/edge"] && alive_names(&b) == ["alpha/hub"]
     });
+    // Metadata: B announces its overlay key, the one derived from its node ID (docs/identity.md).
+    let peers: serde_json::Value = serde_json::from_str(&ok(&a.ctl(&["peers", "--json"]))).unwrap();
+    let expected_wg = macula_net::overlay::peer_public_key(&b_id.parse().unwrap()).to_string();
+    assert_eq!(peers[0]["overlay_key"], expected_wg.as_str(), "{peers}");
+    assert_eq!(peers[0]["uplinks"][0], "default", "{peers}");
+    // The Peers property announced the change with its new value; Enabled when the realm started.
+    wait_until("PropertiesChanged for Mesh1.Peers", 10, || {
+        let log = std::fs::read_to_string(monitor_log.path()).unwrap();
+        log.contains("io.macula.Mesh1") && log.contains("\"Peers\"") && log.contains("bravo")
+    });
+    let log = std::fs::read_to_string(monitor_log.path()).unwrap();
+    assert!(log.contains("\"Enabled\""), "{log}");
+    monitor.kill().unwrap();
+    monitor.wait().unwrap();
 
     // The certificate was stored: after a restart B is back in the realm without help.
     b.stop(Duration::from_secs(5));
@@ -117,4 +144,19 @@ fn create_admit_join_and_restart() {
     std::thread::sleep(Duration::from_secs(3));
     assert!(alive_names(&a).is_empty(), "the revoked node came back");
     assert!(a.log().contains("revoked"), "log:\n{}", a.log());
+
+    // The revocation is stored, and A refuses B after its own restart although B keeps dialing.
+    let stored = a.state_dir().join("revoked").join(format!("{b_id}.rev"));
+    wait_until("the revocation is stored", 10, || stored.exists());
+    a.stop(Duration::from_secs(5));
+    a.start(&bus_a).unwrap();
+    wait_until("A runs the mesh again", 20, || {
+        a.log().contains("stored revocations loaded")
+    });
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(
+        alive_names(&a).is_empty(),
+        "B came back after A restarted; log:\n{}",
+        a.log()
+    );
 }
