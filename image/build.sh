@@ -55,7 +55,7 @@ case "$ARCH" in
 esac
 BOARDDIR=$REPO/buildroot/board/macula/$BOARD
 PACKAGES="busybox-static libc6 libgcc-s1 dbus-daemon dbus-bin dbus-system-bus-common rauc rauc-service
-nftables wireguard-tools iproute2 $EXTRA_PKGS"
+nftables wireguard-tools wireguard-go iproute2 $EXTRA_PKGS"
 APTSTATE=$REPO/build/image/apt-$DEBARCH
 DEBS="python3 $HERE/debs.py --arch $DEBARCH --state $APTSTATE"
 
