@@ -1,5 +1,6 @@
 # Macula OS — top-level entry points. See README.md.
-#   make test   install what is missing, then fmt check, clippy -D warnings, all tests
+#   make test   install what is missing, then fmt check, clippy -D warnings, all tests,
+#               then the image/QEMU tests (test-images)
 #   make demo   the main job: a live 5-node realm (see tests/mesh-demo.sh)
 #   make bench  benchmarks (figures printed as ratios against same-run baselines)
 
@@ -38,7 +39,8 @@ unit: build
 	  $(CARGO) test --workspace --no-fail-fast; \
 	fi
 
-test: deps lint unit
+# Whole-system tests: image build, QEMU boots, RAUC A/B OTA, kernel WireGuard between guests.
+test: deps lint unit test-images
 
 # The main job: a realm of 1 hub + 4 edges (tests/mesh-demo.sh).
 demo: demo-mesh
