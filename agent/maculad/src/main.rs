@@ -4,6 +4,7 @@ mod config;
 mod mesh;
 mod net;
 mod node;
+mod storage;
 mod update;
 
 use std::path::PathBuf;
@@ -137,18 +138,29 @@ async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Resu
     let node_object = macula_bus::node::NodeObject::new(info.clone(), glue);
     let update_glue = update::UpdateGlue::new(config.update.clone());
     let net = net::start(&config, &key).await?;
-    let mesh = mesh::start(&config.mesh, &args.state_dir, &key, config.node.role)?;
+    let storage = storage::open(&config.storage, &args.state_dir, &key)?;
+    let mesh = mesh::start(
+        &config.mesh,
+        &args.state_dir,
+        &key,
+        config.node.role,
+        storage.capacity(),
+    )?;
 
     let connection = args
         .bus
         .builder()
         .with_context(|| format!("invalid bus address `{}`", args.bus))?
         .serve_at(OBJECT_PATH, node_object)?
-        .serve_at(OBJECT_PATH, macula_bus::update::UpdateObject::new(update_glue.clone()))?
+        .serve_at(
+            OBJECT_PATH,
+            macula_bus::update::UpdateObject::new(update_glue.clone()),
+        )?
         .serve_at(OBJECT_PATH, net.firewall_object())?
         .serve_at(OBJECT_PATH, net.overlay_object())?
         .serve_at(OBJECT_PATH, net.uplinks_object())?
         .serve_at(OBJECT_PATH, mesh.object())?
+        .serve_at(OBJECT_PATH, storage.object())?
         .build()
         .await
         .with_context(|| {
@@ -188,7 +200,12 @@ async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Resu
     );
     net.emit_changes(&connection);
     mesh.emit_changes(&connection);
-    tokio::spawn(update::health_task(update_glue, args.state_dir.clone(), started));
+    storage.attach(mesh.clone(), &connection);
+    tokio::spawn(update::health_task(
+        update_glue,
+        args.state_dir.clone(),
+        started,
+    ));
 
     wait_for_shutdown().await?;
     tracing::info!("shutting down");
