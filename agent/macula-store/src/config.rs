@@ -1,6 +1,6 @@
 //! The `[storage]` section of `agent.toml`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -14,15 +14,15 @@ use crate::segment::MAX_SEGMENT_LEN;
 /// `[storage]`: where shards live, how much space they may use, how new objects are coded, the
 /// node's failure-domain labels and the repair throttle.
 ///
-/// Defaults: disabled; shards in `/data/macula/shards`; quota 0 (store nothing until set); 4 + 2
+/// Defaults: disabled; shards in `<state dir>/shards`; quota 0 (store nothing until set); 4 + 2
 /// coding with 1 MiB segments and the measured default codec; site and power `"default"`; repair
-/// after 600 s down, 2 repairs at once, 32 MiB/s.
+/// after 600 s down, 2 repairs at once, 32 MiB/s; audit every 3600 s.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     pub enabled: bool,
-    /// Directory on the data partition holding the shard store.
-    pub dir: PathBuf,
+    /// Directory on the data partition holding the shard store (default: `<state dir>/shards`).
+    pub dir: Option<PathBuf>,
     /// Bytes this node offers for shards (also its placement weight).
     pub quota_bytes: u64,
     /// Data shards per segment for new objects.
@@ -40,6 +40,9 @@ pub struct StorageConfig {
     pub repair_grace_secs: u64,
     pub repair_max_inflight: usize,
     pub repair_bytes_per_sec: u64,
+    /// Seconds between audits of the local store (every shard verified, inventory shared with
+    /// the realm).
+    pub audit_interval_secs: u64,
 }
 
 impl Default for StorageConfig {
@@ -47,7 +50,7 @@ impl Default for StorageConfig {
         let repair = RepairConfig::default();
         Self {
             enabled: false,
-            dir: PathBuf::from("/data/macula/shards"),
+            dir: None,
             quota_bytes: 0,
             k: 4,
             m: 2,
@@ -58,6 +61,7 @@ impl Default for StorageConfig {
             repair_grace_secs: repair.grace_ms / 1000,
             repair_max_inflight: repair.max_inflight,
             repair_bytes_per_sec: repair.bytes_per_sec,
+            audit_interval_secs: 3600,
         }
     }
 }
@@ -71,11 +75,18 @@ pub enum StorageConfigError {
     SegmentBytes(u32),
     #[error("storage.codec = {0:?}: use \"rs-gf16-leopard\" or \"rs-gf8-matrix\"")]
     Codec(String),
-    #[error("storage.repair_max_inflight and storage.repair_bytes_per_sec must be at least 1")]
+    #[error(
+        "storage.repair_max_inflight, storage.repair_bytes_per_sec and storage.audit_interval_secs must be at least 1"
+    )]
     Repair,
 }
 
 impl StorageConfig {
+    /// The shard directory: `dir`, else `<state_dir>/shards`.
+    pub fn shard_dir(&self, state_dir: &Path) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| state_dir.join("shards"))
+    }
+
     pub fn codec_id(&self) -> Result<CodecId, StorageConfigError> {
         [CodecId::RsGf16Leopard, CodecId::RsGf8Matrix]
             .into_iter()
@@ -104,7 +115,10 @@ impl StorageConfig {
     }
 
     pub fn repair_config(&self) -> Result<RepairConfig, StorageConfigError> {
-        if self.repair_max_inflight == 0 || self.repair_bytes_per_sec == 0 {
+        if self.repair_max_inflight == 0
+            || self.repair_bytes_per_sec == 0
+            || self.audit_interval_secs == 0
+        {
             return Err(StorageConfigError::Repair);
         }
         Ok(RepairConfig {
@@ -119,8 +133,6 @@ impl StorageConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
 
     #[derive(Debug, Deserialize)]

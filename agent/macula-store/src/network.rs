@@ -397,24 +397,16 @@ impl<N: StorageNetwork> Client<N> {
         Ok(id)
     }
 
-    /// Reads the object named by `cap` into `out`.
-    pub async fn get(
+    /// Reads and checks the manifest of the object named by `cap`.
+    async fn manifest(
         &self,
         members: &[NodeInfo],
         cap: &Capability,
-        out: &mut impl Write,
-    ) -> Result<GetReport, ClientError> {
-        let mut report = GetReport::default();
+        report: &mut GetReport,
+    ) -> Result<Manifest, ClientError> {
         let n = usize::from(cap.k) + usize::from(cap.m);
         let fetched = self
-            .collect(
-                members,
-                cap.object_id,
-                usize::from(cap.k),
-                n,
-                false,
-                &mut report,
-            )
+            .collect(members, cap.object_id, usize::from(cap.k), n, false, report)
             .await?;
         let d = &fetched.signed.desc;
         if (d.k, d.m, d.codec, d.kind) != (cap.k, cap.m, cap.codec, SegmentKind::Manifest) {
@@ -424,7 +416,32 @@ impl<N: StorageNetwork> Client<N> {
                 expected: format!("{}+{} {} Manifest", cap.k, cap.m, cap.codec.name()),
             });
         }
-        let manifest = Manifest::decode(&segment::decode_segment(d, fetched.shards, &cap.key)?)?;
+        Ok(Manifest::decode(&segment::decode_segment(
+            d,
+            fetched.shards,
+            &cap.key,
+        )?)?)
+    }
+
+    /// Reads the manifest of the object named by `cap` (its size and segments).
+    pub async fn stat(
+        &self,
+        members: &[NodeInfo],
+        cap: &Capability,
+    ) -> Result<Manifest, ClientError> {
+        self.manifest(members, cap, &mut GetReport::default()).await
+    }
+
+    /// Reads the object named by `cap` into `out`.
+    pub async fn get(
+        &self,
+        members: &[NodeInfo],
+        cap: &Capability,
+        out: &mut impl Write,
+    ) -> Result<GetReport, ClientError> {
+        let mut report = GetReport::default();
+        let n = usize::from(cap.k) + usize::from(cap.m);
+        let manifest = self.manifest(members, cap, &mut report).await?;
         for (i, id) in manifest.segments.iter().enumerate() {
             let f = self
                 .collect(members, *id, usize::from(cap.k), n, false, &mut report)

@@ -46,6 +46,13 @@ enum Command {
     /// Realm membership: create a realm, admit a node, join with a certificate.
     #[command(subcommand)]
     Realm(cmd::realm::RealmCommand),
+    /// Store a file in the realm's erasure-coded storage; prints its capability.
+    Put(cmd::storage::PutArgs),
+    /// Fetch an object by capability into a file.
+    Get(cmd::storage::GetArgs),
+    /// Storage: status and repair queue, stat or delete an object.
+    #[command(subcommand)]
+    Storage(cmd::storage::StorageCommand),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions {
         #[arg(value_enum)]
@@ -112,6 +119,9 @@ async fn run(cli: Cli) -> Result<(), exit::CliError> {
         Command::Pub(args) => cmd::mesh::publish(&conn, &args).await,
         Command::Sub(args) => cmd::mesh::subscribe(&conn, &args).await,
         Command::Realm(c) => cmd::realm::run(&conn, c).await,
+        Command::Put(args) => cmd::storage::put(&conn, &args).await,
+        Command::Get(args) => cmd::storage::get(&conn, &args).await,
+        Command::Storage(c) => cmd::storage::run(&conn, c).await,
         Command::Completions { .. } | Command::Man => unreachable!("handled before connecting"),
     }
 }

@@ -16,6 +16,7 @@ pub struct AgentConfig {
     pub overlay: macula_net::overlay::OverlayConfig,
     pub uplinks: macula_net::uplinks::UplinksConfig,
     pub mesh: macula_mesh::config::MeshSection,
+    pub storage: macula_store::config::StorageConfig,
 }
 
 impl AgentConfig {

@@ -29,6 +29,8 @@ pub struct MeshGlue {
     config: MeshSection,
     state_dir: PathBuf,
     node_role: Role,
+    /// Storage capacity announced in member metadata.
+    capacity: Capacity,
 }
 
 /// Where the realm key lives when this node created the realm (`<state>/realm/node.key`).
@@ -59,6 +61,7 @@ pub fn start(
     state_dir: &Path,
     key: &NodeKey,
     node_role: Role,
+    capacity: Capacity,
 ) -> Result<MeshGlue> {
     let glue = MeshGlue {
         node: Arc::default(),
@@ -67,6 +70,7 @@ pub fn start(
         config: config.clone(),
         state_dir: state_dir.to_owned(),
         node_role,
+        capacity,
     };
     let path = glue.cert_path();
     let text = match std::fs::read_to_string(&path) {
@@ -177,7 +181,7 @@ impl MeshGlue {
                 // The overlay key is derived from the node key (docs/identity.md), so peers could
                 // compute it; it is announced anyway so `maculactl peers` shows what WireGuard uses.
                 overlay_key: Some(peer_public_key(&self.key.node_id()).0),
-                capacity: Capacity::default(),
+                capacity: self.capacity,
             },
         )
         .map_err(|e| {
@@ -295,7 +299,7 @@ impl MeshGlue {
         }
     }
 
-    fn running_node(&self) -> Option<Arc<MeshNode>> {
+    pub(crate) fn running_node(&self) -> Option<Arc<MeshNode>> {
         self.node.lock().expect("mesh lock").clone()
     }
 

@@ -5,6 +5,7 @@ pub mod mesh;
 pub mod node;
 pub mod overlay;
 pub mod realm;
+pub mod storage;
 pub mod update;
 pub mod uplinks;
 

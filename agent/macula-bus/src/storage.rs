@@ -1,0 +1,109 @@
+//! `io.macula.Storage1`: erasure-coded object storage in the realm (put/get by path, stat,
+//! delete, progress signals, stats and the repair queue).
+
+use std::collections::HashMap;
+
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::OwnedValue;
+
+use crate::Error;
+use crate::firewall::BoxFuture;
+
+/// D-Bus interface name.
+pub const INTERFACE: &str = "io.macula.Storage1";
+
+/// What the storage interface needs from the daemon.
+pub trait StorageControl: Send + Sync + 'static {
+    /// Stores the file at `path` (absolute, read by the agent) in the realm; returns the
+    /// capability string.
+    fn put(&self, path: String) -> BoxFuture<'_, Result<String, Error>>;
+    /// Reads the object named by `cap` into a new file at `path` (absolute; written to a
+    /// temporary name and renamed when complete); returns the bytes written.
+    fn get(&self, cap: String, path: String) -> BoxFuture<'_, Result<u64, Error>>;
+    /// Size, coding parameters and shard availability of an object: `size`, `segments`, `k`,
+    /// `m`, `codec`, `object_id`.
+    fn stat(&self, cap: String) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>>;
+    /// Deletes an object stored by this node (owner-signed); returns shards removed.
+    fn delete(&self, cap: String) -> BoxFuture<'_, Result<u32, Error>>;
+    /// `enabled`, `running`, `dir`, `quota_bytes`, `used_bytes`, `free_bytes`, `shards`, `k`, `m`,
+    /// `codec`, `nodes` (members with storage).
+    fn stats(&self) -> HashMap<String, OwnedValue>;
+    /// Repair planner: `segments` known, `degraded`, `inflight`, `unrecoverable` (segment IDs),
+    /// `repaired` (shards rebuilt since start), `failed` (repair attempts that failed).
+    fn repair_queue(&self) -> HashMap<String, OwnedValue>;
+}
+
+/// The `io.macula.Storage1` server object.
+pub struct StorageObject {
+    control: Box<dyn StorageControl>,
+}
+
+impl StorageObject {
+    pub fn new(control: Box<dyn StorageControl>) -> Self {
+        Self { control }
+    }
+}
+
+#[zbus::interface(name = "io.macula.Storage1")]
+impl StorageObject {
+    /// Stores a file; returns its capability. `Progress` signals report the bytes done.
+    async fn put(&self, path: String) -> Result<String, Error> {
+        self.control.put(path).await
+    }
+
+    /// Writes the object named by `cap` to `path`; returns its size.
+    async fn get(&self, cap: String, path: String) -> Result<u64, Error> {
+        self.control.get(cap, path).await
+    }
+
+    /// Describes an object (reads its manifest).
+    async fn stat(&self, cap: String) -> Result<HashMap<String, OwnedValue>, Error> {
+        self.control.stat(cap).await
+    }
+
+    /// Deletes an object this node stored; returns the shards removed.
+    async fn delete(&self, cap: String) -> Result<u32, Error> {
+        self.control.delete(cap).await
+    }
+
+    /// Local store and coding figures.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn stats(&self) -> HashMap<String, OwnedValue> {
+        self.control.stats()
+    }
+
+    /// The repair planner's queue.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn repair_queue(&self) -> HashMap<String, OwnedValue> {
+        self.control.repair_queue()
+    }
+
+    /// Progress of a `Put` or `Get` of `path`: `op` is `put` or `get`.
+    #[zbus(signal)]
+    pub async fn progress(
+        emitter: &SignalEmitter<'_>,
+        op: &str,
+        path: &str,
+        done: u64,
+        total: u64,
+    ) -> zbus::Result<()>;
+}
+
+/// Client proxy for `io.macula.Storage1`.
+#[zbus::proxy(
+    interface = "io.macula.Storage1",
+    default_service = "io.macula.Agent",
+    default_path = "/io/macula/Agent"
+)]
+pub trait Storage1 {
+    fn put(&self, path: &str) -> zbus::Result<String>;
+    fn get(&self, cap: &str, path: &str) -> zbus::Result<u64>;
+    fn stat(&self, cap: &str) -> zbus::Result<HashMap<String, OwnedValue>>;
+    fn delete(&self, cap: &str) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn stats(&self) -> zbus::Result<HashMap<String, OwnedValue>>;
+    #[zbus(property)]
+    fn repair_queue(&self) -> zbus::Result<HashMap<String, OwnedValue>>;
+    #[zbus(signal)]
+    fn progress(&self, op: String, path: String, done: u64, total: u64) -> zbus::Result<()>;
+}

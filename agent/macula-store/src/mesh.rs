@@ -1,0 +1,320 @@
+//! [`StorageNetwork`] over the QUIC mesh: three RPC procedures, one QUIC stream per shard.
+//!
+//! * `store.put` — body: a serialised shard (self-describing, signed header); the callee verifies
+//!   it completely (signature, segment ID, BLAKE3 tree) before the atomic rename, so a transfer
+//!   cut off half-way never leaves a shard behind. Reply: empty.
+//! * `store.get` — body: segment ID (32 B) ‖ index (u16 LE). The callee verifies its copy before
+//!   sending (a corrupt copy is removed there and reported as corrupt); the caller verifies again
+//!   against the segment ID. Reply: the serialised shard.
+//! * `store.delete` — body: segment ID (32 B) ‖ owner signature (64 B). Reply: shards removed
+//!   (u32 LE).
+//!
+//! Batches run in parallel, one call (stream) per shard. Calls to this node itself go straight to
+//! the local store. Shards are bounded by [`MAX_SHARD_BYTES`] (the RPC frame limit minus room for
+//! the envelope): a segment size whose shards would not fit is refused up front by
+//! [`check_put_config`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use macula_core::NodeId;
+use macula_mesh::node::MeshNode;
+use macula_mesh::rpc::{ErrorCode, Handler, MAX_RPC_FRAME, RpcError};
+use tokio::task::JoinSet;
+
+use crate::header::{SegmentId, shard_len_for};
+use crate::network::{FetchRequest, PutConfig, StorageNetwork, TransferError};
+use crate::store::{DeleteRequest, LocalStore, StoreError};
+
+pub const PUT_PROCEDURE: &str = "store.put";
+pub const GET_PROCEDURE: &str = "store.get";
+pub const DELETE_PROCEDURE: &str = "store.delete";
+
+/// Largest serialised shard sent in one call.
+pub const MAX_SHARD_BYTES: usize = MAX_RPC_FRAME - (64 << 10);
+
+/// How long one shard transfer may take.
+pub const SHARD_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Message prefix that marks a copy found corrupt at the holder.
+const CORRUPT: &str = "corrupt: ";
+
+/// Refuses coding parameters whose shards would not fit one RPC frame.
+pub fn check_put_config(cfg: &PutConfig) -> Result<(), String> {
+    // Shard data plus its outboard tree (< 1 %) plus a header of at most a few KiB.
+    let data = shard_len_for(cfg.segment_len, cfg.k);
+    let estimate = data + data / 64 + 8192 + 40 * (u64::from(cfg.k) + u64::from(cfg.m));
+    if estimate > MAX_SHARD_BYTES as u64 {
+        return Err(format!(
+            "storage.segment_bytes = {} with k = {} gives shards of about {estimate} bytes, more than \
+             the {MAX_SHARD_BYTES}-byte transfer limit; lower segment_bytes or raise k",
+            cfg.segment_len, cfg.k
+        ));
+    }
+    Ok(())
+}
+
+/// Shard transfer over a [`MeshNode`].
+#[derive(Clone)]
+pub struct MeshNetwork {
+    node: Arc<MeshNode>,
+    local: Arc<LocalStore>,
+}
+
+impl MeshNetwork {
+    pub fn new(node: Arc<MeshNode>, local: Arc<LocalStore>) -> Self {
+        Self { node, local }
+    }
+
+    pub fn local(&self) -> &Arc<LocalStore> {
+        &self.local
+    }
+
+    /// Runs one operation per item in parallel (local ones in a blocking task, remote ones as
+    /// RPC calls); results in item order.
+    async fn parallel<I, T, F, Fut>(&self, items: Vec<I>, f: F) -> Vec<Result<T, TransferError>>
+    where
+        I: Send + 'static,
+        T: Send + 'static,
+        F: Fn(Self, I) -> Fut,
+        Fut: std::future::Future<Output = Result<T, TransferError>> + Send + 'static,
+    {
+        let mut set = JoinSet::new();
+        let n = items.len();
+        for (i, item) in items.into_iter().enumerate() {
+            let fut = f(self.clone(), item);
+            set.spawn(async move { (i, fut.await) });
+        }
+        let mut out: Vec<Option<Result<T, TransferError>>> = (0..n).map(|_| None).collect();
+        while let Some(done) = set.join_next().await {
+            if let Ok((i, r)) = done {
+                out[i] = Some(r);
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or(Err(TransferError::Rejected("transfer task failed".into()))))
+            .collect()
+    }
+
+    async fn call(
+        &self,
+        node: NodeId,
+        proc_: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, TransferError> {
+        self.node
+            .call(node, proc_, body, SHARD_DEADLINE)
+            .await
+            .map_err(|e| match e.code {
+                ErrorCode::NotFound => TransferError::NotFound,
+                ErrorCode::Internal if e.message.starts_with(CORRUPT) => TransferError::Corrupt,
+                ErrorCode::Unavailable
+                | ErrorCode::DeadlineExceeded
+                | ErrorCode::Cancelled
+                | ErrorCode::NoSuchProcedure => TransferError::Unreachable(node),
+                _ => TransferError::Rejected(e.message),
+            })
+    }
+
+    fn is_local(&self, node: &NodeId) -> bool {
+        *node == self.node.id()
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| panic!("storage task panicked: {e}"))
+}
+
+fn local_error(e: StoreError) -> TransferError {
+    match e {
+        StoreError::NotFound { .. } => TransferError::NotFound,
+        StoreError::Corrupt { .. } => TransferError::Corrupt,
+        e => TransferError::Rejected(e.to_string()),
+    }
+}
+
+fn rpc_error(e: StoreError) -> RpcError {
+    match e {
+        StoreError::NotFound { .. } => RpcError::new(ErrorCode::NotFound, e.to_string()),
+        StoreError::Corrupt { .. } => RpcError::new(ErrorCode::Internal, format!("{CORRUPT}{e}")),
+        StoreError::Io { .. } => RpcError::new(ErrorCode::Internal, e.to_string()),
+        StoreError::QuotaExceeded { .. } => RpcError::new(ErrorCode::Overloaded, e.to_string()),
+        e => RpcError::new(ErrorCode::BadRequest, e.to_string()),
+    }
+}
+
+fn get_body(segment: &SegmentId, index: u16) -> Vec<u8> {
+    let mut b = segment.0.to_vec();
+    b.extend_from_slice(&index.to_le_bytes());
+    b
+}
+
+fn parse_get(body: &[u8]) -> Result<(SegmentId, u16), RpcError> {
+    let bad = || RpcError::new(ErrorCode::BadRequest, "store.get: expected 34 bytes");
+    let seg: [u8; 32] = body
+        .get(..32)
+        .ok_or_else(bad)?
+        .try_into()
+        .map_err(|_| bad())?;
+    let idx: [u8; 2] = body
+        .get(32..)
+        .ok_or_else(bad)?
+        .try_into()
+        .map_err(|_| bad())?;
+    Ok((SegmentId(seg), u16::from_le_bytes(idx)))
+}
+
+fn delete_body(req: &DeleteRequest) -> Vec<u8> {
+    let mut b = req.segment.0.to_vec();
+    b.extend_from_slice(&req.signature);
+    b
+}
+
+fn parse_delete(body: &[u8]) -> Result<DeleteRequest, RpcError> {
+    let bad = || RpcError::new(ErrorCode::BadRequest, "store.delete: expected 96 bytes");
+    if body.len() != 96 {
+        return Err(bad());
+    }
+    Ok(DeleteRequest {
+        segment: SegmentId(body[..32].try_into().map_err(|_| bad())?),
+        signature: body[32..].try_into().map_err(|_| bad())?,
+    })
+}
+
+impl StorageNetwork for MeshNetwork {
+    async fn store_shards(&self, shards: Vec<(NodeId, Vec<u8>)>) -> Vec<Result<(), TransferError>> {
+        self.parallel(shards, |net, (node, bytes)| async move {
+            if bytes.len() > MAX_SHARD_BYTES {
+                return Err(TransferError::Rejected(format!(
+                    "shard of {} bytes exceeds the {MAX_SHARD_BYTES}-byte transfer limit",
+                    bytes.len()
+                )));
+            }
+            if net.is_local(&node) {
+                let store = net.local.clone();
+                return blocking(move || store.put(&bytes))
+                    .await
+                    .map(|_| ())
+                    .map_err(local_error);
+            }
+            net.call(node, PUT_PROCEDURE, bytes).await.map(|_| ())
+        })
+        .await
+    }
+
+    async fn fetch_shards(
+        &self,
+        requests: Vec<FetchRequest>,
+    ) -> Vec<Result<Vec<u8>, TransferError>> {
+        self.parallel(requests, |net, r| async move {
+            if net.is_local(&r.node) {
+                let store = net.local.clone();
+                return blocking(move || store.get(&r.segment, r.index))
+                    .await
+                    .map_err(local_error);
+            }
+            net.call(r.node, GET_PROCEDURE, get_body(&r.segment, r.index))
+                .await
+        })
+        .await
+    }
+
+    async fn delete_segments(
+        &self,
+        requests: Vec<(NodeId, DeleteRequest)>,
+    ) -> Vec<Result<usize, TransferError>> {
+        self.parallel(requests, |net, (node, req)| async move {
+            if net.is_local(&node) {
+                let store = net.local.clone();
+                return blocking(move || store.delete(&req))
+                    .await
+                    .map_err(local_error);
+            }
+            let reply = net.call(node, DELETE_PROCEDURE, delete_body(&req)).await?;
+            let n: [u8; 4] = reply
+                .as_slice()
+                .try_into()
+                .map_err(|_| TransferError::Rejected("malformed delete reply".into()))?;
+            Ok(u32::from_le_bytes(n) as usize)
+        })
+        .await
+    }
+}
+
+/// Serves this node's shard store to the realm (`store.put`, `store.get`, `store.delete`).
+/// Every call is checked completely before it touches the disk.
+pub fn serve(node: &MeshNode, store: Arc<LocalStore>) {
+    let s = store.clone();
+    let put: Handler = Arc::new(move |_from, body| {
+        let s = s.clone();
+        Box::pin(async move {
+            if body.len() > MAX_SHARD_BYTES {
+                return Err(RpcError::new(ErrorCode::BadRequest, "shard too large"));
+            }
+            blocking(move || s.put(&body))
+                .await
+                .map(|_| Vec::new())
+                .map_err(rpc_error)
+        })
+    });
+    let s = store.clone();
+    let get: Handler = Arc::new(move |_from, body| {
+        let s = s.clone();
+        Box::pin(async move {
+            let (seg, idx) = parse_get(&body)?;
+            blocking(move || s.get(&seg, idx)).await.map_err(rpc_error)
+        })
+    });
+    let s = store;
+    let delete: Handler = Arc::new(move |_from, body| {
+        let s = s.clone();
+        Box::pin(async move {
+            let req = parse_delete(&body)?;
+            blocking(move || s.delete(&req))
+                .await
+                .map(|n| (n as u32).to_le_bytes().to_vec())
+                .map_err(rpc_error)
+        })
+    });
+    node.serve(PUT_PROCEDURE, put);
+    node.serve(GET_PROCEDURE, get);
+    node.serve(DELETE_PROCEDURE, delete);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_bodies_round_trip_and_reject_bad_lengths() {
+        let seg = SegmentId([7; 32]);
+        assert_eq!(parse_get(&get_body(&seg, 5)).unwrap(), (seg, 5));
+        assert!(parse_get(&[0; 33]).is_err());
+        assert!(parse_get(&[0; 35]).is_err());
+        let req = DeleteRequest {
+            segment: seg,
+            signature: [9; 64],
+        };
+        assert_eq!(parse_delete(&delete_body(&req)).unwrap(), req);
+        assert!(parse_delete(&[0; 95]).is_err());
+    }
+
+    #[test]
+    fn oversized_segments_are_refused() {
+        assert!(check_put_config(&PutConfig::default()).is_ok());
+        let big = PutConfig {
+            k: 1,
+            segment_len: 16 << 20,
+            ..PutConfig::default()
+        };
+        assert!(
+            check_put_config(&big)
+                .unwrap_err()
+                .contains("segment_bytes")
+        );
+    }
+}

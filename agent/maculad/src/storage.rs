@@ -1,0 +1,602 @@
+//! Wiring of storage: the local shard store on the data dir, shard transfer over the mesh
+//! (`macula_store::mesh`), the repair service fed by membership, local audits and the realm's
+//! shared inventory, and `io.macula.Storage1`.
+//!
+//! Storage starts once the mesh runs (at start-up with a certificate, or after `realm join`).
+//! Every node publishes its shard inventory on [`INVENTORY_TOPIC`] after each audit; a node feeds
+//! its repair planner the inventory of the segments it holds itself, so the holders of a segment
+//! notice when another holder is lost and rebuild its shards (placement is deterministic, so
+//! holders repairing the same segment at once store the same shards on the same targets).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use macula_bus::Error;
+use macula_bus::firewall::BoxFuture;
+use macula_bus::storage::{StorageControl, StorageObject};
+use macula_core::{NodeKey, wire};
+use macula_mesh::membership::Capacity;
+use macula_mesh::node::{MeshNode, PeerState};
+use macula_store::config::StorageConfig;
+use macula_store::header::SegmentId;
+use macula_store::mesh::MeshNetwork;
+use macula_store::network::{Client, ClientError, PutConfig};
+use macula_store::object::Capability;
+use macula_store::placement::NodeInfo;
+use macula_store::repair::{Event, RepairConfig, RepairStatus};
+use macula_store::segment::Shard;
+use macula_store::service::RepairService;
+use macula_store::store::LocalStore;
+use zbus::zvariant::{OwnedValue, Value};
+
+use crate::mesh::MeshGlue;
+
+/// Pub/sub topic on which nodes share their shard inventory.
+pub const INVENTORY_TOPIC: &str = "macula.storage.inventory";
+
+/// One inventory entry: segment, index, k, m, serialised shard length.
+type Entry = ([u8; 32], u16, u16, u16, u64);
+
+/// Entries per inventory publication (46 bytes each, well under the 64 KiB payload limit).
+const ENTRIES_PER_MESSAGE: usize = 1000;
+
+/// Storage of this node.
+#[derive(Clone)]
+pub struct StorageGlue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: StorageConfig,
+    put_cfg: PutConfig,
+    repair_cfg: RepairConfig,
+    dir: PathBuf,
+    store: Option<Arc<LocalStore>>,
+    key: NodeKey,
+    running: OnceLock<Running>,
+    conn: OnceLock<zbus::Connection>,
+    /// Serialises Put/Get/Delete (the agent's runtime is single-threaded; one transfer at a time
+    /// keeps memory bounded by one segment).
+    busy: tokio::sync::Mutex<()>,
+    repair_status: Mutex<RepairStatus>,
+    /// Inventory rounds shared with the realm (one per audit interval).
+    inventory_rounds: AtomicU64,
+}
+
+struct Running {
+    node: Arc<MeshNode>,
+    client: Arc<Client<MeshNetwork>>,
+    repair: RepairService,
+}
+
+fn val(v: Value<'_>) -> OwnedValue {
+    v.try_to_owned()
+        .expect("plain values have no file descriptors")
+}
+
+fn client_error(e: ClientError) -> Error {
+    match e {
+        ClientError::NotEnoughShards { .. } | ClientError::Placement(_) => {
+            Error::Unavailable(e.to_string())
+        }
+        ClientError::Object(_) | ClientError::ParamsMismatch { .. } => {
+            Error::InvalidArgument(e.to_string())
+        }
+        e => Error::Failed(e.to_string()),
+    }
+}
+
+fn absolute(path: &str) -> Result<PathBuf, Error> {
+    let p = PathBuf::from(path);
+    if !p.is_absolute() {
+        return Err(Error::InvalidArgument(format!(
+            "`{path}` is not an absolute path; the agent resolves no relative paths"
+        )));
+    }
+    Ok(p)
+}
+
+/// Opens the local store when `[storage] enabled`; checks the section either way.
+pub fn open(cfg: &StorageConfig, state_dir: &Path, key: &NodeKey) -> Result<StorageGlue> {
+    let put_cfg = cfg.put_config()?;
+    macula_store::mesh::check_put_config(&put_cfg).map_err(anyhow::Error::msg)?;
+    let repair_cfg = cfg.repair_config()?;
+    let dir = cfg.shard_dir(state_dir);
+    let store = if cfg.enabled {
+        let store = LocalStore::open(&dir, cfg.quota_bytes)
+            .with_context(|| format!("cannot open the shard store in {}", dir.display()))?;
+        tracing::info!(target: "macula::storage", dir = %dir.display(), quota = cfg.quota_bytes,
+            used = store.used(), "shard store open");
+        Some(Arc::new(store))
+    } else {
+        None
+    };
+    Ok(StorageGlue {
+        inner: Arc::new(Inner {
+            cfg: cfg.clone(),
+            put_cfg,
+            repair_cfg,
+            dir,
+            store,
+            key: NodeKey::from_seed(*key.signing_key().as_bytes()),
+            running: OnceLock::new(),
+            conn: OnceLock::new(),
+            busy: tokio::sync::Mutex::new(()),
+            repair_status: Mutex::default(),
+            inventory_rounds: AtomicU64::new(0),
+        }),
+    })
+}
+
+impl StorageGlue {
+    pub fn object(&self) -> StorageObject {
+        StorageObject::new(Box::new(self.clone()))
+    }
+
+    /// What this node announces in its member metadata.
+    pub fn capacity(&self) -> Capacity {
+        match &self.inner.store {
+            Some(s) => Capacity {
+                storage_total: s.quota(),
+                storage_free: s.free(),
+            },
+            None => Capacity::default(),
+        }
+    }
+
+    /// Starts storage as soon as the mesh runs (a background task waits for it).
+    pub fn attach(&self, mesh: MeshGlue, conn: &zbus::Connection) {
+        let _ = self.inner.conn.set(conn.clone());
+        let Some(store) = self.inner.store.clone() else {
+            return;
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            let node = loop {
+                if let Some(node) = mesh.running_node() {
+                    break node;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            };
+            this.start(node, store).await;
+        });
+    }
+
+    async fn start(&self, node: Arc<MeshNode>, store: Arc<LocalStore>) {
+        let inner = &self.inner;
+        macula_store::mesh::serve(&node, store.clone());
+        let net = MeshNetwork::new(node.clone(), store.clone());
+        let client = Arc::new(Client::new(
+            net,
+            NodeKey::from_seed(*inner.key.signing_key().as_bytes()),
+            inner.put_cfg.clone(),
+        ));
+        let repair = RepairService::start(client.clone(), inner.repair_cfg.clone());
+        let me = node.id();
+        repair.send(Event::NodeUp(self.self_info(&store)));
+        // Membership → planner. Subscribe before reading the current peers so nothing is missed.
+        let mut changes = node.watch_peers();
+        for p in node.peers() {
+            if let Some(info) = peer_info(&p) {
+                repair.send(Event::NodeUp(info));
+            }
+        }
+        let mut sub = node.subscribe(INVENTORY_TOPIC).await.ok();
+        let audit = Duration::from_secs(inner.cfg.audit_interval_secs);
+        repair.audit_local(me, store.clone(), audit);
+        let mut status = repair.status();
+        if inner
+            .running
+            .set(Running {
+                node: node.clone(),
+                client,
+                repair,
+            })
+            .is_err()
+        {
+            return;
+        }
+        tracing::info!(target: "macula::storage", "storage serving the realm");
+        let this = self.clone();
+        tokio::spawn(async move {
+            while status.changed().await.is_ok() {
+                *this.inner.repair_status.lock().expect("status lock") = status.borrow().clone();
+            }
+        });
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Ok(c) = changes.recv().await {
+                let Some(r) = this.inner.running.get() else {
+                    return;
+                };
+                match c.peer.state {
+                    PeerState::Alive => {
+                        if let Some(info) = peer_info(&c.peer) {
+                            r.repair.send(Event::NodeUp(info));
+                        }
+                    }
+                    PeerState::Down => r.repair.send(Event::NodeDown(c.peer.id)),
+                    PeerState::Suspect => {}
+                }
+            }
+        });
+        // Share the inventory after every audit round.
+        let this = self.clone();
+        let store2 = store.clone();
+        tokio::spawn(async move {
+            loop {
+                this.publish_inventory(&store2).await;
+                this.inner.inventory_rounds.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(audit).await;
+            }
+        });
+        // Others' inventories → planner (segments this node holds).
+        if let Some(sub) = sub.as_mut() {
+            while let Some(p) = sub.recv().await {
+                if p.publisher == me {
+                    continue;
+                }
+                let Ok(entries) = wire::decode::<Vec<Entry>>(&p.payload) else {
+                    tracing::warn!(target: "macula::storage", from = %p.publisher, "malformed inventory ignored");
+                    continue;
+                };
+                let Some(r) = self.inner.running.get() else {
+                    continue;
+                };
+                let store = store.clone();
+                let mine = tokio::task::spawn_blocking(move || {
+                    entries
+                        .into_iter()
+                        .filter(|e| {
+                            store
+                                .indices_of(&SegmentId(e.0))
+                                .is_ok_and(|v| !v.is_empty())
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .unwrap_or_default();
+                for (seg, index, k, m, shard_bytes) in mine {
+                    r.repair.send(Event::ShardHeld {
+                        segment: SegmentId(seg),
+                        index,
+                        node: p.publisher,
+                        k,
+                        m,
+                        shard_bytes,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn publish_inventory(&self, store: &Arc<LocalStore>) {
+        let Some(r) = self.inner.running.get() else {
+            return;
+        };
+        let s = store.clone();
+        let entries: Vec<Entry> = tokio::task::spawn_blocking(move || {
+            s.list()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(seg, idx)| {
+                    let h = s.header(&seg, idx).ok()?;
+                    Some((
+                        seg.0,
+                        idx,
+                        h.desc().k,
+                        h.desc().m,
+                        Shard::total_len(&h) as u64,
+                    ))
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+        for chunk in entries.chunks(ENTRIES_PER_MESSAGE) {
+            if let Err(e) = r.node.publish(INVENTORY_TOPIC, wire::encode(chunk)).await {
+                tracing::warn!(target: "macula::storage", error = %e, "cannot share the inventory");
+            }
+        }
+    }
+
+    fn self_info(&self, store: &LocalStore) -> NodeInfo {
+        NodeInfo {
+            id: self.inner.key.node_id(),
+            capacity_bytes: store.quota(),
+            free_bytes: store.free(),
+            site: self.inner.cfg.site.clone(),
+            power: self.inner.cfg.power.clone(),
+        }
+    }
+
+    /// Alive members offering storage, this node first.
+    fn members(&self, r: &Running) -> Vec<NodeInfo> {
+        let mut v: Vec<NodeInfo> = self
+            .inner
+            .store
+            .as_deref()
+            .map(|s| self.self_info(s))
+            .into_iter()
+            .collect();
+        v.extend(
+            r.node
+                .peers()
+                .iter()
+                .filter(|p| p.state == PeerState::Alive)
+                .filter_map(peer_info),
+        );
+        v
+    }
+
+    fn running(&self) -> Result<&Running, Error> {
+        if self.inner.store.is_none() {
+            return Err(Error::Unavailable(
+                "storage is off on this node: set `[storage] enabled = true` and a quota_bytes \
+                 in agent.toml (docs/storage.md)"
+                    .into(),
+            ));
+        }
+        self.inner.running.get().ok_or_else(|| {
+            Error::Unavailable(
+                "storage waits for the mesh: this node has no membership certificate; install \
+                 one with `maculactl realm join <file>` (docs/realms.md)"
+                    .into(),
+            )
+        })
+    }
+
+    fn progress(&self, op: &'static str, path: String, total: u64) -> impl FnMut(u64) + use<> {
+        let conn = self.inner.conn.get().cloned();
+        let step = (total / 100).max(256 << 10);
+        let mut next = 0u64;
+        move |done| {
+            if done < next && done != total {
+                return;
+            }
+            next = done + step;
+            let Some(conn) = conn.clone() else { return };
+            let path = path.clone();
+            tokio::spawn(async move {
+                if let Ok(iface) = conn
+                    .object_server()
+                    .interface::<_, StorageObject>(macula_bus::OBJECT_PATH)
+                    .await
+                {
+                    let _ = StorageObject::progress(iface.signal_emitter(), op, &path, done, total)
+                        .await;
+                }
+            });
+        }
+    }
+}
+
+/// A peer as placement sees it: alive with metadata that offers storage.
+fn peer_info(p: &macula_mesh::node::PeerInfo) -> Option<NodeInfo> {
+    let meta = p.meta.as_ref()?;
+    if p.state != PeerState::Alive || meta.capacity.storage_total == 0 {
+        return None;
+    }
+    // Failure-domain labels are not in member metadata yet: peers count as `default`.
+    Some(NodeInfo {
+        id: p.id,
+        capacity_bytes: meta.capacity.storage_total,
+        free_bytes: meta.capacity.storage_free,
+        site: "default".into(),
+        power: "default".into(),
+    })
+}
+
+/// Counts bytes through a reader or writer and reports them.
+struct Counting<T, F> {
+    inner: T,
+    done: u64,
+    report: F,
+}
+
+impl<T: std::io::Read, F: FnMut(u64)> std::io::Read for Counting<T, F> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        (self.report)(self.done);
+        Ok(n)
+    }
+}
+
+impl<T: std::io::Write, F: FnMut(u64)> std::io::Write for Counting<T, F> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.done += n as u64;
+        (self.report)(self.done);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn parse_cap(cap: &str) -> Result<Capability, Error> {
+    cap.trim()
+        .parse()
+        .map_err(|e: macula_store::object::ObjectError| Error::InvalidArgument(e.to_string()))
+}
+
+impl StorageControl for StorageGlue {
+    fn put(&self, path: String) -> BoxFuture<'_, Result<String, Error>> {
+        Box::pin(async move {
+            let r = self.running()?;
+            let p = absolute(&path)?;
+            let file = std::fs::File::open(&p)
+                .map_err(|e| Error::InvalidArgument(format!("cannot open {path}: {e}")))?;
+            let len = file
+                .metadata()
+                .map_err(|e| Error::Failed(format!("cannot stat {path}: {e}")))?
+                .len();
+            let _busy = self.inner.busy.lock().await;
+            let mut input = Counting {
+                inner: std::io::BufReader::new(file),
+                done: 0,
+                report: self.progress("put", path.clone(), len),
+            };
+            let members = self.members(r);
+            let cap = r
+                .client
+                .put(&members, &mut input, len)
+                .await
+                .map_err(client_error)?;
+            tracing::info!(target: "macula::storage", %path, bytes = len, object = %cap.object_id, "stored an object");
+            Ok(cap.to_string())
+        })
+    }
+
+    fn get(&self, cap: String, path: String) -> BoxFuture<'_, Result<u64, Error>> {
+        Box::pin(async move {
+            let r = self.running()?;
+            let cap = parse_cap(&cap)?;
+            let p = absolute(&path)?;
+            let tmp = p.with_file_name(format!(
+                ".{}.macula-get",
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ));
+            let _busy = self.inner.busy.lock().await;
+            let members = self.members(r);
+            let manifest = r.client.stat(&members, &cap).await.map_err(client_error)?;
+            let file = std::fs::File::create(&tmp)
+                .map_err(|e| Error::InvalidArgument(format!("cannot create {path}: {e}")))?;
+            let mut out = Counting {
+                inner: std::io::BufWriter::new(file),
+                done: 0,
+                report: self.progress("get", path.clone(), manifest.object_len),
+            };
+            let result = r.client.get(&members, &cap, &mut out).await;
+            let finish = result.map_err(client_error).and_then(|report| {
+                use std::io::Write;
+                out.flush()
+                    .and_then(|()| {
+                        out.inner
+                            .get_ref()
+                            .sync_all()
+                            .and_then(|()| std::fs::rename(&tmp, &p))
+                    })
+                    .map_err(|e| Error::Failed(format!("cannot write {path}: {e}")))?;
+                Ok(report)
+            });
+            let report = match finish {
+                Ok(report) => report,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            };
+            for (segment, index, node) in &report.corrupt {
+                r.repair.send(Event::ShardLost {
+                    segment: *segment,
+                    index: *index,
+                    node: *node,
+                });
+            }
+            Ok(report.bytes)
+        })
+    }
+
+    fn stat(&self, cap: String) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>> {
+        Box::pin(async move {
+            let r = self.running()?;
+            let cap = parse_cap(&cap)?;
+            let members = self.members(r);
+            let manifest = r.client.stat(&members, &cap).await.map_err(client_error)?;
+            let mut m = HashMap::new();
+            m.insert("object_id".into(), val(Value::from(cap.object_id.to_hex())));
+            m.insert("size".into(), val(Value::from(manifest.object_len)));
+            m.insert(
+                "segments".into(),
+                val(Value::from(manifest.segments.len() as u32)),
+            );
+            m.insert(
+                "segment_bytes".into(),
+                val(Value::from(manifest.segment_len)),
+            );
+            m.insert("k".into(), val(Value::from(cap.k)));
+            m.insert("m".into(), val(Value::from(cap.m)));
+            m.insert("codec".into(), val(Value::from(cap.codec.name())));
+            Ok(m)
+        })
+    }
+
+    fn delete(&self, cap: String) -> BoxFuture<'_, Result<u32, Error>> {
+        Box::pin(async move {
+            let r = self.running()?;
+            let cap = parse_cap(&cap)?;
+            let _busy = self.inner.busy.lock().await;
+            let members = self.members(r);
+            let n = r
+                .client
+                .delete(&members, &cap)
+                .await
+                .map_err(client_error)?;
+            Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        })
+    }
+
+    fn stats(&self) -> HashMap<String, OwnedValue> {
+        let inner = &self.inner;
+        let mut m = HashMap::new();
+        m.insert("enabled".into(), val(Value::from(inner.store.is_some())));
+        m.insert(
+            "running".into(),
+            val(Value::from(inner.running.get().is_some())),
+        );
+        m.insert(
+            "dir".into(),
+            val(Value::from(inner.dir.display().to_string())),
+        );
+        m.insert("k".into(), val(Value::from(inner.put_cfg.k)));
+        m.insert("m".into(), val(Value::from(inner.put_cfg.m)));
+        m.insert("codec".into(), val(Value::from(inner.put_cfg.codec.name())));
+        m.insert(
+            "segment_bytes".into(),
+            val(Value::from(inner.put_cfg.segment_len)),
+        );
+        if let Some(s) = &inner.store {
+            m.insert("quota_bytes".into(), val(Value::from(s.quota())));
+            m.insert("used_bytes".into(), val(Value::from(s.used())));
+            m.insert("free_bytes".into(), val(Value::from(s.free())));
+            let shards = s.list().map(|l| l.len() as u64).unwrap_or(0);
+            m.insert("shards".into(), val(Value::from(shards)));
+        }
+        if let Some(r) = inner.running.get() {
+            m.insert(
+                "nodes".into(),
+                val(Value::from(self.members(r).len() as u32)),
+            );
+        }
+        m.insert(
+            "inventory_rounds".into(),
+            val(Value::from(inner.inventory_rounds.load(Ordering::Relaxed))),
+        );
+        m
+    }
+
+    fn repair_queue(&self) -> HashMap<String, OwnedValue> {
+        let st = self
+            .inner
+            .repair_status
+            .lock()
+            .expect("status lock")
+            .clone();
+        let mut m = HashMap::new();
+        m.insert("segments".into(), val(Value::from(st.segments as u64)));
+        m.insert("degraded".into(), val(Value::from(st.degraded as u64)));
+        m.insert("inflight".into(), val(Value::from(st.inflight as u64)));
+        let unrec: Vec<String> = st.unrecoverable.iter().map(SegmentId::to_hex).collect();
+        m.insert("unrecoverable".into(), val(Value::from(unrec)));
+        m
+    }
+}
