@@ -8,7 +8,7 @@ bench-net: deps
 	$(CARGO) bench -p macula-net --bench net
 
 fuzz-net:
-	cd agent/macula-net/fuzz && for t in uapi_get probe_decode netlink_reply; do \
+	cd agent/macula-net/fuzz && for t in uapi_get probe_decode netlink_reply wg_netlink; do \
 	  RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(CURDIR)/target/fuzz $(CARGO) fuzz run $$t -- \
 	    -max_total_time=$${FUZZ_SECONDS:-30} || exit 1; \
 	done

@@ -13,7 +13,7 @@ pub const INTERFACE: &str = "io.macula.Overlay1";
 /// What the overlay interface needs from the daemon.
 pub trait OverlayControl: Send + Sync + 'static {
     /// `interface`, `address`, `public_key` (base64), `listen_port`, `peers` (count),
-    /// `implementation` (`wireguard-go`), `kernel_wireguard` (module available),
+    /// `implementation` (`wireguard-go` or `kernel`), `kernel_wireguard` (module available),
     /// `redundant_peers` (count of peers in redundant mode).
     fn status(&self) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>>;
     /// One map per peer: `public_key`, `address`, `endpoint`, `last_handshake_s` (unix, 0 =

@@ -129,6 +129,11 @@ impl Builder {
         self.attr(kind | NLA_F_NESTED, &inner.0);
     }
 
+    /// Bytes so far.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// The bytes of a bare attribute area.
     #[cfg(test)]
     pub(crate) fn finish_attrs(self) -> Vec<u8> {

@@ -221,3 +221,36 @@ async fn hub_relays_between_peers_without_a_direct_path() {
     oc.stop().await;
     oh.stop().await;
 }
+
+/// `implementation = "kernel"` on a kernel without WireGuard: a clear error naming the fix, and
+/// no interface left behind. (`auto` falls back to wireguard-go there — every other test here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_implementation_without_the_module_is_a_clear_error() {
+    let ns = Netns::new();
+    let host = Host::netns(&ns.name);
+    if macula_net::overlay::kernel_wireguard(&host) {
+        eprintln!("kernel WireGuard present: covered by tests/qemu, not here");
+        return;
+    }
+    let peer = NodeKey::from_seed([2; 32]);
+    let mut c = cfg(ifname("k"), vec![PeerConfig::new(peer.node_id())]);
+    c.implementation = macula_net::overlay::Implementation::Kernel;
+    let err =
+        match Overlay::start(host.clone(), &c, NodeKey::from_seed([1; 32]).signing_key()).await {
+            Ok(_) => panic!("kernel WireGuard started without the module"),
+            Err(e) => e.to_string(),
+        };
+    assert!(err.contains("implementation = \"userspace\""), "{err}");
+    assert!(
+        !ns.try_exec(&["ip", "link", "show", "dev", &c.interface])
+            .status
+            .success()
+    );
+    // auto: falls back to wireguard-go.
+    c.implementation = macula_net::overlay::Implementation::Auto;
+    let ov = Overlay::start(host, &c, NodeKey::from_seed([1; 32]).signing_key())
+        .await
+        .unwrap();
+    assert_eq!(ov.implementation(), "wireguard-go");
+    ov.stop().await;
+}

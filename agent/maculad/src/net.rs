@@ -374,7 +374,10 @@ impl OverlayControl for OverlayGlue {
             );
             m.insert("listen_port".into(), owned(Value::from(dev.listen_port)));
             m.insert("peers".into(), owned(Value::from(dev.peers.len() as u32)));
-            m.insert("implementation".into(), owned(Value::from("wireguard-go")));
+            m.insert(
+                "implementation".into(),
+                owned(Value::from(ov.implementation())),
+            );
             m.insert(
                 "redundant_peers".into(),
                 owned(Value::from(

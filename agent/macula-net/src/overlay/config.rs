@@ -6,6 +6,18 @@ use std::net::SocketAddr;
 use macula_core::NodeId;
 use serde::{Deserialize, Serialize};
 
+/// Which WireGuard implementation runs the overlay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Implementation {
+    /// `wireguard-go`, configured over its UAPI socket.
+    Userspace,
+    /// The kernel module, configured over generic netlink.
+    Kernel,
+    /// Kernel when available, else userspace.
+    Auto,
+}
+
 /// Default UDP port of the redundant-mode duplicator.
 pub const DEFAULT_REDUNDANT_PORT: u16 = 51822;
 
@@ -28,6 +40,9 @@ pub struct OverlayConfig {
     pub realm: Option<NodeId>,
     /// Program of the userspace WireGuard implementation.
     pub wireguard_go: String,
+    /// `userspace` (wireguard-go, the default), `kernel` (generic netlink; the module must be
+    /// loaded) or `auto` (kernel when the `wireguard` family exists, else userspace).
+    pub implementation: Implementation,
     /// UDP port of the redundant-mode duplicator on every uplink address (peers with
     /// `redundant = true`; see `uplinks::redundant`).
     pub redundant_port: u16,
@@ -44,6 +59,7 @@ impl Default for OverlayConfig {
             mtu: 1420,
             realm: None,
             wireguard_go: "wireguard-go".into(),
+            implementation: Implementation::Userspace,
             redundant_port: DEFAULT_REDUNDANT_PORT,
             peers: Vec::new(),
         }

@@ -1,5 +1,6 @@
-//! The overlay device: a userspace WireGuard daemon (`wireguard-go`) configured over UAPI, with
-//! its address, MTU and link state set by `ip`.
+//! The overlay device: a userspace WireGuard daemon (`wireguard-go`) configured over UAPI, or
+//! kernel WireGuard configured over generic netlink (`[overlay] implementation`), with its
+//! address, MTU and link state set by `ip`. Both take the same UAPI `set` lines.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv6Addr, SocketAddr};
@@ -12,7 +13,8 @@ use tokio::process::Child;
 use tokio::sync::Mutex;
 
 use super::addr::overlay_address;
-use super::config::{OverlayConfig, OverlayConfigError, PeerConfig};
+use super::config::{Implementation, OverlayConfig, OverlayConfigError, PeerConfig};
+use super::kernel::{KernelWg, KernelWgError};
 use super::keys::{OverlayKeys, WgKey, peer_public_key};
 use super::uapi::{DeviceStatus, Uapi, UapiError};
 use crate::cmd::{CmdError, Host};
@@ -70,6 +72,8 @@ pub enum OverlayError {
     #[error(transparent)]
     Uapi(#[from] UapiError),
     #[error(transparent)]
+    Kernel(#[from] KernelWgError),
+    #[error(transparent)]
     Cmd(#[from] CmdError),
     #[error(
         "cannot start `{program}`: {source}; install the Debian package `wireguard-go` or set [overlay] wireguard_go"
@@ -91,12 +95,35 @@ pub enum OverlayError {
     NoSuchPeer(WgKey),
 }
 
+/// How the device is configured.
+enum Control {
+    Userspace(Uapi),
+    Kernel(KernelWg),
+}
+
+impl Control {
+    async fn set(&self, lines: &str) -> Result<(), OverlayError> {
+        match self {
+            Control::Userspace(u) => Ok(u.set(lines).await?),
+            Control::Kernel(k) => Ok(k.set(lines)?),
+        }
+    }
+
+    async fn get(&self) -> Result<DeviceStatus, OverlayError> {
+        match self {
+            Control::Userspace(u) => Ok(u.get().await?),
+            Control::Kernel(k) => Ok(k.get()?),
+        }
+    }
+}
+
 /// A running overlay interface. Dropping it stops the WireGuard daemon (the interface goes away).
 pub struct Overlay {
     host: Host,
     interface: String,
     keys: OverlayKeys,
     address: Ipv6Addr,
+    control: Control,
     uapi: Uapi,
     /// The daemon we started (`None`: adopted from a previous run).
     child: Option<Child>,
@@ -104,8 +131,28 @@ pub struct Overlay {
 }
 
 impl Overlay {
-    /// Starts the userspace daemon for `cfg.interface`, sets the derived key, listen port and the
-    /// static peers, then address (/48), MTU and link up.
+    /// The userspace daemon for `cfg.interface`: a surviving one from a killed run is adopted
+    /// (`None`: not ours to stop), else `wireguard-go` is started.
+    async fn userspace(
+        host: &Host,
+        cfg: &OverlayConfig,
+        uapi: &Uapi,
+    ) -> Result<Option<Child>, OverlayError> {
+        Ok(if uapi.get().await.is_ok() {
+            // Our previous run was killed hard and its daemon survived: take it over (it is
+            // fully reconfigured below). It stays running when we stop.
+            tracing::warn!(target: "overlay", interface = %cfg.interface, "a WireGuard daemon already serves this interface; adopting it");
+            None
+        } else {
+            // A daemon killed hard leaves its socket behind.
+            let _ = std::fs::remove_file(uapi.socket_path());
+            Some(spawn_daemon(host, cfg, uapi).await?)
+        })
+    }
+
+    /// Starts the device for `cfg.interface` (the userspace daemon, or a kernel `wireguard`
+    /// link), sets the derived key, listen port and the static peers, then address (/48), MTU and
+    /// link up.
     pub async fn start(
         host: Host,
         cfg: &OverlayConfig,
@@ -115,20 +162,28 @@ impl Overlay {
         let keys = OverlayKeys::from_signing_key(node);
         let address = overlay_address(&realm, &keys.public());
         let uapi = Uapi::new(&cfg.interface);
-        if kernel_wireguard(&host) {
-            // Kernel WireGuard over netlink is not implemented yet: the userspace daemon runs on
-            // kernels with the module too (correct, slower).
-            tracing::info!(target: "overlay", "kernel WireGuard is available but not used yet; starting wireguard-go");
-        }
-        let child = if uapi.get().await.is_ok() {
-            // Our previous run was killed hard and its daemon survived: take it over (it is
-            // fully reconfigured below). It stays running when we stop.
-            tracing::warn!(target: "overlay", interface = %cfg.interface, "a WireGuard daemon already serves this interface; adopting it");
-            None
+        let kernel = match cfg.implementation {
+            Implementation::Userspace => false,
+            Implementation::Kernel => true,
+            Implementation::Auto => kernel_wireguard(&host),
+        };
+        let (control, child) = if kernel {
+            let ifn = cfg.interface.as_str();
+            if host
+                .run("ip", &["link", "show", "dev", ifn], b"")
+                .await
+                .is_err()
+            {
+                host.run("ip", &["link", "add", "dev", ifn, "type", "wireguard"], b"")
+                    .await
+                    .map_err(|e| KernelWgError::CreateLink(e.to_string()))?;
+            }
+            (Control::Kernel(KernelWg::open(&host, ifn)?), None)
         } else {
-            // A daemon killed hard leaves its socket behind.
-            let _ = std::fs::remove_file(uapi.socket_path());
-            Some(spawn_daemon(&host, cfg, &uapi).await?)
+            (
+                Control::Userspace(uapi.clone()),
+                Self::userspace(&host, cfg, &uapi).await?,
+            )
         };
         let peers: BTreeMap<WgKey, PeerSpec> = cfg
             .peers
@@ -145,7 +200,7 @@ impl Overlay {
         for p in peers.values() {
             set += &p.uapi_lines();
         }
-        uapi.set(&set).await?;
+        control.set(&set).await?;
         let ifn = cfg.interface.as_str();
         let addr = format!("{address}/48");
         host.run("ip", &["-6", "addr", "replace", &addr, "dev", ifn], b"")
@@ -159,6 +214,7 @@ impl Overlay {
             interface: cfg.interface.clone(),
             keys,
             address,
+            control,
             uapi,
             child,
             peers: Mutex::new(peers),
@@ -200,7 +256,7 @@ impl Overlay {
             }
         }
         if !set.is_empty() {
-            self.uapi.set(&set).await?;
+            self.control.set(&set).await?;
         }
         *peers = new;
         Ok(())
@@ -214,7 +270,7 @@ impl Overlay {
     ) -> Result<(), OverlayError> {
         let mut peers = self.peers.lock().await;
         let p = peers.get_mut(key).ok_or(OverlayError::NoSuchPeer(*key))?;
-        self.uapi
+        self.control
             .set(&format!(
                 "public_key={}\nupdate_only=true\nendpoint={endpoint}\n",
                 key.to_hex()
@@ -231,16 +287,32 @@ impl Overlay {
 
     /// Live device state (handshakes, counters, endpoints).
     pub async fn status(&self) -> Result<DeviceStatus, OverlayError> {
-        Ok(self.uapi.get().await?)
+        self.control.get().await
     }
 
-    /// Process ID of the daemon we started (`None` when adopted).
+    /// `kernel` or `wireguard-go`.
+    pub fn implementation(&self) -> &'static str {
+        match self.control {
+            Control::Kernel(_) => "kernel",
+            Control::Userspace(_) => "wireguard-go",
+        }
+    }
+
+    /// Process ID of the daemon we started (`None` when adopted, or kernel WireGuard).
     pub fn daemon_pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(Child::id)
     }
 
-    /// Stops the daemon we started (SIGTERM, so it removes its socket; SIGKILL after 2 s).
+    /// Stops the daemon we started (SIGTERM, so it removes its socket; SIGKILL after 2 s), or
+    /// deletes the kernel interface.
     pub async fn stop(mut self) {
+        if let Control::Kernel(_) = self.control {
+            let _ = self
+                .host
+                .run("ip", &["link", "del", "dev", &self.interface], b"")
+                .await;
+            return;
+        }
         let Some(child) = self.child.as_mut() else {
             return;
         };

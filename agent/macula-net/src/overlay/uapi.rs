@@ -57,7 +57,7 @@ pub struct DeviceStatus {
     pub peers: Vec<PeerStatus>,
 }
 
-fn parse_key(v: &str) -> Result<WgKey, UapiError> {
+pub(crate) fn parse_key(v: &str) -> Result<WgKey, UapiError> {
     if v.len() != 64 {
         return Err(UapiError::Malformed(format!("key of length {}", v.len())));
     }
