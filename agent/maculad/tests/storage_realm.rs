@@ -303,13 +303,18 @@ fn sigkill_during_put_leaves_no_partial_shard() {
     let input_s = input.to_str().unwrap().to_owned();
     let put = std::thread::spawn(move || maculactl(&bus, &["put", "-q", &input_s]));
     // Kill a target while shards are streaming to it.
-    wait_until("the put reaches node 4", 60, || shards(&nodes[4]).len() >= 2);
+    wait_until("the put reaches node 4", 60, || {
+        shards(&nodes[4]).len() >= 2
+    });
     kill(&mut nodes[4]);
     let out = put.join().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() {
         // 3 + 2 on 5 nodes: without node 4 a segment cannot be fully placed.
-        assert!(err.contains("shards of segment") || err.contains("not enough nodes"), "{err}");
+        assert!(
+            err.contains("shards of segment") || err.contains("not enough nodes"),
+            "{err}"
+        );
     }
     // Restart: every shard file on the killed node verifies, nothing half-written survives.
     let n4 = &mut nodes[4];
@@ -330,7 +335,9 @@ fn sigkill_during_put_leaves_no_partial_shard() {
             .unwrap_or_else(|e| panic!("shard {seg}.{idx} on the killed node: {e}"));
     }
     // The store stays usable: a put and a get work with all five nodes back.
-    wait_until("node 0 sees node 4 alive", 60, || alive_peers(&nodes[0]) == 4);
+    wait_until("node 0 sees node 4 alive", 60, || {
+        alive_peers(&nodes[0]) == 4
+    });
     let (small, data) = file_of(dir.path(), "small.bin", 100_001, 3);
     let cap = ok(&nodes[0].agent.ctl(&["put", "-q", small.to_str().unwrap()]));
     let back = dir.path().join("back.bin");
