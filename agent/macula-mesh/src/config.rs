@@ -1,6 +1,6 @@
 //! The `[mesh]` section of `agent.toml`.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -18,6 +18,13 @@ pub struct MeshSection {
     /// Membership certificate file. Default `<state dir>/realm.cert`. Without a valid
     /// certificate the mesh stays off (see docs/realms.md).
     pub cert: Option<PathBuf>,
+    /// Interfaces on which the LAN discovery beacon is sent and heard (docs/protocol.md "LAN
+    /// beacon"). List LAN-side interfaces only, never an uplink/WAN one. Default: none (off).
+    pub lan_beacon: Vec<String>,
+    /// Multicast group and port of the beacon. Default `239.255.77.77:4434`.
+    pub beacon_group: SocketAddrV4,
+    /// Seconds between beacons. Default 5.
+    pub beacon_interval_s: u64,
 }
 
 impl Default for MeshSection {
@@ -27,6 +34,9 @@ impl Default for MeshSection {
             advertise: Vec::new(),
             bootstrap: Vec::new(),
             cert: None,
+            lan_beacon: Vec::new(),
+            beacon_group: crate::beacon::DEFAULT_GROUP,
+            beacon_interval_s: 5,
         }
     }
 }

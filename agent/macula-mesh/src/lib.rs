@@ -2,6 +2,7 @@
 //! ([`realm`]), SWIM membership ([`membership`]) and its deterministic simulator ([`sim`]).
 //! Protocol logic is sans-IO; [`node`] is the tokio shell. Wire format: `docs/protocol.md`.
 
+pub mod beacon;
 pub mod config;
 pub mod dht;
 pub mod frame;

@@ -464,6 +464,31 @@ impl MeshNode {
         call(&self.shared, peer, procedure, body, deadline).await
     }
 
+    /// Dials a contact found at run time (LAN beacon) unless a connection to that node exists,
+    /// and joins membership through it. The TLS handshake checks the node's key and realm
+    /// certificate as for any peer.
+    pub async fn add_contact(&self, contact: Bootstrap) -> Result<(), TransportError> {
+        if let Some(n) = contact.node
+            && self
+                .shared
+                .conns
+                .lock()
+                .expect("conn lock")
+                .contains_key(&n)
+        {
+            return Ok(());
+        }
+        let peer = self
+            .shared
+            .endpoint
+            .dial(contact.addr, contact.node)
+            .await?;
+        let id = peer.id;
+        register(&self.shared, peer);
+        let _ = self.shared.cmd.send(Cmd::Join(id));
+        Ok(())
+    }
+
     /// Spreads a revocation signed by the realm key and cuts the node off.
     pub fn revoke(&self, rev: Revocation) -> Result<(), crate::realm::CertError> {
         rev.verify(&self.shared.endpoint.admission().realm())?;

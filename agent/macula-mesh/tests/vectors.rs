@@ -2,6 +2,7 @@
 //! changed: bump the ALPN / version byte and update the document.
 
 use macula_core::{NodeKey, wire};
+use macula_mesh::beacon::BeaconState;
 use macula_mesh::dht::{Record, RecordBody, RecordKind};
 use macula_mesh::frame;
 use macula_mesh::membership::Packet;
@@ -41,6 +42,7 @@ pub const RPC_REPLY_ERR: &str = "000000080101050462757379";
 pub const PUBSUB_PUBLISH: &str =
     "00000028010301748139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3940101ff00";
 pub const DHT_RECORD: &str = "010142424242424242424242424242424242424242424242424242424242424242428139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3940180a4a7da0600284f408920db0fc11353f6f8578fe37104f619c32ab80a3234923c2513089a57792135721a7b7376700bdf6ba8e0a83f52fdd7969c5c03d08c627c30aa211c0a";
+pub const BEACON: &str = "018a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394d1221111111111111111111111111111111180b883a1f732e7da6da01c14f9875c932ce83eaf3381cf5ab15fe48584c6aecdda99df1ec6b7276e119ab02af3957cb20a0fcc1128414bf0dc64f9495d7d13b32d45ca8fa10a";
 pub const WANT_META: &str = "01018139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394";
 
 #[test]
@@ -108,6 +110,11 @@ fn vectors() {
             .unwrap()),
         ),
         (
+            "BEACON",
+            hex(&BeaconState::new(NodeKey::from_seed([2; 32]), r.id(), 4433)
+                .make(1_750_000_000_000, [0x11; 16])),
+        ),
+        (
             "DHT_RECORD",
             hex(&wire::encode(&Record::sign(
                 &NodeKey::from_seed([2; 32]),
@@ -133,6 +140,7 @@ fn vectors() {
         RPC_REQUEST,
         RPC_REPLY_ERR,
         PUBSUB_PUBLISH,
+        BEACON,
         DHT_RECORD,
     ];
     assert_eq!(got.len(), expected.len(), "one expected value per vector");

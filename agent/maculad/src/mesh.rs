@@ -12,6 +12,7 @@ use macula_bus::mesh::{MeshControl, MeshObject};
 use macula_core::NodeKey;
 use macula_core::config::Role;
 use macula_core::wire;
+use macula_mesh::beacon;
 use macula_mesh::config::MeshSection;
 use macula_mesh::membership::{Capacity, MembershipConfig};
 use macula_mesh::node::{Bootstrap, MeshNode, NodeConfig, PeerInfo};
@@ -198,7 +199,8 @@ impl MeshGlue {
             }
         }
         let node = Arc::new(node);
-        self.keep_revocations(&node, admission);
+        self.keep_revocations(&node, admission.clone());
+        self.start_beacon(&node, admission.realm());
         *slot = Some(node.clone());
         drop(slot);
         if let Some(conn) = self.conn.get() {
@@ -206,6 +208,53 @@ impl MeshGlue {
             signal_enabled(conn);
         }
         Ok(())
+    }
+
+    /// Sends and hears the LAN discovery beacon on the `[mesh] lan_beacon` interfaces and dials
+    /// every member it announces. An interface that cannot be used is reported and skipped.
+    fn start_beacon(&self, node: &Arc<MeshNode>, realm: macula_mesh::realm::RealmId) {
+        let group = self.config.beacon_group;
+        let sockets: Vec<_> = self
+            .config
+            .lan_beacon
+            .iter()
+            .filter_map(|iface| match beacon::bind(iface, group) {
+                Ok(s) => Some((iface.clone(), s)),
+                Err(e) => {
+                    tracing::error!(target: "macula::mesh", interface = %iface, error = %e,
+                        "no LAN beacon on this interface; check the name in [mesh] lan_beacon");
+                    None
+                }
+            })
+            .collect();
+        if sockets.is_empty() {
+            return;
+        }
+        tracing::info!(target: "macula::mesh", interfaces = ?self.config.lan_beacon, %group,
+            "LAN beacon on");
+        let state = beacon::BeaconState::new(
+            NodeKey::from_seed(*self.key.signing_key().as_bytes()),
+            realm,
+            node.local_addr().port(),
+        );
+        let dialer = node.clone();
+        let found = move |f: beacon::Found| {
+            let node = dialer.clone();
+            tokio::spawn(async move {
+                let contact = Bootstrap {
+                    node: Some(f.node),
+                    addr: f.addr,
+                };
+                match node.add_contact(contact).await {
+                    Ok(()) => tracing::debug!(target: "macula::mesh", node = %f.node,
+                        addr = %f.addr, "LAN beacon contact"),
+                    Err(e) => tracing::info!(target: "macula::mesh", node = %f.node,
+                        addr = %f.addr, "LAN beacon contact unreachable: {e}"),
+                }
+            });
+        };
+        let interval = std::time::Duration::from_secs(self.config.beacon_interval_s.max(1));
+        tokio::spawn(beacon::run(state, sockets, group, interval, found));
     }
 
     /// Loads the stored revocations into `admission` (before the endpoint accepts anyone).

@@ -1,0 +1,117 @@
+//! LAN discovery: three real `maculad` in network namespaces, no bootstrap lists. A and B share a
+//! LAN link and list it in `[mesh] lan_beacon`: they find each other through the signed multicast
+//! beacon. C sits on A's other link, which A does not list (its "WAN" side): A never hears C's
+//! beacons, so C stays alone although it beacons too.
+//! Needs root and iproute2.
+
+use std::time::{Duration, Instant};
+
+use macula_testkit::netns::Topology;
+use macula_testkit::{Agent, AgentOptions, DbusDaemon};
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "maculactl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn names(agent: &Agent) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(&ok(&agent.ctl(&["peers", "--json"]))).unwrap();
+    let mut n: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] == "alive")
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    n.sort();
+    n
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn join(admin: &Agent, node: &Agent, name: &str) {
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&node.ctl(&["status", "--json"]))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("node.cert");
+    let cert_s = cert.to_str().unwrap();
+    ok(&admin.ctl(&[
+        "realm",
+        "admit",
+        status["node_id"].as_str().unwrap(),
+        "--name",
+        name,
+        "-o",
+        cert_s,
+    ]));
+    ok(&node.ctl(&["realm", "join", cert_s]));
+}
+
+#[test]
+fn lan_beacon_finds_lan_peers_and_stays_off_unlisted_interfaces() {
+    let mut topo = Topology::new("mbc");
+    let ns_a = topo.add_ns("a");
+    let ns_b = topo.add_ns("b");
+    let ns_c = topo.add_ns("c");
+    let (lan_a, lan_b) = topo.link("a", "10.78.0.1/24", "b", "10.78.0.2/24");
+    let (wan_a, wan_c) = topo.link("a", "10.79.0.1/24", "c", "10.79.0.2/24");
+    let config = |listen: &str, iface: &str| {
+        Some(format!(
+            "[mesh]\nlisten = \"{listen}\"\nlan_beacon = [\"{iface}\"]\nbeacon_interval_s = 1\n"
+        ))
+    };
+    let (bus_a, bus_b, bus_c) = (
+        DbusDaemon::start(),
+        DbusDaemon::start(),
+        DbusDaemon::start(),
+    );
+    let a = Agent::spawn(
+        &bus_a,
+        AgentOptions {
+            config: config("0.0.0.0:4433", &lan_a),
+            netns: Some(ns_a),
+            ..Default::default()
+        },
+    );
+    let b = Agent::spawn(
+        &bus_b,
+        AgentOptions {
+            config: config("10.78.0.2:4433", &lan_b),
+            netns: Some(ns_b),
+            ..Default::default()
+        },
+    );
+    let c = Agent::spawn(
+        &bus_c,
+        AgentOptions {
+            config: config("10.79.0.2:4433", &wan_c),
+            netns: Some(ns_c),
+            ..Default::default()
+        },
+    );
+    ok(&a.ctl(&["realm", "create", "--name", "alpha"]));
+    join(&a, &b, "bravo");
+    join(&a, &c, "charlie");
+
+    wait_until("A and B find each other by beacon", 30, || {
+        names(&a) == ["bravo"] && names(&b) == ["alpha"]
+    });
+    assert!(a.log().contains("LAN beacon on"), "{}", a.log());
+    // C has beaconed on its link for as long; A's socket is bound to its LAN interface only.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(names(&a), ["bravo"], "A heard a beacon on {wan_a}");
+    assert!(names(&c).is_empty(), "C found someone: {:?}", names(&c));
+}
