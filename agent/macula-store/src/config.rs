@@ -126,7 +126,12 @@ impl StorageConfig {
             max_inflight: self.repair_max_inflight,
             bytes_per_sec: self.repair_bytes_per_sec,
             burst_bytes: self.repair_bytes_per_sec.saturating_mul(2),
-            ..RepairConfig::default()
+            // A failed repair (a target that just died, a source not yet known down) is retried
+            // after the grace time, kept between 1 s and 30 s.
+            retry_ms: self
+                .repair_grace_secs
+                .saturating_mul(1000)
+                .clamp(1000, 30_000),
         })
     }
 }
