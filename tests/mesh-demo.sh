@@ -71,6 +71,10 @@ wait "$s2" "$s3"
 echo "edge-2 received:"; sed 's/^/  /' "$work/sub2.out"
 echo "edge-3 received:"; sed 's/^/  /' "$work/sub3.out"
 
+step "RPC: edge-1 calls mesh.ping on edge-3 and on the hub (maculactl ping)"
+ctl 1 ping edge-3
+ctl 1 ping hub
+
 step "storage: put a 5 MiB file on the hub (2 data + 2 parity shards per segment, 5 nodes)"
 head -c $((5 * 1024 * 1024 + 4321)) /dev/urandom >"$work/file.bin"
 until ctl 0 storage status --json | tr -d ' \n' | grep -q '"nodes":5'; do sleep 0.2; done

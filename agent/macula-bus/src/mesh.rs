@@ -39,6 +39,9 @@ pub trait MeshControl: Send + Sync + 'static {
     fn join(&self, cert: String) -> Result<String, Error>;
     /// Revokes a node from the realm (needs the realm key) and spreads the revocation.
     fn revoke(&self, node_id: String) -> Result<(), Error>;
+    /// Calls the RPC procedure `mesh.ping` on a member; returns its certificate name and the
+    /// round-trip time in microseconds.
+    fn ping(&self, node_id: String) -> BoxFuture<'_, Result<(String, u64), Error>>;
 }
 
 /// The `io.macula.Mesh1` server object.
@@ -105,6 +108,12 @@ impl MeshObject {
         self.control.revoke(node_id)
     }
 
+    /// Calls the RPC procedure `mesh.ping` on member `node_id` (5 s deadline); returns the
+    /// member's name and the round-trip time in microseconds.
+    async fn ping(&self, node_id: String) -> Result<(String, u64), Error> {
+        self.control.ping(node_id).await
+    }
+
     /// A peer's state or metadata changed.
     #[zbus(signal)]
     pub async fn peer_changed(
@@ -143,6 +152,7 @@ pub trait Mesh1 {
     -> zbus::Result<String>;
     fn join(&self, cert: &str) -> zbus::Result<String>;
     fn revoke(&self, node_id: &str) -> zbus::Result<()>;
+    fn ping(&self, node_id: &str) -> zbus::Result<(String, u64)>;
     #[zbus(signal)]
     fn peer_changed(&self, node_id: String, state: String, name: String) -> zbus::Result<()>;
     #[zbus(signal)]

@@ -43,6 +43,8 @@ enum Command {
     Pub(cmd::mesh::PubArgs),
     /// Print messages published on a realm topic.
     Sub(cmd::mesh::SubArgs),
+    /// Call a realm member over RPC (`mesh.ping`) and print the round-trip time.
+    Ping(cmd::mesh::PingArgs),
     /// Realm membership: create a realm, admit a node, join with a certificate.
     #[command(subcommand)]
     Realm(cmd::realm::RealmCommand),
@@ -118,6 +120,7 @@ async fn run(cli: Cli) -> Result<(), exit::CliError> {
         Command::Peers(args) => cmd::mesh::peers(&conn, &args).await,
         Command::Pub(args) => cmd::mesh::publish(&conn, &args).await,
         Command::Sub(args) => cmd::mesh::subscribe(&conn, &args).await,
+        Command::Ping(args) => cmd::mesh::ping(&conn, &args).await,
         Command::Realm(c) => cmd::realm::run(&conn, c).await,
         Command::Put(args) => cmd::storage::put(&conn, &args).await,
         Command::Get(args) => cmd::storage::get(&conn, &args).await,

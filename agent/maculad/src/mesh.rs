@@ -39,6 +39,9 @@ fn realm_key_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("realm")
 }
 
+/// RPC procedure every member serves: answers with its certificate name (`maculactl ping`).
+const PING: &str = "mesh.ping";
+
 /// Where known revocations are kept across restarts: one file per revoked node,
 /// `<state>/revoked/<node-id>.rev`, holding the realm-signed revocation in wire encoding.
 fn revoked_dir(state_dir: &Path) -> PathBuf {
@@ -198,6 +201,14 @@ impl MeshGlue {
                 tracing::warn!(target: "macula::mesh", error = %e, "stored revocation not spread");
             }
         }
+        let name = admission.own_cert().body.name.clone().into_bytes();
+        node.serve(
+            PING,
+            Arc::new(move |_, _| {
+                let name = name.clone();
+                Box::pin(async move { Ok(name) })
+            }),
+        );
         let node = Arc::new(node);
         self.keep_revocations(&node, admission.clone());
         self.start_beacon(&node, admission.realm());
@@ -529,6 +540,26 @@ impl MeshControl for MeshGlue {
             .map_err(|e| Error::Failed(e.to_string()))?;
         tracing::info!(target: "macula::mesh", %node, "revoked a node from the realm");
         Ok(())
+    }
+
+    fn ping(&self, node_id: String) -> BoxFuture<'_, Result<(String, u64), Error>> {
+        Box::pin(async move {
+            let node: macula_core::NodeId = node_id
+                .parse()
+                .map_err(|e| Error::InvalidArgument(format!("node ID `{node_id}`: {e}")))?;
+            let mesh = self.running()?;
+            let start = std::time::Instant::now();
+            let reply = mesh
+                .call(node, PING, vec![], std::time::Duration::from_secs(5))
+                .await
+                .map_err(|e| {
+                    Error::Unavailable(format!(
+                        "{node_id} did not answer {PING}: {e}; check `maculactl peers`"
+                    ))
+                })?;
+            let rtt = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+            Ok((String::from_utf8_lossy(&reply).into_owned(), rtt))
+        })
     }
 
     fn join(&self, cert: String) -> Result<String, Error> {

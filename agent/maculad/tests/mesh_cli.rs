@@ -88,6 +88,9 @@ fn create_admit_join_and_restart() {
     std::thread::sleep(Duration::from_millis(500));
     let created = ok(&a.ctl(&["realm", "create", "--name", "alpha"]));
     assert!(created.contains("created realm"), "{created}");
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&a.ctl(&["status", "--json"]))).unwrap();
+    let a_id = status["node_id"].as_str().unwrap().to_string();
     // Only one realm per node.
     assert!(!a.ctl(&["realm", "create"]).status.success());
 
@@ -113,6 +116,13 @@ fn create_admit_join_and_restart() {
     wait_until("the two nodes see each other", 30, || {
         alive_names(&a) == ["bravo/edge"] && alive_names(&b) == ["alpha/hub"]
     });
+    // RPC through the CLI: `maculactl ping` calls mesh.ping on B (by name or node ID).
+    let pong = ok(&a.ctl(&["ping", "bravo"]));
+    assert!(pong.contains("answered by bravo"), "{pong}");
+    assert!(ok(&b.ctl(&["ping", &a_id])).contains("answered by alpha"));
+    let unknown = a.ctl(&["ping", "nobody"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("node ID"));
     // Metadata: B announces its overlay key, the one derived from its node ID (docs/identity.md).
     let peers: serde_json::Value = serde_json::from_str(&ok(&a.ctl(&["peers", "--json"]))).unwrap();
     let expected_wg = macula_net::overlay::peer_public_key(&b_id.parse().unwrap()).to_string();
@@ -144,6 +154,10 @@ fn create_admit_join_and_restart() {
     std::thread::sleep(Duration::from_secs(3));
     assert!(alive_names(&a).is_empty(), "the revoked node came back");
     assert!(a.log().contains("revoked"), "log:\n{}", a.log());
+    assert!(
+        !a.ctl(&["ping", &b_id]).status.success(),
+        "RPC to a revoked node"
+    );
 
     // The revocation is stored, and A refuses B after its own restart although B keeps dialing.
     let stored = a.state_dir().join("revoked").join(format!("{b_id}.rev"));

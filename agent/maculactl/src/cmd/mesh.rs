@@ -1,4 +1,5 @@
-//! `maculactl peers`, `maculactl pub`, `maculactl sub`: realm membership and pub/sub.
+//! `maculactl peers`, `maculactl pub`, `maculactl sub`, `maculactl ping`: realm membership,
+//! pub/sub and an RPC round trip.
 
 use clap::Args;
 use futures_lite::StreamExt;
@@ -81,6 +82,48 @@ pub async fn peers(conn: &zbus::Connection, args: &PeersArgs) -> Result<(), CliE
             &id[..id.len().min(8)]
         );
     }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// The member to call: its node ID or its name as `maculactl peers` shows it.
+    node: String,
+}
+
+/// Calls the RPC procedure `mesh.ping` on a member and prints the round-trip time.
+pub async fn ping(conn: &zbus::Connection, args: &PingArgs) -> Result<(), CliError> {
+    let proxy = Mesh1Proxy::new(conn).await?;
+    // A name as `peers` shows it, else the argument is taken as a node ID (checked by maculad).
+    let peers = proxy.peers().await?;
+    let named: Vec<String> = peers
+        .iter()
+        .filter(|p| {
+            p.get("name")
+                .and_then(|v| <&str>::try_from(v).ok())
+                .is_some_and(|n| n == args.node)
+        })
+        .filter_map(|p| {
+            p.get("node_id")
+                .and_then(|v| String::try_from(v.clone()).ok())
+        })
+        .collect();
+    let id = match named.as_slice() {
+        [] => args.node.clone(),
+        [one] => one.clone(),
+        _ => {
+            return Err(CliError::Other(format!(
+                "several members are named `{}`; give the node ID",
+                args.node
+            )));
+        }
+    };
+    let (name, rtt_us) = proxy.ping(&id).await?;
+    println!(
+        "mesh.ping answered by {name} ({}…) in {:.1} ms",
+        &id[..8.min(id.len())],
+        rtt_us as f64 / 1000.0
+    );
     Ok(())
 }
 
