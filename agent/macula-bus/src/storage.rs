@@ -17,9 +17,20 @@ pub trait StorageControl: Send + Sync + 'static {
     /// Stores the file at `path` (absolute, read by the agent) in the realm; returns the
     /// capability string.
     fn put(&self, path: String) -> BoxFuture<'_, Result<String, Error>>;
+    /// Stores the regular file open at `file` (passed by the caller); `label` names the
+    /// operation in `Progress` signals.
+    fn put_fd(&self, file: std::fs::File, label: String) -> BoxFuture<'_, Result<String, Error>>;
     /// Reads the object named by `cap` into a new file at `path` (absolute; written to a
     /// temporary name and renamed when complete); returns the bytes written.
     fn get(&self, cap: String, path: String) -> BoxFuture<'_, Result<u64, Error>>;
+    /// Writes the object named by `cap` to `file` (opened for writing by the caller, synced at
+    /// the end); returns the bytes written.
+    fn get_fd(
+        &self,
+        cap: String,
+        file: std::fs::File,
+        label: String,
+    ) -> BoxFuture<'_, Result<u64, Error>>;
     /// Size, coding parameters and shard availability of an object: `size`, `segments`, `k`,
     /// `m`, `codec`, `object_id`.
     fn stat(&self, cap: String) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>>;
@@ -54,6 +65,24 @@ impl StorageObject {
     /// Writes the object named by `cap` to `path`; returns its size.
     async fn get(&self, cap: String, path: String) -> Result<u64, Error> {
         self.control.get(cap, path).await
+    }
+
+    /// Stores the file behind `fd` (a regular file the caller opened); `label` names it in
+    /// `Progress` signals.
+    async fn put_fd(&self, fd: zbus::zvariant::OwnedFd, label: String) -> Result<String, Error> {
+        let file = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
+        self.control.put_fd(file, label).await
+    }
+
+    /// Writes the object named by `cap` into `fd` (a file the caller opened for writing).
+    async fn get_fd(
+        &self,
+        cap: String,
+        fd: zbus::zvariant::OwnedFd,
+        label: String,
+    ) -> Result<u64, Error> {
+        let file = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
+        self.control.get_fd(cap, file, label).await
     }
 
     /// Describes an object (reads its manifest).
@@ -98,6 +127,8 @@ impl StorageObject {
 pub trait Storage1 {
     fn put(&self, path: &str) -> zbus::Result<String>;
     fn get(&self, cap: &str, path: &str) -> zbus::Result<u64>;
+    fn put_fd(&self, fd: zbus::zvariant::Fd<'_>, label: &str) -> zbus::Result<String>;
+    fn get_fd(&self, cap: &str, fd: zbus::zvariant::Fd<'_>, label: &str) -> zbus::Result<u64>;
     fn stat(&self, cap: &str) -> zbus::Result<HashMap<String, OwnedValue>>;
     fn delete(&self, cap: &str) -> zbus::Result<u32>;
     #[zbus(property)]

@@ -426,38 +426,86 @@ fn parse_cap(cap: &str) -> Result<Capability, Error> {
         .map_err(|e: macula_store::object::ObjectError| Error::InvalidArgument(e.to_string()))
 }
 
+impl StorageGlue {
+    async fn put_file(&self, file: std::fs::File, label: String) -> Result<String, Error> {
+        let r = self.running()?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::Failed(format!("cannot stat {label}: {e}")))?;
+        if !meta.is_file() {
+            return Err(Error::InvalidArgument(format!(
+                "{label} is not a regular file; the size must be known before the put"
+            )));
+        }
+        let len = meta.len();
+        let _busy = self.inner.busy.lock().await;
+        let mut input = Counting {
+            inner: std::io::BufReader::new(file),
+            done: 0,
+            report: self.progress("put", label.clone(), len),
+        };
+        let members = self.members(r);
+        let cap = r
+            .client
+            .put(&members, &mut input, len)
+            .await
+            .map_err(client_error)?;
+        tracing::info!(target: "macula::storage", %label, bytes = len, object = %cap.object_id, "stored an object");
+        Ok(cap.to_string())
+    }
+
+    /// Writes the object to `file` and syncs it; reports corrupt shards the get found.
+    async fn get_into(&self, cap: &str, file: std::fs::File, label: String) -> Result<u64, Error> {
+        let r = self.running()?;
+        let cap = parse_cap(cap)?;
+        let _busy = self.inner.busy.lock().await;
+        let members = self.members(r);
+        let manifest = r.client.stat(&members, &cap).await.map_err(client_error)?;
+        let mut out = Counting {
+            inner: std::io::BufWriter::new(file),
+            done: 0,
+            report: self.progress("get", label.clone(), manifest.object_len),
+        };
+        let report = r
+            .client
+            .get(&members, &cap, &mut out)
+            .await
+            .map_err(client_error)?;
+        {
+            use std::io::Write;
+            out.flush()
+                .and_then(|()| out.inner.get_ref().sync_all())
+                .map_err(|e| Error::Failed(format!("cannot write {label}: {e}")))?;
+        }
+        for (segment, index, node) in &report.corrupt {
+            r.repair.send(Event::ShardLost {
+                segment: *segment,
+                index: *index,
+                node: *node,
+            });
+        }
+        Ok(report.bytes)
+    }
+}
+
 impl StorageControl for StorageGlue {
     fn put(&self, path: String) -> BoxFuture<'_, Result<String, Error>> {
         Box::pin(async move {
-            let r = self.running()?;
+            self.running()?;
             let p = absolute(&path)?;
             let file = std::fs::File::open(&p)
                 .map_err(|e| Error::InvalidArgument(format!("cannot open {path}: {e}")))?;
-            let len = file
-                .metadata()
-                .map_err(|e| Error::Failed(format!("cannot stat {path}: {e}")))?
-                .len();
-            let _busy = self.inner.busy.lock().await;
-            let mut input = Counting {
-                inner: std::io::BufReader::new(file),
-                done: 0,
-                report: self.progress("put", path.clone(), len),
-            };
-            let members = self.members(r);
-            let cap = r
-                .client
-                .put(&members, &mut input, len)
-                .await
-                .map_err(client_error)?;
-            tracing::info!(target: "macula::storage", %path, bytes = len, object = %cap.object_id, "stored an object");
-            Ok(cap.to_string())
+            self.put_file(file, path).await
         })
+    }
+
+    fn put_fd(&self, file: std::fs::File, label: String) -> BoxFuture<'_, Result<String, Error>> {
+        Box::pin(self.put_file(file, label))
     }
 
     fn get(&self, cap: String, path: String) -> BoxFuture<'_, Result<u64, Error>> {
         Box::pin(async move {
-            let r = self.running()?;
-            let cap = parse_cap(&cap)?;
+            self.running()?;
             let p = absolute(&path)?;
             let tmp = p.with_file_name(format!(
                 ".{}.macula-get",
@@ -465,45 +513,27 @@ impl StorageControl for StorageGlue {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default()
             ));
-            let _busy = self.inner.busy.lock().await;
-            let members = self.members(r);
-            let manifest = r.client.stat(&members, &cap).await.map_err(client_error)?;
             let file = std::fs::File::create(&tmp)
                 .map_err(|e| Error::InvalidArgument(format!("cannot create {path}: {e}")))?;
-            let mut out = Counting {
-                inner: std::io::BufWriter::new(file),
-                done: 0,
-                report: self.progress("get", path.clone(), manifest.object_len),
-            };
-            let result = r.client.get(&members, &cap, &mut out).await;
-            let finish = result.map_err(client_error).and_then(|report| {
-                use std::io::Write;
-                out.flush()
-                    .and_then(|()| {
-                        out.inner
-                            .get_ref()
-                            .sync_all()
-                            .and_then(|()| std::fs::rename(&tmp, &p))
-                    })
-                    .map_err(|e| Error::Failed(format!("cannot write {path}: {e}")))?;
-                Ok(report)
+            let result = self.get_into(&cap, file, path.clone()).await.and_then(|n| {
+                std::fs::rename(&tmp, &p)
+                    .map(|()| n)
+                    .map_err(|e| Error::Failed(format!("cannot write {path}: {e}")))
             });
-            let report = match finish {
-                Ok(report) => report,
-                Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(e);
-                }
-            };
-            for (segment, index, node) in &report.corrupt {
-                r.repair.send(Event::ShardLost {
-                    segment: *segment,
-                    index: *index,
-                    node: *node,
-                });
+            if result.is_err() {
+                let _ = std::fs::remove_file(&tmp);
             }
-            Ok(report.bytes)
+            result
         })
+    }
+
+    fn get_fd(
+        &self,
+        cap: String,
+        file: std::fs::File,
+        label: String,
+    ) -> BoxFuture<'_, Result<u64, Error>> {
+        Box::pin(async move { self.get_into(&cap, file, label).await })
     }
 
     fn stat(&self, cap: String) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>> {

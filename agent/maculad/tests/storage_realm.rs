@@ -2,7 +2,8 @@
 //! private bus) form a realm with `[storage]` enabled (3 + 2 coding, so one node is spare for
 //! repair); `maculactl put/get/storage` drive it.
 //!
-//! One scenario, in order: put → a flipped byte in a stored shard is detected, the object still
+//! One scenario, in order: put (by descriptor through `maculactl`, by path through busctl) → a
+//! flipped byte in a stored shard is detected, the object still
 //! reads byte-identical and the shard is rebuilt → SIGKILL of a holder: repair restores full
 //! redundancy on the spare node → m holders killed: get still byte-identical → m + 1 holders
 //! killed: `not enough shards (have 2, need 3)`, exit code 7.
@@ -205,8 +206,52 @@ fn put_get_survives_corruption_and_losses_and_repairs() {
     assert_eq!(stat["size"], data.len());
     assert_eq!(stat["segments"], 4);
     let object = stat["object_id"].as_str().unwrap().to_string();
+    // The by-path methods (the agent opens the files itself), through busctl.
+    let by_path = dir.path().join("by-path.bin");
+    let reply = ok(&nodes[2].bus.busctl(&[
+        "call",
+        "io.macula.Agent",
+        "/io/macula/Agent",
+        "io.macula.Storage1",
+        "Get",
+        "ss",
+        &cap,
+        by_path.to_str().unwrap(),
+    ]));
+    assert_eq!(reply.trim(), format!("t {}", data.len()));
+    assert!(std::fs::read(&by_path).unwrap() == data);
+    let refused = nodes[3].bus.busctl(&[
+        "call",
+        "io.macula.Agent",
+        "/io/macula/Agent",
+        "io.macula.Storage1",
+        "Put",
+        "s",
+        "relative/path",
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not an absolute path"));
+    let (small, small_data) = file_of(dir.path(), "small.bin", 1000, 5);
+    let reply = ok(&nodes[3].bus.busctl(&[
+        "call",
+        "io.macula.Agent",
+        "/io/macula/Agent",
+        "io.macula.Storage1",
+        "Put",
+        "s",
+        small.to_str().unwrap(),
+    ]));
+    let small_cap = reply
+        .trim()
+        .trim_start_matches("s ")
+        .trim_matches('"')
+        .to_string();
+    let small_back = dir.path().join("small-back.bin");
+    ok(&get(&nodes[4], &small_cap, &small_back));
+    assert!(std::fs::read(&small_back).unwrap() == small_data);
     let full = redundancy(&nodes);
-    assert_eq!(full.len(), 5, "{full:?}");
+    // 4 data segments + manifest, and 1 + manifest of the small file.
+    assert_eq!(full.len(), 7, "{full:?}");
     assert!(full.values().all(|&c| c == 5), "{full:?}");
     for n in &nodes {
         // Never two shards of one segment on one node.
@@ -250,7 +295,7 @@ fn put_get_survives_corruption_and_losses_and_repairs() {
     kill(&mut nodes[lost]);
     wait_until("full redundancy restored after a node loss", 90, || {
         let r = redundancy(&nodes);
-        r.len() == 5 && r.values().all(|&c| c == 5)
+        r == full
     });
     wait_until("the repair queue is empty", 30, || {
         let s = status(&nodes[0]);

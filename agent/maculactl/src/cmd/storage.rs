@@ -12,7 +12,7 @@ use crate::exit::CliError;
 
 #[derive(Debug, Args)]
 pub struct PutArgs {
-    /// File to store (read by the agent).
+    /// File to store (opened by maculactl and passed to the agent as a descriptor).
     file: PathBuf,
     /// No progress line on stderr.
     #[arg(long, short)]
@@ -23,7 +23,8 @@ pub struct PutArgs {
 pub struct GetArgs {
     /// Capability printed by `maculactl put`.
     cap: String,
-    /// File to write (created by the agent; replaced when complete).
+    /// File to write (created by maculactl, filled by the agent through a descriptor, renamed
+    /// into place when complete).
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
     /// No progress line on stderr.
@@ -105,10 +106,21 @@ async fn with_progress<T>(
     Ok(result?)
 }
 
+/// `put` and `get` pass file descriptors (`PutFd`/`GetFd`): the files are opened here, with the
+/// caller's permissions, and the agent never needs access to the paths.
 pub async fn put(conn: &zbus::Connection, args: &PutArgs) -> Result<(), CliError> {
     let proxy = Storage1Proxy::new(conn).await?;
     let path = absolute(&args.file)?;
-    let cap = with_progress(&proxy, "put", &path, args.quiet, proxy.put(&path)).await?;
+    let file = std::fs::File::open(&path)
+        .map_err(|e| CliError::Other(format!("cannot open {path}: {e}")))?;
+    let cap = with_progress(
+        &proxy,
+        "put",
+        &path,
+        args.quiet,
+        proxy.put_fd((&file).into(), &path),
+    )
+    .await?;
     println!("{cap}");
     Ok(())
 }
@@ -116,14 +128,36 @@ pub async fn put(conn: &zbus::Connection, args: &PutArgs) -> Result<(), CliError
 pub async fn get(conn: &zbus::Connection, args: &GetArgs) -> Result<(), CliError> {
     let proxy = Storage1Proxy::new(conn).await?;
     let path = absolute(&args.output)?;
-    let n = with_progress(
+    let out = PathBuf::from(&path);
+    // Written under a temporary name and renamed when complete: a failed get leaves nothing.
+    let tmp = out.with_file_name(format!(
+        ".{}.macula-get",
+        out.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let file = std::fs::File::create(&tmp)
+        .map_err(|e| CliError::Other(format!("cannot create {}: {e}", tmp.display())))?;
+    let result = with_progress(
         &proxy,
         "get",
         &path,
         args.quiet,
-        proxy.get(&args.cap, &path),
+        proxy.get_fd(&args.cap, (&file).into(), &path),
     )
-    .await?;
+    .await;
+    drop(file);
+    let n = match result.and_then(|n| {
+        std::fs::rename(&tmp, &out)
+            .map(|()| n)
+            .map_err(|e| CliError::Other(format!("cannot write {path}: {e}")))
+    }) {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     if !args.quiet {
         eprintln!("wrote {n} bytes to {path}");
     }
