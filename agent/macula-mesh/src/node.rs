@@ -226,10 +226,22 @@ pub struct MeshNode {
 
 impl MeshNode {
     /// Binds the endpoint and starts the tasks; dials the bootstrap contacts in the background.
+    /// Advertised addresses are announced under the uplink name `default`.
     pub fn start(
         key: &NodeKey,
         admission: Arc<Admission>,
         config: NodeConfig,
+    ) -> Result<Self, TransportError> {
+        Self::start_with_uplinks(key, admission, config, &[])
+    }
+
+    /// As [`MeshNode::start`], with the uplink name of each `config.advertise` entry in member
+    /// metadata (`uplinks[i]` names `advertise[i]`; missing names are `default`).
+    pub fn start_with_uplinks(
+        key: &NodeKey,
+        admission: Arc<Admission>,
+        config: NodeConfig,
+        uplinks: &[String],
     ) -> Result<Self, TransportError> {
         let endpoint = Endpoint::bind(
             key,
@@ -261,8 +273,9 @@ impl MeshNode {
                 name: cert.name.clone(),
                 addrs: advertised
                     .iter()
-                    .map(|a| UplinkAddr {
-                        uplink: "default".into(),
+                    .enumerate()
+                    .map(|(i, a)| UplinkAddr {
+                        uplink: uplinks.get(i).cloned().unwrap_or_else(|| "default".into()),
                         addr: *a,
                     })
                     .collect(),

@@ -14,7 +14,7 @@ use macula_core::config::Role;
 use macula_core::wire;
 use macula_mesh::beacon;
 use macula_mesh::config::MeshSection;
-use macula_mesh::membership::{Capacity, MembershipConfig};
+use macula_mesh::membership::{Capacity, MAX_META_ADDRS, MembershipConfig};
 use macula_mesh::node::{Bootstrap, MeshNode, NodeConfig, PeerInfo};
 use macula_mesh::realm::{Admission, CertBody, MembershipCert, RealmKey, Revocation};
 use macula_mesh::transport::{TransportParams, unix_now};
@@ -173,12 +173,13 @@ impl MeshGlue {
             .map(|b| b.parse::<Bootstrap>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Error::InvalidArgument(format!("[mesh] bootstrap: {e}")))?;
-        let node = MeshNode::start(
+        let (advertise, uplinks) = advertised_addrs(&self.config);
+        let node = MeshNode::start_with_uplinks(
             &self.key,
             admission.clone(),
             NodeConfig {
                 listen: self.config.listen,
-                advertise: self.config.advertise.clone(),
+                advertise,
                 bootstrap,
                 transport: TransportParams::default(),
                 membership: MembershipConfig::lan(64),
@@ -187,6 +188,7 @@ impl MeshGlue {
                 overlay_key: Some(peer_public_key(&self.key.node_id()).0),
                 capacity: self.capacity,
             },
+            &uplinks,
         )
         .map_err(|e| {
             Error::Failed(format!(
@@ -622,6 +624,50 @@ impl MeshControl for MeshGlue {
             Ok(acked)
         })
     }
+}
+
+/// The addresses announced to members, with the interface (uplink) each one is on: `[mesh]
+/// advertise` as written (uplink `default`); else, when the mesh listens on the unspecified
+/// address, every address of the listen family on every up, non-loopback interface (IPv6
+/// link-local skipped; at most [`MAX_META_ADDRS`] — members refuse more), read at start; else the
+/// bound address.
+fn advertised_addrs(config: &MeshSection) -> (Vec<std::net::SocketAddr>, Vec<String>) {
+    if !config.advertise.is_empty() || !config.listen.ip().is_unspecified() {
+        return (config.advertise.clone(), vec![]);
+    }
+    let host = macula_net::cmd::Host::local();
+    let (links, addrs) = match (
+        macula_net::links::links(&host),
+        macula_net::links::addresses(&host),
+    ) {
+        (Ok(l), Ok(a)) => (l, a),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(target: "macula::mesh", error = %e,
+                "cannot list interface addresses; announcing the bound address. Set [mesh] \
+                 advertise to announce reachable ones");
+            return (vec![], vec![]);
+        }
+    };
+    let mut out = (vec![], vec![]);
+    for a in &addrs {
+        let Some(link) = links.iter().find(|l| l.index == a.index) else {
+            continue;
+        };
+        let link_local =
+            matches!(a.addr, std::net::IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
+        if !link.up
+            || link.loopback
+            || link_local
+            || a.addr.is_ipv4() != config.listen.is_ipv4()
+            || out.0.len() == MAX_META_ADDRS
+        {
+            continue;
+        }
+        out.0
+            .push(std::net::SocketAddr::new(a.addr, config.listen.port()));
+        out.1.push(link.name.clone());
+    }
+    out
 }
 
 /// The certificate name: the given one, else the short node ID.

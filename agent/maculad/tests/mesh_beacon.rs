@@ -110,6 +110,23 @@ fn lan_beacon_finds_lan_peers_and_stays_off_unlisted_interfaces() {
         names(&a) == ["bravo"] && names(&b) == ["alpha"]
     });
     assert!(a.log().contains("LAN beacon on"), "{}", a.log());
+    // A listens on 0.0.0.0 with two interfaces: it announces each address with its interface.
+    let peers: serde_json::Value = serde_json::from_str(&ok(&b.ctl(&["peers", "--json"]))).unwrap();
+    let mut got: Vec<(String, String)> = peers[0]["addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(peers[0]["uplinks"].as_array().unwrap())
+        .map(|(a, u)| (a.as_str().unwrap().into(), u.as_str().unwrap().into()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("10.78.0.1:4433".to_string(), lan_a.clone()),
+            ("10.79.0.1:4433".to_string(), wan_a.clone())
+        ]
+    );
     // C has beaconed on its link for as long; A's socket is bound to its LAN interface only.
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(names(&a), ["bravo"], "A heard a beacon on {wan_a}");
