@@ -25,7 +25,7 @@ pub const DEFAULT_REDUNDANT_PORT: u16 = 51822;
 /// peer list.
 ///
 /// Defaults: disabled, interface `mcl0`, UDP port 51820, MTU 1420 (1500 − 80, as wg-quick), no
-/// peers, userspace implementation `wireguard-go` from `PATH`, duplicator port 51822.
+/// peers, kernel WireGuard when available else `wireguard-go` from `PATH`, duplicator port 51822.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OverlayConfig {
@@ -40,8 +40,8 @@ pub struct OverlayConfig {
     pub realm: Option<NodeId>,
     /// Program of the userspace WireGuard implementation.
     pub wireguard_go: String,
-    /// `userspace` (wireguard-go, the default), `kernel` (generic netlink; the module must be
-    /// loaded) or `auto` (kernel when the `wireguard` family exists, else userspace).
+    /// `auto` (default: kernel when the `wireguard` generic-netlink family exists, else
+    /// userspace), `kernel` (the module must be available) or `userspace` (wireguard-go).
     pub implementation: Implementation,
     /// UDP port of the redundant-mode duplicator on every uplink address (peers with
     /// `redundant = true`; see `uplinks::redundant`).
@@ -59,7 +59,7 @@ impl Default for OverlayConfig {
             mtu: 1420,
             realm: None,
             wireguard_go: "wireguard-go".into(),
-            implementation: Implementation::Userspace,
+            implementation: Implementation::Auto,
             redundant_port: DEFAULT_REDUNDANT_PORT,
             peers: Vec::new(),
         }

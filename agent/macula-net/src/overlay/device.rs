@@ -162,22 +162,23 @@ impl Overlay {
         let keys = OverlayKeys::from_signing_key(node);
         let address = overlay_address(&realm, &keys.public());
         let uapi = Uapi::new(&cfg.interface);
+        let ifn = cfg.interface.as_str();
         let kernel = match cfg.implementation {
             Implementation::Userspace => false,
-            Implementation::Kernel => true,
-            Implementation::Auto => kernel_wireguard(&host),
+            Implementation::Kernel => {
+                kernel_link(&host, ifn).await?;
+                true
+            }
+            // Creating the link also loads the module when it is not loaded yet.
+            Implementation::Auto => match kernel_link(&host, ifn).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::info!(target: "overlay", reason = %e, "kernel WireGuard not usable; using wireguard-go");
+                    false
+                }
+            },
         };
         let (control, child) = if kernel {
-            let ifn = cfg.interface.as_str();
-            if host
-                .run("ip", &["link", "show", "dev", ifn], b"")
-                .await
-                .is_err()
-            {
-                host.run("ip", &["link", "add", "dev", ifn, "type", "wireguard"], b"")
-                    .await
-                    .map_err(|e| KernelWgError::CreateLink(e.to_string()))?;
-            }
             (Control::Kernel(KernelWg::open(&host, ifn)?), None)
         } else {
             (
@@ -201,7 +202,6 @@ impl Overlay {
             set += &p.uapi_lines();
         }
         control.set(&set).await?;
-        let ifn = cfg.interface.as_str();
         let addr = format!("{address}/48");
         host.run("ip", &["-6", "addr", "replace", &addr, "dev", ifn], b"")
             .await?;
@@ -389,6 +389,25 @@ async fn spawn_daemon(
         socket: uapi.socket_path().display().to_string(),
         status,
     })
+}
+
+/// Makes sure `ifn` is a kernel WireGuard link: an existing one is kept (a restart), an
+/// interface of another kind (e.g. a surviving wireguard-go TUN) is refused, else it is created.
+async fn kernel_link(host: &Host, ifn: &str) -> Result<(), KernelWgError> {
+    match host
+        .run("ip", &["-d", "link", "show", "dev", ifn], b"")
+        .await
+    {
+        Ok(out) if out.lines().any(|l| l.trim_start().starts_with("wireguard")) => Ok(()),
+        Ok(_) => Err(KernelWgError::CreateLink(format!(
+            "{ifn} exists and is not a kernel WireGuard link"
+        ))),
+        Err(_) => host
+            .run("ip", &["link", "add", "dev", ifn, "type", "wireguard"], b"")
+            .await
+            .map(|_| ())
+            .map_err(|e| KernelWgError::CreateLink(e.to_string())),
+    }
 }
 
 /// Whether the kernel offers WireGuard (the `wireguard` generic-netlink family is registered).
