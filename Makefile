@@ -39,8 +39,9 @@ unit: build
 	  $(CARGO) test --workspace --no-fail-fast; \
 	fi
 
-# Whole-system tests: image build, QEMU boots, RAUC A/B OTA, kernel WireGuard between guests.
-test: deps lint unit test-images
+# Whole-system tests: image build, QEMU boots, RAUC A/B OTA, kernel WireGuard between guests
+# (by hand and configured by the agent).
+test: deps lint unit test-images test-net-qemu
 
 # The main job: a realm of 1 hub + 4 edges (tests/mesh-demo.sh).
 demo: demo-mesh
