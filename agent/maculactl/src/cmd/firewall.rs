@@ -1,11 +1,9 @@
 //! `maculactl firewall show|apply|confirm`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use clap::Subcommand;
 use macula_bus::firewall::Firewall1Proxy;
-use zbus::zvariant::OwnedValue;
 
 use crate::exit::CliError;
 
@@ -29,16 +27,6 @@ pub enum FirewallCommand {
     Confirm,
 }
 
-fn get_u64(m: &HashMap<String, OwnedValue>, k: &str) -> u64 {
-    m.get(k).and_then(|v| u64::try_from(v).ok()).unwrap_or(0)
-}
-
-fn get_str(m: &HashMap<String, OwnedValue>, k: &str) -> String {
-    m.get(k)
-        .and_then(|v| <&str>::try_from(v).ok().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 pub async fn run(conn: &zbus::Connection, cmd: FirewallCommand) -> Result<(), CliError> {
     let proxy = Firewall1Proxy::new(conn).await?;
     match cmd {
@@ -46,28 +34,25 @@ pub async fn run(conn: &zbus::Connection, cmd: FirewallCommand) -> Result<(), Cl
             let status = proxy.status().await?;
             let ruleset = proxy.ruleset().await?;
             if json {
-                let mut obj: serde_json::Map<String, serde_json::Value> = status
-                    .iter()
-                    .map(|(k, v)| (k.clone(), super::to_json(v)))
-                    .collect();
+                let mut obj = super::map_to_json(&status);
                 obj.insert("ruleset".into(), serde_json::Value::String(ruleset));
-                let text = serde_json::to_string_pretty(&obj)
-                    .map_err(|e| CliError::Other(format!("cannot format JSON: {e}")))?;
-                println!("{text}");
-                return Ok(());
+                return super::print_json(&obj);
             }
-            match get_u64(&status, "pending") {
+            match super::get_u64(&status, "pending") {
                 0 => println!("Firewall: confirmed"),
                 g => println!(
                     "Firewall: apply {g} PENDING, rolled back in {} s unless `maculactl firewall confirm`",
-                    get_u64(&status, "rollback_in_s")
+                    super::get_u64(&status, "rollback_in_s")
                 ),
             }
-            let last = get_str(&status, "last_rollback");
+            let last = super::get_str(&status, "last_rollback");
             if !last.is_empty() {
                 println!("  Last rollback  {last}");
             }
-            println!("  Quarantined    {}", get_u64(&status, "quarantined"));
+            println!(
+                "  Quarantined    {}",
+                super::get_u64(&status, "quarantined")
+            );
             println!();
             print!("{ruleset}");
             Ok(())

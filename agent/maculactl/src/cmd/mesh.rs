@@ -37,23 +37,14 @@ pub struct SubArgs {
 pub async fn peers(conn: &zbus::Connection, args: &PeersArgs) -> Result<(), CliError> {
     let proxy = Mesh1Proxy::new(conn).await?;
     let peers = proxy.peers().await?;
-    let mut rows: Vec<serde_json::Map<String, serde_json::Value>> = peers
-        .iter()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), super::to_json(v)))
-                .collect()
-        })
-        .collect();
+    let mut rows: Vec<serde_json::Map<String, serde_json::Value>> =
+        peers.iter().map(super::map_to_json).collect();
     let t = |r: &serde_json::Map<String, serde_json::Value>, k: &str| {
         r.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string()
     };
     rows.sort_by_key(|r| (t(r, "name"), t(r, "node_id")));
     if args.json {
-        let text = serde_json::to_string_pretty(&rows)
-            .map_err(|e| CliError::Other(format!("cannot format JSON: {e}")))?;
-        println!("{text}");
-        return Ok(());
+        return super::print_json(&rows);
     }
     if !proxy.enabled().await? {
         println!("mesh is off: this node has no membership certificate (see docs/realms.md)");

@@ -19,7 +19,7 @@ use crate::exit::CliError;
 pub type VarMap = HashMap<String, OwnedValue>;
 
 /// Prints `value` as pretty JSON on stdout (the `--json` output of every command).
-pub fn print_json(value: &serde_json::Value) -> Result<(), CliError> {
+pub fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| CliError::Other(format!("cannot format JSON: {e}")))?;
     println!("{text}");
@@ -31,11 +31,18 @@ pub fn map_to_json(map: &VarMap) -> serde_json::Map<String, serde_json::Value> {
     map.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()
 }
 
-/// A string entry of an `a{sv}` map, or `?` when absent.
+/// A string entry of an `a{sv}` map, or `""` when absent.
 pub fn get_str(map: &VarMap, key: &str) -> String {
     map.get(key)
         .and_then(|v| <&str>::try_from(v).ok().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
+        .unwrap_or_default()
+}
+
+/// An unsigned entry of an `a{sv}` map, or 0 when absent.
+pub fn get_u64(map: &VarMap, key: &str) -> u64 {
+    map.get(key)
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(0)
 }
 
 /// Converts a D-Bus value from an `a{sv}` map to JSON (strings, numbers, booleans, arrays, maps).

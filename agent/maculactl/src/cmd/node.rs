@@ -45,7 +45,7 @@ pub async fn status(conn: &zbus::Connection, args: &StatusArgs) -> Result<(), Cl
     let proxy = Node1Proxy::new(conn).await?;
     let map = proxy.status().await?;
     if args.json {
-        return super::print_json(&super::map_to_json(&map).into());
+        return super::print_json(&super::map_to_json(&map));
     }
     let s = |k: &str| super::get_str(&map, k);
     let uptime = map

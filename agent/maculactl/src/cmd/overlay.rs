@@ -29,21 +29,14 @@ pub async fn run(conn: &zbus::Connection, args: &OverlayArgs) -> Result<(), CliE
     let proxy = Overlay1Proxy::new(conn).await?;
     let status = proxy.status().await?;
     let peers = proxy.peers().await?;
-    let obj = |m: &HashMap<String, OwnedValue>| -> serde_json::Map<String, serde_json::Value> {
-        m.iter()
-            .map(|(k, v)| (k.clone(), super::to_json(v)))
-            .collect()
-    };
+    let obj = super::map_to_json;
     if args.json {
         let mut o = obj(&status);
         o.insert(
             "peer_list".into(),
             serde_json::Value::Array(peers.iter().map(|p| obj(p).into()).collect()),
         );
-        let text = serde_json::to_string_pretty(&o)
-            .map_err(|e| CliError::Other(format!("cannot format JSON: {e}")))?;
-        println!("{text}");
-        return Ok(());
+        return super::print_json(&o);
     }
     println!(
         "Overlay {} ({})",

@@ -45,20 +45,9 @@ pub async fn run(conn: &zbus::Connection, cmd: UpdateCommand) -> Result<(), CliE
 async fn status(proxy: &Update1Proxy<'_>, json: bool) -> Result<(), CliError> {
     let map: HashMap<String, OwnedValue> = proxy.status().await?;
     if json {
-        let obj: serde_json::Map<String, serde_json::Value> = map
-            .iter()
-            .map(|(k, v)| (k.clone(), super::to_json(v)))
-            .collect();
-        let text = serde_json::to_string_pretty(&obj)
-            .map_err(|e| CliError::Other(format!("cannot format JSON: {e}")))?;
-        println!("{text}");
-        return Ok(());
+        return super::print_json(&super::map_to_json(&map));
     }
-    let s = |k: &str| {
-        map.get(k)
-            .and_then(|v| <&str>::try_from(v).ok().map(str::to_owned))
-            .unwrap_or_else(|| "?".into())
-    };
+    let s = |k: &str| super::get_str(&map, k);
     println!("Booted slot  {}", s("booted"));
     println!("Next boot    {}", s("primary"));
     println!("Health       {}", s("health"));

@@ -15,19 +15,10 @@ pub struct UplinksArgs {
 pub async fn run(conn: &zbus::Connection, args: &UplinksArgs) -> Result<(), CliError> {
     let proxy = Uplinks1Proxy::new(conn).await?;
     let links = proxy.links().await?;
-    let rows: Vec<serde_json::Map<String, serde_json::Value>> = links
-        .iter()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), super::to_json(v)))
-                .collect()
-        })
-        .collect();
+    let rows: Vec<serde_json::Map<String, serde_json::Value>> =
+        links.iter().map(super::map_to_json).collect();
     if args.json {
-        let text = serde_json::to_string_pretty(&rows)
-            .map_err(|e| CliError::Other(format!("cannot format JSON: {e}")))?;
-        println!("{text}");
-        return Ok(());
+        return super::print_json(&rows);
     }
     println!(
         "{:<2}{:<12} {:<16} {:>8} {:<9} {:>10} {:>8} {:>8}",
