@@ -112,7 +112,7 @@ async fn main() {
         .map(|d| Arc::new(LocalStore::open(d.path(), QUOTA).unwrap()))
         .collect();
     for (n, s) in nodes.iter().zip(&stores) {
-        serve(n, s.clone());
+        serve(n, s.clone(), Arc::new(|_, _| {}));
         // Baseline procedure: receive a body, answer nothing (no disk, no verification).
         let sink: Handler = Arc::new(|_, _| Box::pin(async { Ok(Vec::new()) }));
         n.serve("bench.sink", sink);

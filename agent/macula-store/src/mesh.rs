@@ -119,6 +119,17 @@ impl MeshNetwork {
     fn is_local(&self, node: &NodeId) -> bool {
         *node == self.node.id()
     }
+
+    async fn fetch_one(&self, r: FetchRequest) -> Result<Vec<u8>, TransferError> {
+        if self.is_local(&r.node) {
+            let store = self.local.clone();
+            return blocking(move || store.get(&r.segment, r.index))
+                .await
+                .map_err(local_error);
+        }
+        self.call(r.node, GET_PROCEDURE, get_body(&r.segment, r.index))
+            .await
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -210,17 +221,35 @@ impl StorageNetwork for MeshNetwork {
         &self,
         requests: Vec<FetchRequest>,
     ) -> Vec<Result<Vec<u8>, TransferError>> {
-        self.parallel(requests, |net, r| async move {
-            if net.is_local(&r.node) {
-                let store = net.local.clone();
-                return blocking(move || store.get(&r.segment, r.index))
-                    .await
-                    .map_err(local_error);
+        self.parallel(requests, |net, r| async move { net.fetch_one(r).await })
+            .await
+    }
+
+    async fn fetch_first(
+        &self,
+        requests: Vec<FetchRequest>,
+        want: usize,
+    ) -> Vec<Option<Result<Vec<u8>, TransferError>>> {
+        let mut set = JoinSet::new();
+        let n = requests.len();
+        for (i, r) in requests.into_iter().enumerate() {
+            let net = self.clone();
+            set.spawn(async move { (i, net.fetch_one(r).await) });
+        }
+        let mut out: Vec<Option<Result<Vec<u8>, TransferError>>> = (0..n).map(|_| None).collect();
+        let mut ok = 0;
+        while ok < want {
+            let Some(done) = set.join_next().await else {
+                break;
+            };
+            if let Ok((i, r)) = done {
+                ok += usize::from(r.is_ok());
+                out[i] = Some(r);
             }
-            net.call(r.node, GET_PROCEDURE, get_body(&r.segment, r.index))
-                .await
-        })
-        .await
+        }
+        // Dropping the rest cancels their calls at the holders.
+        set.abort_all();
+        out
     }
 
     async fn delete_segments(
@@ -245,9 +274,13 @@ impl StorageNetwork for MeshNetwork {
     }
 }
 
+/// Called with a shard this node found corrupt (and removed) while serving a read.
+pub type OnCorrupt = Arc<dyn Fn(SegmentId, u16) + Send + Sync>;
+
 /// Serves this node's shard store to the realm (`store.put`, `store.get`, `store.delete`).
-/// Every call is checked completely before it touches the disk.
-pub fn serve(node: &MeshNode, store: Arc<LocalStore>) {
+/// Every call is checked completely before it touches the disk; a copy found corrupt by a read
+/// is reported to `on_corrupt` (so this node's repair planner rebuilds it).
+pub fn serve(node: &MeshNode, store: Arc<LocalStore>, on_corrupt: OnCorrupt) {
     let s = store.clone();
     let put: Handler = Arc::new(move |_from, body| {
         let s = s.clone();
@@ -264,9 +297,14 @@ pub fn serve(node: &MeshNode, store: Arc<LocalStore>) {
     let s = store.clone();
     let get: Handler = Arc::new(move |_from, body| {
         let s = s.clone();
+        let on_corrupt = on_corrupt.clone();
         Box::pin(async move {
             let (seg, idx) = parse_get(&body)?;
-            blocking(move || s.get(&seg, idx)).await.map_err(rpc_error)
+            let r = blocking(move || s.get(&seg, idx)).await;
+            if let Err(StoreError::Corrupt { segment, index }) = &r {
+                on_corrupt(*segment, *index);
+            }
+            r.map_err(rpc_error)
         })
     });
     let s = store;

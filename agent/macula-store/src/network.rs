@@ -58,6 +58,22 @@ pub trait StorageNetwork: Send + Sync {
         &self,
         requests: Vec<FetchRequest>,
     ) -> impl Future<Output = Vec<Result<Vec<u8>, TransferError>>> + Send;
+    /// Fetches shards until `want` of them arrived; requests still running then are cancelled
+    /// (`None`). The default waits for all of them.
+    fn fetch_first(
+        &self,
+        requests: Vec<FetchRequest>,
+        want: usize,
+    ) -> impl Future<Output = Vec<Option<Result<Vec<u8>, TransferError>>>> + Send {
+        let _ = want;
+        async move {
+            self.fetch_shards(requests)
+                .await
+                .into_iter()
+                .map(Some)
+                .collect()
+        }
+    }
     /// Asks nodes to delete every shard of a segment (owner-signed); returns shards removed.
     fn delete_segments(
         &self,
@@ -463,9 +479,10 @@ impl<N: StorageNetwork> Client<N> {
         Ok(report)
     }
 
-    /// Collects at least `k` verified shards of a segment: the data shards from their placed
-    /// holders first, then parity shards, then every other member. With `want_all`, keeps going
-    /// until all `n` are found or every member was asked.
+    /// Collects at least `k` verified shards of a segment: from all placed holders at once,
+    /// keeping the fastest `k` (the slower transfers are cancelled), then every index from every
+    /// other member. With `want_all`, keeps going until all `n` are found or every member was
+    /// asked.
     async fn collect(
         &self,
         members: &[NodeInfo],
@@ -490,8 +507,8 @@ impl<N: StorageNetwork> Client<N> {
                 index: i as u16,
             })
         };
-        rounds.push((0..k).filter_map(at).collect());
-        rounds.push((k..n).filter_map(at).collect());
+        // A read races all placed holders and keeps the fastest `k`; a repair wants them all.
+        rounds.push((0..n).filter_map(at).collect());
         let mut everyone = Vec::new();
         for m in members {
             for i in 0..n {
@@ -518,8 +535,11 @@ impl<N: StorageNetwork> Client<N> {
             if requests.is_empty() {
                 continue;
             }
-            let results = self.net.fetch_shards(requests.clone()).await;
+            let want = if want_all { n } else { k } - have;
+            let results = self.net.fetch_first(requests.clone(), want).await;
             for (r, res) in requests.iter().zip(results) {
+                // Cancelled: a faster holder already answered.
+                let Some(res) = res else { continue };
                 let verified =
                     res.and_then(
                         |bytes| match Shard::from_bytes(&bytes, Trust::SegmentId(id)) {
@@ -536,7 +556,7 @@ impl<N: StorageNetwork> Client<N> {
                         shards[usize::from(r.index)] = Some(s.data);
                     }
                     Err(TransferError::Corrupt) => report.corrupt.push((id, r.index, r.node)),
-                    Err(_) if round < 2 => degraded = true,
+                    Err(_) if round == 0 => degraded = true,
                     Err(_) => {}
                 }
             }

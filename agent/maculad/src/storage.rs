@@ -168,7 +168,21 @@ impl StorageGlue {
 
     async fn start(&self, node: Arc<MeshNode>, store: Arc<LocalStore>) {
         let inner = &self.inner;
-        macula_store::mesh::serve(&node, store.clone());
+        let this = self.clone();
+        let me_id = node.id();
+        macula_store::mesh::serve(
+            &node,
+            store.clone(),
+            Arc::new(move |segment, index| {
+                if let Some(r) = this.inner.running.get() {
+                    r.repair.send(Event::ShardLost {
+                        segment,
+                        index,
+                        node: me_id,
+                    });
+                }
+            }),
+        );
         let net = MeshNetwork::new(node.clone(), store.clone());
         let client = Arc::new(Client::new(
             net,
