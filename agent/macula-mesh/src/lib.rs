@@ -11,6 +11,7 @@ pub mod node;
 pub mod proto;
 pub mod pubsub;
 pub mod realm;
+pub mod relay;
 pub mod rpc;
 pub mod sig;
 pub mod sim;

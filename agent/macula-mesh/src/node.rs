@@ -34,7 +34,8 @@ use crate::membership::{
 };
 use crate::proto::{Datagram, close};
 use crate::pubsub::{PubSub, PubSubError, PubSubMsg, PubSubOutput, PubSubTimer, Publication};
-use crate::realm::{Admission, Revocation};
+use crate::realm::{Admission, Revocation, Role};
+use crate::relay::Relay;
 use crate::rpc::{CANCEL_CODE, ErrorCode, Handler, MAX_RPC_FRAME, RpcError, RpcReply, RpcRequest};
 use crate::transport::{Endpoint, Peer, TransportError, TransportParams, unix_now};
 
@@ -604,6 +605,7 @@ fn register(shared: &Arc<Shared>, peer: Peer) {
         let _ = shared.cmd.send(Cmd::Revoke(r));
     }
     shared.addrs.lock().expect("addr lock").insert(id, listen);
+    shared.endpoint.relay().member_up(id, conn.remote_address());
     // Deterministic choice between simultaneous connections: the one dialled by the smaller ID
     // is used for new traffic on both sides. The other one is closed after a grace period, so
     // streams already under way on it finish.
@@ -696,10 +698,22 @@ async fn read_connection(
     {
         conns.remove(&id);
     }
+    let other_live = conns
+        .get(&id)
+        .is_some_and(|c| c.close_reason().is_none() && c.remote_address() == conn.remote_address());
+    if !other_live {
+        shared
+            .endpoint
+            .relay()
+            .member_down(id, conn.remote_address());
+    }
 }
 
 /// How often the peer table is refreshed from the membership state (to show suspicions).
 const PEER_SYNC: Duration = Duration::from_millis(250);
+
+/// Budget of a direct dial when a hub relay is the fallback (relayed RPCs within a 5 s deadline).
+const DIRECT_BUDGET_WITH_RELAY: Duration = Duration::from_millis(1500);
 
 /// How long a superseded duplicate connection stays open for the streams under way on it.
 const DUPLICATE_GRACE: Duration = Duration::from_secs(5);
@@ -824,18 +838,82 @@ async fn connection(shared: &Arc<Shared>, peer: NodeId) -> Result<quinn::Connect
         .get(&peer)
         .cloned()
         .unwrap_or_default();
+    match dial_peer(shared, peer, addrs).await {
+        Ok(p) => {
+            let conn = p.conn.clone();
+            register(shared, p);
+            Ok(conn)
+        }
+        Err(last) => Err(RpcError::new(ErrorCode::Unavailable, last)),
+    }
+}
+
+/// Hubs that may relay to `peer`: those its metadata names, else every hub we are connected to
+/// (protocol.md §12), as (hub, connection remote address).
+fn relay_hubs(shared: &Arc<Shared>, peer: NodeId) -> Vec<(NodeId, SocketAddr)> {
+    let named: Vec<NodeId> = {
+        let peers = shared.peers.lock().expect("peer lock");
+        let meta_relays = peers
+            .get(&peer)
+            .and_then(|p| p.meta.as_ref())
+            .map(|m| m.relays.clone())
+            .unwrap_or_default();
+        if meta_relays.is_empty() {
+            peers
+                .values()
+                .filter(|p| p.meta.as_ref().is_some_and(|m| m.role == Role::Hub))
+                .map(|p| p.id)
+                .collect()
+        } else {
+            meta_relays
+        }
+    };
+    let conns = shared.conns.lock().expect("conn lock");
+    named
+        .into_iter()
+        .filter(|h| *h != peer && *h != shared.me)
+        .filter_map(|h| conns.get(&h).map(|c| (h, c.remote_address())))
+        .filter(|(_, a)| !Relay::is_virtual(*a))
+        .collect()
+}
+
+/// Dials `peer` at its known addresses; when that fails, through each hub that may relay to it.
+/// With a relay available, a direct attempt gets at most [`DIRECT_BUDGET_WITH_RELAY`].
+async fn dial_peer(
+    shared: &Arc<Shared>,
+    peer: NodeId,
+    addrs: Vec<SocketAddr>,
+) -> Result<Peer, String> {
+    let hubs = relay_hubs(shared, peer);
+    let full = shared.endpoint.params().handshake_timeout;
+    let direct = if hubs.is_empty() {
+        full
+    } else {
+        full.min(DIRECT_BUDGET_WITH_RELAY)
+    };
     let mut last = format!("no known address for {}", peer.short());
     for addr in addrs {
-        match shared.endpoint.dial(addr, Some(peer)).await {
-            Ok(p) => {
-                let conn = p.conn.clone();
-                register(shared, p);
-                return Ok(conn);
+        match shared.endpoint.dial_within(addr, Some(peer), direct).await {
+            Ok(p) => return Ok(p),
+            Err(e) => {
+                tracing::debug!(peer = %peer, %addr, "direct dial failed: {e}");
+                last = e.to_string();
             }
-            Err(e) => last = e.to_string(),
         }
     }
-    Err(RpcError::new(ErrorCode::Unavailable, last))
+    for (hub, hub_addr) in hubs {
+        let Some(v) = shared.endpoint.relay().virtual_addr(hub_addr, peer) else {
+            break;
+        };
+        match shared.endpoint.dial_within(v, Some(peer), full).await {
+            Ok(p) => {
+                tracing::info!(peer = %peer, hub = %hub, "reached through the hub relay");
+                return Ok(p);
+            }
+            Err(e) => last = format!("{last}; through hub {}: {e}", hub.short()),
+        }
+    }
+    Err(last)
 }
 
 fn send(shared: &Arc<Shared>, to: NodeId, data: Vec<u8>) {
@@ -859,16 +937,13 @@ fn send(shared: &Arc<Shared>, to: NodeId, data: Vec<u8>) {
     }
     let shared = shared.clone();
     tokio::spawn(async move {
-        for addr in addrs {
-            match shared.endpoint.dial(addr, Some(to)).await {
-                Ok(peer) => {
-                    let conn = peer.conn.clone();
-                    register(&shared, peer);
-                    let _ = conn.send_datagram(datagram);
-                    break;
-                }
-                Err(e) => tracing::debug!(peer = %to, %addr, "dial failed: {e}"),
+        match dial_peer(&shared, to, addrs).await {
+            Ok(peer) => {
+                let conn = peer.conn.clone();
+                register(&shared, peer);
+                let _ = conn.send_datagram(datagram);
             }
+            Err(e) => tracing::debug!(peer = %to, "dial failed: {e}"),
         }
         shared.dialing.lock().expect("dial lock").remove(&to);
     });

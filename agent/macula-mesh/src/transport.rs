@@ -14,6 +14,7 @@ use tokio::time::timeout;
 use crate::frame::{self, FrameError};
 use crate::proto::{Control, Hello, MAX_HELLO_REVOCATIONS, close};
 use crate::realm::{Admission, CertError, MembershipCert, Revocation};
+use crate::relay::{Relay, RelaySocket};
 use crate::tls;
 
 /// Connection parameters. Defaults suit a 1 GB board on a LAN.
@@ -133,6 +134,7 @@ fn transport_config(p: &TransportParams) -> Result<quinn::TransportConfig, Trans
 /// One QUIC endpoint of this node.
 pub struct Endpoint {
     quinn: quinn::Endpoint,
+    relay: Arc<Relay>,
     admission: Arc<Admission>,
     params: TransportParams,
     listen: Vec<SocketAddr>,
@@ -162,8 +164,29 @@ impl Endpoint {
             .map_err(|e| TransportError::Tls(e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
         client.transport_config(transport);
-        let mut quinn = quinn::Endpoint::server(server, addr)
-            .map_err(|source| TransportError::Bind { addr, source })?;
+        let bind_err = |source| TransportError::Bind { addr, source };
+        let socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| bind_err(io::Error::other("no async runtime")))?;
+        let relay = Arc::new(Relay::new(
+            admission.own_cert().body.role == macula_core::config::Role::Hub,
+            addr.is_ipv6(),
+        ));
+        let socket = RelaySocket::new(
+            runtime.wrap_udp_socket(socket).map_err(bind_err)?,
+            relay.clone(),
+        );
+        // The relay marks its frames with a clear QUIC fixed bit: peers must never grease it
+        // (RFC 9287), so we do not advertise support.
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        endpoint_config.grease_quic_bit(false);
+        let mut quinn = quinn::Endpoint::new_with_abstract_socket(
+            endpoint_config,
+            Some(server),
+            Arc::new(socket),
+            runtime,
+        )
+        .map_err(bind_err)?;
         quinn.set_default_client_config(client);
         let bound = quinn
             .local_addr()
@@ -175,6 +198,7 @@ impl Endpoint {
         };
         Ok(Self {
             quinn,
+            relay,
             admission,
             params,
             listen,
@@ -183,6 +207,11 @@ impl Endpoint {
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.quinn.local_addr()
+    }
+
+    /// Relay state of this endpoint's socket (protocol.md §12).
+    pub fn relay(&self) -> &Arc<Relay> {
+        &self.relay
     }
 
     pub fn admission(&self) -> &Arc<Admission> {
@@ -210,11 +239,21 @@ impl Endpoint {
         addr: SocketAddr,
         expect: Option<NodeId>,
     ) -> Result<Peer, TransportError> {
+        self.dial_within(addr, expect, self.params.handshake_timeout)
+            .await
+    }
+
+    /// As [`Endpoint::dial`] with its own time budget (a short one when a relay is the fallback).
+    pub async fn dial_within(
+        &self,
+        addr: SocketAddr,
+        expect: Option<NodeId>,
+        budget: Duration,
+    ) -> Result<Peer, TransportError> {
         let connecting = self
             .quinn
             .connect(addr, &tls::server_name(expect.as_ref()))
             .map_err(|source| TransportError::Connect { addr, source })?;
-        let budget = self.params.handshake_timeout;
         let fut = async {
             let conn = connecting.await?;
             let id = tls::peer_node_id(&conn)
