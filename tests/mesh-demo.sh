@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# make demo-mesh: a realm of 1 hub + 4 edges (real maculad processes on loopback, one private
-# bus each) forms, shows membership, delivers a pub/sub message, detects a killed node; storage:
+# make demo-mesh: a realm of 1 hub + 4 edges (real maculad processes, each in its own network
+# namespace on a bridged LAN when run as root — on loopback ports otherwise or with
+# MACULA_DEMO_LOOPBACK=1 — and one private bus each) forms, shows membership, delivers a pub/sub message, detects a killed node; storage:
 # puts a file (2 + 2 erasure coding), repairs after the node loss, survives m = 2 more losses.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -8,19 +9,45 @@ bin=${MACULA_BIN_DIR:-$root/target/debug}
 work=$(mktemp -d /tmp/macula-mesh-demo.XXXXXX)
 chmod 755 "$work"
 pids=()
+names=(hub edge-1 edge-2 edge-3 edge-4)
+netns=""
+if [ "$(id -u)" = 0 ] && [ -z "${MACULA_DEMO_LOOPBACK:-}" ] && command -v ip >/dev/null; then
+  netns="mdemo$$"
+fi
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ -n "$netns" ]; then
+    for ns in $(ip netns list | awk '{print $1}' | grep "^$netns-" || true); do ip netns delete "$ns"; done
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-names=(hub edge-1 edge-2 edge-3 edge-4)
 base=$((40000 + RANDOM % 20000))
 ctl() { local i=$1; shift; "$bin/maculactl" --bus "unix:path=$work/$i/bus" "$@"; }
+# Mesh address of node i, and the command prefix that runs a program in its namespace.
+addr() { if [ -n "$netns" ]; then echo "10.77.0.$(($1 + 1)):4433"; else echo "127.0.0.1:$((base + $1))"; fi; }
+in_ns() { if [ -n "$netns" ]; then echo "ip netns exec $netns-$1"; fi; }
 
-step "start ${#names[@]} agents (private buses, mesh on 127.0.0.1:$base..$((base + 4)))"
+if [ -n "$netns" ]; then
+  step "network: one namespace per node on a bridged LAN 10.77.0.0/24 ($netns-*)"
+  ip netns add "$netns-lan"
+  ip -n "$netns-lan" link add br0 type bridge
+  ip -n "$netns-lan" link set br0 up
+  for i in "${!names[@]}"; do
+    ip netns add "$netns-$i"
+    ip link add eth0 netns "$netns-$i" type veth peer name port$i netns "$netns-lan"
+    ip -n "$netns-$i" addr add "10.77.0.$((i + 1))/24" dev eth0
+    ip -n "$netns-$i" link set lo up
+    ip -n "$netns-$i" link set eth0 up
+    ip -n "$netns-lan" link set port$i master br0 up
+    echo "${names[$i]}: namespace $netns-$i, eth0 10.77.0.$((i + 1))"
+  done
+fi
+
+step "start ${#names[@]} agents (private buses, mesh on $(addr 0) .. $(addr 4))"
 for i in "${!names[@]}"; do
   d="$work/$i"; mkdir -p "$d"
   sed -e "s|@SOCKET@|$d/bus|" -e "s|@POLICY@|$root/overlay/etc/dbus-1/system.d/io.macula.Agent.conf|" \
@@ -28,13 +55,13 @@ for i in "${!names[@]}"; do
   dbus-daemon --config-file="$d/bus.conf" --nofork --nopidfile 2>"$d/dbus.log" &
   pids+=($!)
   for _ in $(seq 100); do [ -S "$d/bus" ] && break; sleep 0.05; done
-  role=edge; boot="bootstrap = [\"127.0.0.1:$base\"]"
+  role=edge; boot="bootstrap = [\"$(addr 0)\"]"
   if [ "$i" = 0 ]; then role=hub; boot=""; fi
-  printf '[node]\nname = "%s"\nrole = "%s"\n[mesh]\nlisten = "127.0.0.1:%s"\n%s\n' \
-    "${names[$i]}" "$role" "$((base + i))" "$boot" >"$d/agent.toml"
+  printf '[node]\nname = "%s"\nrole = "%s"\n[mesh]\nlisten = "%s"\n%s\n' \
+    "${names[$i]}" "$role" "$(addr "$i")" "$boot" >"$d/agent.toml"
   printf '[storage]\nenabled = true\nquota_bytes = 268435456\nk = 2\nm = 2\nrepair_grace_secs = 3\naudit_interval_secs = 2\n' \
     >>"$d/agent.toml"
-  "$bin/maculad" --bus "unix:path=$d/bus" --config "$d/agent.toml" --state-dir "$d/state" \
+  $(in_ns "$i") "$bin/maculad" --bus "unix:path=$d/bus" --config "$d/agent.toml" --state-dir "$d/state" \
     2>"$d/maculad.log" &
   pids+=($!)
   echo "${names[$i]}: pid $!"
@@ -88,7 +115,7 @@ echo "shards stored: $full"
 
 step "kill -9 edge-4 and watch the hub detect it"
 pid4=${pids[9]}
-kill -9 "$pid4"
+kill -9 "$pid4"; wait "$pid4" 2>/dev/null || true
 t0=$(date +%s%N)
 until ctl 0 peers --json | tr -d ' \n' | grep -q '"name":"edge-4"[^}]*"state":"down"\|"state":"down"[^}]*"name":"edge-4"'; do
   sleep 0.2
@@ -104,7 +131,7 @@ echo "full redundancy ($full shards) restored $(( ($(date +%s%N) - t0) / 1000000
 ctl 0 storage status
 
 step "kill -9 m = 2 more nodes (edge-3, edge-2) and get the file back on the hub"
-kill -9 "${pids[7]}" "${pids[5]}"
+kill -9 "${pids[7]}" "${pids[5]}"; wait "${pids[7]}" "${pids[5]}" 2>/dev/null || true
 until [ "$(ctl 0 peers --json | grep -c '"down"')" = 3 ]; do sleep 0.2; done
 ctl 0 get "$cap" -o "$work/back.bin"
 echo "sha256 original:  $(sha256sum <"$work/file.bin" | cut -d' ' -f1)"
