@@ -8,6 +8,7 @@
 //! Binaries are taken from the cargo target dir (`cargo build --bins` first) or `MACULA_BIN_DIR`.
 
 pub mod agent;
+pub mod check;
 pub mod dbus;
 pub mod netns;
 

@@ -4,19 +4,11 @@
 //! beacons, so C stays alone although it beacons too.
 //! Needs root and iproute2.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use macula_testkit::check::{ok, wait_until};
 use macula_testkit::netns::Topology;
 use macula_testkit::{Agent, AgentOptions, DbusDaemon};
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "maculactl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn names(agent: &Agent) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_str(&ok(&agent.ctl(&["peers", "--json"]))).unwrap();
@@ -29,17 +21,6 @@ fn names(agent: &Agent) -> Vec<String> {
         .collect();
     n.sort();
     n
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 fn join(admin: &Agent, node: &Agent, name: &str) {

@@ -2,27 +2,10 @@
 //! `maculad` processes (loopback, private buses), the certificate and revocations surviving a
 //! restart, member metadata (overlay key) and the `Peers`/`Enabled` change signals.
 
-use std::net::UdpSocket;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use macula_testkit::check::{free_udp_port, ok, wait_until};
 use macula_testkit::{Agent, AgentOptions, DbusDaemon};
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "maculactl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn alive_names(agent: &Agent) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_str(&ok(&agent.ctl(&["peers", "--json"]))).unwrap();
@@ -43,17 +26,9 @@ fn alive_names(agent: &Agent) -> Vec<String> {
     names
 }
 
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 #[test]
 fn create_admit_join_and_restart() {
-    let (pa, pb) = (free_port(), free_port());
+    let (pa, pb) = (free_udp_port(), free_udp_port());
     let bus_a = DbusDaemon::start();
     let bus_b = DbusDaemon::start();
     let mut a = Agent::spawn(

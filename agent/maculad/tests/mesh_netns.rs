@@ -3,19 +3,11 @@
 //! healing re-converges.
 //! Needs root, iproute2 and nftables.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use macula_testkit::check::{ok, wait_until};
 use macula_testkit::netns::Topology;
 use macula_testkit::{Agent, AgentOptions, DbusDaemon};
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "maculactl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn state_of(agent: &Agent, name: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(&ok(&agent.ctl(&["peers", "--json"]))).ok()?;
@@ -23,18 +15,6 @@ fn state_of(agent: &Agent, name: &str) -> Option<String> {
         .iter()
         .find(|p| p["name"] == name)
         .map(|p| p["state"].as_str().unwrap_or("").to_string())
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    start.elapsed()
 }
 
 #[test]

@@ -3,13 +3,13 @@
 //! crash detection. Certificates are issued with the realm library (the `maculactl realm`
 //! commands do not exist yet).
 
-use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use macula_mesh::realm::{CertBody, RealmKey, Role};
 use macula_mesh::transport::unix_now;
+use macula_testkit::check::{free_udp_port, wait_until};
 use macula_testkit::{Agent, AgentOptions, DbusDaemon, bin};
 
 struct Node {
@@ -20,20 +20,12 @@ struct Node {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts a node (mesh off: no certificate yet), admits it to `realm` under `name`, restarts it.
 fn node(realm: &RealmKey, name: &str, bootstrap: Option<u16>) -> Node {
     let bus = DbusDaemon::start();
     let dir = tempfile::tempdir().unwrap();
     let cert = dir.path().join("realm.cert");
-    let port = free_port();
+    let port = free_udp_port();
     let boot = bootstrap
         .map(|p| format!("bootstrap = [\"127.0.0.1:{p}\"]\n"))
         .unwrap_or_default();
@@ -107,14 +99,6 @@ fn states(n: &Node) -> Vec<(String, String)> {
         .collect();
     v.sort();
     v
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 #[test]

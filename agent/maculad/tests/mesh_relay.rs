@@ -6,17 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+use macula_testkit::check::ok;
 use macula_testkit::netns::Topology;
 use macula_testkit::{Agent, AgentOptions, DbusDaemon};
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "maculactl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn state_of(agent: &Agent, name: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(&ok(&agent.ctl(&["peers", "--json"]))).ok()?;

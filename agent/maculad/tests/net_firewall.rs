@@ -1,19 +1,11 @@
 //! `io.macula.Firewall1` and `maculactl firewall` against a real maculad in its own network
 //! namespace, with real nft.
 
-use std::process::Output;
 use std::time::Duration;
 
+use macula_testkit::check::output_text;
 use macula_testkit::netns::Topology;
 use macula_testkit::{Agent, AgentOptions, DbusDaemon, maculactl_as, wait_for};
-
-fn out(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn ruleset(topo: &Topology) -> String {
     String::from_utf8(topo.exec("a", &["nft", "list", "ruleset"]).stdout).unwrap()
@@ -45,15 +37,23 @@ fn apply_confirm_rollback_over_dbus_and_cli() {
 
     // `show` prints the live table, confirmed.
     let show = agent.ctl(&["firewall", "show"]);
-    assert!(show.status.success(), "{}", out(&show));
-    assert!(out(&show).contains("Firewall: confirmed"), "{}", out(&show));
-    assert!(out(&show).contains("chain zone_lan_in"), "{}", out(&show));
+    assert!(show.status.success(), "{}", output_text(&show));
+    assert!(
+        output_text(&show).contains("Firewall: confirmed"),
+        "{}",
+        output_text(&show)
+    );
+    assert!(
+        output_text(&show).contains("chain zone_lan_in"),
+        "{}",
+        output_text(&show)
+    );
 
     // Anyone may look; only root / group `macula` may change (bus policy).
     let look = maculactl_as("nobody", bus.address(), &["firewall", "show", "--json"]);
-    assert!(look.status.success(), "{}", out(&look));
+    assert!(look.status.success(), "{}", output_text(&look));
     let denied = maculactl_as("nobody", bus.address(), &["firewall", "confirm"]);
-    assert_eq!(denied.status.code(), Some(4), "{}", out(&denied));
+    assert_eq!(denied.status.code(), Some(4), "{}", output_text(&denied));
 
     // Apply a new section from a file; it is pending and rolls back after 2 s.
     let dir = tempfile::tempdir().unwrap();
@@ -65,7 +65,7 @@ fn apply_confirm_rollback_over_dbus_and_cli() {
     .unwrap();
     let f = file.to_str().unwrap();
     let apply = agent.ctl(&["firewall", "apply", f, "--json"]);
-    assert!(apply.status.success(), "{}", out(&apply));
+    assert!(apply.status.success(), "{}", output_text(&apply));
     let j: serde_json::Value = serde_json::from_slice(&apply.stdout).unwrap();
     assert_eq!(j["confirm_within_s"], 2);
     assert!(ruleset(&topo).contains("\"wwan7\""));
@@ -78,21 +78,25 @@ fn apply_confirm_rollback_over_dbus_and_cli() {
     });
     assert!(back.is_some(), "not rolled back: {}", ruleset(&topo));
     let show = agent.ctl(&["firewall", "show"]);
-    assert!(out(&show).contains("Last rollback"), "{}", out(&show));
+    assert!(
+        output_text(&show).contains("Last rollback"),
+        "{}",
+        output_text(&show)
+    );
     let confirm = agent.ctl(&["firewall", "confirm"]);
     assert_eq!(
         confirm.status.code(),
         Some(6),
         "nothing to confirm: {}",
-        out(&confirm)
+        output_text(&confirm)
     );
 
     // Apply + confirm keeps it.
     let apply = agent.ctl(&["firewall", "apply", f]);
-    assert!(apply.status.success(), "{}", out(&apply));
+    assert!(apply.status.success(), "{}", output_text(&apply));
     let confirm = agent.ctl(&["firewall", "confirm"]);
-    assert!(confirm.status.success(), "{}", out(&confirm));
-    assert!(out(&confirm).contains("confirmed (generation 2)"));
+    assert!(confirm.status.success(), "{}", output_text(&confirm));
+    assert!(output_text(&confirm).contains("confirmed (generation 2)"));
     std::thread::sleep(Duration::from_millis(2500));
     let kept = ruleset(&topo);
     assert!(kept.contains("\"wwan7\""), "{kept}");
@@ -105,16 +109,20 @@ fn apply_confirm_rollback_over_dbus_and_cli() {
     )
     .unwrap();
     let bad = agent.ctl(&["firewall", "apply", f]);
-    assert_eq!(bad.status.code(), Some(5), "{}", out(&bad));
-    assert!(out(&bad).contains("dmz"), "{}", out(&bad));
+    assert_eq!(bad.status.code(), Some(5), "{}", output_text(&bad));
+    assert!(output_text(&bad).contains("dmz"), "{}", output_text(&bad));
     std::fs::write(
         &file,
         "[firewall.mgmt]\nsources = [\"192.0.2.0/24\", \"192.0.2.0/25\"]\n",
     )
     .unwrap();
     let bad = agent.ctl(&["firewall", "apply", f]);
-    assert_eq!(bad.status.code(), Some(5), "{}", out(&bad));
-    assert!(out(&bad).contains("nothing was changed"), "{}", out(&bad));
+    assert_eq!(bad.status.code(), Some(5), "{}", output_text(&bad));
+    assert!(
+        output_text(&bad).contains("nothing was changed"),
+        "{}",
+        output_text(&bad)
+    );
     assert_eq!(ruleset(&topo), kept);
 }
 
@@ -132,8 +140,12 @@ fn disabled_firewall_is_unavailable_and_leaves_nft_alone() {
     );
     assert_eq!(ruleset(&topo), "");
     let show = agent.ctl(&["firewall", "show"]);
-    assert_eq!(show.status.code(), Some(7), "{}", out(&show));
-    assert!(out(&show).contains("enabled = true"), "{}", out(&show));
+    assert_eq!(show.status.code(), Some(7), "{}", output_text(&show));
+    assert!(
+        output_text(&show).contains("enabled = true"),
+        "{}",
+        output_text(&show)
+    );
 }
 
 /// `Firewall1.Ruleset` emits a change on apply and on the automatic rollback: a client's property

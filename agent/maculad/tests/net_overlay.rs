@@ -2,7 +2,6 @@
 //! against a real maculad in a namespace; the far side is the macula-net library in another
 //! namespace.
 
-use std::process::Output;
 use std::time::Duration;
 
 use macula_core::NodeKey;
@@ -10,21 +9,9 @@ use macula_net::cmd::Host;
 use macula_net::overlay::{Overlay, OverlayConfig, PeerConfig};
 use macula_net::uplinks::monitor::open_responder;
 use macula_net::uplinks::probe;
+use macula_testkit::check::{json, output_text};
 use macula_testkit::netns::Topology;
 use macula_testkit::{Agent, AgentOptions, DbusDaemon, wait_for};
-
-fn out(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn json(o: Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}", out(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
 
 const REALM_SEED: [u8; 32] = [0xaa; 32];
 
@@ -118,7 +105,11 @@ probe = "203.0.113.2:51821"
             .command(from, &["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", to])
             .output()
             .unwrap();
-        assert!(ping.status.success(), "ping {from} → {to}: {}", out(&ping));
+        assert!(
+            ping.status.success(),
+            "ping {from} → {to}: {}",
+            output_text(&ping)
+        );
     }
     let ov = json(agent.ctl(&["overlay", "--json"]));
     assert!(
@@ -127,9 +118,9 @@ probe = "203.0.113.2:51821"
     );
     let table = agent.ctl(&["overlay"]);
     assert!(
-        out(&table).contains(&ob.address().to_string()),
+        output_text(&table).contains(&ob.address().to_string()),
         "{}",
-        out(&table)
+        output_text(&table)
     );
 
     // Uplinks: both healthy, path1 active; blackhole path 1 → path2 active within 2 s.
@@ -170,7 +161,11 @@ probe = "203.0.113.2:51821"
     });
     assert!(signalled.is_some(), "no Active change signal");
     let table = agent.ctl(&["uplinks"]);
-    assert!(out(&table).contains("* path2"), "{}", out(&table));
+    assert!(
+        output_text(&table).contains("* path2"),
+        "{}",
+        output_text(&table)
+    );
     let route =
         String::from_utf8(topo.exec("a", &["ip", "route", "show", "default"]).stdout).unwrap();
     assert!(route.contains(&a2), "{route}");
@@ -195,7 +190,7 @@ probe = "203.0.113.2:51821"
     assert!(
         ping.status.success(),
         "overlay after failover: {}",
-        out(&ping)
+        output_text(&ping)
     );
 
     responder.abort();

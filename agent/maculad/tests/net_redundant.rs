@@ -3,7 +3,6 @@
 //! dropped (nft ingress) during 200 overlay pings at 10 ms: none lost, none duplicated;
 //! `maculactl overlay` / `maculactl uplinks` show the mode and the copies per uplink.
 
-use std::process::Output;
 use std::time::Duration;
 
 use macula_core::NodeKey;
@@ -13,22 +12,10 @@ use macula_net::uplinks::UplinksConfig;
 use macula_net::uplinks::monitor::{Monitor, open_responder};
 use macula_net::uplinks::probe;
 use macula_net::uplinks::redundant::Duplicator;
+use macula_testkit::check::{json, output_text};
 use macula_testkit::netns::Topology;
 use macula_testkit::{Agent, AgentOptions, DbusDaemon, wait_for};
 use tokio::sync::mpsc;
-
-fn out(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn json(o: Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}", out(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
 
 fn uplinks(if1: &str, if2: &str, local: [&str; 2], remote: [&str; 2]) -> String {
     format!(
@@ -142,7 +129,7 @@ uplink_endpoints = {{ path1 = "198.51.100.2:51822", path2 = "203.0.113.2:51822" 
         )
         .output()
         .unwrap();
-    assert!(warm.status.success(), "overlay up: {}", out(&warm));
+    assert!(warm.status.success(), "overlay up: {}", output_text(&warm));
     let ov = json(agent.ctl(&["overlay", "--json"]));
     assert_eq!(ov["redundant_peers"], 1, "{ov}");
     let p = &ov["peer_list"][0];
@@ -153,7 +140,7 @@ uplink_endpoints = {{ path1 = "198.51.100.2:51822", path2 = "203.0.113.2:51822" 
     );
     assert!(p["redundant_tx_packets"].as_u64().unwrap() >= 3, "{ov}");
     assert!(
-        out(&agent.ctl(&["overlay"])).contains("redundant"),
+        output_text(&agent.ctl(&["overlay"])).contains("redundant"),
         "table shows the mode"
     );
     wait_for(Duration::from_secs(3), || {
@@ -183,7 +170,7 @@ uplink_endpoints = {{ path1 = "198.51.100.2:51822", path2 = "203.0.113.2:51822" 
     let ping = tokio::task::spawn_blocking(move || pinger.join().unwrap())
         .await
         .unwrap();
-    let text = out(&ping);
+    let text = output_text(&ping);
     assert!(
         text.contains("200 packets transmitted, 200 received, 0% packet loss"),
         "redundant mode lost packets: {text}"

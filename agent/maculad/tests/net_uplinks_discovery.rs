@@ -2,24 +2,14 @@
 //! (interfaces with a default route in the main table, metric = priority) and probes them;
 //! `maculactl uplinks` shows them.
 
-use std::process::Output;
 use std::time::Duration;
 
 use macula_net::cmd::Host;
 use macula_net::uplinks::monitor::open_responder;
 use macula_net::uplinks::probe;
+use macula_testkit::check::json;
 use macula_testkit::netns::Topology;
 use macula_testkit::{Agent, AgentOptions, DbusDaemon, wait_for};
-
-fn json(o: Output) -> serde_json::Value {
-    assert!(
-        o.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uplinks_discovered_from_default_routes() {

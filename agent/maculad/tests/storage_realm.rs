@@ -11,13 +11,12 @@
 //! shard is ever accepted and the store is consistent after the restart.
 
 use std::collections::BTreeMap;
-use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use macula_mesh::realm::{CertBody, RealmKey, Role};
 use macula_mesh::transport::unix_now;
 use macula_store::store::LocalStore;
+use macula_testkit::check::{free_udp_port, ok, wait_until};
 use macula_testkit::{Agent, AgentOptions, DbusDaemon, maculactl};
 
 struct Node {
@@ -25,32 +24,6 @@ struct Node {
     agent: Agent,
     bus: DbusDaemon,
     alive: bool,
-}
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "maculactl failed ({:?}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Starts `count` nodes with storage on, admits them all to one realm with `realm join`.
@@ -61,7 +34,7 @@ fn realm(count: usize) -> Vec<Node> {
     let certs = tempfile::tempdir().unwrap();
     for i in 0..count {
         let bus = DbusDaemon::start();
-        let port = free_port();
+        let port = free_udp_port();
         let boot = first_port
             .map(|p| format!("bootstrap = [\"127.0.0.1:{p}\"]\n"))
             .unwrap_or_default();

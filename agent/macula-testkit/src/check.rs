@@ -1,0 +1,53 @@
+//! Small assertions shared by the multi-process tests: command output, JSON, polling.
+
+use std::borrow::Borrow;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+/// Stdout and stderr of a command, for failure messages.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Asserts that a command (usually `maculactl`) succeeded; returns its stdout.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed ({:?}): {}",
+        out.status,
+        output_text(out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts that a command succeeded and parses its stdout as JSON (`--json` output).
+pub fn json(out: impl Borrow<Output>) -> serde_json::Value {
+    let text = ok(out.borrow());
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Polls `f` every 250 ms until it holds; panics naming `what` after `secs` seconds.
+/// Returns how long it took.
+pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out after {secs} s: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    start.elapsed()
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind an ephemeral UDP port")
+        .port()
+}
