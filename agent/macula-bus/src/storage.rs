@@ -39,8 +39,9 @@ pub trait StorageControl: Send + Sync + 'static {
     /// `enabled`, `running`, `dir`, `quota_bytes`, `used_bytes`, `free_bytes`, `shards`, `k`, `m`,
     /// `codec`, `nodes` (members with storage).
     fn stats(&self) -> HashMap<String, OwnedValue>;
-    /// Repair planner: `segments` known, `degraded`, `inflight`, `unrecoverable` (segment IDs),
-    /// `repaired` (shards rebuilt since start), `failed` (repair attempts that failed).
+    /// Repair planner: `segments` watched (this node holds a shard of), `degraded`, `leading`
+    /// (degraded segments whose repair this node leads), `inflight`, `unrecoverable` (segment
+    /// IDs), `repaired` (shards rebuilt since start), `failed` (repair attempts that failed).
     fn repair_queue(&self) -> HashMap<String, OwnedValue>;
 }
 

@@ -17,9 +17,13 @@ use macula_store::crypto::{self, AeadId, ObjectKey};
 use macula_store::header::SegmentKind;
 use macula_store::network::{Client, InProcessNetwork, PutConfig};
 use macula_store::placement::NodeInfo;
-use macula_store::repair::{Event, RepairConfig, RepairPlanner};
+use macula_store::repair::RepairConfig;
 use macula_store::segment::{SegmentParams, Shard, Trust, decode_segment, encode_segment};
 use macula_store::store::LocalStore;
+
+#[path = "../tests/common/planners.rs"]
+mod planners;
+use planners::Planners;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -316,53 +320,25 @@ fn cluster() {
     assert!(out == data, "round trip");
     drop(out);
 
-    // Lose one node; the planner (no grace, no throttle) drives repair until nothing is degraded.
+    // Lose one node; the nodes' planners (no grace, no throttle) drive repair until nothing is
+    // degraded.
     let cfg = RepairConfig {
         grace_ms: 0,
         max_inflight: 1,
         bytes_per_sec: u64::MAX / 4000,
         burst_bytes: u64::MAX / 4,
         retry_ms: 0,
+        takeover_ms: u64::MAX / 4,
     };
-    let mut planner = RepairPlanner::new(cfg, 0);
-    for n in &nodes {
-        planner.handle(0, Event::NodeUp(n.clone()));
-        let store = client.network().store(&n.id).unwrap();
-        for (seg, idx) in store.list().unwrap() {
-            let h = store.header(&seg, idx).unwrap();
-            let shard_bytes = Shard::total_len(&h) as u64;
-            planner.handle(
-                0,
-                Event::ShardHeld {
-                    segment: seg,
-                    index: idx,
-                    node: n.id,
-                    k: h.desc().k,
-                    m: h.desc().m,
-                    shard_bytes,
-                },
-            );
-        }
-    }
+    let mut planners = Planners::new(&client, &nodes, cfg);
     let dead = nodes[0].id;
     let lost_bytes = client.network().store(&dead).unwrap().used();
     client.network().set_up(&dead, false);
-    planner.handle(1, Event::NodeDown(dead));
+    planners.node_down(dead, 1);
     let t = Instant::now();
-    let mut repairs = 0;
-    while let Some(action) = planner.poll(1) {
-        let stored = rt.block_on(client.execute_repair(&action)).unwrap();
-        planner.handle(
-            1,
-            Event::RepairDone {
-                segment: action.segment,
-                stored,
-            },
-        );
-        repairs += 1;
-    }
+    let repairs = rt.block_on(planners.run(&client, 1));
     let repair = t.elapsed().as_secs_f64();
-    assert_eq!(planner.status(1).degraded, 0);
+    assert_eq!(planners.degraded(1), 0);
 
     let stored = len * 6 / 4;
     println!("| operation | seconds | MiB/s of object data | ÷ raw disk |");

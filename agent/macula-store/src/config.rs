@@ -40,8 +40,8 @@ pub struct StorageConfig {
     pub repair_grace_secs: u64,
     pub repair_max_inflight: usize,
     pub repair_bytes_per_sec: u64,
-    /// Seconds between audits of the local store (every shard verified, inventory shared with
-    /// the realm).
+    /// Seconds between audits of the local store (every shard read and verified; corrupt copies
+    /// removed and rebuilt).
     pub audit_interval_secs: u64,
 }
 
@@ -121,17 +121,24 @@ impl StorageConfig {
         {
             return Err(StorageConfigError::Repair);
         }
+        // A failed repair (a target that just died, a source not yet known down) is retried
+        // after the grace time, kept between 1 s and 30 s.
+        let retry_ms = self
+            .repair_grace_secs
+            .saturating_mul(1000)
+            .clamp(1000, 30_000);
         Ok(RepairConfig {
             grace_ms: self.repair_grace_secs.saturating_mul(1000),
             max_inflight: self.repair_max_inflight,
             bytes_per_sec: self.repair_bytes_per_sec,
             burst_bytes: self.repair_bytes_per_sec.saturating_mul(2),
-            // A failed repair (a target that just died, a source not yet known down) is retried
-            // after the grace time, kept between 1 s and 30 s.
-            retry_ms: self
+            retry_ms,
+            // The next holder in line takes over a repair its leader has not finished within
+            // three grace times (30 min by default).
+            takeover_ms: self
                 .repair_grace_secs
-                .saturating_mul(1000)
-                .clamp(1000, 30_000),
+                .saturating_mul(3000)
+                .max(2 * retry_ms),
         })
     }
 }

@@ -11,6 +11,7 @@ pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod header;
+pub mod inventory;
 pub mod mesh;
 pub mod network;
 pub mod object;

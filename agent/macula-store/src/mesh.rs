@@ -300,11 +300,17 @@ pub fn serve(node: &MeshNode, store: Arc<LocalStore>, on_corrupt: OnCorrupt) {
         let on_corrupt = on_corrupt.clone();
         Box::pin(async move {
             let (seg, idx) = parse_get(&body)?;
-            let r = blocking(move || s.get(&seg, idx)).await;
-            if let Err(StoreError::Corrupt { segment, index }) = &r {
-                on_corrupt(*segment, *index);
-            }
-            r.map_err(rpc_error)
+            // Reported from the blocking task itself: a caller that cancels the read (a faster
+            // holder answered) does not keep the loss from being reported.
+            blocking(move || {
+                let r = s.get(&seg, idx);
+                if let Err(StoreError::Corrupt { segment, index }) = &r {
+                    on_corrupt(*segment, *index);
+                }
+                r
+            })
+            .await
+            .map_err(rpc_error)
         })
     });
     let s = store;

@@ -99,6 +99,11 @@ impl InProcessNetwork {
         }
     }
 
+    /// Whether a node is up (answers requests).
+    pub fn is_up(&self, id: &NodeId) -> bool {
+        self.lock().get(id).is_some_and(|n| n.1)
+    }
+
     pub fn store(&self, id: &NodeId) -> Option<Arc<LocalStore>> {
         self.lock().get(id).map(|n| n.0.clone())
     }

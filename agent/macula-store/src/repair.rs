@@ -1,20 +1,35 @@
-//! Repair planning as a sans-IO state machine.
+//! Repair planning as a sans-IO state machine, one per node.
 //!
-//! Inputs are events (membership changes, shard inventory and audit results, repair outcomes)
-//! and the current time in milliseconds; outputs are [`RepairAction`]s: "read these k shards,
-//! reconstruct, store these indices on these nodes". The planner never touches the network, the
-//! disk or the clock, so it is tested by deterministic simulation (`tests/repair_sim.rs`).
+//! Inputs are events (membership changes, shard inventories, audit and read results, repair
+//! outcomes) and the current time in milliseconds; outputs are [`RepairAction`]s: "read these k
+//! shards, reconstruct, store these indices on these nodes". The planner never touches the
+//! network, the disk or the clock, so it is tested by deterministic simulation
+//! (`tests/repair_sim.rs`, one planner per simulated node).
 //!
 //! Rules:
+//! - every node runs a planner and tracks exactly the segments it holds a shard of itself (its
+//!   own inventory says which); what others report about other segments is ignored, so memory is
+//!   bounded by the local store;
+//! - an [`Event::Inventory`] is a node's complete list of shards: a shard it no longer lists is
+//!   gone from it (removed as corrupt, deleted, lost with a disk);
+//! - **one repair leader per segment:** the segment's reachable holders are ranked by
+//!   `BLAKE3(segment ‖ node)` (domain `macula/v1/repair-leader`); the first plans the repair at
+//!   once, the holder ranked `r` only once the segment has been degraded for `r × takeover_ms`,
+//!   so a leader that cannot act is replaced without every holder reading k shards at once;
 //! - a shard counts as lost when its holder has been down longer than `grace_ms` (a reboot is not
-//!   a loss), when its holder left the membership, or when an audit or read found it missing or
-//!   corrupt; an index nobody has reported counts as lost only `grace_ms` after the segment was
-//!   first reported (inventory reports arrive piecemeal);
+//!   a loss), when its holder left the membership, when its holder's inventory stopped listing it,
+//!   or when an audit or read found it corrupt; an index nobody has ever reported counts as lost
+//!   only `grace_ms` after the segment was first tracked and once every reachable node has
+//!   reported since (inventories arrive piecemeal, and a put may still be storing shards);
+//! - a segment is repaired only once every reachable node has reported an inventory since this
+//!   node started tracking it (or `takeover_ms` passed), so its holders are all known and no
+//!   target already holds a shard of it;
 //! - segments with the fewest remaining shards are repaired first;
 //! - at most `max_inflight` repairs run at once and repair writes are limited by a token bucket
 //!   (`bytes_per_sec`, `burst_bytes`), so repair never starves foreground traffic;
-//! - targets come from [`crate::placement`], excluding every node that already holds a shard of
-//!   the segment, with the remaining holders counted toward the failure-domain spread.
+//! - sources prefer this node's own shard (a local read); targets come from [`crate::placement`],
+//!   excluding every node that already holds a shard of the segment, with the remaining holders
+//!   counted toward the failure-domain spread.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,6 +51,9 @@ pub struct RepairConfig {
     pub burst_bytes: u64,
     /// Wait before retrying a failed repair (default 30 s).
     pub retry_ms: u64,
+    /// How long a degraded segment waits for each holder ranked before this node, and the
+    /// longest wait for inventories of nodes that never report (default 30 min).
+    pub takeover_ms: u64,
 }
 
 impl Default for RepairConfig {
@@ -46,8 +64,20 @@ impl Default for RepairConfig {
             bytes_per_sec: 32 << 20,
             burst_bytes: 64 << 20,
             retry_ms: 30_000,
+            takeover_ms: 30 * 60 * 1000,
         }
     }
+}
+
+/// One shard a node holds, as its inventory reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HeldShard {
+    pub segment: SegmentId,
+    pub index: u16,
+    pub k: u16,
+    pub m: u16,
+    /// Serialised shard length.
+    pub shard_bytes: u64,
 }
 
 /// What the planner is told.
@@ -59,14 +89,10 @@ pub enum Event {
     NodeDown(NodeId),
     /// A node left the membership for good: its shards are lost at once.
     NodeLeft(NodeId),
-    /// A node holds a verified shard (inventory report, completed write).
-    ShardHeld {
-        segment: SegmentId,
-        index: u16,
+    /// The complete list of shards `node` holds (its own store for this node's planner).
+    Inventory {
         node: NodeId,
-        k: u16,
-        m: u16,
-        shard_bytes: u64,
+        shards: Vec<HeldShard>,
     },
     /// A shard was found missing or corrupt on a node (audit, failed read).
     ShardLost {
@@ -98,18 +124,27 @@ pub struct RepairAction {
 /// A snapshot for status displays.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RepairStatus {
+    /// Segments this node holds a shard of (and watches).
     pub segments: usize,
     /// Segments missing at least one shard (queued or running).
     pub degraded: usize,
     pub inflight: usize,
+    /// Degraded segments this node leads the repair of (the others are led by another holder).
+    pub leading: usize,
     /// Segments with fewer than `k` reachable shards: cannot be repaired until holders return.
     pub unrecoverable: Vec<SegmentId>,
+    /// Shards this node rebuilt and stored since start.
+    pub repaired: u64,
+    /// Repair attempts of this node that failed (each is retried after `retry_ms`).
+    pub failed: u64,
 }
 
 #[derive(Debug, Clone)]
 struct NodeState {
     info: NodeInfo,
     down_since: Option<u64>,
+    /// Inventory count when this node's latest inventory was taken in (0: none yet).
+    reported: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -117,47 +152,126 @@ struct SegState {
     k: u16,
     m: u16,
     shard_bytes: u64,
-    holders: BTreeMap<u16, NodeId>,
-    inflight: bool,
+    /// Index → nodes reported holding it. A present key with no node: the index was held and
+    /// is gone. An absent key: nobody has reported it yet.
+    holders: BTreeMap<u16, BTreeSet<NodeId>>,
     retry_at: u64,
-    /// When the segment was first reported. Indices nobody reported count as lost only from
-    /// `first_seen + grace_ms` on, so a partial inventory (reports still arriving after a start
-    /// or a partition) does not trigger repairs.
+    /// Inventory count when this node started tracking the segment: holders known only from
+    /// inventories taken in later (earlier ones were ignored for it).
+    tracked_at: u64,
+    /// When this node started tracking the segment. Indices nobody reported count as lost only
+    /// from `first_seen + grace_ms` on, so a partial inventory (reports still arriving after a
+    /// start or a partition) does not trigger repairs.
     first_seen: u64,
+    /// Since when the segment has been missing shards (for the leader takeover).
+    degraded_since: Option<u64>,
+    /// Shards this node's repairs stored, until the target's inventory confirms them: an
+    /// inventory taken before the repair (still in flight when it finished) does not undo them
+    /// before this time.
+    unconfirmed: BTreeMap<(u16, NodeId), u64>,
 }
 
-/// The repair planner.
+impl SegState {
+    fn new(h: &HeldShard, now: u64, tracked_at: u64) -> Self {
+        Self {
+            k: h.k,
+            m: h.m,
+            shard_bytes: h.shard_bytes,
+            holders: BTreeMap::new(),
+            retry_at: 0,
+            tracked_at,
+            first_seen: now,
+            degraded_since: None,
+            unconfirmed: BTreeMap::new(),
+        }
+    }
+
+    fn n(&self) -> u16 {
+        self.k + self.m
+    }
+
+    fn holds(&self, node: &NodeId) -> bool {
+        self.holders.values().any(|h| h.contains(node))
+    }
+
+    fn add(&mut self, index: u16, node: NodeId) {
+        if index < self.n() {
+            self.holders.entry(index).or_default().insert(node);
+        }
+    }
+
+    /// Takes in `node`'s complete list of indices: it holds exactly these now (keys of indices
+    /// it no longer holds stay: those indices were held). Recently repaired shards not listed
+    /// yet stay until their confirmation time.
+    fn report(&mut self, node: &NodeId, indices: &BTreeSet<u16>, now: u64) {
+        self.unconfirmed
+            .retain(|(i, n), until| n != node || (!indices.contains(i) && now < *until));
+        for (i, h) in self.holders.iter_mut() {
+            if !indices.contains(i) && !self.unconfirmed.contains_key(&(*i, *node)) {
+                h.remove(node);
+            }
+        }
+        for &i in indices {
+            self.add(i, *node);
+        }
+    }
+}
+
+/// Rank key of `node` for leading the repair of `segment` (lowest leads).
+fn leader_rank(segment: &SegmentId, node: &NodeId) -> [u8; 32] {
+    *blake3::Hasher::new_derive_key("macula/v1/repair-leader")
+        .update(&segment.0)
+        .update(node.as_bytes())
+        .finalize()
+        .as_bytes()
+}
+
+/// The repair planner of one node.
 #[derive(Debug, Clone)]
 pub struct RepairPlanner {
+    me: NodeId,
     cfg: RepairConfig,
     nodes: BTreeMap<NodeId, NodeState>,
     segments: BTreeMap<SegmentId, SegState>,
-    inflight: usize,
+    /// Repairs handed out and not yet reported done or failed (their segment may have been
+    /// forgotten meanwhile).
+    inflight: BTreeSet<SegmentId>,
+    /// Inventories taken in so far.
+    inventories: u64,
     tokens: u64,
     refilled_at: u64,
+    repaired: u64,
+    failed: u64,
 }
 
 impl RepairPlanner {
-    pub fn new(cfg: RepairConfig, now: u64) -> Self {
+    /// The planner of node `me`.
+    pub fn new(me: NodeId, cfg: RepairConfig, now: u64) -> Self {
         let tokens = cfg.burst_bytes;
         Self {
+            me,
             cfg,
             nodes: BTreeMap::new(),
             segments: BTreeMap::new(),
-            inflight: 0,
+            inflight: BTreeSet::new(),
+            inventories: 0,
             tokens,
             refilled_at: now,
+            repaired: 0,
+            failed: 0,
         }
     }
 
     pub fn handle(&mut self, now: u64, event: Event) {
         match event {
             Event::NodeUp(info) => {
+                let reported = self.nodes.get(&info.id).map_or(0, |n| n.reported);
                 self.nodes.insert(
                     info.id,
                     NodeState {
                         info,
                         down_since: None,
+                        reported,
                     },
                 );
             }
@@ -169,58 +283,69 @@ impl RepairPlanner {
             Event::NodeLeft(id) => {
                 self.nodes.remove(&id);
             }
-            Event::ShardHeld {
-                segment,
-                index,
-                node,
-                k,
-                m,
-                shard_bytes,
-            } => {
-                let s = self.segments.entry(segment).or_insert_with(|| SegState {
-                    k,
-                    m,
-                    shard_bytes,
-                    holders: BTreeMap::new(),
-                    inflight: false,
-                    retry_at: 0,
-                    first_seen: now,
-                });
-                if usize::from(index) < usize::from(s.k) + usize::from(s.m) {
-                    s.holders.insert(index, node);
-                }
-            }
+            Event::Inventory { node, shards } => self.inventory(now, node, shards),
             Event::ShardLost {
                 segment,
                 index,
                 node,
             } => {
                 if let Some(s) = self.segments.get_mut(&segment)
-                    && s.holders.get(&index) == Some(&node)
+                    && let Some(h) = s.holders.get_mut(&index)
                 {
-                    s.holders.remove(&index);
+                    h.remove(&node);
+                    if node == self.me && !s.holds(&node) {
+                        // This node holds nothing of the segment any more: another holder
+                        // leads its repair (it learns of the loss from our inventory).
+                        self.segments.remove(&segment);
+                    }
                 }
             }
             Event::RepairDone { segment, stored } => {
+                self.inflight.remove(&segment);
+                self.repaired += stored.len() as u64;
                 if let Some(s) = self.segments.get_mut(&segment) {
                     for (index, node) in stored {
-                        s.holders.insert(index, node);
-                    }
-                    if s.inflight {
-                        s.inflight = false;
-                        self.inflight -= 1;
+                        s.add(index, node);
+                        s.unconfirmed.insert((index, node), now + self.cfg.grace_ms);
                     }
                 }
             }
             Event::RepairFailed { segment } => {
-                if let Some(s) = self.segments.get_mut(&segment)
-                    && s.inflight
+                self.failed += 1;
+                if self.inflight.remove(&segment)
+                    && let Some(s) = self.segments.get_mut(&segment)
                 {
-                    s.inflight = false;
                     s.retry_at = now + self.cfg.retry_ms;
-                    self.inflight -= 1;
                 }
             }
+        }
+    }
+
+    fn inventory(&mut self, now: u64, node: NodeId, shards: Vec<HeldShard>) {
+        self.inventories += 1;
+        let count = self.inventories;
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.reported = count;
+        }
+        if node == self.me {
+            // Track exactly the segments held here.
+            let held: BTreeSet<SegmentId> = shards.iter().map(|h| h.segment).collect();
+            self.segments.retain(|id, _| held.contains(id));
+            for h in &shards {
+                self.segments
+                    .entry(h.segment)
+                    .or_insert_with(|| SegState::new(h, now, count));
+            }
+        }
+        let mut listed: BTreeMap<SegmentId, BTreeSet<u16>> = BTreeMap::new();
+        for h in &shards {
+            if self.segments.contains_key(&h.segment) {
+                listed.entry(h.segment).or_default().insert(h.index);
+            }
+        }
+        let none = BTreeSet::new();
+        for (id, s) in self.segments.iter_mut() {
+            s.report(&node, listed.get(id).unwrap_or(&none), now);
         }
     }
 
@@ -246,31 +371,77 @@ impl RepairPlanner {
 
     /// Indices of `s` that are lost at `now`.
     fn missing(&self, s: &SegState, now: u64) -> Vec<u16> {
-        let n = s.k + s.m;
-        let settled = now.saturating_sub(s.first_seen) >= self.cfg.grace_ms;
-        (0..n)
+        let settled =
+            now.saturating_sub(s.first_seen) >= self.cfg.grace_ms && self.view_complete(s, now);
+        (0..s.n())
             .filter(|i| match s.holders.get(i) {
-                Some(h) => !self.counts(h, now),
+                Some(h) => !h.iter().any(|n| self.counts(n, now)),
                 None => settled,
             })
             .collect()
     }
 
+    fn update_degraded(&mut self, now: u64) {
+        let degraded: BTreeSet<SegmentId> = self
+            .segments
+            .iter()
+            .filter(|(_, s)| !self.missing(s, now).is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        for (id, s) in &mut self.segments {
+            if degraded.contains(id) {
+                s.degraded_since.get_or_insert(now);
+            } else {
+                s.degraded_since = None;
+            }
+        }
+    }
+
+    /// Whether every reachable node has reported an inventory since this node started tracking
+    /// the segment, so every holder is known and a repair cannot pick a target that already
+    /// holds a shard of it. A node that never reports (a broken publisher) delays this by
+    /// `takeover_ms` at most.
+    fn view_complete(&self, s: &SegState, now: u64) -> bool {
+        now.saturating_sub(s.first_seen) >= self.cfg.takeover_ms
+            || self
+                .nodes
+                .iter()
+                .filter(|(id, n)| **id != self.me && n.down_since.is_none())
+                .all(|(_, n)| n.reported > s.tracked_at)
+    }
+
+    /// This node's place among the reachable holders of a segment (0 = leader).
+    fn rank(&self, id: &SegmentId, s: &SegState) -> usize {
+        let mine = leader_rank(id, &self.me);
+        let holders: BTreeSet<&NodeId> = s.holders.values().flatten().collect();
+        holders
+            .into_iter()
+            .filter(|n| **n != self.me && self.reachable(n))
+            .filter(|n| leader_rank(id, n) < mine)
+            .count()
+    }
+
+    /// When this node may start repairing a degraded segment (its takeover time).
+    fn turn(&self, id: &SegmentId, s: &SegState) -> Option<u64> {
+        let since = s.degraded_since?;
+        Some(since + self.rank(id, s) as u64 * self.cfg.takeover_ms)
+    }
+
     /// The next repair allowed at `now`, if any. Call until it returns `None`.
     pub fn poll(&mut self, now: u64) -> Option<RepairAction> {
         self.refill(now);
-        if self.inflight >= self.cfg.max_inflight {
+        self.update_degraded(now);
+        if self.inflight.len() >= self.cfg.max_inflight {
             return None;
         }
         // Most endangered first: fewest counted shards, then segment ID.
         let mut queue: Vec<(usize, SegmentId)> = self
             .segments
             .iter()
-            .filter(|(_, s)| !s.inflight && s.retry_at <= now)
-            .filter_map(|(id, s)| {
-                let missing = self.missing(s, now).len();
-                (missing > 0).then(|| (usize::from(s.k + s.m) - missing, *id))
-            })
+            .filter(|(id, s)| !self.inflight.contains(id) && s.retry_at <= now)
+            .filter(|(id, s)| self.turn(id, s).is_some_and(|t| t <= now))
+            .filter(|(_, s)| self.view_complete(s, now))
+            .map(|(id, s)| (usize::from(s.n()) - self.missing(s, now).len(), *id))
             .collect();
         queue.sort();
         let up: Vec<NodeInfo> = self
@@ -281,28 +452,47 @@ impl RepairPlanner {
             .collect();
         for (_, id) in queue {
             let s = &self.segments[&id];
-            let sources: Vec<(u16, NodeId)> = s
-                .holders
-                .iter()
-                .filter(|(_, h)| self.reachable(h))
-                .map(|(i, h)| (*i, *h))
-                .take(usize::from(s.k))
-                .collect();
+            // One reachable holder per index, this node's own shards first (local reads).
+            let mut sources: Vec<(u16, NodeId)> = Vec::new();
+            for (i, h) in &s.holders {
+                let pick = if h.contains(&self.me) && self.reachable(&self.me) {
+                    Some(self.me)
+                } else {
+                    h.iter().find(|n| self.reachable(n)).copied()
+                };
+                if let Some(n) = pick {
+                    sources.push((*i, n));
+                }
+            }
+            sources.sort_by_key(|(_, n)| *n != self.me);
+            sources.truncate(usize::from(s.k));
             if sources.len() < usize::from(s.k) {
                 continue; // unrecoverable for now
             }
+            sources.sort();
             let missing = self.missing(s, now);
             let bytes = s.shard_bytes * missing.len() as u64;
             if self.tokens < bytes.min(self.cfg.burst_bytes) {
                 // Throttled: wait for tokens rather than letting smaller repairs jump the queue.
                 return None;
             }
-            let holders: Vec<NodeId> = s.holders.values().copied().collect();
+            let holders: Vec<NodeId> = s
+                .holders
+                .values()
+                .flatten()
+                .copied()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
             let occupied: Vec<NodeInfo> = s
                 .holders
                 .iter()
-                .filter(|(i, h)| !missing.contains(i) && self.counts(h, now))
-                .filter_map(|(_, h)| self.nodes.get(h).map(|n| n.info.clone()))
+                .filter(|(i, _)| !missing.contains(i))
+                .flat_map(|(_, h)| h.iter())
+                .filter(|h| self.counts(h, now))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .filter_map(|h| self.nodes.get(h).map(|n| n.info.clone()))
                 .collect();
             let Ok(nodes) = placement::place_with_domains(
                 &id,
@@ -316,9 +506,7 @@ impl RepairPlanner {
             };
             let targets: Vec<(u16, NodeId)> = missing.into_iter().zip(nodes).collect();
             self.tokens -= bytes.min(self.tokens);
-            self.inflight += 1;
-            let s = self.segments.get_mut(&id).expect("segment exists");
-            s.inflight = true;
+            self.inflight.insert(id);
             return Some(RepairAction {
                 segment: id,
                 sources,
@@ -330,7 +518,8 @@ impl RepairPlanner {
     }
 
     /// The earliest time after `now` at which [`RepairPlanner::poll`] could return something new
-    /// without another event (grace expiry, retry, or token refill), for the shell's timer.
+    /// without another event (grace expiry, takeover, retry, or token refill), for the shell's
+    /// timer.
     pub fn next_wakeup(&self, now: u64) -> Option<u64> {
         let mut t: Option<u64> = None;
         let mut consider = |x: u64| {
@@ -343,9 +532,12 @@ impl RepairPlanner {
                 consider(since + self.cfg.grace_ms);
             }
         }
-        for s in self.segments.values() {
+        for (id, s) in &self.segments {
             consider(s.retry_at);
             consider(s.first_seen + self.cfg.grace_ms);
+            if let Some(turn) = self.turn(id, s) {
+                consider(turn);
+            }
         }
         if self.tokens < self.cfg.burst_bytes && self.cfg.bytes_per_sec > 0 {
             let need = self.cfg.burst_bytes - self.tokens;
@@ -357,23 +549,33 @@ impl RepairPlanner {
     pub fn status(&self, now: u64) -> RepairStatus {
         let mut st = RepairStatus {
             segments: self.segments.len(),
-            inflight: self.inflight,
+            inflight: self.inflight.len(),
+            repaired: self.repaired,
+            failed: self.failed,
             ..Default::default()
         };
         for (id, s) in &self.segments {
             if !self.missing(s, now).is_empty() {
                 st.degraded += 1;
+                if self.rank(id, s) == 0 {
+                    st.leading += 1;
+                }
             }
-            let reachable = s.holders.values().filter(|h| self.reachable(h)).count();
-            if reachable < usize::from(s.k) {
+            let reachable = s
+                .holders
+                .values()
+                .filter(|h| h.iter().any(|n| self.reachable(n)))
+                .count();
+            // Judged only once every holder is known.
+            if reachable < usize::from(s.k) && self.view_complete(s, now) {
                 st.unrecoverable.push(*id);
             }
         }
         st
     }
 
-    /// Holders currently recorded for a segment (index → node).
-    pub fn holders(&self, segment: &SegmentId) -> Option<&BTreeMap<u16, NodeId>> {
+    /// Holders currently recorded for a segment this node tracks (index → nodes).
+    pub fn holders(&self, segment: &SegmentId) -> Option<&BTreeMap<u16, BTreeSet<NodeId>>> {
         self.segments.get(segment).map(|s| &s.holders)
     }
 

@@ -11,7 +11,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::header::SegmentId;
 use crate::network::{Client, StorageNetwork};
-use crate::repair::{Event, RepairConfig, RepairPlanner, RepairStatus};
+use crate::repair::{Event, HeldShard, RepairConfig, RepairPlanner, RepairStatus};
 use crate::segment::Shard;
 use crate::store::{LocalStore, StoreError};
 
@@ -23,11 +23,15 @@ pub struct RepairService {
 }
 
 impl RepairService {
-    /// Starts the service on the current tokio runtime.
-    pub fn start<N: StorageNetwork + 'static>(client: Arc<Client<N>>, cfg: RepairConfig) -> Self {
+    /// Starts the repair service of node `me` on the current tokio runtime.
+    pub fn start<N: StorageNetwork + 'static>(
+        me: NodeId,
+        client: Arc<Client<N>>,
+        cfg: RepairConfig,
+    ) -> Self {
         let (events, rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(RepairStatus::default());
-        let task = tokio::spawn(run(client, cfg, rx, status_tx));
+        let task = tokio::spawn(run(me, client, cfg, rx, status_tx));
         Self {
             events,
             status,
@@ -41,9 +45,9 @@ impl RepairService {
         let _ = self.events.send(event);
     }
 
-    /// Audits a local store every `interval`: reports its inventory (`ShardHeld`, from the
-    /// self-describing headers) and runs [`LocalStore::gc`], reporting every shard that failed
-    /// verification as `ShardLost` so it is rebuilt. Runs until the service stops.
+    /// Audits a local store every `interval`: runs [`LocalStore::gc`] (every shard verified),
+    /// reports every shard that failed verification as `ShardLost` and then the store's
+    /// inventory. Runs until the service stops.
     pub fn audit_local(
         &self,
         node: NodeId,
@@ -55,41 +59,25 @@ impl RepairService {
             loop {
                 let store2 = store.clone();
                 let found = tokio::task::spawn_blocking(move || audit_once(&store2)).await;
-                let (held, lost) = match found {
+                let (lost, shards) = match found {
                     Ok(Ok(found)) => found,
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "storage: audit failed");
-                        (Vec::new(), Vec::new())
+                        (Vec::new(), None)
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "storage: audit task panicked");
-                        (Vec::new(), Vec::new())
+                        (Vec::new(), None)
                     }
                 };
-                for (segment, index) in lost {
-                    if events
-                        .send(Event::ShardLost {
-                            segment,
-                            index,
-                            node,
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                for (segment, index, k, m, shard_bytes) in held {
-                    if events
-                        .send(Event::ShardHeld {
-                            segment,
-                            index,
-                            node,
-                            k,
-                            m,
-                            shard_bytes,
-                        })
-                        .is_err()
-                    {
+                let lost = lost.into_iter().map(|(segment, index)| Event::ShardLost {
+                    segment,
+                    index,
+                    node,
+                });
+                let inventory = shards.map(|shards| Event::Inventory { node, shards });
+                for ev in lost.chain(inventory) {
+                    if events.send(ev).is_err() {
                         return;
                     }
                 }
@@ -99,6 +87,11 @@ impl RepairService {
                 }
             }
         })
+    }
+
+    /// A sender for events (for tasks that feed the planner, like an inventory subscription).
+    pub fn sender(&self) -> mpsc::UnboundedSender<Event> {
+        self.events.clone()
     }
 
     /// The latest planner status.
@@ -114,6 +107,7 @@ impl RepairService {
 }
 
 async fn run<N: StorageNetwork + 'static>(
+    me: NodeId,
     client: Arc<Client<N>>,
     cfg: RepairConfig,
     mut events: mpsc::UnboundedReceiver<Event>,
@@ -121,7 +115,7 @@ async fn run<N: StorageNetwork + 'static>(
 ) {
     let epoch = Instant::now();
     let now_ms = || epoch.elapsed().as_millis() as u64;
-    let mut planner = RepairPlanner::new(cfg, now_ms());
+    let mut planner = RepairPlanner::new(me, cfg, now_ms());
     let mut running = JoinSet::new();
     loop {
         let now = now_ms();
@@ -162,22 +156,28 @@ async fn run<N: StorageNetwork + 'static>(
     running.abort_all();
 }
 
-/// Inventory of shards still present after a GC, and the shards GC removed as corrupt.
-type Audit = (Vec<(SegmentId, u16, u16, u16, u64)>, Vec<(SegmentId, u16)>);
+/// Every shard of a local store, from the self-describing headers (data not read).
+pub fn local_inventory(store: &LocalStore) -> Result<Vec<HeldShard>, StoreError> {
+    let mut held = Vec::new();
+    for (segment, index) in store.list()? {
+        // A file removed or found malformed since the listing is not held.
+        if let Ok(h) = store.header(&segment, index) {
+            held.push(HeldShard {
+                segment,
+                index,
+                k: h.desc().k,
+                m: h.desc().m,
+                shard_bytes: Shard::total_len(&h) as u64,
+            });
+        }
+    }
+    Ok(held)
+}
+
+/// Shards an audit removed as corrupt, and the inventory left (unless listing failed).
+type Audit = (Vec<(SegmentId, u16)>, Option<Vec<HeldShard>>);
 
 fn audit_once(store: &LocalStore) -> Result<Audit, StoreError> {
     let report = store.gc()?;
-    let mut held = Vec::new();
-    for (seg, idx) in store.list()? {
-        if let Ok(h) = store.header(&seg, idx) {
-            held.push((
-                seg,
-                idx,
-                h.desc().k,
-                h.desc().m,
-                Shard::total_len(&h) as u64,
-            ));
-        }
-    }
-    Ok((held, report.removed_corrupt))
+    Ok((report.removed_corrupt, local_inventory(store).ok()))
 }

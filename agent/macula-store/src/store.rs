@@ -138,6 +138,8 @@ pub struct LocalStore {
     quota: u64,
     used: Mutex<u64>,
     tmp_counter: AtomicU64,
+    /// Moves whenever a shard is stored or removed.
+    changes: AtomicU64,
 }
 
 impl LocalStore {
@@ -153,6 +155,7 @@ impl LocalStore {
             quota,
             used: Mutex::new(0),
             tmp_counter: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
         };
         store.clean_tmp()?;
         store.recount()?;
@@ -172,6 +175,12 @@ impl LocalStore {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// A counter that moves whenever a shard is stored or removed through this handle (so the
+    /// inventory is re-published only after a change).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
     }
 
     /// Bytes of shards stored.
@@ -290,6 +299,7 @@ impl LocalStore {
             }
             fs::rename(&tmp, &path).map_err(io_err("cannot rename into place", &path))?;
             *used += need;
+            self.changes.fetch_add(1, Ordering::Relaxed);
         }
         sync_dir(dir)?;
         Ok(PutOutcome::Stored)
@@ -318,6 +328,7 @@ impl LocalStore {
         }
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         *used -= len.min(*used);
+        self.changes.fetch_add(1, Ordering::Relaxed);
         Ok(StoreError::Corrupt {
             segment: *seg,
             index,
@@ -473,6 +484,7 @@ impl LocalStore {
         fs::remove_file(&path).map_err(io_err("cannot remove", &path))?;
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         *used -= len.min(*used);
+        self.changes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 

@@ -9,9 +9,12 @@ use macula_store::crypto::AeadId;
 use macula_store::header::SegmentId;
 use macula_store::network::{Client, ClientError, InProcessNetwork, PutConfig};
 use macula_store::placement::NodeInfo;
-use macula_store::repair::{Event, RepairConfig, RepairPlanner};
-use macula_store::segment::Shard;
+use macula_store::repair::RepairConfig;
 use macula_store::store::LocalStore;
+
+#[path = "common/planners.rs"]
+mod planners;
+use planners::Planners;
 
 struct Cluster {
     _dir: tempfile::TempDir,
@@ -288,56 +291,28 @@ async fn planner_restores_redundancy_after_a_node_dies() {
         grace_ms: 1000,
         ..RepairConfig::default()
     };
-    let mut planner = RepairPlanner::new(cfg, 0);
-    for n in c.members() {
-        planner.handle(0, Event::NodeUp(n));
-    }
-    // Inventory reports come from the shard headers themselves (self-describing shards).
-    for (seg, idx, node) in c.inventory() {
-        let h = c.net().store(&node).unwrap().header(&seg, idx).unwrap();
-        let shard_bytes = Shard::total_len(&h) as u64;
-        planner.handle(
-            0,
-            Event::ShardHeld {
-                segment: seg,
-                index: idx,
-                node,
-                k: h.desc().k,
-                m: h.desc().m,
-                shard_bytes,
-            },
-        );
-    }
+    // One planner per node; inventories come from the shard headers themselves
+    // (self-describing shards).
+    let mut planners = Planners::new(&c.client, &c.members(), cfg);
     let dead = c.nodes[3].id;
     c.net().set_up(&dead, false);
-    planner.handle(10, Event::NodeDown(dead));
-    assert_eq!(planner.poll(500), None, "within grace: no repair");
-    let mut now = 1010;
-    let mut repaired = 0;
-    loop {
-        let mut progressed = false;
-        while let Some(action) = planner.poll(now) {
-            let stored = c.client.execute_repair(&action).await.unwrap();
-            planner.handle(
-                now,
-                Event::RepairDone {
-                    segment: action.segment,
-                    stored,
-                },
-            );
-            repaired += 1;
-            progressed = true;
-        }
-        match planner.next_wakeup(now) {
-            Some(t) if !progressed || planner.status(now).degraded > 0 => now = t,
-            _ => break,
-        }
-        if planner.status(now).degraded == 0 {
-            break;
+    planners.node_down(dead, 10);
+    assert_eq!(
+        planners.run(&c.client, 500).await,
+        0,
+        "within grace: no repair"
+    );
+    assert!(planners.degraded(500) == 0);
+    let repaired = planners.run(&c.client, 1010).await;
+    assert!(repaired > 0);
+    assert_eq!(planners.degraded(1010), 0);
+    // Every lost shard was rebuilt exactly once: the live stores hold each index once.
+    let mut seen = std::collections::BTreeSet::new();
+    for (seg, idx, node) in c.inventory() {
+        if node != dead {
+            assert!(seen.insert((seg, idx)), "{seg}.{idx} stored twice");
         }
     }
-    assert!(repaired > 0);
-    assert_eq!(planner.status(now).degraded, 0);
     // Full redundancy again: two more holders may die and every object is still readable.
     c.net().set_up(&c.nodes[0].id, false);
     c.net().set_up(&c.nodes[7].id, false);

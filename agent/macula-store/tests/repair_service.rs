@@ -1,15 +1,16 @@
-//! The repair service (tokio shell around the planner) restores redundancy over in-process
-//! stores after a node goes down, with real time and concurrent repairs.
+//! The repair services (tokio shells around the planners, one per node) restore redundancy over
+//! in-process stores after a node goes down, with real time and concurrent repairs, each lost
+//! shard rebuilt once by the segment's repair leader.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use macula_core::NodeKey;
+use macula_core::{NodeId, NodeKey};
 use macula_store::network::{Client, InProcessNetwork, PutConfig};
 use macula_store::placement::NodeInfo;
-use macula_store::repair::{Event, RepairConfig};
+use macula_store::repair::{Event, RepairConfig, RepairStatus};
 use macula_store::segment::{Shard, Trust};
-use macula_store::service::RepairService;
+use macula_store::service::{RepairService, local_inventory};
 use macula_store::store::LocalStore;
 
 #[tokio::test]
@@ -49,35 +50,21 @@ async fn service_restores_redundancy_after_a_node_goes_down() {
         objects.push((cap, data));
     }
 
-    // Events reach the service asynchronously: a repair planned before it learns of the dead node
-    // fails and is retried after `retry_ms`.
+    // One service per node, as every maculad runs one. Events reach the services
+    // asynchronously: a repair planned before a service learns of the dead node fails and is
+    // retried after `retry_ms`.
     let cfg = RepairConfig {
         grace_ms: 200,
         max_inflight: 3,
         retry_ms: 300,
         ..RepairConfig::default()
     };
-    let service = RepairService::start(client.clone(), cfg);
-    for n in &nodes {
-        service.send(Event::NodeUp(n.clone()));
-        let store = client.network().store(&n.id).unwrap();
-        for (seg, idx) in store.list().unwrap() {
-            let h = store.header(&seg, idx).unwrap();
-            let shard_bytes = Shard::total_len(&h) as u64;
-            service.send(Event::ShardHeld {
-                segment: seg,
-                index: idx,
-                node: n.id,
-                k: h.desc().k,
-                m: h.desc().m,
-                shard_bytes,
-            });
-        }
-    }
+    let services = start_services(&client, &nodes, cfg);
     let dead = nodes[2].id;
+    let lost = client.network().store(&dead).unwrap().list().unwrap().len() as u64;
+    assert!(lost > 0);
     client.network().set_up(&dead, false);
-    service.send(Event::NodeDown(dead));
-
+    services.send_all(Event::NodeDown(dead));
     // The outcome: every segment has all 6 shards on live nodes again (checked on the stores),
     // and the published status agrees.
     let live: Vec<_> = nodes
@@ -94,22 +81,23 @@ async fn service_restores_redundancy_after_a_node_goes_down() {
                     per_segment.entry(seg).or_default().insert(idx);
                 }
             }
-            let status = service.status().borrow().clone();
-            if per_segment.len() == status.segments
-                && per_segment.values().all(|s| s.len() == 6)
+            let status = services.status(&live);
+            if per_segment.values().all(|s| s.len() == 6)
                 && status.degraded == 0
                 && status.inflight == 0
             {
-                return status;
+                return (per_segment.len(), status);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await
     .expect("redundancy restored within 30 s");
-    assert_eq!(restored.segments, 12);
-    assert!(restored.unrecoverable.is_empty());
-    service.stop().await;
+    assert_eq!(restored.0, 12);
+    assert!(restored.1.unrecoverable.is_empty());
+    // Every segment lost one shard and was repaired by exactly one node.
+    assert_eq!(restored.1.repaired, lost);
+    services.stop().await;
 
     // Full redundancy: two more nodes may go down and everything is still readable.
     client.network().set_up(&nodes[5].id, false);
@@ -154,27 +142,27 @@ async fn periodic_audit_finds_a_flipped_byte_and_the_shard_is_rebuilt() {
         .await
         .unwrap();
 
-    let service = RepairService::start(
-        client.clone(),
+    let services = start_services(
+        &client,
+        &nodes,
         RepairConfig {
             grace_ms: 100,
             ..RepairConfig::default()
         },
     );
-    for n in &nodes {
-        service.send(Event::NodeUp(n.clone()));
-    }
-    let audits: Vec<_> = nodes
+    let audits: Vec<_> = services
+        .services
         .iter()
-        .map(|n| {
-            service.audit_local(
-                n.id,
-                client.network().store(&n.id).unwrap(),
+        .map(|(id, s)| {
+            s.audit_local(
+                *id,
+                client.network().store(id).unwrap(),
                 Duration::from_millis(100),
             )
         })
         .collect();
 
+    let ids: Vec<NodeId> = nodes.iter().map(|n| n.id).collect();
     // Flip one byte in a stored shard file; nobody reads the object.
     let victim = nodes[4].id;
     let store = client.network().store(&victim).unwrap();
@@ -208,7 +196,7 @@ async fn periodic_audit_finds_a_flipped_byte_and_the_shard_is_rebuilt() {
     assert_eq!((copies(true), copies(false)), (0, 1));
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            let status = service.status().borrow().clone();
+            let status = services.status(&ids);
             if copies(true) == 1
                 && copies(false) == 0
                 && status.degraded == 0
@@ -224,7 +212,9 @@ async fn periodic_audit_finds_a_flipped_byte_and_the_shard_is_rebuilt() {
     for a in audits {
         a.abort();
     }
-    service.stop().await;
+    // Rebuilt once, by one node.
+    assert_eq!(services.status(&ids).repaired, 1);
+    services.stop().await;
     let mut out = Vec::new();
     let report = client.get(&nodes, &cap, &mut out).await.unwrap();
     assert_eq!(out, data);
@@ -232,4 +222,87 @@ async fn periodic_audit_finds_a_flipped_byte_and_the_shard_is_rebuilt() {
         report.corrupt.is_empty(),
         "no corrupt shard left to find: {report:?}"
     );
+}
+
+/// One repair service per node over the shared in-process network, plus a task that hands
+/// every live store's inventory to every service every 100 ms (maculad's pub/sub in miniature).
+struct Services {
+    services: Vec<(NodeId, RepairService)>,
+    feeder: tokio::task::JoinHandle<()>,
+}
+
+fn start_services(
+    client: &Arc<Client<InProcessNetwork>>,
+    nodes: &[NodeInfo],
+    cfg: RepairConfig,
+) -> Services {
+    let services: Vec<(NodeId, RepairService)> = nodes
+        .iter()
+        .map(|n| {
+            (
+                n.id,
+                RepairService::start(n.id, client.clone(), cfg.clone()),
+            )
+        })
+        .collect();
+    for (_, s) in &services {
+        for n in nodes {
+            s.send(Event::NodeUp(n.clone()));
+        }
+    }
+    let senders: Vec<_> = services.iter().map(|(_, s)| s.sender()).collect();
+    let ids: Vec<NodeId> = nodes.iter().map(|n| n.id).collect();
+    let client = client.clone();
+    let feeder = tokio::spawn(async move {
+        loop {
+            for id in &ids {
+                if !client.network().is_up(id) {
+                    continue;
+                }
+                let store = client.network().store(id).unwrap();
+                let shards = local_inventory(&store).unwrap();
+                for tx in &senders {
+                    let _ = tx.send(Event::Inventory {
+                        node: *id,
+                        shards: shards.clone(),
+                    });
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    Services { services, feeder }
+}
+
+impl Services {
+    fn send_all(&self, ev: Event) {
+        for (_, s) in &self.services {
+            s.send(ev.clone());
+        }
+    }
+
+    /// The sum of the live nodes' statuses.
+    fn status(&self, live: &[NodeId]) -> RepairStatus {
+        let mut total = RepairStatus::default();
+        for (id, s) in &self.services {
+            if live.contains(id) {
+                let st = s.status().borrow().clone();
+                total.segments += st.segments;
+                total.degraded += st.degraded;
+                total.inflight += st.inflight;
+                total.leading += st.leading;
+                total.repaired += st.repaired;
+                total.failed += st.failed;
+                total.unrecoverable.extend(st.unrecoverable);
+            }
+        }
+        total
+    }
+
+    async fn stop(self) {
+        self.feeder.abort();
+        for (_, s) in self.services {
+            s.stop().await;
+        }
+    }
 }

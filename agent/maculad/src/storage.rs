@@ -1,12 +1,13 @@
 //! Wiring of storage: the local shard store on the data dir, shard transfer over the mesh
 //! (`macula_store::mesh`), the repair service fed by membership, local audits and the realm's
-//! shared inventory, and `io.macula.Storage1`.
+//! shared inventories, and `io.macula.Storage1`.
 //!
 //! Storage starts once the mesh runs (at start-up with a certificate, or after `realm join`).
-//! Every node publishes its shard inventory on [`INVENTORY_TOPIC`] after each audit; a node feeds
-//! its repair planner the inventory of the segments it holds itself, so the holders of a segment
-//! notice when another holder is lost and rebuild its shards (placement is deterministic, so
-//! holders repairing the same segment at once store the same shards on the same targets).
+//! Every node publishes its complete shard inventory on [`INVENTORY_TOPIC`]
+//! (`macula_store::inventory`) about a second after its store changed and at least every
+//! [`INVENTORY_REFRESH`] (or audit interval, if shorter); each node's repair planner watches the
+//! segments it holds a shard of, learns from the others' inventories who holds the rest, and the
+//! one holder ranked first for a segment leads its repair (`macula_store::repair`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,18 +19,18 @@ use anyhow::{Context, Result};
 use macula_bus::Error;
 use macula_bus::firewall::BoxFuture;
 use macula_bus::storage::{StorageControl, StorageObject};
-use macula_core::{NodeKey, wire};
+use macula_core::NodeKey;
 use macula_mesh::membership::Capacity;
 use macula_mesh::node::{MeshNode, PeerState};
 use macula_store::config::StorageConfig;
 use macula_store::header::SegmentId;
+use macula_store::inventory::{self, Assembler};
 use macula_store::mesh::MeshNetwork;
 use macula_store::network::{Client, ClientError, PutConfig};
 use macula_store::object::Capability;
 use macula_store::placement::NodeInfo;
 use macula_store::repair::{Event, RepairConfig, RepairStatus};
-use macula_store::segment::Shard;
-use macula_store::service::RepairService;
+use macula_store::service::{self, RepairService};
 use macula_store::store::LocalStore;
 use zbus::zvariant::{OwnedValue, Value};
 
@@ -38,11 +39,11 @@ use crate::mesh::MeshGlue;
 /// Pub/sub topic on which nodes share their shard inventory.
 pub const INVENTORY_TOPIC: &str = "macula.storage.inventory";
 
-/// One inventory entry: segment, index, k, m, serialised shard length.
-type Entry = ([u8; 32], u16, u16, u16, u64);
+/// Longest time between two publications of an unchanged inventory (anti-entropy).
+pub const INVENTORY_REFRESH: Duration = Duration::from_secs(60);
 
-/// Entries per inventory publication (46 bytes each, well under the 64 KiB payload limit).
-const ENTRIES_PER_MESSAGE: usize = 1000;
+/// How often the store is checked for changes to publish (and so the debounce of a burst).
+const INVENTORY_DEBOUNCE: Duration = Duration::from_secs(1);
 
 /// Storage of this node.
 #[derive(Clone)]
@@ -169,7 +170,7 @@ impl StorageGlue {
     async fn start(&self, node: Arc<MeshNode>, store: Arc<LocalStore>) {
         let inner = &self.inner;
         let this = self.clone();
-        let me_id = node.id();
+        let me = node.id();
         macula_store::mesh::serve(
             &node,
             store.clone(),
@@ -178,7 +179,7 @@ impl StorageGlue {
                     r.repair.send(Event::ShardLost {
                         segment,
                         index,
-                        node: me_id,
+                        node: me,
                     });
                 }
             }),
@@ -189,8 +190,7 @@ impl StorageGlue {
             NodeKey::from_seed(*inner.key.signing_key().as_bytes()),
             inner.put_cfg.clone(),
         ));
-        let repair = RepairService::start(client.clone(), inner.repair_cfg.clone());
-        let me = node.id();
+        let repair = RepairService::start(me, client.clone(), inner.repair_cfg.clone());
         repair.send(Event::NodeUp(self.self_info(&store)));
         // Membership → planner. Subscribe before reading the current peers so nothing is missed.
         let mut changes = node.watch_peers();
@@ -238,81 +238,80 @@ impl StorageGlue {
                 }
             }
         });
-        // Share the inventory after every audit round.
+        // Share the inventory after every change (debounced) and as anti-entropy.
         let this = self.clone();
         let store2 = store.clone();
+        let refresh = audit.min(INVENTORY_REFRESH);
         tokio::spawn(async move {
+            // Rounds start at the clock so a restarted node's rounds are new to everyone.
+            let mut round = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let mut published: Option<(u64, tokio::time::Instant)> = None;
             loop {
-                this.publish_inventory(&store2).await;
-                this.inner.inventory_rounds.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(audit).await;
+                let changed = store2.changes();
+                let due =
+                    published.is_none_or(|(seen, at)| seen != changed || at.elapsed() >= refresh);
+                if due {
+                    round += 1;
+                    this.publish_inventory(&store2, round).await;
+                    this.inner.inventory_rounds.fetch_add(1, Ordering::Relaxed);
+                    published = Some((changed, tokio::time::Instant::now()));
+                }
+                tokio::time::sleep(INVENTORY_DEBOUNCE).await;
             }
         });
-        // Others' inventories → planner (segments this node holds).
+        // Others' inventories → planner (it keeps what concerns the segments held here).
+        let mut assembler = Assembler::default();
         if let Some(sub) = sub.as_mut() {
             while let Some(p) = sub.recv().await {
                 if p.publisher == me {
                     continue;
                 }
-                let Ok(entries) = wire::decode::<Vec<Entry>>(&p.payload) else {
-                    tracing::warn!(target: "macula::storage", from = %p.publisher, "malformed inventory ignored");
-                    continue;
+                let shards = match assembler.feed(p.publisher, &p.payload) {
+                    Ok(Some(shards)) => shards,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(target: "macula::storage", from = %p.publisher, error = %e,
+                            "inventory part ignored");
+                        continue;
+                    }
                 };
-                let Some(r) = self.inner.running.get() else {
-                    continue;
-                };
-                let store = store.clone();
-                let mine = tokio::task::spawn_blocking(move || {
-                    entries
-                        .into_iter()
-                        .filter(|e| {
-                            store
-                                .indices_of(&SegmentId(e.0))
-                                .is_ok_and(|v| !v.is_empty())
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .await
-                .unwrap_or_default();
-                for (seg, index, k, m, shard_bytes) in mine {
-                    r.repair.send(Event::ShardHeld {
-                        segment: SegmentId(seg),
-                        index,
+                if let Some(r) = self.inner.running.get() {
+                    r.repair.send(Event::Inventory {
                         node: p.publisher,
-                        k,
-                        m,
-                        shard_bytes,
+                        shards,
                     });
                 }
             }
         }
     }
 
-    async fn publish_inventory(&self, store: &Arc<LocalStore>) {
+    /// Lists the local store, hands the list to this node's planner and publishes it.
+    async fn publish_inventory(&self, store: &Arc<LocalStore>, round: u64) {
         let Some(r) = self.inner.running.get() else {
             return;
         };
         let s = store.clone();
-        let entries: Vec<Entry> = tokio::task::spawn_blocking(move || {
-            s.list()
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|(seg, idx)| {
-                    let h = s.header(&seg, idx).ok()?;
-                    Some((
-                        seg.0,
-                        idx,
-                        h.desc().k,
-                        h.desc().m,
-                        Shard::total_len(&h) as u64,
-                    ))
-                })
-                .collect()
-        })
-        .await
-        .unwrap_or_default();
-        for chunk in entries.chunks(ENTRIES_PER_MESSAGE) {
-            if let Err(e) = r.node.publish(INVENTORY_TOPIC, wire::encode(chunk)).await {
+        let listed = tokio::task::spawn_blocking(move || service::local_inventory(&s)).await;
+        let shards = match listed {
+            Ok(Ok(shards)) => shards,
+            Ok(Err(e)) => {
+                tracing::warn!(target: "macula::storage", error = %e, "cannot list the shard store");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(target: "macula::storage", error = %e, "inventory task panicked");
+                return;
+            }
+        };
+        let parts = inventory::encode(round, &shards);
+        r.repair.send(Event::Inventory {
+            node: r.node.id(),
+            shards,
+        });
+        for part in parts {
+            if let Err(e) = r.node.publish(INVENTORY_TOPIC, part).await {
                 tracing::warn!(target: "macula::storage", error = %e, "cannot share the inventory");
             }
         }
@@ -639,6 +638,9 @@ impl StorageControl for StorageGlue {
         m.insert("segments".into(), val(Value::from(st.segments as u64)));
         m.insert("degraded".into(), val(Value::from(st.degraded as u64)));
         m.insert("inflight".into(), val(Value::from(st.inflight as u64)));
+        m.insert("leading".into(), val(Value::from(st.leading as u64)));
+        m.insert("repaired".into(), val(Value::from(st.repaired)));
+        m.insert("failed".into(), val(Value::from(st.failed)));
         let unrec: Vec<String> = st.unrecoverable.iter().map(SegmentId::to_hex).collect();
         m.insert("unrecoverable".into(), val(Value::from(unrec)));
         m

@@ -3,10 +3,10 @@
 //! repair); `maculactl put/get/storage` drive it.
 //!
 //! One scenario, in order: put (by descriptor through `maculactl`, by path through busctl) → a
-//! flipped byte in a stored shard is detected, the object still
-//! reads byte-identical and the shard is rebuilt → SIGKILL of a holder: repair restores full
-//! redundancy on the spare node → m holders killed: get still byte-identical → m + 1 holders
-//! killed: `not enough shards (have 2, need 3)`, exit code 7.
+//! flipped byte in a stored shard is detected, the object still reads byte-identical and the
+//! shard is rebuilt, once → SIGKILL of a holder: repair restores full redundancy on the spare
+//! node, each lost shard rebuilt once (one repair leader per segment) → m holders killed: get
+//! still byte-identical → m + 1 holders killed: `not enough shards (have 2, need 3)`, exit code 7.
 //! A second test SIGKILLs a node while a put streams shards to it and checks that no partial
 //! shard is ever accepted and the store is consistent after the restart.
 
@@ -43,7 +43,7 @@ fn realm(count: usize) -> Vec<Node> {
         let config = format!(
             "[node]\nname = \"{name}\"\n[mesh]\nlisten = \"127.0.0.1:{port}\"\n{boot}\
              [storage]\nenabled = true\nquota_bytes = 268435456\nk = 3\nm = 2\n\
-             repair_grace_secs = 2\naudit_interval_secs = 2\n"
+             repair_grace_secs = 3\naudit_interval_secs = 2\n"
         );
         let agent = Agent::spawn(
             &bus,
@@ -96,6 +96,15 @@ fn alive_peers(n: &Node) -> usize {
 
 fn status(n: &Node) -> serde_json::Value {
     serde_json::from_str(&ok(&n.agent.ctl(&["storage", "status", "--json"]))).unwrap()
+}
+
+/// Shards rebuilt by repairs so far, over the alive nodes.
+fn repaired(nodes: &[Node]) -> u64 {
+    nodes
+        .iter()
+        .filter(|n| n.alive)
+        .map(|n| status(n)["repair"]["repaired"].as_u64().unwrap())
+        .sum()
 }
 
 fn shard_dir(n: &Node) -> PathBuf {
@@ -241,7 +250,7 @@ fn put_get_survives_corruption_and_losses_and_repairs() {
         .position(|n| shards(n).keys().any(|k| k.0 == object))
         .unwrap()
         + 1;
-    let (key, path) = shards(&nodes[victim])
+    let (_, path) = shards(&nodes[victim])
         .into_iter()
         .find(|(k, _)| k.0 == object)
         .unwrap();
@@ -257,7 +266,8 @@ fn put_get_survives_corruption_and_losses_and_repairs() {
     wait_until("the corrupt shard is rebuilt", 60, || {
         std::fs::read(&path).map_or(true, |b| b[at] != bytes[at]) && redundancy(&nodes) == full
     });
-    let _ = key;
+    // Rebuilt once, by the segment's repair leader (no other repair happened so far).
+    wait_until("the repair is reported done", 10, || repaired(&nodes) == 1);
 
     // SIGKILL a holder: after the grace time its shards are rebuilt on the spare node.
     let lost = nodes[1..]
@@ -265,6 +275,9 @@ fn put_get_survives_corruption_and_losses_and_repairs() {
         .position(|n| !shards(n).is_empty())
         .unwrap()
         + 1;
+    let lost_shards = shards(&nodes[lost]).len() as u64;
+    let before: u64 =
+        repaired(&nodes) - status(&nodes[lost])["repair"]["repaired"].as_u64().unwrap();
     kill(&mut nodes[lost]);
     wait_until("full redundancy restored after a node loss", 90, || {
         let r = redundancy(&nodes);
@@ -274,6 +287,9 @@ fn put_get_survives_corruption_and_losses_and_repairs() {
         let s = status(&nodes[0]);
         s["repair"]["degraded"] == 0 && s["repair"]["inflight"] == 0
     });
+    // Each lost shard was rebuilt once, by its segment's leader (the others would take over
+    // only after 3 × grace = 9 s).
+    assert_eq!(repaired(&nodes), before + lost_shards);
 
     // Kill m = 2 holders of the manifest (never node 0, which runs the gets): still readable.
     let holders: Vec<usize> = (1..nodes.len())

@@ -219,14 +219,20 @@ pub async fn run(conn: &zbus::Connection, cmd: StorageCommand) -> Result<(), Cli
                 g(&stats, "quota_bytes")
             );
             println!(
-                "repair:     {} segments known, {} degraded, {} running, {} unrecoverable",
+                "repair:     {} segments watched, {} degraded ({} led here), {} running, {} unrecoverable",
                 g(&repair, "segments"),
                 g(&repair, "degraded"),
+                g(&repair, "leading"),
                 g(&repair, "inflight"),
                 repair
                     .get("unrecoverable")
                     .and_then(|v| v.as_array())
                     .map_or(0, Vec::len)
+            );
+            println!(
+                "            {} shards rebuilt, {} failed attempts since start",
+                g(&repair, "repaired"),
+                g(&repair, "failed")
             );
             Ok(())
         }

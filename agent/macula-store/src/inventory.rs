@@ -1,0 +1,236 @@
+//! Shard inventories shared over pub/sub: every node publishes the complete list of shards it
+//! holds (after any change to its store, debounced, and periodically as anti-entropy), so the
+//! holders of a segment learn at once when a shard is gone from another holder.
+//!
+//! A list is split into parts of at most [`ENTRIES_PER_PART`] entries (46 bytes each, well under
+//! the pub/sub payload limit). Each part carries the publisher's round number and the part count;
+//! an [`Assembler`] per receiver collects the parts of a round and yields the complete list only
+//! when all parts arrived, since a partial list would look like lost shards. Wire encoding:
+//! `macula_core::wire` of [`InventoryPart`] (docs/protocol.md).
+
+use std::collections::BTreeMap;
+
+use macula_core::{NodeId, wire};
+use serde::{Deserialize, Serialize};
+
+use crate::header::SegmentId;
+use crate::repair::HeldShard;
+
+/// Entries per published part.
+pub const ENTRIES_PER_PART: usize = 1000;
+
+/// Parts per round accepted from a publisher (a million shards).
+pub const MAX_PARTS: u16 = 1000;
+
+/// One entry: segment ID, index, k, m, serialised shard length.
+type Entry = ([u8; 32], u16, u16, u16, u64);
+
+/// One published part of a node's inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryPart {
+    /// Publisher's round number (a new list gets a new number).
+    pub round: u64,
+    /// This part's number, `0..parts`.
+    pub part: u16,
+    pub parts: u16,
+    pub entries: Vec<Entry>,
+}
+
+/// Why a received part was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InventoryError {
+    #[error("undecodable inventory part: {0}")]
+    Decode(String),
+    #[error("inventory part {part} of {parts} is out of range (at most {MAX_PARTS} parts)")]
+    BadPart { part: u16, parts: u16 },
+    #[error("inventory part holds {0} entries, more than {ENTRIES_PER_PART}")]
+    TooManyEntries(usize),
+}
+
+/// Splits a complete list into encoded parts for round `round` (one empty part for no shards).
+pub fn encode(round: u64, shards: &[HeldShard]) -> Vec<Vec<u8>> {
+    let chunks: Vec<&[HeldShard]> = if shards.is_empty() {
+        vec![&[]]
+    } else {
+        shards.chunks(ENTRIES_PER_PART).collect()
+    };
+    let parts = u16::try_from(chunks.len()).unwrap_or(u16::MAX);
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            wire::encode(&InventoryPart {
+                round,
+                part: i as u16,
+                parts,
+                entries: c
+                    .iter()
+                    .map(|h| (h.segment.0, h.index, h.k, h.m, h.shard_bytes))
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// Decodes and checks one part.
+pub fn decode(bytes: &[u8]) -> Result<InventoryPart, InventoryError> {
+    let p: InventoryPart = wire::decode_with_limit(bytes, 64 << 10)
+        .map_err(|e| InventoryError::Decode(e.to_string()))?;
+    if p.parts == 0 || p.parts > MAX_PARTS || p.part >= p.parts {
+        return Err(InventoryError::BadPart {
+            part: p.part,
+            parts: p.parts,
+        });
+    }
+    if p.entries.len() > ENTRIES_PER_PART {
+        return Err(InventoryError::TooManyEntries(p.entries.len()));
+    }
+    Ok(p)
+}
+
+#[derive(Debug)]
+struct Pending {
+    round: u64,
+    parts: Vec<Option<Vec<Entry>>>,
+}
+
+/// Reassembles the rounds of every publisher (sans-IO: fed received parts).
+#[derive(Debug, Default)]
+pub struct Assembler {
+    pending: BTreeMap<NodeId, Pending>,
+}
+
+impl Assembler {
+    /// Feeds a part published by `from`; returns that node's complete list when this part
+    /// completes its round. A part of another round replaces an unfinished one (a lost part
+    /// only delays the list until the next round).
+    pub fn feed(
+        &mut self,
+        from: NodeId,
+        bytes: &[u8],
+    ) -> Result<Option<Vec<HeldShard>>, InventoryError> {
+        let p = decode(bytes)?;
+        let pending = self.pending.entry(from).or_insert_with(|| Pending {
+            round: p.round,
+            parts: Vec::new(),
+        });
+        if pending.round != p.round || pending.parts.len() != usize::from(p.parts) {
+            pending.round = p.round;
+            pending.parts = vec![None; usize::from(p.parts)];
+        }
+        pending.parts[usize::from(p.part)] = Some(p.entries);
+        if pending.parts.iter().any(Option::is_none) {
+            return Ok(None);
+        }
+        let done = self.pending.remove(&from).expect("pending round");
+        Ok(Some(
+            done.parts
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|(seg, index, k, m, shard_bytes)| HeldShard {
+                    segment: SegmentId(seg),
+                    index,
+                    k,
+                    m,
+                    shard_bytes,
+                })
+                .collect(),
+        ))
+    }
+
+    /// Drops what is pending from a node (it left or went down).
+    pub fn forget(&mut self, node: &NodeId) {
+        self.pending.remove(node);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use macula_core::NodeKey;
+
+    fn shards(n: usize) -> Vec<HeldShard> {
+        (0..n)
+            .map(|i| HeldShard {
+                segment: SegmentId(*blake3::hash(&i.to_le_bytes()).as_bytes()),
+                index: (i % 6) as u16,
+                k: 4,
+                m: 2,
+                shard_bytes: 300_000 + i as u64,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lists_round_trip_in_any_part_order() {
+        let from = NodeKey::from_seed([1; 32]).node_id();
+        for n in [0, 1, 999, 1000, 1001, 2500] {
+            let list = shards(n);
+            let mut parts = encode(7, &list);
+            assert_eq!(parts.len(), n.div_ceil(ENTRIES_PER_PART).max(1));
+            assert!(parts.iter().all(|p| p.len() < 60 << 10));
+            parts.reverse();
+            let mut a = Assembler::default();
+            let last = parts.pop().unwrap();
+            for p in &parts {
+                assert_eq!(a.feed(from, p).unwrap(), None, "incomplete round");
+            }
+            let mut got = a.feed(from, &last).unwrap().expect("complete");
+            got.sort();
+            let mut want = list.clone();
+            want.sort();
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn a_new_round_replaces_an_unfinished_one() {
+        let from = NodeKey::from_seed([2; 32]).node_id();
+        let other = NodeKey::from_seed([3; 32]).node_id();
+        let mut a = Assembler::default();
+        let old = encode(1, &shards(2500));
+        assert_eq!(a.feed(from, &old[0]).unwrap(), None);
+        // Another publisher's parts do not mix in.
+        assert_eq!(
+            a.feed(other, &encode(1, &shards(3))[0])
+                .unwrap()
+                .unwrap()
+                .len(),
+            3
+        );
+        let new = encode(2, &shards(5));
+        assert_eq!(a.feed(from, &new[0]).unwrap().unwrap().len(), 5);
+        // The stale round's remaining parts start over and never complete on their own.
+        assert_eq!(a.feed(from, &old[1]).unwrap(), None);
+    }
+
+    #[test]
+    fn malformed_parts_are_refused() {
+        let from = NodeKey::from_seed([4; 32]).node_id();
+        let mut a = Assembler::default();
+        assert!(matches!(
+            a.feed(from, b"\x01garbage"),
+            Err(InventoryError::Decode(_))
+        ));
+        for (part, parts) in [(0, 0), (3, 3), (0, MAX_PARTS + 1)] {
+            let bad = wire::encode(&InventoryPart {
+                round: 1,
+                part,
+                parts,
+                entries: Vec::new(),
+            });
+            assert_eq!(
+                a.feed(from, &bad),
+                Err(InventoryError::BadPart { part, parts })
+            );
+        }
+        let big = wire::encode(&InventoryPart {
+            round: 1,
+            part: 0,
+            parts: 1,
+            entries: vec![([0; 32], 0, 1, 1, 1); ENTRIES_PER_PART + 1],
+        });
+        assert!(a.feed(from, &big).is_err());
+    }
+}
