@@ -155,8 +155,8 @@ pub struct FailureDomains {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberMeta {
     pub node: NodeId,
-    /// Unix time in milliseconds when the member signed this metadata, or the previous version
-    /// + 1 when the clock is not ahead of it: strictly increasing over the member's updates.
+    /// Unix time in milliseconds when the member signed this metadata, or one more than the
+    /// previous version when the clock is not ahead of it: strictly increasing over updates.
     pub version: u64,
     pub role: Role,
     pub name: String,
@@ -291,7 +291,7 @@ impl RumorState {
         }
         m.verify()?;
         self.metas.insert(node, m.clone());
-        self.events.push(Event::Meta(m));
+        self.events.push(Event::Meta(Box::new(m)));
         Ok(true)
     }
 }
@@ -359,7 +359,7 @@ pub enum Event {
     /// A member restarted with a newer generation.
     Renamed { old: MemberId, new: MemberId },
     /// New or updated metadata of a member.
-    Meta(SignedMeta),
+    Meta(Box<SignedMeta>),
     /// A verified revocation; the shell must close connections to the node.
     Revoked(Revocation),
     /// We are connected to at least one member.
@@ -553,10 +553,10 @@ impl Membership {
     }
 
     /// Changes our own metadata at run time: applies `change`, signs the result with `key` (this
-    /// node's key) under a higher version — `now_ms` (Unix milliseconds), or the current version
-    /// + 1 when the clock is not ahead of it, so two updates within one millisecond (or after the
-    /// clock stepped back) still supersede each other — and disseminates it; members keep the
-    /// highest version. Returns the new version; `None` (nothing sent) without own metadata or
+    /// node's key) under a higher version — `now_ms` (Unix milliseconds), or one more than the
+    /// current version when the clock is not ahead of it, so two updates within one millisecond
+    /// (or after the clock stepped back) still supersede each other — and disseminates it;
+    /// members keep the highest version. Returns the new version; `None` (nothing sent) without own metadata or
     /// when `change` left the metadata as it was.
     pub fn update_meta(
         &mut self,
