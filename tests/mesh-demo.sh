@@ -10,6 +10,9 @@ work=$(mktemp -d /tmp/macula-mesh-demo.XXXXXX)
 chmod 755 "$work"
 pids=()
 names=(hub edge-1 edge-2 edge-3 edge-4)
+# Failure domains ([storage] site / power): placement spreads each segment's shards over them.
+sites=(attic attic cellar cellar garage)
+powers=(ups-1 mains-1 ups-2 mains-2 mains-3)
 netns=""
 if [ "$(id -u)" = 0 ] && [ -z "${MACULA_DEMO_LOOPBACK:-}" ] && command -v ip >/dev/null; then
   netns="mdemo$$"
@@ -59,8 +62,8 @@ for i in "${!names[@]}"; do
   if [ "$i" = 0 ]; then role=hub; boot=""; fi
   printf '[node]\nname = "%s"\nrole = "%s"\n[mesh]\nlisten = "%s"\n%s\n' \
     "${names[$i]}" "$role" "$(addr "$i")" "$boot" >"$d/agent.toml"
-  printf '[storage]\nenabled = true\nquota_bytes = 268435456\nk = 2\nm = 2\nrepair_grace_secs = 3\naudit_interval_secs = 2\n' \
-    >>"$d/agent.toml"
+  printf '[storage]\nenabled = true\nquota_bytes = 268435456\nk = 2\nm = 2\nrepair_grace_secs = 3\naudit_interval_secs = 2\nsite = "%s"\npower = "%s"\n' \
+    "${sites[$i]}" "${powers[$i]}" >>"$d/agent.toml"
   $(in_ns "$i") "$bin/maculad" --bus "unix:path=$d/bus" --config "$d/agent.toml" --state-dir "$d/state" \
     2>"$d/maculad.log" &
   pids+=($!)
@@ -112,6 +115,9 @@ echo "sha256 original:  $(sha256sum <"$work/file.bin" | cut -d' ' -f1)"
 held() { for i in "$@"; do find "$work/$i/state/shards/shards" -type f -printf '%f\n' 2>/dev/null; done | sort -u | grep -c .; }
 full=$(held 0 1 2 3 4)
 echo "shards stored: $full"
+step "maculactl peers on edge-2: every node re-announced its free space (within ~5 s)"
+sleep 5
+ctl 2 peers
 
 step "kill -9 edge-4 and watch the hub detect it"
 pid4=${pids[9]}

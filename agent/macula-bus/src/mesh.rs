@@ -17,7 +17,9 @@ pub trait MeshControl: Send + Sync + 'static {
     fn enabled(&self) -> bool;
     /// One map per known peer: `node_id`, `name`, `role`, `state` (`alive`/`suspect`/`down`),
     /// `generation`, `addrs` (array of strings), `uplinks` (uplink name per entry of `addrs`),
-    /// `overlay_key` (WireGuard public key, base64; empty when unknown), `version`.
+    /// `overlay_key` (WireGuard public key, base64; empty when unknown), `version`, `site` and
+    /// `power` (failure-domain labels), `storage_total` and `storage_free` (u64 bytes, as last
+    /// announced). Metadata keys are empty / 0 while a peer's metadata is unknown.
     fn peers(&self) -> Vec<HashMap<String, OwnedValue>>;
     /// Publishes on a realm topic; returns the sequence number.
     fn publish(&self, topic: String, payload: Vec<u8>) -> BoxFuture<'_, Result<u64, Error>>;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use macula_core::NodeKey;
-use macula_mesh::membership::{Capacity, MembershipConfig};
+use macula_mesh::membership::{Capacity, FailureDomains, MembershipConfig};
 use macula_mesh::node::{Bootstrap, MeshNode, NodeConfig, PeerState};
 use macula_mesh::realm::{Admission, CertBody, RealmKey, Role};
 use macula_mesh::transport::{TransportParams, unix_now};
@@ -37,6 +37,7 @@ fn node(seed: u8, bootstrap: Vec<Bootstrap>) -> MeshNode {
             membership: MembershipConfig::lan(PEERS as u32 + 1),
             overlay_key: None,
             capacity: Capacity::default(),
+            domains: FailureDomains::default(),
         },
     )
     .unwrap()

@@ -70,17 +70,103 @@ pub struct Capacity {
     pub storage_free: u64,
 }
 
+/// A failure-domain label: 1 to [`MAX_META_TEXT`] bytes of lowercase ASCII letters, digits, `-`,
+/// `_` and `.`, starting with a letter or a digit (`attic`, `ups-1`, `rack.2`).
+///
+/// Members with equal labels share that failure domain. [`Label::default`] is `default`: the
+/// label of a node whose operator set none, so all unlabelled nodes form one domain (placement
+/// then cannot spread between them, which is the truth: nothing says they fail separately).
+/// There is no empty label. A label is checked when it is made and when it is decoded, so
+/// metadata carrying an invalid one is refused as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Label(String);
+
+/// Why a string is not a [`Label`]; says what a label may contain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a failure-domain label: use 1 to {MAX_META_TEXT} characters of a-z, 0-9, \
+     '-', '_' and '.', starting with a letter or digit (e.g. \"attic\" or \"ups-1\")"
+)]
+pub struct LabelError(pub String);
+
+impl Label {
+    /// The label of a node whose operator set none.
+    pub const DEFAULT: &'static str = "default";
+
+    pub fn new(s: impl Into<String>) -> Result<Self, LabelError> {
+        let s = s.into();
+        let b = s.as_bytes();
+        let ok = !b.is_empty()
+            && b.len() <= MAX_META_TEXT
+            && b[0].is_ascii_alphanumeric()
+            && b.iter().all(|&c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'_' | b'.')
+            });
+        if ok { Ok(Self(s)) } else { Err(LabelError(s)) }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Label {
+    fn default() -> Self {
+        Self(Self::DEFAULT.into())
+    }
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for Label {
+    type Err = LabelError;
+    fn from_str(s: &str) -> Result<Self, LabelError> {
+        Self::new(s)
+    }
+}
+
+impl TryFrom<String> for Label {
+    type Error = LabelError;
+    fn try_from(s: String) -> Result<Self, LabelError> {
+        Self::new(s)
+    }
+}
+
+impl From<Label> for String {
+    fn from(l: Label) -> String {
+        l.0
+    }
+}
+
+/// The failure domains a member is in, as placement spreads shards over them: its `site`
+/// (building, room) and its `power` domain (circuit, UPS). Both [`Label::DEFAULT`] unless set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FailureDomains {
+    pub site: Label,
+    pub power: Label,
+}
+
 /// What a member says about itself. Signed by the member; a higher `version` replaces a lower.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberMeta {
     pub node: NodeId,
+    /// Unix time in milliseconds when the member signed this metadata, or one more than the
+    /// previous version when the clock is not ahead of it: strictly increasing over updates.
     pub version: u64,
     pub role: Role,
     pub name: String,
     pub addrs: Vec<UplinkAddr>,
     /// WireGuard overlay public key.
     pub overlay_key: Option<[u8; 32]>,
+    /// Storage offered (quota) and free now; re-announced as it changes.
     pub capacity: Capacity,
+    /// Failure-domain labels (`[storage] site` and `power` in `agent.toml`).
+    pub domains: FailureDomains,
     pub software: String,
     /// Hubs through which this member can be reached when it is not directly reachable.
     pub relays: Vec<NodeId>,
@@ -205,7 +291,7 @@ impl RumorState {
         }
         m.verify()?;
         self.metas.insert(node, m.clone());
-        self.events.push(Event::Meta(m));
+        self.events.push(Event::Meta(Box::new(m)));
         Ok(true)
     }
 }
@@ -273,7 +359,7 @@ pub enum Event {
     /// A member restarted with a newer generation.
     Renamed { old: MemberId, new: MemberId },
     /// New or updated metadata of a member.
-    Meta(SignedMeta),
+    Meta(Box<SignedMeta>),
     /// A verified revocation; the shell must close connections to the node.
     Revoked(Revocation),
     /// We are connected to at least one member.
@@ -459,6 +545,37 @@ impl Membership {
         self.own_meta = Some(meta.clone());
         self.add_rumor(&Rumor::Meta(meta));
         self.collect();
+    }
+
+    /// Our own metadata as last published.
+    pub fn own_meta(&self) -> Option<&SignedMeta> {
+        self.own_meta.as_ref()
+    }
+
+    /// Changes our own metadata at run time: applies `change`, signs the result with `key` (this
+    /// node's key) under a higher version — `now_ms` (Unix milliseconds), or one more than the
+    /// current version when the clock is not ahead of it, so two updates within one millisecond
+    /// (or after the clock stepped back) still supersede each other — and disseminates it;
+    /// members keep the highest version. Returns the new version; `None` (nothing sent) without own metadata or
+    /// when `change` left the metadata as it was.
+    pub fn update_meta(
+        &mut self,
+        key: &NodeKey,
+        now_ms: u64,
+        change: impl FnOnce(&mut MemberMeta),
+    ) -> Option<u64> {
+        let old = &self.own_meta.as_ref()?.meta;
+        let mut meta = old.clone();
+        change(&mut meta);
+        meta.node = old.node;
+        meta.version = old.version;
+        if meta == *old {
+            return None;
+        }
+        meta.version = now_ms.max(old.version.saturating_add(1));
+        let version = meta.version;
+        self.set_meta(SignedMeta::sign(key, meta));
+        Some(version)
     }
 
     fn add_rumor(&mut self, rumor: &Rumor) {
@@ -740,6 +857,7 @@ mod tests {
             addrs: vec![],
             overlay_key: None,
             capacity: Capacity::default(),
+            domains: FailureDomains::default(),
             software: "0.1".into(),
             relays: vec![],
         };
@@ -759,5 +877,150 @@ mod tests {
             big.verify(),
             Err(MembershipError::MetaTooLarge(_))
         ));
+    }
+
+    #[test]
+    fn labels_are_checked_when_made_and_when_decoded() {
+        for good in [
+            "default",
+            "attic",
+            "ups-1",
+            "rack.2",
+            "a_b",
+            "9",
+            &"x".repeat(64),
+        ] {
+            assert_eq!(Label::new(good).unwrap().as_str(), good);
+        }
+        for bad in [
+            "",
+            "Attic",
+            "two words",
+            "-lead",
+            ".x",
+            "é",
+            "a/b",
+            &"x".repeat(65),
+        ] {
+            let e = Label::new(bad).unwrap_err();
+            assert!(e.to_string().contains("a-z, 0-9"), "{e}");
+        }
+        assert_eq!(Label::default().as_str(), Label::DEFAULT);
+        // On the wire a label is a plain string; a bad one does not decode.
+        let good = wire::encode(&Label::new("attic").unwrap());
+        assert_eq!(good, wire::encode(&"attic".to_string()));
+        assert!(wire::decode::<Label>(&wire::encode(&"Attic".to_string())).is_err());
+        assert!(wire::decode::<Label>(&wire::encode(&String::new())).is_err());
+    }
+
+    fn member(seed: u8) -> (NodeKey, Membership) {
+        let key = NodeKey::from_seed([seed; 32]);
+        let meta = SignedMeta::sign(
+            &key,
+            MemberMeta {
+                node: key.node_id(),
+                version: 1000,
+                role: Role::Edge,
+                name: "n".into(),
+                addrs: vec![],
+                overlay_key: None,
+                capacity: Capacity {
+                    storage_total: 100,
+                    storage_free: 100,
+                },
+                domains: FailureDomains::default(),
+                software: "0.1".into(),
+                relays: vec![],
+            },
+        );
+        let id = MemberId {
+            node: key.node_id(),
+            generation: 1,
+        };
+        let realm = crate::realm::RealmKey::from_seed([7; 32]).id();
+        let m = Membership::new(id, realm, Some(meta), MembershipConfig::lan(4), 1);
+        (key, m)
+    }
+
+    #[test]
+    fn own_updates_get_strictly_higher_versions_and_are_signed() {
+        let (key, mut m) = member(3);
+        let me = key.node_id();
+        let set_free = |free| {
+            move |meta: &mut MemberMeta| {
+                meta.capacity.storage_free = free;
+                // Neither the node nor the version can be changed through `change`.
+                meta.node = NodeKey::from_seed([4; 32]).node_id();
+                meta.version = 1;
+            }
+        };
+        // The clock is ahead: its value is the version.
+        assert_eq!(m.update_meta(&key, 5000, set_free(90)), Some(5000));
+        // Two updates in the same millisecond, then a clock that stepped back: still increasing.
+        assert_eq!(m.update_meta(&key, 5000, set_free(80)), Some(5001));
+        assert_eq!(m.update_meta(&key, 10, set_free(70)), Some(5002));
+        // No change, nothing sent.
+        assert_eq!(m.update_meta(&key, 6000, set_free(70)), None);
+        let own = m.own_meta().unwrap().clone();
+        own.verify().unwrap();
+        assert_eq!(own.meta.node, me);
+        assert_eq!(
+            (own.meta.version, own.meta.capacity.storage_free),
+            (5002, 70)
+        );
+        // Our own view (the rumor state) holds the newest too, reported as events in order.
+        assert_eq!(m.meta(&me).unwrap(), own);
+        let frees: Vec<u64> = m
+            .drain()
+            .filter_map(|o| match o {
+                Output::Event(Event::Meta(sm)) => Some(sm.meta.capacity.storage_free),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(frees, [100, 90, 80, 70]);
+        // Without own metadata there is nothing to update.
+        let mut bare = Membership::new(
+            MemberId {
+                node: me,
+                generation: 1,
+            },
+            crate::realm::RealmKey::from_seed([7; 32]).id(),
+            None,
+            MembershipConfig::lan(4),
+            1,
+        );
+        assert_eq!(bare.update_meta(&key, 1, set_free(1)), None);
+    }
+
+    #[test]
+    fn a_member_keeps_the_newest_metadata_of_another() {
+        let (key, mut a) = member(3);
+        let (_, mut b) = member(5);
+        a.update_meta(&key, 2000, |m| m.capacity.storage_free = 50);
+        let newer = a.own_meta().unwrap().clone();
+        a.update_meta(&key, 3000, |m| m.capacity.storage_free = 40);
+        let newest = a.own_meta().unwrap().clone();
+        let send = |b: &mut Membership, sm: &SignedMeta| {
+            b.handle_packet(
+                key.node_id(),
+                &wire::encode(&Packet::Meta(Box::new(sm.clone()))),
+            )
+        };
+        send(&mut b, &newest).unwrap();
+        send(&mut b, &newer).unwrap();
+        assert_eq!(
+            b.meta(&key.node_id()).unwrap(),
+            newest,
+            "an older version never wins"
+        );
+        // A forged update (signed by someone else) is refused.
+        let mut forged = newest.clone();
+        forged.meta.version += 1;
+        forged.meta.capacity.storage_free = 0;
+        assert!(matches!(
+            send(&mut b, &forged),
+            Err(MembershipError::BadMetaSignature(_))
+        ));
+        assert_eq!(b.meta(&key.node_id()).unwrap(), newest);
     }
 }

@@ -29,8 +29,8 @@ use crate::dht::{
     Request as DhtRequest, RequestId, Response as DhtResponse,
 };
 use crate::membership::{
-    Capacity, Event, MemberId, MemberMeta, MemberTimer, Membership, MembershipConfig, Output,
-    SignedMeta, UplinkAddr,
+    Capacity, Event, FailureDomains, MemberId, MemberMeta, MemberTimer, Membership,
+    MembershipConfig, Output, SignedMeta, UplinkAddr,
 };
 use crate::proto::{Datagram, close};
 use crate::pubsub::{PubSub, PubSubError, PubSubMsg, PubSubOutput, PubSubTimer, Publication};
@@ -84,7 +84,10 @@ pub struct NodeConfig {
     pub membership: MembershipConfig,
     /// WireGuard overlay public key to advertise.
     pub overlay_key: Option<[u8; 32]>,
+    /// Storage capacity announced at start ([`MeshNode::set_capacity`] changes it later).
     pub capacity: Capacity,
+    /// Failure-domain labels announced in member metadata.
+    pub domains: FailureDomains,
 }
 
 /// A peer as seen by this node.
@@ -199,6 +202,8 @@ enum Cmd {
     },
     Join(NodeId),
     Revoke(Revocation),
+    /// Change own metadata (re-signed, re-disseminated).
+    UpdateMeta(Box<dyn FnOnce(&mut MemberMeta) + Send>),
     Leave(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -269,7 +274,7 @@ impl MeshNode {
             key,
             MemberMeta {
                 node: key.node_id(),
-                version: crate::transport::unix_now(),
+                version: unix_ms(),
                 role: cert.role,
                 name: cert.name.clone(),
                 addrs: advertised
@@ -282,6 +287,7 @@ impl MeshNode {
                     .collect(),
                 overlay_key: config.overlay_key,
                 capacity: config.capacity,
+                domains: config.domains.clone(),
                 software: macula_core::VERSION.into(),
                 relays: vec![],
             },
@@ -368,6 +374,17 @@ impl MeshNode {
     /// Peer changes from now on.
     pub fn watch_peers(&self) -> broadcast::Receiver<PeerChanged> {
         self.shared.changes.subscribe()
+    }
+
+    /// Announces new storage capacity: this node's member metadata is re-signed under a higher
+    /// version and spread to the realm, where [`MeshNode::peers`] shows it and
+    /// [`MeshNode::watch_peers`] reports the change. Nothing is sent when it equals the capacity
+    /// announced last. Every call spreads a rumor through the realm: callers rate-limit.
+    pub fn set_capacity(&self, capacity: Capacity) {
+        let _ = self
+            .shared
+            .cmd
+            .send(Cmd::UpdateMeta(Box::new(move |m| m.capacity = capacity)));
     }
 
     /// Subscribes to `topic`. Resolves once every peer alive now acknowledged the subscription
@@ -707,6 +724,13 @@ async fn read_connection(
             .relay()
             .member_down(id, conn.remote_address());
     }
+}
+
+/// Unix time in milliseconds: the version of own member metadata.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// How often the peer table is refreshed from the membership state (to show suspicions).
@@ -1169,6 +1193,11 @@ async fn drive(shared: Arc<Shared>, mut m: Membership, mut rx: mpsc::UnboundedRe
                     lookups.insert(id, done);
                 }
                 Some(Cmd::Join(peer)) => m.join(peer),
+                Some(Cmd::UpdateMeta(change)) => {
+                    if let Some(version) = m.update_meta(&shared.key, unix_ms(), change) {
+                        tracing::debug!(version, "own metadata updated");
+                    }
+                }
                 Some(Cmd::Revoke(r)) => {
                     if let Err(e) = m.revoke(r) {
                         tracing::warn!("revocation not applied: {e}");

@@ -18,8 +18,8 @@ use crate::dht::{
     Dht, DhtConfig, DhtOutput, LookupId, LookupResult, Record, Request, RequestId, Response,
 };
 use crate::membership::{
-    Capacity, Event, MemberId, MemberMeta, MemberTimer, Membership, MembershipConfig, Output,
-    SignedMeta,
+    Capacity, Event, FailureDomains, Label, MemberId, MemberMeta, MemberTimer, Membership,
+    MembershipConfig, Output, SignedMeta,
 };
 use crate::pubsub::{PubSub, PubSubMsg, PubSubOutput, PubSubTimer};
 use crate::realm::{RealmKey, Revocation, Role};
@@ -162,7 +162,7 @@ pub struct MembershipSim {
 
 impl MembershipSim {
     /// `n` nodes with keys and RNG derived from `seed`; with `meta`, each node publishes signed
-    /// metadata (costs one signature check per node pair).
+    /// metadata (costs one signature check per node pair): name `sim-<i>`, site `site-<i % 4>`.
     pub fn new(n: usize, config: MembershipConfig, seed: u64, meta: bool) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut seed_bytes = || {
@@ -221,6 +221,10 @@ impl MembershipSim {
                     addrs: vec![],
                     overlay_key: None,
                     capacity: Capacity::default(),
+                    domains: FailureDomains {
+                        site: Label::new(format!("site-{}", i % 4)).expect("a valid label"),
+                        power: Label::default(),
+                    },
                     software: "sim".into(),
                     relays: vec![],
                 },
@@ -271,6 +275,15 @@ impl MembershipSim {
                 .seed_members(ids.iter().copied().filter(|id| *id != own));
             self.dispatch(i);
         }
+    }
+
+    /// Node `i` changes its own metadata (see [`Membership::update_meta`]; the version clock is
+    /// virtual time in milliseconds). Returns the new version, if anything changed.
+    pub fn update_meta(&mut self, i: usize, change: impl FnOnce(&mut MemberMeta)) -> Option<u64> {
+        let now_ms = u64::try_from(self.now().as_millis()).unwrap_or(u64::MAX);
+        let version = self.nodes[i].m.update_meta(&self.keys[i], now_ms, change);
+        self.dispatch(i);
+        version
     }
 
     /// Crashes node `i` (no goodbye).

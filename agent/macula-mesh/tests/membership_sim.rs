@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use foca::State;
-use macula_mesh::membership::{Event, MembershipConfig};
+use macula_mesh::membership::{Capacity, Event, MembershipConfig};
 use macula_mesh::sim::MembershipSim;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -83,6 +83,83 @@ fn cluster_forms_through_one_seed_with_metadata_then_detects_a_crash() {
     let id = sim.membership(1).state_of(&sim.node_id(victim)).unwrap().0;
     assert_eq!(id.generation, 1);
     eprintln!("rejoined at {back:?}");
+}
+
+#[test]
+fn metadata_updates_reach_every_member_and_the_newest_wins() {
+    let n = 24;
+    // Anti-entropy only every 60 s: the update must spread by itself.
+    let mut config = MembershipConfig::lan(n as u32);
+    config.refresh = 60 * SEC;
+    let mut sim = MembershipSim::new(n, config, 13, true);
+    sim.net.loss = 0.02;
+    sim.seed_full_view();
+    sim.run_until_cond(60 * SEC, STEP, |s| {
+        (0..n).all(|i| {
+            (0..n)
+                .filter(|&j| j != i)
+                .all(|j| s.membership(i).meta(&s.node_id(j)).is_some())
+        })
+    })
+    .expect("metadata spread");
+    // Failure-domain labels travel in the signed metadata.
+    let seen = sim.membership(0).meta(&sim.node_id(6)).unwrap().meta;
+    assert_eq!(seen.domains.site.as_str(), "site-2");
+    assert_eq!(seen.domains.power.as_str(), "default");
+
+    // Node 6 fills up: two updates at the same instant, the second one must win everywhere.
+    let who = 6;
+    let id = sim.node_id(who);
+    let cap = |free| Capacity {
+        storage_total: 1 << 30,
+        storage_free: free,
+    };
+    let start = sim.now();
+    let v1 = sim
+        .update_meta(who, |m| m.capacity = cap(900 << 20))
+        .unwrap();
+    let v2 = sim
+        .update_meta(who, |m| m.capacity = cap(800 << 20))
+        .unwrap();
+    assert!(v2 > v1, "versions strictly increase ({v1}, {v2})");
+    assert_eq!(sim.update_meta(who, |m| m.capacity = cap(800 << 20)), None);
+    let everywhere = sim
+        .run_until_cond(start + 5 * SEC, STEP, |s| {
+            (0..n).filter(|&i| i != who).all(|i| {
+                s.membership(i)
+                    .meta(&id)
+                    .is_some_and(|m| m.meta.capacity == cap(800 << 20) && m.meta.version == v2)
+            })
+        })
+        .expect("the update reached every member within 5 s");
+    eprintln!(
+        "update known everywhere {:?} after it was made",
+        everywhere - start
+    );
+    // Each member reported the final value exactly once, and never went back to an older one.
+    for i in (0..n).filter(|&i| i != who) {
+        let versions: Vec<u64> = sim
+            .log
+            .iter()
+            .filter(|(t, j, _)| *t >= start && *j == i)
+            .filter_map(|(_, _, e)| match e {
+                Event::Meta(sm) if sm.meta.node == id => Some(sm.meta.version),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(versions.last(), Some(&v2), "node {i}: {versions:?}");
+        assert!(
+            versions.windows(2).all(|w| w[0] < w[1]),
+            "node {i}: {versions:?}"
+        );
+    }
+    // The anti-entropy refresh keeps re-spreading the newest version, never an older one.
+    sim.run_until(sim.now() + 70 * SEC);
+    assert!(
+        (0..n)
+            .filter(|&i| i != who)
+            .all(|i| { sim.membership(i).meta(&id).unwrap().meta.version == v2 })
+    );
 }
 
 #[test]

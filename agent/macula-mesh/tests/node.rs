@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use macula_core::NodeKey;
-use macula_mesh::membership::{Capacity, MembershipConfig};
+use macula_mesh::membership::{Capacity, FailureDomains, Label, MembershipConfig};
 use macula_mesh::node::{Bootstrap, MeshNode, NodeConfig, PeerState};
 use macula_mesh::realm::{Admission, CertBody, RealmKey, Role};
 use macula_mesh::transport::{TransportParams, unix_now};
 
+/// Node `seed` of `realm`: a hub for seed 1, else an edge; site `site-<seed % 2>`, power
+/// `ups-<seed>`, storage 1 GiB of which `seed` MiB are used.
 fn start(realm: &RealmKey, seed: u8, name: &str, bootstrap: Vec<Bootstrap>) -> MeshNode {
     let key = NodeKey::from_seed([seed; 32]);
     let cert = realm.issue(CertBody {
@@ -30,7 +32,14 @@ fn start(realm: &RealmKey, seed: u8, name: &str, bootstrap: Vec<Bootstrap>) -> M
             transport: TransportParams::default(),
             membership: MembershipConfig::lan(5),
             overlay_key: Some([seed; 32]),
-            capacity: Capacity::default(),
+            capacity: Capacity {
+                storage_total: 1 << 30,
+                storage_free: (1 << 30) - (u64::from(seed) << 20),
+            },
+            domains: FailureDomains {
+                site: Label::new(format!("site-{}", seed % 2)).unwrap(),
+                power: Label::new(format!("ups-{seed}")).unwrap(),
+            },
         },
     )
     .unwrap()
@@ -309,6 +318,86 @@ async fn procedures_are_advertised_in_the_dht_and_called_by_providers() {
         .await
         .unwrap();
     assert_eq!(out, vec![3, 2, 1]);
+    for n in edges {
+        n.shutdown().await;
+    }
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_and_capacity_updates_reach_every_peer() {
+    let realm = RealmKey::from_seed([9; 32]);
+    let hub = start(&realm, 1, "hub", vec![]);
+    let contact = Bootstrap {
+        node: Some(hub.id()),
+        addr: hub.local_addr(),
+    };
+    let edges: Vec<MeshNode> = (2..=4)
+        .map(|i| start(&realm, i, &format!("edge-{i}"), vec![contact.clone()]))
+        .collect();
+    let ready = |n: &MeshNode| {
+        n.peers()
+            .iter()
+            .filter(|p| p.state == PeerState::Alive && p.meta.is_some())
+            .count()
+            == 3
+    };
+    wait_for("the realm to form", 20, || {
+        ready(&hub) && edges.iter().all(ready)
+    })
+    .await;
+    let meta_of = |n: &MeshNode, id| {
+        n.peers()
+            .into_iter()
+            .find(|p| p.id == id)
+            .and_then(|p| p.meta)
+            .expect("metadata known")
+    };
+    // Labels and the capacity announced at start.
+    let seen = meta_of(&edges[2], edges[0].id());
+    assert_eq!(seen.domains.site.as_str(), "site-0");
+    assert_eq!(seen.domains.power.as_str(), "ups-2");
+    assert_eq!(seen.capacity.storage_free, (1 << 30) - (2 << 20));
+    assert_eq!(meta_of(&hub, edges[1].id()).domains.site.as_str(), "site-1");
+
+    // Edge 2 stores data: two updates in quick succession (well within one second).
+    let who = edges[0].id();
+    let before = seen.version;
+    let mut changes: Vec<_> = std::iter::once(&hub)
+        .chain(&edges[1..])
+        .map(|n| n.watch_peers())
+        .collect();
+    let cap = |free| Capacity {
+        storage_total: 1 << 30,
+        storage_free: free,
+    };
+    edges[0].set_capacity(cap(700 << 20));
+    edges[0].set_capacity(cap(600 << 20));
+    let others = || std::iter::once(&hub).chain(&edges[1..]);
+    wait_for("the new capacity everywhere", 5, || {
+        others().all(|n| meta_of(n, who).capacity == cap(600 << 20))
+    })
+    .await;
+    for n in others() {
+        let m = meta_of(n, who);
+        assert!(m.version > before, "{} after {before}", m.version);
+        assert_eq!(m.domains.site.as_str(), "site-0", "labels kept");
+    }
+    // Each watcher was told, and its last report for that peer holds the newest value.
+    for rx in &mut changes {
+        let mut last = None;
+        while let Ok(c) = rx.try_recv() {
+            if c.peer.id == who {
+                last = c.peer.meta;
+            }
+        }
+        assert_eq!(last.expect("a change event").capacity, cap(600 << 20));
+    }
+    // Setting the same capacity again changes nothing anywhere.
+    let version = meta_of(&hub, who).version;
+    edges[0].set_capacity(cap(600 << 20));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(meta_of(&hub, who).version, version);
     for n in edges {
         n.shutdown().await;
     }

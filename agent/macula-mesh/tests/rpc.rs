@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use macula_core::NodeKey;
-use macula_mesh::membership::{Capacity, MembershipConfig};
+use macula_mesh::membership::{Capacity, FailureDomains, MembershipConfig};
 use macula_mesh::node::{Bootstrap, MeshNode, NodeConfig, PeerState};
 use macula_mesh::realm::{Admission, CertBody, RealmKey, Role};
 use macula_mesh::rpc::{ErrorCode, Handler, RpcError};
@@ -33,6 +33,7 @@ fn start(realm: &RealmKey, seed: u8, bootstrap: Vec<Bootstrap>) -> MeshNode {
             membership: MembershipConfig::lan(2),
             overlay_key: None,
             capacity: Capacity::default(),
+            domains: FailureDomains::default(),
         },
     )
     .unwrap()

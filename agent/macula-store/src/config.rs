@@ -33,8 +33,12 @@ pub struct StorageConfig {
     pub segment_bytes: u32,
     /// `"rs-gf16-leopard"` or `"rs-gf8-matrix"`.
     pub codec: String,
-    /// Failure-domain labels used by placement.
+    /// Failure-domain labels used by placement and announced in member metadata: 1–64 of
+    /// `a-z 0-9 - _ .`, starting with a letter or digit (`macula_mesh::membership::Label`);
+    /// checked when the file is read.
+    #[serde(deserialize_with = "label")]
     pub site: String,
+    #[serde(deserialize_with = "label")]
     pub power: String,
     /// Seconds a node may be down before its shards are rebuilt elsewhere.
     pub repair_grace_secs: u64,
@@ -64,6 +68,14 @@ impl Default for StorageConfig {
             audit_interval_secs: 3600,
         }
     }
+}
+
+/// A failure-domain label, checked by the rules of member metadata.
+fn label<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    macula_mesh::membership::Label::new(s)
+        .map(String::from)
+        .map_err(serde::de::Error::custom)
 }
 
 /// A `[storage]` section that cannot be used; each message names the key and the fix.
@@ -199,6 +211,15 @@ mod tests {
             bad.put_config().unwrap_err(),
             StorageConfigError::Codec("zfec".into())
         );
+        for (key, value) in [("site", "Attic"), ("power", ""), ("site", "up stairs")] {
+            let text = format!("[storage]\nenabled = true\n{key} = \"{value}\"\n");
+            let err = macula_core::config::parse_str::<Doc>(&text, Path::new("agent.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("agent.toml:3:"), "{err}");
+            assert!(err.contains(&format!("storage.{key}")), "{err}");
+            assert!(err.contains("a-z, 0-9"), "{err}");
+        }
         let bad = StorageConfig {
             segment_bytes: 16,
             ..StorageConfig::default()

@@ -17,6 +17,7 @@ use clap::{Parser, ValueEnum};
 use macula_bus::{BUS_ENV, BUS_NAME, BusSpec, OBJECT_PATH};
 use macula_core::config::{DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR, LogFormat};
 use macula_core::{NodeKey, VERSION};
+use macula_mesh::membership::{FailureDomains, Label};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{Layer, reload};
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
@@ -139,12 +140,19 @@ async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Resu
     let update_glue = update::UpdateGlue::new(config.update.clone());
     let net = net::start(&config, &key).await?;
     let storage = storage::open(&config.storage, &args.state_dir, &key)?;
+    let domains = FailureDomains {
+        site: Label::new(config.storage.site.as_str())
+            .context("[storage] site cannot be announced")?,
+        power: Label::new(config.storage.power.as_str())
+            .context("[storage] power cannot be announced")?,
+    };
     let mesh = mesh::start(
         &config.mesh,
         &args.state_dir,
         &key,
         config.node.role,
         storage.capacity(),
+        domains,
     )?;
 
     let connection = args
@@ -201,6 +209,20 @@ async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Resu
     net.emit_changes(&connection);
     mesh.emit_changes(&connection);
     storage.attach(mesh.clone(), &connection);
+    if config.storage.enabled {
+        // Free space changes with every shard stored here, by this node's puts and by others':
+        // look every second, `announce_capacity` decides what is worth telling the realm.
+        let shard_bytes =
+            u64::from(config.storage.segment_bytes).div_ceil(u64::from(config.storage.k.max(1)));
+        let (mesh, storage) = (mesh.clone(), storage.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                mesh.announce_capacity(storage.capacity(), shard_bytes);
+            }
+        });
+    }
     tokio::spawn(update::health_task(
         update_glue,
         args.state_dir.clone(),

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use macula_bus::Error;
@@ -14,7 +15,7 @@ use macula_core::config::Role;
 use macula_core::wire;
 use macula_mesh::beacon;
 use macula_mesh::config::MeshSection;
-use macula_mesh::membership::{Capacity, MAX_META_ADDRS, MembershipConfig};
+use macula_mesh::membership::{Capacity, FailureDomains, MAX_META_ADDRS, MembershipConfig};
 use macula_mesh::node::{Bootstrap, MeshNode, NodeConfig, PeerInfo};
 use macula_mesh::realm::{Admission, CertBody, MembershipCert, RealmKey, Revocation};
 use macula_mesh::transport::{TransportParams, unix_now};
@@ -30,8 +31,82 @@ pub struct MeshGlue {
     config: MeshSection,
     state_dir: PathBuf,
     node_role: Role,
-    /// Storage capacity announced in member metadata.
-    capacity: Capacity,
+    /// Storage capacity announced in member metadata, and when to re-announce it.
+    capacity: Arc<Mutex<CapacityAnnouncer>>,
+    /// Failure-domain labels announced in member metadata.
+    domains: FailureDomains,
+}
+
+/// Least time between two announcements of this node's storage capacity: every announcement
+/// is a rumor that every member retransmits.
+pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Decides when a new storage capacity is worth announcing: when the quota changed, or free
+/// space moved by at least 1 % of the quota or one shard (the smaller: placement skips a node
+/// without room for a shard, so that much matters) since the last announcement; and at most once
+/// per [`ANNOUNCE_INTERVAL`] — a change that comes sooner is held and announced (its latest value)
+/// when the interval has passed. Pure: the caller passes the time.
+#[derive(Debug)]
+struct CapacityAnnouncer {
+    /// What members heard last (or hear when the mesh starts).
+    announced: Capacity,
+    at: Option<Instant>,
+    /// A change held back by the interval (a timer is due for it).
+    held: Option<Capacity>,
+}
+
+/// What to do with an offered capacity.
+#[derive(Debug, PartialEq, Eq)]
+enum Announce {
+    /// Announce it now.
+    Now(Capacity),
+    /// Call [`CapacityAnnouncer::due`] after this long.
+    Later(Duration),
+    Nothing,
+}
+
+impl CapacityAnnouncer {
+    fn new(capacity: Capacity) -> Self {
+        Self {
+            announced: capacity,
+            at: None,
+            held: None,
+        }
+    }
+
+    fn offer(&mut self, c: Capacity, shard_bytes: u64, now: Instant) -> Announce {
+        let threshold = (c.storage_total / 100).min(shard_bytes).max(1);
+        let moved = c.storage_total != self.announced.storage_total
+            || c.storage_free.abs_diff(self.announced.storage_free) >= threshold;
+        if !moved {
+            // Back near what members know: nothing to tell them.
+            self.held = None;
+            return Announce::Nothing;
+        }
+        match self.at.map(|at| now.saturating_duration_since(at)) {
+            Some(since) if since < ANNOUNCE_INTERVAL => {
+                if self.held.replace(c).is_some() {
+                    Announce::Nothing
+                } else {
+                    Announce::Later(ANNOUNCE_INTERVAL - since)
+                }
+            }
+            _ => {
+                self.held = None;
+                self.announced = c;
+                self.at = Some(now);
+                Announce::Now(c)
+            }
+        }
+    }
+
+    /// The held change, now announced (when a [`Announce::Later`] is due).
+    fn due(&mut self, now: Instant) -> Option<Capacity> {
+        let c = self.held.take()?;
+        self.announced = c;
+        self.at = Some(now);
+        Some(c)
+    }
 }
 
 /// Where the realm key lives when this node created the realm (`<state>/realm/node.key`).
@@ -66,6 +141,7 @@ pub fn start(
     key: &NodeKey,
     node_role: Role,
     capacity: Capacity,
+    domains: FailureDomains,
 ) -> Result<MeshGlue> {
     let glue = MeshGlue {
         node: Arc::default(),
@@ -74,7 +150,8 @@ pub fn start(
         config: config.clone(),
         state_dir: state_dir.to_owned(),
         node_role,
-        capacity,
+        capacity: Arc::new(Mutex::new(CapacityAnnouncer::new(capacity))),
+        domains,
     };
     let path = glue.cert_path();
     let text = match std::fs::read_to_string(&path) {
@@ -139,6 +216,20 @@ fn peer_map(p: &PeerInfo) -> HashMap<String, OwnedValue> {
                 .unwrap_or_default(),
         )),
     );
+    let label = |f: fn(&FailureDomains) -> &macula_mesh::membership::Label| {
+        meta.map(|m| f(&m.domains).to_string()).unwrap_or_default()
+    };
+    m.insert("site".into(), val(Value::from(label(|d| &d.site))));
+    m.insert("power".into(), val(Value::from(label(|d| &d.power))));
+    let capacity = meta.map(|m| m.capacity).unwrap_or_default();
+    m.insert(
+        "storage_total".into(),
+        val(Value::from(capacity.storage_total)),
+    );
+    m.insert(
+        "storage_free".into(),
+        val(Value::from(capacity.storage_free)),
+    );
     m
 }
 
@@ -186,7 +277,12 @@ impl MeshGlue {
                 // The overlay key is derived from the node key (docs/identity.md), so peers could
                 // compute it; it is announced anyway so `maculactl peers` shows what WireGuard uses.
                 overlay_key: Some(peer_public_key(&self.key.node_id()).0),
-                capacity: self.capacity,
+                capacity: {
+                    let mut c = self.capacity.lock().expect("capacity lock");
+                    c.due(Instant::now());
+                    c.announced
+                },
+                domains: self.domains.clone(),
             },
             &uplinks,
         )
@@ -351,6 +447,45 @@ impl MeshGlue {
         let _ = self.conn.set(conn.clone());
         if let Some(node) = self.running_node() {
             forward_peer_changes(conn, &node);
+        }
+    }
+
+    /// Re-announces this node's storage capacity in its member metadata when it moved enough to
+    /// matter to placement (see [`CapacityAnnouncer`]: the quota changed, or free space by at least
+    /// 1 % of the quota or `shard_bytes`), at most once per [`ANNOUNCE_INTERVAL`]; a change held
+    /// back by the interval is announced when it has passed. Cheap: call it whenever free space
+    /// may have changed. While the mesh is off the value is kept for its start.
+    pub fn announce_capacity(&self, capacity: Capacity, shard_bytes: u64) {
+        let decision = self.capacity.lock().expect("capacity lock").offer(
+            capacity,
+            shard_bytes,
+            Instant::now(),
+        );
+        match decision {
+            Announce::Now(c) => self.set_capacity(c),
+            Announce::Later(after) => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let due = this
+                        .capacity
+                        .lock()
+                        .expect("capacity lock")
+                        .due(Instant::now());
+                    if let Some(c) = due {
+                        this.set_capacity(c);
+                    }
+                });
+            }
+            Announce::Nothing => {}
+        }
+    }
+
+    fn set_capacity(&self, c: Capacity) {
+        if let Some(node) = self.running_node() {
+            tracing::debug!(target: "macula::mesh", free = c.storage_free, quota = c.storage_total,
+                "announcing storage capacity");
+            node.set_capacity(c);
         }
     }
 
@@ -676,5 +811,74 @@ fn name_or_id(name: &str, key: &NodeKey) -> String {
         key.node_id().short()
     } else {
         name.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    fn cap(free: u64) -> Capacity {
+        Capacity {
+            storage_total: GIB,
+            storage_free: free,
+        }
+    }
+
+    #[test]
+    fn capacity_is_announced_when_it_moved_enough_and_not_too_often() {
+        let shard = 256 << 10;
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut a = CapacityAnnouncer::new(cap(GIB));
+        // Less than a shard (and 1 % of 1 GiB is more): not worth a rumor.
+        assert_eq!(a.offer(cap(GIB - 1000), shard, t0), Announce::Nothing);
+        // A shard's worth: announced at once (nothing announced yet).
+        assert_eq!(
+            a.offer(cap(GIB - shard), shard, t0),
+            Announce::Now(cap(GIB - shard))
+        );
+        // The next change within the interval waits for its end; later ones only update it.
+        assert_eq!(
+            a.offer(cap(GIB - 2 * shard), shard, at(1)),
+            Announce::Later(ANNOUNCE_INTERVAL - Duration::from_secs(1))
+        );
+        assert_eq!(
+            a.offer(cap(GIB - 3 * shard), shard, at(2)),
+            Announce::Nothing
+        );
+        assert_eq!(a.due(at(5)), Some(cap(GIB - 3 * shard)));
+        assert_eq!(a.due(at(5)), None);
+        // Held, then back near the announced value: the timer finds nothing to send.
+        assert!(matches!(
+            a.offer(cap(GIB - 5 * shard), shard, at(6)),
+            Announce::Later(_)
+        ));
+        assert_eq!(
+            a.offer(cap(GIB - 3 * shard), shard, at(7)),
+            Announce::Nothing
+        );
+        assert_eq!(a.due(at(10)), None);
+        // A quota change always counts; after the interval it goes out at once.
+        let bigger = Capacity {
+            storage_total: 2 * GIB,
+            storage_free: GIB,
+        };
+        assert_eq!(a.offer(bigger, shard, at(11)), Announce::Now(bigger));
+        // With huge shards, 1 % of the quota is the step.
+        let mut a = CapacityAnnouncer::new(cap(GIB));
+        assert_eq!(
+            a.offer(cap(GIB - GIB / 200), 64 * GIB, t0),
+            Announce::Nothing
+        );
+        assert_eq!(
+            a.offer(cap(GIB - GIB / 100), 64 * GIB, t0),
+            Announce::Now(cap(GIB - GIB / 100))
+        );
+        // No storage: a zero capacity never changes, never announced.
+        let mut a = CapacityAnnouncer::new(Capacity::default());
+        assert_eq!(a.offer(Capacity::default(), 0, t0), Announce::Nothing);
     }
 }

@@ -394,13 +394,12 @@ fn peer_info(p: &macula_mesh::node::PeerInfo) -> Option<NodeInfo> {
     if p.state != PeerState::Alive || meta.capacity.storage_total == 0 {
         return None;
     }
-    // Failure-domain labels are not in member metadata yet: peers count as `default`.
     Some(NodeInfo {
         id: p.id,
         capacity_bytes: meta.capacity.storage_total,
         free_bytes: meta.capacity.storage_free,
-        site: "default".into(),
-        power: "default".into(),
+        site: meta.domains.site.to_string(),
+        power: meta.domains.power.to_string(),
     })
 }
 

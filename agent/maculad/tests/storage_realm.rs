@@ -28,6 +28,11 @@ struct Node {
 
 /// Starts `count` nodes with storage on, admits them all to one realm with `realm join`.
 fn realm(count: usize) -> Vec<Node> {
+    realm_with(count, |_| String::new())
+}
+
+/// As [`realm`], with `extra(i)` appended to node `i`'s `[storage]` section.
+fn realm_with(count: usize, extra: impl Fn(usize) -> String) -> Vec<Node> {
     let realm = RealmKey::generate();
     let mut first_port = None;
     let mut nodes = Vec::new();
@@ -43,7 +48,8 @@ fn realm(count: usize) -> Vec<Node> {
         let config = format!(
             "[node]\nname = \"{name}\"\n[mesh]\nlisten = \"127.0.0.1:{port}\"\n{boot}\
              [storage]\nenabled = true\nquota_bytes = 268435456\nk = 3\nm = 2\n\
-             repair_grace_secs = 3\naudit_interval_secs = 2\n"
+             repair_grace_secs = 3\naudit_interval_secs = 2\n{}",
+            extra(i)
         );
         let agent = Agent::spawn(
             &bus,
@@ -84,14 +90,14 @@ fn realm(count: usize) -> Vec<Node> {
     nodes
 }
 
-fn alive_peers(n: &Node) -> usize {
+fn peers(n: &Node) -> Vec<serde_json::Value> {
     let v: serde_json::Value =
         serde_json::from_str(&ok(&n.agent.ctl(&["peers", "--json"]))).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["state"] == "alive")
-        .count()
+    v.as_array().unwrap().clone()
+}
+
+fn alive_peers(n: &Node) -> usize {
+    peers(n).iter().filter(|p| p["state"] == "alive").count()
 }
 
 fn status(n: &Node) -> serde_json::Value {
@@ -169,7 +175,9 @@ fn get(n: &Node, cap: &str, out: &Path) -> std::process::Output {
 
 #[test]
 fn put_get_survives_corruption_and_losses_and_repairs() {
-    let mut nodes = realm(6);
+    // Three sites of 3, 2 and 1 nodes: placement spreads every segment's 5 shards 2 + 2 + 1.
+    const SITES: [&str; 6] = ["a", "a", "a", "b", "b", "c"];
+    let mut nodes = realm_with(6, |i| format!("site = \"{}\"\n", SITES[i]));
     let dir = tempfile::tempdir().unwrap();
     // 3 full 1 MiB segments and an odd tail: 4 data segments + 1 manifest.
     let (input, data) = file_of(dir.path(), "input.bin", 3 * (1 << 20) + 12_345, 7);
@@ -235,6 +243,20 @@ fn put_get_survives_corruption_and_losses_and_repairs() {
     // 4 data segments + manifest, and 1 + manifest of the small file.
     assert_eq!(full.len(), 7, "{full:?}");
     assert!(full.values().all(|&c| c == 5), "{full:?}");
+    // Failure domains from the member metadata: at most 2 shards of a segment per site (a
+    // label-blind placement puts 3 in site `a` for about half of the segments).
+    for seg in full.keys() {
+        let mut per_site = BTreeMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            if shards(n).keys().any(|k| &k.0 == seg) {
+                *per_site.entry(SITES[i]).or_insert(0) += 1;
+            }
+        }
+        assert!(
+            per_site.values().all(|&c| c <= 2) && per_site.len() == 3,
+            "segment {seg}: {per_site:?}"
+        );
+    }
     for n in &nodes {
         // Never two shards of one segment on one node.
         let s = shards(n);
@@ -326,6 +348,107 @@ fn put_get_survives_corruption_and_losses_and_repairs() {
         "{err}"
     );
     assert!(!dir.path().join("out3.bin").exists());
+}
+
+/// Failure-domain labels from `[storage] site`/`power` and live free space travel in member
+/// metadata: every node's `maculactl peers` shows them, and free space drops in the peers' view
+/// after a put stores shards everywhere.
+#[test]
+fn labels_and_free_space_reach_the_peers() {
+    const QUOTA: u64 = 268_435_456;
+    let labels = [
+        ("attic", "ups-1"),
+        ("cellar", "ups-2"),
+        ("cellar", "ups-3"),
+        ("garage", "mains"),
+    ];
+    let nodes = realm_with(5, |i| match labels.get(i) {
+        Some((site, power)) => format!("site = \"{site}\"\npower = \"{power}\"\n"),
+        None => String::new(), // node 4 sets none: `default`
+    });
+    let label_of = |i: usize| labels.get(i).copied().unwrap_or(("default", "default"));
+    let view = |from: &Node, name: &str| {
+        peers(from)
+            .into_iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{} does not know {name}", from.name))
+    };
+    for (i, from) in nodes.iter().enumerate() {
+        for (j, to) in nodes.iter().enumerate().filter(|(j, _)| *j != i) {
+            let p = view(from, &to.name);
+            let (site, power) = label_of(j);
+            assert_eq!(
+                (p["site"].as_str(), p["power"].as_str()),
+                (Some(site), Some(power))
+            );
+            assert_eq!(
+                p["storage_total"], QUOTA,
+                "{} about {}: {p}",
+                from.name, to.name
+            );
+            assert_eq!(
+                p["storage_free"], QUOTA,
+                "{} about {}: {p}",
+                from.name, to.name
+            );
+        }
+    }
+    let table = ok(&nodes[0].agent.ctl(&["peers"]));
+    let row = table.lines().find(|l| l.starts_with("n1 ")).expect(&table);
+    for col in ["cellar", "ups-2", "256.0 MiB"] {
+        assert!(row.contains(col), "{col} missing in: {table}");
+    }
+
+    // A put stores one shard of each segment on every node (3 + 2 on 5 nodes).
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = file_of(dir.path(), "input.bin", 3 << 20, 9);
+    let t = std::time::Instant::now();
+    ok(&nodes[0].agent.ctl(&["put", "-q", input.to_str().unwrap()]));
+    // Free space as each node knows it (the truth), and as its peers hear it: re-announced
+    // when it moved by one shard (1 MiB / 3) or 1 % of the quota, whichever is smaller.
+    let step = (1u64 << 20).div_ceil(3).min(QUOTA / 100);
+    let own_free: Vec<u64> = nodes
+        .iter()
+        .map(|n| status(n)["stats"]["free_bytes"].as_u64().unwrap())
+        .collect();
+    assert!(own_free.iter().all(|&f| f <= QUOTA - step), "{own_free:?}");
+    wait_until("every peer sees the new free space", 30, || {
+        nodes.iter().enumerate().all(|(i, from)| {
+            nodes
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .all(|(j, to)| {
+                    let seen = view(from, &to.name)["storage_free"].as_u64().unwrap();
+                    seen < QUOTA && seen.abs_diff(own_free[j]) < step
+                })
+        })
+    });
+    eprintln!(
+        "free space known everywhere {:?} after the put",
+        t.elapsed()
+    );
+    // The labels stay as they were.
+    assert_eq!(view(&nodes[2], "n0")["site"], "attic");
+}
+
+#[test]
+fn a_bad_failure_domain_label_is_refused_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, "[storage]\nenabled = true\nsite = \"Attic 2\"\n").unwrap();
+    let out = std::process::Command::new(macula_testkit::bin("maculad"))
+        .arg("--check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("agent.toml:3:") && err.contains("storage.site"),
+        "{err}"
+    );
+    assert!(err.contains("a-z, 0-9"), "{err}");
 }
 
 #[test]

@@ -51,8 +51,8 @@ pub async fn peers(conn: &zbus::Connection, args: &PeersArgs) -> Result<(), CliE
         return Ok(());
     }
     println!(
-        "{:<16} {:<10} {:<6} {:<8} {:<22} NODE ID",
-        "NAME", "STATE", "ROLE", "VERSION", "ADDRESS"
+        "{:<16} {:<8} {:<5} {:<12} {:<10} {:>10} {:<8} {:<22} NODE ID",
+        "NAME", "STATE", "ROLE", "SITE", "POWER", "FREE", "VERSION", "ADDRESS"
     );
     for r in &rows {
         let addr = r
@@ -63,17 +63,41 @@ pub async fn peers(conn: &zbus::Connection, args: &PeersArgs) -> Result<(), CliE
             .unwrap_or("-")
             .to_string();
         let id = t(r, "node_id");
+        let n = |k: &str| r.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        let dash = |s: String| if s.is_empty() { "-".into() } else { s };
         println!(
-            "{:<16} {:<10} {:<6} {:<8} {:<22} {}",
+            "{:<16} {:<8} {:<5} {:<12} {:<10} {:>10} {:<8} {:<22} {}",
             t(r, "name"),
             t(r, "state"),
             t(r, "role"),
+            dash(t(r, "site")),
+            dash(t(r, "power")),
+            free_space(n("storage_free"), n("storage_total")),
             t(r, "version"),
             addr,
             &id[..id.len().min(8)]
         );
     }
     Ok(())
+}
+
+/// Free storage as a person reads it (binary units, one decimal); `-` for a node offering none.
+fn free_space(free: u64, total: u64) -> String {
+    if total == 0 {
+        return "-".into();
+    }
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = free as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{free} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 #[derive(Debug, Args)]
@@ -158,4 +182,17 @@ pub async fn subscribe(conn: &zbus::Connection, args: &SubArgs) -> Result<(), Cl
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn free_space_reads_well() {
+        assert_eq!(super::free_space(0, 0), "-");
+        assert_eq!(super::free_space(0, 1), "0 B");
+        assert_eq!(super::free_space(1023, 4096), "1023 B");
+        assert_eq!(super::free_space(3 << 29, 1 << 40), "1.5 GiB");
+        assert_eq!(super::free_space(5 << 40, 6 << 40), "5.0 TiB");
+        assert_eq!(super::free_space(u64::MAX, u64::MAX), "16777216.0 TiB");
+    }
 }
