@@ -11,6 +11,8 @@
 //! file either holds a complete verified shard or does not exist. `tmp/` is emptied on open. Every
 //! read is verified again; a shard that fails is removed and reported so repair can replace it.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -138,6 +140,8 @@ pub struct LocalStore {
     quota: u64,
     used: Mutex<u64>,
     tmp_counter: AtomicU64,
+    /// Names of the files in `tmp/` being written right now (GC leaves them alone).
+    writing: Mutex<HashSet<OsString>>,
     /// Moves whenever a shard is stored or removed.
     changes: AtomicU64,
 }
@@ -155,6 +159,7 @@ impl LocalStore {
             quota,
             used: Mutex::new(0),
             tmp_counter: AtomicU64::new(0),
+            writing: Mutex::new(HashSet::new()),
             changes: AtomicU64::new(0),
         };
         store.clean_tmp()?;
@@ -209,15 +214,50 @@ impl LocalStore {
         self.root.join("tombstones").join(seg.to_hex())
     }
 
+    /// Removes leftovers of interrupted writes from `tmp/` (not the writes in progress).
     fn clean_tmp(&self) -> Result<usize, StoreError> {
         let dir = self.root.join("tmp");
         let mut n = 0;
         for e in fs::read_dir(&dir).map_err(io_err("cannot list", &dir))? {
-            let p = e.map_err(io_err("cannot list", &dir))?.path();
-            fs::remove_file(&p).map_err(io_err("cannot remove", &p))?;
-            n += 1;
+            let e = e.map_err(io_err("cannot list", &dir))?;
+            if self.lock_writing().contains(&e.file_name()) {
+                continue;
+            }
+            let p = e.path();
+            match fs::remove_file(&p) {
+                Ok(()) => n += 1,
+                // Renamed into place (or cleaned up) by its writer since the listing.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("cannot remove", &p)(e)),
+            }
         }
         Ok(n)
+    }
+
+    fn lock_writing(&self) -> std::sync::MutexGuard<'_, HashSet<OsString>> {
+        self.writing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates a uniquely named file in `tmp/`, registered as a write in progress until the
+    /// returned guard is dropped (which also removes the file unless it was renamed away).
+    fn tmp_file(&self, stem: &str) -> Result<(TmpFile<'_>, File), StoreError> {
+        let name = OsString::from(format!(
+            "{stem}.{}.{}",
+            std::process::id(),
+            self.tmp_counter.fetch_add(1, Ordering::Relaxed)
+        ));
+        self.lock_writing().insert(name.clone());
+        let guard = TmpFile {
+            store: self,
+            path: self.root.join("tmp").join(&name),
+            name,
+        };
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&guard.path)
+            .map_err(io_err("cannot create", &guard.path))?;
+        Ok((guard, f))
     }
 
     /// Every shard file present, as `(segment, index)`, sorted.
@@ -270,19 +310,10 @@ impl LocalStore {
             fs::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
             sync_dir(&self.root.join("shards"))?;
         }
-        let tmp = self.root.join("tmp").join(format!(
-            "{}.{index}.{}.{}",
-            seg.to_hex(),
-            std::process::id(),
-            self.tmp_counter.fetch_add(1, Ordering::Relaxed)
-        ));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io_err("cannot create", &tmp))?;
-        f.write_all(bytes).map_err(io_err("cannot write", &tmp))?;
-        f.sync_all().map_err(io_err("cannot fsync", &tmp))?;
+        let (tmp, mut f) = self.tmp_file(&format!("{}.{index}", seg.to_hex()))?;
+        f.write_all(bytes)
+            .map_err(io_err("cannot write", &tmp.path))?;
+        f.sync_all().map_err(io_err("cannot fsync", &tmp.path))?;
         drop(f);
         {
             // Concurrent puts: the existence check, quota and rename happen under the lock, so
@@ -294,10 +325,9 @@ impl LocalStore {
                 self.check_quota(*used, need).map(|()| PutOutcome::Stored)
             };
             if !matches!(outcome, Ok(PutOutcome::Stored)) {
-                let _ = fs::remove_file(&tmp);
                 return outcome;
             }
-            fs::rename(&tmp, &path).map_err(io_err("cannot rename into place", &path))?;
+            fs::rename(&tmp.path, &path).map_err(io_err("cannot rename into place", &path))?;
             *used += need;
             self.changes.fetch_add(1, Ordering::Relaxed);
         }
@@ -471,7 +501,7 @@ impl LocalStore {
             return Err(StoreError::NotOwner(req.segment));
         }
         let tomb = self.tombstone_path(&req.segment);
-        write_atomically(&self.root.join("tmp"), &tomb, &req.to_bytes())?;
+        self.write_atomically(&tomb, &req.to_bytes())?;
         for &i in &local {
             self.remove(&req.segment, i)?;
         }
@@ -486,6 +516,17 @@ impl LocalStore {
         *used -= len.min(*used);
         self.changes.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Writes a small file (a tombstone) through `tmp/`: fsync, rename, fsync of the directory.
+    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let stem = path.file_name().and_then(|n| n.to_str()).unwrap_or("f");
+        let (tmp, mut f) = self.tmp_file(stem)?;
+        f.write_all(bytes)
+            .map_err(io_err("cannot write", &tmp.path))?;
+        f.sync_all().map_err(io_err("cannot fsync", &tmp.path))?;
+        fs::rename(&tmp.path, path).map_err(io_err("cannot rename into place", path))?;
+        sync_dir(path.parent().expect("has parent"))
     }
 
     /// Garbage collection and audit: removes leftovers of interrupted writes, shards of deleted
@@ -540,15 +581,17 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io_err("cannot fsync directory", dir))
 }
 
-fn write_atomically(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let tmp = tmp_dir.join(format!(
-        "{}.{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("f"),
-        std::process::id()
-    ));
-    let mut f = File::create(&tmp).map_err(io_err("cannot create", &tmp))?;
-    f.write_all(bytes).map_err(io_err("cannot write", &tmp))?;
-    f.sync_all().map_err(io_err("cannot fsync", &tmp))?;
-    fs::rename(&tmp, path).map_err(io_err("cannot rename into place", path))?;
-    sync_dir(path.parent().expect("has parent"))
+/// A file in `tmp/` being written; dropping it forgets the write and removes the file if it is
+/// still there (an error before the rename, or the rename made it someone else's).
+struct TmpFile<'a> {
+    store: &'a LocalStore,
+    path: PathBuf,
+    name: OsString,
+}
+
+impl Drop for TmpFile<'_> {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+        self.store.lock_writing().remove(&self.name);
+    }
 }

@@ -297,3 +297,47 @@ fn concurrent_puts_of_the_same_shards_store_each_once() {
         0
     );
 }
+
+#[test]
+fn gc_running_beside_puts_removes_only_leftovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(LocalStore::open(dir.path(), 1 << 30).unwrap());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // An audit loop, as the repair service runs it, while two writers put 20 segments each.
+    let gc = {
+        let (store, done) = (store.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut rounds = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                store.gc().unwrap();
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    let writers: Vec<_> = (0..2u64)
+        .map(|w| {
+            let (store, owner) = (store.clone(), NodeKey::from_seed([5; 32]));
+            std::thread::spawn(move || {
+                for s in 0..20 {
+                    let seg = segment(1000 * w + s, 200_000, &owner);
+                    for i in 0..6 {
+                        let put = store.put(&seg.shard(i).to_bytes());
+                        assert_eq!(put.unwrap(), PutOutcome::Stored, "writer {w} segment {s}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(gc.join().unwrap() > 0);
+    assert_eq!(store.list().unwrap().len(), 240);
+    // A leftover of an interrupted write (another process) is still collected.
+    let leftover = dir.path().join("tmp").join("abc.0.99999.0");
+    std::fs::write(&leftover, b"half a shard").unwrap();
+    assert_eq!(store.gc().unwrap().removed_tmp, 1);
+    assert!(!leftover.exists());
+}

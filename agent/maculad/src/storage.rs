@@ -39,6 +39,10 @@ use crate::mesh::MeshGlue;
 /// Pub/sub topic on which nodes share their shard inventory.
 pub const INVENTORY_TOPIC: &str = "macula.storage.inventory";
 
+/// Puts, gets and deletes a node runs at once; more wait for a slot. Memory use is about three
+/// segments per transfer (plaintext, coded shards, a reply in flight).
+pub const MAX_TRANSFERS: usize = 4;
+
 /// Longest time between two publications of an unchanged inventory (anti-entropy).
 pub const INVENTORY_REFRESH: Duration = Duration::from_secs(60);
 
@@ -60,11 +64,10 @@ struct Inner {
     key: NodeKey,
     running: OnceLock<Running>,
     conn: OnceLock<zbus::Connection>,
-    /// Serialises Put/Get/Delete (the agent's runtime is single-threaded; one transfer at a time
-    /// keeps memory bounded by one segment).
-    busy: tokio::sync::Mutex<()>,
+    /// Puts, gets and deletes running at once (each holds about one segment in memory).
+    transfers: tokio::sync::Semaphore,
     repair_status: Mutex<RepairStatus>,
-    /// Inventory rounds shared with the realm (one per audit interval).
+    /// Inventories published (after each change and every refresh).
     inventory_rounds: AtomicU64,
 }
 
@@ -126,7 +129,7 @@ pub fn open(cfg: &StorageConfig, state_dir: &Path, key: &NodeKey) -> Result<Stor
             key: NodeKey::from_seed(*key.signing_key().as_bytes()),
             running: OnceLock::new(),
             conn: OnceLock::new(),
-            busy: tokio::sync::Mutex::new(()),
+            transfers: tokio::sync::Semaphore::new(MAX_TRANSFERS),
             repair_status: Mutex::default(),
             inventory_rounds: AtomicU64::new(0),
         }),
@@ -346,6 +349,14 @@ impl StorageGlue {
         v
     }
 
+    async fn transfer_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Error> {
+        self.inner
+            .transfers
+            .acquire()
+            .await
+            .map_err(|_| Error::Unavailable("storage is shutting down".into()))
+    }
+
     fn running(&self) -> Result<&Running, Error> {
         if self.inner.store.is_none() {
             return Err(Error::Unavailable(
@@ -450,7 +461,7 @@ impl StorageGlue {
             )));
         }
         let len = meta.len();
-        let _busy = self.inner.busy.lock().await;
+        let _slot = self.transfer_slot().await?;
         let mut input = Counting {
             inner: std::io::BufReader::new(file),
             done: 0,
@@ -470,7 +481,7 @@ impl StorageGlue {
     async fn get_into(&self, cap: &str, file: std::fs::File, label: String) -> Result<u64, Error> {
         let r = self.running()?;
         let cap = parse_cap(cap)?;
-        let _busy = self.inner.busy.lock().await;
+        let _slot = self.transfer_slot().await?;
         let members = self.members(r);
         let manifest = r.client.stat(&members, &cap).await.map_err(client_error)?;
         let mut out = Counting {
@@ -576,7 +587,7 @@ impl StorageControl for StorageGlue {
         Box::pin(async move {
             let r = self.running()?;
             let cap = parse_cap(&cap)?;
-            let _busy = self.inner.busy.lock().await;
+            let _slot = self.transfer_slot().await?;
             let members = self.members(r);
             let n = r
                 .client

@@ -452,6 +452,33 @@ fn a_bad_failure_domain_label_is_refused_with_its_place() {
 }
 
 #[test]
+fn a_small_put_does_not_wait_for_a_large_one() {
+    let nodes = realm(5);
+    let dir = tempfile::tempdir().unwrap();
+    let (big, big_data) = file_of(dir.path(), "big.bin", 32 << 20, 21);
+    let bus = nodes[0].bus.address().to_owned();
+    let big_s = big.to_str().unwrap().to_owned();
+    let large = std::thread::spawn(move || maculactl(&bus, &["put", "-q", &big_s]));
+    wait_until("the large put is storing shards", 60, || {
+        nodes.iter().map(|n| shards(n).len()).sum::<usize>() >= 5
+    });
+    // The same node takes a second put while the first runs, and finishes it first.
+    let (small, small_data) = file_of(dir.path(), "small.bin", 10_000, 22);
+    let small_cap = ok(&nodes[0].agent.ctl(&["put", "-q", small.to_str().unwrap()]));
+    assert!(
+        !large.is_finished(),
+        "the large put ended before the small one"
+    );
+    let back = dir.path().join("small-back.bin");
+    ok(&get(&nodes[1], small_cap.trim(), &back));
+    assert!(std::fs::read(&back).unwrap() == small_data);
+    let big_cap = ok(&large.join().unwrap());
+    let big_back = dir.path().join("big-back.bin");
+    ok(&get(&nodes[2], big_cap.trim(), &big_back));
+    assert!(std::fs::read(&big_back).unwrap() == big_data);
+}
+
+#[test]
 fn sigkill_during_put_leaves_no_partial_shard() {
     let mut nodes = realm(5);
     let dir = tempfile::tempdir().unwrap();
