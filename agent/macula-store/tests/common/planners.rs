@@ -59,7 +59,8 @@ impl Planners {
     }
 
     /// Runs every live node's repairs at `now` until none has one left; returns how many ran.
-    /// A repair's targets share their new inventory with everyone before the next poll.
+    /// After each round the repairs' targets share their new inventory with everyone (as
+    /// maculad does about a second after a store changes).
     pub async fn run(&mut self, client: &Client<InProcessNetwork>, now: u64) -> usize {
         let mut done = 0;
         loop {
@@ -69,7 +70,7 @@ impl Planners {
                 .filter(|id| !self.down.contains(id))
                 .copied()
                 .collect();
-            let mut progressed = false;
+            let mut targets = BTreeSet::new();
             for me in live {
                 while let Some(action) = self.planners.get_mut(&me).expect("planner").poll(now) {
                     let stored = client.execute_repair(&action).await.expect("repair");
@@ -78,15 +79,15 @@ impl Planners {
                         stored: stored.clone(),
                     };
                     self.planners.get_mut(&me).expect("planner").handle(now, ev);
-                    for (_, target) in stored {
-                        self.share_inventory(client, target, now);
-                    }
+                    targets.extend(stored.into_iter().map(|(_, node)| node));
                     done += 1;
-                    progressed = true;
                 }
             }
-            if !progressed {
+            if targets.is_empty() {
                 return done;
+            }
+            for target in targets {
+                self.share_inventory(client, target, now);
             }
         }
     }
