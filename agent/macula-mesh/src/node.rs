@@ -28,6 +28,7 @@ use crate::dht::{
     Dht, DhtConfig, DhtOutput, Key, LookupId, LookupResult, Record, RecordBody, RecordKind,
     Request as DhtRequest, RequestId, Response as DhtResponse,
 };
+use crate::frame::FrameError;
 use crate::membership::{
     Capacity, Event, FailureDomains, MemberId, MemberMeta, MemberTimer, Membership,
     MembershipConfig, Output, SignedMeta, UplinkAddr,
@@ -36,7 +37,10 @@ use crate::proto::{Datagram, close};
 use crate::pubsub::{PubSub, PubSubError, PubSubMsg, PubSubOutput, PubSubTimer, Publication};
 use crate::realm::{Admission, Revocation, Role};
 use crate::relay::Relay;
-use crate::rpc::{CANCEL_CODE, ErrorCode, Handler, MAX_RPC_FRAME, RpcError, RpcReply, RpcRequest};
+use crate::rpc::{
+    CANCEL_CODE, ChunkSender, ErrorCode, Handler, MAX_RPC_FRAME, MAX_STREAM_FRAME, Procedure,
+    RpcError, RpcReply, RpcRequest, StreamHandler, StreamItem,
+};
 use crate::transport::{Endpoint, Peer, TransportError, TransportParams, unix_now};
 
 /// A bootstrap contact: `host:port`, or `<node-id>@host:port` to also pin the node's key.
@@ -216,7 +220,7 @@ struct Shared {
     dialing: Mutex<HashSet<NodeId>>,
     peers: Mutex<BTreeMap<NodeId, PeerInfo>>,
     cmd: mpsc::UnboundedSender<Cmd>,
-    procedures: RwLock<HashMap<String, Handler>>,
+    procedures: RwLock<HashMap<String, Procedure>>,
     changes: broadcast::Sender<PeerChanged>,
     publications: broadcast::Sender<Publication>,
     me: NodeId,
@@ -340,7 +344,7 @@ impl MeshNode {
             .procedures
             .write()
             .expect("procedure lock")
-            .insert(DHT_PROCEDURE.to_string(), dht_handler);
+            .insert(DHT_PROCEDURE.to_string(), Procedure::Plain(dht_handler));
         let tasks = vec![
             tokio::spawn(accept_loop(shared.clone())),
             tokio::spawn(drive(shared.clone(), membership, cmd_rx)),
@@ -449,7 +453,18 @@ impl MeshNode {
             .procedures
             .write()
             .expect("procedure lock")
-            .insert(name.to_string(), handler);
+            .insert(name.to_string(), Procedure::Plain(handler));
+    }
+
+    /// Serves stream procedure `name` (replacing an earlier handler of that name): the handler
+    /// sends the reply in chunks through its [`ChunkSender`]; callers read them with
+    /// [`MeshNode::call_stream`].
+    pub fn serve_stream(&self, name: &str, handler: StreamHandler) {
+        self.shared
+            .procedures
+            .write()
+            .expect("procedure lock")
+            .insert(name.to_string(), Procedure::Stream(handler));
     }
 
     /// Advertises in the DHT that this node serves procedure `name` (a provider record under
@@ -493,6 +508,29 @@ impl MeshNode {
         deadline: Duration,
     ) -> Result<Vec<u8>, RpcError> {
         call(&self.shared, peer, procedure, body, deadline).await
+    }
+
+    /// Calls stream procedure `procedure` on `peer` with `body`; the reply's chunks come from
+    /// [`ReplyStream::next`]. `deadline` bounds the whole call, reply included. Dropping the
+    /// [`ReplyStream`] before its end cancels the call at the callee.
+    pub async fn call_stream(
+        &self,
+        peer: NodeId,
+        procedure: &str,
+        body: Vec<u8>,
+        deadline: Duration,
+    ) -> Result<ReplyStream, RpcError> {
+        let started = Instant::now();
+        let (send, recv) = open_call(&self.shared, peer, procedure, body, deadline).await?;
+        Ok(ReplyStream {
+            send,
+            recv,
+            what: format!("`{procedure}` on {}", peer.short()),
+            deadline: started + deadline,
+            budget: deadline,
+            first: true,
+            end: None,
+        })
     }
 
     /// Dials a contact found at run time (LAN beacon) unless a connection to that node exists,
@@ -745,8 +783,79 @@ const DUPLICATE_GRACE: Duration = Duration::from_secs(5);
 /// Largest datagram accepted.
 const MAX_DATAGRAM: usize = 1400;
 
-/// Sends one membership packet, dialling the peer if needed (the packet is dropped while a dial
-/// is in progress; SWIM tolerates loss).
+/// Opens a call stream to `peer` and sends the request; connecting, opening and sending count
+/// against `deadline`.
+async fn open_call(
+    shared: &Arc<Shared>,
+    peer: NodeId,
+    procedure: &str,
+    body: Vec<u8>,
+    deadline: Duration,
+) -> Result<(quinn::SendStream, quinn::RecvStream), RpcError> {
+    let req = RpcRequest {
+        procedure: procedure.to_string(),
+        deadline_ms: u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX),
+        body,
+    };
+    let at = Instant::now() + deadline;
+    let late = || {
+        RpcError::new(
+            ErrorCode::DeadlineExceeded,
+            format!("no answer from {} within {deadline:?}", peer.short()),
+        )
+    };
+    let conn = tokio::time::timeout_at(at, connection(shared, peer))
+        .await
+        .map_err(|_| RpcError::new(ErrorCode::DeadlineExceeded, "connecting took too long"))??;
+    let (mut send, mut recv) = tokio::time::timeout_at(at, conn.open_bi())
+        .await
+        .map_err(|_| late())?
+        .map_err(|e| unavailable(&e))?;
+    let sent = tokio::time::timeout_at(at, async {
+        crate::frame::write(&mut send, &req, MAX_RPC_FRAME)
+            .await
+            .map_err(|e| match e {
+                FrameError::TooLarge { .. } => {
+                    RpcError::new(ErrorCode::BadRequest, format!("request not sent: {e}"))
+                }
+                e => unavailable(&e),
+            })?;
+        send.finish().map_err(|e| unavailable(&e))
+    })
+    .await;
+    match sent {
+        Ok(Ok(())) => Ok((send, recv)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            cancel(&mut send, &mut recv, CANCEL_CODE);
+            Err(late())
+        }
+    }
+}
+
+fn unavailable(e: &dyn std::fmt::Display) -> RpcError {
+    RpcError::new(ErrorCode::Unavailable, e.to_string())
+}
+
+/// Abandons a call stream in both directions.
+fn cancel(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, code: u32) {
+    let _ = send.reset(VarInt::from_u32(code));
+    let _ = recv.stop(VarInt::from_u32(code));
+}
+
+/// The reply frame read from a call stream, or what went wrong reading it.
+fn reply_frame(read: Result<Option<RpcReply>, FrameError>) -> Result<RpcReply, RpcError> {
+    match read {
+        Ok(Some(reply)) => Ok(reply),
+        Ok(None) => Err(RpcError::new(
+            ErrorCode::Unavailable,
+            "the callee closed the call before the end of its answer",
+        )),
+        Err(FrameError::Read(e)) => Err(unavailable(&e)),
+        Err(e) => Err(RpcError::new(ErrorCode::Protocol, e.to_string())),
+    }
+}
+
 /// Calls `procedure` on `peer` (see [`MeshNode::call`]).
 async fn call(
     shared: &Arc<Shared>,
@@ -755,43 +864,131 @@ async fn call(
     body: Vec<u8>,
     deadline: Duration,
 ) -> Result<Vec<u8>, RpcError> {
-    let req = RpcRequest {
-        procedure: procedure.to_string(),
-        deadline_ms: u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX),
-        body,
+    let at = Instant::now() + deadline;
+    let (mut send, mut recv) = open_call(shared, peer, procedure, body, deadline).await?;
+    let read = crate::frame::read::<RpcReply>(&mut recv, MAX_RPC_FRAME);
+    let Ok(read) = tokio::time::timeout_at(at, read).await else {
+        cancel(&mut send, &mut recv, CANCEL_CODE);
+        return Err(RpcError::new(
+            ErrorCode::DeadlineExceeded,
+            format!("no answer from {} within {deadline:?}", peer.short()),
+        ));
     };
-    let started = Instant::now();
-    let conn = tokio::time::timeout(deadline, connection(shared, peer))
-        .await
-        .map_err(|_| RpcError::new(ErrorCode::DeadlineExceeded, "connecting took too long"))??;
-    let unavailable =
-        |e: &dyn std::fmt::Display| RpcError::new(ErrorCode::Unavailable, e.to_string());
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| unavailable(&e))?;
-    let exchange = async {
-        crate::frame::write(&mut send, &req, MAX_RPC_FRAME)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        send.finish().map_err(|e| unavailable(&e))?;
-        match crate::frame::read::<RpcReply>(&mut recv, MAX_RPC_FRAME).await {
-            Ok(Some(reply)) => reply.into(),
-            Ok(None) => Err(RpcError::new(
-                ErrorCode::Unavailable,
-                "the callee closed the call",
-            )),
-            Err(crate::frame::FrameError::Read(e)) => Err(unavailable(&e)),
-            Err(e) => Err(RpcError::new(ErrorCode::Protocol, e.to_string())),
+    let reply = reply_frame(read).and_then(|r| {
+        let streamed = matches!(r, RpcReply::Chunk(_) | RpcReply::End);
+        crate::rpc::plain_reply(r).map_err(|e| {
+            if streamed {
+                let at = format!("`{procedure}` on {}", peer.short());
+                RpcError::new(e.code, format!("{at}: {}", e.message))
+            } else {
+                e
+            }
+        })
+    });
+    if reply.is_err() {
+        // Stops a stream reply (or whatever else the callee is still sending).
+        cancel(&mut send, &mut recv, CANCEL_CODE);
+    }
+    reply
+}
+
+/// The reply of a stream call ([`MeshNode::call_stream`]): its chunks in order, then the end.
+///
+/// Dropping it before the end cancels the call at the callee (the QUIC stream is stopped with
+/// [`CANCEL_CODE`] and the callee drops the handler). [`ReplyStream::next`] is not cancel-safe:
+/// to give up on a reply, drop the whole `ReplyStream`.
+pub struct ReplyStream {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    /// "`procedure` on peer", for error messages.
+    what: String,
+    deadline: Instant,
+    budget: Duration,
+    /// No frame read yet (the first may be a plain reply, read with the plain limit).
+    first: bool,
+    /// How the call ended, once it did.
+    end: Option<Result<(), RpcError>>,
+}
+
+impl ReplyStream {
+    /// The next chunk of the reply; `Ok(None)` once the callee ended it. An error ends the call:
+    /// the callee's own error as it sent it, otherwise the deadline (`DeadlineExceeded`), a
+    /// broken stream or connection (`Unavailable`), a malformed or oversized frame (`Protocol`),
+    /// or a plain reply from a plain procedure (`BadRequest`). After the end or an error, `next`
+    /// returns the same again.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, RpcError> {
+        if let Some(end) = &self.end {
+            return end.clone().map(|()| None);
         }
-    };
-    let left = deadline.saturating_sub(started.elapsed());
-    match tokio::time::timeout(left, exchange).await {
-        Ok(r) => r,
-        Err(_) => {
-            let _ = send.reset(VarInt::from_u32(CANCEL_CODE));
-            let _ = recv.stop(VarInt::from_u32(CANCEL_CODE));
-            Err(RpcError::new(
-                ErrorCode::DeadlineExceeded,
-                format!("no answer from {} within {deadline:?}", peer.short()),
-            ))
+        let limit = if self.first {
+            MAX_RPC_FRAME
+        } else {
+            MAX_STREAM_FRAME
+        };
+        self.first = false;
+        let read = crate::frame::read::<RpcReply>(&mut self.recv, limit);
+        let item = match tokio::time::timeout_at(self.deadline, read).await {
+            Err(_) => Err(self.late()),
+            Ok(read) => match reply_frame(read) {
+                // The callee's own error, passed on unchanged.
+                Ok(RpcReply::Err { code, message }) => {
+                    self.end = Some(Err(RpcError { code, message }));
+                    return self.end.clone().expect("just set").map(|()| None);
+                }
+                Ok(reply) => crate::rpc::stream_item(reply).map_err(|e| self.local(e)),
+                Err(e) => Err(self.local(e)),
+            },
+        };
+        let err = match item {
+            Ok(StreamItem::Chunk(c)) => return Ok(Some(c)),
+            Ok(StreamItem::End) => {
+                // The callee finishes the stream right after the end; nothing may follow it.
+                let rest = crate::frame::read::<RpcReply>(&mut self.recv, MAX_STREAM_FRAME);
+                match tokio::time::timeout_at(self.deadline, rest).await {
+                    Ok(Ok(None)) => {
+                        self.end = Some(Ok(()));
+                        return Ok(None);
+                    }
+                    Ok(Ok(Some(_))) => self.local(RpcError::new(
+                        ErrorCode::Protocol,
+                        "a frame followed the end of the reply",
+                    )),
+                    Ok(Err(FrameError::Read(e))) => self.local(unavailable(&e)),
+                    Ok(Err(e)) => self.local(RpcError::new(ErrorCode::Protocol, e.to_string())),
+                    Err(_) => self.late(),
+                }
+            }
+            Err(e) => e,
+        };
+        let code = if err.code == ErrorCode::Protocol {
+            close::PROTOCOL
+        } else {
+            CANCEL_CODE
+        };
+        cancel(&mut self.send, &mut self.recv, code);
+        self.end = Some(Err(err.clone()));
+        Err(err)
+    }
+
+    fn local(&self, e: RpcError) -> RpcError {
+        RpcError::new(e.code, format!("{}: {}", self.what, e.message))
+    }
+
+    fn late(&self) -> RpcError {
+        RpcError::new(
+            ErrorCode::DeadlineExceeded,
+            format!(
+                "{}: the reply did not end within {:?}",
+                self.what, self.budget
+            ),
+        )
+    }
+}
+
+impl Drop for ReplyStream {
+    fn drop(&mut self) {
+        if self.end.is_none() {
+            cancel(&mut self.send, &mut self.recv, CANCEL_CODE);
         }
     }
 }
@@ -810,34 +1007,39 @@ async fn serve_call(
             return;
         }
     };
-    let reply: Result<Vec<u8>, RpcError> = match crate::rpc::admit(&req) {
+    let found = crate::rpc::admit(&req).and_then(|deadline| {
+        let procedure = shared
+            .procedures
+            .read()
+            .expect("procedure lock")
+            .get(&req.procedure)
+            .cloned();
+        procedure.map(|p| (deadline, p)).ok_or_else(|| {
+            RpcError::new(
+                ErrorCode::NoSuchProcedure,
+                format!(
+                    "{} serves no procedure `{}`",
+                    shared.me.short(),
+                    req.procedure
+                ),
+            )
+        })
+    });
+    let reply: Result<Vec<u8>, RpcError> = match found {
         Err(e) => Err(e),
-        Ok(deadline) => {
-            let handler = shared
-                .procedures
-                .read()
-                .expect("procedure lock")
-                .get(&req.procedure)
-                .cloned();
-            match handler {
-                None => Err(RpcError::new(
-                    ErrorCode::NoSuchProcedure,
-                    format!(
-                        "{} serves no procedure `{}`",
-                        shared.me.short(),
-                        req.procedure
-                    ),
-                )),
-                Some(h) => {
-                    tokio::select! {
-                        r = tokio::time::timeout(deadline, h(peer, req.body)) => r.unwrap_or_else(|_| {
-                            Err(RpcError::new(ErrorCode::DeadlineExceeded, "the handler ran past the deadline"))
-                        }),
-                        // The caller stopped the stream: cancel by dropping the handler.
-                        _ = send.stopped() => return,
-                    }
-                }
+        Ok((deadline, Procedure::Plain(h))) => {
+            tokio::select! {
+                r = tokio::time::timeout(deadline, h(peer, req.body)) => r.unwrap_or_else(|_| {
+                    Err(RpcError::new(ErrorCode::DeadlineExceeded, "the handler ran past the deadline"))
+                }),
+                // The caller stopped the stream: cancel by dropping the handler.
+                _ = send.stopped() => return,
             }
+        }
+        Ok((deadline, Procedure::Stream(h))) => {
+            let (sender, chunks) = ChunkSender::channel();
+            serve_stream(send, deadline, h(peer, req.body, sender), chunks).await;
+            return;
         }
     };
     if crate::frame::write(&mut send, &RpcReply::from(reply), MAX_RPC_FRAME)
@@ -847,6 +1049,66 @@ async fn serve_call(
         let _ = send.finish();
         let _ = send.stopped().await;
     }
+}
+
+/// Runs a stream handler: writes its chunks in order, then `End` or its error. The handler is
+/// dropped when the caller stops the stream or the deadline passes (the caller then gets
+/// `DeadlineExceeded`).
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    deadline: Duration,
+    handler: crate::rpc::StreamFuture,
+    chunks: mpsc::Receiver<Vec<u8>>,
+) {
+    let stopped = send.stopped();
+    tokio::pin!(stopped);
+    let result = tokio::select! {
+        r = tokio::time::timeout(deadline, forward_chunks(&mut send, handler, chunks)) => match r {
+            Ok(Some(r)) => r,
+            // The stream broke while writing (the caller stopped it, or the connection is gone).
+            Ok(None) => return,
+            Err(_) => Err(RpcError::new(ErrorCode::DeadlineExceeded, "the handler ran past the deadline")),
+        },
+        // The caller stopped the stream: cancel by dropping the handler.
+        _ = &mut stopped => return,
+    };
+    let last = match result {
+        Ok(()) => RpcReply::End,
+        Err(e) => crate::rpc::stream_error(e),
+    };
+    if crate::frame::write(&mut send, &last, MAX_STREAM_FRAME)
+        .await
+        .is_ok()
+    {
+        let _ = send.finish();
+        let _ = stopped.await;
+    }
+}
+
+/// Writes the handler's chunks as they come until it returns; `None` when a write failed.
+async fn forward_chunks(
+    send: &mut quinn::SendStream,
+    mut handler: crate::rpc::StreamFuture,
+    mut chunks: mpsc::Receiver<Vec<u8>>,
+) -> Option<Result<(), RpcError>> {
+    let result = loop {
+        tokio::select! {
+            chunk = chunks.recv() => match chunk {
+                Some(c) => crate::frame::write(send, &RpcReply::Chunk(c), MAX_STREAM_FRAME).await.ok()?,
+                // The handler let go of its sender but runs on.
+                None => break (&mut handler).await,
+            },
+            r = &mut handler => break r,
+        }
+    };
+    // Chunks queued before the handler returned go out before the end; later sends fail.
+    chunks.close();
+    while let Some(c) = chunks.recv().await {
+        crate::frame::write(send, &RpcReply::Chunk(c), MAX_STREAM_FRAME)
+            .await
+            .ok()?;
+    }
+    Some(result)
 }
 
 /// The connection to `peer`: the existing one, or a new one dialled at its known addresses.

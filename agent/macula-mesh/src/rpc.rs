@@ -1,9 +1,14 @@
 //! RPC: named procedures, one QUIC bidirectional stream per call.
 //!
-//! The caller opens a stream, sends one [`RpcRequest`] frame and finishes its side; the callee
-//! answers with one [`RpcReply`] frame. The deadline travels with the request and both sides
-//! enforce it. Cancellation is QUIC-native: a caller that gives up (deadline, or dropping the call)
-//! stops the stream, and the callee drops the handler's future at once.
+//! The caller opens a stream, sends one [`RpcRequest`] frame and finishes its side. A *plain*
+//! procedure answers with one [`RpcReply::Ok`] or [`RpcReply::Err`] frame; a *stream* procedure
+//! answers with any number of [`RpcReply::Chunk`] frames (each at most [`MAX_CHUNK`] bytes) and
+//! then [`RpcReply::End`] or [`RpcReply::Err`]. Both kinds share the reply enum so that a caller
+//! expecting one kind recognises the other and says so ([`stream_item`], [`plain_reply`]) instead
+//! of misreading it. The deadline travels with the request and both sides enforce it (for a
+//! stream it bounds the whole reply). Cancellation is QUIC-native: a caller that gives up
+//! (deadline, or dropping the call or the reply stream) stops the stream, and the callee drops
+//! the handler's future at once.
 //!
 //! Errors carry a code from a small taxonomy that says whether a retry can help
 //! ([`ErrorCode::retryable`]) and whether it should go to another node
@@ -26,6 +31,16 @@ pub const MAX_RPC_FRAME: usize = 4 << 20;
 pub const MAX_DEADLINE: Duration = Duration::from_secs(300);
 /// QUIC stream error code used to cancel a call.
 pub const CANCEL_CODE: u32 = 0x20;
+/// Largest chunk of a stream reply.
+pub const MAX_CHUNK: usize = 256 << 10;
+/// Longest error message in a stream reply (longer ones are cut at a character boundary).
+pub const MAX_STREAM_MESSAGE: usize = 2048;
+/// Largest frame of a stream reply after the first one: a chunk or an error with its envelope.
+/// (The first frame may be as large as [`MAX_RPC_FRAME`], so that a plain reply to a stream call
+/// is recognised and reported as such.)
+pub const MAX_STREAM_FRAME: usize = MAX_CHUNK + 16;
+/// Chunks a stream handler may queue ahead of the QUIC stream.
+pub const STREAM_QUEUE: usize = 4;
 
 /// The first (and only) frame a caller sends on a call stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,11 +51,19 @@ pub struct RpcRequest {
     pub body: Vec<u8>,
 }
 
-/// The callee's answer.
+/// The callee's answer: one `Ok` or `Err` frame for a plain procedure; `Chunk` frames then `End`
+/// or `Err` for a stream procedure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RpcReply {
     Ok(Vec<u8>),
-    Err { code: ErrorCode, message: String },
+    Err {
+        code: ErrorCode,
+        message: String,
+    },
+    /// The next piece of a stream reply (at most [`MAX_CHUNK`] bytes).
+    Chunk(Vec<u8>),
+    /// A stream reply is complete.
+    End,
 }
 
 /// What went wrong with a call, and what to do about it.
@@ -145,12 +168,58 @@ impl From<Result<Vec<u8>, RpcError>> for RpcReply {
     }
 }
 
-impl From<RpcReply> for Result<Vec<u8>, RpcError> {
-    fn from(r: RpcReply) -> Self {
-        match r {
-            RpcReply::Ok(b) => Ok(b),
-            RpcReply::Err { code, message } => Err(RpcError { code, message }),
+/// What the caller of a plain procedure makes of the reply frame.
+pub fn plain_reply(reply: RpcReply) -> Result<Vec<u8>, RpcError> {
+    match reply {
+        RpcReply::Ok(b) => Ok(b),
+        RpcReply::Err { code, message } => Err(RpcError { code, message }),
+        RpcReply::Chunk(_) | RpcReply::End => Err(RpcError::new(
+            ErrorCode::BadRequest,
+            "this is a stream procedure: call it with MeshNode::call_stream",
+        )),
+    }
+}
+
+/// One step of a stream reply, as the caller sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamItem {
+    Chunk(Vec<u8>),
+    End,
+}
+
+/// What the caller of a stream procedure makes of one reply frame: the next chunk, the end, or
+/// the error that ends the call (an `Err` frame, a plain reply, an oversized chunk).
+pub fn stream_item(reply: RpcReply) -> Result<StreamItem, RpcError> {
+    match reply {
+        RpcReply::Chunk(c) if c.len() > MAX_CHUNK => Err(RpcError::new(
+            ErrorCode::Protocol,
+            format!(
+                "reply chunk of {} bytes exceeds the limit of {MAX_CHUNK}",
+                c.len()
+            ),
+        )),
+        RpcReply::Chunk(c) => Ok(StreamItem::Chunk(c)),
+        RpcReply::End => Ok(StreamItem::End),
+        RpcReply::Err { code, message } => Err(RpcError { code, message }),
+        RpcReply::Ok(_) => Err(RpcError::new(
+            ErrorCode::BadRequest,
+            "this is a plain procedure, not a stream: call it with MeshNode::call",
+        )),
+    }
+}
+
+/// The frame that ends a stream reply with `e` (the message cut to [`MAX_STREAM_MESSAGE`]).
+pub fn stream_error(mut e: RpcError) -> RpcReply {
+    if e.message.len() > MAX_STREAM_MESSAGE {
+        let mut cut = MAX_STREAM_MESSAGE;
+        while !e.message.is_char_boundary(cut) {
+            cut -= 1;
         }
+        e.message.truncate(cut);
+    }
+    RpcReply::Err {
+        code: e.code,
+        message: e.message,
     }
 }
 
@@ -158,6 +227,52 @@ impl From<RpcReply> for Result<Vec<u8>, RpcError> {
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, RpcError>> + Send>>;
 /// A procedure implementation: called with the authenticated caller and the request body.
 pub type Handler = Arc<dyn Fn(NodeId, Vec<u8>) -> HandlerFuture + Send + Sync>;
+
+/// The future a stream handler returns: `Ok` ends the reply with `End`, `Err` with that error
+/// (after the chunks already sent).
+pub type StreamFuture = Pin<Box<dyn Future<Output = Result<(), RpcError>> + Send>>;
+/// A stream procedure: called with the authenticated caller, the request body and the sender of
+/// the reply's chunks.
+pub type StreamHandler = Arc<dyn Fn(NodeId, Vec<u8>, ChunkSender) -> StreamFuture + Send + Sync>;
+
+/// A registered procedure of either kind.
+#[derive(Clone)]
+pub enum Procedure {
+    Plain(Handler),
+    Stream(StreamHandler),
+}
+
+/// Where a stream handler puts its reply chunks: a queue of [`STREAM_QUEUE`] chunks that the
+/// node writes to the QUIC stream in order, so a handler waits while the caller falls behind.
+pub struct ChunkSender {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl ChunkSender {
+    /// A sender and the queue the node drains.
+    pub fn channel() -> (Self, tokio::sync::mpsc::Receiver<Vec<u8>>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE);
+        (Self { tx }, rx)
+    }
+
+    /// Queues the next chunk (at most [`MAX_CHUNK`] bytes). Fails when the chunk is too large
+    /// (a handler bug: split it) or when the call is over; return the error from the handler.
+    pub async fn send(&mut self, chunk: Vec<u8>) -> Result<(), RpcError> {
+        if chunk.len() > MAX_CHUNK {
+            return Err(RpcError::new(
+                ErrorCode::Internal,
+                format!(
+                    "the handler produced a chunk of {} bytes, more than the {MAX_CHUNK}-byte limit",
+                    chunk.len()
+                ),
+            ));
+        }
+        self.tx
+            .send(chunk)
+            .await
+            .map_err(|_| RpcError::new(ErrorCode::Cancelled, "the call is over"))
+    }
+}
 
 /// Checks a request before dispatch; the deadline the callee applies.
 pub fn admit(req: &RpcRequest) -> Result<Duration, RpcError> {
@@ -185,11 +300,52 @@ mod tests {
         let e = RpcError::new(ErrorCode::Overloaded, "busy");
         assert_eq!(e.to_string(), "overloaded: busy (retryable)");
         let reply: RpcReply = Err(e.clone()).into();
-        let back: Result<Vec<u8>, RpcError> =
-            macula_core::wire::decode::<RpcReply>(&macula_core::wire::encode(&reply))
-                .unwrap()
-                .into();
+        let back = plain_reply(
+            macula_core::wire::decode::<RpcReply>(&macula_core::wire::encode(&reply)).unwrap(),
+        );
         assert_eq!(back, Err(e));
+    }
+
+    #[test]
+    fn the_two_kinds_of_reply_recognise_each_other() {
+        assert_eq!(plain_reply(RpcReply::Ok(vec![1])), Ok(vec![1]));
+        for stream_frame in [RpcReply::Chunk(vec![1]), RpcReply::End] {
+            let e = plain_reply(stream_frame).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(e.message.contains("call_stream"), "{e}");
+        }
+        assert_eq!(
+            stream_item(RpcReply::Chunk(vec![2; MAX_CHUNK])),
+            Ok(StreamItem::Chunk(vec![2; MAX_CHUNK]))
+        );
+        assert_eq!(stream_item(RpcReply::End), Ok(StreamItem::End));
+        let e = stream_item(RpcReply::Ok(vec![])).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(e.message.contains("MeshNode::call"), "{e}");
+        let e = stream_item(RpcReply::Chunk(vec![0; MAX_CHUNK + 1])).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Protocol);
+        assert_eq!(
+            stream_item(RpcReply::Err {
+                code: ErrorCode::NotFound,
+                message: "gone".into()
+            }),
+            Err(RpcError::new(ErrorCode::NotFound, "gone"))
+        );
+    }
+
+    #[test]
+    fn stream_frames_fit_their_limit() {
+        let chunk = RpcReply::Chunk(vec![0xab; MAX_CHUNK]);
+        assert!(crate::frame::encode(&chunk, MAX_STREAM_FRAME).is_ok());
+        let over = RpcReply::Chunk(vec![0xab; MAX_CHUNK + 16]);
+        assert!(crate::frame::encode(&over, MAX_STREAM_FRAME).is_err());
+        // Error messages are cut to fit, at a character boundary.
+        let long = RpcError::new(ErrorCode::Internal, "é".repeat(MAX_STREAM_MESSAGE));
+        let RpcReply::Err { message, .. } = stream_error(long.clone()) else {
+            panic!("an error frame");
+        };
+        assert!(message.len() <= MAX_STREAM_MESSAGE && long.message.starts_with(&message));
+        assert!(crate::frame::encode(&stream_error(long), MAX_STREAM_FRAME).is_ok());
     }
 
     #[test]

@@ -1,18 +1,23 @@
-//! RPC between two real mesh nodes on loopback: results, error taxonomy, deadlines, cancellation.
+//! RPC between two real mesh nodes on loopback: results, error taxonomy, deadlines, cancellation;
+//! stream replies (order, errors, cancellation, deadlines, size limits, malformed replies from a
+//! raw QUIC peer).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use macula_core::NodeKey;
+use macula_mesh::frame;
 use macula_mesh::membership::{Capacity, FailureDomains, MembershipConfig};
 use macula_mesh::node::{Bootstrap, MeshNode, NodeConfig, PeerState};
 use macula_mesh::realm::{Admission, CertBody, RealmKey, Role};
-use macula_mesh::rpc::{ErrorCode, Handler, RpcError};
-use macula_mesh::transport::{TransportParams, unix_now};
+use macula_mesh::rpc::{
+    ErrorCode, Handler, MAX_CHUNK, MAX_RPC_FRAME, MAX_STREAM_FRAME, RpcError, RpcReply, RpcRequest,
+    StreamHandler,
+};
+use macula_mesh::transport::{Endpoint, TransportParams, unix_now};
 
-fn start(realm: &RealmKey, seed: u8, bootstrap: Vec<Bootstrap>) -> MeshNode {
-    let key = NodeKey::from_seed([seed; 32]);
+fn admission(realm: &RealmKey, key: &NodeKey, seed: u8) -> Arc<Admission> {
     let cert = realm.issue(CertBody {
         realm: realm.id(),
         node: key.node_id(),
@@ -21,7 +26,12 @@ fn start(realm: &RealmKey, seed: u8, bootstrap: Vec<Bootstrap>) -> MeshNode {
         not_before: unix_now() - 60,
         expires: unix_now() + 3600,
     });
-    let adm = Arc::new(Admission::new(key.node_id(), cert, unix_now()).unwrap());
+    Arc::new(Admission::new(key.node_id(), cert, unix_now()).unwrap())
+}
+
+fn start(realm: &RealmKey, seed: u8, bootstrap: Vec<Bootstrap>) -> MeshNode {
+    let key = NodeKey::from_seed([seed; 32]);
+    let adm = admission(realm, &key, seed);
     MeshNode::start(
         &key,
         adm,
@@ -172,4 +182,349 @@ async fn calls_errors_deadlines_and_cancellation() {
     assert!(e.code.try_elsewhere());
     client.shutdown().await;
     server.shutdown().await;
+}
+
+/// Two joined nodes: (server, client).
+async fn pair(realm_seed: u8) -> (MeshNode, MeshNode) {
+    let realm = RealmKey::from_seed([realm_seed; 32]);
+    let server = start(&realm, 1, vec![]);
+    let client = start(
+        &realm,
+        2,
+        vec![Bootstrap {
+            node: Some(server.id()),
+            addr: server.local_addr(),
+        }],
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !client
+        .peers()
+        .iter()
+        .any(|p| p.id == server.id() && p.state == PeerState::Alive)
+    {
+        assert!(Instant::now() < deadline, "client joined");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (server, client)
+}
+
+/// Waits until `counter` reaches `n`.
+async fn wait_count(counter: &AtomicUsize, n: usize, what: &str) {
+    let wait = Instant::now() + Duration::from_secs(3);
+    while counter.load(Ordering::SeqCst) < n {
+        assert!(Instant::now() < wait, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Chunk `i` of the numbered stream: `i` as u32 LE, repeated to a length that varies with `i`
+/// (up to the chunk limit).
+fn numbered(i: u32) -> Vec<u8> {
+    let len = match i % 4 {
+        0 => MAX_CHUNK,
+        1 => 4,
+        2 => 4 * 1000,
+        _ => 4 * (i as usize * 37 % 4096 + 1),
+    };
+    i.to_le_bytes().iter().copied().cycle().take(len).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_replies_order_errors_cancellation_and_deadlines() {
+    let (server, client) = pair(6).await;
+    let peer = server.id();
+    let secs = Duration::from_secs;
+
+    // A numbered stream of N chunks (the request body says how many).
+    let numbers: StreamHandler = Arc::new(|_, body, mut tx| {
+        Box::pin(async move {
+            let n = u32::from_le_bytes(body.try_into().unwrap());
+            for i in 0..n {
+                tx.send(numbered(i)).await?;
+            }
+            Ok(())
+        })
+    });
+    server.serve_stream("test.numbers", numbers);
+    // Three chunks, then an error.
+    let failing: StreamHandler = Arc::new(|_, _, mut tx| {
+        Box::pin(async move {
+            for i in 0..3u8 {
+                tx.send(vec![i; 1000]).await?;
+            }
+            Err(RpcError::new(ErrorCode::NotFound, "the rest is gone"))
+        })
+    });
+    server.serve_stream("test.failing", failing);
+    // Chunks without end (counted), until cancelled.
+    let cancelled = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let (c2, s2) = (cancelled.clone(), sent.clone());
+    let endless: StreamHandler = Arc::new(move |_, _, mut tx| {
+        let guard = DropCounter(c2.clone(), false);
+        let sent = s2.clone();
+        Box::pin(async move {
+            let _guard = guard;
+            loop {
+                tx.send(vec![7; 1024]).await?;
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    });
+    server.serve_stream("test.endless", endless);
+    // One chunk, then silence.
+    let c3 = cancelled.clone();
+    let stalls: StreamHandler = Arc::new(move |_, _, mut tx| {
+        let guard = DropCounter(c3.clone(), false);
+        Box::pin(async move {
+            let mut guard = guard;
+            tx.send(b"first".to_vec()).await?;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            guard.1 = true;
+            Ok(())
+        })
+    });
+    server.serve_stream("test.stalls", stalls);
+    // A handler that tries one chunk over the limit.
+    let oversized: StreamHandler = Arc::new(|_, _, mut tx| {
+        Box::pin(async move {
+            tx.send(vec![1; 16]).await?;
+            tx.send(vec![0; MAX_CHUNK + 1]).await?;
+            Ok(())
+        })
+    });
+    server.serve_stream("test.oversized", oversized);
+    let echo: Handler = Arc::new(|_, body| Box::pin(async move { Ok(body) }));
+    server.serve("test.echo", echo);
+
+    // Many chunks arrive complete and in order, then the end (which stays the end).
+    let n = 300u32;
+    let mut s = client
+        .call_stream(peer, "test.numbers", n.to_le_bytes().to_vec(), secs(30))
+        .await
+        .unwrap();
+    let mut i = 0;
+    while let Some(chunk) = s.next().await.unwrap() {
+        assert_eq!(chunk, numbered(i), "chunk {i}");
+        i += 1;
+    }
+    assert_eq!(i, n);
+    assert_eq!(s.next().await, Ok(None));
+    // An empty stream is just the end.
+    let mut s = client
+        .call_stream(peer, "test.numbers", 0u32.to_le_bytes().to_vec(), secs(5))
+        .await
+        .unwrap();
+    assert_eq!(s.next().await, Ok(None));
+
+    // An error after some chunks reaches the caller as the callee sent it, after those chunks.
+    let mut s = client
+        .call_stream(peer, "test.failing", vec![], secs(5))
+        .await
+        .unwrap();
+    for i in 0..3u8 {
+        assert_eq!(s.next().await, Ok(Some(vec![i; 1000])));
+    }
+    let e = RpcError::new(ErrorCode::NotFound, "the rest is gone");
+    assert_eq!(s.next().await, Err(e.clone()));
+    assert_eq!(s.next().await, Err(e));
+
+    // Dropping the reply stream cancels the handler, which had been held back by the queue and
+    // the stream's flow control (it did not run ahead without bound).
+    let mut s = client
+        .call_stream(peer, "test.endless", vec![], secs(60))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(s.next().await, Ok(Some(vec![7; 1024])));
+    }
+    drop(s);
+    wait_count(
+        &cancelled,
+        1,
+        "dropping the reply stream did not cancel the handler",
+    )
+    .await;
+    let at_cancel = sent.load(Ordering::SeqCst);
+    assert!(
+        at_cancel < 10_000,
+        "{at_cancel} chunks were sent before the cancel"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        sent.load(Ordering::SeqCst),
+        at_cancel,
+        "the handler kept sending"
+    );
+
+    // The deadline bounds the whole stream: a chunk arrives, then DeadlineExceeded on time, and
+    // the callee drops the handler.
+    let t = Instant::now();
+    let mut s = client
+        .call_stream(peer, "test.stalls", vec![], Duration::from_millis(400))
+        .await
+        .unwrap();
+    assert_eq!(s.next().await, Ok(Some(b"first".to_vec())));
+    let e = s.next().await.unwrap_err();
+    let took = t.elapsed();
+    assert_eq!(e.code, ErrorCode::DeadlineExceeded, "{e}");
+    assert!(e.message.contains("test.stalls"), "{e}");
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    wait_count(
+        &cancelled,
+        2,
+        "the callee did not cancel the handler at the deadline",
+    )
+    .await;
+
+    // A chunk over the limit is refused at the sender and the call ends with that error.
+    let mut s = client
+        .call_stream(peer, "test.oversized", vec![], secs(5))
+        .await
+        .unwrap();
+    assert_eq!(s.next().await, Ok(Some(vec![1; 16])));
+    let e = s.next().await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::Internal, "{e}");
+    assert!(e.message.contains("limit"), "{e}");
+
+    // The wrong kind of call says which one to use; an unknown procedure is reported as such.
+    let e = client
+        .call(peer, "test.numbers", 2u32.to_le_bytes().to_vec(), secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    assert!(
+        e.message.contains("test.numbers") && e.message.contains("call_stream"),
+        "{e}"
+    );
+    let mut s = client
+        .call_stream(peer, "test.echo", vec![1], secs(5))
+        .await
+        .unwrap();
+    let e = s.next().await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    assert!(
+        e.message.contains("test.echo") && e.message.contains("MeshNode::call"),
+        "{e}"
+    );
+    let mut s = client
+        .call_stream(peer, "test.nope", vec![], secs(5))
+        .await
+        .unwrap();
+    assert_eq!(s.next().await.unwrap_err().code, ErrorCode::NoSuchProcedure);
+
+    // After all that the connection serves both kinds of call.
+    assert_eq!(
+        client.call(peer, "test.echo", vec![9], secs(5)).await,
+        Ok(vec![9])
+    );
+    let mut s = client
+        .call_stream(peer, "test.numbers", 2u32.to_le_bytes().to_vec(), secs(5))
+        .await
+        .unwrap();
+    assert_eq!(s.next().await, Ok(Some(numbered(0))));
+    assert_eq!(s.next().await, Ok(Some(numbered(1))));
+    assert_eq!(s.next().await, Ok(None));
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+/// What the raw peer answers, chosen by the first byte of the request body.
+async fn misbehave(mut send: quinn::SendStream, how: u8) {
+    let frame_of = |r: &RpcReply| frame::encode(r, MAX_RPC_FRAME).unwrap();
+    let mut out = Vec::new();
+    match how {
+        // A chunk, then a frame whose length prefix exceeds the stream frame limit.
+        0 => {
+            out.extend(frame_of(&RpcReply::Chunk(vec![1; 8])));
+            out.extend(((MAX_STREAM_FRAME + 1) as u32).to_be_bytes());
+            out.extend(vec![0; 64]);
+        }
+        // A first chunk over the chunk limit (within the plain frame limit).
+        1 => out.extend(frame_of(&RpcReply::Chunk(vec![2; MAX_CHUNK + 1]))),
+        // A frame that does not decode.
+        2 => out.extend([0, 0, 0, 3, 1, 0xff, 0xff]),
+        // A frame after the end.
+        3 => {
+            out.extend(frame_of(&RpcReply::End));
+            out.extend(frame_of(&RpcReply::Chunk(vec![3])));
+        }
+        // The stream finished in the middle of the reply.
+        _ => out.extend(frame_of(&RpcReply::Chunk(vec![4; 8]))),
+    }
+    if send.write_all(&out).await.is_ok() {
+        let _ = send.finish();
+        let _ = send.stopped().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_stream_replies_are_protocol_errors() {
+    let realm = RealmKey::from_seed([7; 32]);
+    let raw_key = NodeKey::from_seed([30; 32]);
+    let raw = Arc::new(
+        Endpoint::bind(
+            &raw_key,
+            admission(&realm, &raw_key, 30),
+            "127.0.0.1:0".parse().unwrap(),
+            vec![],
+            TransportParams::default(),
+        )
+        .unwrap(),
+    );
+    let raw_addr = raw.local_addr().unwrap();
+    let ep = raw.clone();
+    tokio::spawn(async move {
+        while let Some(inc) = ep.accept().await {
+            let Ok(peer) = ep.handshake(inc).await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _control = peer.control;
+                while let Ok((send, mut recv)) = peer.conn.accept_bi().await {
+                    let req = frame::read::<RpcRequest>(&mut recv, MAX_RPC_FRAME)
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    tokio::spawn(misbehave(send, req.body[0]));
+                }
+            });
+        }
+    });
+    let client = start(&realm, 31, vec![]);
+    client
+        .add_contact(Bootstrap {
+            node: Some(raw_key.node_id()),
+            addr: raw_addr,
+        })
+        .await
+        .unwrap();
+    for (how, expect, chunks) in [
+        (0u8, ErrorCode::Protocol, 1),
+        (1, ErrorCode::Protocol, 0),
+        (2, ErrorCode::Protocol, 0),
+        (3, ErrorCode::Protocol, 0),
+        (4, ErrorCode::Unavailable, 1),
+    ] {
+        let mut s = client
+            .call_stream(
+                raw_key.node_id(),
+                "test.raw",
+                vec![how],
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        for _ in 0..chunks {
+            assert!(s.next().await.unwrap().is_some(), "case {how}");
+        }
+        let e = s.next().await.unwrap_err();
+        assert_eq!(e.code, expect, "case {how}: {e}");
+        assert!(e.message.contains("test.raw"), "case {how}: {e}");
+    }
+    client.shutdown().await;
+    raw.close();
 }

@@ -41,6 +41,8 @@ pub const REVOCATION: &str = "018a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121b
 pub const SWIM_DATAGRAM: &str = "010002aabb";
 pub const RPC_REQUEST: &str = "0000000f01086d6573682e6468748827020102";
 pub const RPC_REPLY_ERR: &str = "000000080101050462757379";
+pub const RPC_REPLY_CHUNK: &str = "00000006010203010203";
+pub const RPC_REPLY_END: &str = "000000020103";
 pub const PUBSUB_PUBLISH: &str =
     "00000028010301748139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3940101ff00";
 pub const DHT_RECORD: &str = "010142424242424242424242424242424242424242424242424242424242424242428139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3940180a4a7da0600284f408920db0fc11353f6f8578fe37104f619c32ab80a3234923c2513089a57792135721a7b7376700bdf6ba8e0a83f52fdd7969c5c03d08c627c30aa211c0a";
@@ -129,6 +131,14 @@ fn vectors() {
             .unwrap()),
         ),
         (
+            "RPC_REPLY_CHUNK",
+            hex(&frame::encode(&RpcReply::Chunk(vec![1, 2, 3]), 1 << 20).unwrap()),
+        ),
+        (
+            "RPC_REPLY_END",
+            hex(&frame::encode(&RpcReply::End, 1 << 20).unwrap()),
+        ),
+        (
             "PUBSUB_PUBLISH",
             hex(&frame::encode(
                 &PubSubMsg::Publish {
@@ -175,6 +185,8 @@ fn vectors() {
         SIGNED_META,
         RPC_REQUEST,
         RPC_REPLY_ERR,
+        RPC_REPLY_CHUNK,
+        RPC_REPLY_END,
         PUBSUB_PUBLISH,
         BEACON,
         DHT_RECORD,
