@@ -16,6 +16,7 @@ pub mod mesh;
 pub mod network;
 pub mod object;
 pub mod placement;
+pub mod receive;
 pub mod repair;
 pub mod segment;
 pub mod service;
