@@ -367,8 +367,8 @@ async fn stream_replies_order_errors_cancellation_and_deadlines() {
     assert_eq!(s.next().await, Ok(Some(b"first".to_vec())));
     let e = s.next().await.unwrap_err();
     let took = t.elapsed();
+    // (Whichever side's timer fires first: the callee's error or the caller's own.)
     assert_eq!(e.code, ErrorCode::DeadlineExceeded, "{e}");
-    assert!(e.message.contains("test.stalls"), "{e}");
     assert!(
         took >= Duration::from_millis(400) && took < Duration::from_secs(2),
         "{took:?}"

@@ -3,27 +3,34 @@
 //! * `store.put` — body: a serialised shard (self-describing, signed header); the callee verifies
 //!   it completely (signature, segment ID, BLAKE3 tree) before the atomic rename, so a transfer
 //!   cut off half-way never leaves a shard behind. Reply: empty.
-//! * `store.get` — body: segment ID (32 B) ‖ index (u16 LE). The callee verifies its copy before
-//!   sending (a corrupt copy is removed there and reported as corrupt); the caller verifies again
-//!   against the segment ID. Reply: the serialised shard.
+//! * `store.get` — a stream procedure ([`MeshNode::serve_stream`]). Body: segment ID (32 B) ‖
+//!   index (u16 LE). The callee verifies its copy before sending (a corrupt copy is removed there
+//!   and reported as corrupt), then sends it in wire order `header ‖ outboard ‖ data` in chunks
+//!   of [`GET_CHUNK`] bytes ([`wire_chunks`]). The caller feeds the chunks to a
+//!   [`ShardReceiver`], which checks the header against the segment ID and index, the outboard
+//!   against the root and every 16 KiB group as it arrives; at the first bad piece the caller drops
+//!   the call — which stops the transfer at the holder — and counts the shard as corrupt, so the
+//!   get goes on with other holders.
 //! * `store.delete` — body: segment ID (32 B) ‖ owner signature (64 B). Reply: shards removed
 //!   (u32 LE).
 //!
 //! Batches run in parallel, one call (stream) per shard. Calls to this node itself go straight to
-//! the local store. Shards are bounded by [`MAX_SHARD_BYTES`] (the RPC frame limit minus room for
-//! the envelope): a segment size whose shards would not fit is refused up front by
-//! [`check_put_config`].
+//! the local store. Shards are bounded by [`MAX_SHARD_BYTES`] (a put is one RPC frame: the frame
+//! limit minus room for the envelope): a segment size whose shards would not fit is refused up
+//! front by [`check_put_config`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use macula_core::NodeId;
 use macula_mesh::node::MeshNode;
-use macula_mesh::rpc::{ErrorCode, Handler, MAX_RPC_FRAME, RpcError};
+use macula_mesh::rpc::{ErrorCode, Handler, MAX_RPC_FRAME, RpcError, StreamHandler};
 use tokio::task::JoinSet;
 
 use crate::header::{SegmentId, shard_len_for};
 use crate::network::{FetchRequest, PutConfig, StorageNetwork, TransferError};
+use crate::receive::{ShardReceiver, wire_chunks};
+use crate::segment::Shard;
 use crate::store::{DeleteRequest, LocalStore, StoreError};
 
 pub const PUT_PROCEDURE: &str = "store.put";
@@ -35,6 +42,10 @@ pub const MAX_SHARD_BYTES: usize = MAX_RPC_FRAME - (64 << 10);
 
 /// How long one shard transfer may take.
 pub const SHARD_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Bytes per chunk of a `store.get` reply: four 16 KiB groups, so every data chunk is checked as
+/// soon as it arrives.
+pub const GET_CHUNK: usize = 64 << 10;
 
 /// Message prefix that marks a copy found corrupt at the holder.
 const CORRUPT: &str = "corrupt: ";
@@ -105,30 +116,60 @@ impl MeshNetwork {
         self.node
             .call(node, proc_, body, SHARD_DEADLINE)
             .await
-            .map_err(|e| match e.code {
-                ErrorCode::NotFound => TransferError::NotFound,
-                ErrorCode::Internal if e.message.starts_with(CORRUPT) => TransferError::Corrupt,
-                ErrorCode::Unavailable
-                | ErrorCode::DeadlineExceeded
-                | ErrorCode::Cancelled
-                | ErrorCode::NoSuchProcedure => TransferError::Unreachable(node),
-                _ => TransferError::Rejected(e.message),
-            })
+            .map_err(|e| transfer_error(node, e))
     }
 
     fn is_local(&self, node: &NodeId) -> bool {
         *node == self.node.id()
     }
 
-    async fn fetch_one(&self, r: FetchRequest) -> Result<Vec<u8>, TransferError> {
+    async fn fetch_one(&self, r: FetchRequest) -> Result<Shard, TransferError> {
         if self.is_local(&r.node) {
             let store = self.local.clone();
-            return blocking(move || store.get(&r.segment, r.index))
+            return blocking(move || store.get_shard(&r.segment, r.index))
                 .await
                 .map_err(local_error);
         }
-        self.call(r.node, GET_PROCEDURE, get_body(&r.segment, r.index))
+        let fail = |e| transfer_error(r.node, e);
+        let body = get_body(&r.segment, r.index);
+        let mut reply = self
+            .node
+            .call_stream(r.node, GET_PROCEDURE, body, SHARD_DEADLINE)
             .await
+            .map_err(fail)?;
+        let mut shard = ShardReceiver::new(r.segment, r.index, MAX_SHARD_BYTES);
+        let checked = loop {
+            match reply.next().await.map_err(fail)? {
+                Some(chunk) => {
+                    if let Err(e) = shard.feed(&chunk) {
+                        break Err(e);
+                    }
+                }
+                None => break shard.finish(),
+            }
+        };
+        // On an error, dropping `reply` stops the transfer at the holder.
+        checked.map_err(|e| {
+            tracing::warn!(
+                holder = %r.node,
+                segment = %r.segment,
+                index = r.index,
+                "shard transfer aborted, trying other holders: {e}"
+            );
+            TransferError::Corrupt
+        })
+    }
+}
+
+fn transfer_error(node: NodeId, e: RpcError) -> TransferError {
+    match e.code {
+        ErrorCode::NotFound => TransferError::NotFound,
+        ErrorCode::Internal if e.message.starts_with(CORRUPT) => TransferError::Corrupt,
+        ErrorCode::Unavailable
+        | ErrorCode::DeadlineExceeded
+        | ErrorCode::Cancelled
+        | ErrorCode::NoSuchProcedure => TransferError::Unreachable(node),
+        _ => TransferError::Rejected(e.message),
     }
 }
 
@@ -217,10 +258,7 @@ impl StorageNetwork for MeshNetwork {
         .await
     }
 
-    async fn fetch_shards(
-        &self,
-        requests: Vec<FetchRequest>,
-    ) -> Vec<Result<Vec<u8>, TransferError>> {
+    async fn fetch_shards(&self, requests: Vec<FetchRequest>) -> Vec<Result<Shard, TransferError>> {
         self.parallel(requests, |net, r| async move { net.fetch_one(r).await })
             .await
     }
@@ -229,14 +267,14 @@ impl StorageNetwork for MeshNetwork {
         &self,
         requests: Vec<FetchRequest>,
         want: usize,
-    ) -> Vec<Option<Result<Vec<u8>, TransferError>>> {
+    ) -> Vec<Option<Result<Shard, TransferError>>> {
         let mut set = JoinSet::new();
         let n = requests.len();
         for (i, r) in requests.into_iter().enumerate() {
             let net = self.clone();
             set.spawn(async move { (i, net.fetch_one(r).await) });
         }
-        let mut out: Vec<Option<Result<Vec<u8>, TransferError>>> = (0..n).map(|_| None).collect();
+        let mut out: Vec<Option<Result<Shard, TransferError>>> = (0..n).map(|_| None).collect();
         let mut ok = 0;
         while ok < want {
             let Some(done) = set.join_next().await else {
@@ -295,22 +333,26 @@ pub fn serve(node: &MeshNode, store: Arc<LocalStore>, on_corrupt: OnCorrupt) {
         })
     });
     let s = store.clone();
-    let get: Handler = Arc::new(move |_from, body| {
+    let get: StreamHandler = Arc::new(move |_from, body, mut reply| {
         let s = s.clone();
         let on_corrupt = on_corrupt.clone();
         Box::pin(async move {
             let (seg, idx) = parse_get(&body)?;
             // Reported from the blocking task itself: a caller that cancels the read (a faster
             // holder answered) does not keep the loss from being reported.
-            blocking(move || {
-                let r = s.get(&seg, idx);
+            let shard = blocking(move || {
+                let r = s.get_shard(&seg, idx);
                 if let Err(StoreError::Corrupt { segment, index }) = &r {
                     on_corrupt(*segment, *index);
                 }
                 r
             })
             .await
-            .map_err(rpc_error)
+            .map_err(rpc_error)?;
+            for chunk in wire_chunks(&shard, GET_CHUNK) {
+                reply.send(chunk).await?;
+            }
+            Ok(())
         })
     });
     let s = store;
@@ -325,7 +367,7 @@ pub fn serve(node: &MeshNode, store: Arc<LocalStore>, on_corrupt: OnCorrupt) {
         })
     });
     node.serve(PUT_PROCEDURE, put);
-    node.serve(GET_PROCEDURE, get);
+    node.serve_stream(GET_PROCEDURE, get);
     node.serve(DELETE_PROCEDURE, delete);
 }
 

@@ -1,8 +1,11 @@
 //! Moving shards between nodes, behind a trait, and the object-level client on top of it.
 //!
-//! [`StorageNetwork`] is what the mesh implements later (shard streams over QUIC); here
-//! [`InProcessNetwork`] connects [`LocalStore`]s in one process for tests. Requests are batched so
-//! an implementation can run them in parallel and answer from the fastest holders.
+//! [`StorageNetwork`] is implemented over the mesh by [`crate::mesh::MeshNetwork`] (one QUIC
+//! stream per shard); here [`InProcessNetwork`] connects [`LocalStore`]s in one process for tests.
+//! Requests are batched so an implementation can run them in parallel and answer from the fastest
+//! holders. Fetches return verified [`Shard`]s: the implementation verifies each one against the
+//! segment ID and index asked for (over the mesh, piece by piece as it arrives, see
+//! [`crate::receive`]), so the client never handles unverified bytes.
 //!
 //! [`Client`] implements put (segment → encrypt → code → place → store), get (any `k` verified
 //! shards per segment, falling back from the placed holders to every member), and repair
@@ -21,7 +24,7 @@ use crate::header::{SegmentId, SegmentKind, ShardHeader, SignedDescriptor};
 use crate::object::{Capability, Manifest, ObjectError};
 use crate::placement::{self, NodeInfo, PlacementError};
 use crate::repair::RepairAction;
-use crate::segment::{self, SegmentError, SegmentParams, Shard, Trust};
+use crate::segment::{self, SegmentError, SegmentParams, Shard};
 use crate::store::{DeleteRequest, LocalStore, StoreError};
 use crate::tree;
 
@@ -32,7 +35,9 @@ pub enum TransferError {
     Unreachable(NodeId),
     #[error("node does not have the shard")]
     NotFound,
-    #[error("node's copy of the shard is corrupt (it has been removed there)")]
+    #[error(
+        "node sent a corrupt shard (a copy found corrupt at the node is removed there; one damaged on the way is not)"
+    )]
     Corrupt,
     #[error("node refused the shard: {0}")]
     Rejected(String),
@@ -53,18 +58,20 @@ pub trait StorageNetwork: Send + Sync {
         &self,
         shards: Vec<(NodeId, Vec<u8>)>,
     ) -> impl Future<Output = Vec<Result<(), TransferError>>> + Send;
-    /// Fetches serialised shards from nodes (each node verifies its copy before sending).
+    /// Fetches shards from nodes, each verified against the requested segment ID and index
+    /// (a shard that fails is [`TransferError::Corrupt`]; the node also verifies its copy before
+    /// sending).
     fn fetch_shards(
         &self,
         requests: Vec<FetchRequest>,
-    ) -> impl Future<Output = Vec<Result<Vec<u8>, TransferError>>> + Send;
-    /// Fetches shards until `want` of them arrived; requests still running then are cancelled
-    /// (`None`). The default waits for all of them.
+    ) -> impl Future<Output = Vec<Result<Shard, TransferError>>> + Send;
+    /// Fetches shards until `want` of them arrived verified; requests still running then are
+    /// cancelled (`None`). The default waits for all of them.
     fn fetch_first(
         &self,
         requests: Vec<FetchRequest>,
         want: usize,
-    ) -> impl Future<Output = Vec<Option<Result<Vec<u8>, TransferError>>>> + Send {
+    ) -> impl Future<Output = Vec<Option<Result<Shard, TransferError>>>> + Send {
         let _ = want;
         async move {
             self.fetch_shards(requests)
@@ -133,14 +140,12 @@ impl StorageNetwork for InProcessNetwork {
             .collect()
     }
 
-    async fn fetch_shards(
-        &self,
-        requests: Vec<FetchRequest>,
-    ) -> Vec<Result<Vec<u8>, TransferError>> {
+    /// The store's own verified read (segment ID and index) is the caller's: no bytes travel.
+    async fn fetch_shards(&self, requests: Vec<FetchRequest>) -> Vec<Result<Shard, TransferError>> {
         requests
             .into_iter()
-            .map(|r| match self.up_store(&r.node)?.get(&r.segment, r.index) {
-                Ok(b) => Ok(b),
+            .map(|r| match self.up_store(&r.node)?.get_shard(&r.segment, r.index) {
+                Ok(s) => Ok(s),
                 Err(StoreError::NotFound { .. }) => Err(TransferError::NotFound),
                 Err(StoreError::Corrupt { .. }) => Err(TransferError::Corrupt),
                 Err(e) => Err(TransferError::Rejected(e.to_string())),
@@ -545,14 +550,7 @@ impl<N: StorageNetwork> Client<N> {
             for (r, res) in requests.iter().zip(results) {
                 // Cancelled: a faster holder already answered.
                 let Some(res) = res else { continue };
-                let verified =
-                    res.and_then(
-                        |bytes| match Shard::from_bytes(&bytes, Trust::SegmentId(id)) {
-                            Ok(s) if s.header.index == r.index => Ok(s),
-                            _ => Err(TransferError::Corrupt),
-                        },
-                    );
-                match verified {
+                match res {
                     Ok(s) => {
                         if signed.is_none() {
                             signed = Some(s.header.signed.clone());
@@ -730,16 +728,12 @@ impl<N: StorageNetwork> Client<N> {
         let mut signed = None;
         let mut shards = Vec::new();
         for (r, res) in requests.iter().zip(results) {
-            if let Ok(s) = res.map_err(|_| ()).and_then(|b| {
-                Shard::from_bytes(&b, Trust::SegmentId(action.segment)).map_err(|_| ())
-            }) {
-                if s.header.index == r.index {
-                    if shards.is_empty() {
-                        shards = vec![None; s.header.desc().n()];
-                    }
-                    shards[usize::from(r.index)] = Some(s.data);
-                    signed = Some(s.header.signed);
+            if let Ok(s) = res {
+                if shards.is_empty() {
+                    shards = vec![None; s.header.desc().n()];
                 }
+                shards[usize::from(r.index)] = Some(s.data);
+                signed = Some(s.header.signed);
             }
         }
         let have = shards.iter().flatten().count();

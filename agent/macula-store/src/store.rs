@@ -368,6 +368,16 @@ impl LocalStore {
     /// Reads and fully verifies a shard; returns its serialised bytes. A corrupt shard is removed
     /// and reported as [`StoreError::Corrupt`].
     pub fn get(&self, seg: &SegmentId, index: u16) -> Result<Vec<u8>, StoreError> {
+        self.read_verified(seg, index).map(|(bytes, _)| bytes)
+    }
+
+    /// As [`LocalStore::get`], the shard parsed into header, data and outboard (to send it in
+    /// wire order, or to use it here).
+    pub fn get_shard(&self, seg: &SegmentId, index: u16) -> Result<Shard, StoreError> {
+        self.read_verified(seg, index).map(|(_, shard)| shard)
+    }
+
+    fn read_verified(&self, seg: &SegmentId, index: u16) -> Result<(Vec<u8>, Shard), StoreError> {
         let path = self.shard_path(seg, index);
         let mut f = match File::open(&path) {
             Ok(f) => f,
@@ -387,7 +397,7 @@ impl LocalStore {
         f.read_to_end(&mut bytes)
             .map_err(io_err("cannot read", &path))?;
         match Shard::from_bytes(&bytes, Trust::SegmentId(*seg)) {
-            Ok(s) if s.header.index == index => Ok(bytes),
+            Ok(s) if s.header.index == index => Ok((bytes, s)),
             _ => Err(self.drop_corrupt(seg, index)?),
         }
     }
