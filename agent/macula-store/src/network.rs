@@ -144,12 +144,14 @@ impl StorageNetwork for InProcessNetwork {
     async fn fetch_shards(&self, requests: Vec<FetchRequest>) -> Vec<Result<Shard, TransferError>> {
         requests
             .into_iter()
-            .map(|r| match self.up_store(&r.node)?.get_shard(&r.segment, r.index) {
-                Ok(s) => Ok(s),
-                Err(StoreError::NotFound { .. }) => Err(TransferError::NotFound),
-                Err(StoreError::Corrupt { .. }) => Err(TransferError::Corrupt),
-                Err(e) => Err(TransferError::Rejected(e.to_string())),
-            })
+            .map(
+                |r| match self.up_store(&r.node)?.get_shard(&r.segment, r.index) {
+                    Ok(s) => Ok(s),
+                    Err(StoreError::NotFound { .. }) => Err(TransferError::NotFound),
+                    Err(StoreError::Corrupt { .. }) => Err(TransferError::Corrupt),
+                    Err(e) => Err(TransferError::Rejected(e.to_string())),
+                },
+            )
             .collect()
     }
 

@@ -291,8 +291,13 @@ mod tests {
             segment_index: 0,
             segment_count: 1,
         };
-        let seg = encode_segment(&plain, &p, &ObjectKey([3; 32]), &NodeKey::from_seed([4; 32]))
-            .unwrap();
+        let seg = encode_segment(
+            &plain,
+            &p,
+            &ObjectKey([3; 32]),
+            &NodeKey::from_seed([4; 32]),
+        )
+        .unwrap();
         (seg.segment_id(), (0..6).map(|i| seg.shard(i)).collect())
     }
 
@@ -389,7 +394,10 @@ mod tests {
                     let late = r.feed(&bad[piece_end..]).is_err() || r.finish().is_err();
                     assert!(late, "flip at header byte {pos} (len {len}) not caught");
                 } else {
-                    assert!(caught, "flip at byte {pos} of {o} (len {len}) not caught in time");
+                    assert!(
+                        caught,
+                        "flip at byte {pos} of {o} (len {len}) not caught in time"
+                    );
                 }
             }
             // Data: from a checkpoint at the start of each group, every byte of that group.
