@@ -57,6 +57,45 @@ pub fn decode_with_limit<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Resul
     Ok(value)
 }
 
+/// `#[serde(with = "macula_core::wire::bytes")]` for `Vec<u8>` fields that carry bulk data:
+/// the same encoding as a plain `Vec<u8>` (postcard writes a `u8` as itself, so a sequence of
+/// bytes and a byte string are both varint length ‖ the bytes), but encoded and decoded as one
+/// block instead of one serde call per byte.
+pub mod bytes {
+    use std::fmt;
+
+    use serde::de::{SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Bytes;
+        impl<'de> Visitor<'de> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+                let mut v = Vec::new();
+                while let Some(b) = seq.next_element()? {
+                    v.push(b);
+                }
+                Ok(v)
+            }
+        }
+        d.deserialize_byte_buf(Bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +145,35 @@ mod tests {
         ));
         // A huge declared length must not allocate: postcard borrows from the input.
         assert!(decode::<Sample>(&[1, 1, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+    }
+
+    #[test]
+    fn byte_fields_encode_like_plain_vectors() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Fast {
+            a: u32,
+            #[serde(with = "super::bytes")]
+            c: Vec<u8>,
+        }
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Plain {
+            a: u32,
+            c: Vec<u8>,
+        }
+        for len in [0usize, 1, 127, 128, 300, 70_000] {
+            let c: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let fast = encode(&Fast { a: 5, c: c.clone() });
+            assert_eq!(fast, encode(&Plain { a: 5, c: c.clone() }), "len {len}");
+            assert_eq!(
+                decode_with_limit::<Fast>(&fast, 1 << 20),
+                Ok(Fast { a: 5, c: c.clone() })
+            );
+            assert_eq!(
+                decode_with_limit::<Plain>(&fast, 1 << 20),
+                Ok(Plain { a: 5, c })
+            );
+        }
+        // A length beyond the input is refused, not allocated.
+        assert!(decode::<Fast>(&[VERSION, 5, 0xff, 0xff, 0x03, 1, 2]).is_err());
     }
 }

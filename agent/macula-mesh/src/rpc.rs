@@ -48,6 +48,7 @@ pub struct RpcRequest {
     pub procedure: String,
     /// Milliseconds the caller will wait, counted from when it sent the request.
     pub deadline_ms: u32,
+    #[serde(with = "macula_core::wire::bytes")]
     pub body: Vec<u8>,
 }
 
@@ -55,13 +56,13 @@ pub struct RpcRequest {
 /// or `Err` for a stream procedure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RpcReply {
-    Ok(Vec<u8>),
+    Ok(#[serde(with = "macula_core::wire::bytes")] Vec<u8>),
     Err {
         code: ErrorCode,
         message: String,
     },
     /// The next piece of a stream reply (at most [`MAX_CHUNK`] bytes).
-    Chunk(Vec<u8>),
+    Chunk(#[serde(with = "macula_core::wire::bytes")] Vec<u8>),
     /// A stream reply is complete.
     End,
 }

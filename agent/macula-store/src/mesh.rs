@@ -19,6 +19,7 @@
 //! limit minus room for the envelope): a segment size whose shards would not fit is refused up
 //! front by [`check_put_config`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ use tokio::task::JoinSet;
 
 use crate::header::{SegmentId, shard_len_for};
 use crate::network::{FetchRequest, PutConfig, StorageNetwork, TransferError};
-use crate::receive::{ShardReceiver, wire_chunks};
+use crate::receive::{ShardReceiver, SignatureCheck, wire_chunks};
 use crate::segment::Shard;
 use crate::store::{DeleteRequest, LocalStore, StoreError};
 
@@ -123,7 +124,11 @@ impl MeshNetwork {
         *node == self.node.id()
     }
 
-    async fn fetch_one(&self, r: FetchRequest) -> Result<Shard, TransferError> {
+    async fn fetch_one(
+        &self,
+        r: FetchRequest,
+        signature: Arc<SignatureCheck>,
+    ) -> Result<Shard, TransferError> {
         if self.is_local(&r.node) {
             let store = self.local.clone();
             return blocking(move || store.get_shard(&r.segment, r.index))
@@ -137,7 +142,7 @@ impl MeshNetwork {
             .call_stream(r.node, GET_PROCEDURE, body, SHARD_DEADLINE)
             .await
             .map_err(fail)?;
-        let mut shard = ShardReceiver::new(r.segment, r.index, MAX_SHARD_BYTES);
+        let mut shard = ShardReceiver::sharing(r.segment, r.index, MAX_SHARD_BYTES, signature);
         let checked = loop {
             match reply.next().await.map_err(fail)? {
                 Some(chunk) => {
@@ -159,6 +164,18 @@ impl MeshNetwork {
             TransferError::Corrupt
         })
     }
+}
+
+/// Each request with the signature check shared by the requests for its segment.
+fn with_signature_checks(requests: Vec<FetchRequest>) -> Vec<(FetchRequest, Arc<SignatureCheck>)> {
+    let mut checks: HashMap<SegmentId, Arc<SignatureCheck>> = HashMap::new();
+    requests
+        .into_iter()
+        .map(|r| {
+            let check = checks.entry(r.segment).or_default().clone();
+            (r, check)
+        })
+        .collect()
 }
 
 fn transfer_error(node: NodeId, e: RpcError) -> TransferError {
@@ -259,8 +276,11 @@ impl StorageNetwork for MeshNetwork {
     }
 
     async fn fetch_shards(&self, requests: Vec<FetchRequest>) -> Vec<Result<Shard, TransferError>> {
-        self.parallel(requests, |net, r| async move { net.fetch_one(r).await })
-            .await
+        self.parallel(
+            with_signature_checks(requests),
+            |net, (r, check)| async move { net.fetch_one(r, check).await },
+        )
+        .await
     }
 
     async fn fetch_first(
@@ -270,9 +290,9 @@ impl StorageNetwork for MeshNetwork {
     ) -> Vec<Option<Result<Shard, TransferError>>> {
         let mut set = JoinSet::new();
         let n = requests.len();
-        for (i, r) in requests.into_iter().enumerate() {
+        for (i, (r, check)) in with_signature_checks(requests).into_iter().enumerate() {
             let net = self.clone();
-            set.spawn(async move { (i, net.fetch_one(r).await) });
+            set.spawn(async move { (i, net.fetch_one(r, check).await) });
         }
         let mut out: Vec<Option<Result<Shard, TransferError>>> = (0..n).map(|_| None).collect();
         let mut ok = 0;

@@ -8,7 +8,8 @@
 //!
 //! 1. parses the header as soon as it is complete (fields with fixed checks fail as soon as the
 //!    fixed part is there) and checks it against the segment ID and index asked for, the size
-//!    limit, and the owner's signature (so every byte of the header is checked);
+//!    limit, and the owner's signature — the one part of the header the segment ID does not bind
+//!    (receivers of one segment can share a [`SignatureCheck`] so it is verified once);
 //! 2. checks the outboard against the header's root for this index once it is complete;
 //! 3. checks each group of data against the outboard once the group is complete,
 //!
@@ -18,7 +19,9 @@
 //! the same [`Shard`] as [`Shard::from_bytes`] gives for the disk order (checked by the tests and
 //! the `shard_receive` fuzz target).
 
-use crate::header::{HeaderError, SegmentId, ShardHeader};
+use std::sync::{Arc, Mutex};
+
+use crate::header::{HeaderError, SegmentId, ShardHeader, SignedDescriptor};
 use crate::segment::Shard;
 use crate::tree;
 
@@ -50,12 +53,35 @@ pub enum ReceiveError {
     Truncated { have: usize, want: usize },
 }
 
+/// The owner's signature over a segment's descriptor, verified once for the receivers that share
+/// this: every shard of a segment carries the same signed descriptor, so after one receiver
+/// verified it, the others compare the (segment ID, signature) pair instead of verifying again
+/// (Ed25519 costs about as much as hashing a 256 KiB shard).
+#[derive(Debug, Default)]
+pub struct SignatureCheck(Mutex<Option<(SegmentId, [u8; 64])>>);
+
+impl SignatureCheck {
+    /// Checks the signature of `signed`, verifying it unless this very pair was verified here.
+    pub fn check(&self, signed: &SignedDescriptor) -> Result<(), HeaderError> {
+        let pair = (signed.segment_id(), signed.signature);
+        // Held while verifying: concurrent receivers of the segment wait for one verification.
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if known.as_ref() == Some(&pair) {
+            return Ok(());
+        }
+        signed.verify()?;
+        *known = Some(pair);
+        Ok(())
+    }
+}
+
 /// Verifies one shard arriving in wire order (`header ‖ outboard ‖ data`), piece by piece.
 #[derive(Debug, Clone)]
 pub struct ShardReceiver {
     segment: SegmentId,
     index: u16,
     max_len: usize,
+    signature: Arc<SignatureCheck>,
     /// Header bytes, until the header is complete.
     head: Vec<u8>,
     /// Length `head` must reach before the next parse (the parser says how much it needs).
@@ -82,10 +108,22 @@ impl ShardReceiver {
     /// A receiver for shard `index` of `segment`, refusing shards whose serialised length
     /// ([`Shard::total_len`]) exceeds `max_len`.
     pub fn new(segment: SegmentId, index: u16, max_len: usize) -> Self {
+        Self::sharing(segment, index, max_len, Arc::default())
+    }
+
+    /// As [`ShardReceiver::new`], sharing the signature check with other receivers (of shards of
+    /// the same segment, for it to save anything).
+    pub fn sharing(
+        segment: SegmentId,
+        index: u16,
+        max_len: usize,
+        signature: Arc<SignatureCheck>,
+    ) -> Self {
         Self {
             segment,
             index,
             max_len,
+            signature,
             head: Vec::new(),
             need: crate::header::FIXED_LEN,
             header: None,
@@ -221,7 +259,7 @@ impl ShardReceiver {
             });
         }
         // The segment ID binds the descriptor; the signature is the only part it does not.
-        header.signed.verify()?;
+        self.signature.check(&header.signed)?;
         let shard_len = header.desc().shard_len as usize;
         let outboard_len = tree::outboard_len(shard_len);
         self.outboard = Vec::with_capacity(outboard_len);
@@ -477,6 +515,26 @@ mod tests {
                 max: w.len() - 1
             })
         );
+        // A shared signature check verifies once per segment and still catches a bad signature:
+        // the pair (segment ID, signature) must match what was verified.
+        let check = Arc::new(SignatureCheck::default());
+        for s in &all {
+            let mut r = ShardReceiver::sharing(seg, s.header.index, usize::MAX, check.clone());
+            r.feed(&wire(s)).unwrap();
+            r.finish().unwrap();
+        }
+        let mut forged = wire(&all[3]);
+        forged[h - 3] ^= 0x40; // last signature byte
+        let mut r = ShardReceiver::sharing(seg, 3, usize::MAX, check.clone());
+        assert_eq!(
+            r.feed(&forged),
+            Err(ReceiveError::Header(HeaderError::BadSignature))
+        );
+        // Another segment signed by the same owner is verified on its own.
+        let (seg2, other) = shards(SIZES[0]);
+        let mut r = ShardReceiver::sharing(seg2, 0, usize::MAX, check);
+        r.feed(&wire(&other[0])).unwrap();
+        r.finish().unwrap();
         // A shard in disk order is refused where the outboard should end (data stands there).
         let mut r = receiver(seg, s);
         assert_eq!(r.feed(&s.to_bytes()), Err(ReceiveError::Outboard));
