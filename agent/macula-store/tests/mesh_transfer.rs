@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use macula_core::NodeKey;
-use macula_mesh::membership::{Capacity, MembershipConfig};
+use macula_mesh::membership::{Capacity, FailureDomains, MembershipConfig};
 use macula_mesh::node::{Bootstrap, MeshNode, NodeConfig, PeerState};
 use macula_mesh::realm::{Admission, CertBody, RealmKey, Role};
 use macula_mesh::rpc::{ErrorCode, RpcError, STREAM_QUEUE, StreamHandler};
@@ -47,6 +47,7 @@ fn node(realm: &RealmKey, seed: u8, bootstrap: Vec<Bootstrap>) -> MeshNode {
                 storage_total: QUOTA,
                 storage_free: QUOTA,
             },
+            domains: FailureDomains::default(),
         },
     )
     .unwrap()
