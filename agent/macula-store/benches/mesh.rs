@@ -10,50 +10,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use macula_core::NodeKey;
-use macula_mesh::membership::{Capacity, FailureDomains, MembershipConfig};
-use macula_mesh::node::{Bootstrap, MeshNode, NodeConfig, PeerState};
-use macula_mesh::realm::{Admission, CertBody, RealmKey, Role};
+use macula_mesh::node::MeshNode;
 use macula_mesh::rpc::Handler;
-use macula_mesh::transport::{TransportParams, unix_now};
 use macula_store::mesh::{MeshNetwork, serve};
 use macula_store::network::{Client, PutConfig};
 use macula_store::placement::NodeInfo;
 use macula_store::store::LocalStore;
 
+#[path = "../tests/common/mesh.rs"]
+mod common_mesh;
+
 const NODES: usize = 6;
 const QUOTA: u64 = 64 << 30;
-
-fn node(seed: u8, bootstrap: Vec<Bootstrap>) -> MeshNode {
-    let realm = RealmKey::from_seed([91; 32]);
-    let key = NodeKey::from_seed([seed; 32]);
-    let cert = realm.issue(CertBody {
-        realm: realm.id(),
-        node: key.node_id(),
-        role: Role::Edge,
-        name: format!("n{seed}"),
-        not_before: unix_now() - 60,
-        expires: unix_now() + 3600,
-    });
-    let adm = Arc::new(Admission::new(key.node_id(), cert, unix_now()).unwrap());
-    MeshNode::start(
-        &key,
-        adm,
-        NodeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            advertise: vec![],
-            bootstrap,
-            transport: TransportParams::default(),
-            membership: MembershipConfig::lan(NODES as u32),
-            overlay_key: None,
-            capacity: Capacity {
-                storage_total: QUOTA,
-                storage_free: QUOTA,
-            },
-            domains: FailureDomains::default(),
-        },
-    )
-    .unwrap()
-}
 
 fn info(node: &MeshNode) -> NodeInfo {
     NodeInfo {
@@ -88,26 +56,7 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(256);
     let dirs: Vec<tempfile::TempDir> = (0..NODES).map(|_| tempfile::tempdir().unwrap()).collect();
-    let first = node(1, vec![]);
-    let boot = vec![Bootstrap {
-        node: Some(first.id()),
-        addr: first.local_addr(),
-    }];
-    let mut nodes = vec![Arc::new(first)];
-    for i in 1..NODES {
-        nodes.push(Arc::new(node(i as u8 + 1, boot.clone())));
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !nodes.iter().all(|n| {
-        n.peers()
-            .iter()
-            .filter(|p| p.state == PeerState::Alive)
-            .count()
-            == NODES - 1
-    }) {
-        assert!(Instant::now() < deadline, "the mesh did not form");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut nodes = common_mesh::realm(91, NODES, QUOTA).await;
     let stores: Vec<Arc<LocalStore>> = dirs
         .iter()
         .map(|d| Arc::new(LocalStore::open(d.path(), QUOTA).unwrap()))

@@ -4,14 +4,10 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use macula_core::NodeKey;
-use macula_mesh::membership::{Capacity, FailureDomains, MembershipConfig};
-use macula_mesh::node::{Bootstrap, MeshNode, NodeConfig, PeerState};
-use macula_mesh::realm::{Admission, CertBody, RealmKey, Role};
 use macula_mesh::rpc::{ErrorCode, RpcError, STREAM_QUEUE, StreamHandler};
-use macula_mesh::transport::{TransportParams, unix_now};
 use macula_store::header::{SegmentId, shard_len_for};
 use macula_store::mesh::{GET_CHUNK, GET_PROCEDURE, MeshNetwork, serve};
 use macula_store::network::{Client, PutConfig};
@@ -19,39 +15,11 @@ use macula_store::placement::NodeInfo;
 use macula_store::receive::wire_chunks;
 use macula_store::store::{DeleteRequest, LocalStore};
 
+#[path = "common/mesh.rs"]
+mod common_mesh;
+
 const NODES: usize = 6;
 const QUOTA: u64 = 1 << 30;
-
-fn node(realm: &RealmKey, seed: u8, bootstrap: Vec<Bootstrap>) -> MeshNode {
-    let key = NodeKey::from_seed([seed; 32]);
-    let cert = realm.issue(CertBody {
-        realm: realm.id(),
-        node: key.node_id(),
-        role: Role::Edge,
-        name: format!("n{seed}"),
-        not_before: unix_now() - 60,
-        expires: unix_now() + 3600,
-    });
-    let adm = Arc::new(Admission::new(key.node_id(), cert, unix_now()).unwrap());
-    MeshNode::start(
-        &key,
-        adm,
-        NodeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            advertise: vec![],
-            bootstrap,
-            transport: TransportParams::default(),
-            membership: MembershipConfig::lan(NODES as u32),
-            overlay_key: None,
-            capacity: Capacity {
-                storage_total: QUOTA,
-                storage_free: QUOTA,
-            },
-            domains: FailureDomains::default(),
-        },
-    )
-    .unwrap()
-}
 
 /// What the malicious holder did with the shard it damages.
 #[derive(Default)]
@@ -108,27 +76,7 @@ fn pseudo_random(len: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_damaged_in_transit_aborts_that_transfer_and_the_get_uses_other_holders() {
-    let realm = RealmKey::from_seed([44; 32]);
-    let first = node(&realm, 1, vec![]);
-    let boot = vec![Bootstrap {
-        node: Some(first.id()),
-        addr: first.local_addr(),
-    }];
-    let mut nodes = vec![Arc::new(first)];
-    for i in 2..=NODES as u8 {
-        nodes.push(Arc::new(node(&realm, i, boot.clone())));
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !nodes.iter().all(|n| {
-        n.peers()
-            .iter()
-            .filter(|p| p.state == PeerState::Alive)
-            .count()
-            == NODES - 1
-    }) {
-        assert!(Instant::now() < deadline, "the mesh did not form");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let nodes = common_mesh::realm(44, NODES, QUOTA).await;
     let dirs: Vec<tempfile::TempDir> = (0..NODES).map(|_| tempfile::tempdir().unwrap()).collect();
     let stores: Vec<Arc<LocalStore>> = dirs
         .iter()

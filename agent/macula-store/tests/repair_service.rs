@@ -15,31 +15,7 @@ use macula_store::store::LocalStore;
 
 #[tokio::test]
 async fn service_restores_redundancy_after_a_node_goes_down() {
-    let dir = tempfile::tempdir().unwrap();
-    let net = InProcessNetwork::default();
-    let mut nodes = Vec::new();
-    for i in 0..8u8 {
-        let id = NodeKey::from_seed([i + 200; 32]).node_id();
-        net.add_node(
-            id,
-            Arc::new(LocalStore::open(&dir.path().join(format!("n{i}")), 1 << 30).unwrap()),
-        );
-        nodes.push(NodeInfo {
-            id,
-            capacity_bytes: 1 << 30,
-            free_bytes: 1 << 30,
-            site: format!("s{}", i % 4),
-            power: "p".into(),
-        });
-    }
-    let client = Arc::new(Client::new(
-        net,
-        NodeKey::from_seed([2; 32]),
-        PutConfig {
-            segment_len: 32 << 10,
-            ..PutConfig::default()
-        },
-    ));
+    let (_dir, nodes, client) = cluster(8, 200, 4, 2);
     let mut objects = Vec::new();
     for i in 0..4u32 {
         let data: Vec<u8> = (0..50_000 + i * 999).map(|j| (j * 7 + i) as u8).collect();
@@ -111,31 +87,7 @@ async fn service_restores_redundancy_after_a_node_goes_down() {
 
 #[tokio::test]
 async fn periodic_audit_finds_a_flipped_byte_and_the_shard_is_rebuilt() {
-    let dir = tempfile::tempdir().unwrap();
-    let net = InProcessNetwork::default();
-    let mut nodes = Vec::new();
-    for i in 0..7u8 {
-        let id = NodeKey::from_seed([i + 150; 32]).node_id();
-        net.add_node(
-            id,
-            Arc::new(LocalStore::open(&dir.path().join(format!("n{i}")), 1 << 30).unwrap()),
-        );
-        nodes.push(NodeInfo {
-            id,
-            capacity_bytes: 1 << 30,
-            free_bytes: 1 << 30,
-            site: format!("s{}", i % 3),
-            power: "p".into(),
-        });
-    }
-    let client = Arc::new(Client::new(
-        net,
-        NodeKey::from_seed([3; 32]),
-        PutConfig {
-            segment_len: 32 << 10,
-            ..PutConfig::default()
-        },
-    ));
+    let (_dir, nodes, client) = cluster(7, 150, 3, 3);
     let data: Vec<u8> = (0..70_000u32).map(|j| (j * 13) as u8).collect();
     let cap = client
         .put(&nodes, &mut &data[..], data.len() as u64)
@@ -222,6 +174,46 @@ async fn periodic_audit_finds_a_flipped_byte_and_the_shard_is_rebuilt() {
         report.corrupt.is_empty(),
         "no corrupt shard left to find: {report:?}"
     );
+}
+
+/// `count` in-process stores (node keys from seeds `seed..`, sites `s0..s{sites-1}`) and a client
+/// with 32 KiB segments owned by the key of seed `owner`.
+fn cluster(
+    count: u8,
+    seed: u8,
+    sites: u8,
+    owner: u8,
+) -> (
+    tempfile::TempDir,
+    Vec<NodeInfo>,
+    Arc<Client<InProcessNetwork>>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let net = InProcessNetwork::default();
+    let mut nodes = Vec::new();
+    for i in 0..count {
+        let id = NodeKey::from_seed([i + seed; 32]).node_id();
+        net.add_node(
+            id,
+            Arc::new(LocalStore::open(&dir.path().join(format!("n{i}")), 1 << 30).unwrap()),
+        );
+        nodes.push(NodeInfo {
+            id,
+            capacity_bytes: 1 << 30,
+            free_bytes: 1 << 30,
+            site: format!("s{}", i % sites),
+            power: "p".into(),
+        });
+    }
+    let client = Arc::new(Client::new(
+        net,
+        NodeKey::from_seed([owner; 32]),
+        PutConfig {
+            segment_len: 32 << 10,
+            ..PutConfig::default()
+        },
+    ));
+    (dir, nodes, client)
 }
 
 /// One repair service per node over the shared in-process network, plus a task that hands
