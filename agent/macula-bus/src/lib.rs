@@ -22,6 +22,15 @@ pub const OBJECT_PATH: &str = "/io/macula/Agent";
 /// Environment variable that selects the bus, like `--bus`.
 pub const BUS_ENV: &str = "MACULA_BUS";
 
+/// The unique bus name of a method's caller. Signals that carry a caller's data (`Progress` of
+/// its transfer, `Publication`s of its subscription) are sent to it alone, never broadcast.
+pub type Caller = Option<zbus::names::OwnedUniqueName>;
+
+/// The caller of the method whose header this is.
+pub fn caller(header: &zbus::message::Header<'_>) -> Caller {
+    header.sender().map(|s| s.to_owned().into())
+}
+
 /// Errors returned by agent methods, as named D-Bus errors `io.macula.Error.*`.
 /// Every message says what is wrong and, where it can, what to do next.
 #[derive(Debug, zbus::DBusError)]

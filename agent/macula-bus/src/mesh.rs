@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::OwnedValue;
 
-use crate::Error;
 use crate::firewall::BoxFuture;
+use crate::{Caller, Error, caller};
 
 /// D-Bus interface name.
 pub const INTERFACE: &str = "io.macula.Mesh1";
@@ -23,9 +23,9 @@ pub trait MeshControl: Send + Sync + 'static {
     fn peers(&self) -> Vec<HashMap<String, OwnedValue>>;
     /// Publishes on a realm topic; returns the sequence number.
     fn publish(&self, topic: String, payload: Vec<u8>) -> BoxFuture<'_, Result<u64, Error>>;
-    /// Subscribes this node to a topic (publications arrive as `Publication` signals); returns
-    /// how many peers acknowledged.
-    fn subscribe(&self, topic: String) -> BoxFuture<'_, Result<u32, Error>>;
+    /// Subscribes this node to a topic; its publications arrive as `Publication` signals sent
+    /// to `caller` only, until the caller leaves the bus. Returns how many peers acknowledged.
+    fn subscribe(&self, topic: String, caller: Caller) -> BoxFuture<'_, Result<u32, Error>>;
     /// Creates a realm with this node as its first member (realm key kept in the state dir);
     /// returns the realm ID.
     fn create_realm(&self, name: String) -> Result<String, Error>;
@@ -78,9 +78,14 @@ impl MeshObject {
         self.control.publish(topic, payload).await
     }
 
-    /// Subscribes to `topic`; returns the number of peers that acknowledged.
-    async fn subscribe(&self, topic: String) -> Result<u32, Error> {
-        self.control.subscribe(topic).await
+    /// Subscribes the caller to `topic` (its publications are signalled to the caller alone);
+    /// returns the number of peers that acknowledged.
+    async fn subscribe(
+        &self,
+        topic: String,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+    ) -> Result<u32, Error> {
+        self.control.subscribe(topic, caller(&header)).await
     }
 
     /// Creates a realm with this node as its first member; returns the realm ID.
@@ -125,7 +130,8 @@ impl MeshObject {
         name: &str,
     ) -> zbus::Result<()>;
 
-    /// A publication on a subscribed topic (each (publisher, seq) once).
+    /// A publication on a topic the receiver subscribed to (each (publisher, seq) once); sent
+    /// to the subscriber only.
     #[zbus(signal)]
     pub async fn publication(
         emitter: &SignalEmitter<'_>,

@@ -1,35 +1,38 @@
-//! `io.macula.Storage1`: erasure-coded object storage in the realm (put/get by path, stat,
-//! delete, progress signals, stats and the repair queue).
+//! `io.macula.Storage1`: erasure-coded object storage in the realm (put/get through file
+//! descriptors the caller opened, stat, delete, progress signals, stats and the repair queue).
+//!
+//! There are no by-path methods: the agent runs as root, so it never opens a file a caller names;
+//! the caller opens it with its own permissions and passes the descriptor.
 
 use std::collections::HashMap;
 
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::OwnedValue;
 
-use crate::Error;
 use crate::firewall::BoxFuture;
+use crate::{Caller, Error, caller};
 
 /// D-Bus interface name.
 pub const INTERFACE: &str = "io.macula.Storage1";
 
 /// What the storage interface needs from the daemon.
 pub trait StorageControl: Send + Sync + 'static {
-    /// Stores the file at `path` (absolute, read by the agent) in the realm; returns the
-    /// capability string.
-    fn put(&self, path: String) -> BoxFuture<'_, Result<String, Error>>;
     /// Stores the regular file open at `file` (passed by the caller); `label` names the
-    /// operation in `Progress` signals.
-    fn put_fd(&self, file: std::fs::File, label: String) -> BoxFuture<'_, Result<String, Error>>;
-    /// Reads the object named by `cap` into a new file at `path` (absolute; written to a
-    /// temporary name and renamed when complete); returns the bytes written.
-    fn get(&self, cap: String, path: String) -> BoxFuture<'_, Result<u64, Error>>;
+    /// operation in `Progress` signals, which go to `caller` only.
+    fn put_fd(
+        &self,
+        file: std::fs::File,
+        label: String,
+        caller: Caller,
+    ) -> BoxFuture<'_, Result<String, Error>>;
     /// Writes the object named by `cap` to `file` (opened for writing by the caller, synced at
-    /// the end); returns the bytes written.
+    /// the end); returns the bytes written. `Progress` signals go to `caller` only.
     fn get_fd(
         &self,
         cap: String,
         file: std::fs::File,
         label: String,
+        caller: Caller,
     ) -> BoxFuture<'_, Result<u64, Error>>;
     /// Size, coding parameters and shard availability of an object: `size`, `segments`, `k`,
     /// `m`, `codec`, `object_id`.
@@ -58,21 +61,16 @@ impl StorageObject {
 
 #[zbus::interface(name = "io.macula.Storage1")]
 impl StorageObject {
-    /// Stores a file; returns its capability. `Progress` signals report the bytes done.
-    async fn put(&self, path: String) -> Result<String, Error> {
-        self.control.put(path).await
-    }
-
-    /// Writes the object named by `cap` to `path`; returns its size.
-    async fn get(&self, cap: String, path: String) -> Result<u64, Error> {
-        self.control.get(cap, path).await
-    }
-
     /// Stores the file behind `fd` (a regular file the caller opened); `label` names it in
-    /// `Progress` signals.
-    async fn put_fd(&self, fd: zbus::zvariant::OwnedFd, label: String) -> Result<String, Error> {
+    /// the `Progress` signals sent to the caller.
+    async fn put_fd(
+        &self,
+        fd: zbus::zvariant::OwnedFd,
+        label: String,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+    ) -> Result<String, Error> {
         let file = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
-        self.control.put_fd(file, label).await
+        self.control.put_fd(file, label, caller(&header)).await
     }
 
     /// Writes the object named by `cap` into `fd` (a file the caller opened for writing).
@@ -81,9 +79,10 @@ impl StorageObject {
         cap: String,
         fd: zbus::zvariant::OwnedFd,
         label: String,
+        #[zbus(header)] header: zbus::message::Header<'_>,
     ) -> Result<u64, Error> {
         let file = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
-        self.control.get_fd(cap, file, label).await
+        self.control.get_fd(cap, file, label, caller(&header)).await
     }
 
     /// Describes an object (reads its manifest).
@@ -108,7 +107,8 @@ impl StorageObject {
         self.control.repair_queue()
     }
 
-    /// Progress of a `Put` or `Get` of `path`: `op` is `put` or `get`.
+    /// Progress of a `PutFd` or `GetFd` labelled `path`: `op` is `put` or `get`. Sent to the
+    /// method's caller only.
     #[zbus(signal)]
     pub async fn progress(
         emitter: &SignalEmitter<'_>,
@@ -126,8 +126,6 @@ impl StorageObject {
     default_path = "/io/macula/Agent"
 )]
 pub trait Storage1 {
-    fn put(&self, path: &str) -> zbus::Result<String>;
-    fn get(&self, cap: &str, path: &str) -> zbus::Result<u64>;
     fn put_fd(&self, fd: zbus::zvariant::Fd<'_>, label: &str) -> zbus::Result<String>;
     fn get_fd(&self, cap: &str, fd: zbus::zvariant::Fd<'_>, label: &str) -> zbus::Result<u64>;
     fn stat(&self, cap: &str) -> zbus::Result<HashMap<String, OwnedValue>>;

@@ -4,6 +4,7 @@
 pub mod base32;
 pub mod config;
 pub mod domains;
+pub mod fsutil;
 pub mod identity;
 pub mod wire;
 

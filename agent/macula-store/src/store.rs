@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -252,10 +252,7 @@ impl LocalStore {
             path: self.root.join("tmp").join(&name),
             name,
         };
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&guard.path)
+        let f = macula_core::fsutil::create_new(&guard.path, 0o600)
             .map_err(io_err("cannot create", &guard.path))?;
         Ok((guard, f))
     }

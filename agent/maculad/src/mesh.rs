@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use macula_bus::Error;
+use futures_lite::StreamExt;
 use macula_bus::firewall::BoxFuture;
 use macula_bus::mesh::{MeshControl, MeshObject};
+use macula_bus::{Caller, Error};
 use macula_core::NodeKey;
 use macula_core::config::Role;
 use macula_core::wire;
@@ -20,6 +21,7 @@ use macula_mesh::node::{Bootstrap, MeshNode, NodeConfig, PeerInfo};
 use macula_mesh::realm::{Admission, CertBody, MembershipCert, RealmKey, Revocation};
 use macula_mesh::transport::{TransportParams, unix_now};
 use macula_net::overlay::{WgKey, peer_public_key};
+use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{OwnedValue, Value};
 
 /// The mesh of this node: running once the node holds a membership certificate.
@@ -426,10 +428,9 @@ impl MeshGlue {
                     if path.exists() {
                         continue;
                     }
-                    let tmp = path.with_extension("tmp");
-                    let res = std::fs::create_dir_all(&dir)
-                        .and_then(|()| std::fs::write(&tmp, wire::encode(&rev)))
-                        .and_then(|()| std::fs::rename(&tmp, &path));
+                    let res = std::fs::create_dir_all(&dir).and_then(|()| {
+                        macula_core::fsutil::write_atomic(&path, &wire::encode(&rev), 0o644)
+                    });
                     match res {
                         Ok(()) => tracing::info!(target: "macula::mesh", node = %rev.body.node,
                             file = %path.display(), "revocation stored"),
@@ -529,9 +530,7 @@ impl MeshGlue {
 
     fn write_cert(&self, cert: &MembershipCert) -> Result<(), Error> {
         let path = self.cert_path();
-        let tmp = path.with_extension("cert.tmp");
-        std::fs::write(&tmp, cert.to_text())
-            .and_then(|()| std::fs::rename(&tmp, &path))
+        macula_core::fsutil::write_atomic(&path, cert.to_text().as_bytes(), 0o644)
             .map_err(|e| Error::Failed(format!("cannot write {}: {e}", path.display())))
     }
 }
@@ -724,27 +723,54 @@ impl MeshControl for MeshGlue {
         })
     }
 
-    fn subscribe(&self, topic: String) -> BoxFuture<'_, Result<u32, Error>> {
+    fn subscribe(&self, topic: String, caller: Caller) -> BoxFuture<'_, Result<u32, Error>> {
         Box::pin(async move {
             let node = self.running()?;
+            let (Some(conn), Some(caller)) = (self.conn.get().cloned(), caller) else {
+                return Err(Error::InvalidArgument(
+                    "publications are signalled to the subscriber alone; call Subscribe over a \
+                     message bus"
+                        .into(),
+                ));
+            };
+            // Watch the subscriber before subscribing, so a caller that leaves meanwhile is seen.
+            let bus = zbus::fdo::DBusProxy::new(&conn)
+                .await
+                .map_err(Error::ZBus)?;
+            let mut left = bus
+                .receive_name_owner_changed_with_args(&[(0, caller.as_str())])
+                .await
+                .map_err(Error::ZBus)?;
+            let present = bus
+                .name_has_owner(caller.as_ref().into())
+                .await
+                .map_err(|e| Error::ZBus(e.into()))?;
+            if !present {
+                return Err(Error::Failed("the subscriber left the bus".into()));
+            }
             let mut sub = node
                 .subscribe(&topic)
                 .await
                 .map_err(|e| Error::InvalidArgument(e.to_string()))?;
             let acked = u32::try_from(sub.acked).unwrap_or(u32::MAX);
-            let conn = self.conn.get().cloned();
+            let emitter = SignalEmitter::new(&conn, macula_bus::OBJECT_PATH)
+                .map_err(Error::ZBus)?
+                .set_destination(caller.into_inner().into())
+                .into_owned();
             tokio::spawn(async move {
-                let Some(conn) = conn else { return };
-                while let Some(p) = sub.recv().await {
-                    let Ok(iface) = conn
-                        .object_server()
-                        .interface::<_, MeshObject>(macula_bus::OBJECT_PATH)
-                        .await
-                    else {
-                        return;
+                loop {
+                    let p = tokio::select! {
+                        p = sub.recv() => match p {
+                            Some(p) => p,
+                            None => return,
+                        },
+                        _ = left.next() => {
+                            tracing::debug!(target: "macula::mesh", %topic, "subscriber left the bus");
+                            return;
+                        }
                     };
                     if let Err(e) = MeshObject::publication(
-                        iface.signal_emitter(),
+                        &emitter,
                         &p.topic,
                         &p.publisher.to_string(),
                         p.seq,

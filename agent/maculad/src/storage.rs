@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use macula_bus::Error;
 use macula_bus::firewall::BoxFuture;
 use macula_bus::storage::{StorageControl, StorageObject};
+use macula_bus::{Caller, Error};
 use macula_core::NodeKey;
 use macula_mesh::membership::Capacity;
 use macula_mesh::node::{MeshNode, PeerState};
@@ -32,6 +32,7 @@ use macula_store::placement::NodeInfo;
 use macula_store::repair::{Event, RepairConfig, RepairStatus};
 use macula_store::service::{self, RepairService};
 use macula_store::store::LocalStore;
+use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{OwnedValue, Value};
 
 use crate::mesh::MeshGlue;
@@ -92,16 +93,6 @@ fn client_error(e: ClientError) -> Error {
         }
         e => Error::Failed(e.to_string()),
     }
-}
-
-fn absolute(path: &str) -> Result<PathBuf, Error> {
-    let p = PathBuf::from(path);
-    if !p.is_absolute() {
-        return Err(Error::InvalidArgument(format!(
-            "`{path}` is not an absolute path; the agent resolves no relative paths"
-        )));
-    }
-    Ok(p)
 }
 
 /// Opens the local store when `[storage] enabled`; checks the section either way.
@@ -374,8 +365,25 @@ impl StorageGlue {
         })
     }
 
-    fn progress(&self, op: &'static str, path: String, total: u64) -> impl FnMut(u64) + use<> {
-        let conn = self.inner.conn.get().cloned();
+    /// Reports a transfer's progress to `caller` alone (unicast `Progress` signals): file names
+    /// and sizes are the caller's business, not every local user's.
+    fn progress(
+        &self,
+        op: &'static str,
+        path: String,
+        total: u64,
+        caller: Caller,
+    ) -> impl FnMut(u64) + use<> {
+        let emitter = self
+            .inner
+            .conn
+            .get()
+            .zip(caller)
+            .and_then(|(conn, caller)| {
+                SignalEmitter::new(conn, macula_bus::OBJECT_PATH)
+                    .ok()
+                    .map(|e| e.set_destination(caller.into_inner().into()).into_owned())
+            });
         let step = (total / 100).max(256 << 10);
         let mut next = 0u64;
         move |done| {
@@ -383,17 +391,12 @@ impl StorageGlue {
                 return;
             }
             next = done + step;
-            let Some(conn) = conn.clone() else { return };
+            let Some(emitter) = emitter.clone() else {
+                return;
+            };
             let path = path.clone();
             tokio::spawn(async move {
-                if let Ok(iface) = conn
-                    .object_server()
-                    .interface::<_, StorageObject>(macula_bus::OBJECT_PATH)
-                    .await
-                {
-                    let _ = StorageObject::progress(iface.signal_emitter(), op, &path, done, total)
-                        .await;
-                }
+                let _ = StorageObject::progress(&emitter, op, &path, done, total).await;
             });
         }
     }
@@ -450,7 +453,12 @@ fn parse_cap(cap: &str) -> Result<Capability, Error> {
 }
 
 impl StorageGlue {
-    async fn put_file(&self, file: std::fs::File, label: String) -> Result<String, Error> {
+    async fn put_file(
+        &self,
+        file: std::fs::File,
+        label: String,
+        caller: Caller,
+    ) -> Result<String, Error> {
         let r = self.running()?;
         let meta = file
             .metadata()
@@ -465,7 +473,7 @@ impl StorageGlue {
         let mut input = Counting {
             inner: std::io::BufReader::new(file),
             done: 0,
-            report: self.progress("put", label.clone(), len),
+            report: self.progress("put", label.clone(), len, caller),
         };
         let members = self.members(r);
         let cap = r
@@ -478,7 +486,13 @@ impl StorageGlue {
     }
 
     /// Writes the object to `file` and syncs it; reports corrupt shards the get found.
-    async fn get_into(&self, cap: &str, file: std::fs::File, label: String) -> Result<u64, Error> {
+    async fn get_into(
+        &self,
+        cap: &str,
+        file: std::fs::File,
+        label: String,
+        caller: Caller,
+    ) -> Result<u64, Error> {
         let r = self.running()?;
         let cap = parse_cap(cap)?;
         let _slot = self.transfer_slot().await?;
@@ -487,7 +501,7 @@ impl StorageGlue {
         let mut out = Counting {
             inner: std::io::BufWriter::new(file),
             done: 0,
-            report: self.progress("get", label.clone(), manifest.object_len),
+            report: self.progress("get", label.clone(), manifest.object_len, caller),
         };
         let report = r
             .client
@@ -512,42 +526,13 @@ impl StorageGlue {
 }
 
 impl StorageControl for StorageGlue {
-    fn put(&self, path: String) -> BoxFuture<'_, Result<String, Error>> {
-        Box::pin(async move {
-            self.running()?;
-            let p = absolute(&path)?;
-            let file = std::fs::File::open(&p)
-                .map_err(|e| Error::InvalidArgument(format!("cannot open {path}: {e}")))?;
-            self.put_file(file, path).await
-        })
-    }
-
-    fn put_fd(&self, file: std::fs::File, label: String) -> BoxFuture<'_, Result<String, Error>> {
-        Box::pin(self.put_file(file, label))
-    }
-
-    fn get(&self, cap: String, path: String) -> BoxFuture<'_, Result<u64, Error>> {
-        Box::pin(async move {
-            self.running()?;
-            let p = absolute(&path)?;
-            let tmp = p.with_file_name(format!(
-                ".{}.macula-get",
-                p.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            ));
-            let file = std::fs::File::create(&tmp)
-                .map_err(|e| Error::InvalidArgument(format!("cannot create {path}: {e}")))?;
-            let result = self.get_into(&cap, file, path.clone()).await.and_then(|n| {
-                std::fs::rename(&tmp, &p)
-                    .map(|()| n)
-                    .map_err(|e| Error::Failed(format!("cannot write {path}: {e}")))
-            });
-            if result.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            result
-        })
+    fn put_fd(
+        &self,
+        file: std::fs::File,
+        label: String,
+        caller: Caller,
+    ) -> BoxFuture<'_, Result<String, Error>> {
+        Box::pin(self.put_file(file, label, caller))
     }
 
     fn get_fd(
@@ -555,8 +540,9 @@ impl StorageControl for StorageGlue {
         cap: String,
         file: std::fs::File,
         label: String,
+        caller: Caller,
     ) -> BoxFuture<'_, Result<u64, Error>> {
-        Box::pin(async move { self.get_into(&cap, file, label).await })
+        Box::pin(async move { self.get_into(&cap, file, label, caller).await })
     }
 
     fn stat(&self, cap: String) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>> {

@@ -191,7 +191,8 @@ impl UpdateControl for UpdateGlue {
 fn state_dir_writable(dir: &Path) -> Result<(), String> {
     use std::io::Write;
     let probe = dir.join(".health-probe");
-    let mut f = std::fs::File::create(&probe)
+    let _ = std::fs::remove_file(&probe);
+    let mut f = macula_core::fsutil::create_new(&probe, 0o600)
         .map_err(|e| format!("cannot write {}: {e}", probe.display()))?;
     f.write_all(b"ok")
         .and_then(|()| f.sync_all())

@@ -2,7 +2,7 @@
 //! private bus) form a realm with `[storage]` enabled (3 + 2 coding, so one node is spare for
 //! repair); `maculactl put/get/storage` drive it.
 //!
-//! One scenario, in order: put (by descriptor through `maculactl`, by path through busctl) → a
+//! One scenario, in order: put and get (descriptors passed by `maculactl`) → a
 //! flipped byte in a stored shard is detected, the object still reads byte-identical and the
 //! shard is rebuilt, once → SIGKILL of a holder: repair restores full redundancy on the spare
 //! node, each lost shard rebuilt once (one repair leader per segment) → m holders killed: get
@@ -13,96 +13,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use macula_mesh::realm::{CertBody, RealmKey, Role};
-use macula_mesh::transport::unix_now;
+mod common;
+
+use common::{Node, alive_peers, peers, realm, realm_with, status};
 use macula_store::store::LocalStore;
-use macula_testkit::check::{free_udp_port, ok, wait_until};
-use macula_testkit::{Agent, AgentOptions, DbusDaemon, maculactl};
-
-struct Node {
-    name: String,
-    agent: Agent,
-    bus: DbusDaemon,
-    alive: bool,
-}
-
-/// Starts `count` nodes with storage on, admits them all to one realm with `realm join`.
-fn realm(count: usize) -> Vec<Node> {
-    realm_with(count, |_| String::new())
-}
-
-/// As [`realm`], with `extra(i)` appended to node `i`'s `[storage]` section.
-fn realm_with(count: usize, extra: impl Fn(usize) -> String) -> Vec<Node> {
-    let realm = RealmKey::generate();
-    let mut first_port = None;
-    let mut nodes = Vec::new();
-    let certs = tempfile::tempdir().unwrap();
-    for i in 0..count {
-        let bus = DbusDaemon::start();
-        let port = free_udp_port();
-        let boot = first_port
-            .map(|p| format!("bootstrap = [\"127.0.0.1:{p}\"]\n"))
-            .unwrap_or_default();
-        first_port.get_or_insert(port);
-        let name = format!("n{i}");
-        let config = format!(
-            "[node]\nname = \"{name}\"\n[mesh]\nlisten = \"127.0.0.1:{port}\"\n{boot}\
-             [storage]\nenabled = true\nquota_bytes = 268435456\nk = 3\nm = 2\n\
-             repair_grace_secs = 3\naudit_interval_secs = 2\n{}",
-            extra(i)
-        );
-        let agent = Agent::spawn(
-            &bus,
-            AgentOptions {
-                config: Some(config),
-                ..Default::default()
-            },
-        );
-        let status: serde_json::Value =
-            serde_json::from_str(&ok(&agent.ctl(&["status", "--json"]))).unwrap();
-        let id = status["node_id"].as_str().unwrap().parse().unwrap();
-        let cert = realm.issue(CertBody {
-            realm: realm.id(),
-            node: id,
-            role: if i == 0 { Role::Hub } else { Role::Edge },
-            name: name.clone(),
-            not_before: unix_now() - 60,
-            expires: unix_now() + 3600,
-        });
-        let path = certs.path().join(format!("{name}.cert"));
-        std::fs::write(&path, cert.to_text()).unwrap();
-        ok(&agent.ctl(&["realm", "join", path.to_str().unwrap()]));
-        nodes.push(Node {
-            name,
-            agent,
-            bus,
-            alive: true,
-        });
-    }
-    wait_until("every node sees every other alive", 60, || {
-        nodes.iter().all(|n| alive_peers(n) == count - 1)
-    });
-    wait_until("storage runs everywhere", 30, || {
-        nodes
-            .iter()
-            .all(|n| status(n)["stats"]["running"] == true && status(n)["stats"]["nodes"] == count)
-    });
-    nodes
-}
-
-fn peers(n: &Node) -> Vec<serde_json::Value> {
-    let v: serde_json::Value =
-        serde_json::from_str(&ok(&n.agent.ctl(&["peers", "--json"]))).unwrap();
-    v.as_array().unwrap().clone()
-}
-
-fn alive_peers(n: &Node) -> usize {
-    peers(n).iter().filter(|p| p["state"] == "alive").count()
-}
-
-fn status(n: &Node) -> serde_json::Value {
-    serde_json::from_str(&ok(&n.agent.ctl(&["storage", "status", "--json"]))).unwrap()
-}
+use macula_testkit::check::{ok, wait_until};
+use macula_testkit::maculactl;
 
 /// Shards rebuilt by repairs so far, over the alive nodes.
 fn repaired(nodes: &[Node]) -> u64 {
@@ -196,45 +112,9 @@ fn put_get_survives_corruption_and_losses_and_repairs() {
     assert_eq!(stat["size"], data.len());
     assert_eq!(stat["segments"], 4);
     let object = stat["object_id"].as_str().unwrap().to_string();
-    // The by-path methods (the agent opens the files itself), through busctl.
-    let by_path = dir.path().join("by-path.bin");
-    let reply = ok(&nodes[2].bus.busctl(&[
-        "call",
-        "io.macula.Agent",
-        "/io/macula/Agent",
-        "io.macula.Storage1",
-        "Get",
-        "ss",
-        &cap,
-        by_path.to_str().unwrap(),
-    ]));
-    assert_eq!(reply.trim(), format!("t {}", data.len()));
-    assert!(std::fs::read(&by_path).unwrap() == data);
-    let refused = nodes[3].bus.busctl(&[
-        "call",
-        "io.macula.Agent",
-        "/io/macula/Agent",
-        "io.macula.Storage1",
-        "Put",
-        "s",
-        "relative/path",
-    ]);
-    assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("not an absolute path"));
     let (small, small_data) = file_of(dir.path(), "small.bin", 1000, 5);
-    let reply = ok(&nodes[3].bus.busctl(&[
-        "call",
-        "io.macula.Agent",
-        "/io/macula/Agent",
-        "io.macula.Storage1",
-        "Put",
-        "s",
-        small.to_str().unwrap(),
-    ]));
-    let small_cap = reply
+    let small_cap = ok(&nodes[3].agent.ctl(&["put", "-q", small.to_str().unwrap()]))
         .trim()
-        .trim_start_matches("s ")
-        .trim_matches('"')
         .to_string();
     let small_back = dir.path().join("small-back.bin");
     ok(&get(&nodes[4], &small_cap, &small_back));
