@@ -38,6 +38,7 @@ fn node(seed: u8, bootstrap: Vec<Bootstrap>) -> MeshNode {
             overlay_key: None,
             capacity: Capacity::default(),
             domains: FailureDomains::default(),
+            state_dir: None,
         },
     )
     .unwrap()

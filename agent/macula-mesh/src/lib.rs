@@ -3,6 +3,7 @@
 //! Protocol logic is sans-IO; [`node`] is the tokio shell. Wire format: `docs/protocol.md`.
 
 pub mod beacon;
+pub mod clock;
 pub mod config;
 pub mod dht;
 pub mod frame;

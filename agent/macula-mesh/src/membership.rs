@@ -25,6 +25,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::{ClockState, MetaClock};
 use crate::realm::{self, RealmId, Revocation, Role};
 use crate::sig::Sig;
 
@@ -156,7 +157,8 @@ pub struct FailureDomains {
 pub struct MemberMeta {
     pub node: NodeId,
     /// Unix time in milliseconds when the member signed this metadata, or one more than the
-    /// previous version when the clock is not ahead of it: strictly increasing over updates.
+    /// previous version when the clock is not ahead of it: strictly increasing over updates and
+    /// restarts ([`MetaClock`]), whatever the member's clock says.
     pub version: u64,
     pub role: Role,
     pub name: String,
@@ -394,6 +396,9 @@ pub enum Output {
         timer: MemberTimer,
     },
     Event(Event),
+    /// Persist this (fsync'd) before acting on any later output: the metadata version about to
+    /// be sent passed the ceiling persisted so far ([`MetaClock`]).
+    Persist(ClockState),
 }
 
 /// Membership parameters.
@@ -441,6 +446,8 @@ pub struct Membership {
     max_lhm: u32,
     refresh: Duration,
     own_meta: Option<SignedMeta>,
+    /// Versions of our own metadata.
+    clock: MetaClock,
     /// Our own random choices (partition healing).
     rng: StdRng,
     /// (whose metadata, asked whom) in this refresh period.
@@ -483,6 +490,7 @@ impl Membership {
             max_lhm: config.max_lhm,
             refresh: config.refresh,
             own_meta: None,
+            clock: MetaClock::volatile(0),
             asked: HashSet::new(),
             unknown_meta: Vec::new(),
             rng: StdRng::seed_from_u64(seed ^ 0x6865_616c),
@@ -540,6 +548,12 @@ impl Membership {
         self.collect();
     }
 
+    /// Versions our metadata from `clock` (resumed from persisted state) from now on, instead
+    /// of a clock that persists nothing.
+    pub fn set_clock(&mut self, clock: MetaClock) {
+        self.clock = clock;
+    }
+
     /// Publishes new metadata about ourselves.
     pub fn set_meta(&mut self, meta: SignedMeta) {
         self.own_meta = Some(meta.clone());
@@ -556,8 +570,10 @@ impl Membership {
     /// node's key) under a higher version — `now_ms` (Unix milliseconds), or one more than the
     /// current version when the clock is not ahead of it, so two updates within one millisecond
     /// (or after the clock stepped back) still supersede each other — and disseminates it;
-    /// members keep the highest version. Returns the new version; `None` (nothing sent) without own metadata or
-    /// when `change` left the metadata as it was.
+    /// members keep the highest version. When the version passes the persisted ceiling of the
+    /// [`MetaClock`], an [`Output::Persist`] comes before the outputs that carry it. Returns the
+    /// new version; `None` (nothing sent) without own metadata or when `change` left the
+    /// metadata as it was.
     pub fn update_meta(
         &mut self,
         key: &NodeKey,
@@ -572,8 +588,11 @@ impl Membership {
         if meta == *old {
             return None;
         }
-        meta.version = now_ms.max(old.version.saturating_add(1));
-        let version = meta.version;
+        let (version, persist) = self.clock.next(now_ms, old.version.saturating_add(1));
+        meta.version = version;
+        if let Some(state) = persist {
+            self.out.push(Output::Persist(state));
+        }
         self.set_meta(SignedMeta::sign(key, meta));
         Some(version)
     }

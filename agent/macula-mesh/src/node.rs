@@ -24,6 +24,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::clock::{ClockState, MetaClock};
 use crate::dht::{
     Dht, DhtConfig, DhtOutput, Key, LookupId, LookupResult, Record, RecordBody, RecordKind,
     Request as DhtRequest, RequestId, Response as DhtResponse,
@@ -92,7 +93,13 @@ pub struct NodeConfig {
     pub capacity: Capacity,
     /// Failure-domain labels announced in member metadata.
     pub domains: FailureDomains,
+    /// Where the node keeps its generation and metadata-version ceiling ([`CLOCK_FILE`]) so
+    /// both grow across restarts whatever the wall clock says; `None` persists nothing.
+    pub state_dir: Option<std::path::PathBuf>,
 }
+
+/// File in [`NodeConfig::state_dir`] holding the [`ClockState`].
+pub const CLOCK_FILE: &str = "mesh-clock";
 
 /// A peer as seen by this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +233,8 @@ struct Shared {
     me: NodeId,
     /// Signs this node's DHT records.
     key: NodeKey,
+    /// Where membership's [`Output::Persist`] goes.
+    clock_file: Option<std::path::PathBuf>,
 }
 
 /// A running mesh node.
@@ -272,13 +281,23 @@ impl MeshNode {
             config.advertise.clone()
         };
         let cert = admission.own_cert().body.clone();
-        let generation = u32::try_from(crate::transport::unix_now() % u64::from(u32::MAX))
-            .expect("reduced modulo u32::MAX");
+        let clock_file = config.state_dir.as_ref().map(|d| d.join(CLOCK_FILE));
+        let now_ms = unix_ms();
+        let mut clock = match &clock_file {
+            Some(path) => {
+                let (clock, state) = MetaClock::resume(load_clock(path)?, now_ms);
+                persist_clock(path, &state)?;
+                clock
+            }
+            None => MetaClock::volatile(now_ms),
+        };
+        let generation = clock.generation();
+        let (version, _) = clock.next(now_ms, 0);
         let meta = SignedMeta::sign(
             key,
             MemberMeta {
                 node: key.node_id(),
-                version: unix_ms(),
+                version,
                 role: cert.role,
                 name: cert.name.clone(),
                 addrs: advertised
@@ -298,7 +317,7 @@ impl MeshNode {
         );
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).expect("the OS random number generator failed");
-        let membership = Membership::new(
+        let mut membership = Membership::new(
             MemberId {
                 node: key.node_id(),
                 generation,
@@ -308,6 +327,7 @@ impl MeshNode {
             config.membership.clone(),
             u64::from_le_bytes(seed),
         );
+        membership.set_clock(clock);
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (changes, _) = broadcast::channel(256);
         let (publications, _) = broadcast::channel(1024);
@@ -323,6 +343,7 @@ impl MeshNode {
             publications,
             me: key.node_id(),
             key: NodeKey::from_seed(*key.signing_key().as_bytes()),
+            clock_file,
         });
         // The DHT answers remote requests through the driver, which owns its state.
         let cmd = shared.cmd.clone();
@@ -762,6 +783,44 @@ async fn read_connection(
             .relay()
             .member_down(id, conn.remote_address());
     }
+}
+
+/// Reads the [`ClockState`] a previous run persisted; `None` when there is none yet.
+fn load_clock(path: &std::path::Path) -> Result<Option<ClockState>, TransportError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            ClockState::from_text(&text)
+                .map(Some)
+                .map_err(|reason| TransportError::ClockState {
+                    path: path.to_owned(),
+                    reason: format!("{reason}; remove the file to start counting anew"),
+                })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(TransportError::ClockState {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Replaces the state file: temp file → fsync → rename → fsync the directory, so a crash
+/// leaves the old or the new state, never a torn one.
+fn persist_clock(path: &std::path::Path, state: &ClockState) -> Result<(), TransportError> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(state.to_text().as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    res.map_err(|e| TransportError::ClockState {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// Unix time in milliseconds: the version of own member metadata.
@@ -1333,6 +1392,15 @@ async fn drive(shared: Arc<Shared>, mut m: Membership, mut rx: mpsc::UnboundedRe
                 Output::Send { to, data } => send(&shared, to, data),
                 Output::Schedule { after, timer } => {
                     schedule(&mut timers, &mut pending, after, DriverTimer::Member(timer));
+                }
+                Output::Persist(state) => {
+                    if let Some(path) = &shared.clock_file
+                        && let Err(e) = persist_clock(path, &state)
+                    {
+                        tracing::error!(
+                            "{e}; after a restart with the clock behind, peers may keep older metadata"
+                        );
+                    }
                 }
                 Output::Event(ev) => {
                     match &ev {

@@ -108,6 +108,9 @@ pub struct CertBody {
     pub role: Role,
     /// Human name of the node, at most [`MAX_NAME`] bytes.
     pub name: String,
+    /// When the certificate was issued (less a margin). Informational: boards without a
+    /// real-time clock boot at 1970 or at their last saved time, so a clock before `not_before`
+    /// says the clock is wrong, not that the certificate is ([`MembershipCert::clock_behind`]).
     pub not_before: u64,
     pub expires: u64,
 }
@@ -204,8 +207,6 @@ pub enum CertError {
         "certificate expired at {expires} (now {now}); issue a new one with `maculactl realm admit`"
     )]
     Expired { expires: u64, now: u64 },
-    #[error("certificate is not valid before {not_before} (now {now}); check the clock")]
-    NotYetValid { not_before: u64, now: u64 },
     #[error("bad signature on the {0}; the file is damaged or forged, issue a new one")]
     BadSignature(&'static str),
     #[error("the delegation to hub {hub} expired at {expires}; the realm admin must renew it")]
@@ -223,8 +224,9 @@ pub enum CertError {
 }
 
 impl MembershipCert {
-    /// Checks signature chain, realm, validity window and name length (not revocation; see
-    /// [`Admission::check`]).
+    /// Checks signature chain, realm, expiry and name length (not revocation; see
+    /// [`Admission::check`]). A clock before `not_before` is no reason to refuse: see
+    /// [`MembershipCert::clock_behind`].
     pub fn verify(&self, realm: &RealmId, now: u64) -> Result<(), CertError> {
         let b = &self.body;
         if b.realm != *realm {
@@ -252,12 +254,6 @@ impl MembershipCert {
         if !verify_statement(&signer, &Statement::Cert(b), &self.sig) {
             return Err(CertError::BadSignature("membership certificate"));
         }
-        if now < b.not_before {
-            return Err(CertError::NotYetValid {
-                not_before: b.not_before,
-                now,
-            });
-        }
         if now >= b.expires {
             return Err(CertError::Expired {
                 expires: b.expires,
@@ -265,6 +261,12 @@ impl MembershipCert {
             });
         }
         Ok(())
+    }
+
+    /// By how many seconds a clock reading `now` is before this certificate was issued: a sign
+    /// that the clock is wrong (a board without a real-time clock), worth saying in the log.
+    pub fn clock_behind(&self, now: u64) -> Option<u64> {
+        (now < self.body.not_before).then(|| self.body.not_before - now)
     }
 
     /// The hub that issued this certificate, if any.
@@ -353,10 +355,19 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// Refuses to start with a certificate that is not valid for `node` now.
+    /// Refuses to start with a certificate that is not valid for `node` now. A clock before
+    /// the certificate's `not_before` is only logged: the node starts and joins.
     pub fn new(node: NodeId, own: MembershipCert, now: u64) -> Result<Self, CertError> {
         let realm = own.body.realm;
         own.verify(&realm, now)?;
+        if let Some(behind) = own.clock_behind(now) {
+            tracing::warn!(
+                target: "macula::mesh",
+                clock = now,
+                not_before = own.body.not_before,
+                "the clock is at least {behind} s behind (before this node's certificate was                  issued): it looks wrong; joining anyway, the realm will tell the time"
+            );
+        }
         if own.body.node != node {
             return Err(CertError::NodeMismatch {
                 cert: own.body.node,
@@ -470,10 +481,14 @@ mod tests {
             cert.verify(&rk.id(), 1000),
             Err(CertError::Expired { .. })
         ));
-        assert!(matches!(
-            cert.verify(&rk.id(), 99),
-            Err(CertError::NotYetValid { .. })
-        ));
+        // A clock before the start of validity (a board at 1970) is no reason to refuse.
+        cert.verify(&rk.id(), 99).unwrap();
+        cert.verify(&rk.id(), 0).unwrap();
+        assert_eq!(cert.clock_behind(0), Some(100));
+        assert_eq!(cert.clock_behind(100), None);
+        let node_key = NodeKey::from_seed([2; 32]);
+        let adm = Admission::new(node, cert.clone(), 0).expect("starts with the clock at 1970");
+        adm.check(node_key.node_id(), &rk.id(), &cert, 5).unwrap();
         let other = RealmKey::from_seed([3; 32]);
         assert!(matches!(
             cert.verify(&other.id(), 500),

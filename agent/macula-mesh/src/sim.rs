@@ -14,6 +14,7 @@ use macula_core::{NodeId, NodeKey};
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 
+use crate::clock::{ClockState, MetaClock};
 use crate::dht::{
     Dht, DhtConfig, DhtOutput, LookupId, LookupResult, Record, Request, RequestId, Response,
 };
@@ -140,6 +141,10 @@ struct SimNode {
     up: bool,
     /// Bumped on restart so timers of the previous life are dropped.
     epoch: u32,
+    /// The node's wall clock minus virtual time, in milliseconds.
+    clock_offset_ms: i64,
+    /// What the node persisted ([`Output::Persist`]); survives restarts.
+    disk: Option<ClockState>,
 }
 
 /// N membership state machines on a simulated network.
@@ -196,6 +201,8 @@ impl MembershipSim {
                 m,
                 up: true,
                 epoch: 0,
+                clock_offset_ms: 0,
+                disk: None,
             });
         }
         sim.keys = keys;
@@ -277,10 +284,27 @@ impl MembershipSim {
         }
     }
 
+    /// Node `i`'s wall clock in Unix milliseconds: virtual time plus its offset, never before
+    /// 1970.
+    pub fn wall_ms(&self, i: usize) -> u64 {
+        let virt = i64::try_from(self.now().as_millis()).unwrap_or(i64::MAX);
+        u64::try_from(virt.saturating_add(self.nodes[i].clock_offset_ms)).unwrap_or(0)
+    }
+
+    /// Sets node `i`'s wall clock to virtual time plus `offset_ms`.
+    pub fn set_clock_offset(&mut self, i: usize, offset_ms: i64) {
+        self.nodes[i].clock_offset_ms = offset_ms;
+    }
+
+    /// The state node `i` persisted last, if any.
+    pub fn persisted_clock(&self, i: usize) -> Option<ClockState> {
+        self.nodes[i].disk
+    }
+
     /// Node `i` changes its own metadata (see [`Membership::update_meta`]; the version clock is
-    /// virtual time in milliseconds). Returns the new version, if anything changed.
+    /// its [`MembershipSim::wall_ms`]). Returns the new version, if anything changed.
     pub fn update_meta(&mut self, i: usize, change: impl FnOnce(&mut MemberMeta)) -> Option<u64> {
-        let now_ms = u64::try_from(self.now().as_millis()).unwrap_or(u64::MAX);
+        let now_ms = self.wall_ms(i);
         let version = self.nodes[i].m.update_meta(&self.keys[i], now_ms, change);
         self.dispatch(i);
         version
@@ -296,6 +320,50 @@ impl MembershipSim {
         let generation = self.nodes[i].m.id().generation + 1;
         let key = NodeKey::from_seed(*self.keys[i].signing_key().as_bytes());
         let m = self.make(i, &key, generation, false);
+        let node = &mut self.nodes[i];
+        node.m = m;
+        node.up = true;
+        node.epoch += 1;
+        self.join(i, via);
+    }
+
+    /// Restarts node `i` as the daemon does: its clock set to virtual time plus `offset_ms`, its
+    /// generation and metadata version resumed from what it persisted ([`MetaClock::resume`]),
+    /// its metadata that of its previous life changed by `change`; it announces itself to `via`.
+    pub fn restart_with_clock(
+        &mut self,
+        i: usize,
+        via: usize,
+        offset_ms: i64,
+        change: impl FnOnce(&mut MemberMeta),
+    ) {
+        self.nodes[i].clock_offset_ms = offset_ms;
+        let now = self.wall_ms(i);
+        let (mut clock, state) = MetaClock::resume(self.nodes[i].disk, now);
+        self.nodes[i].disk = Some(state);
+        let (version, _) = clock.next(now, 0);
+        let key = NodeKey::from_seed(*self.keys[i].signing_key().as_bytes());
+        let mut meta = self.nodes[i]
+            .m
+            .own_meta()
+            .expect("restart_with_clock needs a node with metadata")
+            .meta
+            .clone();
+        change(&mut meta);
+        meta.version = version;
+        let id = MemberId {
+            node: key.node_id(),
+            generation: clock.generation(),
+        };
+        let seed = self.rng.random();
+        let mut m = Membership::new(
+            id,
+            self.realm.id(),
+            Some(SignedMeta::sign(&key, meta)),
+            self.config.clone(),
+            seed,
+        );
+        m.set_clock(clock);
         let node = &mut self.nodes[i];
         node.m = m;
         node.up = true;
@@ -438,6 +506,7 @@ impl MembershipSim {
                     );
                 }
                 Output::Event(e) => self.log.push((now, i, e)),
+                Output::Persist(state) => self.nodes[i].disk = Some(state),
             }
         }
     }

@@ -89,6 +89,11 @@ pub enum TransportError {
     },
     #[error("handshake with {0} timed out")]
     Timeout(String),
+    #[error("cannot keep the mesh clock state in {path}: {reason}")]
+    ClockState {
+        path: std::path::PathBuf,
+        reason: String,
+    },
 }
 
 /// An admitted peer connection.

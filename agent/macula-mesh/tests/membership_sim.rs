@@ -247,3 +247,106 @@ fn lossy_network_causes_no_false_deaths() {
                 .is_some()
     );
 }
+
+/// A board without a real-time clock restarts with its clock hours behind, then at 1970: each
+/// time, the metadata it comes back with (new address, new capacity) replaces the old one at
+/// every peer at once, and its new generation wins over its former self.
+#[test]
+fn a_restart_with_the_clock_behind_still_publishes_newer_metadata() {
+    const HOUR_MS: i64 = 3_600_000;
+    // The realm's clocks read about 2027; the sim's virtual time starts at 0.
+    const REALM_CLOCK: i64 = 1_800_000_000_000;
+    let n = 8;
+    let mut sim = MembershipSim::new(n, MembershipConfig::lan(n as u32), 23, true);
+    for i in 0..n {
+        sim.set_clock_offset(i, REALM_CLOCK);
+    }
+    sim.seed_full_view();
+    sim.run_until(5 * SEC);
+    let who = 3;
+    let id = sim.node_id(who);
+    let addr = |port: u16| macula_mesh::membership::UplinkAddr {
+        uplink: "eth0".into(),
+        addr: std::net::SocketAddr::from(([10, 0, 0, 3], port)),
+    };
+    let cap = |free| Capacity {
+        storage_total: 1 << 30,
+        storage_free: free,
+    };
+    let everyone_has = |s: &MembershipSim, port: u16, free: u64| {
+        (0..s.len()).filter(|&i| i != who).all(|i| {
+            s.membership(i)
+                .meta(&id)
+                .is_some_and(|m| m.meta.addrs == [addr(port)] && m.meta.capacity == cap(free))
+        })
+    };
+    // First life under the daemon's clock handling, with the right time; a run-time update.
+    sim.restart_with_clock(who, 0, REALM_CLOCK, |m| m.addrs = vec![addr(1000)]);
+    let disk = sim
+        .persisted_clock(who)
+        .expect("state persisted before use");
+    sim.update_meta(who, |m| m.capacity = cap(500)).unwrap();
+    let t = sim.now();
+    sim.run_until_cond(t + 5 * SEC, STEP, |s| everyone_has(s, 1000, 500))
+        .expect("first life's metadata everywhere");
+    let mut last_version = sim.membership(who).own_meta().unwrap().meta.version;
+    let mut last_generation = sim.membership(who).id().generation;
+    assert!(disk.ceiling >= last_version);
+
+    for (life, (offset, port, free)) in [
+        // Three hours behind (the last saved time of a board that was off).
+        (REALM_CLOCK - 3 * HOUR_MS, 2000, 400),
+        // 1970: nothing saved at all.
+        (i64::MIN / 2, 3000, 300),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        sim.kill(who);
+        sim.run_until(sim.now() + 2 * SEC);
+        sim.restart_with_clock(who, 0, offset, |m| {
+            m.addrs = vec![addr(port)];
+            m.capacity = cap(free);
+        });
+        assert!(sim.wall_ms(who) < u64::try_from(REALM_CLOCK).unwrap() - 2 * 3_600_000);
+        let own = sim.membership(who).own_meta().unwrap().meta.clone();
+        let generation = sim.membership(who).id().generation;
+        assert!(
+            own.version > last_version && generation > last_generation,
+            "life {life}: version {} after {last_version}, generation {generation} after \
+             {last_generation}",
+            own.version
+        );
+        let restarted = sim.now();
+        let seen = sim
+            .run_until_cond(restarted + 5 * SEC, STEP, |s| everyone_has(s, port, free))
+            .unwrap_or_else(|| panic!("life {life}: peers kept the old metadata"));
+        eprintln!(
+            "life {life}: clock {} ms, new metadata everywhere {:?} after the restart",
+            sim.wall_ms(who),
+            seen - restarted
+        );
+        // Peers see the new generation alive.
+        let gen_alive = sim
+            .run_until_cond(sim.now() + 10 * SEC, STEP, |s| {
+                (0..s.len()).filter(|&i| i != who).all(|i| {
+                    s.membership(i).state_of(&id) == Some((s.membership(who).id(), State::Alive))
+                })
+            })
+            .is_some();
+        assert!(
+            gen_alive,
+            "life {life}: the new generation is alive everywhere"
+        );
+        // A run-time update under the wrong clock wins too.
+        let v = sim
+            .update_meta(who, |m| m.capacity = cap(free - 1))
+            .unwrap();
+        assert!(v > own.version);
+        let t = sim.now();
+        sim.run_until_cond(t + 5 * SEC, STEP, |s| everyone_has(s, port, free - 1))
+            .unwrap_or_else(|| panic!("life {life}: run-time update not accepted"));
+        last_version = v;
+        last_generation = generation;
+    }
+}

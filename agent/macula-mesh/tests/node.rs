@@ -40,6 +40,7 @@ fn start(realm: &RealmKey, seed: u8, name: &str, bootstrap: Vec<Bootstrap>) -> M
                 site: Label::new(format!("site-{}", seed % 2)).unwrap(),
                 power: Label::new(format!("ups-{seed}")).unwrap(),
             },
+            state_dir: None,
         },
     )
     .unwrap()

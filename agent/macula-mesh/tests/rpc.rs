@@ -44,6 +44,7 @@ fn start(realm: &RealmKey, seed: u8, bootstrap: Vec<Bootstrap>) -> MeshNode {
             overlay_key: None,
             capacity: Capacity::default(),
             domains: FailureDomains::default(),
+            state_dir: None,
         },
     )
     .unwrap()

@@ -285,6 +285,7 @@ impl MeshGlue {
                     c.announced
                 },
                 domains: self.domains.clone(),
+                state_dir: Some(self.state_dir.clone()),
             },
             &uplinks,
         )

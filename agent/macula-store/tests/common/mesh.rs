@@ -42,6 +42,7 @@ fn node(
                 storage_free: quota,
             },
             domains: FailureDomains::default(),
+            state_dir: None,
         },
     )
     .unwrap()
