@@ -1,7 +1,8 @@
 #!/bin/sh
 # Consistency check of the br2-external tree (it cannot be built here): every path a defconfig
 # names exists, every board has the files the common scripts expect, compatibles are unique,
-# and every shell script parses. Exit 1 with the list of problems.
+# every shell script parses, the agent package's minimum Rust matches the workspace's and busybox
+# gets the syslog/logread options the overlay uses. Exit 1 with the list of problems.
 set -u
 T=$(cd "$(dirname "$0")" && pwd)
 err=0
@@ -21,6 +22,16 @@ for cfg in "$T"/configs/*_defconfig; do
 done
 dups=$(sed -n 's/^compatible=//p' "$T"/board/macula/*/rootfs-overlay/etc/rauc/system.conf | sort | uniq -d)
 [ -z "$dups" ] || bad "duplicate RAUC compatible: $dups"
+msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' "$T/../Cargo.toml")
+pkg=$(sed -n 's/^MACULA_AGENT_RUST_MIN = //p' "$T/package/macula-agent/macula-agent.mk")
+[ "$msrv" = "$pkg" ] || bad "macula-agent.mk: MACULA_AGENT_RUST_MIN=$pkg but Cargo.toml rust-version=$msrv"
+for cfg in "$T"/configs/*_defconfig; do
+  grep -q '^BR2_PACKAGE_BUSYBOX_CONFIG_FRAGMENT_FILES=.*busybox.fragment' "$cfg" \
+    || bad "$(basename "$cfg"): no busybox.fragment (the overlay needs syslogd -C and logread)"
+done
+for opt in CONFIG_SYSLOGD CONFIG_FEATURE_IPC_SYSLOG CONFIG_LOGREAD; do
+  grep -qx "$opt=y" "$T/board/macula/common/busybox.fragment" || bad "busybox.fragment: $opt=y missing"
+done
 for s in $(find "$T" "$T/../overlay" -type f \( -name '*.sh' -o -path '*/init.d/*' -o -path '*/libexec/macula/*' \)); do
   sh -n "$s" 2>/dev/null || bad "$s: shell syntax error"
 done

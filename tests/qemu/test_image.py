@@ -148,6 +148,12 @@ def agent_checks(g, a, boot_name):
     check("boolean true" in out, f"io.macula.Agent has no owner:\n{out}")
     rc, out = g.sh("maculactl status", check=False)
     check(rc == 0, f"`maculactl status` failed ({rc}):\n{out}")
+    node_id = re.search(r"Node ID\s+(\S+)", out)
+    check(node_id is not None, f"`maculactl status` shows no node ID:\n{out}")
+    with open(g.m.log_path, encoding="utf-8", errors="replace") as f:
+        console = f.read()
+    check(f"macula: node ID {node_id.group(1)}" in console,
+          "the console does not show the node ID before MACULA-AGENT-READY")
     rc, _ = g.sh("maculactl update --help >/dev/null 2>&1", check=False)
     return rc == 0
 

@@ -36,6 +36,6 @@ test -n "${slot}" || reset
 
 part uuid ${devtype} ${devnum}:${part} rootuuid
 echo "macula: booting slot ${slot} (A_LEFT=${BOOT_A_LEFT} B_LEFT=${BOOT_B_LEFT})"
-setenv bootargs "console=ttyS0,115200 console=tty1 quiet panic=5 ro rootwait root=PARTUUID=${rootuuid} rauc.slot=${slot}"
+setenv bootargs "console=ttyAMA0,115200 console=tty1 quiet panic=5 ro rootwait root=PARTUUID=${rootuuid} rauc.slot=${slot}"
 load ${devtype} ${devnum}:${part} ${kernel_addr_r} /boot/Image
 booti ${kernel_addr_r} - ${fdt_addr}
