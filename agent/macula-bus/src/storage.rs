@@ -39,6 +39,9 @@ pub trait StorageControl: Send + Sync + 'static {
     fn stat(&self, cap: String) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>>;
     /// Deletes an object stored by this node (owner-signed); returns shards removed.
     fn delete(&self, cap: String) -> BoxFuture<'_, Result<u32, Error>>;
+    /// Admin purge on this node: removes every local shard signed by `owner` (a node ID) and
+    /// refuses its shards from now on; returns the shards and bytes removed.
+    fn purge_owner(&self, owner: String) -> BoxFuture<'_, Result<(u32, u64), Error>>;
     /// `enabled`, `running`, `dir`, `quota_bytes`, `used_bytes`, `free_bytes`, `shards`, `k`, `m`,
     /// `codec`, `nodes` (members with storage).
     fn stats(&self) -> HashMap<String, OwnedValue>;
@@ -95,6 +98,12 @@ impl StorageObject {
         self.control.delete(cap).await
     }
 
+    /// Removes every local shard signed by `owner` and refuses its shards here from now on
+    /// (admin purge, e.g. of a revoked member); returns the shards and bytes removed.
+    async fn purge_owner(&self, owner: String) -> Result<(u32, u64), Error> {
+        self.control.purge_owner(owner).await
+    }
+
     /// Local store and coding figures.
     #[zbus(property(emits_changed_signal = "false"))]
     fn stats(&self) -> HashMap<String, OwnedValue> {
@@ -130,6 +139,7 @@ pub trait Storage1 {
     fn get_fd(&self, cap: &str, fd: zbus::zvariant::Fd<'_>, label: &str) -> zbus::Result<u64>;
     fn stat(&self, cap: &str) -> zbus::Result<HashMap<String, OwnedValue>>;
     fn delete(&self, cap: &str) -> zbus::Result<u32>;
+    fn purge_owner(&self, owner: &str) -> zbus::Result<(u32, u64)>;
     #[zbus(property)]
     fn stats(&self) -> zbus::Result<HashMap<String, OwnedValue>>;
     #[zbus(property)]

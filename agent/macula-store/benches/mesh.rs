@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use macula_core::NodeKey;
 use macula_mesh::node::MeshNode;
 use macula_mesh::rpc::Handler;
-use macula_store::mesh::{MeshNetwork, serve};
+use macula_store::mesh::{MeshNetwork, members_only, serve};
 use macula_store::network::{Client, PutConfig};
 use macula_store::placement::NodeInfo;
 use macula_store::store::LocalStore;
@@ -62,7 +62,7 @@ async fn main() {
         .map(|d| Arc::new(LocalStore::open(d.path(), QUOTA).unwrap()))
         .collect();
     for (n, s) in nodes.iter().zip(&stores) {
-        serve(n, s.clone(), Arc::new(|_, _| {}));
+        serve(n, s.clone(), Arc::new(|_, _| {}), members_only(n));
         // Baseline procedure: receive a body, answer nothing (no disk, no verification).
         let sink: Handler = Arc::new(|_, _| Box::pin(async { Ok(Vec::new()) }));
         n.serve("bench.sink", sink);

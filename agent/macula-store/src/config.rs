@@ -25,6 +25,9 @@ pub struct StorageConfig {
     pub dir: Option<PathBuf>,
     /// Bytes this node offers for shards (also its placement weight).
     pub quota_bytes: u64,
+    /// Bytes one owner (the key that signs a shard's header) may hold on this node; 0: no
+    /// per-owner limit. Bounds what a single member can make this node keep.
+    pub owner_quota_bytes: u64,
     /// Data shards per segment for new objects.
     pub k: u16,
     /// Parity shards per segment for new objects.
@@ -56,6 +59,7 @@ impl Default for StorageConfig {
             enabled: false,
             dir: None,
             quota_bytes: 0,
+            owner_quota_bytes: 0,
             k: 4,
             m: 2,
             segment_bytes: 1 << 20,

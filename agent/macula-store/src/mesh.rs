@@ -211,7 +211,9 @@ fn rpc_error(e: StoreError) -> RpcError {
         StoreError::NotFound { .. } => RpcError::new(ErrorCode::NotFound, e.to_string()),
         StoreError::Corrupt { .. } => RpcError::new(ErrorCode::Internal, format!("{CORRUPT}{e}")),
         StoreError::Io { .. } => RpcError::new(ErrorCode::Internal, e.to_string()),
-        StoreError::QuotaExceeded { .. } => RpcError::new(ErrorCode::Overloaded, e.to_string()),
+        StoreError::QuotaExceeded { .. } | StoreError::OwnerQuotaExceeded { .. } => {
+            RpcError::new(ErrorCode::Overloaded, e.to_string())
+        }
         e => RpcError::new(ErrorCode::BadRequest, e.to_string()),
     }
 }
@@ -335,18 +337,42 @@ impl StorageNetwork for MeshNetwork {
 /// Called with a shard this node found corrupt (and removed) while serving a read.
 pub type OnCorrupt = Arc<dyn Fn(SegmentId, u16) + Send + Sync>;
 
+/// Whether a `store.put` from member `sender` may leave a shard signed by `owner` here: the
+/// daemon takes the owner's own shards and, for repairs, those of other members it knows, so a
+/// member cannot park shards under throwaway keys beyond any per-owner quota.
+pub type AcceptOwner = Arc<dyn Fn(NodeId, NodeId) -> bool + Send + Sync>;
+
+/// The daemon's rule: a shard's owner is its sender, this node, or a member `node` knows (a
+/// repair re-storing another member's shard). A key no member ever presented is refused.
+pub fn members_only(node: &Arc<MeshNode>) -> AcceptOwner {
+    let node = Arc::downgrade(node);
+    Arc::new(move |sender, owner| {
+        owner == sender
+            || node
+                .upgrade()
+                .is_some_and(|n| n.id() == owner || n.peers().iter().any(|p| p.id == owner))
+    })
+}
+
 /// Serves this node's shard store to the realm (`store.put`, `store.get`, `store.delete`).
 /// Every call is checked completely before it touches the disk; a copy found corrupt by a read
-/// is reported to `on_corrupt` (so this node's repair planner rebuilds it).
-pub fn serve(node: &MeshNode, store: Arc<LocalStore>, on_corrupt: OnCorrupt) {
+/// is reported to `on_corrupt` (so this node's repair planner rebuilds it); a put whose shard
+/// owner `accept_owner` refuses is refused.
+pub fn serve(
+    node: &MeshNode,
+    store: Arc<LocalStore>,
+    on_corrupt: OnCorrupt,
+    accept_owner: AcceptOwner,
+) {
     let s = store.clone();
-    let put: Handler = Arc::new(move |_from, body| {
+    let put: Handler = Arc::new(move |from, body| {
         let s = s.clone();
+        let accept_owner = accept_owner.clone();
         Box::pin(async move {
             if body.len() > MAX_SHARD_BYTES {
                 return Err(RpcError::new(ErrorCode::BadRequest, "shard too large"));
             }
-            blocking(move || s.put(&body))
+            blocking(move || s.put_accepting(&body, |owner| accept_owner(from, *owner)))
                 .await
                 .map(|_| Vec::new())
                 .map_err(rpc_error)

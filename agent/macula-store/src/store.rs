@@ -4,14 +4,19 @@
 //! <root>/shards/<first two hex digits>/<segment id hex>.<index>   header ‖ data ‖ outboard
 //! <root>/tmp/                                                    writes in progress
 //! <root>/tombstones/<segment id hex>                             owner-signed deletes
+//! <root>/purged/<owner node id>                                   owners an admin purged
 //! ```
+//!
+//! Space is counted per owner (the key that signed the shard headers): an owner quota caps what
+//! one owner may hold here, and an admin purge removes every shard of one owner and refuses its
+//! shards from then on.
 //!
 //! A shard is verified completely (signature, length, outboard, data root) before it is accepted,
 //! written to `tmp/`, fsync'd, renamed into place and its directory fsync'd: after a crash a shard
 //! file either holds a complete verified shard or does not exist. `tmp/` is emptied on open. Every
 //! read is verified again; a shard that fails is removed and reported so repair can replace it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -53,6 +58,21 @@ pub enum StoreError {
         "storage quota exceeded: shard needs {need} bytes, {free} of {quota} free; raise the quota or add nodes"
     )]
     QuotaExceeded { need: u64, free: u64, quota: u64 },
+    #[error(
+        "per-owner quota exceeded for {owner}: shard needs {need} bytes, the owner holds {used} of {quota} here; the owner must delete objects, or the admin raise storage.owner_quota_bytes"
+    )]
+    OwnerQuotaExceeded {
+        owner: NodeId,
+        need: u64,
+        used: u64,
+        quota: u64,
+    },
+    #[error(
+        "shard owner {0} is not a member this node knows; a holder keeps the shards of realm members only"
+    )]
+    UnknownOwner(NodeId),
+    #[error("the shards of {0} were purged from this node by its admin; they are refused here")]
+    Purged(NodeId),
     #[error("segment {0} was deleted by its owner; it cannot be stored again")]
     Deleted(SegmentId),
     #[error("delete request for {0} is not signed by the segment's owner")]
@@ -139,6 +159,9 @@ pub struct LocalStore {
     root: PathBuf,
     quota: u64,
     used: Mutex<u64>,
+    /// Bytes held per owner (0 = no limit for one owner), and the per-owner limit.
+    owners: Mutex<HashMap<NodeId, u64>>,
+    owner_quota: AtomicU64,
     tmp_counter: AtomicU64,
     /// Names of the files in `tmp/` being written right now (GC leaves them alone).
     writing: Mutex<HashSet<OsString>>,
@@ -150,7 +173,7 @@ impl LocalStore {
     /// Opens (creating if needed) the store at `root` with a quota in bytes. Removes leftovers of
     /// interrupted writes and counts the space in use.
     pub fn open(root: &Path, quota: u64) -> Result<Self, StoreError> {
-        for d in ["shards", "tmp", "tombstones"] {
+        for d in ["shards", "tmp", "tombstones", "purged"] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_err("cannot create", &p))?;
         }
@@ -158,6 +181,8 @@ impl LocalStore {
             root: root.to_path_buf(),
             quota,
             used: Mutex::new(0),
+            owners: Mutex::new(HashMap::new()),
+            owner_quota: AtomicU64::new(0),
             tmp_counter: AtomicU64::new(0),
             writing: Mutex::new(HashSet::new()),
             changes: AtomicU64::new(0),
@@ -167,15 +192,70 @@ impl LocalStore {
         Ok(store)
     }
 
-    /// Recomputes the space in use from the files on disk.
+    /// Recomputes the space in use, in total and per owner, from the files on disk.
     fn recount(&self) -> Result<(), StoreError> {
         let mut used = 0;
+        let mut owners = HashMap::new();
         for (seg, idx) in self.list()? {
             let p = self.shard_path(&seg, idx);
-            used += fs::metadata(&p).map_err(io_err("cannot stat", &p))?.len();
+            let len = fs::metadata(&p).map_err(io_err("cannot stat", &p))?.len();
+            used += len;
+            if let Some(owner) = self.owner_of(&seg, idx) {
+                *owners.entry(owner).or_insert(0) += len;
+            }
         }
         *self.used.lock().unwrap_or_else(|e| e.into_inner()) = used;
+        *self.lock_owners() = owners;
         Ok(())
+    }
+
+    fn lock_owners(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, u64>> {
+        self.owners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The owner of a stored shard, from its header (`None` if the file is gone or corrupt).
+    fn owner_of(&self, seg: &SegmentId, index: u16) -> Option<NodeId> {
+        self.header(seg, index)
+            .ok()
+            .and_then(|h| h.signed.owner().ok())
+    }
+
+    /// Caps the bytes one owner may hold in this store (0: no per-owner limit).
+    pub fn set_owner_quota(&self, bytes: u64) {
+        self.owner_quota.store(bytes, Ordering::Relaxed);
+    }
+
+    pub fn owner_quota(&self) -> u64 {
+        self.owner_quota.load(Ordering::Relaxed)
+    }
+
+    /// Bytes each owner holds here.
+    pub fn usage_by_owner(&self) -> HashMap<NodeId, u64> {
+        self.lock_owners().clone()
+    }
+
+    fn purged_path(&self, owner: &NodeId) -> PathBuf {
+        self.root.join("purged").join(owner.to_string())
+    }
+
+    /// Whether the admin purged `owner` from this store.
+    pub fn is_purged(&self, owner: &NodeId) -> bool {
+        self.purged_path(owner).exists()
+    }
+
+    /// Admin purge: removes every shard signed by `owner` and refuses its shards from now on
+    /// (recorded in `purged/`, so also after a restart and against repairs by other members).
+    /// Returns the shards and bytes removed.
+    pub fn purge_owner(&self, owner: &NodeId) -> Result<(usize, u64), StoreError> {
+        self.write_atomically(&self.purged_path(owner), b"")?;
+        let (mut n, mut bytes) = (0, 0);
+        for (seg, idx) in self.list()? {
+            if self.owner_of(&seg, idx).as_ref() == Some(owner) {
+                bytes += self.remove(&seg, idx)?;
+                n += 1;
+            }
+        }
+        Ok((n, bytes))
     }
 
     pub fn root(&self) -> &Path {
@@ -285,11 +365,33 @@ impl LocalStore {
 
     /// Verifies and stores a serialised shard (`header ‖ data ‖ outboard`).
     pub fn put(&self, bytes: &[u8]) -> Result<PutOutcome, StoreError> {
+        self.put_accepting(bytes, |_| true)
+    }
+
+    /// As [`LocalStore::put`], if `accept` takes the shard's owner (else
+    /// [`StoreError::UnknownOwner`]): a holder keeps shards of realm members only.
+    pub fn put_accepting(
+        &self,
+        bytes: &[u8],
+        accept: impl FnOnce(&NodeId) -> bool,
+    ) -> Result<PutOutcome, StoreError> {
         let shard = Shard::from_bytes(bytes, Trust::Signature)?;
         let seg = shard.header.segment_id();
         let index = shard.header.index;
+        // `from_bytes` checked the signature, so the owner key is valid.
+        let owner = shard
+            .header
+            .signed
+            .owner()
+            .map_err(|e| StoreError::Invalid(e.into()))?;
         if self.tombstone_path(&seg).exists() {
             return Err(StoreError::Deleted(seg));
+        }
+        if self.is_purged(&owner) {
+            return Err(StoreError::Purged(owner));
+        }
+        if !accept(&owner) {
+            return Err(StoreError::UnknownOwner(owner));
         }
         let path = self.shard_path(&seg, index);
         if path.exists() {
@@ -302,6 +404,7 @@ impl LocalStore {
         }
         let need = bytes.len() as u64;
         self.check_quota(*self.used.lock().unwrap_or_else(|e| e.into_inner()), need)?;
+        self.check_owner_quota(&owner, need)?;
         let dir = path.parent().expect("shard path has a parent");
         if !dir.exists() {
             fs::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
@@ -319,13 +422,16 @@ impl LocalStore {
             let outcome = if path.exists() {
                 Ok(PutOutcome::AlreadyPresent)
             } else {
-                self.check_quota(*used, need).map(|()| PutOutcome::Stored)
+                self.check_quota(*used, need)
+                    .and_then(|()| self.check_owner_quota(&owner, need))
+                    .map(|()| PutOutcome::Stored)
             };
             if !matches!(outcome, Ok(PutOutcome::Stored)) {
                 return outcome;
             }
             fs::rename(&tmp.path, &path).map_err(io_err("cannot rename into place", &path))?;
             *used += need;
+            *self.lock_owners().entry(owner).or_insert(0) += need;
             self.changes.fetch_add(1, Ordering::Relaxed);
         }
         sync_dir(dir)?;
@@ -339,6 +445,20 @@ impl LocalStore {
                 need,
                 free,
                 quota: self.quota,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_owner_quota(&self, owner: &NodeId, need: u64) -> Result<(), StoreError> {
+        let quota = self.owner_quota();
+        let used = self.lock_owners().get(owner).copied().unwrap_or(0);
+        if quota != 0 && used + need > quota {
+            return Err(StoreError::OwnerQuotaExceeded {
+                owner: *owner,
+                need,
+                used,
+                quota,
             });
         }
         Ok(())
@@ -515,14 +635,26 @@ impl LocalStore {
         Ok(local.len())
     }
 
-    fn remove(&self, seg: &SegmentId, index: u16) -> Result<(), StoreError> {
+    /// Removes a stored shard; returns its size.
+    fn remove(&self, seg: &SegmentId, index: u16) -> Result<u64, StoreError> {
         let path = self.shard_path(seg, index);
+        // Read before the size: a corrupt header makes `owner_of` remove the file itself.
+        let owner = self.owner_of(seg, index);
         let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        fs::remove_file(&path).map_err(io_err("cannot remove", &path))?;
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_err("cannot remove", &path)(e)),
+        }
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         *used -= len.min(*used);
+        if let Some(owner) = owner
+            && let Some(held) = self.lock_owners().get_mut(&owner)
+        {
+            *held -= len.min(*held);
+        }
         self.changes.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(len)
     }
 
     /// Writes a small file (a tombstone) through `tmp/`: fsync, rename, fsync of the directory.

@@ -341,3 +341,49 @@ fn gc_running_beside_puts_removes_only_leftovers() {
     assert_eq!(store.gc().unwrap().removed_tmp, 1);
     assert!(!leftover.exists());
 }
+
+/// One owner cannot fill the store past `owner_quota`, others still can; the admin purge removes
+/// exactly that owner's shards (also counted after a reopen) and refuses its shards afterwards.
+#[test]
+fn per_owner_quota_and_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let (greedy, other) = (NodeKey::from_seed([7; 32]), NodeKey::from_seed([8; 32]));
+    let g1 = segment(11, 200_000, &greedy);
+    let g2 = segment(12, 200_000, &greedy);
+    let o1 = segment(13, 200_000, &other);
+    let len = g1.shard(0).to_bytes().len() as u64;
+    let store = LocalStore::open(dir.path(), 100 * len).unwrap();
+    store.set_owner_quota(3 * len + len / 2);
+    for i in 0..3 {
+        store.put(&g1.shard(i).to_bytes()).unwrap();
+    }
+    let err = store.put(&g2.shard(0).to_bytes()).unwrap_err();
+    assert!(
+        matches!(err, StoreError::OwnerQuotaExceeded { owner, .. } if owner == greedy.node_id()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("owner_quota_bytes"), "{err}");
+    for i in 0..3 {
+        store.put(&o1.shard(i).to_bytes()).unwrap();
+    }
+    let usage = store.usage_by_owner();
+    assert_eq!(usage[&greedy.node_id()], 3 * len);
+    assert_eq!(usage[&other.node_id()], 3 * len);
+
+    // Purge: the greedy owner's shards go, the other's stay; its shards are refused afterwards,
+    // also after a reopen.
+    assert_eq!(store.purge_owner(&greedy.node_id()).unwrap(), (3, 3 * len));
+    assert_eq!(store.list().unwrap().len(), 3);
+    assert_eq!(store.used(), 3 * len);
+    drop(store);
+    let store = LocalStore::open(dir.path(), 100 * len).unwrap();
+    assert_eq!(store.usage_by_owner().get(&greedy.node_id()), None);
+    assert_eq!(store.usage_by_owner()[&other.node_id()], 3 * len);
+    assert!(matches!(
+        store.put(&g2.shard(0).to_bytes()),
+        Err(StoreError::Purged(o)) if o == greedy.node_id()
+    ));
+    for i in 0..3 {
+        store.get(&o1.segment_id(), i).unwrap();
+    }
+}

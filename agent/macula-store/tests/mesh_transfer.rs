@@ -9,7 +9,7 @@ use std::time::Duration;
 use macula_core::NodeKey;
 use macula_mesh::rpc::{ErrorCode, RpcError, STREAM_QUEUE, StreamHandler};
 use macula_store::header::{SegmentId, shard_len_for};
-use macula_store::mesh::{GET_CHUNK, GET_PROCEDURE, MeshNetwork, serve};
+use macula_store::mesh::{GET_CHUNK, GET_PROCEDURE, MeshNetwork, members_only, serve};
 use macula_store::network::{Client, PutConfig};
 use macula_store::placement::NodeInfo;
 use macula_store::receive::wire_chunks;
@@ -89,6 +89,8 @@ async fn a_chunk_damaged_in_transit_aborts_that_transfer_and_the_get_uses_other_
             n,
             s.clone(),
             Arc::new(move |seg, i| found.lock().unwrap().push((seg, i))),
+            // This test stores under a key that is no member's.
+            Arc::new(|_, _| true),
         );
     }
     let members: Vec<NodeInfo> = nodes
@@ -185,4 +187,57 @@ async fn a_chunk_damaged_in_transit_aborts_that_transfer_and_the_get_uses_other_
     for n in nodes {
         Arc::try_unwrap(n).ok().unwrap().shutdown().await;
     }
+}
+
+/// Holders serving with the daemon's rule refuse a shard signed by a throwaway key (no member's),
+/// so a member cannot dodge its per-owner quota by minting keys; the sender's own key is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_refuse_shards_under_a_throwaway_key() {
+    let nodes = common_mesh::realm(45, 3, QUOTA).await;
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let stores: Vec<Arc<LocalStore>> = dirs
+        .iter()
+        .map(|d| Arc::new(LocalStore::open(d.path(), QUOTA).unwrap()))
+        .collect();
+    for (n, s) in nodes.iter().zip(&stores) {
+        serve(n, s.clone(), Arc::new(|_, _| {}), members_only(n));
+    }
+    // Node 0 places shards on nodes 1 and 2 only (not itself, whose store takes them directly).
+    let members: Vec<NodeInfo> = nodes[1..]
+        .iter()
+        .map(|n| NodeInfo {
+            id: n.id(),
+            capacity_bytes: QUOTA,
+            free_bytes: QUOTA,
+            site: "default".into(),
+            power: "default".into(),
+        })
+        .collect();
+    let cfg = PutConfig {
+        k: 1,
+        m: 1,
+        ..PutConfig::default()
+    };
+    let throwaway = Client::new(
+        MeshNetwork::new(nodes[0].clone(), stores[0].clone()),
+        NodeKey::from_seed([99; 32]),
+        cfg.clone(),
+    );
+    let data = pseudo_random(100_000);
+    let err = throwaway
+        .put(&members, &mut data.as_slice(), data.len() as u64)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not a member"), "{err}");
+    assert!(stores[1].list().unwrap().is_empty() && stores[2].list().unwrap().is_empty());
+    // Node 0's own key (seed 1) is its sender's: taken.
+    let own = Client::new(
+        MeshNetwork::new(nodes[0].clone(), stores[0].clone()),
+        NodeKey::from_seed([1; 32]),
+        cfg,
+    );
+    own.put(&members, &mut data.as_slice(), data.len() as u64)
+        .await
+        .unwrap();
+    assert!(!stores[1].list().unwrap().is_empty() && !stores[2].list().unwrap().is_empty());
 }

@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use macula_bus::firewall::BoxFuture;
 use macula_bus::storage::{StorageControl, StorageObject};
 use macula_bus::{Caller, Error};
-use macula_core::NodeKey;
+use macula_core::{NodeId, NodeKey};
 use macula_mesh::membership::Capacity;
 use macula_mesh::node::{MeshNode, PeerState};
 use macula_store::config::StorageConfig;
@@ -104,6 +104,7 @@ pub fn open(cfg: &StorageConfig, state_dir: &Path, key: &NodeKey) -> Result<Stor
     let store = if cfg.enabled {
         let store = LocalStore::open(&dir, cfg.quota_bytes)
             .with_context(|| format!("cannot open the shard store in {}", dir.display()))?;
+        store.set_owner_quota(cfg.owner_quota_bytes);
         tracing::info!(target: "macula::storage", dir = %dir.display(), quota = cfg.quota_bytes,
             used = store.used(), "shard store open");
         Some(Arc::new(store))
@@ -177,6 +178,7 @@ impl StorageGlue {
                     });
                 }
             }),
+            macula_store::mesh::members_only(&node),
         );
         let net = MeshNetwork::new(node.clone(), store.clone());
         let client = Arc::new(Client::new(
@@ -584,6 +586,28 @@ impl StorageControl for StorageGlue {
         })
     }
 
+    fn purge_owner(&self, owner: String) -> BoxFuture<'_, Result<(u32, u64), Error>> {
+        Box::pin(async move {
+            let owner: NodeId = owner
+                .trim()
+                .parse()
+                .map_err(|e| Error::InvalidArgument(format!("`{owner}` is not a node ID: {e}")))?;
+            let Some(store) = self.inner.store.clone() else {
+                return Err(self
+                    .running()
+                    .err()
+                    .unwrap_or_else(|| Error::Unavailable("storage is off on this node".into())));
+            };
+            let (n, bytes) = tokio::task::spawn_blocking(move || store.purge_owner(&owner))
+                .await
+                .map_err(|e| Error::Failed(format!("purge task failed: {e}")))?
+                .map_err(|e| Error::Failed(e.to_string()))?;
+            tracing::warn!(target: "macula::storage", %owner, shards = n, bytes,
+                "purged an owner's shards; its shards are refused here from now on");
+            Ok((u32::try_from(n).unwrap_or(u32::MAX), bytes))
+        })
+    }
+
     fn stats(&self) -> HashMap<String, OwnedValue> {
         let inner = &self.inner;
         let mut m = HashMap::new();
@@ -605,6 +629,14 @@ impl StorageControl for StorageGlue {
         );
         if let Some(s) = &inner.store {
             m.insert("quota_bytes".into(), val(Value::from(s.quota())));
+            m.insert(
+                "owner_quota_bytes".into(),
+                val(Value::from(s.owner_quota())),
+            );
+            m.insert(
+                "owners".into(),
+                val(Value::from(s.usage_by_owner().len() as u32)),
+            );
             m.insert("used_bytes".into(), val(Value::from(s.used())));
             m.insert("free_bytes".into(), val(Value::from(s.free())));
             let shards = s.list().map(|l| l.len() as u64).unwrap_or(0);

@@ -408,3 +408,70 @@ fn sigkill_during_put_leaves_no_partial_shard() {
     ok(&get(&nodes[4], cap.trim(), &back));
     assert!(std::fs::read(&back).unwrap() == data);
 }
+
+fn node_id(n: &Node) -> String {
+    let s: serde_json::Value =
+        serde_json::from_str(&ok(&n.agent.ctl(&["status", "--json"]))).unwrap();
+    s["node_id"].as_str().unwrap().to_string()
+}
+
+/// `[storage] owner_quota_bytes` caps what one owner's puts leave on each holder while another
+/// owner still stores; `maculactl storage purge <owner>` on every node removes that owner's
+/// shards (the other's object still reads) and refuses its shards afterwards.
+#[test]
+fn owner_quota_and_admin_purge() {
+    const OWNER_QUOTA: u64 = 3 << 20;
+    let nodes = common::realm_coded(3, (1, 1), |_| {
+        format!("owner_quota_bytes = {OWNER_QUOTA}\n")
+    });
+    assert_eq!(status(&nodes[0])["stats"]["owner_quota_bytes"], OWNER_QUOTA);
+    let dir = tempfile::tempdir().unwrap();
+    let (small, _) = file_of(dir.path(), "small.bin", 1 << 20, 31);
+    let small_cap = ok(&nodes[0].agent.ctl(&["put", "-q", small.to_str().unwrap()]));
+    // 8 segments of 1 MiB, two copies each, on 3 nodes: more than 3 MiB per holder.
+    let (big, _) = file_of(dir.path(), "big.bin", 8 << 20, 32);
+    let refused = nodes[0].agent.ctl(&["put", "-q", big.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(
+        !refused.status.success(),
+        "a put beyond the owner quota succeeded"
+    );
+    assert!(err.contains("per-owner quota"), "{err}");
+    // Another owner is not held back by the first one's usage.
+    let (other, other_data) = file_of(dir.path(), "other.bin", 1 << 20, 33);
+    let other_cap = ok(&nodes[1].agent.ctl(&["put", "-q", other.to_str().unwrap()]));
+
+    let greedy = node_id(&nodes[0]);
+    let before: usize = nodes.iter().map(|n| shards(n).len()).sum();
+    for n in &nodes {
+        let out = ok(&n.agent.ctl(&["storage", "purge", &greedy]));
+        assert!(out.contains("purged"), "{out}");
+    }
+    let after: usize = nodes.iter().map(|n| shards(n).len()).sum();
+    // What remains is the other owner's object: 1 data segment + manifest, two copies each.
+    assert_eq!(after, 4, "{before} shards before the purge");
+    let back = dir.path().join("other-back.bin");
+    ok(&get(&nodes[2], other_cap.trim(), &back));
+    assert!(std::fs::read(&back).unwrap() == other_data);
+    let gone = get(
+        &nodes[2],
+        small_cap.trim(),
+        &dir.path().join("small-back.bin"),
+    );
+    assert!(!gone.status.success());
+    // The purged owner's shards are refused from now on (by the other holders and its own store).
+    let again = nodes[0].agent.ctl(&["put", "-q", small.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("purged"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    // Only root (or group macula) may purge.
+    let denied = macula_testkit::maculactl_as(
+        "nobody",
+        nodes[1].bus.address(),
+        &["storage", "purge", &greedy],
+    );
+    assert_eq!(denied.status.code(), Some(4));
+}

@@ -1,4 +1,4 @@
-//! `maculactl put`, `maculactl get`, `maculactl storage status|stat|delete`: objects in the
+//! `maculactl put`, `maculactl get`, `maculactl storage status|stat|delete|purge`: objects in the
 //! realm's erasure-coded storage (`io.macula.Storage1`).
 
 use std::io::{IsTerminal, Write};
@@ -48,6 +48,9 @@ pub enum StorageCommand {
     },
     /// Delete an object stored by this node.
     Delete { cap: String },
+    /// Admin: remove every shard of one owner (node ID) from this node's store and refuse its
+    /// shards here from now on, e.g. after revoking that member.
+    Purge { owner: String },
 }
 
 /// The agent resolves no relative paths: make them absolute here.
@@ -213,10 +216,12 @@ pub async fn run(conn: &zbus::Connection, cmd: StorageCommand) -> Result<(), Cli
                 g(&stats, "segment_bytes")
             );
             println!(
-                "local:      {} shards, {} of {} bytes used",
+                "local:      {} shards of {} owners, {} of {} bytes used (per owner at most {}; 0 = no limit)",
                 g(&stats, "shards"),
+                g(&stats, "owners"),
                 g(&stats, "used_bytes"),
-                g(&stats, "quota_bytes")
+                g(&stats, "quota_bytes"),
+                g(&stats, "owner_quota_bytes")
             );
             println!(
                 "repair:     {} segments watched, {} degraded ({} led here), {} running, {} unrecoverable",
@@ -249,6 +254,11 @@ pub async fn run(conn: &zbus::Connection, cmd: StorageCommand) -> Result<(), Cli
         StorageCommand::Delete { cap } => {
             let n = proxy.delete(&cap).await?;
             println!("deleted ({n} shards removed)");
+            Ok(())
+        }
+        StorageCommand::Purge { owner } => {
+            let (n, bytes) = proxy.purge_owner(&owner).await?;
+            println!("purged {n} shards ({bytes} bytes) of {owner}; its shards are refused here");
             Ok(())
         }
     }
