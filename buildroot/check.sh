@@ -19,6 +19,8 @@ for cfg in "$T"/configs/*_defconfig; do
     [ -e "$T/board/macula/$board/$f" ] || bad "board $board: $f missing"
   done
   grep -q '^BR2_PACKAGE_MACULA_AGENT=y' "$cfg" || bad "$(basename "$cfg"): agent package not enabled"
+  grep -qx '# BR2_TARGET_ENABLE_ROOT_LOGIN is not set' "$cfg" \
+    || bad "$(basename "$cfg"): root login must be disabled (production image: no root password)"
 done
 dups=$(sed -n 's/^compatible=//p' "$T"/board/macula/*/rootfs-overlay/etc/rauc/system.conf | sort | uniq -d)
 [ -z "$dups" ] || bad "duplicate RAUC compatible: $dups"

@@ -5,6 +5,7 @@
 #
 #   image/build.sh --arch x86_64|aarch64 --out DIR --keyring CERT.pem [--version V]
 #                  [--agent-dir DIR | --no-agent] [--rootfs-only] [--broken-agent] [--base DIR]
+#                  [--console-shell]
 #
 # Two stages: the base (kernel, packages, modules, initramfs; kept in OUT/base) and the slot
 # (overlay, os-release, keyring, agent -> rootfs.ext4, then the disk). --base DIR reuses the base
@@ -17,8 +18,8 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
-ARCH= OUT= KEYRING= VERSION=0.0.1 AGENT_DIR= NO_AGENT=0 ROOTFS_ONLY=0 BROKEN_AGENT=0 BASE=
-usage() { sed -n '2,19p' "$0" >&2; exit 2; }
+ARCH= OUT= KEYRING= VERSION=0.0.1 AGENT_DIR= NO_AGENT=0 ROOTFS_ONLY=0 BROKEN_AGENT=0 BASE= CONSOLE_SHELL=0
+usage() { sed -n '2,22p' "$0" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --arch) ARCH=$2; shift 2 ;;
@@ -30,6 +31,7 @@ while [ $# -gt 0 ]; do
     --rootfs-only) ROOTFS_ONLY=1; shift ;;
     --broken-agent) BROKEN_AGENT=1; shift ;;
     --base) BASE=$2; shift 2 ;;
+    --console-shell) CONSOLE_SHELL=1; shift ;;
     *) usage ;;
   esac
 done
@@ -188,6 +190,15 @@ VERSION_ID=$VERSION
 BUILD_ID=$(date -u +%Y%m%dT%H%M%SZ)
 VARIANT_ID=qemu-$ARCH
 OS
+# The serial console: a login prompt (production), or a root shell for test images.
+grep -qx 'console::respawn:/sbin/getty -L console 0 vt100' "$R/etc/inittab" \
+  || die "overlay/etc/inittab has no login prompt on the console"
+grep -q '^root:[*!]' "$R/etc/shadow" || die "overlay/etc/shadow: root's password must be locked"
+if [ "$CONSOLE_SHELL" = 1 ]; then
+  sed -i 's|^console::respawn:.*|console::respawn:-/bin/sh|' "$R/etc/inittab"
+  echo 'VARIANT="test image: root shell on the serial console"' >>"$R/etc/os-release"
+  step "TEST IMAGE: passwordless root shell on the serial console (--console-shell)"
+fi
 if [ "$NO_AGENT" = 0 ]; then
   for b in maculad maculactl; do
     readelf -h "$AGENT_DIR/$b" | grep -q "Machine:.*$ELFMACH" \

@@ -6,11 +6,14 @@
 #   make test-wireguard ARCH=...  two guests on a QEMU socket link bring up kernel WireGuard
 #   make test-images   all of it for CI: x86_64 OTA (agent), aarch64 OTA, WireGuard (~8 min)
 # AGENT=auto (default: include maculad/maculactl when the crates exist), yes (required), no.
+# CONSOLE_SHELL=1: a TEST image with a passwordless root shell on the serial console (the QEMU
+# tests set it; `make image` alone gives the production login prompt, root locked).
 # Host packages are installed on demand by image/deps.sh (root; adds bookworm-backports for QEMU).
 
 ARCH ?= x86_64
 AGENT ?= auto
 BUNDLE_VERSION ?= 0.0.2
+CONSOLE_SHELL ?= 0
 IMAGE_OUT := build/image/$(ARCH)
 IMAGE_KEYS := build/keys
 IMAGE_PY := /usr/bin/python3
@@ -59,7 +62,8 @@ endif
 endif
 
 image: image-deps image-keys image-agent
-	image/build.sh --arch $(ARCH) --out $(IMAGE_OUT) --keyring $(IMAGE_KEYS)/dev.cert.pem $(IMAGE_AGENT_ARGS)
+	image/build.sh --arch $(ARCH) --out $(IMAGE_OUT) --keyring $(IMAGE_KEYS)/dev.cert.pem $(IMAGE_AGENT_ARGS) \
+	  $(if $(filter 1,$(CONSOLE_SHELL)),--console-shell)
 
 # A signed update of the same image with another version (reuses the image's base stage).
 bundle: image
@@ -77,6 +81,8 @@ qemu:
 check-buildroot:
 	buildroot/check.sh
 
+# The QEMU tests drive the guests through a shell on the serial console: test images.
+test-qemu test-wireguard test-net-qemu: CONSOLE_SHELL = 1
 test-qemu: check-buildroot image
 	$(IMAGE_PY) tests/qemu/test_image.py --arch $(ARCH) --image-dir $(IMAGE_OUT) --keys $(IMAGE_KEYS) \
 	  $(if $(filter --no-agent,$(IMAGE_AGENT_ARGS)),,--agent-dir $(AGENT_DIR))

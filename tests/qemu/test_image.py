@@ -5,18 +5,22 @@ x86_64: OVMF -> GRUB (grubenv A/B) -> busybox init -> dbus, rauc, maculad.
 aarch64: U-Boot -> boot.scr (uboot.env A/B, 3 attempts a slot) -> the same userland.
 
   1. first boot from slot A: readiness, agent owns io.macula.Agent, `maculactl status` answers
-  2. a bundle signed by an untrusted key is refused and changes nothing
+  2. a bundle signed by an untrusted key, and the good bundle with one byte of its payload
+     flipped, are refused; the boot env and the running slot stay as they were
   3. OTA A -> B: install 0.0.2, reboot into B, mark good
   4. an update that is never marked good (0.0.3 into A, its agent broken) falls back to B
   5. boot time: boot-to-agent-ready vs a bare busybox boot (macula.bare=1) of the same image
+  6. the production variant of the image (no --console-shell; the "full" boot of step 5) has a
+     login prompt on the serial console, and root cannot log in there
 
-Needs: the image from `make image ARCH=...` and the keys it was built with.
+Needs: the test image from `make image ARCH=... CONSOLE_SHELL=1` and the keys it was built with.
 Run: make test-qemu ARCH=x86_64|aarch64  (or: python3 tests/qemu/test_image.py --help)
 """
 import argparse
 import json
 import re
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -50,7 +54,8 @@ def build_bundles(a, work):
     agent = ["--agent-dir", a.agent_dir] if a.agent_dir else ["--no-agent"]
     keys = a.keys
     build = [os.path.join(REPO, "image/build.sh"), "--arch", a.arch, "--keyring",
-             os.path.join(keys, "dev.cert.pem"), "--rootfs-only", "--base", a.image_dir] + agent
+             os.path.join(keys, "dev.cert.pem"), "--rootfs-only", "--console-shell",
+             "--base", a.image_dir] + agent
     bundle = [os.path.join(REPO, "image/bundle.sh"), "--arch", a.arch]
     run(build + ["--version", "0.0.2", "--out", os.path.join(work, "rootfs-0.0.2")])
     r2 = os.path.join(work, "rootfs-0.0.2/rootfs.ext4")
@@ -62,13 +67,19 @@ def build_bundles(a, work):
     run(["rauc", "resign", "--keyring", f"{keys}/dev.cert.pem", "--signing-keyring", f"{keys}/rogue.cert.pem",
          "--cert", f"{keys}/rogue.cert.pem", "--key", f"{keys}/rogue.key.pem",
          f"{bdir}/good-0.0.2.raucb", f"{bdir}/rogue-0.0.2.raucb"])
+    # the good bundle with one byte of its payload (the squashfs, a quarter in) flipped
+    data = bytearray(open(f"{bdir}/good-0.0.2.raucb", "rb").read())
+    data[len(data) // 4] ^= 0x01
+    with open(f"{bdir}/flipped-0.0.2.raucb", "wb") as f:
+        f.write(data)
+    del data
     # 0.0.3: with the agent, one whose maculad exits at once (never healthy, never marks good)
     run(build + ["--version", "0.0.3", "--out", os.path.join(work, "rootfs-0.0.3")]
         + (["--broken-agent"] if a.agent_dir else []))
     run(bundle + ["--rootfs", os.path.join(work, "rootfs-0.0.3/rootfs.ext4"), "--version", "0.0.3",
                   "--cert", f"{keys}/dev.cert.pem", "--key", f"{keys}/dev.key.pem",
                   "--out", f"{bdir}/unhealthy-0.0.3.raucb"])
-    for n in ("good-0.0.2", "rogue-0.0.2", "unhealthy-0.0.3"):
+    for n in ("good-0.0.2", "rogue-0.0.2", "flipped-0.0.2", "unhealthy-0.0.3"):
         RESULTS[f"bundle_{n}_bytes"] = os.path.getsize(f"{bdir}/{n}.raucb")
     xfer = os.path.join(work, "xfer.img")
     mb = sum(os.path.getsize(os.path.join(bdir, f)) for f in os.listdir(bdir)) // 2**20 + 16
@@ -223,6 +234,17 @@ def ota(a, image, work):
     env = guest_env(g)
     check(env.order_unchanged(), f"refused bundle changed the boot env: {env}")
 
+    log("bundle with a flipped payload byte must be refused")
+    _, before = g.sh("md5sum /etc/os-release /usr/bin/busybox")
+    out, _ = install(g, "/tmp/xfer/flipped-0.0.2.raucb", agent_updates, expect_ok=False)
+    RESULTS["flipped_refusal"] = out.strip().splitlines()[-1][:200] if out.strip() else ""
+    env = guest_env(g)
+    check(env.order_unchanged(), f"the corrupt bundle changed the boot env: {env}")
+    _, out = g.sh("rauc status --detailed")
+    check("Booted from: rootfs.0 (A)" in out, f"after the corrupt bundle rauc reports:\n{out}")
+    _, after = g.sh("md5sum /etc/os-release /usr/bin/busybox")
+    check(before == after and version(g) == "0.0.1", "the running slot changed")
+
     log("install 0.0.2 into slot B")
     _, took = install(g, "/tmp/xfer/good-0.0.2.raucb", agent_updates)
     RESULTS["install_0.0.2_s"] = took
@@ -282,10 +304,37 @@ def ota(a, image, work):
         check(host.get("ORDER") == "A B", f"boot env read on the host after poweroff: {host}")
 
 
+def production_disk(a, work):
+    """The image as shipped: same base and agent, built without --console-shell."""
+    out = os.path.join(work, "production")
+    agent = ["--agent-dir", a.agent_dir] if a.agent_dir else ["--no-agent"]
+    run([os.path.join(REPO, "image/build.sh"), "--arch", a.arch, "--keyring",
+         os.path.join(a.keys, "dev.cert.pem"), "--base", a.image_dir, "--out", out] + agent)
+    return os.path.join(out, "disk.img")
+
+
+def login_refused(g):
+    """The production console: a login prompt, and root (password locked) gets no shell."""
+    g.p.sendline("")
+    g.expect(r"login: ", 60, "a login prompt on the serial console")
+    g.p.sendline("root")
+    g.expect(r"Password: ", 30, "the password prompt")
+    g.p.sendline("")
+    # busybox login refuses a locked (`*`) password with "bad salt" (and exits) or "Login incorrect"
+    g.expect(r"Login incorrect|bad salt", 30, "root refused at the console")
+    g.expect(r"login: ", 60, "the login prompt again")
+    # typed at the prompt, a command is only a user name: login asks for its password
+    g.p.sendline("echo SHELL-$((6*7))")
+    i = g.p.expect([r"SHELL-42", r"Password: ", pexpect.TIMEOUT], timeout=30)
+    check(i == 1, "the production console ran a shell command or did not answer")
+
+
 def bare_vs_full(a, image, work):
-    """Same image, two fresh first boots: bare (no services) and full (agent ready)."""
+    """Two fresh first boots: bare (no services) of the test image, and full (agent ready) of the
+    production variant, whose console then must refuse root."""
     for mode in ("bare", "full"):
-        m = Machine("x86_64", image, os.path.join(work, f"boot-{mode}"))
+        disk = production_disk(a, work) if mode == "full" else image
+        m = Machine("x86_64", disk, os.path.join(work, f"boot-{mode}"))
         if mode == "bare":
             set_esp_grubenv(m.disk, EXTRA_CMDLINE="macula.bare=1")
         g = m.boot()
@@ -296,7 +345,12 @@ def bare_vs_full(a, image, work):
             wall, up = g.wait_agent_ready(timeout=120)
             RESULTS["full_agent_ready_wall_s"] = round(wall, 1)
             RESULTS["full_agent_ready_uptime_s"] = up
+        if mode == "full":
+            login_refused(g)
+            RESULTS["production_console"] = "login prompt, root refused"
         g.kill()
+        if mode == "full":
+            shutil.rmtree(os.path.dirname(disk), ignore_errors=True)
     full = RESULTS.get("full_agent_ready_uptime_s", RESULTS["full_ready_uptime_s"])
     RESULTS["agent_overhead_uptime_s"] = round(full - RESULTS["bare_ready_uptime_s"], 2)
     log(f"bare ready at uptime {RESULTS['bare_ready_uptime_s']} s, full at {full} s "

@@ -25,6 +25,11 @@ rm -f "$TARGET/etc/init.d/S01syslogd" "$TARGET/etc/init.d/S02klogd" "$TARGET/etc
 # busybox init supervises `rauc service`; a D-Bus activated second instance would race it
 rm -f "$TARGET/usr/share/dbus-1/system-services/de.pengutronix.rauc.service"
 mkdir -p "$TARGET/data" "$TARGET/esp"
+# Production: a login prompt on the console and root's password locked (no passwordless shell).
+grep -qx 'console::respawn:/sbin/getty -L console 0 vt100' "$TARGET/etc/inittab" \
+  || { echo "post-build: ERROR: no login prompt on the console in /etc/inittab" >&2; exit 1; }
+grep -q '^root:[*!]' "$TARGET/etc/shadow" \
+  || { echo "post-build: ERROR: root's password is not locked in /etc/shadow" >&2; exit 1; }
 # Slot kernel and initramfs-less boot: Buildroot kernels have virtio/ext4 built in.
 if [ -f "$BOARDDIR/post-build.sh" ]; then
   "$BOARDDIR/post-build.sh" "$TARGET"
