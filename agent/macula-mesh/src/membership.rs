@@ -26,7 +26,7 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{ClockState, MetaClock};
-use crate::realm::{self, RealmId, Revocation, Role};
+use crate::realm::{self, CertError, MembershipCert, RealmId, Revocation, Role};
 use crate::sig::Sig;
 
 /// A member's identity in SWIM: its node ID plus a generation that grows on every restart or
@@ -194,24 +194,47 @@ impl MemberMeta {
     }
 }
 
+/// A member's metadata, signed by the member, with the realm certificate that admits it: an
+/// identity enters membership only with a certificate that verifies (chain, validity window,
+/// revocation of the node and of its issuing hub), and its role and name are the certificate's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedMeta {
     pub meta: MemberMeta,
+    pub cert: MembershipCert,
     pub sig: Sig,
 }
 
 impl SignedMeta {
-    pub fn sign(key: &NodeKey, meta: MemberMeta) -> Self {
+    /// Signs `meta` with `key`; its role and name are set to the certificate's.
+    pub fn sign(key: &NodeKey, cert: MembershipCert, mut meta: MemberMeta) -> Self {
+        meta.role = cert.body.role;
+        meta.name.clone_from(&cert.body.name);
         let sig = realm::sign_meta(key, &meta);
-        Self { meta, sig }
+        Self { meta, cert, sig }
     }
 
-    pub fn verify(&self) -> Result<(), MembershipError> {
+    /// Checks the size limits, the member's signature, and that the certificate is valid for
+    /// `realm` at `now` (unix seconds), names this node and carries its role and name.
+    /// Revocation is the caller's part.
+    pub fn verify(&self, realm: &RealmId, now: u64) -> Result<(), MembershipError> {
+        self.cert
+            .verify(realm, now)
+            .map_err(|e| MembershipError::NotAdmitted(self.meta.node, e))?;
+        self.verify_with_checked_cert()
+    }
+
+    /// As [`SignedMeta::verify`] for a certificate verified before (and not expired since).
+    fn verify_with_checked_cert(&self) -> Result<(), MembershipError> {
+        let node = self.meta.node;
         self.meta.check_bounds()?;
+        let c = &self.cert.body;
+        if c.node != node || c.role != self.meta.role || c.name != self.meta.name {
+            return Err(MembershipError::CertMismatch(node));
+        }
         if realm::verify_meta(&self.meta, &self.sig) {
             Ok(())
         } else {
-            Err(MembershipError::BadMetaSignature(self.meta.node))
+            Err(MembershipError::BadMetaSignature(node))
         }
     }
 }
@@ -263,6 +286,12 @@ pub enum MembershipError {
     MetaTooLarge(NodeId),
     #[error("rumor: {0}")]
     Rumor(String),
+    #[error("{0} has no valid realm certificate: {1}")]
+    NotAdmitted(NodeId, CertError),
+    #[error("metadata of {0} disagrees with its certificate (node, role or name)")]
+    CertMismatch(NodeId),
+    #[error("packet from {0}, which showed no valid realm certificate")]
+    Unadmitted(NodeId),
 }
 
 impl From<foca::Error> for MembershipError {
@@ -271,13 +300,30 @@ impl From<foca::Error> for MembershipError {
     }
 }
 
-/// What rumors taught us: the newest metadata per node, revoked nodes, events not yet reported.
+/// What rumors taught us: the newest metadata per node, revoked nodes, admitted identities,
+/// events not yet reported.
 struct RumorState {
     realm: RealmId,
+    /// Unix seconds as last told by the driver (certificate validity).
+    now: u64,
     metas: HashMap<NodeId, SignedMeta>,
     revoked: HashSet<NodeId>,
     revocations: Vec<Revocation>,
+    /// Nodes that showed a valid certificate (in a Hello or their metadata): when it expires
+    /// and which hub issued it.
+    admitted: HashMap<NodeId, Admitted>,
+    /// Formerly admitted nodes (certificate expired, revoked): still listed, as down.
+    expelled: HashSet<NodeId>,
     events: Vec<Event>,
+}
+
+#[derive(Debug, Clone)]
+struct Admitted {
+    /// The certificate that admitted the node (metadata carrying the same one skips its
+    /// signature checks).
+    cert: MembershipCert,
+    expires: u64,
+    hub: Option<NodeId>,
 }
 
 impl RumorState {
@@ -291,10 +337,83 @@ impl RumorState {
         if known || self.revoked.contains(&node) {
             return Ok(false);
         }
-        m.verify()?;
+        let checked = self
+            .admitted
+            .get(&node)
+            .is_some_and(|a| a.cert == m.cert && self.now < a.expires);
+        if checked {
+            m.verify_with_checked_cert()?;
+        } else {
+            m.verify(&self.realm, self.now)?;
+        }
+        self.admit(&m.cert)?;
         self.metas.insert(node, m.clone());
         self.events.push(Event::Meta(Box::new(m)));
         Ok(true)
+    }
+
+    /// Admits the holder of `cert` (already verified for the realm) unless it or its issuing
+    /// hub is revoked. A newly admitted node's pending `Up` is reported.
+    fn admit(&mut self, cert: &MembershipCert) -> Result<(), MembershipError> {
+        let node = cert.body.node;
+        let hub = cert.issuing_hub();
+        if let Some(r) = std::iter::once(node)
+            .chain(hub)
+            .find(|n| self.revoked.contains(n))
+        {
+            return Err(MembershipError::NotAdmitted(node, CertError::Revoked(r)));
+        }
+        let entry = Admitted {
+            cert: cert.clone(),
+            expires: cert.body.expires,
+            hub,
+        };
+        // The later-expiring certificate wins (a renewed certificate extends the admission).
+        match self.admitted.get_mut(&node) {
+            Some(a) if a.expires >= entry.expires => {}
+            Some(a) => *a = entry,
+            None => {
+                self.admitted.insert(node, entry);
+                self.expelled.remove(&node);
+                self.events.push(Event::Admitted(node));
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets `node` as a member: its admission and metadata.
+    fn expel(&mut self, node: &NodeId) -> bool {
+        self.metas.remove(node);
+        let was = self.admitted.remove(node).is_some();
+        if was {
+            self.expelled.insert(*node);
+        }
+        was
+    }
+
+    /// Whether `node` is listed among the members: admitted now or before.
+    fn listed(&self, node: &NodeId) -> bool {
+        self.admitted.contains_key(node) || self.expelled.contains(node)
+    }
+
+    /// Expels every node whose certificate expired by `now` or whose issuing hub is `revoked`;
+    /// returns them.
+    fn expel_invalid(&mut self) -> Vec<NodeId> {
+        let now = self.now;
+        let gone: Vec<NodeId> = self
+            .admitted
+            .iter()
+            .filter(|(n, a)| {
+                now >= a.expires
+                    || self.revoked.contains(n)
+                    || a.hub.is_some_and(|h| self.revoked.contains(&h))
+            })
+            .map(|(n, _)| *n)
+            .collect();
+        for n in &gone {
+            self.expel(n);
+        }
+        gone
     }
 }
 
@@ -337,7 +456,7 @@ impl BroadcastHandler<MemberId> for Rumors {
                     r.verify(&st.realm)
                         .map_err(|e| MembershipError::Rumor(e.to_string()))?;
                     st.revoked.insert(node);
-                    st.metas.remove(&node);
+                    st.expel(&node);
                     st.revocations.push(r.clone());
                     st.events.push(Event::Revoked(r));
                 }
@@ -370,6 +489,11 @@ pub enum Event {
     Idle,
     /// We were declared down and rejoined under a new generation.
     Rejoined(MemberId),
+    /// A node showed a valid realm certificate (before its `Up`, which waits for it).
+    Admitted(NodeId),
+    /// A member's certificate expired, or its issuing hub was revoked: it is no member any
+    /// more (declared down); the shell must close connections to it.
+    Expelled(NodeId),
 }
 
 /// A timer of the membership state machine.
@@ -378,7 +502,8 @@ pub enum MemberTimer {
     /// A foca (SWIM) timer.
     Swim(Timer<MemberId>),
     /// Re-disseminate our own metadata and the revocations we know (anti-entropy for rumors
-    /// that a node missed, e.g. because it joined later).
+    /// that a node missed, e.g. because it joined later); expel members whose certificate
+    /// expired.
     Refresh,
 }
 
@@ -407,8 +532,12 @@ pub struct MembershipConfig {
     pub foca: foca::Config,
     /// Upper bound of the local health multiplier.
     pub max_lhm: u32,
-    /// How often own metadata and known revocations are re-disseminated.
+    /// How often own metadata and known revocations are re-disseminated (and expired
+    /// certificates looked for).
     pub refresh: Duration,
+    /// Take part in membership only with nodes that showed a valid realm certificate (default).
+    /// `false` only for simulations of failure detection alone, which carry no metadata.
+    pub require_cert: bool,
 }
 
 impl MembershipConfig {
@@ -425,9 +554,13 @@ impl MembershipConfig {
             foca,
             max_lhm: 8,
             refresh: Duration::from_secs(10),
+            require_cert: true,
         }
     }
 }
+
+/// Members without a certificate whose metadata we ask others for per refresh period.
+const PULLS_PER_REFRESH: usize = 16;
 
 /// Members considered down that we announce ourselves to per refresh period.
 const HEAL_ANNOUNCES: usize = 2;
@@ -454,24 +587,33 @@ pub struct Membership {
     asked: HashSet<(NodeId, NodeId)>,
     /// Members that came up without known metadata since the last packet.
     unknown_meta: Vec<NodeId>,
+    require_cert: bool,
+    /// Members foca holds as active whose node showed no certificate yet: reported `Up` once
+    /// it does.
+    pending_up: HashSet<MemberId>,
     out: Vec<Output>,
 }
 
 impl Membership {
     /// `seed` feeds foca's random choices (fixed in simulations, random in the daemon).
     /// `own_meta` is published at once (simulations of pure failure detection may omit it).
+    /// `now`: unix seconds.
     pub fn new(
         id: MemberId,
         realm: RealmId,
         own_meta: Option<SignedMeta>,
         config: MembershipConfig,
         seed: u64,
+        now: u64,
     ) -> Self {
         let rumors = Arc::new(Mutex::new(RumorState {
             realm,
+            now,
             metas: HashMap::new(),
             revoked: HashSet::new(),
             revocations: Vec::new(),
+            admitted: HashMap::new(),
+            expelled: HashSet::new(),
             events: Vec::new(),
         }));
         let foca = Foca::with_custom_broadcast(
@@ -493,6 +635,8 @@ impl Membership {
             clock: MetaClock::volatile(0),
             asked: HashSet::new(),
             unknown_meta: Vec::new(),
+            require_cert: config.require_cert,
+            pending_up: HashSet::new(),
             rng: StdRng::seed_from_u64(seed ^ 0x6865_616c),
             out: vec![Output::Schedule {
                 after: config.refresh,
@@ -517,8 +661,11 @@ impl Membership {
         self.collect();
     }
 
-    /// Our view of `node`: its identity and state, if known.
+    /// Our view of `node`: its identity and state, if known and admitted (now or before).
     pub fn state_of(&self, node: &NodeId) -> Option<(MemberId, State)> {
+        if self.require_cert && !self.rumors.lock().expect("rumor lock").listed(node) {
+            return None;
+        }
         self.foca
             .iter_membership_state()
             .filter(|m| m.id().node == *node)
@@ -533,6 +680,37 @@ impl Membership {
     /// Local health multiplier (Lifeguard), 0 = healthy.
     pub fn local_health(&self) -> u32 {
         self.lhm
+    }
+
+    /// Admits the node of `cert` to membership: the shell calls this for every peer whose Hello
+    /// it admitted, before feeding its packets. The certificate is checked here as well (realm,
+    /// validity at `now`, revocation of the node and its issuing hub). Other nodes are admitted
+    /// by metadata carrying a valid certificate.
+    pub fn admit(&mut self, cert: &MembershipCert, now: u64) -> Result<(), MembershipError> {
+        let node = cert.body.node;
+        let res = {
+            let mut st = self.rumors.lock().expect("rumor lock");
+            st.now = now;
+            let realm = st.realm;
+            cert.verify(&realm, now)
+                .map_err(|e| MembershipError::NotAdmitted(node, e))
+                .and_then(|()| st.admit(cert))
+        };
+        self.collect();
+        res
+    }
+
+    /// Whether `node` showed a valid certificate and is still a member by it.
+    pub fn is_admitted(&self, node: &NodeId) -> bool {
+        self.rumors
+            .lock()
+            .expect("rumor lock")
+            .admitted
+            .contains_key(node)
+    }
+
+    fn admitted_or_open(&self, node: &NodeId) -> bool {
+        !self.require_cert || self.is_admitted(node)
     }
 
     /// Announces ourselves to a known member (bootstrap). The generation of `peer` does not
@@ -580,7 +758,8 @@ impl Membership {
         now_ms: u64,
         change: impl FnOnce(&mut MemberMeta),
     ) -> Option<u64> {
-        let old = &self.own_meta.as_ref()?.meta;
+        let own = self.own_meta.as_ref()?;
+        let (old, cert) = (&own.meta, own.cert.clone());
         let mut meta = old.clone();
         change(&mut meta);
         meta.node = old.node;
@@ -593,7 +772,7 @@ impl Membership {
         if let Some(state) = persist {
             self.out.push(Output::Persist(state));
         }
-        self.set_meta(SignedMeta::sign(key, meta));
+        self.set_meta(SignedMeta::sign(key, cert, meta));
         Some(version)
     }
 
@@ -611,10 +790,20 @@ impl Membership {
         Ok(())
     }
 
-    /// Feeds a SWIM packet received from the authenticated node `from`.
-    pub fn handle_packet(&mut self, from: NodeId, packet: &[u8]) -> Result<(), MembershipError> {
+    /// Feeds a SWIM packet received from the authenticated node `from` at `now` (unix
+    /// seconds). Packets of nodes not admitted ([`Membership::admit`]) are refused.
+    pub fn handle_packet(
+        &mut self,
+        from: NodeId,
+        packet: &[u8],
+        now: u64,
+    ) -> Result<(), MembershipError> {
         if self.is_revoked(&from) {
             return Ok(());
+        }
+        self.rumors.lock().expect("rumor lock").now = now;
+        if !self.admitted_or_open(&from) {
+            return Err(MembershipError::Unadmitted(from));
         }
         let packet: Packet = wire::decode_with_limit(packet, MAX_PACKET + 64)
             .map_err(|e| MembershipError::Decode(e.to_string()))?;
@@ -639,7 +828,12 @@ impl Membership {
         }
     }
 
+    /// Queues `packet` for `to`; nothing goes to a node that showed no certificate (so gossip
+    /// about made-up members cannot point our traffic at anyone).
     fn send(&mut self, to: NodeId, packet: &Packet) {
+        if !self.admitted_or_open(&to) {
+            return;
+        }
         self.out.push(Output::Send {
             to,
             data: wire::encode(packet),
@@ -671,8 +865,9 @@ impl Membership {
         res.map_err(Into::into)
     }
 
-    /// Handles a timer scheduled by an earlier [`Output::Schedule`].
-    pub fn handle_timer(&mut self, timer: MemberTimer) {
+    /// Handles a timer scheduled by an earlier [`Output::Schedule`], at `now` (unix seconds).
+    pub fn handle_timer(&mut self, timer: MemberTimer, now: u64) {
+        self.rumors.lock().expect("rumor lock").now = now;
         match timer {
             MemberTimer::Swim(t) => {
                 if let Err(e) = self.foca.handle_timer(t, &mut self.rt) {
@@ -681,6 +876,9 @@ impl Membership {
             }
             MemberTimer::Refresh => {
                 self.asked.clear();
+                let expired = self.rumors.lock().expect("rumor lock").expel_invalid();
+                self.expel(expired);
+                self.pull_missing_certs();
                 self.announce_to_down();
                 if let Some(meta) = self.own_meta.clone() {
                     self.add_rumor(&Rumor::Meta(meta));
@@ -711,10 +909,20 @@ impl Membership {
         self.out.drain(..)
     }
 
-    /// Known members other than us (active and down ones not yet forgotten).
+    /// Known members other than us (active and down ones not yet forgotten) that showed a
+    /// valid certificate; expelled ones (revoked, certificate expired) stay listed, as down.
     pub fn members(&self) -> impl Iterator<Item = (MemberId, State)> + '_ {
+        let admitted: Option<HashSet<NodeId>> = self.require_cert.then(|| {
+            let st = self.rumors.lock().expect("rumor lock");
+            st.admitted
+                .keys()
+                .chain(st.expelled.iter())
+                .copied()
+                .collect()
+        });
         self.foca
             .iter_membership_state()
+            .filter(move |m| admitted.as_ref().is_none_or(|a| a.contains(&m.id().node)))
             .map(|m| (*m.id(), m.state()))
     }
 
@@ -767,6 +975,66 @@ impl Membership {
         }
     }
 
+    /// Asks admitted members for the metadata (with certificate) of members that gossip
+    /// reports but that showed none yet: we send nothing to those ourselves, so without this a
+    /// member that missed the rumor would never admit them. At most [`PULLS_PER_REFRESH`] nodes,
+    /// each from two random members.
+    fn pull_missing_certs(&mut self) {
+        if self.own_meta.is_none() || self.pending_up.is_empty() {
+            return;
+        }
+        let mut missing: Vec<NodeId> = self.pending_up.iter().map(|m| m.node).collect();
+        missing.sort();
+        missing.dedup();
+        let me = self.foca.identity().node;
+        let mut asked: Vec<NodeId> = self
+            .members()
+            .filter(|(m, s)| *s != State::Down && m.node != me)
+            .map(|(m, _)| m.node)
+            .collect();
+        asked.sort();
+        asked.dedup();
+        if asked.is_empty() {
+            return;
+        }
+        for _ in 0..PULLS_PER_REFRESH.min(missing.len()) {
+            let node = missing.swap_remove(self.rng.random_range(0..missing.len()));
+            for _ in 0..2 {
+                let to = asked[self.rng.random_range(0..asked.len())];
+                if self.asked.insert((node, to)) {
+                    self.send(to, &Packet::WantMeta(node));
+                }
+            }
+        }
+    }
+
+    /// Declares `nodes` (expelled: certificate expired, issuing hub revoked) down and reports
+    /// them.
+    fn expel(&mut self, nodes: Vec<NodeId>) {
+        if nodes.is_empty() {
+            return;
+        }
+        self.declare_down(&nodes);
+        for n in nodes {
+            self.out.push(Output::Event(Event::Expelled(n)));
+        }
+    }
+
+    fn declare_down(&mut self, nodes: &[NodeId]) {
+        let victims: Vec<Member<MemberId>> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| nodes.contains(&m.id().node) && m.state() != State::Down)
+            .map(|m| Member::new(*m.id(), m.incarnation(), State::Down))
+            .collect();
+        if let Err(e) = self
+            .foca
+            .apply_many(victims.into_iter(), true, &mut self.rt)
+        {
+            tracing::debug!("declaring members down: {e}");
+        }
+    }
+
     fn raise_lhm(&mut self) {
         self.lhm = (self.lhm + 1).min(self.max_lhm);
     }
@@ -794,10 +1062,26 @@ impl Membership {
                     if self.own_meta.is_some() && self.meta(&m.node).is_none() {
                         self.unknown_meta.push(m.node);
                     }
+                    if !self.admitted_or_open(&m.node) {
+                        self.pending_up.insert(m);
+                        continue;
+                    }
                     Event::Up(m)
                 }
-                OwnedNotification::MemberDown(m) => Event::Down(m),
-                OwnedNotification::Rename(old, new) => Event::Renamed { old, new },
+                OwnedNotification::MemberDown(m) => {
+                    // Never reported up: nothing to report.
+                    if self.pending_up.remove(&m) {
+                        continue;
+                    }
+                    Event::Down(m)
+                }
+                OwnedNotification::Rename(old, new) => {
+                    if self.pending_up.remove(&old) || !self.admitted_or_open(&new.node) {
+                        self.pending_up.insert(new);
+                        continue;
+                    }
+                    Event::Renamed { old, new }
+                }
                 OwnedNotification::Active => Event::Active,
                 OwnedNotification::Idle => Event::Idle,
                 OwnedNotification::Rejoin(m) => Event::Rejoined(m),
@@ -824,25 +1108,42 @@ impl Membership {
             self.out.push(Output::Event(ev));
         }
         let rumor_events = std::mem::take(&mut self.rumors.lock().expect("rumor lock").events);
+        let mut expelled = Vec::new();
         for ev in rumor_events {
-            if let Event::Revoked(r) = &ev {
-                down.push(r.body.node);
+            match &ev {
+                Event::Revoked(r) => {
+                    down.push(r.body.node);
+                    // Members admitted by certificates of a revoked hub go with it.
+                    expelled.extend(self.rumors.lock().expect("rumor lock").expel_invalid());
+                }
+                Event::Admitted(node) => {
+                    let node = *node;
+                    self.out.push(Output::Event(ev));
+                    let ups: Vec<MemberId> = self
+                        .pending_up
+                        .iter()
+                        .filter(|m| m.node == node)
+                        .copied()
+                        .collect();
+                    for m in ups {
+                        self.pending_up.remove(&m);
+                        let active = self
+                            .foca
+                            .iter_membership_state()
+                            .any(|x| *x.id() == m && x.state() != State::Down);
+                        if active {
+                            self.out.push(Output::Event(Event::Up(m)));
+                        }
+                    }
+                    continue;
+                }
+                _ => {}
             }
             self.out.push(Output::Event(ev));
         }
-        if !down.is_empty() {
-            let victims: Vec<Member<MemberId>> = self
-                .foca
-                .iter_membership_state()
-                .filter(|m| down.contains(&m.id().node) && m.state() != State::Down)
-                .map(|m| Member::new(*m.id(), m.incarnation(), State::Down))
-                .collect();
-            if let Err(e) = self
-                .foca
-                .apply_many(victims.into_iter(), true, &mut self.rt)
-            {
-                tracing::debug!("declaring revoked members down: {e}");
-            }
+        if !down.is_empty() || !expelled.is_empty() {
+            self.declare_down(&down);
+            self.expel(expelled);
             self.collect();
         }
     }
@@ -880,20 +1181,18 @@ mod tests {
             software: "0.1".into(),
             relays: vec![],
         };
-        let signed = SignedMeta::sign(&key, meta.clone());
-        signed.verify().unwrap();
+        let rk = RealmKey::from_seed([7; 32]);
+        let cert = cert_for(&rk, key.node_id(), Role::Edge, "n", u64::MAX);
+        let signed = SignedMeta::sign(&key, cert.clone(), meta.clone());
+        signed.verify(&rk.id(), NOW).unwrap();
         let mut forged = signed.clone();
         forged.meta.version = 2;
-        assert!(forged.verify().is_err());
-        let big = SignedMeta::sign(
-            &key,
-            MemberMeta {
-                name: "x".repeat(MAX_META_TEXT + 1),
-                ..meta
-            },
-        );
+        assert!(forged.verify(&rk.id(), NOW).is_err());
+        let mut big = SignedMeta::sign(&key, cert, meta);
+        big.meta.software = "x".repeat(MAX_META_TEXT + 1);
+        big.sig = realm::sign_meta(&key, &big.meta);
         assert!(matches!(
-            big.verify(),
+            big.verify(&rk.id(), NOW),
             Err(MembershipError::MetaTooLarge(_))
         ));
     }
@@ -932,10 +1231,34 @@ mod tests {
         assert!(wire::decode::<Label>(&wire::encode(&String::new())).is_err());
     }
 
+    use crate::realm::{CertBody, RealmKey};
+
+    /// Unix seconds of the tests.
+    const NOW: u64 = 1_750_000_000;
+
+    fn cert_for(
+        rk: &RealmKey,
+        node: NodeId,
+        role: Role,
+        name: &str,
+        expires: u64,
+    ) -> MembershipCert {
+        rk.issue(CertBody {
+            realm: rk.id(),
+            node,
+            role,
+            name: name.into(),
+            not_before: 0,
+            expires,
+        })
+    }
+
     fn member(seed: u8) -> (NodeKey, Membership) {
         let key = NodeKey::from_seed([seed; 32]);
+        let rk = RealmKey::from_seed([7; 32]);
         let meta = SignedMeta::sign(
             &key,
+            cert_for(&rk, key.node_id(), Role::Edge, "n", u64::MAX),
             MemberMeta {
                 node: key.node_id(),
                 version: 1000,
@@ -956,8 +1279,7 @@ mod tests {
             node: key.node_id(),
             generation: 1,
         };
-        let realm = crate::realm::RealmKey::from_seed([7; 32]).id();
-        let m = Membership::new(id, realm, Some(meta), MembershipConfig::lan(4), 1);
+        let m = Membership::new(id, rk.id(), Some(meta), MembershipConfig::lan(4), 1, NOW);
         (key, m)
     }
 
@@ -981,7 +1303,7 @@ mod tests {
         // No change, nothing sent.
         assert_eq!(m.update_meta(&key, 6000, set_free(70)), None);
         let own = m.own_meta().unwrap().clone();
-        own.verify().unwrap();
+        own.verify(&RealmKey::from_seed([7; 32]).id(), NOW).unwrap();
         assert_eq!(own.meta.node, me);
         assert_eq!(
             (own.meta.version, own.meta.capacity.storage_free),
@@ -1007,6 +1329,7 @@ mod tests {
             None,
             MembershipConfig::lan(4),
             1,
+            NOW,
         );
         assert_eq!(bare.update_meta(&key, 1, set_free(1)), None);
     }
@@ -1019,10 +1342,14 @@ mod tests {
         let newer = a.own_meta().unwrap().clone();
         a.update_meta(&key, 3000, |m| m.capacity.storage_free = 40);
         let newest = a.own_meta().unwrap().clone();
+        let (_, admitted) = member(3);
+        let a_cert = admitted.own_meta().unwrap().cert.clone();
+        b.admit(&a_cert, NOW).unwrap();
         let send = |b: &mut Membership, sm: &SignedMeta| {
             b.handle_packet(
                 key.node_id(),
                 &wire::encode(&Packet::Meta(Box::new(sm.clone()))),
+                NOW,
             )
         };
         send(&mut b, &newest).unwrap();
@@ -1041,5 +1368,211 @@ mod tests {
             Err(MembershipError::BadMetaSignature(_))
         ));
         assert_eq!(b.meta(&key.node_id()).unwrap(), newest);
+    }
+
+    /// Delivers packets between `nodes` until none is left (no timers); returns the events of
+    /// node 0 and the nodes it sent anything to.
+    fn pump(nodes: &mut [(NodeId, &mut Membership)]) -> (Vec<Event>, Vec<NodeId>) {
+        let (mut events, mut sent_to) = (Vec::new(), Vec::new());
+        for _ in 0..100 {
+            let mut packets = Vec::new();
+            for (i, (id, m)) in nodes.iter_mut().enumerate() {
+                for out in m.drain() {
+                    match out {
+                        Output::Send { to, data } => {
+                            if i == 0 {
+                                sent_to.push(to);
+                            }
+                            packets.push((*id, to, data));
+                        }
+                        Output::Event(e) if i == 0 => events.push(e),
+                        _ => {}
+                    }
+                }
+            }
+            if packets.is_empty() {
+                break;
+            }
+            for (from, to, data) in packets {
+                if let Some((_, m)) = nodes.iter_mut().find(|(id, _)| *id == to) {
+                    let _ = m.handle_packet(from, &data, NOW);
+                }
+            }
+        }
+        (events, sent_to)
+    }
+
+    #[test]
+    fn a_member_cannot_bring_in_identities_without_a_certificate_nor_claim_another_role() {
+        let rk = RealmKey::from_seed([7; 32]);
+        let (hk, mut honest) = member(3);
+        let (mk, mut rogue) = member(5);
+        let (h, r) = (hk.node_id(), mk.node_id());
+        // A made-up member with no certificate, and one with a valid certificate that shows it
+        // only later (in its metadata).
+        let fake = NodeKey::from_seed([9; 32]);
+        let late = NodeKey::from_seed([10; 32]);
+        let gen1 = |k: &NodeKey| MemberId {
+            node: k.node_id(),
+            generation: 1,
+        };
+        // The misbehaving member gossips both as alive members.
+        rogue.seed_members([gen1(&fake), gen1(&late)]);
+        // Both Hellos were admitted.
+        honest
+            .admit(&rogue.own_meta().unwrap().cert.clone(), NOW)
+            .unwrap();
+        rogue
+            .admit(&honest.own_meta().unwrap().cert.clone(), NOW)
+            .unwrap();
+        // The honest node joins through the misbehaving member, which answers with its list.
+        honest.join(r);
+        let (events, sent_to) = pump(&mut [(h, &mut honest), (r, &mut rogue)]);
+        // The gossip arrived: the honest node's SWIM layer holds both identities...
+        for k in [&fake, &late] {
+            assert!(
+                honest
+                    .foca
+                    .iter_membership_state()
+                    .any(|m| m.id().node == k.node_id()),
+                "the rogue's gossip did not arrive"
+            );
+        }
+        // ...but neither is a member: no Up, not listed, no packet sent to them.
+        assert!(events.contains(&Event::Up(rogue.id())), "{events:?}");
+        for k in [&fake, &late] {
+            let n = k.node_id();
+            assert!(
+                !events
+                    .iter()
+                    .any(|e| matches!(e, Event::Up(m) if m.node == n))
+            );
+            assert!(honest.members().all(|(m, _)| m.node != n));
+            assert!(honest.state_of(&n).is_none());
+            assert!(!sent_to.contains(&n), "traffic pointed at {n}");
+        }
+        assert!(honest.members().any(|(m, _)| m.node == r));
+
+        let meta = |k: &NodeKey, cert: MembershipCert| {
+            SignedMeta::sign(
+                k,
+                cert,
+                MemberMeta {
+                    node: k.node_id(),
+                    version: 1,
+                    role: Role::Edge,
+                    name: String::new(),
+                    addrs: vec![UplinkAddr {
+                        uplink: "eth0".into(),
+                        addr: "192.0.2.9:4433".parse().unwrap(),
+                    }],
+                    overlay_key: None,
+                    capacity: Capacity {
+                        storage_total: u64::MAX,
+                        storage_free: u64::MAX,
+                    },
+                    domains: FailureDomains::default(),
+                    software: "x".into(),
+                    relays: vec![],
+                },
+            )
+        };
+        let deliver = |m: &mut Membership, sm: SignedMeta| {
+            m.handle_packet(r, &wire::encode(&Packet::Meta(Box::new(sm))), NOW)
+        };
+        // Metadata of the made-up member with a certificate it issued itself (claiming our
+        // realm, role hub), one from the realm that expired, and one for another node: refused.
+        let other = RealmKey::from_seed([8; 32]);
+        let mut self_issued = cert_for(&other, fake.node_id(), Role::Hub, "hub", u64::MAX);
+        self_issued.body.realm = rk.id();
+        let expired = cert_for(&rk, fake.node_id(), Role::Edge, "f", NOW);
+        let not_his = cert_for(&rk, r, Role::Edge, "n", u64::MAX);
+        for cert in [self_issued, expired, not_his] {
+            let e = deliver(&mut honest, meta(&fake, cert)).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    MembershipError::NotAdmitted(..) | MembershipError::CertMismatch(_)
+                ),
+                "{e}"
+            );
+        }
+        assert!(honest.meta(&fake.node_id()).is_none());
+        assert!(!honest.is_admitted(&fake.node_id()));
+        // The member claims to be a hub (its certificate says edge), properly signed: refused.
+        let mut hub = rogue.own_meta().unwrap().clone();
+        hub.meta.role = Role::Hub;
+        hub.meta.version += 1;
+        hub.sig = realm::sign_meta(&mk, &hub.meta);
+        assert!(matches!(
+            deliver(&mut honest, hub),
+            Err(MembershipError::CertMismatch(_))
+        ));
+        assert_eq!(honest.meta(&r).unwrap().meta.role, Role::Edge);
+        // A valid certificate admits the late member; its pending Up is reported then.
+        let cert = cert_for(&rk, late.node_id(), Role::Edge, "late", u64::MAX);
+        deliver(&mut honest, meta(&late, cert)).unwrap();
+        let events: Vec<Event> = honest
+            .drain()
+            .filter_map(|o| match o {
+                Output::Event(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        assert!(events.contains(&Event::Up(gen1(&late))), "{events:?}");
+        assert!(honest.members().any(|(m, _)| m.node == late.node_id()));
+        assert_eq!(honest.meta(&late.node_id()).unwrap().meta.name, "late");
+    }
+
+    #[test]
+    fn members_are_expelled_when_their_certificate_expires_or_its_hub_is_revoked() {
+        let rk = RealmKey::from_seed([7; 32]);
+        let (_, mut m) = member(3);
+        let short = NodeKey::from_seed([11; 32]).node_id();
+        m.admit(&cert_for(&rk, short, Role::Edge, "s", NOW + 5), NOW)
+            .unwrap();
+        // A member admitted by a hub's certificate.
+        let hub = NodeKey::from_seed([12; 32]);
+        let by_hub = NodeKey::from_seed([13; 32]).node_id();
+        let body = CertBody {
+            realm: rk.id(),
+            node: by_hub,
+            role: Role::Edge,
+            name: "h".into(),
+            not_before: 0,
+            expires: NOW + 1000,
+        };
+        let delegation = rk.delegate(hub.node_id(), NOW + 1000);
+        let cert = crate::realm::issue_as_hub(&hub, delegation, body);
+        m.admit(&cert, NOW).unwrap();
+        assert!(m.is_admitted(&short) && m.is_admitted(&by_hub));
+        let _ = m.drain().count();
+        // Still valid: nothing happens.
+        m.handle_timer(MemberTimer::Refresh, NOW + 4);
+        assert!(m.is_admitted(&short));
+        m.handle_timer(MemberTimer::Refresh, NOW + 5);
+        assert!(!m.is_admitted(&short));
+        let expelled = |m: &mut Membership| -> Vec<NodeId> {
+            m.drain()
+                .filter_map(|o| match o {
+                    Output::Event(Event::Expelled(n)) => Some(n),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(expelled(&mut m), [short]);
+        // An expired certificate shown again is refused.
+        assert!(
+            m.admit(&cert_for(&rk, short, Role::Edge, "s", NOW + 5), NOW + 6)
+                .is_err()
+        );
+        m.revoke(rk.revoke(hub.node_id(), NOW)).unwrap();
+        assert!(!m.is_admitted(&by_hub));
+        assert_eq!(expelled(&mut m), [by_hub]);
+        // What the revoked hub issued is refused from now on.
+        assert!(matches!(
+            m.admit(&cert, NOW + 7),
+            Err(MembershipError::NotAdmitted(_, CertError::Revoked(_)))
+        ));
     }
 }

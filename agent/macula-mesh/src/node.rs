@@ -211,6 +211,8 @@ enum Cmd {
         payload: Vec<u8>,
         done: tokio::sync::oneshot::Sender<Result<u64, PubSubError>>,
     },
+    /// A peer whose Hello was admitted: membership admits it too (before its packets).
+    Admit(Box<crate::realm::MembershipCert>),
     Join(NodeId),
     Revoke(Revocation),
     /// Change own metadata (re-signed, re-disseminated).
@@ -280,7 +282,8 @@ impl MeshNode {
         } else {
             config.advertise.clone()
         };
-        let cert = admission.own_cert().body.clone();
+        let own_cert = admission.own_cert().clone();
+        let cert = own_cert.body.clone();
         let clock_file = config.state_dir.as_ref().map(|d| d.join(CLOCK_FILE));
         let now_ms = unix_ms();
         let mut clock = match &clock_file {
@@ -295,6 +298,7 @@ impl MeshNode {
         let (version, _) = clock.next(now_ms, 0);
         let meta = SignedMeta::sign(
             key,
+            own_cert,
             MemberMeta {
                 node: key.node_id(),
                 version,
@@ -326,6 +330,7 @@ impl MeshNode {
             Some(meta),
             config.membership.clone(),
             u64::from_le_bytes(seed),
+            unix_now(),
         );
         membership.set_clock(clock);
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
@@ -670,16 +675,17 @@ async fn accept_loop(shared: Arc<Shared>) {
 fn register(shared: &Arc<Shared>, peer: Peer) {
     let Peer {
         id,
+        cert,
         listen,
         new_revocations,
         conn,
         control,
         dialled,
-        ..
     } = peer;
     for r in new_revocations {
         let _ = shared.cmd.send(Cmd::Revoke(r));
     }
+    let _ = shared.cmd.send(Cmd::Admit(Box::new(cert)));
     shared.addrs.lock().expect("addr lock").insert(id, listen);
     shared.endpoint.relay().member_up(id, conn.remote_address());
     // Deterministic choice between simultaneous connections: the one dialled by the smaller ID
@@ -1489,7 +1495,7 @@ async fn drive(shared: Arc<Shared>, mut m: Membership, mut rx: mpsc::UnboundedRe
         tokio::select! {
             cmd = rx.recv() => match cmd {
                 Some(Cmd::Packet { from, data }) => {
-                    if let Err(e) = m.handle_packet(from, &data) {
+                    if let Err(e) = m.handle_packet(from, &data, unix_now()) {
                         tracing::debug!(peer = %from, "membership packet: {e}");
                     }
                 }
@@ -1522,6 +1528,11 @@ async fn drive(shared: Arc<Shared>, mut m: Membership, mut rx: mpsc::UnboundedRe
                     };
                     lookups.insert(id, done);
                 }
+                Some(Cmd::Admit(cert)) => {
+                    if let Err(e) = m.admit(&cert, unix_now()) {
+                        tracing::info!("membership refused a peer: {e}");
+                    }
+                }
                 Some(Cmd::Join(peer)) => m.join(peer),
                 Some(Cmd::UpdateMeta(change)) => {
                     if let Some(version) = m.update_meta(&shared.key, unix_ms(), change) {
@@ -1553,7 +1564,7 @@ async fn drive(shared: Arc<Shared>, mut m: Membership, mut rx: mpsc::UnboundedRe
                     }
                     timers.pop();
                     match pending.remove(&id) {
-                        Some(DriverTimer::Member(t)) => m.handle_timer(t),
+                        Some(DriverTimer::Member(t)) => m.handle_timer(t, unix_now()),
                         Some(DriverTimer::PubSub(t)) => ps.handle_timer(t),
                         None => {}
                     }
@@ -1603,6 +1614,15 @@ fn apply_event(shared: &Arc<Shared>, ev: Event) {
             }
             if let Some(c) = shared.conns.lock().expect("conn lock").remove(&node) {
                 c.close(VarInt::from_u32(close::REVOKED), b"revoked");
+            }
+        }
+        Event::Expelled(node) => {
+            shared.addrs.lock().expect("addr lock").remove(&node);
+            if let Some(c) = shared.conns.lock().expect("conn lock").remove(&node) {
+                c.close(
+                    VarInt::from_u32(close::NOT_ADMITTED),
+                    b"certificate expired or its issuer revoked",
+                );
             }
         }
         _ => {}

@@ -1,4 +1,4 @@
-//! Messages of protocol `macula/1` (see `docs/protocol.md`). Every value is encoded with
+//! Messages of protocol `macula/2` (see `docs/protocol.md`). Every value is encoded with
 //! `macula_core::wire`; stream frames add the length prefix of [`crate::frame`].
 
 use std::net::SocketAddr;

@@ -169,6 +169,21 @@ enum Statement<'a> {
     Meta(&'a MemberMeta),
 }
 
+/// A certificate issued by `hub` under `delegation` (tests of hub-issued certificates).
+#[cfg(test)]
+pub(crate) fn issue_as_hub(
+    hub: &NodeKey,
+    delegation: Delegation,
+    body: CertBody,
+) -> MembershipCert {
+    let sig = sign_statement(hub, &Statement::Cert(&body));
+    MembershipCert {
+        body,
+        issuer: Issuer::Hub(delegation),
+        sig,
+    }
+}
+
 fn sign_statement(key: &NodeKey, st: &Statement<'_>) -> Sig {
     Sig(key.sign(Domain::RealmCert, &wire::encode(st)).to_bytes())
 }

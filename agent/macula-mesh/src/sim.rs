@@ -23,7 +23,10 @@ use crate::membership::{
     MembershipConfig, Output, SignedMeta,
 };
 use crate::pubsub::{PubSub, PubSubMsg, PubSubOutput, PubSubTimer};
-use crate::realm::{RealmKey, Revocation, Role};
+use crate::realm::{CertBody, MembershipCert, RealmKey, Revocation, Role};
+
+/// Unix time (seconds) of virtual time zero in the simulators.
+pub const SIM_EPOCH: u64 = 1_750_000_000;
 
 /// A virtual-time event queue.
 pub struct EventQueue<E> {
@@ -152,6 +155,8 @@ pub struct MembershipSim {
     queue: EventQueue<Ev>,
     nodes: Vec<SimNode>,
     keys: Vec<NodeKey>,
+    /// Each node's realm certificate (shown in its Hello and carried in its metadata).
+    certs: Vec<MembershipCert>,
     index: HashMap<NodeId, usize>,
     realm: RealmKey,
     config: MembershipConfig,
@@ -167,8 +172,13 @@ pub struct MembershipSim {
 
 impl MembershipSim {
     /// `n` nodes with keys and RNG derived from `seed`; with `meta`, each node publishes signed
-    /// metadata (costs one signature check per node pair): name `sim-<i>`, site `site-<i % 4>`.
-    pub fn new(n: usize, config: MembershipConfig, seed: u64, meta: bool) -> Self {
+    /// metadata with its realm certificate (costs two signature checks per node pair): name
+    /// `sim-<i>`, site `site-<i % 4>`. Without `meta` membership runs without certificates
+    /// ([`MembershipConfig::require_cert`] off): failure detection alone.
+    pub fn new(n: usize, mut config: MembershipConfig, seed: u64, meta: bool) -> Self {
+        if !meta {
+            config.require_cert = false;
+        }
         let mut rng = StdRng::seed_from_u64(seed);
         let mut seed_bytes = || {
             let mut b = [0u8; 32];
@@ -177,6 +187,20 @@ impl MembershipSim {
         };
         let realm = RealmKey::from_seed(seed_bytes());
         let keys: Vec<NodeKey> = (0..n).map(|_| NodeKey::from_seed(seed_bytes())).collect();
+        let certs = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                realm.issue(CertBody {
+                    realm: realm.id(),
+                    node: k.node_id(),
+                    role: Role::Edge,
+                    name: format!("sim-{i}"),
+                    not_before: 0,
+                    expires: u64::MAX,
+                })
+            })
+            .collect();
         let mut sim = Self {
             queue: EventQueue::default(),
             nodes: Vec::with_capacity(n),
@@ -186,6 +210,7 @@ impl MembershipSim {
                 .map(|(i, k)| (k.node_id(), i))
                 .collect(),
             keys: Vec::new(),
+            certs,
             realm,
             config,
             rng,
@@ -220,6 +245,7 @@ impl MembershipSim {
         let meta = meta.then(|| {
             SignedMeta::sign(
                 key,
+                self.certs[i].clone(),
                 MemberMeta {
                     node: key.node_id(),
                     version: u64::from(generation) + 1,
@@ -238,7 +264,13 @@ impl MembershipSim {
             )
         });
         let seed = self.rng.random();
-        Membership::new(id, self.realm.id(), meta, self.config.clone(), seed)
+        let now = self.unix_now();
+        Membership::new(id, self.realm.id(), meta, self.config.clone(), seed, now)
+    }
+
+    /// Unix seconds at the current virtual time (virtual time zero is [`SIM_EPOCH`]).
+    pub fn unix_now(&self) -> u64 {
+        SIM_EPOCH + self.now().as_secs()
     }
 
     pub fn len(&self) -> usize {
@@ -268,6 +300,7 @@ impl MembershipSim {
     /// Node `i` announces itself to node `via`.
     pub fn join(&mut self, i: usize, via: usize) {
         let peer = self.node_id(via);
+        self.admit(i, via);
         self.nodes[i].m.join(peer);
         self.dispatch(i);
     }
@@ -276,6 +309,10 @@ impl MembershipSim {
     pub fn seed_full_view(&mut self) {
         let ids: Vec<MemberId> = (0..self.len()).map(|i| self.nodes[i].m.id()).collect();
         for i in 0..self.len() {
+            // Converged nodes have admitted each other (their Hellos were checked).
+            for j in (0..self.len()).filter(|&j| j != i) {
+                self.admit(i, j);
+            }
             let own = ids[i];
             self.nodes[i]
                 .m
@@ -447,7 +484,9 @@ impl MembershipSim {
                     return;
                 }
                 let from_id = self.node_id(from);
-                if let Err(e) = self.nodes[to].m.handle_packet(from_id, &data) {
+                self.admit(to, from);
+                let now = self.unix_now();
+                if let Err(e) = self.nodes[to].m.handle_packet(from_id, &data, now) {
                     tracing::trace!("sim node {to}: {e}");
                 }
                 self.dispatch(to);
@@ -457,8 +496,19 @@ impl MembershipSim {
                 if !n.up || n.epoch != epoch {
                     return;
                 }
-                n.m.handle_timer(timer);
+                n.m.handle_timer(timer, SIM_EPOCH + self.queue.now().as_secs());
                 self.dispatch(node);
+            }
+        }
+    }
+
+    /// Node `i` admits node `peer` as its Hello on their connection would (once).
+    fn admit(&mut self, i: usize, peer: usize) {
+        let now = self.unix_now();
+        let m = &mut self.nodes[i].m;
+        if self.config.require_cert && !m.is_admitted(&self.keys[peer].node_id()) {
+            if let Err(e) = m.admit(&self.certs[peer], now) {
+                tracing::trace!("sim node {i} refused {peer}: {e}");
             }
         }
     }

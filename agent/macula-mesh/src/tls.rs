@@ -27,7 +27,7 @@ use rustls::{
 use zeroize::Zeroizing;
 
 /// Application protocol of the mesh, negotiated by ALPN. A new major wire version gets a new ALPN.
-pub const ALPN: &[u8] = b"macula/1";
+pub const ALPN: &[u8] = b"macula/2";
 
 /// TLS server name that accepts any (not denied) node key; used to dial a bootstrap address whose
 /// node ID is not known. The realm admission that follows the handshake still applies.
@@ -124,7 +124,7 @@ fn certified_key(key: &NodeKey) -> Result<Arc<CertifiedKey>, rustls::Error> {
     )))
 }
 
-/// rustls server config: our raw key, mandatory raw-key client auth, ALPN `macula/1`.
+/// rustls server config: our raw key, mandatory raw-key client auth, ALPN [`ALPN`].
 /// Without AES instructions the server's own suite order (ChaCha first) wins; otherwise the
 /// client's order is followed, so ChaCha20 is used whenever either side lacks AES.
 pub fn server_config(

@@ -48,7 +48,7 @@ pub const PUBSUB_PUBLISH: &str =
 pub const DHT_RECORD: &str = "010142424242424242424242424242424242424242424242424242424242424242428139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3940180a4a7da0600284f408920db0fc11353f6f8578fe37104f619c32ab80a3234923c2513089a57792135721a7b7376700bdf6ba8e0a83f52fdd7969c5c03d08c627c30aa211c0a";
 pub const BEACON: &str = "018a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394d1221111111111111111111111111111111180b883a1f732e7da6da01c14f9875c932ce83eaf3381cf5ab15fe48584c6aecdda99df1ec6b7276e119ab02af3957cb20a0fcc1128414bf0dc64f9495d7d13b32d45ca8fa10a";
 pub const WANT_META: &str = "01018139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394";
-pub const SIGNED_META: &str = "018139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b39480b883a1f7320006656467652d3101046574683000c0000201d1220080808080048080808002056174746963057570732d3105302e312e30007a09482543fde5491e279d6c8836a0a001f72e80cf49dc0ca64fed7d2f512194637c1ca63e4cb79fae01924c8fdb8a759709af21fcfce121930ca2275c735a0b";
+pub const SIGNED_META: &str = "018139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b39480b883a1f7320006656467652d3101046574683000c0000201d1220080808080048080808002056174746963057570732d3105302e312e30008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3940006656467652d3180e2cfaa0680a4a7da06009f1ba3322efb306c848a62aece4a90e35d27e69c79cbf72ae162cc4159a9fb107b7a425e79a9964a3f795e418a3295c3e801fa4fcb5e383041b968875e71710c7a09482543fde5491e279d6c8836a0a001f72e80cf49dc0ca64fed7d2f512194637c1ca63e4cb79fae01924c8fdb8a759709af21fcfce121930ca2275c735a0b";
 
 /// Metadata of the node (seed 2) as protocol.md §7 lists it.
 fn meta() -> MemberMeta {
@@ -104,6 +104,7 @@ fn vectors() {
             "SIGNED_META",
             hex(&wire::encode(&SignedMeta::sign(
                 &NodeKey::from_seed([2; 32]),
+                cert.clone(),
                 meta(),
             ))),
         ),
@@ -212,8 +213,8 @@ fn vectors() {
         .verify_strict(&msg, &ed25519_dalek::Signature::from_bytes(&cert.sig.0))
         .expect("certificate signature is over context ‖ 0 ‖ wire(Statement::Cert(body))");
     // Member metadata: the same context, statement tag 3, signed by the member itself.
-    let signed = SignedMeta::sign(&NodeKey::from_seed([2; 32]), meta());
-    signed.verify().unwrap();
+    let signed = SignedMeta::sign(&NodeKey::from_seed([2; 32]), cert.clone(), meta());
+    signed.verify(&r.id(), 1_750_000_000).unwrap();
     let mut body = wire::encode(&signed.meta);
     body.insert(1, 3);
     let mut msg = b"macula/v1/realm-cert\0".to_vec();
