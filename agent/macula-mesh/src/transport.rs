@@ -280,7 +280,8 @@ impl Endpoint {
         self.quinn.accept().await
     }
 
-    /// Completes an incoming connection: TLS, then the dialer's Hello, admission, our Hello.
+    /// Completes an incoming connection: TLS, then the dialer's Hello, admission, and only then
+    /// our Hello.
     pub async fn handshake(&self, incoming: quinn::Incoming) -> Result<Peer, TransportError> {
         let remote = incoming.remote_address();
         let budget = self.params.handshake_timeout;
@@ -290,12 +291,15 @@ impl Endpoint {
             established = Some(conn.clone());
             let id = tls::peer_node_id(&conn)
                 .ok_or_else(|| TransportError::Tls("peer presented no raw Ed25519 key".into()))?;
-            let (mut send, mut recv) = conn.accept_bi().await?;
+            let (send, mut recv) = conn.accept_bi().await?;
             let hello = self.read_hello(&conn, id, &mut recv).await?;
-            frame::write(&mut send, &self.hello(), self.params.max_frame)
+            // The dialer learns nothing about us (certificate, addresses, revocations) unless
+            // it is admitted.
+            let mut peer = self.admit(conn, id, hello, (send, recv), false)?;
+            frame::write(&mut peer.control.0, &self.hello(), self.params.max_frame)
                 .await
-                .map_err(|e| self.protocol(&conn, id, e))?;
-            self.admit(conn, id, hello, (send, recv), false)
+                .map_err(|e| self.protocol(&peer.conn, id, e))?;
+            Ok(peer)
         };
         let res = timeout(budget, fut).await;
         match res {

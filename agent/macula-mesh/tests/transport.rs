@@ -288,3 +288,45 @@ async fn wrong_alpn_is_refused() {
     assert!(res.is_err());
     assert!(next(&mut inbound).await.is_err());
 }
+
+#[tokio::test]
+async fn a_refused_dialer_learns_nothing_about_the_acceptor() {
+    let realm = RealmKey::from_seed([1; 32]);
+    let other = RealmKey::from_seed([2; 32]);
+    let (ka, kb, kx) = (
+        NodeKey::from_seed([10; 32]),
+        NodeKey::from_seed([11; 32]),
+        NodeKey::from_seed([14; 32]),
+    );
+    let a = Arc::new(endpoint(&ka, admission(&realm, &ka)));
+    let addr = a.local_addr().unwrap();
+    let mut inbound = serve(a.clone());
+    for i in 0..6 {
+        // Another realm's certificate, or a stolen one of ours (its check takes a signature
+        // verification): refused, and never sent the acceptor's Hello (its certificate,
+        // addresses and revocations).
+        let (hello_realm, cert) = if i % 2 == 0 {
+            (other.id(), other.issue(cert_body(&other, &kx, "x")))
+        } else {
+            (realm.id(), realm.issue(cert_body(&realm, &kb, "b")))
+        };
+        let conn = raw_client(&kx, addr).await;
+        let (mut s, mut r) = conn.open_bi().await.unwrap();
+        let hello = Control::Hello(Hello {
+            realm: hello_realm,
+            cert,
+            listen: vec![],
+            revocations: vec![],
+        });
+        s.write_all(&macula_mesh::frame::encode(&hello, 1 << 16).unwrap())
+            .await
+            .unwrap();
+        let mut got = 0;
+        while let Ok(Some(c)) = r.read_chunk(1 << 16, true).await {
+            got += c.bytes.len();
+        }
+        assert_eq!(got, 0, "a refused dialer received {got} bytes of Hello");
+        assert_eq!(closed_with(&conn).await, u64::from(close::NOT_ADMITTED));
+        next(&mut inbound).await.unwrap_err();
+    }
+}
