@@ -242,7 +242,7 @@ impl SignedMeta {
 /// A custom broadcast carried by SWIM packets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rumor {
-    Meta(SignedMeta),
+    Meta(Box<SignedMeta>),
     Revocation(Revocation),
 }
 
@@ -437,7 +437,7 @@ impl BroadcastHandler<MemberId> for Rumors {
         match rumor {
             Rumor::Meta(m) => {
                 let (node, version) = (m.meta.node, m.meta.version);
-                let new = st.accept_meta(m)?;
+                let new = st.accept_meta(*m)?;
                 Ok(
                     (new || (local && !st.revoked.contains(&node))).then_some(RumorKey {
                         kind: 0,
@@ -735,7 +735,7 @@ impl Membership {
     /// Publishes new metadata about ourselves.
     pub fn set_meta(&mut self, meta: SignedMeta) {
         self.own_meta = Some(meta.clone());
-        self.add_rumor(&Rumor::Meta(meta));
+        self.add_rumor(&Rumor::Meta(Box::new(meta)));
         self.collect();
     }
 
@@ -881,7 +881,7 @@ impl Membership {
                 self.pull_missing_certs();
                 self.announce_to_down();
                 if let Some(meta) = self.own_meta.clone() {
-                    self.add_rumor(&Rumor::Meta(meta));
+                    self.add_rumor(&Rumor::Meta(Box::new(meta)));
                 }
                 let revocations = self.rumors.lock().expect("rumor lock").revocations.clone();
                 for r in revocations {
