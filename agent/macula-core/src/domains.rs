@@ -16,6 +16,8 @@ pub enum Domain {
     Beacon,
     /// An owner's request to delete every shard of a storage segment.
     ShardDelete,
+    /// A pub/sub publication, signed by its publisher.
+    Publication,
 }
 
 impl Domain {
@@ -26,6 +28,7 @@ impl Domain {
             Domain::ShardHeader => "macula/v1/shard-header",
             Domain::Beacon => "macula/v1/beacon",
             Domain::ShardDelete => "macula/v1/shard-delete",
+            Domain::Publication => "macula/v1/publication",
         }
     }
 

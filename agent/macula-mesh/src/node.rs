@@ -1369,7 +1369,7 @@ struct PendingSub {
 }
 
 async fn drive(shared: Arc<Shared>, mut m: Membership, mut rx: mpsc::UnboundedReceiver<Cmd>) {
-    let mut ps = PubSub::new(shared.me);
+    let mut ps = PubSub::new(NodeKey::from_seed(*shared.key.signing_key().as_bytes()));
     let dht_config = DhtConfig::default();
     let dht_timeout = dht_config.request_timeout;
     let mut dht = Dht::new(shared.me, dht_config);

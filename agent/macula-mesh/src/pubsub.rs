@@ -9,14 +9,21 @@
 //!   to lazy; an announced message that does not arrive in time is fetched with `Graft`, which
 //!   also turns the link eager again. The tree thus forms and repairs itself.
 //! * Publishers need not subscribe: they push to a few subscribers, who take it from there.
+//! * Every publication is signed by its publisher's node key; a receiver verifies it before it
+//!   remembers, delivers or forwards it, so no member can publish in another's name (forge its
+//!   storage inventory, say) or use up its sequence numbers.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-use macula_core::NodeId;
+use ed25519_dalek::Signature;
+use macula_core::domains::Domain;
+use macula_core::{NodeId, NodeKey, wire};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
+
+use crate::sig::Sig;
 
 /// Longest topic name.
 pub const MAX_TOPIC: usize = 128;
@@ -34,13 +41,68 @@ pub const SEEN_CAPACITY: usize = 4096;
 /// A message identity: (publisher, per-publisher sequence number).
 pub type MsgId = (NodeId, u64);
 
-/// A publication.
+/// A publication, signed by its publisher: [`Publication::verify`] holds for every publication
+/// the state machine delivers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Publication {
     pub topic: String,
     pub publisher: NodeId,
     pub seq: u64,
+    #[serde(with = "macula_core::wire::bytes")]
     pub payload: Vec<u8>,
+    /// Ed25519 by `publisher` over `macula/v1/publication ‖ 0 ‖ wire((topic, publisher, seq,
+    /// payload))`.
+    pub sig: Sig,
+}
+
+impl Publication {
+    /// A publication by the holder of `key`.
+    pub fn sign(key: &NodeKey, topic: String, seq: u64, payload: Vec<u8>) -> Self {
+        let publisher = key.node_id();
+        let sig = Sig(key
+            .sign(
+                Domain::Publication,
+                &Self::signed_bytes(&topic, &publisher, seq, &payload),
+            )
+            .to_bytes());
+        Self {
+            topic,
+            publisher,
+            seq,
+            payload,
+            sig,
+        }
+    }
+
+    /// Whether `publisher` signed it.
+    pub fn verify(&self) -> bool {
+        self.publisher
+            .verify(
+                Domain::Publication,
+                &Self::signed_bytes(&self.topic, &self.publisher, self.seq, &self.payload),
+                &Signature::from_bytes(&self.sig.0),
+            )
+            .is_ok()
+    }
+
+    fn signed_bytes(topic: &str, publisher: &NodeId, seq: u64, payload: &[u8]) -> Vec<u8> {
+        wire::encode(&Signed {
+            topic,
+            publisher,
+            seq,
+            payload,
+        })
+    }
+}
+
+/// The signed part of a [`Publication`] (its fields but the signature, same encoding).
+#[derive(Serialize)]
+struct Signed<'a> {
+    topic: &'a str,
+    publisher: &'a NodeId,
+    seq: u64,
+    #[serde(with = "macula_core::wire::bytes")]
+    payload: &'a [u8],
 }
 
 /// Pub/sub protocol messages between two peers.
@@ -172,6 +234,8 @@ impl TopicState {
 /// The pub/sub state machine of one node.
 pub struct PubSub {
     me: NodeId,
+    /// Signs our publications.
+    key: NodeKey,
     seq: u64,
     peers: BTreeSet<NodeId>,
     local: BTreeSet<String>,
@@ -189,9 +253,12 @@ pub struct PubSub {
 }
 
 impl PubSub {
-    pub fn new(me: NodeId) -> Self {
+    /// The pub/sub state of the node holding `key` (it signs the node's publications).
+    pub fn new(key: NodeKey) -> Self {
+        let me = key.node_id();
         Self {
             me,
+            key,
             seq: 0,
             peers: BTreeSet::new(),
             local: BTreeSet::new(),
@@ -289,12 +356,7 @@ impl PubSub {
             return Err(PubSubError::TooLarge(payload.len()));
         }
         self.seq += 1;
-        let msg = Publication {
-            topic: topic.to_string(),
-            publisher: self.me,
-            seq: self.seq,
-            payload,
-        };
+        let msg = Publication::sign(&self.key, topic.to_string(), self.seq, payload);
         self.accept(msg, None, 0);
         Ok(self.seq)
     }
@@ -350,6 +412,13 @@ impl PubSub {
                         }
                     }
                     self.send(from, PubSubMsg::Prune { topic });
+                    return;
+                }
+                // A forgery is dropped before it is remembered: the real publication with this
+                // ID still gets through.
+                if !msg.verify() {
+                    tracing::warn!(peer = %from, publisher = %msg.publisher,
+                        "dropping a publication with a bad signature");
                     return;
                 }
                 // The link it came over (if it is one of ours) is a tree link.
@@ -489,5 +558,60 @@ impl PubSub {
 
     fn send(&mut self, to: NodeId, msg: PubSubMsg) {
         self.out.push(PubSubOutput::Send { to, msg });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivered(ps: &mut PubSub) -> Vec<Publication> {
+        ps.drain()
+            .filter_map(|o| match o {
+                PubSubOutput::Deliver { msg, .. } => Some(msg),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_member_cannot_publish_in_another_holders_name_nor_burn_its_sequence_numbers() {
+        let topic = "macula.storage.inventory";
+        let victim = NodeKey::from_seed([1; 32]);
+        let rogue = NodeKey::from_seed([2; 32]);
+        let mut receiver = PubSub::new(NodeKey::from_seed([3; 32]));
+        receiver.subscribe(topic).unwrap();
+        receiver.peer_up(rogue.node_id());
+        let _ = receiver.drain().count();
+        let publish = |msg: Publication| PubSubMsg::Publish { msg, hops: 0 };
+
+        // The victim's real publication, seq 1, which the rogue relays later.
+        let real = Publication::sign(&victim, topic.into(), 1, b"real inventory".to_vec());
+        // Forgeries in the victim's name: the real one's ID with other content, the rogue's
+        // own signature, a far-ahead sequence number.
+        let mut tampered = real.clone();
+        tampered.payload = b"no shards at all".to_vec();
+        let mut resigned = Publication::sign(&rogue, topic.into(), 1, b"fake".to_vec());
+        resigned.publisher = victim.node_id();
+        let mut ahead = real.clone();
+        ahead.seq = u64::MAX;
+        for forged in [tampered, resigned, ahead] {
+            receiver.handle(rogue.node_id(), publish(forged));
+            assert!(
+                delivered(&mut receiver).is_empty(),
+                "a forgery was delivered"
+            );
+        }
+        // The real publication still gets through: no ID was used up by a forgery.
+        receiver.handle(rogue.node_id(), publish(real.clone()));
+        assert_eq!(delivered(&mut receiver), std::slice::from_ref(&real));
+        assert!(real.verify());
+        // Its own publications are signed by the node itself.
+        let mut me = PubSub::new(NodeKey::from_seed([4; 32]));
+        me.subscribe(topic).unwrap();
+        me.publish(topic, vec![7]).unwrap();
+        let own = delivered(&mut me);
+        assert!(own.len() == 1 && own[0].verify());
+        assert_eq!(own[0].publisher, NodeKey::from_seed([4; 32]).node_id());
     }
 }

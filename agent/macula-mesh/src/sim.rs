@@ -835,16 +835,17 @@ pub struct PubSubSim {
 impl PubSubSim {
     pub fn new(n: usize, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
-        let ids: Vec<NodeId> = (0..n)
+        let keys: Vec<NodeKey> = (0..n)
             .map(|_| {
                 let mut b = [0u8; 32];
                 rng.fill_bytes(&mut b);
-                NodeKey::from_seed(b).node_id()
+                NodeKey::from_seed(b)
             })
             .collect();
+        let ids: Vec<NodeId> = keys.iter().map(NodeKey::node_id).collect();
         let mut sim = Self {
             queue: EventQueue::default(),
-            nodes: ids.iter().map(|id| PubSub::new(*id)).collect(),
+            nodes: keys.into_iter().map(PubSub::new).collect(),
             index: ids.iter().enumerate().map(|(i, id)| (*id, i)).collect(),
             ids,
             rng,

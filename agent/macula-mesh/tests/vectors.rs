@@ -43,8 +43,7 @@ pub const RPC_REQUEST: &str = "0000000f01086d6573682e6468748827020102";
 pub const RPC_REPLY_ERR: &str = "000000080101050462757379";
 pub const RPC_REPLY_CHUNK: &str = "00000006010203010203";
 pub const RPC_REPLY_END: &str = "000000020103";
-pub const PUBSUB_PUBLISH: &str =
-    "00000028010301748139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3940101ff00";
+pub const PUBSUB_PUBLISH: &str = "00000068010301748139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3940101fff13e763cd6fe548788dcb51f56212cb4bad96d7c1010f299ba0641c2831d5adcd658bdc8c641499f192fddb9582cb99467c1ef5543ebcc40e4b916e70d4f5e0500";
 pub const DHT_RECORD: &str = "010142424242424242424242424242424242424242424242424242424242424242428139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3940180a4a7da0600284f408920db0fc11353f6f8578fe37104f619c32ab80a3234923c2513089a57792135721a7b7376700bdf6ba8e0a83f52fdd7969c5c03d08c627c30aa211c0a";
 pub const BEACON: &str = "018a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394d1221111111111111111111111111111111180b883a1f732e7da6da01c14f9875c932ce83eaf3381cf5ab15fe48584c6aecdda99df1ec6b7276e119ab02af3957cb20a0fcc1128414bf0dc64f9495d7d13b32d45ca8fa10a";
 pub const WANT_META: &str = "01018139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394";
@@ -143,12 +142,7 @@ fn vectors() {
             "PUBSUB_PUBLISH",
             hex(&frame::encode(
                 &PubSubMsg::Publish {
-                    msg: Publication {
-                        topic: "t".into(),
-                        publisher: node,
-                        seq: 1,
-                        payload: vec![0xff],
-                    },
+                    msg: Publication::sign(&NodeKey::from_seed([2; 32]), "t".into(), 1, vec![0xff]),
                     hops: 0,
                 },
                 1 << 20,

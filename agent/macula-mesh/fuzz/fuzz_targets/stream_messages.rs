@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         rest = &rest[used..];
         limit = MAX_STREAM_FRAME;
     }
-    let mut ps = PubSub::new(me);
+    let mut ps = PubSub::new(NodeKey::from_seed([1; 32]));
     ps.peer_up(peer);
     let mut rest = data;
     while let Ok(Some((msg, used))) = frame::decode::<PubSubMsg>(rest, 1 << 17) {
