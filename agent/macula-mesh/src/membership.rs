@@ -195,7 +195,7 @@ impl MemberMeta {
 }
 
 /// A member's metadata, signed by the member, with the realm certificate that admits it: an
-/// identity enters membership only with a certificate that verifies (chain, validity window,
+/// identity enters membership only with a certificate that verifies (chain, expiry,
 /// revocation of the node and of its issuing hub), and its role and name are the certificate's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedMeta {

@@ -396,9 +396,10 @@ impl MembershipSim {
         let mut m = Membership::new(
             id,
             self.realm.id(),
-            Some(SignedMeta::sign(&key, meta)),
+            Some(SignedMeta::sign(&key, self.certs[i].clone(), meta)),
             self.config.clone(),
             seed,
+            self.unix_now(),
         );
         m.set_clock(clock);
         let node = &mut self.nodes[i];
