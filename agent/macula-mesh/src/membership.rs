@@ -876,8 +876,7 @@ impl Membership {
             }
             MemberTimer::Refresh => {
                 self.asked.clear();
-                let expired = self.rumors.lock().expect("rumor lock").expel_invalid();
-                self.expel(expired);
+                self.expel_expired(now);
                 self.pull_missing_certs();
                 self.announce_to_down();
                 if let Some(meta) = self.own_meta.clone() {
@@ -973,6 +972,19 @@ impl Membership {
                 tracing::debug!("heal announce to {node}: {e}");
             }
         }
+    }
+
+    /// Expels members whose certificate expired by `now` (unix seconds): declared down,
+    /// reported as [`Event::Expelled`]. Runs at every refresh; the shell also calls it when a
+    /// peer's certificate runs out, so the cut is not up to a refresh period late.
+    pub fn expel_expired(&mut self, now: u64) {
+        let expired = {
+            let mut st = self.rumors.lock().expect("rumor lock");
+            st.now = st.now.max(now);
+            st.expel_invalid()
+        };
+        self.expel(expired);
+        self.collect();
     }
 
     /// Asks admitted members for the metadata (with certificate) of members that gossip

@@ -213,6 +213,8 @@ enum Cmd {
     },
     /// A peer whose Hello was admitted: membership admits it too (before its packets).
     Admit(Box<crate::realm::MembershipCert>),
+    /// A connected peer's certificate ran out: membership expels the expired now.
+    CertExpired,
     Join(NodeId),
     Revoke(Revocation),
     /// Change own metadata (re-signed, re-disseminated).
@@ -685,6 +687,7 @@ fn register(shared: &Arc<Shared>, peer: Peer) {
     for r in new_revocations {
         let _ = shared.cmd.send(Cmd::Revoke(r));
     }
+    watch_expiry(shared, conn.clone(), cert.body.expires);
     let _ = shared.cmd.send(Cmd::Admit(Box::new(cert)));
     shared.addrs.lock().expect("addr lock").insert(id, listen);
     shared.endpoint.relay().member_up(id, conn.remote_address());
@@ -710,6 +713,22 @@ fn register(shared: &Arc<Shared>, peer: Peer) {
         });
     }
     tokio::spawn(read_connection(shared.clone(), id, conn, control));
+}
+
+/// Closes `conn` when the peer's certificate expires (unix seconds `expires`) and has membership
+/// expel it at once; ends early when the connection closes first.
+fn watch_expiry(shared: &Arc<Shared>, conn: quinn::Connection, expires: u64) {
+    let cmd = shared.cmd.clone();
+    tokio::spawn(async move {
+        let left = Duration::from_secs(expires.saturating_sub(unix_now()));
+        tokio::select! {
+            () = tokio::time::sleep(left) => {
+                conn.close(VarInt::from_u32(close::NOT_ADMITTED), b"certificate expired");
+                let _ = cmd.send(Cmd::CertExpired);
+            }
+            _ = conn.closed() => {}
+        }
+    });
 }
 
 async fn read_connection(
@@ -1528,6 +1547,7 @@ async fn drive(shared: Arc<Shared>, mut m: Membership, mut rx: mpsc::UnboundedRe
                     };
                     lookups.insert(id, done);
                 }
+                Some(Cmd::CertExpired) => m.expel_expired(unix_now()),
                 Some(Cmd::Admit(cert)) => {
                     if let Err(e) = m.admit(&cert, unix_now()) {
                         tracing::info!("membership refused a peer: {e}");

@@ -12,6 +12,17 @@ use macula_mesh::transport::{TransportParams, unix_now};
 /// Node `seed` of `realm`: a hub for seed 1, else an edge; site `site-<seed % 2>`, power
 /// `ups-<seed>`, storage 1 GiB of which `seed` MiB are used.
 fn start(realm: &RealmKey, seed: u8, name: &str, bootstrap: Vec<Bootstrap>) -> MeshNode {
+    start_expiring(realm, seed, name, bootstrap, unix_now() + 3600)
+}
+
+/// As [`start`], with a certificate that expires at `expires` (unix seconds).
+fn start_expiring(
+    realm: &RealmKey,
+    seed: u8,
+    name: &str,
+    bootstrap: Vec<Bootstrap>,
+    expires: u64,
+) -> MeshNode {
     let key = NodeKey::from_seed([seed; 32]);
     let cert = realm.issue(CertBody {
         realm: realm.id(),
@@ -19,7 +30,7 @@ fn start(realm: &RealmKey, seed: u8, name: &str, bootstrap: Vec<Bootstrap>) -> M
         role: if seed == 1 { Role::Hub } else { Role::Edge },
         name: name.into(),
         not_before: unix_now() - 60,
-        expires: unix_now() + 3600,
+        expires,
     });
     let adm = Arc::new(Admission::new(key.node_id(), cert, unix_now()).unwrap());
     MeshNode::start(
@@ -402,5 +413,41 @@ async fn labels_and_capacity_updates_reach_every_peer() {
     for n in edges {
         n.shutdown().await;
     }
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_is_cut_off_when_its_certificate_expires() {
+    let realm = RealmKey::from_seed([9; 32]);
+    let hub = start(&realm, 1, "hub", vec![]);
+    let contact = Bootstrap {
+        node: Some(hub.id()),
+        addr: hub.local_addr(),
+    };
+    let a = start(&realm, 2, "a", vec![contact.clone()]);
+    // Expires 6 s from now: long enough to join, then it must be cut off at once, not at the
+    // next membership refresh (every 10 s) nor when the QUIC idle timeout (15 s) runs out.
+    let expires = unix_now() + 6;
+    let short = start_expiring(&realm, 3, "short", vec![contact], expires);
+    let short_id = short.id();
+    let state = |n: &MeshNode| n.peers().iter().find(|p| p.id == short_id).map(|p| p.state);
+    wait_for("the short-lived member to join", 5, || {
+        state(&hub) == Some(PeerState::Alive) && state(&a) == Some(PeerState::Alive)
+    })
+    .await;
+    while unix_now() < expires {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its connections are closed at expiry and the hub declares it down at once; it stays
+    // out (its Hello is refused from now on).
+    wait_for("the hub to expel the expired member", 2, || {
+        state(&hub) == Some(PeerState::Down)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(state(&hub), Some(PeerState::Down));
+    assert_ne!(state(&a), Some(PeerState::Alive));
+    short.abort().await;
+    a.shutdown().await;
     hub.shutdown().await;
 }
