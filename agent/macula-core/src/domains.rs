@@ -18,6 +18,12 @@ pub enum Domain {
     ShardDelete,
     /// A pub/sub publication, signed by its publisher.
     Publication,
+    /// A node's resource report (macula-proof monitor), spread over pub/sub.
+    Resources,
+    /// A prover's answer to a capacity or storage challenge (signed over the answer's digest).
+    ProofAnswer,
+    /// A record of the realm ledger, signed by its author.
+    LedgerRecord,
 }
 
 impl Domain {
@@ -29,6 +35,9 @@ impl Domain {
             Domain::Beacon => "macula/v1/beacon",
             Domain::ShardDelete => "macula/v1/shard-delete",
             Domain::Publication => "macula/v1/publication",
+            Domain::Resources => "macula/v1/resources",
+            Domain::ProofAnswer => "macula/v1/proof-answer",
+            Domain::LedgerRecord => "macula/v1/ledger-record",
         }
     }
 

@@ -1,0 +1,544 @@
+//! The resource monitor: a thin reader of `/proc` and `statvfs` ([`read_sample`]), pure parsers of
+//! the `/proc` texts, an [`Aggregator`] turning successive raw samples into the figures a node
+//! reports ([`Resources`]: rates and busy shares need two samples), and a [`Spreader`] deciding
+//! when a report has changed enough to be spread to the realm (bounded rate, heartbeat). The
+//! figures are defined in `docs/proofs.md` §2; the signed report is [`SignedResources`].
+
+use std::ffi::CString;
+use std::path::Path;
+
+use macula_core::domains::Domain;
+use macula_core::{NodeId, NodeKey, wire};
+use macula_mesh::sig::Sig;
+use serde::{Deserialize, Serialize};
+
+/// Why a sample could not be taken or a report not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResourceError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("cannot parse {what}: {reason}; is this a Linux /proc?")]
+    Parse { what: &'static str, reason: String },
+    #[error("undecodable resource report: {0}")]
+    Decode(String),
+    #[error("resource report signature does not verify for {0}")]
+    BadSignature(String),
+}
+
+fn parse_err(what: &'static str, reason: impl Into<String>) -> ResourceError {
+    ResourceError::Parse {
+        what,
+        reason: reason.into(),
+    }
+}
+
+/// Cumulative CPU time of all processors, in clock ticks (`/proc/stat` first line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CpuTimes {
+    /// Ticks not idle and not waiting for I/O.
+    pub busy: u64,
+    /// All ticks.
+    pub total: u64,
+}
+
+/// Byte counters of one network interface (`/proc/net/dev`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IfCounters {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// One raw reading of the machine, as read; counters are cumulative.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Sample {
+    /// When it was taken (monotonic milliseconds, from the caller's clock).
+    pub at_ms: u64,
+    pub uptime_ms: u64,
+    /// Logical processors (`processor` entries of `/proc/cpuinfo`).
+    pub processors: u32,
+    /// Cores per physical processor package.
+    pub cores_per_processor: u32,
+    /// Load averages over 1, 5, 15 minutes, in thousandths.
+    pub load_milli: [u32; 3],
+    pub cpu: CpuTimes,
+    pub mem_total: u64,
+    pub mem_available: u64,
+    pub swap_total: u64,
+    pub swap_used: u64,
+    /// sR: bytes reported for Macula (the store quota, capped by what the file system can hold).
+    pub disk_reported: u64,
+    /// sT: bytes taken by stored shards.
+    pub disk_taken: u64,
+    pub interfaces: Vec<IfCounters>,
+}
+
+/// Traffic of one interface: totals and the rate over the last sampling interval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interface {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_bytes_per_s: u64,
+    pub tx_bytes_per_s: u64,
+}
+
+/// The figures a node reports about itself (docs/proofs.md §2). Byte figures are bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Resources {
+    pub uptime_s: u64,
+    /// P: logical processors.
+    pub processors: u32,
+    /// Q: cores per physical processor package.
+    pub cores_per_processor: u32,
+    pub load_milli: [u32; 3],
+    /// Share of CPU time busy since the previous sample, in thousandths (0 for the first).
+    pub cpu_busy_permille: u32,
+    pub mem_total: u64,
+    pub mem_available: u64,
+    pub swap_total: u64,
+    pub swap_used: u64,
+    /// sR.
+    pub disk_reported: u64,
+    /// sT.
+    pub disk_taken: u64,
+    pub interfaces: Vec<Interface>,
+}
+
+/// P and Q from `/proc/cpuinfo`: P counts `processor` entries; Q is the x86 `cpu cores` field
+/// when present, else P divided by the number of distinct `physical id`s (one package when the
+/// field is absent, as on ARM boards).
+pub fn parse_cpuinfo(text: &str) -> Result<(u32, u32), ResourceError> {
+    let mut processors = 0u32;
+    let mut cores: Option<u32> = None;
+    let mut packages = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let (key, value) = (key.trim(), value.trim());
+        match key {
+            "processor" => processors += 1,
+            "cpu cores" => {
+                cores = Some(
+                    value
+                        .parse()
+                        .map_err(|_| parse_err("cpuinfo", format!("cpu cores {value:?}")))?,
+                )
+            }
+            "physical id" => {
+                packages.insert(value.to_string());
+            }
+            _ => {}
+        }
+    }
+    if processors == 0 {
+        return Err(parse_err("cpuinfo", "no processor entries"));
+    }
+    let packages = packages.len().max(1) as u32;
+    let q = cores
+        .filter(|&c| c > 0)
+        .unwrap_or(processors / packages)
+        .max(1);
+    Ok((processors, q))
+}
+
+/// The aggregate CPU line of `/proc/stat`: busy = all − idle − iowait; guest time is already
+/// counted in user time and is not added twice.
+pub fn parse_stat(text: &str) -> Result<CpuTimes, ResourceError> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .ok_or_else(|| parse_err("stat", "no aggregate cpu line"))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse::<u64>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| parse_err("stat", e.to_string()))?;
+    if v.len() < 4 {
+        return Err(parse_err("stat", format!("{} cpu fields", v.len())));
+    }
+    // user nice system idle iowait irq softirq steal [guest guest_nice]
+    let total: u64 = v.iter().take(8).fold(0u64, |a, &x| a.saturating_add(x));
+    let idle = v[3].saturating_add(v.get(4).copied().unwrap_or(0));
+    Ok(CpuTimes {
+        busy: total.saturating_sub(idle),
+        total,
+    })
+}
+
+/// `(mem_total, mem_available, swap_total, swap_used)` in bytes from `/proc/meminfo`.
+pub fn parse_meminfo(text: &str) -> Result<(u64, u64, u64, u64), ResourceError> {
+    let field = |name: &str| -> Result<u64, ResourceError> {
+        let line = text
+            .lines()
+            .find(|l| l.split(':').next() == Some(name))
+            .ok_or_else(|| parse_err("meminfo", format!("no {name}")))?;
+        let kib: u64 = line
+            .split(':')
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| parse_err("meminfo", format!("bad {name} line {line:?}")))?;
+        Ok(kib.saturating_mul(1024))
+    };
+    let total = field("MemTotal")?;
+    let available = field("MemAvailable")?;
+    let swap_total = field("SwapTotal")?;
+    let swap_free = field("SwapFree")?;
+    Ok((
+        total,
+        available,
+        swap_total,
+        swap_total.saturating_sub(swap_free),
+    ))
+}
+
+/// The three load averages of `/proc/loadavg`, in thousandths.
+pub fn parse_loadavg(text: &str) -> Result<[u32; 3], ResourceError> {
+    let mut out = [0u32; 3];
+    let mut fields = text.split_whitespace();
+    for slot in &mut out {
+        let f = fields
+            .next()
+            .ok_or_else(|| parse_err("loadavg", "fewer than 3 fields"))?;
+        let v: f64 = f
+            .parse()
+            .map_err(|_| parse_err("loadavg", format!("field {f:?}")))?;
+        if !(0.0..4.0e6).contains(&v) {
+            return Err(parse_err("loadavg", format!("load {v} out of range")));
+        }
+        *slot = (v * 1000.0).round() as u32;
+    }
+    Ok(out)
+}
+
+/// System uptime in milliseconds from `/proc/uptime`.
+pub fn parse_uptime(text: &str) -> Result<u64, ResourceError> {
+    let f = text
+        .split_whitespace()
+        .next()
+        .ok_or_else(|| parse_err("uptime", "empty"))?;
+    let v: f64 = f
+        .parse()
+        .map_err(|_| parse_err("uptime", format!("field {f:?}")))?;
+    if !(0.0..1.0e12).contains(&v) {
+        return Err(parse_err("uptime", format!("{v} out of range")));
+    }
+    Ok((v * 1000.0) as u64)
+}
+
+/// Byte counters per interface from `/proc/net/dev`, loopback left out.
+pub fn parse_net_dev(text: &str) -> Result<Vec<IfCounters>, ResourceError> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(2) {
+        let Some((name, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim();
+        if name == "lo" {
+            continue;
+        }
+        let v: Vec<u64> = rest
+            .split_whitespace()
+            .map(|f| f.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|_| parse_err("net/dev", format!("line {line:?}")))?;
+        if v.len() < 16 {
+            return Err(parse_err("net/dev", format!("{} fields for {name}", v.len())));
+        }
+        out.push(IfCounters {
+            name: name.to_string(),
+            rx_bytes: v[0],
+            tx_bytes: v[8],
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Space of the file system holding `path`: `(total, available to unprivileged users)` bytes.
+pub fn statvfs(path: &Path) -> Result<(u64, u64), ResourceError> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| ResourceError::Read {
+        path: path.display().to_string(),
+        reason: "path contains a NUL byte".into(),
+    })?;
+    // SAFETY: `c` is a valid NUL-terminated string and `st` a properly sized out-parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(ResourceError::Read {
+            path: path.display().to_string(),
+            reason: std::io::Error::last_os_error().to_string(),
+        });
+    }
+    let frsize = st.f_frsize as u64;
+    Ok((
+        (st.f_blocks as u64).saturating_mul(frsize),
+        (st.f_bavail as u64).saturating_mul(frsize),
+    ))
+}
+
+/// Where the reader looks and what the store says about itself.
+#[derive(Debug, Clone)]
+pub struct ReadSpec<'a> {
+    /// `/proc` (a copy of its files in tests).
+    pub proc_dir: &'a Path,
+    /// A directory on the file system holding the shard store.
+    pub data_dir: &'a Path,
+    /// The store quota (bytes offered to Macula).
+    pub quota: u64,
+    /// Bytes the store currently uses (sT).
+    pub taken: u64,
+    /// Interfaces to report (all but loopback when empty).
+    pub interfaces: &'a [String],
+}
+
+/// Reads one [`Sample`]: the `/proc` files and `statvfs` of the data directory. sR is the quota
+/// capped by what the file system can still hold: `min(quota, taken + available)`.
+pub fn read_sample(spec: &ReadSpec<'_>, at_ms: u64) -> Result<Sample, ResourceError> {
+    let read = |name: &str| {
+        let p = spec.proc_dir.join(name);
+        std::fs::read_to_string(&p).map_err(|e| ResourceError::Read {
+            path: p.display().to_string(),
+            reason: e.to_string(),
+        })
+    };
+    let (processors, cores_per_processor) = parse_cpuinfo(&read("cpuinfo")?)?;
+    let (mem_total, mem_available, swap_total, swap_used) = parse_meminfo(&read("meminfo")?)?;
+    let (_, available) = statvfs(spec.data_dir)?;
+    let mut interfaces = parse_net_dev(&read("net/dev")?)?;
+    if !spec.interfaces.is_empty() {
+        interfaces.retain(|i| spec.interfaces.contains(&i.name));
+    }
+    Ok(Sample {
+        at_ms,
+        uptime_ms: parse_uptime(&read("uptime")?)?,
+        processors,
+        cores_per_processor,
+        load_milli: parse_loadavg(&read("loadavg")?)?,
+        cpu: parse_stat(&read("stat")?)?,
+        mem_total,
+        mem_available,
+        swap_total,
+        swap_used,
+        disk_reported: spec.quota.min(spec.taken.saturating_add(available)),
+        disk_taken: spec.taken,
+        interfaces,
+    })
+}
+
+/// Turns successive samples into reported figures (CPU busy share and byte rates over the
+/// interval since the previous sample).
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    prev: Option<Sample>,
+}
+
+impl Aggregator {
+    pub fn update(&mut self, s: Sample) -> Resources {
+        let prev = self.prev.as_ref().filter(|p| p.at_ms < s.at_ms);
+        let cpu_busy_permille = match prev {
+            Some(p) if s.cpu.total > p.cpu.total && s.cpu.busy >= p.cpu.busy => {
+                let busy = s.cpu.busy - p.cpu.busy;
+                let total = s.cpu.total - p.cpu.total;
+                (busy.min(total) * 1000 / total) as u32
+            }
+            _ => 0,
+        };
+        let rate = |now: u64, before: Option<u64>| -> u64 {
+            match (prev, before) {
+                (Some(p), Some(b)) if now >= b => {
+                    let ms = s.at_ms - p.at_ms;
+                    ((now - b) as u128 * 1000 / u128::from(ms)) as u64
+                }
+                _ => 0,
+            }
+        };
+        let interfaces = s
+            .interfaces
+            .iter()
+            .map(|i| {
+                let before = prev.and_then(|p| p.interfaces.iter().find(|x| x.name == i.name));
+                Interface {
+                    name: i.name.clone(),
+                    rx_bytes: i.rx_bytes,
+                    tx_bytes: i.tx_bytes,
+                    rx_bytes_per_s: rate(i.rx_bytes, before.map(|b| b.rx_bytes)),
+                    tx_bytes_per_s: rate(i.tx_bytes, before.map(|b| b.tx_bytes)),
+                }
+            })
+            .collect();
+        let r = Resources {
+            uptime_s: s.uptime_ms / 1000,
+            processors: s.processors,
+            cores_per_processor: s.cores_per_processor,
+            load_milli: s.load_milli,
+            cpu_busy_permille,
+            mem_total: s.mem_total,
+            mem_available: s.mem_available,
+            swap_total: s.swap_total,
+            swap_used: s.swap_used,
+            disk_reported: s.disk_reported,
+            disk_taken: s.disk_taken,
+            interfaces,
+        };
+        self.prev = Some(s);
+        r
+    }
+}
+
+/// When a report is spread: at most every `min_interval_ms`; at least every `max_interval_ms`
+/// (heartbeat); in between when a figure moved by more than `threshold_permille` of its scale
+/// (memory and swap figures against their totals, disk against sR, CPU busy and load in
+/// thousandths, byte rates against the larger of the two rates) or the machine's shape changed
+/// (P, Q, totals, interface set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpreadPolicy {
+    pub threshold_permille: u32,
+    pub min_interval_ms: u64,
+    pub max_interval_ms: u64,
+}
+
+impl Default for SpreadPolicy {
+    fn default() -> Self {
+        Self {
+            threshold_permille: 50,
+            min_interval_ms: 2_000,
+            max_interval_ms: 60_000,
+        }
+    }
+}
+
+/// Tracks the last spread report and decides about the next one.
+#[derive(Debug, Default)]
+pub struct Spreader {
+    policy: SpreadPolicy,
+    last: Option<(u64, Resources)>,
+}
+
+impl Spreader {
+    pub fn new(policy: SpreadPolicy) -> Self {
+        Self { policy, last: None }
+    }
+
+    /// Whether `r` (taken at `now_ms`) should be spread; if so it becomes the new reference.
+    pub fn offer(&mut self, now_ms: u64, r: &Resources) -> bool {
+        let spread = match &self.last {
+            None => true,
+            Some((at, last)) => {
+                let since = now_ms.saturating_sub(*at);
+                since >= self.policy.min_interval_ms
+                    && (since >= self.policy.max_interval_ms
+                        || changed(last, r, self.policy.threshold_permille))
+            }
+        };
+        if spread {
+            self.last = Some((now_ms, r.clone()));
+        }
+        spread
+    }
+}
+
+/// Whether `b` differs from `a` by more than `threshold` thousandths on some figure.
+pub fn changed(a: &Resources, b: &Resources, threshold: u32) -> bool {
+    let th = u128::from(threshold);
+    let moved = |x: u64, y: u64, scale: u64| -> bool {
+        let d = u128::from(x.abs_diff(y)) * 1000;
+        d > th * u128::from(scale.max(1))
+    };
+    let shape = a.processors != b.processors
+        || a.cores_per_processor != b.cores_per_processor
+        || a.mem_total != b.mem_total
+        || a.swap_total != b.swap_total
+        || a.interfaces.len() != b.interfaces.len()
+        || a
+            .interfaces
+            .iter()
+            .zip(&b.interfaces)
+            .any(|(x, y)| x.name != y.name);
+    shape
+        || moved(a.mem_available, b.mem_available, b.mem_total)
+        || moved(a.swap_used, b.swap_used, b.swap_total)
+        || moved(a.disk_reported, b.disk_reported, a.disk_reported.max(b.disk_reported))
+        || moved(a.disk_taken, b.disk_taken, a.disk_reported.max(b.disk_reported))
+        || u64::from(a.cpu_busy_permille.abs_diff(b.cpu_busy_permille)) > u64::from(threshold)
+        || moved(
+            u64::from(a.load_milli[0]),
+            u64::from(b.load_milli[0]),
+            1000 * u64::from(b.processors.max(1)),
+        )
+        || a.interfaces.iter().zip(&b.interfaces).any(|(x, y)| {
+            moved(
+                x.rx_bytes_per_s,
+                y.rx_bytes_per_s,
+                x.rx_bytes_per_s.max(y.rx_bytes_per_s),
+            ) || moved(
+                x.tx_bytes_per_s,
+                y.tx_bytes_per_s,
+                x.tx_bytes_per_s.max(y.tx_bytes_per_s),
+            )
+        })
+}
+
+/// Largest encoded report accepted.
+pub const MAX_REPORT: usize = 16 * 1024;
+/// Interfaces per report.
+pub const MAX_INTERFACES: usize = 32;
+
+/// A node's report as spread: `wire((node, seq, resources))` signed by the node in the domain
+/// `macula/v1/resources`; `seq` increases with every report so stale copies are dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedResources {
+    #[serde(with = "macula_core::wire::bytes")]
+    pub body: Vec<u8>,
+    pub sig: Sig,
+}
+
+/// The signed part of a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportBody {
+    pub node: NodeId,
+    pub seq: u64,
+    pub resources: Resources,
+}
+
+impl SignedResources {
+    pub fn sign(key: &NodeKey, seq: u64, resources: &Resources) -> Self {
+        let body = wire::encode(&ReportBody {
+            node: key.node_id(),
+            seq,
+            resources: resources.clone(),
+        });
+        let sig = Sig(key.sign(Domain::Resources, &body).to_bytes());
+        Self { body, sig }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        wire::encode(self)
+    }
+
+    /// Decodes and verifies a received report (size, encoding, interface count, signature).
+    pub fn decode_verified(bytes: &[u8]) -> Result<ReportBody, ResourceError> {
+        let sr: SignedResources = wire::decode_with_limit(bytes, MAX_REPORT)
+            .map_err(|e| ResourceError::Decode(e.to_string()))?;
+        let body: ReportBody = wire::decode_with_limit(&sr.body, MAX_REPORT)
+            .map_err(|e| ResourceError::Decode(e.to_string()))?;
+        if body.resources.interfaces.len() > MAX_INTERFACES {
+            return Err(ResourceError::Decode(format!(
+                "{} interfaces, at most {MAX_INTERFACES}",
+                body.resources.interfaces.len()
+            )));
+        }
+        body.node
+            .verify(
+                Domain::Resources,
+                &sr.body,
+                &ed25519_dalek::Signature::from_bytes(&sr.sig.0),
+            )
+            .map_err(|_| ResourceError::BadSignature(body.node.to_string()))?;
+        Ok(body)
+    }
+}
