@@ -18,6 +18,7 @@ include image/image.mk
 include agent/macula-net/net.mk
 include agent/macula-store/store.mk
 include agent/macula-mesh/mesh.mk
+include agent/macula-proof/proof.mk
 
 all: build
 

@@ -262,7 +262,10 @@ mod tests {
         for bad in [0usize, 17, 63] {
             let mut a = good.clone();
             a.checkpoints[bad] = [9; 32];
-            assert!(matches!(verify(&ch, &a, 64), Err(CapacityError::BadWork(_))));
+            assert!(matches!(
+                verify(&ch, &a, 64),
+                Err(CapacityError::BadWork(_))
+            ));
         }
         let mut caught = 0;
         for bad in 0..64 {
@@ -302,9 +305,15 @@ mod tests {
         // 1 048 576 links in 400 ms: rate 2621.44, √ = 51.2; P/Q = 1; o = 0.5 → 25.6; disk 80.
         let c = capacity(&claim(), 1 << 20, 400, 10_000, &PARAMS).unwrap();
         assert!((c - 105.6).abs() < 1e-9, "{c}");
-        assert_eq!(capacity_milli(&claim(), 1 << 20, 400, 10_000, &PARAMS), 105_600);
+        assert_eq!(
+            capacity_milli(&claim(), 1 << 20, 400, 10_000, &PARAMS),
+            105_600
+        );
         // Twice as slow: √ shrinks by √2.
-        assert_eq!(capacity_milli(&claim(), 1 << 20, 800, 10_000, &PARAMS), 98_101);
+        assert_eq!(
+            capacity_milli(&claim(), 1 << 20, 800, 10_000, &PARAMS),
+            98_101
+        );
         // Late: nothing.
         assert_eq!(capacity(&claim(), 1 << 20, 10_001, 10_000, &PARAMS), None);
         // 2 sockets × 2 threads per core: P = 16, Q = 4.

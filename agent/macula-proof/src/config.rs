@@ -132,7 +132,12 @@ mod tests {
             capacity_segments: 64,
             ..Default::default()
         };
-        assert!(c.check().unwrap_err().to_string().contains("proofs.capacity_steps"));
+        assert!(
+            c.check()
+                .unwrap_err()
+                .to_string()
+                .contains("proofs.capacity_steps")
+        );
         let c = ProofsConfig {
             storage_shards: 200,
             ..Default::default()

@@ -42,9 +42,14 @@ pub enum Failure {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// A capacity proof passed: measured time and the resulting `C` in thousandths.
-    Capacity { t_ms: u64, capacity_milli: u64 },
+    Capacity {
+        t_ms: u64,
+        capacity_milli: u64,
+    },
     /// A storage proof passed: this many groups checked.
-    Storage { groups: u32 },
+    Storage {
+        groups: u32,
+    },
     Failed(Failure),
 }
 
@@ -125,8 +130,11 @@ impl RewardParams {
                 * u128::from(self.rw1_micro_per_c_day)
                 * u128::from(self.epoch_s)
                 / (1000 * 86_400))
-                .min(u128::from(u64::MAX)) as u64,
-            Outcome::Storage { groups } => u64::from(groups).saturating_mul(self.rw2_micro_per_group),
+                .min(u128::from(u64::MAX))
+                as u64,
+            Outcome::Storage { groups } => {
+                u64::from(groups).saturating_mul(self.rw2_micro_per_group)
+            }
             Outcome::Failed(_) => 0,
         }
     }
@@ -346,7 +354,8 @@ impl Ledger {
             .flat_map(|(a, c)| c.iter().map(move |e| (a, e.record.seq, &e.record.result)))
             .collect();
         v.sort_by(|x, y| {
-            (x.2.epoch, x.2.prover, x.2.kind, x.0, x.1).cmp(&(y.2.epoch, y.2.prover, y.2.kind, y.0, y.1))
+            (x.2.epoch, x.2.prover, x.2.kind, x.0, x.1)
+                .cmp(&(y.2.epoch, y.2.prover, y.2.kind, y.0, y.1))
         });
         v.into_iter().map(|(a, _, r)| (a, r)).collect()
     }
@@ -461,7 +470,10 @@ mod tests {
         let mut t = first.clone();
         let n = t.body.len();
         t.body[n - 1] ^= 1;
-        assert!(matches!(l.insert(&t.encode()), Err(LedgerError::BadSignature(_)) | Err(LedgerError::Decode(_))));
+        assert!(matches!(
+            l.insert(&t.encode()),
+            Err(LedgerError::BadSignature(_)) | Err(LedgerError::Decode(_))
+        ));
 
         // Signed by the author but with a wrong reward.
         let mut other = Ledger::new(RewardParams::default());
@@ -483,7 +495,10 @@ mod tests {
         };
         assert_eq!(
             l.insert(&sign(&rec)),
-            Err(LedgerError::BadReward { have: 1, want: 16_000 })
+            Err(LedgerError::BadReward {
+                have: 1,
+                want: 16_000
+            })
         );
         // Forged evidence: the prover never signed this answer.
         rec.result.reward_micro = 16_000;
@@ -505,11 +520,17 @@ mod tests {
             ..passed(&p, 1, 5)
         };
         rec.prev = [1; 32];
-        assert!(matches!(l.insert(&sign(&rec)), Err(LedgerError::BadLink { .. })));
+        assert!(matches!(
+            l.insert(&sign(&rec)),
+            Err(LedgerError::BadLink { .. })
+        ));
         assert_eq!(l.head(), head);
         // Equivocation: a second, different record at position 0.
         let fork = other.append(&v, passed(&p, 0, 9)).unwrap();
-        assert!(matches!(l.insert(&fork.encode()), Err(LedgerError::Equivocation { .. })));
+        assert!(matches!(
+            l.insert(&fork.encode()),
+            Err(LedgerError::Equivocation { .. })
+        ));
         assert!(l.equivocators().contains(&v.node_id()));
         assert_eq!(l.insert(&first.encode()), Ok(Inserted::Known));
         assert_eq!(l.head(), head);

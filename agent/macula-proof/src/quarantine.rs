@@ -125,7 +125,10 @@ impl Tracker {
                 }
                 None
             }
-            Status::Quarantined { since_epoch, passes } => {
+            Status::Quarantined {
+                since_epoch,
+                passes,
+            } => {
                 if failed {
                     s.status = Status::Quarantined {
                         since_epoch,

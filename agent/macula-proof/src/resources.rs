@@ -246,7 +246,10 @@ pub fn parse_net_dev(text: &str) -> Result<Vec<IfCounters>, ResourceError> {
             .collect::<Result<_, _>>()
             .map_err(|_| parse_err("net/dev", format!("line {line:?}")))?;
         if v.len() < 16 {
-            return Err(parse_err("net/dev", format!("{} fields for {name}", v.len())));
+            return Err(parse_err(
+                "net/dev",
+                format!("{} fields for {name}", v.len()),
+            ));
         }
         out.push(IfCounters {
             name: name.to_string(),
@@ -454,16 +457,23 @@ pub fn changed(a: &Resources, b: &Resources, threshold: u32) -> bool {
         || a.mem_total != b.mem_total
         || a.swap_total != b.swap_total
         || a.interfaces.len() != b.interfaces.len()
-        || a
-            .interfaces
+        || a.interfaces
             .iter()
             .zip(&b.interfaces)
             .any(|(x, y)| x.name != y.name);
     shape
         || moved(a.mem_available, b.mem_available, b.mem_total)
         || moved(a.swap_used, b.swap_used, b.swap_total)
-        || moved(a.disk_reported, b.disk_reported, a.disk_reported.max(b.disk_reported))
-        || moved(a.disk_taken, b.disk_taken, a.disk_reported.max(b.disk_reported))
+        || moved(
+            a.disk_reported,
+            b.disk_reported,
+            a.disk_reported.max(b.disk_reported),
+        )
+        || moved(
+            a.disk_taken,
+            b.disk_taken,
+            a.disk_reported.max(b.disk_reported),
+        )
         || u64::from(a.cpu_busy_permille.abs_diff(b.cpu_busy_permille)) > u64::from(threshold)
         || moved(
             u64::from(a.load_milli[0]),
@@ -540,5 +550,229 @@ impl SignedResources {
             )
             .map_err(|_| ResourceError::BadSignature(body.node.to_string()))?;
         Ok(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const X86_CPUINFO: &str = include_str!("../tests/data/x86/cpuinfo");
+    const X86_STAT: &str = include_str!("../tests/data/x86/stat");
+    const X86_MEMINFO: &str = include_str!("../tests/data/x86/meminfo");
+    const X86_NET: &str = include_str!("../tests/data/x86/net/dev");
+    const PI4_CPUINFO: &str = include_str!("../tests/data/pi4/cpuinfo");
+    const PI4_MEMINFO: &str = include_str!("../tests/data/pi4/meminfo");
+
+    #[test]
+    fn parses_captured_proc_text() {
+        // The build machine: 2 logical processors, "cpu cores: 2" in one package.
+        assert_eq!(parse_cpuinfo(X86_CPUINFO).unwrap(), (2, 2));
+        // A Raspberry Pi 4: four processor entries, no package fields.
+        assert_eq!(parse_cpuinfo(PI4_CPUINFO).unwrap(), (4, 4));
+        // user+nice+system+idle+iowait+irq+softirq+steal; busy = total − idle − iowait.
+        assert_eq!(
+            parse_stat(X86_STAT).unwrap(),
+            CpuTimes {
+                busy: 8326 + 1487 + 1666 + 41 + 13,
+                total: 31_657
+            }
+        );
+        assert_eq!(
+            parse_meminfo(X86_MEMINFO).unwrap(),
+            (24_731_400 * 1024, 23_268_516 * 1024, 0, 0)
+        );
+        assert_eq!(
+            parse_meminfo(PI4_MEMINFO).unwrap(),
+            (
+                3_884_292 * 1024,
+                3_451_236 * 1024,
+                102_396 * 1024,
+                (102_396 - 90_108) * 1024
+            )
+        );
+        assert_eq!(
+            parse_loadavg("2.51 0.65 0.22 8/168 7022\n").unwrap(),
+            [2510, 650, 220]
+        );
+        assert_eq!(parse_uptime("158.64 199.73\n").unwrap(), 158_640);
+        let net = parse_net_dev(X86_NET).unwrap();
+        let names: Vec<&str> = net.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["eth0", "ifb0", "ifb1"], "loopback left out, sorted");
+        assert!(net[0].rx_bytes > 0 && net[0].tx_bytes > 0);
+    }
+
+    #[test]
+    fn bad_proc_text_is_an_error_not_a_panic() {
+        assert!(parse_cpuinfo("").is_err());
+        assert!(parse_cpuinfo("processor : 0\ncpu cores : x\n").is_err());
+        assert!(parse_stat("cpu0 1 2 3 4\n").is_err());
+        assert!(parse_stat("cpu  1 2\n").is_err());
+        assert!(parse_stat("cpu  1 2 x 4\n").is_err());
+        assert!(parse_meminfo("MemTotal: 1 kB\n").is_err());
+        assert!(parse_loadavg("1.0 2.0").is_err());
+        assert!(parse_loadavg("nan 1 1").is_err());
+        assert!(parse_loadavg("-1 1 1").is_err());
+        assert!(parse_uptime("").is_err());
+        assert!(parse_uptime("inf 1").is_err());
+        assert!(parse_net_dev("h\nh\n eth0: 1 2 3\n").is_err());
+        // Huge counters saturate instead of overflowing.
+        let huge = format!("cpu  {m} {m} {m} {m} {m} 0 0 0\n", m = u64::MAX);
+        assert_eq!(parse_stat(&huge).unwrap().total, u64::MAX);
+    }
+
+    fn sample(at_ms: u64, busy: u64, total: u64, rx: u64, tx: u64) -> Sample {
+        Sample {
+            at_ms,
+            uptime_ms: at_ms + 5000,
+            processors: 4,
+            cores_per_processor: 4,
+            load_milli: [500, 400, 300],
+            cpu: CpuTimes { busy, total },
+            mem_total: 4 << 30,
+            mem_available: 3 << 30,
+            swap_total: 100 << 20,
+            swap_used: 10 << 20,
+            disk_reported: 100 << 30,
+            disk_taken: 20 << 30,
+            interfaces: vec![IfCounters {
+                name: "eth0".into(),
+                rx_bytes: rx,
+                tx_bytes: tx,
+            }],
+        }
+    }
+
+    #[test]
+    fn aggregator_computes_busy_share_and_rates() {
+        let mut a = Aggregator::default();
+        let first = a.update(sample(1000, 100, 1000, 1_000_000, 500));
+        assert_eq!(first.cpu_busy_permille, 0);
+        assert_eq!(first.interfaces[0].rx_bytes_per_s, 0);
+        assert_eq!(first.uptime_s, 6);
+        // 2 s later: 250 of 400 ticks busy; 3 MB in, 1000 B out.
+        let r = a.update(sample(3000, 350, 1400, 4_000_000, 1500));
+        assert_eq!(r.cpu_busy_permille, 625);
+        assert_eq!(r.interfaces[0].rx_bytes_per_s, 1_500_000);
+        assert_eq!(r.interfaces[0].tx_bytes_per_s, 500);
+        assert_eq!((r.processors, r.cores_per_processor), (4, 4));
+        // A counter that went backwards (interface reset) reports no rate, not a wrap.
+        let r = a.update(sample(4000, 360, 1500, 10, 10));
+        assert_eq!(r.interfaces[0].rx_bytes_per_s, 0);
+        assert_eq!(r.cpu_busy_permille, 100);
+        // A sample not after the previous one yields no rates.
+        let r = a.update(sample(4000, 400, 1600, 20, 20));
+        assert_eq!(r.cpu_busy_permille, 0);
+    }
+
+    #[test]
+    fn spreader_sends_changes_beyond_the_threshold_at_a_bounded_rate() {
+        let mut s = Spreader::new(SpreadPolicy {
+            threshold_permille: 50,
+            min_interval_ms: 2000,
+            max_interval_ms: 60_000,
+        });
+        let mut agg = Aggregator::default();
+        let base = agg.update(sample(0, 0, 1000, 0, 0));
+        assert!(s.offer(0, &base), "the first report is always spread");
+        // Same figures, uptime moved: nothing until the heartbeat.
+        let mut same = base.clone();
+        same.uptime_s += 30;
+        assert!(!s.offer(30_000, &same));
+        assert!(s.offer(60_000, &same), "heartbeat");
+        // Memory down by 4 % of total: below the 5 % threshold.
+        let mut small = same.clone();
+        small.mem_available -= (4 << 30) / 25;
+        assert!(!s.offer(63_000, &small));
+        // Down by 6 %: spread, but not within the minimum interval.
+        let mut big = same.clone();
+        big.mem_available -= (4 << 30) * 6 / 100;
+        assert!(!s.offer(61_000, &big), "rate bound");
+        assert!(s.offer(63_000, &big));
+        // Disk taken up by 10 % of sR; CPU busy by 6 points; a new interface.
+        let mut disk = big.clone();
+        disk.disk_taken += 10 << 30;
+        assert!(s.offer(66_000, &disk));
+        let mut cpu = disk.clone();
+        cpu.cpu_busy_permille += 60;
+        assert!(s.offer(69_000, &cpu));
+        let mut nic = cpu.clone();
+        nic.interfaces.push(Interface {
+            name: "wlan0".into(),
+            rx_bytes: 0,
+            tx_bytes: 0,
+            rx_bytes_per_s: 0,
+            tx_bytes_per_s: 0,
+        });
+        assert!(s.offer(72_000, &nic));
+        assert!(!changed(&nic, &nic, 0));
+    }
+
+    #[test]
+    fn reads_a_proc_tree_and_statvfs() {
+        let dir = std::env::temp_dir();
+        let proc_copy = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/x86");
+        let spec = ReadSpec {
+            proc_dir: Path::new("/proc"),
+            data_dir: &dir,
+            quota: u64::MAX,
+            taken: 1000,
+            interfaces: &[],
+        };
+        let s = read_sample(&spec, 5).unwrap();
+        let (total, avail) = statvfs(&dir).unwrap();
+        assert!(total > 0);
+        assert!(s.processors >= 1 && s.mem_total > 0);
+        assert_eq!(s.disk_taken, 1000);
+        // sR = min(quota, taken + available): the file system bounds an oversized quota.
+        assert!(s.disk_reported <= 1000 + avail + (64 << 20));
+        let small = ReadSpec {
+            quota: 4096,
+            ..spec.clone()
+        };
+        assert_eq!(read_sample(&small, 6).unwrap().disk_reported, 4096);
+        let only = ["eth0".to_string()];
+        let copy = ReadSpec {
+            proc_dir: &proc_copy,
+            interfaces: &only,
+            ..spec
+        };
+        let s = read_sample(&copy, 7).unwrap();
+        assert_eq!((s.processors, s.cores_per_processor), (2, 2));
+        assert_eq!(s.interfaces.len(), 1);
+        assert_eq!(s.load_milli, [2510, 650, 220]);
+        let missing = ReadSpec {
+            proc_dir: Path::new("/nonexistent"),
+            ..copy
+        };
+        assert!(matches!(
+            read_sample(&missing, 8),
+            Err(ResourceError::Read { .. })
+        ));
+        assert!(statvfs(Path::new("/nonexistent/x")).is_err());
+    }
+
+    #[test]
+    fn signed_reports_verify_and_tampering_is_refused() {
+        let key = NodeKey::from_seed([9; 32]);
+        let r = Aggregator::default().update(sample(1, 1, 2, 3, 4));
+        let bytes = SignedResources::sign(&key, 7, &r).encode();
+        let body = SignedResources::decode_verified(&bytes).unwrap();
+        assert_eq!(
+            (body.node, body.seq, &body.resources),
+            (key.node_id(), 7, &r)
+        );
+        let mut bad = bytes.clone();
+        let n = bad.len();
+        bad[n - 70] ^= 1;
+        assert!(SignedResources::decode_verified(&bad).is_err());
+        assert!(SignedResources::decode_verified(&bytes[..n - 1]).is_err());
+        let mut many = r.clone();
+        many.interfaces = vec![r.interfaces[0].clone(); MAX_INTERFACES + 1];
+        let bytes = SignedResources::sign(&key, 8, &many).encode();
+        assert!(matches!(
+            SignedResources::decode_verified(&bytes),
+            Err(ResourceError::Decode(_))
+        ));
     }
 }

@@ -280,7 +280,10 @@ mod tests {
         assert!(verify(&ch, &a).unwrap().iter().all(|r| r.is_ok()));
         // Round trip through the wire encoding.
         let bytes = wire::encode(&a);
-        assert_eq!(wire::decode_with_limit::<Answer>(&bytes, crate::MAX_ANSWER).unwrap(), a);
+        assert_eq!(
+            wire::decode_with_limit::<Answer>(&bytes, crate::MAX_ANSWER).unwrap(),
+            a
+        );
 
         // A dropped shard.
         let mut dropped = Mem(mem.0.clone());
@@ -328,7 +331,8 @@ mod tests {
 
     #[test]
     fn draw_is_deterministic_distinct_and_spread() {
-        let inv: Vec<(SegmentId, u16)> = (0..200u16).map(|i| (SegmentId([i as u8; 32]), i)).collect();
+        let inv: Vec<(SegmentId, u16)> =
+            (0..200u16).map(|i| (SegmentId([i as u8; 32]), i)).collect();
         let a = draw(&[1; 32], &inv, 44, 1);
         let mut rev = inv.clone();
         rev.reverse();
