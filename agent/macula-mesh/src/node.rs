@@ -688,9 +688,13 @@ fn register(shared: &Arc<Shared>, peer: Peer) {
         let _ = shared.cmd.send(Cmd::Revoke(r));
     }
     watch_expiry(shared, conn.clone(), cert.body.expires);
+    let hub = cert.body.role == Role::Hub;
     let _ = shared.cmd.send(Cmd::Admit(Box::new(cert)));
     shared.addrs.lock().expect("addr lock").insert(id, listen);
-    shared.endpoint.relay().member_up(id, conn.remote_address());
+    shared
+        .endpoint
+        .relay()
+        .member_up(id, conn.remote_address(), hub);
     // Deterministic choice between simultaneous connections: the one dialled by the smaller ID
     // is used for new traffic on both sides. The other one is closed after a grace period, so
     // streams already under way on it finish.
@@ -1272,9 +1276,7 @@ async fn dial_peer(
         }
     }
     for (hub, hub_addr) in hubs {
-        let Some(v) = shared.endpoint.relay().virtual_addr(hub_addr, peer) else {
-            break;
-        };
+        let v = shared.endpoint.relay().virtual_addr(hub_addr, peer);
         match shared.endpoint.dial_within(v, Some(peer), full).await {
             Ok(p) => {
                 tracing::info!(peer = %peer, hub = %hub, "reached through the hub relay");

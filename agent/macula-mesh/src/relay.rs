@@ -11,7 +11,7 @@
 //! admitted connections to, identified by their connections' remote addresses, within a per-source
 //! byte rate.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -113,8 +113,13 @@ struct Tables {
     /// (hub address, peer) → virtual address, and back.
     virt: HashMap<(SocketAddr, NodeId), SocketAddr>,
     real: HashMap<SocketAddr, (SocketAddr, NodeId)>,
-    /// Admitted, connected members by their connection's remote address, and back.
-    member_at: HashMap<SocketAddr, NodeId>,
+    /// Virtual addresses in the order they were made (the oldest is reused first when full).
+    order: VecDeque<(SocketAddr, NodeId)>,
+    /// Last virtual address index handed out.
+    next: u32,
+    /// Admitted, connected members by their connection's remote address (with whether their
+    /// certificate says hub), and back.
+    member_at: HashMap<SocketAddr, (NodeId, bool)>,
     member_addr: HashMap<NodeId, SocketAddr>,
     buckets: HashMap<NodeId, Bucket>,
 }
@@ -161,17 +166,37 @@ impl Relay {
 
     /// The virtual address that stands for `peer` reached through the hub at `hub`; `None` when
     /// the table is full.
-    pub fn virtual_addr(&self, hub: SocketAddr, peer: NodeId) -> Option<SocketAddr> {
+    pub fn virtual_addr(&self, hub: SocketAddr, peer: NodeId) -> SocketAddr {
         let hub = unmap(hub);
         let mut t = self.tables();
         if let Some(v) = t.virt.get(&(hub, peer)) {
-            return Some(*v);
+            return *v;
         }
-        if t.virt.len() >= MAX_VIRTUAL {
-            return None;
+        // Full: the oldest address is reused (its relayed connection, if any, breaks).
+        while t.virt.len() >= MAX_VIRTUAL {
+            let Some(old) = t.order.pop_front() else {
+                break;
+            };
+            if let Some(v) = t.virt.remove(&old) {
+                t.real.remove(&v);
+            }
         }
-        let idx = u32::try_from(t.virt.len() + 1).expect("bounded by MAX_VIRTUAL");
-        let v = if self.ipv6 {
+        // Indices 1..2^28 (the IPv4 form is 240.0.0.0/4), skipping ones still in use.
+        let v = loop {
+            t.next = t.next % 0x0fff_ffff + 1;
+            let v = self.virtual_of(t.next);
+            if !t.real.contains_key(&v) {
+                break v;
+            }
+        };
+        t.virt.insert((hub, peer), v);
+        t.real.insert(v, (hub, peer));
+        t.order.push_back((hub, peer));
+        v
+    }
+
+    fn virtual_of(&self, idx: u32) -> SocketAddr {
+        if self.ipv6 {
             SocketAddr::new(
                 IpAddr::V6(Ipv6Addr::new(
                     0x100,
@@ -187,14 +212,11 @@ impl Relay {
             )
         } else {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0xf000_0000 | idx)), 1)
-        };
-        t.virt.insert((hub, peer), v);
-        t.real.insert(v, (hub, peer));
-        Some(v)
+        }
     }
 
     /// An admitted connection to `node` at `addr` is up (virtual addresses are ignored).
-    pub fn member_up(&self, node: NodeId, addr: SocketAddr) {
+    pub fn member_up(&self, node: NodeId, addr: SocketAddr, hub: bool) {
         if Self::is_virtual(addr) {
             return;
         }
@@ -203,7 +225,7 @@ impl Relay {
         if let Some(old) = t.member_addr.insert(node, addr) {
             t.member_at.remove(&old);
         }
-        t.member_at.insert(addr, node);
+        t.member_at.insert(addr, (node, hub));
     }
 
     /// The connection to `node` at `addr` closed.
@@ -214,6 +236,18 @@ impl Relay {
             t.member_addr.remove(&node);
             t.member_at.remove(&addr);
             t.buckets.remove(&node);
+            // The virtual addresses of peers relayed by it are freed.
+            let Tables {
+                virt, real, order, ..
+            } = &mut *t;
+            virt.retain(|(hub, _), v| {
+                let keep = *hub != addr;
+                if !keep {
+                    real.remove(v);
+                }
+                keep
+            });
+            order.retain(|(hub, _)| *hub != addr);
         }
     }
 
@@ -224,7 +258,7 @@ impl Relay {
             return None;
         }
         let mut t = self.tables();
-        let source = *t.member_at.get(&unmap(from))?;
+        let (source, _) = *t.member_at.get(&unmap(from))?;
         let to = *t.member_addr.get(&f.node)?;
         if source == f.node {
             return None;
@@ -250,12 +284,15 @@ impl Relay {
         Some((to, out.encode()))
     }
 
-    /// Receiver side: the virtual address for a deliver frame from the member hub at `from`.
+    /// Receiver side: the virtual address for a deliver frame from the address of a connected
+    /// hub (by its certificate); from anyone else it is dropped.
     fn deliver_from(&self, from: SocketAddr, source: NodeId) -> Option<SocketAddr> {
-        if !self.tables().member_at.contains_key(&unmap(from)) {
-            return None;
-        }
-        self.virtual_addr(from, source)
+        let hub = self
+            .tables()
+            .member_at
+            .get(&unmap(from))
+            .is_some_and(|(_, hub)| *hub);
+        hub.then(|| self.virtual_addr(from, source))
     }
 
     fn resolve(&self, v: SocketAddr) -> Option<(SocketAddr, NodeId)> {
@@ -471,8 +508,8 @@ mod tests {
         let edge = Relay::new(false, false);
         let hub = Relay::new(true, false);
         for r in [&edge, &hub] {
-            r.member_up(id(1), a);
-            r.member_up(id(2), b);
+            r.member_up(id(1), a, false);
+            r.member_up(id(2), b, false);
         }
         let pkt = [0xc0u8; 1000];
         let f = RelayFrame {
@@ -492,7 +529,7 @@ mod tests {
         assert!(hub.forward(a, &unknown).is_none());
         hub.member_down(id(2), b);
         assert!(hub.forward(a, &f).is_none(), "target gone");
-        hub.member_up(id(2), b);
+        hub.member_up(id(2), b, false);
         let sent = (0..100_000)
             .take_while(|_| hub.forward(a, &f).is_some())
             .count();
@@ -503,13 +540,43 @@ mod tests {
     fn virtual_addresses_are_stable_and_distinct() {
         let r = Relay::new(false, false);
         let h: SocketAddr = "10.0.0.1:4433".parse().unwrap();
-        let v1 = r.virtual_addr(h, id(1)).unwrap();
-        let v2 = r.virtual_addr(h, id(2)).unwrap();
+        let v1 = r.virtual_addr(h, id(1));
+        let v2 = r.virtual_addr(h, id(2));
         assert_ne!(v1, v2);
-        assert_eq!(r.virtual_addr(h, id(1)), Some(v1));
+        assert_eq!(r.virtual_addr(h, id(1)), v1);
         assert!(Relay::is_virtual(v1) && !Relay::is_virtual(h));
         assert_eq!(r.resolve(v2), Some((h, id(2))));
         let r6 = Relay::new(false, true);
-        assert!(Relay::is_virtual(r6.virtual_addr(h, id(1)).unwrap()));
+        assert!(Relay::is_virtual(r6.virtual_addr(h, id(1))));
+    }
+
+    #[test]
+    fn deliveries_come_only_from_hubs_and_the_address_table_is_bounded_and_freed() {
+        let r = Relay::new(false, false);
+        let hub: SocketAddr = "10.0.0.1:4433".parse().unwrap();
+        let edge: SocketAddr = "10.0.0.2:4433".parse().unwrap();
+        r.member_up(id(1), hub, true);
+        r.member_up(id(2), edge, false);
+        // A member that is no hub cannot make us take packets as coming from anyone.
+        assert_eq!(r.deliver_from(edge, id(3)), None);
+        let v = r.deliver_from(hub, id(3)).unwrap();
+        assert_eq!(r.resolve(v), Some((hub, id(3))));
+        // A flood of sources: the table stays bounded and a new peer still gets an address.
+        let key = |i: u32| {
+            macula_core::NodeKey::from_seed(blake3::hash(&i.to_le_bytes()).into()).node_id()
+        };
+        for i in 0..MAX_VIRTUAL as u32 + 100 {
+            r.deliver_from(hub, key(i)).unwrap();
+        }
+        assert_eq!(r.tables().virt.len(), MAX_VIRTUAL);
+        assert_eq!(r.tables().real.len(), MAX_VIRTUAL);
+        let fresh = r.virtual_addr(edge, id(4));
+        assert_eq!(r.resolve(fresh), Some((edge, id(4))));
+        // The hub's connection closes: the addresses it relayed are freed.
+        r.member_down(id(1), hub);
+        assert_eq!(r.tables().virt.len(), 1);
+        assert_eq!(r.tables().real.len(), 1);
+        assert_eq!(r.tables().order.len(), 1);
+        assert_eq!(r.deliver_from(hub, id(3)), None, "no longer connected");
     }
 }
