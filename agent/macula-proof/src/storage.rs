@@ -329,6 +329,36 @@ mod tests {
         );
     }
 
+    /// The prover's real source: shards on disk in a `LocalStore`, read group by group.
+    #[test]
+    fn local_store_answers_and_loses_what_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), 1 << 30).unwrap();
+        let mem = shards(3);
+        for s in mem.0.values() {
+            store.put(&s.to_bytes()).unwrap();
+        }
+        let ch = challenge(&mem, 4, 9);
+        let from_disk = prove(&ch, &store);
+        // The same bytes as from memory, and every item verifies.
+        assert_eq!(from_disk, prove(&ch, &mem));
+        assert!(verify(&ch, &from_disk).unwrap().iter().all(|r| r.is_ok()));
+        // The shard the first pick names is deleted from disk: that pick fails, the rest pass.
+        let p0 = ch.picks[0];
+        let seg = SegmentId(p0.segment);
+        // Store layout (docs/storage-format.md): shards/<hex[..2]>/<hex>.<index>.
+        let hex = seg.to_hex();
+        let path = store
+            .root()
+            .join("shards")
+            .join(&hex[..2])
+            .join(format!("{hex}.{}", p0.index));
+        std::fs::remove_file(path).unwrap();
+        let r = verify(&ch, &prove(&ch, &store)).unwrap();
+        assert_eq!(r[0], Err(ItemError::Missing));
+        assert!(r[1..].iter().all(|x| x.is_ok()));
+    }
+
     #[test]
     fn draw_is_deterministic_distinct_and_spread() {
         let inv: Vec<(SegmentId, u16)> =
