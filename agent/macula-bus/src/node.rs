@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use macula_core::config::LogLevel;
 use zbus::object_server::SignalEmitter;
@@ -19,6 +18,23 @@ pub trait NodeControl: Send + Sync + 'static {
     fn log_level(&self) -> LogLevel;
     /// Changes log verbosity at run time.
     fn set_log_level(&self, level: LogLevel) -> Result<(), String>;
+    /// What the realm's clocks say about this node's clock; `None` while the mesh is off or no
+    /// peer answered yet.
+    fn clock(&self) -> Option<ClockInfo>;
+}
+
+/// This node's clock as learnt from the realm (median of peers' clocks, hubs preferred).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockInfo {
+    /// The realm's clock minus ours, milliseconds (positive: ours is behind).
+    pub offset_ms: i64,
+    /// Whether that is beyond the threshold (the clock looks wrong).
+    pub wrong: bool,
+    /// How many peers' clocks the offset is the median of; whether they are hubs.
+    pub peers: u32,
+    pub hubs: bool,
+    /// By how much the agent stepped the system clock to the realm's (0 = never).
+    pub stepped_ms: i64,
 }
 
 /// Static facts about the running node.
@@ -36,11 +52,17 @@ pub struct NodeInfo {
 pub struct NodeObject {
     info: NodeInfo,
     control: Arc<dyn NodeControl>,
+    /// Uptime is measured on the monotonic clock: the wall clock may be stepped.
+    started: std::time::Instant,
 }
 
 impl NodeObject {
     pub fn new(info: NodeInfo, control: Arc<dyn NodeControl>) -> Self {
-        Self { info, control }
+        Self {
+            info,
+            control,
+            started: std::time::Instant::now(),
+        }
     }
 }
 
@@ -94,12 +116,9 @@ impl NodeObject {
     }
 
     /// A summary of the node: node_id, node_id_short, name, role, version, started_at,
-    /// uptime_s, log_level, pid.
+    /// uptime_s, log_level, pid; once the realm told the time: clock_offset_ms, clock_wrong,
+    /// clock_peers, clock_hubs, clock_stepped_ms.
     fn status(&self) -> HashMap<String, OwnedValue> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
         let mut m = HashMap::new();
         let mut put = |k: &str, v: Value<'_>| {
             m.insert(
@@ -114,15 +133,19 @@ impl NodeObject {
         put("role", Value::from(self.info.role.to_string()));
         put("version", Value::from(self.info.version.clone()));
         put("started_at", Value::from(self.info.started_at));
-        put(
-            "uptime_s",
-            Value::from(now.saturating_sub(self.info.started_at)),
-        );
+        put("uptime_s", Value::from(self.started.elapsed().as_secs()));
         put(
             "log_level",
             Value::from(self.control.log_level().as_str().to_owned()),
         );
         put("pid", Value::from(std::process::id()));
+        if let Some(c) = self.control.clock() {
+            put("clock_offset_ms", Value::from(c.offset_ms));
+            put("clock_wrong", Value::from(c.wrong));
+            put("clock_peers", Value::from(c.peers));
+            put("clock_hubs", Value::from(c.hubs));
+            put("clock_stepped_ms", Value::from(c.stepped_ms));
+        }
         m
     }
 

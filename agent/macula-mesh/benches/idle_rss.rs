@@ -39,6 +39,7 @@ fn node(seed: u8, bootstrap: Vec<Bootstrap>) -> MeshNode {
             capacity: Capacity::default(),
             domains: FailureDomains::default(),
             state_dir: None,
+            set_clock: false,
         },
     )
     .unwrap()

@@ -108,6 +108,136 @@ impl MetaClock {
     }
 }
 
+/// One reading of a peer's wall clock against ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeSample {
+    /// The peer's clock minus ours at the middle of the exchange, in milliseconds.
+    pub offset_ms: i64,
+    /// Round-trip time of the exchange: the reading is uncertain by half of it.
+    pub rtt_ms: u64,
+    /// The peer is a hub (certified with the hub role): hubs are preferred as time sources.
+    pub hub: bool,
+}
+
+/// The realm's time as seen from one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Estimate {
+    /// The realm's clock minus ours, in milliseconds (positive: our clock is behind).
+    pub offset_ms: i64,
+    /// How many peers the estimate is the median of.
+    pub peers: usize,
+    /// Whether those peers are hubs.
+    pub hubs: bool,
+}
+
+/// What to do about our clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// No peer answered yet, or too few samples to say.
+    Unknown,
+    /// Our clock agrees with the realm's within the threshold.
+    Agrees(Estimate),
+    /// Our clock is off by more than the threshold: say so.
+    Off(Estimate),
+    /// Our clock is off by more than the threshold and we may set it: step it by `offset_ms`.
+    Step(Estimate),
+}
+
+/// Learns the realm's time from the clocks of certified peers (sans-IO): the median offset of
+/// the hubs that answered, or of all answering peers when no hub did. Samples whose round trip
+/// exceeds [`RealmClock::MAX_RTT_MS`] are dropped (too uncertain).
+#[derive(Debug, Clone)]
+pub struct RealmClock {
+    samples: std::collections::HashMap<macula_core::NodeId, TimeSample>,
+    threshold_ms: u64,
+}
+
+impl RealmClock {
+    /// Round trips longer than this do not count.
+    pub const MAX_RTT_MS: u64 = 2000;
+
+    /// `threshold_ms`: how far our clock may be from the realm's before it is called wrong.
+    pub fn new(threshold_ms: u64) -> Self {
+        Self {
+            samples: Default::default(),
+            threshold_ms,
+        }
+    }
+
+    /// Records `peer`'s newest reading (replacing its previous one).
+    pub fn sample(&mut self, peer: macula_core::NodeId, s: TimeSample) {
+        if s.rtt_ms <= Self::MAX_RTT_MS {
+            self.samples.insert(peer, s);
+        }
+    }
+
+    /// The median offset of the hubs' samples, or of all samples when there is no hub sample.
+    pub fn estimate(&self) -> Option<Estimate> {
+        let hubs: Vec<i64> = self
+            .samples
+            .values()
+            .filter(|s| s.hub)
+            .map(|s| s.offset_ms)
+            .collect();
+        let (mut offsets, hub) = if hubs.is_empty() {
+            (self.samples.values().map(|s| s.offset_ms).collect(), false)
+        } else {
+            (hubs, true)
+        };
+        if offsets.is_empty() {
+            return None;
+        }
+        offsets.sort_unstable();
+        let n = offsets.len();
+        // The lower median for an even count: with two samples that disagree, the smaller
+        // correction.
+        let offset_ms = if n % 2 == 1 {
+            offsets[n / 2]
+        } else {
+            let (a, b) = (offsets[n / 2 - 1], offsets[n / 2]);
+            if a.unsigned_abs() <= b.unsigned_abs() {
+                a
+            } else {
+                b
+            }
+        };
+        Some(Estimate {
+            offset_ms,
+            peers: n,
+            hubs: hub,
+        })
+    }
+
+    /// What to do: `may_step` says whether this node may set its clock (root on the
+    /// appliance, allowed by configuration).
+    pub fn decide(&self, may_step: bool) -> Decision {
+        match self.estimate() {
+            None => Decision::Unknown,
+            Some(e) if e.offset_ms.unsigned_abs() <= self.threshold_ms => Decision::Agrees(e),
+            Some(e) if may_step => Decision::Step(e),
+            Some(e) => Decision::Off(e),
+        }
+    }
+
+    /// Our clock was stepped by `by_ms`: the samples taken before now read that much less.
+    pub fn stepped(&mut self, by_ms: i64) {
+        for s in self.samples.values_mut() {
+            s.offset_ms = s.offset_ms.saturating_sub(by_ms);
+        }
+    }
+}
+
+/// The offset of a peer's clock from an exchange: we read `sent_ms` on our clock, the peer
+/// answered `peer_ms`, and the answer came back `rtt_ms` later (measured on a monotonic clock).
+pub fn offset_from_exchange(sent_ms: u64, rtt_ms: u64, peer_ms: u64) -> i64 {
+    let mid = i128::from(sent_ms) + i128::from(rtt_ms / 2);
+    i64::try_from(i128::from(peer_ms) - mid).unwrap_or(if peer_ms as i128 > mid {
+        i64::MAX
+    } else {
+        i64::MIN
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,5 +310,74 @@ mod tests {
         for bad in ["", "7", "7 x", "7 1 2", "-1 5"] {
             assert!(ClockState::from_text(bad).is_err(), "{bad:?}");
         }
+    }
+
+    fn peer(i: u8) -> macula_core::NodeId {
+        macula_core::NodeKey::from_seed([i; 32]).node_id()
+    }
+
+    fn s(offset_ms: i64, hub: bool) -> TimeSample {
+        TimeSample {
+            offset_ms,
+            rtt_ms: 10,
+            hub,
+        }
+    }
+
+    #[test]
+    fn the_realm_time_is_the_median_of_hubs_first() {
+        let mut rc = RealmClock::new(5_000);
+        assert_eq!(rc.decide(true), Decision::Unknown);
+        // Three edges, one of them far off: the median ignores it.
+        rc.sample(peer(1), s(3 * 3_600_000, false));
+        rc.sample(peer(2), s(3 * 3_600_000 + 40, false));
+        rc.sample(peer(3), s(-86_400_000, false));
+        let e = rc.estimate().unwrap();
+        assert_eq!((e.offset_ms, e.peers, e.hubs), (3 * 3_600_000, 3, false));
+        assert_eq!(rc.decide(false), Decision::Off(e));
+        assert_eq!(rc.decide(true), Decision::Step(e));
+        // A hub answers: hubs win over any number of edges.
+        rc.sample(peer(4), s(3 * 3_600_000 + 7, true));
+        let e = rc.estimate().unwrap();
+        assert_eq!((e.offset_ms, e.peers, e.hubs), (3 * 3_600_000 + 7, 1, true));
+        // After stepping by that much, the same samples say the clock agrees.
+        rc.stepped(e.offset_ms);
+        assert!(matches!(rc.decide(true), Decision::Agrees(a) if a.offset_ms == 0));
+        // With two hubs that disagree, the smaller correction is taken.
+        let mut rc = RealmClock::new(5_000);
+        rc.sample(peer(5), s(-100, true));
+        rc.sample(peer(6), s(9_000, true));
+        assert_eq!(rc.estimate().unwrap().offset_ms, -100);
+        assert!(matches!(rc.decide(true), Decision::Agrees(_)));
+    }
+
+    #[test]
+    fn slow_answers_do_not_count_and_exchanges_are_read_at_their_middle() {
+        let mut rc = RealmClock::new(1_000);
+        rc.sample(
+            peer(1),
+            TimeSample {
+                offset_ms: 50_000,
+                rtt_ms: RealmClock::MAX_RTT_MS + 1,
+                hub: true,
+            },
+        );
+        assert_eq!(rc.decide(true), Decision::Unknown);
+        // We sent at 1000 (our clock), the answer 4000 came back 200 ms later: the peer read
+        // 4000 at our 1100, so it is 2900 ahead.
+        assert_eq!(offset_from_exchange(1000, 200, 4000), 2900);
+        assert_eq!(offset_from_exchange(5000, 0, 0), -5000);
+        assert_eq!(offset_from_exchange(0, 0, u64::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn time_reply_vector() {
+        // The `mesh.time` reply body (docs/protocol.md §8): wire(u64 Unix ms).
+        let body = macula_core::wire::encode(&1_800_000_000_000u64);
+        assert_eq!(hex(&body), "0180a0f1c2b134");
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
     }
 }

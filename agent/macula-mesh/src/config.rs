@@ -25,6 +25,9 @@ pub struct MeshSection {
     pub beacon_group: SocketAddrV4,
     /// Seconds between beacons. Default 5.
     pub beacon_interval_s: u64,
+    /// Set the system clock (needs root) to the realm's time when it is more than 10 s off.
+    /// Default false; the images turn it on (boards without a real-time clock).
+    pub set_clock: bool,
 }
 
 impl Default for MeshSection {
@@ -37,6 +40,7 @@ impl Default for MeshSection {
             lan_beacon: Vec::new(),
             beacon_group: crate::beacon::DEFAULT_GROUP,
             beacon_interval_s: 5,
+            set_clock: false,
         }
     }
 }

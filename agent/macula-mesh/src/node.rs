@@ -24,7 +24,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::clock::{ClockState, MetaClock};
+use crate::clock::{ClockState, Decision, MetaClock, RealmClock, TimeSample};
 use crate::dht::{
     Dht, DhtConfig, DhtOutput, Key, LookupId, LookupResult, Record, RecordBody, RecordKind,
     Request as DhtRequest, RequestId, Response as DhtResponse,
@@ -96,6 +96,9 @@ pub struct NodeConfig {
     /// Where the node keeps its generation and metadata-version ceiling ([`CLOCK_FILE`]) so
     /// both grow across restarts whatever the wall clock says; `None` persists nothing.
     pub state_dir: Option<std::path::PathBuf>,
+    /// Step the system clock (`clock_settime`, needs root) to the realm's time when it is off
+    /// by more than [`CLOCK_THRESHOLD_MS`]; otherwise only say so.
+    pub set_clock: bool,
 }
 
 /// File in [`NodeConfig::state_dir`] holding the [`ClockState`].
@@ -239,6 +242,10 @@ struct Shared {
     key: NodeKey,
     /// Where membership's [`Output::Persist`] goes.
     clock_file: Option<std::path::PathBuf>,
+    /// Role in each admitted peer's certificate (time sources: hubs first).
+    roles: Mutex<HashMap<NodeId, Role>>,
+    /// What the realm said about our clock.
+    clock: Mutex<Option<ClockReport>>,
 }
 
 /// A running mesh node.
@@ -351,6 +358,8 @@ impl MeshNode {
             me: key.node_id(),
             key: NodeKey::from_seed(*key.signing_key().as_bytes()),
             clock_file,
+            roles: Mutex::default(),
+            clock: Mutex::default(),
         });
         // The DHT answers remote requests through the driver, which owns its state.
         let cmd = shared.cmd.clone();
@@ -373,7 +382,15 @@ impl MeshNode {
             .write()
             .expect("procedure lock")
             .insert(DHT_PROCEDURE.to_string(), Procedure::Plain(dht_handler));
+        let time_handler: Handler =
+            Arc::new(|_, _| Box::pin(async { Ok(wire::encode(&unix_ms())) }));
+        shared
+            .procedures
+            .write()
+            .expect("procedure lock")
+            .insert(TIME_PROCEDURE.to_string(), Procedure::Plain(time_handler));
         let tasks = vec![
+            tokio::spawn(keep_time(shared.clone(), config.set_clock)),
             tokio::spawn(accept_loop(shared.clone())),
             tokio::spawn(drive(shared.clone(), membership, cmd_rx)),
             tokio::spawn(bootstrap(shared.clone(), config.bootstrap)),
@@ -401,6 +418,11 @@ impl MeshNode {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// What the realm's clocks say about ours, once a peer answered.
+    pub fn clock(&self) -> Option<ClockReport> {
+        *self.shared.clock.lock().expect("clock lock")
     }
 
     /// Peer changes from now on.
@@ -689,6 +711,11 @@ fn register(shared: &Arc<Shared>, peer: Peer) {
     }
     watch_expiry(shared, conn.clone(), cert.body.expires);
     let hub = cert.body.role == Role::Hub;
+    shared
+        .roles
+        .lock()
+        .expect("role lock")
+        .insert(id, cert.body.role);
     let _ = shared.cmd.send(Cmd::Admit(Box::new(cert)));
     shared.addrs.lock().expect("addr lock").insert(id, listen);
     shared
@@ -850,6 +877,178 @@ fn persist_clock(path: &std::path::Path, state: &ClockState) -> Result<(), Trans
         path: path.to_owned(),
         reason: e.to_string(),
     })
+}
+
+/// The RPC procedure that tells the time: empty body, reply `wire(u64)` = the answering node's
+/// wall clock in Unix milliseconds.
+pub const TIME_PROCEDURE: &str = "mesh.time";
+
+/// How far this node's clock may be from the realm's before it is called wrong.
+pub const CLOCK_THRESHOLD_MS: u64 = 10_000;
+
+/// How often peers' clocks are read, the first time, and from how many peers.
+const TIME_PERIOD: Duration = Duration::from_secs(60);
+const TIME_RETRY: Duration = Duration::from_secs(2);
+const TIME_PEERS: usize = 8;
+
+/// What the realm's clocks say about this node's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockReport {
+    /// The realm's clock minus ours now, in milliseconds (positive: ours is behind).
+    pub offset_ms: i64,
+    /// How many peers' clocks that is the median of, and whether they are hubs.
+    pub peers: usize,
+    pub hubs: bool,
+    /// By how much this node stepped its clock to the realm's (0 = never).
+    pub stepped_ms: i64,
+}
+
+/// Reads the clocks of up to [`TIME_PEERS`] admitted peers (hubs first) every [`TIME_PERIOD`],
+/// keeps [`ClockReport`], says when the clock is off, and steps it when allowed. Its timers are
+/// monotonic, so a clock step does not disturb it (nor any other mesh timer).
+async fn keep_time(shared: Arc<Shared>, set_clock: bool) {
+    let mut stepped_ms = 0i64;
+    let mut said_off: Option<i64> = None;
+    tokio::time::sleep(TIME_RETRY).await;
+    loop {
+        let alive: Vec<NodeId> = shared
+            .peers
+            .lock()
+            .expect("peer lock")
+            .values()
+            .filter(|p| p.state == PeerState::Alive)
+            .map(|p| p.id)
+            .collect();
+        let mut sources: Vec<(NodeId, bool)> = {
+            let roles = shared.roles.lock().expect("role lock");
+            alive
+                .iter()
+                .filter_map(|id| roles.get(id).map(|r| (*id, *r == Role::Hub)))
+                .collect()
+        };
+        sources.sort_by_key(|(id, hub)| (!hub, *id));
+        sources.truncate(TIME_PEERS);
+        // Fresh readings each round: peers that left or stopped answering no longer count.
+        let mut rc = RealmClock::new(CLOCK_THRESHOLD_MS);
+        for (peer, hub) in sources {
+            let sent = unix_ms();
+            let t0 = Instant::now();
+            let Ok(body) = call(&shared, peer, TIME_PROCEDURE, Vec::new(), TIME_RETRY).await else {
+                continue;
+            };
+            let rtt_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+            if let Ok(peer_ms) = wire::decode::<u64>(&body) {
+                let offset_ms = crate::clock::offset_from_exchange(sent, rtt_ms, peer_ms);
+                rc.sample(
+                    peer,
+                    TimeSample {
+                        offset_ms,
+                        rtt_ms,
+                        hub,
+                    },
+                );
+            }
+        }
+        let decision = rc.decide(set_clock);
+        let estimate = match decision {
+            Decision::Unknown => None,
+            Decision::Agrees(e) => {
+                said_off = None;
+                Some(e)
+            }
+            Decision::Off(e) => {
+                // Say it once, and again when the offset moved by more than the threshold.
+                if said_off.is_none_or(|o| o.abs_diff(e.offset_ms) > CLOCK_THRESHOLD_MS) {
+                    tracing::warn!(
+                        target: "macula::mesh",
+                        offset_ms = e.offset_ms,
+                        peers = e.peers,
+                        hubs = e.hubs,
+                        "the clock is {} the realm's by {} (median of {} peer clocks); \
+                         it looks wrong",
+                        if e.offset_ms > 0 { "behind" } else { "ahead of" },
+                        human_ms(e.offset_ms.unsigned_abs()),
+                        e.peers
+                    );
+                    said_off = Some(e.offset_ms);
+                }
+                Some(e)
+            }
+            Decision::Step(e) => match step_clock(e.offset_ms) {
+                Ok(()) => {
+                    tracing::warn!(
+                        target: "macula::mesh",
+                        offset_ms = e.offset_ms,
+                        peers = e.peers,
+                        hubs = e.hubs,
+                        "the clock was {} the realm's by {}; set it to the realm's time",
+                        if e.offset_ms > 0 { "behind" } else { "ahead of" },
+                        human_ms(e.offset_ms.unsigned_abs()),
+                    );
+                    rc.stepped(e.offset_ms);
+                    stepped_ms = stepped_ms.saturating_add(e.offset_ms);
+                    rc.estimate()
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        target: "macula::mesh",
+                        offset_ms = e.offset_ms,
+                        "the clock is off the realm's by {}, and cannot be set: {err}",
+                        human_ms(e.offset_ms.unsigned_abs()),
+                    );
+                    Some(e)
+                }
+            },
+        };
+        if let Some(e) = estimate {
+            *shared.clock.lock().expect("clock lock") = Some(ClockReport {
+                offset_ms: e.offset_ms,
+                peers: e.peers,
+                hubs: e.hubs,
+                stepped_ms,
+            });
+        }
+        tokio::time::sleep(if estimate.is_some() {
+            TIME_PERIOD
+        } else {
+            TIME_RETRY
+        })
+        .await;
+    }
+}
+
+/// Steps the system clock by `by_ms` (`clock_settime(CLOCK_REALTIME)`; needs CAP_SYS_TIME).
+fn step_clock(by_ms: i64) -> std::io::Result<()> {
+    let now = i128::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    )
+    .unwrap_or(i128::MAX);
+    let target = (now + i128::from(by_ms) * 1_000_000).max(0);
+    let ts = libc::timespec {
+        tv_sec: libc::time_t::try_from(target / 1_000_000_000)
+            .map_err(|_| std::io::Error::other("time out of range"))?,
+        tv_nsec: libc::c_long::try_from(target % 1_000_000_000).unwrap_or(0),
+    };
+    // SAFETY: `ts` is a valid timespec that lives across the call.
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `3h 0m`, `12m 5s`, `1.2 s`.
+fn human_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{}.{} s", s, ms % 1000 / 100),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {}m", s / 3600, s / 60 % 60),
+        _ => format!("{}d {}h", s / 86400, s / 3600 % 24),
+    }
 }
 
 /// Unix time in milliseconds: the version of own member metadata.

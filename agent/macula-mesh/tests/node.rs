@@ -52,6 +52,7 @@ fn start_expiring(
                 power: Label::new(format!("ups-{seed}")).unwrap(),
             },
             state_dir: None,
+            set_clock: false,
         },
     )
     .unwrap()

@@ -45,6 +45,7 @@ fn start(realm: &RealmKey, seed: u8, bootstrap: Vec<Bootstrap>) -> MeshNode {
             capacity: Capacity::default(),
             domains: FailureDomains::default(),
             state_dir: None,
+            set_clock: false,
         },
     )
     .unwrap()

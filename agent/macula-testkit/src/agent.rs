@@ -15,6 +15,8 @@ pub struct AgentOptions {
     pub args: Vec<String>,
     /// Run inside this network namespace (`ip netns exec`).
     pub netns: Option<String>,
+    /// Extra environment variables (e.g. `LD_PRELOAD` of libfaketime for a wrong clock).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `maculad` with a state dir and log file that outlive restarts.
@@ -37,6 +39,11 @@ impl Agent {
         };
         agent.start(bus).unwrap_or_else(|e| panic!("{e}"));
         agent
+    }
+
+    /// How the next [`Agent::start`] starts the agent (e.g. with a different environment).
+    pub fn options_mut(&mut self) -> &mut AgentOptions {
+        &mut self.options
     }
 
     /// The state directory (`--state-dir`).
@@ -82,6 +89,7 @@ impl Agent {
             std::fs::write(self.dir.path().join("absent.toml"), "").expect("write empty config");
         }
         cmd.args(&self.options.args);
+        cmd.envs(self.options.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

@@ -136,7 +136,7 @@ async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Resu
         version: VERSION.to_owned(),
         started_at,
     };
-    let node_object = macula_bus::node::NodeObject::new(info.clone(), glue);
+    let node_object = macula_bus::node::NodeObject::new(info.clone(), glue.clone());
     let update_glue = update::UpdateGlue::new(config.update.clone());
     let net = net::start(&config, &key).await?;
     let storage = storage::open(&config.storage, &args.state_dir, &key)?;
@@ -154,6 +154,7 @@ async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Resu
         storage.capacity(),
         domains,
     )?;
+    glue.set_mesh(mesh.clone());
 
     let connection = args
         .bus

@@ -202,6 +202,10 @@ fn peer_map(p: &PeerInfo) -> HashMap<String, OwnedValue> {
             meta.map(|m| m.software.clone()).unwrap_or_default(),
         )),
     );
+    m.insert(
+        "meta_version".into(),
+        val(Value::from(meta.map_or(0, |m| m.version))),
+    );
     let addrs: Vec<String> = meta
         .map(|m| m.addrs.iter().map(|a| a.addr.to_string()).collect())
         .unwrap_or_default();
@@ -286,6 +290,7 @@ impl MeshGlue {
                 },
                 domains: self.domains.clone(),
                 state_dir: Some(self.state_dir.clone()),
+                set_clock: self.config.set_clock,
             },
             &uplinks,
         )

@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use macula_bus::node::NodeControl;
+use macula_bus::node::{ClockInfo, NodeControl};
 use macula_core::config::LogLevel;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::{Registry, reload};
@@ -23,6 +23,8 @@ pub fn level_filter(level: LogLevel) -> LevelFilter {
 pub struct NodeGlue {
     handle: LevelHandle,
     level: Mutex<LogLevel>,
+    /// The mesh, whose time keeping the status reports.
+    mesh: std::sync::OnceLock<crate::mesh::MeshGlue>,
 }
 
 impl NodeGlue {
@@ -30,7 +32,12 @@ impl NodeGlue {
         Self {
             handle,
             level: Mutex::new(level),
+            mesh: std::sync::OnceLock::new(),
         }
+    }
+
+    pub fn set_mesh(&self, mesh: crate::mesh::MeshGlue) {
+        let _ = self.mesh.set(mesh);
     }
 }
 
@@ -45,5 +52,16 @@ impl NodeControl for NodeGlue {
             .map_err(|e| format!("cannot change the log level: {e}"))?;
         *self.level.lock().unwrap_or_else(|e| e.into_inner()) = level;
         Ok(())
+    }
+
+    fn clock(&self) -> Option<ClockInfo> {
+        let c = self.mesh.get()?.running_node()?.clock()?;
+        Some(ClockInfo {
+            offset_ms: c.offset_ms,
+            wrong: c.offset_ms.unsigned_abs() > macula_mesh::node::CLOCK_THRESHOLD_MS,
+            peers: u32::try_from(c.peers).unwrap_or(u32::MAX),
+            hubs: c.hubs,
+            stepped_ms: c.stepped_ms,
+        })
     }
 }

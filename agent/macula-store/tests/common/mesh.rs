@@ -43,6 +43,7 @@ fn node(
             },
             domains: FailureDomains::default(),
             state_dir: None,
+            set_clock: false,
         },
     )
     .unwrap()

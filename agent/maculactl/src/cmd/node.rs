@@ -58,7 +58,59 @@ pub async fn status(conn: &zbus::Connection, args: &StatusArgs) -> Result<(), Cl
     println!("  Version    {}", s("version"));
     println!("  Uptime     {}", human_duration(uptime));
     println!("  Log level  {}", s("log_level"));
+    if let Some(line) = clock_line(&map) {
+        println!("  Clock      {line}");
+    }
     Ok(())
+}
+
+/// What the realm said about this node's clock: `behind by 3h 0m, learnt from realm (2 hub
+/// clocks)`; `None` while nothing is known.
+fn clock_line(
+    map: &std::collections::HashMap<String, zbus::zvariant::OwnedValue>,
+) -> Option<String> {
+    let int = |k: &str| map.get(k).and_then(|v| i64::try_from(v).ok());
+    let flag = |k: &str| {
+        map.get(k)
+            .and_then(|v| bool::try_from(v).ok())
+            .unwrap_or(false)
+    };
+    let offset = int("clock_offset_ms")?;
+    let peers = map
+        .get("clock_peers")
+        .and_then(|v| u32::try_from(v).ok())
+        .unwrap_or(0);
+    let sources = format!(
+        "{peers} {}clock{}",
+        if flag("clock_hubs") { "hub " } else { "peer " },
+        if peers == 1 { "" } else { "s" }
+    );
+    let human = |ms: i64| {
+        let ms = ms.unsigned_abs();
+        if ms < 60_000 {
+            format!("{}.{} s", ms / 1000, ms % 1000 / 100)
+        } else {
+            human_duration(ms / 1000)
+        }
+    };
+    let stepped = int("clock_stepped_ms").unwrap_or(0);
+    let mut line = if flag("clock_wrong") {
+        format!(
+            "{} by {}, learnt from realm ({sources})",
+            if offset > 0 { "behind" } else { "ahead" },
+            human(offset)
+        )
+    } else {
+        format!("agrees with the realm ({sources})")
+    };
+    if stepped != 0 {
+        line += &format!(
+            "; set {} by {} from the realm's time",
+            if stepped > 0 { "forward" } else { "back" },
+            human(stepped)
+        );
+    }
+    Some(line)
 }
 
 fn human_duration(secs: u64) -> String {
@@ -79,5 +131,38 @@ mod tests {
         assert_eq!(super::human_duration(65), "1m 5s");
         assert_eq!(super::human_duration(3 * 3600 + 120), "3h 2m");
         assert_eq!(super::human_duration(2 * 86400 + 3600), "2d 1h");
+    }
+
+    #[test]
+    fn the_clock_line_says_what_the_realm_said() {
+        use zbus::zvariant::{OwnedValue, Value};
+        let map = |kv: &[(&str, Value<'_>)]| -> std::collections::HashMap<String, OwnedValue> {
+            kv.iter()
+                .map(|(k, v)| ((*k).to_owned(), v.try_to_owned().unwrap()))
+                .collect()
+        };
+        assert_eq!(super::clock_line(&map(&[])), None);
+        let behind = map(&[
+            ("clock_offset_ms", Value::from(3 * 3_600_000i64 + 5)),
+            ("clock_wrong", Value::from(true)),
+            ("clock_peers", Value::from(2u32)),
+            ("clock_hubs", Value::from(false)),
+            ("clock_stepped_ms", Value::from(0i64)),
+        ]);
+        assert_eq!(
+            super::clock_line(&behind).unwrap(),
+            "behind by 3h 0m, learnt from realm (2 peer clocks)"
+        );
+        let stepped = map(&[
+            ("clock_offset_ms", Value::from(-20i64)),
+            ("clock_wrong", Value::from(false)),
+            ("clock_peers", Value::from(1u32)),
+            ("clock_hubs", Value::from(true)),
+            ("clock_stepped_ms", Value::from(86_400_000i64 * 20_000)),
+        ]);
+        assert_eq!(
+            super::clock_line(&stepped).unwrap(),
+            "agrees with the realm (1 hub clock); set forward by 20000d 0h from the realm's time"
+        );
     }
 }
