@@ -5,7 +5,11 @@
 #
 #   image/build.sh --arch x86_64|aarch64 --out DIR --keyring CERT.pem [--version V]
 #                  [--agent-dir DIR | --no-agent] [--rootfs-only] [--broken-agent] [--base DIR]
-#                  [--console-shell]
+#                  [--console-shell] [--board qemu|rpi4|rpi5]
+#
+# --board rpi4|rpi5 (implies --arch aarch64) makes a Raspberry Pi SD card image (sdcard.img) from
+# Debian trixie packages instead of the QEMU disk.img from bookworm: the board's kernel, firmware
+# and boot partition(s), the same slots, overlay and agent (see image/rpi.mk, docs/image.md).
 #
 # Two stages: the base (kernel, packages, modules, initramfs; kept in OUT/base) and the slot
 # (overlay, os-release, keyring, agent -> rootfs.ext4, then the disk). --base DIR reuses the base
@@ -19,7 +23,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
 ARCH= OUT= KEYRING= VERSION=0.0.1 AGENT_DIR= NO_AGENT=0 ROOTFS_ONLY=0 BROKEN_AGENT=0 BASE= CONSOLE_SHELL=0
-usage() { sed -n '2,22p' "$0" >&2; exit 2; }
+BOARD=qemu
+usage() { sed -n '2,20p' "$0" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --arch) ARCH=$2; shift 2 ;;
@@ -32,13 +37,14 @@ while [ $# -gt 0 ]; do
     --broken-agent) BROKEN_AGENT=1; shift ;;
     --base) BASE=$2; shift 2 ;;
     --console-shell) CONSOLE_SHELL=1; shift ;;
+    --board) BOARD=$2; shift 2 ;;
     *) usage ;;
   esac
 done
 die() { echo "build.sh: ERROR: $*" >&2; exit 1; }
 step() { echo "build.sh: [$(( $(date +%s) - T0 ))s] $*"; }
 T0=$(date +%s)
-[ -n "$ARCH" ] && [ -n "$OUT" ] && [ -n "$KEYRING" ] || usage
+[ -n "$OUT" ] && [ -n "$KEYRING" ] || usage
 [ -f "$KEYRING" ] || die "keyring $KEYRING not found (make image creates it under build/keys)"
 [ "$(id -u)" = 0 ] || die "run as root: the root filesystem needs root-owned files"
 if [ "$NO_AGENT" = 0 ]; then
@@ -48,18 +54,35 @@ if [ "$NO_AGENT" = 0 ]; then
   done
 fi
 
+# SUITE: the Debian release of every package; KERNEL_ARGS: where debs.py takes the kernel from;
+# BOOT_PKGS: boot firmware/loader packages (not in the rootfs); BOARD_MODULES: the board's drivers
+# (no udev here: rcS loads them from /etc/macula/modules.board; the initramfs gets the SD host).
+SUITE=bookworm KERNEL_ARGS= BOOT_PKGS= BOARD_MODULES= DISK=disk.img
+case "$BOARD" in
+  qemu) ;;
+  rpi4) ARCH=${ARCH:-aarch64} SUITE=trixie BOOT_PKGS="raspi-firmware u-boot-rpi" DISK=sdcard.img ;;
+  rpi5) ARCH=${ARCH:-aarch64} SUITE=trixie KERNEL_ARGS=--backports DISK=sdcard.img ;;
+  *) die "unknown --board $BOARD (qemu, rpi4 or rpi5)" ;;
+esac
+[ -n "$ARCH" ] || usage
 case "$ARCH" in
-  x86_64) DEBARCH=amd64 BOARD=qemu-x86_64 ELFMACH="Advanced Micro Devices X86-64"
+  x86_64) DEBARCH=amd64 BOARDNAME=qemu-x86_64 ELFMACH="Advanced Micro Devices X86-64"
           EXTRA_PKGS="libdevmapper1.02.1 libudev1" ;;
-  aarch64) DEBARCH=arm64 BOARD=qemu-aarch64 ELFMACH="AArch64"
+  aarch64) DEBARCH=arm64 BOARDNAME=qemu-aarch64 ELFMACH="AArch64"
            EXTRA_PKGS="libubootenv-tool" ;;
   *) die "unknown --arch $ARCH (x86_64 or aarch64)" ;;
 esac
-BOARDDIR=$REPO/buildroot/board/macula/$BOARD
+if [ "$BOARD" != qemu ]; then
+  [ "$ARCH" = aarch64 ] || die "--board $BOARD is an aarch64 board, not $ARCH"
+  BOARDNAME=$BOARD
+  BOARD_MODULES=$HERE/rpi/$BOARD.modules
+  if [ "$BOARD" = rpi5 ]; then EXTRA_PKGS=; fi   # tryboot: RAUC's custom backend, no U-Boot env
+fi
+BOARDDIR=$REPO/buildroot/board/macula/$BOARDNAME
 PACKAGES="busybox-static libc6 libgcc-s1 dbus-daemon dbus-bin dbus-system-bus-common rauc rauc-service
 nftables wireguard-tools wireguard-go iproute2 $EXTRA_PKGS"
-APTSTATE=$REPO/build/image/apt-$DEBARCH
-DEBS="python3 $HERE/debs.py --arch $DEBARCH --state $APTSTATE"
+# package lists and .debs: a cache outside the clone ($MACULA_CACHE, default /var/cache/macula)
+DEBS="python3 $HERE/debs.py --arch $DEBARCH --suite $SUITE"
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -69,19 +92,31 @@ mkdir -p "$W"
 
 if [ -n "$BASE" ]; then
   BASE=$(cd "$BASE" && pwd)
-  for f in base/usr/bin/busybox vmlinuz initrd.img kernel-version; do
+  for f in base/usr/bin/busybox vmlinuz initrd.img kernel-version $([ "$BOARD" = qemu ] || echo bootfiles) \
+           $([ "$BOARD" = rpi5 ] && echo boot.vfat); do
     [ -e "$BASE/$f" ] || die "--base $BASE has no $f; build it with build.sh --out $BASE first"
   done
 fi
 R=$W/rootfs
 if [ -z "$BASE" ]; then
 # ---- kernel ---------------------------------------------------------------------------------
-step "kernel via linux-image-$DEBARCH"
-KDEB=$($DEBS kernel)
-dpkg-deb -x "$KDEB" "$W/kernel"
+step "kernel via linux-image-$DEBARCH ($SUITE${KERNEL_ARGS:+ backports})"
+KDEBS=$($DEBS kernel $KERNEL_ARGS)
+for deb in $KDEBS; do dpkg-deb -x "$deb" "$W/kernel"; done
+# merged-/usr packages (trixie) install to usr/lib/modules; depmod -b and modprobe -d want lib/
+[ -d "$W/kernel/lib" ] || ln -s usr/lib "$W/kernel/lib"
 KVER=$(ls "$W/kernel/lib/modules")
-[ "$(echo "$KVER" | wc -w)" = 1 ] || die "expected one kernel in $KDEB, found: $KVER"
-KIMG=$(ls "$W/kernel/boot/vmlinuz-$KVER" 2>/dev/null) || die "no /boot/vmlinuz-$KVER in $KDEB"
+[ "$(echo "$KVER" | wc -w)" = 1 ] || die "expected one kernel in $KDEBS, found: $KVER"
+# the kernel image and DTBs: /boot + /usr/lib/linux-image-KVER (<= 6.12), or lib/modules/KVER
+KIMG=
+for k in "$W/kernel/boot/vmlinuz-$KVER" "$W/kernel/lib/modules/$KVER/vmlinuz"; do
+  [ -f "$k" ] && KIMG=$k && break
+done
+[ -n "$KIMG" ] || die "no vmlinuz for $KVER in $KDEBS"
+DTBDIR=
+for d in "$W/kernel/usr/lib/linux-image-$KVER" "$W/kernel/lib/modules/$KVER/dtb"; do
+  [ -d "$d/broadcom" ] && DTBDIR=$d && break
+done
 depmod -b "$W/kernel" "$KVER"
 
 # copy_modules DEST_MODROOT LISTFILE: the modules in LISTFILE and their dependencies, decompressed.
@@ -149,6 +184,12 @@ done
 step "kernel modules for the rootfs"
 copy_modules "$R/usr" "$REPO/overlay/etc/macula/modules"
 cat "$HERE/initramfs/modules" >"$W/initramfs-modules"
+if [ -n "$BOARD_MODULES" ]; then
+  # "name initramfs" lines are also needed before the root filesystem is mounted (the SD host)
+  awk '$2 == "initramfs" { print $1 }' "$BOARD_MODULES" >>"$W/initramfs-modules"
+  copy_modules "$R/usr" "$BOARD_MODULES"
+  install -D -m644 "$BOARD_MODULES" "$R/etc/macula/modules.board"
+fi
 copy_modules "$R/usr" "$W/initramfs-modules"
 
 # ---- initramfs ------------------------------------------------------------------------------
@@ -157,13 +198,26 @@ I=$W/initramfs
 mkdir -p "$I"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,newroot}
 cp "$R/usr/bin/busybox" "$I/bin/busybox"
 cp "$HERE/initramfs/init" "$I/init"
-cp "$HERE/initramfs/modules" "$I/etc/modules"
-copy_modules "$I" "$HERE/initramfs/modules"
+cp "$W/initramfs-modules" "$I/etc/modules"
+copy_modules "$I" "$W/initramfs-modules"
 # the kernel's request_module() runs /sbin/modprobe (ext4 needs crc32c before /init runs it)
 ln -s ../bin/busybox "$I/sbin/modprobe"
 (cd "$I" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet | gzip -9n) >"$OUT/initrd.img"
 install -m644 "$KIMG" "$OUT/vmlinuz"
 echo "$KVER" >"$OUT/kernel-version"
+if [ "$BOARD" != qemu ]; then
+  # what the board's boot partition needs besides the kernel: DTBs, firmware, boot loader
+  [ -n "$DTBDIR" ] || die "kernel $KVER ships no broadcom DTBs"
+  rm -rf "$OUT/bootfiles"
+  mkdir -p "$OUT/bootfiles"
+  cp "$DTBDIR"/broadcom/bcm271[12]*rpi*.dtb "$OUT/bootfiles/"
+  for p in $BOOT_PKGS; do dpkg-deb -x "$($DEBS get "$p")" "$W/boot-pkgs"; done
+  if [ "$BOARD" = rpi4 ]; then
+    mkdir -p "$OUT/bootfiles/rpi-firmware/overlays"
+    cp "$W/boot-pkgs/usr/lib/raspi-firmware/"{start4.elf,fixup4.dat} "$OUT/bootfiles/rpi-firmware/"
+    cp "$W/boot-pkgs/usr/lib/u-boot/rpi_arm64/u-boot.bin" "$OUT/bootfiles/"
+  fi
+fi
 rm -rf "$OUT/base"
 mv "$R" "$OUT/base"
 BASE=$OUT
@@ -173,8 +227,14 @@ fi   # base stage
 step "slot tree from $BASE/base"
 KVER=$(cat "$BASE/kernel-version")
 cp -a "$BASE/base" "$R"
-[ "$BASE" = "$OUT" ] || cp "$BASE/vmlinuz" "$BASE/initrd.img" "$BASE/kernel-version" "$OUT/"
-install -D -m644 "$OUT/vmlinuz" "$R/boot/vmlinuz"
+[ "$BASE" = "$OUT" ] || cp -r "$BASE/vmlinuz" "$BASE/initrd.img" "$BASE/kernel-version" \
+  $([ "$BOARD" = qemu ] || echo "$BASE/bootfiles") "$OUT/"
+# the slot's kernel: /boot/vmlinuz (QEMU boot.scr), /boot/Image on the Pi (Buildroot's name)
+KNAME=vmlinuz
+[ "$BOARD" = qemu ] || KNAME=Image
+install -D -m644 "$OUT/vmlinuz" "$R/boot/$KNAME"
+# a Pi 5 update also carries the boot slot (kernel, initramfs, DTBs) of the base it was built on
+if [ "$BOARD" = rpi5 ] && [ "$BASE" != "$OUT" ]; then cp "$BASE/boot.vfat" "$OUT/boot.vfat"; fi
 install -m644 "$OUT/initrd.img" "$R/boot/initrd.img"
 step "overlay, board overlay, agent"
 mkdir -p "$R"/{proc,sys,dev,run,tmp,data,esp,boot,root,mnt}
@@ -185,10 +245,10 @@ install -D -m644 "$KEYRING" "$R/etc/rauc/keyring.pem"
 cat >"$R/etc/os-release" <<OS
 NAME="Macula OS"
 ID=macula
-PRETTY_NAME="Macula OS $VERSION ($ARCH, Debian bookworm packages)"
+PRETTY_NAME="Macula OS $VERSION ($BOARDNAME, Debian $SUITE packages)"
 VERSION_ID=$VERSION
 BUILD_ID=$(date -u +%Y%m%dT%H%M%SZ)
-VARIANT_ID=qemu-$ARCH
+VARIANT_ID=$BOARDNAME
 OS
 # The serial console: a login prompt (production), or a root shell for test images.
 grep -qx 'console::respawn:/sbin/getty -L console 0 vt100' "$R/etc/inittab" \
@@ -260,17 +320,35 @@ case "$ARCH" in
     grub-editenv "$G/grubenv" set ORDER="A B" A_OK=1 B_OK=0 A_TRY=0 B_TRY=0
     ;;
   aarch64)
-    mkimage -A arm64 -T script -C none -n "Macula A/B" -d "$BOARDDIR/boot.cmd" "$G/boot.scr" >/dev/null
-    printf 'BOOT_ORDER=A B\nBOOT_A_LEFT=3\nBOOT_B_LEFT=0\n' >"$W/uboot-env.txt"
-    mkenvimage -s 0x4000 -o "$G/uboot.env" "$W/uboot-env.txt"
+    # The Pi boards share Buildroot's post-image scripts (what they read is staged under the
+    # names Buildroot gives it: rpi-firmware/, Image, the DTBs, u-boot.bin, initrd.img).
+    case "$BOARD" in
+      qemu)
+        mkimage -A arm64 -T script -C none -n "Macula A/B" -d "$BOARDDIR/boot.cmd" "$G/boot.scr" >/dev/null
+        printf 'BOOT_ORDER=A B\nBOOT_A_LEFT=3\nBOOT_B_LEFT=0\n' >"$W/uboot-env.txt"
+        mkenvimage -s 0x4000 -o "$G/uboot.env" "$W/uboot-env.txt"
+        ;;
+      rpi4)
+        cp -r "$OUT/bootfiles/." "$G/"
+        HOST_DIR=/usr "$BOARDDIR/post-image.sh" "$G"
+        ;;
+      rpi5)
+        cp -r "$OUT/bootfiles/." "$G/"
+        cp "$OUT/vmlinuz" "$G/Image"
+        cp "$OUT/initrd.img" "$G/initrd.img"
+        "$BOARDDIR/post-image.sh" "$G"
+        ;;
+    esac
     ;;
 esac
 step "genimage"
 mkdir -p "$W/genimage-root" "$W/genimage-tmp"
-rm -f "$OUT/disk.img"
+rm -f "$OUT/$DISK"
 genimage --config "$BOARDDIR/genimage.cfg" --rootpath "$W/genimage-root" --tmppath "$W/genimage-tmp" \
   --inputpath "$G" --outputpath "$W/genimage-out" >"$W/genimage.log" 2>&1 \
   || { cat "$W/genimage.log" >&2; die "genimage failed"; }
-mv "$W/genimage-out/disk.img" "$OUT/disk.img"
+mv "$W/genimage-out/$DISK" "$OUT/$DISK"
+# the Pi 5's boot slot image goes into its update bundles (one image for both slots, see rauc-tryboot)
+[ "$BOARD" = rpi5 ] && mv "$G/boot-a.vfat" "$OUT/boot.vfat"
 rm -rf "$W"
-step "done: $OUT/disk.img ($(du -h --apparent-size "$OUT/disk.img" | cut -f1) apparent, $(du -h "$OUT/disk.img" | cut -f1) allocated), rootfs content ${used} MiB, kernel $KVER"
+step "done: $OUT/$DISK ($(du -h --apparent-size "$OUT/$DISK" | cut -f1) apparent, $(du -h "$OUT/$DISK" | cut -f1) allocated), rootfs content ${used} MiB, kernel $KVER"

@@ -6,9 +6,13 @@ or arm64 packages on any Debian host. The dependency closure skips packages an a
 does not need (init systems, package tooling, perl); build.sh checks afterwards that every ELF
 file's shared libraries are present, so a too-aggressive exclusion fails the build loudly.
 
-  debs.py --arch amd64 --state build/image/apt-amd64 kernel       -> prints the kernel .deb path
-  debs.py --arch amd64 --state build/image/apt-amd64 closure PKG.. -> the closure's .deb paths
-  debs.py --arch amd64 --state build/image/apt-amd64 get PKG..     -> just these packages' .debs
+  debs.py --arch amd64 [--suite bookworm] [--state DIR] kernel       -> prints the kernel .deb path
+  debs.py --arch amd64 [--suite bookworm] [--state DIR] closure PKG.. -> the closure's .deb paths
+  debs.py --arch amd64 [--suite bookworm] [--state DIR] get PKG..     -> just these packages' .debs
+
+--suite picks the Debian release (bookworm: the QEMU images; trixie: the Raspberry Pi images,
+whose kernel must know the board). Lists and downloaded .debs live in a cache outside the clone,
+$MACULA_CACHE (default /var/cache/macula)/apt-<suite>-<arch>, shared by every checkout and run.
 """
 import argparse
 import os
@@ -16,11 +20,17 @@ import subprocess
 import sys
 import time
 
-SUITES = [
-    ("http://deb.debian.org/debian", "bookworm"),
-    ("http://deb.debian.org/debian", "bookworm-updates"),
-    ("http://deb.debian.org/debian-security", "bookworm-security"),
-]
+# main for everything; non-free-firmware for raspi-firmware (the Pi's GPU firmware).
+COMPONENTS = "main non-free-firmware"
+CACHE = os.environ.get("MACULA_CACHE", "/var/cache/macula")
+
+
+def suites(suite):
+    return [
+        ("http://deb.debian.org/debian", suite),
+        ("http://deb.debian.org/debian", f"{suite}-updates"),
+        ("http://deb.debian.org/debian-security", f"{suite}-security"),
+    ]
 # Never pulled in through dependencies: tooling and init systems the appliance does not run.
 EXCLUDE = {
     "systemd", "systemd-sysv", "udev", "dbus", "dbus-user-session", "debconf", "adduser", "passwd",
@@ -38,8 +48,9 @@ def die(msg):
 
 
 class Apt:
-    def __init__(self, arch, state):
+    def __init__(self, arch, suite, state, backports=False):
         self.arch = arch
+        self.suite = suite
         self.state = os.path.abspath(state)
         self.conf = os.path.join(self.state, "apt.conf")
         self.archives = os.path.join(self.state, "archives")
@@ -48,8 +59,8 @@ class Apt:
         status = os.path.join(self.state, "status")
         open(status, "a").close()
         with open(os.path.join(self.state, "sources.list"), "w") as f:
-            for url, suite in SUITES:
-                f.write(f"deb [arch={arch}] {url} {suite} main\n")
+            for url, dist in suites(suite) + ([("http://deb.debian.org/debian", f"{suite}-backports")] if backports else []):
+                f.write(f"deb [arch={arch}] {url} {dist} {COMPONENTS}\n")
         with open(self.conf, "w") as f:
             f.write(
                 f'APT::Architecture "{arch}"; APT::Architectures {{ "{arch}"; }};\n'
@@ -144,29 +155,47 @@ class Apt:
             paths.append(os.path.join(self.archives, hits[0]))
         return paths
 
-    def kernel(self):
+    def kernel(self, backports=False):
+        """The kernel of linux-image-ARCH (from SUITE-backports with backports=True): the
+        linux-image package and, for kernels that split it (>= 6.17), its linux-binary and
+        linux-modules and linux-base (DTBs) packages of the same ABI."""
         meta = f"linux-image-{self.arch}"
-        deps = self.depends([meta]).get(meta, [])
+        if backports:
+            out = self.run(["apt-cache", "show", f"{meta}/{self.suite}-backports"],
+                           what=f"apt-cache show {meta}/{self.suite}-backports")
+            line = next((ln for ln in out.splitlines() if ln.startswith("Depends:")), "")
+            deps = [d.strip().split(" ")[0] for d in line[len("Depends:"):].split(",")]
+        else:
+            deps = self.depends([meta]).get(meta, [])
         images = [d for d in deps if d.startswith("linux-image-")]
         if not images:
             die(f"{meta} does not depend on a linux-image package; apt lists broken?")
-        return self.download([images[0]])[0]
+        abi = images[0][len("linux-image-"):]
+        parts = [d for d in self.depends([images[0]]).get(images[0], [])
+                 if d in (f"linux-base-{abi}", f"linux-binary-{abi}", f"linux-modules-{abi}")]
+        return self.download([images[0], *parts])
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", required=True, choices=["amd64", "arm64"])
-    ap.add_argument("--state", required=True)
+    ap.add_argument("--suite", default="bookworm", choices=["bookworm", "trixie"])
+    ap.add_argument("--state", help="APT state and .deb cache (default: $MACULA_CACHE/apt-SUITE-ARCH)")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("kernel")
+    k = sub.add_parser("kernel")
+    k.add_argument("--backports", action="store_true", help="the kernel of SUITE-backports")
     g = sub.add_parser("get")
     g.add_argument("packages", nargs="+")
     c = sub.add_parser("closure")
     c.add_argument("packages", nargs="+")
     a = ap.parse_args()
-    apt = Apt(a.arch, a.state)
+    # backports in the sources only for a backports kernel: nothing else may come from there
+    bp = a.cmd == "kernel" and a.backports
+    state = a.state or os.path.join(CACHE, f"apt-{a.suite}{'-backports' if bp else ''}-{a.arch}")
+    apt = Apt(a.arch, a.suite, state, backports=bp)
     if a.cmd == "kernel":
-        print(apt.kernel())
+        for p in apt.kernel(backports=bp):
+            print(p)
     elif a.cmd == "get":
         for p in apt.download(a.packages):
             print(p)

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install the host packages the offline image builder and the QEMU tests need.
 # Idempotent: does nothing when everything is present. Adds bookworm-backports for qemu 10.
-# Usage: image/deps.sh [x86_64|aarch64|all]
+# Usage: image/deps.sh [x86_64|aarch64|rpi|all]   (rpi: the Raspberry Pi SD images, image/rpi.mk)
 set -eu
 ARCH=${1:-all}
 
@@ -11,9 +11,10 @@ BACKPORTS="qemu-utils"
 case "$ARCH" in
   x86_64) BASE="$BASE grub-efi-amd64-bin grub-common ovmf"; BACKPORTS="$BACKPORTS qemu-system-x86" ;;
   aarch64) BASE="$BASE u-boot-qemu u-boot-tools"; BACKPORTS="$BACKPORTS qemu-system-arm" ;;
-  all) BASE="$BASE grub-efi-amd64-bin grub-common ovmf u-boot-qemu u-boot-tools"
+  rpi) BASE="$BASE u-boot-tools device-tree-compiler bmap-tools"; BACKPORTS="$BACKPORTS qemu-system-arm" ;;
+  all) BASE="$BASE grub-efi-amd64-bin grub-common ovmf u-boot-qemu u-boot-tools device-tree-compiler bmap-tools"
        BACKPORTS="$BACKPORTS qemu-system-x86 qemu-system-arm" ;;
-  *) echo "deps.sh: unknown ARCH '$ARCH' (use x86_64, aarch64 or all)" >&2; exit 2 ;;
+  *) echo "deps.sh: unknown ARCH '$ARCH' (use x86_64, aarch64, rpi or all)" >&2; exit 2 ;;
 esac
 
 missing() {

@@ -9,12 +9,15 @@
 # CONSOLE_SHELL=1: a TEST image with a passwordless root shell on the serial console (the QEMU
 # tests set it; `make image` alone gives the production login prompt, root locked).
 # Host packages are installed on demand by image/deps.sh (root; adds bookworm-backports for QEMU).
+# Raspberry Pi SD images: make image BOARD=rpi4|rpi5 (image/rpi.mk).
+
+include image/rpi.mk
 
 ARCH ?= x86_64
 AGENT ?= auto
 BUNDLE_VERSION ?= 0.0.2
 CONSOLE_SHELL ?= 0
-IMAGE_OUT := build/image/$(ARCH)
+IMAGE_OUT := build/image/$(or $(BOARD),$(ARCH))
 IMAGE_KEYS := build/keys
 IMAGE_PY := /usr/bin/python3
 AARCH64_RUST_TARGET := aarch64-unknown-linux-musl
@@ -40,7 +43,7 @@ endif
 .PHONY: image bundle qemu test-qemu test-wireguard test-images image-deps image-keys image-agent check-buildroot
 
 image-deps:
-	@image/deps.sh $(ARCH)
+	@image/deps.sh $(or $(IMAGE_DEPS),$(ARCH))
 
 image-keys:
 	@image/keys.sh $(IMAGE_KEYS)
@@ -62,14 +65,15 @@ endif
 endif
 
 image: image-deps image-keys image-agent
-	image/build.sh --arch $(ARCH) --out $(IMAGE_OUT) --keyring $(IMAGE_KEYS)/dev.cert.pem $(IMAGE_AGENT_ARGS) \
+	image/build.sh --arch $(ARCH) $(IMAGE_BOARD_ARGS) --out $(IMAGE_OUT) --keyring $(IMAGE_KEYS)/dev.cert.pem $(IMAGE_AGENT_ARGS) \
 	  $(if $(filter 1,$(CONSOLE_SHELL)),--console-shell)
+	$(IMAGE_POST)
 
 # A signed update of the same image with another version (reuses the image's base stage).
 bundle: image
-	image/build.sh --arch $(ARCH) --out $(IMAGE_OUT)/bundle-$(BUNDLE_VERSION) --base $(IMAGE_OUT) \
+	image/build.sh --arch $(ARCH) $(IMAGE_BOARD_ARGS) --out $(IMAGE_OUT)/bundle-$(BUNDLE_VERSION) --base $(IMAGE_OUT) \
 	  --rootfs-only --version $(BUNDLE_VERSION) --keyring $(IMAGE_KEYS)/dev.cert.pem $(IMAGE_AGENT_ARGS)
-	image/bundle.sh --arch $(ARCH) --rootfs $(IMAGE_OUT)/bundle-$(BUNDLE_VERSION)/rootfs.ext4 \
+	image/bundle.sh --arch $(ARCH) $(IMAGE_BOARD_ARGS) --rootfs $(IMAGE_OUT)/bundle-$(BUNDLE_VERSION)/rootfs.ext4 \
 	  --version $(BUNDLE_VERSION) --cert $(IMAGE_KEYS)/dev.cert.pem --key $(IMAGE_KEYS)/dev.key.pem \
 	  --out $(IMAGE_OUT)/update-$(BUNDLE_VERSION).raucb
 

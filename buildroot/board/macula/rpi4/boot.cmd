@@ -2,6 +2,10 @@
 # rules as board/macula/qemu-aarch64/boot.cmd: BOOT_ORDER, BOOT_A_LEFT/BOOT_B_LEFT in uboot.env
 # on the boot partition (fw_env.config), 3 attempts a slot, refilled by `rauc status mark-good`.
 # Untested on hardware here. The firmware passes its device tree in ${fdt_addr}.
+# Load addresses above U-Boot's defaults: a Debian kernel Image (~38 MB) loaded at 0x80000 would
+# overwrite this script at ${scriptaddr} (0x2400000) while it runs.
+setenv kernel_addr_r 0x10000000
+setenv ramdisk_addr_r 0x14000000
 setenv envaddr ${ramdisk_addr_r}
 setenv BOOT_ORDER
 setenv BOOT_A_LEFT
@@ -36,6 +40,13 @@ test -n "${slot}" || reset
 
 part uuid ${devtype} ${devnum}:${part} rootuuid
 echo "macula: booting slot ${slot} (A_LEFT=${BOOT_A_LEFT} B_LEFT=${BOOT_B_LEFT})"
-setenv bootargs "console=ttyAMA0,115200 console=tty1 quiet panic=5 ro rootwait root=PARTUUID=${rootuuid} rauc.slot=${slot}"
+# serial console: the mini UART (ttyS0) on GPIO 14/15 (config.txt enable_uart=1); the PL011 serves
+# Bluetooth
+setenv bootargs "console=tty1 console=ttyS0,115200 quiet panic=5 ro rootwait root=PARTUUID=${rootuuid} rauc.slot=${slot}"
 load ${devtype} ${devnum}:${part} ${kernel_addr_r} /boot/Image
-booti ${kernel_addr_r} - ${fdt_addr}
+# the Debian-package image needs its initramfs (SD host and ext4 are modules there)
+if load ${devtype} ${devnum}:${part} ${ramdisk_addr_r} /boot/initrd.img; then
+  booti ${kernel_addr_r} ${ramdisk_addr_r}:${filesize} ${fdt_addr}
+else
+  booti ${kernel_addr_r} - ${fdt_addr}
+fi
