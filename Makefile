@@ -1,6 +1,6 @@
 # Macula OS — top-level entry points. See README.md.
 #   make test   install what is missing, then fmt check, clippy -D warnings, all tests,
-#               then the image/QEMU tests (test-images)
+#               then the image/QEMU tests (test-images), the Raspberry Pi images (test-rpi)
 #   make demo   the main job: a live 5-node realm (see tests/mesh-demo.sh)
 #   make bench  benchmarks (figures printed as ratios against same-run baselines)
 
@@ -42,7 +42,7 @@ unit: build
 
 # Whole-system tests: image build, QEMU boots, RAUC A/B OTA, kernel WireGuard between guests
 # (by hand and configured by the agent).
-test: deps lint unit test-images test-net-qemu
+test: deps lint unit test-images test-net-qemu test-rpi
 
 # The main job: a realm of 1 hub + 4 edges (tests/mesh-demo.sh).
 demo: demo-mesh
