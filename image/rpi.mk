@@ -3,8 +3,9 @@
 #   make image  BOARD=rpi4|rpi5   -> build/image/<board>/sdcard.img, sdcard.img.bmap, sdcard.img.zst,
 #                                   macula-<board>-<version>.raucb (update bundle of the same rootfs)
 #   make bundle BOARD=...  [BUNDLE_VERSION=0.0.2]   -> build/image/<board>/update-<version>.raucb
-#   make test-rpi     both boards: images + tests/qemu/test_rpi.py (layout, boot files, RAUC
-#                     slots; the Pi 4 image's kernel, DTB and rootfs booted in QEMU raspi4b)
+#   make test-rpi     both boards: test images (CONSOLE_SHELL=1: a root shell on the console for
+#                     the harness; otherwise identical) + tests/qemu/test_rpi.py (layout, boot
+#                     files, RAUC slots; the Pi 4 image's kernel, DTB and rootfs in QEMU raspi4b)
 # BOARD selects ARCH=aarch64 and the aarch64 agent build of image.mk (image-agent).
 BOARD ?=
 RPI_BOARDS := rpi4 rpi5
@@ -26,5 +27,5 @@ RPI_TEST_AGENT := $(if $(wildcard image/cross-aarch64.sh),,AGENT=no)
 .PHONY: test-rpi
 test-rpi: $(addprefix test-rpi-,$(RPI_BOARDS))
 test-rpi-%: check-buildroot
-	$(MAKE) --no-print-directory image BOARD=$* $(RPI_TEST_AGENT)
+	$(MAKE) --no-print-directory image BOARD=$* CONSOLE_SHELL=1 $(RPI_TEST_AGENT)
 	$(IMAGE_PY) tests/qemu/test_rpi.py --board $* --image-dir build/image/$* --keys $(IMAGE_KEYS)
