@@ -169,6 +169,24 @@ def agent_checks(g, a, boot_name):
     return rc == 0
 
 
+def name_resolution(g):
+    """A hub given by host name in /etc/hosts resolves in the agent (static glibc on aarch64).
+
+    The rootfs is read-only: a copy of /etc/hosts with the hub's line is bind-mounted over it.
+    """
+    g.sh("{ cat /etc/hosts; echo '10.0.2.2 hub.macula.test'; } >/tmp/hosts && "
+         "mount --bind /tmp/hosts /etc/hosts")
+    g.sh("printf '[mesh]\\nbootstrap = [\"hub.macula.test:4433\", \"nohub.invalid:4433\"]\\n'"
+         " >/tmp/agent.toml")
+    rc, out = g.sh("maculad --check-config /tmp/agent.toml 2>&1", check=False)
+    g.sh("umount /etc/hosts")
+    check(rc == 0, f"`maculad --check-config` failed ({rc}):\n{out}")
+    check("[mesh] bootstrap hub.macula.test:4433 -> 10.0.2.2:4433" in out,
+          f"hub name from /etc/hosts not resolved by the agent:\n{out}")
+    check("cannot resolve nohub.invalid" in out, f"unknown name not reported:\n{out}")
+    RESULTS["agent_resolves_etc_hosts"] = True
+
+
 def mount_xfer(g):
     """The bundles disk (ext4 labelled xfer, read-only) at /tmp/xfer."""
     g.sh("mkdir -p /tmp/xfer && mount -o ro $(findfs LABEL=xfer) /tmp/xfer")
@@ -218,6 +236,8 @@ def ota(a, image, work):
     RESULTS["boot1_ready_wall_s"] = round(g.ready_wall, 1)
     RESULTS["boot1_ready_uptime_s"] = g.ready_uptime
     agent_updates = agent_checks(g, a, "boot1")
+    if a.agent_dir:
+        name_resolution(g)
     RESULTS["update_path"] = "maculactl (io.macula.Update1)" if agent_updates else "rauc CLI"
     log(f"ready in {g.ready_wall:.1f} s; updates through {RESULTS['update_path']}")
     _, out = g.sh("rauc status --detailed")

@@ -407,6 +407,28 @@ mod tests {
         }
     }
 
+    /// The AEAD two nodes with this CPU negotiate, with the transport's default parameters.
+    /// Run explicitly on a known CPU (`make test-aarch64-unit` runs it under
+    /// `qemu-aarch64-static -cpu cortex-a72`, a Pi 4 without AES instructions, expecting
+    /// `chacha`, and `-cpu max` expecting `aes`): MACULA_EXPECT_AEAD=chacha|aes.
+    #[test]
+    #[ignore = "needs MACULA_EXPECT_AEAD for the CPU it runs on"]
+    fn aead_choice_matches_this_cpu() {
+        let expect = std::env::var("MACULA_EXPECT_AEAD").expect("set MACULA_EXPECT_AEAD");
+        let chacha_first = crate::transport::TransportParams::default().chacha_first;
+        let (ck, sk) = (NodeKey::from_seed([1; 32]), NodeKey::from_seed([2; 32]));
+        let c = client_config(&ck, Arc::default(), chacha_first).unwrap();
+        let s = server_config(&sk, Arc::default(), chacha_first).unwrap();
+        let suite = handshake(c, s, &sk.node_id().to_string()).unwrap();
+        let want = match expect.as_str() {
+            "chacha" => rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+            "aes" => rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+            other => panic!("MACULA_EXPECT_AEAD={other}: use chacha or aes"),
+        };
+        assert_eq!(suite, want, "cpu_has_aes() = {}", cpu_has_aes());
+        println!("negotiated {suite:?} (cpu_has_aes = {})", cpu_has_aes());
+    }
+
     #[test]
     fn handshake_checks_the_dialled_key_and_deny_list() {
         let (ck, sk) = (NodeKey::from_seed([1; 32]), NodeKey::from_seed([2; 32]));

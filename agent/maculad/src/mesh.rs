@@ -17,7 +17,7 @@ use macula_core::wire;
 use macula_mesh::beacon;
 use macula_mesh::config::MeshSection;
 use macula_mesh::membership::{Capacity, FailureDomains, MAX_META_ADDRS, MembershipConfig};
-use macula_mesh::node::{Bootstrap, MeshNode, NodeConfig, PeerInfo};
+use macula_mesh::node::{Bootstrap, BootstrapError, MeshNode, NodeConfig, PeerInfo};
 use macula_mesh::realm::{Admission, CertBody, MembershipCert, RealmKey, Revocation};
 use macula_mesh::transport::{TransportParams, unix_now};
 use macula_net::overlay::{WgKey, peer_public_key};
@@ -263,13 +263,18 @@ impl MeshGlue {
             .map_err(|e| Error::InvalidArgument(format!("certificate refused: {e}")))?;
         let admission = Arc::new(admission);
         let persisted = self.load_revocations(&admission);
-        let bootstrap = self
-            .config
-            .bootstrap
-            .iter()
-            .map(|b| b.parse::<Bootstrap>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::InvalidArgument(format!("[mesh] bootstrap: {e}")))?;
+        let mut bootstrap = Vec::new();
+        for entry in &self.config.bootstrap {
+            match Bootstrap::resolve(entry) {
+                Ok(contacts) => bootstrap.extend(contacts),
+                // A name that does not resolve yet must not keep the node off the realm: the LAN
+                // beacon and the other contacts still work.
+                Err(BootstrapError::Resolve(e)) => {
+                    tracing::warn!(target: "macula::mesh", "[mesh] bootstrap: {e}; skipped")
+                }
+                Err(e) => return Err(Error::InvalidArgument(format!("[mesh] bootstrap: {e}"))),
+            }
+        }
         let (advertise, uplinks) = advertised_addrs(&self.config);
         let node = MeshNode::start_with_uplinks(
             &self.key,

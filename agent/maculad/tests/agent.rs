@@ -123,6 +123,42 @@ fn corrupt_or_exposed_key_refuses_to_start() {
 }
 
 #[test]
+fn check_config_resolves_bootstrap_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    let maculad = macula_testkit::bin("maculad");
+    let check = |body: &str| {
+        std::fs::write(&path, body).unwrap();
+        Command::new(&maculad)
+            .arg("--check-config")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    // `localhost` resolves through /etc/hosts; an IP contact is kept as is
+    let out = check("[mesh]\nbootstrap = [\"localhost:4433\", \"192.0.2.1:4433\"]\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("[mesh] bootstrap localhost:4433 -> 127.0.0.1:4433")
+            || text.contains("[mesh] bootstrap localhost:4433 -> [::1]:4433"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[mesh] bootstrap 192.0.2.1:4433 -> 192.0.2.1:4433"),
+        "{text}"
+    );
+    // a malformed entry makes the file invalid
+    let out = check("[mesh]\nbootstrap = [\"localhost\"]\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("write `host:port`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn bad_config_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.toml");
