@@ -43,8 +43,6 @@ pub struct Observation {
     /// The booted slot's boot name (`A`/`B`), or `None` when not booted from a RAUC slot
     /// (development machine): then there is nothing to confirm.
     pub booted: Option<String>,
-    /// Whether the booted slot is already marked good.
-    pub booted_good: bool,
     pub checks: Vec<Check>,
 }
 
@@ -55,7 +53,9 @@ pub enum Decision {
     MarkGood { slot: String },
     /// Look again after this long.
     Wait { recheck_in: Duration },
-    /// Nothing to do: the slot is good, or the system did not boot from a RAUC slot.
+    /// Nothing to do: the system did not boot from a RAUC slot. A slot RAUC already reports good
+    /// is still confirmed after the checks: with U-Boot a slot is "good" while it has attempts
+    /// left, and only marking it good restores them (else it falls back after 3 boots).
     Nothing,
     /// The deadline passed with failing checks: leave the slot unconfirmed (the boot loader falls
     /// back at the next reset). Names the failing checks with their reasons.
@@ -70,9 +70,6 @@ pub fn decide(policy: &Policy, obs: &Observation) -> Decision {
     let Some(slot) = &obs.booted else {
         return Decision::Nothing;
     };
-    if obs.booted_good {
-        return Decision::Nothing;
-    }
     let failing: Vec<String> = obs
         .checks
         .iter()
@@ -139,7 +136,6 @@ mod tests {
         Observation {
             now: Duration::from_secs(now),
             booted: Some("B".into()),
-            booted_good: false,
             checks: checks
                 .into_iter()
                 .map(|(n, s)| Check {
@@ -221,12 +217,10 @@ mod tests {
     }
 
     #[test]
-    fn nothing_to_do_when_good_or_not_a_rauc_boot() {
+    fn every_rauc_boot_is_confirmed_and_other_boots_are_left_alone() {
         let p = policy();
         let mut o = obs(100, vec![("bus", pass(0))]);
-        o.booted_good = true;
-        assert_eq!(decide(&p, &o), Decision::Nothing);
-        o.booted_good = false;
+        assert_eq!(decide(&p, &o), Decision::MarkGood { slot: "B".into() });
         o.booted = None;
         assert_eq!(decide(&p, &o), Decision::Nothing);
     }

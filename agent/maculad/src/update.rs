@@ -225,16 +225,14 @@ pub async fn health_task(glue: Arc<UpdateGlue>, state_dir: PathBuf, started: Ins
     let mut rauc_since: Option<Duration> = None;
     loop {
         let now = started.elapsed();
-        let (booted_good, rauc_check) = match glue.rauc().await {
-            Err(e) => (false, CheckState::Failing(error_text(&e))),
+        // RAUC answers for the booted slot (its boot status is not used: see `Decision::Nothing`)
+        let rauc_check = match glue.rauc().await {
+            Err(e) => CheckState::Failing(error_text(&e)),
             Ok(rauc) => match rauc.booted_is_good().await {
-                Ok(good) => (
-                    good,
-                    CheckState::PassingSince(*rauc_since.get_or_insert(now)),
-                ),
+                Ok(_) => CheckState::PassingSince(*rauc_since.get_or_insert(now)),
                 Err(e) => {
                     rauc_since = None;
-                    (false, CheckState::Failing(e.to_string()))
+                    CheckState::Failing(e.to_string())
                 }
             },
         };
@@ -248,7 +246,6 @@ pub async fn health_task(glue: Arc<UpdateGlue>, state_dir: PathBuf, started: Ins
         let obs = Observation {
             now,
             booted: booted.clone(),
-            booted_good,
             checks: vec![
                 Check {
                     name: "agent-bus".into(),
@@ -266,11 +263,7 @@ pub async fn health_task(glue: Arc<UpdateGlue>, state_dir: PathBuf, started: Ins
         };
         match decide(&policy, &obs) {
             Decision::Nothing => {
-                glue.set_health(if booted_good {
-                    "good".into()
-                } else {
-                    "not booted from a RAUC slot".into()
-                });
+                glue.set_health("not booted from a RAUC slot".into());
                 return;
             }
             Decision::Wait { recheck_in } => {
