@@ -32,7 +32,7 @@ impl Domain {
             Domain::RealmCert => "macula/v1/realm-cert",
             Domain::DhtRecord => "macula/v1/dht-record",
             Domain::ShardHeader => "macula/v1/shard-header",
-            Domain::Beacon => "macula/v1/beacon",
+            Domain::Beacon => "macula/v2/beacon",
             Domain::ShardDelete => "macula/v1/shard-delete",
             Domain::Publication => "macula/v1/publication",
             Domain::Resources => "macula/v1/resources",

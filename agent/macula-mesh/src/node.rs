@@ -472,6 +472,15 @@ impl MeshNode {
             .expect("a bound endpoint has an address")
     }
 
+    /// Whether this node has a connection to `node` now.
+    pub fn is_connected(&self, node: &NodeId) -> bool {
+        self.shared
+            .conns
+            .lock()
+            .expect("conn lock")
+            .contains_key(node)
+    }
+
     /// All known peers (alive, suspect, and down ones not yet forgotten), by node ID.
     pub fn peers(&self) -> Vec<PeerInfo> {
         self.shared

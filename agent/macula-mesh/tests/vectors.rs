@@ -10,7 +10,7 @@ use macula_mesh::membership::{
 };
 use macula_mesh::proto::{Control, Datagram, Hello};
 use macula_mesh::pubsub::{PubSubMsg, Publication};
-use macula_mesh::realm::{CertBody, MembershipCert, RealmKey, Role};
+use macula_mesh::realm::{Admission, CertBody, MembershipCert, RealmKey, Role};
 use macula_mesh::rpc::{ErrorCode, RpcReply, RpcRequest};
 
 fn hex(b: &[u8]) -> String {
@@ -45,7 +45,7 @@ pub const RPC_REPLY_CHUNK: &str = "00000006010203010203";
 pub const RPC_REPLY_END: &str = "000000020103";
 pub const PUBSUB_PUBLISH: &str = "00000068010301748139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3940101fff13e763cd6fe548788dcb51f56212cb4bad96d7c1010f299ba0641c2831d5adcd658bdc8c641499f192fddb9582cb99467c1ef5543ebcc40e4b916e70d4f5e0500";
 pub const DHT_RECORD: &str = "010142424242424242424242424242424242424242424242424242424242424242428139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3940180a4a7da0600284f408920db0fc11353f6f8578fe37104f619c32ab80a3234923c2513089a57792135721a7b7376700bdf6ba8e0a83f52fdd7969c5c03d08c627c30aa211c0a";
-pub const BEACON: &str = "018a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394d1221111111111111111111111111111111180b883a1f732e7da6da01c14f9875c932ce83eaf3381cf5ab15fe48584c6aecdda99df1ec6b7276e119ab02af3957cb20a0fcc1128414bf0dc64f9495d7d13b32d45ca8fa10a";
+pub const BEACON: &str = "01028a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b39400c0000201d1221111111111111111111111111111111180b883a1f7328a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3940006656467652d3180e2cfaa0680a4a7da06009f1ba3322efb306c848a62aece4a90e35d27e69c79cbf72ae162cc4159a9fb107b7a425e79a9964a3f795e418a3295c3e801fa4fcb5e383041b968875e71710c636c709dc0a844bc9161bcb0166d1de0582e771f332736ecf77f566de36c9fad725e766c0b3bccd0938b36247eb1965702444a8f78f2d9490f5489b48feb9a04";
 pub const WANT_META: &str = "01018139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394";
 pub const SIGNED_META: &str = "018139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b39480b883a1f7320006656467652d3101046574683000c0000201d1220080808080048080808002056174746963057570732d3105302e312e30008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3940006656467652d3180e2cfaa0680a4a7da06009f1ba3322efb306c848a62aece4a90e35d27e69c79cbf72ae162cc4159a9fb107b7a425e79a9964a3f795e418a3295c3e801fa4fcb5e383041b968875e71710c7a09482543fde5491e279d6c8836a0a001f72e80cf49dc0ca64fed7d2f512194637c1ca63e4cb79fae01924c8fdb8a759709af21fcfce121930ca2275c735a0b";
 
@@ -151,8 +151,15 @@ fn vectors() {
         ),
         (
             "BEACON",
-            hex(&BeaconState::new(NodeKey::from_seed([2; 32]), r.id(), 4433)
-                .make(1_750_000_000_000, [0x11; 16])),
+            hex(&BeaconState::new(
+                NodeKey::from_seed([2; 32]),
+                std::sync::Arc::new(
+                    Admission::new(node, cert.clone(), 1_750_000_000)
+                        .expect("the vector certificate"),
+                ),
+                4433,
+            )
+            .make("192.0.2.1".parse().unwrap(), 1_750_000_000_000, [0x11; 16])),
         ),
         (
             "DHT_RECORD",

@@ -322,7 +322,7 @@ impl MeshGlue {
         );
         let node = Arc::new(node);
         self.keep_revocations(&node, admission.clone());
-        self.start_beacon(&node, admission.realm());
+        self.start_beacon(&node, admission.clone());
         *slot = Some(node.clone());
         drop(slot);
         if let Some(conn) = self.conn.get() {
@@ -334,7 +334,7 @@ impl MeshGlue {
 
     /// Sends and hears the LAN discovery beacon on the `[mesh] lan_beacon` interfaces and dials
     /// every member it announces. An interface that cannot be used is reported and skipped.
-    fn start_beacon(&self, node: &Arc<MeshNode>, realm: macula_mesh::realm::RealmId) {
+    fn start_beacon(&self, node: &Arc<MeshNode>, admission: Arc<Admission>) {
         let group = self.config.beacon_group;
         let sockets: Vec<_> = self
             .config
@@ -356,9 +356,11 @@ impl MeshGlue {
             "LAN beacon on");
         let state = beacon::BeaconState::new(
             NodeKey::from_seed(*self.key.signing_key().as_bytes()),
-            realm,
+            admission,
             node.local_addr().port(),
         );
+        let watcher = node.clone();
+        let connected = move |n: &macula_core::NodeId| watcher.is_connected(n);
         let dialer = node.clone();
         let found = move |f: beacon::Found| {
             let node = dialer.clone();
@@ -376,7 +378,9 @@ impl MeshGlue {
             });
         };
         let interval = std::time::Duration::from_secs(self.config.beacon_interval_s.max(1));
-        tokio::spawn(beacon::run(state, sockets, group, interval, found));
+        tokio::spawn(beacon::run(
+            state, sockets, group, interval, connected, found,
+        ));
     }
 
     /// Loads the stored revocations into `admission` (before the endpoint accepts anyone).
