@@ -37,6 +37,14 @@ pub const VIEW: usize = 8;
 pub const GRAFT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Messages remembered for de-duplication and grafts.
 pub const SEEN_CAPACITY: usize = 4096;
+/// Bytes of publications (payload and topic) kept for grafts, in total...
+pub const STORE_BYTES: usize = 16 << 20;
+/// ...and per publisher: a member flooding its own publications pushes out only its own.
+pub const STORE_BYTES_PER_PUBLISHER: usize = 2 << 20;
+/// Topics with subscribers this node keeps links for, in total...
+pub const MAX_TOPICS: usize = 4096;
+/// ...and per subscribing peer (a subscription beyond it is not acknowledged).
+pub const MAX_TOPICS_PER_PEER: usize = 256;
 
 /// A message identity: (publisher, per-publisher sequence number).
 pub type MsgId = (NodeId, u64);
@@ -242,9 +250,16 @@ pub struct PubSub {
     /// (topic, peer) pairs that acknowledged our subscription.
     acked: std::collections::HashSet<(String, NodeId)>,
     topics: HashMap<String, TopicState>,
-    /// Recently seen messages (kept for grafts), oldest first.
+    /// How many topics of `topics` each peer subscribes to.
+    peer_topics: HashMap<NodeId, usize>,
+    /// Recently seen messages, oldest first ([`SEEN_CAPACITY`]).
     seen: VecDeque<MsgId>,
-    store: HashMap<MsgId, Publication>,
+    /// The seen messages; those still kept for grafts with their publication (within
+    /// [`STORE_BYTES`] and [`STORE_BYTES_PER_PUBLISHER`]).
+    store: HashMap<MsgId, Option<Publication>>,
+    /// Bytes of the kept publications, in total and per publisher.
+    stored_bytes: usize,
+    publisher_bytes: HashMap<NodeId, usize>,
     /// Announcements of messages not received yet.
     missing: HashMap<MsgId, Missing>,
     out: Vec<PubSubOutput>,
@@ -264,8 +279,11 @@ impl PubSub {
             local: BTreeSet::new(),
             acked: Default::default(),
             topics: HashMap::new(),
+            peer_topics: HashMap::new(),
             seen: VecDeque::new(),
             store: HashMap::new(),
+            stored_bytes: 0,
+            publisher_bytes: HashMap::new(),
             missing: HashMap::new(),
             out: Vec::new(),
             rng: StdRng::seed_from_u64(u64::from_le_bytes(
@@ -319,9 +337,17 @@ impl PubSub {
     pub fn peer_down(&mut self, peer: &NodeId) {
         self.peers.remove(peer);
         self.acked.retain(|(_, p)| p != peer);
+        self.peer_topics.remove(peer);
         for t in self.topics.values_mut() {
             t.remove(peer);
         }
+        self.topics.retain(|_, t| !t.subscribers.is_empty());
+    }
+
+    /// Topics this node keeps subscribers and links for, and the bytes of publications it
+    /// keeps for grafts: both bounded ([`MAX_TOPICS`], [`STORE_BYTES`]).
+    pub fn held(&self) -> (usize, usize) {
+        (self.topics.len(), self.stored_bytes)
     }
 
     /// Subscribes; every known peer is told and acknowledges ([`PubSubOutput::Subscribed`]).
@@ -368,8 +394,21 @@ impl PubSub {
                 if check_topic(&topic).is_err() {
                     return;
                 }
+                let known = self.topics.get(&topic);
+                if !known.is_some_and(|t| t.subscribers.contains(&from)) {
+                    let theirs = self.peer_topics.get(&from).copied().unwrap_or(0);
+                    if theirs >= MAX_TOPICS_PER_PEER
+                        || (known.is_none() && self.topics.len() >= MAX_TOPICS)
+                    {
+                        tracing::warn!(peer = %from, %topic,
+                            "subscription not kept: too many topics ({theirs} of this peer, {} in all)",
+                            self.topics.len());
+                        return;
+                    }
+                }
                 let t = self.topics.entry(topic.clone()).or_default();
                 if t.subscribers.insert(from) {
+                    *self.peer_topics.entry(from).or_default() += 1;
                     t.offered += 1;
                     if t.eager.len() < EAGER_FANOUT {
                         t.eager.insert(from);
@@ -394,8 +433,19 @@ impl PubSub {
                 }
             }
             PubSubMsg::Unsubscribe { topic } => {
-                if let Some(t) = self.topics.get_mut(&topic) {
+                if let Some(t) = self.topics.get_mut(&topic)
+                    && t.subscribers.contains(&from)
+                {
                     t.remove(&from);
+                    if t.subscribers.is_empty() {
+                        self.topics.remove(&topic);
+                    }
+                    if let Some(n) = self.peer_topics.get_mut(&from) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.peer_topics.remove(&from);
+                        }
+                    }
                 }
             }
             PubSubMsg::Publish { msg, hops } => {
@@ -422,8 +472,9 @@ impl PubSub {
                     return;
                 }
                 // The link it came over (if it is one of ours) is a tree link.
-                let t = self.topics.entry(msg.topic.clone()).or_default();
-                if t.lazy.remove(&from) {
+                if let Some(t) = self.topics.get_mut(&msg.topic)
+                    && t.lazy.remove(&from)
+                {
                     t.eager.insert(from);
                 }
                 self.accept(msg, Some(from), hops + 1);
@@ -442,12 +493,13 @@ impl PubSub {
                 }
             }
             PubSubMsg::Graft { topic, id } => {
-                let t = self.topics.entry(topic.clone()).or_default();
-                if t.subscribers.contains(&from) {
+                if let Some(t) = self.topics.get_mut(&topic)
+                    && t.subscribers.contains(&from)
+                {
                     t.lazy.remove(&from);
                     t.eager.insert(from);
                 }
-                if let Some(msg) = self.store.get(&id).cloned() {
+                if let Some(Some(msg)) = self.store.get(&id).cloned() {
                     self.send(from, PubSubMsg::Publish { msg, hops: 0 });
                 }
             }
@@ -513,7 +565,9 @@ impl PubSub {
             });
         }
         let me = self.me;
-        let t = self.topics.entry(msg.topic.clone()).or_default();
+        let Some(t) = self.topics.get(&msg.topic) else {
+            return;
+        };
         let eager: Vec<NodeId> = t
             .eager
             .iter()
@@ -546,12 +600,57 @@ impl PubSub {
         }
     }
 
+    /// Remembers a message as seen and keeps it for grafts, making room within the byte
+    /// budgets by dropping the oldest kept publications (of this publisher first).
     fn remember(&mut self, id: MsgId, msg: Publication) {
+        let size = kept_size(&msg);
+        let publisher = id.0;
+        while self.publisher_bytes.get(&publisher).copied().unwrap_or(0) + size
+            > STORE_BYTES_PER_PUBLISHER
+            && self.drop_oldest(Some(publisher))
+        {}
+        while self.stored_bytes + size > STORE_BYTES && self.drop_oldest(None) {}
+        self.stored_bytes += size;
+        *self.publisher_bytes.entry(publisher).or_default() += size;
         self.seen.push_back(id);
-        self.store.insert(id, msg);
+        if let Some(Some(old)) = self.store.insert(id, Some(msg)) {
+            self.forget_bytes(&old);
+        }
         while self.seen.len() > SEEN_CAPACITY {
-            if let Some(old) = self.seen.pop_front() {
-                self.store.remove(&old);
+            if let Some(old) = self.seen.pop_front()
+                && let Some(Some(m)) = self.store.remove(&old)
+            {
+                self.forget_bytes(&m);
+            }
+        }
+    }
+
+    /// Drops the oldest kept publication (of `publisher`, if given); its ID stays seen.
+    fn drop_oldest(&mut self, publisher: Option<NodeId>) -> bool {
+        let Some(id) = self
+            .seen
+            .iter()
+            .find(|id| {
+                publisher.is_none_or(|p| id.0 == p)
+                    && self.store.get(*id).is_some_and(Option::is_some)
+            })
+            .copied()
+        else {
+            return false;
+        };
+        if let Some(m) = self.store.get_mut(&id).and_then(Option::take) {
+            self.forget_bytes(&m);
+        }
+        true
+    }
+
+    fn forget_bytes(&mut self, m: &Publication) {
+        let size = kept_size(m);
+        self.stored_bytes -= size;
+        if let Some(b) = self.publisher_bytes.get_mut(&m.publisher) {
+            *b -= size;
+            if *b == 0 {
+                self.publisher_bytes.remove(&m.publisher);
             }
         }
     }
@@ -561,9 +660,164 @@ impl PubSub {
     }
 }
 
+/// What a kept publication counts against the budgets.
+fn kept_size(m: &Publication) -> usize {
+    m.payload.len() + m.topic.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key(i: u64) -> NodeKey {
+        let mut s = [0u8; 32];
+        s[..8].copy_from_slice(&i.to_le_bytes());
+        NodeKey::from_seed(s)
+    }
+
+    fn acks(ps: &mut PubSub) -> usize {
+        ps.drain()
+            .filter(|o| {
+                matches!(
+                    o,
+                    PubSubOutput::Send {
+                        msg: PubSubMsg::SubAck { .. },
+                        ..
+                    }
+                )
+            })
+            .count()
+    }
+
+    /// Issue 18: every topic a peer named stayed in the topic map for ever. A member
+    /// subscribing to thousands of topics gets [`MAX_TOPICS_PER_PEER`], many members together
+    /// [`MAX_TOPICS`]; an honest member still subscribes, and unsubscribing frees the entries.
+    #[test]
+    fn a_member_flooding_topics_is_held_to_its_share() {
+        let mut ps = PubSub::new(key(1));
+        let rogue = key(2).node_id();
+        for i in 0..10_000 {
+            ps.handle(
+                rogue,
+                PubSubMsg::Subscribe {
+                    topic: format!("flood.{i}"),
+                },
+            );
+        }
+        assert_eq!(acks(&mut ps), MAX_TOPICS_PER_PEER);
+        assert_eq!(ps.held().0, MAX_TOPICS_PER_PEER);
+        // Publications, grafts and prunes of unknown topics create no entries.
+        let p = Publication::sign(&key(2), "other.topic".into(), 1, vec![1]);
+        ps.handle(rogue, PubSubMsg::Publish { msg: p, hops: 0 });
+        for i in 0..1000 {
+            let topic = format!("graft.{i}");
+            ps.handle(
+                rogue,
+                PubSubMsg::Graft {
+                    topic,
+                    id: (rogue, 9),
+                },
+            );
+        }
+        assert_eq!(ps.held().0, MAX_TOPICS_PER_PEER);
+        let honest = key(3).node_id();
+        let _ = ps.drain().count();
+        ps.handle(
+            honest,
+            PubSubMsg::Subscribe {
+                topic: "flood.1".into(),
+            },
+        );
+        ps.handle(
+            honest,
+            PubSubMsg::Subscribe {
+                topic: "honest".into(),
+            },
+        );
+        assert_eq!(acks(&mut ps), 2);
+        assert_eq!(ps.subscribers("honest"), vec![honest]);
+        for i in 0..10_000 {
+            ps.handle(
+                rogue,
+                PubSubMsg::Unsubscribe {
+                    topic: format!("flood.{i}"),
+                },
+            );
+        }
+        assert_eq!(ps.held().0, 2, "flood.1 (honest) and honest");
+        // Many members: the total holds.
+        for m in 10..100 {
+            for i in 0..MAX_TOPICS_PER_PEER {
+                ps.handle(
+                    key(m).node_id(),
+                    PubSubMsg::Subscribe {
+                        topic: format!("m{m}.{i}"),
+                    },
+                );
+            }
+        }
+        assert_eq!(ps.held().0, MAX_TOPICS);
+        ps.peer_down(&key(10).node_id());
+        assert_eq!(ps.held().0, MAX_TOPICS - MAX_TOPICS_PER_PEER);
+    }
+
+    /// Issue 18: up to 4096 publications of 64 KiB (256 MiB) were kept for grafts. A member
+    /// flooding publications keeps at most [`STORE_BYTES_PER_PUBLISHER`] of its own, many
+    /// publishers at most [`STORE_BYTES`], and an honest publication is still delivered,
+    /// forwarded and served to grafts.
+    #[test]
+    fn a_member_flooding_publications_is_held_to_its_share() {
+        let topic = "t";
+        let mut ps = PubSub::new(key(1));
+        ps.subscribe(topic).unwrap();
+        let lazy_peer = key(9).node_id();
+        ps.handle(
+            lazy_peer,
+            PubSubMsg::Subscribe {
+                topic: topic.into(),
+            },
+        );
+        let rogue = key(2);
+        let publish = |msg: Publication| PubSubMsg::Publish { msg, hops: 0 };
+        for seq in 1..=40 {
+            let p = Publication::sign(&rogue, topic.into(), seq, vec![0; MAX_PAYLOAD]);
+            ps.handle(rogue.node_id(), publish(p));
+        }
+        let _ = ps.drain().count();
+        assert!(ps.held().1 <= STORE_BYTES_PER_PUBLISHER, "{}", ps.held().1);
+        assert!(ps.held().1 > STORE_BYTES_PER_PUBLISHER - MAX_PAYLOAD - 16);
+        // A duplicate of a dropped one is still recognised as seen.
+        let again = Publication::sign(&rogue, topic.into(), 1, vec![0; MAX_PAYLOAD]);
+        ps.handle(rogue.node_id(), publish(again));
+        assert!(delivered(&mut ps).is_empty());
+        for m in 100..109 {
+            let k = key(m);
+            for seq in 1..=33 {
+                let p = Publication::sign(&k, topic.into(), seq, vec![0; MAX_PAYLOAD]);
+                ps.handle(k.node_id(), publish(p));
+            }
+        }
+        let _ = ps.drain().count();
+        assert!(ps.held().1 <= STORE_BYTES, "{}", ps.held().1);
+        assert!(
+            ps.publisher_bytes
+                .values()
+                .all(|b| *b <= STORE_BYTES_PER_PUBLISHER)
+        );
+        let honest = key(3);
+        let real = Publication::sign(&honest, topic.into(), 1, b"inventory".to_vec());
+        ps.handle(honest.node_id(), publish(real.clone()));
+        assert_eq!(delivered(&mut ps), std::slice::from_ref(&real));
+        ps.handle(
+            lazy_peer,
+            PubSubMsg::Graft {
+                topic: topic.into(),
+                id: (honest.node_id(), 1),
+            },
+        );
+        assert!(ps.drain().any(|o| matches!(o,
+            PubSubOutput::Send { to, msg: PubSubMsg::Publish { msg, .. } } if to == lazy_peer && msg == real)));
+    }
 
     fn delivered(ps: &mut PubSub) -> Vec<Publication> {
         ps.drain()
