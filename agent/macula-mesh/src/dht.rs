@@ -30,6 +30,10 @@ pub const MAX_VALUE: usize = 1024;
 pub const MAX_TTL: u64 = 24 * 3600;
 /// Most records kept per key (newest first).
 pub const MAX_RECORDS_PER_KEY: usize = 64;
+/// Records a node stores for others, in total (each at most ~1.2 KiB: ~20 MiB)...
+pub const MAX_RECORDS: usize = 16_384;
+/// ...and per storing peer (the member that sent the `Store`), whatever authors it signs as.
+pub const MAX_RECORDS_PER_PEER: usize = 1024;
 /// Consecutive failed requests after which a contact leaves the routing table.
 const MAX_FAILURES: u8 = 3;
 
@@ -169,6 +173,8 @@ pub enum RecordError {
     TooLarge(usize),
     #[error("an equal or newer record (seq {0}) is already stored")]
     Stale(u64),
+    #[error("the store is full ({0} records of the sender or in all); try other nodes")]
+    Full(u64),
 }
 
 impl Record {
@@ -199,60 +205,138 @@ impl Record {
     }
 }
 
-/// Records this node stores for others.
-#[derive(Debug, Default)]
+/// Records this node stores for others, bounded in total ([`MAX_RECORDS`]) and per storing
+/// peer ([`MAX_RECORDS_PER_PEER`]).
+#[derive(Debug)]
 pub struct RecordStore {
-    by_key: HashMap<Key, Vec<Record>>,
+    /// Per key: each record with the peer that stored it.
+    by_key: HashMap<Key, Vec<(Record, NodeId)>>,
+    per_peer: HashMap<NodeId, usize>,
+    total: usize,
+    max_total: usize,
+}
+
+impl Default for RecordStore {
+    fn default() -> Self {
+        Self {
+            by_key: HashMap::new(),
+            per_peer: HashMap::new(),
+            total: 0,
+            max_total: MAX_RECORDS,
+        }
+    }
 }
 
 impl RecordStore {
-    /// Stores a verified record, replacing an older one of the same (author, kind).
-    pub fn put(&mut self, rec: Record, now: u64) -> Result<(), RecordError> {
+    /// Stores a verified record sent by `from`, replacing an older one of the same
+    /// (author, kind).
+    pub fn put(&mut self, rec: Record, from: NodeId, now: u64) -> Result<(), RecordError> {
         rec.verify(now)?;
         let list = self.by_key.entry(rec.body.key).or_default();
-        list.retain(|r| r.body.expires > now);
-        if let Some(old) = list
-            .iter_mut()
-            .find(|r| r.body.author == rec.body.author && r.body.kind == rec.body.kind)
-        {
-            if old.body.seq >= rec.body.seq {
-                return Err(RecordError::Stale(old.body.seq));
+        let mut gone = Vec::new();
+        list.retain(|(r, by)| {
+            let keep = r.body.expires > now;
+            if !keep {
+                gone.push(*by);
             }
-            *old = rec;
+            keep
+        });
+        if let Some(i) = list
+            .iter()
+            .position(|(r, _)| r.body.author == rec.body.author && r.body.kind == rec.body.kind)
+        {
+            if list[i].0.body.seq >= rec.body.seq {
+                let seq = list[i].0.body.seq;
+                self.forget(gone);
+                return Err(RecordError::Stale(seq));
+            }
+            let old_by = list[i].1;
+            list[i] = (rec, from);
+            self.forget(gone);
+            self.forget([old_by]);
+            self.count(from);
             return Ok(());
         }
-        list.push(rec);
-        if list.len() > MAX_RECORDS_PER_KEY {
-            list.sort_by_key(|r| std::cmp::Reverse(r.body.expires));
-            list.truncate(MAX_RECORDS_PER_KEY);
+        self.forget(gone);
+        let theirs = self.per_peer.get(&from).copied().unwrap_or(0);
+        if theirs >= MAX_RECORDS_PER_PEER {
+            return Err(RecordError::Full(theirs as u64));
         }
+        if self.total >= self.max_total {
+            self.expire(now);
+            if self.total >= self.max_total {
+                return Err(RecordError::Full(self.total as u64));
+            }
+        }
+        let list = self.by_key.entry(rec.body.key).or_default();
+        list.push((rec, from));
+        let mut dropped = Vec::new();
+        if list.len() > MAX_RECORDS_PER_KEY {
+            list.sort_by_key(|(r, _)| std::cmp::Reverse(r.body.expires));
+            dropped = list.split_off(MAX_RECORDS_PER_KEY);
+        }
+        self.count(from);
+        self.forget(dropped.into_iter().map(|(_, by)| by));
         Ok(())
+    }
+
+    fn count(&mut self, by: NodeId) {
+        *self.per_peer.entry(by).or_default() += 1;
+        self.total += 1;
+    }
+
+    fn forget(&mut self, by: impl IntoIterator<Item = NodeId>) {
+        for b in by {
+            self.total -= 1;
+            if let Some(n) = self.per_peer.get_mut(&b) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_peer.remove(&b);
+                }
+            }
+        }
     }
 
     /// Unexpired records under `key`.
     pub fn get(&self, key: &Key, now: u64) -> Vec<Record> {
         self.by_key
             .get(key)
-            .map(|l| l.iter().filter(|r| r.body.expires > now).cloned().collect())
+            .map(|l| {
+                l.iter()
+                    .filter(|(r, _)| r.body.expires > now)
+                    .map(|(r, _)| r.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
-    /// Drops expired records.
+    /// Drops expired records (the node's driver calls it every [`EXPIRE_PERIOD`]).
     pub fn expire(&mut self, now: u64) {
+        let mut gone = Vec::new();
         self.by_key.retain(|_, l| {
-            l.retain(|r| r.body.expires > now);
+            l.retain(|(r, by)| {
+                let keep = r.body.expires > now;
+                if !keep {
+                    gone.push(*by);
+                }
+                keep
+            });
             !l.is_empty()
         });
+        self.forget(gone);
     }
 
     pub fn len(&self) -> usize {
-        self.by_key.values().map(Vec::len).sum()
+        self.total
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
+        self.total == 0
     }
 }
+
+/// How often the node's driver drops expired records.
+pub const EXPIRE_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// DHT requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,6 +369,7 @@ impl Serialize for RecordError {
             RecordError::TtlTooLong => (2, 0),
             RecordError::TooLarge(n) => (3, *n as u64),
             RecordError::Stale(q) => (4, *q),
+            RecordError::Full(n) => (5, *n),
         };
         (code, n).serialize(s)
     }
@@ -299,6 +384,7 @@ impl<'de> Deserialize<'de> for RecordError {
             2 => RecordError::TtlTooLong,
             3 => RecordError::TooLarge(usize::try_from(n).unwrap_or(usize::MAX)),
             4 => RecordError::Stale(n),
+            5 => RecordError::Full(n),
             _ => return Err(serde::de::Error::custom("unknown record error code")),
         })
     }
@@ -447,7 +533,7 @@ impl Dht {
                 records: self.store.get(&key, now),
                 closer: self.closest_excluding(&key, &from),
             },
-            Request::Store(rec) => Response::Stored(self.store.put(rec, now)),
+            Request::Store(rec) => Response::Stored(self.store.put(rec, from, now)),
         }
     }
 
@@ -477,7 +563,7 @@ impl Dht {
 
     /// Stores `rec` at the K nodes closest to its key (and locally).
     pub fn put(&mut self, rec: Record, now: u64) -> LookupId {
-        if let Err(e) = self.store.put(rec.clone(), now) {
+        if let Err(e) = self.store.put(rec.clone(), self.me, now) {
             tracing::debug!("own record not stored locally: {e}");
         }
         self.start(rec.body.key, Purpose::Put, Some(rec))
@@ -743,26 +829,87 @@ mod tests {
     fn records_are_verified_and_versioned() {
         let a = id(1);
         let mut s = RecordStore::default();
-        s.put(rec(&a, 1, 200), 100).unwrap();
-        assert_eq!(s.put(rec(&a, 1, 200), 100), Err(RecordError::Stale(1)));
-        s.put(rec(&a, 2, 200), 100).unwrap();
+        s.put(rec(&a, 1, 200), a.node_id(), 100).unwrap();
+        assert_eq!(
+            s.put(rec(&a, 1, 200), a.node_id(), 100),
+            Err(RecordError::Stale(1))
+        );
+        s.put(rec(&a, 2, 200), a.node_id(), 100).unwrap();
         assert_eq!(s.get(&[7; 32], 100)[0].body.seq, 2);
         let mut forged = rec(&a, 3, 200);
         forged.body.value = b"evil".to_vec();
-        assert_eq!(s.put(forged, 100), Err(RecordError::BadSignature));
-        assert_eq!(s.put(rec(&a, 4, 50), 100), Err(RecordError::Expired(50)));
         assert_eq!(
-            s.put(rec(&a, 4, 100 + MAX_TTL + 1), 100),
+            s.put(forged, a.node_id(), 100),
+            Err(RecordError::BadSignature)
+        );
+        assert_eq!(
+            s.put(rec(&a, 4, 50), a.node_id(), 100),
+            Err(RecordError::Expired(50))
+        );
+        assert_eq!(
+            s.put(rec(&a, 4, 100 + MAX_TTL + 1), a.node_id(), 100),
             Err(RecordError::TtlTooLong)
         );
         // A provider record by the same author lives next to the value.
         let mut p = rec(&a, 1, 200).body;
         p.kind = RecordKind::Provider;
-        s.put(Record::sign(&a, p), 100).unwrap();
+        s.put(Record::sign(&a, p), a.node_id(), 100).unwrap();
         assert_eq!(s.get(&[7; 32], 100).len(), 2);
         assert!(s.get(&[7; 32], 200).is_empty());
         s.expire(200);
         assert!(s.is_empty());
+    }
+
+    /// Issue 18: the record store had no bound and `expire` was never called. A member storing
+    /// records under throwaway author keys keeps at most [`MAX_RECORDS_PER_PEER`], all peers
+    /// together at most the total; an honest peer still stores, updates replace without
+    /// counting twice, and expiry frees the space.
+    #[test]
+    fn a_member_flooding_the_dht_store_is_held_to_its_share() {
+        let mut s = RecordStore {
+            max_total: 3 * MAX_RECORDS_PER_PEER,
+            ..RecordStore::default()
+        };
+        let flood = |s: &mut RecordStore, peer: NodeId, n: u64, base: u64| {
+            let mut refused = 0;
+            for i in 0..n {
+                let mut seed = [0u8; 32];
+                seed[..8].copy_from_slice(&(base + i).to_le_bytes());
+                let k = NodeKey::from_seed(seed);
+                let mut body = rec(&k, 1, 150).body;
+                body.key = *k.node_id().as_bytes();
+                if s.put(Record::sign(&k, body), peer, 100).is_err() {
+                    refused += 1;
+                }
+            }
+            refused
+        };
+        let rogue = id(66).node_id();
+        assert_eq!(
+            flood(&mut s, rogue, 1500, 1_000_000),
+            1500 - MAX_RECORDS_PER_PEER
+        );
+        assert_eq!(s.len(), MAX_RECORDS_PER_PEER);
+        let honest = id(1);
+        s.put(rec(&honest, 1, 300), honest.node_id(), 100).unwrap();
+        s.put(rec(&honest, 2, 300), honest.node_id(), 100).unwrap();
+        assert_eq!(s.per_peer[&honest.node_id()], 1, "an update replaces");
+        // Three more flooding peers: the total holds.
+        for p in 0..3u8 {
+            flood(
+                &mut s,
+                id(70 + p).node_id(),
+                1100,
+                2_000_000 * (u64::from(p) + 1),
+            );
+        }
+        assert_eq!(s.len(), 3 * MAX_RECORDS_PER_PEER);
+        assert_eq!(s.per_peer.values().sum::<usize>(), s.len());
+        // The flood expires at 150; the driver's expiry frees it, the honest record stays.
+        s.expire(150);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.get(&[7; 32], 150).len(), 1);
+        assert_eq!(flood(&mut s, rogue, 10, 3_000_000), 0);
     }
 
     #[test]

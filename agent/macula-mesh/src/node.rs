@@ -1674,6 +1674,8 @@ async fn drive(shared: Arc<Shared>, mut m: Membership, mut rx: mpsc::UnboundedRe
     let mut dirty = false;
     let sync = tokio::time::sleep(PEER_SYNC);
     tokio::pin!(sync);
+    let mut expire = tokio::time::interval(crate::dht::EXPIRE_PERIOD);
+    expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut schedule = |timers: &mut BinaryHeap<Reverse<(Instant, u64)>>,
                         pending: &mut HashMap<u64, DriverTimer>,
                         after: Duration,
@@ -1844,6 +1846,7 @@ async fn drive(shared: Arc<Shared>, mut m: Membership, mut rx: mpsc::UnboundedRe
                 None => return,
             },
             () = &mut sync => {}
+            _ = expire.tick() => dht.store.expire(unix_now()),
             () = async {
                 match next {
                     Some(at) => tokio::time::sleep_until(at).await,
