@@ -1,11 +1,10 @@
 //! `io.macula.Node1`: who this node is and how it is doing.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use macula_core::config::LogLevel;
 use zbus::object_server::SignalEmitter;
-use zbus::zvariant::{OwnedValue, Value};
+use zbus::zvariant::{DeserializeDict, SerializeDict, Type};
 
 use crate::Error;
 
@@ -21,6 +20,8 @@ pub trait NodeControl: Send + Sync + 'static {
     /// What the realm's clocks say about this node's clock; `None` while the mesh is off or no
     /// peer answered yet.
     fn clock(&self) -> Option<ClockInfo>;
+    /// The agent's background workers, in start order.
+    fn workers(&self) -> Vec<WorkerStatus>;
 }
 
 /// This node's clock as learnt from the realm (median of peers' clocks, hubs preferred).
@@ -35,6 +36,64 @@ pub struct ClockInfo {
     pub hubs: bool,
     /// By how much the agent stepped the system clock to the realm's (0 = never).
     pub stepped_ms: i64,
+}
+
+/// What a background worker of the agent is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Type)]
+#[zvariant(signature = "s", crate = "zbus::zvariant")]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// Handling an event.
+    Running,
+    /// Waiting for its next event or timer.
+    Idle,
+    /// Returned: asked to stop, or nothing left to do.
+    Stopped,
+    /// Returned an error, panicked, or had to be aborted at shutdown (see `last_error`).
+    Failed,
+}
+
+impl WorkerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Running => "running",
+            WorkerState::Idle => "idle",
+            WorkerState::Stopped => "stopped",
+            WorkerState::Failed => "failed",
+        }
+    }
+}
+
+/// One entry of `Node1.Workers()`.
+#[derive(Debug, Clone, PartialEq, Eq, SerializeDict, DeserializeDict, Type)]
+#[zvariant(signature = "a{sv}", crate = "zbus::zvariant")]
+pub struct WorkerStatus {
+    pub name: String,
+    pub state: WorkerState,
+    /// The last error it reported or failed with; empty = none.
+    pub last_error: String,
+    /// Errors it reported so far.
+    pub errors: u64,
+}
+
+/// `Node1.Status()`. The `clock_*` keys are present once a peer told the time.
+#[derive(Debug, Clone, PartialEq, SerializeDict, DeserializeDict, Type)]
+#[zvariant(signature = "a{sv}", crate = "zbus::zvariant")]
+pub struct NodeStatus {
+    pub node_id: String,
+    pub node_id_short: String,
+    pub name: String,
+    pub role: String,
+    pub version: String,
+    pub started_at: u64,
+    pub uptime_s: u64,
+    pub log_level: String,
+    pub pid: u32,
+    pub clock_offset_ms: Option<i64>,
+    pub clock_wrong: Option<bool>,
+    pub clock_peers: Option<u32>,
+    pub clock_hubs: Option<bool>,
+    pub clock_stepped_ms: Option<i64>,
 }
 
 /// Static facts about the running node.
@@ -115,38 +174,30 @@ impl NodeObject {
         self.control.log_level().as_str().to_owned()
     }
 
-    /// A summary of the node: node_id, node_id_short, name, role, version, started_at,
-    /// uptime_s, log_level, pid; once the realm told the time: clock_offset_ms, clock_wrong,
-    /// clock_peers, clock_hubs, clock_stepped_ms.
-    fn status(&self) -> HashMap<String, OwnedValue> {
-        let mut m = HashMap::new();
-        let mut put = |k: &str, v: Value<'_>| {
-            m.insert(
-                k.to_owned(),
-                v.try_to_owned()
-                    .expect("plain values have no file descriptors"),
-            );
-        };
-        put("node_id", Value::from(self.info.node_id.to_string()));
-        put("node_id_short", Value::from(self.info.node_id.short()));
-        put("name", Value::from(self.info.name.clone()));
-        put("role", Value::from(self.info.role.to_string()));
-        put("version", Value::from(self.info.version.clone()));
-        put("started_at", Value::from(self.info.started_at));
-        put("uptime_s", Value::from(self.started.elapsed().as_secs()));
-        put(
-            "log_level",
-            Value::from(self.control.log_level().as_str().to_owned()),
-        );
-        put("pid", Value::from(std::process::id()));
-        if let Some(c) = self.control.clock() {
-            put("clock_offset_ms", Value::from(c.offset_ms));
-            put("clock_wrong", Value::from(c.wrong));
-            put("clock_peers", Value::from(c.peers));
-            put("clock_hubs", Value::from(c.hubs));
-            put("clock_stepped_ms", Value::from(c.stepped_ms));
+    /// A summary of the node ([`NodeStatus`]).
+    fn status(&self) -> NodeStatus {
+        let clock = self.control.clock();
+        NodeStatus {
+            node_id: self.info.node_id.to_string(),
+            node_id_short: self.info.node_id.short(),
+            name: self.info.name.clone(),
+            role: self.info.role.to_string(),
+            version: self.info.version.clone(),
+            started_at: self.info.started_at,
+            uptime_s: self.started.elapsed().as_secs(),
+            log_level: self.control.log_level().as_str().to_owned(),
+            pid: std::process::id(),
+            clock_offset_ms: clock.map(|c| c.offset_ms),
+            clock_wrong: clock.map(|c| c.wrong),
+            clock_peers: clock.map(|c| c.peers),
+            clock_hubs: clock.map(|c| c.hubs),
+            clock_stepped_ms: clock.map(|c| c.stepped_ms),
         }
-        m
+    }
+
+    /// The agent's background workers: name, state, last error, error count.
+    fn workers(&self) -> Vec<WorkerStatus> {
+        self.control.workers()
     }
 
     /// Sets the log level (`error`, `warn`, `info`, `debug`, `trace`) until the next restart.
@@ -174,7 +225,7 @@ impl NodeObject {
     default_path = "/io/macula/Agent"
 )]
 pub trait Node1 {
-    fn status(&self) -> zbus::Result<HashMap<String, OwnedValue>>;
+    fn status(&self) -> zbus::Result<std::collections::HashMap<String, zbus::zvariant::OwnedValue>>;
     fn set_log_level(&self, level: &str) -> zbus::Result<()>;
     #[zbus(property)]
     fn node_id(&self) -> zbus::Result<String>;
@@ -188,4 +239,5 @@ pub trait Node1 {
     fn started_at(&self) -> zbus::Result<u64>;
     #[zbus(property)]
     fn log_level(&self) -> zbus::Result<String>;
+    fn workers(&self) -> zbus::Result<Vec<WorkerStatus>>;
 }

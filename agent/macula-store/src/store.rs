@@ -165,8 +165,8 @@ pub struct LocalStore {
     tmp_counter: AtomicU64,
     /// Names of the files in `tmp/` being written right now (GC leaves them alone).
     writing: Mutex<HashSet<OsString>>,
-    /// Moves whenever a shard is stored or removed.
-    changes: AtomicU64,
+    /// Moves whenever a shard is stored or removed; watchers wake on every move.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl LocalStore {
@@ -185,7 +185,7 @@ impl LocalStore {
             owner_quota: AtomicU64::new(0),
             tmp_counter: AtomicU64::new(0),
             writing: Mutex::new(HashSet::new()),
-            changes: AtomicU64::new(0),
+            changes: tokio::sync::watch::Sender::new(0),
         };
         store.clean_tmp()?;
         store.recount()?;
@@ -265,7 +265,12 @@ impl LocalStore {
     /// A counter that moves whenever a shard is stored or removed through this handle (so the
     /// inventory is re-published only after a change).
     pub fn changes(&self) -> u64 {
-        self.changes.load(Ordering::Relaxed)
+        *self.changes.borrow()
+    }
+
+    /// Wakes on every change of [`LocalStore::changes`] (free space, inventory), without polling.
+    pub fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Bytes of shards stored.
@@ -432,7 +437,7 @@ impl LocalStore {
             fs::rename(&tmp.path, &path).map_err(io_err("cannot rename into place", &path))?;
             *used += need;
             *self.lock_owners().entry(owner).or_insert(0) += need;
-            self.changes.fetch_add(1, Ordering::Relaxed);
+            self.changes.send_modify(|c| *c += 1);
         }
         sync_dir(dir)?;
         Ok(PutOutcome::Stored)
@@ -475,7 +480,7 @@ impl LocalStore {
         }
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         *used -= len.min(*used);
-        self.changes.fetch_add(1, Ordering::Relaxed);
+        self.changes.send_modify(|c| *c += 1);
         Ok(StoreError::Corrupt {
             segment: *seg,
             index,
@@ -653,7 +658,7 @@ impl LocalStore {
         {
             *held -= len.min(*held);
         }
-        self.changes.fetch_add(1, Ordering::Relaxed);
+        self.changes.send_modify(|c| *c += 1);
         Ok(len)
     }
 

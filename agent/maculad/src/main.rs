@@ -6,11 +6,12 @@ mod net;
 mod node;
 mod storage;
 mod update;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
@@ -126,8 +127,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let glue = Arc::new(node::NodeGlue::new(level_handle, config.log.level));
-    match runtime.block_on(run(args, config, glue)) {
+    let workers = worker::Workers::default();
+    let glue = Arc::new(node::NodeGlue::new(
+        level_handle,
+        config.log.level,
+        workers.clone(),
+    ));
+    match runtime.block_on(run(args, config, glue, workers)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -137,7 +143,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Result<()> {
+async fn run(
+    args: Args,
+    config: AgentConfig,
+    glue: Arc<node::NodeGlue>,
+    workers: worker::Workers,
+) -> Result<()> {
     let started = std::time::Instant::now();
     let (key, created) = NodeKey::load_or_create(&args.state_dir)?;
     let node_id = key.node_id();
@@ -157,7 +168,7 @@ async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Resu
     };
     let node_object = macula_bus::node::NodeObject::new(info.clone(), glue.clone());
     let update_glue = update::UpdateGlue::new(config.update.clone());
-    let net = net::start(&config, &key).await?;
+    let net = net::start(&config, &key, &workers).await?;
     let storage = storage::open(&config.storage, &args.state_dir, &key)?;
     let domains = FailureDomains {
         site: Label::new(config.storage.site.as_str())
@@ -172,6 +183,7 @@ async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Resu
         config.node.role,
         storage.capacity(),
         domains,
+        workers.clone(),
     )?;
     glue.set_mesh(mesh.clone());
 
@@ -226,36 +238,130 @@ async fn run(args: Args, config: AgentConfig, glue: Arc<node::NodeGlue>) -> Resu
         bus = %args.bus,
         "maculad ready"
     );
-    net.emit_changes(&connection);
+    net.emit_changes(&connection, &workers);
     mesh.emit_changes(&connection);
-    storage.attach(mesh.clone(), &connection);
-    if config.storage.enabled {
-        // Free space changes with every shard stored here, by this node's puts and by others':
-        // look every second, `announce_capacity` decides what is worth telling the realm.
+    storage.attach(mesh.clone(), &connection, &workers);
+    if let Some(mut changes) = storage.watch_changes() {
+        // Free space changes with every shard stored or removed here, by this node's puts and by
+        // others': `announce_capacity` decides what is worth telling the realm, and when.
         let shard_bytes =
             u64::from(config.storage.segment_bytes).div_ceil(u64::from(config.storage.k.max(1)));
         let (mesh, storage) = (mesh.clone(), storage.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        workers.spawn("storage.capacity", move |ctx| async move {
+            let mut held: Option<tokio::time::Instant> = None;
             loop {
-                tick.tick().await;
-                mesh.announce_capacity(storage.capacity(), shard_bytes);
+                let timer = async {
+                    match held {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let next = ctx.wait(async {
+                    tokio::select! {
+                        r = changes.changed() => Some(r.is_ok()),
+                        () = timer => None,
+                    }
+                });
+                match next.await {
+                    None | Some(Some(false)) => return Ok(()),
+                    Some(Some(true)) => {
+                        if let Some(after) = mesh.announce_capacity(storage.capacity(), shard_bytes)
+                        {
+                            held = Some(tokio::time::Instant::now() + after);
+                        }
+                    }
+                    Some(None) => {
+                        held = None;
+                        mesh.announce_held_capacity();
+                    }
+                }
             }
         });
     }
-    tokio::spawn(update::health_task(
-        update_glue,
-        args.state_dir.clone(),
-        started,
-    ));
+    let state_dir = args.state_dir.clone();
+    workers.spawn("update.health", move |ctx| {
+        update::health_task(ctx, update_glue, state_dir, started)
+    });
 
     wait_for_shutdown().await?;
-    tracing::info!("shutting down");
-    mesh.leave().await;
-    // Give the name up first so clients see us gone at once, then close the connection.
-    let _ = connection.release_name(BUS_NAME).await;
-    drop(connection);
+    shutdown(&connection, &workers, &storage, &mesh).await;
     Ok(())
+}
+
+/// Longest wait for puts and gets in flight at shutdown.
+const DRAIN_TRANSFERS: Duration = Duration::from_secs(5);
+/// Longest wait for the workers to return once told to stop.
+const STOP_WORKERS: Duration = Duration::from_secs(1);
+/// Longest wait for the realm to hear that this node leaves.
+const LEAVE_MESH: Duration = Duration::from_secs(2);
+
+/// Stops every subsystem in an order that loses nothing, each step bounded in time and logged
+/// (`shutdown step` with `step=`): no new D-Bus work (interfaces removed; transfers in flight
+/// finish), workers stopped, storage synced, mesh left (connections closed), bus name released.
+async fn shutdown(
+    connection: &zbus::Connection,
+    workers: &worker::Workers,
+    storage: &storage::StorageGlue,
+    mesh: &mesh::MeshGlue,
+) {
+    use macula_bus::{firewall, mesh as m, node as n, overlay, storage as s, update as u, uplinks};
+    let t0 = std::time::Instant::now();
+    let step = |step: &str, t: std::time::Instant| {
+        tracing::info!(target: "macula::node", step, took_ms = t.elapsed().as_millis() as u64,
+            "shutdown step");
+    };
+    tracing::info!(target: "macula::node", "shutting down");
+
+    let t = std::time::Instant::now();
+    let server = connection.object_server();
+    let removed = [
+        server.remove::<n::NodeObject, _>(OBJECT_PATH).await,
+        server.remove::<u::UpdateObject, _>(OBJECT_PATH).await,
+        server.remove::<firewall::FirewallObject, _>(OBJECT_PATH).await,
+        server.remove::<overlay::OverlayObject, _>(OBJECT_PATH).await,
+        server.remove::<uplinks::UplinksObject, _>(OBJECT_PATH).await,
+        server.remove::<m::MeshObject, _>(OBJECT_PATH).await,
+        server.remove::<s::StorageObject, _>(OBJECT_PATH).await,
+    ];
+    for r in removed {
+        if let Err(e) = r {
+            tracing::warn!(target: "macula::node", error = %e, "cannot remove a D-Bus interface");
+        }
+    }
+    if let Err(unfinished) = storage.drain(DRAIN_TRANSFERS).await {
+        tracing::warn!(target: "macula::node", unfinished,
+            "transfers still running after {DRAIN_TRANSFERS:?}; they are cut off");
+    }
+    step("dbus-closed", t);
+
+    let t = std::time::Instant::now();
+    let (stopped, aborted) = workers.stop_all(STOP_WORKERS).await;
+    if !aborted.is_empty() {
+        tracing::warn!(target: "macula::node", ?aborted,
+            "workers did not stop within {STOP_WORKERS:?}; aborted");
+    }
+    tracing::info!(target: "macula::node", stopped, aborted = aborted.len(), "workers stopped");
+    step("workers-stopped", t);
+
+    let t = std::time::Instant::now();
+    if let Err(e) = storage.flush() {
+        tracing::error!(target: "macula::node", error = %e, "cannot sync the shard store");
+    }
+    step("storage-flushed", t);
+
+    let t = std::time::Instant::now();
+    if tokio::time::timeout(LEAVE_MESH, mesh.leave()).await.is_err() {
+        tracing::warn!(target: "macula::node", "leaving the realm took over {LEAVE_MESH:?}; cut off");
+    }
+    step("mesh-left", t);
+
+    // Give the name up last, so clients see the agent until it is gone, then close.
+    let t = std::time::Instant::now();
+    if let Err(e) = connection.release_name(BUS_NAME).await {
+        tracing::warn!(target: "macula::node", error = %e, "cannot release the bus name");
+    }
+    step("bus-released", t);
+    tracing::info!(target: "macula::node", took_ms = t0.elapsed().as_millis() as u64, "stopped");
 }
 
 async fn wait_for_shutdown() -> Result<()> {

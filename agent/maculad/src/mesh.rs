@@ -24,6 +24,8 @@ use macula_net::overlay::{WgKey, peer_public_key};
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{OwnedValue, Value};
 
+use crate::worker::{WorkerCtx, Workers};
+
 /// The mesh of this node: running once the node holds a membership certificate.
 #[derive(Clone)]
 pub struct MeshGlue {
@@ -37,6 +39,9 @@ pub struct MeshGlue {
     capacity: Arc<Mutex<CapacityAnnouncer>>,
     /// Failure-domain labels announced in member metadata.
     domains: FailureDomains,
+    /// Tells waiters (storage) that the mesh started, without polling.
+    started: Arc<tokio::sync::watch::Sender<bool>>,
+    workers: Workers,
 }
 
 /// Least time between two announcements of this node's storage capacity: every announcement
@@ -144,6 +149,7 @@ pub fn start(
     node_role: Role,
     capacity: Capacity,
     domains: FailureDomains,
+    workers: Workers,
 ) -> Result<MeshGlue> {
     let glue = MeshGlue {
         node: Arc::default(),
@@ -154,6 +160,8 @@ pub fn start(
         node_role,
         capacity: Arc::new(Mutex::new(CapacityAnnouncer::new(capacity))),
         domains,
+        started: Arc::new(tokio::sync::watch::Sender::new(false)),
+        workers,
     };
     let path = glue.cert_path();
     let text = match std::fs::read_to_string(&path) {
@@ -325,8 +333,9 @@ impl MeshGlue {
         self.start_beacon(&node, admission.clone());
         *slot = Some(node.clone());
         drop(slot);
+        self.started.send_replace(true);
         if let Some(conn) = self.conn.get() {
-            forward_peer_changes(conn, &node);
+            forward_peer_changes(&self.workers, conn, &node);
             signal_enabled(conn);
         }
         Ok(())
@@ -378,9 +387,13 @@ impl MeshGlue {
             });
         };
         let interval = std::time::Duration::from_secs(self.config.beacon_interval_s.max(1));
-        tokio::spawn(beacon::run(
-            state, sockets, group, interval, connected, found,
-        ));
+        self.workers.spawn("mesh.beacon", |ctx| async move {
+            ctx.wait(beacon::run(
+                state, sockets, group, interval, connected, found,
+            ))
+            .await;
+            Ok(())
+        });
     }
 
     /// Loads the stored revocations into `admission` (before the endpoint accepts anyone).
@@ -425,53 +438,45 @@ impl MeshGlue {
     }
 
     /// Writes every revocation `admission` learns (issued here or heard from members) to the
-    /// state directory, checked on every peer change and every 5 s.
+    /// state directory, checked on every peer change, every 5 s and once more when stopped (the
+    /// worker `mesh.revocations`).
     fn keep_revocations(&self, node: &Arc<MeshNode>, admission: Arc<Admission>) {
         let dir = revoked_dir(&self.state_dir);
         let mut changes = node.watch_peers();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    r = changes.recv() => if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
-                        return;
-                    },
-                    _ = tick.tick() => {}
-                }
-                for rev in admission.revocations() {
-                    let path = dir.join(format!("{}.rev", rev.body.node));
-                    if path.exists() {
-                        continue;
-                    }
-                    let res = std::fs::create_dir_all(&dir).and_then(|()| {
-                        macula_core::fsutil::write_atomic(&path, &wire::encode(&rev), 0o644)
+        self.workers
+            .spawn("mesh.revocations", |ctx| async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+                loop {
+                    let next = ctx.wait(async {
+                        tokio::select! {
+                            r = changes.recv() => matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)),
+                            _ = tick.tick() => false,
+                        }
                     });
-                    match res {
-                        Ok(()) => tracing::info!(target: "macula::mesh", node = %rev.body.node,
-                            file = %path.display(), "revocation stored"),
-                        Err(e) => tracing::error!(target: "macula::mesh", file = %path.display(),
-                            error = %e, "cannot store a revocation; it is lost at restart unless \
-                            members re-spread it. Free space on the state partition"),
+                    let closed = next.await;
+                    store_revocations(&ctx, &dir, &admission);
+                    if closed.is_none_or(|closed| closed) {
+                        return Ok(());
                     }
                 }
-            }
-        });
+            });
     }
 
     /// Forwards peer changes as `PeerChanged` signals (now, or when the mesh starts).
     pub fn emit_changes(&self, conn: &zbus::Connection) {
         let _ = self.conn.set(conn.clone());
         if let Some(node) = self.running_node() {
-            forward_peer_changes(conn, &node);
+            forward_peer_changes(&self.workers, conn, &node);
         }
     }
 
     /// Re-announces this node's storage capacity in its member metadata when it moved enough to
     /// matter to placement (see [`CapacityAnnouncer`]: the quota changed, or free space by at least
-    /// 1 % of the quota or `shard_bytes`), at most once per [`ANNOUNCE_INTERVAL`]; a change held
-    /// back by the interval is announced when it has passed. Cheap: call it whenever free space
-    /// may have changed. While the mesh is off the value is kept for its start.
-    pub fn announce_capacity(&self, capacity: Capacity, shard_bytes: u64) {
+    /// 1 % of the quota or `shard_bytes`), at most once per [`ANNOUNCE_INTERVAL`]. A change held
+    /// back by the interval returns when to call [`MeshGlue::announce_held_capacity`]. Cheap: call
+    /// it whenever free space may have changed. While the mesh is off the value is kept for its
+    /// start.
+    pub fn announce_capacity(&self, capacity: Capacity, shard_bytes: u64) -> Option<Duration> {
         let decision = self.capacity.lock().expect("capacity lock").offer(
             capacity,
             shard_bytes,
@@ -479,21 +484,35 @@ impl MeshGlue {
         );
         match decision {
             Announce::Now(c) => self.set_capacity(c),
-            Announce::Later(after) => {
-                let this = self.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(after).await;
-                    let due = this
-                        .capacity
-                        .lock()
-                        .expect("capacity lock")
-                        .due(Instant::now());
-                    if let Some(c) = due {
-                        this.set_capacity(c);
-                    }
-                });
-            }
+            Announce::Later(after) => return Some(after),
             Announce::Nothing => {}
+        }
+        None
+    }
+
+    /// Announces the change [`MeshGlue::announce_capacity`] held back, if it still stands.
+    pub fn announce_held_capacity(&self) {
+        let due = self
+            .capacity
+            .lock()
+            .expect("capacity lock")
+            .due(Instant::now());
+        if let Some(c) = due {
+            self.set_capacity(c);
+        }
+    }
+
+    /// The mesh node once it runs (at start-up or after `Join`/`CreateRealm`).
+    pub async fn wait_running(&self) -> Arc<MeshNode> {
+        let mut started = self.started.subscribe();
+        loop {
+            if let Some(node) = self.running_node() {
+                return node;
+            }
+            if started.changed().await.is_err() {
+                // The sender lives in `self`: never closed while we wait.
+                std::future::pending::<()>().await;
+            }
         }
     }
 
@@ -550,17 +569,47 @@ impl MeshGlue {
     }
 }
 
-fn forward_peer_changes(conn: &zbus::Connection, node: &Arc<MeshNode>) {
+/// Writes the revocations `admission` knows that are not stored yet.
+fn store_revocations(ctx: &WorkerCtx, dir: &Path, admission: &Admission) {
+    for rev in admission.revocations() {
+        let path = dir.join(format!("{}.rev", rev.body.node));
+        if path.exists() {
+            continue;
+        }
+        let res = std::fs::create_dir_all(dir)
+            .and_then(|()| macula_core::fsutil::write_atomic(&path, &wire::encode(&rev), 0o644));
+        match res {
+            Ok(()) => tracing::info!(target: "macula::mesh", node = %rev.body.node,
+                file = %path.display(), "revocation stored"),
+            Err(e) => {
+                tracing::error!(target: "macula::mesh", file = %path.display(),
+                error = %e, "cannot store a revocation; it is lost at restart unless \
+                members re-spread it. Free space on the state partition");
+                ctx.error(format!("cannot store {}: {e}", path.display()));
+            }
+        }
+    }
+}
+
+fn forward_peer_changes(workers: &Workers, conn: &zbus::Connection, node: &Arc<MeshNode>) {
     let mut changes = node.watch_peers();
     let conn = conn.clone();
-    tokio::spawn(async move {
-        while let Ok(c) = changes.recv().await {
+    workers.spawn("mesh.peer-signals", |ctx| async move {
+        loop {
+            let c = match ctx.wait(changes.recv()).await {
+                None | Some(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return Ok(()),
+                Some(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                    ctx.error(format!("{n} peer changes missed (signals lag behind)"));
+                    continue;
+                }
+                Some(Ok(c)) => c,
+            };
             let Ok(iface) = conn
                 .object_server()
                 .interface::<_, MeshObject>(macula_bus::OBJECT_PATH)
                 .await
             else {
-                return;
+                return Ok(());
             };
             let name = c
                 .peer
@@ -585,6 +634,7 @@ fn forward_peer_changes(conn: &zbus::Connection, node: &Arc<MeshNode>) {
                 .await
             {
                 tracing::warn!(target: "macula::mesh", error = %e, "cannot signal the Peers change");
+                ctx.error(format!("cannot signal the Peers change: {e}"));
             }
         }
     });

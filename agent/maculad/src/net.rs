@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use zbus::zvariant::{OwnedValue, Value};
 
 use crate::config::AgentConfig;
+use crate::worker::Workers;
 
 /// The running network plane.
 pub struct Net {
@@ -39,7 +40,7 @@ pub struct Net {
 
 /// Starts what `agent.toml` enables: the firewall (`[firewall] enabled`, applied without a
 /// confirm timer — the file is the confirmed state), the overlay, and uplink monitoring.
-pub async fn start(config: &AgentConfig, key: &NodeKey) -> Result<Net> {
+pub async fn start(config: &AgentConfig, key: &NodeKey, workers: &Workers) -> Result<Net> {
     let host = Host::local();
     let firewall = if config.firewall.enabled {
         let fw = Firewall::new(Nft::new(host.clone()));
@@ -115,9 +116,13 @@ pub async fn start(config: &AgentConfig, key: &NodeKey) -> Result<Net> {
                     cfg.responder_port
                 )
             })?;
-            tokio::spawn(async move {
-                if let Err(e) = probe::serve(sock).await {
-                    tracing::error!(target: "macula::uplinks", error = %e, "probe responder stopped");
+            workers.spawn("uplinks.responder", |ctx| async move {
+                match ctx.wait(probe::serve(sock)).await {
+                    Some(Err(e)) => {
+                        tracing::error!(target: "macula::uplinks", error = %e, "probe responder stopped");
+                        Err(format!("probe responder stopped: {e}"))
+                    }
+                    Some(Ok(())) | None => Ok(()),
                 }
             });
         }
@@ -133,12 +138,14 @@ pub async fn start(config: &AgentConfig, key: &NodeKey) -> Result<Net> {
             reactor =
                 reactor.with_overlay(ov.clone(), endpoints_from_config(&config.overlay, &cfg));
         }
-        tokio::spawn(async move {
-            while let Some(action) = rx.recv().await {
+        workers.spawn("uplinks.reactor", |ctx| async move {
+            while let Some(Some(action)) = ctx.wait(rx.recv()).await {
                 if let Err(e) = reactor.handle(&action).await {
                     tracing::error!(target: "macula::uplinks", error = %e, ?action, "failover action failed");
+                    ctx.error(format!("{action:?}: {e}"));
                 }
             }
+            Ok(())
         });
         (Some((cfg, status)), Some(monitor))
     } else {
@@ -181,33 +188,35 @@ impl Net {
 
     /// Emits the change signals of `Firewall1.Ruleset` (apply, automatic rollback) and
     /// `Uplinks1.Active` (failover) on `conn`, for as long as the connection lives.
-    pub fn emit_changes(&self, conn: &zbus::Connection) {
+    pub fn emit_changes(&self, conn: &zbus::Connection, workers: &Workers) {
         let path = macula_bus::OBJECT_PATH;
         if let Some(fw) = &self.firewall {
             let mut changes = fw.subscribe();
             let conn = conn.clone();
-            tokio::spawn(async move {
-                while changes.changed().await.is_ok() {
+            workers.spawn("firewall.signals", |ctx| async move {
+                while let Some(Ok(())) = ctx.wait(changes.changed()).await {
                     let Ok(iface) = conn
                         .object_server()
                         .interface::<_, FirewallObject>(path)
                         .await
                     else {
-                        return;
+                        break;
                     };
                     let emitter = iface.signal_emitter();
                     if let Err(e) = iface.get().await.ruleset_changed(emitter).await {
                         tracing::warn!(target: "macula::firewall", error = %e, "cannot signal the ruleset change");
+                        ctx.error(format!("cannot signal the ruleset change: {e}"));
                     }
                 }
+                Ok(())
             });
         }
         if let Some((_, status)) = &self.uplinks {
             let mut status = status.clone();
             let conn = conn.clone();
-            tokio::spawn(async move {
+            workers.spawn("uplinks.signals", |ctx| async move {
                 let mut active = status.borrow().active;
-                while status.changed().await.is_ok() {
+                while let Some(Ok(())) = ctx.wait(status.changed()).await {
                     let now = status.borrow().active;
                     if now == active {
                         continue;
@@ -218,13 +227,15 @@ impl Net {
                         .interface::<_, UplinksObject>(path)
                         .await
                     else {
-                        return;
+                        break;
                     };
                     let emitter = iface.signal_emitter();
                     if let Err(e) = iface.get().await.active_changed(emitter).await {
                         tracing::warn!(target: "macula::uplinks", error = %e, "cannot signal the uplink change");
+                        ctx.error(format!("cannot signal the uplink change: {e}"));
                     }
                 }
+                Ok(())
             });
         }
     }

@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use macula_bus::node::{ClockInfo, NodeControl};
+use macula_bus::node::{ClockInfo, NodeControl, WorkerStatus};
 use macula_core::config::LogLevel;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::{Registry, reload};
@@ -25,14 +25,16 @@ pub struct NodeGlue {
     level: Mutex<LogLevel>,
     /// The mesh, whose time keeping the status reports.
     mesh: std::sync::OnceLock<crate::mesh::MeshGlue>,
+    workers: crate::worker::Workers,
 }
 
 impl NodeGlue {
-    pub fn new(handle: LevelHandle, level: LogLevel) -> Self {
+    pub fn new(handle: LevelHandle, level: LogLevel, workers: crate::worker::Workers) -> Self {
         Self {
             handle,
             level: Mutex::new(level),
             mesh: std::sync::OnceLock::new(),
+            workers,
         }
     }
 
@@ -63,5 +65,9 @@ impl NodeControl for NodeGlue {
             hubs: c.hubs,
             stepped_ms: c.stepped_ms,
         })
+    }
+
+    fn workers(&self) -> Vec<WorkerStatus> {
+        self.workers.list()
     }
 }

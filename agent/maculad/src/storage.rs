@@ -36,6 +36,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{OwnedValue, Value};
 
 use crate::mesh::MeshGlue;
+use crate::worker::{WorkerCtx, WorkerResult, Workers};
 
 /// Pub/sub topic on which nodes share their shard inventory.
 pub const INVENTORY_TOPIC: &str = "macula.storage.inventory";
@@ -144,25 +145,36 @@ impl StorageGlue {
         }
     }
 
-    /// Starts storage as soon as the mesh runs (a background task waits for it).
-    pub fn attach(&self, mesh: MeshGlue, conn: &zbus::Connection) {
+    /// Wakes on every change of the local store (`None` when storage is off).
+    pub fn watch_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.store.as_ref().map(|s| s.watch_changes())
+    }
+
+    /// Starts storage as soon as the mesh runs: the worker `storage.serve` waits for it, starts
+    /// the shard service, the repair planner and the other storage workers, then feeds the
+    /// others' inventories to the planner.
+    pub fn attach(&self, mesh: MeshGlue, conn: &zbus::Connection, workers: &Workers) {
         let _ = self.inner.conn.set(conn.clone());
         let Some(store) = self.inner.store.clone() else {
             return;
         };
         let this = self.clone();
-        tokio::spawn(async move {
-            let node = loop {
-                if let Some(node) = mesh.running_node() {
-                    break node;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+        let workers2 = workers.clone();
+        workers.spawn("storage.serve", |ctx| async move {
+            let Some(node) = ctx.wait(mesh.wait_running()).await else {
+                return Ok(());
             };
-            this.start(node, store).await;
+            this.serve(ctx, &workers2, node, store).await
         });
     }
 
-    async fn start(&self, node: Arc<MeshNode>, store: Arc<LocalStore>) {
+    async fn serve(
+        &self,
+        ctx: WorkerCtx,
+        workers: &Workers,
+        node: Arc<MeshNode>,
+        store: Arc<LocalStore>,
+    ) -> WorkerResult {
         let inner = &self.inner;
         let this = self.clone();
         let me = node.id();
@@ -195,9 +207,17 @@ impl StorageGlue {
                 repair.send(Event::NodeUp(info));
             }
         }
-        let mut sub = node.subscribe(INVENTORY_TOPIC).await.ok();
+        let sub = match node.subscribe(INVENTORY_TOPIC).await {
+            Ok(sub) => Some(sub),
+            Err(e) => {
+                tracing::error!(target: "macula::storage", error = %e,
+                    "cannot hear the realm's inventories; repairs only see local audits");
+                ctx.error(format!("cannot subscribe to {INVENTORY_TOPIC}: {e}"));
+                None
+            }
+        };
         let audit = Duration::from_secs(inner.cfg.audit_interval_secs);
-        repair.audit_local(me, store.clone(), audit);
+        let mut audit_task = repair.audit_local(me, store.clone(), audit);
         let mut status = repair.status();
         if inner
             .running
@@ -208,20 +228,40 @@ impl StorageGlue {
             })
             .is_err()
         {
-            return;
+            return Err("storage was started twice".into());
         }
         tracing::info!(target: "macula::storage", "storage serving the realm");
-        let this = self.clone();
-        tokio::spawn(async move {
-            while status.changed().await.is_ok() {
-                *this.inner.repair_status.lock().expect("status lock") = status.borrow().clone();
+        workers.spawn("storage.audit", |ctx| async move {
+            let ended = ctx.wait(&mut audit_task).await;
+            audit_task.abort();
+            match ended {
+                Some(Err(e)) if e.is_panic() => Err(format!("audit panicked: {e}")),
+                _ => Ok(()),
             }
         });
         let this = self.clone();
-        tokio::spawn(async move {
-            while let Ok(c) = changes.recv().await {
+        workers.spawn("storage.repair-status", |ctx| async move {
+            while let Some(Ok(())) = ctx.wait(status.changed()).await {
+                *this.inner.repair_status.lock().expect("status lock") = status.borrow().clone();
+            }
+            Ok(())
+        });
+        let this = self.clone();
+        workers.spawn("storage.membership", |ctx| async move {
+            loop {
+                let c = match ctx.wait(changes.recv()).await {
+                    None | Some(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                        return Ok(());
+                    }
+                    Some(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                        // The planner hears the current state with the next change of each peer.
+                        ctx.error(format!("{n} peer changes missed"));
+                        continue;
+                    }
+                    Some(Ok(c)) => c,
+                };
                 let Some(r) = this.inner.running.get() else {
-                    return;
+                    return Ok(());
                 };
                 match c.peer.state {
                     PeerState::Alive => {
@@ -238,55 +278,66 @@ impl StorageGlue {
         let this = self.clone();
         let store2 = store.clone();
         let refresh = audit.min(INVENTORY_REFRESH);
-        tokio::spawn(async move {
+        let mut changed = store.watch_changes();
+        workers.spawn("storage.inventory-out", |ctx| async move {
             // Rounds start at the clock so a restarted node's rounds are new to everyone.
             let mut round = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
-            let mut published: Option<(u64, tokio::time::Instant)> = None;
             loop {
-                let changed = store2.changes();
-                let due =
-                    published.is_none_or(|(seen, at)| seen != changed || at.elapsed() >= refresh);
-                if due {
-                    round += 1;
-                    this.publish_inventory(&store2, round).await;
-                    this.inner.inventory_rounds.fetch_add(1, Ordering::Relaxed);
-                    published = Some((changed, tokio::time::Instant::now()));
+                changed.borrow_and_update();
+                round += 1;
+                if let Err(e) = this.publish_inventory(&store2, round).await {
+                    ctx.error(e);
                 }
-                tokio::time::sleep(INVENTORY_DEBOUNCE).await;
+                this.inner.inventory_rounds.fetch_add(1, Ordering::Relaxed);
+                let next = ctx.wait(async {
+                    tokio::select! {
+                        r = changed.changed() => r.is_ok(),
+                        () = tokio::time::sleep(refresh) => true,
+                    }
+                });
+                if !next.await.unwrap_or(false) {
+                    return Ok(());
+                }
+                // A burst of changes (a put stores many shards) makes one publication.
+                if ctx.wait(tokio::time::sleep(INVENTORY_DEBOUNCE)).await.is_none() {
+                    return Ok(());
+                }
             }
         });
         // Others' inventories → planner (it keeps what concerns the segments held here).
         let mut assembler = Assembler::default();
-        if let Some(sub) = sub.as_mut() {
-            while let Some(p) = sub.recv().await {
-                if p.publisher == me {
+        let Some(mut sub) = sub else {
+            return Ok(());
+        };
+        while let Some(Some(p)) = ctx.wait(sub.recv()).await {
+            if p.publisher == me {
+                continue;
+            }
+            let shards = match assembler.feed(p.publisher, &p.payload) {
+                Ok(Some(shards)) => shards,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(target: "macula::storage", from = %p.publisher, error = %e,
+                        "inventory part ignored");
                     continue;
                 }
-                let shards = match assembler.feed(p.publisher, &p.payload) {
-                    Ok(Some(shards)) => shards,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        tracing::warn!(target: "macula::storage", from = %p.publisher, error = %e,
-                            "inventory part ignored");
-                        continue;
-                    }
-                };
-                if let Some(r) = self.inner.running.get() {
-                    r.repair.send(Event::Inventory {
-                        node: p.publisher,
-                        shards,
-                    });
-                }
+            };
+            if let Some(r) = self.inner.running.get() {
+                r.repair.send(Event::Inventory {
+                    node: p.publisher,
+                    shards,
+                });
             }
         }
+        Ok(())
     }
 
     /// Lists the local store, hands the list to this node's planner and publishes it.
-    async fn publish_inventory(&self, store: &Arc<LocalStore>, round: u64) {
+    async fn publish_inventory(&self, store: &Arc<LocalStore>, round: u64) -> Result<(), String> {
         let Some(r) = self.inner.running.get() else {
-            return;
+            return Ok(());
         };
         let s = store.clone();
         let listed = tokio::task::spawn_blocking(move || service::local_inventory(&s)).await;
@@ -294,11 +345,11 @@ impl StorageGlue {
             Ok(Ok(shards)) => shards,
             Ok(Err(e)) => {
                 tracing::warn!(target: "macula::storage", error = %e, "cannot list the shard store");
-                return;
+                return Err(format!("cannot list the shard store: {e}"));
             }
             Err(e) => {
                 tracing::error!(target: "macula::storage", error = %e, "inventory task panicked");
-                return;
+                return Err(format!("inventory listing panicked: {e}"));
             }
         };
         let parts = inventory::encode(round, &shards);
@@ -309,8 +360,42 @@ impl StorageGlue {
         for part in parts {
             if let Err(e) = r.node.publish(INVENTORY_TOPIC, part).await {
                 tracing::warn!(target: "macula::storage", error = %e, "cannot share the inventory");
+                return Err(format!("cannot share the inventory: {e}"));
             }
         }
+        Ok(())
+    }
+
+    /// At shutdown, after the D-Bus interface is gone: waits (at most `within`) for the puts,
+    /// gets and deletes in flight to finish, then refuses new ones. `Err` holds how many were
+    /// still running.
+    pub async fn drain(&self, within: Duration) -> Result<(), usize> {
+        let all = u32::try_from(MAX_TRANSFERS).unwrap_or(u32::MAX);
+        let sem = &self.inner.transfers;
+        let res = match tokio::time::timeout(within, sem.acquire_many(all)).await {
+            Ok(Ok(permits)) => {
+                permits.forget();
+                Ok(())
+            }
+            Ok(Err(_)) => Ok(()),
+            Err(_) => Err(MAX_TRANSFERS - sem.available_permits()),
+        };
+        sem.close();
+        res
+    }
+
+    /// Makes what the store wrote durable: syncs the store's directories (each shard file is
+    /// synced when written).
+    pub fn flush(&self) -> std::io::Result<()> {
+        let Some(store) = &self.inner.store else {
+            return Ok(());
+        };
+        for dir in [store.root().to_owned(), store.root().join("shards")] {
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        }
+        Ok(())
     }
 
     fn self_info(&self, store: &LocalStore) -> NodeInfo {

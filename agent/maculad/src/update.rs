@@ -210,15 +210,20 @@ fn booted_slot(cmdline: &str) -> Option<String> {
 }
 
 /// Runs the health check until the booted slot is good, there is nothing to confirm, or the
-/// deadline passed. Started once the agent owns its bus name.
-pub async fn health_task(glue: Arc<UpdateGlue>, state_dir: PathBuf, started: Instant) {
+/// deadline passed (the worker `update.health`, started once the agent owns its bus name).
+pub async fn health_task(
+    ctx: crate::worker::WorkerCtx,
+    glue: Arc<UpdateGlue>,
+    state_dir: PathBuf,
+    started: Instant,
+) -> crate::worker::WorkerResult {
     let policy = glue.config.policy();
     let booted = std::fs::read_to_string("/proc/cmdline")
         .ok()
         .and_then(|c| booted_slot(&c));
     if booted.is_none() {
         glue.set_health("not booted from a RAUC slot: nothing to confirm".into());
-        return;
+        return Ok(());
     }
     let bus_since = started.elapsed();
     let mut state_since: Option<Duration> = None;
@@ -264,18 +269,20 @@ pub async fn health_task(glue: Arc<UpdateGlue>, state_dir: PathBuf, started: Ins
         match decide(&policy, &obs) {
             Decision::Nothing => {
                 glue.set_health("not booted from a RAUC slot".into());
-                return;
+                return Ok(());
             }
             Decision::Wait { recheck_in } => {
                 glue.set_health("checking".into());
-                tokio::time::sleep(recheck_in).await;
+                if ctx.wait(tokio::time::sleep(recheck_in)).await.is_none() {
+                    return Ok(());
+                }
             }
             Decision::MarkGood { slot } => {
                 if !glue.config.auto_mark_good {
                     glue.set_health(format!(
                         "healthy; slot {slot} waits for `maculactl update mark-good` (auto_mark_good = false)"
                     ));
-                    return;
+                    return Ok(());
                 }
                 let marked = match glue.rauc().await {
                     Ok(rauc) => rauc.mark_booted_good().await.map_err(|e| e.to_string()),
@@ -287,11 +294,14 @@ pub async fn health_task(glue: Arc<UpdateGlue>, state_dir: PathBuf, started: Ins
                             "good (slot {slot}, {name}, marked after the health check)"
                         ));
                         tracing::info!(target: "macula::update", %slot, "health check passed: slot marked good");
-                        return;
+                        return Ok(());
                     }
                     Err(e) => {
                         tracing::warn!(target: "macula::update", error = %e, "cannot mark the slot good; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        ctx.error(format!("cannot mark the slot good: {e}"));
+                        if ctx.wait(tokio::time::sleep(Duration::from_secs(1))).await.is_none() {
+                            return Ok(());
+                        }
                     }
                 }
             }
@@ -300,7 +310,7 @@ pub async fn health_task(glue: Arc<UpdateGlue>, state_dir: PathBuf, started: Ins
                 tracing::error!(target: "macula::update", failing = %why,
                     "health check failed: the slot stays unconfirmed and the next reset boots the previous slot");
                 glue.set_health(format!("unhealthy: {why}"));
-                return;
+                return Ok(());
             }
         }
     }

@@ -24,6 +24,7 @@ use macula_testkit::{Agent, AgentOptions, DbusDaemon, repo_root};
 const READ_ONLY: &[&str] = &[
     "io.macula.Firewall1.Status",
     "io.macula.Node1.Status",
+    "io.macula.Node1.Workers",
     "io.macula.Overlay1.Peers",
     "io.macula.Overlay1.Status",
     "io.macula.Storage1.Stat",

@@ -1,4 +1,4 @@
-//! `maculactl status`, `maculactl node status|log-level`.
+//! `maculactl status`, `maculactl node status|workers|log-level`.
 
 use clap::{Args, Subcommand};
 use macula_bus::node::Node1Proxy;
@@ -16,6 +16,9 @@ pub struct StatusArgs {
 pub enum NodeCommand {
     /// Show the node's status.
     Status(StatusArgs),
+    /// List the agent's background workers: name, state (running, idle, stopped, failed),
+    /// errors reported and the last one.
+    Workers(StatusArgs),
     /// Show or change the log level (error, warn, info, debug, trace). Changing needs root or
     /// the `macula` group.
     LogLevel {
@@ -27,6 +30,7 @@ pub enum NodeCommand {
 pub async fn run(conn: &zbus::Connection, cmd: NodeCommand) -> Result<(), CliError> {
     match cmd {
         NodeCommand::Status(args) => status(conn, &args).await,
+        NodeCommand::Workers(args) => workers(conn, &args).await,
         NodeCommand::LogLevel { level } => {
             let proxy = Node1Proxy::new(conn).await?;
             match level {
@@ -60,6 +64,36 @@ pub async fn status(conn: &zbus::Connection, args: &StatusArgs) -> Result<(), Cl
     println!("  Log level  {}", s("log_level"));
     if let Some(line) = clock_line(&map) {
         println!("  Clock      {line}");
+    }
+    Ok(())
+}
+
+pub async fn workers(conn: &zbus::Connection, args: &StatusArgs) -> Result<(), CliError> {
+    let list = Node1Proxy::new(conn).await?.workers().await?;
+    if args.json {
+        let rows: Vec<serde_json::Value> = list
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "name": w.name,
+                    "state": w.state.as_str(),
+                    "errors": w.errors,
+                    "last_error": w.last_error,
+                })
+            })
+            .collect();
+        return super::print_json(&rows);
+    }
+    let width = list.iter().map(|w| w.name.len()).max().unwrap_or(0).max(6);
+    println!("{:width$}  {:8}  {:>6}  LAST ERROR", "WORKER", "STATE", "ERRORS");
+    for w in &list {
+        println!(
+            "{:width$}  {:8}  {:>6}  {}",
+            w.name,
+            w.state.as_str(),
+            w.errors,
+            if w.last_error.is_empty() { "-" } else { &w.last_error }
+        );
     }
     Ok(())
 }
