@@ -225,7 +225,8 @@ impl NodeObject {
     default_path = "/io/macula/Agent"
 )]
 pub trait Node1 {
-    fn status(&self) -> zbus::Result<std::collections::HashMap<String, zbus::zvariant::OwnedValue>>;
+    fn status(&self)
+    -> zbus::Result<std::collections::HashMap<String, zbus::zvariant::OwnedValue>>;
     fn set_log_level(&self, level: &str) -> zbus::Result<()>;
     #[zbus(property)]
     fn node_id(&self) -> zbus::Result<String>;

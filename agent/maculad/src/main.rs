@@ -317,9 +317,15 @@ async fn shutdown(
     let removed = [
         server.remove::<n::NodeObject, _>(OBJECT_PATH).await,
         server.remove::<u::UpdateObject, _>(OBJECT_PATH).await,
-        server.remove::<firewall::FirewallObject, _>(OBJECT_PATH).await,
-        server.remove::<overlay::OverlayObject, _>(OBJECT_PATH).await,
-        server.remove::<uplinks::UplinksObject, _>(OBJECT_PATH).await,
+        server
+            .remove::<firewall::FirewallObject, _>(OBJECT_PATH)
+            .await,
+        server
+            .remove::<overlay::OverlayObject, _>(OBJECT_PATH)
+            .await,
+        server
+            .remove::<uplinks::UplinksObject, _>(OBJECT_PATH)
+            .await,
         server.remove::<m::MeshObject, _>(OBJECT_PATH).await,
         server.remove::<s::StorageObject, _>(OBJECT_PATH).await,
     ];
@@ -350,7 +356,10 @@ async fn shutdown(
     step("storage-flushed", t);
 
     let t = std::time::Instant::now();
-    if tokio::time::timeout(LEAVE_MESH, mesh.leave()).await.is_err() {
+    if tokio::time::timeout(LEAVE_MESH, mesh.leave())
+        .await
+        .is_err()
+    {
         tracing::warn!(target: "macula::node", "leaving the realm took over {LEAVE_MESH:?}; cut off");
     }
     step("mesh-left", t);

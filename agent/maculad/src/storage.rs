@@ -301,7 +301,11 @@ impl StorageGlue {
                     return Ok(());
                 }
                 // A burst of changes (a put stores many shards) makes one publication.
-                if ctx.wait(tokio::time::sleep(INVENTORY_DEBOUNCE)).await.is_none() {
+                if ctx
+                    .wait(tokio::time::sleep(INVENTORY_DEBOUNCE))
+                    .await
+                    .is_none()
+                {
                     return Ok(());
                 }
             }

@@ -299,7 +299,11 @@ pub async fn health_task(
                     Err(e) => {
                         tracing::warn!(target: "macula::update", error = %e, "cannot mark the slot good; retrying");
                         ctx.error(format!("cannot mark the slot good: {e}"));
-                        if ctx.wait(tokio::time::sleep(Duration::from_secs(1))).await.is_none() {
+                        if ctx
+                            .wait(tokio::time::sleep(Duration::from_secs(1)))
+                            .await
+                            .is_none()
+                        {
                             return Ok(());
                         }
                     }

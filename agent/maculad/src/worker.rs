@@ -172,7 +172,10 @@ impl Workers {
         let mut stopped = 0;
         let mut aborted = vec![];
         for (slot, task, mut watcher) in handles {
-            if tokio::time::timeout_at(deadline, &mut watcher).await.is_ok() {
+            if tokio::time::timeout_at(deadline, &mut watcher)
+                .await
+                .is_ok()
+            {
                 stopped += 1;
                 continue;
             }

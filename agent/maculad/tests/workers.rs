@@ -57,7 +57,10 @@ fn workers_are_listed_and_sigterm_stops_everything_in_order() {
         .lines()
         .find(|l| l.starts_with("storage.inventory-out "))
         .unwrap_or_else(|| panic!("{table}"));
-    assert!(line.contains(" idle ") || line.contains(" running "), "{table}");
+    assert!(
+        line.contains(" idle ") || line.contains(" running "),
+        "{table}"
+    );
     // Read-only: anyone may list the workers (the bus policy's default context).
     let as_nobody = macula_testkit::maculactl_as("nobody", n0.bus.address(), &["node", "workers"]);
     assert!(
@@ -88,7 +91,10 @@ fn workers_are_listed_and_sigterm_stops_everything_in_order() {
         at += found;
     }
     assert!(
-        log.contains(&format!("workers stopped stopped={} aborted=0", EXPECTED.len())),
+        log.contains(&format!(
+            "workers stopped stopped={} aborted=0",
+            EXPECTED.len()
+        )),
         "{log}"
     );
     assert!(!log.contains("worker failed"), "{log}");

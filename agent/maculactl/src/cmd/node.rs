@@ -85,14 +85,21 @@ pub async fn workers(conn: &zbus::Connection, args: &StatusArgs) -> Result<(), C
         return super::print_json(&rows);
     }
     let width = list.iter().map(|w| w.name.len()).max().unwrap_or(0).max(6);
-    println!("{:width$}  {:8}  {:>6}  LAST ERROR", "WORKER", "STATE", "ERRORS");
+    println!(
+        "{:width$}  {:8}  {:>6}  LAST ERROR",
+        "WORKER", "STATE", "ERRORS"
+    );
     for w in &list {
         println!(
             "{:width$}  {:8}  {:>6}  {}",
             w.name,
             w.state.as_str(),
             w.errors,
-            if w.last_error.is_empty() { "-" } else { &w.last_error }
+            if w.last_error.is_empty() {
+                "-"
+            } else {
+                &w.last_error
+            }
         );
     }
     Ok(())
