@@ -242,3 +242,97 @@ pub trait Node1 {
     fn log_level(&self) -> zbus::Result<String>;
     fn workers(&self) -> zbus::Result<Vec<WorkerStatus>>;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeSet, HashMap};
+
+    use zbus::zvariant::serialized::Context;
+    use zbus::zvariant::{LE, OwnedValue, to_bytes};
+
+    use super::*;
+
+    /// The keys a typed status puts on the bus (every optional key filled in).
+    fn keys<T: serde::Serialize + Type>(v: &T) -> BTreeSet<String> {
+        let bytes = to_bytes(Context::new_dbus(LE, 0), v).unwrap();
+        let (map, _): (HashMap<String, OwnedValue>, _) = bytes.deserialize().unwrap();
+        map.into_keys().collect()
+    }
+
+    /// The keys `docs/dbus.md` documents for `member` of `interface`: the backticked names in the
+    /// row's notes, outside parentheses (which hold types, values and remarks).
+    fn documented(interface: &str, member: &str) -> BTreeSet<String> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/dbus.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let section = doc
+            .split("\n## ")
+            .find(|s| s.starts_with(interface))
+            .unwrap_or_else(|| panic!("no section {interface} in docs/dbus.md"));
+        let row = section
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{member}`")))
+            .unwrap_or_else(|| panic!("no row {member} in {interface}"));
+        let notes = row.trim_end_matches('|').rsplit('|').next().unwrap();
+        let mut depth = 0usize;
+        let flat: String = notes
+            .chars()
+            .filter(|&c| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth = depth.saturating_sub(1),
+                    _ => return depth == 0,
+                }
+                false
+            })
+            .collect();
+        flat.split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|t| {
+                t.len() > 1
+                    && t.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn node_status_keys_are_the_documented_ones() {
+        let status = NodeStatus {
+            node_id: String::new(),
+            node_id_short: String::new(),
+            name: String::new(),
+            role: String::new(),
+            version: String::new(),
+            started_at: 0,
+            uptime_s: 0,
+            log_level: String::new(),
+            pid: 0,
+            clock_offset_ms: Some(0),
+            clock_wrong: Some(false),
+            clock_peers: Some(0),
+            clock_hubs: Some(false),
+            clock_stepped_ms: Some(0),
+        };
+        assert_eq!(keys(&status), documented("io.macula.Node1", "Status()"));
+        let worker = WorkerStatus {
+            name: "mesh.beacon".into(),
+            state: WorkerState::Idle,
+            last_error: String::new(),
+            errors: 0,
+        };
+        assert_eq!(keys(&worker), documented("io.macula.Node1", "Workers()"));
+        // Without a clock the `clock_*` keys are absent, not zero.
+        let quiet = NodeStatus {
+            clock_offset_ms: None,
+            clock_wrong: None,
+            clock_peers: None,
+            clock_hubs: None,
+            clock_stepped_ms: None,
+            ..status
+        };
+        assert!(keys(&quiet).iter().all(|k| !k.starts_with("clock_")));
+        assert_eq!(keys(&quiet).len(), 9);
+    }
+}
