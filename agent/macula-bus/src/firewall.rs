@@ -12,6 +12,20 @@ use zbus::zvariant::{OwnedValue, Value};
 
 use crate::Error;
 
+/// `Firewall1.Status()`.
+#[derive(Debug, Clone, PartialEq, Eq, zbus::zvariant::SerializeDict, zbus::zvariant::Type)]
+#[zvariant(signature = "a{sv}", crate = "zbus::zvariant")]
+pub struct FirewallStatus {
+    /// Generation waiting for `Confirm`; 0 = none.
+    pub pending: u64,
+    /// Seconds before that apply is rolled back (0 = none pending).
+    pub rollback_in_s: u64,
+    /// What the last automatic rollback did; empty = none yet.
+    pub last_rollback: String,
+    /// Overlay addresses in the quarantine set.
+    pub quarantined: u32,
+}
+
 /// D-Bus interface name.
 pub const INTERFACE: &str = "io.macula.Firewall1";
 
@@ -34,7 +48,7 @@ pub trait FirewallControl: Send + Sync + 'static {
     /// The live `table inet macula` (empty when absent).
     fn ruleset(&self) -> BoxFuture<'_, Result<String, Error>>;
     /// Status: `pending` (generation, 0 = none), `rollback_in_s`, `last_rollback`, `quarantined`.
-    fn status(&self) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>>;
+    fn status(&self) -> BoxFuture<'_, Result<FirewallStatus, Error>>;
     /// Quarantines (`on`) or releases overlay addresses.
     fn quarantine(&self, addresses: Vec<String>, on: bool) -> BoxFuture<'_, Result<(), Error>>;
 }
@@ -86,7 +100,7 @@ impl FirewallObject {
     }
 
     /// Pending apply, rollback deadline, last rollback, quarantine size.
-    async fn status(&self) -> Result<HashMap<String, OwnedValue>, Error> {
+    async fn status(&self) -> Result<FirewallStatus, Error> {
         self.control.status().await
     }
 

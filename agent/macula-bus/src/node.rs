@@ -335,4 +335,15 @@ mod tests {
         assert!(keys(&quiet).iter().all(|k| !k.starts_with("clock_")));
         assert_eq!(keys(&quiet).len(), 9);
     }
+
+    #[test]
+    fn firewall_status_keys_are_the_documented_ones() {
+        let status = crate::firewall::FirewallStatus {
+            pending: 0,
+            rollback_in_s: 0,
+            last_rollback: String::new(),
+            quarantined: 0,
+        };
+        assert_eq!(keys(&status), documented("io.macula.Firewall1", "Status()"));
+    }
 }

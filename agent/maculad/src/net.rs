@@ -8,7 +8,9 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
 use macula_bus::Error;
-use macula_bus::firewall::{Applied, BoxFuture, FirewallControl, FirewallObject, owned};
+use macula_bus::firewall::{
+    Applied, BoxFuture, FirewallControl, FirewallObject, FirewallStatus, owned,
+};
 use macula_bus::overlay::{OverlayControl, OverlayObject};
 use macula_bus::uplinks::{UplinksControl, UplinksObject};
 use macula_core::NodeKey;
@@ -298,29 +300,15 @@ impl FirewallControl for FirewallGlue {
         Box::pin(async move { Ok(self.get()?.status().await.map_err(firewall_error)?.ruleset) })
     }
 
-    fn status(&self) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>> {
+    fn status(&self) -> BoxFuture<'_, Result<FirewallStatus, Error>> {
         Box::pin(async move {
             let st = self.get()?.status().await.map_err(firewall_error)?;
-            let mut m = HashMap::new();
-            m.insert(
-                "pending".into(),
-                owned(Value::from(st.pending.unwrap_or(0))),
-            );
-            m.insert(
-                "rollback_in_s".into(),
-                owned(Value::from(
-                    st.rollback_in.map(|d| d.as_secs()).unwrap_or(0),
-                )),
-            );
-            m.insert(
-                "last_rollback".into(),
-                owned(Value::from(st.last_rollback.unwrap_or_default())),
-            );
-            m.insert(
-                "quarantined".into(),
-                owned(Value::from(st.quarantined as u32)),
-            );
-            Ok(m)
+            Ok(FirewallStatus {
+                pending: st.pending.unwrap_or(0),
+                rollback_in_s: st.rollback_in.map(|d| d.as_secs()).unwrap_or(0),
+                last_rollback: st.last_rollback.unwrap_or_default(),
+                quarantined: u32::try_from(st.quarantined).unwrap_or(u32::MAX),
+            })
         })
     }
 
