@@ -346,4 +346,22 @@ mod tests {
         };
         assert_eq!(keys(&status), documented("io.macula.Firewall1", "Status()"));
     }
+
+    #[test]
+    fn uplink_keys_are_the_documented_ones() {
+        let link = crate::uplinks::UplinkStatus {
+            name: String::new(),
+            interface: String::new(),
+            priority: 0,
+            active: false,
+            healthy: false,
+            carrier: false,
+            rtt_us: 0,
+            sent: 0,
+            received: 0,
+            redundant_tx_packets: 0,
+            redundant_rx_packets: 0,
+        };
+        assert_eq!(keys(&link), documented("io.macula.Uplinks1", "Links()"));
+    }
 }

@@ -10,14 +10,31 @@ use crate::firewall::BoxFuture;
 /// D-Bus interface name.
 pub const INTERFACE: &str = "io.macula.Uplinks1";
 
+/// One entry of `Uplinks1.Links()`.
+#[derive(Debug, Clone, PartialEq, Eq, zbus::zvariant::SerializeDict, zbus::zvariant::Type)]
+#[zvariant(signature = "a{sv}", crate = "zbus::zvariant")]
+pub struct UplinkStatus {
+    pub name: String,
+    pub interface: String,
+    pub priority: u32,
+    pub active: bool,
+    pub healthy: bool,
+    pub carrier: bool,
+    /// Last probe round trip, µs; 0 = none yet.
+    pub rtt_us: u64,
+    pub sent: u64,
+    pub received: u64,
+    /// Redundant-mode copies sent / received on this uplink.
+    pub redundant_tx_packets: u64,
+    pub redundant_rx_packets: u64,
+}
+
 /// What the uplinks interface needs from the daemon.
 pub trait UplinksControl: Send + Sync + 'static {
     /// Name of the active uplink (empty: none, or monitoring disabled).
     fn active(&self) -> String;
-    /// One map per uplink: `name`, `interface`, `priority`, `active`, `healthy`, `carrier`,
-    /// `rtt_us` (0 = none yet), `sent`, `received`, `redundant_tx_packets` /
-    /// `redundant_rx_packets` (redundant-mode copies sent / received on this uplink).
-    fn links(&self) -> BoxFuture<'_, Result<Vec<HashMap<String, OwnedValue>>, Error>>;
+    /// The uplinks in configuration order.
+    fn links(&self) -> BoxFuture<'_, Result<Vec<UplinkStatus>, Error>>;
 }
 
 /// The `io.macula.Uplinks1` server object.
@@ -40,7 +57,7 @@ impl UplinksObject {
     }
 
     /// The uplinks in configuration order with their health.
-    async fn links(&self) -> Result<Vec<HashMap<String, OwnedValue>>, Error> {
+    async fn links(&self) -> Result<Vec<UplinkStatus>, Error> {
         self.control.links().await
     }
 }

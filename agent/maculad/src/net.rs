@@ -12,7 +12,7 @@ use macula_bus::firewall::{
     Applied, BoxFuture, FirewallControl, FirewallObject, FirewallStatus, owned,
 };
 use macula_bus::overlay::{OverlayControl, OverlayObject};
-use macula_bus::uplinks::{UplinksControl, UplinksObject};
+use macula_bus::uplinks::{UplinkStatus, UplinksControl, UplinksObject};
 use macula_core::NodeKey;
 use macula_net::cmd::Host;
 use macula_net::firewall::{Firewall, FirewallConfig, FirewallError, Nft};
@@ -481,7 +481,7 @@ impl UplinksControl for UplinksGlue {
             .unwrap_or_default()
     }
 
-    fn links(&self) -> BoxFuture<'_, Result<Vec<HashMap<String, OwnedValue>>, Error>> {
+    fn links(&self) -> BoxFuture<'_, Result<Vec<UplinkStatus>, Error>> {
         Box::pin(async move {
             let (cfg, status) = self.0.as_ref().ok_or_else(|| {
                 Error::Unavailable(
@@ -489,37 +489,24 @@ impl UplinksControl for UplinksGlue {
                 )
             })?;
             let snap = status.borrow().clone();
+            let c = self.1.as_ref();
             Ok(cfg
                 .links
                 .iter()
                 .zip(&snap.links)
                 .enumerate()
-                .map(|(i, (l, v))| {
-                    let mut m = HashMap::new();
-                    m.insert("name".into(), owned(Value::from(l.name.clone())));
-                    m.insert("interface".into(), owned(Value::from(l.interface.clone())));
-                    m.insert("priority".into(), owned(Value::from(l.priority)));
-                    m.insert("active".into(), owned(Value::from(snap.active == Some(i))));
-                    m.insert("healthy".into(), owned(Value::from(v.healthy)));
-                    m.insert("carrier".into(), owned(Value::from(v.carrier)));
-                    m.insert(
-                        "rtt_us".into(),
-                        owned(Value::from(
-                            v.rtt.map(|d| d.as_micros() as u64).unwrap_or(0),
-                        )),
-                    );
-                    m.insert("sent".into(), owned(Value::from(v.sent)));
-                    m.insert("received".into(), owned(Value::from(v.received)));
-                    let c = self.1.as_ref();
-                    m.insert(
-                        "redundant_tx_packets".into(),
-                        owned(Value::from(count(c, |c| &c.uplink_tx, i))),
-                    );
-                    m.insert(
-                        "redundant_rx_packets".into(),
-                        owned(Value::from(count(c, |c| &c.uplink_rx, i))),
-                    );
-                    m
+                .map(|(i, (l, v))| UplinkStatus {
+                    name: l.name.clone(),
+                    interface: l.interface.clone(),
+                    priority: l.priority,
+                    active: snap.active == Some(i),
+                    healthy: v.healthy,
+                    carrier: v.carrier,
+                    rtt_us: v.rtt.map(|d| d.as_micros() as u64).unwrap_or(0),
+                    sent: v.sent,
+                    received: v.received,
+                    redundant_tx_packets: count(c, |c| &c.uplink_tx, i),
+                    redundant_rx_packets: count(c, |c| &c.uplink_rx, i),
                 })
                 .collect())
         })
