@@ -289,7 +289,7 @@ mod tests {
             .skip(1)
             .step_by(2)
             .filter(|t| {
-                t.len() > 1
+                !t.is_empty()
                     && t.chars()
                         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
             })
@@ -363,5 +363,19 @@ mod tests {
             redundant_rx_packets: 0,
         };
         assert_eq!(keys(&link), documented("io.macula.Uplinks1", "Links()"));
+    }
+
+    #[test]
+    fn object_stat_keys_are_the_documented_ones() {
+        let stat = crate::storage::ObjectStat {
+            object_id: String::new(),
+            size: 0,
+            segments: 0,
+            segment_bytes: 0,
+            k: 0,
+            m: 0,
+            codec: String::new(),
+        };
+        assert_eq!(keys(&stat), documented("io.macula.Storage1", "Stat(cap)"));
     }
 }

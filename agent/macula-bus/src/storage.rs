@@ -15,6 +15,21 @@ use crate::{Caller, Error, caller};
 /// D-Bus interface name.
 pub const INTERFACE: &str = "io.macula.Storage1";
 
+/// `Storage1.Stat()`.
+#[derive(Debug, Clone, PartialEq, Eq, zbus::zvariant::SerializeDict, zbus::zvariant::Type)]
+#[zvariant(signature = "a{sv}", crate = "zbus::zvariant")]
+pub struct ObjectStat {
+    /// Object ID, hex.
+    pub object_id: String,
+    /// Bytes.
+    pub size: u64,
+    pub segments: u32,
+    pub segment_bytes: u32,
+    pub k: u16,
+    pub m: u16,
+    pub codec: String,
+}
+
 /// What the storage interface needs from the daemon.
 pub trait StorageControl: Send + Sync + 'static {
     /// Stores the regular file open at `file` (passed by the caller); `label` names the
@@ -34,9 +49,8 @@ pub trait StorageControl: Send + Sync + 'static {
         label: String,
         caller: Caller,
     ) -> BoxFuture<'_, Result<u64, Error>>;
-    /// Size, coding parameters and shard availability of an object: `size`, `segments`, `k`,
-    /// `m`, `codec`, `object_id`.
-    fn stat(&self, cap: String) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>>;
+    /// Size and coding parameters of an object (from its manifest).
+    fn stat(&self, cap: String) -> BoxFuture<'_, Result<ObjectStat, Error>>;
     /// Deletes an object stored by this node (owner-signed); returns shards removed.
     fn delete(&self, cap: String) -> BoxFuture<'_, Result<u32, Error>>;
     /// Admin purge on this node: removes every local shard signed by `owner` (a node ID) and
@@ -89,7 +103,7 @@ impl StorageObject {
     }
 
     /// Describes an object (reads its manifest).
-    async fn stat(&self, cap: String) -> Result<HashMap<String, OwnedValue>, Error> {
+    async fn stat(&self, cap: String) -> Result<ObjectStat, Error> {
         self.control.stat(cap).await
     }
 

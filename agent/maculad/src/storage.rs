@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use macula_bus::firewall::BoxFuture;
-use macula_bus::storage::{StorageControl, StorageObject};
+use macula_bus::storage::{ObjectStat, StorageControl, StorageObject};
 use macula_bus::{Caller, Error};
 use macula_core::{NodeId, NodeKey};
 use macula_mesh::membership::Capacity;
@@ -636,27 +636,21 @@ impl StorageControl for StorageGlue {
         Box::pin(async move { self.get_into(&cap, file, label, caller).await })
     }
 
-    fn stat(&self, cap: String) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>> {
+    fn stat(&self, cap: String) -> BoxFuture<'_, Result<ObjectStat, Error>> {
         Box::pin(async move {
             let r = self.running()?;
             let cap = parse_cap(&cap)?;
             let members = self.members(r);
             let manifest = r.client.stat(&members, &cap).await.map_err(client_error)?;
-            let mut m = HashMap::new();
-            m.insert("object_id".into(), val(Value::from(cap.object_id.to_hex())));
-            m.insert("size".into(), val(Value::from(manifest.object_len)));
-            m.insert(
-                "segments".into(),
-                val(Value::from(manifest.segments.len() as u32)),
-            );
-            m.insert(
-                "segment_bytes".into(),
-                val(Value::from(manifest.segment_len)),
-            );
-            m.insert("k".into(), val(Value::from(cap.k)));
-            m.insert("m".into(), val(Value::from(cap.m)));
-            m.insert("codec".into(), val(Value::from(cap.codec.name())));
-            Ok(m)
+            Ok(ObjectStat {
+                object_id: cap.object_id.to_hex(),
+                size: manifest.object_len,
+                segments: u32::try_from(manifest.segments.len()).unwrap_or(u32::MAX),
+                segment_bytes: manifest.segment_len,
+                k: cap.k,
+                m: cap.m,
+                codec: cap.codec.name().to_owned(),
+            })
         })
     }
 
