@@ -855,13 +855,19 @@ async fn read_connection(
                 Ok(mut recv) => {
                     let shared = shared.clone();
                     tokio::spawn(async move {
-                        match crate::frame::read::<PubSubMsg>(&mut recv, MAX_PUBSUB_FRAME).await {
-                            Ok(Some(msg)) => {
+                        let deadline = shared.endpoint.params().request_deadline;
+                        let read = crate::frame::read::<PubSubMsg>(&mut recv, MAX_PUBSUB_FRAME);
+                        match tokio::time::timeout(deadline, read).await {
+                            Ok(Ok(Some(msg))) => {
                                 let _ = shared.cmd.send(Cmd::PubSub { from: id, msg });
                             }
-                            Ok(None) => {}
-                            Err(e) => {
+                            Ok(Ok(None)) => {}
+                            Ok(Err(e)) => {
                                 tracing::warn!(peer = %id, "malformed pub/sub frame: {e}");
+                                let _ = recv.stop(VarInt::from_u32(close::PROTOCOL));
+                            }
+                            Err(_) => {
+                                tracing::warn!(peer = %id, "pub/sub stream stalled past {deadline:?}, reset");
                                 let _ = recv.stop(VarInt::from_u32(close::PROTOCOL));
                             }
                         }
@@ -1359,9 +1365,12 @@ async fn serve_call(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    let req = match crate::frame::read::<RpcRequest>(&mut recv, MAX_RPC_FRAME).await {
-        Ok(Some(r)) => r,
-        Ok(None) | Err(_) => {
+    let deadline = shared.endpoint.params().request_deadline;
+    let read = crate::frame::read::<RpcRequest>(&mut recv, MAX_RPC_FRAME);
+    let req = match tokio::time::timeout(deadline, read).await {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None) | Err(_)) | Err(_) => {
+            let _ = recv.stop(VarInt::from_u32(close::PROTOCOL));
             let _ = send.reset(VarInt::from_u32(close::PROTOCOL));
             return;
         }

@@ -530,3 +530,107 @@ async fn malformed_stream_replies_are_protocol_errors() {
     client.shutdown().await;
     raw.close();
 }
+
+/// Issue 18: a member could open every request stream a connection allows, announce a large
+/// request and stall, holding the server's stream buffers and tasks for ever. Each stalled
+/// stream is now reset at `request_deadline`, and honest calls keep working meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_request_streams_are_reset_at_the_deadline() {
+    let realm = RealmKey::from_seed([7; 32]);
+    let key = NodeKey::from_seed([40; 32]);
+    let deadline = Duration::from_secs(2);
+    let server = MeshNode::start(
+        &key,
+        admission(&realm, &key, 40),
+        NodeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            advertise: vec![],
+            bootstrap: vec![],
+            transport: TransportParams {
+                request_deadline: deadline,
+                ..TransportParams::default()
+            },
+            membership: MembershipConfig::lan(2),
+            overlay_key: None,
+            capacity: Capacity::default(),
+            domains: FailureDomains::default(),
+            state_dir: None,
+            set_clock: false,
+        },
+    )
+    .unwrap();
+    let echo: Handler = Arc::new(|_, body| Box::pin(async move { Ok(body) }));
+    server.serve("test.echo", echo);
+    let rogue_key = NodeKey::from_seed([41; 32]);
+    let rogue = Endpoint::bind(
+        &rogue_key,
+        admission(&realm, &rogue_key, 41),
+        "127.0.0.1:0".parse().unwrap(),
+        vec![],
+        TransportParams::default(),
+    )
+    .unwrap();
+    let peer = rogue
+        .dial(server.local_addr(), Some(key.node_id()))
+        .await
+        .unwrap();
+    // The first bytes of a 1 MiB request, then nothing, on as many streams as allowed.
+    let big = frame::encode(
+        &RpcRequest {
+            procedure: "test.echo".into(),
+            deadline_ms: 60_000,
+            body: vec![0; 1 << 20],
+        },
+        MAX_RPC_FRAME,
+    )
+    .unwrap();
+    // (The Hello's control stream takes one.)
+    let streams = TransportParams::default().max_bidi_streams - 1;
+    let mut stalled = Vec::new();
+    for _ in 0..streams {
+        let (mut send, recv) = peer.conn.open_bi().await.unwrap();
+        send.write_all(&big[..1000]).await.unwrap();
+        stalled.push((send, recv));
+    }
+    let started = Instant::now();
+    // Honest traffic flows meanwhile.
+    let client = start(&realm, 42, vec![]);
+    client
+        .add_contact(Bootstrap {
+            node: Some(key.node_id()),
+            addr: server.local_addr(),
+        })
+        .await
+        .unwrap();
+    let r = client
+        .call(
+            key.node_id(),
+            "test.echo",
+            b"hi".to_vec(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, b"hi");
+    for (send, _recv) in &mut stalled {
+        let stopped = tokio::time::timeout(deadline * 4, send.stopped())
+            .await
+            .expect("a stalled request stream is reset at the deadline");
+        assert!(matches!(stopped, Ok(Some(_))), "{stopped:?}");
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= deadline / 2,
+        "reset after {took:?}, before the deadline"
+    );
+    // Once the peer lets go of its halves, the credits let it open streams again.
+    drop(stalled);
+    let (mut send, _recv) = tokio::time::timeout(deadline, peer.conn.open_bi())
+        .await
+        .expect("stream credit is back")
+        .unwrap();
+    send.write_all(&big[..10]).await.unwrap();
+    client.shutdown().await;
+    server.shutdown().await;
+    rogue.close();
+}
