@@ -158,10 +158,12 @@ async fn revocation_cuts_a_member_off() {
     .await;
     hub.revoke(realm.revoke(b.id(), unix_now())).unwrap();
     let b_id = b.id();
+    // Down in membership and its live connection closed, at every member.
     let down = |n: &MeshNode| {
         n.peers()
             .iter()
             .any(|p| p.id == b_id && p.state == PeerState::Down)
+            && !n.is_connected(&b_id)
     };
     wait_for("revocation to spread", 20, || down(&hub) && down(&a)).await;
     // B stays out: it keeps running but cannot rejoin.
