@@ -378,4 +378,19 @@ mod tests {
         };
         assert_eq!(keys(&stat), documented("io.macula.Storage1", "Stat(cap)"));
     }
+
+    #[test]
+    fn overlay_status_keys_are_the_documented_ones() {
+        let status = crate::overlay::OverlayStatus {
+            interface: String::new(),
+            address: String::new(),
+            public_key: String::new(),
+            listen_port: 0,
+            peers: 0,
+            implementation: String::new(),
+            kernel_wireguard: false,
+            redundant_peers: 0,
+        };
+        assert_eq!(keys(&status), documented("io.macula.Overlay1", "Status()"));
+    }
 }

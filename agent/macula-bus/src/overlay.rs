@@ -10,12 +10,31 @@ use crate::firewall::BoxFuture;
 /// D-Bus interface name.
 pub const INTERFACE: &str = "io.macula.Overlay1";
 
+/// `Overlay1.Status()`.
+#[derive(Debug, Clone, PartialEq, Eq, zbus::zvariant::SerializeDict, zbus::zvariant::Type)]
+#[zvariant(signature = "a{sv}", crate = "zbus::zvariant")]
+pub struct OverlayStatus {
+    pub interface: String,
+    pub address: String,
+    /// WireGuard public key, base64.
+    pub public_key: String,
+    pub listen_port: u16,
+    /// Peers configured on the device.
+    pub peers: u32,
+    /// `wireguard-go` or `kernel`.
+    pub implementation: String,
+    /// Whether the kernel module is available.
+    pub kernel_wireguard: bool,
+    /// Peers in redundant mode.
+    pub redundant_peers: u32,
+}
+
 /// What the overlay interface needs from the daemon.
 pub trait OverlayControl: Send + Sync + 'static {
     /// `interface`, `address`, `public_key` (base64), `listen_port`, `peers` (count),
     /// `implementation` (`wireguard-go` or `kernel`), `kernel_wireguard` (module available),
     /// `redundant_peers` (count of peers in redundant mode).
-    fn status(&self) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>>;
+    fn status(&self) -> BoxFuture<'_, Result<OverlayStatus, Error>>;
     /// One map per peer: `public_key`, `address`, `endpoint`, `last_handshake_s` (unix, 0 =
     /// never), `rx_bytes`, `tx_bytes`, `keepalive_s`, `allowed_ips`, `redundant` (bool),
     /// `redundant_tx_packets` / `redundant_rx_packets` (datagrams the duplicator took from / handed
@@ -37,7 +56,7 @@ impl OverlayObject {
 #[zbus::interface(name = "io.macula.Overlay1")]
 impl OverlayObject {
     /// The overlay interface: name, own address and key, port, MTU, peer count.
-    async fn status(&self) -> Result<HashMap<String, OwnedValue>, Error> {
+    async fn status(&self) -> Result<OverlayStatus, Error> {
         self.control.status().await
     }
 

@@ -11,7 +11,7 @@ use macula_bus::Error;
 use macula_bus::firewall::{
     Applied, BoxFuture, FirewallControl, FirewallObject, FirewallStatus, owned,
 };
-use macula_bus::overlay::{OverlayControl, OverlayObject};
+use macula_bus::overlay::{OverlayControl, OverlayObject, OverlayStatus};
 use macula_bus::uplinks::{UplinkStatus, UplinksControl, UplinksObject};
 use macula_core::NodeKey;
 use macula_net::cmd::Host;
@@ -351,45 +351,23 @@ impl OverlayGlue {
 }
 
 impl OverlayControl for OverlayGlue {
-    fn status(&self) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>> {
+    fn status(&self) -> BoxFuture<'_, Result<OverlayStatus, Error>> {
         Box::pin(async move {
             let ov = self.get()?;
             let dev = ov
                 .status()
                 .await
                 .map_err(|e| Error::Failed(e.to_string()))?;
-            let mut m = HashMap::new();
-            m.insert(
-                "interface".into(),
-                owned(Value::from(ov.interface().to_string())),
-            );
-            m.insert(
-                "address".into(),
-                owned(Value::from(ov.address().to_string())),
-            );
-            m.insert(
-                "public_key".into(),
-                owned(Value::from(ov.public_key().to_base64())),
-            );
-            m.insert("listen_port".into(), owned(Value::from(dev.listen_port)));
-            m.insert("peers".into(), owned(Value::from(dev.peers.len() as u32)));
-            m.insert(
-                "implementation".into(),
-                owned(Value::from(ov.implementation())),
-            );
-            m.insert(
-                "redundant_peers".into(),
-                owned(Value::from(
-                    self.1.as_ref().map(|r| r.0.len() as u32).unwrap_or(0),
-                )),
-            );
-            m.insert(
-                "kernel_wireguard".into(),
-                owned(Value::from(macula_net::overlay::kernel_wireguard(
-                    ov.host(),
-                ))),
-            );
-            Ok(m)
+            Ok(OverlayStatus {
+                interface: ov.interface().to_string(),
+                address: ov.address().to_string(),
+                public_key: ov.public_key().to_base64(),
+                listen_port: dev.listen_port,
+                peers: u32::try_from(dev.peers.len()).unwrap_or(u32::MAX),
+                implementation: ov.implementation().to_owned(),
+                kernel_wireguard: macula_net::overlay::kernel_wireguard(ov.host()),
+                redundant_peers: self.1.as_ref().map(|r| r.0.len() as u32).unwrap_or(0),
+            })
         })
     }
 
