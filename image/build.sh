@@ -80,7 +80,7 @@ if [ "$BOARD" != qemu ]; then
 fi
 BOARDDIR=$REPO/buildroot/board/macula/$BOARDNAME
 PACKAGES="busybox-static libc6 libgcc-s1 dbus-daemon dbus-bin dbus-system-bus-common rauc rauc-service
-nftables wireguard-tools wireguard-go iproute2 $EXTRA_PKGS"
+nftables wireguard-tools wireguard-go iproute2 fdisk e2fsprogs $EXTRA_PKGS"
 # package lists and .debs: a cache outside the clone ($MACULA_CACHE, default /var/cache/macula)
 DEBS="python3 $HERE/debs.py --arch $DEBARCH --suite $SUITE"
 
@@ -156,6 +156,10 @@ if [ "$ARCH" = x86_64 ]; then
   dpkg-deb -x "$($DEBS get grub-common)" "$W/grub-common"
   install -D -m755 "$W/grub-common/usr/bin/grub-editenv" "$W/raw/usr/bin/grub-editenv"
 fi
+# grow-data tells the kernel the data partition's new length with resizepart (BLKPG; its disk is
+# in use, so the table cannot be re-read); take only that binary from util-linux.
+dpkg-deb -x "$($DEBS get util-linux)" "$W/util-linux"
+install -D -m755 "$W/util-linux/usr/bin/resizepart" "$W/raw/usr/bin/resizepart"
 # merged /usr, as on current Debian and Buildroot (BR2_ROOTFS_MERGED_USR)
 for d in bin sbin lib lib64; do
   if [ -d "$W/raw/$d" ] && [ ! -L "$W/raw/$d" ]; then

@@ -2,7 +2,8 @@
 # Boot a Macula OS disk image under QEMU (TCG) on the serial console (stdio). The one place the
 # QEMU command line lives: `make qemu` and the tests in tests/qemu/ both use it.
 #   image/qemu.sh --arch x86_64|aarch64 --disk DISK.img [--vars OVMF_VARS.fd] [--extra-disk IMG]...
-#                 [--reboot] [--socket-net listen|connect:HOST:PORT --mac MAC]
+#                 [--rw-disk IMG]... [--reboot] [--socket-net listen|connect:HOST:PORT --mac MAC]
+# --extra-disk attaches a read-only virtio disk, --rw-disk a writable one (e.g. a USB-like store).
 # x86_64: q35 + OVMF (NVRAM in --vars; created from the OVMF template when missing) -> GRUB.
 # aarch64: virt + U-Boot (qemu_arm64) -> boot.scr. Without --reboot a guest reboot ends QEMU.
 # --socket-net adds a second NIC (eth1) on a QEMU socket link to another guest (one listens, the
@@ -16,6 +17,7 @@ while [ $# -gt 0 ]; do
     --disk) DISK=$2; shift 2;;
     --vars) VARS=$2; shift 2;;
     --extra-disk) EXTRA="$EXTRA -drive file=$2,format=raw,if=virtio,readonly=on"; shift 2;;
+    --rw-disk) EXTRA="$EXTRA -drive file=$2,format=raw,if=virtio"; shift 2;;
     --reboot) REBOOT=; shift;;
     --socket-net) SOCKNET=$2; shift 2;;
     --mac) MAC=$2; shift 2;;

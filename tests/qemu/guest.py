@@ -23,16 +23,20 @@ class GuestError(Exception):
 class Machine:
     """A disk (+ NVRAM) that survives reboots; `boot()` starts one QEMU process on it."""
 
-    def __init__(self, arch, image, workdir, extra_disks=(), qemu_args=()):
+    def __init__(self, arch, image, workdir, extra_disks=(), qemu_args=(), rw_disks=(), grow_mib=0):
         self.arch = arch
         self.workdir = workdir
         os.makedirs(workdir, exist_ok=True)
         self.disk = os.path.join(workdir, "disk.img")
         subprocess.run(["cp", "--sparse=always", image, self.disk], check=True)
+        if grow_mib:
+            # a card larger than the image: the first boot grows the data partition into the rest
+            subprocess.run(["truncate", "-s", f"+{grow_mib}M", self.disk], check=True)
         self.vars = os.path.join(workdir, "OVMF_VARS.fd")
         if os.path.exists(self.vars):
             os.unlink(self.vars)  # image/qemu.sh starts from a fresh OVMF template
         self.extra_disks = list(extra_disks)
+        self.rw_disks = list(rw_disks)
         self.qemu_args = list(qemu_args)
         self.log_path = os.path.join(workdir, "console.log")
         open(self.log_path, "w").close()
@@ -44,6 +48,8 @@ class Machine:
             argv += ["--vars", self.vars]
         for d in self.extra_disks:
             argv += ["--extra-disk", d]
+        for d in self.rw_disks:
+            argv += ["--rw-disk", d]
         return argv + self.qemu_args
 
     def boot(self):

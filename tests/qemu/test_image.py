@@ -4,9 +4,13 @@
 x86_64: OVMF -> GRUB (grubenv A/B) -> busybox init -> dbus, rauc, maculad.
 aarch64: U-Boot -> boot.scr (uboot.env A/B, 3 attempts a slot) -> the same userland.
 
-  1. first boot from slot A: readiness, agent owns io.macula.Agent, `maculactl status` answers
+  1. first boot from slot A: readiness, agent owns io.macula.Agent, `maculactl status` answers;
+     the disk is 1 GiB larger than the image and the data partition + file system grow into it
+     (only at that boot); a second disk labelled macula-store is mounted on /data/macula/shards
   2. a bundle signed by an untrusted key, and the good bundle with one byte of its payload
-     flipped, are refused; the boot env and the running slot stay as they were
+     flipped, are refused; the running slot stays as it was and boots first (the untrusted bundle
+     leaves the boot env untouched; the corrupt one, found while it is written, leaves the other
+     slot marked bad, as RAUC marks its target bad before writing)
   3. OTA A -> B: install 0.0.2, reboot into B, mark good
   4. an update that is never marked good (0.0.3 into A, its agent broken) falls back to B
   5. boot time: boot-to-agent-ready vs a bare busybox boot (macula.bare=1) of the same image
@@ -110,6 +114,11 @@ class GrubEnv:
     def tried_unconfirmed(self, slot):
         return self.env.get(f"{slot}_TRY") == "1"
 
+    def only_bootable(self, slot, other):
+        """`slot` boots first and is good; `other` cannot be booted (RAUC marks the target slot
+        bad before it writes to it, so an install that fails part-way leaves it so)."""
+        return self.primary_untried(slot) and self.env.get(f"{other}_OK") == "0"
+
     def __repr__(self):
         return repr(self.env)
 
@@ -134,6 +143,12 @@ class UbootEnv(GrubEnv):
 
     def tried_unconfirmed(self, slot):
         return self.env.get(f"BOOT_{slot}_LEFT") != self.ATTEMPTS
+
+    def only_bootable(self, slot, other):
+        # RAUC's uboot backend marks a slot bad by dropping it from BOOT_ORDER (and its count to 0)
+        order = self.env.get("BOOT_ORDER", "").split()
+        return (self.primary_untried(slot)
+                and (other not in order or self.env.get(f"BOOT_{other}_LEFT") == "0"))
 
 
 def guest_env(g):
@@ -226,9 +241,47 @@ def install(g, bundle, agent_updates, expect_ok=True):
     return out, took
 
 
+def store_disk(work):
+    """A 64 MiB ext4 disk labelled macula-store, as a person would prepare a USB disk."""
+    path = os.path.join(work, "store.img")
+    if os.path.exists(path):
+        os.unlink(path)
+    run(["mkfs.ext4", "-q", "-F", "-L", "macula-store", path, "64M"])
+    return path
+
+
+GROW_MIB = 1024
+
+
+def storage_checks(g, boot_name):
+    """The data partition filled the larger card at its first boot (and only then); the disk
+    labelled macula-store holds /data/macula/shards."""
+    with open(g.m.log_path, encoding="utf-8", errors="replace") as f:
+        boots = f.read().split("\n===== boot ")
+    console = boots[-1]
+    _, out = g.sh("df -Pk /data | awk 'NR == 2 { print int($2 / 1024) }'")
+    data_mib = int(out.strip())
+    RESULTS[f"{boot_name}_data_mib"] = data_mib
+    if g.m.boots == 1:
+        for what in ("data partition: growing", "data file system: growing"):
+            check(f"macula: {what}" in console, f"boot 1 console does not show '{what}'")
+        # ext4's own metadata and reserved blocks take a few percent of the grown partition
+        check(data_mib > GROW_MIB * 9 // 10,
+              f"/data is {data_mib} MiB after growing into {GROW_MIB} MiB more")
+    else:
+        check("growing" not in console, "a later boot grew the data partition again")
+    _, out = g.sh("grep ' /data/macula/shards ' /proc/mounts || echo none")
+    check(out.startswith("/dev/vd") and " ext4 " in out,
+          f"the macula-store disk is not mounted on /data/macula/shards: {out}")
+    check("macula: shard store on /dev/vd" in console, "console does not name the shard store disk")
+    # written by this boot, kept on the store disk across reboots
+    g.sh(f"echo {boot_name} >> /data/macula/shards/.macula-boots && sync")
+
+
 def ota(a, image, work):
     xfer = build_bundles(a, work)
-    m = Machine(a.arch, image, os.path.join(work, "ota"), extra_disks=[xfer])
+    m = Machine(a.arch, image, os.path.join(work, "ota"), extra_disks=[xfer],
+                rw_disks=[store_disk(work)], grow_mib=GROW_MIB)
 
     log("boot 1: fresh image, slot A")
     g = m.boot()
@@ -236,6 +289,7 @@ def ota(a, image, work):
     RESULTS["boot1_ready_wall_s"] = round(g.ready_wall, 1)
     RESULTS["boot1_ready_uptime_s"] = g.ready_uptime
     agent_updates = agent_checks(g, a, "boot1")
+    storage_checks(g, "boot1")
     if a.agent_dir:
         name_resolution(g)
     RESULTS["update_path"] = "maculactl (io.macula.Update1)" if agent_updates else "rauc CLI"
@@ -258,8 +312,11 @@ def ota(a, image, work):
     _, before = g.sh("md5sum /etc/os-release /usr/bin/busybox")
     out, _ = install(g, "/tmp/xfer/flipped-0.0.2.raucb", agent_updates, expect_ok=False)
     RESULTS["flipped_refusal"] = out.strip().splitlines()[-1][:200] if out.strip() else ""
+    # A corrupt payload is found while it is written (verity bundles are checked as they are read),
+    # after RAUC has marked the target slot bad: A must still boot first and B must not be bootable.
     env = guest_env(g)
-    check(env.order_unchanged(), f"the corrupt bundle changed the boot env: {env}")
+    check(env.only_bootable("A", "B"), f"after the corrupt bundle the boot env is {env}: "
+          "expected slot A first and good, slot B not bootable")
     _, out = g.sh("rauc status --detailed")
     check("Booted from: rootfs.0 (A)" in out, f"after the corrupt bundle rauc reports:\n{out}")
     _, after = g.sh("md5sum /etc/os-release /usr/bin/busybox")
@@ -277,6 +334,9 @@ def ota(a, image, work):
     check(g.wait_ready(timeout=180) == "B", f"boot after install chose slot {g.slot}, expected B")
     check(version(g) == "0.0.2", "slot B is not version 0.0.2")
     agent_checks(g, a, "boot2")
+    storage_checks(g, "boot2")
+    _, out = g.sh("cat /data/macula/shards/.macula-boots")
+    check(out.split() == ["boot1", "boot2"], f"the store disk lost what boot 1 wrote: {out!r}")
     mark_good(g, agent_updates)
     _, out = g.sh("rauc status --detailed")
     check("Booted from: rootfs.1 (B)" in out, f"rauc does not report booting from B:\n{out}")

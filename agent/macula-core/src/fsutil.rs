@@ -49,6 +49,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// Space of the file system holding `path`, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsSpace {
+    /// Size of the file system.
+    pub total: u64,
+    /// Free space an unprivileged user may take.
+    pub available: u64,
+}
+
+/// `statvfs(path)`: the size and free space of the file system holding `path`.
+pub fn fs_space(path: &Path) -> io::Result<FsSpace> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    // SAFETY: `c` is a valid NUL-terminated string and `st` a properly sized out-parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let frsize = st.f_frsize as u64;
+    Ok(FsSpace {
+        total: (st.f_blocks as u64).saturating_mul(frsize),
+        available: (st.f_bavail as u64).saturating_mul(frsize),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +118,17 @@ mod tests {
         assert!(!std::fs::symlink_metadata(&path).unwrap().is_symlink());
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         assert!(!dir.path().join(".state.cert.tmp").exists());
+    }
+
+    #[test]
+    fn fs_space_reports_the_file_system_and_names_a_missing_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let space = fs_space(dir.path()).unwrap();
+        assert!(
+            space.total > 0 && space.available <= space.total,
+            "{space:?}"
+        );
+        let e = fs_space(&dir.path().join("missing")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 }

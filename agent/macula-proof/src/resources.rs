@@ -4,10 +4,10 @@
 //! when a report has changed enough to be spread to the realm (bounded rate, heartbeat). The
 //! figures are defined in `docs/proofs.md` §2; the signed report is [`SignedResources`].
 
-use std::ffi::CString;
 use std::path::Path;
 
 use macula_core::domains::Domain;
+use macula_core::fsutil::fs_space;
 use macula_core::{NodeId, NodeKey, wire};
 use macula_mesh::sig::Sig;
 use serde::{Deserialize, Serialize};
@@ -261,28 +261,6 @@ pub fn parse_net_dev(text: &str) -> Result<Vec<IfCounters>, ResourceError> {
     Ok(out)
 }
 
-/// Space of the file system holding `path`: `(total, available to unprivileged users)` bytes.
-pub fn statvfs(path: &Path) -> Result<(u64, u64), ResourceError> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| ResourceError::Read {
-        path: path.display().to_string(),
-        reason: "path contains a NUL byte".into(),
-    })?;
-    // SAFETY: `c` is a valid NUL-terminated string and `st` a properly sized out-parameter.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    if rc != 0 {
-        return Err(ResourceError::Read {
-            path: path.display().to_string(),
-            reason: std::io::Error::last_os_error().to_string(),
-        });
-    }
-    let frsize = st.f_frsize as u64;
-    Ok((
-        (st.f_blocks as u64).saturating_mul(frsize),
-        (st.f_bavail as u64).saturating_mul(frsize),
-    ))
-}
-
 /// Where the reader looks and what the store says about itself.
 #[derive(Debug, Clone)]
 pub struct ReadSpec<'a> {
@@ -310,7 +288,12 @@ pub fn read_sample(spec: &ReadSpec<'_>, at_ms: u64) -> Result<Sample, ResourceEr
     };
     let (processors, cores_per_processor) = parse_cpuinfo(&read("cpuinfo")?)?;
     let (mem_total, mem_available, swap_total, swap_used) = parse_meminfo(&read("meminfo")?)?;
-    let (_, available) = statvfs(spec.data_dir)?;
+    let available = fs_space(spec.data_dir)
+        .map_err(|e| ResourceError::Read {
+            path: spec.data_dir.display().to_string(),
+            reason: e.to_string(),
+        })?
+        .available;
     let mut interfaces = parse_net_dev(&read("net/dev")?)?;
     if !spec.interfaces.is_empty() {
         interfaces.retain(|i| spec.interfaces.contains(&i.name));
@@ -720,8 +703,7 @@ mod tests {
             interfaces: &[],
         };
         let s = read_sample(&spec, 5).unwrap();
-        let (total, avail) = statvfs(&dir).unwrap();
-        assert!(total > 0);
+        let avail = fs_space(&dir).unwrap().available;
         assert!(s.processors >= 1 && s.mem_total > 0);
         assert_eq!(s.disk_taken, 1000);
         // sR = min(quota, taken + available): the file system bounds an oversized quota.
@@ -749,7 +731,17 @@ mod tests {
             read_sample(&missing, 8),
             Err(ResourceError::Read { .. })
         ));
-        assert!(statvfs(Path::new("/nonexistent/x")).is_err());
+        let no_dir = ReadSpec {
+            proc_dir: Path::new("/proc"),
+            data_dir: Path::new("/nonexistent/x"),
+            quota: 1,
+            taken: 0,
+            interfaces: &[],
+        };
+        assert!(matches!(
+            read_sample(&no_dir, 9),
+            Err(ResourceError::Read { .. })
+        ));
     }
 
     #[test]

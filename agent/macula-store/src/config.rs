@@ -25,6 +25,10 @@ pub struct StorageConfig {
     pub dir: Option<PathBuf>,
     /// Bytes this node offers for shards (also its placement weight).
     pub quota_bytes: u64,
+    /// Percent (1–100) of the file system holding `dir` offered for shards, measured when the
+    /// store opens: a 32 GB card or a 1 TB USB disk is used without computing bytes by hand.
+    /// Only with `quota_bytes = 0` (setting both is refused); 0: not used.
+    pub quota_percent: u8,
     /// Bytes one owner (the key that signs a shard's header) may hold on this node; 0: no
     /// per-owner limit. Bounds what a single member can make this node keep.
     pub owner_quota_bytes: u64,
@@ -59,6 +63,7 @@ impl Default for StorageConfig {
             enabled: false,
             dir: None,
             quota_bytes: 0,
+            quota_percent: 0,
             owner_quota_bytes: 0,
             k: 4,
             m: 2,
@@ -95,12 +100,26 @@ pub enum StorageConfigError {
         "storage.repair_max_inflight, storage.repair_bytes_per_sec and storage.audit_interval_secs must be at least 1"
     )]
     Repair,
+    #[error(
+        "storage.quota_percent = {0}: must be between 0 and 100, and 0 when storage.quota_bytes is set"
+    )]
+    QuotaPercent(u8),
 }
 
 impl StorageConfig {
     /// The shard directory: `dir`, else `<state_dir>/shards`.
     pub fn shard_dir(&self, state_dir: &Path) -> PathBuf {
         self.dir.clone().unwrap_or_else(|| state_dir.join("shards"))
+    }
+
+    /// The store quota in bytes: `quota_bytes`, or `quota_percent` of `fs_total`, the size of the
+    /// file system holding the shard directory.
+    pub fn quota(&self, fs_total: u64) -> Result<u64, StorageConfigError> {
+        match (self.quota_bytes, self.quota_percent) {
+            (bytes, 0) => Ok(bytes),
+            (0, p @ 1..=100) => Ok((u128::from(fs_total) * u128::from(p) / 100) as u64),
+            (_, p) => Err(StorageConfigError::QuotaPercent(p)),
+        }
     }
 
     pub fn codec_id(&self) -> Result<CodecId, StorageConfigError> {
@@ -180,6 +199,39 @@ mod tests {
             (4, 2, 1 << 20, DEFAULT_CODEC)
         );
         assert_eq!(doc.storage.repair_config().unwrap().grace_ms, 600_000);
+    }
+
+    #[test]
+    fn quota_is_bytes_or_a_share_of_the_file_system() {
+        let tb = 1_000_000_000_000u64;
+        let bytes = StorageConfig {
+            quota_bytes: 5 << 30,
+            ..StorageConfig::default()
+        };
+        assert_eq!(bytes.quota(tb), Ok(5 << 30));
+        let share = StorageConfig {
+            quota_percent: 90,
+            ..StorageConfig::default()
+        };
+        assert_eq!(share.quota(tb), Ok(900_000_000_000));
+        assert_eq!(
+            share.quota(u64::MAX),
+            Ok((u128::from(u64::MAX) * 9 / 10) as u64)
+        );
+        let both = StorageConfig {
+            quota_bytes: 1,
+            ..share.clone()
+        };
+        assert_eq!(both.quota(tb), Err(StorageConfigError::QuotaPercent(90)));
+        let over = StorageConfig {
+            quota_percent: 101,
+            ..StorageConfig::default()
+        };
+        let err = over.quota(tb).unwrap_err();
+        assert!(
+            err.to_string().contains("storage.quota_percent = 101"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -101,13 +101,21 @@ pub fn open(cfg: &StorageConfig, state_dir: &Path, key: &NodeKey) -> Result<Stor
     let put_cfg = cfg.put_config()?;
     macula_store::mesh::check_put_config(&put_cfg).map_err(anyhow::Error::msg)?;
     let repair_cfg = cfg.repair_config()?;
+    cfg.quota(0)?; // quota_bytes / quota_percent checked even when storage is off
     let dir = cfg.shard_dir(state_dir);
     let store = if cfg.enabled {
-        let store = LocalStore::open(&dir, cfg.quota_bytes)
+        // `quota_percent` measures the file system that will hold the store (the directory or,
+        // before its first start, its nearest existing parent).
+        let fs = dir
+            .ancestors()
+            .find_map(|d| macula_core::fsutil::fs_space(d).ok())
+            .with_context(|| format!("cannot measure the file system of {}", dir.display()))?;
+        let quota = cfg.quota(fs.total)?;
+        let store = LocalStore::open(&dir, quota)
             .with_context(|| format!("cannot open the shard store in {}", dir.display()))?;
         store.set_owner_quota(cfg.owner_quota_bytes);
-        tracing::info!(target: "macula::storage", dir = %dir.display(), quota = cfg.quota_bytes,
-            used = store.used(), "shard store open");
+        tracing::info!(target: "macula::storage", dir = %dir.display(), quota,
+            fs_total = fs.total, used = store.used(), "shard store open");
         Some(Arc::new(store))
     } else {
         None
@@ -442,8 +450,8 @@ impl StorageGlue {
     fn running(&self) -> Result<&Running, Error> {
         if self.inner.store.is_none() {
             return Err(Error::Unavailable(
-                "storage is off on this node: set `[storage] enabled = true` and a quota_bytes \
-                 in agent.toml (docs/storage.md)"
+                "storage is off on this node: set `[storage] enabled = true` and quota_bytes \
+                 or quota_percent in agent.toml (docs/storage.md)"
                     .into(),
             ));
         }

@@ -205,6 +205,45 @@ fn bad_config_names_file_line_and_key() {
     assert!(stderr(&out).contains("missing.toml"), "{}", stderr(&out));
 }
 
+/// `[storage] quota_percent` offers a share of the file system holding the store, measured at
+/// start (a grown SD card or a USB disk is used whole); a bad share stops the daemon with the key.
+#[test]
+fn storage_quota_percent_measures_the_file_system() {
+    let bus = DbusDaemon::start();
+    let agent = Agent::spawn(
+        &bus,
+        AgentOptions {
+            config: Some("[storage]\nenabled = true\nquota_percent = 50\n".into()),
+            ..Default::default()
+        },
+    );
+    let out = agent.ctl(&["storage", "status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let total = macula_core::fsutil::fs_space(&agent.state_dir())
+        .unwrap()
+        .total;
+    assert_eq!(status["stats"]["quota_bytes"], total / 2, "{status}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "[storage]\nenabled = true\nquota_percent = 150\n").unwrap();
+    let other_bus = DbusDaemon::start();
+    let out = Command::new(macula_testkit::bin("maculad"))
+        .args(["--bus", other_bus.address(), "--state-dir"])
+        .arg(dir.path().join("state"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("storage.quota_percent = 150"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn policy_lets_anyone_read_but_only_root_change() {
     let bus = DbusDaemon::start();
