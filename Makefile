@@ -42,11 +42,12 @@ unit: build
 
 # Whole-system tests: image build, QEMU boots, RAUC A/B OTA, kernel WireGuard between guests
 # (by hand and configured by the agent).
-test: deps lint unit test-qemu-x86_64 test-qemu-aarch64
+test: deps lint unit test-qemu-x86_64 test-qemu-aarch64 test-mixed-realm
 
 # What `make test` (CI) runs of the images: the x86_64 and aarch64 images with the agent (aarch64:
 # cross-built in the cached chroot), OTA A/B, rollback, flipped-byte and untrusted bundles, data
-# partition growth and the macula-store disk, production console. The WireGuard, network-plane
+# partition growth and the macula-store disk, production console; then the two test images form a
+# mixed-arch realm (test-mixed-realm). The WireGuard, network-plane
 # and Raspberry Pi QEMU tests have not run on this main yet: they are in `make test-all` until
 # they pass there.
 test-qemu-x86_64:

@@ -4,6 +4,8 @@
 #   make qemu       ARCH=...  boot the image on this terminal (Ctrl-A X quits)
 #   make test-qemu  ARCH=...  QEMU boot + OTA tests (tests/qemu/test_image.py), buildroot/check.sh
 #   make test-wireguard ARCH=...  two guests on a QEMU socket link bring up kernel WireGuard
+#   make test-mixed-realm  an x86_64 hub and an aarch64 edge guest form a realm through the agent:
+#                    membership, put/get across the architectures, kernel WireGuard overlay
 #   make test-images   all of it for CI: x86_64 OTA (agent), aarch64 OTA (agent), WireGuard
 #   make test-aarch64-unit  macula-core/-store/-mesh tests built for aarch64, run under
 #                    qemu-aarch64-static (cortex-a72 = Pi 4 without AES; AEAD choice also on -cpu max)
@@ -41,7 +43,7 @@ else
 $(error AGENT must be yes or no, not '$(AGENT)')
 endif
 
-.PHONY: image bundle qemu test-qemu test-wireguard test-images test-aarch64-unit image-deps image-keys \
+.PHONY: image bundle qemu test-qemu test-wireguard test-mixed-realm test-images test-aarch64-unit image-deps image-keys \
 	image-agent check-buildroot
 
 image-deps:
@@ -91,6 +93,12 @@ test-qemu: check-buildroot image
 
 test-wireguard: image
 	$(IMAGE_PY) tests/qemu/test_wireguard.py --arch $(ARCH) --image-dir $(IMAGE_OUT)
+
+# The test images of both architectures (those test-qemu builds; made here only when missing).
+test-mixed-realm:
+	@test -f build/image/x86_64/disk.img || $(MAKE) --no-print-directory image ARCH=x86_64 CONSOLE_SHELL=1
+	@test -f build/image/aarch64/disk.img || $(MAKE) --no-print-directory image ARCH=aarch64 CONSOLE_SHELL=1
+	$(IMAGE_PY) tests/qemu/test_mixed_realm.py
 
 test-aarch64-unit: deps
 	image/cross-aarch64.sh test
