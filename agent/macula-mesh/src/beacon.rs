@@ -274,9 +274,10 @@ impl BeaconState {
                 .sources
                 .iter()
                 .min_by_key(|(_, b)| b.since_ms)
-                .map(|(a, _)| *a)
-                .expect("the table is full, so not empty");
-            self.sources.remove(&stalest);
+                .map(|(a, _)| *a);
+            if let Some(stalest) = stalest {
+                self.sources.remove(&stalest);
+            }
         }
         let source = self
             .sources
