@@ -4,8 +4,10 @@ Each boot is one QEMU process started with -no-reboot: a guest `reboot` ends the
 test starts the next boot on the same disk (and, for UEFI, the same NVRAM), like a power cycle.
 Every wait is bounded; on failure the tail of the console log is part of the error.
 """
+import json
 import os
 import re
+import socket
 import subprocess
 import time
 
@@ -16,8 +18,40 @@ READY = re.compile(r"MACULA-READY slot=(\w+) uptime=([\d.]+)")
 AGENT_READY = re.compile(r"MACULA-AGENT-READY uptime=([\d.]+)")
 
 
+T0 = time.monotonic()
+
+
 class GuestError(Exception):
     pass
+
+
+def log(msg):
+    """A progress line, timed from the start of the test."""
+    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
+
+
+def check(cond, msg):
+    if not cond:
+        raise GuestError(msg)
+
+
+def free_port():
+    """A free TCP port on loopback (for a QEMU socket link between guests)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ctl_json(g, args, timeout=60):
+    """`maculactl ARGS --json` in guest `g`: (parsed JSON or None on failure, raw output)."""
+    rc, out = g.sh(f"maculactl {args} --json 2>&1", timeout=timeout, check=False)
+    if rc != 0:
+        return None, out
+    start = min([i for i in (out.find("{"), out.find("[")) if i >= 0], default=0)
+    try:
+        return json.loads(out[start:]), out
+    except ValueError:
+        return None, out
 
 
 class Machine:

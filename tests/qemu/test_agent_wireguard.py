@@ -14,33 +14,14 @@ Run: python3 tests/qemu/test_agent_wireguard.py --arch x86_64 [--image-dir DIR]
 (the image must contain the agent built from this tree: `make image ARCH=x86_64`).
 """
 import argparse
-import json
 import os
-import socket
 import sys
 import time
 
-from guest import REPO, GuestError, Machine
+from guest import REPO, GuestError, Machine, ctl_json, free_port
 
 # Any valid realm ID works: the overlay /48 is derived from it (docs/identity.md).
 REALM = "442ou3blmjl544rvlzdsvic2jreh422ghqbj5uyg34xqdnldnnma"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ctl_json(g, args, timeout=30):
-    rc, out = g.sh(f"maculactl {args} --json 2>&1", timeout=timeout, check=False)
-    if rc != 0:
-        return None, out
-    start = out.find("{")
-    try:
-        return json.loads(out[start:]), out
-    except ValueError:
-        return None, out
 
 
 def agent_toml(peer_id, peer_n):

@@ -31,19 +31,9 @@ import time
 
 import pexpect
 
-from guest import REPO, GuestError, Machine, esp_grubenv, set_esp_grubenv
+from guest import REPO, T0, GuestError, Machine, check, esp_grubenv, log, set_esp_grubenv
 
-T0 = time.monotonic()
 RESULTS = {}
-
-
-def log(msg):
-    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
-
-
-def check(cond, msg):
-    if not cond:
-        raise GuestError(msg)
 
 
 def run(cmd):

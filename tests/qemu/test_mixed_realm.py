@@ -20,40 +20,12 @@ import argparse
 import base64
 import json
 import os
-import socket
 import sys
 import time
 
-from guest import REPO, GuestError, Machine
+from guest import REPO, T0, GuestError, Machine, check, ctl_json, free_port, log
 
-T0 = time.monotonic()
 RESULTS = {}
-
-
-def log(msg):
-    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
-
-
-def check(cond, msg):
-    if not cond:
-        raise GuestError(msg)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ctl_json(g, args, timeout=60):
-    rc, out = g.sh(f"maculactl {args} --json 2>&1", timeout=timeout, check=False)
-    if rc != 0:
-        return None, out
-    start = min([i for i in (out.find("{"), out.find("[")) if i >= 0], default=0)
-    try:
-        return json.loads(out[start:]), out
-    except ValueError:
-        return None, out
 
 
 def wait_for(what, timeout, f, interval=2):

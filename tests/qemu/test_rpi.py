@@ -28,20 +28,10 @@ import sys
 import time
 import zlib
 
-from guest import REPO, GuestError, Machine
+from guest import REPO, T0, GuestError, Machine, check, log
 
-T0 = time.monotonic()
 RESULTS = {}
 MIB = 2**20
-
-
-def log(msg):
-    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
-
-
-def check(cond, msg):
-    if not cond:
-        raise GuestError(msg)
 
 
 def out(cmd, **kw):
@@ -261,7 +251,7 @@ def check_slots(a, card):
     check("wireguard.ko" in wg, "wireguard.ko missing from the slot")
     RESULTS["kernel"] = kver[0]
     maculad = os.path.join(a.work, "maculad")
-    p = subprocess.run(["debugfs", "-R", f"dump /usr/bin/maculad {maculad}", ra], capture_output=True)
+    subprocess.run(["debugfs", "-R", f"dump /usr/bin/maculad {maculad}", ra], capture_output=True)
     RESULTS["agent"] = os.path.exists(maculad) and os.path.getsize(maculad) > 0
     if RESULTS["agent"]:
         check("AArch64" in out(["readelf", "-h", maculad], text=True), "maculad is not an aarch64 binary")

@@ -10,17 +10,10 @@ Run: make test-wireguard ARCH=aarch64|x86_64  (or python3 tests/qemu/test_wiregu
 """
 import argparse
 import os
-import socket
 import sys
 import time
 
-from guest import REPO, GuestError, Machine
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from guest import REPO, GuestError, Machine, free_port
 
 
 def main():
