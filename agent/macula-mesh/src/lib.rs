@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod dht;
 pub mod frame;
+pub mod inbox;
 pub mod membership;
 pub mod node;
 pub mod proto;
