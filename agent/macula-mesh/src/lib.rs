@@ -5,6 +5,7 @@
 pub mod beacon;
 pub mod clock;
 pub mod config;
+pub mod core;
 pub mod dht;
 pub mod frame;
 pub mod inbox;
