@@ -504,6 +504,11 @@ impl MeshNode {
         Ok(Self { shared, tasks })
     }
 
+    /// The realm this node belongs to.
+    pub fn realm(&self) -> crate::realm::RealmId {
+        self.shared.endpoint.admission().realm()
+    }
+
     pub fn id(&self) -> NodeId {
         self.shared.me
     }
