@@ -154,7 +154,7 @@ mod tests {
         let order = wire::encode(&realm.purge(owner, 1));
         assert!(apply(&store, &realm.id(), &order).unwrap().new);
         assert!(store.is_purged(&owner));
-        assert_eq!(store.purge_records().unwrap(), [order.clone()]);
+        assert_eq!(store.purge_records().unwrap(), std::slice::from_ref(&order));
         assert!(!apply(&store, &realm.id(), &order).unwrap().new);
         // A later local purge of the same owner keeps the order to pass on.
         store.purge_owner(&owner).unwrap();
