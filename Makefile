@@ -42,7 +42,7 @@ unit: build
 
 # Whole-system tests: image build, QEMU boots, RAUC A/B OTA, kernel WireGuard between guests
 # (by hand and configured by the agent).
-test: deps lint unit test-qemu-x86_64 test-qemu-aarch64 test-mixed-realm
+test: deps lint unit test-qemu-x86_64 test-qemu-aarch64 test-aarch64-unit test-mixed-realm
 
 # What `make test` (CI) runs of the images: the x86_64 and aarch64 images with the agent (aarch64:
 # cross-built in the cached chroot), OTA A/B, rollback, flipped-byte and untrusted bundles, data

@@ -111,7 +111,7 @@ EOF
   cp /etc/resolv.conf "$CH/etc/resolv.conf" 2>/dev/null || true
   mount_proc
   # shellcheck disable=SC2016
-  chroot "$CH" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+  chroot "$CH" /usr/bin/env -i PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
     PKGS="$PKGS" bash -euc '
       dpkg --add-architecture arm64
       apt-get update -qq
@@ -134,8 +134,10 @@ in_chroot() {
   bind "$REPO" "$CH/src" ro
   bind "$TDIR" "$CH/xtarget"
   bind "$CARGO_CACHE" "$CH/cargo-home"
+  # debootstrap writes no /etc/hosts; tests resolve localhost
+  [ -s "$CH/etc/hosts" ] || printf '127.0.0.1 localhost\n::1 localhost\n' >"$CH/etc/hosts"
   local rc=0
-  chroot "$CH" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+  chroot "$CH" /usr/bin/env -i PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
     CARGO_HOME=/cargo-home CARGO_TARGET_DIR=/xtarget CARGO_TERM_COLOR=never CARGO_INCREMENTAL=0 \
     CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-$(nproc)}" \
     CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
@@ -177,8 +179,9 @@ build_agent() {
 }
 
 # Builds the test binaries of TEST_ARGS (release profile: shares the agent's dependencies) and runs
-# each under qemu-aarch64-static, once with a CPU without AES instructions (cortex-a72, as on a
-# Raspberry Pi 4) and the AES check once more with one that has them (max).
+# each under qemu-aarch64-static -cpu cortex-a72 (a Pi 4's core; QEMU's model has the crypto
+# extension the Pi 4's lacks, so the Pi 4's AEAD choice is tested from its own HWCAP word:
+# macula-mesh tls::tests::pi4_negotiates_chacha20_and_pi5_aes_gcm).
 run_tests() {
   check_msrv
   command -v qemu-aarch64-static >/dev/null || die "qemu-aarch64-static missing (tests/install-deps.sh installs qemu-user-static)"
@@ -205,17 +208,12 @@ for line in open(sys.argv[1]):
     failed=0
     while read -r bin dir; do
       echo "== qemu-aarch64-static -cpu cortex-a72 ${bin#/xtarget/}" >&2
-      (cd "$dir" && qemu-aarch64-static -cpu cortex-a72 "$bin" -q --test-threads 2 </dev/null) || failed=$((failed + 1))
+      # (skipped: a test that re-executes its own binary, which would need binfmt_misc on the host)
+      (cd "$dir" && qemu-aarch64-static -cpu cortex-a72 "$bin" -q --test-threads 2 \
+        --skip sigkill_during_put_leaves_no_partial_shard </dev/null) || failed=$((failed + 1))
     done </xtarget/tests.list
-    # The AEAD a Pi 4 (Cortex-A72, no AES instructions) negotiates, and a CPU with the crypto extension.
-    mesh=$(grep /deps/macula_mesh- /xtarget/tests.list | head -1 | cut -d" " -f1)
-    for cpu in cortex-a72:chacha max:aes; do
-      echo "== AEAD choice on -cpu ${cpu%%:*}: expect ${cpu#*:}" >&2
-      MACULA_EXPECT_AEAD=${cpu#*:} qemu-aarch64-static -cpu "${cpu%%:*}" "$mesh" --exact \
-        --ignored --nocapture tls::tests::aead_choice_matches_this_cpu || failed=$((failed + 1))
-    done
     exit $failed' || die "aarch64 tests failed under qemu-aarch64-static (see above)"
-  say "all aarch64 test binaries and the AEAD choice checks passed under qemu-aarch64-static"
+  say "all aarch64 test binaries passed under qemu-aarch64-static"
 }
 
 report_du() {

@@ -8,7 +8,7 @@
 #                    membership, put/get across the architectures, kernel WireGuard overlay
 #   make test-images   all of it for CI: x86_64 OTA (agent), aarch64 OTA (agent), WireGuard
 #   make test-aarch64-unit  macula-core/-store/-mesh tests built for aarch64, run under
-#                    qemu-aarch64-static (cortex-a72 = Pi 4 without AES; AEAD choice also on -cpu max)
+#                    qemu-aarch64-static -cpu cortex-a72 (the Pi 4's core; its AEAD choice: docs/image.md)
 # AGENT=yes (default: the image carries maculad/maculactl; an image without the agent is no
 # release), AGENT=no (explicit opt-out, e.g. for the hand-made WireGuard test).
 # The aarch64 agent is cross-built in a cached Debian sid chroot by image/cross-aarch64.sh.

@@ -3,6 +3,7 @@
 
 pub mod base32;
 pub mod config;
+pub mod cpu;
 pub mod domains;
 pub mod fsutil;
 pub mod identity;

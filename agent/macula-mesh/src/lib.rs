@@ -5,10 +5,8 @@
 pub mod beacon;
 pub mod clock;
 pub mod config;
-pub mod core;
 pub mod dht;
 pub mod frame;
-pub mod inbox;
 pub mod membership;
 pub mod node;
 pub mod proto;

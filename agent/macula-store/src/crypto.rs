@@ -37,19 +37,11 @@ impl AeadId {
 
     /// The AEAD this CPU runs fastest with constant-time hardware support.
     pub fn preferred() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("aes")
-            && std::arch::is_x86_feature_detected!("pclmulqdq")
-        {
-            return Self::Aes256Gcm;
+        if macula_core::cpu::has_aes() {
+            Self::Aes256Gcm
+        } else {
+            Self::ChaCha20Poly1305
         }
-        #[cfg(target_arch = "aarch64")]
-        if std::arch::is_aarch64_feature_detected!("aes")
-            && std::arch::is_aarch64_feature_detected!("pmull")
-        {
-            return Self::Aes256Gcm;
-        }
-        Self::ChaCha20Poly1305
     }
 
     fn algorithm(self) -> &'static ring::aead::Algorithm {

@@ -236,14 +236,7 @@ fn storage_has_no_methods_that_open_a_callers_path() {
         .collect();
     assert_eq!(
         methods,
-        [
-            ".Delete",
-            ".GetFd",
-            ".PurgeOwner",
-            ".PurgeRealm",
-            ".PutFd",
-            ".Stat"
-        ],
+        [".Delete", ".GetFd", ".PurgeOwner", ".PutFd", ".Stat"],
         "{intro}"
     );
     for (member, sig, args) in [
