@@ -56,6 +56,10 @@ pub trait StorageControl: Send + Sync + 'static {
     /// Admin purge on this node: removes every local shard signed by `owner` (a node ID) and
     /// refuses its shards from now on; returns the shards and bytes removed.
     fn purge_owner(&self, owner: String) -> BoxFuture<'_, Result<(u32, u64), Error>>;
+    /// Realm-wide purge (needs the realm key on this node): signs a purge order for `owner`,
+    /// applies it here and sends it to every member; members down now get it when they come
+    /// back. Returns the members that took it now, and the shards and bytes removed in all.
+    fn purge_realm(&self, owner: String) -> BoxFuture<'_, Result<(u32, u32, u64), Error>>;
     /// `enabled`, `running`, `dir`, `quota_bytes`, `used_bytes`, `free_bytes`, `shards`, `k`, `m`,
     /// `codec`, `nodes` (members with storage).
     fn stats(&self) -> HashMap<String, OwnedValue>;
@@ -118,6 +122,13 @@ impl StorageObject {
         self.control.purge_owner(owner).await
     }
 
+    /// Orders every storage node of the realm to remove `owner`'s shards and refuse them (needs
+    /// the realm key here); returns the members that took the order now, and the shards and
+    /// bytes removed in all.
+    async fn purge_realm(&self, owner: String) -> Result<(u32, u32, u64), Error> {
+        self.control.purge_realm(owner).await
+    }
+
     /// Local store and coding figures.
     #[zbus(property(emits_changed_signal = "false"))]
     fn stats(&self) -> HashMap<String, OwnedValue> {
@@ -154,6 +165,7 @@ pub trait Storage1 {
     fn stat(&self, cap: &str) -> zbus::Result<HashMap<String, OwnedValue>>;
     fn delete(&self, cap: &str) -> zbus::Result<u32>;
     fn purge_owner(&self, owner: &str) -> zbus::Result<(u32, u64)>;
+    fn purge_realm(&self, owner: &str) -> zbus::Result<(u32, u32, u64)>;
     #[zbus(property)]
     fn stats(&self) -> zbus::Result<HashMap<String, OwnedValue>>;
     #[zbus(property)]

@@ -3,6 +3,14 @@
 //! against the limit before anything is allocated; a frame over the limit, a truncated frame or a
 //! body that does not decode closes the connection with [`crate::proto::close::PROTOCOL`].
 //! Datagrams carry one wire-encoded value each, without a length prefix.
+//!
+//! A frame's buffer grows as its bytes arrive, never to the length the peer merely announces, and
+//! frames read from a peer's streams are charged to that connection's [`ConnBudget`]: a peer that
+//! announces large frames and sends nothing (or trickles) makes this node hold only what it sent,
+//! and never more than the budget across all its streams at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use macula_core::wire::{self, WireError};
 use serde::Serialize;
@@ -17,6 +25,11 @@ pub enum FrameError {
     TooLarge { len: usize, max: usize },
     #[error("stream ended inside a frame")]
     Truncated,
+    #[error(
+        "the peer's partly received frames would take {want} bytes, over this connection's \
+         buffer budget of {limit} bytes (stream reset; retry once its other calls finish)"
+    )]
+    OverBudget { want: usize, limit: usize },
     #[error("undecodable frame: {0}")]
     Decode(#[from] WireError),
     #[error("stream failed: {0}")]
@@ -65,11 +78,97 @@ pub fn decode<T: DeserializeOwned>(
     Ok(Some((wire::decode_with_limit(body, max)?, LEN_BYTES + len)))
 }
 
+/// Bytes of partly received frames that one connection's streams may make this node hold at
+/// once; the node-wide sum is kept alongside (exposed as `MeshNode::stream_buffer_bytes`).
+#[derive(Debug)]
+pub struct ConnBudget {
+    held: AtomicUsize,
+    limit: usize,
+    node: Arc<AtomicUsize>,
+}
+
+impl ConnBudget {
+    /// A budget of `limit` bytes whose use is also added to `node`.
+    pub fn new(limit: usize, node: Arc<AtomicUsize>) -> Arc<Self> {
+        Arc::new(Self {
+            held: AtomicUsize::new(0),
+            limit,
+            node,
+        })
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    fn take(&self, n: usize) -> Result<(), FrameError> {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                h.checked_add(n).filter(|&t| t <= self.limit)
+            })
+            .map_err(|h| FrameError::OverBudget {
+                want: h.saturating_add(n),
+                limit: self.limit,
+            })?;
+        self.node.fetch_add(n, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn give(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::AcqRel);
+        self.node.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// Bytes charged to a [`ConnBudget`], given back when dropped.
+#[derive(Debug)]
+pub struct Held {
+    budget: Option<Arc<ConnBudget>>,
+    bytes: usize,
+}
+
+impl Held {
+    /// Bytes this charge holds.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn grow(&mut self, n: usize) -> Result<(), FrameError> {
+        if let Some(b) = &self.budget {
+            b.take(n)?;
+        }
+        self.bytes += n;
+        Ok(())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.give(self.bytes);
+        }
+    }
+}
+
+/// Smallest buffer a frame body starts with.
+const FIRST_ALLOC: usize = 4096;
+
 /// Reads one frame; `Ok(None)` when the peer finished the stream at a frame boundary.
 pub async fn read<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
     max: usize,
 ) -> Result<Option<T>, FrameError> {
+    Ok(read_within(recv, max, None).await?.map(|(v, _)| v))
+}
+
+/// Reads one frame whose buffer is charged to `budget` as it grows (when given); the charge
+/// travels with the value, so a caller can keep it while it works on the value.
+pub async fn read_within<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+    budget: Option<&Arc<ConnBudget>>,
+) -> Result<Option<(T, Held)>, FrameError> {
     let mut prefix = [0u8; LEN_BYTES];
     match recv.read_exact(&mut prefix).await {
         Ok(()) => {}
@@ -78,12 +177,27 @@ pub async fn read<T: DeserializeOwned>(
         Err(e) => return Err(e.into()),
     }
     let len = body_len(prefix, max)?;
-    let mut body = vec![0u8; len];
-    recv.read_exact(&mut body).await.map_err(|e| match e {
-        quinn::ReadExactError::FinishedEarly(_) => FrameError::Truncated,
-        e => e.into(),
-    })?;
-    Ok(Some(wire::decode_with_limit(&body, max)?))
+    let mut held = Held {
+        budget: budget.cloned(),
+        bytes: 0,
+    };
+    // Grown as bytes arrive (doubling, capped at the announced length), never ahead of them.
+    let mut body = Vec::new();
+    while body.len() < len {
+        let chunk = recv
+            .read_chunk(len - body.len(), true)
+            .await
+            .map_err(quinn::ReadExactError::ReadError)?
+            .ok_or(FrameError::Truncated)?;
+        let need = body.len() + chunk.bytes.len();
+        if need > body.capacity() {
+            let cap = need.max(body.capacity() * 2).max(FIRST_ALLOC).min(len);
+            held.grow(cap - body.capacity())?;
+            body.reserve_exact(cap - body.len());
+        }
+        body.extend_from_slice(&chunk.bytes);
+    }
+    Ok(Some((wire::decode_with_limit(&body, max)?, held)))
 }
 
 /// Writes one frame.

@@ -5,8 +5,10 @@
 pub mod beacon;
 pub mod clock;
 pub mod config;
+pub mod core;
 pub mod dht;
 pub mod frame;
+pub mod inbox;
 pub mod membership;
 pub mod node;
 pub mod proto;

@@ -700,6 +700,11 @@ impl Membership {
         res
     }
 
+    /// Whether members must show a realm certificate ([`MembershipConfig::require_cert`]).
+    pub fn requires_cert(&self) -> bool {
+        self.require_cert
+    }
+
     /// Whether `node` showed a valid certificate and is still a member by it.
     pub fn is_admitted(&self, node: &NodeId) -> bool {
         self.rumors
@@ -927,6 +932,16 @@ impl Membership {
 
     pub fn num_active(&self) -> usize {
         self.foca.num_members()
+    }
+
+    /// The version of the newest verified metadata of `node`.
+    pub fn meta_version(&self, node: &NodeId) -> Option<u64> {
+        self.rumors
+            .lock()
+            .expect("rumor lock")
+            .metas
+            .get(node)
+            .map(|s| s.meta.version)
     }
 
     /// The newest verified metadata of `node`.

@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,7 +30,8 @@ use crate::dht::{
     Dht, DhtConfig, DhtOutput, Key, LookupId, LookupResult, Record, RecordBody, RecordKind,
     Request as DhtRequest, RequestId, Response as DhtResponse,
 };
-use crate::frame::FrameError;
+use crate::frame::{ConnBudget, FrameError};
+use crate::inbox::Inbox;
 use crate::membership::{
     Capacity, Event, FailureDomains, MemberId, MemberMeta, MemberTimer, Membership,
     MembershipConfig, Output, SignedMeta, UplinkAddr,
@@ -208,10 +210,13 @@ enum DhtOp {
     Put(Record),
 }
 
-/// Publications on one topic, delivered once each.
+/// Publications on one topic, delivered once each, through a queue of its own bounded by bytes in
+/// total and per publisher ([`crate::inbox`]).
 pub struct Subscription {
     topic: String,
-    rx: broadcast::Receiver<Publication>,
+    inbox: Arc<Inbox>,
+    /// Publications dropped so far (reported once each).
+    dropped: u64,
     /// Peers that acknowledged the subscription.
     pub acked: usize,
 }
@@ -221,19 +226,29 @@ impl Subscription {
         &self.topic
     }
 
-    /// The next publication on the topic; `None` when the node stopped. A subscriber that
-    /// falls more than 1024 publications behind skips the oldest ones.
+    /// The next publication on the topic; `None` when the node stopped. A subscriber that falls
+    /// behind by more than the queue's bounds skips the oldest publications of the publishers
+    /// holding the most ([`crate::inbox`]'s policy; logged, and counted by
+    /// [`Subscription::dropped`]).
     pub async fn recv(&mut self) -> Option<Publication> {
-        loop {
-            match self.rx.recv().await {
-                Ok(p) if p.topic == self.topic => return Some(p),
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(topic = %self.topic, "subscriber lagged, {n} publications skipped");
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
+        let (p, dropped) = self.inbox.recv().await?;
+        if dropped > self.dropped {
+            tracing::warn!(topic = %self.topic, "subscriber fell behind, {} publications dropped",
+                dropped - self.dropped);
+            self.dropped = dropped;
         }
+        Some(p)
+    }
+
+    /// Publications dropped from this subscription's queue so far, as [`Subscription::recv`]
+    /// has seen.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Bytes waiting in this subscription's queue (at most [`crate::inbox::INBOX_BYTES`]).
+    pub fn queued_bytes(&self) -> usize {
+        self.inbox.bytes()
     }
 }
 
@@ -299,7 +314,8 @@ struct Shared {
     cmd: mpsc::UnboundedSender<Cmd>,
     procedures: RwLock<HashMap<String, Procedure>>,
     changes: broadcast::Sender<PeerChanged>,
-    publications: broadcast::Sender<Publication>,
+    /// Each subscription's queue, by topic; closed when the node stops.
+    inboxes: Mutex<Vec<(String, Weak<Inbox>)>>,
     me: NodeId,
     /// Signs this node's DHT records.
     key: NodeKey,
@@ -309,6 +325,33 @@ struct Shared {
     roles: Mutex<HashMap<NodeId, Role>>,
     /// What the realm said about our clock.
     clock: Mutex<Option<ClockReport>>,
+    /// Bytes of partly received frames held for all connections (their [`ConnBudget`]s).
+    buffered: Arc<AtomicUsize>,
+}
+
+impl Shared {
+    /// Queues a publication for this node's subscribers of its topic.
+    fn deliver(&self, p: Publication) {
+        let mut inboxes = self.inboxes.lock().expect("inbox lock");
+        inboxes.retain(|(_, i)| i.strong_count() > 0);
+        for (topic, inbox) in inboxes.iter() {
+            if *topic == p.topic
+                && let Some(inbox) = inbox.upgrade()
+            {
+                inbox.push(p.clone());
+            }
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        for (_, inbox) in self.inboxes.lock().expect("inbox lock").iter() {
+            if let Some(inbox) = inbox.upgrade() {
+                inbox.close();
+            }
+        }
+    }
 }
 
 /// A running mesh node.
@@ -407,7 +450,6 @@ impl MeshNode {
         membership.set_clock(clock);
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (changes, _) = broadcast::channel(256);
-        let (publications, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
             endpoint,
             conns: Mutex::default(),
@@ -417,12 +459,13 @@ impl MeshNode {
             cmd: cmd_tx,
             procedures: RwLock::default(),
             changes,
-            publications,
+            inboxes: Mutex::default(),
             me: key.node_id(),
             key: NodeKey::from_seed(*key.signing_key().as_bytes()),
             clock_file,
             roles: Mutex::default(),
             clock: Mutex::default(),
+            buffered: Arc::default(),
         });
         // The DHT answers remote requests through the driver, which owns its state.
         let cmd = shared.cmd.clone();
@@ -461,6 +504,11 @@ impl MeshNode {
         Ok(Self { shared, tasks })
     }
 
+    /// The realm this node belongs to.
+    pub fn realm(&self) -> crate::realm::RealmId {
+        self.shared.endpoint.admission().realm()
+    }
+
     pub fn id(&self) -> NodeId {
         self.shared.me
     }
@@ -497,6 +545,13 @@ impl MeshNode {
         *self.shared.clock.lock().expect("clock lock")
     }
 
+    /// Bytes this node holds in frames its peers' streams are still sending (requests and pub/sub
+    /// messages), across all connections: what peers can make it buffer, bounded per connection
+    /// by [`TransportParams::conn_buffer_budget`].
+    pub fn stream_buffer_bytes(&self) -> usize {
+        self.shared.buffered.load(Ordering::Relaxed)
+    }
+
     /// Peer changes from now on.
     pub fn watch_peers(&self) -> broadcast::Receiver<PeerChanged> {
         self.shared.changes.subscribe()
@@ -519,7 +574,12 @@ impl MeshNode {
         if topic.is_empty() || topic.len() > crate::pubsub::MAX_TOPIC {
             return Err(PubSubError::BadTopic);
         }
-        let rx = self.shared.publications.subscribe();
+        let inbox = Arc::new(Inbox::default());
+        self.shared
+            .inboxes
+            .lock()
+            .expect("inbox lock")
+            .push((topic.to_string(), Arc::downgrade(&inbox)));
         let (done, acked) = tokio::sync::oneshot::channel();
         let _ = self.shared.cmd.send(Cmd::Subscribe {
             topic: topic.to_string(),
@@ -532,7 +592,8 @@ impl MeshNode {
             .unwrap_or(0);
         Ok(Subscription {
             topic: topic.to_string(),
-            rx,
+            inbox,
+            dropped: 0,
             acked,
         })
     }
@@ -843,25 +904,38 @@ async fn read_connection(
     // The control stream stays open; nothing may follow the Hello in this protocol version.
     let (_send, mut recv) = control;
     let max = shared.endpoint.params().max_frame;
+    let budget = ConnBudget::new(
+        shared.endpoint.params().conn_buffer_budget,
+        shared.buffered.clone(),
+    );
     loop {
         tokio::select! {
             s = conn.accept_bi() => match s {
                 Ok((send, recv)) => {
-                    tokio::spawn(serve_call(shared.clone(), id, send, recv));
+                    tokio::spawn(serve_call(shared.clone(), id, send, recv, budget.clone()));
                 }
                 Err(_) => break,
             },
             u = conn.accept_uni() => match u {
                 Ok(mut recv) => {
                     let shared = shared.clone();
+                    let budget = budget.clone();
                     tokio::spawn(async move {
                         let deadline = shared.endpoint.params().request_deadline;
-                        let read = crate::frame::read::<PubSubMsg>(&mut recv, MAX_PUBSUB_FRAME);
+                        let read = crate::frame::read_within::<PubSubMsg>(
+                            &mut recv,
+                            MAX_PUBSUB_FRAME,
+                            Some(&budget),
+                        );
                         match tokio::time::timeout(deadline, read).await {
-                            Ok(Ok(Some(msg))) => {
+                            Ok(Ok(Some((msg, _held)))) => {
                                 let _ = shared.cmd.send(Cmd::PubSub { from: id, msg });
                             }
                             Ok(Ok(None)) => {}
+                            Ok(Err(e @ FrameError::OverBudget { .. })) => {
+                                tracing::warn!(peer = %id, "pub/sub stream reset: {e}");
+                                let _ = recv.stop(VarInt::from_u32(close::OVERLOADED));
+                            }
                             Ok(Err(e)) => {
                                 tracing::warn!(peer = %id, "malformed pub/sub frame: {e}");
                                 let _ = recv.stop(VarInt::from_u32(close::PROTOCOL));
@@ -1183,6 +1257,11 @@ async fn open_call(
                 FrameError::TooLarge { .. } => {
                     RpcError::new(ErrorCode::BadRequest, format!("request not sent: {e}"))
                 }
+                FrameError::Write(quinn::WriteError::Stopped(code))
+                    if code.into_inner() == u64::from(close::OVERLOADED) =>
+                {
+                    overloaded()
+                }
                 e => unavailable(&e),
             })?;
         send.finish().map_err(|e| unavailable(&e))
@@ -1202,6 +1281,14 @@ fn unavailable(e: &dyn std::fmt::Display) -> RpcError {
     RpcError::new(ErrorCode::Unavailable, e.to_string())
 }
 
+/// The callee reset the call because our connection's buffer budget there was spent.
+fn overloaded() -> RpcError {
+    RpcError::new(
+        ErrorCode::Overloaded,
+        "the callee holds too many of our partly received requests; retry once others finish",
+    )
+}
+
 /// Abandons a call stream in both directions.
 fn cancel(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, code: u32) {
     let _ = send.reset(VarInt::from_u32(code));
@@ -1216,6 +1303,11 @@ fn reply_frame(read: Result<Option<RpcReply>, FrameError>) -> Result<RpcReply, R
             ErrorCode::Unavailable,
             "the callee closed the call before the end of its answer",
         )),
+        Err(FrameError::Read(quinn::ReadExactError::ReadError(quinn::ReadError::Reset(code))))
+            if code.into_inner() == u64::from(close::OVERLOADED) =>
+        {
+            Err(overloaded())
+        }
         Err(FrameError::Read(e)) => Err(unavailable(&e)),
         Err(e) => Err(RpcError::new(ErrorCode::Protocol, e.to_string())),
     }
@@ -1364,11 +1456,19 @@ async fn serve_call(
     peer: NodeId,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
+    budget: Arc<ConnBudget>,
 ) {
     let deadline = shared.endpoint.params().request_deadline;
-    let read = crate::frame::read::<RpcRequest>(&mut recv, MAX_RPC_FRAME);
-    let req = match tokio::time::timeout(deadline, read).await {
+    let read = crate::frame::read_within::<RpcRequest>(&mut recv, MAX_RPC_FRAME, Some(&budget));
+    // The request's charge stays until the call is answered: the handler holds its body.
+    let (req, _held) = match tokio::time::timeout(deadline, read).await {
         Ok(Ok(Some(r))) => r,
+        Ok(Err(e @ FrameError::OverBudget { .. })) => {
+            tracing::debug!(%peer, "call stream reset: {e}");
+            let _ = recv.stop(VarInt::from_u32(close::OVERLOADED));
+            let _ = send.reset(VarInt::from_u32(close::OVERLOADED));
+            return;
+        }
         Ok(Ok(None) | Err(_)) | Err(_) => {
             let _ = recv.stop(VarInt::from_u32(close::PROTOCOL));
             let _ = send.reset(VarInt::from_u32(close::PROTOCOL));
@@ -1760,9 +1860,7 @@ async fn drive(shared: Arc<Shared>, mut m: Membership, mut rx: mpsc::UnboundedRe
                 PubSubOutput::Schedule { after, timer } => {
                     schedule(&mut timers, &mut pending, after, DriverTimer::PubSub(timer));
                 }
-                PubSubOutput::Deliver { msg, .. } => {
-                    let _ = shared.publications.send(msg);
-                }
+                PubSubOutput::Deliver { msg, .. } => shared.deliver(msg),
                 PubSubOutput::Subscribed { topic, peer } => {
                     if let Some(list) = subs.get_mut(&topic) {
                         for p in list.iter_mut() {

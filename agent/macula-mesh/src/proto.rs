@@ -21,6 +21,10 @@ pub mod close {
     pub const DUPLICATE: u32 = 0x13;
     /// The peer was revoked from the realm.
     pub const REVOKED: u32 = 0x14;
+    /// Stream reset: the sender's partly received frames on this connection would exceed the
+    /// receiver's buffer budget ([`crate::transport::TransportParams::conn_buffer_budget`]);
+    /// the call fails as `Overloaded` and may be retried.
+    pub const OVERLOADED: u32 = 0x15;
 }
 
 /// Most revocations a Hello may carry.

@@ -2,7 +2,7 @@
 //! a membership certificate signed by the realm key, or by a hub the realm key delegated to.
 //! Revocations are signed by the realm key and spread through membership gossip.
 //!
-//! Every realm statement (certificate, delegation, revocation) is signed over
+//! Every realm statement (certificate, delegation, revocation, purge order) is signed over
 //! `wire::encode(&Statement::…)` in the [`Domain::RealmCert`] signature domain; the statement tag
 //! keeps the three kinds apart. See `docs/realms.md`.
 
@@ -85,6 +85,18 @@ impl RealmKey {
         Delegation { body, sig }
     }
 
+    /// Orders every storage node of the realm to remove the shards signed by `owner` and to refuse
+    /// them from now on (carried out by `macula_store::purge`).
+    pub fn purge(&self, owner: NodeId, issued_at: u64) -> PurgeOrder {
+        let body = PurgeBody {
+            realm: self.id(),
+            owner,
+            issued_at,
+        };
+        let sig = sign_statement(&self.0, &Statement::Purge(&body));
+        PurgeOrder { body, sig }
+    }
+
     /// Revokes `node`'s membership (and, for a hub, every certificate it issued).
     pub fn revoke(&self, node: NodeId, issued_at: u64) -> Revocation {
         let body = RevocationBody {
@@ -159,6 +171,37 @@ pub struct Revocation {
     pub sig: Sig,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeBody {
+    pub realm: RealmId,
+    /// The node whose shards go: the owner key of the objects it stored.
+    pub owner: NodeId,
+    pub issued_at: u64,
+}
+
+/// A realm-wide purge of one owner's shards, signed by the realm key: only the realm admin can
+/// issue one, any member may carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeOrder {
+    pub body: PurgeBody,
+    pub sig: Sig,
+}
+
+impl PurgeOrder {
+    pub fn verify(&self, realm: &RealmId) -> Result<(), CertError> {
+        if self.body.realm != *realm {
+            return Err(CertError::WrongRealm {
+                expected: *realm,
+                got: self.body.realm,
+            });
+        }
+        if !verify_statement(&realm.0, &Statement::Purge(&self.body), &self.sig) {
+            return Err(CertError::BadSignature("purge order"));
+        }
+        Ok(())
+    }
+}
+
 /// The signed bytes of every realm statement: `wire::encode(&Statement::…)`.
 #[derive(Serialize)]
 enum Statement<'a> {
@@ -167,6 +210,7 @@ enum Statement<'a> {
     Revocation(&'a RevocationBody),
     /// Member metadata, signed by the member itself.
     Meta(&'a MemberMeta),
+    Purge(&'a PurgeBody),
 }
 
 /// A certificate issued by `hub` under `delegation` (tests of hub-issued certificates).

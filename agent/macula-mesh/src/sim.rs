@@ -3,7 +3,9 @@
 //! [`EventQueue`] is the clock (a priority queue of timestamped events; ties broken by insertion
 //! order, so a seed always replays the same run). [`MembershipSim`] drives N [`Membership`] state
 //! machines over a simulated network with latency, loss, crashed nodes and partitions;
-//! [`DhtSim`] and [`PubSubSim`] do the same for the DHT and pub/sub state machines.
+//! [`DhtSim`] and [`PubSubSim`] do the same for the DHT and pub/sub state machines, and
+//! [`CoreSim`] for whole [`crate::core::MeshCore`]s: all three and the rules between them, with
+//! connections dialled by each core's own dial plan (direct or through a hub relay).
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -24,6 +26,9 @@ use crate::membership::{
 };
 use crate::pubsub::{PubSub, PubSubMsg, PubSubOutput, PubSubTimer};
 use crate::realm::{CertBody, MembershipCert, RealmKey, Revocation, Role};
+
+mod combined;
+pub use combined::{CoreSim, NodeKind, Trace};
 
 /// Unix time (seconds) of virtual time zero in the simulators.
 pub const SIM_EPOCH: u64 = 1_750_000_000;

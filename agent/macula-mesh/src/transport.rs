@@ -40,6 +40,11 @@ pub struct TransportParams {
     /// opened; a stream that stalls longer is reset, freeing its buffer and its stream credit
     /// (default 30 s: a 4 MiB request at about 1 Mbit/s).
     pub request_deadline: Duration,
+    /// Bytes of partly received frames (RPC requests, pub/sub messages) the streams of one
+    /// connection may make this node hold at once; a stream that would go over is reset with
+    /// [`close::OVERLOADED`](crate::proto::close::OVERLOADED) (default 16 MiB: four requests of
+    /// the largest size at once).
+    pub conn_buffer_budget: usize,
 }
 
 impl Default for TransportParams {
@@ -54,6 +59,7 @@ impl Default for TransportParams {
             max_bidi_streams: 64,
             chacha_first: !macula_core::cpu::has_aes(),
             request_deadline: Duration::from_secs(30),
+            conn_buffer_budget: 16 << 20,
         }
     }
 }

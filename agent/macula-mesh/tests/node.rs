@@ -454,3 +454,79 @@ async fn a_member_is_cut_off_when_its_certificate_expires() {
     a.shutdown().await;
     hub.shutdown().await;
 }
+
+/// A member flooding a topic cannot make a subscriber's node hold more than the subscription's
+/// queue bound, nor push out an honest member's publication waiting in it: only its own oldest
+/// publications are dropped. (With one 1024-entry queue shared by all subscriptions, the flood
+/// pushed the honest publication out.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_publisher_cannot_push_out_others_nor_grow_the_local_queue() {
+    use macula_mesh::inbox::INBOX_PUBLISHER_BYTES;
+    let realm = RealmKey::from_seed([11; 32]);
+    let hub = start(&realm, 1, "hub", vec![]);
+    let contact = Bootstrap {
+        node: Some(hub.id()),
+        addr: hub.local_addr(),
+    };
+    let honest = start(&realm, 2, "honest", vec![contact.clone()]);
+    let rogue = start(&realm, 3, "rogue", vec![contact]);
+    wait_for("the realm to form", 20, || {
+        [&hub, &honest, &rogue].iter().all(|n| {
+            n.peers()
+                .iter()
+                .filter(|p| p.state == PeerState::Alive)
+                .count()
+                == 2
+        })
+    })
+    .await;
+    let topic = "realm/flood";
+    // One subscription is read as publications come (to know when the flood is over), the other
+    // not at all.
+    let mut watcher = hub.subscribe(topic).await.unwrap();
+    let mut lagging = hub.subscribe(topic).await.unwrap();
+    assert_eq!(watcher.acked, 2);
+    let honest_seq = honest.publish(topic, b"honest".to_vec()).await.unwrap();
+    let p = tokio::time::timeout(Duration::from_secs(10), watcher.recv())
+        .await
+        .expect("the honest publication arrives")
+        .unwrap();
+    assert_eq!((p.publisher, p.seq), (honest.id(), honest_seq));
+    let flood = 1100u64;
+    let (rogue_id, last) = (rogue.id(), {
+        let mut last = 0;
+        for _ in 0..flood {
+            last = rogue.publish(topic, vec![0xee; 8 << 10]).await.unwrap();
+        }
+        last
+    });
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(p) = watcher.recv().await {
+            if p.publisher == rogue_id && p.seq == last {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the flood's last publication arrives");
+    let held = lagging.queued_bytes();
+    assert!(
+        held <= INBOX_PUBLISHER_BYTES + 1024,
+        "{held} bytes queued for a subscriber that reads nothing"
+    );
+    let first = lagging.recv().await.unwrap();
+    assert_eq!(
+        (first.publisher, first.seq),
+        (honest.id(), honest_seq),
+        "the honest publication is still there"
+    );
+    let next = lagging.recv().await.unwrap();
+    assert_eq!(next.publisher, rogue_id);
+    assert!(
+        lagging.dropped() > 0 && next.seq > 1,
+        "the flood's oldest are dropped"
+    );
+    for n in [honest, rogue, hub] {
+        n.shutdown().await;
+    }
+}

@@ -1,7 +1,9 @@
 //! RPC between two real mesh nodes on loopback: results, error taxonomy, deadlines, cancellation;
 //! stream replies (order, errors, cancellation, deadlines, size limits, malformed replies from a
-//! raw QUIC peer).
+//! raw QUIC peer); what a peer announcing large frames can make a node hold (an allocation
+//! counter of this test process, and the node's buffer accounting).
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -50,6 +52,38 @@ fn start(realm: &RealmKey, seed: u8, bootstrap: Vec<Bootstrap>) -> MeshNode {
     )
     .unwrap()
 }
+
+/// Bytes allocated and not yet freed by this test process (nextest runs each test alone).
+struct Counting;
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on as is.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new, Ordering::Relaxed);
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
 
 /// Counts handler futures that were dropped before finishing (cancelled).
 struct DropCounter(Arc<AtomicUsize>, bool);
@@ -630,6 +664,209 @@ async fn stalled_request_streams_are_reset_at_the_deadline() {
         .expect("stream credit is back")
         .unwrap();
     send.write_all(&big[..10]).await.unwrap();
+    client.shutdown().await;
+    server.shutdown().await;
+    rogue.close();
+}
+
+fn victim(realm: &RealmKey, key: &NodeKey, seed: u8, deadline: Duration) -> MeshNode {
+    MeshNode::start(
+        key,
+        admission(realm, key, seed),
+        NodeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            advertise: vec![],
+            bootstrap: vec![],
+            transport: TransportParams {
+                request_deadline: deadline,
+                ..TransportParams::default()
+            },
+            membership: MembershipConfig::lan(2),
+            overlay_key: None,
+            capacity: Capacity::default(),
+            domains: FailureDomains::default(),
+            state_dir: None,
+            set_clock: false,
+        },
+    )
+    .unwrap()
+}
+
+/// A member that announces the largest request on every stream it may open and then sends
+/// nothing more does not make the victim allocate what it announced: the victim's allocations
+/// grow by less than one announced frame (they grew by 63 × 4 MiB when buffers were sized from
+/// the length prefix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_frames_are_not_allocated() {
+    let realm = RealmKey::from_seed([8; 32]);
+    let key = NodeKey::from_seed([50; 32]);
+    let server = victim(&realm, &key, 50, Duration::from_secs(30));
+    let echo: Handler = Arc::new(|_, body| Box::pin(async move { Ok(body) }));
+    server.serve("test.echo", echo);
+    let rogue_key = NodeKey::from_seed([51; 32]);
+    let rogue = Endpoint::bind(
+        &rogue_key,
+        admission(&realm, &rogue_key, 51),
+        "127.0.0.1:0".parse().unwrap(),
+        vec![],
+        TransportParams::default(),
+    )
+    .unwrap();
+    let peer = rogue
+        .dial(server.local_addr(), Some(key.node_id()))
+        .await
+        .unwrap();
+    // Let the connection settle, then count from here.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = LIVE.load(Ordering::Relaxed);
+    let announce = (MAX_RPC_FRAME as u32).to_be_bytes();
+    let streams = TransportParams::default().max_bidi_streams - 1;
+    let mut stalled = Vec::new();
+    for _ in 0..streams {
+        let (mut send, recv) = peer.conn.open_bi().await.unwrap();
+        send.write_all(&announce).await.unwrap();
+        send.write_all(&[1, 0]).await.unwrap();
+        stalled.push((send, recv));
+    }
+    // Wait until the victim has read every prefix and the bytes after it.
+    let until = Instant::now() + Duration::from_secs(10);
+    while server.stream_buffer_bytes() < 2 * streams as usize {
+        assert!(Instant::now() < until, "the victim never read the prefixes");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grown = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+    assert!(
+        grown < MAX_RPC_FRAME,
+        "{streams} streams announcing {MAX_RPC_FRAME} bytes made the process allocate {grown} \
+         more bytes"
+    );
+    assert!(
+        server.stream_buffer_bytes() <= streams as usize * 4096,
+        "{} bytes buffered for {streams} two-byte bodies",
+        server.stream_buffer_bytes()
+    );
+    drop(stalled);
+    server.shutdown().await;
+    rogue.close();
+}
+
+/// A member that really sends large partial requests on many streams is held to the
+/// connection's buffer budget: streams past it are reset as overloaded, the victim's buffered
+/// bytes never exceed the budget, honest members' calls go on, and the stalled rest is freed at
+/// the request deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connections_partial_frames_are_held_to_its_budget() {
+    let realm = RealmKey::from_seed([9; 32]);
+    let key = NodeKey::from_seed([60; 32]);
+    let deadline = Duration::from_secs(4);
+    let server = victim(&realm, &key, 60, deadline);
+    let budget = TransportParams::default().conn_buffer_budget;
+    let echo: Handler = Arc::new(|_, body| Box::pin(async move { Ok(body) }));
+    server.serve("test.echo", echo);
+    let rogue_key = NodeKey::from_seed([61; 32]);
+    let rogue = Endpoint::bind(
+        &rogue_key,
+        admission(&realm, &rogue_key, 61),
+        "127.0.0.1:0".parse().unwrap(),
+        vec![],
+        TransportParams::default(),
+    )
+    .unwrap();
+    let peer = rogue
+        .dial(server.local_addr(), Some(key.node_id()))
+        .await
+        .unwrap();
+    let big = frame::encode(
+        &RpcRequest {
+            procedure: "test.echo".into(),
+            deadline_ms: 60_000,
+            body: vec![7; MAX_RPC_FRAME - 64],
+        },
+        MAX_RPC_FRAME,
+    )
+    .unwrap();
+    // 1 MiB of each 4 MiB request: 40 MiB offered in all, 2.5 times the budget.
+    let peak = AtomicUsize::new(0);
+    let mut stalled = Vec::new();
+    let mut reset = 0;
+    for _ in 0..40 {
+        let (mut send, recv) = peer.conn.open_bi().await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(2), send.write_all(&big[..1 << 20])).await {
+            Ok(Ok(())) => {}
+            Ok(Err(quinn::WriteError::Stopped(code))) => {
+                assert_eq!(code.into_inner(), 0x15, "reset as overloaded");
+                reset += 1;
+            }
+            other => panic!("unexpected write outcome {other:?}"),
+        }
+        peak.fetch_max(server.stream_buffer_bytes(), Ordering::Relaxed);
+        stalled.push((send, recv));
+    }
+    // Streams the victim stopped after the write completed report it too.
+    for (send, _) in &mut stalled {
+        if let Ok(Ok(Some(code))) =
+            tokio::time::timeout(Duration::from_millis(50), send.stopped()).await
+        {
+            assert_eq!(code.into_inner(), 0x15);
+        }
+        peak.fetch_max(server.stream_buffer_bytes(), Ordering::Relaxed);
+    }
+    let held = server.stream_buffer_bytes();
+    assert!(
+        peak.load(Ordering::Relaxed) <= budget && held <= budget,
+        "buffered {held} bytes (peak {}), budget {budget}",
+        peak.load(Ordering::Relaxed)
+    );
+    assert!(
+        held >= budget / 2,
+        "the first streams are kept, not reset: {held}"
+    );
+    let stopped = {
+        let mut n = 0;
+        for (send, _) in &mut stalled {
+            if matches!(
+                tokio::time::timeout(Duration::from_millis(20), send.stopped()).await,
+                Ok(Ok(Some(_)))
+            ) {
+                n += 1;
+            }
+        }
+        n
+    };
+    assert!(
+        stopped >= 40 - budget / (1 << 20) && reset <= stopped,
+        "{stopped} of 40 streams reset, budget {budget}"
+    );
+    // An honest member's call is served meanwhile.
+    let client = start(&realm, 62, vec![]);
+    client
+        .add_contact(Bootstrap {
+            node: Some(key.node_id()),
+            addr: server.local_addr(),
+        })
+        .await
+        .unwrap();
+    let r = client
+        .call(
+            key.node_id(),
+            "test.echo",
+            vec![3; 1 << 20],
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 1 << 20);
+    // At the request deadline the stalled streams are reset and their buffers freed.
+    let until = Instant::now() + deadline * 3;
+    while server.stream_buffer_bytes() > 0 {
+        assert!(
+            Instant::now() < until,
+            "{} bytes still buffered after the deadline",
+            server.stream_buffer_bytes()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(stalled);
     client.shutdown().await;
     server.shutdown().await;
     rogue.close();

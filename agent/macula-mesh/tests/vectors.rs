@@ -37,6 +37,7 @@ pub const REALM_ID: &str = "rkeohxlubhyzl7ks3mwtzos5olfgocn7dwkbeg7toseadnapn5oa
 pub const NODE_ID: &str = "qe4xodvipulv6vvdkrtmgtd6ztfy3curwtxdpis56yhvxd6jwoka";
 pub const CERT: &str = "018a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3940006656467652d3180e2cfaa0680a4a7da06009f1ba3322efb306c848a62aece4a90e35d27e69c79cbf72ae162cc4159a9fb107b7a425e79a9964a3f795e418a3295c3e801fa4fcb5e383041b968875e71710c";
 pub const HELLO_FRAME: &str = "000000be01008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3940006656467652d3180e2cfaa0680a4a7da06009f1ba3322efb306c848a62aece4a90e35d27e69c79cbf72ae162cc4159a9fb107b7a425e79a9964a3f795e418a3295c3e801fa4fcb5e383041b968875e71710c0100c0000201d12200";
+pub const PURGE_ORDER: &str = "018a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b39480c3bbc206c1a86606867f730de7c45bdcd08ac8d0dca58b6d904e853133a11488fe16afdb0a3e91d7852d26ae2baa3b680eb54deb8ceca759e1971d4e2bbe745010d23604";
 pub const REVOCATION: &str = "018a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b39480c3bbc206ab385acbaa94c2854a845e3d1ddc1fd2a201f564ae3c76e97e53105d0d146979ff795dc6d41810e40fd3dd360e76188975b786b25298f46cecd36c6fd2a2880b";
 pub const SWIM_DATAGRAM: &str = "010002aabb";
 pub const RPC_REQUEST: &str = "0000000f01086d6573682e6468748827020102";
@@ -97,6 +98,10 @@ fn vectors() {
         (
             "SWIM_DATAGRAM",
             hex(&wire::encode(&Datagram::Swim(vec![0xaa, 0xbb]))),
+        ),
+        (
+            "PURGE_ORDER",
+            hex(&wire::encode(&r.purge(node, 1_750_000_000))),
         ),
         ("WANT_META", hex(&wire::encode(&Packet::WantMeta(node)))),
         (
@@ -183,6 +188,7 @@ fn vectors() {
         HELLO_FRAME,
         REVOCATION,
         SWIM_DATAGRAM,
+        PURGE_ORDER,
         WANT_META,
         SIGNED_META,
         RPC_REQUEST,

@@ -16,6 +16,7 @@ pub mod mesh;
 pub mod network;
 pub mod object;
 pub mod placement;
+pub mod purge;
 pub mod receive;
 pub mod repair;
 pub mod segment;

@@ -247,7 +247,22 @@ impl LocalStore {
     /// (recorded in `purged/`, so also after a restart and against repairs by other members).
     /// Returns the shards and bytes removed.
     pub fn purge_owner(&self, owner: &NodeId) -> Result<(usize, u64), StoreError> {
-        self.write_atomically(&self.purged_path(owner), b"")?;
+        self.purge_owner_recording(owner, b"")
+    }
+
+    /// As [`LocalStore::purge_owner`], keeping `record` (a realm-wide purge order, see
+    /// [`crate::purge`]) in the owner's `purged/` entry; a recorded order is not replaced by an
+    /// empty record of a later local purge.
+    pub fn purge_owner_recording(
+        &self,
+        owner: &NodeId,
+        record: &[u8],
+    ) -> Result<(usize, u64), StoreError> {
+        let path = self.purged_path(owner);
+        let kept = std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
+        if !(record.is_empty() && kept) {
+            self.write_atomically(&path, record)?;
+        }
         let (mut n, mut bytes) = (0, 0);
         for (seg, idx) in self.list()? {
             if self.owner_of(&seg, idx).as_ref() == Some(owner) {
@@ -256,6 +271,21 @@ impl LocalStore {
             }
         }
         Ok((n, bytes))
+    }
+
+    /// The records kept with purged owners (empty ones left out).
+    pub fn purge_records(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let dir = self.root.join("purged");
+        let entries = std::fs::read_dir(&dir).map_err(io_err("cannot list", &dir))?;
+        let mut out = Vec::new();
+        for e in entries {
+            let path = e.map_err(io_err("cannot list", &dir))?.path();
+            let bytes = std::fs::read(&path).map_err(io_err("cannot read", &path))?;
+            if !bytes.is_empty() {
+                out.push(bytes);
+            }
+        }
+        Ok(out)
     }
 
     pub fn root(&self) -> &Path {

@@ -546,7 +546,7 @@ impl MeshGlue {
     }
 
     /// The realm key, when this node created the realm.
-    fn realm_key(&self) -> Result<RealmKey, Error> {
+    pub(crate) fn realm_key(&self) -> Result<RealmKey, Error> {
         let path = realm_key_dir(&self.state_dir).join(macula_core::identity::KEY_FILE);
         let key = NodeKey::load(&path).map_err(|e| match e {
             macula_core::identity::IdentityError::Io { source, .. }

@@ -66,6 +66,8 @@ struct Inner {
     key: NodeKey,
     running: OnceLock<Running>,
     conn: OnceLock<zbus::Connection>,
+    /// The mesh (for the realm key of a realm-wide purge).
+    mesh: OnceLock<MeshGlue>,
     /// Puts, gets and deletes running at once (each holds about one segment in memory).
     transfers: tokio::sync::Semaphore,
     repair_status: Mutex<RepairStatus>,
@@ -130,6 +132,7 @@ pub fn open(cfg: &StorageConfig, state_dir: &Path, key: &NodeKey) -> Result<Stor
             key: NodeKey::from_seed(*key.signing_key().as_bytes()),
             running: OnceLock::new(),
             conn: OnceLock::new(),
+            mesh: OnceLock::new(),
             transfers: tokio::sync::Semaphore::new(MAX_TRANSFERS),
             repair_status: Mutex::default(),
             inventory_rounds: AtomicU64::new(0),
@@ -163,6 +166,7 @@ impl StorageGlue {
     /// others' inventories to the planner.
     pub fn attach(&self, mesh: MeshGlue, conn: &zbus::Connection, workers: &Workers) {
         let _ = self.inner.conn.set(conn.clone());
+        let _ = self.inner.mesh.set(mesh.clone());
         let Some(store) = self.inner.store.clone() else {
             return;
         };
@@ -200,6 +204,7 @@ impl StorageGlue {
             }),
             macula_store::mesh::members_only(&node),
         );
+        macula_store::purge::serve(&node, store.clone());
         let net = MeshNetwork::new(node.clone(), store.clone());
         let client = Arc::new(Client::new(
             net,
@@ -210,9 +215,14 @@ impl StorageGlue {
         repair.send(Event::NodeUp(self.self_info(&store)));
         // Membership → planner. Subscribe before reading the current peers so nothing is missed.
         let mut changes = node.watch_peers();
+        // Members alive now, each sent this node's purge orders once per coming up.
+        let mut up = std::collections::HashSet::new();
         for p in node.peers() {
             if let Some(info) = peer_info(&p) {
                 repair.send(Event::NodeUp(info));
+            }
+            if p.state == PeerState::Alive && up.insert(p.id) {
+                pass_on_purges(&node, &store, p.id);
             }
         }
         let sub = match node.subscribe(INVENTORY_TOPIC).await {
@@ -276,9 +286,19 @@ impl StorageGlue {
                         if let Some(info) = peer_info(&c.peer) {
                             r.repair.send(Event::NodeUp(info));
                         }
+                        if let Some(store) = &this.inner.store
+                            && up.insert(c.peer.id)
+                        {
+                            pass_on_purges(&r.node, store, c.peer.id);
+                        }
                     }
-                    PeerState::Down => r.repair.send(Event::NodeDown(c.peer.id)),
-                    PeerState::Suspect => {}
+                    PeerState::Down => {
+                        up.remove(&c.peer.id);
+                        r.repair.send(Event::NodeDown(c.peer.id));
+                    }
+                    PeerState::Suspect => {
+                        up.remove(&c.peer.id);
+                    }
                 }
             }
         });
@@ -502,6 +522,40 @@ impl StorageGlue {
 }
 
 /// A peer as placement sees it: alive with metadata that offers storage.
+/// Sends the realm-wide purge orders this node keeps to `peer`, which just came up (it may have
+/// been down when they were issued; `macula_store::purge`).
+fn pass_on_purges(node: &Arc<MeshNode>, store: &Arc<LocalStore>, peer: NodeId) {
+    let (node, store) = (node.clone(), store.clone());
+    tokio::spawn(async move {
+        let orders = match tokio::task::spawn_blocking(move || store.purge_records()).await {
+            Ok(Ok(o)) if !o.is_empty() => o,
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => {
+                tracing::warn!(target: "macula::storage", error = %e, "cannot read purge orders");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(target: "macula::storage", error = %e, "purge order task failed");
+                return;
+            }
+        };
+        // A member that just came up may not serve storage yet: a few tries, 2 s apart.
+        for attempt in 1..=5 {
+            match macula_store::purge::send(&node, peer, &orders).await {
+                Ok((0, _)) => return,
+                Ok((shards, bytes)) => {
+                    tracing::info!(target: "macula::storage", %peer, shards, bytes,
+                        "a member that came back applied the realm's purge orders");
+                    return;
+                }
+                Err(e) if attempt == 5 => tracing::warn!(target: "macula::storage", %peer,
+                    error = %e, "purge orders not passed on (again when it next comes up)"),
+                Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+            }
+        }
+    });
+}
+
 fn peer_info(p: &macula_mesh::node::PeerInfo) -> Option<NodeInfo> {
     let meta = p.meta.as_ref()?;
     if p.state != PeerState::Alive || meta.capacity.storage_total == 0 {
@@ -696,6 +750,70 @@ impl StorageControl for StorageGlue {
             tracing::warn!(target: "macula::storage", %owner, shards = n, bytes,
                 "purged an owner's shards; its shards are refused here from now on");
             Ok((u32::try_from(n).unwrap_or(u32::MAX), bytes))
+        })
+    }
+
+    fn purge_realm(&self, owner: String) -> BoxFuture<'_, Result<(u32, u32, u64), Error>> {
+        Box::pin(async move {
+            let owner: NodeId = owner
+                .trim()
+                .parse()
+                .map_err(|e| Error::InvalidArgument(format!("`{owner}` is not a node ID: {e}")))?;
+            let r = self.running()?;
+            let Some(store) = self.inner.store.clone() else {
+                return Err(Error::Unavailable("storage is off on this node".into()));
+            };
+            let realm = self
+                .inner
+                .mesh
+                .get()
+                .ok_or_else(|| Error::Unavailable("the mesh is not attached".into()))?
+                .realm_key()?;
+            if owner == r.node.id() {
+                return Err(Error::InvalidArgument(
+                    "this node cannot purge its own shards realm-wide".into(),
+                ));
+            }
+            let order =
+                macula_core::wire::encode(&realm.purge(owner, macula_mesh::transport::unix_now()));
+            let realm_id = r.node.realm();
+            let local = {
+                let order = order.clone();
+                tokio::task::spawn_blocking(move || {
+                    macula_store::purge::apply(&store, &realm_id, &order)
+                })
+                .await
+                .map_err(|e| Error::Failed(format!("purge task failed: {e}")))?
+                .map_err(|e| Error::Failed(e.to_string()))?
+            };
+            let (mut members, mut shards, mut bytes) = (0u32, local.shards as u64, local.bytes);
+            let alive: Vec<NodeId> = r
+                .node
+                .peers()
+                .into_iter()
+                .filter(|p| p.state == PeerState::Alive)
+                .map(|p| p.id)
+                .collect();
+            let mut sends = tokio::task::JoinSet::new();
+            for p in alive {
+                let node = r.node.clone();
+                let order = vec![order.clone()];
+                sends.spawn(async move { (p, macula_store::purge::send(&node, p, &order).await) });
+            }
+            while let Some(Ok((p, res))) = sends.join_next().await {
+                match res {
+                    Ok((s, b)) => {
+                        members += 1;
+                        shards += s;
+                        bytes += b;
+                    }
+                    Err(e) => tracing::warn!(target: "macula::storage", peer = %p, error = %e,
+                        "purge order not taken now; passed on when the member comes up again"),
+                }
+            }
+            tracing::warn!(target: "macula::storage", %owner, members, shards, bytes,
+                "ordered a realm-wide purge of an owner's shards");
+            Ok((members, u32::try_from(shards).unwrap_or(u32::MAX), bytes))
         })
     }
 

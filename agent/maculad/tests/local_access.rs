@@ -236,7 +236,14 @@ fn storage_has_no_methods_that_open_a_callers_path() {
         .collect();
     assert_eq!(
         methods,
-        [".Delete", ".GetFd", ".PurgeOwner", ".PutFd", ".Stat"],
+        [
+            ".Delete",
+            ".GetFd",
+            ".PurgeOwner",
+            ".PurgeRealm",
+            ".PutFd",
+            ".Stat"
+        ],
         "{intro}"
     );
     for (member, sig, args) in [

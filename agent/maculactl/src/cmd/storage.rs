@@ -50,7 +50,13 @@ pub enum StorageCommand {
     Delete { cap: String },
     /// Admin: remove every shard of one owner (node ID) from this node's store and refuse its
     /// shards here from now on, e.g. after revoking that member.
-    Purge { owner: String },
+    Purge {
+        owner: String,
+        /// Purge on every storage node of the realm: run it on the node holding the realm key;
+        /// the signed order reaches members that are down now when they come back.
+        #[arg(long)]
+        realm: bool,
+    },
 }
 
 /// The agent resolves no relative paths: make them absolute here.
@@ -256,7 +262,18 @@ pub async fn run(conn: &zbus::Connection, cmd: StorageCommand) -> Result<(), Cli
             println!("deleted ({n} shards removed)");
             Ok(())
         }
-        StorageCommand::Purge { owner } => {
+        StorageCommand::Purge { owner, realm: true } => {
+            let (members, n, bytes) = proxy.purge_realm(&owner).await?;
+            println!(
+                "purged {n} shards ({bytes} bytes) of {owner} here and on {members} members; \
+                 members down now purge when they come back, and refuse its shards"
+            );
+            Ok(())
+        }
+        StorageCommand::Purge {
+            owner,
+            realm: false,
+        } => {
             let (n, bytes) = proxy.purge_owner(&owner).await?;
             println!("purged {n} shards ({bytes} bytes) of {owner}; its shards are refused here");
             Ok(())

@@ -1,0 +1,179 @@
+//! A realm-wide purge on four real `maculad` (loopback, private buses) driven through
+//! `maculactl`: the hub that created the realm revokes a member and runs `storage purge NODE
+//! --realm`; every storage node removes that owner's shards — also one that was down at the time,
+//! once it comes back — and refuses them, while another owner's object still reads. A member
+//! without the realm key cannot order a purge (and a member-signed order is refused by every
+//! store: `macula_store::purge` unit test).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use macula_store::store::LocalStore;
+use macula_testkit::check::{free_udp_port, ok, wait_until};
+use macula_testkit::{Agent, AgentOptions, DbusDaemon};
+
+struct Node {
+    agent: Agent,
+    bus: DbusDaemon,
+}
+
+fn node_id(n: &Node) -> String {
+    let s: serde_json::Value =
+        serde_json::from_str(&ok(&n.agent.ctl(&["status", "--json"]))).unwrap();
+    s["node_id"].as_str().unwrap().to_string()
+}
+
+fn alive_peers(n: &Node) -> usize {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&n.agent.ctl(&["peers", "--json"]))).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] == "alive")
+        .count()
+}
+
+fn storage_nodes(n: &Node) -> u64 {
+    let s: serde_json::Value =
+        serde_json::from_str(&ok(&n.agent.ctl(&["storage", "status", "--json"]))).unwrap();
+    s["stats"]["nodes"].as_u64().unwrap_or(0)
+}
+
+fn file_of(dir: &Path, name: &str, len: usize, seed: u32) -> (PathBuf, Vec<u8>) {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let p = dir.join(name);
+    std::fs::write(&p, &data).unwrap();
+    (p, data)
+}
+
+fn restart(n: &mut Node) {
+    let Node { agent, bus } = n;
+    agent.start(bus).unwrap();
+}
+
+/// Bytes `owner` holds in `n`'s store (read from disk: `n` must be stopped).
+fn held_by(n: &Node, owner: &str) -> u64 {
+    let store = LocalStore::open(&n.agent.state_dir().join("shards"), 1 << 30).unwrap();
+    store
+        .usage_by_owner()
+        .get(&owner.parse().unwrap())
+        .copied()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_realm_wide_purge_reaches_every_storage_node_and_only_the_realm_key_orders_it() {
+    // No repairs during the test: shards stay where they were put.
+    let storage = "[storage]\nenabled = true\nquota_bytes = 268435456\nk = 1\nm = 1\n\
+                   repair_grace_secs = 600\naudit_interval_secs = 600\n";
+    let hub_port = free_udp_port();
+    let spawn = |config: String| {
+        let bus = DbusDaemon::start();
+        let agent = Agent::spawn(
+            &bus,
+            AgentOptions {
+                config: Some(config),
+                ..Default::default()
+            },
+        );
+        Node { agent, bus }
+    };
+    let alpha = spawn(format!(
+        "[node]\nname = \"alpha\"\nrole = \"hub\"\n[mesh]\nlisten = \"127.0.0.1:{hub_port}\"\n{storage}"
+    ));
+    ok(&alpha.agent.ctl(&["realm", "create", "--name", "alpha"]));
+    let certs = tempfile::tempdir().unwrap();
+    let mut nodes = vec![alpha];
+    for name in ["bravo", "charlie", "delta"] {
+        let port = free_udp_port();
+        let n = spawn(format!(
+            "[node]\nname = \"{name}\"\n[mesh]\nlisten = \"127.0.0.1:{port}\"\n\
+             bootstrap = [\"127.0.0.1:{hub_port}\"]\n{storage}"
+        ));
+        let cert = certs.path().join(format!("{name}.cert"));
+        let cert = cert.to_str().unwrap();
+        let id = node_id(&n);
+        ok(&nodes[0]
+            .agent
+            .ctl(&["realm", "admit", &id, "--name", name, "-o", cert]));
+        ok(&n.agent.ctl(&["realm", "join", cert]));
+        nodes.push(n);
+    }
+    wait_until("the realm of four forms with storage", 60, || {
+        nodes
+            .iter()
+            .all(|n| alive_peers(n) == 3 && storage_nodes(n) == 4)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    // delta's object: 8 segments + manifest, two copies each, over four nodes.
+    let (x, _) = file_of(dir.path(), "x.bin", 8 << 20, 41);
+    let x_cap = ok(&nodes[3].agent.ctl(&["put", "-q", x.to_str().unwrap()]));
+    let (y, y_data) = file_of(dir.path(), "y.bin", 1 << 20, 42);
+    let y_cap = ok(&nodes[1].agent.ctl(&["put", "-q", y.to_str().unwrap()]));
+    let delta = node_id(&nodes[3]);
+
+    // charlie is down while the purge is ordered; it holds some of delta's shards.
+    nodes[2].agent.stop(Duration::from_secs(5));
+    let charlie_before = held_by(&nodes[2], &delta);
+    assert!(charlie_before > 0, "charlie holds none of delta's shards");
+
+    ok(&nodes[0].agent.ctl(&["realm", "revoke", &delta]));
+    // A member without the realm key cannot order a purge.
+    let refused = nodes[1].agent.ctl(&["storage", "purge", &delta, "--realm"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("no realm key"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let out = ok(&nodes[0].agent.ctl(&["storage", "purge", &delta, "--realm"]));
+    assert!(out.contains("purged") && out.contains("members"), "{out}");
+
+    // alpha and bravo hold nothing of delta's any more: a local purge finds nothing left.
+    for n in &nodes[..2] {
+        let local = ok(&n.agent.ctl(&["storage", "purge", &delta]));
+        assert!(local.starts_with("purged 0 shards"), "{local}");
+    }
+    // charlie comes back: whoever it meets first passes the order on.
+    restart(&mut nodes[2]);
+    wait_until("charlie applies the realm's purge order", 60, || {
+        nodes[2]
+            .agent
+            .log()
+            .contains("applied a realm-wide purge order")
+    });
+    let local = ok(&nodes[2].agent.ctl(&["storage", "purge", &delta]));
+    assert!(local.starts_with("purged 0 shards"), "{local}");
+    nodes[2].agent.stop(Duration::from_secs(5));
+    assert_eq!(
+        held_by(&nodes[2], &delta),
+        0,
+        "{charlie_before} bytes before"
+    );
+    restart(&mut nodes[2]);
+    wait_until("charlie is back in the realm", 60, || {
+        alive_peers(&nodes[2]) == 2 && storage_nodes(&nodes[2]) >= 3
+    });
+
+    // delta's object is gone; bravo's object still reads, from charlie too.
+    let gone = nodes[1].agent.ctl(&[
+        "get",
+        x_cap.trim(),
+        "-o",
+        dir.path().join("x-back").to_str().unwrap(),
+    ]);
+    assert!(!gone.status.success(), "the purged object still reads");
+    let back = dir.path().join("y-back");
+    ok(&nodes[2]
+        .agent
+        .ctl(&["get", y_cap.trim(), "-o", back.to_str().unwrap()]));
+    assert!(std::fs::read(&back).unwrap() == y_data);
+}
