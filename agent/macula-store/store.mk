@@ -6,7 +6,7 @@
 #   make test-store    the crate's tests only
 
 FUZZ_SECONDS ?= 60
-STORE_FUZZ_TARGETS := shard_header shard manifest_capability group_proof inventory shard_receive
+STORE_FUZZ_TARGETS := shard_header shard manifest_capability group_proof inventory shard_receive purge_order
 
 .PHONY: bench-store fuzz-store test-store
 
