@@ -144,6 +144,8 @@ pub enum CoreOutput {
     },
     /// The peer table changed for this peer.
     PeerChanged(PeerInfo),
+    /// Membership forgot this peer (down long enough): it left the peer table.
+    PeerForgotten(NodeId),
     /// Persist this (fsync'd) before acting on any later output.
     Persist(ClockState),
     /// A verified revocation: give it to the admission (refuse the node's handshakes).
@@ -723,8 +725,14 @@ impl MeshCore {
             self.m.members().filter(|(id, _)| id.node != me).collect();
         newest.sort_unstable_by_key(|(id, _)| (id.node, Reverse(id.generation)));
         newest.dedup_by_key(|(id, _)| id.node);
-        self.peers
-            .retain(|node, _| newest.binary_search_by_key(node, |(id, _)| id.node).is_ok());
+        let out = &mut self.out;
+        self.peers.retain(|node, _| {
+            let kept = newest.binary_search_by_key(node, |(id, _)| id.node).is_ok();
+            if !kept {
+                out.push_back(CoreOutput::PeerForgotten(*node));
+            }
+            kept
+        });
         for (id, state) in newest {
             let state = PeerState::from(state);
             let version = self.m.meta_version(&id.node);

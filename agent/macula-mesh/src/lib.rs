@@ -1,6 +1,7 @@
 //! The Macula mesh: QUIC transport with raw-key identities ([`tls`], [`transport`]), realm admission
 //! ([`realm`]), SWIM membership ([`membership`]) and its deterministic simulator ([`sim`]).
-//! Protocol logic is sans-IO; [`node`] is the tokio shell. Wire format: `docs/protocol.md`.
+//! Protocol logic is sans-IO: [`core::MeshCore`] ties membership, pub/sub and the DHT together;
+//! [`node`] is the tokio shell that drives it. Wire format: `docs/protocol.md`.
 
 pub mod beacon;
 pub mod clock;

@@ -188,6 +188,8 @@ pub enum PubSubError {
     BadTopic,
     #[error("payload of {0} bytes exceeds {MAX_PAYLOAD}")]
     TooLarge(usize),
+    #[error("the node stopped")]
+    Stopped,
 }
 
 fn check_topic(t: &str) -> Result<(), PubSubError> {

@@ -790,7 +790,7 @@ impl CoreSim {
                     }
                     _ => {}
                 },
-                CoreOutput::Persist(_) | CoreOutput::Revoked(_) => {}
+                CoreOutput::Persist(_) | CoreOutput::Revoked(_) | CoreOutput::PeerForgotten(_) => {}
             }
         }
         let now = self.queue.now();

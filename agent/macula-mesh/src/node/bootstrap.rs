@@ -1,0 +1,138 @@
+//! Bootstrap contacts from the config: `host:port` or `<node-id>@host:port`, names resolved.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use macula_core::NodeId;
+
+/// A bootstrap contact: `host:port`, or `<node-id>@host:port` to also pin the node's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootstrap {
+    pub node: Option<NodeId>,
+    pub addr: SocketAddr,
+}
+
+impl FromStr for Bootstrap {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (node, addr) = match s.split_once('@') {
+            Some((n, a)) => (
+                Some(n.parse::<NodeId>().map_err(|e| format!("`{s}`: {e}"))?),
+                a,
+            ),
+            None => (None, s),
+        };
+        let addr = addr.parse().map_err(|e| {
+            format!("`{s}`: {e}; write `host:port` or `<node-id>@host:port` with an IP address")
+        })?;
+        Ok(Self { node, addr })
+    }
+}
+
+/// Why a bootstrap entry from the config gave no contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootstrapError {
+    /// Not `host:port` / `<node-id>@host:port` (a config error).
+    Syntax(String),
+    /// A well-formed host name that does not resolve now (no network yet, unknown name).
+    Resolve(String),
+}
+
+impl fmt::Display for BootstrapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Syntax(e) | Self::Resolve(e) => f.write_str(e),
+        }
+    }
+}
+
+impl Bootstrap {
+    /// Parses a config entry whose host is an IP address or a name. Names are resolved now by
+    /// the C library (`getaddrinfo`: `/etc/hosts`, then DNS, per `/etc/nsswitch.conf`); every
+    /// address the name has becomes a contact, with the same pinned node ID if one is given.
+    pub fn resolve(s: &str) -> Result<Vec<Self>, BootstrapError> {
+        use std::net::ToSocketAddrs;
+        if let Ok(b) = s.parse::<Self>() {
+            return Ok(vec![b]);
+        }
+        let (node, hostport) = match s.split_once('@') {
+            Some((n, a)) => (
+                Some(
+                    n.parse::<NodeId>()
+                        .map_err(|e| BootstrapError::Syntax(format!("`{s}`: {e}")))?,
+                ),
+                a,
+            ),
+            None => (None, s),
+        };
+        let syntax = || {
+            BootstrapError::Syntax(format!(
+                "`{s}`: write `host:port` or `<node-id>@host:port` (host: IP address or name)"
+            ))
+        };
+        let (host, port) = hostport.rsplit_once(':').ok_or_else(syntax)?;
+        let valid_name = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !valid_name || port.parse::<u16>().is_err() {
+            return Err(syntax());
+        }
+        let addrs: Vec<SocketAddr> = hostport
+            .to_socket_addrs()
+            .map_err(|e| BootstrapError::Resolve(format!("`{s}`: cannot resolve {host}: {e}")))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(BootstrapError::Resolve(format!(
+                "`{s}`: {host} has no address"
+            )));
+        }
+        Ok(addrs.into_iter().map(|addr| Self { node, addr }).collect())
+    }
+}
+
+impl fmt::Display for Bootstrap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.node {
+            Some(n) => write!(f, "{n}@{}", self.addr),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use macula_core::NodeKey;
+
+    #[test]
+    fn bootstrap_entries_resolve_ips_and_names() {
+        let id = NodeKey::from_seed([4; 32]).node_id();
+        let ip = Bootstrap::resolve("192.0.2.7:4433").unwrap();
+        assert_eq!(ip, vec!["192.0.2.7:4433".parse::<Bootstrap>().unwrap()]);
+        // `localhost` comes from /etc/hosts (no DNS involved)
+        let named = Bootstrap::resolve(&format!("{id}@localhost:4433")).unwrap();
+        assert!(!named.is_empty());
+        assert!(
+            named
+                .iter()
+                .all(|b| b.node == Some(id) && b.addr.ip().is_loopback() && b.addr.port() == 4433)
+        );
+        for bad in [
+            "localhost",
+            "localhost:",
+            "localhost:99999",
+            ":4433",
+            "a b:1",
+            "x@host:1",
+        ] {
+            assert!(
+                matches!(Bootstrap::resolve(bad), Err(BootstrapError::Syntax(_))),
+                "{bad}: {:?}",
+                Bootstrap::resolve(bad)
+            );
+        }
+    }
+}
