@@ -392,5 +392,62 @@ mod tests {
             redundant_peers: 0,
         };
         assert_eq!(keys(&status), documented("io.macula.Overlay1", "Status()"));
+        let peer = crate::overlay::OverlayPeer {
+            public_key: String::new(),
+            address: String::new(),
+            endpoint: String::new(),
+            last_handshake_s: 0,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            keepalive_s: 0,
+            allowed_ips: vec![],
+            redundant: false,
+            redundant_tx_packets: 0,
+            redundant_rx_packets: 0,
+        };
+        assert_eq!(keys(&peer), documented("io.macula.Overlay1", "Peers()"));
+    }
+
+    #[test]
+    fn storage_stats_and_repair_queue_keys_are_the_documented_ones() {
+        let some = Some(0);
+        let mut stats = crate::storage::StorageStats {
+            enabled: true,
+            running: true,
+            dir: String::new(),
+            k: 0,
+            m: 0,
+            codec: String::new(),
+            segment_bytes: 0,
+            quota_bytes: some,
+            owner_quota_bytes: some,
+            owners: Some(0),
+            used_bytes: some,
+            free_bytes: some,
+            shards: some,
+            nodes: Some(0),
+            inventory_rounds: 0,
+        };
+        assert_eq!(keys(&stats), documented("io.macula.Storage1", "Stats"));
+        // Storage off: no store figures, not zeros.
+        (stats.quota_bytes, stats.owner_quota_bytes, stats.used_bytes) = (None, None, None);
+        (stats.free_bytes, stats.shards, stats.owners, stats.nodes) = (None, None, None, None);
+        let off = zbus::zvariant::Value::from(stats);
+        let off: HashMap<String, OwnedValue> = off.try_into().unwrap();
+        assert!(!off.contains_key("used_bytes") && !off.contains_key("nodes"));
+        assert!(off.contains_key("enabled"));
+        let queue = crate::storage::RepairQueue {
+            segments: 0,
+            degraded: 0,
+            leading: 0,
+            inflight: 0,
+            unrecoverable: vec![],
+            repaired: 0,
+            failed: 0,
+        };
+        assert_eq!(
+            keys(&queue),
+            documented("io.macula.Storage1", "RepairQueue")
+        );
     }
 }

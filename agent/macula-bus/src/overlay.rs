@@ -29,17 +29,39 @@ pub struct OverlayStatus {
     pub redundant_peers: u32,
 }
 
+/// One peer of `Overlay1.Peers()`, with its live WireGuard state.
+#[derive(Debug, Clone, PartialEq, Eq, zbus::zvariant::SerializeDict, zbus::zvariant::Type)]
+#[zvariant(signature = "a{sv}", crate = "zbus::zvariant")]
+pub struct OverlayPeer {
+    /// WireGuard public key, base64.
+    pub public_key: String,
+    /// Overlay address (empty when the peer is not in the configuration).
+    pub address: String,
+    /// Endpoint (`ip:port`, empty when none is known); in redundant mode the agent's loopback
+    /// duplicator socket.
+    pub endpoint: String,
+    /// Last handshake, unix seconds (0 = never).
+    pub last_handshake_s: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub keepalive_s: u16,
+    pub allowed_ips: Vec<String>,
+    /// Whether the peer is in redundant mode.
+    pub redundant: bool,
+    /// Datagrams the duplicator took from WireGuard for this peer (0 when not redundant).
+    pub redundant_tx_packets: u64,
+    /// Datagrams the duplicator handed to WireGuard for this peer, duplicates included.
+    pub redundant_rx_packets: u64,
+}
+
 /// What the overlay interface needs from the daemon.
 pub trait OverlayControl: Send + Sync + 'static {
     /// `interface`, `address`, `public_key` (base64), `listen_port`, `peers` (count),
     /// `implementation` (`wireguard-go` or `kernel`), `kernel_wireguard` (module available),
     /// `redundant_peers` (count of peers in redundant mode).
     fn status(&self) -> BoxFuture<'_, Result<OverlayStatus, Error>>;
-    /// One map per peer: `public_key`, `address`, `endpoint`, `last_handshake_s` (unix, 0 =
-    /// never), `rx_bytes`, `tx_bytes`, `keepalive_s`, `allowed_ips`, `redundant` (bool),
-    /// `redundant_tx_packets` / `redundant_rx_packets` (datagrams the duplicator took from / handed
-    /// to the device for this peer, duplicates included; 0 when not redundant).
-    fn peers(&self) -> BoxFuture<'_, Result<Vec<HashMap<String, OwnedValue>>, Error>>;
+    /// The device's peers.
+    fn peers(&self) -> BoxFuture<'_, Result<Vec<OverlayPeer>, Error>>;
 }
 
 /// The `io.macula.Overlay1` server object.
@@ -61,7 +83,7 @@ impl OverlayObject {
     }
 
     /// The peers with their live WireGuard state.
-    async fn peers(&self) -> Result<Vec<HashMap<String, OwnedValue>>, Error> {
+    async fn peers(&self) -> Result<Vec<OverlayPeer>, Error> {
         self.control.peers().await
     }
 }

@@ -15,6 +15,68 @@ use crate::{Caller, Error, caller};
 /// D-Bus interface name.
 pub const INTERFACE: &str = "io.macula.Storage1";
 
+/// `Storage1.Stats`: the local store and the coding; the store's figures are absent while
+/// storage is off, `nodes` while it has not started.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    zbus::zvariant::SerializeDict,
+    zbus::zvariant::Type,
+    zbus::zvariant::Value,
+    zbus::zvariant::OwnedValue,
+)]
+#[zvariant(signature = "a{sv}", crate = "zbus::zvariant")]
+pub struct StorageStats {
+    pub enabled: bool,
+    pub running: bool,
+    pub dir: String,
+    pub k: u16,
+    pub m: u16,
+    pub codec: String,
+    pub segment_bytes: u32,
+    pub quota_bytes: Option<u64>,
+    pub owner_quota_bytes: Option<u64>,
+    /// Owners with shards here.
+    pub owners: Option<u32>,
+    pub used_bytes: Option<u64>,
+    pub free_bytes: Option<u64>,
+    /// Local shards.
+    pub shards: Option<u64>,
+    /// Members with storage.
+    pub nodes: Option<u32>,
+    pub inventory_rounds: u64,
+}
+
+/// `Storage1.RepairQueue`: the repair planner's queue.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    zbus::zvariant::SerializeDict,
+    zbus::zvariant::Type,
+    zbus::zvariant::Value,
+    zbus::zvariant::OwnedValue,
+)]
+#[zvariant(signature = "a{sv}", crate = "zbus::zvariant")]
+pub struct RepairQueue {
+    /// Segments this node holds a shard of (its planner watches them).
+    pub segments: u64,
+    /// Missing at least one shard.
+    pub degraded: u64,
+    /// Degraded segments whose repair this node leads.
+    pub leading: u64,
+    pub inflight: u64,
+    /// Segment IDs (hex) with fewer than `k` reachable shards.
+    pub unrecoverable: Vec<String>,
+    /// Shards rebuilt by this node since start.
+    pub repaired: u64,
+    /// Its failed repair attempts.
+    pub failed: u64,
+}
+
 /// `Storage1.Stat()`.
 #[derive(Debug, Clone, PartialEq, Eq, zbus::zvariant::SerializeDict, zbus::zvariant::Type)]
 #[zvariant(signature = "a{sv}", crate = "zbus::zvariant")]
@@ -60,13 +122,10 @@ pub trait StorageControl: Send + Sync + 'static {
     /// applies it here and sends it to every member; members down now get it when they come
     /// back. Returns the members that took it now, and the shards and bytes removed in all.
     fn purge_realm(&self, owner: String) -> BoxFuture<'_, Result<(u32, u32, u64), Error>>;
-    /// `enabled`, `running`, `dir`, `quota_bytes`, `used_bytes`, `free_bytes`, `shards`, `k`, `m`,
-    /// `codec`, `nodes` (members with storage).
-    fn stats(&self) -> HashMap<String, OwnedValue>;
-    /// Repair planner: `segments` watched (this node holds a shard of), `degraded`, `leading`
-    /// (degraded segments whose repair this node leads), `inflight`, `unrecoverable` (segment
-    /// IDs), `repaired` (shards rebuilt since start), `failed` (repair attempts that failed).
-    fn repair_queue(&self) -> HashMap<String, OwnedValue>;
+    /// Local store and coding figures.
+    fn stats(&self) -> StorageStats;
+    /// The repair planner's queue.
+    fn repair_queue(&self) -> RepairQueue;
 }
 
 /// The `io.macula.Storage1` server object.
@@ -131,13 +190,13 @@ impl StorageObject {
 
     /// Local store and coding figures.
     #[zbus(property(emits_changed_signal = "false"))]
-    fn stats(&self) -> HashMap<String, OwnedValue> {
+    fn stats(&self) -> StorageStats {
         self.control.stats()
     }
 
     /// The repair planner's queue.
     #[zbus(property(emits_changed_signal = "false"))]
-    fn repair_queue(&self) -> HashMap<String, OwnedValue> {
+    fn repair_queue(&self) -> RepairQueue {
         self.control.repair_queue()
     }
 

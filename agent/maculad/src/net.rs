@@ -1,17 +1,14 @@
 //! Glue for the network plane: builds the firewall, overlay and uplinks from `agent.toml` and
 //! implements `io.macula.{Firewall1,Overlay1,Uplinks1}` with them (`macula-net` does the work).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
 use macula_bus::Error;
-use macula_bus::firewall::{
-    Applied, BoxFuture, FirewallControl, FirewallObject, FirewallStatus, owned,
-};
-use macula_bus::overlay::{OverlayControl, OverlayObject, OverlayStatus};
+use macula_bus::firewall::{Applied, BoxFuture, FirewallControl, FirewallObject, FirewallStatus};
+use macula_bus::overlay::{OverlayControl, OverlayObject, OverlayPeer, OverlayStatus};
 use macula_bus::uplinks::{UplinkStatus, UplinksControl, UplinksObject};
 use macula_core::NodeKey;
 use macula_net::cmd::Host;
@@ -24,7 +21,6 @@ use macula_net::uplinks::redundant::{Counters, Duplicator};
 use macula_net::uplinks::{UplinksConfig, probe, routing};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
-use zbus::zvariant::{OwnedValue, Value};
 
 use crate::config::AgentConfig;
 use crate::worker::Workers;
@@ -371,7 +367,7 @@ impl OverlayControl for OverlayGlue {
         })
     }
 
-    fn peers(&self) -> BoxFuture<'_, Result<Vec<HashMap<String, OwnedValue>>, Error>> {
+    fn peers(&self) -> BoxFuture<'_, Result<Vec<OverlayPeer>, Error>> {
         Box::pin(async move {
             let ov = self.get()?;
             let dev = ov
@@ -393,53 +389,33 @@ impl OverlayControl for OverlayGlue {
                 .peers
                 .iter()
                 .map(|p| {
-                    let mut m = HashMap::new();
-                    let address = specs
-                        .iter()
-                        .find(|s| s.key == p.public_key)
-                        .map(|s| s.address.to_string())
-                        .unwrap_or_default();
-                    m.insert(
-                        "public_key".into(),
-                        owned(Value::from(p.public_key.to_base64())),
-                    );
-                    m.insert("address".into(), owned(Value::from(address)));
-                    m.insert(
-                        "endpoint".into(),
-                        owned(Value::from(
-                            p.endpoint.map(|e| e.to_string()).unwrap_or_default(),
-                        )),
-                    );
-                    m.insert(
-                        "last_handshake_s".into(),
-                        owned(Value::from(
-                            p.last_handshake.map(|d| d.as_secs()).unwrap_or(0),
-                        )),
-                    );
-                    m.insert("rx_bytes".into(), owned(Value::from(p.rx_bytes)));
-                    m.insert("tx_bytes".into(), owned(Value::from(p.tx_bytes)));
-                    m.insert(
-                        "keepalive_s".into(),
-                        owned(Value::from(p.persistent_keepalive)),
-                    );
-                    m.insert(
-                        "allowed_ips".into(),
-                        owned(Value::from(p.allowed_ips.clone())),
-                    );
                     let dup = flagged
                         .iter()
                         .find(|(k, _)| *k == p.public_key)
                         .map(|(_, i)| *i);
-                    m.insert("redundant".into(), owned(Value::from(dup.is_some())));
                     let (tx, rx) = dup.map_or((0, 0), |i| {
                         (
                             count(counters, |c| &c.peer_tx, i),
                             count(counters, |c| &c.peer_rx, i),
                         )
                     });
-                    m.insert("redundant_tx_packets".into(), owned(Value::from(tx)));
-                    m.insert("redundant_rx_packets".into(), owned(Value::from(rx)));
-                    m
+                    OverlayPeer {
+                        public_key: p.public_key.to_base64(),
+                        address: specs
+                            .iter()
+                            .find(|s| s.key == p.public_key)
+                            .map(|s| s.address.to_string())
+                            .unwrap_or_default(),
+                        endpoint: p.endpoint.map(|e| e.to_string()).unwrap_or_default(),
+                        last_handshake_s: p.last_handshake.map_or(0, |d| d.as_secs()),
+                        rx_bytes: p.rx_bytes,
+                        tx_bytes: p.tx_bytes,
+                        keepalive_s: p.persistent_keepalive,
+                        allowed_ips: p.allowed_ips.clone(),
+                        redundant: dup.is_some(),
+                        redundant_tx_packets: tx,
+                        redundant_rx_packets: rx,
+                    }
                 })
                 .collect())
         })

@@ -9,7 +9,6 @@
 //! segments it holds a shard of, learns from the others' inventories who holds the rest, and the
 //! one holder ranked first for a segment leads its repair (`macula_store::repair`).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use macula_bus::firewall::BoxFuture;
-use macula_bus::storage::{ObjectStat, StorageControl, StorageObject};
+use macula_bus::storage::{ObjectStat, RepairQueue, StorageControl, StorageObject, StorageStats};
 use macula_bus::{Caller, Error};
 use macula_core::{NodeId, NodeKey};
 use macula_mesh::membership::Capacity;
@@ -33,7 +32,6 @@ use macula_store::repair::{Event, RepairConfig, RepairStatus};
 use macula_store::service::{self, RepairService};
 use macula_store::store::LocalStore;
 use zbus::object_server::SignalEmitter;
-use zbus::zvariant::{OwnedValue, Value};
 
 use crate::mesh::MeshGlue;
 use crate::worker::{WorkerCtx, WorkerResult, Workers};
@@ -79,11 +77,6 @@ struct Running {
     node: Arc<MeshNode>,
     client: Arc<Client<MeshNetwork>>,
     repair: RepairService,
-}
-
-fn val(v: Value<'_>) -> OwnedValue {
-    v.try_to_owned()
-        .expect("plain values have no file descriptors")
 }
 
 fn client_error(e: ClientError) -> Error {
@@ -817,69 +810,43 @@ impl StorageControl for StorageGlue {
         })
     }
 
-    fn stats(&self) -> HashMap<String, OwnedValue> {
+    fn stats(&self) -> StorageStats {
         let inner = &self.inner;
-        let mut m = HashMap::new();
-        m.insert("enabled".into(), val(Value::from(inner.store.is_some())));
-        m.insert(
-            "running".into(),
-            val(Value::from(inner.running.get().is_some())),
-        );
-        m.insert(
-            "dir".into(),
-            val(Value::from(inner.dir.display().to_string())),
-        );
-        m.insert("k".into(), val(Value::from(inner.put_cfg.k)));
-        m.insert("m".into(), val(Value::from(inner.put_cfg.m)));
-        m.insert("codec".into(), val(Value::from(inner.put_cfg.codec.name())));
-        m.insert(
-            "segment_bytes".into(),
-            val(Value::from(inner.put_cfg.segment_len)),
-        );
-        if let Some(s) = &inner.store {
-            m.insert("quota_bytes".into(), val(Value::from(s.quota())));
-            m.insert(
-                "owner_quota_bytes".into(),
-                val(Value::from(s.owner_quota())),
-            );
-            m.insert(
-                "owners".into(),
-                val(Value::from(s.usage_by_owner().len() as u32)),
-            );
-            m.insert("used_bytes".into(), val(Value::from(s.used())));
-            m.insert("free_bytes".into(), val(Value::from(s.free())));
-            let shards = s.list().map(|l| l.len() as u64).unwrap_or(0);
-            m.insert("shards".into(), val(Value::from(shards)));
+        let store = inner.store.as_ref();
+        StorageStats {
+            enabled: store.is_some(),
+            running: inner.running.get().is_some(),
+            dir: inner.dir.display().to_string(),
+            k: inner.put_cfg.k,
+            m: inner.put_cfg.m,
+            codec: inner.put_cfg.codec.name().to_owned(),
+            segment_bytes: inner.put_cfg.segment_len,
+            quota_bytes: store.map(|s| s.quota()),
+            owner_quota_bytes: store.map(|s| s.owner_quota()),
+            owners: store.map(|s| s.usage_by_owner().len() as u32),
+            used_bytes: store.map(|s| s.used()),
+            free_bytes: store.map(|s| s.free()),
+            shards: store.map(|s| s.list().map_or(0, |l| l.len() as u64)),
+            nodes: inner.running.get().map(|r| self.members(r).len() as u32),
+            inventory_rounds: inner.inventory_rounds.load(Ordering::Relaxed),
         }
-        if let Some(r) = inner.running.get() {
-            m.insert(
-                "nodes".into(),
-                val(Value::from(self.members(r).len() as u32)),
-            );
-        }
-        m.insert(
-            "inventory_rounds".into(),
-            val(Value::from(inner.inventory_rounds.load(Ordering::Relaxed))),
-        );
-        m
     }
 
-    fn repair_queue(&self) -> HashMap<String, OwnedValue> {
+    fn repair_queue(&self) -> RepairQueue {
         let st = self
             .inner
             .repair_status
             .lock()
             .expect("status lock")
             .clone();
-        let mut m = HashMap::new();
-        m.insert("segments".into(), val(Value::from(st.segments as u64)));
-        m.insert("degraded".into(), val(Value::from(st.degraded as u64)));
-        m.insert("inflight".into(), val(Value::from(st.inflight as u64)));
-        m.insert("leading".into(), val(Value::from(st.leading as u64)));
-        m.insert("repaired".into(), val(Value::from(st.repaired)));
-        m.insert("failed".into(), val(Value::from(st.failed)));
-        let unrec: Vec<String> = st.unrecoverable.iter().map(SegmentId::to_hex).collect();
-        m.insert("unrecoverable".into(), val(Value::from(unrec)));
-        m
+        RepairQueue {
+            segments: st.segments as u64,
+            degraded: st.degraded as u64,
+            leading: st.leading as u64,
+            inflight: st.inflight as u64,
+            unrecoverable: st.unrecoverable.iter().map(SegmentId::to_hex).collect(),
+            repaired: st.repaired,
+            failed: st.failed,
+        }
     }
 }
