@@ -157,8 +157,10 @@ if [ "$ARCH" = x86_64 ]; then
   install -D -m755 "$W/grub-common/usr/bin/grub-editenv" "$W/raw/usr/bin/grub-editenv"
 fi
 # grow-data tells the kernel the data partition's new length with resizepart (BLKPG; its disk is
-# in use, so the table cannot be re-read); take only that binary from util-linux.
-dpkg-deb -x "$($DEBS get util-linux)" "$W/util-linux"
+# in use, so the table cannot be re-read); take only that binary (libc only) from util-linux
+# (bookworm) or util-linux-extra (trixie).
+case "$SUITE" in bookworm) ULPKG=util-linux ;; *) ULPKG=util-linux-extra ;; esac
+dpkg-deb -x "$($DEBS get $ULPKG)" "$W/util-linux"
 install -D -m755 "$W/util-linux/usr/bin/resizepart" "$W/raw/usr/bin/resizepart"
 # merged /usr, as on current Debian and Buildroot (BR2_ROOTFS_MERGED_USR)
 for d in bin sbin lib lib64; do
