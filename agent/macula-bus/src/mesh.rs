@@ -11,16 +11,50 @@ use crate::{Caller, Error, caller};
 /// D-Bus interface name.
 pub const INTERFACE: &str = "io.macula.Mesh1";
 
+/// One peer of the `Mesh1.Peers` property. Metadata fields are empty / 0 while the peer's
+/// metadata is unknown.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    zbus::zvariant::SerializeDict,
+    zbus::zvariant::Type,
+    zbus::zvariant::Value,
+    zbus::zvariant::OwnedValue,
+)]
+#[zvariant(signature = "a{sv}", crate = "zbus::zvariant")]
+pub struct MeshPeer {
+    pub node_id: String,
+    pub name: String,
+    /// `edge` or `hub`.
+    pub role: String,
+    /// `alive`, `suspect` or `down`.
+    pub state: String,
+    pub generation: u32,
+    pub addrs: Vec<String>,
+    /// Uplink name per entry of `addrs`.
+    pub uplinks: Vec<String>,
+    /// WireGuard public key, base64 (empty when unknown).
+    pub overlay_key: String,
+    /// Agent software version.
+    pub version: String,
+    /// Version of the member's signed metadata.
+    pub meta_version: u64,
+    /// Failure-domain labels.
+    pub site: String,
+    pub power: String,
+    /// Bytes offered and free, as last announced.
+    pub storage_total: u64,
+    pub storage_free: u64,
+}
+
 /// What the mesh interface needs from the daemon.
 pub trait MeshControl: Send + Sync + 'static {
     /// Is the node in a realm (has a valid membership certificate)?
     fn enabled(&self) -> bool;
-    /// One map per known peer: `node_id`, `name`, `role`, `state` (`alive`/`suspect`/`down`),
-    /// `generation`, `addrs` (array of strings), `uplinks` (uplink name per entry of `addrs`),
-    /// `overlay_key` (WireGuard public key, base64; empty when unknown), `version`, `site` and
-    /// `power` (failure-domain labels), `storage_total` and `storage_free` (u64 bytes, as last
-    /// announced). Metadata keys are empty / 0 while a peer's metadata is unknown.
-    fn peers(&self) -> Vec<HashMap<String, OwnedValue>>;
+    /// Every known peer.
+    fn peers(&self) -> Vec<MeshPeer>;
     /// Publishes on a realm topic; returns the sequence number.
     fn publish(&self, topic: String, payload: Vec<u8>) -> BoxFuture<'_, Result<u64, Error>>;
     /// Subscribes this node to a topic; its publications arrive as `Publication` signals sent
@@ -69,7 +103,7 @@ impl MeshObject {
     /// Known peers and their state; every change is announced both by `PropertiesChanged` (with
     /// the new value) and by `PeerChanged` (which peer, for clients that only need the delta).
     #[zbus(property)]
-    fn peers(&self) -> Vec<HashMap<String, OwnedValue>> {
+    fn peers(&self) -> Vec<MeshPeer> {
         self.control.peers()
     }
 

@@ -450,4 +450,25 @@ mod tests {
             documented("io.macula.Storage1", "RepairQueue")
         );
     }
+
+    #[test]
+    fn mesh_peer_keys_are_the_documented_ones() {
+        let peer = crate::mesh::MeshPeer {
+            node_id: String::new(),
+            name: String::new(),
+            role: String::new(),
+            state: String::new(),
+            generation: 0,
+            addrs: vec![],
+            uplinks: vec![],
+            overlay_key: String::new(),
+            version: String::new(),
+            meta_version: 0,
+            site: String::new(),
+            power: String::new(),
+            storage_total: 0,
+            storage_free: 0,
+        };
+        assert_eq!(keys(&peer), documented("io.macula.Mesh1", "Peers"));
+    }
 }

@@ -1,7 +1,6 @@
 //! Wiring of the mesh: starts `macula_mesh::node::MeshNode` when the node holds a membership
 //! certificate, implements `io.macula.Mesh1`, forwards peer changes and publications as signals.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use futures_lite::StreamExt;
 use macula_bus::firewall::BoxFuture;
-use macula_bus::mesh::{MeshControl, MeshObject};
+use macula_bus::mesh::{MeshControl, MeshObject, MeshPeer};
 use macula_bus::{Caller, Error};
 use macula_core::NodeKey;
 use macula_core::config::Role;
@@ -22,7 +21,6 @@ use macula_mesh::realm::{Admission, CertBody, MembershipCert, RealmKey, Revocati
 use macula_mesh::transport::{TransportParams, unix_now};
 use macula_net::overlay::{WgKey, peer_public_key};
 use zbus::object_server::SignalEmitter;
-use zbus::zvariant::{OwnedValue, Value};
 
 use crate::worker::{WorkerCtx, Workers};
 
@@ -181,70 +179,34 @@ pub fn start(
     Ok(glue)
 }
 
-fn val(v: Value<'_>) -> OwnedValue {
-    v.try_to_owned()
-        .expect("plain values have no file descriptors")
-}
-
-fn peer_map(p: &PeerInfo) -> HashMap<String, OwnedValue> {
-    let mut m = HashMap::new();
-    m.insert("node_id".into(), val(Value::from(p.id.to_string())));
-    m.insert("state".into(), val(Value::from(p.state.as_str())));
-    m.insert("generation".into(), val(Value::from(p.generation)));
+fn mesh_peer(p: &PeerInfo) -> MeshPeer {
     let meta = p.meta.as_ref();
-    m.insert(
-        "name".into(),
-        val(Value::from(
-            meta.map(|m| m.name.clone()).unwrap_or_default(),
-        )),
-    );
-    m.insert(
-        "role".into(),
-        val(Value::from(
-            meta.map(|m| m.role.to_string()).unwrap_or_default(),
-        )),
-    );
-    m.insert(
-        "version".into(),
-        val(Value::from(
-            meta.map(|m| m.software.clone()).unwrap_or_default(),
-        )),
-    );
-    m.insert(
-        "meta_version".into(),
-        val(Value::from(meta.map_or(0, |m| m.version))),
-    );
-    let addrs: Vec<String> = meta
-        .map(|m| m.addrs.iter().map(|a| a.addr.to_string()).collect())
-        .unwrap_or_default();
-    m.insert("addrs".into(), val(Value::from(addrs)));
-    let uplinks: Vec<String> = meta
-        .map(|m| m.addrs.iter().map(|a| a.uplink.clone()).collect())
-        .unwrap_or_default();
-    m.insert("uplinks".into(), val(Value::from(uplinks)));
-    m.insert(
-        "overlay_key".into(),
-        val(Value::from(
-            meta.and_then(|m| m.overlay_key)
-                .map(|k| WgKey(k).to_string())
-                .unwrap_or_default(),
-        )),
-    );
-    let label = |f: fn(&FailureDomains) -> &macula_mesh::membership::Label| {
-        meta.map(|m| f(&m.domains).to_string()).unwrap_or_default()
-    };
-    m.insert("site".into(), val(Value::from(label(|d| &d.site))));
-    m.insert("power".into(), val(Value::from(label(|d| &d.power))));
+    let text =
+        |f: fn(&macula_mesh::membership::MemberMeta) -> String| meta.map(f).unwrap_or_default();
     let capacity = meta.map(|m| m.capacity).unwrap_or_default();
-    m.insert(
-        "storage_total".into(),
-        val(Value::from(capacity.storage_total)),
-    );
-    m.insert(
-        "storage_free".into(),
-        val(Value::from(capacity.storage_free)),
-    );
-    m
+    MeshPeer {
+        node_id: p.id.to_string(),
+        name: text(|m| m.name.clone()),
+        role: text(|m| m.role.to_string()),
+        state: p.state.as_str().to_owned(),
+        generation: p.generation,
+        addrs: meta.map_or_else(Vec::new, |m| {
+            m.addrs.iter().map(|a| a.addr.to_string()).collect()
+        }),
+        uplinks: meta.map_or_else(Vec::new, |m| {
+            m.addrs.iter().map(|a| a.uplink.clone()).collect()
+        }),
+        overlay_key: meta
+            .and_then(|m| m.overlay_key)
+            .map(|k| WgKey(k).to_string())
+            .unwrap_or_default(),
+        version: text(|m| m.software.clone()),
+        meta_version: meta.map_or(0, |m| m.version),
+        site: text(|m| m.domains.site.to_string()),
+        power: text(|m| m.domains.power.to_string()),
+        storage_total: capacity.storage_total,
+        storage_free: capacity.storage_free,
+    }
 }
 
 impl MeshGlue {
@@ -667,9 +629,9 @@ impl MeshControl for MeshGlue {
         self.running_node().is_some()
     }
 
-    fn peers(&self) -> Vec<HashMap<String, OwnedValue>> {
+    fn peers(&self) -> Vec<MeshPeer> {
         self.running_node()
-            .map(|n| n.peers().iter().map(peer_map).collect())
+            .map(|n| n.peers().iter().map(mesh_peer).collect())
             .unwrap_or_default()
     }
 
