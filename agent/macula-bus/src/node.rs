@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use macula_core::config::LogLevel;
 use zbus::object_server::SignalEmitter;
-use zbus::zvariant::{DeserializeDict, SerializeDict, Type};
+use zbus::zvariant::{DeserializeDict, OwnedValue, SerializeDict, Type, Value};
 
 use crate::Error;
 
@@ -22,6 +22,57 @@ pub trait NodeControl: Send + Sync + 'static {
     fn clock(&self) -> Option<ClockInfo>;
     /// The agent's background workers, in start order.
     fn workers(&self) -> Vec<WorkerStatus>;
+    /// This node's last spread resource report (`seq` 0: monitor off or no sample yet).
+    fn resources(&self) -> Resources;
+    /// The latest report of every member heard from, this node's own included.
+    fn peer_resources(&self) -> Vec<Resources>;
+}
+
+/// A node's resource report (`docs/proofs.md` §2) as `Node1.Resources` and the entries of
+/// `Node1.PeerResources()` show it. Byte figures are bytes; `_milli` and `_permille` are
+/// thousandths.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Default, SerializeDict, DeserializeDict, Type, Value, OwnedValue,
+)]
+#[zvariant(signature = "a{sv}", crate = "zbus::zvariant")]
+pub struct Resources {
+    pub node_id: String,
+    /// Report number, growing with every report the node spreads; 0 = none yet.
+    pub seq: u64,
+    /// Milliseconds since this node made (own) or received (others') the report.
+    pub age_ms: u64,
+    pub uptime_s: u64,
+    pub processors: u32,
+    pub cores_per_processor: u32,
+    pub load_1_milli: u32,
+    pub load_5_milli: u32,
+    pub load_15_milli: u32,
+    pub cpu_busy_permille: u32,
+    pub mem_total: u64,
+    pub mem_available: u64,
+    pub swap_total: u64,
+    pub swap_used: u64,
+    /// sR: bytes offered to Macula.
+    pub disk_reported: u64,
+    /// sT: bytes taken by shards.
+    pub disk_taken: u64,
+    /// Sums over `interfaces`.
+    pub rx_bytes_per_s: u64,
+    pub tx_bytes_per_s: u64,
+    pub interfaces: Vec<InterfaceTraffic>,
+}
+
+/// Traffic of one reported interface.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Default, SerializeDict, DeserializeDict, Type, Value, OwnedValue,
+)]
+#[zvariant(signature = "a{sv}", crate = "zbus::zvariant")]
+pub struct InterfaceTraffic {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_bytes_per_s: u64,
+    pub tx_bytes_per_s: u64,
 }
 
 /// This node's clock as learnt from the realm (median of peers' clocks, hubs preferred).
@@ -200,6 +251,18 @@ impl NodeObject {
         self.control.workers()
     }
 
+    /// This node's last spread resource report ([`Resources`]); changes are signalled when a
+    /// new report is spread (bounded by `[proofs] spread`).
+    #[zbus(property)]
+    fn resources(&self) -> Resources {
+        self.control.resources()
+    }
+
+    /// The latest resource report of every member heard from, this node's own included.
+    fn peer_resources(&self) -> Vec<Resources> {
+        self.control.peer_resources()
+    }
+
     /// Sets the log level (`error`, `warn`, `info`, `debug`, `trace`) until the next restart.
     async fn set_log_level(
         &self,
@@ -241,6 +304,9 @@ pub trait Node1 {
     #[zbus(property)]
     fn log_level(&self) -> zbus::Result<String>;
     fn workers(&self) -> zbus::Result<Vec<WorkerStatus>>;
+    fn peer_resources(&self) -> zbus::Result<Vec<Resources>>;
+    #[zbus(property)]
+    fn resources(&self) -> zbus::Result<Resources>;
 }
 
 #[cfg(test)]
@@ -334,6 +400,21 @@ mod tests {
         };
         assert!(keys(&quiet).iter().all(|k| !k.starts_with("clock_")));
         assert_eq!(keys(&quiet).len(), 9);
+    }
+
+    #[test]
+    fn resources_keys_are_the_documented_ones() {
+        let iface = InterfaceTraffic {
+            name: "eth0".into(),
+            ..Default::default()
+        };
+        let r = Resources {
+            interfaces: vec![iface.clone()],
+            ..Default::default()
+        };
+        assert_eq!(keys(&r), documented("io.macula.Node1", "Resources"));
+        assert_eq!(keys(&r), documented("io.macula.Node1", "PeerResources()"));
+        assert_eq!(keys(&iface), documented("io.macula.Node1", "interfaces"));
     }
 
     #[test]

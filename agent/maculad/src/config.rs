@@ -17,6 +17,7 @@ pub struct AgentConfig {
     pub uplinks: macula_net::uplinks::UplinksConfig,
     pub mesh: macula_mesh::config::MeshSection,
     pub storage: macula_store::config::StorageConfig,
+    pub proofs: macula_proof::config::ProofsConfig,
 }
 
 impl AgentConfig {

@@ -4,6 +4,7 @@ mod config;
 mod mesh;
 mod net;
 mod node;
+mod proofs;
 mod storage;
 mod update;
 mod worker;
@@ -57,6 +58,10 @@ enum FormatArg {
 /// resolves to now. A malformed entry makes the file invalid; a name that does not resolve is
 /// reported (the agent skips it at start) but leaves the file valid.
 fn check_bootstrap(path: &std::path::Path, config: &AgentConfig) -> ExitCode {
+    if let Err(e) = config.proofs.check() {
+        eprintln!("{}: [proofs]: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
     for entry in &config.mesh.bootstrap {
         match Bootstrap::resolve(entry) {
             Ok(contacts) => {
@@ -170,6 +175,14 @@ async fn run(
     let update_glue = update::UpdateGlue::new(config.update.clone());
     let net = net::start(&config, &key, &workers).await?;
     let storage = storage::open(&config.storage, &args.state_dir, &key)?;
+    config.proofs.check().context("invalid [proofs] section")?;
+    let monitor = config
+        .proofs
+        .enabled
+        .then(|| proofs::MonitorGlue::new(node_id, &config.proofs));
+    if let Some(m) = &monitor {
+        glue.set_monitor(m.clone());
+    }
     let domains = FailureDomains {
         site: Label::new(config.storage.site.as_str())
             .context("[storage] site cannot be announced")?,
@@ -241,6 +254,17 @@ async fn run(
     net.emit_changes(&connection, &workers);
     mesh.emit_changes(&connection);
     storage.attach(mesh.clone(), &connection, &workers);
+    if let Some(m) = &monitor {
+        m.start(
+            &config.proofs,
+            &key,
+            args.state_dir.clone(),
+            storage.clone(),
+            mesh.clone(),
+            &connection,
+            &workers,
+        );
+    }
     if let Some(mut changes) = storage.watch_changes() {
         // Free space changes with every shard stored or removed here, by this node's puts and by
         // others': `announce_capacity` decides what is worth telling the realm, and when.

@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use macula_bus::node::{ClockInfo, NodeControl, WorkerStatus};
+use macula_bus::node::{ClockInfo, NodeControl, Resources, WorkerStatus};
 use macula_core::config::LogLevel;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::{Registry, reload};
@@ -25,6 +25,8 @@ pub struct NodeGlue {
     level: Mutex<LogLevel>,
     /// The mesh, whose time keeping the status reports.
     mesh: std::sync::OnceLock<crate::mesh::MeshGlue>,
+    /// The resource monitor, when `[proofs] enabled`.
+    monitor: std::sync::OnceLock<crate::proofs::MonitorGlue>,
     workers: crate::worker::Workers,
 }
 
@@ -34,12 +36,17 @@ impl NodeGlue {
             handle,
             level: Mutex::new(level),
             mesh: std::sync::OnceLock::new(),
+            monitor: std::sync::OnceLock::new(),
             workers,
         }
     }
 
     pub fn set_mesh(&self, mesh: crate::mesh::MeshGlue) {
         let _ = self.mesh.set(mesh);
+    }
+
+    pub fn set_monitor(&self, monitor: crate::proofs::MonitorGlue) {
+        let _ = self.monitor.set(monitor);
     }
 }
 
@@ -69,5 +76,19 @@ impl NodeControl for NodeGlue {
 
     fn workers(&self) -> Vec<WorkerStatus> {
         self.workers.list()
+    }
+
+    fn resources(&self) -> Resources {
+        self.monitor
+            .get()
+            .map(|m| m.resources())
+            .unwrap_or_default()
+    }
+
+    fn peer_resources(&self) -> Vec<Resources> {
+        self.monitor
+            .get()
+            .map(|m| m.peer_resources())
+            .unwrap_or_default()
     }
 }

@@ -149,6 +149,11 @@ impl StorageGlue {
         }
     }
 
+    /// The shard directory, when storage is on.
+    pub fn dir(&self) -> Option<PathBuf> {
+        self.inner.store.as_ref().map(|_| self.inner.dir.clone())
+    }
+
     /// Wakes on every change of the local store (`None` when storage is off).
     pub fn watch_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.inner.store.as_ref().map(|s| s.watch_changes())

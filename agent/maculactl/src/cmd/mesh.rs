@@ -12,6 +12,10 @@ pub struct PeersArgs {
     /// Print a JSON array instead of a table.
     #[arg(long)]
     json: bool,
+    /// Show every member's resource report (uptime, CPU, memory, disk, traffic) instead of
+    /// membership (`[proofs] enabled`).
+    #[arg(long)]
+    resources: bool,
 }
 
 #[derive(Debug, Args)]
@@ -37,6 +41,9 @@ pub struct SubArgs {
 pub async fn peers(conn: &zbus::Connection, args: &PeersArgs) -> Result<(), CliError> {
     let proxy = Mesh1Proxy::new(conn).await?;
     let peers = proxy.peers().await?;
+    if args.resources {
+        return peer_resources(conn, &peers, args.json).await;
+    }
     let mut rows: Vec<serde_json::Map<String, serde_json::Value>> =
         peers.iter().map(super::map_to_json).collect();
     let t = |r: &serde_json::Map<String, serde_json::Value>, k: &str| {
@@ -81,23 +88,78 @@ pub async fn peers(conn: &zbus::Connection, args: &PeersArgs) -> Result<(), CliE
     Ok(())
 }
 
+/// `peers --resources`: every member's last report, named as `peers` names them.
+async fn peer_resources(
+    conn: &zbus::Connection,
+    peers: &[std::collections::HashMap<String, zbus::zvariant::OwnedValue>],
+    json: bool,
+) -> Result<(), CliError> {
+    use super::node::{human_bytes, human_duration, resources_json};
+    let node = macula_bus::node::Node1Proxy::new(conn).await?;
+    let list = node.peer_resources().await?;
+    if json {
+        let rows: Vec<serde_json::Value> = list.iter().map(resources_json).collect();
+        return super::print_json(&rows);
+    }
+    if list.is_empty() {
+        println!(
+            "no resource reports: the monitor runs with `[proofs] enabled = true` \
+             (docs/configuration.md)"
+        );
+        return Ok(());
+    }
+    let own_name = node.name().await?;
+    let own_id = node.node_id().await?;
+    let name_of = |id: &str| {
+        if id == own_id {
+            return own_name.clone();
+        }
+        peers
+            .iter()
+            .find(|p| super::get_str(p, "node_id") == id)
+            .map(|p| super::get_str(p, "name"))
+            .unwrap_or_else(|| "?".into())
+    };
+    println!(
+        "{:<16} {:>9} {:>5} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>7} NODE ID",
+        "NAME",
+        "UPTIME",
+        "P/Q",
+        "CPU",
+        "LOAD",
+        "MEM AVAIL",
+        "DISK sR",
+        "DISK sT",
+        "RX/s",
+        "TX/s",
+        "AGE"
+    );
+    for r in &list {
+        println!(
+            "{:<16} {:>9} {:>5} {:>5.1}% {:>6.2} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6.1}s {}",
+            name_of(&r.node_id),
+            human_duration(r.uptime_s),
+            format!("{}/{}", r.processors, r.cores_per_processor),
+            f64::from(r.cpu_busy_permille) / 10.0,
+            f64::from(r.load_1_milli) / 1000.0,
+            human_bytes(r.mem_available),
+            human_bytes(r.disk_reported),
+            human_bytes(r.disk_taken),
+            human_bytes(r.rx_bytes_per_s),
+            human_bytes(r.tx_bytes_per_s),
+            r.age_ms as f64 / 1000.0,
+            &r.node_id[..r.node_id.len().min(8)]
+        );
+    }
+    Ok(())
+}
+
 /// Free storage as a person reads it (binary units, one decimal); `-` for a node offering none.
 fn free_space(free: u64, total: u64) -> String {
     if total == 0 {
         return "-".into();
     }
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = free as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{free} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
+    super::node::human_bytes(free)
 }
 
 #[derive(Debug, Args)]

@@ -19,6 +19,9 @@ pub enum NodeCommand {
     /// List the agent's background workers: name, state (running, idle, stopped, failed),
     /// errors reported and the last one.
     Workers(StatusArgs),
+    /// This node's resource report as the realm sees it: uptime, processors, load, CPU, memory,
+    /// swap, disk offered (sR) and taken (sT), traffic per interface (`[proofs] enabled`).
+    Resources(StatusArgs),
     /// Show or change the log level (error, warn, info, debug, trace). Changing needs root or
     /// the `macula` group.
     LogLevel {
@@ -31,6 +34,7 @@ pub async fn run(conn: &zbus::Connection, cmd: NodeCommand) -> Result<(), CliErr
     match cmd {
         NodeCommand::Status(args) => status(conn, &args).await,
         NodeCommand::Workers(args) => workers(conn, &args).await,
+        NodeCommand::Resources(args) => resources(conn, &args).await,
         NodeCommand::LogLevel { level } => {
             let proxy = Node1Proxy::new(conn).await?;
             match level {
@@ -105,6 +109,120 @@ pub async fn workers(conn: &zbus::Connection, args: &StatusArgs) -> Result<(), C
     Ok(())
 }
 
+pub async fn resources(conn: &zbus::Connection, args: &StatusArgs) -> Result<(), CliError> {
+    let r = Node1Proxy::new(conn).await?.resources().await?;
+    if args.json {
+        return super::print_json(&resources_json(&r));
+    }
+    if r.seq == 0 {
+        println!(
+            "no resource report yet: the monitor runs with `[proofs] enabled = true` \
+             (docs/configuration.md)"
+        );
+        return Ok(());
+    }
+    let pct = |part: u64, whole: u64| {
+        if whole == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1} %", part as f64 * 100.0 / whole as f64)
+        }
+    };
+    println!(
+        "Resources of {} (report {}, {} ms old)",
+        r.node_id, r.seq, r.age_ms
+    );
+    println!("  Uptime      {}", human_duration(r.uptime_s));
+    println!(
+        "  Processors  P = {}, Q = {} cores per processor",
+        r.processors, r.cores_per_processor
+    );
+    println!(
+        "  Load        {:.2} {:.2} {:.2}",
+        f64::from(r.load_1_milli) / 1000.0,
+        f64::from(r.load_5_milli) / 1000.0,
+        f64::from(r.load_15_milli) / 1000.0
+    );
+    println!(
+        "  CPU busy    {:.1} %",
+        f64::from(r.cpu_busy_permille) / 10.0
+    );
+    println!(
+        "  Memory      {} available of {}",
+        human_bytes(r.mem_available),
+        human_bytes(r.mem_total)
+    );
+    println!(
+        "  Swap        {} used of {}",
+        human_bytes(r.swap_used),
+        human_bytes(r.swap_total)
+    );
+    println!(
+        "  Disk        {} taken (sT) of {} offered (sR), {}",
+        human_bytes(r.disk_taken),
+        human_bytes(r.disk_reported),
+        pct(r.disk_taken, r.disk_reported)
+    );
+    for i in &r.interfaces {
+        println!(
+            "  {:<11} rx {}/s tx {}/s (total rx {} tx {})",
+            i.name,
+            human_bytes(i.rx_bytes_per_s),
+            human_bytes(i.tx_bytes_per_s),
+            human_bytes(i.rx_bytes),
+            human_bytes(i.tx_bytes)
+        );
+    }
+    Ok(())
+}
+
+/// A resource report as JSON (the D-Bus keys).
+pub fn resources_json(r: &macula_bus::node::Resources) -> serde_json::Value {
+    serde_json::json!({
+        "node_id": r.node_id,
+        "seq": r.seq,
+        "age_ms": r.age_ms,
+        "uptime_s": r.uptime_s,
+        "processors": r.processors,
+        "cores_per_processor": r.cores_per_processor,
+        "load_1_milli": r.load_1_milli,
+        "load_5_milli": r.load_5_milli,
+        "load_15_milli": r.load_15_milli,
+        "cpu_busy_permille": r.cpu_busy_permille,
+        "mem_total": r.mem_total,
+        "mem_available": r.mem_available,
+        "swap_total": r.swap_total,
+        "swap_used": r.swap_used,
+        "disk_reported": r.disk_reported,
+        "disk_taken": r.disk_taken,
+        "rx_bytes_per_s": r.rx_bytes_per_s,
+        "tx_bytes_per_s": r.tx_bytes_per_s,
+        "interfaces": r.interfaces.iter().map(|i| serde_json::json!({
+            "name": i.name,
+            "rx_bytes": i.rx_bytes,
+            "tx_bytes": i.tx_bytes,
+            "rx_bytes_per_s": i.rx_bytes_per_s,
+            "tx_bytes_per_s": i.tx_bytes_per_s,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Bytes as a person reads them (binary units, one decimal).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
 /// What the realm said about this node's clock: `behind by 3h 0m, learnt from realm (2 hub
 /// clocks)`; `None` while nothing is known.
 fn clock_line(
@@ -154,7 +272,7 @@ fn clock_line(
     Some(line)
 }
 
-fn human_duration(secs: u64) -> String {
+pub fn human_duration(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     match (d, h, m) {
         (0, 0, 0) => format!("{s}s"),
