@@ -256,7 +256,6 @@ async fn run(
     storage.attach(mesh.clone(), &connection, &workers);
     if let Some(m) = &monitor {
         m.start(
-            &config.proofs,
             &key,
             args.state_dir.clone(),
             storage.clone(),

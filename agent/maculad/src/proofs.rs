@@ -12,7 +12,7 @@ use macula_bus::node::{InterfaceTraffic, NodeObject, Resources as BusResources};
 use macula_core::{NodeId, NodeKey};
 use macula_proof::config::ProofsConfig;
 use macula_proof::resources::{
-    Aggregator, ReadSpec, Resources, SignedResources, Spreader, read_sample,
+    Aggregator, ReadSpec, Resources, SignedResources, SpreadPolicy, Spreader, read_sample,
 };
 
 use crate::mesh::MeshGlue;
@@ -39,6 +39,9 @@ pub struct MonitorGlue {
     node: NodeId,
     /// Reports older than this are left out of `PeerResources` (3 heartbeats).
     stale: Duration,
+    /// `[proofs] spread` and `interfaces`.
+    policy: SpreadPolicy,
+    interfaces: Vec<String>,
     own: Arc<Mutex<Option<Report>>>,
     peers: Arc<Mutex<HashMap<NodeId, Report>>>,
 }
@@ -84,6 +87,8 @@ impl MonitorGlue {
         Self {
             node,
             stale: Duration::from_millis(config.spread.max_interval_ms.saturating_mul(3)),
+            policy: config.spread,
+            interfaces: config.interfaces.clone(),
             own: Arc::default(),
             peers: Arc::default(),
         }
@@ -140,7 +145,6 @@ impl MonitorGlue {
     /// (receive and verify the others' reports, wake the monitor when membership changes).
     pub fn start(
         &self,
-        config: &ProofsConfig,
         key: &NodeKey,
         state_dir: PathBuf,
         storage: StorageGlue,
@@ -148,8 +152,8 @@ impl MonitorGlue {
         conn: &zbus::Connection,
         workers: &Workers,
     ) {
-        let policy = config.spread;
-        let interfaces = config.interfaces.clone();
+        let policy = self.policy;
+        let interfaces = self.interfaces.clone();
         let key = NodeKey::from_seed(*key.signing_key().as_bytes());
         let data_dir = storage.dir().filter(|d| d.exists()).unwrap_or(state_dir);
         let joined = Arc::new(tokio::sync::Notify::new());
