@@ -2,6 +2,7 @@
 //! relays), registering an admitted connection with the core, and one reader task per connection
 //! that hands datagrams and pub/sub streams to the core and call streams to the RPC server.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use crate::proto::{Datagram, close};
 use crate::pubsub::PubSubMsg;
 use crate::realm::Role;
 use crate::rpc::{ErrorCode, RpcError};
-use crate::transport::{Peer, unix_now};
+use crate::transport::{Peer, TransportError, unix_now};
 
 /// Largest datagram accepted.
 const MAX_DATAGRAM: usize = 1400;
@@ -265,18 +266,47 @@ pub(super) async fn connection(
             register(shared, p);
             Ok(conn)
         }
-        Err(last) => Err(RpcError::new(ErrorCode::Unavailable, last)),
+        Err(e) => Err(RpcError::new(ErrorCode::Unavailable, e.to_string())),
     }
 }
+
+/// Why a peer could not be dialled.
+#[derive(Debug)]
+pub(super) struct DialError {
+    peer: NodeId,
+    /// The last direct attempt's error; `None` when no address was known.
+    direct: Option<TransportError>,
+    /// Each hub tried, with its error.
+    relays: Vec<(NodeId, TransportError)>,
+}
+
+impl fmt::Display for DialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.direct {
+            Some(e) => write!(f, "{e}")?,
+            None => write!(f, "no known address for {}", self.peer.short())?,
+        }
+        for (hub, e) in &self.relays {
+            write!(f, "; through hub {}: {e}", hub.short())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DialError {}
 
 /// Dials `peer` by `plan`: its addresses, then through each hub that may relay to it.
 pub(super) async fn dial_peer(
     shared: &Arc<Shared>,
     peer: NodeId,
     plan: DialPlan,
-) -> Result<Peer, String> {
+) -> Result<Peer, DialError> {
     let full = shared.endpoint.params().handshake_timeout;
-    let mut last = format!("no known address for {}", peer.short());
+    let mut err = DialError {
+        peer,
+        direct: None,
+        relays: Vec::new(),
+    };
     for addr in plan.direct {
         match shared
             .endpoint
@@ -286,7 +316,7 @@ pub(super) async fn dial_peer(
             Ok(p) => return Ok(p),
             Err(e) => {
                 tracing::debug!(peer = %peer, %addr, "direct dial failed: {e}");
-                last = e.to_string();
+                err.direct = Some(e);
             }
         }
     }
@@ -297,8 +327,8 @@ pub(super) async fn dial_peer(
                 tracing::info!(peer = %peer, hub = %hub, "reached through the hub relay");
                 return Ok(p);
             }
-            Err(e) => last = format!("{last}; through hub {}: {e}", hub.short()),
+            Err(e) => err.relays.push((hub, e)),
         }
     }
-    Err(last)
+    Err(err)
 }
