@@ -770,3 +770,101 @@ pub struct Connected {
     /// Did we dial (rather than accept) it?
     pub dialled: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::MembershipConfig;
+    use crate::realm::{CertBody, RealmKey};
+
+    const T0: Now = Now {
+        mono: Duration::ZERO,
+        unix_ms: 1_750_000_000_000,
+    };
+
+    fn at(secs: u64) -> Now {
+        Now {
+            mono: Duration::from_secs(secs),
+            unix_ms: T0.unix_ms + secs * 1000,
+        }
+    }
+
+    /// Two nodes of one realm: the core of the one with the smaller node ID, the other's
+    /// certificate.
+    fn pair() -> (MeshCore, MembershipCert) {
+        let realm = RealmKey::from_seed([1; 32]);
+        let mut keys = [NodeKey::from_seed([2; 32]), NodeKey::from_seed([3; 32])];
+        keys.sort_by_key(NodeKey::node_id);
+        let cert = |k: &NodeKey| {
+            realm.issue(CertBody {
+                realm: realm.id(),
+                node: k.node_id(),
+                role: Role::Edge,
+                name: "n".into(),
+                not_before: 0,
+                expires: u64::MAX,
+            })
+        };
+        let id = MemberId {
+            node: keys[0].node_id(),
+            generation: 0,
+        };
+        let m = Membership::new(id, realm.id(), None, MembershipConfig::lan(2), 7, T0.unix());
+        let core = MeshCore::new(&keys[0], m, CoreConfig::default(), T0);
+        (core, cert(&keys[1]))
+    }
+
+    fn hello(cert: &MembershipCert, conn: ConnId, dialled: bool) -> Connected {
+        Connected {
+            cert: cert.clone(),
+            listen: vec!["192.0.2.1:4433".parse().expect("an address")],
+            conn,
+            remote: "192.0.2.1:4433".parse().expect("an address"),
+            dialled,
+        }
+    }
+
+    fn closed(core: &mut MeshCore) -> Vec<ConnId> {
+        std::iter::from_fn(|| core.poll_output())
+            .filter_map(|o| match o {
+                CoreOutput::Close { conn, code, .. } if code == close::DUPLICATE => Some(conn),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Of two simultaneous connections, both sides keep the one the smaller node ID dialled, and
+    /// the other closes only after the grace period.
+    #[test]
+    fn the_connection_dialled_by_the_smaller_id_wins() {
+        for dialled_first in [true, false] {
+            let (mut core, other) = pair();
+            let peer = other.body.node;
+            // Ours (smaller ID, dialled) is 1; theirs (accepted) is 2.
+            let (first, second) = if dialled_first {
+                (hello(&other, 1, true), hello(&other, 2, false))
+            } else {
+                (hello(&other, 2, false), hello(&other, 1, true))
+            };
+            core.handle_connected(T0, first).expect("admitted");
+            core.handle_connected(at(1), second).expect("admitted");
+            assert_eq!(
+                core.connection(&peer),
+                Some(1),
+                "dialled first: {dialled_first}"
+            );
+            assert_eq!(core.dialled(&peer), Some(true));
+            assert!(
+                closed(&mut core).is_empty(),
+                "closed before the grace period"
+            );
+            let grace = CoreConfig::default().duplicate_grace.as_secs();
+            core.handle_timeout(at(1 + grace));
+            assert_eq!(closed(&mut core), vec![2]);
+            // The loser closing leaves the winner in place.
+            assert!(!core.handle_closed(at(9), peer, 2, "192.0.2.9:1".parse().expect("addr")));
+            assert_eq!(core.connection(&peer), Some(1));
+            assert_eq!(core.addrs(&peer), ["192.0.2.1:4433".parse().expect("addr")]);
+        }
+    }
+}
