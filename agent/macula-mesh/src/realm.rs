@@ -411,6 +411,8 @@ pub struct Admission {
     own: MembershipCert,
     revoked: RwLock<HashMap<NodeId, Revocation>>,
     deny: Arc<DenyList>,
+    /// How many revocations are known; changes when one is added.
+    known: tokio::sync::watch::Sender<usize>,
 }
 
 impl Admission {
@@ -438,6 +440,7 @@ impl Admission {
             own,
             revoked: RwLock::default(),
             deny: Arc::default(),
+            known: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -488,14 +491,21 @@ impl Admission {
     pub fn revoke(&self, rev: Revocation) -> Result<bool, CertError> {
         rev.verify(&self.realm)?;
         let node = rev.body.node;
-        let new = self
-            .revoked
-            .write()
-            .expect("revocation lock")
-            .insert(node, rev)
-            .is_none();
+        let mut revoked = self.revoked.write().expect("revocation lock");
+        let new = revoked.insert(node, rev).is_none();
+        let count = revoked.len();
+        drop(revoked);
         self.deny.insert(node);
+        if new {
+            self.known.send_replace(count);
+        }
         Ok(new)
+    }
+
+    /// Changes whenever a new revocation is recorded (its value: how many are known), so those
+    /// who keep revocations need not poll.
+    pub fn revocations_changed(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.known.subscribe()
     }
 
     pub fn is_revoked(&self, node: &NodeId) -> bool {

@@ -291,7 +291,7 @@ impl MeshGlue {
             }),
         );
         let node = Arc::new(node);
-        self.keep_revocations(&node, admission.clone());
+        self.keep_revocations(admission.clone());
         self.start_beacon(&node, admission.clone());
         *slot = Some(node.clone());
         drop(slot);
@@ -400,24 +400,18 @@ impl MeshGlue {
     }
 
     /// Writes every revocation `admission` learns (issued here or heard from members) to the
-    /// state directory, checked on every peer change, every 5 s and once more when stopped (the
-    /// worker `mesh.revocations`).
-    fn keep_revocations(&self, node: &Arc<MeshNode>, admission: Arc<Admission>) {
+    /// state directory when it is recorded, and once more when stopped (the worker
+    /// `mesh.revocations`).
+    fn keep_revocations(&self, admission: Arc<Admission>) {
         let dir = revoked_dir(&self.state_dir);
-        let mut changes = node.watch_peers();
+        let mut changes = admission.revocations_changed();
+        changes.mark_changed();
         self.workers
             .spawn("mesh.revocations", |ctx| async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
                 loop {
-                    let next = ctx.wait(async {
-                        tokio::select! {
-                            r = changes.recv() => matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)),
-                            _ = tick.tick() => false,
-                        }
-                    });
-                    let closed = next.await;
+                    let next = ctx.wait(changes.changed()).await;
                     store_revocations(&ctx, &dir, &admission);
-                    if closed.is_none_or(|closed| closed) {
+                    if !matches!(next, Some(Ok(()))) {
                         return Ok(());
                     }
                 }
