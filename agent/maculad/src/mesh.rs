@@ -406,16 +406,15 @@ impl MeshGlue {
         let dir = revoked_dir(&self.state_dir);
         let mut changes = admission.revocations_changed();
         changes.mark_changed();
-        self.workers
-            .spawn("mesh.revocations", |ctx| async move {
-                loop {
-                    let next = ctx.wait(changes.changed()).await;
-                    store_revocations(&ctx, &dir, &admission);
-                    if !matches!(next, Some(Ok(()))) {
-                        return Ok(());
-                    }
+        self.workers.spawn("mesh.revocations", |ctx| async move {
+            loop {
+                let next = ctx.wait(changes.changed()).await;
+                store_revocations(&ctx, &dir, &admission);
+                if !matches!(next, Some(Ok(()))) {
+                    return Ok(());
                 }
-            });
+            }
+        });
     }
 
     /// Forwards peer changes as `PeerChanged` signals (now, or when the mesh starts).
