@@ -11,6 +11,7 @@ pub mod firewall;
 pub mod mesh;
 pub mod node;
 pub mod overlay;
+pub mod proofs;
 pub mod storage;
 pub mod update;
 pub mod uplinks;

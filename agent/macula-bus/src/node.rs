@@ -418,6 +418,23 @@ mod tests {
     }
 
     #[test]
+    fn proofs_keys_are_the_documented_ones() {
+        use crate::proofs::{Balance, ProofEntry, ProofsStatus};
+        assert_eq!(
+            keys(&ProofsStatus::default()),
+            documented("io.macula.Proofs1", "Status()")
+        );
+        assert_eq!(
+            keys(&ProofEntry::default()),
+            documented("io.macula.Proofs1", "History(s node)")
+        );
+        assert_eq!(
+            keys(&Balance::default()),
+            documented("io.macula.Proofs1", "Ledger()")
+        );
+    }
+
+    #[test]
     fn firewall_status_keys_are_the_documented_ones() {
         let status = crate::firewall::FirewallStatus {
             pending: 0,

@@ -8,6 +8,7 @@
 
 pub mod capacity;
 pub mod config;
+pub mod driver;
 pub mod ledger;
 pub mod quarantine;
 pub mod resources;

@@ -55,6 +55,11 @@ enum Command {
     /// Storage: status and repair queue, stat or delete an object.
     #[command(subcommand)]
     Storage(cmd::storage::StorageCommand),
+    /// Proofs of capacity and storage: status, history of results in the realm ledger.
+    #[command(subcommand)]
+    Proofs(cmd::proofs::ProofsCommand),
+    /// The realm ledger: rewards (RW1, RW2), proofs passed and failed, standing per node.
+    Ledger(cmd::proofs::NodeArgs),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions {
         #[arg(value_enum)]
@@ -125,6 +130,8 @@ async fn run(cli: Cli) -> Result<(), exit::CliError> {
         Command::Put(args) => cmd::storage::put(&conn, &args).await,
         Command::Get(args) => cmd::storage::get(&conn, &args).await,
         Command::Storage(c) => cmd::storage::run(&conn, c).await,
+        Command::Proofs(c) => cmd::proofs::run(&conn, c).await,
+        Command::Ledger(args) => cmd::proofs::ledger(&conn, &args).await,
         Command::Completions { .. } | Command::Man => unreachable!("handled before connecting"),
     }
 }

@@ -183,6 +183,13 @@ async fn run(
     if let Some(m) = &monitor {
         glue.set_monitor(m.clone());
     }
+    let proofs = monitor
+        .as_ref()
+        .map(|m| proofs::ProofsGlue::new(&key, &config.proofs, m.clone(), storage.clone()));
+    let proofs_object = match &proofs {
+        Some(p) => p.object(),
+        None => macula_bus::proofs::ProofsObject::new(Box::new(proofs::ProofsOff)),
+    };
     let domains = FailureDomains {
         site: Label::new(config.storage.site.as_str())
             .context("[storage] site cannot be announced")?,
@@ -214,6 +221,7 @@ async fn run(
         .serve_at(OBJECT_PATH, net.uplinks_object())?
         .serve_at(OBJECT_PATH, mesh.object())?
         .serve_at(OBJECT_PATH, storage.object())?
+        .serve_at(OBJECT_PATH, proofs_object)?
         .build()
         .await
         .with_context(|| {
@@ -263,6 +271,9 @@ async fn run(
             &connection,
             &workers,
         );
+    }
+    if let Some(p) = &proofs {
+        p.start(mesh.clone(), &connection, &workers);
     }
     if let Some(mut changes) = storage.watch_changes() {
         // Free space changes with every shard stored or removed here, by this node's puts and by
@@ -327,7 +338,9 @@ async fn shutdown(
     storage: &storage::StorageGlue,
     mesh: &mesh::MeshGlue,
 ) {
-    use macula_bus::{firewall, mesh as m, node as n, overlay, storage as s, update as u, uplinks};
+    use macula_bus::{
+        firewall, mesh as m, node as n, overlay, proofs as p, storage as s, update as u, uplinks,
+    };
     let t0 = std::time::Instant::now();
     let step = |step: &str, t: std::time::Instant| {
         tracing::info!(target: "macula::node", step, took_ms = t.elapsed().as_millis() as u64,
@@ -351,6 +364,7 @@ async fn shutdown(
             .await,
         server.remove::<m::MeshObject, _>(OBJECT_PATH).await,
         server.remove::<s::StorageObject, _>(OBJECT_PATH).await,
+        server.remove::<p::ProofsObject, _>(OBJECT_PATH).await,
     ];
     for r in removed {
         if let Err(e) = r {

@@ -124,6 +124,23 @@ impl MonitorGlue {
         out
     }
 
+    /// The latest report of `node` (this node's own included).
+    fn report_of(&self, node: &NodeId) -> Option<Resources> {
+        if *node == self.node {
+            return self
+                .own
+                .lock()
+                .expect("monitor lock")
+                .as_ref()
+                .map(|r| r.resources.clone());
+        }
+        self.peers
+            .lock()
+            .expect("monitor lock")
+            .get(node)
+            .map(|r| r.resources.clone())
+    }
+
     /// Keeps a verified report when it is newer than what we hold of its node.
     fn accept(&self, node: NodeId, seq: u64, resources: Resources) -> bool {
         let mut peers = self.peers.lock().expect("monitor lock");
@@ -276,5 +293,530 @@ impl MonitorGlue {
                 }
             }
         });
+    }
+}
+
+/// Realm topic of signed ledger records.
+pub const LEDGER_TOPIC: &str = "macula/ledger";
+/// RPC procedure a prover serves: a challenge in, its signed answer out.
+const PROC_CHALLENGE: &str = "proofs.challenge";
+/// RPC procedure every member serves: a ledger summary in, the records the caller lacks out.
+const PROC_LEDGER: &str = "proofs.ledger";
+/// Most records one `proofs.ledger` reply carries (the caller asks again for more).
+const PULL_BATCH: usize = 512;
+/// Anti-entropy: a pull from one member (in turn) this often.
+const PULL_EVERY: Duration = Duration::from_secs(5);
+
+/// Where a prover reads challenged groups: the local store, or nothing when storage is off.
+struct Shards(Option<Arc<macula_store::store::LocalStore>>);
+
+impl macula_proof::storage::ShardSource for Shards {
+    fn item(
+        &self,
+        segment: &macula_store::header::SegmentId,
+        index: u16,
+        selector: u32,
+    ) -> Option<macula_proof::storage::Item> {
+        self.0.as_ref()?.item(segment, index, selector)
+    }
+}
+
+/// What the proofs keep: the ledger copy, the others' inventories, the verdicts.
+struct ProofState {
+    ledger: macula_proof::ledger::Ledger,
+    inventories: HashMap<NodeId, Vec<macula_store::repair::HeldShard>>,
+    tracker: macula_proof::quarantine::Tracker,
+    quarantined: Vec<NodeId>,
+    verified: u64,
+}
+
+/// The proofs of capacity and storage, the realm ledger and quarantine, for `io.macula.Proofs1`.
+#[derive(Clone)]
+pub struct ProofsGlue {
+    inner: Arc<ProofsInner>,
+}
+
+struct ProofsInner {
+    key: NodeKey,
+    cfg: ProofsConfig,
+    state: Mutex<ProofState>,
+    monitor: MonitorGlue,
+    storage: StorageGlue,
+    conn: std::sync::OnceLock<zbus::Connection>,
+}
+
+/// The alive members and this node, sorted (what `verifier_for` is computed over).
+fn members(node: &macula_mesh::node::MeshNode) -> Vec<NodeId> {
+    let mut m: Vec<NodeId> = node
+        .peers()
+        .iter()
+        .filter(|p| p.state == macula_mesh::node::PeerState::Alive)
+        .map(|p| p.id)
+        .collect();
+    m.push(node.id());
+    m.sort();
+    m.dedup();
+    m
+}
+
+fn random_nonce() -> [u8; 32] {
+    let mut n = [0u8; 32];
+    getrandom::fill(&mut n).expect("the OS random number generator failed");
+    n
+}
+
+fn failure_name(f: macula_proof::ledger::Failure) -> &'static str {
+    use macula_proof::ledger::Failure::*;
+    match f {
+        NoAnswer => "no-answer",
+        Late => "late",
+        BadWork => "bad-work",
+        BadGroup => "bad-group",
+        Forged => "forged",
+    }
+}
+
+impl ProofsGlue {
+    pub fn new(
+        key: &NodeKey,
+        cfg: &ProofsConfig,
+        monitor: MonitorGlue,
+        storage: StorageGlue,
+    ) -> Self {
+        Self {
+            inner: Arc::new(ProofsInner {
+                key: NodeKey::from_seed(*key.signing_key().as_bytes()),
+                cfg: cfg.clone(),
+                state: Mutex::new(ProofState {
+                    ledger: macula_proof::ledger::Ledger::new(cfg.rewards),
+                    inventories: HashMap::new(),
+                    tracker: macula_proof::quarantine::Tracker::new(cfg.quarantine),
+                    quarantined: Vec::new(),
+                    verified: 0,
+                }),
+                monitor,
+                storage,
+                conn: std::sync::OnceLock::new(),
+            }),
+        }
+    }
+
+    pub fn object(&self) -> macula_bus::proofs::ProofsObject {
+        macula_bus::proofs::ProofsObject::new(Box::new(self.clone()))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ProofState> {
+        self.inner.state.lock().expect("proofs lock")
+    }
+
+    /// The prover's figures for the formula, from its latest signed resource report.
+    fn claim_of(&self, node: &NodeId) -> macula_proof::capacity::Claim {
+        let r = self.inner.monitor.report_of(node);
+        macula_proof::capacity::Claim {
+            processors: r.as_ref().map_or(1, |r| r.processors),
+            cores_per_processor: r.as_ref().map_or(1, |r| r.cores_per_processor),
+            disk_reported: r.as_ref().map_or(0, |r| r.disk_reported),
+            disk_taken: r.as_ref().map_or(0, |r| r.disk_taken),
+        }
+    }
+
+    /// Recomputes the verdicts from the whole ledger (records count only when written by the
+    /// prover's designated verifier over `members`); on a change, tells storage placement and
+    /// signals `Quarantined`.
+    fn reassess(&self, members: &[NodeId]) {
+        let (t, transitions) = macula_proof::quarantine::Tracker::from_ledger(
+            self.inner.cfg.quarantine,
+            &self.state().ledger,
+            |p, e| macula_proof::verifier_for(p, e, members),
+        );
+        let excluded = t.excluded();
+        let changed = {
+            let mut s = self.state();
+            s.tracker = t;
+            let changed = s.quarantined != excluded;
+            s.quarantined = excluded.clone();
+            changed
+        };
+        if !changed {
+            return;
+        }
+        for tr in transitions {
+            tracing::info!(target: "macula::proofs", ?tr, "quarantine verdict");
+        }
+        tracing::warn!(target: "macula::proofs", quarantined = ?excluded.iter().map(|n| n.short()).collect::<Vec<_>>(),
+            "quarantined nodes changed; storage placement avoids them");
+        self.inner
+            .storage
+            .set_excluded(excluded.into_iter().collect());
+        if let Some(conn) = self.inner.conn.get().cloned() {
+            tokio::spawn(async move {
+                if let Ok(iface) = conn
+                    .object_server()
+                    .interface::<_, macula_bus::proofs::ProofsObject>(macula_bus::OBJECT_PATH)
+                    .await
+                    && let Err(e) = iface
+                        .get()
+                        .await
+                        .quarantined_changed(iface.signal_emitter())
+                        .await
+                {
+                    tracing::warn!(target: "macula::proofs", error = %e, "cannot signal the quarantine change");
+                }
+            });
+        }
+    }
+
+    /// Inserts received records in order; `Gap` means records are missing (pulled later).
+    fn insert(&self, records: &[Vec<u8>]) -> (usize, bool) {
+        let mut new = 0;
+        let mut gap = false;
+        let mut s = self.state();
+        for r in records {
+            match s.ledger.insert(r) {
+                Ok(macula_proof::ledger::Inserted::New) => new += 1,
+                Ok(macula_proof::ledger::Inserted::Known) => {}
+                Err(macula_proof::ledger::LedgerError::Gap { .. }) => gap = true,
+                Err(e) => {
+                    tracing::warn!(target: "macula::proofs", error = %e, "refused a ledger record");
+                }
+            }
+        }
+        (new, gap)
+    }
+
+    /// Asks `peer` for the records this node lacks, until it has them all.
+    async fn pull(&self, node: &macula_mesh::node::MeshNode, peer: NodeId) {
+        for _ in 0..16 {
+            let summary = macula_core::wire::encode(&self.state().ledger.summary());
+            let reply = match node
+                .call(peer, PROC_LEDGER, summary, Duration::from_secs(5))
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(target: "macula::proofs", %peer, error = %e, "ledger pull failed");
+                    return;
+                }
+            };
+            let records: Vec<Vec<u8>> = match macula_core::wire::decode_with_limit(&reply, 4 << 20)
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(target: "macula::proofs", %peer, error = %e, "undecodable ledger reply");
+                    return;
+                }
+            };
+            let more = records.len() >= PULL_BATCH;
+            let (new, _) = self.insert(&records);
+            if new > 0 {
+                self.reassess(&members(node));
+            }
+            if !more || new == 0 {
+                return;
+            }
+        }
+    }
+
+    /// Runs one prover's capacity and storage challenges, records the results and spreads them.
+    async fn verify(&self, node: Arc<macula_mesh::node::MeshNode>, prover: NodeId, epoch: u64) {
+        use macula_proof::driver;
+        let cfg = &self.inner.cfg;
+        let me = self.inner.key.node_id();
+        let inventory = self
+            .state()
+            .inventories
+            .get(&prover)
+            .cloned()
+            .unwrap_or_default();
+        let mut requests = vec![driver::capacity_request(
+            me,
+            prover,
+            epoch,
+            random_nonce(),
+            cfg,
+        )];
+        requests.extend(driver::storage_request(
+            me,
+            prover,
+            epoch,
+            random_nonce(),
+            &inventory,
+            cfg,
+        ));
+        for req in requests {
+            let mut reply = None;
+            let mut t_ms = 0;
+            let deadline = Duration::from_millis(u64::from(req.deadline_ms()) * 2);
+            for _ in 0..driver::attempts(req.kind(), cfg) {
+                let t0 = Instant::now();
+                match node
+                    .call(prover, PROC_CHALLENGE, req.encode(), deadline)
+                    .await
+                {
+                    Ok(b) => {
+                        t_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+                        reply = Some(b);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(target: "macula::proofs", prover = %prover.short(), error = %e, "challenge unanswered");
+                    }
+                }
+            }
+            let result = driver::judge(&req, reply.as_deref(), t_ms, &self.claim_of(&prover), cfg);
+            tracing::info!(target: "macula::proofs", prover = %prover.short(), epoch, kind = ?result.kind,
+                outcome = ?result.outcome, "proof judged");
+            let signed = {
+                let mut s = self.state();
+                s.verified += 1;
+                s.ledger.append(&self.inner.key, result)
+            };
+            match signed {
+                Ok(rec) => {
+                    if let Err(e) = node.publish(LEDGER_TOPIC, rec.encode()).await {
+                        tracing::warn!(target: "macula::proofs", error = %e, "cannot spread a ledger record");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(target: "macula::proofs", error = %e, "cannot append to the ledger");
+                }
+            }
+            self.reassess(&members(&node));
+        }
+    }
+
+    fn serve(&self, node: &Arc<macula_mesh::node::MeshNode>) {
+        use macula_mesh::rpc::{ErrorCode, RpcError};
+        let (me, weak) = (self.clone(), Arc::downgrade(node));
+        node.serve(
+            PROC_CHALLENGE,
+            Arc::new(move |caller, body| {
+                let (me, weak) = (me.clone(), weak.clone());
+                Box::pin(async move {
+                    let req = macula_proof::driver::Request::decode(&body)
+                        .map_err(|e| RpcError::new(ErrorCode::BadRequest, e.to_string()))?;
+                    let node = weak
+                        .upgrade()
+                        .ok_or_else(|| RpcError::new(ErrorCode::Unavailable, "stopping"))?;
+                    let members = members(&node);
+                    let shards = Shards(me.inner.storage.local_store());
+                    let key = NodeKey::from_seed(*me.inner.key.signing_key().as_bytes());
+                    let answered = tokio::task::spawn_blocking(move || {
+                        macula_proof::driver::answer(&key, caller, &req, &members, &shards)
+                    })
+                    .await
+                    .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
+                    match answered {
+                        Ok(a) => Ok(a.encode()),
+                        Err(e @ macula_proof::driver::RequestError::NotVerifier { .. }) => {
+                            Err(RpcError::new(ErrorCode::PermissionDenied, e.to_string()))
+                        }
+                        Err(e) => Err(RpcError::new(ErrorCode::BadRequest, e.to_string())),
+                    }
+                })
+            }),
+        );
+        let me = self.clone();
+        node.serve(
+            PROC_LEDGER,
+            Arc::new(move |_, body| {
+                let me = me.clone();
+                Box::pin(async move {
+                    let summary: std::collections::BTreeMap<NodeId, u64> =
+                        macula_core::wire::decode_with_limit(&body, 256 * 1024)
+                            .map_err(|e| RpcError::new(ErrorCode::BadRequest, e.to_string()))?;
+                    let mut missing = me.state().ledger.missing_for(&summary);
+                    missing.truncate(PULL_BATCH);
+                    Ok(macula_core::wire::encode(&missing))
+                })
+            }),
+        );
+    }
+
+    /// Starts the workers `proofs.epoch` (the challenges this node owes each epoch) and
+    /// `proofs.ledger` (records and inventories in, anti-entropy pulls).
+    pub fn start(&self, mesh: MeshGlue, conn: &zbus::Connection, workers: &Workers) {
+        let _ = self.inner.conn.set(conn.clone());
+        let epoch_s = self.inner.cfg.rewards.epoch_s;
+        let tick_every = Duration::from_millis((epoch_s * 1000 / 4).clamp(250, 60_000));
+        let (me, mesh2) = (self.clone(), mesh.clone());
+        workers.spawn("proofs.epoch", move |ctx| async move {
+            let Some(node) = ctx.wait(mesh2.wait_running()).await else {
+                return Ok(());
+            };
+            me.serve(&node);
+            let mut duties = macula_proof::driver::Duties::new(node.id());
+            let mut tick = tokio::time::interval(tick_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while ctx.wait(tick.tick()).await.is_some() {
+                let epoch =
+                    macula_proof::driver::epoch_of(macula_mesh::transport::unix_now(), epoch_s);
+                for prover in duties.due(epoch, &members(&node)) {
+                    let (me, node) = (me.clone(), node.clone());
+                    tokio::spawn(async move { me.verify(node, prover, epoch).await });
+                }
+            }
+            Ok(())
+        });
+        let me = self.clone();
+        workers.spawn("proofs.ledger", move |ctx| async move {
+            let Some(node) = ctx.wait(mesh.wait_running()).await else {
+                return Ok(());
+            };
+            let mut records = node
+                .subscribe(LEDGER_TOPIC)
+                .await
+                .map_err(|e| format!("cannot subscribe to {LEDGER_TOPIC}: {e}"))?;
+            let mut inventories = node
+                .subscribe(crate::storage::INVENTORY_TOPIC)
+                .await
+                .map_err(|e| format!("cannot subscribe to the inventories: {e}"))?;
+            let mut assembler = macula_store::inventory::Assembler::default();
+            let mut pull = tokio::time::interval(PULL_EVERY);
+            let mut turn = 0usize;
+            enum Next {
+                Record(macula_mesh::pubsub::Publication),
+                Inventory(macula_mesh::pubsub::Publication),
+                Pull,
+                Stopped,
+            }
+            loop {
+                let next = ctx.wait(async {
+                    tokio::select! {
+                        p = records.recv() => p.map_or(Next::Stopped, Next::Record),
+                        p = inventories.recv() => p.map_or(Next::Stopped, Next::Inventory),
+                        _ = pull.tick() => Next::Pull,
+                    }
+                });
+                match next.await {
+                    None | Some(Next::Stopped) => return Ok(()),
+                    Some(Next::Record(p)) => {
+                        let (new, gap) = me.insert(std::slice::from_ref(&p.payload));
+                        if gap {
+                            me.pull(&node, p.publisher).await;
+                        } else if new > 0 {
+                            me.reassess(&members(&node));
+                        }
+                    }
+                    Some(Next::Inventory(p)) => {
+                        if let Ok(Some(shards)) = assembler.feed(p.publisher, &p.payload) {
+                            me.state().inventories.insert(p.publisher, shards);
+                        }
+                    }
+                    Some(Next::Pull) => {
+                        let others: Vec<NodeId> = members(&node)
+                            .into_iter()
+                            .filter(|m| *m != node.id())
+                            .collect();
+                        if !others.is_empty() {
+                            turn = (turn + 1) % others.len();
+                            me.pull(&node, others[turn]).await;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl macula_bus::proofs::ProofsControl for ProofsGlue {
+    fn status(&self) -> Option<macula_bus::proofs::ProofsStatus> {
+        let s = self.state();
+        let epoch_s = self.inner.cfg.rewards.epoch_s;
+        Some(macula_bus::proofs::ProofsStatus {
+            epoch: macula_proof::driver::epoch_of(macula_mesh::transport::unix_now(), epoch_s),
+            epoch_s,
+            records: s.ledger.len() as u64,
+            head: s.ledger.head().iter().map(|b| format!("{b:02x}")).collect(),
+            verified: s.verified,
+            quarantined: s.quarantined.len() as u32,
+        })
+    }
+
+    fn history(&self, node: &str) -> Vec<macula_bus::proofs::ProofEntry> {
+        use macula_proof::ledger::Outcome;
+        let s = self.state();
+        s.ledger
+            .results()
+            .into_iter()
+            .filter(|(_, r)| node.is_empty() || r.prover.to_string() == node)
+            .map(|(author, r)| {
+                let mut e = macula_bus::proofs::ProofEntry {
+                    verifier: author.to_string(),
+                    prover: r.prover.to_string(),
+                    kind: match r.kind {
+                        macula_proof::ProofKind::Capacity => "capacity".into(),
+                        macula_proof::ProofKind::Storage => "storage".into(),
+                    },
+                    epoch: r.epoch,
+                    reward_micro: r.reward_micro,
+                    ..Default::default()
+                };
+                match r.outcome {
+                    Outcome::Capacity {
+                        t_ms,
+                        capacity_milli,
+                    } => {
+                        e.passed = true;
+                        e.t_ms = t_ms;
+                        e.capacity_milli = capacity_milli;
+                    }
+                    Outcome::Storage { groups } => {
+                        e.passed = true;
+                        e.groups = groups;
+                    }
+                    Outcome::Failed(f) => e.failure = failure_name(f).into(),
+                }
+                e
+            })
+            .collect()
+    }
+
+    fn balances(&self) -> Vec<macula_bus::proofs::Balance> {
+        use macula_proof::quarantine::Status;
+        let s = self.state();
+        s.ledger
+            .balances()
+            .into_iter()
+            .map(|(node, b)| macula_bus::proofs::Balance {
+                node_id: node.to_string(),
+                rw1_micro: b.rw1_micro,
+                rw2_micro: b.rw2_micro,
+                passed: b.passed,
+                failed: b.failed,
+                standing: match s.tracker.status(&node) {
+                    Status::Active => "active".into(),
+                    Status::Quarantined { passes: 0, .. } => "quarantined".into(),
+                    Status::Quarantined { passes, .. } => format!("probation ({passes} passes)"),
+                    Status::Revoked => "revoked".into(),
+                },
+            })
+            .collect()
+    }
+
+    fn quarantined(&self) -> Vec<String> {
+        self.state()
+            .quarantined
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+}
+
+/// `io.macula.Proofs1` while `[proofs] enabled = false`: every method says how to turn it on.
+pub struct ProofsOff;
+
+impl macula_bus::proofs::ProofsControl for ProofsOff {
+    fn status(&self) -> Option<macula_bus::proofs::ProofsStatus> {
+        None
+    }
+    fn history(&self, _: &str) -> Vec<macula_bus::proofs::ProofEntry> {
+        Vec::new()
+    }
+    fn balances(&self) -> Vec<macula_bus::proofs::Balance> {
+        Vec::new()
+    }
+    fn quarantined(&self) -> Vec<String> {
+        Vec::new()
     }
 }

@@ -71,6 +71,8 @@ struct Inner {
     repair_status: Mutex<RepairStatus>,
     /// Inventories published (after each change and every refresh).
     inventory_rounds: AtomicU64,
+    /// Members placement avoids (quarantined by the realm's proofs, `crate::proofs`).
+    excluded: Mutex<std::collections::BTreeSet<NodeId>>,
 }
 
 struct Running {
@@ -129,6 +131,7 @@ pub fn open(cfg: &StorageConfig, state_dir: &Path, key: &NodeKey) -> Result<Stor
             transfers: tokio::sync::Semaphore::new(MAX_TRANSFERS),
             repair_status: Mutex::default(),
             inventory_rounds: AtomicU64::new(0),
+            excluded: Mutex::default(),
         }),
     })
 }
@@ -147,6 +150,20 @@ impl StorageGlue {
             },
             None => Capacity::default(),
         }
+    }
+
+    /// The local store, when storage is on.
+    pub fn local_store(&self) -> Option<Arc<LocalStore>> {
+        self.inner.store.clone()
+    }
+
+    /// Members placement must avoid (quarantined by the realm's proofs).
+    pub fn set_excluded(&self, nodes: std::collections::BTreeSet<NodeId>) {
+        *self
+            .inner
+            .excluded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = nodes;
     }
 
     /// The shard directory, when storage is on.
@@ -438,8 +455,14 @@ impl StorageGlue {
         }
     }
 
-    /// Alive members offering storage, this node first.
+    /// Alive members offering storage and not quarantined, this node first.
     fn members(&self, r: &Running) -> Vec<NodeInfo> {
+        let excluded = self
+            .inner
+            .excluded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut v: Vec<NodeInfo> = self
             .inner
             .store
@@ -451,7 +474,7 @@ impl StorageGlue {
             r.node
                 .peers()
                 .iter()
-                .filter(|p| p.state == PeerState::Alive)
+                .filter(|p| p.state == PeerState::Alive && !excluded.contains(&p.id))
                 .filter_map(peer_info),
         );
         v

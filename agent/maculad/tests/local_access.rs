@@ -27,6 +27,9 @@ const READ_ONLY: &[&str] = &[
     "io.macula.Node1.Status",
     "io.macula.Node1.Workers",
     "io.macula.Overlay1.Peers",
+    "io.macula.Proofs1.History",
+    "io.macula.Proofs1.Ledger",
+    "io.macula.Proofs1.Status",
     "io.macula.Overlay1.Status",
     "io.macula.Storage1.Stat",
     "io.macula.Update1.Status",
@@ -173,6 +176,7 @@ fn every_state_changing_method_refuses_an_unprivileged_caller() {
         "Overlay1",
         "Uplinks1",
         "Update1",
+        "Proofs1",
     ] {
         assert!(
             interfaces.contains(format!("io.macula.{i}").as_str()),

@@ -4,6 +4,7 @@ pub mod firewall;
 pub mod mesh;
 pub mod node;
 pub mod overlay;
+pub mod proofs;
 pub mod realm;
 pub mod storage;
 pub mod update;

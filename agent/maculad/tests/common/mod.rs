@@ -25,7 +25,8 @@ pub fn realm_with(count: usize, extra: impl Fn(usize) -> String) -> Vec<Node> {
     realm_coded(count, (3, 2), extra)
 }
 
-/// As [`realm_with`], storing objects as `k + m` shards.
+/// As [`realm_with`], storing objects as `k + m` shards. `extra` may set `audit_interval_secs`
+/// (default 2).
 pub fn realm_coded(count: usize, (k, m): (u8, u8), extra: impl Fn(usize) -> String) -> Vec<Node> {
     let realm = RealmKey::generate();
     let mut first_port = None;
@@ -39,11 +40,17 @@ pub fn realm_coded(count: usize, (k, m): (u8, u8), extra: impl Fn(usize) -> Stri
             .unwrap_or_default();
         first_port.get_or_insert(port);
         let name = format!("n{i}");
+        let extra = extra(i);
+        // A test may set its own audit interval (e.g. to keep corrupted shards on disk).
+        let audit = if extra.contains("audit_interval_secs") {
+            ""
+        } else {
+            "audit_interval_secs = 2\n"
+        };
         let config = format!(
             "[node]\nname = \"{name}\"\n[mesh]\nlisten = \"127.0.0.1:{port}\"\n{boot}\
              [storage]\nenabled = true\nquota_bytes = 268435456\nk = {k}\nm = {m}\n\
-             repair_grace_secs = 3\naudit_interval_secs = 2\n{}",
-            extra(i)
+             repair_grace_secs = 3\n{audit}{extra}"
         );
         let agent = Agent::spawn(
             &bus,

@@ -1,0 +1,193 @@
+//! Proofs of capacity and storage, the realm ledger and quarantine on four real `maculad`
+//! (loopback, private buses), 2-second epochs: every node is challenged by its designated
+//! verifier each epoch, the results reach every node's ledger copy (same head hash); a node whose
+//! shard files are corrupted on disk fails its storage proof and is quarantined realm-wide,
+//! storage placement stops using it while the others carry on, and it returns after probation.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Node, realm_coded};
+use macula_store::header::ShardHeader;
+use macula_testkit::check::{ok, wait_until};
+
+const PROOFS: &str = "audit_interval_secs = 3600\n\
+    [proofs]\nenabled = true\ncapacity_steps = 65536\ncapacity_segments = 16\n\
+    capacity_deadline_ms = 5000\nstorage_shards = 8\nstorage_deadline_ms = 5000\n\
+    storage_retries = 0\n\
+    [proofs.rewards]\nepoch_s = 2\n\
+    [proofs.quarantine]\nmax_failures = 1\nwindow_epochs = 10\nprobation_passes = 16\n\
+    [proofs.spread]\nmin_interval_ms = 500\n";
+
+fn node_id(n: &Node) -> String {
+    let s: serde_json::Value =
+        serde_json::from_str(&ok(&n.agent.ctl(&["status", "--json"]))).unwrap();
+    s["node_id"].as_str().unwrap().to_string()
+}
+
+fn proofs_status(n: &Node) -> serde_json::Value {
+    serde_json::from_str(&ok(&n.agent.ctl(&["proofs", "status", "--json"]))).unwrap()
+}
+
+fn history(n: &Node, about: &str) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(&ok(&n
+        .agent
+        .ctl(&["proofs", "history", "--node", about, "--json"])))
+    .unwrap();
+    v.as_array().unwrap().clone()
+}
+
+fn shard_files(n: &Node) -> Vec<PathBuf> {
+    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&n.agent.state_dir().join("shards").join("shards"), &mut out);
+    out
+}
+
+fn file_of(dir: &Path, name: &str, len: usize, seed: u32) -> PathBuf {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let p = dir.join(name);
+    std::fs::write(&p, &data).unwrap();
+    p
+}
+
+#[test]
+fn a_node_with_corrupted_shards_is_quarantined_and_avoided() {
+    let nodes = realm_coded(4, (2, 1), |_| PROOFS.to_string());
+    let ids: Vec<String> = nodes.iter().map(node_id).collect();
+    let files = tempfile::tempdir().unwrap();
+    let a = file_of(files.path(), "a", 6 << 20, 1);
+    ok(&nodes[0].agent.ctl(&["put", "-q", a.to_str().unwrap()]));
+    let cheat = 3;
+    wait_until("node 3 holds shards", 20, || {
+        !shard_files(&nodes[cheat]).is_empty()
+    });
+
+    // Every node passes capacity and storage proofs, judged by others, seen by everyone.
+    let took = wait_until(
+        "every node has passed both proofs, on every ledger",
+        40,
+        || {
+            nodes.iter().all(|n| {
+                ids.iter().all(|id| {
+                    let h = history(n, id);
+                    ["capacity", "storage"].iter().all(|k| {
+                        h.iter()
+                            .any(|e| e["kind"] == *k && e["passed"] == true && e["verifier"] != *id)
+                    })
+                })
+            })
+        },
+    );
+    eprintln!("all proofs passed and replicated after {took:?}");
+    let cap = history(&nodes[1], &ids[2])
+        .into_iter()
+        .find(|e| e["kind"] == "capacity" && e["passed"] == true)
+        .unwrap();
+    assert!(cap["capacity_milli"].as_u64().unwrap() > 0, "{cap}");
+    assert!(cap["reward_micro"].as_u64().unwrap() > 0, "{cap}");
+    for n in &nodes {
+        assert_eq!(proofs_status(n)["quarantined"], serde_json::json!([]));
+    }
+
+    // Corrupt every shard on node 3 behind its back (header kept, data zeroed).
+    let corrupted = shard_files(&nodes[cheat]);
+    for f in &corrupted {
+        let mut bytes = std::fs::read(f).unwrap();
+        let (_, hlen) = ShardHeader::parse_verified(&bytes).unwrap();
+        for b in &mut bytes[hlen..] {
+            *b = !*b;
+        }
+        std::fs::write(f, &bytes).unwrap();
+    }
+    eprintln!("corrupted {} shard files on n3", corrupted.len());
+    let took = wait_until("every node quarantines node 3", 60, || {
+        nodes
+            .iter()
+            .all(|n| proofs_status(n)["quarantined"] == serde_json::json!([ids[cheat].clone()]))
+    });
+    eprintln!("node 3 quarantined realm-wide {took:?} after the corruption");
+    let failures: Vec<_> = history(&nodes[0], &ids[cheat])
+        .into_iter()
+        .filter(|e| e["failure"] == "bad-group")
+        .collect();
+    assert!(!failures.is_empty());
+    let standing = |n: &Node, id: &str| -> String {
+        let ledger: serde_json::Value =
+            serde_json::from_str(&ok(&n.agent.ctl(&["ledger", "--node", id, "--json"]))).unwrap();
+        ledger[0]["standing"].as_str().unwrap().to_string()
+    };
+    assert_ne!(standing(&nodes[1], &ids[cheat]), "active");
+    for id in &ids[..cheat] {
+        assert_eq!(standing(&nodes[1], id), "active");
+    }
+
+    // The others carry on: a new object is placed on the three others only, and reads back.
+    let before = shard_files(&nodes[cheat]).len();
+    let b = file_of(files.path(), "b", 3 << 20, 2);
+    let cap_b = ok(&nodes[1].agent.ctl(&["put", "-q", b.to_str().unwrap()]));
+    assert_eq!(
+        shard_files(&nodes[cheat]).len(),
+        before,
+        "placement used the quarantined node"
+    );
+    let out = files.path().join("b.out");
+    ok(&nodes[2]
+        .agent
+        .ctl(&["get", cap_b.trim(), "-o", out.to_str().unwrap(), "-q"]));
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&b).unwrap());
+
+    // The store dropped the corrupt files when the proof read them (repair restores them from
+    // other holders): the node behaves again and returns after 16 consecutive passes.
+    let took = wait_until(
+        "node 3 is released after probation on every node",
+        90,
+        || {
+            nodes
+                .iter()
+                .all(|n| proofs_status(n)["quarantined"] == serde_json::json!([]))
+        },
+    );
+    eprintln!("node 3 released {took:?} later");
+    assert_eq!(standing(&nodes[0], &ids[cheat]), "active");
+
+    // Every node holds the same ledger up to a past epoch once pushes and pulls settled (the
+    // head moves every epoch, so the records of epochs up to two ago are compared).
+    let upto = proofs_status(&nodes[0])["epoch"].as_u64().unwrap() - 2;
+    let past = |n: &Node| -> Vec<serde_json::Value> {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&n.agent.ctl(&["proofs", "history", "--json"]))).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["epoch"].as_u64().unwrap() <= upto)
+            .cloned()
+            .collect()
+    };
+    wait_until(
+        "every ledger copy holds the same records up to a past epoch",
+        30,
+        || {
+            let first = past(&nodes[0]);
+            !first.is_empty() && nodes[1..].iter().all(|n| past(n) == first)
+        },
+    );
+}
