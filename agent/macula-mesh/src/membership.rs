@@ -11,6 +11,14 @@
 //! itself is probably the slow one, so it raises its local health multiplier (LHM, 0..=8) and
 //! stretches its own probe interval and probe timeout by `1 + LHM`; acks lower it again. This
 //! keeps an overloaded node from declaring healthy peers dead.
+//!
+//! Lifeguard's dynamic suspicion timeout: a node that suspects a member (its probe failed)
+//! declares it down after `max` ([`foca::Config::suspect_to_down_after`]) when nobody confirms
+//! the suspicion, and sooner the more members confirm it, down to [`Suspicion::min`] after `K`
+//! confirmations: `timeout(c) = max(min, max − (max − min)·ln(c + 1)/ln(K + 1))`. A confirmation
+//! is a distinct member (neither the suspect nor us) that gossips the same suspicion (member and
+//! incarnation) to us; `K` is [`Suspicion::confirmations`], at most the other active members.
+//! The suspect refutes by gossiping a higher incarnation, which cancels every timer.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -505,6 +513,13 @@ pub enum MemberTimer {
     /// that a node missed, e.g. because it joined later); expel members whose certificate
     /// expired.
     Refresh,
+    /// Declare `member` down if it is still suspected at `incarnation` and at least
+    /// `confirmations` members confirmed the suspicion (Lifeguard's dynamic suspicion timeout).
+    Suspicion {
+        member: MemberId,
+        incarnation: foca::Incarnation,
+        confirmations: u32,
+    },
 }
 
 /// An action for the driver.
@@ -538,25 +553,63 @@ pub struct MembershipConfig {
     /// Take part in membership only with nodes that showed a valid realm certificate (default).
     /// `false` only for simulations of failure detection alone, which carry no metadata.
     pub require_cert: bool,
+    /// Lifeguard's dynamic suspicion timeout; its upper bound is
+    /// [`foca::Config::suspect_to_down_after`].
+    pub suspicion: Suspicion,
+}
+
+/// How fast confirmed suspicions end (module docs: Lifeguard's dynamic suspicion timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Suspicion {
+    /// The timeout once `confirmations` members confirmed the suspicion.
+    pub min: Duration,
+    /// Confirmations for the shortest timeout (`K`); 0 turns the dynamic timeout off.
+    pub confirmations: u32,
+}
+
+impl Suspicion {
+    /// The suspicion timeout after `c` of `k` expected confirmations, between `min` and `max`.
+    pub fn timeout(&self, max: Duration, c: u32, k: u32) -> Duration {
+        let min = self.min.min(max);
+        if k == 0 || c >= k {
+            return if k == 0 { max } else { min };
+        }
+        let frac = f64::from(c + 1).ln() / f64::from(k + 1).ln();
+        max.saturating_sub((max - min).mul_f64(frac)).max(min)
+    }
 }
 
 impl MembershipConfig {
     /// LAN defaults for an expected cluster size: probe every 1 s, probe timeout 500 ms, 3 indirect
-    /// probes, suspicion timeout `4 × max(1, log10 n)` s, gossip to 3 members every 200 ms, packet
-    /// size fitting one QUIC datagram.
+    /// probes, suspicion timeout `4 × max(1, log10 n)` s unconfirmed, down to `max(1, log10 n)` s
+    /// after 3 confirmations, gossip to 3 members every 200 ms, packet size fitting one QUIC
+    /// datagram.
     pub fn lan(cluster_size: u32) -> Self {
         let mut foca = foca::Config::new_lan(
             std::num::NonZeroU32::new(cluster_size.max(1)).expect("non-zero"),
         );
         foca.max_packet_size = std::num::NonZeroUsize::new(MAX_PACKET).expect("non-zero");
         foca.remove_down_after = Some(Duration::from_secs(600));
+        let min = foca.suspect_to_down_after / 4;
         Self {
             foca,
             max_lhm: 8,
             refresh: Duration::from_secs(10),
             require_cert: true,
+            suspicion: Suspicion {
+                min,
+                confirmations: 3,
+            },
         }
     }
+}
+
+/// A suspicion this node times out: foca's timer that declares the member down, and the
+/// members that confirmed the suspicion.
+struct Suspected {
+    incarnation: foca::Incarnation,
+    timer: Timer<MemberId>,
+    confirmed: HashSet<NodeId>,
 }
 
 /// Members without a certificate whose metadata we ask others for per refresh period.
@@ -587,6 +640,11 @@ pub struct Membership {
     asked: HashSet<(NodeId, NodeId)>,
     /// Members that came up without known metadata since the last packet.
     unknown_meta: Vec<NodeId>,
+    /// Suspicions we time out ourselves (our probe failed), with who confirmed them.
+    suspicions: HashMap<MemberId, Suspected>,
+    suspicion: Suspicion,
+    /// The unconfirmed suspicion timeout.
+    suspect_max: Duration,
     require_cert: bool,
     /// Members foca holds as active whose node showed no certificate yet: reported `Up` once
     /// it does.
@@ -616,6 +674,7 @@ impl Membership {
             expelled: HashSet::new(),
             events: Vec::new(),
         }));
+        let suspect_max = config.foca.suspect_to_down_after;
         let foca = Foca::with_custom_broadcast(
             id,
             config.foca,
@@ -635,6 +694,9 @@ impl Membership {
             clock: MetaClock::volatile(0),
             asked: HashSet::new(),
             unknown_meta: Vec::new(),
+            suspicions: HashMap::new(),
+            suspicion: config.suspicion,
+            suspect_max,
             require_cert: config.require_cert,
             pending_up: HashSet::new(),
             rng: StdRng::seed_from_u64(seed ^ 0x6865_616c),
@@ -854,6 +916,7 @@ impl Membership {
                 actual: from,
             });
         }
+        self.confirm_suspicions(from, data);
         let res = self.foca.handle_data(data, &mut self.rt);
         self.collect();
         // Pull metadata we lack (once per refresh period per node): the sender's own, and that
@@ -870,13 +933,85 @@ impl Membership {
         res.map_err(Into::into)
     }
 
+    /// Counts `from` as a confirmation of each suspicion we time out that the SWIM packet `data`
+    /// carries (same member, same incarnation).
+    fn confirm_suspicions(&mut self, from: NodeId, data: &[u8]) {
+        if self.suspicions.is_empty() {
+            return;
+        }
+        let mut rest = data;
+        let Ok(header) =
+            <PostcardCodec as Codec<MemberId>>::decode_header(&mut PostcardCodec, &mut rest)
+        else {
+            return;
+        };
+        if header.message == Message::Broadcast || rest.len() < 2 {
+            return;
+        }
+        let count = u16::from_be_bytes([rest[0], rest[1]]);
+        rest = &rest[2..];
+        for _ in 0..count {
+            let Ok(m) =
+                <PostcardCodec as Codec<MemberId>>::decode_member(&mut PostcardCodec, &mut rest)
+            else {
+                return;
+            };
+            if m.state() != State::Suspect || m.id().node == from {
+                continue;
+            }
+            if let Some(s) = self.suspicions.get_mut(m.id())
+                && s.incarnation == m.incarnation()
+            {
+                s.confirmed.insert(from);
+            }
+        }
+    }
+
+    /// Confirmations needed for the shortest suspicion timeout: [`Suspicion::confirmations`], at
+    /// most the active members other than the suspect.
+    fn expected_confirmations(&self) -> u32 {
+        let others = u32::try_from(self.foca.num_members().saturating_sub(1)).unwrap_or(u32::MAX);
+        self.suspicion.confirmations.min(others)
+    }
+
     /// Handles a timer scheduled by an earlier [`Output::Schedule`], at `now` (unix seconds).
     pub fn handle_timer(&mut self, timer: MemberTimer, now: u64) {
         self.rumors.lock().expect("rumor lock").now = now;
         match timer {
             MemberTimer::Swim(t) => {
+                if let Timer::ChangeSuspectToDown {
+                    member_id,
+                    incarnation,
+                    ..
+                } = &t
+                    && self
+                        .suspicions
+                        .get(member_id)
+                        .is_some_and(|s| s.incarnation == *incarnation)
+                {
+                    self.suspicions.remove(member_id);
+                }
                 if let Err(e) = self.foca.handle_timer(t, &mut self.rt) {
                     tracing::debug!("SWIM timer: {e}");
+                }
+            }
+            MemberTimer::Suspicion {
+                member,
+                incarnation,
+                confirmations,
+            } => {
+                let due = self.suspicions.get(&member).is_some_and(|s| {
+                    s.incarnation == incarnation && s.confirmed.len() >= confirmations as usize
+                });
+                if due && let Some(s) = self.suspicions.remove(&member) {
+                    tracing::debug!(
+                        "{} down after {} confirmations of its suspicion",
+                        member.node,
+                        s.confirmed.len()
+                    );
+                    if let Err(e) = self.foca.handle_timer(s.timer, &mut self.rt) {
+                        tracing::debug!("SWIM suspicion timer: {e}");
+                    }
                 }
             }
             MemberTimer::Refresh => {
@@ -1062,6 +1197,43 @@ impl Membership {
         }
     }
 
+    /// Starts timing out the suspicion of `member` at `incarnation` that foca's `timer` ends
+    /// after the unconfirmed timeout: one [`MemberTimer::Suspicion`] per number of confirmations
+    /// that shortens it.
+    fn suspect(
+        &mut self,
+        member: MemberId,
+        incarnation: foca::Incarnation,
+        timer: &Timer<MemberId>,
+    ) {
+        let k = self.expected_confirmations();
+        let old = self.suspicions.insert(
+            member,
+            Suspected {
+                incarnation,
+                timer: timer.clone(),
+                confirmed: HashSet::new(),
+            },
+        );
+        // A repeated failed probe of the same suspicion keeps the confirmations gathered.
+        if let Some(old) = old
+            && old.incarnation == incarnation
+            && let Some(s) = self.suspicions.get_mut(&member)
+        {
+            s.confirmed = old.confirmed;
+        }
+        for c in 1..=k {
+            self.out.push(Output::Schedule {
+                after: self.suspicion.timeout(self.suspect_max, c, k),
+                timer: MemberTimer::Suspicion {
+                    member,
+                    incarnation,
+                    confirmations: c,
+                },
+            });
+        }
+    }
+
     fn raise_lhm(&mut self) {
         self.lhm = (self.lhm + 1).min(self.max_lhm);
     }
@@ -1071,9 +1243,17 @@ impl Membership {
             self.send(to.node, &Packet::Swim(data.to_vec()));
         }
         while let Some((after, timer)) = self.rt.to_schedule() {
-            let after = match timer {
+            let after = match &timer {
                 Timer::ProbeRandomMember(_) | Timer::SendIndirectProbe { .. } => {
                     after * (1 + self.lhm)
+                }
+                Timer::ChangeSuspectToDown {
+                    member_id,
+                    incarnation,
+                    ..
+                } => {
+                    self.suspect(*member_id, *incarnation, &timer);
+                    after
                 }
                 _ => after,
             };
@@ -1179,6 +1359,26 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suspicion_timeout_shrinks_with_confirmations() {
+        let s = Suspicion {
+            min: Duration::from_secs(1),
+            confirmations: 3,
+        };
+        let max = Duration::from_secs(4);
+        let t: Vec<Duration> = (0..=4).map(|c| s.timeout(max, c, 3)).collect();
+        assert_eq!(t[0], max);
+        assert!(t[0] > t[1] && t[1] > t[2] && t[2] > t[3], "{t:?}");
+        assert_eq!(t[3], s.min);
+        assert_eq!(t[4], s.min);
+        // ln 2 / ln 4 = 1/2: halfway after one of three confirmations.
+        assert_eq!(t[1], Duration::from_millis(2500));
+        // Nobody to confirm: the full timeout.
+        assert_eq!(s.timeout(max, 0, 0), max);
+        let lan = MembershipConfig::lan(64);
+        assert_eq!(lan.suspicion.min * 4, lan.foca.suspect_to_down_after);
+    }
 
     #[test]
     fn newer_generation_wins() {
