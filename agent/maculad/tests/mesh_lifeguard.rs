@@ -148,7 +148,11 @@ fn six_processes_under_5pct_loss_declare_a_killed_member_down_within_5s_without_
             }
         }
     }
-    let all = seen.iter().map(|s| s.unwrap_or(Duration::MAX)).max().unwrap();
+    let all = seen
+        .iter()
+        .map(|s| s.unwrap_or(Duration::MAX))
+        .max()
+        .unwrap();
     eprintln!("killed {}: declared down after {seen:?}", names[victim]);
     for (i, n) in nodes.iter().enumerate() {
         if i != victim {
