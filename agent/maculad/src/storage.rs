@@ -157,13 +157,45 @@ impl StorageGlue {
         self.inner.store.clone()
     }
 
-    /// Members placement must avoid (quarantined by the realm's proofs).
+    /// Members quarantined by the realm's proofs: placement avoids them, and the repair planner
+    /// hears them as down (no repair source; their shards are rebuilt elsewhere after the grace)
+    /// until they are released and heard as up again.
     pub fn set_excluded(&self, nodes: std::collections::BTreeSet<NodeId>) {
-        *self
-            .inner
+        let before = std::mem::replace(
+            &mut *self
+                .inner
+                .excluded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+            nodes.clone(),
+        );
+        let Some(r) = self.inner.running.get() else {
+            return;
+        };
+        // This node's own planner keeps using its own shards whatever the realm thinks of it.
+        let me = r.node.id();
+        for id in nodes.difference(&before).filter(|id| **id != me) {
+            r.repair.send(Event::NodeDown(*id));
+        }
+        for id in before.difference(&nodes) {
+            if let Some(info) = r
+                .node
+                .peers()
+                .iter()
+                .find(|p| p.id == *id)
+                .and_then(peer_info)
+            {
+                r.repair.send(Event::NodeUp(info));
+            }
+        }
+    }
+
+    fn is_excluded(&self, id: &NodeId) -> bool {
+        self.inner
             .excluded
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = nodes;
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
     }
 
     /// The shard directory, when storage is on.
@@ -298,7 +330,9 @@ impl StorageGlue {
                 };
                 match c.peer.state {
                     PeerState::Alive => {
-                        if let Some(info) = peer_info(&c.peer) {
+                        if let Some(info) = peer_info(&c.peer)
+                            && !this.is_excluded(&c.peer.id)
+                        {
                             r.repair.send(Event::NodeUp(info));
                         }
                         if let Some(store) = &this.inner.store

@@ -75,7 +75,15 @@ fn a_node_with_corrupted_shards_is_quarantined_and_avoided() {
     let ids: Vec<String> = nodes.iter().map(node_id).collect();
     let files = tempfile::tempdir().unwrap();
     let a = file_of(files.path(), "a", 6 << 20, 1);
-    ok(&nodes[0].agent.ctl(&["put", "-q", a.to_str().unwrap()]));
+    let cap_a = ok(&nodes[0].agent.ctl(&["put", "-q", a.to_str().unwrap()]));
+    let stat: serde_json::Value = serde_json::from_str(&ok(&nodes[0].agent.ctl(&[
+        "storage",
+        "stat",
+        cap_a.trim(),
+        "--json",
+    ])))
+    .unwrap();
+    let segments = stat["segments"].as_u64().unwrap() as usize;
     let cheat = 3;
     wait_until("node 3 holds shards", 20, || {
         !shard_files(&nodes[cheat]).is_empty()
@@ -139,6 +147,21 @@ fn a_node_with_corrupted_shards_is_quarantined_and_avoided() {
     for id in &ids[..cheat] {
         assert_eq!(standing(&nodes[1], id), "active");
     }
+
+    // Its shards are rebuilt on the three others (it is no repair source and counts as down):
+    // every segment of the first object ends with all 2 + 1 shards there.
+    let took = wait_until(
+        "the others hold every shard of the first object",
+        30,
+        || {
+            nodes[..cheat]
+                .iter()
+                .map(|n| shard_files(n).len())
+                .sum::<usize>()
+                == 3 * segments
+        },
+    );
+    eprintln!("{segments} segments fully held by the others {took:?} after the quarantine");
 
     // The others carry on: a new object is placed on the three others only, and reads back.
     let before = shard_files(&nodes[cheat]).len();
