@@ -1,6 +1,6 @@
 # Macula OS — top-level entry points. See README.md.
 #   make test   install what is missing, then fmt check, clippy -D warnings, all tests,
-#               then the image/QEMU tests (test-images), the Raspberry Pi images (test-rpi)
+#               then the image/QEMU tests and the Raspberry Pi images (test-rpi); see below
 #   make demo   the main job: a live 5-node realm (see tests/mesh-demo.sh)
 #   make bench  benchmarks (figures printed as ratios against same-run baselines)
 
@@ -10,7 +10,7 @@ export CARGO_TERM_COLOR ?= never
 # Debug info light and incremental off: faster cold builds on 2 cores (CI).
 export CARGO_INCREMENTAL ?= 0
 
-.PHONY: all build deps test test-all test-qemu-x86_64 test-qemu-aarch64 lint unit demo demo-node bench bench-agent completions
+.PHONY: all build deps test test-all test-qemu-x86_64 test-net-qemu-x86_64 test-qemu-aarch64 lint unit demo demo-node bench bench-agent completions
 
 # Per-part targets (images, benchmarks, fuzzing) live next to their code.
 include agent/macula-core/core.mk
@@ -41,22 +41,28 @@ unit: build
 	fi
 
 # Whole-system tests: image build, QEMU boots, RAUC A/B OTA, kernel WireGuard between guests
-# (by hand and configured by the agent).
-test: deps lint unit test-qemu-x86_64 test-qemu-aarch64 test-aarch64-unit test-mixed-realm
+# configured by the agent, the aarch64 code paths under qemu-user, the Raspberry Pi cards.
+test: deps lint unit test-qemu-x86_64 test-net-qemu-x86_64 test-qemu-aarch64 test-aarch64-unit \
+  test-mixed-realm test-rpi
 
 # What `make test` (CI) runs of the images: the x86_64 and aarch64 images with the agent (aarch64:
 # cross-built in the cached chroot), OTA A/B, rollback, flipped-byte and untrusted bundles, data
-# partition growth and the macula-store disk, production console; then the two test images form a
-# mixed-arch realm (test-mixed-realm). The WireGuard, network-plane
-# and Raspberry Pi QEMU tests have not run on this main yet: they are in `make test-all` until
-# they pass there.
+# partition growth and the macula-store disk, production console; two x86_64 guests whose agents
+# configure kernel WireGuard (test-net-qemu); the pure crates' tests for aarch64 under qemu-user
+# (test-aarch64-unit); the two test images forming a mixed-arch realm (test-mixed-realm); the Pi 4
+# and Pi 5 cards, the Pi 4's booted in QEMU raspi4b (test-rpi).
 test-qemu-x86_64:
 	$(MAKE) --no-print-directory test-qemu ARCH=x86_64
+
+test-net-qemu-x86_64:
+	$(MAKE) --no-print-directory test-net-qemu ARCH=x86_64
 
 test-qemu-aarch64:
 	$(MAKE) --no-print-directory test-qemu ARCH=aarch64
 
-test-all: test test-net-qemu test-rpi
+# Also WireGuard set up by hand between two aarch64 guests without the agent (it rebuilds
+# build/image/aarch64 without the agent, so it runs last).
+test-all: test
 	$(MAKE) --no-print-directory test-wireguard ARCH=aarch64 AGENT=no
 
 # The main job: a realm of 1 hub + 4 edges (tests/mesh-demo.sh).

@@ -6,7 +6,6 @@
 #   make test-wireguard ARCH=...  two guests on a QEMU socket link bring up kernel WireGuard
 #   make test-mixed-realm  an x86_64 hub and an aarch64 edge guest form a realm through the agent:
 #                    membership, put/get across the architectures, kernel WireGuard overlay
-#   make test-images   all of it for CI: x86_64 OTA (agent), aarch64 OTA (agent), WireGuard
 #   make test-aarch64-unit  macula-core/-store/-mesh tests built for aarch64, run under
 #                    qemu-aarch64-static -cpu cortex-a72 (the Pi 4's core; its AEAD choice: docs/image.md)
 # AGENT=yes (default: the image carries maculad/maculactl; an image without the agent is no
@@ -43,7 +42,7 @@ else
 $(error AGENT must be yes or no, not '$(AGENT)')
 endif
 
-.PHONY: image bundle qemu test-qemu test-wireguard test-mixed-realm test-images test-aarch64-unit image-deps image-keys \
+.PHONY: image bundle qemu test-qemu test-wireguard test-mixed-realm test-aarch64-unit image-deps image-keys \
 	image-agent check-buildroot
 
 image-deps:
@@ -102,9 +101,3 @@ test-mixed-realm:
 
 test-aarch64-unit: deps
 	image/cross-aarch64.sh test
-
-# CI: both images carry the agent (aarch64: cross-built, see image-agent).
-test-images:
-	$(MAKE) --no-print-directory test-qemu ARCH=x86_64
-	$(MAKE) --no-print-directory test-qemu ARCH=aarch64
-	$(MAKE) --no-print-directory test-wireguard ARCH=aarch64 AGENT=no

@@ -20,12 +20,8 @@ IMAGE_POST = image/rpi/release.sh --board $(BOARD) --dir $(IMAGE_OUT) \
   --cert $(IMAGE_KEYS)/dev.cert.pem --key $(IMAGE_KEYS)/dev.key.pem
 endif
 
-# The images carry the aarch64 agent once its cross-build (image/cross-aarch64.sh) exists;
-# until then they are tested without it and the test says so (an image without it is no release).
-RPI_TEST_AGENT := $(if $(wildcard image/cross-aarch64.sh),,AGENT=no)
-
 .PHONY: test-rpi
 test-rpi: $(addprefix test-rpi-,$(RPI_BOARDS))
 test-rpi-%: check-buildroot
-	$(MAKE) --no-print-directory image BOARD=$* CONSOLE_SHELL=1 $(RPI_TEST_AGENT)
+	$(MAKE) --no-print-directory image BOARD=$* CONSOLE_SHELL=1
 	$(IMAGE_PY) tests/qemu/test_rpi.py --board $* --image-dir build/image/$* --keys $(IMAGE_KEYS)
