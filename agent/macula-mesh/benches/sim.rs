@@ -127,12 +127,14 @@ fn membership(n: usize) {
         .expect("declared down");
     println!(
         "swim n={n}: crash first suspected after {:?}; known by all {} live nodes {:?} later \
-         (goal ≤ 5 s); declared down by all {:?} after the crash (suspicion timeout {:?}); wall {:.1?}",
+         (goal ≤ 5 s); declared down by all {:?} after the crash (suspicion timeout {:?} \
+         unconfirmed, {:?} after 3 confirmations); wall {:.1?}",
         first - killed,
         sim.live_count(),
         all_know - first,
         all_down - killed,
         MembershipConfig::lan(n as u32).foca.suspect_to_down_after,
+        MembershipConfig::lan(n as u32).suspicion.min,
         wall.elapsed()
     );
 }

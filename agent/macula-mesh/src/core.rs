@@ -86,6 +86,11 @@ impl From<State> for PeerState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerChanged {
     pub peer: PeerInfo,
+    /// The peer left the realm for good — revoked, its certificate expired or its issuing hub
+    /// was revoked, or membership forgot it after it was down for
+    /// [`foca::Config::remove_down_after`] — rather than merely going down: its state is
+    /// [`PeerState::Down`], and what it held is lost.
+    pub left: bool,
 }
 
 /// Names one connection (the shell's `quinn::Connection::stable_id`).
@@ -146,6 +151,9 @@ pub enum CoreOutput {
     PeerChanged(PeerInfo),
     /// Membership forgot this peer (down long enough): it left the peer table.
     PeerForgotten(NodeId),
+    /// This peer left the realm for good: revoked, or its certificate expired or its issuing
+    /// hub was revoked (it stays in the peer table as down).
+    PeerLeft(NodeId),
     /// Persist this (fsync'd) before acting on any later output.
     Persist(ClockState),
     /// A verified revocation: give it to the admission (refuse the node's handshakes).
@@ -690,6 +698,7 @@ impl MeshCore {
             Event::Revoked(r) => {
                 let node = r.body.node;
                 self.out.push_back(CoreOutput::Revoked(r.clone()));
+                self.out.push_back(CoreOutput::PeerLeft(node));
                 if let Some(c) = self.conns.remove(&node) {
                     self.out.push_back(CoreOutput::Close {
                         peer: node,
@@ -701,6 +710,7 @@ impl MeshCore {
             }
             Event::Expelled(node) => {
                 self.addrs.remove(node);
+                self.out.push_back(CoreOutput::PeerLeft(*node));
                 if let Some(c) = self.conns.remove(node) {
                     self.out.push_back(CoreOutput::Close {
                         peer: *node,

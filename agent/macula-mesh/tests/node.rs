@@ -156,6 +156,7 @@ async fn revocation_cuts_a_member_off() {
         alive(&hub, 2) && alive(&a, 2) && alive(&b, 2)
     })
     .await;
+    let mut changes = a.watch_peers();
     hub.revoke(realm.revoke(b.id(), unix_now())).unwrap();
     let b_id = b.id();
     // Down in membership and its live connection closed, at every member.
@@ -166,6 +167,12 @@ async fn revocation_cuts_a_member_off() {
             && !n.is_connected(&b_id)
     };
     wait_for("revocation to spread", 20, || down(&hub) && down(&a)).await;
+    // Watchers (the storage repair planner) hear that it left for good, not only that it is down.
+    let mut left = false;
+    while let Ok(c) = changes.try_recv() {
+        left |= c.peer.id == b_id && c.left && c.peer.state == PeerState::Down;
+    }
+    assert!(left, "no change reported the revoked member as left");
     // B stays out: it keeps running but cannot rejoin.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(down(&hub) && down(&a));

@@ -16,8 +16,11 @@
 //!   `BLAKE3(segment ‖ node)` (domain `macula/v1/repair-leader`); the first plans the repair at
 //!   once, the holder ranked `r` only once the segment has been degraded for `r × takeover_ms`,
 //!   so a leader that cannot act is replaced without every holder reading k shards at once;
+//! - a suspected holder (membership has not heard from it lately) is neither a repair source nor
+//!   a repair target until it is up again, but its shards still count: most suspicions are
+//!   refuted within seconds, so a suspicion alone starts no grace period and no repair;
 //! - a shard counts as lost when its holder has been down longer than `grace_ms` (a reboot is not
-//!   a loss), when its holder left the membership, when its holder's inventory stopped listing it,
+//!   a loss), when its holder left the membership (revoked, certificate expired, forgotten), when its holder's inventory stopped listing it,
 //!   or when an audit or read found it corrupt; an index nobody has ever reported counts as lost
 //!   only `grace_ms` after the segment was first tracked and once every reachable node has
 //!   reported since (inventories arrive piecemeal, and a put may still be storing shards);
@@ -85,9 +88,13 @@ pub struct HeldShard {
 pub enum Event {
     /// A node is a live member (joined, came back, or reported new capacity/labels).
     NodeUp(NodeInfo),
-    /// A node stopped answering (suspected or confirmed dead by membership).
+    /// Membership suspects a node (it missed probes): not used for repairs until it is up
+    /// again; its shards still count.
+    NodeSuspect(NodeId),
+    /// A node stopped answering (confirmed dead by membership).
     NodeDown(NodeId),
-    /// A node left the membership for good: its shards are lost at once.
+    /// A node left the membership for good (revoked, certificate expired, forgotten after being
+    /// down): its shards are lost at once.
     NodeLeft(NodeId),
     /// The complete list of shards `node` holds (its own store for this node's planner).
     Inventory {
@@ -143,6 +150,8 @@ pub struct RepairStatus {
 struct NodeState {
     info: NodeInfo,
     down_since: Option<u64>,
+    /// Suspected by membership (and not down): neither a source nor a target.
+    suspect: bool,
     /// Inventory count when this node's latest inventory was taken in (0: none yet).
     reported: u64,
 }
@@ -271,9 +280,15 @@ impl RepairPlanner {
                     NodeState {
                         info,
                         down_since: None,
+                        suspect: false,
                         reported,
                     },
                 );
+            }
+            Event::NodeSuspect(id) => {
+                if let Some(n) = self.nodes.get_mut(&id) {
+                    n.suspect = true;
+                }
             }
             Event::NodeDown(id) => {
                 if let Some(n) = self.nodes.get_mut(&id) {
@@ -349,9 +364,11 @@ impl RepairPlanner {
         }
     }
 
-    /// Whether a holder's shard is usable as a repair source now.
+    /// Whether a holder's shard is usable as a repair source now (up and not suspected).
     fn reachable(&self, node: &NodeId) -> bool {
-        self.nodes.get(node).is_some_and(|n| n.down_since.is_none())
+        self.nodes
+            .get(node)
+            .is_some_and(|n| n.down_since.is_none() && !n.suspect)
     }
 
     /// Whether a holder's shard still counts (reachable, or down for less than the grace time).
@@ -444,10 +461,11 @@ impl RepairPlanner {
             .map(|(id, s)| (usize::from(s.n()) - self.missing(s, now).len(), *id))
             .collect();
         queue.sort();
+        // Targets: members up and not suspected.
         let up: Vec<NodeInfo> = self
             .nodes
             .values()
-            .filter(|n| n.down_since.is_none())
+            .filter(|n| n.down_since.is_none() && !n.suspect)
             .map(|n| n.info.clone())
             .collect();
         for (_, id) in queue {

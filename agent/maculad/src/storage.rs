@@ -328,6 +328,11 @@ impl StorageGlue {
                 let Some(r) = this.inner.running.get() else {
                     return Ok(());
                 };
+                if c.left {
+                    up.remove(&c.peer.id);
+                    r.repair.send(Event::NodeLeft(c.peer.id));
+                    continue;
+                }
                 match c.peer.state {
                     PeerState::Alive => {
                         if let Some(info) = peer_info(&c.peer)
@@ -347,6 +352,7 @@ impl StorageGlue {
                     }
                     PeerState::Suspect => {
                         up.remove(&c.peer.id);
+                        r.repair.send(Event::NodeSuspect(c.peer.id));
                     }
                 }
             }

@@ -12,7 +12,7 @@ use super::conns::{dial_peer, open_connection, register};
 use super::rpc_client::call;
 use super::time::persist_clock;
 use super::{DHT_PROCEDURE, MAX_PUBSUB_FRAME, Shared};
-use crate::core::{CoreOutput, PeerChanged};
+use crate::core::{CoreOutput, PeerChanged, PeerInfo, PeerState};
 use crate::dht::{Request as DhtRequest, RequestId, Response as DhtResponse};
 use crate::proto::Datagram;
 use crate::pubsub::PubSubMsg;
@@ -67,10 +67,25 @@ fn execute(shared: &Arc<Shared>, out: CoreOutput) {
         CoreOutput::PeerChanged(peer) => {
             let mut peers = shared.peers.lock().expect("peer lock");
             peers.insert(peer.id, peer.clone());
-            let _ = shared.changes.send(PeerChanged { peer });
+            let _ = shared.changes.send(PeerChanged { peer, left: false });
         }
         CoreOutput::PeerForgotten(id) => {
-            shared.peers.lock().expect("peer lock").remove(&id);
+            let gone = shared.peers.lock().expect("peer lock").remove(&id);
+            if let Some(peer) = gone {
+                send_left(shared, peer);
+            }
+        }
+        CoreOutput::PeerLeft(id) => {
+            let known = shared.peers.lock().expect("peer lock").get(&id).cloned();
+            send_left(
+                shared,
+                known.unwrap_or(PeerInfo {
+                    id,
+                    generation: 0,
+                    state: PeerState::Down,
+                    meta: None,
+                }),
+            );
         }
         CoreOutput::Persist(state) => {
             if let Some(path) = &shared.clock_file
@@ -95,6 +110,15 @@ fn execute(shared: &Arc<Shared>, out: CoreOutput) {
         }
         CoreOutput::Member(ev) => tracing::trace!("membership: {ev:?}"),
     }
+}
+
+/// Tells peer watchers that `peer` left the realm for good.
+fn send_left(shared: &Shared, peer: PeerInfo) {
+    let peer = PeerInfo {
+        state: PeerState::Down,
+        ..peer
+    };
+    let _ = shared.changes.send(PeerChanged { peer, left: true });
 }
 
 /// Sends a SWIM packet as a datagram; without a connection, dials the peer by the core's plan in

@@ -790,7 +790,10 @@ impl CoreSim {
                     }
                     _ => {}
                 },
-                CoreOutput::Persist(_) | CoreOutput::Revoked(_) | CoreOutput::PeerForgotten(_) => {}
+                CoreOutput::Persist(_)
+                | CoreOutput::Revoked(_)
+                | CoreOutput::PeerForgotten(_)
+                | CoreOutput::PeerLeft(_) => {}
             }
         }
         let now = self.queue.now();
