@@ -623,7 +623,7 @@ impl MeshCore {
                         self.schedule(now, after, CoreTimer::Member(timer));
                     }
                     Output::Persist(state) => self.out.push_back(CoreOutput::Persist(state)),
-                    Output::Event(ev) => self.member_event(ev),
+                    Output::Event(ev) => self.member_event(now, ev),
                 }
             }
             for out in dht {
@@ -676,7 +676,7 @@ impl MeshCore {
         }
     }
 
-    fn member_event(&mut self, ev: Event) {
+    fn member_event(&mut self, now: Now, ev: Event) {
         match &ev {
             Event::Up(id) => {
                 self.ps.peer_up(id.node);
@@ -694,7 +694,11 @@ impl MeshCore {
                 }
             }
             Event::Renamed { new, .. } => self.ps.peer_up(new.node),
-            Event::Down(id) => self.ps.peer_down(&id.node),
+            Event::Down(id) => {
+                self.ps.peer_down(&id.node);
+                // Records it held are stored again at the closest live nodes.
+                self.dht.holder_left(id.node, now.unix());
+            }
             Event::Revoked(r) => {
                 let node = r.body.node;
                 self.out.push_back(CoreOutput::Revoked(r.clone()));

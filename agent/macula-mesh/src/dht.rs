@@ -115,6 +115,13 @@ impl RoutingTable {
         }
     }
 
+    /// Forgets `id` (it left the membership).
+    pub fn remove(&mut self, id: &NodeId) {
+        if let Some(b) = bucket_index(&self.me, id.as_bytes()) {
+            self.buckets[b].retain(|e| e.id != *id);
+        }
+    }
+
     /// The `n` contacts closest to `target`.
     pub fn closest(&self, target: &Key, n: usize) -> Vec<NodeId> {
         let mut all: Vec<NodeId> = self.buckets.iter().flatten().map(|e| e.id).collect();
@@ -295,6 +302,11 @@ impl RecordStore {
                 }
             }
         }
+    }
+
+    /// Keys with at least one record stored.
+    pub fn keys(&self) -> impl Iterator<Item = &Key> {
+        self.by_key.keys()
     }
 
     /// Unexpired records under `key`.
@@ -498,6 +510,10 @@ pub struct Dht {
     pub store: RecordStore,
     lookups: HashMap<LookupId, Lookup>,
     requests: HashMap<RequestId, (LookupId, usize, NodeId)>,
+    /// Re-replications under way ([`Dht::holder_left`]): they report no [`DhtOutput::Done`].
+    replicating: HashSet<LookupId>,
+    /// Records re-replicated since start.
+    pub replicated: u64,
     next: u64,
     out: Vec<DhtOutput>,
 }
@@ -511,6 +527,8 @@ impl Dht {
             store: RecordStore::default(),
             lookups: HashMap::new(),
             requests: HashMap::new(),
+            replicating: HashSet::new(),
+            replicated: 0,
             next: 1,
             out: Vec::new(),
         }
@@ -567,6 +585,39 @@ impl Dht {
             tracing::debug!("own record not stored locally: {e}");
         }
         self.start(rec.body.key, Purpose::Put, Some(rec))
+    }
+
+    /// `node` left (membership declared it down): it no longer counts among the K nodes that
+    /// hold the records closest to it, so they are stored again at the K closest live nodes.
+    /// Of the holders, the one closest to a record's key does it (as far as its routing table
+    /// tells; the others leave it to that one), so a departure costs one put per record, not
+    /// K. Returns how many records are re-replicated.
+    pub fn holder_left(&mut self, node: NodeId, now: u64) -> usize {
+        let keys: Vec<Key> = self
+            .store
+            .keys()
+            .filter(|key| self.table.closest(key, K).contains(&node))
+            .copied()
+            .collect();
+        self.table.remove(&node);
+        let mut count = 0;
+        for key in keys {
+            let nearest = self.table.closest(&key, 1);
+            let mine = distance(self.me.as_bytes(), &key);
+            if nearest
+                .first()
+                .is_some_and(|n| distance(n.as_bytes(), &key) < mine)
+            {
+                continue;
+            }
+            for rec in self.store.get(&key, now) {
+                let lid = self.start(key, Purpose::Put, Some(rec));
+                self.replicating.insert(lid);
+                count += 1;
+            }
+        }
+        self.replicated += count as u64;
+        count
     }
 
     fn start(&mut self, target: Key, purpose: Purpose, put: Option<Record>) -> LookupId {
@@ -763,6 +814,9 @@ impl Dht {
             return;
         };
         self.requests.retain(|_, (id, _, _)| *id != lid);
+        if self.replicating.remove(&lid) {
+            return;
+        }
         self.out.push(DhtOutput::Done {
             lookup: lid,
             result: LookupResult {

@@ -210,3 +210,61 @@ fn same_seed_same_trace() {
     assert_eq!(a.len(), b.len());
     assert_ne!(a, scenario(4));
 }
+
+/// DHT records are re-replicated when their holders leave: after a third of the nodes that
+/// stored a record crash, the record is held by as many live nodes as before (the live holder
+/// closest to its key stores it again at the K closest live nodes).
+#[test]
+fn dht_records_are_re_replicated_when_their_holders_leave() {
+    let n = 40;
+    let mut sim = CoreSim::edges(n, 9, true);
+    for i in 1..n {
+        sim.join(i, 0);
+    }
+    sim.run_until_cond(Duration::from_secs(60), STEP, all_alive)
+        .expect("the realm converges");
+    let key = [0x5a; 32];
+    let rec = Record::sign(
+        sim.key(3),
+        RecordBody {
+            kind: RecordKind::Value,
+            key,
+            author: sim.node_id(3),
+            seq: 1,
+            expires: sim.unix_now() + 3600,
+            value: b"v".to_vec(),
+        },
+    );
+    let put = sim.dht_put(3, rec);
+    let t = sim.now() + Duration::from_secs(20);
+    sim.run_until(t);
+    assert!(sim.lookup(3, put).expect("the put finished").stored >= 15);
+    let holders = |s: &CoreSim| -> Vec<usize> {
+        (0..s.len())
+            .filter(|&i| s.is_up(i) && !s.core(i).dht().store.get(&key, s.unix_now()).is_empty())
+            .collect()
+    };
+    let before = holders(&sim);
+    let victims: Vec<usize> = before
+        .iter()
+        .copied()
+        .filter(|&i| i != 3)
+        .take(before.len() / 3)
+        .collect();
+    for &v in &victims {
+        sim.kill(v);
+    }
+    let restored = sim.run_until_cond(sim.now() + Duration::from_secs(60), STEP, |s| {
+        victims
+            .iter()
+            .all(|&v| s.count_seeing(v, &[PeerState::Down]) == s.live_count())
+            && holders(s).len() >= before.len()
+    });
+    assert!(
+        restored.is_some(),
+        "{} holders before, {} killed, {} live holders after",
+        before.len(),
+        victims.len(),
+        holders(&sim).len()
+    );
+}
