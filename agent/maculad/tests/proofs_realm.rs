@@ -149,16 +149,21 @@ fn a_node_with_corrupted_shards_is_quarantined_and_avoided() {
     }
 
     // Its shards are rebuilt on the three others (it is no repair source and counts as down):
-    // every segment of the first object ends with all 2 + 1 shards there.
+    // it holds none, the others hold at least every shard of the first object (its manifest's
+    // too), and no node's planner sees a degraded segment.
     let took = wait_until(
         "the others hold every shard of the first object",
         30,
         || {
-            nodes[..cheat]
-                .iter()
-                .map(|n| shard_files(n).len())
-                .sum::<usize>()
-                == 3 * segments
+            shard_files(&nodes[cheat]).is_empty()
+                && nodes[..cheat]
+                    .iter()
+                    .map(|n| shard_files(n).len())
+                    .sum::<usize>()
+                    >= 3 * segments
+                && nodes[..cheat]
+                    .iter()
+                    .all(|n| common::status(n)["repair"]["degraded"] == 0)
         },
     );
     eprintln!("{segments} segments fully held by the others {took:?} after the quarantine");
