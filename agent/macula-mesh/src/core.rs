@@ -108,6 +108,9 @@ pub struct CoreConfig {
     pub duplicate_grace: Duration,
     /// Budget of a direct dial when a hub relay is the fallback.
     pub direct_budget_with_relay: Duration,
+    /// How often a peer reached only through a hub relay is dialled directly again (its NAT may
+    /// have opened, it may have moved): a direct connection replaces the relayed one.
+    pub direct_retry: Duration,
 }
 
 impl Default for CoreConfig {
@@ -118,6 +121,7 @@ impl Default for CoreConfig {
             subscribe_wait: Duration::from_secs(3),
             duplicate_grace: Duration::from_secs(5),
             direct_budget_with_relay: Duration::from_millis(1500),
+            direct_retry: Duration::from_secs(30),
         }
     }
 }
@@ -167,6 +171,12 @@ pub enum CoreOutput {
     },
     /// What membership reported (for logs and simulations; the core acted on it already).
     Member(Event),
+    /// Try to reach `peer`, now connected through a hub relay, directly at `addrs` (no relay
+    /// fallback); a direct connection replaces the relayed one ([`MeshCore::handle_connected`]).
+    DialDirect {
+        peer: NodeId,
+        addrs: Vec<SocketAddr>,
+    },
 }
 
 /// How to reach a peer without a connection: its addresses first (each within `direct_budget`),
@@ -187,6 +197,7 @@ enum CoreTimer {
     Duplicate { peer: NodeId, conn: ConnId },
     PeerSync,
     DhtExpire,
+    DirectRetry,
 }
 
 /// A pending `subscribe`: peers whose acknowledgement is awaited.
@@ -252,6 +263,7 @@ impl MeshCore {
         };
         core.schedule(now, core.config.peer_sync, CoreTimer::PeerSync);
         core.schedule(now, crate::dht::EXPIRE_PERIOD, CoreTimer::DhtExpire);
+        core.schedule(now, core.config.direct_retry, CoreTimer::DirectRetry);
         core.process(now);
         core
     }
@@ -307,6 +319,18 @@ impl MeshCore {
                     self.dht.store.expire(now.unix());
                     self.schedule(now, crate::dht::EXPIRE_PERIOD, CoreTimer::DhtExpire);
                 }
+                CoreTimer::DirectRetry => {
+                    let relayed: Vec<NodeId> = self
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| Relay::is_virtual(c.remote))
+                        .map(|(p, _)| *p)
+                        .collect();
+                    for peer in relayed {
+                        self.upgrade(peer);
+                    }
+                    self.schedule(now, self.config.direct_retry, CoreTimer::DirectRetry);
+                }
             }
             self.process(now);
         }
@@ -349,9 +373,18 @@ impl MeshCore {
         self.process(now);
     }
 
+    /// Asks the driver to dial `peer`, connected through a relay, at its known addresses.
+    fn upgrade(&mut self, peer: NodeId) {
+        let addrs = self.addrs(&peer).to_vec();
+        if !addrs.is_empty() {
+            self.out.push_back(CoreOutput::DialDirect { peer, addrs });
+        }
+    }
+
     /// An admitted connection to `peer` (its Hello checked). Membership admits the peer; the
-    /// connection becomes the one used for it unless a live one dialled by the smaller node ID
-    /// exists. The loser of two simultaneous connections is closed after
+    /// connection becomes the one used for it unless a live one exists that is direct while
+    /// the new one goes through a hub relay, or — both direct or both relayed — that the smaller
+    /// node ID dialled. The loser of two connections is closed after
     /// [`CoreConfig::duplicate_grace`], so streams already under way on it finish.
     pub fn handle_connected(&mut self, now: Now, hello: Connected) -> Result<(), MembershipError> {
         let Connected {
@@ -377,9 +410,15 @@ impl MeshCore {
             dialled,
             remote,
         };
+        let direct = !Relay::is_virtual(remote);
+        let new_wins = |old: &Conn| match (!Relay::is_virtual(old.remote), direct) {
+            (false, true) => true,
+            (true, false) => false,
+            _ => ours_wins(dialled),
+        };
         let loser = match self.conns.get(&peer) {
             Some(old) if old.id == conn => None,
-            Some(_) if !ours_wins(dialled) => Some(conn),
+            Some(old) if !new_wins(old) => Some(conn),
             _ => self.conns.insert(peer, new).map(|old| old.id),
         };
         if let Some(loser) = loser {
@@ -691,6 +730,14 @@ impl MeshCore {
                     // Membership reports only metadata newer than what it held.
                     self.addrs.insert(sm.meta.node, addrs);
                     self.dht.table.seen(sm.meta.node);
+                    // New addresses of a peer reached through a relay: try them at once.
+                    if self
+                        .conns
+                        .get(&sm.meta.node)
+                        .is_some_and(|c| Relay::is_virtual(c.remote))
+                    {
+                        self.upgrade(sm.meta.node);
+                    }
                 }
             }
             Event::Renamed { new, .. } => self.ps.peer_up(new.node),
@@ -880,5 +927,59 @@ mod tests {
             assert_eq!(core.connection(&peer), Some(1));
             assert_eq!(core.addrs(&peer), ["192.0.2.1:4433".parse().expect("addr")]);
         }
+    }
+    /// A direct connection replaces one through a hub relay whoever dialled it, and a relayed
+    /// one never replaces a direct one.
+    #[test]
+    fn a_direct_connection_wins_over_a_relayed_one() {
+        let relayed = |cert: &MembershipCert, conn: ConnId, dialled: bool| Connected {
+            remote: "240.0.0.7:1".parse().expect("a virtual address"),
+            ..hello(cert, conn, dialled)
+        };
+        // Relayed first (dialled by us, the smaller ID), then direct (dialled by the peer).
+        let (mut core, other) = pair();
+        let peer = other.body.node;
+        core.handle_connected(T0, relayed(&other, 1, true))
+            .expect("admitted");
+        core.handle_connected(at(1), hello(&other, 2, false))
+            .expect("admitted");
+        assert_eq!(core.connection(&peer), Some(2), "the direct one is used");
+        let grace = CoreConfig::default().duplicate_grace.as_secs();
+        core.handle_timeout(at(1 + grace));
+        assert_eq!(closed(&mut core), vec![1]);
+        // Direct first (dialled by the peer), then relayed (dialled by us).
+        let (mut core, other) = pair();
+        core.handle_connected(T0, hello(&other, 1, false))
+            .expect("admitted");
+        core.handle_connected(at(1), relayed(&other, 2, true))
+            .expect("admitted");
+        assert_eq!(core.connection(&peer), Some(1), "the direct one stays");
+        core.handle_timeout(at(1 + grace));
+        assert_eq!(closed(&mut core), vec![2]);
+    }
+
+    /// A peer reached through a relay is dialled directly at its known addresses every
+    /// `direct_retry`.
+    #[test]
+    fn a_relayed_peer_is_dialled_directly_again() {
+        let (mut core, other) = pair();
+        let peer = other.body.node;
+        let relayed = Connected {
+            remote: "240.0.0.7:1".parse().expect("a virtual address"),
+            ..hello(&other, 1, true)
+        };
+        core.handle_connected(T0, relayed).expect("admitted");
+        let retry = CoreConfig::default().direct_retry.as_secs();
+        core.handle_timeout(at(retry));
+        let dials: Vec<(NodeId, Vec<SocketAddr>)> = std::iter::from_fn(|| core.poll_output())
+            .filter_map(|o| match o {
+                CoreOutput::DialDirect { peer, addrs } => Some((peer, addrs)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            dials,
+            vec![(peer, vec!["192.0.2.1:4433".parse().expect("addr")])]
+        );
     }
 }

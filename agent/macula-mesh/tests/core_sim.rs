@@ -268,3 +268,43 @@ fn dht_records_are_re_replicated_when_their_holders_leave() {
         holders(&sim).len()
     );
 }
+
+/// A peer reached through a hub relay is upgraded to a direct path once one becomes possible:
+/// when a NAT'd node's NAT opens, every peer connected to it through a hub dials it directly
+/// within the retry period, and the direct connection replaces the relayed one.
+#[test]
+fn a_relayed_peer_is_upgraded_to_a_direct_path_when_one_becomes_possible() {
+    let mut sim = realm(6);
+    sim.run_until_cond(Duration::from_secs(60), STEP, all_alive)
+        .expect("the realm converges");
+    let nat = 17;
+    let via_hub: Vec<usize> = (2..16)
+        .filter(|&i| sim.relayed(i, nat) == Some(true))
+        .collect();
+    assert!(
+        !via_hub.is_empty(),
+        "nobody reaches the NAT'd node through a hub"
+    );
+    sim.set_nat(nat, false);
+    let retry = CoreConfig::default().direct_retry;
+    let upgraded = sim.run_until_cond(sim.now() + retry + Duration::from_secs(5), STEP, |s| {
+        via_hub.iter().all(|&i| s.relayed(i, nat) == Some(false))
+    });
+    assert!(
+        upgraded.is_some(),
+        "still relayed: {:?}",
+        via_hub
+            .iter()
+            .filter(|&&i| sim.relayed(i, nat) != Some(false))
+            .collect::<Vec<_>>()
+    );
+    // Both ends use the direct connection, and the realm stays whole.
+    for &i in &via_hub {
+        assert_eq!(sim.relayed(nat, i), Some(false));
+        assert_eq!(
+            sim.core(i).connection(&sim.node_id(nat)),
+            sim.core(nat).connection(&sim.node_id(i))
+        );
+    }
+    assert!(all_alive(&sim));
+}

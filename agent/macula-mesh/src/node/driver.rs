@@ -2,6 +2,7 @@
 //! timers. It sleeps only until the core's next timeout or a wake-up from a task that fed the
 //! core (a datagram, a stream, an API call); it never polls.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,7 +13,7 @@ use super::conns::{dial_peer, open_connection, register};
 use super::rpc_client::call;
 use super::time::persist_clock;
 use super::{DHT_PROCEDURE, MAX_PUBSUB_FRAME, Shared};
-use crate::core::{CoreOutput, PeerChanged, PeerInfo, PeerState};
+use crate::core::{CoreOutput, DialPlan, PeerChanged, PeerInfo, PeerState};
 use crate::dht::{Request as DhtRequest, RequestId, Response as DhtResponse};
 use crate::proto::Datagram;
 use crate::pubsub::PubSubMsg;
@@ -109,6 +110,7 @@ fn execute(shared: &Arc<Shared>, out: CoreOutput) {
             }
         }
         CoreOutput::Member(ev) => tracing::trace!("membership: {ev:?}"),
+        CoreOutput::DialDirect { peer, addrs } => dial_direct(shared, peer, addrs),
     }
 }
 
@@ -146,6 +148,27 @@ fn send_swim(shared: &Arc<Shared>, to: NodeId, data: Vec<u8>) {
             Err(e) => tracing::debug!(peer = %to, "dial failed: {e}"),
         }
         shared.dialing.lock().expect("dial lock").remove(&to);
+    });
+}
+
+/// Dials `peer` (reached through a relay) at `addrs` only, in the background, unless a dial to
+/// it is under way; the core keeps the direct connection and retires the relayed one.
+fn dial_direct(shared: &Arc<Shared>, peer: NodeId, addrs: Vec<SocketAddr>) {
+    if !shared.dialing.lock().expect("dial lock").insert(peer) {
+        return;
+    }
+    let plan = DialPlan {
+        direct: addrs,
+        direct_budget: shared.endpoint.params().handshake_timeout,
+        relays: Vec::new(),
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        match dial_peer(&shared, peer, plan).await {
+            Ok(p) => register(&shared, p),
+            Err(e) => tracing::debug!(peer = %peer, "no direct path yet: {e}"),
+        }
+        shared.dialing.lock().expect("dial lock").remove(&peer);
     });
 }
 

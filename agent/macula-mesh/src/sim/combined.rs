@@ -614,6 +614,18 @@ impl CoreSim {
         self.nodes[a].up && self.nodes[b].up && !self.cut.contains(&(a, b))
     }
 
+    /// Node `i` goes behind NAT (nobody can dial it directly) or comes out of it.
+    pub fn set_nat(&mut self, i: usize, nat: bool) {
+        self.nodes[i].kind.nat = nat;
+    }
+
+    /// A direct dial from `i` to `j` at `addrs` ([`CoreOutput::DialDirect`]).
+    fn dial_direct(&mut self, i: usize, j: usize, addrs: &[SocketAddr]) {
+        if !self.nodes[j].kind.nat && addrs.contains(&Self::addr(j)) && self.reachable(i, j) {
+            self.open(i, j, None);
+        }
+    }
+
     /// The connection from `i` to `j`: the open one, else one dialled by `i`'s dial plan (its
     /// handshake is not simulated: a reachable peer is connected at once).
     fn connect(&mut self, i: usize, j: usize) -> Option<usize> {
@@ -642,6 +654,11 @@ impl CoreSim {
                 }
             }
         };
+        Some(self.open(i, j, via))
+    }
+
+    /// Opens a connection from `i` to `j`, directly or through hub `via`; both cores hear of it.
+    fn open(&mut self, i: usize, j: usize, via: Option<usize>) -> usize {
         self.next_conn += 1;
         let conn = self.next_conn;
         let (remote_i, remote_j) = match via {
@@ -675,7 +692,7 @@ impl CoreSim {
             }
         }
         self.dispatch(j);
-        Some(conn)
+        conn
     }
 
     /// Sends to `j` from `i` after a latency, unless lost or cut; dials first when needed.
@@ -790,6 +807,11 @@ impl CoreSim {
                     }
                     _ => {}
                 },
+                CoreOutput::DialDirect { peer, addrs } => {
+                    if let Some(&j) = self.index.get(&peer) {
+                        self.dial_direct(i, j, &addrs);
+                    }
+                }
                 CoreOutput::Persist(_)
                 | CoreOutput::Revoked(_)
                 | CoreOutput::PeerForgotten(_)
