@@ -320,12 +320,14 @@ impl MeshCore {
                     self.schedule(now, crate::dht::EXPIRE_PERIOD, CoreTimer::DhtExpire);
                 }
                 CoreTimer::DirectRetry => {
-                    let relayed: Vec<NodeId> = self
+                    let mut relayed: Vec<NodeId> = self
                         .conns
                         .iter()
                         .filter(|(_, c)| Relay::is_virtual(c.remote))
                         .map(|(p, _)| *p)
                         .collect();
+                    // In a fixed order: simulations replay per seed.
+                    relayed.sort_unstable();
                     for peer in relayed {
                         self.upgrade(peer);
                     }

@@ -593,12 +593,14 @@ impl Dht {
     /// tells; the others leave it to that one), so a departure costs one put per record, not
     /// K. Returns how many records are re-replicated.
     pub fn holder_left(&mut self, node: NodeId, now: u64) -> usize {
-        let keys: Vec<Key> = self
+        let mut keys: Vec<Key> = self
             .store
             .keys()
             .filter(|key| self.table.closest(key, K).contains(&node))
             .copied()
             .collect();
+        // In a fixed order: lookup IDs (and simulations) do not depend on the hash map's.
+        keys.sort_unstable();
         self.table.remove(&node);
         let mut count = 0;
         for key in keys {
