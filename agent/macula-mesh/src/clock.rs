@@ -29,18 +29,39 @@ impl ClockState {
         format!("{} {}\n", self.generation, self.ceiling)
     }
 
-    pub fn from_text(text: &str) -> Result<Self, String> {
+    pub fn from_text(text: &str) -> Result<Self, ClockStateError> {
         let mut it = text.split_whitespace();
         let (Some(g), Some(c), None) = (it.next(), it.next(), it.next()) else {
-            return Err("expected `<generation> <version ceiling>`".into());
+            return Err(ClockStateError::Shape);
         };
         Ok(Self {
-            generation: g.parse().map_err(|e| format!("generation {g:?}: {e}"))?,
-            ceiling: c
-                .parse()
-                .map_err(|e| format!("version ceiling {c:?}: {e}"))?,
+            generation: g.parse().map_err(|source| ClockStateError::Generation {
+                text: g.into(),
+                source,
+            })?,
+            ceiling: c.parse().map_err(|source| ClockStateError::Ceiling {
+                text: c.into(),
+                source,
+            })?,
         })
     }
+}
+
+/// Why a state file's text is not a [`ClockState`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClockStateError {
+    #[error("expected `<generation> <version ceiling>`")]
+    Shape,
+    #[error("generation {text:?}: {source}")]
+    Generation {
+        text: String,
+        source: std::num::ParseIntError,
+    },
+    #[error("version ceiling {text:?}: {source}")]
+    Ceiling {
+        text: String,
+        source: std::num::ParseIntError,
+    },
 }
 
 /// Generations and metadata versions that only grow, run after run.
@@ -278,6 +299,19 @@ mod tests {
         assert!(b > a && a > last);
         // The floor (the current version of own metadata) is respected.
         assert_eq!(c.next(0, b + 100).0, b + 100);
+    }
+
+    #[test]
+    fn state_file_errors_keep_their_type() {
+        assert_eq!(ClockState::from_text("1"), Err(ClockStateError::Shape));
+        assert!(matches!(
+            ClockState::from_text("x 5"),
+            Err(ClockStateError::Generation { ref text, .. }) if text == "x"
+        ));
+        assert!(matches!(
+            ClockState::from_text("1 -5"),
+            Err(ClockStateError::Ceiling { ref text, .. }) if text == "-5"
+        ));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 
 use macula_core::NodeId;
+use macula_core::identity::NodeIdError;
 
 /// A bootstrap contact: `host:port`, or `<node-id>@host:port` to also pin the node's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,18 +14,39 @@ pub struct Bootstrap {
     pub addr: SocketAddr,
 }
 
+/// Why a string is not a bootstrap contact with an IP address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BootstrapParseError {
+    /// The part before `@` is not a node ID.
+    #[error("`{entry}`: {source}")]
+    NodeId { entry: String, source: NodeIdError },
+    /// The address is not `ip:port`.
+    #[error("`{entry}`: {source}; write `host:port` or `<node-id>@host:port` with an IP address")]
+    Addr {
+        entry: String,
+        source: std::net::AddrParseError,
+    },
+}
+
 impl FromStr for Bootstrap {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = BootstrapParseError;
+    fn from_str(s: &str) -> Result<Self, BootstrapParseError> {
         let (node, addr) = match s.split_once('@') {
             Some((n, a)) => (
-                Some(n.parse::<NodeId>().map_err(|e| format!("`{s}`: {e}"))?),
+                Some(
+                    n.parse::<NodeId>()
+                        .map_err(|source| BootstrapParseError::NodeId {
+                            entry: s.into(),
+                            source,
+                        })?,
+                ),
                 a,
             ),
             None => (None, s),
         };
-        let addr = addr.parse().map_err(|e| {
-            format!("`{s}`: {e}; write `host:port` or `<node-id>@host:port` with an IP address")
+        let addr = addr.parse().map_err(|source| BootstrapParseError::Addr {
+            entry: s.into(),
+            source,
         })?;
         Ok(Self { node, addr })
     }
@@ -106,6 +128,20 @@ impl fmt::Display for Bootstrap {
 mod tests {
     use super::*;
     use macula_core::NodeKey;
+
+    #[test]
+    fn parse_errors_keep_their_type() {
+        assert!(matches!(
+            "nonsense@192.0.2.7:4433".parse::<Bootstrap>(),
+            Err(BootstrapParseError::NodeId {
+                source: NodeIdError::Length(8),
+                ..
+            })
+        ));
+        let e = "192.0.2.7".parse::<Bootstrap>().unwrap_err();
+        assert!(matches!(e, BootstrapParseError::Addr { ref entry, .. } if entry == "192.0.2.7"));
+        assert!(e.to_string().contains("write `host:port`"), "{e}");
+    }
 
     #[test]
     fn bootstrap_entries_resolve_ips_and_names() {
