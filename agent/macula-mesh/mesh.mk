@@ -14,7 +14,7 @@ bench-mesh: deps
 	$(CARGO) bench -p macula-mesh --bench sim
 
 fuzz-mesh:
-	cd agent/macula-mesh/fuzz && for t in control_frames membership_packet cert_text stream_messages beacon relay_frame; do \
+	cd agent/macula-mesh/fuzz && for t in control_frames membership_packet cert_text stream_messages beacon relay_frame ntp_reply; do \
 	  RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(CURDIR)/target/fuzz $(CARGO) fuzz run $$t -- \
 	    -max_total_time=$${FUZZ_SECONDS:-30} || exit 1; \
 	done

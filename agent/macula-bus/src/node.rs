@@ -82,9 +82,11 @@ pub struct ClockInfo {
     pub offset_ms: i64,
     /// Whether that is beyond the threshold (the clock looks wrong).
     pub wrong: bool,
-    /// How many peers' clocks the offset is the median of; whether they are hubs.
+    /// How many peers' clocks (or NTP servers) the offset is the median of; whether they are
+    /// hubs; whether they are NTP servers.
     pub peers: u32,
     pub hubs: bool,
+    pub ntp: bool,
     /// By how much the agent stepped the system clock to the realm's (0 = never).
     pub stepped_ms: i64,
 }
@@ -144,6 +146,7 @@ pub struct NodeStatus {
     pub clock_wrong: Option<bool>,
     pub clock_peers: Option<u32>,
     pub clock_hubs: Option<bool>,
+    pub clock_ntp: Option<bool>,
     pub clock_stepped_ms: Option<i64>,
 }
 
@@ -242,6 +245,7 @@ impl NodeObject {
             clock_wrong: clock.map(|c| c.wrong),
             clock_peers: clock.map(|c| c.peers),
             clock_hubs: clock.map(|c| c.hubs),
+            clock_ntp: clock.map(|c| c.ntp),
             clock_stepped_ms: clock.map(|c| c.stepped_ms),
         }
     }
@@ -379,6 +383,7 @@ mod tests {
             clock_wrong: Some(false),
             clock_peers: Some(0),
             clock_hubs: Some(false),
+            clock_ntp: Some(false),
             clock_stepped_ms: Some(0),
         };
         assert_eq!(keys(&status), documented("io.macula.Node1", "Status()"));
@@ -395,6 +400,7 @@ mod tests {
             clock_wrong: None,
             clock_peers: None,
             clock_hubs: None,
+            clock_ntp: None,
             clock_stepped_ms: None,
             ..status
         };

@@ -40,6 +40,7 @@ fn node(seed: u8, bootstrap: Vec<Bootstrap>) -> MeshNode {
             domains: FailureDomains::default(),
             state_dir: None,
             set_clock: false,
+            ntp: Vec::new(),
         },
     )
     .unwrap()

@@ -149,6 +149,8 @@ pub struct Estimate {
     pub peers: usize,
     /// Whether those peers are hubs.
     pub hubs: bool,
+    /// Whether the estimate comes from NTP servers (`peers` counts the servers then).
+    pub ntp: bool,
 }
 
 /// What to do about our clock.
@@ -164,12 +166,13 @@ pub enum Decision {
     Step(Estimate),
 }
 
-/// Learns the realm's time from the clocks of certified peers (sans-IO): the median offset of
-/// the hubs that answered, or of all answering peers when no hub did. Samples whose round trip
-/// exceeds [`RealmClock::MAX_RTT_MS`] are dropped (too uncertain).
+/// Learns the time (sans-IO): the median offset of the NTP servers that answered, else of the
+/// realm's hubs that answered, else of all answering peers. Samples whose round trip exceeds
+/// [`RealmClock::MAX_RTT_MS`] are dropped (too uncertain).
 #[derive(Debug, Clone)]
 pub struct RealmClock {
     samples: std::collections::HashMap<macula_core::NodeId, TimeSample>,
+    ntp: Vec<i64>,
     threshold_ms: u64,
 }
 
@@ -181,6 +184,7 @@ impl RealmClock {
     pub fn new(threshold_ms: u64) -> Self {
         Self {
             samples: Default::default(),
+            ntp: Vec::new(),
             threshold_ms,
         }
     }
@@ -192,7 +196,15 @@ impl RealmClock {
         }
     }
 
-    /// The median offset of the hubs' samples, or of all samples when there is no hub sample.
+    /// Records an NTP server's reading (see [`crate::ntp::read_reply`]).
+    pub fn sample_ntp(&mut self, offset_ms: i64, rtt_ms: u64) {
+        if rtt_ms <= Self::MAX_RTT_MS {
+            self.ntp.push(offset_ms);
+        }
+    }
+
+    /// The median offset of the NTP servers' readings, else of the hubs' samples, else of all
+    /// samples.
     pub fn estimate(&self) -> Option<Estimate> {
         let hubs: Vec<i64> = self
             .samples
@@ -200,10 +212,16 @@ impl RealmClock {
             .filter(|s| s.hub)
             .map(|s| s.offset_ms)
             .collect();
-        let (mut offsets, hub) = if hubs.is_empty() {
-            (self.samples.values().map(|s| s.offset_ms).collect(), false)
+        let (mut offsets, hub, ntp) = if !self.ntp.is_empty() {
+            (self.ntp.clone(), false, true)
+        } else if hubs.is_empty() {
+            (
+                self.samples.values().map(|s| s.offset_ms).collect(),
+                false,
+                false,
+            )
         } else {
-            (hubs, true)
+            (hubs, true, false)
         };
         if offsets.is_empty() {
             return None;
@@ -226,6 +244,7 @@ impl RealmClock {
             offset_ms,
             peers: n,
             hubs: hub,
+            ntp,
         })
     }
 
@@ -244,6 +263,9 @@ impl RealmClock {
     pub fn stepped(&mut self, by_ms: i64) {
         for s in self.samples.values_mut() {
             s.offset_ms = s.offset_ms.saturating_sub(by_ms);
+        }
+        for o in &mut self.ntp {
+            *o = o.saturating_sub(by_ms);
         }
     }
 }
@@ -356,6 +378,27 @@ mod tests {
             rtt_ms: 10,
             hub,
         }
+    }
+
+    #[test]
+    fn ntp_servers_come_before_hubs_and_slow_answers_do_not_count() {
+        let mut rc = RealmClock::new(5_000);
+        rc.sample(peer(1), s(7, true));
+        rc.sample_ntp(3 * 3_600_000, 30);
+        rc.sample_ntp(3 * 3_600_000 + 20, 40);
+        rc.sample_ntp(-86_400_000, RealmClock::MAX_RTT_MS + 1);
+        let e = rc.estimate().unwrap();
+        assert_eq!(
+            (e.offset_ms, e.peers, e.hubs, e.ntp),
+            (3 * 3_600_000, 2, false, true)
+        );
+        assert_eq!(rc.decide(true), Decision::Step(e));
+        rc.stepped(3 * 3_600_000);
+        assert_eq!(rc.decide(true), Decision::Agrees(rc.estimate().unwrap()));
+        // No NTP reading: the hub's clock.
+        let mut rc = RealmClock::new(5_000);
+        rc.sample(peer(1), s(7, true));
+        assert!(!rc.estimate().unwrap().ntp);
     }
 
     #[test]

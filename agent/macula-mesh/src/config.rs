@@ -28,6 +28,10 @@ pub struct MeshSection {
     /// Set the system clock (needs root) to the realm's time when it is more than 10 s off.
     /// Default false; the images turn it on (boards without a real-time clock).
     pub set_clock: bool,
+    /// NTP servers (`host` or `host:port`, port 123 by default) whose time is preferred to the
+    /// realm's when one answers (SNTP, checked every minute). Default: none; the images name
+    /// `pool.ntp.org`.
+    pub ntp: Vec<String>,
 }
 
 impl Default for MeshSection {
@@ -41,6 +45,7 @@ impl Default for MeshSection {
             beacon_group: crate::beacon::DEFAULT_GROUP,
             beacon_interval_s: 5,
             set_clock: false,
+            ntp: Vec::new(),
         }
     }
 }

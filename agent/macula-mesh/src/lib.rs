@@ -12,6 +12,7 @@ pub mod frame;
 pub mod inbox;
 pub mod membership;
 pub mod node;
+pub mod ntp;
 pub mod proto;
 pub mod pubsub;
 pub mod realm;

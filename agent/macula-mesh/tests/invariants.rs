@@ -8,6 +8,7 @@ const SANS_IO: &[(&str, &str)] = &[
     ("dht.rs", include_str!("../src/dht.rs")),
     ("pubsub.rs", include_str!("../src/pubsub.rs")),
     ("clock.rs", include_str!("../src/clock.rs")),
+    ("ntp.rs", include_str!("../src/ntp.rs")),
     ("sim.rs", include_str!("../src/sim.rs")),
     ("sim/combined.rs", include_str!("../src/sim/combined.rs")),
 ];

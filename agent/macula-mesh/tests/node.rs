@@ -53,6 +53,7 @@ fn start_expiring(
             },
             state_dir: None,
             set_clock: false,
+            ntp: Vec::new(),
         },
     )
     .unwrap()

@@ -48,6 +48,7 @@ fn start(realm: &RealmKey, seed: u8, bootstrap: Vec<Bootstrap>) -> MeshNode {
             domains: FailureDomains::default(),
             state_dir: None,
             set_clock: false,
+            ntp: Vec::new(),
         },
     )
     .unwrap()
@@ -590,6 +591,7 @@ async fn stalled_request_streams_are_reset_at_the_deadline() {
             domains: FailureDomains::default(),
             state_dir: None,
             set_clock: false,
+            ntp: Vec::new(),
         },
     )
     .unwrap();
@@ -687,6 +689,7 @@ fn victim(realm: &RealmKey, key: &NodeKey, seed: u8, deadline: Duration) -> Mesh
             domains: FailureDomains::default(),
             state_dir: None,
             set_clock: false,
+            ntp: Vec::new(),
         },
     )
     .unwrap()

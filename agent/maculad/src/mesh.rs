@@ -266,6 +266,7 @@ impl MeshGlue {
                 domains: self.domains.clone(),
                 state_dir: Some(self.state_dir.clone()),
                 set_clock: self.config.set_clock,
+                ntp: self.config.ntp.clone(),
             },
             &uplinks,
         )

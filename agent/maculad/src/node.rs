@@ -70,6 +70,7 @@ impl NodeControl for NodeGlue {
             wrong: c.offset_ms.unsigned_abs() > macula_mesh::node::CLOCK_THRESHOLD_MS,
             peers: u32::try_from(c.peers).unwrap_or(u32::MAX),
             hubs: c.hubs,
+            ntp: c.ntp,
             stepped_ms: c.stepped_ms,
         })
     }

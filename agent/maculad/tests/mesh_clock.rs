@@ -44,6 +44,18 @@ fn node(
     boot: Option<u16>,
     faketime: Option<&str>,
 ) -> (Node, u16) {
+    node_with(realm, name, role, boot, faketime, "")
+}
+
+/// [`node`] with more `[mesh]` settings.
+fn node_with(
+    realm: &RealmKey,
+    name: &str,
+    role: Role,
+    boot: Option<u16>,
+    faketime: Option<&str>,
+    mesh: &str,
+) -> (Node, u16) {
     let bus = DbusDaemon::start();
     let port = free_udp_port();
     let boot = boot
@@ -51,7 +63,7 @@ fn node(
         .unwrap_or_default();
     let role_s = if role == Role::Hub { "hub" } else { "edge" };
     let config = format!(
-        "[node]\nname = \"{name}\"\nrole = \"{role_s}\"\n[mesh]\nlisten = \"127.0.0.1:{port}\"\n{boot}"
+        "[node]\nname = \"{name}\"\nrole = \"{role_s}\"\n[mesh]\nlisten = \"127.0.0.1:{port}\"\n{boot}{mesh}"
     );
     let env = faketime.map(faketime_env).unwrap_or_default();
     let mut agent = Agent::spawn(
@@ -195,4 +207,103 @@ fn nodes_with_clocks_hours_behind_and_at_1970_join_and_learn_the_time_from_the_r
             })
         })
     });
+}
+
+/// A real NTP server on loopback: Debian's chronyd serving its local clock (stratum 8), not
+/// touching the system clock (`-x`).
+struct Chronyd {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Chronyd {
+    fn start() -> Self {
+        let chronyd = Path::new("/usr/sbin/chronyd");
+        assert!(
+            chronyd.exists(),
+            "chronyd missing: install Debian's chrony package (tests/deps/mesh.list)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_udp_port();
+        let conf = dir.path().join("chrony.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbindaddress 127.0.0.1\nallow 127.0.0.1\nlocal stratum 8\ncmdport 0\n\
+                 pidfile {}\n",
+                dir.path().join("chronyd.pid").display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new(chronyd)
+            .args(["-d", "-x", "-u", "root", "-f"])
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Chronyd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_node_takes_the_time_from_ntp_when_a_server_answers_and_from_the_realm_when_none_does() {
+    let ntp = Chronyd::start();
+    let realm = RealmKey::from_seed([43; 32]);
+    // The hub's clock is three hours behind and it reaches the NTP server; the edge's clock is
+    // three hours behind too, and its NTP server does not answer (nothing listens there).
+    let (hub, hub_port) = node_with(
+        &realm,
+        "hub",
+        Role::Hub,
+        None,
+        Some("-3h"),
+        &format!("ntp = [\"127.0.0.1:{}\"]\n", ntp.port),
+    );
+    let silent = free_udp_port();
+    let (edge, _) = node_with(
+        &realm,
+        "edge",
+        Role::Edge,
+        Some(hub_port),
+        Some("-3h"),
+        &format!("ntp = [\"127.0.0.1:{silent}\"]\n"),
+    );
+    wait_until("the hub's clock report", 30, || offset_ms(&hub).is_some());
+    let status = json(&hub.agent.ctl(&["status", "--json"]));
+    let got = status["clock_offset_ms"].as_i64().unwrap();
+    assert!(
+        (got - 3 * HOUR_MS).abs() < 10_000,
+        "offset {got} ms, expected about 3 h"
+    );
+    assert_eq!(status["clock_ntp"], true, "{status}");
+    assert_eq!(status["clock_wrong"], true);
+    let text = String::from_utf8_lossy(&hub.agent.ctl(&["status"]).stdout).into_owned();
+    assert!(text.contains(", learnt from NTP (1 NTP server)"), "{text}");
+    // The edge learns the time from the realm; its hub's clock is as wrong as its own, so the
+    // realm agrees with it: NTP was not heard, and that is logged once.
+    wait_until("the edge's clock report", 30, || offset_ms(&edge).is_some());
+    let status = json(&edge.agent.ctl(&["status", "--json"]));
+    assert_eq!(status["clock_ntp"], false, "{status}");
+    assert_eq!(status["clock_hubs"], true, "{status}");
+    assert!(status["clock_offset_ms"].as_i64().unwrap().abs() < 10_000);
+    let log = edge.agent.log();
+    assert_eq!(
+        log.matches(&format!("NTP server 127.0.0.1:{silent}"))
+            .count(),
+        1,
+        "{log}"
+    );
 }

@@ -80,6 +80,8 @@ pub struct NodeConfig {
     /// Step the system clock (`clock_settime`, needs root) to the realm's time when it is off
     /// by more than [`CLOCK_THRESHOLD_MS`]; otherwise only say so.
     pub set_clock: bool,
+    /// NTP servers (`host` or `host:port`) asked for the time before the realm's clocks.
+    pub ntp: Vec<String>,
 }
 
 /// File in [`NodeConfig::state_dir`] holding the [`ClockState`].
@@ -401,7 +403,7 @@ impl MeshNode {
             .expect("procedure lock")
             .insert(TIME_PROCEDURE.to_string(), Procedure::Plain(time_handler));
         let tasks = vec![
-            tokio::spawn(keep_time(shared.clone(), config.set_clock)),
+            tokio::spawn(keep_time(shared.clone(), config.set_clock, config.ntp)),
             tokio::spawn(accept_loop(shared.clone())),
             tokio::spawn(drive(shared.clone())),
             tokio::spawn(bootstrap(shared.clone(), config.bootstrap)),

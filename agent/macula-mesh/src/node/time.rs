@@ -70,9 +70,11 @@ const TIME_PEERS: usize = 8;
 pub struct ClockReport {
     /// The realm's clock minus ours now, in milliseconds (positive: ours is behind).
     pub offset_ms: i64,
-    /// How many peers' clocks that is the median of, and whether they are hubs.
+    /// How many peers' clocks (or NTP servers) that is the median of, whether they are hubs,
+    /// whether they are NTP servers.
     pub peers: usize,
     pub hubs: bool,
+    pub ntp: bool,
     /// By how much this node stepped its clock to the realm's (0 = never).
     pub stepped_ms: i64,
 }
@@ -80,14 +82,31 @@ pub struct ClockReport {
 /// Reads the clocks of up to [`TIME_PEERS`] admitted peers (hubs first) every [`TIME_PERIOD`],
 /// keeps [`ClockReport`], says when the clock is off, and steps it when allowed. Its timers are
 /// monotonic, so a clock step does not disturb it (nor any other mesh timer).
-pub(super) async fn keep_time(shared: Arc<Shared>, set_clock: bool) {
+pub(super) async fn keep_time(shared: Arc<Shared>, set_clock: bool, ntp: Vec<String>) {
     let mut stepped_ms = 0i64;
     let mut said_off: Option<i64> = None;
+    let mut said_ntp: Option<String> = None;
     tokio::time::sleep(TIME_RETRY).await;
     loop {
         let sources = shared.core().time_sources(TIME_PEERS);
         // Fresh readings each round: peers that left or stopped answering no longer count.
         let mut rc = RealmClock::new(CLOCK_THRESHOLD_MS);
+        for server in &ntp {
+            match ask_ntp(server).await {
+                Ok(r) => {
+                    rc.sample_ntp(r.offset_ms, r.rtt_ms);
+                    said_ntp = None;
+                }
+                // Said once per kind of failure: an appliance offline says it once, not every minute.
+                Err(e) => {
+                    let e = format!("NTP server {server}: {e}");
+                    if said_ntp.as_ref() != Some(&e) {
+                        tracing::info!(target: "macula::mesh", "{e}; the realm's clocks tell the time");
+                        said_ntp = Some(e);
+                    }
+                }
+            }
+        }
         for (peer, hub) in sources {
             let sent = unix_ms();
             let t0 = Instant::now();
@@ -122,11 +141,12 @@ pub(super) async fn keep_time(shared: Arc<Shared>, set_clock: bool) {
                         offset_ms = e.offset_ms,
                         peers = e.peers,
                         hubs = e.hubs,
-                        "the clock is {} the realm's by {} (median of {} peer clocks); \
-                         it looks wrong",
+                        "the clock is {} {} by {} (median of {} {}); it looks wrong",
                         if e.offset_ms > 0 { "behind" } else { "ahead of" },
+                        source(&e),
                         human_ms(e.offset_ms.unsigned_abs()),
-                        e.peers
+                        e.peers,
+                        if e.ntp { "NTP servers" } else { "peer clocks" }
                     );
                     said_off = Some(e.offset_ms);
                 }
@@ -139,8 +159,9 @@ pub(super) async fn keep_time(shared: Arc<Shared>, set_clock: bool) {
                         offset_ms = e.offset_ms,
                         peers = e.peers,
                         hubs = e.hubs,
-                        "the clock was {} the realm's by {}; set it to the realm's time",
+                        "the clock was {} {} by {}; set it to that time",
                         if e.offset_ms > 0 { "behind" } else { "ahead of" },
+                        source(&e),
                         human_ms(e.offset_ms.unsigned_abs()),
                     );
                     rc.stepped(e.offset_ms);
@@ -151,7 +172,8 @@ pub(super) async fn keep_time(shared: Arc<Shared>, set_clock: bool) {
                     tracing::warn!(
                         target: "macula::mesh",
                         offset_ms = e.offset_ms,
-                        "the clock is off the realm's by {}, and cannot be set: {err}",
+                        "the clock is off {} by {}, and cannot be set: {err}",
+                        source(&e),
                         human_ms(e.offset_ms.unsigned_abs()),
                     );
                     Some(e)
@@ -163,6 +185,7 @@ pub(super) async fn keep_time(shared: Arc<Shared>, set_clock: bool) {
                 offset_ms: e.offset_ms,
                 peers: e.peers,
                 hubs: e.hubs,
+                ntp: e.ntp,
                 stepped_ms,
             });
         }
@@ -172,6 +195,56 @@ pub(super) async fn keep_time(shared: Arc<Shared>, set_clock: bool) {
             TIME_RETRY
         })
         .await;
+    }
+}
+
+/// "the realm's" or "NTP's": whose time an estimate is.
+fn source(e: &crate::clock::Estimate) -> &'static str {
+    if e.ntp { "NTP's" } else { "the realm's" }
+}
+
+/// How long an NTP server has to answer.
+const NTP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One SNTP exchange with `server` (`host` or `host:port`).
+async fn ask_ntp(server: &str) -> std::io::Result<crate::ntp::Reading> {
+    use std::io::{Error, ErrorKind};
+    let target = if server
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        server.to_owned()
+    } else {
+        format!("{server}:{}", crate::ntp::PORT)
+    };
+    // Offline, a name lookup can take the resolver's own timeouts (seconds each): bounded here.
+    let addr = tokio::time::timeout(NTP_TIMEOUT, tokio::net::lookup_host(&target))
+        .await
+        .map_err(|_| Error::new(ErrorKind::TimedOut, "name lookup took over 2 s"))??
+        .next()
+        .ok_or_else(|| Error::new(ErrorKind::NotFound, "no address"))?;
+    let local: std::net::SocketAddr = if addr.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = tokio::net::UdpSocket::bind(local).await?;
+    sock.connect(addr).await?;
+    let t1 = unix_ms();
+    sock.send(&crate::ntp::request(t1)).await?;
+    let mut buf = [0u8; 128];
+    let deadline = Instant::now() + NTP_TIMEOUT;
+    loop {
+        let n = tokio::time::timeout_at(deadline, sock.recv(&mut buf))
+            .await
+            .map_err(|_| Error::new(ErrorKind::TimedOut, "no answer within 2 s"))??;
+        let t4 = unix_ms();
+        match crate::ntp::read_reply(&buf[..n], t1, t4) {
+            Ok(r) => return Ok(r),
+            // A stray datagram (not the answer to this request) is skipped; a refusal is final.
+            Err(crate::ntp::NtpError::NotOurs) => continue,
+            Err(e) => return Err(Error::new(ErrorKind::InvalidData, e)),
+        }
     }
 }
 

@@ -44,6 +44,7 @@ fn node(
             domains: FailureDomains::default(),
             state_dir: None,
             set_clock: false,
+            ntp: Vec::new(),
         },
     )
     .unwrap()

@@ -239,11 +239,15 @@ fn clock_line(
         .get("clock_peers")
         .and_then(|v| u32::try_from(v).ok())
         .unwrap_or(0);
-    let sources = format!(
-        "{peers} {}clock{}",
-        if flag("clock_hubs") { "hub " } else { "peer " },
-        if peers == 1 { "" } else { "s" }
-    );
+    let ntp = flag("clock_ntp");
+    let plural = if peers == 1 { "" } else { "s" };
+    let sources = if ntp {
+        format!("{peers} NTP server{plural}")
+    } else {
+        let kind = if flag("clock_hubs") { "hub" } else { "peer" };
+        format!("{peers} {kind} clock{plural}")
+    };
+    let whose = if ntp { "NTP" } else { "the realm" };
     let human = |ms: i64| {
         let ms = ms.unsigned_abs();
         if ms < 60_000 {
@@ -255,16 +259,17 @@ fn clock_line(
     let stepped = int("clock_stepped_ms").unwrap_or(0);
     let mut line = if flag("clock_wrong") {
         format!(
-            "{} by {}, learnt from realm ({sources})",
+            "{} by {}, learnt from {} ({sources})",
             if offset > 0 { "behind" } else { "ahead" },
-            human(offset)
+            human(offset),
+            if ntp { "NTP" } else { "realm" }
         )
     } else {
-        format!("agrees with the realm ({sources})")
+        format!("agrees with {whose} ({sources})")
     };
     if stepped != 0 {
         line += &format!(
-            "; set {} by {} from the realm's time",
+            "; set {} by {} from {whose}'s time",
             if stepped > 0 { "forward" } else { "back" },
             human(stepped)
         );
@@ -322,6 +327,18 @@ mod tests {
         assert_eq!(
             super::clock_line(&stepped).unwrap(),
             "agrees with the realm (1 hub clock); set forward by 20000d 0h from the realm's time"
+        );
+        let ntp = map(&[
+            ("clock_offset_ms", Value::from(-20i64)),
+            ("clock_wrong", Value::from(false)),
+            ("clock_peers", Value::from(1u32)),
+            ("clock_hubs", Value::from(false)),
+            ("clock_ntp", Value::from(true)),
+            ("clock_stepped_ms", Value::from(3 * 3_600_000i64)),
+        ]);
+        assert_eq!(
+            super::clock_line(&ntp).unwrap(),
+            "agrees with NTP (1 NTP server); set forward by 3h 0m from NTP's time"
         );
     }
 }
