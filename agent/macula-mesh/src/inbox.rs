@@ -9,7 +9,8 @@
 //! 1. if its publisher would hold more than [`INBOX_PUBLISHER_BYTES`] in the queue, that
 //!    publisher's oldest queued publications are dropped until it fits;
 //! 2. while the queue would hold more than [`INBOX_BYTES`], the oldest publication of the
-//!    publisher holding the most bytes is dropped.
+//!    publisher holding the most bytes (its publisher counting the arriving one; ties to the
+//!    larger node ID) is dropped — the arriving one itself when its publisher holds nothing else.
 //!
 //! The subscriber learns how many were dropped ([`Inbox::recv`], logged by
 //! [`crate::node::Subscription::recv`]). A publication larger than a publisher's share cannot
@@ -54,15 +55,22 @@ impl Queue {
             }
         }
         while self.bytes + c > INBOX_BYTES {
-            let Some(heaviest) = self
+            // The publisher of `p` counts what it adds; ties go to the larger node ID, so the
+            // outcome does not depend on the map's order.
+            let mine = self.per_publisher.get(&p.publisher).copied().unwrap_or(0) + c;
+            let heaviest = self
                 .per_publisher
                 .iter()
-                .max_by_key(|(_, b)| **b)
-                .map(|(n, _)| *n)
-            else {
-                break;
-            };
-            self.drop_oldest_of(heaviest);
+                .filter(|(n, _)| **n != p.publisher)
+                .map(|(n, b)| (*b, *n))
+                .chain(std::iter::once((mine, p.publisher)))
+                .max()
+                .map_or(p.publisher, |(_, n)| n);
+            if !self.drop_oldest_of(heaviest) {
+                // `p` alone outweighs every other publisher's share: it is the one dropped.
+                self.dropped += 1;
+                return;
+            }
         }
         self.bytes += c;
         *self.per_publisher.entry(p.publisher).or_default() += c;
