@@ -16,6 +16,7 @@
 //! [`crate::node::Subscription::recv`]). A publication larger than a publisher's share cannot
 //! exist: [`crate::pubsub::MAX_PAYLOAD`] and [`crate::pubsub::MAX_TOPIC`] keep it far below.
 
+use macula_core::sync::Locked;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
@@ -126,7 +127,7 @@ pub struct Inbox {
 
 impl Inbox {
     pub fn push(&self, p: Publication) {
-        let mut s = self.state.lock().expect("inbox lock");
+        let mut s = self.state.locked();
         if s.1 {
             return;
         }
@@ -137,7 +138,7 @@ impl Inbox {
 
     /// No more publications: `recv` returns `None` once the queue is empty.
     pub fn close(&self) {
-        self.state.lock().expect("inbox lock").1 = true;
+        self.state.locked().1 = true;
         self.ready.notify_one();
     }
 
@@ -146,7 +147,7 @@ impl Inbox {
     pub async fn recv(&self) -> Option<(Publication, u64)> {
         loop {
             {
-                let mut s = self.state.lock().expect("inbox lock");
+                let mut s = self.state.locked();
                 if let Some(p) = s.0.pop() {
                     return Some((p, s.0.dropped()));
                 }
@@ -160,7 +161,7 @@ impl Inbox {
 
     /// Bytes queued (as counted by the policy).
     pub fn bytes(&self) -> usize {
-        self.state.lock().expect("inbox lock").0.bytes()
+        self.state.locked().0.bytes()
     }
 }
 

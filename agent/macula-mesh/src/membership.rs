@@ -20,6 +20,7 @@
 //! incarnation) to us; `K` is [`Suspicion::confirmations`], at most the other active members.
 //! The suspect refutes by gossiping a higher incarnation, which cancels every timer.
 
+use macula_core::sync::Locked;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -441,7 +442,7 @@ impl BroadcastHandler<MemberId> for Rumors {
         // anti-entropy refresh. Received rumors spread only while they are news.
         let local = sender.is_none();
         let rumor: Rumor = wire::decode(data).map_err(|e| MembershipError::Rumor(e.to_string()))?;
-        let mut st = self.0.lock().expect("rumor lock");
+        let mut st = self.0.locked();
         match rumor {
             Rumor::Meta(m) => {
                 let (node, version) = (m.meta.node, m.meta.version);
@@ -725,7 +726,7 @@ impl Membership {
 
     /// Our view of `node`: its identity and state, if known and admitted (now or before).
     pub fn state_of(&self, node: &NodeId) -> Option<(MemberId, State)> {
-        if self.require_cert && !self.rumors.lock().expect("rumor lock").listed(node) {
+        if self.require_cert && !self.rumors.locked().listed(node) {
             return None;
         }
         self.foca
@@ -751,7 +752,7 @@ impl Membership {
     pub fn admit(&mut self, cert: &MembershipCert, now: u64) -> Result<(), MembershipError> {
         let node = cert.body.node;
         let res = {
-            let mut st = self.rumors.lock().expect("rumor lock");
+            let mut st = self.rumors.locked();
             st.now = now;
             let realm = st.realm;
             cert.verify(&realm, now)
@@ -769,11 +770,7 @@ impl Membership {
 
     /// Whether `node` showed a valid certificate and is still a member by it.
     pub fn is_admitted(&self, node: &NodeId) -> bool {
-        self.rumors
-            .lock()
-            .expect("rumor lock")
-            .admitted
-            .contains_key(node)
+        self.rumors.locked().admitted.contains_key(node)
     }
 
     fn admitted_or_open(&self, node: &NodeId) -> bool {
@@ -868,7 +865,7 @@ impl Membership {
         if self.is_revoked(&from) {
             return Ok(());
         }
-        self.rumors.lock().expect("rumor lock").now = now;
+        self.rumors.locked().now = now;
         if !self.admitted_or_open(&from) {
             return Err(MembershipError::Unadmitted(from));
         }
@@ -888,7 +885,7 @@ impl Membership {
                 Ok(())
             }
             Packet::Meta(m) => {
-                let res = self.rumors.lock().expect("rumor lock").accept_meta(*m);
+                let res = self.rumors.locked().accept_meta(*m);
                 self.collect();
                 res.map(drop)
             }
@@ -976,7 +973,7 @@ impl Membership {
 
     /// Handles a timer scheduled by an earlier [`Output::Schedule`], at `now` (unix seconds).
     pub fn handle_timer(&mut self, timer: MemberTimer, now: u64) {
-        self.rumors.lock().expect("rumor lock").now = now;
+        self.rumors.locked().now = now;
         match timer {
             MemberTimer::Swim(t) => {
                 if let Timer::ChangeSuspectToDown {
@@ -1022,7 +1019,7 @@ impl Membership {
                 if let Some(meta) = self.own_meta.clone() {
                     self.add_rumor(&Rumor::Meta(Box::new(meta)));
                 }
-                let revocations = self.rumors.lock().expect("rumor lock").revocations.clone();
+                let revocations = self.rumors.locked().revocations.clone();
                 for r in revocations {
                     self.add_rumor(&Rumor::Revocation(r));
                 }
@@ -1052,7 +1049,7 @@ impl Membership {
     /// valid certificate; expelled ones (revoked, certificate expired) stay listed, as down.
     pub fn members(&self) -> impl Iterator<Item = (MemberId, State)> + '_ {
         let admitted: Option<HashSet<NodeId>> = self.require_cert.then(|| {
-            let st = self.rumors.lock().expect("rumor lock");
+            let st = self.rumors.locked();
             st.admitted
                 .keys()
                 .chain(st.expelled.iter())
@@ -1071,37 +1068,23 @@ impl Membership {
 
     /// The version of the newest verified metadata of `node`.
     pub fn meta_version(&self, node: &NodeId) -> Option<u64> {
-        self.rumors
-            .lock()
-            .expect("rumor lock")
-            .metas
-            .get(node)
-            .map(|s| s.meta.version)
+        self.rumors.locked().metas.get(node).map(|s| s.meta.version)
     }
 
     /// The newest verified metadata of `node`.
     pub fn meta(&self, node: &NodeId) -> Option<SignedMeta> {
-        self.rumors
-            .lock()
-            .expect("rumor lock")
-            .metas
-            .get(node)
-            .cloned()
+        self.rumors.locked().metas.get(node).cloned()
     }
 
     pub fn is_revoked(&self, node: &NodeId) -> bool {
-        self.rumors
-            .lock()
-            .expect("rumor lock")
-            .revoked
-            .contains(node)
+        self.rumors.locked().revoked.contains(node)
     }
 
     /// Partition healing: announce ourselves to a few members we consider down. A member that is
     /// in fact alive on the other side of a healed partition answers with its member list (or
     /// tells us to renew our identity), and the two sides merge again.
     fn announce_to_down(&mut self) {
-        let revoked = self.rumors.lock().expect("rumor lock").revoked.clone();
+        let revoked = self.rumors.locked().revoked.clone();
         let mut down: Vec<NodeId> = self
             .foca
             .iter_membership_state()
@@ -1129,7 +1112,7 @@ impl Membership {
     /// peer's certificate runs out, so the cut is not up to a refresh period late.
     pub fn expel_expired(&mut self, now: u64) {
         let expired = {
-            let mut st = self.rumors.lock().expect("rumor lock");
+            let mut st = self.rumors.locked();
             st.now = st.now.max(now);
             st.expel_invalid()
         };
@@ -1314,14 +1297,14 @@ impl Membership {
             };
             self.out.push(Output::Event(ev));
         }
-        let rumor_events = std::mem::take(&mut self.rumors.lock().expect("rumor lock").events);
+        let rumor_events = std::mem::take(&mut self.rumors.locked().events);
         let mut expelled = Vec::new();
         for ev in rumor_events {
             match &ev {
                 Event::Revoked(r) => {
                     down.push(r.body.node);
                     // Members admitted by certificates of a revoked hub go with it.
-                    expelled.extend(self.rumors.lock().expect("rumor lock").expel_invalid());
+                    expelled.extend(self.rumors.locked().expel_invalid());
                 }
                 Event::Admitted(node) => {
                     let node = *node;

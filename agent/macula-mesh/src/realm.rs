@@ -6,6 +6,7 @@
 //! `wire::encode(&Statement::…)` in the [`Domain::RealmCert`] signature domain; the statement tag
 //! keeps the three kinds apart. See `docs/realms.md`.
 
+use macula_core::sync::{Locked, ReadLocked};
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
@@ -477,7 +478,7 @@ impl Admission {
                 peer,
             });
         }
-        let revoked = self.revoked.read().expect("revocation lock");
+        let revoked = self.revoked.read_locked();
         if revoked.contains_key(&peer) {
             return Err(CertError::Revoked(peer));
         }
@@ -491,7 +492,7 @@ impl Admission {
     pub fn revoke(&self, rev: Revocation) -> Result<bool, CertError> {
         rev.verify(&self.realm)?;
         let node = rev.body.node;
-        let mut revoked = self.revoked.write().expect("revocation lock");
+        let mut revoked = self.revoked.locked();
         let new = revoked.insert(node, rev).is_none();
         let count = revoked.len();
         drop(revoked);
@@ -509,19 +510,11 @@ impl Admission {
     }
 
     pub fn is_revoked(&self, node: &NodeId) -> bool {
-        self.revoked
-            .read()
-            .expect("revocation lock")
-            .contains_key(node)
+        self.revoked.read_locked().contains_key(node)
     }
 
     pub fn revocations(&self) -> Vec<Revocation> {
-        self.revoked
-            .read()
-            .expect("revocation lock")
-            .values()
-            .cloned()
-            .collect()
+        self.revoked.read_locked().values().cloned().collect()
     }
 }
 

@@ -11,6 +11,7 @@
 //! admitted connections to, identified by their connections' remote addresses, within a per-source
 //! byte rate.
 
+use macula_core::sync::Locked;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, IoSliceMut};
@@ -161,7 +162,7 @@ impl Relay {
     }
 
     fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
-        self.t.lock().expect("relay lock")
+        self.t.locked()
     }
 
     /// The virtual address that stands for `peer` reached through the hub at `hub`; `None` when

@@ -10,6 +10,7 @@
 //! * Cipher suites: ChaCha20-Poly1305 first when the CPU has no AES instructions (Pi 3/4), see
 //!   [`provider`].
 
+use macula_core::sync::{Locked, ReadLocked};
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
@@ -48,11 +49,11 @@ pub struct DenyList(RwLock<HashSet<NodeId>>);
 
 impl DenyList {
     pub fn insert(&self, id: NodeId) {
-        self.0.write().expect("deny list lock").insert(id);
+        self.0.locked().insert(id);
     }
 
     pub fn contains(&self, id: &NodeId) -> bool {
-        self.0.read().expect("deny list lock").contains(id)
+        self.0.read_locked().contains(id)
     }
 }
 

@@ -9,6 +9,7 @@
 //! both decoders always stay in the build. [`DEFAULT_CODEC`] is chosen from the numbers of
 //! `benches/store.rs` (see `docs/storage.md`).
 
+use macula_core::sync::Locked;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -103,7 +104,7 @@ type RseCache = Mutex<HashMap<(usize, usize), Arc<ReedSolomon>>>;
 fn rse(k: usize, m: usize) -> Result<Arc<ReedSolomon>, CodecError> {
     static CACHE: OnceLock<RseCache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cache = cache.locked();
     if let Some(rs) = cache.get(&(k, m)) {
         return Ok(rs.clone());
     }

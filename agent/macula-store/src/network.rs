@@ -11,6 +11,7 @@
 //! shards per segment, falling back from the placed holders to every member), and repair
 //! (read `k`, reconstruct, store the missing shards on new nodes).
 
+use macula_core::sync::Locked;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io::{Read, Write};
@@ -116,7 +117,7 @@ impl InProcessNetwork {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, (Arc<LocalStore>, bool)>> {
-        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+        self.nodes.locked()
     }
 
     fn up_store(&self, id: &NodeId) -> Result<Arc<LocalStore>, TransferError> {

@@ -19,6 +19,7 @@
 //! the same [`Shard`] as [`Shard::from_bytes`] gives for the disk order (checked by the tests and
 //! the `shard_receive` fuzz target).
 
+use macula_core::sync::Locked;
 use std::sync::{Arc, Mutex};
 
 use crate::header::{HeaderError, SegmentId, ShardHeader, SignedDescriptor};
@@ -65,7 +66,7 @@ impl SignatureCheck {
     pub fn check(&self, signed: &SignedDescriptor) -> Result<(), HeaderError> {
         let pair = (signed.segment_id(), signed.signature);
         // Held while verifying: concurrent receivers of the segment wait for one verification.
-        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = self.0.locked();
         if known.as_ref() == Some(&pair) {
             return Ok(());
         }

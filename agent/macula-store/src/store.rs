@@ -16,6 +16,7 @@
 //! file either holds a complete verified shard or does not exist. `tmp/` is emptied on open. Every
 //! read is verified again; a shard that fails is removed and reported so repair can replace it.
 
+use macula_core::sync::Locked;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -204,13 +205,13 @@ impl LocalStore {
                 *owners.entry(owner).or_insert(0) += len;
             }
         }
-        *self.used.lock().unwrap_or_else(|e| e.into_inner()) = used;
+        *self.used.locked() = used;
         *self.lock_owners() = owners;
         Ok(())
     }
 
     fn lock_owners(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, u64>> {
-        self.owners.lock().unwrap_or_else(|e| e.into_inner())
+        self.owners.locked()
     }
 
     /// The owner of a stored shard, from its header (`None` if the file is gone or corrupt).
@@ -305,7 +306,7 @@ impl LocalStore {
 
     /// Bytes of shards stored.
     pub fn used(&self) -> u64 {
-        *self.used.lock().unwrap_or_else(|e| e.into_inner())
+        *self.used.locked()
     }
 
     pub fn quota(&self) -> u64 {
@@ -350,7 +351,7 @@ impl LocalStore {
     }
 
     fn lock_writing(&self) -> std::sync::MutexGuard<'_, HashSet<OsString>> {
-        self.writing.lock().unwrap_or_else(|e| e.into_inner())
+        self.writing.locked()
     }
 
     /// Creates a uniquely named file in `tmp/`, registered as a write in progress until the
@@ -438,7 +439,7 @@ impl LocalStore {
             }
         }
         let need = bytes.len() as u64;
-        self.check_quota(*self.used.lock().unwrap_or_else(|e| e.into_inner()), need)?;
+        self.check_quota(*self.used.locked(), need)?;
         self.check_owner_quota(&owner, need)?;
         let dir = path.parent().expect("shard path has a parent");
         if !dir.exists() {
@@ -453,7 +454,7 @@ impl LocalStore {
         {
             // Concurrent puts: the existence check, quota and rename happen under the lock, so
             // the first complete copy wins and the space is counted once.
-            let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+            let mut used = self.used.locked();
             let outcome = if path.exists() {
                 Ok(PutOutcome::AlreadyPresent)
             } else {
@@ -508,7 +509,7 @@ impl LocalStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err("cannot remove", &path)(e)),
         }
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        let mut used = self.used.locked();
         *used -= len.min(*used);
         self.changes.send_modify(|c| *c += 1);
         Ok(StoreError::Corrupt {
@@ -681,7 +682,7 @@ impl LocalStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(io_err("cannot remove", &path)(e)),
         }
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        let mut used = self.used.locked();
         *used -= len.min(*used);
         if let Some(owner) = owner
             && let Some(held) = self.lock_owners().get_mut(&owner)

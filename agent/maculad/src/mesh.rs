@@ -1,6 +1,7 @@
 //! Wiring of the mesh: starts `macula_mesh::node::MeshNode` when the node holds a membership
 //! certificate, implements `io.macula.Mesh1`, forwards peer changes and publications as signals.
 
+use macula_core::sync::Locked;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -223,7 +224,7 @@ impl MeshGlue {
 
     /// Starts the mesh node with `cert` (checked against this node's key).
     fn start_node(&self, cert: MembershipCert) -> Result<(), Error> {
-        let mut slot = self.node.lock().expect("mesh lock");
+        let mut slot = self.node.locked();
         if slot.is_some() {
             return Err(Error::Busy(
                 "the mesh already runs with a certificate; restart maculad to switch realms".into(),
@@ -259,7 +260,7 @@ impl MeshGlue {
                 // compute it; it is announced anyway so `maculactl peers` shows what WireGuard uses.
                 overlay_key: Some(peer_public_key(&self.key.node_id()).0),
                 capacity: {
-                    let mut c = self.capacity.lock().expect("capacity lock");
+                    let mut c = self.capacity.locked();
                     c.due(Instant::now());
                     c.announced
                 },
@@ -433,11 +434,10 @@ impl MeshGlue {
     /// it whenever free space may have changed. While the mesh is off the value is kept for its
     /// start.
     pub fn announce_capacity(&self, capacity: Capacity, shard_bytes: u64) -> Option<Duration> {
-        let decision = self.capacity.lock().expect("capacity lock").offer(
-            capacity,
-            shard_bytes,
-            Instant::now(),
-        );
+        let decision = self
+            .capacity
+            .locked()
+            .offer(capacity, shard_bytes, Instant::now());
         match decision {
             Announce::Now(c) => self.set_capacity(c),
             Announce::Later(after) => return Some(after),
@@ -448,11 +448,7 @@ impl MeshGlue {
 
     /// Announces the change [`MeshGlue::announce_capacity`] held back, if it still stands.
     pub fn announce_held_capacity(&self) {
-        let due = self
-            .capacity
-            .lock()
-            .expect("capacity lock")
-            .due(Instant::now());
+        let due = self.capacity.locked().due(Instant::now());
         if let Some(c) = due {
             self.set_capacity(c);
         }
@@ -488,7 +484,7 @@ impl MeshGlue {
     }
 
     pub(crate) fn running_node(&self) -> Option<Arc<MeshNode>> {
-        self.node.lock().expect("mesh lock").clone()
+        self.node.locked().clone()
     }
 
     fn running(&self) -> Result<Arc<MeshNode>, Error> {

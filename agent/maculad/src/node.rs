@@ -1,5 +1,6 @@
 //! Glue for `io.macula.Node1`: run-time log level control.
 
+use macula_core::sync::Locked;
 use std::sync::Mutex;
 
 use macula_bus::node::{ClockInfo, NodeControl, Resources, WorkerStatus};
@@ -52,14 +53,14 @@ impl NodeGlue {
 
 impl NodeControl for NodeGlue {
     fn log_level(&self) -> LogLevel {
-        *self.level.lock().unwrap_or_else(|e| e.into_inner())
+        *self.level.locked()
     }
 
     fn set_log_level(&self, level: LogLevel) -> Result<(), String> {
         self.handle
             .modify(|f| *f = level_filter(level))
             .map_err(|e| format!("cannot change the log level: {e}"))?;
-        *self.level.lock().unwrap_or_else(|e| e.into_inner()) = level;
+        *self.level.locked() = level;
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 //! telling the realm, publishes signed reports on [`RESOURCES_TOPIC`] and keeps the verified
 //! reports of the others for `io.macula.Node1`.
 
+use macula_core::sync::Locked;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -96,7 +97,7 @@ impl MonitorGlue {
 
     /// `Node1.Resources`.
     pub fn resources(&self) -> BusResources {
-        match &*self.own.lock().expect("monitor lock") {
+        match &*self.own.locked() {
             Some(r) => to_bus(&self.node, r),
             None => BusResources {
                 node_id: self.node.to_string(),
@@ -109,12 +110,11 @@ impl MonitorGlue {
     pub fn peer_resources(&self) -> Vec<BusResources> {
         let mut out: Vec<BusResources> = self
             .own
-            .lock()
-            .expect("monitor lock")
+            .locked()
             .iter()
             .map(|r| to_bus(&self.node, r))
             .collect();
-        let peers = self.peers.lock().expect("monitor lock");
+        let peers = self.peers.locked();
         let mut others: Vec<_> = peers
             .iter()
             .filter(|(_, r)| r.at.elapsed() <= self.stale)
@@ -127,23 +127,14 @@ impl MonitorGlue {
     /// The latest report of `node` (this node's own included).
     fn report_of(&self, node: &NodeId) -> Option<Resources> {
         if *node == self.node {
-            return self
-                .own
-                .lock()
-                .expect("monitor lock")
-                .as_ref()
-                .map(|r| r.resources.clone());
+            return self.own.locked().as_ref().map(|r| r.resources.clone());
         }
-        self.peers
-            .lock()
-            .expect("monitor lock")
-            .get(node)
-            .map(|r| r.resources.clone())
+        self.peers.locked().get(node).map(|r| r.resources.clone())
     }
 
     /// Keeps a verified report when it is newer than what we hold of its node.
     fn accept(&self, node: NodeId, seq: u64, resources: Resources) -> bool {
-        let mut peers = self.peers.lock().expect("monitor lock");
+        let mut peers = self.peers.locked();
         if peers.get(&node).is_some_and(|r| r.seq >= seq) {
             return false;
         }
@@ -221,7 +212,7 @@ impl MonitorGlue {
                 }
                 seq += 1;
                 let signed = SignedResources::sign(&key, seq, &r).encode();
-                *me.own.lock().expect("monitor lock") = Some(Report {
+                *me.own.locked() = Some(Report {
                     seq,
                     resources: r,
                     at: Instant::now(),
@@ -406,7 +397,7 @@ impl ProofsGlue {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, ProofState> {
-        self.inner.state.lock().expect("proofs lock")
+        self.inner.state.locked()
     }
 
     /// The prover's figures for the formula, from its latest signed resource report.

@@ -9,6 +9,7 @@
 //! segments it holds a shard of, learns from the others' inventories who holds the rest, and the
 //! one holder ranked first for a segment leads its repair (`macula_store::repair`).
 
+use macula_core::sync::Locked;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -161,14 +162,7 @@ impl StorageGlue {
     /// hears them as down (no repair source; their shards are rebuilt elsewhere after the grace)
     /// until they are released and heard as up again.
     pub fn set_excluded(&self, nodes: std::collections::BTreeSet<NodeId>) {
-        let before = std::mem::replace(
-            &mut *self
-                .inner
-                .excluded
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-            nodes.clone(),
-        );
+        let before = std::mem::replace(&mut *self.inner.excluded.locked(), nodes.clone());
         let Some(r) = self.inner.running.get() else {
             return;
         };
@@ -191,11 +185,7 @@ impl StorageGlue {
     }
 
     fn is_excluded(&self, id: &NodeId) -> bool {
-        self.inner
-            .excluded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(id)
+        self.inner.excluded.locked().contains(id)
     }
 
     /// The shard directory, when storage is on.
@@ -307,7 +297,7 @@ impl StorageGlue {
         let this = self.clone();
         workers.spawn("storage.repair-status", |ctx| async move {
             while let Some(Ok(())) = ctx.wait(status.changed()).await {
-                *this.inner.repair_status.lock().expect("status lock") = status.borrow().clone();
+                *this.inner.repair_status.locked() = status.borrow().clone();
             }
             Ok(())
         });
@@ -497,12 +487,7 @@ impl StorageGlue {
 
     /// Alive members offering storage and not quarantined, this node first.
     fn members(&self, r: &Running) -> Vec<NodeInfo> {
-        let excluded = self
-            .inner
-            .excluded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let excluded = self.inner.excluded.locked().clone();
         let mut v: Vec<NodeInfo> = self
             .inner
             .store
@@ -901,12 +886,7 @@ impl StorageControl for StorageGlue {
     }
 
     fn repair_queue(&self) -> RepairQueue {
-        let st = self
-            .inner
-            .repair_status
-            .lock()
-            .expect("status lock")
-            .clone();
+        let st = self.inner.repair_status.locked().clone();
         RepairQueue {
             segments: st.segments as u64,
             degraded: st.degraded as u64,

@@ -1,6 +1,7 @@
 //! Update glue: `io.macula.Update1` backed by RAUC (`macula-update`), and the health check that
 //! marks the running slot good.
 
+use macula_core::sync::Locked;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -70,7 +71,7 @@ impl UpdateGlue {
     }
 
     fn set_health(&self, text: String) {
-        *self.health.lock().expect("health lock") = text;
+        *self.health.locked() = text;
     }
 }
 
@@ -99,7 +100,7 @@ impl UpdateControl for UpdateGlue {
                 "compatible".into(),
                 owned(Value::from(rauc.compatible().await.map_err(to_bus)?)),
             );
-            let health = self.health.lock().expect("health lock").clone();
+            let health = self.health.locked().clone();
             m.insert("health".into(), owned(Value::from(health)));
             let slots: Vec<String> = rauc
                 .slots()

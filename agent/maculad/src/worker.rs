@@ -8,6 +8,7 @@
 //! to return; one that does not is aborted and reported failed. `io.macula.Node1.Workers` and
 //! `maculactl node workers` list them.
 
+use macula_core::sync::Locked;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -83,7 +84,7 @@ pub struct Workers {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A worker that panicked while holding its slot left plain data behind: keep using it.
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.locked()
 }
 
 impl Default for Workers {

@@ -2,6 +2,7 @@
 //! relays), registering an admitted connection with the core, and one reader task per connection
 //! that hands datagrams and pub/sub streams to the core and call streams to the RPC server.
 
+use macula_core::sync::Locked;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,8 +33,7 @@ pub(super) async fn bootstrap(shared: Arc<Shared>, contacts: Vec<Bootstrap>) {
     loop {
         let connected = shared
             .peers
-            .lock()
-            .expect("peer lock")
+            .locked()
             .values()
             .any(|p| p.state != PeerState::Down);
         if !connected {
@@ -87,17 +87,12 @@ pub(super) fn register(shared: &Arc<Shared>, peer: Peer) {
     let stale = current.and_then(|c| {
         shared
             .conns
-            .lock()
-            .expect("conn lock")
+            .locked()
             .get(&c)
             .filter(|q| q.close_reason().is_some())
             .map(|q| (c, q.remote_address()))
     });
-    shared
-        .conns
-        .lock()
-        .expect("conn lock")
-        .insert(conn.stable_id(), conn.clone());
+    shared.conns.locked().insert(conn.stable_id(), conn.clone());
     shared.with_core(|core, now| {
         for r in new_revocations {
             if let Err(e) = core.handle_revocation(now, r) {
@@ -196,11 +191,7 @@ async fn read_connection(
         }
     }
     let _ = conn.closed().await;
-    shared
-        .conns
-        .lock()
-        .expect("conn lock")
-        .remove(&conn.stable_id());
+    shared.conns.locked().remove(&conn.stable_id());
     let remote = conn.remote_address();
     let other_live =
         shared.with_core(|core, now| core.handle_closed(now, id, conn.stable_id(), remote));
@@ -244,8 +235,7 @@ pub(super) fn open_connection(shared: &Shared, peer: &NodeId) -> Option<quinn::C
     let current = shared.core().connection(peer)?;
     shared
         .conns
-        .lock()
-        .expect("conn lock")
+        .locked()
         .get(&current)
         .filter(|c| c.close_reason().is_none())
         .cloned()

@@ -2,6 +2,7 @@
 //! timers. It sleeps only until the core's next timeout or a wake-up from a task that fed the
 //! core (a datagram, a stream, an API call); it never polls.
 
+use macula_core::sync::Locked;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -55,29 +56,29 @@ fn execute(shared: &Arc<Shared>, out: CoreOutput) {
         CoreOutput::DhtRequest { to, id, req } => send_dht(shared, to, id, req),
         CoreOutput::Deliver(p) => shared.deliver(p),
         CoreOutput::Subscribed { token, acked } => {
-            if let Some(done) = shared.subscribing.lock().expect("sub lock").remove(&token) {
+            if let Some(done) = shared.subscribing.locked().remove(&token) {
                 let _ = done.send(acked);
             }
         }
         CoreOutput::LookupDone { lookup, result } => {
-            if let Some(done) = shared.lookups.lock().expect("lookup lock").remove(&lookup) {
+            if let Some(done) = shared.lookups.locked().remove(&lookup) {
                 let _ = done.send(result);
             }
         }
         // The table callers read and the changes they watch move together.
         CoreOutput::PeerChanged(peer) => {
-            let mut peers = shared.peers.lock().expect("peer lock");
+            let mut peers = shared.peers.locked();
             peers.insert(peer.id, peer.clone());
             let _ = shared.changes.send(PeerChanged { peer, left: false });
         }
         CoreOutput::PeerForgotten(id) => {
-            let gone = shared.peers.lock().expect("peer lock").remove(&id);
+            let gone = shared.peers.locked().remove(&id);
             if let Some(peer) = gone {
                 send_left(shared, peer);
             }
         }
         CoreOutput::PeerLeft(id) => {
-            let known = shared.peers.lock().expect("peer lock").get(&id).cloned();
+            let known = shared.peers.locked().get(&id).cloned();
             send_left(
                 shared,
                 known.unwrap_or(PeerInfo {
@@ -105,7 +106,7 @@ fn execute(shared: &Arc<Shared>, out: CoreOutput) {
         CoreOutput::Close {
             conn, code, reason, ..
         } => {
-            if let Some(c) = shared.conns.lock().expect("conn lock").get(&conn) {
+            if let Some(c) = shared.conns.locked().get(&conn) {
                 c.close(VarInt::from_u32(code), reason.as_bytes());
             }
         }
@@ -134,7 +135,7 @@ fn send_swim(shared: &Arc<Shared>, to: NodeId, data: Vec<u8>) {
         return;
     }
     let plan = shared.dial_plan(&to);
-    if plan.direct.is_empty() || !shared.dialing.lock().expect("dial lock").insert(to) {
+    if plan.direct.is_empty() || !shared.dialing.locked().insert(to) {
         return;
     }
     let shared = shared.clone();
@@ -147,14 +148,14 @@ fn send_swim(shared: &Arc<Shared>, to: NodeId, data: Vec<u8>) {
             }
             Err(e) => tracing::debug!(peer = %to, "dial failed: {e}"),
         }
-        shared.dialing.lock().expect("dial lock").remove(&to);
+        shared.dialing.locked().remove(&to);
     });
 }
 
 /// Dials `peer` (reached through a relay) at `addrs` only, in the background, unless a dial to
 /// it is under way; the core keeps the direct connection and retires the relayed one.
 fn dial_direct(shared: &Arc<Shared>, peer: NodeId, addrs: Vec<SocketAddr>) {
-    if !shared.dialing.lock().expect("dial lock").insert(peer) {
+    if !shared.dialing.locked().insert(peer) {
         return;
     }
     let plan = DialPlan {
@@ -168,7 +169,7 @@ fn dial_direct(shared: &Arc<Shared>, peer: NodeId, addrs: Vec<SocketAddr>) {
             Ok(p) => register(&shared, p),
             Err(e) => tracing::debug!(peer = %peer, "no direct path yet: {e}"),
         }
-        shared.dialing.lock().expect("dial lock").remove(&peer);
+        shared.dialing.locked().remove(&peer);
     });
 }
 

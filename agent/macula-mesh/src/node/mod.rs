@@ -9,6 +9,7 @@
 //! * This module: [`MeshNode`], the API; every rule (peer table, which of two duplicate
 //!   connections is kept, relay choice, timers) is the core's.
 
+use macula_core::sync::Locked;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -179,7 +180,7 @@ impl Shared {
 
     /// The core, to read.
     fn core(&self) -> MutexGuard<'_, MeshCore> {
-        self.core.lock().expect("core lock")
+        self.core.locked()
     }
 
     /// Feeds the core, then wakes the driver to execute what it asks for.
@@ -204,9 +205,9 @@ impl Shared {
     /// The driver ended: callers waiting for it get their answer now (none).
     fn stopped(&self) {
         self.stopped.store(true, Ordering::Release);
-        self.subscribing.lock().expect("sub lock").clear();
-        self.lookups.lock().expect("lookup lock").clear();
-        if let Some(done) = self.leaving.lock().expect("leave lock").take() {
+        self.subscribing.locked().clear();
+        self.lookups.locked().clear();
+        if let Some(done) = self.leaving.locked().take() {
             let _ = done.send(());
         }
     }
@@ -223,14 +224,14 @@ impl Shared {
                 DhtOp::Put(rec) => core.dht_put(now, rec),
             };
             // Registered under the core's lock: the driver cannot see the result before.
-            self.lookups.lock().expect("lookup lock").insert(id, done);
+            self.lookups.locked().insert(id, done);
         });
         rx.await.ok()
     }
 
     /// Queues a publication for this node's subscribers of its topic.
     fn deliver(&self, p: Publication) {
-        let mut inboxes = self.inboxes.lock().expect("inbox lock");
+        let mut inboxes = self.inboxes.locked();
         inboxes.retain(|(_, i)| i.strong_count() > 0);
         for (topic, inbox) in inboxes.iter() {
             if *topic == p.topic
@@ -244,7 +245,7 @@ impl Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        for (_, inbox) in self.inboxes.lock().expect("inbox lock").iter() {
+        for (_, inbox) in self.inboxes.locked().iter() {
             if let Some(inbox) = inbox.upgrade() {
                 inbox.close();
             }
@@ -392,15 +393,13 @@ impl MeshNode {
         });
         shared
             .procedures
-            .write()
-            .expect("procedure lock")
+            .locked()
             .insert(DHT_PROCEDURE.to_string(), Procedure::Plain(dht_handler));
         let time_handler: Handler =
             Arc::new(|_, _| Box::pin(async { Ok(wire::encode(&unix_ms())) }));
         shared
             .procedures
-            .write()
-            .expect("procedure lock")
+            .locked()
             .insert(TIME_PROCEDURE.to_string(), Procedure::Plain(time_handler));
         let tasks = vec![
             tokio::spawn(keep_time(shared.clone(), config.set_clock, config.ntp)),
@@ -434,18 +433,12 @@ impl MeshNode {
 
     /// All known peers (alive, suspect, and down ones not yet forgotten), by node ID.
     pub fn peers(&self) -> Vec<PeerInfo> {
-        self.shared
-            .peers
-            .lock()
-            .expect("peer lock")
-            .values()
-            .cloned()
-            .collect()
+        self.shared.peers.locked().values().cloned().collect()
     }
 
     /// What the realm's clocks say about ours, once a peer answered.
     pub fn clock(&self) -> Option<ClockReport> {
-        *self.shared.clock.lock().expect("clock lock")
+        *self.shared.clock.locked()
     }
 
     /// Bytes this node holds in frames its peers' streams are still sending (requests and pub/sub
@@ -486,18 +479,13 @@ impl MeshNode {
         let inbox = Arc::new(Inbox::default());
         self.shared
             .inboxes
-            .lock()
-            .expect("inbox lock")
+            .locked()
             .push((topic.to_string(), Arc::downgrade(&inbox)));
         let (done, acked) = tokio::sync::oneshot::channel();
         self.shared.with_core(|core, now| {
             let token = core.subscribe(now, topic)?;
             // Registered under the core's lock: the driver cannot see the answer before.
-            self.shared
-                .subscribing
-                .lock()
-                .expect("sub lock")
-                .insert(token, done);
+            self.shared.subscribing.locked().insert(token, done);
             Ok::<_, PubSubError>(())
         })?;
         let acked = tokio::time::timeout(Duration::from_secs(3), acked)
@@ -546,8 +534,7 @@ impl MeshNode {
     pub fn serve(&self, name: &str, handler: Handler) {
         self.shared
             .procedures
-            .write()
-            .expect("procedure lock")
+            .locked()
             .insert(name.to_string(), Procedure::Plain(handler));
     }
 
@@ -557,8 +544,7 @@ impl MeshNode {
     pub fn serve_stream(&self, name: &str, handler: StreamHandler) {
         self.shared
             .procedures
-            .write()
-            .expect("procedure lock")
+            .locked()
             .insert(name.to_string(), Procedure::Stream(handler));
     }
 
@@ -670,7 +656,7 @@ impl MeshNode {
     pub async fn leave(&self) {
         if !self.shared.is_stopped() {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            *self.shared.leaving.lock().expect("leave lock") = Some(tx);
+            *self.shared.leaving.locked() = Some(tx);
             self.shared.with_core(|core, now| core.leave(now));
             if tokio::time::timeout(Duration::from_secs(1), rx)
                 .await

@@ -2,6 +2,7 @@
 //! handler within the request's deadline, writes its reply or its chunks; a stopped stream drops
 //! the handler.
 
+use macula_core::sync::ReadLocked;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,12 +44,7 @@ pub(super) async fn serve_call(
         }
     };
     let found = crate::rpc::admit(&req).and_then(|deadline| {
-        let procedure = shared
-            .procedures
-            .read()
-            .expect("procedure lock")
-            .get(&req.procedure)
-            .cloned();
+        let procedure = shared.procedures.read_locked().get(&req.procedure).cloned();
         procedure.map(|p| (deadline, p)).ok_or_else(|| {
             RpcError::new(
                 ErrorCode::NoSuchProcedure,

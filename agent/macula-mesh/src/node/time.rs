@@ -1,6 +1,7 @@
 //! Time: the persisted metadata clock ([`ClockState`] in `<state>/mesh-clock`) and the realm's
 //! clock read from peers ([`TIME_PROCEDURE`]), stepping ours when allowed.
 
+use macula_core::sync::Locked;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -181,7 +182,7 @@ pub(super) async fn keep_time(shared: Arc<Shared>, set_clock: bool, ntp: Vec<Str
             },
         };
         if let Some(e) = estimate {
-            *shared.clock.lock().expect("clock lock") = Some(ClockReport {
+            *shared.clock.locked() = Some(ClockReport {
                 offset_ms: e.offset_ms,
                 peers: e.peers,
                 hubs: e.hubs,

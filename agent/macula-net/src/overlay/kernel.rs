@@ -8,6 +8,7 @@
 //! [`DeviceStatus`] the UAPI `get` gives. Both are pure and unit-tested; [`parse_device`] has a
 //! fuzz target (`fuzz/fuzz_targets/wg_netlink.rs`).
 
+use macula_core::sync::Locked;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
@@ -428,7 +429,7 @@ impl KernelWg {
 
     /// Applies UAPI `set` lines (see [`set_requests`]).
     pub fn set(&self, lines: &str) -> Result<(), KernelWgError> {
-        let fd = self.fd.lock().unwrap_or_else(|e| e.into_inner());
+        let fd = self.fd.locked();
         for req in set_requests(self.family, &self.ifname, lines)? {
             transact(&fd, &req, "configuring WireGuard")?;
         }
@@ -445,7 +446,7 @@ impl KernelWg {
         let mut name = self.ifname.as_bytes().to_vec();
         name.push(0);
         b.attr(DEV_IFNAME, &name);
-        let fd = self.fd.lock().unwrap_or_else(|e| e.into_inner());
+        let fd = self.fd.locked();
         parse_device(&transact(&fd, &b.finish(), "reading WireGuard")?)
     }
 }
