@@ -6,6 +6,7 @@
 #   make test-wireguard ARCH=...  two guests on a QEMU socket link bring up kernel WireGuard
 #   make test-mixed-realm  an x86_64 hub and an aarch64 edge guest form a realm through the agent:
 #                    membership, put/get across the architectures, kernel WireGuard overlay
+#   make bench-boot    boot to agent-ready vs a bare boot, median of BOOT_ROUNDS (5) pairs
 #   make test-aarch64-unit  macula-core/-store/-mesh tests built for aarch64, run under
 #                    qemu-aarch64-static -cpu cortex-a72 (the Pi 4's core; its AEAD choice: docs/image.md)
 # AGENT=yes (default: the image carries maculad/maculactl; an image without the agent is no
@@ -42,7 +43,7 @@ else
 $(error AGENT must be yes or no, not '$(AGENT)')
 endif
 
-.PHONY: image bundle qemu test-qemu test-wireguard test-mixed-realm test-aarch64-unit image-deps image-keys \
+.PHONY: image bundle qemu test-qemu test-wireguard test-mixed-realm test-aarch64-unit bench-boot image-deps image-keys \
 	image-agent check-buildroot
 
 image-deps:
@@ -98,6 +99,13 @@ test-mixed-realm:
 	@test -f build/image/x86_64/disk.img || $(MAKE) --no-print-directory image ARCH=x86_64 CONSOLE_SHELL=1
 	@test -f build/image/aarch64/disk.img || $(MAKE) --no-print-directory image ARCH=aarch64 CONSOLE_SHELL=1
 	$(IMAGE_PY) tests/qemu/test_mixed_realm.py
+
+# Boot time as a benchmark (issue: agent ready ≤ +1 s over a bare boot under TCG): BOOT_ROUNDS
+# pairs of fresh first boots, bare test image vs production image with the agent; medians.
+bench-boot: CONSOLE_SHELL = 1
+bench-boot: image
+	$(IMAGE_PY) tests/qemu/test_image.py --arch x86_64 --image-dir $(IMAGE_OUT) --keys $(IMAGE_KEYS) \
+	  --agent-dir $(AGENT_DIR) --work build/bench-boot --boot-rounds $${BOOT_ROUNDS:-5}
 
 test-aarch64-unit: deps
 	image/cross-aarch64.sh test

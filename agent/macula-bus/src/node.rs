@@ -575,4 +575,18 @@ mod tests {
         };
         assert_eq!(keys(&peer), documented("io.macula.Mesh1", "Peers"));
     }
+
+    #[test]
+    fn update_status_keys_are_the_documented_ones() {
+        let status = crate::update::UpdateStatus {
+            booted: String::new(),
+            primary: String::new(),
+            operation: String::new(),
+            last_error: String::new(),
+            compatible: String::new(),
+            health: String::new(),
+            slots: vec![],
+        };
+        assert_eq!(keys(&status), documented("io.macula.Update1", "Status()"));
+    }
 }

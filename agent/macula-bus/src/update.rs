@@ -27,11 +27,30 @@ pub trait ProgressSink: Send + Sync + 'static {
     fn progress(&self, percent: i32, message: String) -> BoxFuture<'_, ()>;
 }
 
+/// `Update1.Status()`: RAUC's view of the A/B slots and the agent's health check.
+#[derive(Debug, Clone, PartialEq, Eq, zbus::zvariant::SerializeDict, zbus::zvariant::Type)]
+#[zvariant(signature = "a{sv}", crate = "zbus::zvariant")]
+pub struct UpdateStatus {
+    /// The slot's boot name that runs now.
+    pub booted: String,
+    /// The slot the boot loader tries next.
+    pub primary: String,
+    /// RAUC's operation (`idle`, `installing`).
+    pub operation: String,
+    /// RAUC's last error (empty: none).
+    pub last_error: String,
+    /// The system's compatible string (bundles must match it).
+    pub compatible: String,
+    /// The agent's health check state.
+    pub health: String,
+    /// One `name bootname state boot-status version` line per slot (`-` when unknown).
+    pub slots: Vec<String>,
+}
+
 /// What the update interface needs from the daemon.
 pub trait UpdateControl: Send + Sync + 'static {
-    /// Summary: `booted`, `primary`, `operation`, `last_error`, `compatible`, `health`, `slots`
-    /// (array of `name bootname state boot-status version` strings).
-    fn status(&self) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>>;
+    /// Slots, boot order, running operation and health check state.
+    fn status(&self) -> BoxFuture<'_, Result<UpdateStatus, Error>>;
     /// Refuses an installation that cannot start: `path` is not a readable file
     /// (`InvalidArgument`), the update service is missing (`Unavailable`) or busy (`Busy`).
     fn check_install(&self, path: &str) -> BoxFuture<'_, Result<(), Error>>;
@@ -76,7 +95,7 @@ impl ProgressSink for SignalSink {
 #[zbus::interface(name = "io.macula.Update1")]
 impl UpdateObject {
     /// Slots, boot order, running operation and health check state.
-    async fn status(&self) -> Result<HashMap<String, OwnedValue>, Error> {
+    async fn status(&self) -> Result<UpdateStatus, Error> {
         self.control.status().await
     }
 

@@ -2,17 +2,15 @@
 //! marks the running slot good.
 
 use macula_core::sync::Locked;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use macula_bus::Error;
-use macula_bus::update::{BoxFuture, ProgressSink, UpdateControl};
+use macula_bus::update::{BoxFuture, ProgressSink, UpdateControl, UpdateStatus};
 use macula_update::{
     Check, CheckState, Decision, Observation, Rauc, UpdateError, UpdateSection, decide,
 };
-use zbus::zvariant::{OwnedValue, Value};
 
 /// The daemon's side of `io.macula.Update1`.
 pub struct UpdateGlue {
@@ -52,11 +50,6 @@ async fn connect_rauc(cell: &tokio::sync::OnceCell<Option<Rauc>>) -> Result<Rauc
     })
 }
 
-fn owned(v: Value<'_>) -> OwnedValue {
-    v.try_to_owned()
-        .expect("plain values have no file descriptors")
-}
-
 impl UpdateGlue {
     pub fn new(config: UpdateSection) -> Arc<Self> {
         Arc::new(Self {
@@ -76,33 +69,10 @@ impl UpdateGlue {
 }
 
 impl UpdateControl for UpdateGlue {
-    fn status(&self) -> BoxFuture<'_, Result<HashMap<String, OwnedValue>, Error>> {
+    fn status(&self) -> BoxFuture<'_, Result<UpdateStatus, Error>> {
         Box::pin(async move {
             let rauc = self.rauc().await?;
-            let mut m = HashMap::new();
-            m.insert(
-                "booted".into(),
-                owned(Value::from(rauc.booted().await.map_err(to_bus)?)),
-            );
-            m.insert(
-                "primary".into(),
-                owned(Value::from(rauc.primary().await.map_err(to_bus)?)),
-            );
-            m.insert(
-                "operation".into(),
-                owned(Value::from(rauc.operation().await.map_err(to_bus)?)),
-            );
-            m.insert(
-                "last_error".into(),
-                owned(Value::from(rauc.last_error().await.map_err(to_bus)?)),
-            );
-            m.insert(
-                "compatible".into(),
-                owned(Value::from(rauc.compatible().await.map_err(to_bus)?)),
-            );
-            let health = self.health.locked().clone();
-            m.insert("health".into(), owned(Value::from(health)));
-            let slots: Vec<String> = rauc
+            let slots = rauc
                 .slots()
                 .await
                 .map_err(to_bus)?
@@ -118,8 +88,15 @@ impl UpdateControl for UpdateGlue {
                     )
                 })
                 .collect();
-            m.insert("slots".into(), owned(Value::from(slots)));
-            Ok(m)
+            Ok(UpdateStatus {
+                booted: rauc.booted().await.map_err(to_bus)?,
+                primary: rauc.primary().await.map_err(to_bus)?,
+                operation: rauc.operation().await.map_err(to_bus)?,
+                last_error: rauc.last_error().await.map_err(to_bus)?,
+                compatible: rauc.compatible().await.map_err(to_bus)?,
+                health: self.health.locked().clone(),
+                slots,
+            })
         })
     }
 
