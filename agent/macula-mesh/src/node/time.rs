@@ -86,24 +86,25 @@ pub struct ClockReport {
 pub(super) async fn keep_time(shared: Arc<Shared>, set_clock: bool, ntp: Vec<String>) {
     let mut stepped_ms = 0i64;
     let mut said_off: Option<i64> = None;
-    let mut said_ntp: Option<String> = None;
+    // Per server, the failure last logged (each is said once until the server answers again).
+    let mut said_ntp: Vec<Option<String>> = vec![None; ntp.len()];
     tokio::time::sleep(TIME_RETRY).await;
     loop {
         let sources = shared.core().time_sources(TIME_PEERS);
         // Fresh readings each round: peers that left or stopped answering no longer count.
         let mut rc = RealmClock::new(CLOCK_THRESHOLD_MS);
-        for server in &ntp {
+        for (server, said) in ntp.iter().zip(&mut said_ntp) {
             match ask_ntp(server).await {
                 Ok(r) => {
                     rc.sample_ntp(r.offset_ms, r.rtt_ms);
-                    said_ntp = None;
+                    *said = None;
                 }
                 // Said once per kind of failure: an appliance offline says it once, not every minute.
                 Err(e) => {
                     let e = format!("NTP server {server}: {e}");
-                    if said_ntp.as_ref() != Some(&e) {
+                    if said.as_ref() != Some(&e) {
                         tracing::info!(target: "macula::mesh", "{e}; the realm's clocks tell the time");
-                        said_ntp = Some(e);
+                        *said = Some(e);
                     }
                 }
             }
