@@ -3,6 +3,8 @@
 //! Protocol logic is sans-IO: [`core::MeshCore`] ties membership, pub/sub and the DHT together;
 //! [`node`] is the tokio shell that drives it. Wire format: `docs/protocol.md`.
 
+pub mod advertise;
+pub mod announce;
 pub mod beacon;
 pub mod clock;
 pub mod config;
@@ -17,6 +19,7 @@ pub mod proto;
 pub mod pubsub;
 pub mod realm;
 pub mod relay;
+pub mod revocations;
 pub mod rpc;
 pub mod sig;
 pub mod sim;

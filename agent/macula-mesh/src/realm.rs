@@ -131,6 +131,70 @@ pub struct CertBody {
 /// Longest node name in a certificate.
 pub const MAX_NAME: usize = 64;
 
+/// How far before its issue a new certificate's `not_before` is set, so members whose clocks lag
+/// by a few minutes do not think their clock is behind.
+pub const NOT_BEFORE_SLACK_S: u64 = 300;
+
+/// Validity of the certificate a node issues itself when it creates a realm.
+pub const FOUNDER_VALID_DAYS: u32 = 3650;
+
+/// Longest validity an admission grants (`maculactl realm admit --days`); the shortest is a day.
+pub const MAX_VALID_DAYS: u32 = 3650;
+
+/// A name an admission may give: 1 to [`MAX_NAME`] bytes.
+pub fn check_name(name: &str) -> Result<(), CertError> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(CertError::NameLength);
+    }
+    Ok(())
+}
+
+impl CertBody {
+    /// The certificate of the node that creates realm `realm` at `now`: valid for
+    /// [`FOUNDER_VALID_DAYS`], named `name` or, when that is empty, the short node ID.
+    pub fn founder(realm: RealmId, node: NodeId, role: Role, name: &str, now: u64) -> Self {
+        let name = if name.is_empty() {
+            node.short()
+        } else {
+            name.to_string()
+        };
+        Self::valid_for(realm, node, role, name, FOUNDER_VALID_DAYS, now)
+    }
+
+    /// The certificate of a node admitted at `now` for `valid_days` (clamped to 1 ..=
+    /// [`MAX_VALID_DAYS`]). Refuses an empty name or one over [`MAX_NAME`] bytes.
+    pub fn admitted(
+        realm: RealmId,
+        node: NodeId,
+        role: Role,
+        name: String,
+        valid_days: u32,
+        now: u64,
+    ) -> Result<Self, CertError> {
+        check_name(&name)?;
+        let days = valid_days.clamp(1, MAX_VALID_DAYS);
+        Ok(Self::valid_for(realm, node, role, name, days, now))
+    }
+
+    fn valid_for(
+        realm: RealmId,
+        node: NodeId,
+        role: Role,
+        name: String,
+        days: u32,
+        now: u64,
+    ) -> Self {
+        Self {
+            realm,
+            node,
+            role,
+            name,
+            not_before: now.saturating_sub(NOT_BEFORE_SLACK_S),
+            expires: now + u64::from(days) * 86_400,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Issuer {
     /// Signed by the realm key.
@@ -279,6 +343,8 @@ pub enum CertError {
     Revoked(NodeId),
     #[error("node name is longer than {MAX_NAME} bytes")]
     NameTooLong,
+    #[error("a name has 1 to {MAX_NAME} bytes")]
+    NameLength,
     #[error("not a membership certificate file: {0}")]
     Format(String),
 }
@@ -521,6 +587,34 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issue_policy_backdates_clamps_and_names() {
+        let realm = RealmKey::from_seed([1; 32]).id();
+        let node = NodeKey::from_seed([2; 32]).node_id();
+        let now = 1_700_000_000;
+        let f = CertBody::founder(realm, node, Role::Hub, "", now);
+        assert_eq!(f.name, node.short());
+        assert_eq!(f.not_before, now - 300);
+        assert_eq!(f.expires, now + 3650 * 86_400);
+        assert_eq!(
+            CertBody::founder(realm, node, Role::Hub, "hub", now).name,
+            "hub"
+        );
+        let a = CertBody::admitted(realm, node, Role::Edge, "e".into(), 0, now).unwrap();
+        assert_eq!((a.not_before, a.expires), (now - 300, now + 86_400));
+        let a = CertBody::admitted(realm, node, Role::Edge, "e".into(), 9999, now).unwrap();
+        assert_eq!(a.expires, now + 3650 * 86_400);
+        let a = CertBody::admitted(realm, node, Role::Edge, "e".into(), 30, 10).unwrap();
+        assert_eq!((a.not_before, a.expires), (0, 10 + 30 * 86_400));
+        for bad in [String::new(), "x".repeat(MAX_NAME + 1)] {
+            assert_eq!(
+                CertBody::admitted(realm, node, Role::Edge, bad, 30, now),
+                Err(CertError::NameLength)
+            );
+        }
+        assert!(CertBody::admitted(realm, node, Role::Edge, "x".repeat(MAX_NAME), 30, now).is_ok());
+    }
 
     fn body(realm: RealmId, node: NodeId) -> CertBody {
         CertBody {

@@ -4,6 +4,8 @@
 /// The sans-IO modules and their source.
 const SANS_IO: &[(&str, &str)] = &[
     ("core.rs", include_str!("../src/core.rs")),
+    ("announce.rs", include_str!("../src/announce.rs")),
+    ("advertise.rs", include_str!("../src/advertise.rs")),
     ("membership.rs", include_str!("../src/membership.rs")),
     ("dht.rs", include_str!("../src/dht.rs")),
     ("pubsub.rs", include_str!("../src/pubsub.rs")),

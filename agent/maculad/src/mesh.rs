@@ -13,12 +13,14 @@ use macula_bus::mesh::{MeshControl, MeshObject, MeshPeer};
 use macula_bus::{Caller, Error};
 use macula_core::NodeKey;
 use macula_core::config::Role;
-use macula_core::wire;
+use macula_mesh::advertise;
+use macula_mesh::announce::{Announce, CapacityAnnouncer};
 use macula_mesh::beacon;
 use macula_mesh::config::MeshSection;
-use macula_mesh::membership::{Capacity, FailureDomains, MAX_META_ADDRS, MembershipConfig};
+use macula_mesh::membership::{Capacity, FailureDomains, MembershipConfig};
 use macula_mesh::node::{Bootstrap, BootstrapError, MeshNode, NodeConfig, PeerInfo};
 use macula_mesh::realm::{Admission, CertBody, MembershipCert, RealmKey, Revocation};
+use macula_mesh::revocations::RevocationStore;
 use macula_mesh::transport::{TransportParams, unix_now};
 use macula_net::overlay::{WgKey, peer_public_key};
 use zbus::object_server::SignalEmitter;
@@ -43,78 +45,6 @@ pub struct MeshGlue {
     workers: Workers,
 }
 
-/// Least time between two announcements of this node's storage capacity: every announcement
-/// is a rumor that every member retransmits.
-pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Decides when a new storage capacity is worth announcing: when the quota changed, or free
-/// space moved by at least 1 % of the quota or one shard (the smaller: placement skips a node
-/// without room for a shard, so that much matters) since the last announcement; and at most once
-/// per [`ANNOUNCE_INTERVAL`] — a change that comes sooner is held and announced (its latest value)
-/// when the interval has passed. Pure: the caller passes the time.
-#[derive(Debug)]
-struct CapacityAnnouncer {
-    /// What members heard last (or hear when the mesh starts).
-    announced: Capacity,
-    at: Option<Instant>,
-    /// A change held back by the interval (a timer is due for it).
-    held: Option<Capacity>,
-}
-
-/// What to do with an offered capacity.
-#[derive(Debug, PartialEq, Eq)]
-enum Announce {
-    /// Announce it now.
-    Now(Capacity),
-    /// Call [`CapacityAnnouncer::due`] after this long.
-    Later(Duration),
-    Nothing,
-}
-
-impl CapacityAnnouncer {
-    fn new(capacity: Capacity) -> Self {
-        Self {
-            announced: capacity,
-            at: None,
-            held: None,
-        }
-    }
-
-    fn offer(&mut self, c: Capacity, shard_bytes: u64, now: Instant) -> Announce {
-        let threshold = (c.storage_total / 100).min(shard_bytes).max(1);
-        let moved = c.storage_total != self.announced.storage_total
-            || c.storage_free.abs_diff(self.announced.storage_free) >= threshold;
-        if !moved {
-            // Back near what members know: nothing to tell them.
-            self.held = None;
-            return Announce::Nothing;
-        }
-        match self.at.map(|at| now.saturating_duration_since(at)) {
-            Some(since) if since < ANNOUNCE_INTERVAL => {
-                if self.held.replace(c).is_some() {
-                    Announce::Nothing
-                } else {
-                    Announce::Later(ANNOUNCE_INTERVAL - since)
-                }
-            }
-            _ => {
-                self.held = None;
-                self.announced = c;
-                self.at = Some(now);
-                Announce::Now(c)
-            }
-        }
-    }
-
-    /// The held change, now announced (when a [`Announce::Later`] is due).
-    fn due(&mut self, now: Instant) -> Option<Capacity> {
-        let c = self.held.take()?;
-        self.announced = c;
-        self.at = Some(now);
-        Some(c)
-    }
-}
-
 /// Where the realm key lives when this node created the realm (`<state>/realm/node.key`).
 fn realm_key_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("realm")
@@ -123,10 +53,9 @@ fn realm_key_dir(state_dir: &Path) -> PathBuf {
 /// RPC procedure every member serves: answers with its certificate name (`maculactl ping`).
 const PING: &str = "mesh.ping";
 
-/// Where known revocations are kept across restarts: one file per revoked node,
-/// `<state>/revoked/<node-id>.rev`, holding the realm-signed revocation in wire encoding.
-fn revoked_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("revoked")
+/// Where known revocations are kept across restarts (`macula_mesh::revocations`).
+fn revocation_store(state_dir: &Path) -> RevocationStore {
+    RevocationStore::new(state_dir.join("revoked"))
 }
 
 fn parse_role(s: &str) -> Result<Role, Error> {
@@ -262,7 +191,7 @@ impl MeshGlue {
                 capacity: {
                     let mut c = self.capacity.locked();
                     c.due(Instant::now());
-                    c.announced
+                    c.announced()
                 },
                 domains: self.domains.clone(),
                 state_dir: Some(self.state_dir.clone()),
@@ -363,55 +292,39 @@ impl MeshGlue {
     /// Loads the stored revocations into `admission` (before the endpoint accepts anyone).
     /// A file that does not decode or verify is reported and left in place.
     fn load_revocations(&self, admission: &Admission) -> Vec<Revocation> {
-        let dir = revoked_dir(&self.state_dir);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return vec![],
+        let store = revocation_store(&self.state_dir);
+        let loaded = match store.load(admission) {
+            Ok(l) => l,
             Err(e) => {
-                tracing::error!(target: "macula::mesh", dir = %dir.display(), error = %e,
+                tracing::error!(target: "macula::mesh", dir = %store.dir().display(), error = %e,
                     "cannot read the stored revocations; revoked nodes are refused again once \
                      members re-spread them. Check the directory's permissions");
                 return vec![];
             }
         };
-        let mut out = vec![];
-        for path in entries.flatten().map(|e| e.path()) {
-            if path.extension().is_none_or(|x| x != "rev") {
-                continue;
-            }
-            let rev = std::fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| wire::decode::<Revocation>(&b).map_err(|e| e.to_string()))
-                .and_then(|r| {
-                    admission
-                        .revoke(r.clone())
-                        .map(|_| r)
-                        .map_err(|e| e.to_string())
-                });
-            match rev {
-                Ok(r) => out.push(r),
-                Err(e) => tracing::warn!(target: "macula::mesh", file = %path.display(),
-                    error = %e, "ignoring a stored revocation (not for this realm or damaged); \
-                    delete the file if it is not needed"),
-            }
+        for (path, e) in &loaded.ignored {
+            tracing::warn!(target: "macula::mesh", file = %path.display(),
+                error = %e, "ignoring a stored revocation (not for this realm or damaged); \
+                delete the file if it is not needed");
         }
-        if !out.is_empty() {
-            tracing::info!(target: "macula::mesh", count = out.len(), "stored revocations loaded");
+        if !loaded.revocations.is_empty() {
+            tracing::info!(target: "macula::mesh", count = loaded.revocations.len(),
+                "stored revocations loaded");
         }
-        out
+        loaded.revocations
     }
 
     /// Writes every revocation `admission` learns (issued here or heard from members) to the
     /// state directory when it is recorded, and once more when stopped (the worker
     /// `mesh.revocations`).
     fn keep_revocations(&self, admission: Arc<Admission>) {
-        let dir = revoked_dir(&self.state_dir);
+        let store = revocation_store(&self.state_dir);
         let mut changes = admission.revocations_changed();
         changes.mark_changed();
         self.workers.spawn("mesh.revocations", |ctx| async move {
             loop {
                 let next = ctx.wait(changes.changed()).await;
-                store_revocations(&ctx, &dir, &admission);
+                store_revocations(&ctx, &store, &admission);
                 if !matches!(next, Some(Ok(()))) {
                     return Ok(());
                 }
@@ -522,16 +435,10 @@ impl MeshGlue {
 }
 
 /// Writes the revocations `admission` knows that are not stored yet.
-fn store_revocations(ctx: &WorkerCtx, dir: &Path, admission: &Admission) {
-    for rev in admission.revocations() {
-        let path = dir.join(format!("{}.rev", rev.body.node));
-        if path.exists() {
-            continue;
-        }
-        let res = std::fs::create_dir_all(dir)
-            .and_then(|()| macula_core::fsutil::write_atomic(&path, &wire::encode(&rev), 0o644));
+fn store_revocations(ctx: &WorkerCtx, store: &RevocationStore, admission: &Admission) {
+    for (node, path, res) in store.store_new(admission) {
         match res {
-            Ok(()) => tracing::info!(target: "macula::mesh", node = %rev.body.node,
+            Ok(()) => tracing::info!(target: "macula::mesh", %node,
                 file = %path.display(), "revocation stored"),
             Err(e) => {
                 tracing::error!(target: "macula::mesh", file = %path.display(),
@@ -635,14 +542,13 @@ impl MeshControl for MeshGlue {
         let (key, _) = NodeKey::load_or_create(&dir)
             .map_err(|e| Error::Failed(format!("cannot create the realm key: {e}")))?;
         let realm = RealmKey::from_node_key(key);
-        let cert = realm.issue(CertBody {
-            realm: realm.id(),
-            node: self.key.node_id(),
-            role: self.node_role,
-            name: name_or_id(&name, &self.key),
-            not_before: unix_now().saturating_sub(300),
-            expires: unix_now() + 10 * 365 * 86_400,
-        });
+        let cert = realm.issue(CertBody::founder(
+            realm.id(),
+            self.key.node_id(),
+            self.node_role,
+            &name,
+            unix_now(),
+        ));
         self.write_cert(&cert)?;
         self.start_node(cert)?;
         tracing::info!(target: "macula::mesh", realm = %realm.id(), "created a realm");
@@ -660,23 +566,13 @@ impl MeshControl for MeshGlue {
             .parse()
             .map_err(|e| Error::InvalidArgument(format!("node ID `{node_id}`: {e}")))?;
         let role = parse_role(&role)?;
-        if name.is_empty() || name.len() > macula_mesh::realm::MAX_NAME {
-            return Err(Error::InvalidArgument(format!(
-                "a name has 1 to {} bytes",
-                macula_mesh::realm::MAX_NAME
-            )));
-        }
+        // Said before a missing realm key.
+        let invalid = |e: macula_mesh::realm::CertError| Error::InvalidArgument(e.to_string());
+        macula_mesh::realm::check_name(&name).map_err(invalid)?;
         let realm = self.realm_key()?;
-        let days = u64::from(valid_days.clamp(1, 3650));
-        let cert = realm.issue(CertBody {
-            realm: realm.id(),
-            node,
-            role,
-            name,
-            not_before: unix_now().saturating_sub(300),
-            expires: unix_now() + days * 86_400,
-        });
-        Ok(cert.to_text())
+        let body = CertBody::admitted(realm.id(), node, role, name, valid_days, unix_now())
+            .map_err(invalid)?;
+        Ok(realm.issue(body).to_text())
     }
 
     fn revoke(&self, node_id: String) -> Result<(), Error> {
@@ -804,124 +700,39 @@ impl MeshControl for MeshGlue {
     }
 }
 
-/// The addresses announced to members, with the interface (uplink) each one is on: `[mesh]
-/// advertise` as written (uplink `default`); else, when the mesh listens on the unspecified
-/// address, every address of the listen family on every up, non-loopback interface (IPv6
-/// link-local skipped; at most [`MAX_META_ADDRS`] — members refuse more), read at start; else the
-/// bound address.
+/// The addresses announced to members, with the interface (uplink) each one is on
+/// (`macula_mesh::advertise::select`: the rule), from the host's interfaces read at start. When
+/// they cannot be listed the bound address is announced.
 fn advertised_addrs(config: &MeshSection) -> (Vec<std::net::SocketAddr>, Vec<String>) {
-    if !config.advertise.is_empty() || !config.listen.ip().is_unspecified() {
-        return (config.advertise.clone(), vec![]);
-    }
+    let listed = advertise::select(config.listen, &config.advertise, host_interfaces);
+    listed.unwrap_or_else(|e| {
+        tracing::warn!(target: "macula::mesh", error = %e,
+            "cannot list interface addresses; announcing the bound address. Set [mesh] \
+             advertise to announce reachable ones");
+        (vec![], vec![])
+    })
+}
+
+/// The host's interfaces and their addresses (rtnetlink).
+fn host_interfaces() -> Result<(Vec<advertise::Interface>, Vec<advertise::InterfaceAddr>), String> {
     let host = macula_net::cmd::Host::local();
-    let (links, addrs) = match (
-        macula_net::links::links(&host),
-        macula_net::links::addresses(&host),
-    ) {
-        (Ok(l), Ok(a)) => (l, a),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(target: "macula::mesh", error = %e,
-                "cannot list interface addresses; announcing the bound address. Set [mesh] \
-                 advertise to announce reachable ones");
-            return (vec![], vec![]);
-        }
-    };
-    let mut out = (vec![], vec![]);
-    for a in &addrs {
-        let Some(link) = links.iter().find(|l| l.index == a.index) else {
-            continue;
-        };
-        let link_local =
-            matches!(a.addr, std::net::IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
-        if !link.up
-            || link.loopback
-            || link_local
-            || a.addr.is_ipv4() != config.listen.is_ipv4()
-            || out.0.len() == MAX_META_ADDRS
-        {
-            continue;
-        }
-        out.0
-            .push(std::net::SocketAddr::new(a.addr, config.listen.port()));
-        out.1.push(link.name.clone());
-    }
-    out
-}
-
-/// The certificate name: the given one, else the short node ID.
-fn name_or_id(name: &str, key: &NodeKey) -> String {
-    if name.is_empty() {
-        key.node_id().short()
-    } else {
-        name.to_string()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GIB: u64 = 1 << 30;
-
-    fn cap(free: u64) -> Capacity {
-        Capacity {
-            storage_total: GIB,
-            storage_free: free,
-        }
-    }
-
-    #[test]
-    fn capacity_is_announced_when_it_moved_enough_and_not_too_often() {
-        let shard = 256 << 10;
-        let t0 = Instant::now();
-        let at = |s: u64| t0 + Duration::from_secs(s);
-        let mut a = CapacityAnnouncer::new(cap(GIB));
-        // Less than a shard (and 1 % of 1 GiB is more): not worth a rumor.
-        assert_eq!(a.offer(cap(GIB - 1000), shard, t0), Announce::Nothing);
-        // A shard's worth: announced at once (nothing announced yet).
-        assert_eq!(
-            a.offer(cap(GIB - shard), shard, t0),
-            Announce::Now(cap(GIB - shard))
-        );
-        // The next change within the interval waits for its end; later ones only update it.
-        assert_eq!(
-            a.offer(cap(GIB - 2 * shard), shard, at(1)),
-            Announce::Later(ANNOUNCE_INTERVAL - Duration::from_secs(1))
-        );
-        assert_eq!(
-            a.offer(cap(GIB - 3 * shard), shard, at(2)),
-            Announce::Nothing
-        );
-        assert_eq!(a.due(at(5)), Some(cap(GIB - 3 * shard)));
-        assert_eq!(a.due(at(5)), None);
-        // Held, then back near the announced value: the timer finds nothing to send.
-        assert!(matches!(
-            a.offer(cap(GIB - 5 * shard), shard, at(6)),
-            Announce::Later(_)
-        ));
-        assert_eq!(
-            a.offer(cap(GIB - 3 * shard), shard, at(7)),
-            Announce::Nothing
-        );
-        assert_eq!(a.due(at(10)), None);
-        // A quota change always counts; after the interval it goes out at once.
-        let bigger = Capacity {
-            storage_total: 2 * GIB,
-            storage_free: GIB,
-        };
-        assert_eq!(a.offer(bigger, shard, at(11)), Announce::Now(bigger));
-        // With huge shards, 1 % of the quota is the step.
-        let mut a = CapacityAnnouncer::new(cap(GIB));
-        assert_eq!(
-            a.offer(cap(GIB - GIB / 200), 64 * GIB, t0),
-            Announce::Nothing
-        );
-        assert_eq!(
-            a.offer(cap(GIB - GIB / 100), 64 * GIB, t0),
-            Announce::Now(cap(GIB - GIB / 100))
-        );
-        // No storage: a zero capacity never changes, never announced.
-        let mut a = CapacityAnnouncer::new(Capacity::default());
-        assert_eq!(a.offer(Capacity::default(), 0, t0), Announce::Nothing);
-    }
+    let links = macula_net::links::links(&host).map_err(|e| e.to_string())?;
+    let addrs = macula_net::links::addresses(&host).map_err(|e| e.to_string())?;
+    let links = links
+        .into_iter()
+        .map(|l| advertise::Interface {
+            index: l.index,
+            name: l.name,
+            up: l.up,
+            loopback: l.loopback,
+        })
+        .collect();
+    let addrs = addrs
+        .into_iter()
+        .map(|a| advertise::InterfaceAddr {
+            index: a.index,
+            addr: a.addr,
+        })
+        .collect();
+    Ok((links, addrs))
 }
