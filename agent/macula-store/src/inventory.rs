@@ -9,12 +9,66 @@
 //! `macula_core::wire` of [`InventoryPart`] (docs/protocol.md).
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use macula_core::{NodeId, wire};
 use serde::{Deserialize, Serialize};
 
 use crate::header::SegmentId;
 use crate::repair::HeldShard;
+
+/// Pub/sub topic on which nodes share their shard inventory.
+pub const TOPIC: &str = "macula.storage.inventory";
+
+/// Longest time between two publications of an unchanged inventory (anti-entropy).
+pub const REFRESH: Duration = Duration::from_secs(60);
+
+/// How long after a change of the store its inventory is published: a burst of changes (a put
+/// stores many shards) makes one publication.
+pub const DEBOUNCE: Duration = Duration::from_secs(1);
+
+/// When this node publishes its inventory (sans-IO: the caller passes the time and publishes):
+/// at start, [`DEBOUNCE`] after the first of a burst of changes, and at the latest [`REFRESH`]
+/// (or the local audit interval, if shorter) after the previous publication.
+#[derive(Debug)]
+pub struct Schedule {
+    refresh: Duration,
+    round: u64,
+    due: Instant,
+}
+
+impl Schedule {
+    /// The first publication is due at `now`, with round `first_round + 1`; rounds grow by one a
+    /// publication. `maculad` starts them at the wall clock's milliseconds so a restarted node's
+    /// rounds are new to everyone's [`Assembler`].
+    pub fn new(first_round: u64, audit_interval: Duration, now: Instant) -> Self {
+        Self {
+            refresh: audit_interval.min(REFRESH),
+            round: first_round,
+            due: now,
+        }
+    }
+
+    /// The local store changed at `now`.
+    pub fn changed(&mut self, now: Instant) {
+        self.due = self.due.min(now + DEBOUNCE);
+    }
+
+    /// When [`Schedule::poll`] has a publication to make.
+    pub fn next(&self) -> Instant {
+        self.due
+    }
+
+    /// The round to publish now, if one is due.
+    pub fn poll(&mut self, now: Instant) -> Option<u64> {
+        if now < self.due {
+            return None;
+        }
+        self.round += 1;
+        self.due = now + self.refresh;
+        Some(self.round)
+    }
+}
 
 /// Entries per published part.
 pub const ENTRIES_PER_PART: usize = 1000;
@@ -148,6 +202,33 @@ impl Assembler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inventory_is_published_at_start_after_a_burst_and_as_anti_entropy() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut s = Schedule::new(1000, Duration::from_secs(3600), t0);
+        assert_eq!(s.poll(t0), Some(1001));
+        assert_eq!(s.next(), t0 + REFRESH);
+        // A burst: published once, a second after its first change.
+        s.changed(at(5_000));
+        s.changed(at(5_300));
+        s.changed(at(5_900));
+        assert_eq!(s.next(), at(6_000));
+        assert_eq!(s.poll(at(5_999)), None);
+        assert_eq!(s.poll(at(6_000)), Some(1002));
+        assert_eq!(s.poll(at(6_001)), None);
+        // Unchanged: again after the refresh.
+        assert_eq!(s.next(), at(6_000) + REFRESH);
+        assert_eq!(s.poll(at(6_000) + REFRESH), Some(1003));
+        // A shorter audit interval makes the refresh shorter.
+        let mut s = Schedule::new(0, Duration::from_secs(2), t0);
+        assert_eq!(s.poll(t0), Some(1));
+        assert_eq!(s.next(), at(2_000));
+        // A change never puts the next publication later.
+        s.changed(at(1_500));
+        assert_eq!(s.next(), at(2_000));
+    }
     use macula_core::NodeKey;
 
     fn shards(n: usize) -> Vec<HeldShard> {

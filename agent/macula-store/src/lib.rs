@@ -12,6 +12,7 @@ pub mod config;
 pub mod crypto;
 pub mod header;
 pub mod inventory;
+pub mod membership;
 pub mod mesh;
 pub mod network;
 pub mod object;

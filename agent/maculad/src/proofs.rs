@@ -659,7 +659,7 @@ impl ProofsGlue {
                 .await
                 .map_err(|e| format!("cannot subscribe to {LEDGER_TOPIC}: {e}"))?;
             let mut inventories = node
-                .subscribe(crate::storage::INVENTORY_TOPIC)
+                .subscribe(macula_store::inventory::TOPIC)
                 .await
                 .map_err(|e| format!("cannot subscribe to the inventories: {e}"))?;
             let mut assembler = macula_store::inventory::Assembler::default();

@@ -3,11 +3,11 @@
 //! shared inventories, and `io.macula.Storage1`.
 //!
 //! Storage starts once the mesh runs (at start-up with a certificate, or after `realm join`).
-//! Every node publishes its complete shard inventory on [`INVENTORY_TOPIC`]
-//! (`macula_store::inventory`) about a second after its store changed and at least every
-//! [`INVENTORY_REFRESH`] (or audit interval, if shorter); each node's repair planner watches the
-//! segments it holds a shard of, learns from the others' inventories who holds the rest, and the
-//! one holder ranked first for a segment leads its repair (`macula_store::repair`).
+//! Every node publishes its complete shard inventory on `macula_store::inventory::TOPIC` when
+//! `inventory::Schedule` says; each node's repair planner watches the segments it holds a shard
+//! of, learns from the others' inventories who holds the rest, and the one holder ranked first
+//! for a segment leads its repair (`macula_store::repair`). What the planner hears of membership
+//! and which members placement uses is `macula_store::membership::MembershipFeed`'s.
 
 use macula_core::sync::Locked;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,8 @@ use macula_mesh::membership::Capacity;
 use macula_mesh::node::{MeshNode, PeerState};
 use macula_store::config::StorageConfig;
 use macula_store::header::SegmentId;
-use macula_store::inventory::{self, Assembler};
+use macula_store::inventory::{self, Assembler, Schedule};
+use macula_store::membership::{Actions, MembershipFeed};
 use macula_store::mesh::MeshNetwork;
 use macula_store::network::{Client, ClientError, PutConfig};
 use macula_store::object::Capability;
@@ -32,23 +33,15 @@ use macula_store::placement::NodeInfo;
 use macula_store::repair::{Event, RepairConfig, RepairStatus};
 use macula_store::service::{self, RepairService};
 use macula_store::store::LocalStore;
+use std::time::Instant;
 use zbus::object_server::SignalEmitter;
 
 use crate::mesh::MeshGlue;
 use crate::worker::{WorkerCtx, WorkerResult, Workers};
 
-/// Pub/sub topic on which nodes share their shard inventory.
-pub const INVENTORY_TOPIC: &str = "macula.storage.inventory";
-
 /// Puts, gets and deletes a node runs at once; more wait for a slot. Memory use is about three
 /// segments per transfer (plaintext, coded shards, a reply in flight).
 pub const MAX_TRANSFERS: usize = 4;
-
-/// Longest time between two publications of an unchanged inventory (anti-entropy).
-pub const INVENTORY_REFRESH: Duration = Duration::from_secs(60);
-
-/// How often the store is checked for changes to publish (and so the debounce of a burst).
-const INVENTORY_DEBOUNCE: Duration = Duration::from_secs(1);
 
 /// Storage of this node.
 #[derive(Clone)]
@@ -72,8 +65,9 @@ struct Inner {
     repair_status: Mutex<RepairStatus>,
     /// Inventories published (after each change and every refresh).
     inventory_rounds: AtomicU64,
-    /// Members placement avoids (quarantined by the realm's proofs, `crate::proofs`).
-    excluded: Mutex<std::collections::BTreeSet<NodeId>>,
+    /// Storage's view of membership: exclusions (quarantined by the realm's proofs,
+    /// `crate::proofs`), who is up.
+    feed: Mutex<MembershipFeed>,
 }
 
 struct Running {
@@ -132,7 +126,7 @@ pub fn open(cfg: &StorageConfig, state_dir: &Path, key: &NodeKey) -> Result<Stor
             transfers: tokio::sync::Semaphore::new(MAX_TRANSFERS),
             repair_status: Mutex::default(),
             inventory_rounds: AtomicU64::new(0),
-            excluded: Mutex::default(),
+            feed: Mutex::new(MembershipFeed::new(key.node_id())),
         }),
     })
 }
@@ -162,30 +156,27 @@ impl StorageGlue {
     /// hears them as down (no repair source; their shards are rebuilt elsewhere after the grace)
     /// until they are released and heard as up again.
     pub fn set_excluded(&self, nodes: std::collections::BTreeSet<NodeId>) {
-        let before = std::mem::replace(&mut *self.inner.excluded.locked(), nodes.clone());
-        let Some(r) = self.inner.running.get() else {
-            return;
+        let peers = match self.inner.running.get() {
+            Some(r) => r.node.peers(),
+            None => vec![],
         };
-        // This node's own planner keeps using its own shards whatever the realm thinks of it.
-        let me = r.node.id();
-        for id in nodes.difference(&before).filter(|id| **id != me) {
-            r.repair.send(Event::NodeDown(*id));
-        }
-        for id in before.difference(&nodes) {
-            if let Some(info) = r
-                .node
-                .peers()
-                .iter()
-                .find(|p| p.id == *id)
-                .and_then(peer_info)
-            {
-                r.repair.send(Event::NodeUp(info));
-            }
+        let actions = self.inner.feed.locked().set_excluded(nodes, &peers);
+        if let Some(r) = self.inner.running.get() {
+            self.apply(r, actions);
         }
     }
 
-    fn is_excluded(&self, id: &NodeId) -> bool {
-        self.inner.excluded.locked().contains(id)
+    /// Carries out what the membership feed asks: events to the planner, purge orders to members
+    /// that came up.
+    fn apply(&self, r: &Running, actions: Actions) {
+        for ev in actions.events {
+            r.repair.send(ev);
+        }
+        if let Some(store) = &self.inner.store {
+            for peer in actions.pass_on_purges {
+                pass_on_purges(&r.node, store, peer);
+            }
+        }
     }
 
     /// The shard directory, when storage is on.
@@ -252,22 +243,13 @@ impl StorageGlue {
         repair.send(Event::NodeUp(self.self_info(&store)));
         // Membership → planner. Subscribe before reading the current peers so nothing is missed.
         let mut changes = node.watch_peers();
-        // Members alive now, each sent this node's purge orders once per coming up.
-        let mut up = std::collections::HashSet::new();
-        for p in node.peers() {
-            if let Some(info) = peer_info(&p) {
-                repair.send(Event::NodeUp(info));
-            }
-            if p.state == PeerState::Alive && up.insert(p.id) {
-                pass_on_purges(&node, &store, p.id);
-            }
-        }
-        let sub = match node.subscribe(INVENTORY_TOPIC).await {
+        let start = inner.feed.locked().start(&node.peers());
+        let sub = match node.subscribe(inventory::TOPIC).await {
             Ok(sub) => Some(sub),
             Err(e) => {
                 tracing::error!(target: "macula::storage", error = %e,
                     "cannot hear the realm's inventories; repairs only see local audits");
-                ctx.error(format!("cannot subscribe to {INVENTORY_TOPIC}: {e}"));
+                ctx.error(format!("cannot subscribe to {}: {e}", inventory::TOPIC));
                 None
             }
         };
@@ -284,6 +266,9 @@ impl StorageGlue {
             .is_err()
         {
             return Err("storage was started twice".into());
+        }
+        if let Some(r) = inner.running.get() {
+            self.apply(r, start);
         }
         tracing::info!(target: "macula::storage", "storage serving the realm");
         workers.spawn("storage.audit", |ctx| async move {
@@ -318,68 +303,40 @@ impl StorageGlue {
                 let Some(r) = this.inner.running.get() else {
                     return Ok(());
                 };
-                if c.left {
-                    up.remove(&c.peer.id);
-                    r.repair.send(Event::NodeLeft(c.peer.id));
-                    continue;
-                }
-                match c.peer.state {
-                    PeerState::Alive => {
-                        if let Some(info) = peer_info(&c.peer)
-                            && !this.is_excluded(&c.peer.id)
-                        {
-                            r.repair.send(Event::NodeUp(info));
-                        }
-                        if let Some(store) = &this.inner.store
-                            && up.insert(c.peer.id)
-                        {
-                            pass_on_purges(&r.node, store, c.peer.id);
-                        }
-                    }
-                    PeerState::Down => {
-                        up.remove(&c.peer.id);
-                        r.repair.send(Event::NodeDown(c.peer.id));
-                    }
-                    PeerState::Suspect => {
-                        up.remove(&c.peer.id);
-                        r.repair.send(Event::NodeSuspect(c.peer.id));
-                    }
-                }
+                let actions = this.inner.feed.locked().peer_changed(&c);
+                this.apply(r, actions);
             }
         });
-        // Share the inventory after every change (debounced) and as anti-entropy.
+        // Share the inventory when `inventory::Schedule` says: after changes and as anti-entropy.
         let this = self.clone();
         let store2 = store.clone();
-        let refresh = audit.min(INVENTORY_REFRESH);
         let mut changed = store.watch_changes();
         workers.spawn("storage.inventory-out", |ctx| async move {
             // Rounds start at the clock so a restarted node's rounds are new to everyone.
-            let mut round = std::time::SystemTime::now()
+            let first_round = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
+            let mut schedule = Schedule::new(first_round, audit, Instant::now());
             loop {
-                changed.borrow_and_update();
-                round += 1;
-                if let Err(e) = this.publish_inventory(&store2, round).await {
-                    ctx.error(e);
+                if let Some(round) = schedule.poll(Instant::now()) {
+                    if let Err(e) = this.publish_inventory(&store2, round).await {
+                        ctx.error(e);
+                    }
+                    this.inner.inventory_rounds.fetch_add(1, Ordering::Relaxed);
+                    continue;
                 }
-                this.inner.inventory_rounds.fetch_add(1, Ordering::Relaxed);
+                let due = tokio::time::Instant::from_std(schedule.next());
                 let next = ctx.wait(async {
                     tokio::select! {
-                        r = changed.changed() => r.is_ok(),
-                        () = tokio::time::sleep(refresh) => true,
+                        r = changed.changed() => Some(r.is_ok()),
+                        () = tokio::time::sleep_until(due) => None,
                     }
                 });
-                if !next.await.unwrap_or(false) {
-                    return Ok(());
-                }
-                // A burst of changes (a put stores many shards) makes one publication.
-                if ctx
-                    .wait(tokio::time::sleep(INVENTORY_DEBOUNCE))
-                    .await
-                    .is_none()
-                {
-                    return Ok(());
+                match next.await {
+                    None | Some(Some(false)) => return Ok(()),
+                    Some(Some(true)) => schedule.changed(Instant::now()),
+                    // Due: published at the top of the loop.
+                    Some(None) => {}
                 }
             }
         });
@@ -435,7 +392,7 @@ impl StorageGlue {
             shards,
         });
         for part in parts {
-            if let Err(e) = r.node.publish(INVENTORY_TOPIC, part).await {
+            if let Err(e) = r.node.publish(inventory::TOPIC, part).await {
                 tracing::warn!(target: "macula::storage", error = %e, "cannot share the inventory");
                 return Err(format!("cannot share the inventory: {e}"));
             }
@@ -487,22 +444,9 @@ impl StorageGlue {
 
     /// Alive members offering storage and not quarantined, this node first.
     fn members(&self, r: &Running) -> Vec<NodeInfo> {
-        let excluded = self.inner.excluded.locked().clone();
-        let mut v: Vec<NodeInfo> = self
-            .inner
-            .store
-            .as_deref()
-            .map(|s| self.self_info(s))
-            .into_iter()
-            .collect();
-        v.extend(
-            r.node
-                .peers()
-                .iter()
-                .filter(|p| p.state == PeerState::Alive && !excluded.contains(&p.id))
-                .filter_map(peer_info),
-        );
-        v
+        let own = self.inner.store.as_deref().map(|s| self.self_info(s));
+        let peers = r.node.peers();
+        self.inner.feed.locked().members(own, &peers)
     }
 
     async fn transfer_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Error> {
@@ -567,7 +511,6 @@ impl StorageGlue {
     }
 }
 
-/// A peer as placement sees it: alive with metadata that offers storage.
 /// Sends the realm-wide purge orders this node keeps to `peer`, which just came up (it may have
 /// been down when they were issued; `macula_store::purge`).
 fn pass_on_purges(node: &Arc<MeshNode>, store: &Arc<LocalStore>, peer: NodeId) {
@@ -600,20 +543,6 @@ fn pass_on_purges(node: &Arc<MeshNode>, store: &Arc<LocalStore>, peer: NodeId) {
             }
         }
     });
-}
-
-fn peer_info(p: &macula_mesh::node::PeerInfo) -> Option<NodeInfo> {
-    let meta = p.meta.as_ref()?;
-    if p.state != PeerState::Alive || meta.capacity.storage_total == 0 {
-        return None;
-    }
-    Some(NodeInfo {
-        id: p.id,
-        capacity_bytes: meta.capacity.storage_total,
-        free_bytes: meta.capacity.storage_free,
-        site: meta.domains.site.to_string(),
-        power: meta.domains.power.to_string(),
-    })
 }
 
 /// Counts bytes through a reader or writer and reports them.
