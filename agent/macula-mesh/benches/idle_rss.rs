@@ -3,47 +3,20 @@
 //! Run: `cargo bench -p macula-mesh --bench idle_rss`.
 
 use std::process::{Child, Command};
-use std::sync::Arc;
 use std::time::Duration;
 
-use macula_core::NodeKey;
-use macula_mesh::membership::{Capacity, FailureDomains, MembershipConfig};
-use macula_mesh::node::{Bootstrap, MeshNode, NodeConfig, PeerState};
-use macula_mesh::realm::{Admission, CertBody, RealmKey, Role};
-use macula_mesh::transport::{TransportParams, unix_now};
+use macula_mesh::membership::MembershipConfig;
+use macula_mesh::node::{Bootstrap, MeshNode, PeerState};
+use macula_testkit::realm::Realm;
 
 const PEERS: usize = 20;
 
 fn node(seed: u8, bootstrap: Vec<Bootstrap>) -> MeshNode {
-    let realm = RealmKey::from_seed([77; 32]);
-    let key = NodeKey::from_seed([seed; 32]);
-    let cert = realm.issue(CertBody {
-        realm: realm.id(),
-        node: key.node_id(),
-        role: Role::Edge,
-        name: format!("n{seed}"),
-        not_before: unix_now() - 60,
-        expires: unix_now() + 3600,
-    });
-    let adm = Arc::new(Admission::new(key.node_id(), cert, unix_now()).unwrap());
-    MeshNode::start(
-        &key,
-        adm,
-        NodeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            advertise: vec![],
-            bootstrap,
-            transport: TransportParams::default(),
-            membership: MembershipConfig::lan(PEERS as u32 + 1),
-            overlay_key: None,
-            capacity: Capacity::default(),
-            domains: FailureDomains::default(),
-            state_dir: None,
-            set_clock: false,
-            ntp: Vec::new(),
-        },
-    )
-    .unwrap()
+    Realm::from_seed(77)
+        .member(seed)
+        .bootstrap(bootstrap)
+        .membership(MembershipConfig::lan(PEERS as u32 + 1))
+        .start()
 }
 
 fn rss_kib() -> u64 {

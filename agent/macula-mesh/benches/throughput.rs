@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use macula_core::NodeKey;
 use macula_mesh::frame::{self, ConnBudget};
-use macula_mesh::realm::{Admission, CertBody, RealmKey, Role};
+use macula_mesh::realm::{Admission, Role};
 use macula_mesh::rpc::{MAX_RPC_FRAME, RpcRequest};
 use macula_mesh::tls;
-use macula_mesh::transport::{Endpoint, TransportParams, unix_now};
+use macula_mesh::transport::{Endpoint, TransportParams};
+use macula_testkit::realm::Realm;
 
 const CHUNK: usize = 1 << 20;
 const CHUNKS: usize = 256;
@@ -43,19 +44,11 @@ async fn pump(send_conn: quinn::Connection, recv_conn: quinn::Connection) -> Dur
     start.elapsed()
 }
 
-fn admission(realm: &RealmKey, key: &NodeKey) -> Arc<Admission> {
-    let cert = realm.issue(CertBody {
-        realm: realm.id(),
-        node: key.node_id(),
-        role: Role::Edge,
-        name: "bench".into(),
-        not_before: unix_now() - 60,
-        expires: unix_now() + 3600,
-    });
-    Arc::new(Admission::new(key.node_id(), cert, unix_now()).unwrap())
+fn admission(realm: &Realm, key: &NodeKey) -> Arc<Admission> {
+    realm.admission(key, Role::Edge, "bench")
 }
 
-async fn mesh_round(realm: &RealmKey, ka: &NodeKey, kb: &NodeKey) -> Duration {
+async fn mesh_round(realm: &Realm, ka: &NodeKey, kb: &NodeKey) -> Duration {
     let local = "127.0.0.1:0".parse().unwrap();
     let p = TransportParams::default();
     let a = Endpoint::bind(ka, admission(realm, ka), local, vec![], p.clone()).unwrap();
@@ -113,7 +106,7 @@ async fn read_up_front(recv: &mut quinn::RecvStream) -> Option<RpcRequest> {
     Some(macula_core::wire::decode_with_limit(&body, MAX_RPC_FRAME).unwrap())
 }
 
-async fn frame_round(realm: &RealmKey, ka: &NodeKey, kb: &NodeKey, grown: bool) -> Duration {
+async fn frame_round(realm: &Realm, ka: &NodeKey, kb: &NodeKey, grown: bool) -> Duration {
     let local = "127.0.0.1:0".parse().unwrap();
     let p = TransportParams::default();
     let budget = ConnBudget::new(p.conn_buffer_budget, Arc::default());
@@ -175,7 +168,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let realm = RealmKey::from_seed([1; 32]);
+    let realm = Realm::from_seed(1);
     let (ka, kb) = (NodeKey::from_seed([2; 32]), NodeKey::from_seed([3; 32]));
     let (mut mesh, mut raw) = (Vec::new(), Vec::new());
     rt.block_on(async {

@@ -5,79 +5,58 @@ use std::time::Duration;
 
 use macula_core::NodeKey;
 use macula_mesh::membership::{Capacity, FailureDomains, Label, MembershipConfig};
-use macula_mesh::node::{Bootstrap, MeshNode, NodeConfig, PeerState};
-use macula_mesh::realm::{Admission, CertBody, RealmKey, Role};
-use macula_mesh::transport::{TransportParams, unix_now};
+use macula_mesh::node::{Bootstrap, MeshNode, PeerState};
+use macula_mesh::realm::Role;
+use macula_mesh::transport::unix_now;
+use macula_testkit::realm::{Realm, contact, wait_async};
 
 /// Node `seed` of `realm`: a hub for seed 1, else an edge; site `site-<seed % 2>`, power
 /// `ups-<seed>`, storage 1 GiB of which `seed` MiB are used.
-fn start(realm: &RealmKey, seed: u8, name: &str, bootstrap: Vec<Bootstrap>) -> MeshNode {
+fn start(realm: &Realm, seed: u8, name: &str, bootstrap: Vec<Bootstrap>) -> MeshNode {
     start_expiring(realm, seed, name, bootstrap, unix_now() + 3600)
 }
 
 /// As [`start`], with a certificate that expires at `expires` (unix seconds).
 fn start_expiring(
-    realm: &RealmKey,
+    realm: &Realm,
     seed: u8,
     name: &str,
     bootstrap: Vec<Bootstrap>,
     expires: u64,
 ) -> MeshNode {
-    let key = NodeKey::from_seed([seed; 32]);
-    let cert = realm.issue(CertBody {
-        realm: realm.id(),
-        node: key.node_id(),
-        role: if seed == 1 { Role::Hub } else { Role::Edge },
-        name: name.into(),
-        not_before: unix_now() - 60,
-        expires,
-    });
-    let adm = Arc::new(Admission::new(key.node_id(), cert, unix_now()).unwrap());
-    MeshNode::start(
-        &key,
-        adm,
-        NodeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            advertise: vec![],
-            bootstrap,
-            transport: TransportParams::default(),
-            membership: MembershipConfig::lan(5),
-            overlay_key: Some([seed; 32]),
-            capacity: Capacity {
-                storage_total: 1 << 30,
-                storage_free: (1 << 30) - (u64::from(seed) << 20),
-            },
-            domains: FailureDomains {
+    realm
+        .member(seed)
+        .role(if seed == 1 { Role::Hub } else { Role::Edge })
+        .name(name)
+        .expires(expires)
+        .bootstrap(bootstrap)
+        .membership(MembershipConfig::lan(5))
+        .capacity(Capacity {
+            storage_total: 1 << 30,
+            storage_free: (1 << 30) - (u64::from(seed) << 20),
+        })
+        .config(|c| {
+            c.overlay_key = Some([seed; 32]);
+            c.domains = FailureDomains {
                 site: Label::new(format!("site-{}", seed % 2)).unwrap(),
                 power: Label::new(format!("ups-{seed}")).unwrap(),
-            },
-            state_dir: None,
-            set_clock: false,
-            ntp: Vec::new(),
-        },
-    )
-    .unwrap()
+            };
+        })
+        .start()
 }
 
-async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn wait_for(what: &str, secs: u64, cond: impl FnMut() -> bool) {
+    assert!(
+        wait_async(Duration::from_secs(secs), cond).await,
+        "timed out waiting for {what}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_form_a_realm_and_detect_a_crash_and_a_leave() {
-    let realm = RealmKey::from_seed([9; 32]);
+    let realm = Realm::from_seed(9);
     let hub = start(&realm, 1, "hub", vec![]);
-    let contact = Bootstrap {
-        node: Some(hub.id()),
-        addr: hub.local_addr(),
-    };
+    let contact = contact(&hub);
     let edges: Vec<MeshNode> = (2..=5)
         .map(|i| start(&realm, i, &format!("edge-{i}"), vec![contact.clone()]))
         .collect();
@@ -138,7 +117,7 @@ async fn five_nodes_form_a_realm_and_detect_a_crash_and_a_leave() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_cuts_a_member_off() {
-    let realm = RealmKey::from_seed([9; 32]);
+    let realm = Realm::from_seed(9);
     let hub = start(&realm, 1, "hub", vec![]);
     let contact = Bootstrap {
         node: None,
@@ -158,7 +137,7 @@ async fn revocation_cuts_a_member_off() {
     })
     .await;
     let mut changes = a.watch_peers();
-    hub.revoke(realm.revoke(b.id(), unix_now())).unwrap();
+    hub.revoke(realm.key().revoke(b.id(), unix_now())).unwrap();
     let b_id = b.id();
     // Down in membership and its live connection closed, at every member.
     let down = |n: &MeshNode| {
@@ -184,12 +163,9 @@ async fn revocation_cuts_a_member_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_delivers_every_publication_exactly_once_to_every_subscriber() {
-    let realm = RealmKey::from_seed([9; 32]);
+    let realm = Realm::from_seed(9);
     let hub = start(&realm, 1, "hub", vec![]);
-    let contact = Bootstrap {
-        node: Some(hub.id()),
-        addr: hub.local_addr(),
-    };
+    let contact = contact(&hub);
     let edges: Vec<MeshNode> = (2..=5)
         .map(|i| start(&realm, i, &format!("edge-{i}"), vec![contact.clone()]))
         .collect();
@@ -249,12 +225,9 @@ async fn pubsub_delivers_every_publication_exactly_once_to_every_subscriber() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dht_records_put_on_one_node_are_found_from_another() {
     use macula_mesh::dht::{Record, RecordBody, RecordKind};
-    let realm = RealmKey::from_seed([9; 32]);
+    let realm = Realm::from_seed(9);
     let hub = start(&realm, 1, "hub", vec![]);
-    let contact = Bootstrap {
-        node: Some(hub.id()),
-        addr: hub.local_addr(),
-    };
+    let contact = contact(&hub);
     let edges: Vec<MeshNode> = (2..=5)
         .map(|i| start(&realm, i, &format!("edge-{i}"), vec![contact.clone()]))
         .collect();
@@ -304,12 +277,9 @@ async fn dht_records_put_on_one_node_are_found_from_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn procedures_are_advertised_in_the_dht_and_called_by_providers() {
     use macula_mesh::rpc::Handler;
-    let realm = RealmKey::from_seed([9; 32]);
+    let realm = Realm::from_seed(9);
     let hub = start(&realm, 1, "hub", vec![]);
-    let contact = Bootstrap {
-        node: Some(hub.id()),
-        addr: hub.local_addr(),
-    };
+    let contact = contact(&hub);
     let edges: Vec<MeshNode> = (2..=4)
         .map(|i| start(&realm, i, &format!("edge-{i}"), vec![contact.clone()]))
         .collect();
@@ -349,12 +319,9 @@ async fn procedures_are_advertised_in_the_dht_and_called_by_providers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_and_capacity_updates_reach_every_peer() {
-    let realm = RealmKey::from_seed([9; 32]);
+    let realm = Realm::from_seed(9);
     let hub = start(&realm, 1, "hub", vec![]);
-    let contact = Bootstrap {
-        node: Some(hub.id()),
-        addr: hub.local_addr(),
-    };
+    let contact = contact(&hub);
     let edges: Vec<MeshNode> = (2..=4)
         .map(|i| start(&realm, i, &format!("edge-{i}"), vec![contact.clone()]))
         .collect();
@@ -429,12 +396,9 @@ async fn labels_and_capacity_updates_reach_every_peer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_is_cut_off_when_its_certificate_expires() {
-    let realm = RealmKey::from_seed([9; 32]);
+    let realm = Realm::from_seed(9);
     let hub = start(&realm, 1, "hub", vec![]);
-    let contact = Bootstrap {
-        node: Some(hub.id()),
-        addr: hub.local_addr(),
-    };
+    let contact = contact(&hub);
     let a = start(&realm, 2, "a", vec![contact.clone()]);
     // Expires 6 s from now: long enough to join, then it must be cut off at once, not at the
     // next membership refresh (every 10 s) nor when the QUIC idle timeout (15 s) runs out.
@@ -470,12 +434,9 @@ async fn a_member_is_cut_off_when_its_certificate_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_publisher_cannot_push_out_others_nor_grow_the_local_queue() {
     use macula_mesh::inbox::INBOX_PUBLISHER_BYTES;
-    let realm = RealmKey::from_seed([11; 32]);
+    let realm = Realm::from_seed(11);
     let hub = start(&realm, 1, "hub", vec![]);
-    let contact = Bootstrap {
-        node: Some(hub.id()),
-        addr: hub.local_addr(),
-    };
+    let contact = contact(&hub);
     let honest = start(&realm, 2, "honest", vec![contact.clone()]);
     let rogue = start(&realm, 3, "rogue", vec![contact]);
     wait_for("the realm to form", 20, || {

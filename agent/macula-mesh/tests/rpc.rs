@@ -10,48 +10,17 @@ use std::time::{Duration, Instant};
 
 use macula_core::NodeKey;
 use macula_mesh::frame;
-use macula_mesh::membership::{Capacity, FailureDomains, MembershipConfig};
-use macula_mesh::node::{Bootstrap, MeshNode, NodeConfig, PeerState};
-use macula_mesh::realm::{Admission, CertBody, RealmKey, Role};
+use macula_mesh::node::{Bootstrap, MeshNode, PeerState};
+use macula_mesh::realm::Role;
 use macula_mesh::rpc::{
     ErrorCode, Handler, MAX_CHUNK, MAX_RPC_FRAME, MAX_STREAM_FRAME, RpcError, RpcReply, RpcRequest,
     StreamHandler,
 };
-use macula_mesh::transport::{Endpoint, TransportParams, unix_now};
+use macula_mesh::transport::{Endpoint, TransportParams};
+use macula_testkit::realm::{Realm, contact};
 
-fn admission(realm: &RealmKey, key: &NodeKey, seed: u8) -> Arc<Admission> {
-    let cert = realm.issue(CertBody {
-        realm: realm.id(),
-        node: key.node_id(),
-        role: Role::Edge,
-        name: format!("n{seed}"),
-        not_before: unix_now() - 60,
-        expires: unix_now() + 3600,
-    });
-    Arc::new(Admission::new(key.node_id(), cert, unix_now()).unwrap())
-}
-
-fn start(realm: &RealmKey, seed: u8, bootstrap: Vec<Bootstrap>) -> MeshNode {
-    let key = NodeKey::from_seed([seed; 32]);
-    let adm = admission(realm, &key, seed);
-    MeshNode::start(
-        &key,
-        adm,
-        NodeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            advertise: vec![],
-            bootstrap,
-            transport: TransportParams::default(),
-            membership: MembershipConfig::lan(2),
-            overlay_key: None,
-            capacity: Capacity::default(),
-            domains: FailureDomains::default(),
-            state_dir: None,
-            set_clock: false,
-            ntp: Vec::new(),
-        },
-    )
-    .unwrap()
+fn start(realm: &Realm, seed: u8, bootstrap: Vec<Bootstrap>) -> MeshNode {
+    realm.member(seed).bootstrap(bootstrap).start()
 }
 
 /// Bytes allocated and not yet freed by this test process (nextest runs each test alone).
@@ -98,16 +67,9 @@ impl Drop for DropCounter {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_errors_deadlines_and_cancellation() {
-    let realm = RealmKey::from_seed([5; 32]);
+    let realm = Realm::from_seed(5);
     let server = start(&realm, 1, vec![]);
-    let client = start(
-        &realm,
-        2,
-        vec![Bootstrap {
-            node: Some(server.id()),
-            addr: server.local_addr(),
-        }],
-    );
+    let client = start(&realm, 2, vec![contact(&server)]);
     let deadline = Instant::now() + Duration::from_secs(15);
     while !client
         .peers()
@@ -223,16 +185,9 @@ async fn calls_errors_deadlines_and_cancellation() {
 
 /// Two joined nodes: (server, client).
 async fn pair(realm_seed: u8) -> (MeshNode, MeshNode) {
-    let realm = RealmKey::from_seed([realm_seed; 32]);
+    let realm = Realm::from_seed(realm_seed);
     let server = start(&realm, 1, vec![]);
-    let client = start(
-        &realm,
-        2,
-        vec![Bootstrap {
-            node: Some(server.id()),
-            addr: server.local_addr(),
-        }],
-    );
+    let client = start(&realm, 2, vec![contact(&server)]);
     let deadline = Instant::now() + Duration::from_secs(15);
     while !client
         .peers()
@@ -500,12 +455,12 @@ async fn misbehave(mut send: quinn::SendStream, how: u8) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_stream_replies_are_protocol_errors() {
-    let realm = RealmKey::from_seed([7; 32]);
+    let realm = Realm::from_seed(7);
     let raw_key = NodeKey::from_seed([30; 32]);
     let raw = Arc::new(
         Endpoint::bind(
             &raw_key,
-            admission(&realm, &raw_key, 30),
+            realm.admission(&raw_key, Role::Edge, "n30"),
             "127.0.0.1:0".parse().unwrap(),
             vec![],
             TransportParams::default(),
@@ -571,36 +526,16 @@ async fn malformed_stream_replies_are_protocol_errors() {
 /// stream is now reset at `request_deadline`, and honest calls keep working meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_request_streams_are_reset_at_the_deadline() {
-    let realm = RealmKey::from_seed([7; 32]);
+    let realm = Realm::from_seed(7);
     let key = NodeKey::from_seed([40; 32]);
     let deadline = Duration::from_secs(2);
-    let server = MeshNode::start(
-        &key,
-        admission(&realm, &key, 40),
-        NodeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            advertise: vec![],
-            bootstrap: vec![],
-            transport: TransportParams {
-                request_deadline: deadline,
-                ..TransportParams::default()
-            },
-            membership: MembershipConfig::lan(2),
-            overlay_key: None,
-            capacity: Capacity::default(),
-            domains: FailureDomains::default(),
-            state_dir: None,
-            set_clock: false,
-            ntp: Vec::new(),
-        },
-    )
-    .unwrap();
+    let server = victim(&realm, 40, deadline);
     let echo: Handler = Arc::new(|_, body| Box::pin(async move { Ok(body) }));
     server.serve("test.echo", echo);
     let rogue_key = NodeKey::from_seed([41; 32]);
     let rogue = Endpoint::bind(
         &rogue_key,
-        admission(&realm, &rogue_key, 41),
+        realm.admission(&rogue_key, Role::Edge, "n41"),
         "127.0.0.1:0".parse().unwrap(),
         vec![],
         TransportParams::default(),
@@ -671,28 +606,11 @@ async fn stalled_request_streams_are_reset_at_the_deadline() {
     rogue.close();
 }
 
-fn victim(realm: &RealmKey, key: &NodeKey, seed: u8, deadline: Duration) -> MeshNode {
-    MeshNode::start(
-        key,
-        admission(realm, key, seed),
-        NodeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            advertise: vec![],
-            bootstrap: vec![],
-            transport: TransportParams {
-                request_deadline: deadline,
-                ..TransportParams::default()
-            },
-            membership: MembershipConfig::lan(2),
-            overlay_key: None,
-            capacity: Capacity::default(),
-            domains: FailureDomains::default(),
-            state_dir: None,
-            set_clock: false,
-            ntp: Vec::new(),
-        },
-    )
-    .unwrap()
+fn victim(realm: &Realm, seed: u8, deadline: Duration) -> MeshNode {
+    realm
+        .member(seed)
+        .config(|c| c.transport.request_deadline = deadline)
+        .start()
 }
 
 /// A member that announces the largest request on every stream it may open and then sends
@@ -701,15 +619,15 @@ fn victim(realm: &RealmKey, key: &NodeKey, seed: u8, deadline: Duration) -> Mesh
 /// the length prefix).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn announced_frames_are_not_allocated() {
-    let realm = RealmKey::from_seed([8; 32]);
+    let realm = Realm::from_seed(8);
     let key = NodeKey::from_seed([50; 32]);
-    let server = victim(&realm, &key, 50, Duration::from_secs(30));
+    let server = victim(&realm, 50, Duration::from_secs(30));
     let echo: Handler = Arc::new(|_, body| Box::pin(async move { Ok(body) }));
     server.serve("test.echo", echo);
     let rogue_key = NodeKey::from_seed([51; 32]);
     let rogue = Endpoint::bind(
         &rogue_key,
-        admission(&realm, &rogue_key, 51),
+        realm.admission(&rogue_key, Role::Edge, "n51"),
         "127.0.0.1:0".parse().unwrap(),
         vec![],
         TransportParams::default(),
@@ -759,17 +677,17 @@ async fn announced_frames_are_not_allocated() {
 /// the request deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connections_partial_frames_are_held_to_its_budget() {
-    let realm = RealmKey::from_seed([9; 32]);
+    let realm = Realm::from_seed(9);
     let key = NodeKey::from_seed([60; 32]);
     let deadline = Duration::from_secs(10);
-    let server = victim(&realm, &key, 60, deadline);
+    let server = victim(&realm, 60, deadline);
     let budget = TransportParams::default().conn_buffer_budget;
     let echo: Handler = Arc::new(|_, body| Box::pin(async move { Ok(body) }));
     server.serve("test.echo", echo);
     let rogue_key = NodeKey::from_seed([61; 32]);
     let rogue = Endpoint::bind(
         &rogue_key,
-        admission(&realm, &rogue_key, 61),
+        realm.admission(&rogue_key, Role::Edge, "n61"),
         "127.0.0.1:0".parse().unwrap(),
         vec![],
         TransportParams::default(),

@@ -16,9 +16,7 @@ use macula_store::mesh::{MeshNetwork, members_only, serve};
 use macula_store::network::{Client, PutConfig};
 use macula_store::placement::NodeInfo;
 use macula_store::store::LocalStore;
-
-#[path = "../tests/common/mesh.rs"]
-mod common_mesh;
+use macula_testkit::realm::Realm;
 
 const NODES: usize = 6;
 const QUOTA: u64 = 64 << 30;
@@ -56,7 +54,7 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(256);
     let dirs: Vec<tempfile::TempDir> = (0..NODES).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes = common_mesh::realm(91, NODES, QUOTA).await;
+    let mut nodes = Realm::from_seed(91).mesh(NODES, QUOTA).await;
     let stores: Vec<Arc<LocalStore>> = dirs
         .iter()
         .map(|d| Arc::new(LocalStore::open(d.path(), QUOTA).unwrap()))

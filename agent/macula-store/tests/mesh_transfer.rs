@@ -14,9 +14,7 @@ use macula_store::network::{Client, PutConfig};
 use macula_store::placement::NodeInfo;
 use macula_store::receive::wire_chunks;
 use macula_store::store::{DeleteRequest, LocalStore};
-
-#[path = "common/mesh.rs"]
-mod common_mesh;
+use macula_testkit::realm::Realm;
 
 const NODES: usize = 6;
 const QUOTA: u64 = 1 << 30;
@@ -76,7 +74,7 @@ fn pseudo_random(len: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_damaged_in_transit_aborts_that_transfer_and_the_get_uses_other_holders() {
-    let nodes = common_mesh::realm(44, NODES, QUOTA).await;
+    let nodes = Realm::from_seed(44).mesh(NODES, QUOTA).await;
     let dirs: Vec<tempfile::TempDir> = (0..NODES).map(|_| tempfile::tempdir().unwrap()).collect();
     let stores: Vec<Arc<LocalStore>> = dirs
         .iter()
@@ -193,7 +191,7 @@ async fn a_chunk_damaged_in_transit_aborts_that_transfer_and_the_get_uses_other_
 /// so a member cannot dodge its per-owner quota by minting keys; the sender's own key is taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holders_refuse_shards_under_a_throwaway_key() {
-    let nodes = common_mesh::realm(45, 3, QUOTA).await;
+    let nodes = Realm::from_seed(45).mesh(3, QUOTA).await;
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let stores: Vec<Arc<LocalStore>> = dirs
         .iter()

@@ -3,6 +3,8 @@
 //! - [`DbusDaemon`]: a private `dbus-daemon` that applies the appliance's real bus policy.
 //! - [`Agent`]: a real `maculad` process with its own state dir; logs kept for failure messages.
 //! - [`maculactl`]: runs the real CLI against a private bus, optionally as another user.
+//! - [`realm::Realm`]: one realm builder — certificates, in-process mesh nodes, realms of real
+//!   `maculad` processes ([`realm::AgentRealm`]).
 //! - [`netns::Topology`]: network namespaces and veth links, removed on drop.
 //!
 //! Binaries are taken from the cargo target dir (`cargo build --bins` first) or `MACULA_BIN_DIR`.
@@ -11,6 +13,7 @@ pub mod agent;
 pub mod check;
 pub mod dbus;
 pub mod netns;
+pub mod realm;
 
 pub use agent::{Agent, AgentOptions, maculactl, maculactl_as};
 pub use dbus::DbusDaemon;

@@ -5,8 +5,6 @@
 //! names; and files the agent writes in its state directory are never written through a link
 //! planted there.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::symlink;
@@ -14,9 +12,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use macula_mesh::realm::{CertBody, RealmKey, Role};
-use macula_mesh::transport::unix_now;
+use macula_mesh::realm::Role;
 use macula_testkit::check::{free_udp_port, ok, output_text, wait_until};
+use macula_testkit::realm::{AgentRealm, Realm};
 use macula_testkit::{Agent, AgentOptions, DbusDaemon, repo_root};
 
 /// The read-only methods, as reviewed: anyone may call these. The policy file's allow list must
@@ -291,7 +289,7 @@ fn collect(child: &mut Child) -> Arc<Mutex<String>> {
 
 #[test]
 fn a_callers_signals_reach_that_caller_alone() {
-    let nodes = common::realm_coded(2, (1, 1), |_| String::new());
+    let nodes = AgentRealm::new(2).coded(1, 1).start();
     let (n0, n1) = (&nodes[0], &nodes[1]);
     // An unprivileged user listens to every signal the agent sends (dbus-monitor falls back to
     // an eavesdropping match rule when it may not become a monitor).
@@ -396,15 +394,11 @@ fn state_files_are_not_written_through_planted_links() {
     }
     let status: serde_json::Value =
         serde_json::from_str(&ok(&agent.ctl(&["status", "--json"]))).unwrap();
-    let realm = RealmKey::generate();
-    let cert = realm.issue(CertBody {
-        realm: realm.id(),
-        node: status["node_id"].as_str().unwrap().parse().unwrap(),
-        role: Role::Hub,
-        name: "solo".into(),
-        not_before: unix_now() - 60,
-        expires: unix_now() + 3600,
-    });
+    let cert = Realm::generate().cert(
+        status["node_id"].as_str().unwrap().parse().unwrap(),
+        Role::Hub,
+        "solo",
+    );
     let file = victim_dir.path().join("solo.cert");
     std::fs::write(&file, cert.to_text()).unwrap();
     ok(&agent.ctl(&["realm", "join", file.to_str().unwrap()]));

@@ -7,9 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use macula_mesh::realm::{CertBody, RealmKey, Role};
+use macula_mesh::realm::Role;
 use macula_mesh::transport::unix_now;
 use macula_testkit::check::{free_udp_port, wait_until};
+use macula_testkit::realm::Realm;
 use macula_testkit::{Agent, AgentOptions, DbusDaemon};
 
 const HOUR_MS: i64 = 3_600_000;
@@ -38,7 +39,7 @@ fn json(out: &std::process::Output) -> serde_json::Value {
 /// A node admitted to `realm` with a certificate issued now (real time), started with `faketime`
 /// (a libfaketime `FAKETIME` spec) or the right clock.
 fn node(
-    realm: &RealmKey,
+    realm: &Realm,
     name: &str,
     role: Role,
     boot: Option<u16>,
@@ -49,7 +50,7 @@ fn node(
 
 /// [`node`] with more `[mesh]` settings.
 fn node_with(
-    realm: &RealmKey,
+    realm: &Realm,
     name: &str,
     role: Role,
     boot: Option<u16>,
@@ -78,14 +79,7 @@ fn node_with(
         .as_str()
         .unwrap()
         .to_owned();
-    let cert = realm.issue(CertBody {
-        realm: realm.id(),
-        node: id.parse().unwrap(),
-        role,
-        name: name.into(),
-        not_before: unix_now() - 60,
-        expires: unix_now() + 3600,
-    });
+    let cert = realm.cert(id.parse().unwrap(), role, name);
     std::fs::write(agent.state_dir().join("realm.cert"), cert.to_text()).unwrap();
     agent.stop(Duration::from_secs(5));
     agent.start(&bus).unwrap();
@@ -126,7 +120,7 @@ fn offset_ms(n: &Node) -> Option<i64> {
 
 #[test]
 fn nodes_with_clocks_hours_behind_and_at_1970_join_and_learn_the_time_from_the_realm() {
-    let realm = RealmKey::from_seed([42; 32]);
+    let realm = Realm::from_seed(42);
     let (hub, hub_port) = node(&realm, "hub", Role::Hub, None, None);
     let (edge, _) = node(&realm, "edge", Role::Edge, Some(hub_port), None);
     // `behind` runs with the right time first.
@@ -261,7 +255,7 @@ impl Drop for Chronyd {
 #[test]
 fn a_node_takes_the_time_from_ntp_when_a_server_answers_and_from_the_realm_when_none_does() {
     let ntp = Chronyd::start();
-    let realm = RealmKey::from_seed([43; 32]);
+    let realm = Realm::from_seed(43);
     // The hub's clock is three hours behind and it reaches the NTP server; the edge's clock is
     // three hours behind too, and its NTP server does not answer (nothing listens there).
     let (hub, hub_port) = node_with(

@@ -6,10 +6,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use macula_mesh::realm::{CertBody, RealmKey, Role};
-use macula_mesh::transport::unix_now;
 use macula_testkit::check::{free_udp_port, wait_until};
 use macula_testkit::netns::Topology;
+use macula_testkit::realm::Realm;
 use macula_testkit::{Agent, AgentOptions, DbusDaemon};
 
 struct Node {
@@ -22,7 +21,7 @@ struct Node {
 
 /// Starts a node in namespace `ns` (mesh off: no certificate yet), admits it to `realm` under
 /// `name`, restarts it.
-fn node(realm: &RealmKey, ns: &str, name: &str, bootstrap: Option<u16>) -> Node {
+fn node(realm: &Realm, ns: &str, name: &str, bootstrap: Option<u16>) -> Node {
     let bus = DbusDaemon::start();
     let dir = tempfile::tempdir().unwrap();
     let cert = dir.path().join("realm.cert");
@@ -42,22 +41,7 @@ fn node(realm: &RealmKey, ns: &str, name: &str, bootstrap: Option<u16>) -> Node 
             ..Default::default()
         },
     );
-    let key = std::fs::read_to_string(agent.state_dir().join("node.key")).unwrap();
-    let id = key
-        .lines()
-        .find_map(|l| l.strip_prefix("id "))
-        .unwrap()
-        .parse()
-        .unwrap();
-    let c = realm.issue(CertBody {
-        realm: realm.id(),
-        node: id,
-        role: Role::Edge,
-        name: name.into(),
-        not_before: unix_now() - 60,
-        expires: unix_now() + 3600,
-    });
-    std::fs::write(&cert, c.to_text()).unwrap();
+    realm.admit_agent(&agent, name, &cert);
     agent.stop(Duration::from_secs(5));
     agent.start(&bus).unwrap();
     Node {
@@ -96,7 +80,7 @@ fn states(n: &Node) -> Vec<(String, String)> {
 fn six_processes_under_5pct_loss_declare_a_killed_member_down_within_5s_without_false_downs() {
     let mut topo = Topology::new("lg");
     let ns = topo.add_ns("r");
-    let realm = RealmKey::generate();
+    let realm = Realm::generate();
     let names = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
     let first = node(&realm, &ns, names[0], None);
     let mut nodes = vec![first];

@@ -7,9 +7,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use macula_mesh::realm::{CertBody, RealmKey, Role};
-use macula_mesh::transport::unix_now;
 use macula_testkit::check::{free_udp_port, wait_until};
+use macula_testkit::realm::Realm;
 use macula_testkit::{Agent, AgentOptions, DbusDaemon, bin};
 
 struct Node {
@@ -21,7 +20,7 @@ struct Node {
 }
 
 /// Starts a node (mesh off: no certificate yet), admits it to `realm` under `name`, restarts it.
-fn node(realm: &RealmKey, name: &str, bootstrap: Option<u16>) -> Node {
+fn node(realm: &Realm, name: &str, bootstrap: Option<u16>) -> Node {
     let bus = DbusDaemon::start();
     let dir = tempfile::tempdir().unwrap();
     let cert = dir.path().join("realm.cert");
@@ -46,22 +45,7 @@ fn node(realm: &RealmKey, name: &str, bootstrap: Option<u16>) -> Node {
         "{off:?}"
     );
     // Admit the node ID the agent created on first start.
-    let key = std::fs::read_to_string(agent.state_dir().join("node.key")).unwrap();
-    let id = key
-        .lines()
-        .find_map(|l| l.strip_prefix("id "))
-        .unwrap()
-        .parse()
-        .unwrap();
-    let c = realm.issue(CertBody {
-        realm: realm.id(),
-        node: id,
-        role: Role::Edge,
-        name: name.into(),
-        not_before: unix_now() - 60,
-        expires: unix_now() + 3600,
-    });
-    std::fs::write(&cert, c.to_text()).unwrap();
+    realm.admit_agent(&agent, name, &cert);
     agent.stop(Duration::from_secs(5));
     agent.start(&bus).unwrap();
     Node {
@@ -103,7 +87,7 @@ fn states(n: &Node) -> Vec<(String, String)> {
 
 #[test]
 fn realm_forms_refuses_strangers_delivers_pubsub_and_detects_a_crash() {
-    let realm = RealmKey::generate();
+    let realm = Realm::generate();
     let a = node(&realm, "alpha", None);
     let b = node(&realm, "bravo", Some(a.port));
     let c = node(&realm, "charlie", Some(a.port));
@@ -126,7 +110,7 @@ fn realm_forms_refuses_strangers_delivers_pubsub_and_detects_a_crash() {
     );
 
     // A node of another realm cannot join.
-    let other = RealmKey::generate();
+    let other = Realm::generate();
     let stranger = node(&other, "stranger", Some(a.port));
     std::thread::sleep(Duration::from_secs(5));
     assert!(

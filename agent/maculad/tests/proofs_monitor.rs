@@ -3,24 +3,16 @@
 //! change beyond the threshold (shards stored) reaches the others; reports are spread at a
 //! bounded rate; `Node1.Resources` signals its changes; a forged report is refused.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Node, realm_coded};
 use futures_lite::StreamExt;
 use macula_bus::node::Node1Proxy;
 use macula_testkit::check::{ok, wait_until};
+use macula_testkit::realm::{AgentRealm, RealmNode as Node};
 
 /// Spread at most every 500 ms, on a 1 % change, heartbeat 5 s.
 const PROOFS: &str = "\n[proofs]\nenabled = true\n[proofs.spread]\nthreshold_permille = 10\n\
                       min_interval_ms = 500\nmax_interval_ms = 5000\n";
-
-fn node_id(n: &Node) -> String {
-    let s: serde_json::Value =
-        serde_json::from_str(&ok(&n.agent.ctl(&["status", "--json"]))).unwrap();
-    s["node_id"].as_str().unwrap().to_string()
-}
 
 fn all_resources(n: &Node) -> Vec<serde_json::Value> {
     let v: serde_json::Value =
@@ -48,8 +40,11 @@ fn mem_total_here() -> u64 {
 
 #[test]
 fn every_member_learns_every_others_resources() {
-    let nodes = realm_coded(3, (2, 1), |_| PROOFS.to_string());
-    let ids: Vec<String> = nodes.iter().map(node_id).collect();
+    let nodes = AgentRealm::new(3)
+        .coded(2, 1)
+        .storage_extra(|_| PROOFS.to_string())
+        .start();
+    let ids: Vec<String> = nodes.iter().map(Node::node_id).collect();
 
     // Every node holds a report of every node (itself included) within seconds.
     let took = wait_until("every node knows every node's resources", 15, || {

@@ -4,13 +4,11 @@
 //! shard files are corrupted on disk fails its storage proof and is quarantined realm-wide,
 //! storage placement stops using it while the others carry on, and it returns after probation.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{Node, realm_coded};
 use macula_store::header::ShardHeader;
 use macula_testkit::check::{ok, wait_until};
+use macula_testkit::realm::{AgentRealm, RealmNode as Node};
 
 const PROOFS: &str = "audit_interval_secs = 3600\n\
     [proofs]\nenabled = true\ncapacity_steps = 65536\ncapacity_segments = 16\n\
@@ -19,12 +17,6 @@ const PROOFS: &str = "audit_interval_secs = 3600\n\
     [proofs.rewards]\nepoch_s = 2\n\
     [proofs.quarantine]\nmax_failures = 1\nwindow_epochs = 10\nprobation_passes = 16\n\
     [proofs.spread]\nmin_interval_ms = 500\n";
-
-fn node_id(n: &Node) -> String {
-    let s: serde_json::Value =
-        serde_json::from_str(&ok(&n.agent.ctl(&["status", "--json"]))).unwrap();
-    s["node_id"].as_str().unwrap().to_string()
-}
 
 fn proofs_status(n: &Node) -> serde_json::Value {
     serde_json::from_str(&ok(&n.agent.ctl(&["proofs", "status", "--json"]))).unwrap()
@@ -71,8 +63,11 @@ fn file_of(dir: &Path, name: &str, len: usize, seed: u32) -> PathBuf {
 
 #[test]
 fn a_node_with_corrupted_shards_is_quarantined_and_avoided() {
-    let nodes = realm_coded(4, (2, 1), |_| PROOFS.to_string());
-    let ids: Vec<String> = nodes.iter().map(node_id).collect();
+    let nodes = AgentRealm::new(4)
+        .coded(2, 1)
+        .storage_extra(|_| PROOFS.to_string())
+        .start();
+    let ids: Vec<String> = nodes.iter().map(Node::node_id).collect();
     let files = tempfile::tempdir().unwrap();
     let a = file_of(files.path(), "a", 6 << 20, 1);
     let cap_a = ok(&nodes[0].agent.ctl(&["put", "-q", a.to_str().unwrap()]));
@@ -163,7 +158,7 @@ fn a_node_with_corrupted_shards_is_quarantined_and_avoided() {
                     >= 3 * segments
                 && nodes[..cheat]
                     .iter()
-                    .all(|n| common::status(n)["repair"]["degraded"] == 0)
+                    .all(|n| n.storage_status()["repair"]["degraded"] == 0)
         },
     );
     eprintln!("{segments} segments fully held by the others {took:?} after the quarantine");

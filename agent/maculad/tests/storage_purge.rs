@@ -10,33 +10,10 @@ use std::time::Duration;
 
 use macula_store::store::LocalStore;
 use macula_testkit::check::{free_udp_port, ok, wait_until};
-use macula_testkit::{Agent, AgentOptions, DbusDaemon};
-
-struct Node {
-    agent: Agent,
-    bus: DbusDaemon,
-}
-
-fn node_id(n: &Node) -> String {
-    let s: serde_json::Value =
-        serde_json::from_str(&ok(&n.agent.ctl(&["status", "--json"]))).unwrap();
-    s["node_id"].as_str().unwrap().to_string()
-}
-
-fn alive_peers(n: &Node) -> usize {
-    let v: serde_json::Value =
-        serde_json::from_str(&ok(&n.agent.ctl(&["peers", "--json"]))).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["state"] == "alive")
-        .count()
-}
+use macula_testkit::realm::RealmNode as Node;
 
 fn storage_nodes(n: &Node) -> u64 {
-    let s: serde_json::Value =
-        serde_json::from_str(&ok(&n.agent.ctl(&["storage", "status", "--json"]))).unwrap();
-    s["stats"]["nodes"].as_u64().unwrap_or(0)
+    n.storage_status()["stats"]["nodes"].as_u64().unwrap_or(0)
 }
 
 fn file_of(dir: &Path, name: &str, len: usize, seed: u32) -> (PathBuf, Vec<u8>) {
@@ -55,8 +32,7 @@ fn file_of(dir: &Path, name: &str, len: usize, seed: u32) -> (PathBuf, Vec<u8>) 
 }
 
 fn restart(n: &mut Node) {
-    let Node { agent, bus } = n;
-    agent.start(bus).unwrap();
+    n.agent.start(&n.bus).unwrap();
 }
 
 /// Bytes `owner` holds in `n`'s store (read from disk: `n` must be stopped).
@@ -75,32 +51,28 @@ fn a_realm_wide_purge_reaches_every_storage_node_and_only_the_realm_key_orders_i
     let storage = "[storage]\nenabled = true\nquota_bytes = 268435456\nk = 1\nm = 1\n\
                    repair_grace_secs = 600\naudit_interval_secs = 600\n";
     let hub_port = free_udp_port();
-    let spawn = |config: String| {
-        let bus = DbusDaemon::start();
-        let agent = Agent::spawn(
-            &bus,
-            AgentOptions {
-                config: Some(config),
-                ..Default::default()
-            },
-        );
-        Node { agent, bus }
-    };
-    let alpha = spawn(format!(
-        "[node]\nname = \"alpha\"\nrole = \"hub\"\n[mesh]\nlisten = \"127.0.0.1:{hub_port}\"\n{storage}"
-    ));
+    let spawn = Node::spawn;
+    let alpha = spawn(
+        "alpha",
+        format!(
+            "[node]\nname = \"alpha\"\nrole = \"hub\"\n[mesh]\nlisten = \"127.0.0.1:{hub_port}\"\n{storage}"
+        ),
+    );
     ok(&alpha.agent.ctl(&["realm", "create", "--name", "alpha"]));
     let certs = tempfile::tempdir().unwrap();
     let mut nodes = vec![alpha];
     for name in ["bravo", "charlie", "delta"] {
         let port = free_udp_port();
-        let n = spawn(format!(
-            "[node]\nname = \"{name}\"\n[mesh]\nlisten = \"127.0.0.1:{port}\"\n\
+        let n = spawn(
+            name,
+            format!(
+                "[node]\nname = \"{name}\"\n[mesh]\nlisten = \"127.0.0.1:{port}\"\n\
              bootstrap = [\"127.0.0.1:{hub_port}\"]\n{storage}"
-        ));
+            ),
+        );
         let cert = certs.path().join(format!("{name}.cert"));
         let cert = cert.to_str().unwrap();
-        let id = node_id(&n);
+        let id = n.node_id();
         ok(&nodes[0]
             .agent
             .ctl(&["realm", "admit", &id, "--name", name, "-o", cert]));
@@ -110,7 +82,7 @@ fn a_realm_wide_purge_reaches_every_storage_node_and_only_the_realm_key_orders_i
     wait_until("the realm of four forms with storage", 60, || {
         nodes
             .iter()
-            .all(|n| alive_peers(n) == 3 && storage_nodes(n) == 4)
+            .all(|n| n.alive_peers() == 3 && storage_nodes(n) == 4)
     });
     let dir = tempfile::tempdir().unwrap();
     // delta's object: 8 segments + manifest, two copies each, over four nodes.
@@ -118,7 +90,7 @@ fn a_realm_wide_purge_reaches_every_storage_node_and_only_the_realm_key_orders_i
     let x_cap = ok(&nodes[3].agent.ctl(&["put", "-q", x.to_str().unwrap()]));
     let (y, y_data) = file_of(dir.path(), "y.bin", 1 << 20, 42);
     let y_cap = ok(&nodes[1].agent.ctl(&["put", "-q", y.to_str().unwrap()]));
-    let delta = node_id(&nodes[3]);
+    let delta = nodes[3].node_id();
 
     // charlie is down while the purge is ordered; it holds some of delta's shards.
     nodes[2].agent.stop(Duration::from_secs(5));
@@ -160,7 +132,7 @@ fn a_realm_wide_purge_reaches_every_storage_node_and_only_the_realm_key_orders_i
     );
     restart(&mut nodes[2]);
     wait_until("charlie is back in the realm", 60, || {
-        alive_peers(&nodes[2]) == 2 && storage_nodes(&nodes[2]) >= 3
+        nodes[2].alive_peers() == 2 && storage_nodes(&nodes[2]) >= 3
     });
 
     // delta's object is gone; bravo's object still reads, from charlie too.

@@ -13,19 +13,17 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-mod common;
-
-use common::{Node, alive_peers, peers, realm, realm_with, status};
 use macula_store::store::LocalStore;
 use macula_testkit::check::{ok, wait_until};
 use macula_testkit::maculactl;
+use macula_testkit::realm::{AgentRealm, RealmNode as Node};
 
 /// Shards rebuilt by repairs so far, over the alive nodes.
 fn repaired(nodes: &[Node]) -> u64 {
     nodes
         .iter()
         .filter(|n| n.alive)
-        .map(|n| status(n)["repair"]["repaired"].as_u64().unwrap())
+        .map(|n| n.storage_status()["repair"]["repaired"].as_u64().unwrap())
         .sum()
 }
 
@@ -93,7 +91,9 @@ fn get(n: &Node, cap: &str, out: &Path) -> std::process::Output {
 fn put_get_survives_corruption_and_losses_and_repairs() {
     // Three sites of 3, 2 and 1 nodes: placement spreads every segment's 5 shards 2 + 2 + 1.
     const SITES: [&str; 6] = ["a", "a", "a", "b", "b", "c"];
-    let mut nodes = realm_with(6, |i| format!("site = \"{}\"\n", SITES[i]));
+    let mut nodes = AgentRealm::new(6)
+        .storage_extra(|i| format!("site = \"{}\"\n", SITES[i]))
+        .start();
     let dir = tempfile::tempdir().unwrap();
     // 3 full 1 MiB segments and an odd tail: 4 data segments + 1 manifest.
     let (input, data) = file_of(dir.path(), "input.bin", 3 * (1 << 20) + 12_345, 7);
@@ -178,15 +178,17 @@ fn put_get_survives_corruption_and_losses_and_repairs() {
         .unwrap()
         + 1;
     let lost_shards = shards(&nodes[lost]).len() as u64;
-    let before: u64 =
-        repaired(&nodes) - status(&nodes[lost])["repair"]["repaired"].as_u64().unwrap();
+    let before: u64 = repaired(&nodes)
+        - nodes[lost].storage_status()["repair"]["repaired"]
+            .as_u64()
+            .unwrap();
     kill(&mut nodes[lost]);
     wait_until("full redundancy restored after a node loss", 90, || {
         let r = redundancy(&nodes);
         r == full
     });
     wait_until("the repair queue is empty", 30, || {
-        let s = status(&nodes[0]);
+        let s = nodes[0].storage_status();
         s["repair"]["degraded"] == 0 && s["repair"]["inflight"] == 0
     });
     // Each lost shard was rebuilt once, by its segment's leader (the others would take over
@@ -202,7 +204,7 @@ fn put_get_survives_corruption_and_losses_and_repairs() {
         kill(&mut nodes[i]);
     }
     wait_until("node 0 sees the killed nodes down", 30, || {
-        alive_peers(&nodes[0]) == 2
+        nodes[0].alive_peers() == 2
     });
     let out2 = dir.path().join("out2.bin");
     ok(&get(&nodes[0], &cap, &out2));
@@ -214,7 +216,7 @@ fn put_get_survives_corruption_and_losses_and_repairs() {
     // One more: fewer than k shards of the manifest remain.
     kill(&mut nodes[holders[2]]);
     wait_until("node 0 sees the third node down", 30, || {
-        alive_peers(&nodes[0]) == 1
+        nodes[0].alive_peers() == 1
     });
     let have = nodes
         .iter()
@@ -242,13 +244,15 @@ fn labels_and_free_space_reach_the_peers() {
         ("cellar", "ups-3"),
         ("garage", "mains"),
     ];
-    let nodes = realm_with(5, |i| match labels.get(i) {
-        Some((site, power)) => format!("site = \"{site}\"\npower = \"{power}\"\n"),
-        None => String::new(), // node 4 sets none: `default`
-    });
+    let nodes = AgentRealm::new(5)
+        .storage_extra(|i| match labels.get(i) {
+            Some((site, power)) => format!("site = \"{site}\"\npower = \"{power}\"\n"),
+            None => String::new(), // node 4 sets none: `default`
+        })
+        .start();
     let label_of = |i: usize| labels.get(i).copied().unwrap_or(("default", "default"));
     let view = |from: &Node, name: &str| {
-        peers(from)
+        from.peers()
             .into_iter()
             .find(|p| p["name"] == name)
             .unwrap_or_else(|| panic!("{} does not know {name}", from.name))
@@ -289,7 +293,7 @@ fn labels_and_free_space_reach_the_peers() {
     let step = (1u64 << 20).div_ceil(3).min(QUOTA / 100);
     let own_free: Vec<u64> = nodes
         .iter()
-        .map(|n| status(n)["stats"]["free_bytes"].as_u64().unwrap())
+        .map(|n| n.storage_status()["stats"]["free_bytes"].as_u64().unwrap())
         .collect();
     assert!(own_free.iter().all(|&f| f <= QUOTA - step), "{own_free:?}");
     wait_until("every peer sees the new free space", 30, || {
@@ -333,7 +337,7 @@ fn a_bad_failure_domain_label_is_refused_with_its_place() {
 
 #[test]
 fn a_small_put_does_not_wait_for_a_large_one() {
-    let nodes = realm(5);
+    let nodes = AgentRealm::new(5).start();
     let dir = tempfile::tempdir().unwrap();
     let (big, big_data) = file_of(dir.path(), "big.bin", 32 << 20, 21);
     let bus = nodes[0].bus.address().to_owned();
@@ -360,7 +364,7 @@ fn a_small_put_does_not_wait_for_a_large_one() {
 
 #[test]
 fn sigkill_during_put_leaves_no_partial_shard() {
-    let mut nodes = realm(5);
+    let mut nodes = AgentRealm::new(5).start();
     let dir = tempfile::tempdir().unwrap();
     let (input, _) = file_of(dir.path(), "big.bin", 24 << 20, 11);
     let bus = nodes[0].bus.address().to_owned();
@@ -385,7 +389,7 @@ fn sigkill_during_put_leaves_no_partial_shard() {
     n4.agent.start(&n4.bus).unwrap();
     nodes[4].alive = true;
     wait_until("node 4 serves storage again", 60, || {
-        status(&nodes[4])["stats"]["running"] == true
+        nodes[4].storage_status()["stats"]["running"] == true
     });
     let root = nodes[4].agent.state_dir().join("shards");
     let tmp: Vec<_> = std::fs::read_dir(root.join("tmp")).unwrap().collect();
@@ -400,7 +404,7 @@ fn sigkill_during_put_leaves_no_partial_shard() {
     }
     // The store stays usable: a put and a get work with all five nodes back.
     wait_until("node 0 sees node 4 alive", 60, || {
-        alive_peers(&nodes[0]) == 4
+        nodes[0].alive_peers() == 4
     });
     let (small, data) = file_of(dir.path(), "small.bin", 100_001, 3);
     let cap = ok(&nodes[0].agent.ctl(&["put", "-q", small.to_str().unwrap()]));
@@ -409,22 +413,20 @@ fn sigkill_during_put_leaves_no_partial_shard() {
     assert!(std::fs::read(&back).unwrap() == data);
 }
 
-fn node_id(n: &Node) -> String {
-    let s: serde_json::Value =
-        serde_json::from_str(&ok(&n.agent.ctl(&["status", "--json"]))).unwrap();
-    s["node_id"].as_str().unwrap().to_string()
-}
-
 /// `[storage] owner_quota_bytes` caps what one owner's puts leave on each holder while another
 /// owner still stores; `maculactl storage purge <owner>` on every node removes that owner's
 /// shards (the other's object still reads) and refuses its shards afterwards.
 #[test]
 fn owner_quota_and_admin_purge() {
     const OWNER_QUOTA: u64 = 3 << 20;
-    let nodes = common::realm_coded(3, (1, 1), |_| {
-        format!("owner_quota_bytes = {OWNER_QUOTA}\n")
-    });
-    assert_eq!(status(&nodes[0])["stats"]["owner_quota_bytes"], OWNER_QUOTA);
+    let nodes = AgentRealm::new(3)
+        .coded(1, 1)
+        .storage_extra(|_| format!("owner_quota_bytes = {OWNER_QUOTA}\n"))
+        .start();
+    assert_eq!(
+        nodes[0].storage_status()["stats"]["owner_quota_bytes"],
+        OWNER_QUOTA
+    );
     let dir = tempfile::tempdir().unwrap();
     let (small, _) = file_of(dir.path(), "small.bin", 1 << 20, 31);
     let small_cap = ok(&nodes[0].agent.ctl(&["put", "-q", small.to_str().unwrap()]));
@@ -441,7 +443,7 @@ fn owner_quota_and_admin_purge() {
     let (other, other_data) = file_of(dir.path(), "other.bin", 1 << 20, 33);
     let other_cap = ok(&nodes[1].agent.ctl(&["put", "-q", other.to_str().unwrap()]));
 
-    let greedy = node_id(&nodes[0]);
+    let greedy = nodes[0].node_id();
     let before: usize = nodes.iter().map(|n| shards(n).len()).sum();
     for n in &nodes {
         let out = ok(&n.agent.ctl(&["storage", "purge", &greedy]));
@@ -483,7 +485,7 @@ fn owner_quota_and_admin_purge() {
 #[test]
 fn shard_files_hold_no_plaintext() {
     const MARKER: &[u8; 32] = b"MACULA-PLAINTEXT-MARKER-31415926";
-    let nodes = realm(5);
+    let nodes = AgentRealm::new(5).start();
     let dir = tempfile::tempdir().unwrap();
     let data: Vec<u8> = MARKER.iter().copied().cycle().take(2 << 20).collect();
     let input = dir.path().join("marker.bin");

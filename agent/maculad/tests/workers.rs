@@ -2,11 +2,10 @@
 //! storage: `maculactl node workers` lists the real workers with their states, and SIGTERM stops
 //! every subsystem in order (D-Bus work, workers, storage, mesh, bus name) and exits 0 in time.
 
-mod common;
-
 use std::time::Duration;
 
 use macula_testkit::check::{ok, wait_until};
+use macula_testkit::realm::{AgentRealm, RealmNode};
 
 /// Every worker a storage node with a realm runs.
 const EXPECTED: &[&str] = &[
@@ -21,7 +20,7 @@ const EXPECTED: &[&str] = &[
     "update.health",
 ];
 
-fn workers(n: &common::Node) -> Vec<serde_json::Value> {
+fn workers(n: &RealmNode) -> Vec<serde_json::Value> {
     let v: serde_json::Value =
         serde_json::from_str(&ok(&n.agent.ctl(&["node", "workers", "--json"]))).unwrap();
     v.as_array().unwrap().clone()
@@ -29,7 +28,7 @@ fn workers(n: &common::Node) -> Vec<serde_json::Value> {
 
 #[test]
 fn workers_are_listed_and_sigterm_stops_everything_in_order() {
-    let mut nodes = common::realm(2);
+    let mut nodes = AgentRealm::new(2).start();
     let n0 = &nodes[0];
     // The storage workers start once storage runs; update.health ends at once here (not booted
     // from a RAUC slot).
@@ -101,5 +100,5 @@ fn workers_are_listed_and_sigterm_stops_everything_in_order() {
     assert!(!n1.bus.name_has_owner("io.macula.Agent"));
     // The realm heard it leave (mesh closed after saying so, not by a timeout).
     let n0 = &nodes[0];
-    wait_until("n0 sees n1 gone", 5, || common::alive_peers(n0) == 0);
+    wait_until("n0 sees n1 gone", 5, || n0.alive_peers() == 0);
 }
