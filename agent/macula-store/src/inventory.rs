@@ -148,10 +148,22 @@ struct Pending {
     parts: Vec<Option<Vec<Entry>>>,
 }
 
+/// How far below a publisher's last completed round a part still counts as a late copy of an
+/// old round (ignored) rather than a restart with a clock that went back (accepted). Rounds go
+/// up by one per publication, at most about one a second.
+const STALE_ROUNDS: u64 = 64;
+
 /// Reassembles the rounds of every publisher (sans-IO: fed received parts).
+///
+/// Pub/sub does not keep a publisher's messages in order (a message missed by eager push is
+/// fetched later), so an old round can arrive after a newer one: it is ignored, or it would
+/// take back shards the publisher has since received (and the repair planner would rebuild
+/// them again).
 #[derive(Debug, Default)]
 pub struct Assembler {
     pending: BTreeMap<NodeId, Pending>,
+    /// Each publisher's last completed round.
+    last: BTreeMap<NodeId, u64>,
 }
 
 impl Assembler {
@@ -164,6 +176,12 @@ impl Assembler {
         bytes: &[u8],
     ) -> Result<Option<Vec<HeldShard>>, InventoryError> {
         let p = decode(bytes)?;
+        if let Some(&last) = self.last.get(&from)
+            && p.round <= last
+            && last - p.round < STALE_ROUNDS
+        {
+            return Ok(None);
+        }
         let pending = self.pending.entry(from).or_insert_with(|| Pending {
             round: p.round,
             parts: Vec::new(),
@@ -177,6 +195,7 @@ impl Assembler {
             return Ok(None);
         }
         let done = self.pending.remove(&from).expect("pending round");
+        self.last.insert(from, done.round);
         Ok(Some(
             done.parts
                 .into_iter()
@@ -191,11 +210,6 @@ impl Assembler {
                 })
                 .collect(),
         ))
-    }
-
-    /// Drops what is pending from a node (it left or went down).
-    pub fn forget(&mut self, node: &NodeId) {
-        self.pending.remove(node);
     }
 }
 
@@ -284,6 +298,34 @@ mod tests {
         assert_eq!(a.feed(from, &new[0]).unwrap().unwrap().len(), 5);
         // The stale round's remaining parts start over and never complete on their own.
         assert_eq!(a.feed(from, &old[1]).unwrap(), None);
+    }
+
+    #[test]
+    fn a_late_copy_of_an_old_round_is_ignored_and_a_restart_is_not() {
+        let from = NodeKey::from_seed([5; 32]).node_id();
+        let mut a = Assembler::default();
+        let newer = encode(1_000_002, &shards(4));
+        let older = encode(1_000_001, &shards(3));
+        assert_eq!(a.feed(from, &newer[0]).unwrap().unwrap().len(), 4);
+        // Round 1_000_001 fetched late: it would take back a shard received since.
+        assert_eq!(a.feed(from, &older[0]).unwrap(), None);
+        // The same round again (a duplicate delivery) is ignored too.
+        assert_eq!(a.feed(from, &newer[0]).unwrap(), None);
+        assert_eq!(
+            a.feed(from, &encode(1_000_003, &shards(2))[0])
+                .unwrap()
+                .unwrap()
+                .len(),
+            2
+        );
+        // A restart whose clock went back far: its rounds are new, not stale.
+        assert_eq!(
+            a.feed(from, &encode(5_000, &shards(1))[0])
+                .unwrap()
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -8,8 +8,11 @@
 //!
 //! Rules:
 //! - every node runs a planner and tracks exactly the segments it holds a shard of itself (its
-//!   own inventory says which); what others report about other segments is ignored, so memory is
-//!   bounded by the local store;
+//!   own inventory says which); what others report about other segments is kept only briefly:
+//!   each node's latest inventory for [`RECENT_INVENTORY_MS`] (at most [`RECENT_ENTRIES`]
+//!   entries in all), so a segment this node starts tracking learns its holders from the lists
+//!   that arrived just before its own (a put stores every shard at once and the holders'
+//!   inventories cross), and memory stays bounded by the local store;
 //! - an [`Event::Inventory`] is a node's complete list of shards: a shard it no longer lists is
 //!   gone from it (removed as corrupt, deleted, lost with a disk);
 //! - **one repair leader per segment:** the segment's reachable holders are ranked by
@@ -40,6 +43,11 @@ use macula_core::NodeId;
 
 use crate::header::SegmentId;
 use crate::placement::{self, NodeInfo};
+
+/// How long another node's latest inventory is kept for segments this node may start tracking.
+pub const RECENT_INVENTORY_MS: u64 = 30_000;
+/// Most inventory entries kept that way, over every node (≈ 2.2 MB).
+pub const RECENT_ENTRIES: usize = 1 << 16;
 
 /// Repair throttling and timing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,8 +173,8 @@ struct SegState {
     /// is gone. An absent key: nobody has reported it yet.
     holders: BTreeMap<u16, BTreeSet<NodeId>>,
     retry_at: u64,
-    /// Inventory count when this node started tracking the segment: holders known only from
-    /// inventories taken in later (earlier ones were ignored for it).
+    /// Holders are known from every node whose latest inventory was taken in after this count:
+    /// the ones taken in after tracking began, and the recent ones it started from.
     tracked_at: u64,
     /// When this node started tracking the segment. Indices nobody reported count as lost only
     /// from `first_seen + grace_ms` on, so a partial inventory (reports still arriving after a
@@ -235,6 +243,15 @@ fn leader_rank(segment: &SegmentId, node: &NodeId) -> [u8; 32] {
         .as_bytes()
 }
 
+/// Another node's latest inventory, kept for [`RECENT_INVENTORY_MS`].
+#[derive(Debug, Clone)]
+struct Recent {
+    /// Inventory count when it was taken in.
+    count: u64,
+    at: u64,
+    shards: Vec<(SegmentId, u16)>,
+}
+
 /// The repair planner of one node.
 #[derive(Debug, Clone)]
 pub struct RepairPlanner {
@@ -247,6 +264,11 @@ pub struct RepairPlanner {
     inflight: BTreeSet<SegmentId>,
     /// Inventories taken in so far.
     inventories: u64,
+    /// Other nodes' latest inventories of the last [`RECENT_INVENTORY_MS`], if that recent. The
+    /// counts kept are the newest ones: every node whose latest inventory came after the oldest
+    /// kept here has its latest here (they leave oldest first).
+    recent: BTreeMap<NodeId, Recent>,
+    recent_entries: usize,
     tokens: u64,
     refilled_at: u64,
     repaired: u64,
@@ -264,6 +286,8 @@ impl RepairPlanner {
             segments: BTreeMap::new(),
             inflight: BTreeSet::new(),
             inventories: 0,
+            recent: BTreeMap::new(),
+            recent_entries: 0,
             tokens,
             refilled_at: now,
             repaired: 0,
@@ -297,6 +321,9 @@ impl RepairPlanner {
             }
             Event::NodeLeft(id) => {
                 self.nodes.remove(&id);
+                if let Some(r) = self.recent.remove(&id) {
+                    self.recent_entries -= r.shards.len();
+                }
             }
             Event::Inventory { node, shards } => self.inventory(now, node, shards),
             Event::ShardLost {
@@ -342,15 +369,19 @@ impl RepairPlanner {
         if let Some(n) = self.nodes.get_mut(&node) {
             n.reported = count;
         }
+        self.expire_recent(now);
         if node == self.me {
             // Track exactly the segments held here.
             let held: BTreeSet<SegmentId> = shards.iter().map(|h| h.segment).collect();
             self.segments.retain(|id, _| held.contains(id));
             for h in &shards {
-                self.segments
-                    .entry(h.segment)
-                    .or_insert_with(|| SegState::new(h, now, count));
+                if !self.segments.contains_key(&h.segment) {
+                    let s = self.start_tracking(h, now, count);
+                    self.segments.insert(h.segment, s);
+                }
             }
+        } else {
+            self.remember(now, node, count, &shards);
         }
         let mut listed: BTreeMap<SegmentId, BTreeSet<u16>> = BTreeMap::new();
         for h in &shards {
@@ -361,6 +392,72 @@ impl RepairPlanner {
         let none = BTreeSet::new();
         for (id, s) in self.segments.iter_mut() {
             s.report(&node, listed.get(id).unwrap_or(&none), now);
+        }
+    }
+
+    /// A newly held segment: its holders as the recent inventories of the others list them.
+    /// Every node whose latest inventory is among those counts as reported since tracking began.
+    fn start_tracking(&self, h: &HeldShard, now: u64, count: u64) -> SegState {
+        let mut s = SegState::new(h, now, count);
+        for (node, r) in &self.recent {
+            let listed: BTreeSet<u16> = r
+                .shards
+                .iter()
+                .filter(|(seg, _)| *seg == h.segment)
+                .map(|(_, i)| *i)
+                .collect();
+            s.report(node, &listed, now);
+            s.tracked_at = s.tracked_at.min(r.count - 1);
+        }
+        s
+    }
+
+    /// Keeps `node`'s latest inventory for a while, dropping the oldest kept to stay within
+    /// [`RECENT_ENTRIES`] (all of them if this one alone is too big, so that what is kept is
+    /// always the newest).
+    fn remember(&mut self, now: u64, node: NodeId, count: u64, shards: &[HeldShard]) {
+        if let Some(old) = self.recent.remove(&node) {
+            self.recent_entries -= old.shards.len();
+        }
+        if shards.len() > RECENT_ENTRIES {
+            self.recent.clear();
+            self.recent_entries = 0;
+            return;
+        }
+        while self.recent_entries + shards.len() > RECENT_ENTRIES {
+            self.drop_oldest_recent();
+        }
+        self.recent_entries += shards.len();
+        self.recent.insert(
+            node,
+            Recent {
+                count,
+                at: now,
+                shards: shards.iter().map(|h| (h.segment, h.index)).collect(),
+            },
+        );
+    }
+
+    fn expire_recent(&mut self, now: u64) {
+        while self
+            .recent
+            .values()
+            .map(|r| r.at)
+            .min()
+            .is_some_and(|at| now.saturating_sub(at) > RECENT_INVENTORY_MS)
+        {
+            self.drop_oldest_recent();
+        }
+    }
+
+    fn drop_oldest_recent(&mut self) {
+        let oldest = self
+            .recent
+            .iter()
+            .min_by_key(|(_, r)| r.count)
+            .map(|(id, _)| *id);
+        if let Some(r) = oldest.and_then(|id| self.recent.remove(&id)) {
+            self.recent_entries -= r.shards.len();
         }
     }
 

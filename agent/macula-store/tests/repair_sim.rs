@@ -562,3 +562,75 @@ fn unreported_indices_wait_for_every_report_and_the_grace_time() {
             .all(|(_, n)| !infos[..4].iter().any(|i| i.id == *n))
     );
 }
+
+#[test]
+fn holders_that_reported_just_before_this_node_held_the_segment_are_known() {
+    // A put stores a 2 + 1 segment on nodes 0, 1 and 2 at once: nodes 1 and 2 publish their
+    // inventories before node 0 has taken in its own. Node 3 is spare.
+    let infos: Vec<NodeInfo> = (0..4u8)
+        .map(|i| NodeInfo {
+            id: NodeKey::from_seed([i + 40; 32]).node_id(),
+            capacity_bytes: 1 << 30,
+            free_bytes: 1 << 30,
+            site: "a".into(),
+            power: "p".into(),
+        })
+        .collect();
+    let seg = SegmentId([7; 32]);
+    let held = |i: u16| HeldShard {
+        segment: seg,
+        index: i,
+        k: 2,
+        m: 1,
+        shard_bytes: SHARD,
+    };
+    let planner = |me: usize, own_at: u64| {
+        let mut p = RepairPlanner::new(infos[me].id, cfg(), 0);
+        for info in &infos {
+            p.handle(0, Event::NodeUp(info.clone()));
+        }
+        for i in (0..3u16).filter(|i| usize::from(*i) != me) {
+            p.handle(
+                1000,
+                Event::Inventory {
+                    node: infos[usize::from(i)].id,
+                    shards: vec![held(i)],
+                },
+            );
+        }
+        p.handle(
+            1000,
+            Event::Inventory {
+                node: infos[3].id,
+                shards: vec![],
+            },
+        );
+        p.handle(
+            own_at,
+            Event::Inventory {
+                node: infos[me].id,
+                shards: vec![held(me as u16)],
+            },
+        );
+        p
+    };
+    // Node 2 dies; nobody reports again. Its shard is lost after the grace time and exactly one
+    // of the two remaining holders rebuilds that index alone, on the spare node.
+    let lost_at = 5000;
+    let mut planners = [planner(0, 1500), planner(1, 1500)];
+    for p in &mut planners {
+        p.handle(lost_at, Event::NodeDown(infos[2].id));
+        assert_eq!(p.poll(lost_at + cfg().grace_ms - 1), None);
+    }
+    let actions: Vec<RepairAction> = planners
+        .iter_mut()
+        .filter_map(|p| p.poll(lost_at + cfg().grace_ms))
+        .collect();
+    assert_eq!(actions.len(), 1, "one leader, at once: {actions:?}");
+    assert_eq!(actions[0].targets, vec![(2, infos[3].id)]);
+    // Lists older than the memory of recent inventories are not relied on: without new reports
+    // the holders stay unknown until the takeover time.
+    let mut late = planner(0, 1000 + macula_store::repair::RECENT_INVENTORY_MS + 1);
+    late.handle(lost_at, Event::NodeDown(infos[2].id));
+    assert_eq!(late.poll(lost_at + cfg().grace_ms), None);
+}

@@ -44,6 +44,22 @@ pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> Duratio
     start.elapsed()
 }
 
+/// Like [`wait_until`] for a condition that says why it does not hold yet: the last reason is
+/// in the panic message.
+pub fn wait_until_ok(what: &str, secs: u64, mut f: impl FnMut() -> Result<(), String>) -> Duration {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(()) => return start.elapsed(),
+            Err(why) => assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "timed out after {secs} s: {what}: {why}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// A UDP port on 127.0.0.1 that was free a moment ago.
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use macula_store::header::ShardHeader;
-use macula_testkit::check::{ok, wait_until};
+use macula_testkit::check::{ok, wait_until, wait_until_ok};
 use macula_testkit::realm::{AgentRealm, RealmNode as Node};
 
 const PROOFS: &str = "audit_interval_secs = 3600\n\
@@ -146,19 +146,35 @@ fn a_node_with_corrupted_shards_is_quarantined_and_avoided() {
     // Its shards are rebuilt on the three others (it is no repair source and counts as down):
     // it holds none, the others hold at least every shard of the first object (its manifest's
     // too), and no node's planner sees a degraded segment.
-    let took = wait_until(
+    let took = wait_until_ok(
         "the others hold every shard of the first object",
         30,
         || {
-            shard_files(&nodes[cheat]).is_empty()
-                && nodes[..cheat]
-                    .iter()
-                    .map(|n| shard_files(n).len())
-                    .sum::<usize>()
-                    >= 3 * segments
-                && nodes[..cheat]
-                    .iter()
-                    .all(|n| n.storage_status()["repair"]["degraded"] == 0)
+            let left = shard_files(&nodes[cheat]).len();
+            let held: usize = nodes[..cheat].iter().map(|n| shard_files(n).len()).sum();
+            let repair: Vec<serde_json::Value> = nodes[..cheat]
+                .iter()
+                .map(|n| n.storage_status()["repair"].clone())
+                .collect();
+            if left == 0 && held >= 3 * segments && repair.iter().all(|r| r["degraded"] == 0) {
+                return Ok(());
+            }
+            let logs: Vec<String> = nodes
+                .iter()
+                .flat_map(|n| {
+                    let log = n.agent.log();
+                    log.lines()
+                        .filter(|l| l.contains("storage: repair"))
+                        .map(|l| format!("{}: {l}", n.name))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            Err(format!(
+                "node 3 holds {left} shard files, the others {held} (want {}), repair status \
+             {repair:?}\n{}",
+                3 * segments,
+                logs.join("\n")
+            ))
         },
     );
     eprintln!("{segments} segments fully held by the others {took:?} after the quarantine");

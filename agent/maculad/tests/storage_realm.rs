@@ -27,6 +27,22 @@ fn repaired(nodes: &[Node]) -> u64 {
         .sum()
 }
 
+/// Every node's log lines about repairs, for failure messages.
+fn repair_log(nodes: &[Node]) -> String {
+    let mut out = String::new();
+    for n in nodes {
+        for line in n
+            .agent
+            .log()
+            .lines()
+            .filter(|l| l.contains("storage: repair"))
+        {
+            out.push_str(&format!("{}: {line}\n", n.name));
+        }
+    }
+    out
+}
+
 fn shard_dir(n: &Node) -> PathBuf {
     n.agent.state_dir().join("shards").join("shards")
 }
@@ -193,7 +209,12 @@ fn put_get_survives_corruption_and_losses_and_repairs() {
     });
     // Each lost shard was rebuilt once, by its segment's leader (the others would take over
     // only after 3 × grace = 9 s).
-    assert_eq!(repaired(&nodes), before + lost_shards);
+    assert_eq!(
+        repaired(&nodes),
+        before + lost_shards,
+        "lost {lost_shards} shards; repairs:\n{}",
+        repair_log(&nodes)
+    );
 
     // Kill m = 2 holders of the manifest (never node 0, which runs the gets): still readable.
     let holders: Vec<usize> = (1..nodes.len())
