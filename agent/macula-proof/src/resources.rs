@@ -4,7 +4,9 @@
 //! when a report has changed enough to be spread to the realm (bounded rate, heartbeat). The
 //! figures are defined in `docs/proofs.md` §2; the signed report is [`SignedResources`].
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use macula_core::domains::Domain;
 use macula_core::fsutil::fs_space;
@@ -536,6 +538,111 @@ impl SignedResources {
     }
 }
 
+/// Realm topic of signed resource reports (`docs/protocol.md` pub/sub).
+pub const TOPIC: &str = "macula/resources";
+
+/// Shortest sampling interval, whatever `spread.min_interval_ms` says.
+pub const MIN_SAMPLE: Duration = Duration::from_millis(200);
+
+impl SpreadPolicy {
+    /// How often the monitor samples: every `min_interval_ms`, at least [`MIN_SAMPLE`] apart.
+    pub fn sample_interval(&self) -> Duration {
+        Duration::from_millis(self.min_interval_ms).max(MIN_SAMPLE)
+    }
+
+    /// How long a received report is shown: three heartbeats (`max_interval_ms`).
+    pub fn stale_after(&self) -> Duration {
+        Duration::from_millis(self.max_interval_ms.saturating_mul(3))
+    }
+}
+
+/// Why a received report was not kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportRefused {
+    #[error(transparent)]
+    Invalid(#[from] ResourceError),
+    #[error("a report of {node} relayed as {publisher}'s")]
+    Relayed { publisher: NodeId, node: NodeId },
+}
+
+/// A received report and when it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerReport {
+    pub seq: u64,
+    pub resources: Resources,
+    pub at: Instant,
+}
+
+/// The others' latest reports as a node keeps them (sans-IO: the caller passes the time): a
+/// report is kept when it verifies, its publisher is the node it describes, and it is newer
+/// than what is held of that node; this node's own reports are not kept here.
+#[derive(Debug)]
+pub struct ReportBook {
+    me: NodeId,
+    stale: Duration,
+    reports: HashMap<NodeId, PeerReport>,
+}
+
+impl ReportBook {
+    pub fn new(me: NodeId, policy: &SpreadPolicy) -> Self {
+        Self {
+            me,
+            stale: policy.stale_after(),
+            reports: HashMap::new(),
+        }
+    }
+
+    /// A publication on [`TOPIC`] from `publisher`, arrived at `now`: whether it was kept.
+    pub fn receive(
+        &mut self,
+        publisher: NodeId,
+        payload: &[u8],
+        now: Instant,
+    ) -> Result<bool, ReportRefused> {
+        let body = SignedResources::decode_verified(payload)?;
+        if body.node != publisher {
+            return Err(ReportRefused::Relayed {
+                publisher,
+                node: body.node,
+            });
+        }
+        if body.node == self.me
+            || self
+                .reports
+                .get(&body.node)
+                .is_some_and(|r| r.seq >= body.seq)
+        {
+            return Ok(false);
+        }
+        self.reports.insert(
+            body.node,
+            PeerReport {
+                seq: body.seq,
+                resources: body.resources,
+                at: now,
+            },
+        );
+        Ok(true)
+    }
+
+    /// The latest report of `node`, fresh or not.
+    pub fn get(&self, node: &NodeId) -> Option<&PeerReport> {
+        self.reports.get(node)
+    }
+
+    /// The reports not older than three heartbeats at `now`, by node ID (text order).
+    pub fn fresh(&self, now: Instant) -> Vec<(NodeId, &PeerReport)> {
+        let mut v: Vec<(NodeId, &PeerReport)> = self
+            .reports
+            .iter()
+            .filter(|(_, r)| now.saturating_duration_since(r.at) <= self.stale)
+            .map(|(id, r)| (*id, r))
+            .collect();
+        v.sort_by_key(|(id, _)| id.to_string());
+        v
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -766,5 +873,61 @@ mod tests {
             SignedResources::decode_verified(&bytes),
             Err(ResourceError::Decode(_))
         ));
+    }
+
+    #[test]
+    fn the_book_keeps_newer_verified_reports_of_their_publishers_while_fresh() {
+        let policy = SpreadPolicy {
+            threshold_permille: 50,
+            min_interval_ms: 100,
+            max_interval_ms: 1_000,
+        };
+        assert_eq!(policy.sample_interval(), MIN_SAMPLE);
+        assert_eq!(policy.stale_after(), Duration::from_secs(3));
+        let me = NodeKey::from_seed([1; 32]);
+        let a = NodeKey::from_seed([2; 32]);
+        let b = NodeKey::from_seed([3; 32]);
+        let mut book = ReportBook::new(me.node_id(), &policy);
+        let t0 = Instant::now();
+        let r = |uptime_s| Resources {
+            uptime_s,
+            ..Resources::default()
+        };
+        let report = |k: &NodeKey, seq, uptime| SignedResources::sign(k, seq, &r(uptime)).encode();
+        assert_eq!(book.receive(a.node_id(), &report(&a, 5, 10), t0), Ok(true));
+        // Older or the same number: dropped.
+        assert_eq!(book.receive(a.node_id(), &report(&a, 5, 11), t0), Ok(false));
+        assert_eq!(book.receive(a.node_id(), &report(&a, 4, 12), t0), Ok(false));
+        assert_eq!(book.get(&a.node_id()).unwrap().resources, r(10));
+        // Own reports are not kept; relayed ones and damaged ones are refused.
+        assert_eq!(
+            book.receive(me.node_id(), &report(&me, 9, 1), t0),
+            Ok(false)
+        );
+        assert_eq!(
+            book.receive(b.node_id(), &report(&a, 6, 13), t0),
+            Err(ReportRefused::Relayed {
+                publisher: b.node_id(),
+                node: a.node_id()
+            })
+        );
+        assert!(matches!(
+            book.receive(a.node_id(), b"\x01\x02", t0),
+            Err(ReportRefused::Invalid(_))
+        ));
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(
+            book.receive(b.node_id(), &report(&b, 1, 20), later),
+            Ok(true)
+        );
+        let fresh: Vec<NodeId> = book.fresh(later).iter().map(|(id, _)| *id).collect();
+        let mut both = vec![a.node_id(), b.node_id()];
+        both.sort_by_key(|id| id.to_string());
+        assert_eq!(fresh, both);
+        // Three heartbeats after it arrived, a's report is no longer shown (still held).
+        let fresh = book.fresh(t0 + Duration::from_millis(3_001));
+        assert_eq!(fresh.len(), 1);
+        assert_eq!(fresh[0].0, b.node_id());
+        assert!(book.get(&a.node_id()).is_some());
     }
 }

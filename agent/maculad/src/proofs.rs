@@ -1,7 +1,7 @@
 //! Wiring of `macula-proof` (`docs/proofs.md`): the resource monitor samples `/proc` and
 //! `statvfs` into the crate's `Aggregator`, asks its `Spreader` whether the figures are worth
-//! telling the realm, publishes signed reports on [`RESOURCES_TOPIC`] and keeps the verified
-//! reports of the others for `io.macula.Node1`.
+//! telling the realm, publishes signed reports on `resources::TOPIC` and keeps the others'
+//! verified reports in the crate's `ReportBook` for `io.macula.Node1`.
 
 use macula_core::sync::Locked;
 use std::collections::HashMap;
@@ -13,42 +13,27 @@ use macula_bus::node::{InterfaceTraffic, NodeObject, Resources as BusResources};
 use macula_core::{NodeId, NodeKey};
 use macula_proof::config::ProofsConfig;
 use macula_proof::resources::{
-    Aggregator, ReadSpec, Resources, SignedResources, SpreadPolicy, Spreader, read_sample,
+    self, Aggregator, PeerReport, ReadSpec, ReportBook, ReportRefused, Resources, SignedResources,
+    SpreadPolicy, Spreader, read_sample,
 };
 
 use crate::mesh::MeshGlue;
 use crate::storage::StorageGlue;
 use crate::worker::Workers;
 
-/// Realm topic of signed resource reports (`docs/protocol.md` pub/sub).
-pub const RESOURCES_TOPIC: &str = "macula/resources";
-
-/// Shortest sampling interval, whatever `spread.min_interval_ms` says.
-const MIN_SAMPLE: Duration = Duration::from_millis(200);
-
-/// One report: who, its number, the figures, and when it was made or arrived here.
-#[derive(Debug, Clone)]
-struct Report {
-    seq: u64,
-    resources: Resources,
-    at: Instant,
-}
-
 /// The monitor's shared state: this node's last spread report and the others' latest.
 #[derive(Clone)]
 pub struct MonitorGlue {
     node: NodeId,
-    /// Reports older than this are left out of `PeerResources` (3 heartbeats).
-    stale: Duration,
     /// `[proofs] spread` and `interfaces`.
     policy: SpreadPolicy,
     interfaces: Vec<String>,
-    own: Arc<Mutex<Option<Report>>>,
-    peers: Arc<Mutex<HashMap<NodeId, Report>>>,
+    own: Arc<Mutex<Option<PeerReport>>>,
+    peers: Arc<Mutex<ReportBook>>,
 }
 
 /// The one conversion of a report to its D-Bus form.
-fn to_bus(node: &NodeId, r: &Report) -> BusResources {
+fn to_bus(node: &NodeId, r: &PeerReport) -> BusResources {
     let x = &r.resources;
     BusResources {
         node_id: node.to_string(),
@@ -87,11 +72,10 @@ impl MonitorGlue {
     pub fn new(node: NodeId, config: &ProofsConfig) -> Self {
         Self {
             node,
-            stale: Duration::from_millis(config.spread.max_interval_ms.saturating_mul(3)),
             policy: config.spread,
             interfaces: config.interfaces.clone(),
             own: Arc::default(),
-            peers: Arc::default(),
+            peers: Arc::new(Mutex::new(ReportBook::new(node, &config.spread))),
         }
     }
 
@@ -115,12 +99,12 @@ impl MonitorGlue {
             .map(|r| to_bus(&self.node, r))
             .collect();
         let peers = self.peers.locked();
-        let mut others: Vec<_> = peers
-            .iter()
-            .filter(|(_, r)| r.at.elapsed() <= self.stale)
-            .collect();
-        others.sort_by_key(|(id, _)| id.to_string());
-        out.extend(others.into_iter().map(|(id, r)| to_bus(id, r)));
+        out.extend(
+            peers
+                .fresh(Instant::now())
+                .into_iter()
+                .map(|(id, r)| to_bus(&id, r)),
+        );
         out
     }
 
@@ -130,23 +114,6 @@ impl MonitorGlue {
             return self.own.locked().as_ref().map(|r| r.resources.clone());
         }
         self.peers.locked().get(node).map(|r| r.resources.clone())
-    }
-
-    /// Keeps a verified report when it is newer than what we hold of its node.
-    fn accept(&self, node: NodeId, seq: u64, resources: Resources) -> bool {
-        let mut peers = self.peers.locked();
-        if peers.get(&node).is_some_and(|r| r.seq >= seq) {
-            return false;
-        }
-        peers.insert(
-            node,
-            Report {
-                seq,
-                resources,
-                at: Instant::now(),
-            },
-        );
-        true
     }
 
     /// Starts the workers `proofs.monitor` (sample, spread, signal) and `proofs.reports`
@@ -174,7 +141,7 @@ impl MonitorGlue {
             // reports are newer than its old ones.
             let mut seq = macula_mesh::transport::unix_now().saturating_mul(1000);
             let mut tick =
-                tokio::time::interval(Duration::from_millis(policy.min_interval_ms).max(MIN_SAMPLE));
+                tokio::time::interval(policy.sample_interval());
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let joined_now = tokio::select! {
@@ -212,13 +179,13 @@ impl MonitorGlue {
                 }
                 seq += 1;
                 let signed = SignedResources::sign(&key, seq, &r).encode();
-                *me.own.locked() = Some(Report {
+                *me.own.locked() = Some(PeerReport {
                     seq,
                     resources: r,
                     at: Instant::now(),
                 });
                 if let Some(node) = mesh2.running_node()
-                    && let Err(e) = node.publish(RESOURCES_TOPIC, signed).await
+                    && let Err(e) = node.publish(resources::TOPIC, signed).await
                 {
                     tracing::warn!(target: "macula::proofs", error = %e, "cannot spread the resource report");
                     ctx.error(format!("cannot spread the resource report: {e}"));
@@ -243,9 +210,9 @@ impl MonitorGlue {
                 return Ok(());
             };
             let mut changes = node.watch_peers();
-            let mut sub = match node.subscribe(RESOURCES_TOPIC).await {
+            let mut sub = match node.subscribe(resources::TOPIC).await {
                 Ok(s) => s,
-                Err(e) => return Err(format!("cannot subscribe to {RESOURCES_TOPIC}: {e}")),
+                Err(e) => return Err(format!("cannot subscribe to {}: {e}", resources::TOPIC)),
             };
             // Our own first report may have gone out before anyone subscribed.
             joined.notify_one();
@@ -267,17 +234,17 @@ impl MonitorGlue {
                     }
                     Some(Some(Some(p))) => p,
                 };
-                match SignedResources::decode_verified(&p.payload) {
-                    Ok(body) if body.node == p.publisher => {
-                        if body.node != me.node {
-                            me.accept(body.node, body.seq, body.resources);
-                        }
-                    }
-                    Ok(body) => {
+                let received = me
+                    .peers
+                    .locked()
+                    .receive(p.publisher, &p.payload, Instant::now());
+                match received {
+                    Ok(_) => {}
+                    Err(ReportRefused::Relayed { node, .. }) => {
                         tracing::warn!(target: "macula::proofs", publisher = %p.publisher,
-                            node = %body.node, "refused a resource report relayed as another node's");
+                            %node, "refused a resource report relayed as another node's");
                     }
-                    Err(e) => {
+                    Err(ReportRefused::Invalid(e)) => {
                         tracing::warn!(target: "macula::proofs", publisher = %p.publisher,
                             error = %e, "refused a resource report");
                     }
