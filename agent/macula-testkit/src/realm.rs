@@ -132,6 +132,28 @@ impl Realm {
     }
 }
 
+/// `node_id` from `maculactl status --json` of `agent`.
+pub fn agent_node_id(agent: &Agent) -> String {
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&agent.ctl(&["status", "--json"]))).expect("JSON");
+    status["node_id"]
+        .as_str()
+        .expect("a node_id in the status")
+        .to_string()
+}
+
+/// Admits `node` to the realm of `admin` (which holds the realm key: `maculactl realm create`
+/// ran there) the way an operator does: `maculactl realm admit <id> --name <name>` on `admin`,
+/// then `maculactl realm join` with that certificate on `node`.
+pub fn admit_with_ctl(admin: &Agent, node: &Agent, name: &str) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let cert = dir.path().join(format!("{name}.cert"));
+    let cert = cert.to_str().expect("a UTF-8 path");
+    let id = agent_node_id(node);
+    ok(&admin.ctl(&["realm", "admit", &id, "--name", name, "-o", cert]));
+    ok(&node.ctl(&["realm", "join", cert]));
+}
+
 /// An in-process member about to start (see [`Realm::member`]).
 pub struct Member<'r> {
     realm: &'r Realm,
@@ -336,12 +358,7 @@ impl RealmNode {
 
     /// `maculactl status --json`'s `node_id`.
     pub fn node_id(&self) -> String {
-        let status: serde_json::Value =
-            serde_json::from_str(&ok(&self.agent.ctl(&["status", "--json"]))).expect("JSON");
-        status["node_id"]
-            .as_str()
-            .expect("a node_id in the status")
-            .to_string()
+        agent_node_id(&self.agent)
     }
 
     /// `maculactl peers --json`.

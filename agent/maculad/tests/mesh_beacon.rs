@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use macula_testkit::check::{ok, wait_until};
 use macula_testkit::netns::Topology;
+use macula_testkit::realm::admit_with_ctl;
 use macula_testkit::{Agent, AgentOptions, DbusDaemon};
 
 fn names(agent: &Agent) -> Vec<String> {
@@ -21,24 +22,6 @@ fn names(agent: &Agent) -> Vec<String> {
         .collect();
     n.sort();
     n
-}
-
-fn join(admin: &Agent, node: &Agent, name: &str) {
-    let status: serde_json::Value =
-        serde_json::from_str(&ok(&node.ctl(&["status", "--json"]))).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("node.cert");
-    let cert_s = cert.to_str().unwrap();
-    ok(&admin.ctl(&[
-        "realm",
-        "admit",
-        status["node_id"].as_str().unwrap(),
-        "--name",
-        name,
-        "-o",
-        cert_s,
-    ]));
-    ok(&node.ctl(&["realm", "join", cert_s]));
 }
 
 #[test]
@@ -84,8 +67,8 @@ fn lan_beacon_finds_lan_peers_and_stays_off_unlisted_interfaces() {
         },
     );
     ok(&a.ctl(&["realm", "create", "--name", "alpha"]));
-    join(&a, &b, "bravo");
-    join(&a, &c, "charlie");
+    admit_with_ctl(&a, &b, "bravo");
+    admit_with_ctl(&a, &c, "charlie");
 
     wait_until("A and B find each other by beacon", 30, || {
         names(&a) == ["bravo"] && names(&b) == ["alpha"]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use macula_testkit::check::{ok, wait_until};
 use macula_testkit::netns::Topology;
+use macula_testkit::realm::admit_with_ctl;
 use macula_testkit::{Agent, AgentOptions, DbusDaemon};
 
 fn state_of(agent: &Agent, name: &str) -> Option<String> {
@@ -44,21 +45,7 @@ fn partition_drives_peers_down_and_healing_reconverges() {
         },
     );
     ok(&a.ctl(&["realm", "create", "--name", "alpha"]));
-    let status: serde_json::Value =
-        serde_json::from_str(&ok(&b.ctl(&["status", "--json"]))).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("b.cert");
-    let cert_s = cert.to_str().unwrap();
-    ok(&a.ctl(&[
-        "realm",
-        "admit",
-        status["node_id"].as_str().unwrap(),
-        "--name",
-        "bravo",
-        "-o",
-        cert_s,
-    ]));
-    ok(&b.ctl(&["realm", "join", cert_s]));
+    admit_with_ctl(&a, &b, "bravo");
     wait_until("the realm forms across the link", 30, || {
         state_of(&a, "bravo").as_deref() == Some("alive")
             && state_of(&b, "alpha").as_deref() == Some("alive")

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use macula_testkit::check::ok;
 use macula_testkit::netns::Topology;
+use macula_testkit::realm::admit_with_ctl;
 use macula_testkit::{Agent, AgentOptions, DbusDaemon};
 
 fn state_of(agent: &Agent, name: &str) -> Option<String> {
@@ -16,12 +17,6 @@ fn state_of(agent: &Agent, name: &str) -> Option<String> {
         .iter()
         .find(|p| p["name"] == name)
         .map(|p| p["state"].as_str().unwrap_or("").to_string())
-}
-
-fn node_id(agent: &Agent) -> String {
-    let s: serde_json::Value =
-        serde_json::from_str(&ok(&agent.ctl(&["status", "--json"]))).unwrap();
-    s["node_id"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -91,20 +86,8 @@ fn natted_edge_is_reached_through_the_hub() {
         },
     );
     ok(&hub.ctl(&["realm", "create", "--name", "hub"]));
-    let dir = tempfile::tempdir().unwrap();
     for (agent, name) in [(&a, "alpha"), (&b, "bravo")] {
-        let cert = dir.path().join(format!("{name}.cert"));
-        let cert_s = cert.to_str().unwrap();
-        ok(&hub.ctl(&[
-            "realm",
-            "admit",
-            &node_id(agent),
-            "--name",
-            name,
-            "-o",
-            cert_s,
-        ]));
-        ok(&agent.ctl(&["realm", "join", cert_s]));
+        admit_with_ctl(&hub, agent, name);
     }
     let start = Instant::now();
     while !(state_of(&a, "bravo").as_deref() == Some("alive")

@@ -7,8 +7,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use macula_testkit::bin;
 use macula_testkit::check::{free_udp_port, ok, wait_until};
-use macula_testkit::{Agent, AgentOptions, DbusDaemon, bin};
+use macula_testkit::realm::{RealmNode as Node, admit_with_ctl};
 
 /// How soon every member must have cut the revoked one off: the membership refresh period of
 /// `MembershipConfig::lan` (10 s; the revocation itself spreads as a rumour at once).
@@ -16,12 +17,6 @@ const CUT_OFF: Duration = Duration::from_secs(10);
 /// How soon the revoked member must see nobody alive: its probes fail from the cut-off on, then
 /// the suspicion timeout (4 × log10(64) ≈ 7 s) runs, within a refresh period.
 const ALONE: Duration = Duration::from_secs(20);
-
-struct Node {
-    name: &'static str,
-    agent: Agent,
-    bus: DbusDaemon,
-}
 
 fn alive(n: &Node) -> Vec<String> {
     let v: serde_json::Value =
@@ -35,24 +30,6 @@ fn alive(n: &Node) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-fn node_id(n: &Node) -> String {
-    let s: serde_json::Value =
-        serde_json::from_str(&ok(&n.agent.ctl(&["status", "--json"]))).unwrap();
-    s["node_id"].as_str().unwrap().to_string()
-}
-
-fn start(name: &'static str, config: String) -> Node {
-    let bus = DbusDaemon::start();
-    let agent = Agent::spawn(
-        &bus,
-        AgentOptions {
-            config: Some(config),
-            ..Default::default()
-        },
-    );
-    Node { name, agent, bus }
 }
 
 /// A `maculactl sub <topic> --json` running on `n` until killed.
@@ -81,28 +58,21 @@ fn heard(mut sub: std::process::Child) -> Vec<String> {
 #[test]
 fn a_revoked_member_is_cut_off_everywhere_and_the_others_carry_on() {
     let hub_port = free_udp_port();
-    let hub = start(
+    let hub = Node::spawn(
         "alpha",
         format!("[node]\nrole = \"hub\"\n[mesh]\nlisten = \"127.0.0.1:{hub_port}\"\n"),
     );
     ok(&hub.agent.ctl(&["realm", "create", "--name", "alpha"]));
-    let certs = tempfile::tempdir().unwrap();
     let mut nodes = vec![hub];
     for name in ["bravo", "charlie", "delta"] {
         let port = free_udp_port();
-        let n = start(
+        let n = Node::spawn(
             name,
             format!(
                 "[mesh]\nlisten = \"127.0.0.1:{port}\"\nbootstrap = [\"127.0.0.1:{hub_port}\"]\n"
             ),
         );
-        let cert = certs.path().join(format!("{name}.cert"));
-        let cert = cert.to_str().unwrap();
-        let id = node_id(&n);
-        ok(&nodes[0]
-            .agent
-            .ctl(&["realm", "admit", &id, "--name", name, "-o", cert]));
-        ok(&n.agent.ctl(&["realm", "join", cert]));
+        admit_with_ctl(&nodes[0].agent, &n.agent, name);
         nodes.push(n);
     }
     let names = |except: &str| -> Vec<String> {
@@ -115,18 +85,18 @@ fn a_revoked_member_is_cut_off_everywhere_and_the_others_carry_on() {
         v
     };
     wait_until("the realm of four forms", 60, || {
-        nodes.iter().all(|n| alive(n) == names(n.name))
+        nodes.iter().all(|n| alive(n) == names(&n.name))
     });
     let (hub, bravo, charlie, delta) = (&nodes[0], &nodes[1], &nodes[2], &nodes[3]);
     // Before: the member to be revoked exchanges application data like the others.
     assert!(ok(&delta.agent.ctl(&["ping", "bravo"])).contains("answered by bravo"));
     assert!(ok(&bravo.agent.ctl(&["ping", "delta"])).contains("answered by delta"));
-    let delta_id = node_id(delta);
+    let delta_id = delta.node_id();
 
     ok(&hub.agent.ctl(&["realm", "revoke", &delta_id]));
     let revoked_at = Instant::now();
     let without_delta = |n: &Node| {
-        let mut v = names(n.name);
+        let mut v = names(&n.name);
         v.retain(|x| x != "delta");
         v
     };

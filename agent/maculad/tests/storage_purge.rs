@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use macula_store::store::LocalStore;
 use macula_testkit::check::{free_udp_port, ok, wait_until};
-use macula_testkit::realm::RealmNode as Node;
+use macula_testkit::realm::{RealmNode as Node, admit_with_ctl};
 
 fn storage_nodes(n: &Node) -> u64 {
     n.storage_status()["stats"]["nodes"].as_u64().unwrap_or(0)
@@ -59,7 +59,6 @@ fn a_realm_wide_purge_reaches_every_storage_node_and_only_the_realm_key_orders_i
         ),
     );
     ok(&alpha.agent.ctl(&["realm", "create", "--name", "alpha"]));
-    let certs = tempfile::tempdir().unwrap();
     let mut nodes = vec![alpha];
     for name in ["bravo", "charlie", "delta"] {
         let port = free_udp_port();
@@ -70,13 +69,7 @@ fn a_realm_wide_purge_reaches_every_storage_node_and_only_the_realm_key_orders_i
              bootstrap = [\"127.0.0.1:{hub_port}\"]\n{storage}"
             ),
         );
-        let cert = certs.path().join(format!("{name}.cert"));
-        let cert = cert.to_str().unwrap();
-        let id = n.node_id();
-        ok(&nodes[0]
-            .agent
-            .ctl(&["realm", "admit", &id, "--name", name, "-o", cert]));
-        ok(&n.agent.ctl(&["realm", "join", cert]));
+        admit_with_ctl(&nodes[0].agent, &n.agent, name);
         nodes.push(n);
     }
     wait_until("the realm of four forms with storage", 60, || {
