@@ -6,6 +6,7 @@
 //! return results; the ledger and the quarantine tracker are state machines fed records. A
 //! deterministic simulation of a realm with a cheating node lives in `tests/realm_sim.rs`.
 
+pub mod book;
 pub mod capacity;
 pub mod config;
 pub mod driver;

@@ -4,13 +4,15 @@
 //! verified reports in the crate's `ReportBook` for `io.macula.Node1`.
 
 use macula_core::sync::Locked;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use macula_bus::node::{InterfaceTraffic, NodeObject, Resources as BusResources};
 use macula_core::{NodeId, NodeKey};
+use macula_proof::book::{
+    LEDGER_TOPIC, PROC_CHALLENGE, PROC_LEDGER, PULL_EVERY, PULL_ROUNDS, ProofBook, Verdicts,
+};
 use macula_proof::config::ProofsConfig;
 use macula_proof::resources::{
     self, Aggregator, PeerReport, ReadSpec, ReportBook, ReportRefused, Resources, SignedResources,
@@ -254,17 +256,6 @@ impl MonitorGlue {
     }
 }
 
-/// Realm topic of signed ledger records.
-pub const LEDGER_TOPIC: &str = "macula/ledger";
-/// RPC procedure a prover serves: a challenge in, its signed answer out.
-const PROC_CHALLENGE: &str = "proofs.challenge";
-/// RPC procedure every member serves: a ledger summary in, the records the caller lacks out.
-const PROC_LEDGER: &str = "proofs.ledger";
-/// Most records one `proofs.ledger` reply carries (the caller asks again for more).
-const PULL_BATCH: usize = 512;
-/// Anti-entropy: a pull from one member (in turn) this often.
-const PULL_EVERY: Duration = Duration::from_secs(5);
-
 /// Where a prover reads challenged groups: the local store, or nothing when storage is off.
 struct Shards(Option<Arc<macula_store::store::LocalStore>>);
 
@@ -279,15 +270,6 @@ impl macula_proof::storage::ShardSource for Shards {
     }
 }
 
-/// What the proofs keep: the ledger copy, the others' inventories, the verdicts.
-struct ProofState {
-    ledger: macula_proof::ledger::Ledger,
-    inventories: HashMap<NodeId, Vec<macula_store::repair::HeldShard>>,
-    tracker: macula_proof::quarantine::Tracker,
-    quarantined: Vec<NodeId>,
-    verified: u64,
-}
-
 /// The proofs of capacity and storage, the realm ledger and quarantine, for `io.macula.Proofs1`.
 #[derive(Clone)]
 pub struct ProofsGlue {
@@ -297,7 +279,8 @@ pub struct ProofsGlue {
 struct ProofsInner {
     key: NodeKey,
     cfg: ProofsConfig,
-    state: Mutex<ProofState>,
+    /// The ledger copy, the others' inventories, the verdicts (`macula_proof::book`).
+    state: Mutex<ProofBook>,
     monitor: MonitorGlue,
     storage: StorageGlue,
     conn: std::sync::OnceLock<zbus::Connection>,
@@ -345,13 +328,7 @@ impl ProofsGlue {
             inner: Arc::new(ProofsInner {
                 key: NodeKey::from_seed(*key.signing_key().as_bytes()),
                 cfg: cfg.clone(),
-                state: Mutex::new(ProofState {
-                    ledger: macula_proof::ledger::Ledger::new(cfg.rewards),
-                    inventories: HashMap::new(),
-                    tracker: macula_proof::quarantine::Tracker::new(cfg.quarantine),
-                    quarantined: Vec::new(),
-                    verified: 0,
-                }),
+                state: Mutex::new(ProofBook::new(cfg)),
                 monitor,
                 storage,
                 conn: std::sync::OnceLock::new(),
@@ -363,7 +340,7 @@ impl ProofsGlue {
         macula_bus::proofs::ProofsObject::new(Box::new(self.clone()))
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, ProofState> {
+    fn state(&self) -> std::sync::MutexGuard<'_, ProofBook> {
         self.inner.state.locked()
     }
 
@@ -382,22 +359,13 @@ impl ProofsGlue {
     /// prover's designated verifier over `members`); on a change, tells storage placement and
     /// signals `Quarantined`.
     fn reassess(&self, members: &[NodeId]) {
-        let (t, transitions) = macula_proof::quarantine::Tracker::from_ledger(
-            self.inner.cfg.quarantine,
-            &self.state().ledger,
-            |p, e| macula_proof::verifier_for(p, e, members),
-        );
-        let excluded = t.excluded();
-        let changed = {
-            let mut s = self.state();
-            s.tracker = t;
-            let changed = s.quarantined != excluded;
-            s.quarantined = excluded.clone();
-            changed
-        };
-        if !changed {
+        let Some(Verdicts {
+            quarantined: excluded,
+            transitions,
+        }) = self.state().reassess(members)
+        else {
             return;
-        }
+        };
         for tr in transitions {
             tracing::info!(target: "macula::proofs", ?tr, "quarantine verdict");
         }
@@ -424,28 +392,19 @@ impl ProofsGlue {
         }
     }
 
-    /// Inserts received records in order; `Gap` means records are missing (pulled later).
+    /// Inserts received records in order; `gap`: records are missing (pulled later).
     fn insert(&self, records: &[Vec<u8>]) -> (usize, bool) {
-        let mut new = 0;
-        let mut gap = false;
-        let mut s = self.state();
-        for r in records {
-            match s.ledger.insert(r) {
-                Ok(macula_proof::ledger::Inserted::New) => new += 1,
-                Ok(macula_proof::ledger::Inserted::Known) => {}
-                Err(macula_proof::ledger::LedgerError::Gap { .. }) => gap = true,
-                Err(e) => {
-                    tracing::warn!(target: "macula::proofs", error = %e, "refused a ledger record");
-                }
-            }
+        let received = self.state().insert(records);
+        for e in &received.refused {
+            tracing::warn!(target: "macula::proofs", error = %e, "refused a ledger record");
         }
-        (new, gap)
+        (received.new, received.gap)
     }
 
     /// Asks `peer` for the records this node lacks, until it has them all.
     async fn pull(&self, node: &macula_mesh::node::MeshNode, peer: NodeId) {
-        for _ in 0..16 {
-            let summary = macula_core::wire::encode(&self.state().ledger.summary());
+        for _ in 0..PULL_ROUNDS {
+            let summary = macula_core::wire::encode(&self.state().summary());
             let reply = match node
                 .call(peer, PROC_LEDGER, summary, Duration::from_secs(5))
                 .await
@@ -464,12 +423,11 @@ impl ProofsGlue {
                     return;
                 }
             };
-            let more = records.len() >= PULL_BATCH;
             let (new, _) = self.insert(&records);
             if new > 0 {
                 self.reassess(&members(node));
             }
-            if !more || new == 0 {
+            if !ProofBook::pull_again(records.len(), new) {
                 return;
             }
         }
@@ -480,12 +438,7 @@ impl ProofsGlue {
         use macula_proof::driver;
         let cfg = &self.inner.cfg;
         let me = self.inner.key.node_id();
-        let inventory = self
-            .state()
-            .inventories
-            .get(&prover)
-            .cloned()
-            .unwrap_or_default();
+        let inventory = self.state().inventory_of(&prover);
         let mut requests = vec![driver::capacity_request(
             me,
             prover,
@@ -524,11 +477,7 @@ impl ProofsGlue {
             let result = driver::judge(&req, reply.as_deref(), t_ms, &self.claim_of(&prover), cfg);
             tracing::info!(target: "macula::proofs", prover = %prover.short(), epoch, kind = ?result.kind,
                 outcome = ?result.outcome, "proof judged");
-            let signed = {
-                let mut s = self.state();
-                s.verified += 1;
-                s.ledger.append(&self.inner.key, result)
-            };
+            let signed = self.state().record(&self.inner.key, result);
             match signed {
                 Ok(rec) => {
                     if let Err(e) = node.publish(LEDGER_TOPIC, rec.encode()).await {
@@ -583,9 +532,7 @@ impl ProofsGlue {
                     let summary: std::collections::BTreeMap<NodeId, u64> =
                         macula_core::wire::decode_with_limit(&body, 256 * 1024)
                             .map_err(|e| RpcError::new(ErrorCode::BadRequest, e.to_string()))?;
-                    let mut missing = me.state().ledger.missing_for(&summary);
-                    missing.truncate(PULL_BATCH);
-                    Ok(macula_core::wire::encode(&missing))
+                    Ok(macula_core::wire::encode(&me.state().missing_for(&summary)))
                 })
             }),
         );
@@ -596,7 +543,7 @@ impl ProofsGlue {
     pub fn start(&self, mesh: MeshGlue, conn: &zbus::Connection, workers: &Workers) {
         let _ = self.inner.conn.set(conn.clone());
         let epoch_s = self.inner.cfg.rewards.epoch_s;
-        let tick_every = Duration::from_millis((epoch_s * 1000 / 4).clamp(250, 60_000));
+        let tick_every = macula_proof::book::tick_interval(epoch_s);
         let (me, mesh2) = (self.clone(), mesh.clone());
         workers.spawn("proofs.epoch", move |ctx| async move {
             let Some(node) = ctx.wait(mesh2.wait_running()).await else {
@@ -631,7 +578,6 @@ impl ProofsGlue {
                 .map_err(|e| format!("cannot subscribe to the inventories: {e}"))?;
             let mut assembler = macula_store::inventory::Assembler::default();
             let mut pull = tokio::time::interval(PULL_EVERY);
-            let mut turn = 0usize;
             enum Next {
                 Record(macula_mesh::pubsub::Publication),
                 Inventory(macula_mesh::pubsub::Publication),
@@ -658,17 +604,13 @@ impl ProofsGlue {
                     }
                     Some(Next::Inventory(p)) => {
                         if let Ok(Some(shards)) = assembler.feed(p.publisher, &p.payload) {
-                            me.state().inventories.insert(p.publisher, shards);
+                            me.state().set_inventory(p.publisher, shards);
                         }
                     }
                     Some(Next::Pull) => {
-                        let others: Vec<NodeId> = members(&node)
-                            .into_iter()
-                            .filter(|m| *m != node.id())
-                            .collect();
-                        if !others.is_empty() {
-                            turn = (turn + 1) % others.len();
-                            me.pull(&node, others[turn]).await;
+                        let peer = me.state().next_pull(&node.id(), &members(&node));
+                        if let Some(peer) = peer {
+                            me.pull(&node, peer).await;
                         }
                     }
                 }
@@ -684,17 +626,22 @@ impl macula_bus::proofs::ProofsControl for ProofsGlue {
         Some(macula_bus::proofs::ProofsStatus {
             epoch: macula_proof::driver::epoch_of(macula_mesh::transport::unix_now(), epoch_s),
             epoch_s,
-            records: s.ledger.len() as u64,
-            head: s.ledger.head().iter().map(|b| format!("{b:02x}")).collect(),
-            verified: s.verified,
-            quarantined: s.quarantined.len() as u32,
+            records: s.ledger().len() as u64,
+            head: s
+                .ledger()
+                .head()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            verified: s.verified(),
+            quarantined: s.quarantined().len() as u32,
         })
     }
 
     fn history(&self, node: &str) -> Vec<macula_bus::proofs::ProofEntry> {
         use macula_proof::ledger::Outcome;
         let s = self.state();
-        s.ledger
+        s.ledger()
             .results()
             .into_iter()
             .filter(|(_, r)| node.is_empty() || r.prover.to_string() == node)
@@ -733,7 +680,7 @@ impl macula_bus::proofs::ProofsControl for ProofsGlue {
     fn balances(&self) -> Vec<macula_bus::proofs::Balance> {
         use macula_proof::quarantine::Status;
         let s = self.state();
-        s.ledger
+        s.ledger()
             .balances()
             .into_iter()
             .map(|(node, b)| macula_bus::proofs::Balance {
@@ -742,7 +689,7 @@ impl macula_bus::proofs::ProofsControl for ProofsGlue {
                 rw2_micro: b.rw2_micro,
                 passed: b.passed,
                 failed: b.failed,
-                standing: match s.tracker.status(&node) {
+                standing: match s.status(&node) {
                     Status::Active => "active".into(),
                     Status::Quarantined { passes: 0, .. } => "quarantined".into(),
                     Status::Quarantined { passes, .. } => format!("probation ({passes} passes)"),
@@ -754,7 +701,7 @@ impl macula_bus::proofs::ProofsControl for ProofsGlue {
 
     fn quarantined(&self) -> Vec<String> {
         self.state()
-            .quarantined
+            .quarantined()
             .iter()
             .map(ToString::to_string)
             .collect()

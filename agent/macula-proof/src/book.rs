@@ -1,0 +1,291 @@
+//! What a node keeps of the realm's proofs and decides from it (sans-IO: the shell, `maculad`,
+//! moves records over pub/sub and RPC and passes in membership): its copy of the ledger, the
+//! others' shard inventories (for storage challenges), the quarantine verdicts recomputed from
+//! the ledger, and the anti-entropy pulls (how much a reply carries, when to ask again, whom next).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use macula_core::{NodeId, NodeKey};
+use macula_store::repair::HeldShard;
+
+use crate::config::ProofsConfig;
+use crate::ledger::{Inserted, Ledger, LedgerError, ProofResult, SignedRecord};
+use crate::quarantine::{QuarantineParams, Status, Tracker, Transition};
+
+/// Realm topic of signed ledger records.
+pub const LEDGER_TOPIC: &str = "macula/ledger";
+/// RPC procedure a prover serves: a challenge in, its signed answer out.
+pub const PROC_CHALLENGE: &str = "proofs.challenge";
+/// RPC procedure every member serves: a ledger summary in, the records the caller lacks out.
+pub const PROC_LEDGER: &str = "proofs.ledger";
+/// Most records one `proofs.ledger` reply carries (the caller asks again for more).
+pub const PULL_BATCH: usize = 512;
+/// Most `proofs.ledger` requests of one pull.
+pub const PULL_ROUNDS: usize = 16;
+/// Anti-entropy: a pull from one member (in turn) this often.
+pub const PULL_EVERY: Duration = Duration::from_secs(5);
+
+/// How often the shell looks for the challenges due: four times an epoch, 250 ms to 60 s apart.
+pub fn tick_interval(epoch_s: u64) -> Duration {
+    Duration::from_millis((epoch_s.saturating_mul(1000) / 4).clamp(250, 60_000))
+}
+
+/// What [`ProofBook::insert`] made of received records.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Received {
+    /// Records new to this copy.
+    pub new: usize,
+    /// Some came before records of their chain this copy lacks: pull from the sender.
+    pub gap: bool,
+    /// Records refused (bad signature, equivocation, replay…), each with why.
+    pub refused: Vec<LedgerError>,
+}
+
+/// The quarantined members changed ([`ProofBook::reassess`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verdicts {
+    /// Members quarantined now: placement avoids them, the repair planner hears them as down.
+    pub quarantined: Vec<NodeId>,
+    /// What changed, for the log.
+    pub transitions: Vec<Transition>,
+}
+
+/// A node's state of the realm's proofs.
+#[derive(Debug)]
+pub struct ProofBook {
+    quarantine: QuarantineParams,
+    ledger: Ledger,
+    inventories: HashMap<NodeId, Vec<HeldShard>>,
+    tracker: Tracker,
+    quarantined: Vec<NodeId>,
+    verified: u64,
+    turn: usize,
+}
+
+impl ProofBook {
+    pub fn new(cfg: &ProofsConfig) -> Self {
+        Self {
+            quarantine: cfg.quarantine,
+            ledger: Ledger::new(cfg.rewards),
+            inventories: HashMap::new(),
+            tracker: Tracker::new(cfg.quarantine),
+            quarantined: Vec::new(),
+            verified: 0,
+            turn: 0,
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Members quarantined now.
+    pub fn quarantined(&self) -> &[NodeId] {
+        &self.quarantined
+    }
+
+    /// Where `node` stands (active, quarantined or on probation, revoked).
+    pub fn status(&self, node: &NodeId) -> Status {
+        self.tracker.status(node)
+    }
+
+    /// Proofs this node judged since it started.
+    pub fn verified(&self) -> u64 {
+        self.verified
+    }
+
+    /// The complete inventory `node` published (`macula_store::inventory::Assembler`).
+    pub fn set_inventory(&mut self, node: NodeId, shards: Vec<HeldShard>) {
+        self.inventories.insert(node, shards);
+    }
+
+    /// What `prover` last said it holds (storage challenges are drawn from it).
+    pub fn inventory_of(&self, prover: &NodeId) -> Vec<HeldShard> {
+        self.inventories.get(prover).cloned().unwrap_or_default()
+    }
+
+    /// Inserts received records in order.
+    pub fn insert(&mut self, records: &[Vec<u8>]) -> Received {
+        let mut out = Received::default();
+        for r in records {
+            match self.ledger.insert(r) {
+                Ok(Inserted::New) => out.new += 1,
+                Ok(Inserted::Known) => {}
+                Err(LedgerError::Gap { .. }) => out.gap = true,
+                Err(e) => out.refused.push(e),
+            }
+        }
+        out
+    }
+
+    /// Appends a result this node judged, signed with `key`: the record to spread.
+    pub fn record(
+        &mut self,
+        key: &NodeKey,
+        result: ProofResult,
+    ) -> Result<SignedRecord, LedgerError> {
+        self.verified += 1;
+        self.ledger.append(key, result)
+    }
+
+    /// Recomputes the verdicts from the whole ledger, counting only records written by each
+    /// prover's designated verifier over `members` (sorted, this node included). `Some` when the
+    /// quarantined members changed.
+    pub fn reassess(&mut self, members: &[NodeId]) -> Option<Verdicts> {
+        let (t, transitions) = Tracker::from_ledger(self.quarantine, &self.ledger, |p, e| {
+            crate::verifier_for(p, e, members)
+        });
+        let quarantined = t.excluded();
+        self.tracker = t;
+        if self.quarantined == quarantined {
+            return None;
+        }
+        self.quarantined = quarantined.clone();
+        Some(Verdicts {
+            quarantined,
+            transitions,
+        })
+    }
+
+    /// What this copy holds, per author (the request of a pull).
+    pub fn summary(&self) -> BTreeMap<NodeId, u64> {
+        self.ledger.summary()
+    }
+
+    /// The reply to a pull: records the asker lacks, at most [`PULL_BATCH`].
+    pub fn missing_for(&self, summary: &BTreeMap<NodeId, u64>) -> Vec<Vec<u8>> {
+        let mut missing = self.ledger.missing_for(summary);
+        missing.truncate(PULL_BATCH);
+        missing
+    }
+
+    /// Whether a pull asks again after a reply of `received` records of which `new` were new:
+    /// while replies come full and bring something ([`PULL_ROUNDS`] at most).
+    pub fn pull_again(received: usize, new: usize) -> bool {
+        received >= PULL_BATCH && new > 0
+    }
+
+    /// The member to pull from at the next anti-entropy round: the others in turn.
+    pub fn next_pull(&mut self, me: &NodeId, members: &[NodeId]) -> Option<NodeId> {
+        let others: Vec<NodeId> = members.iter().filter(|m| *m != me).copied().collect();
+        if others.is_empty() {
+            return None;
+        }
+        self.turn = (self.turn + 1) % others.len();
+        Some(others[self.turn])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ProofKind;
+    use crate::ledger::{Failure, Outcome};
+
+    fn id(seed: u8) -> NodeKey {
+        NodeKey::from_seed([seed; 32])
+    }
+
+    fn cfg() -> ProofsConfig {
+        let mut c = ProofsConfig::default();
+        c.quarantine.max_failures = 1;
+        c
+    }
+
+    fn failed(prover: NodeId, epoch: u64, challenge: u8) -> ProofResult {
+        ProofResult {
+            prover,
+            kind: ProofKind::Storage,
+            epoch,
+            challenge: [challenge; 32],
+            outcome: Outcome::Failed(Failure::NoAnswer),
+            answer: None,
+            reward_micro: 0,
+        }
+    }
+
+    #[test]
+    fn the_tick_is_a_quarter_epoch_within_bounds() {
+        assert_eq!(tick_interval(2), Duration::from_millis(500));
+        assert_eq!(tick_interval(0), Duration::from_millis(250));
+        assert_eq!(tick_interval(3600), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn records_from_others_are_inserted_and_gaps_are_seen() {
+        let (a, b) = (id(1), id(2));
+        let mut theirs = ProofBook::new(&cfg());
+        let r0 = theirs.record(&a, failed(b.node_id(), 1, 1)).unwrap();
+        let r1 = theirs.record(&a, failed(b.node_id(), 2, 2)).unwrap();
+        assert_eq!(theirs.verified(), 2);
+        let mut mine = ProofBook::new(&cfg());
+        // The second record first: a gap, to be pulled.
+        let got = mine.insert(&[r1.encode()]);
+        assert_eq!((got.new, got.gap), (0, true));
+        let got = mine.insert(&[r0.encode(), r1.encode(), r1.encode()]);
+        assert_eq!(
+            got,
+            Received {
+                new: 2,
+                gap: false,
+                refused: vec![]
+            }
+        );
+        let got = mine.insert(&[vec![1, 2, 3]]);
+        assert_eq!(got.refused.len(), 1);
+        // A pull of everything: what this copy lacks, in one reply.
+        let empty = ProofBook::new(&cfg());
+        assert_eq!(mine.missing_for(&empty.summary()).len(), 2);
+        assert!(mine.missing_for(&theirs.summary()).is_empty());
+    }
+
+    #[test]
+    fn only_the_designated_verifiers_failures_quarantine() {
+        let keys: Vec<NodeKey> = (1..=3).map(id).collect();
+        let mut members: Vec<NodeId> = keys.iter().map(NodeKey::node_id).collect();
+        members.sort();
+        let prover = members[0];
+        let epoch = 7;
+        let designated = crate::verifier_for(&prover, epoch, &members).unwrap();
+        let other = *members
+            .iter()
+            .find(|m| **m != designated && **m != prover)
+            .unwrap();
+        let key_of = |n: NodeId| keys.iter().find(|k| k.node_id() == n).unwrap();
+        let mut book = ProofBook::new(&cfg());
+        // A member that is not the prover's verifier cannot get it quarantined.
+        book.record(key_of(other), failed(prover, epoch, 1))
+            .unwrap();
+        assert_eq!(book.reassess(&members), None);
+        book.record(key_of(designated), failed(prover, epoch, 2))
+            .unwrap();
+        let v = book.reassess(&members).unwrap();
+        assert_eq!(v.quarantined, vec![prover]);
+        assert!(!v.transitions.is_empty());
+        assert_eq!(book.quarantined(), &[prover]);
+        assert!(matches!(book.status(&prover), Status::Quarantined { .. }));
+        // Unchanged: nothing to tell.
+        assert_eq!(book.reassess(&members), None);
+    }
+
+    #[test]
+    fn pulls_go_round_the_others_and_ask_again_while_replies_are_full() {
+        let me = id(1).node_id();
+        let (b, c) = (id(2).node_id(), id(3).node_id());
+        let mut book = ProofBook::new(&cfg());
+        assert_eq!(book.next_pull(&me, &[me]), None);
+        let members = [me, b, c];
+        let first = book.next_pull(&me, &members).unwrap();
+        let second = book.next_pull(&me, &members).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(book.next_pull(&me, &members), Some(first));
+        assert!(ProofBook::pull_again(PULL_BATCH, 1));
+        assert!(!ProofBook::pull_again(PULL_BATCH - 1, 5));
+        assert!(!ProofBook::pull_again(PULL_BATCH, 0));
+        let inv = vec![];
+        book.set_inventory(b, inv.clone());
+        assert_eq!(book.inventory_of(&b), inv);
+        assert!(book.inventory_of(&c).is_empty());
+    }
+}
