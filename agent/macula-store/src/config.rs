@@ -122,6 +122,12 @@ impl StorageConfig {
         }
     }
 
+    /// About one shard's size (a segment over `k`): the step of free space worth a new capacity
+    /// announcement (`macula_mesh::announce`), since placement skips a node without room for one.
+    pub fn shard_bytes(&self) -> u64 {
+        u64::from(self.segment_bytes).div_ceil(u64::from(self.k.max(1)))
+    }
+
     pub fn codec_id(&self) -> Result<CodecId, StorageConfigError> {
         [CodecId::RsGf16Leopard, CodecId::RsGf8Matrix]
             .into_iter()
@@ -181,6 +187,18 @@ impl StorageConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shard_is_a_segment_over_k() {
+        let mut c = StorageConfig {
+            segment_bytes: 1 << 20,
+            k: 3,
+            ..Default::default()
+        };
+        assert_eq!(c.shard_bytes(), 349_526);
+        c.k = 0;
+        assert_eq!(c.shard_bytes(), 1 << 20);
+    }
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]

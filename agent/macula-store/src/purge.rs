@@ -123,6 +123,48 @@ pub async fn send(
     Ok((shards, bytes))
 }
 
+/// Tries of [`pass_on`]: a member that just came up may not serve storage yet.
+pub const PASS_ON_TRIES: u32 = 5;
+/// Wait between two tries of [`pass_on`].
+pub const PASS_ON_RETRY: Duration = Duration::from_secs(2);
+
+/// Passes the purge orders `store` keeps to `peer`, which just came up (it may have been down
+/// when they were issued): [`send`], tried [`PASS_ON_TRIES`] times [`PASS_ON_RETRY`] apart.
+/// `Ok(None)` when there are no orders; else the shards and bytes it removed, or the last error.
+pub async fn pass_on(
+    node: &MeshNode,
+    store: Arc<LocalStore>,
+    peer: NodeId,
+) -> Result<Option<(u64, u64)>, PassOnError> {
+    let orders = tokio::task::spawn_blocking(move || store.purge_records())
+        .await
+        .map_err(|e| PassOnError::Task(e.to_string()))?
+        .map_err(PassOnError::Read)?;
+    if orders.is_empty() {
+        return Ok(None);
+    }
+    let mut attempt = 1;
+    loop {
+        match send(node, peer, &orders).await {
+            Ok(r) => return Ok(Some(r)),
+            Err(e) if attempt == PASS_ON_TRIES => return Err(PassOnError::Send(e)),
+            Err(_) => tokio::time::sleep(PASS_ON_RETRY).await,
+        }
+        attempt += 1;
+    }
+}
+
+/// Why [`pass_on`] passed nothing on.
+#[derive(Debug, thiserror::Error)]
+pub enum PassOnError {
+    #[error("cannot read the purge orders: {0}")]
+    Read(#[source] StoreError),
+    #[error("the purge order task failed: {0}")]
+    Task(String),
+    #[error("not taken after {PASS_ON_TRIES} tries: {0}")]
+    Send(#[source] RpcError),
+}
+
 #[cfg(test)]
 mod tests {
     use macula_core::NodeKey;

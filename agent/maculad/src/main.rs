@@ -278,8 +278,7 @@ async fn run(
     if let Some(mut changes) = storage.watch_changes() {
         // Free space changes with every shard stored or removed here, by this node's puts and by
         // others': `announce_capacity` decides what is worth telling the realm, and when.
-        let shard_bytes =
-            u64::from(config.storage.segment_bytes).div_ceil(u64::from(config.storage.k.max(1)));
+        let shard_bytes = config.storage.shard_bytes();
         let (mesh, storage) = (mesh.clone(), storage.clone());
         workers.spawn("storage.capacity", move |ctx| async move {
             let mut held: Option<tokio::time::Instant> = None;

@@ -516,31 +516,12 @@ impl StorageGlue {
 fn pass_on_purges(node: &Arc<MeshNode>, store: &Arc<LocalStore>, peer: NodeId) {
     let (node, store) = (node.clone(), store.clone());
     tokio::spawn(async move {
-        let orders = match tokio::task::spawn_blocking(move || store.purge_records()).await {
-            Ok(Ok(o)) if !o.is_empty() => o,
-            Ok(Ok(_)) => return,
-            Ok(Err(e)) => {
-                tracing::warn!(target: "macula::storage", error = %e, "cannot read purge orders");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(target: "macula::storage", error = %e, "purge order task failed");
-                return;
-            }
-        };
-        // A member that just came up may not serve storage yet: a few tries, 2 s apart.
-        for attempt in 1..=5 {
-            match macula_store::purge::send(&node, peer, &orders).await {
-                Ok((0, _)) => return,
-                Ok((shards, bytes)) => {
-                    tracing::info!(target: "macula::storage", %peer, shards, bytes,
-                        "a member that came back applied the realm's purge orders");
-                    return;
-                }
-                Err(e) if attempt == 5 => tracing::warn!(target: "macula::storage", %peer,
-                    error = %e, "purge orders not passed on (again when it next comes up)"),
-                Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
-            }
+        match macula_store::purge::pass_on(&node, store, peer).await {
+            Ok(None | Some((0, _))) => {}
+            Ok(Some((shards, bytes))) => tracing::info!(target: "macula::storage", %peer,
+                shards, bytes, "a member that came back applied the realm's purge orders"),
+            Err(e) => tracing::warn!(target: "macula::storage", %peer, error = %e,
+                "purge orders not passed on (again when it next comes up)"),
         }
     });
 }
