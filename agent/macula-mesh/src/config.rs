@@ -34,6 +34,17 @@ pub struct MeshSection {
     pub ntp: Vec<String>,
 }
 
+/// The realm size the agent's membership timing is tuned for (`MembershipConfig::lan`).
+pub const AGENT_REALM_SIZE: u32 = 64;
+
+impl MeshSection {
+    /// The membership protocol settings of an agent: LAN timing for a realm of
+    /// [`AGENT_REALM_SIZE`] members (suspicion timeout 4 × log10(64) ≈ 7.2 s unconfirmed).
+    pub fn membership(&self) -> crate::membership::MembershipConfig {
+        crate::membership::MembershipConfig::lan(AGENT_REALM_SIZE)
+    }
+}
+
 impl Default for MeshSection {
     fn default() -> Self {
         Self {

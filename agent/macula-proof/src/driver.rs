@@ -176,6 +176,12 @@ pub fn storage_request(
     }))
 }
 
+/// How long a verifier waits for the answer to `req`: twice the challenge's deadline, so a late
+/// answer still arrives and is judged `Late` rather than `NoAnswer`.
+pub fn call_deadline(req: &Request) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::from(req.deadline_ms()) * 2)
+}
+
 /// How many times a verifier sends a challenge of this kind before recording `NoAnswer`.
 pub fn attempts(kind: ProofKind, cfg: &ProofsConfig) -> u32 {
     match kind {
@@ -296,6 +302,17 @@ mod tests {
             capacity_segments: 16,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_verifier_waits_twice_the_challenge_deadline() {
+        let ks = keys(2);
+        let cfg = ProofsConfig {
+            capacity_deadline_ms: 1500,
+            ..small()
+        };
+        let req = capacity_request(ks[0].node_id(), ks[1].node_id(), 1, [0; 32], &cfg);
+        assert_eq!(call_deadline(&req), std::time::Duration::from_secs(3));
     }
 
     #[test]

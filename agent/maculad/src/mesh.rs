@@ -17,7 +17,7 @@ use macula_mesh::advertise;
 use macula_mesh::announce::{Announce, CapacityAnnouncer};
 use macula_mesh::beacon;
 use macula_mesh::config::MeshSection;
-use macula_mesh::membership::{Capacity, FailureDomains, MembershipConfig};
+use macula_mesh::membership::{Capacity, FailureDomains};
 use macula_mesh::node::{Bootstrap, BootstrapError, MeshNode, NodeConfig, PeerInfo};
 use macula_mesh::realm::{Admission, CertBody, MembershipCert, RealmKey, Revocation};
 use macula_mesh::revocations::RevocationStore;
@@ -184,7 +184,7 @@ impl MeshGlue {
                 advertise,
                 bootstrap,
                 transport: TransportParams::default(),
-                membership: MembershipConfig::lan(64),
+                membership: self.config.membership(),
                 // The overlay key is derived from the node key (docs/identity.md), so peers could
                 // compute it; it is announced anyway so `maculactl peers` shows what WireGuard uses.
                 overlay_key: Some(peer_public_key(&self.key.node_id()).0),

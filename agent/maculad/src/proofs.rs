@@ -457,7 +457,7 @@ impl ProofsGlue {
         for req in requests {
             let mut reply = None;
             let mut t_ms = 0;
-            let deadline = Duration::from_millis(u64::from(req.deadline_ms()) * 2);
+            let deadline = driver::call_deadline(&req);
             for _ in 0..driver::attempts(req.kind(), cfg) {
                 let t0 = Instant::now();
                 match node
