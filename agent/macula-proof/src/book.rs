@@ -23,6 +23,8 @@ pub const PROC_LEDGER: &str = "proofs.ledger";
 pub const PULL_BATCH: usize = 512;
 /// Most `proofs.ledger` requests of one pull.
 pub const PULL_ROUNDS: usize = 16;
+/// Longest wait for one `proofs.ledger` reply.
+pub const PULL_DEADLINE: Duration = Duration::from_secs(5);
 /// Anti-entropy: a pull from one member (in turn) this often.
 pub const PULL_EVERY: Duration = Duration::from_secs(5);
 

@@ -8,6 +8,19 @@
 
 use std::time::Duration;
 
+/// Wait before trying again to mark the slot good when RAUC refused.
+pub const MARK_RETRY: Duration = Duration::from_secs(1);
+
+/// The slot the boot loader started (`rauc.slot=` on the kernel command line, `/proc/cmdline`),
+/// if any: only such a boot has a slot to confirm.
+pub fn booted_slot(cmdline: &str) -> Option<String> {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("rauc.slot="))
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
 /// How long to wait before confirming, and until when a failing check may still recover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -122,6 +135,16 @@ pub fn decide(policy: &Policy, obs: &Observation) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn booted_slot_from_cmdline() {
+        assert_eq!(
+            booted_slot("console=ttyS0 root=PARTLABEL=rootfs-b rauc.slot=B quiet").as_deref(),
+            Some("B")
+        );
+        assert_eq!(booted_slot("console=ttyS0 quiet"), None);
+        assert_eq!(booted_slot("rauc.slot="), None);
+    }
 
     const S: Duration = Duration::from_secs(1);
 

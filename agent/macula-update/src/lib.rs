@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use health::{Check, CheckState, Decision, Observation, Policy, decide};
+pub use health::{
+    Check, CheckState, Decision, MARK_RETRY, Observation, Policy, booted_slot, decide,
+};
 pub use rauc::{InstallProgress, Rauc, SlotInfo, UpdateError};
 
 /// `[update]`: system updates through RAUC.

@@ -52,6 +52,8 @@ fn realm_key_dir(state_dir: &Path) -> PathBuf {
 
 /// RPC procedure every member serves: answers with its certificate name (`maculactl ping`).
 const PING: &str = "mesh.ping";
+/// How long `maculactl ping` waits for the answer.
+const PING_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Where known revocations are kept across restarts (`macula_mesh::revocations`).
 fn revocation_store(state_dir: &Path) -> RevocationStore {
@@ -599,7 +601,7 @@ impl MeshControl for MeshGlue {
             let mesh = self.running()?;
             let start = std::time::Instant::now();
             let reply = mesh
-                .call(node, PING, vec![], std::time::Duration::from_secs(5))
+                .call(node, PING, vec![], PING_DEADLINE)
                 .await
                 .map_err(|e| {
                     Error::Unavailable(format!(

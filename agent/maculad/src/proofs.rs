@@ -6,12 +6,13 @@
 use macula_core::sync::Locked;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use macula_bus::node::{InterfaceTraffic, NodeObject, Resources as BusResources};
 use macula_core::{NodeId, NodeKey};
 use macula_proof::book::{
-    LEDGER_TOPIC, PROC_CHALLENGE, PROC_LEDGER, PULL_EVERY, PULL_ROUNDS, ProofBook, Verdicts,
+    LEDGER_TOPIC, PROC_CHALLENGE, PROC_LEDGER, PULL_DEADLINE, PULL_EVERY, PULL_ROUNDS, ProofBook,
+    Verdicts,
 };
 use macula_proof::config::ProofsConfig;
 use macula_proof::resources::{
@@ -405,10 +406,7 @@ impl ProofsGlue {
     async fn pull(&self, node: &macula_mesh::node::MeshNode, peer: NodeId) {
         for _ in 0..PULL_ROUNDS {
             let summary = macula_core::wire::encode(&self.state().summary());
-            let reply = match node
-                .call(peer, PROC_LEDGER, summary, Duration::from_secs(5))
-                .await
-            {
+            let reply = match node.call(peer, PROC_LEDGER, summary, PULL_DEADLINE).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::debug!(target: "macula::proofs", %peer, error = %e, "ledger pull failed");

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use macula_bus::Error;
 use macula_bus::update::{BoxFuture, ProgressSink, UpdateControl, UpdateStatus};
 use macula_update::{
-    Check, CheckState, Decision, Observation, Rauc, UpdateError, UpdateSection, decide,
+    Check, CheckState, Decision, MARK_RETRY, Observation, Rauc, UpdateError, UpdateSection,
+    booted_slot, decide,
 };
 
 /// The daemon's side of `io.macula.Update1`.
@@ -178,15 +179,6 @@ fn state_dir_writable(dir: &Path) -> Result<(), String> {
     std::fs::remove_file(&probe).map_err(|e| format!("cannot remove {}: {e}", probe.display()))
 }
 
-/// The slot the boot loader started (`rauc.slot=` on the kernel command line), if any.
-fn booted_slot(cmdline: &str) -> Option<String> {
-    cmdline
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("rauc.slot="))
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-}
-
 /// Runs the health check until the booted slot is good, there is nothing to confirm, or the
 /// deadline passed (the worker `update.health`, started once the agent owns its bus name).
 pub async fn health_task(
@@ -277,11 +269,7 @@ pub async fn health_task(
                     Err(e) => {
                         tracing::warn!(target: "macula::update", error = %e, "cannot mark the slot good; retrying");
                         ctx.error(format!("cannot mark the slot good: {e}"));
-                        if ctx
-                            .wait(tokio::time::sleep(Duration::from_secs(1)))
-                            .await
-                            .is_none()
-                        {
+                        if ctx.wait(tokio::time::sleep(MARK_RETRY)).await.is_none() {
                             return Ok(());
                         }
                     }
@@ -302,18 +290,4 @@ fn error_text(e: &Error) -> String {
     use zbus::DBusError;
     e.description()
         .map_or_else(|| e.name().to_string(), str::to_owned)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn booted_slot_from_cmdline() {
-        assert_eq!(
-            super::booted_slot("console=ttyS0 root=PARTLABEL=rootfs-b rauc.slot=B quiet")
-                .as_deref(),
-            Some("B")
-        );
-        assert_eq!(super::booted_slot("console=ttyS0 quiet"), None);
-        assert_eq!(super::booted_slot("rauc.slot="), None);
-    }
 }
