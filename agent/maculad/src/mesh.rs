@@ -344,7 +344,7 @@ impl MeshGlue {
 
     /// Re-announces this node's storage capacity in its member metadata when it moved enough to
     /// matter to placement (see [`CapacityAnnouncer`]: the quota changed, or free space by at least
-    /// 1 % of the quota or `shard_bytes`), at most once per [`ANNOUNCE_INTERVAL`]. A change held
+    /// 1 % of the quota or `shard_bytes`), at most once per `announce::ANNOUNCE_INTERVAL`. A change held
     /// back by the interval returns when to call [`MeshGlue::announce_held_capacity`]. Cheap: call
     /// it whenever free space may have changed. While the mesh is off the value is kept for its
     /// start.
