@@ -8,7 +8,7 @@ use macula_mesh::membership::{Capacity, FailureDomains, Label, MembershipConfig}
 use macula_mesh::node::{Bootstrap, MeshNode, PeerState};
 use macula_mesh::realm::Role;
 use macula_mesh::transport::unix_now;
-use macula_testkit::realm::{Realm, contact, wait_async};
+use macula_testkit::realm::{Realm, contact, formed, wait_async};
 
 /// Node `seed` of `realm`: a hub for seed 1, else an edge; site `site-<seed % 2>`, power
 /// `ups-<seed>`, storage 1 GiB of which `seed` MiB are used.
@@ -50,6 +50,22 @@ async fn wait_for(what: &str, secs: u64, cond: impl FnMut() -> bool) {
         wait_async(Duration::from_secs(secs), cond).await,
         "timed out waiting for {what}"
     );
+}
+
+/// The hub (seed 1) and edges `2..=last` bootstrapped from it, once every node sees every other
+/// alive with its metadata (20 s at most).
+async fn hub_and_edges(realm: &Realm, last: u8) -> (MeshNode, Vec<MeshNode>) {
+    let hub = start(realm, 1, "hub", vec![]);
+    let contact = contact(&hub);
+    let edges: Vec<MeshNode> = (2..=last)
+        .map(|i| start(realm, i, &format!("edge-{i}"), vec![contact.clone()]))
+        .collect();
+    let others = usize::from(last) - 1;
+    wait_for("the realm to form", 20, || {
+        formed(&hub, others) && edges.iter().all(|n| formed(n, others))
+    })
+    .await;
+    (hub, edges)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,23 +242,7 @@ async fn pubsub_delivers_every_publication_exactly_once_to_every_subscriber() {
 async fn dht_records_put_on_one_node_are_found_from_another() {
     use macula_mesh::dht::{Record, RecordBody, RecordKind};
     let realm = Realm::from_seed(9);
-    let hub = start(&realm, 1, "hub", vec![]);
-    let contact = contact(&hub);
-    let edges: Vec<MeshNode> = (2..=5)
-        .map(|i| start(&realm, i, &format!("edge-{i}"), vec![contact.clone()]))
-        .collect();
-    // Formed = every member alive and its metadata (addresses) known.
-    let all_alive = |n: &MeshNode| {
-        n.peers()
-            .iter()
-            .filter(|p| p.state == PeerState::Alive && p.meta.is_some())
-            .count()
-            == 4
-    };
-    wait_for("the realm to form", 20, || {
-        all_alive(&hub) && edges.iter().all(all_alive)
-    })
-    .await;
+    let (hub, edges) = hub_and_edges(&realm, 5).await;
 
     let author = NodeKey::from_seed([2; 32]);
     let key = [0x42; 32];
@@ -278,22 +278,7 @@ async fn dht_records_put_on_one_node_are_found_from_another() {
 async fn procedures_are_advertised_in_the_dht_and_called_by_providers() {
     use macula_mesh::rpc::Handler;
     let realm = Realm::from_seed(9);
-    let hub = start(&realm, 1, "hub", vec![]);
-    let contact = contact(&hub);
-    let edges: Vec<MeshNode> = (2..=4)
-        .map(|i| start(&realm, i, &format!("edge-{i}"), vec![contact.clone()]))
-        .collect();
-    let ready = |n: &MeshNode| {
-        n.peers()
-            .iter()
-            .filter(|p| p.state == PeerState::Alive && p.meta.is_some())
-            .count()
-            == 3
-    };
-    wait_for("the realm to form", 20, || {
-        ready(&hub) && edges.iter().all(ready)
-    })
-    .await;
+    let (hub, edges) = hub_and_edges(&realm, 4).await;
     let h: Handler =
         Arc::new(|_, body| Box::pin(async move { Ok(body.into_iter().rev().collect()) }));
     edges[1].serve("demo.reverse", h);
@@ -320,22 +305,7 @@ async fn procedures_are_advertised_in_the_dht_and_called_by_providers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_and_capacity_updates_reach_every_peer() {
     let realm = Realm::from_seed(9);
-    let hub = start(&realm, 1, "hub", vec![]);
-    let contact = contact(&hub);
-    let edges: Vec<MeshNode> = (2..=4)
-        .map(|i| start(&realm, i, &format!("edge-{i}"), vec![contact.clone()]))
-        .collect();
-    let ready = |n: &MeshNode| {
-        n.peers()
-            .iter()
-            .filter(|p| p.state == PeerState::Alive && p.meta.is_some())
-            .count()
-            == 3
-    };
-    wait_for("the realm to form", 20, || {
-        ready(&hub) && edges.iter().all(ready)
-    })
-    .await;
+    let (hub, edges) = hub_and_edges(&realm, 4).await;
     let meta_of = |n: &MeshNode, id| {
         n.peers()
             .into_iter()

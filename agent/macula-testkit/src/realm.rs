@@ -230,6 +230,15 @@ pub fn alive_peers(node: &MeshNode) -> usize {
         .count()
 }
 
+/// Whether `node` sees `others` members alive with their metadata (addresses) known: formed.
+pub fn formed(node: &MeshNode, others: usize) -> bool {
+    node.peers()
+        .iter()
+        .filter(|p| p.state == PeerState::Alive && p.meta.is_some())
+        .count()
+        == others
+}
+
 /// Polls `cond` every 100 ms (without blocking the runtime) until it holds or `timeout` passed;
 /// whether it held.
 pub async fn wait_async(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
