@@ -18,7 +18,7 @@ use macula_mesh::announce::{Announce, CapacityAnnouncer};
 use macula_mesh::beacon;
 use macula_mesh::config::MeshSection;
 use macula_mesh::membership::{Capacity, FailureDomains};
-use macula_mesh::node::{Bootstrap, BootstrapError, MeshNode, NodeConfig, PeerInfo};
+use macula_mesh::node::{Bootstrap, Contacts, MeshNode, NodeConfig, PeerInfo};
 use macula_mesh::realm::{Admission, CertBody, MembershipCert, RealmKey, Revocation};
 use macula_mesh::revocations::RevocationStore;
 use macula_mesh::transport::{TransportParams, unix_now};
@@ -165,17 +165,13 @@ impl MeshGlue {
             .map_err(|e| Error::InvalidArgument(format!("certificate refused: {e}")))?;
         let admission = Arc::new(admission);
         let persisted = self.load_revocations(&admission);
-        let mut bootstrap = Vec::new();
-        for entry in &self.config.bootstrap {
-            match Bootstrap::resolve(entry) {
-                Ok(contacts) => bootstrap.extend(contacts),
-                // A name that does not resolve yet must not keep the node off the realm: the LAN
-                // beacon and the other contacts still work.
-                Err(BootstrapError::Resolve(e)) => {
-                    tracing::warn!(target: "macula::mesh", "[mesh] bootstrap: {e}; skipped")
-                }
-                Err(e) => return Err(Error::InvalidArgument(format!("[mesh] bootstrap: {e}"))),
-            }
+        let Contacts {
+            contacts: bootstrap,
+            skipped,
+        } = Bootstrap::resolve_all(&self.config.bootstrap)
+            .map_err(|e| Error::InvalidArgument(format!("[mesh] bootstrap: {e}")))?;
+        for e in skipped {
+            tracing::warn!(target: "macula::mesh", "[mesh] bootstrap: {e}; skipped");
         }
         let (advertise, uplinks) = advertised_addrs(&self.config);
         let node = MeshNode::start_with_uplinks(

@@ -115,6 +115,38 @@ impl Bootstrap {
     }
 }
 
+/// The contacts of the `[mesh] bootstrap` entries: see [`Bootstrap::resolve_all`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Contacts {
+    pub contacts: Vec<Bootstrap>,
+    /// Entries whose name does not resolve now, each with why: skipped (reported, not fatal).
+    pub skipped: Vec<BootstrapError>,
+}
+
+impl Bootstrap {
+    /// Every contact of the config's entries. A name that does not resolve yet must not keep the
+    /// node off the realm (the LAN beacon and the other contacts still work): it is skipped; a
+    /// malformed entry is a config error and fails.
+    pub fn resolve_all(entries: &[String]) -> Result<Contacts, BootstrapError> {
+        Self::resolve_all_with(entries, Self::resolve)
+    }
+
+    fn resolve_all_with(
+        entries: &[String],
+        resolve: impl Fn(&str) -> Result<Vec<Self>, BootstrapError>,
+    ) -> Result<Contacts, BootstrapError> {
+        let mut out = Contacts::default();
+        for entry in entries {
+            match resolve(entry) {
+                Ok(c) => out.contacts.extend(c),
+                Err(e @ BootstrapError::Resolve(_)) => out.skipped.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl fmt::Display for Bootstrap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.node {
@@ -141,6 +173,32 @@ mod tests {
         let e = "192.0.2.7".parse::<Bootstrap>().unwrap_err();
         assert!(matches!(e, BootstrapParseError::Addr { ref entry, .. } if entry == "192.0.2.7"));
         assert!(e.to_string().contains("write `host:port`"), "{e}");
+    }
+
+    #[test]
+    fn unresolved_names_are_skipped_and_malformed_entries_fail() {
+        let fake = |e: &str| match e {
+            "down.example:1" => Err(BootstrapError::Resolve(format!("`{e}`: no answer"))),
+            e => Bootstrap::resolve(e),
+        };
+        let entries = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let got = Bootstrap::resolve_all_with(&entries(&["192.0.2.7:1", "down.example:1"]), fake)
+            .unwrap();
+        assert_eq!(
+            got.contacts,
+            vec!["192.0.2.7:1".parse::<Bootstrap>().unwrap()]
+        );
+        assert_eq!(
+            got.skipped,
+            vec![BootstrapError::Resolve(
+                "`down.example:1`: no answer".into()
+            )]
+        );
+        assert!(matches!(
+            Bootstrap::resolve_all_with(&entries(&["down.example:1", "a b:1"]), fake),
+            Err(BootstrapError::Syntax(_))
+        ));
+        assert_eq!(Bootstrap::resolve_all(&[]), Ok(Contacts::default()));
     }
 
     #[test]

@@ -43,7 +43,7 @@ mod rpc_client;
 mod rpc_server;
 mod time;
 
-pub use self::bootstrap::{Bootstrap, BootstrapError, BootstrapParseError};
+pub use self::bootstrap::{Bootstrap, BootstrapError, BootstrapParseError, Contacts};
 pub use self::rpc_client::ReplyStream;
 pub use self::time::{CLOCK_THRESHOLD_MS, ClockReport, TIME_PROCEDURE};
 pub use crate::core::{PeerChanged, PeerInfo, PeerState};
