@@ -32,7 +32,10 @@ TDIR=$REPO/target/cross-aarch64
 OUTDIR=$TDIR/$TARGET/release
 # Tests run under qemu-user: the pure crates' library tests and their integration tests that need
 # no D-Bus, netlink or root (the simulations, format vectors, the store on disk, QUIC on loopback).
-TEST_ARGS="-p macula-core -p macula-store -p macula-mesh --lib
+# maculad and maculactl are selected (they have no lib: nothing of theirs is built) so that the
+# dependencies' features unify as in the agent build, whose release artifacts are then reused:
+# without them tokio, tracing and syn got other features and most of the tree was built twice.
+TEST_ARGS="-p macula-core -p macula-store -p macula-mesh -p maculad -p maculactl --lib
   --test dht_sim --test membership_sim --test pubsub_sim --test vectors --test transport
   --test format_vectors --test local_store --test objects --test repair_sim"
 
