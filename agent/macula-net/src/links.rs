@@ -1,43 +1,27 @@
 //! Uplink discovery and link events over rtnetlink: links (carrier), addresses and default routes
 //! by dump requests, and a subscription to link, address and default-route changes for the uplink
-//! monitor.
-//! [`parse_link`], [`parse_addr`] and [`parse_route`] decode kernel messages (bounded, fuzzed).
+//! monitor. Messages are `netlink-packet-route`'s; [`event`] maps one to the few fields the uplink
+//! code uses (bounded, fuzzed with [`crate::netlink::messages`]).
 
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
 
+use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkPayload};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::Socket;
 use tokio::io::unix::AsyncFd;
 
 use crate::cmd::Host;
-use crate::netlink::{
-    Builder, NLM_F_DUMP, NLM_F_REQUEST, NetlinkError, parse_attrs, parse_messages, transact, u32_of,
-};
+use crate::netlink::{NetlinkError, receive, request, transact};
 
-const NETLINK_ROUTE: i32 = 0;
+const NETLINK_ROUTE: isize = netlink_sys::protocols::NETLINK_ROUTE;
 const RTMGRP_LINK: u32 = 1;
 const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 const RTMGRP_IPV4_ROUTE: u32 = 0x40;
 const RTMGRP_IPV6_ROUTE: u32 = 0x400;
 const RTMGRP_IPV6_IFADDR: u32 = 0x100;
-const RTM_NEWLINK: u16 = 16;
-const RTM_DELLINK: u16 = 17;
-const RTM_GETLINK: u16 = 18;
-const RTM_NEWADDR: u16 = 20;
-const RTM_DELADDR: u16 = 21;
-const RTM_GETADDR: u16 = 22;
-const RTM_NEWROUTE: u16 = 24;
-const RTM_DELROUTE: u16 = 25;
-const RTM_GETROUTE: u16 = 26;
-const IFLA_IFNAME: u16 = 3;
-const IFA_ADDRESS: u16 = 1;
-const IFA_LOCAL: u16 = 2;
-const RTA_OIF: u16 = 4;
-const RTA_GATEWAY: u16 = 5;
-const RTA_PRIORITY: u16 = 6;
-const RTA_TABLE: u16 = 15;
-const IFF_UP: u32 = 0x1;
-const IFF_LOOPBACK: u32 = 0x8;
-const IFF_LOWER_UP: u32 = 0x10000;
 const RT_TABLE_MAIN: u32 = 254;
 
 /// One link (interface).
@@ -98,138 +82,132 @@ pub struct Discovered {
     pub metric: u32,
 }
 
-fn ip_of(data: &[u8]) -> Option<IpAddr> {
-    match data.len() {
-        4 => Some(IpAddr::from(<[u8; 4]>::try_from(data).ok()?)),
-        16 => Some(IpAddr::from(<[u8; 16]>::try_from(data).ok()?)),
-        _ => None,
-    }
-}
-
-/// Decodes `RTM_NEWLINK`/`RTM_DELLINK` (`ifinfomsg` + attributes); other kinds give `None`.
-pub fn parse_link(kind: u16, payload: &[u8]) -> Result<Option<LinkInfo>, NetlinkError> {
-    if kind != RTM_NEWLINK && kind != RTM_DELLINK {
-        return Ok(None);
-    }
-    let hdr = payload
-        .get(..16)
-        .ok_or(NetlinkError::Malformed("short ifinfomsg"))?;
-    let index = i32::from_ne_bytes(hdr[4..8].try_into().expect("4"));
-    let flags = u32::from_ne_bytes(hdr[8..12].try_into().expect("4"));
+fn link_info(m: &LinkMessage, exists: bool) -> Result<LinkInfo, NetlinkError> {
+    let flags = m.header.flags;
     let mut name = String::new();
-    for a in parse_attrs(&payload[16..])? {
-        if a.kind == IFLA_IFNAME {
-            let raw = a.data.split(|&b| b == 0).next().unwrap_or_default();
-            if raw.len() > 15 {
-                return Err(NetlinkError::Malformed("interface name too long"));
+    for a in &m.attributes {
+        if let LinkAttribute::IfName(n) = a {
+            if n.len() > 15 {
+                return Err(NetlinkError::Malformed("interface name too long".into()));
             }
-            name = String::from_utf8_lossy(raw).into_owned();
+            name = n.clone();
         }
     }
-    Ok(Some(LinkInfo {
-        index,
+    let up = flags.contains(LinkFlags::Up);
+    Ok(LinkInfo {
+        index: m.header.index as i32,
         name,
-        up: flags & IFF_UP != 0,
-        carrier: flags & IFF_UP != 0 && flags & IFF_LOWER_UP != 0,
-        loopback: flags & IFF_LOOPBACK != 0,
-        exists: kind == RTM_NEWLINK,
-    }))
+        up,
+        carrier: up && flags.contains(LinkFlags::LowerUp),
+        loopback: flags.contains(LinkFlags::Loopback),
+        exists,
+    })
 }
 
-/// Decodes `RTM_NEWADDR`/`RTM_DELADDR` (`ifaddrmsg` + attributes).
-pub fn parse_addr(kind: u16, payload: &[u8]) -> Result<Option<AddrInfo>, NetlinkError> {
-    if kind != RTM_NEWADDR && kind != RTM_DELADDR {
-        return Ok(None);
-    }
-    let hdr = payload
-        .get(..8)
-        .ok_or(NetlinkError::Malformed("short ifaddrmsg"))?;
-    let prefix_len = hdr[1];
-    let index = u32::from_ne_bytes(hdr[4..8].try_into().expect("4")) as i32;
+fn addr_info(m: &AddressMessage, exists: bool) -> Option<AddrInfo> {
     let (mut local, mut address) = (None, None);
-    for a in parse_attrs(&payload[8..])? {
-        match a.kind {
-            IFA_LOCAL => local = ip_of(a.data),
-            IFA_ADDRESS => address = ip_of(a.data),
+    for a in &m.attributes {
+        match a {
+            AddressAttribute::Local(ip) => local = Some(*ip),
+            AddressAttribute::Address(ip) => address = Some(*ip),
             _ => {}
         }
     }
-    Ok(local.or(address).map(|addr| AddrInfo {
-        index,
+    local.or(address).map(|addr| AddrInfo {
+        index: m.header.index as i32,
         addr,
-        prefix_len,
-        exists: kind == RTM_NEWADDR,
-    }))
+        prefix_len: m.header.prefix_len,
+        exists,
+    })
 }
 
-/// Decodes `RTM_NEWROUTE`/`RTM_DELROUTE` (`rtmsg` + attributes); only default routes
-/// (`dst_len` 0) are returned.
-pub fn parse_route(kind: u16, payload: &[u8]) -> Result<Option<DefaultRoute>, NetlinkError> {
-    if kind != RTM_NEWROUTE && kind != RTM_DELROUTE {
-        return Ok(None);
-    }
-    let hdr = payload
-        .get(..12)
-        .ok_or(NetlinkError::Malformed("short rtmsg"))?;
-    if hdr[1] != 0 {
-        return Ok(None);
+/// Only default routes (`dst_len` 0) are returned.
+fn default_route(m: &RouteMessage, exists: bool) -> Option<DefaultRoute> {
+    if m.header.destination_prefix_length != 0 {
+        return None;
     }
     let mut r = DefaultRoute {
-        table: u32::from(hdr[4]),
+        table: u32::from(m.header.table),
         oif: 0,
         gateway: None,
         metric: 0,
-        ipv4: hdr[0] == libc::AF_INET as u8,
-        exists: kind == RTM_NEWROUTE,
+        ipv4: m.header.address_family == AddressFamily::Inet,
+        exists,
     };
-    for a in parse_attrs(&payload[12..])? {
-        match a.kind {
-            RTA_OIF => r.oif = u32_of(&a)? as i32,
-            RTA_GATEWAY => r.gateway = ip_of(a.data),
-            RTA_TABLE => r.table = u32_of(&a)?,
-            RTA_PRIORITY => r.metric = u32_of(&a)?,
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Oif(i) => r.oif = *i as i32,
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => r.gateway = Some((*ip).into()),
+            RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => r.gateway = Some((*ip).into()),
+            RouteAttribute::Table(t) => r.table = *t,
+            RouteAttribute::Priority(p) => r.metric = *p,
             _ => {}
         }
     }
-    Ok(Some(r))
+    Some(r)
+}
+
+/// The change a kernel message reports: a new or deleted link, address or default route
+/// (`None` for anything else).
+pub fn event(msg: &RouteNetlinkMessage) -> Result<Option<Event>, NetlinkError> {
+    Ok(match msg {
+        RouteNetlinkMessage::NewLink(m) => Some(Event::Link(link_info(m, true)?)),
+        RouteNetlinkMessage::DelLink(m) => Some(Event::Link(link_info(m, false)?)),
+        RouteNetlinkMessage::NewAddress(m) => addr_info(m, true).map(Event::Addr),
+        RouteNetlinkMessage::DelAddress(m) => addr_info(m, false).map(Event::Addr),
+        RouteNetlinkMessage::NewRoute(m) => default_route(m, true).map(Event::Route),
+        RouteNetlinkMessage::DelRoute(m) => default_route(m, false).map(Event::Route),
+        _ => None,
+    })
 }
 
 fn dump(
     host: &Host,
-    kind: u16,
-    header: &[u8],
+    req: RouteNetlinkMessage,
     what: &'static str,
-) -> Result<Vec<Vec<u8>>, NetlinkError> {
-    let fd = crate::netlink::open(host, NETLINK_ROUTE, 0)?;
-    let b = Builder::new(kind, NLM_F_REQUEST | NLM_F_DUMP, header);
-    transact(&fd, &b.finish(), what)
+) -> Result<Vec<Event>, NetlinkError> {
+    let sock = crate::netlink::open(host, NETLINK_ROUTE, 0)?;
+    let mut out = Vec::new();
+    for m in transact(&sock, &request(req, NLM_F_REQUEST | NLM_F_DUMP), what)? {
+        out.extend(event(&m)?);
+    }
+    Ok(out)
 }
 
 /// All links.
 pub fn links(host: &Host) -> Result<Vec<LinkInfo>, NetlinkError> {
-    let mut out = Vec::new();
-    for p in dump(host, RTM_GETLINK, &[0u8; 16], "listing links")? {
-        out.extend(parse_link(RTM_NEWLINK, &p)?);
-    }
-    Ok(out)
+    let req = RouteNetlinkMessage::GetLink(LinkMessage::default());
+    Ok(dump(host, req, "listing links")?
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Link(l) => Some(l),
+            _ => None,
+        })
+        .collect())
 }
 
 /// All interface addresses (IPv4 and IPv6).
 pub fn addresses(host: &Host) -> Result<Vec<AddrInfo>, NetlinkError> {
-    let mut out = Vec::new();
-    for p in dump(host, RTM_GETADDR, &[0u8; 8], "listing addresses")? {
-        out.extend(parse_addr(RTM_NEWADDR, &p)?);
-    }
-    Ok(out)
+    let req = RouteNetlinkMessage::GetAddress(AddressMessage::default());
+    Ok(dump(host, req, "listing addresses")?
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Addr(a) => Some(a),
+            _ => None,
+        })
+        .collect())
 }
 
 /// All default routes, every table.
 pub fn default_routes(host: &Host) -> Result<Vec<DefaultRoute>, NetlinkError> {
-    let mut out = Vec::new();
-    for p in dump(host, RTM_GETROUTE, &[0u8; 12], "listing routes")? {
-        out.extend(parse_route(RTM_NEWROUTE, &p)?);
-    }
-    Ok(out)
+    let req = RouteNetlinkMessage::GetRoute(RouteMessage::default());
+    Ok(dump(host, req, "listing routes")?
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Route(r) => Some(r),
+            _ => None,
+        })
+        .collect())
 }
 
 /// Uplink candidates: every link with a default route in the main table, with its first address
@@ -268,13 +246,13 @@ pub fn discover(host: &Host) -> Result<Vec<Discovered>, NetlinkError> {
 /// A subscription to link, address and route changes (`RTMGRP_LINK`, `RTMGRP_IPV4_IFADDR`,
 /// `RTMGRP_IPV6_IFADDR`, `RTMGRP_IPV4_ROUTE`, `RTMGRP_IPV6_ROUTE`) in one namespace.
 pub struct LinkEvents {
-    fd: AsyncFd<OwnedFd>,
+    sock: AsyncFd<Socket>,
     buf: Vec<u8>,
 }
 
 impl LinkEvents {
     pub fn subscribe(host: &Host) -> Result<Self, NetlinkError> {
-        let fd = crate::netlink::open(
+        let sock = crate::netlink::open(
             host,
             NETLINK_ROUTE,
             RTMGRP_LINK
@@ -283,45 +261,35 @@ impl LinkEvents {
                 | RTMGRP_IPV4_ROUTE
                 | RTMGRP_IPV6_ROUTE,
         )?;
-        // SAFETY: fcntl on our own fd.
-        unsafe {
-            let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-            if fl < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) < 0 {
-                return Err(std::io::Error::last_os_error().into());
-            }
-        }
-        // SAFETY: `OwnedFd::as_raw_fd` returns the fd it owns, for as long as it lives.
-        let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
+        sock.set_non_blocking(true)?;
+        // SAFETY: `Socket::as_raw_fd` returns the fd it owns (closed on drop), for as long as it
+        // lives.
+        let sock = unsafe { AsyncFd::register(sock) }.map_err(|e| e.into_parts().1)?;
         Ok(Self {
-            fd,
-            buf: vec![0u8; 65536],
+            sock,
+            buf: Vec::new(),
         })
     }
 
     /// The next batch of changes.
     pub async fn next(&mut self) -> Result<Vec<Event>, NetlinkError> {
         loop {
-            let mut guard = self.fd.readable().await?;
+            let mut guard = self.sock.readable().await?;
             let buf = &mut self.buf;
-            let res = guard.try_io(|fd| {
-                // SAFETY: recv into our buffer on our own socket.
-                let n =
-                    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-                if n < 0 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            let n = match res {
+            let msgs = match guard.try_io(|s| {
+                receive::<RouteNetlinkMessage>(s.get_ref(), buf).map_err(|e| match e {
+                    NetlinkError::Io(io) => io,
+                    other => std::io::Error::other(other),
+                })
+            }) {
                 Ok(r) => r?,
                 Err(_would_block) => continue,
             };
             let mut out = Vec::new();
-            for m in parse_messages(&self.buf[..n])? {
-                out.extend(parse_link(m.kind, m.payload)?.map(Event::Link));
-                out.extend(parse_addr(m.kind, m.payload)?.map(Event::Addr));
-                out.extend(parse_route(m.kind, m.payload)?.map(Event::Route));
+            for m in msgs {
+                if let NetlinkPayload::InnerMessage(m) = m.payload {
+                    out.extend(event(&m)?);
+                }
             }
             return Ok(out);
         }
@@ -331,52 +299,94 @@ impl LinkEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_route::link::LinkHeader;
+    use netlink_packet_route::route::RouteHeader;
 
     #[test]
-    fn parses_a_link_message() {
-        let mut p = vec![0u8; 16];
-        p[4..8].copy_from_slice(&7i32.to_ne_bytes());
-        p[8..12].copy_from_slice(&(IFF_UP | IFF_LOWER_UP).to_ne_bytes());
-        let mut b = Builder::attrs();
-        b.attr(IFLA_IFNAME, b"eth1\0");
-        p.extend_from_slice(&b.finish_attrs());
-        let l = parse_link(RTM_NEWLINK, &p).unwrap().unwrap();
+    fn maps_a_link_message() {
+        let mut m = LinkMessage::default();
+        m.header = LinkHeader {
+            index: 7,
+            flags: LinkFlags::Up | LinkFlags::LowerUp,
+            ..LinkHeader::default()
+        };
+        m.attributes.push(LinkAttribute::IfName("eth1".into()));
+        let Some(Event::Link(l)) = event(&RouteNetlinkMessage::NewLink(m.clone())).unwrap() else {
+            panic!("not a link event");
+        };
         assert_eq!(
             (l.index, l.name.as_str(), l.up, l.carrier),
             (7, "eth1", true, true)
         );
-        assert!(!parse_link(RTM_DELLINK, &p).unwrap().unwrap().exists);
-        assert!(parse_link(RTM_NEWLINK, &p[..10]).is_err());
-        assert_eq!(parse_link(99, &p).unwrap(), None);
+        let Some(Event::Link(gone)) = event(&RouteNetlinkMessage::DelLink(m.clone())).unwrap()
+        else {
+            panic!("not a link event");
+        };
+        assert!(!gone.exists);
+        m.attributes = vec![LinkAttribute::IfName("a-much-too-long-name".into())];
+        assert!(event(&RouteNetlinkMessage::NewLink(m)).is_err());
+        assert_eq!(
+            event(&RouteNetlinkMessage::GetLink(LinkMessage::default())).unwrap(),
+            None
+        );
     }
 
     #[test]
-    fn parses_default_route_add_and_delete() {
-        // rtmsg: family AF_INET, dst_len 0, …, table 254 at byte 4.
-        let mut p = vec![0u8; 12];
-        p[0] = libc::AF_INET as u8;
-        p[4] = 254;
-        let mut b = Builder::attrs();
-        b.attr(RTA_GATEWAY, &[192, 0, 2, 1]);
-        b.attr(RTA_OIF, &3u32.to_ne_bytes());
-        b.attr(RTA_PRIORITY, &20u32.to_ne_bytes());
-        p.extend_from_slice(&b.finish_attrs());
-        let r = parse_route(RTM_NEWROUTE, &p).unwrap().unwrap();
+    fn maps_default_route_add_and_delete() {
+        let mut m = RouteMessage::default();
+        m.header = RouteHeader {
+            address_family: AddressFamily::Inet,
+            table: 254,
+            ..RouteHeader::default()
+        };
+        m.attributes = vec![
+            RouteAttribute::Gateway(RouteAddress::Inet("192.0.2.1".parse().unwrap())),
+            RouteAttribute::Oif(3),
+            RouteAttribute::Priority(20),
+        ];
+        let r = event(&RouteNetlinkMessage::NewRoute(m.clone())).unwrap();
         assert_eq!(
             r,
-            DefaultRoute {
+            Some(Event::Route(DefaultRoute {
                 table: 254,
                 oif: 3,
                 gateway: Some("192.0.2.1".parse().unwrap()),
                 metric: 20,
                 ipv4: true,
                 exists: true,
-            }
+            }))
         );
-        assert!(!parse_route(RTM_DELROUTE, &p).unwrap().unwrap().exists);
+        let Some(Event::Route(gone)) = event(&RouteNetlinkMessage::DelRoute(m.clone())).unwrap()
+        else {
+            panic!("not a route event");
+        };
+        assert!(!gone.exists);
         // Not a default route.
-        p[1] = 24;
-        assert_eq!(parse_route(RTM_NEWROUTE, &p).unwrap(), None);
-        assert!(parse_route(RTM_NEWROUTE, &p[..8]).is_err());
+        m.header.destination_prefix_length = 24;
+        assert_eq!(event(&RouteNetlinkMessage::NewRoute(m)).unwrap(), None);
+    }
+
+    /// The kernel's bytes for a link, decoded by `netlink-packet-route` and mapped by [`event`].
+    #[test]
+    fn decodes_kernel_bytes() {
+        let mut m = LinkMessage::default();
+        m.header.index = 7;
+        m.header.flags = LinkFlags::Up;
+        m.attributes.push(LinkAttribute::IfName("eth1".into()));
+        let req = request(RouteNetlinkMessage::NewLink(m), 0);
+        let mut bytes = vec![0u8; req.buffer_len()];
+        req.serialize(&mut bytes);
+        let msgs = crate::netlink::messages::<RouteNetlinkMessage>(&bytes).unwrap();
+        let NetlinkPayload::InnerMessage(inner) = &msgs[0].payload else {
+            panic!("not a data message");
+        };
+        let Some(Event::Link(l)) = event(inner).unwrap() else {
+            panic!("not a link event");
+        };
+        assert_eq!(
+            (l.index, l.name.as_str(), l.up, l.carrier),
+            (7, "eth1", true, false)
+        );
+        assert!(crate::netlink::messages::<RouteNetlinkMessage>(&bytes[..20]).is_err());
     }
 }

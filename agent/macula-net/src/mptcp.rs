@@ -1,14 +1,22 @@
 //! MPTCP in-kernel path-manager endpoints over generic netlink (`mptcp_pm` family), like
-//! `ip mptcp endpoint|limits` — a small in-house client on a raw netlink socket (blocking; each
-//! call is short). [`parse_endpoint`] decodes kernel replies (bounded, fuzzed).
+//! `ip mptcp endpoint|limits`. The message type is ours ([`PmMessage`], a `netlink-packet-generic`
+//! family on `netlink-packet-core` attributes): the ecosystem's `mptcp-pm` 0.2 only models the
+//! two GET commands and brings a second `netlink-proto`. Blocking calls; each is short.
+//! [`endpoints`] decodes kernel replies (bounded, fuzzed).
 
-use std::net::IpAddr;
-use std::os::fd::OwnedFd;
+use std::fmt::Debug;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use netlink_packet_core::{
+    DecodeError, DefaultNla, Emitable, ErrorContext, NLA_F_NESTED, NLM_F_DUMP, Nla, NlaBuffer,
+    NlasIterator, Parseable, ParseableParametrized, emit_i32, emit_u16, emit_u32, parse_i32,
+    parse_u8, parse_u16, parse_u32,
+};
+use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
+use netlink_sys::Socket;
 
 use crate::cmd::Host;
-use crate::netlink::{
-    Builder, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkError, parse_attrs, transact, u32_of,
-};
+use crate::netlink::{NLM_F_ACK, NLM_F_REQUEST, NetlinkError, request, transact};
 
 const CMD_ADD_ADDR: u8 = 1;
 const CMD_DEL_ADDR: u8 = 2;
@@ -52,88 +60,253 @@ pub enum MptcpError {
     NoFamily,
 }
 
-/// Decodes one `MPTCP_PM_ATTR_ADDR` nest.
-pub fn parse_endpoint(nest: &[u8]) -> Result<Endpoint, MptcpError> {
-    let mut ep = Endpoint {
-        id: 0,
-        addr: IpAddr::from([0u8; 4]),
-        ifindex: 0,
-        flags: 0,
-    };
-    for a in parse_attrs(nest)? {
-        match a.kind {
-            ADDR_ID => ep.id = *a.data.first().ok_or(NetlinkError::Malformed("empty id"))?,
-            ADDR_ADDR4 => {
-                let b: [u8; 4] = a
-                    .data
-                    .try_into()
-                    .map_err(|_| NetlinkError::Malformed("addr4 size"))?;
-                ep.addr = IpAddr::from(b);
-            }
-            ADDR_ADDR6 => {
-                let b: [u8; 16] = a
-                    .data
-                    .try_into()
-                    .map_err(|_| NetlinkError::Malformed("addr6 size"))?;
-                ep.addr = IpAddr::from(b);
-            }
-            ADDR_FLAGS => ep.flags = u32_of(&a)?,
-            ADDR_IF_IDX => ep.ifindex = u32_of(&a)? as i32,
-            _ => {}
-        }
-    }
-    Ok(ep)
+/// One attribute of an `MPTCP_PM_ATTR_ADDR` nest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddrAttr {
+    Family(u16),
+    Id(u8),
+    Addr4(Ipv4Addr),
+    Addr6(Ipv6Addr),
+    Flags(u32),
+    IfIndex(i32),
+    Other(DefaultNla),
 }
 
-fn endpoint_nest(ep: &Endpoint, with_addr: bool) -> Builder {
-    let mut n = Builder::attrs();
+impl Nla for AddrAttr {
+    fn value_len(&self) -> usize {
+        match self {
+            Self::Family(_) => 2,
+            Self::Id(_) => 1,
+            Self::Addr4(_) | Self::Flags(_) | Self::IfIndex(_) => 4,
+            Self::Addr6(_) => 16,
+            Self::Other(a) => a.value_len(),
+        }
+    }
+
+    fn kind(&self) -> u16 {
+        match self {
+            Self::Family(_) => ADDR_FAMILY,
+            Self::Id(_) => ADDR_ID,
+            Self::Addr4(_) => ADDR_ADDR4,
+            Self::Addr6(_) => ADDR_ADDR6,
+            Self::Flags(_) => ADDR_FLAGS,
+            Self::IfIndex(_) => ADDR_IF_IDX,
+            Self::Other(a) => a.kind(),
+        }
+    }
+
+    fn emit_value(&self, buf: &mut [u8]) {
+        match self {
+            Self::Family(v) => emit_u16(buf, *v).expect("2 bytes"),
+            Self::Id(v) => buf[0] = *v,
+            Self::Addr4(a) => buf.copy_from_slice(&a.octets()),
+            Self::Addr6(a) => buf.copy_from_slice(&a.octets()),
+            Self::Flags(v) => emit_u32(buf, *v).expect("4 bytes"),
+            Self::IfIndex(v) => emit_i32(buf, *v).expect("4 bytes"),
+            Self::Other(a) => a.emit_value(buf),
+        }
+    }
+}
+
+impl<T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&T>> for AddrAttr {
+    fn parse(buf: &NlaBuffer<&T>) -> Result<Self, DecodeError> {
+        let v = buf.value();
+        let ip = |n: usize| -> Result<&[u8], DecodeError> {
+            if v.len() == n {
+                Ok(v)
+            } else {
+                Err(DecodeError::invalid_ip_address(v.len()))
+            }
+        };
+        Ok(match buf.kind() {
+            ADDR_FAMILY => Self::Family(parse_u16(v).context("MPTCP address family")?),
+            ADDR_ID => Self::Id(parse_u8(v).context("MPTCP endpoint id")?),
+            ADDR_ADDR4 => Self::Addr4(<[u8; 4]>::try_from(ip(4)?).expect("4").into()),
+            ADDR_ADDR6 => Self::Addr6(<[u8; 16]>::try_from(ip(16)?).expect("16").into()),
+            ADDR_FLAGS => Self::Flags(parse_u32(v).context("MPTCP endpoint flags")?),
+            ADDR_IF_IDX => Self::IfIndex(parse_i32(v).context("MPTCP endpoint ifindex")?),
+            _ => Self::Other(DefaultNla::parse(buf)?),
+        })
+    }
+}
+
+/// A top-level `mptcp_pm` attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PmAttr {
+    Addr(Vec<AddrAttr>),
+    RcvAddAddrs(u32),
+    Subflows(u32),
+    Other(DefaultNla),
+}
+
+impl Nla for PmAttr {
+    fn value_len(&self) -> usize {
+        match self {
+            Self::Addr(v) => v.as_slice().buffer_len(),
+            Self::RcvAddAddrs(_) | Self::Subflows(_) => 4,
+            Self::Other(a) => a.value_len(),
+        }
+    }
+
+    fn kind(&self) -> u16 {
+        match self {
+            Self::Addr(_) => ATTR_ADDR | NLA_F_NESTED,
+            Self::RcvAddAddrs(_) => ATTR_RCV_ADD_ADDRS,
+            Self::Subflows(_) => ATTR_SUBFLOWS,
+            Self::Other(a) => a.kind(),
+        }
+    }
+
+    fn emit_value(&self, buf: &mut [u8]) {
+        match self {
+            Self::Addr(v) => v.as_slice().emit(buf),
+            Self::RcvAddAddrs(v) | Self::Subflows(v) => emit_u32(buf, *v).expect("4 bytes"),
+            Self::Other(a) => a.emit_value(buf),
+        }
+    }
+}
+
+impl<T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&T>> for PmAttr {
+    fn parse(buf: &NlaBuffer<&T>) -> Result<Self, DecodeError> {
+        let v = buf.value();
+        Ok(match buf.kind() {
+            ATTR_ADDR => Self::Addr(
+                NlasIterator::new(v)
+                    .map(|a| AddrAttr::parse(&a?))
+                    .collect::<Result<_, _>>()?,
+            ),
+            ATTR_RCV_ADD_ADDRS => Self::RcvAddAddrs(parse_u32(v).context("MPTCP limit")?),
+            ATTR_SUBFLOWS => Self::Subflows(parse_u32(v).context("MPTCP limit")?),
+            _ => Self::Other(DefaultNla::parse(buf)?),
+        })
+    }
+}
+
+/// An `mptcp_pm` request or reply (`include/uapi/linux/mptcp_pm.h`, version 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PmMessage {
+    pub cmd: u8,
+    pub attrs: Vec<PmAttr>,
+}
+
+impl GenlFamily for PmMessage {
+    fn family_name() -> &'static str {
+        "mptcp_pm"
+    }
+    fn command(&self) -> u8 {
+        self.cmd
+    }
+    fn version(&self) -> u8 {
+        1
+    }
+}
+
+impl Emitable for PmMessage {
+    fn buffer_len(&self) -> usize {
+        self.attrs.as_slice().buffer_len()
+    }
+    fn emit(&self, buf: &mut [u8]) {
+        self.attrs.as_slice().emit(buf)
+    }
+}
+
+impl ParseableParametrized<[u8], GenlHeader> for PmMessage {
+    fn parse_with_param(buf: &[u8], header: GenlHeader) -> Result<Self, DecodeError> {
+        Ok(Self {
+            cmd: header.cmd,
+            attrs: NlasIterator::new(buf)
+                .map(|a| PmAttr::parse(&a?))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// The endpoints in a reply (one per `MPTCP_PM_ATTR_ADDR` nest; an address of the wrong size
+/// was already refused by the decoder).
+pub fn endpoints(msg: &PmMessage) -> Vec<Endpoint> {
+    let mut out = Vec::new();
+    for a in &msg.attrs {
+        let PmAttr::Addr(nest) = a else { continue };
+        let mut ep = Endpoint {
+            id: 0,
+            addr: IpAddr::from([0u8; 4]),
+            ifindex: 0,
+            flags: 0,
+        };
+        for f in nest {
+            match f {
+                AddrAttr::Id(id) => ep.id = *id,
+                AddrAttr::Addr4(a) => ep.addr = (*a).into(),
+                AddrAttr::Addr6(a) => ep.addr = (*a).into(),
+                AddrAttr::Flags(v) => ep.flags = *v,
+                AddrAttr::IfIndex(i) => ep.ifindex = *i,
+                _ => {}
+            }
+        }
+        out.push(ep);
+    }
+    out
+}
+
+fn endpoint_nest(ep: &Endpoint, with_addr: bool) -> PmAttr {
+    let mut n = Vec::new();
     if with_addr {
         match ep.addr {
             IpAddr::V4(a) => {
-                n.attr(ADDR_FAMILY, &(libc::AF_INET as u16).to_ne_bytes());
-                n.attr(ADDR_ADDR4, &a.octets());
+                n.push(AddrAttr::Family(libc::AF_INET as u16));
+                n.push(AddrAttr::Addr4(a));
             }
             IpAddr::V6(a) => {
-                n.attr(ADDR_FAMILY, &(libc::AF_INET6 as u16).to_ne_bytes());
-                n.attr(ADDR_ADDR6, &a.octets());
+                n.push(AddrAttr::Family(libc::AF_INET6 as u16));
+                n.push(AddrAttr::Addr6(a));
             }
         }
-        n.attr(ADDR_FLAGS, &ep.flags.to_ne_bytes());
+        n.push(AddrAttr::Flags(ep.flags));
         if ep.ifindex != 0 {
-            n.attr(ADDR_IF_IDX, &ep.ifindex.to_ne_bytes());
+            n.push(AddrAttr::IfIndex(ep.ifindex));
         }
     }
-    n.attr(ADDR_ID, &[ep.id]);
-    n
+    n.push(AddrAttr::Id(ep.id));
+    PmAttr::Addr(n)
 }
 
 /// A generic-netlink socket bound to the `mptcp_pm` family.
 pub struct Mptcp {
-    fd: OwnedFd,
+    sock: Socket,
     family: u16,
 }
 
 impl Mptcp {
     /// Opens the socket in `host`'s network namespace and resolves the family.
     pub fn open(host: &Host) -> Result<Self, MptcpError> {
-        let (fd, family) = crate::netlink::genl_family(host, "mptcp_pm")?;
+        let (sock, family) = crate::netlink::genl_family(host, "mptcp_pm")?;
         let family = family.ok_or(MptcpError::NoFamily)?;
-        Ok(Self { fd, family })
+        Ok(Self { sock, family })
     }
 
-    fn transact(&mut self, req: &[u8], what: &'static str) -> Result<Vec<Vec<u8>>, MptcpError> {
-        Ok(transact(&self.fd, req, what)?)
-    }
-
-    fn request(&mut self, flags: u16, cmd: u8) -> Builder {
-        Builder::new(self.family, NLM_F_REQUEST | flags, &[cmd, 1, 0, 0])
+    fn transact(
+        &mut self,
+        flags: u16,
+        cmd: u8,
+        attrs: Vec<PmAttr>,
+        what: &'static str,
+    ) -> Result<Vec<PmMessage>, MptcpError> {
+        let msg = GenlMessage::new(
+            GenlHeader { cmd, version: 1 },
+            PmMessage { cmd, attrs },
+            self.family,
+        );
+        let req = request(msg, NLM_F_REQUEST | flags);
+        Ok(transact(&self.sock, &req, what)?
+            .into_iter()
+            .map(|m| m.payload)
+            .collect())
     }
 
     /// `ip mptcp endpoint add`.
     pub fn add(&mut self, ep: &Endpoint) -> Result<(), MptcpError> {
-        let mut b = self.request(NLM_F_ACK, CMD_ADD_ADDR);
-        b.nest(ATTR_ADDR, &endpoint_nest(ep, true));
-        self.transact(&b.finish(), "adding an MPTCP endpoint")
+        let attrs = vec![endpoint_nest(ep, true)];
+        self.transact(NLM_F_ACK, CMD_ADD_ADDR, attrs, "adding an MPTCP endpoint")
             .map(|_| ())
     }
 
@@ -145,44 +318,35 @@ impl Mptcp {
             ifindex: 0,
             flags: 0,
         };
-        let mut b = self.request(NLM_F_ACK, CMD_DEL_ADDR);
-        b.nest(ATTR_ADDR, &endpoint_nest(&ep, false));
-        self.transact(&b.finish(), "deleting an MPTCP endpoint")
+        let attrs = vec![endpoint_nest(&ep, false)];
+        self.transact(NLM_F_ACK, CMD_DEL_ADDR, attrs, "deleting an MPTCP endpoint")
             .map(|_| ())
     }
 
     /// `ip mptcp endpoint show`.
     pub fn list(&mut self) -> Result<Vec<Endpoint>, MptcpError> {
-        let b = self.request(NLM_F_DUMP, CMD_GET_ADDR);
-        let mut out = Vec::new();
-        for payload in self.transact(&b.finish(), "listing MPTCP endpoints")? {
-            for a in parse_attrs(payload.get(4..).unwrap_or_default())? {
-                if a.kind == ATTR_ADDR {
-                    out.push(parse_endpoint(a.data)?);
-                }
-            }
-        }
-        Ok(out)
+        let replies = self.transact(NLM_F_DUMP, CMD_GET_ADDR, vec![], "listing MPTCP endpoints")?;
+        Ok(replies.iter().flat_map(endpoints).collect())
     }
 
     /// `ip mptcp limits set subflows N add_addr_accepted M`.
     pub fn set_limits(&mut self, subflows: u32, add_addr_accepted: u32) -> Result<(), MptcpError> {
-        let mut b = self.request(NLM_F_ACK, CMD_SET_LIMITS);
-        b.attr(ATTR_RCV_ADD_ADDRS, &add_addr_accepted.to_ne_bytes());
-        b.attr(ATTR_SUBFLOWS, &subflows.to_ne_bytes());
-        self.transact(&b.finish(), "setting MPTCP limits")
+        let attrs = vec![
+            PmAttr::RcvAddAddrs(add_addr_accepted),
+            PmAttr::Subflows(subflows),
+        ];
+        self.transact(NLM_F_ACK, CMD_SET_LIMITS, attrs, "setting MPTCP limits")
             .map(|_| ())
     }
 
     /// `(subflows, add_addr_accepted)`.
     pub fn limits(&mut self) -> Result<(u32, u32), MptcpError> {
-        let b = self.request(0, CMD_GET_LIMITS);
         let (mut sub, mut acc) = (0, 0);
-        for payload in self.transact(&b.finish(), "reading MPTCP limits")? {
-            for a in parse_attrs(payload.get(4..).unwrap_or_default())? {
-                match a.kind {
-                    ATTR_SUBFLOWS => sub = u32_of(&a)?,
-                    ATTR_RCV_ADD_ADDRS => acc = u32_of(&a)?,
+        for m in self.transact(0, CMD_GET_LIMITS, vec![], "reading MPTCP limits")? {
+            for a in m.attrs {
+                match a {
+                    PmAttr::Subflows(v) => sub = v,
+                    PmAttr::RcvAddAddrs(v) => acc = v,
                     _ => {}
                 }
             }
@@ -212,7 +376,30 @@ impl Mptcp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::parse_messages;
+    use crate::netlink::messages;
+    use netlink_packet_core::NetlinkPayload;
+
+    fn round_trip(msg: PmMessage) -> PmMessage {
+        let req = request(
+            GenlMessage::new(
+                GenlHeader {
+                    cmd: msg.cmd,
+                    version: 1,
+                },
+                msg,
+                30,
+            ),
+            NLM_F_REQUEST,
+        );
+        let mut bytes = vec![0u8; req.buffer_len()];
+        req.serialize(&mut bytes);
+        let mut msgs = messages::<GenlMessage<PmMessage>>(&bytes).unwrap();
+        assert_eq!(msgs[0].header.message_type, 30);
+        match msgs.remove(0).payload {
+            NetlinkPayload::InnerMessage(m) => m.payload,
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn builds_and_parses_an_endpoint_nest() {
@@ -222,17 +409,28 @@ mod tests {
             ifindex: 7,
             flags: FLAG_SUBFLOW | FLAG_BACKUP,
         };
-        let mut b = Builder::new(30, NLM_F_REQUEST, &[CMD_ADD_ADDR, 1, 0, 0]);
-        b.nest(ATTR_ADDR, &endpoint_nest(&ep, true));
-        let msg = b.finish();
-        let msgs = parse_messages(&msg).unwrap();
-        let attrs = parse_attrs(&msgs[0].payload[4..]).unwrap();
-        assert_eq!(attrs[0].kind, ATTR_ADDR);
-        assert_eq!(parse_endpoint(attrs[0].data).unwrap(), ep);
+        let back = round_trip(PmMessage {
+            cmd: CMD_ADD_ADDR,
+            attrs: vec![endpoint_nest(&ep, true)],
+        });
+        assert_eq!(back.cmd, CMD_ADD_ADDR);
+        assert_eq!(endpoints(&back), [ep]);
+        let limits = round_trip(PmMessage {
+            cmd: CMD_SET_LIMITS,
+            attrs: vec![PmAttr::RcvAddAddrs(2), PmAttr::Subflows(3)],
+        });
+        assert_eq!(limits.attrs, [PmAttr::RcvAddAddrs(2), PmAttr::Subflows(3)]);
     }
 
     #[test]
     fn rejects_bad_endpoint_attributes() {
-        assert!(parse_endpoint(&[5, 0, 3, 0, 1, 0, 0, 0]).is_err());
+        // An ADDR4 attribute of 1 byte inside an ATTR_ADDR nest.
+        let nest = [5, 0, 3, 0, 1, 0, 0, 0];
+        let attr = [&[12u8, 0, 1, 0x80][..], &nest].concat();
+        let header = GenlHeader {
+            cmd: CMD_GET_ADDR,
+            version: 1,
+        };
+        assert!(PmMessage::parse_with_param(&attr, header).is_err());
     }
 }

@@ -1,20 +1,31 @@
-//! Minimal netlink plumbing shared by the MPTCP client (generic netlink) and link discovery/events
-//! (rtnetlink): message building, bounded decoding (fuzzed: `fuzz/fuzz_targets/netlink_reply.rs`)
-//! and a blocking request/reply socket opened in a chosen network namespace.
+//! The request/reply loop over the rust-netlink crates: `netlink-sys` sockets opened in a chosen
+//! network namespace, `netlink-packet-core` framing, and the typed messages of
+//! `netlink-packet-route` (links), `netlink-packet-generic` (family lookup, [`crate::mptcp`]) and
+//! `netlink-packet-wireguard` ([`crate::overlay::kernel`]).
+//!
+//! Calls are short and blocking (one dump or one set at a time), so the async connection layers
+//! of the same family (`rtnetlink`, `genetlink`, `netlink-proto`) are not used; see
+//! docs/network.md, "Netlink".
+//! [`messages`] splits a datagram into typed messages (bounded, fuzzed:
+//! `fuzz/fuzz_targets/netlink_reply.rs`). Datagrams not sent by the kernel are ignored.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::fmt::Debug;
+
+use netlink_packet_core::{
+    DecodeError, NLM_F_DUMP, NetlinkBuffer, NetlinkDeserializable, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload, NetlinkSerializable,
+};
+use netlink_packet_generic::GenlMessage;
+use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
+use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
+use netlink_sys::{Socket, SocketAddr};
 
 use crate::cmd::Host;
 
-pub(crate) const NLM_F_REQUEST: u16 = 1;
-pub(crate) const NLM_F_ACK: u16 = 4;
-pub(crate) const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-pub(crate) const NLA_F_NESTED: u16 = 0x8000;
-const NLA_TYPE_MASK: u16 = 0x3fff;
-/// Largest buffer we decode.
-pub const MAX_REPLY: usize = 1 << 20;
+pub use netlink_packet_core::{NLM_F_ACK, NLM_F_REQUEST};
+
+/// Largest datagram we read or decode.
+pub const MAX_REPLY: usize = 1 << 16;
 
 /// Netlink failures.
 #[derive(Debug, thiserror::Error)]
@@ -28,231 +39,109 @@ pub enum NetlinkError {
         source: std::io::Error,
     },
     #[error("malformed netlink reply: {0}")]
-    Malformed(&'static str),
+    Malformed(String),
 }
 
-/// A netlink attribute: type (flags masked off) and payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attr<'a> {
-    pub kind: u16,
-    pub data: &'a [u8],
+impl From<DecodeError> for NetlinkError {
+    fn from(e: DecodeError) -> Self {
+        Self::Malformed(e.to_string())
+    }
 }
 
-/// A netlink message: type, flags and payload after the 16-byte header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Msg<'a> {
-    pub kind: u16,
-    pub flags: u16,
-    pub payload: &'a [u8],
-}
-
-pub(crate) fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// Splits a receive buffer into netlink messages.
-pub fn parse_messages(buf: &[u8]) -> Result<Vec<Msg<'_>>, NetlinkError> {
+/// Splits one datagram into netlink messages decoded as `T` (error, done and data messages).
+pub fn messages<T>(buf: &[u8]) -> Result<Vec<NetlinkMessage<T>>, NetlinkError>
+where
+    T: NetlinkDeserializable + Debug,
+{
     if buf.len() > MAX_REPLY {
-        return Err(NetlinkError::Malformed("reply too large"));
+        return Err(NetlinkError::Malformed("reply too large".into()));
     }
     let mut out = Vec::new();
     let mut rest = buf;
-    while rest.len() >= 16 {
-        let len = u32::from_ne_bytes(rest[0..4].try_into().expect("4")) as usize;
-        if len < 16 || len > rest.len() {
-            return Err(NetlinkError::Malformed("bad message length"));
-        }
-        out.push(Msg {
-            kind: u16::from_ne_bytes(rest[4..6].try_into().expect("2")),
-            flags: u16::from_ne_bytes(rest[6..8].try_into().expect("2")),
-            payload: &rest[16..len],
-        });
-        rest = &rest[align4(len).min(rest.len())..];
-    }
-    if !rest.is_empty() {
-        return Err(NetlinkError::Malformed("trailing bytes"));
+    while !rest.is_empty() {
+        let len = NetlinkBuffer::new_checked(rest)?.length() as usize;
+        out.push(NetlinkMessage::<T>::deserialize(&rest[..len])?);
+        rest = &rest[((len + 3) & !3).min(rest.len())..];
     }
     Ok(out)
 }
 
-/// Splits an attribute area into attributes.
-pub fn parse_attrs(mut buf: &[u8]) -> Result<Vec<Attr<'_>>, NetlinkError> {
-    let mut out = Vec::new();
-    while buf.len() >= 4 {
-        let len = u16::from_ne_bytes(buf[0..2].try_into().expect("2")) as usize;
-        if len < 4 || len > buf.len() {
-            return Err(NetlinkError::Malformed("bad attribute length"));
-        }
-        out.push(Attr {
-            kind: u16::from_ne_bytes(buf[2..4].try_into().expect("2")) & NLA_TYPE_MASK,
-            data: &buf[4..len],
-        });
-        buf = &buf[align4(len).min(buf.len())..];
-    }
-    Ok(out)
-}
-
-pub(crate) fn u32_of(a: &Attr<'_>) -> Result<u32, NetlinkError> {
-    Ok(u32::from_ne_bytes(a.data.try_into().map_err(|_| {
-        NetlinkError::Malformed("u32 attribute size")
-    })?))
-}
-
-/// Builds one request: netlink header, a family header, attributes.
-pub(crate) struct Builder(Vec<u8>);
-
-impl Builder {
-    pub(crate) fn new(kind: u16, flags: u16, family_header: &[u8]) -> Self {
-        let mut b = vec![0u8; 16];
-        b[4..6].copy_from_slice(&kind.to_ne_bytes());
-        b[6..8].copy_from_slice(&flags.to_ne_bytes());
-        b[8..12].copy_from_slice(&1u32.to_ne_bytes());
-        b.extend_from_slice(family_header);
-        b.resize(align4(b.len()), 0);
-        Self(b)
-    }
-
-    /// A bare attribute area (for nests).
-    pub(crate) fn attrs() -> Self {
-        Self(Vec::new())
-    }
-
-    pub(crate) fn attr(&mut self, kind: u16, data: &[u8]) {
-        let len = 4 + data.len();
-        self.0.extend_from_slice(&(len as u16).to_ne_bytes());
-        self.0.extend_from_slice(&kind.to_ne_bytes());
-        self.0.extend_from_slice(data);
-        self.0.resize(align4(self.0.len()), 0);
-    }
-
-    pub(crate) fn nest(&mut self, kind: u16, inner: &Builder) {
-        self.attr(kind | NLA_F_NESTED, &inner.0);
-    }
-
-    /// Bytes so far.
-    pub(crate) fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// The bytes of a bare attribute area.
-    #[cfg(test)]
-    pub(crate) fn finish_attrs(self) -> Vec<u8> {
-        self.0
-    }
-
-    pub(crate) fn finish(mut self) -> Vec<u8> {
-        let len = self.0.len() as u32;
-        self.0[0..4].copy_from_slice(&len.to_ne_bytes());
-        self.0
-    }
+/// A typed request: header flags set, sequence 1, length filled in.
+pub(crate) fn request<T>(payload: T, flags: u16) -> NetlinkMessage<T>
+where
+    T: NetlinkSerializable + Debug,
+    NetlinkPayload<T>: From<T>,
+{
+    let mut header = NetlinkHeader::default();
+    header.flags = flags;
+    header.sequence_number = 1;
+    let mut msg = NetlinkMessage::new(header, NetlinkPayload::from(payload));
+    msg.finalize();
+    msg
 }
 
 /// Opens a netlink socket of `protocol` in `host`'s namespace, subscribed to `groups`.
-pub(crate) fn open(host: &Host, protocol: i32, groups: u32) -> Result<OwnedFd, NetlinkError> {
+pub(crate) fn open(host: &Host, protocol: isize, groups: u32) -> Result<Socket, NetlinkError> {
     Ok(host.in_netns(|| {
-        // SAFETY: socket(2)/bind(2) with valid arguments; the fd is owned right away.
-        unsafe {
-            let fd = libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                protocol,
-            );
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let fd = OwnedFd::from_raw_fd(fd);
-            let mut sa: libc::sockaddr_nl = std::mem::zeroed();
-            sa.nl_family = libc::AF_NETLINK as u16;
-            sa.nl_groups = groups;
-            if libc::bind(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_nl).cast(),
-                size_of::<libc::sockaddr_nl>() as u32,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(fd)
-        }
+        let mut s = Socket::new(protocol)?;
+        s.bind(&SocketAddr::new(0, groups))?;
+        Ok(s)
     })?)
 }
 
-const NETLINK_GENERIC: i32 = 16;
-const GENL_ID_CTRL: u16 = 0x10;
-const CTRL_CMD_GETFAMILY: u8 = 3;
-const CTRL_ATTR_FAMILY_ID: u16 = 1;
-const CTRL_ATTR_FAMILY_NAME: u16 = 2;
-
-/// Opens a generic-netlink socket in `host`'s namespace and resolves family `name`
-/// (`None`: the kernel has no such family, e.g. the module is not loaded).
-pub(crate) fn genl_family(host: &Host, name: &str) -> Result<(OwnedFd, Option<u16>), NetlinkError> {
-    let fd = open(host, NETLINK_GENERIC, 0)?;
-    let mut b = Builder::new(GENL_ID_CTRL, NLM_F_REQUEST, &[CTRL_CMD_GETFAMILY, 1, 0, 0]);
-    let mut cname = name.as_bytes().to_vec();
-    cname.push(0);
-    b.attr(CTRL_ATTR_FAMILY_NAME, &cname);
-    let replies = match transact(&fd, &b.finish(), "family lookup") {
-        Ok(r) => r,
-        Err(NetlinkError::Kernel { .. }) => return Ok((fd, None)),
-        Err(e) => return Err(e),
-    };
-    let mut family = None;
-    for payload in replies {
-        for a in parse_attrs(payload.get(4..).unwrap_or_default())? {
-            if a.kind == CTRL_ATTR_FAMILY_ID && a.data.len() >= 2 {
-                family = Some(u16::from_ne_bytes([a.data[0], a.data[1]]));
-            }
+/// Reads one datagram from the kernel (others are dropped) and decodes it.
+pub(crate) fn receive<T>(
+    sock: &Socket,
+    buf: &mut Vec<u8>,
+) -> Result<Vec<NetlinkMessage<T>>, NetlinkError>
+where
+    T: NetlinkDeserializable + Debug,
+{
+    loop {
+        buf.clear();
+        buf.reserve(MAX_REPLY);
+        let (_, from) = sock.recv_from(buf, 0)?;
+        if from.port_number() == 0 {
+            return messages(buf);
         }
     }
-    Ok((fd, family))
 }
 
-/// Sends one request on a blocking socket and collects the payloads of the data replies until the
-/// ack, `NLMSG_DONE`, or (for a non-dump request without ack) the first reply.
-pub(crate) fn transact(
-    fd: &OwnedFd,
-    req: &[u8],
+/// Sends `req` and collects the data replies until the ack, `NLMSG_DONE`, or (for a request that
+/// is neither a dump nor acked) the first reply.
+pub(crate) fn transact<T>(
+    sock: &Socket,
+    req: &NetlinkMessage<T>,
     what: &'static str,
-) -> Result<Vec<Vec<u8>>, NetlinkError> {
-    let fd = fd.as_raw_fd();
-    // SAFETY: send/recv on our own socket with valid buffers.
-    if unsafe { libc::send(fd, req.as_ptr().cast(), req.len(), 0) } < 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    let flags = u16::from_ne_bytes([req[6], req[7]]);
-    let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
-    let ack = flags & NLM_F_ACK != 0;
+) -> Result<Vec<T>, NetlinkError>
+where
+    T: NetlinkSerializable + NetlinkDeserializable + Debug,
+{
+    let mut bytes = vec![0u8; req.buffer_len()];
+    req.serialize(&mut bytes);
+    sock.send_to(&bytes, &SocketAddr::new(0, 0), 0)?;
+    let dump = req.header.flags & NLM_F_DUMP == NLM_F_DUMP;
+    let ack = req.header.flags & NLM_F_ACK != 0;
     let mut out = Vec::new();
-    let mut buf = vec![0u8; 65536];
+    let mut buf = Vec::new();
     loop {
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
         let mut finished = false;
-        for m in parse_messages(&buf[..n as usize])? {
-            match m.kind {
-                NLMSG_ERROR => {
-                    let code = m
-                        .payload
-                        .get(0..4)
-                        .ok_or(NetlinkError::Malformed("short error"))?;
-                    let code = i32::from_ne_bytes(code.try_into().expect("4"));
-                    if code != 0 {
-                        return Err(NetlinkError::Kernel {
-                            what,
-                            source: std::io::Error::from_raw_os_error(-code),
-                        });
-                    }
-                    finished = true;
+        for m in receive::<T>(sock, &mut buf)? {
+            match m.payload {
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    return Err(NetlinkError::Kernel {
+                        what,
+                        source: e.to_io(),
+                    });
                 }
-                NLMSG_DONE => finished = true,
-                _ => {
-                    out.push(m.payload.to_vec());
+                NetlinkPayload::Error(_) | NetlinkPayload::Done(_) => finished = true,
+                NetlinkPayload::InnerMessage(inner) => {
+                    out.push(inner);
                     if !dump && !ack {
                         finished = true;
                     }
                 }
+                _ => {}
             }
         }
         if finished {
@@ -261,29 +150,60 @@ pub(crate) fn transact(
     }
 }
 
+/// Opens a generic-netlink socket in `host`'s namespace and resolves family `name`
+/// (`None`: the kernel has no such family, e.g. the module is not loaded).
+pub(crate) fn genl_family(host: &Host, name: &str) -> Result<(Socket, Option<u16>), NetlinkError> {
+    let sock = open(host, netlink_sys::protocols::NETLINK_GENERIC, 0)?;
+    let req = request(
+        GenlMessage::from_payload(GenlCtrl {
+            cmd: GenlCtrlCmd::GetFamily,
+            nlas: vec![GenlCtrlAttrs::FamilyName(name.into())],
+        }),
+        NLM_F_REQUEST,
+    );
+    let replies = match transact(&sock, &req, "family lookup") {
+        Ok(r) => r,
+        Err(NetlinkError::Kernel { .. }) => return Ok((sock, None)),
+        Err(e) => return Err(e),
+    };
+    let family = replies
+        .iter()
+        .flat_map(|m| &m.payload.nlas)
+        .find_map(|a| match a {
+            GenlCtrlAttrs::FamilyId(id) => Some(*id),
+            _ => None,
+        });
+    Ok((sock, family))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_route::RouteNetlinkMessage;
+    use netlink_packet_route::link::LinkMessage;
 
     #[test]
-    fn builder_output_parses_back() {
-        let mut nest = Builder::attrs();
-        nest.attr(2, &[7]);
-        let mut b = Builder::new(30, NLM_F_REQUEST, &[1, 1, 0, 0]);
-        b.nest(1, &nest);
-        let msg = b.finish();
-        let msgs = parse_messages(&msg).unwrap();
-        assert_eq!(msgs.len(), 1);
-        assert_eq!(msgs[0].kind, 30);
-        let attrs = parse_attrs(&msgs[0].payload[4..]).unwrap();
-        assert_eq!(attrs[0].kind, 1);
-        assert_eq!(parse_attrs(attrs[0].data).unwrap()[0].data, &[7]);
+    fn requests_split_back_into_messages() {
+        let req = request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_REQUEST | NLM_F_DUMP,
+        );
+        let mut one = vec![0u8; req.buffer_len()];
+        req.serialize(&mut one);
+        let two = [one.clone(), one].concat();
+        let msgs = messages::<RouteNetlinkMessage>(&two).unwrap();
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[1].header.flags, NLM_F_REQUEST | NLM_F_DUMP);
+        assert!(matches!(
+            msgs[0].payload,
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::GetLink(_))
+        ));
     }
 
     #[test]
     fn rejects_bad_lengths() {
-        assert!(parse_messages(&[0xff; 16]).is_err());
-        assert!(parse_messages(&[1, 2, 3]).is_err());
-        assert!(parse_attrs(&[2, 0, 1, 0]).is_err());
+        assert!(messages::<RouteNetlinkMessage>(&[0xff; 16]).is_err());
+        assert!(messages::<RouteNetlinkMessage>(&[1, 2, 3]).is_err());
+        assert!(messages::<RouteNetlinkMessage>(&vec![0; MAX_REPLY + 1]).is_err());
     }
 }
