@@ -297,10 +297,8 @@ impl Mptcp {
             self.family,
         );
         let req = request(msg, NLM_F_REQUEST | flags);
-        Ok(transact(&self.sock, &req, what)?
-            .into_iter()
-            .map(|m| m.payload)
-            .collect())
+        let replies: Vec<GenlMessage<PmMessage>> = transact(&self.sock, &req, what)?;
+        Ok(replies.into_iter().map(|m| m.payload).collect())
     }
 
     /// `ip mptcp endpoint add`.

@@ -1,7 +1,7 @@
 //! The request/reply loop over the rust-netlink crates: `netlink-sys` sockets opened in a chosen
-//! network namespace, `netlink-packet-core` framing, and the typed messages of
-//! `netlink-packet-route` (links), `netlink-packet-generic` (family lookup, [`crate::mptcp`]) and
-//! `netlink-packet-wireguard` ([`crate::overlay::kernel`]).
+//! network namespace, `netlink-packet-core` framing, and typed messages: `netlink-packet-route`
+//! headers and address messages ([`crate::links`]), `netlink-packet-generic` (family lookup,
+//! [`crate::mptcp`]) and `netlink-packet-wireguard` ([`crate::overlay::kernel`]).
 //!
 //! Calls are short and blocking (one dump or one set at a time), so the async connection layers
 //! of the same family (`rtnetlink`, `genetlink`, `netlink-proto`) are not used; see
@@ -70,12 +70,11 @@ where
 pub(crate) fn request<T>(payload: T, flags: u16) -> NetlinkMessage<T>
 where
     T: NetlinkSerializable + Debug,
-    NetlinkPayload<T>: From<T>,
 {
     let mut header = NetlinkHeader::default();
     header.flags = flags;
     header.sequence_number = 1;
-    let mut msg = NetlinkMessage::new(header, NetlinkPayload::from(payload));
+    let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(payload));
     msg.finalize();
     msg
 }
@@ -107,15 +106,16 @@ where
     }
 }
 
-/// Sends `req` and collects the data replies until the ack, `NLMSG_DONE`, or (for a request that
-/// is neither a dump nor acked) the first reply.
-pub(crate) fn transact<T>(
+/// Sends `req` and collects the data replies (decoded as `R`) until the ack, `NLMSG_DONE`, or (for
+/// a request that is neither a dump nor acked) the first reply.
+pub(crate) fn transact<Q, R>(
     sock: &Socket,
-    req: &NetlinkMessage<T>,
+    req: &NetlinkMessage<Q>,
     what: &'static str,
-) -> Result<Vec<T>, NetlinkError>
+) -> Result<Vec<R>, NetlinkError>
 where
-    T: NetlinkSerializable + NetlinkDeserializable + Debug,
+    Q: NetlinkSerializable + Debug,
+    R: NetlinkDeserializable + Debug,
 {
     let mut bytes = vec![0u8; req.buffer_len()];
     req.serialize(&mut bytes);
@@ -126,7 +126,7 @@ where
     let mut buf = Vec::new();
     loop {
         let mut finished = false;
-        for m in receive::<T>(sock, &mut buf)? {
+        for m in receive::<R>(sock, &mut buf)? {
             match m.payload {
                 NetlinkPayload::Error(e) if e.code.is_some() => {
                     return Err(NetlinkError::Kernel {
@@ -161,7 +161,7 @@ pub(crate) fn genl_family(host: &Host, name: &str) -> Result<(Socket, Option<u16
         }),
         NLM_F_REQUEST,
     );
-    let replies = match transact(&sock, &req, "family lookup") {
+    let replies: Vec<GenlMessage<GenlCtrl>> = match transact(&sock, &req, "family lookup") {
         Ok(r) => r,
         Err(NetlinkError::Kernel { .. }) => return Ok((sock, None)),
         Err(e) => return Err(e),

@@ -1,23 +1,16 @@
 #![no_main]
-//! Kernel replies and events: datagram splitting and the rust-netlink decoders for rtnetlink and
-//! the in-house `mptcp_pm` family, then the mapping to the uplink code's events and endpoints.
+//! Kernel replies and events: datagram splitting, the rtnetlink decoder of the uplink code (on
+//! `netlink-packet-route` headers and address messages) and the in-house `mptcp_pm` family.
 
 use libfuzzer_sys::fuzz_target;
-use macula_net::links::event;
+use macula_net::links::RtEvent;
 use macula_net::mptcp::{PmMessage, endpoints};
 use macula_net::netlink::messages;
 use netlink_packet_core::NetlinkPayload;
 use netlink_packet_generic::GenlMessage;
-use netlink_packet_route::RouteNetlinkMessage;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(msgs) = messages::<RouteNetlinkMessage>(data) {
-        for m in msgs {
-            if let NetlinkPayload::InnerMessage(m) = m.payload {
-                let _ = event(&m);
-            }
-        }
-    }
+    let _ = messages::<RtEvent>(data);
     if let Ok(msgs) = messages::<GenlMessage<PmMessage>>(data) {
         for m in msgs {
             if let NetlinkPayload::InnerMessage(m) = m.payload {

@@ -371,7 +371,7 @@ impl KernelWg {
         let sock = self.sock.locked();
         for msg in set_messages(&self.ifname, lines)? {
             let req = request(self.genl(msg), NLM_F_REQUEST | NLM_F_ACK);
-            transact(&sock, &req, "configuring WireGuard")?;
+            let _: Vec<GenlMessage<WgMessage>> = transact(&sock, &req, "configuring WireGuard")?;
         }
         Ok(())
     }
@@ -384,7 +384,7 @@ impl KernelWg {
         };
         let req = request(self.genl(msg), NLM_F_REQUEST | NLM_F_DUMP);
         let sock = self.sock.locked();
-        let replies = transact(&sock, &req, "reading WireGuard")?;
+        let replies: Vec<GenlMessage<WgMessage>> = transact(&sock, &req, "reading WireGuard")?;
         parse_device(&replies.into_iter().map(|m| m.payload.0).collect::<Vec<_>>())
     }
 }
