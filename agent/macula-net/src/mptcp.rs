@@ -1,16 +1,14 @@
 //! MPTCP in-kernel path-manager endpoints over generic netlink (`mptcp_pm` family), like
-//! `ip mptcp endpoint|limits`. The message type is ours ([`PmMessage`], a `netlink-packet-generic`
-//! family on `netlink-packet-core` attributes): the ecosystem's `mptcp-pm` 0.2 only models the
-//! two GET commands and brings a second `netlink-proto`. Blocking calls; each is short.
-//! [`endpoints`] decodes kernel replies (bounded, fuzzed).
+//! `ip mptcp endpoint|limits`. [`PmMessage`] is a `netlink-packet-generic` family whose
+//! attributes are `netlink-packet-core` NLAs: the ecosystem's `mptcp-pm` 0.2 models only the two
+//! GET commands (no ADD/DEL_ADDR or SET_LIMITS) and brings a second `netlink-proto`. Blocking
+//! calls; each is short. [`endpoints`] decodes kernel replies (bounded, fuzzed).
 
-use std::fmt::Debug;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use netlink_packet_core::{
-    DecodeError, DefaultNla, Emitable, ErrorContext, NLA_F_NESTED, NLM_F_DUMP, Nla, NlaBuffer,
-    NlasIterator, Parseable, ParseableParametrized, emit_i32, emit_u16, emit_u32, parse_i32,
-    parse_u8, parse_u16, parse_u32,
+    DecodeError, DefaultNla, Emitable, NLA_F_NESTED, NLM_F_DUMP, NlasIterator,
+    ParseableParametrized, parse_i32, parse_ip, parse_u8, parse_u32,
 };
 use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
 use netlink_sys::Socket;
@@ -60,133 +58,20 @@ pub enum MptcpError {
     NoFamily,
 }
 
-/// One attribute of an `MPTCP_PM_ATTR_ADDR` nest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AddrAttr {
-    Family(u16),
-    Id(u8),
-    Addr4(Ipv4Addr),
-    Addr6(Ipv6Addr),
-    Flags(u32),
-    IfIndex(i32),
-    Other(DefaultNla),
-}
-
-impl Nla for AddrAttr {
-    fn value_len(&self) -> usize {
-        match self {
-            Self::Family(_) => 2,
-            Self::Id(_) => 1,
-            Self::Addr4(_) | Self::Flags(_) | Self::IfIndex(_) => 4,
-            Self::Addr6(_) => 16,
-            Self::Other(a) => a.value_len(),
-        }
-    }
-
-    fn kind(&self) -> u16 {
-        match self {
-            Self::Family(_) => ADDR_FAMILY,
-            Self::Id(_) => ADDR_ID,
-            Self::Addr4(_) => ADDR_ADDR4,
-            Self::Addr6(_) => ADDR_ADDR6,
-            Self::Flags(_) => ADDR_FLAGS,
-            Self::IfIndex(_) => ADDR_IF_IDX,
-            Self::Other(a) => a.kind(),
-        }
-    }
-
-    fn emit_value(&self, buf: &mut [u8]) {
-        match self {
-            Self::Family(v) => emit_u16(buf, *v).expect("2 bytes"),
-            Self::Id(v) => buf[0] = *v,
-            Self::Addr4(a) => buf.copy_from_slice(&a.octets()),
-            Self::Addr6(a) => buf.copy_from_slice(&a.octets()),
-            Self::Flags(v) => emit_u32(buf, *v).expect("4 bytes"),
-            Self::IfIndex(v) => emit_i32(buf, *v).expect("4 bytes"),
-            Self::Other(a) => a.emit_value(buf),
-        }
-    }
-}
-
-impl<T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&T>> for AddrAttr {
-    fn parse(buf: &NlaBuffer<&T>) -> Result<Self, DecodeError> {
-        let v = buf.value();
-        let ip = |n: usize| -> Result<&[u8], DecodeError> {
-            if v.len() == n {
-                Ok(v)
-            } else {
-                Err(DecodeError::invalid_ip_address(v.len()))
-            }
-        };
-        Ok(match buf.kind() {
-            ADDR_FAMILY => Self::Family(parse_u16(v).context("MPTCP address family")?),
-            ADDR_ID => Self::Id(parse_u8(v).context("MPTCP endpoint id")?),
-            ADDR_ADDR4 => Self::Addr4(<[u8; 4]>::try_from(ip(4)?).expect("4").into()),
-            ADDR_ADDR6 => Self::Addr6(<[u8; 16]>::try_from(ip(16)?).expect("16").into()),
-            ADDR_FLAGS => Self::Flags(parse_u32(v).context("MPTCP endpoint flags")?),
-            ADDR_IF_IDX => Self::IfIndex(parse_i32(v).context("MPTCP endpoint ifindex")?),
-            _ => Self::Other(DefaultNla::parse(buf)?),
-        })
-    }
-}
-
-/// A top-level `mptcp_pm` attribute.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PmAttr {
-    Addr(Vec<AddrAttr>),
-    RcvAddAddrs(u32),
-    Subflows(u32),
-    Other(DefaultNla),
-}
-
-impl Nla for PmAttr {
-    fn value_len(&self) -> usize {
-        match self {
-            Self::Addr(v) => v.as_slice().buffer_len(),
-            Self::RcvAddAddrs(_) | Self::Subflows(_) => 4,
-            Self::Other(a) => a.value_len(),
-        }
-    }
-
-    fn kind(&self) -> u16 {
-        match self {
-            Self::Addr(_) => ATTR_ADDR | NLA_F_NESTED,
-            Self::RcvAddAddrs(_) => ATTR_RCV_ADD_ADDRS,
-            Self::Subflows(_) => ATTR_SUBFLOWS,
-            Self::Other(a) => a.kind(),
-        }
-    }
-
-    fn emit_value(&self, buf: &mut [u8]) {
-        match self {
-            Self::Addr(v) => v.as_slice().emit(buf),
-            Self::RcvAddAddrs(v) | Self::Subflows(v) => emit_u32(buf, *v).expect("4 bytes"),
-            Self::Other(a) => a.emit_value(buf),
-        }
-    }
-}
-
-impl<T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&T>> for PmAttr {
-    fn parse(buf: &NlaBuffer<&T>) -> Result<Self, DecodeError> {
-        let v = buf.value();
-        Ok(match buf.kind() {
-            ATTR_ADDR => Self::Addr(
-                NlasIterator::new(v)
-                    .map(|a| AddrAttr::parse(&a?))
-                    .collect::<Result<_, _>>()?,
-            ),
-            ATTR_RCV_ADD_ADDRS => Self::RcvAddAddrs(parse_u32(v).context("MPTCP limit")?),
-            ATTR_SUBFLOWS => Self::Subflows(parse_u32(v).context("MPTCP limit")?),
-            _ => Self::Other(DefaultNla::parse(buf)?),
-        })
-    }
-}
-
-/// An `mptcp_pm` request or reply (`include/uapi/linux/mptcp_pm.h`, version 1).
+/// An `mptcp_pm` request or reply (`include/uapi/linux/mptcp_pm.h`, version 1): the command and
+/// its attribute area, checked to be well-formed NLAs when decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PmMessage {
     pub cmd: u8,
-    pub attrs: Vec<PmAttr>,
+    pub attrs: Vec<u8>,
+}
+
+impl PmMessage {
+    fn new(cmd: u8, attrs: &[DefaultNla]) -> Self {
+        let mut buf = vec![0u8; attrs.buffer_len()];
+        attrs.emit(&mut buf);
+        Self { cmd, attrs: buf }
+    }
 }
 
 impl GenlFamily for PmMessage {
@@ -203,71 +88,75 @@ impl GenlFamily for PmMessage {
 
 impl Emitable for PmMessage {
     fn buffer_len(&self) -> usize {
-        self.attrs.as_slice().buffer_len()
+        self.attrs.len()
     }
     fn emit(&self, buf: &mut [u8]) {
-        self.attrs.as_slice().emit(buf)
+        buf[..self.attrs.len()].copy_from_slice(&self.attrs)
     }
 }
 
 impl ParseableParametrized<[u8], GenlHeader> for PmMessage {
     fn parse_with_param(buf: &[u8], header: GenlHeader) -> Result<Self, DecodeError> {
+        for a in NlasIterator::new(buf) {
+            a?;
+        }
         Ok(Self {
             cmd: header.cmd,
-            attrs: NlasIterator::new(buf)
-                .map(|a| PmAttr::parse(&a?))
-                .collect::<Result<_, _>>()?,
+            attrs: buf.to_vec(),
         })
     }
 }
 
-/// The endpoints in a reply (one per `MPTCP_PM_ATTR_ADDR` nest; an address of the wrong size
-/// was already refused by the decoder).
-pub fn endpoints(msg: &PmMessage) -> Vec<Endpoint> {
+/// The endpoints in a reply, one per `MPTCP_PM_ATTR_ADDR` nest.
+pub fn endpoints(msg: &PmMessage) -> Result<Vec<Endpoint>, DecodeError> {
     let mut out = Vec::new();
-    for a in &msg.attrs {
-        let PmAttr::Addr(nest) = a else { continue };
+    for a in NlasIterator::new(&msg.attrs) {
+        let a = a?;
+        if a.kind() != ATTR_ADDR {
+            continue;
+        }
         let mut ep = Endpoint {
             id: 0,
             addr: IpAddr::from([0u8; 4]),
             ifindex: 0,
             flags: 0,
         };
-        for f in nest {
-            match f {
-                AddrAttr::Id(id) => ep.id = *id,
-                AddrAttr::Addr4(a) => ep.addr = (*a).into(),
-                AddrAttr::Addr6(a) => ep.addr = (*a).into(),
-                AddrAttr::Flags(v) => ep.flags = *v,
-                AddrAttr::IfIndex(i) => ep.ifindex = *i,
+        for f in NlasIterator::new(a.value()) {
+            let f = f?;
+            let v = f.value();
+            match (f.kind(), v.len()) {
+                (ADDR_ID, _) => ep.id = parse_u8(v)?,
+                (ADDR_ADDR4, 4) | (ADDR_ADDR6, 16) => ep.addr = parse_ip(v)?,
+                (ADDR_ADDR4 | ADDR_ADDR6, n) => return Err(DecodeError::invalid_ip_address(n)),
+                (ADDR_FLAGS, _) => ep.flags = parse_u32(v)?,
+                (ADDR_IF_IDX, _) => ep.ifindex = parse_i32(v)?,
                 _ => {}
             }
         }
         out.push(ep);
     }
-    out
+    Ok(out)
 }
 
-fn endpoint_nest(ep: &Endpoint, with_addr: bool) -> PmAttr {
+fn endpoint_nest(ep: &Endpoint, with_addr: bool) -> DefaultNla {
+    let attr = |kind: u16, v: &[u8]| DefaultNla::new(kind, v.to_vec());
     let mut n = Vec::new();
     if with_addr {
-        match ep.addr {
-            IpAddr::V4(a) => {
-                n.push(AddrAttr::Family(libc::AF_INET as u16));
-                n.push(AddrAttr::Addr4(a));
-            }
-            IpAddr::V6(a) => {
-                n.push(AddrAttr::Family(libc::AF_INET6 as u16));
-                n.push(AddrAttr::Addr6(a));
-            }
-        }
-        n.push(AddrAttr::Flags(ep.flags));
+        let (family, octets) = match ep.addr {
+            IpAddr::V4(a) => ((ADDR_ADDR4, libc::AF_INET as u16), a.octets().to_vec()),
+            IpAddr::V6(a) => ((ADDR_ADDR6, libc::AF_INET6 as u16), a.octets().to_vec()),
+        };
+        n.push(attr(ADDR_FAMILY, &family.1.to_ne_bytes()));
+        n.push(attr(family.0, &octets));
+        n.push(attr(ADDR_FLAGS, &ep.flags.to_ne_bytes()));
         if ep.ifindex != 0 {
-            n.push(AddrAttr::IfIndex(ep.ifindex));
+            n.push(attr(ADDR_IF_IDX, &ep.ifindex.to_ne_bytes()));
         }
     }
-    n.push(AddrAttr::Id(ep.id));
-    PmAttr::Addr(n)
+    n.push(attr(ADDR_ID, &[ep.id]));
+    let mut value = vec![0u8; n.as_slice().buffer_len()];
+    n.as_slice().emit(&mut value);
+    DefaultNla::new(ATTR_ADDR | NLA_F_NESTED, value)
 }
 
 /// A generic-netlink socket bound to the `mptcp_pm` family.
@@ -288,12 +177,12 @@ impl Mptcp {
         &mut self,
         flags: u16,
         cmd: u8,
-        attrs: Vec<PmAttr>,
+        attrs: &[DefaultNla],
         what: &'static str,
     ) -> Result<Vec<PmMessage>, MptcpError> {
         let msg = GenlMessage::new(
             GenlHeader { cmd, version: 1 },
-            PmMessage { cmd, attrs },
+            PmMessage::new(cmd, attrs),
             self.family,
         );
         let req = request(msg, NLM_F_REQUEST | flags);
@@ -303,8 +192,8 @@ impl Mptcp {
 
     /// `ip mptcp endpoint add`.
     pub fn add(&mut self, ep: &Endpoint) -> Result<(), MptcpError> {
-        let attrs = vec![endpoint_nest(ep, true)];
-        self.transact(NLM_F_ACK, CMD_ADD_ADDR, attrs, "adding an MPTCP endpoint")
+        let attrs = [endpoint_nest(ep, true)];
+        self.transact(NLM_F_ACK, CMD_ADD_ADDR, &attrs, "adding an MPTCP endpoint")
             .map(|_| ())
     }
 
@@ -316,35 +205,45 @@ impl Mptcp {
             ifindex: 0,
             flags: 0,
         };
-        let attrs = vec![endpoint_nest(&ep, false)];
-        self.transact(NLM_F_ACK, CMD_DEL_ADDR, attrs, "deleting an MPTCP endpoint")
-            .map(|_| ())
+        let attrs = [endpoint_nest(&ep, false)];
+        self.transact(
+            NLM_F_ACK,
+            CMD_DEL_ADDR,
+            &attrs,
+            "deleting an MPTCP endpoint",
+        )
+        .map(|_| ())
     }
 
     /// `ip mptcp endpoint show`.
     pub fn list(&mut self) -> Result<Vec<Endpoint>, MptcpError> {
-        let replies = self.transact(NLM_F_DUMP, CMD_GET_ADDR, vec![], "listing MPTCP endpoints")?;
-        Ok(replies.iter().flat_map(endpoints).collect())
+        let replies = self.transact(NLM_F_DUMP, CMD_GET_ADDR, &[], "listing MPTCP endpoints")?;
+        let mut out = Vec::new();
+        for r in &replies {
+            out.extend(endpoints(r).map_err(NetlinkError::from)?);
+        }
+        Ok(out)
     }
 
     /// `ip mptcp limits set subflows N add_addr_accepted M`.
     pub fn set_limits(&mut self, subflows: u32, add_addr_accepted: u32) -> Result<(), MptcpError> {
-        let attrs = vec![
-            PmAttr::RcvAddAddrs(add_addr_accepted),
-            PmAttr::Subflows(subflows),
+        let attrs = [
+            DefaultNla::new(ATTR_RCV_ADD_ADDRS, add_addr_accepted.to_ne_bytes().to_vec()),
+            DefaultNla::new(ATTR_SUBFLOWS, subflows.to_ne_bytes().to_vec()),
         ];
-        self.transact(NLM_F_ACK, CMD_SET_LIMITS, attrs, "setting MPTCP limits")
+        self.transact(NLM_F_ACK, CMD_SET_LIMITS, &attrs, "setting MPTCP limits")
             .map(|_| ())
     }
 
     /// `(subflows, add_addr_accepted)`.
     pub fn limits(&mut self) -> Result<(u32, u32), MptcpError> {
         let (mut sub, mut acc) = (0, 0);
-        for m in self.transact(0, CMD_GET_LIMITS, vec![], "reading MPTCP limits")? {
-            for a in m.attrs {
-                match a {
-                    PmAttr::Subflows(v) => sub = v,
-                    PmAttr::RcvAddAddrs(v) => acc = v,
+        for m in self.transact(0, CMD_GET_LIMITS, &[], "reading MPTCP limits")? {
+            for a in NlasIterator::new(&m.attrs) {
+                let a = a.map_err(NetlinkError::from)?;
+                match a.kind() {
+                    ATTR_SUBFLOWS => sub = parse_u32(a.value()).map_err(NetlinkError::from)?,
+                    ATTR_RCV_ADD_ADDRS => acc = parse_u32(a.value()).map_err(NetlinkError::from)?,
                     _ => {}
                 }
             }
@@ -377,24 +276,18 @@ mod tests {
     use crate::netlink::messages;
     use netlink_packet_core::NetlinkPayload;
 
-    fn round_trip(msg: PmMessage) -> PmMessage {
-        let req = request(
-            GenlMessage::new(
-                GenlHeader {
-                    cmd: msg.cmd,
-                    version: 1,
-                },
-                msg,
-                30,
-            ),
-            NLM_F_REQUEST,
-        );
+    fn round_trip(msg: PmMessage) -> Result<PmMessage, NetlinkError> {
+        let h = GenlHeader {
+            cmd: msg.cmd,
+            version: 1,
+        };
+        let req = request(GenlMessage::new(h, msg, 30), NLM_F_REQUEST);
         let mut bytes = vec![0u8; req.buffer_len()];
         req.serialize(&mut bytes);
-        let mut msgs = messages::<GenlMessage<PmMessage>>(&bytes).unwrap();
+        let mut msgs = messages::<GenlMessage<PmMessage>>(&bytes)?;
         assert_eq!(msgs[0].header.message_type, 30);
         match msgs.remove(0).payload {
-            NetlinkPayload::InnerMessage(m) => m.payload,
+            NetlinkPayload::InnerMessage(m) => Ok(m.payload),
             other => panic!("{other:?}"),
         }
     }
@@ -407,28 +300,32 @@ mod tests {
             ifindex: 7,
             flags: FLAG_SUBFLOW | FLAG_BACKUP,
         };
-        let back = round_trip(PmMessage {
-            cmd: CMD_ADD_ADDR,
-            attrs: vec![endpoint_nest(&ep, true)],
-        });
+        let back = round_trip(PmMessage::new(CMD_ADD_ADDR, &[endpoint_nest(&ep, true)])).unwrap();
         assert_eq!(back.cmd, CMD_ADD_ADDR);
-        assert_eq!(endpoints(&back), [ep]);
-        let limits = round_trip(PmMessage {
-            cmd: CMD_SET_LIMITS,
-            attrs: vec![PmAttr::RcvAddAddrs(2), PmAttr::Subflows(3)],
-        });
-        assert_eq!(limits.attrs, [PmAttr::RcvAddAddrs(2), PmAttr::Subflows(3)]);
+        assert_eq!(endpoints(&back).unwrap(), [ep]);
     }
 
     #[test]
     fn rejects_bad_endpoint_attributes() {
         // An ADDR4 attribute of 1 byte inside an ATTR_ADDR nest.
         let nest = [5, 0, 3, 0, 1, 0, 0, 0];
-        let attr = [&[12u8, 0, 1, 0x80][..], &nest].concat();
-        let header = GenlHeader {
-            cmd: CMD_GET_ADDR,
-            version: 1,
-        };
-        assert!(PmMessage::parse_with_param(&attr, header).is_err());
+        let attrs = [&[12u8, 0, 1, 0x80][..], &nest].concat();
+        let msg = PmMessage::parse_with_param(
+            &attrs,
+            GenlHeader {
+                cmd: CMD_GET_ADDR,
+                version: 1,
+            },
+        )
+        .unwrap();
+        assert!(endpoints(&msg).is_err());
+        // A truncated attribute area.
+        assert!(
+            round_trip(PmMessage {
+                cmd: CMD_GET_ADDR,
+                attrs: vec![8, 0, 1, 0],
+            })
+            .is_err()
+        );
     }
 }
