@@ -10,7 +10,8 @@
 //!   follow the decisions.
 //! - [`links`]: rtnetlink discovery (links, addresses, default routes) and link/address events.
 //! - [`mptcp`]: in-kernel MPTCP path-manager endpoints over generic netlink.
-//! - [`netlink`]: the small netlink codec and socket both of those use.
+//! - [`netlink`]: the request/reply loop on the rust-netlink crates (`netlink-sys` sockets in a
+//!   chosen namespace, `netlink-packet-*` messages) that those and kernel WireGuard use.
 //! - [`cmd`]: running the external tools (`nft`, `ip`, `wireguard-go`), optionally inside a network
 //!   namespace.
 
