@@ -2,6 +2,8 @@
 //! moves records over pub/sub and RPC and passes in membership): its copy of the ledger, the
 //! others' shard inventories (for storage challenges), the quarantine verdicts recomputed from
 //! the ledger, and the anti-entropy pulls (how much a reply carries, when to ask again, whom next).
+//! It also says when the ledger copy is worth writing to disk ([`ProofBook::unsaved`]) and reads
+//! a saved copy back ([`ProofBook::restore`]); the shell does the file I/O.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -10,7 +12,7 @@ use macula_core::{NodeId, NodeKey};
 use macula_store::repair::HeldShard;
 
 use crate::config::ProofsConfig;
-use crate::ledger::{Inserted, Ledger, LedgerError, ProofResult, SignedRecord};
+use crate::ledger::{Inserted, Ledger, LedgerError, ProofResult, SignedRecord, SnapshotError};
 use crate::quarantine::{QuarantineParams, Status, Tracker, Transition};
 
 /// Realm topic of signed ledger records.
@@ -32,6 +34,29 @@ pub const PULL_EVERY: Duration = Duration::from_secs(5);
 pub fn tick_interval(epoch_s: u64) -> Duration {
     Duration::from_millis((epoch_s.saturating_mul(1000) / 4).clamp(250, 60_000))
 }
+
+/// How often the shell writes the ledger copy to disk when it changed: every half epoch, 1 s to
+/// 30 s apart (records come in bursts at the start of each epoch; a crash loses at most this
+/// much, which the node pulls back from the others).
+pub fn save_interval(epoch_s: u64) -> Duration {
+    Duration::from_millis((epoch_s.saturating_mul(1000) / 2).clamp(1000, 30_000))
+}
+
+/// The ledger copy to write to disk ([`ProofBook::unsaved`]).
+#[derive(Debug)]
+pub struct Unsaved {
+    /// `Ledger::snapshot()`.
+    pub bytes: Vec<u8>,
+    /// Records in it.
+    pub records: usize,
+    /// Its head.
+    pub head: [u8; 32],
+    mark: Mark,
+}
+
+/// What identifies a state of the (grow-only) ledger: its head and how many equivocators it
+/// knows.
+type Mark = ([u8; 32], usize);
 
 /// What [`ProofBook::insert`] made of received records.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -63,19 +88,50 @@ pub struct ProofBook {
     quarantined: Vec<NodeId>,
     verified: u64,
     turn: usize,
+    /// The state last written to disk (or read from it).
+    saved: Mark,
 }
 
 impl ProofBook {
     pub fn new(cfg: &ProofsConfig) -> Self {
+        let ledger = Ledger::new(cfg.rewards);
+        let saved = mark(&ledger);
         Self {
             quarantine: cfg.quarantine,
-            ledger: Ledger::new(cfg.rewards),
+            ledger,
             inventories: HashMap::new(),
             tracker: Tracker::new(cfg.quarantine),
             quarantined: Vec::new(),
             verified: 0,
             turn: 0,
+            saved,
         }
+    }
+
+    /// Replaces the ledger copy by a saved one (at start, before any record came in), verified
+    /// record by record (`Ledger::restore`); on refusal the copy is left as it was. Returns the
+    /// number of records read.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<usize, SnapshotError> {
+        self.ledger = Ledger::restore(*self.ledger.params(), bytes)?;
+        self.saved = mark(&self.ledger);
+        Ok(self.ledger.len())
+    }
+
+    /// The ledger copy to write, when it changed since it was last saved or restored (an empty
+    /// ledger is not written).
+    pub fn unsaved(&self) -> Option<Unsaved> {
+        let now = mark(&self.ledger);
+        (now != self.saved).then(|| Unsaved {
+            bytes: self.ledger.snapshot(),
+            records: self.ledger.len(),
+            head: now.0,
+            mark: now,
+        })
+    }
+
+    /// `what` is on disk: [`ProofBook::unsaved`] is `None` until the ledger changes again.
+    pub fn saved(&mut self, what: &Unsaved) {
+        self.saved = what.mark;
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -179,6 +235,10 @@ impl ProofBook {
     }
 }
 
+fn mark(ledger: &Ledger) -> Mark {
+    (ledger.head(), ledger.equivocators().count())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +329,61 @@ mod tests {
         assert!(matches!(book.status(&prover), Status::Quarantined { .. }));
         // Unchanged: nothing to tell.
         assert_eq!(book.reassess(&members), None);
+    }
+
+    #[test]
+    fn the_copy_is_saved_when_it_changed_and_restored_verified() {
+        assert_eq!(save_interval(2), Duration::from_secs(1));
+        assert_eq!(save_interval(0), Duration::from_secs(1));
+        assert_eq!(save_interval(3600), Duration::from_secs(30));
+        let (a, b) = (id(1), id(2));
+        let mut book = ProofBook::new(&cfg());
+        assert!(book.unsaved().is_none(), "an empty ledger is not written");
+        book.record(&a, failed(b.node_id(), 1, 1)).unwrap();
+        book.record(&a, failed(b.node_id(), 2, 2)).unwrap();
+        let u = book.unsaved().unwrap();
+        assert_eq!((u.records, u.head), (2, book.ledger().head()));
+        book.saved(&u);
+        assert!(book.unsaved().is_none());
+        // A record already held changes nothing; a new one does.
+        let again = book.ledger().records_after(&a.node_id(), 0);
+        book.insert(&again);
+        assert!(book.unsaved().is_none());
+        book.record(&b, failed(a.node_id(), 3, 3)).unwrap();
+        let u2 = book.unsaved().unwrap();
+        assert_eq!(u2.records, 3);
+
+        // A restarted node reads it back: same records and head, nothing to write.
+        let mut back = ProofBook::new(&cfg());
+        assert_eq!(back.restore(&u2.bytes), Ok(3));
+        assert_eq!(back.ledger().head(), book.ledger().head());
+        assert!(back.unsaved().is_none());
+        // A tampered copy is refused and leaves the book empty.
+        let mut bad = u2.bytes.clone();
+        let n = bad.len();
+        bad[n / 2] ^= 0x10;
+        let mut fresh = ProofBook::new(&cfg());
+        assert!(fresh.restore(&bad).is_err());
+        assert!(fresh.ledger().is_empty());
+        assert!(fresh.unsaved().is_none());
+        // A copy whose rewards do not follow from this node's reward constants is refused.
+        let mut passed_book = ProofBook::new(&cfg());
+        let answer = crate::SignedAnswer::sign(&b, ProofKind::Storage, vec![1]);
+        passed_book
+            .record(
+                &a,
+                ProofResult {
+                    outcome: Outcome::Storage { groups: 1 },
+                    answer: Some((answer.digest(), answer.sig)),
+                    ..failed(b.node_id(), 4, 4)
+                },
+            )
+            .unwrap();
+        let saved = passed_book.unsaved().unwrap().bytes;
+        assert_eq!(ProofBook::new(&cfg()).restore(&saved), Ok(1));
+        let mut other = cfg();
+        other.rewards.rw2_micro_per_group = 1;
+        assert!(ProofBook::new(&other).restore(&saved).is_err());
     }
 
     #[test]

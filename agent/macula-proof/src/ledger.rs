@@ -10,10 +10,14 @@
 //! over its answer, the reward recomputed from the result, the challenge not used before) and
 //! refused otherwise. Records that arrive ahead of a gap are refused with [`LedgerError::Gap`];
 //! the anti-entropy pull ([`Ledger::summary`], [`Ledger::records_after`]) fills the gap.
+//!
+//! A copy is kept on disk as [`Ledger::snapshot`] and read back with [`Ledger::restore`], which
+//! verifies every record as if it came from the network and checks the saved head.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use macula_core::domains::Domain;
+use macula_core::wire::WireError;
 use macula_core::{NodeId, NodeKey, wire};
 use macula_mesh::sig::Sig;
 use serde::{Deserialize, Serialize};
@@ -22,6 +26,8 @@ use crate::{ProofKind, verify_answer_sig};
 
 /// Largest encoded record.
 pub const MAX_RECORD: usize = 4096;
+/// Largest ledger copy [`Ledger::restore`] reads (docs/proofs.md §5.3): about 1 million records.
+pub const MAX_SNAPSHOT: usize = 256 << 20;
 
 /// Why a proof failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -175,6 +181,35 @@ pub enum Inserted {
     Known,
 }
 
+/// Why a saved ledger copy was refused ([`Ledger::restore`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("undecodable ledger copy: {0}")]
+    Decode(#[from] WireError),
+    #[error("record {index} of the ledger copy is refused: {error}")]
+    Record { index: usize, error: LedgerError },
+    #[error("record {index} of the ledger copy is there twice")]
+    Duplicate { index: usize },
+    #[error("equivocation evidence {index} of the ledger copy does not show an equivocation")]
+    Fork { index: usize },
+    #[error(
+        "the ledger copy's records give head {computed}, not the head {stored} it was saved with: \
+         records are missing or were changed"
+    )]
+    Head { stored: String, computed: String },
+}
+
+/// A ledger copy as written to disk: `wire(Snapshot)`.
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    /// [`Ledger::head`] when saved.
+    head: [u8; 32],
+    /// Every record, chain by chain in author order, each chain from its first record.
+    records: Vec<SignedRecord>,
+    /// Per equivocating author, the record that conflicted with its chain (the evidence).
+    forks: Vec<SignedRecord>,
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     hash: [u8; 32],
@@ -188,7 +223,8 @@ pub struct Ledger {
     params: RewardParams,
     chains: BTreeMap<NodeId, Vec<Entry>>,
     challenges: BTreeSet<[u8; 32]>,
-    equivocators: BTreeSet<NodeId>,
+    /// Authors caught equivocating, each with the first conflicting record seen.
+    equivocators: BTreeMap<NodeId, SignedRecord>,
 }
 
 /// A node's earnings and record.
@@ -206,8 +242,54 @@ impl Ledger {
             params,
             chains: BTreeMap::new(),
             challenges: BTreeSet::new(),
-            equivocators: BTreeSet::new(),
+            equivocators: BTreeMap::new(),
         }
+    }
+
+    /// The copy to keep on disk: `wire(Snapshot { head, records, forks })` (docs/proofs.md §5.3).
+    pub fn snapshot(&self) -> Vec<u8> {
+        wire::encode(&Snapshot {
+            head: self.head(),
+            records: self
+                .chains
+                .values()
+                .flatten()
+                .map(|e| e.signed.clone())
+                .collect(),
+            forks: self.equivocators.values().cloned().collect(),
+        })
+    }
+
+    /// Reads back a [`Ledger::snapshot`], trusting nothing in it: every record is inserted as if
+    /// received from the network (signature, chain link, evidence, reward under `params`, no
+    /// replay), every fork must show its author's equivocation, and the records must give the
+    /// saved head (nothing cut off the end of a chain).
+    pub fn restore(params: RewardParams, bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let snap: Snapshot = wire::decode_with_limit(bytes, MAX_SNAPSHOT)?;
+        let mut ledger = Self::new(params);
+        for (index, r) in snap.records.iter().enumerate() {
+            match ledger.insert(&r.encode()) {
+                Ok(Inserted::New) => {}
+                Ok(Inserted::Known) => return Err(SnapshotError::Duplicate { index }),
+                Err(error) => return Err(SnapshotError::Record { index, error }),
+            }
+        }
+        for (index, f) in snap.forks.iter().enumerate() {
+            if !matches!(
+                ledger.insert(&f.encode()),
+                Err(LedgerError::Equivocation { .. })
+            ) {
+                return Err(SnapshotError::Fork { index });
+            }
+        }
+        let computed = ledger.head();
+        if computed != snap.head {
+            return Err(SnapshotError::Head {
+                stored: blake3::Hash::from(snap.head).to_hex().to_string(),
+                computed: blake3::Hash::from(computed).to_hex().to_string(),
+            });
+        }
+        Ok(ledger)
     }
 
     pub fn params(&self) -> &RewardParams {
@@ -258,7 +340,7 @@ impl Ledger {
             if chain[record.seq as usize].hash == hash {
                 return Ok(Inserted::Known);
             }
-            self.equivocators.insert(author);
+            self.equivocators.entry(author).or_insert(signed);
             return Err(LedgerError::Equivocation {
                 author: author.to_string(),
                 seq: record.seq,
@@ -381,8 +463,8 @@ impl Ledger {
     }
 
     /// Authors caught signing two different records at one position.
-    pub fn equivocators(&self) -> &BTreeSet<NodeId> {
-        &self.equivocators
+    pub fn equivocators(&self) -> impl Iterator<Item = &NodeId> {
+        self.equivocators.keys()
     }
 
     /// Number of records held.
@@ -531,10 +613,135 @@ mod tests {
             l.insert(&fork.encode()),
             Err(LedgerError::Equivocation { .. })
         ));
-        assert!(l.equivocators().contains(&v.node_id()));
+        assert!(l.equivocators().any(|e| *e == v.node_id()));
         assert_eq!(l.insert(&first.encode()), Ok(Inserted::Known));
         assert_eq!(l.head(), head);
         assert_eq!(l.insert(&[1, 2, 3]).map_err(|_| ()), Err(()));
+    }
+
+    /// A ledger with two authors' chains and one equivocation.
+    fn sample() -> Ledger {
+        let (v1, v2, p) = (key(1), key(2), key(3));
+        let mut l = Ledger::new(RewardParams::default());
+        for n in 0..3u8 {
+            l.append(&v1, passed(&p, u64::from(n), n)).unwrap();
+        }
+        let mut failed = passed(&v1, 4, 20);
+        failed.outcome = Outcome::Failed(Failure::Late);
+        failed.answer = None;
+        l.append(&v2, failed).unwrap();
+        let fork = Ledger::new(RewardParams::default())
+            .append(&v2, passed(&p, 4, 30))
+            .unwrap();
+        assert!(matches!(
+            l.insert(&fork.encode()),
+            Err(LedgerError::Equivocation { .. })
+        ));
+        l
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_same_ledger() {
+        let l = sample();
+        let bytes = l.snapshot();
+        let back = Ledger::restore(RewardParams::default(), &bytes).unwrap();
+        assert_eq!(back.head(), l.head());
+        assert_eq!(back.len(), 4);
+        assert_eq!(back.summary(), l.summary());
+        assert_eq!(back.balances(), l.balances());
+        assert_eq!(
+            back.equivocators().collect::<Vec<_>>(),
+            vec![&key(2).node_id()]
+        );
+        assert_eq!(back.snapshot(), bytes);
+        // Every record is known, used challenges still refuse a replay, and the chains go on
+        // where they stopped.
+        let mut back = back;
+        for r in &sample().missing_for(&BTreeMap::new()) {
+            assert_eq!(back.insert(r), Ok(Inserted::Known));
+        }
+        assert_eq!(
+            back.append(&key(1), passed(&key(3), 9, 0)).map(|_| ()),
+            Err(LedgerError::Replay)
+        );
+        let next = back.append(&key(1), passed(&key(3), 9, 9)).unwrap();
+        assert_eq!(back.records_after(&key(1).node_id(), 3), vec![next.encode()]);
+        let empty = Ledger::new(RewardParams::default()).snapshot();
+        assert!(Ledger::restore(RewardParams::default(), &empty).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_tampered_snapshot_is_refused() {
+        let params = RewardParams::default();
+        let bytes = sample().snapshot();
+        // Any one flipped bit anywhere: refused, whatever it hit.
+        for i in 0..bytes.len() {
+            for bit in [0x01, 0x80] {
+                let mut t = bytes.clone();
+                t[i] ^= bit;
+                assert!(
+                    Ledger::restore(params, &t).is_err(),
+                    "flipping bit {bit:#x} of byte {i} was not noticed"
+                );
+            }
+        }
+        // Cut short.
+        assert!(matches!(
+            Ledger::restore(params, &bytes[..bytes.len() - 1]),
+            Err(SnapshotError::Decode(_))
+        ));
+        assert!(matches!(
+            Ledger::restore(params, &[]),
+            Err(SnapshotError::Decode(WireError::Empty))
+        ));
+        let snap = |b: &[u8]| -> Snapshot { wire::decode(b).unwrap() };
+        // The last record of a chain dropped: every record verifies, the head does not.
+        let mut s = snap(&bytes);
+        s.records.pop();
+        assert!(matches!(
+            Ledger::restore(params, &wire::encode(&s)),
+            Err(SnapshotError::Head { .. })
+        ));
+        // A record in the middle dropped: a gap.
+        let mut s = snap(&bytes);
+        s.records.remove(1);
+        assert!(matches!(
+            Ledger::restore(params, &wire::encode(&s)),
+            Err(SnapshotError::Record {
+                index: 1,
+                error: LedgerError::Gap { .. }
+            })
+        ));
+        // A record twice.
+        let mut s = snap(&bytes);
+        s.records.insert(1, s.records[0].clone());
+        assert_eq!(
+            Ledger::restore(params, &wire::encode(&s)).map(|_| ()),
+            Err(SnapshotError::Duplicate { index: 1 })
+        );
+        // Evidence that proves nothing: a record of the chain itself as a "fork".
+        let mut s = snap(&bytes);
+        s.forks = vec![s.records[0].clone()];
+        assert_eq!(
+            Ledger::restore(params, &wire::encode(&s)).map(|_| ()),
+            Err(SnapshotError::Fork { index: 0 })
+        );
+        // Other reward constants: the rewards recorded no longer follow.
+        let other = RewardParams {
+            rw2_micro_per_group: 7,
+            ..params
+        };
+        assert!(matches!(
+            Ledger::restore(other, &bytes),
+            Err(SnapshotError::Record {
+                error: LedgerError::BadReward { .. },
+                ..
+            })
+        ));
+        assert!(matches!(
+            Ledger::restore(params, &vec![1; MAX_SNAPSHOT + 1]),
+            Err(SnapshotError::Decode(WireError::TooLong { .. }))
+        ));
     }
 
     #[test]
