@@ -90,6 +90,8 @@ pub struct ProofBook {
     turn: usize,
     /// The state last written to disk (or read from it).
     saved: Mark,
+    /// A pull came back complete since the start ([`ProofBook::may_record`]).
+    caught_up: bool,
 }
 
 impl ProofBook {
@@ -105,7 +107,22 @@ impl ProofBook {
             verified: 0,
             turn: 0,
             saved,
+            caught_up: false,
         }
+    }
+
+    /// Whether this node may write records of its own: only once a pull from a member came back
+    /// complete since it started ([`ProofBook::pulled`]). Its own chain may be shorter than the
+    /// realm's after a restart (records written after the last save, or a saved copy refused):
+    /// a record written on a shorter chain would sit at a position the others hold already, and
+    /// they would take it for equivocation.
+    pub fn may_record(&self) -> bool {
+        self.caught_up
+    }
+
+    /// A pull ended with this copy holding everything the member had.
+    pub fn pulled(&mut self) {
+        self.caught_up = true;
     }
 
     /// Replaces the ledger copy by a saved one (at start, before any record came in), verified
@@ -384,6 +401,40 @@ mod tests {
         let mut other = cfg();
         other.rewards.rw2_micro_per_group = 1;
         assert!(ProofBook::new(&other).restore(&saved).is_err());
+    }
+
+    #[test]
+    fn a_restarted_node_records_only_after_pulling_its_own_chain() {
+        let (a, b) = (id(1), id(2));
+        let mut before = ProofBook::new(&cfg());
+        let r0 = before.record(&a, failed(b.node_id(), 1, 1)).unwrap();
+        let saved = before.unsaved().unwrap();
+        before.saved(&saved);
+        // Written after the last save (or the save was lost): only the others hold it.
+        let r1 = before.record(&a, failed(b.node_id(), 2, 2)).unwrap();
+        let mut others = ProofBook::new(&cfg());
+        others.insert(&[r0.encode(), r1.encode()]);
+
+        let mut restarted = ProofBook::new(&cfg());
+        restarted.restore(&saved.bytes).unwrap();
+        assert!(!restarted.may_record());
+        // Recording now would fork its own chain: the others see equivocation.
+        let mut hasty = ProofBook::new(&cfg());
+        hasty.restore(&saved.bytes).unwrap();
+        let fork = hasty.record(&a, failed(b.node_id(), 3, 3)).unwrap();
+        let mut seen = ProofBook::new(&cfg());
+        seen.insert(&[r0.encode(), r1.encode()]);
+        assert!(matches!(
+            seen.insert(&[fork.encode()]).refused[..],
+            [LedgerError::Equivocation { .. }]
+        ));
+        // The pull brings the rest of its chain first; what it writes then links on.
+        let got = restarted.insert(&others.missing_for(&restarted.summary()));
+        assert_eq!(got.new, 1);
+        restarted.pulled();
+        assert!(restarted.may_record());
+        let next = restarted.record(&a, failed(b.node_id(), 3, 3)).unwrap();
+        assert_eq!(others.insert(&[next.encode()]).new, 1);
     }
 
     #[test]

@@ -665,9 +665,16 @@ mod tests {
             Err(LedgerError::Replay)
         );
         let next = back.append(&key(1), passed(&key(3), 9, 9)).unwrap();
-        assert_eq!(back.records_after(&key(1).node_id(), 3), vec![next.encode()]);
+        assert_eq!(
+            back.records_after(&key(1).node_id(), 3),
+            vec![next.encode()]
+        );
         let empty = Ledger::new(RewardParams::default()).snapshot();
-        assert!(Ledger::restore(RewardParams::default(), &empty).unwrap().is_empty());
+        assert!(
+            Ledger::restore(RewardParams::default(), &empty)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

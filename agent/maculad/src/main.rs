@@ -183,9 +183,15 @@ async fn run(
     if let Some(m) = &monitor {
         glue.set_monitor(m.clone());
     }
-    let proofs = monitor
-        .as_ref()
-        .map(|m| proofs::ProofsGlue::new(&key, &config.proofs, m.clone(), storage.clone()));
+    let proofs = monitor.as_ref().map(|m| {
+        proofs::ProofsGlue::new(
+            &key,
+            &config.proofs,
+            m.clone(),
+            storage.clone(),
+            &args.state_dir,
+        )
+    });
     let proofs_object = match &proofs {
         Some(p) => p.object(),
         None => macula_bus::proofs::ProofsObject::new(Box::new(proofs::ProofsOff)),
@@ -317,7 +323,7 @@ async fn run(
     });
 
     wait_for_shutdown().await?;
-    shutdown(&connection, &workers, &storage, &mesh).await;
+    shutdown(&connection, &workers, &storage, &mesh, proofs.as_ref()).await;
     Ok(())
 }
 
@@ -330,12 +336,14 @@ const LEAVE_MESH: Duration = Duration::from_secs(2);
 
 /// Stops every subsystem in an order that loses nothing, each step bounded in time and logged
 /// (`shutdown step` with `step=`): no new D-Bus work (interfaces removed; transfers in flight
-/// finish), workers stopped, storage synced, mesh left (connections closed), bus name released.
+/// finish), workers stopped, ledger copy saved (with proofs on), storage synced, mesh left
+/// (connections closed), bus name released.
 async fn shutdown(
     connection: &zbus::Connection,
     workers: &worker::Workers,
     storage: &storage::StorageGlue,
     mesh: &mesh::MeshGlue,
+    proofs: Option<&proofs::ProofsGlue>,
 ) {
     use macula_bus::{
         firewall, mesh as m, node as n, overlay, proofs as p, storage as s, update as u, uplinks,
@@ -384,6 +392,12 @@ async fn shutdown(
     }
     tracing::info!(target: "macula::node", stopped, aborted = aborted.len(), "workers stopped");
     step("workers-stopped", t);
+
+    if let Some(proofs) = proofs {
+        let t = std::time::Instant::now();
+        proofs.save_at_shutdown().await;
+        step("ledger-saved", t);
+    }
 
     let t = std::time::Instant::now();
     if let Err(e) = storage.flush() {

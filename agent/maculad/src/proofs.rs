@@ -1,10 +1,12 @@
 //! Wiring of `macula-proof` (`docs/proofs.md`): the resource monitor samples `/proc` and
 //! `statvfs` into the crate's `Aggregator`, asks its `Spreader` whether the figures are worth
 //! telling the realm, publishes signed reports on `resources::TOPIC` and keeps the others'
-//! verified reports in the crate's `ReportBook` for `io.macula.Node1`.
+//! verified reports in the crate's `ReportBook` for `io.macula.Node1`. The proofs keep the node's
+//! ledger copy in `<state dir>/ledger` (read and verified at start, written when it changed and at
+//! shutdown).
 
 use macula_core::sync::Locked;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -12,9 +14,10 @@ use macula_bus::node::{InterfaceTraffic, NodeObject, Resources as BusResources};
 use macula_core::{NodeId, NodeKey};
 use macula_proof::book::{
     LEDGER_TOPIC, PROC_CHALLENGE, PROC_LEDGER, PULL_DEADLINE, PULL_EVERY, PULL_ROUNDS, ProofBook,
-    Verdicts,
+    Verdicts, save_interval,
 };
 use macula_proof::config::ProofsConfig;
+use macula_proof::ledger::MAX_SNAPSHOT;
 use macula_proof::resources::{
     self, Aggregator, PeerReport, ReadSpec, ReportBook, ReportRefused, Resources, SignedResources,
     SpreadPolicy, Spreader, read_sample,
@@ -285,6 +288,28 @@ struct ProofsInner {
     monitor: MonitorGlue,
     storage: StorageGlue,
     conn: std::sync::OnceLock<zbus::Connection>,
+    /// `<state dir>/ledger`: the ledger copy on disk.
+    ledger_file: PathBuf,
+    /// Held while the ledger file is written (the periodic save and the one at shutdown).
+    saving: Mutex<()>,
+}
+
+/// Name of the ledger copy in the state dir; a refused copy is moved to `ledger.bad`.
+const LEDGER_FILE: &str = "ledger";
+const LEDGER_BAD: &str = "ledger.bad";
+
+/// Reads the saved ledger copy, refusing a file larger than any copy this build writes.
+fn read_ledger_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SNAPSHOT as u64 + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// A ledger head as shown (`Proofs1.Status().head`, logs).
+fn hex(head: &[u8; 32]) -> String {
+    head.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The alive members and this node, sorted (what `verifier_for` is computed over).
@@ -319,13 +344,16 @@ fn failure_name(f: macula_proof::ledger::Failure) -> &'static str {
 }
 
 impl ProofsGlue {
+    /// The proofs of this node, with the ledger copy saved in `state_dir` read back (see
+    /// [`ProofsGlue::load`]).
     pub fn new(
         key: &NodeKey,
         cfg: &ProofsConfig,
         monitor: MonitorGlue,
         storage: StorageGlue,
+        state_dir: &Path,
     ) -> Self {
-        Self {
+        let glue = Self {
             inner: Arc::new(ProofsInner {
                 key: NodeKey::from_seed(*key.signing_key().as_bytes()),
                 cfg: cfg.clone(),
@@ -333,7 +361,100 @@ impl ProofsGlue {
                 monitor,
                 storage,
                 conn: std::sync::OnceLock::new(),
+                ledger_file: state_dir.join(LEDGER_FILE),
+                saving: Mutex::new(()),
             }),
+        };
+        glue.load();
+        glue
+    }
+
+    /// Reads the saved ledger copy, verifying every record as if it came from the network
+    /// (`ProofBook::restore`). None: the node starts empty. A copy that is refused (corrupt,
+    /// tampered, cut short, written under other reward constants) is logged as an error naming
+    /// the file and moved aside to `ledger.bad`; the node starts empty and pulls the ledger from
+    /// the other members.
+    fn load(&self) {
+        let path = &self.inner.ledger_file;
+        let refused = match read_ledger_file(path) {
+            Ok(bytes) if bytes.len() > MAX_SNAPSHOT => {
+                format!("it is larger than the {MAX_SNAPSHOT} bytes a ledger copy may have")
+            }
+            Ok(bytes) => {
+                let restored = self.state().restore(&bytes);
+                match restored {
+                    Ok(records) => {
+                        let head = hex(&self.state().ledger().head());
+                        tracing::info!(target: "macula::proofs", file = %path.display(), records,
+                            %head, "ledger copy loaded");
+                        return;
+                    }
+                    Err(e) => e.to_string(),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(target: "macula::proofs", file = %path.display(),
+                    "no saved ledger copy; starting with an empty ledger");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(target: "macula::proofs", file = %path.display(), error = %e,
+                    "cannot read the saved ledger copy; starting with an empty ledger (it is \
+                     pulled from the other members) and overwriting the file at the next save");
+                return;
+            }
+        };
+        let bad = path.with_file_name(LEDGER_BAD);
+        let moved = match std::fs::rename(path, &bad) {
+            Ok(()) => format!("moved aside to {}", bad.display()),
+            Err(e) => format!("could not be moved aside to {} ({e})", bad.display()),
+        };
+        tracing::error!(target: "macula::proofs", file = %path.display(), error = %refused,
+            "refused the saved ledger copy {} ({moved}); starting with an empty ledger, pulled \
+             from the other members", path.display());
+    }
+
+    /// Writes the ledger copy to `<state dir>/ledger` (temporary file, fsync, rename; mode 0600)
+    /// if it changed since the last save. Blocking: run it off the async threads. Returns the
+    /// records and head written, `None` when nothing changed.
+    pub fn save(&self) -> std::io::Result<Option<(usize, [u8; 32])>> {
+        let _one_at_a_time = self.inner.saving.locked();
+        let Some(unsaved) = self.state().unsaved() else {
+            return Ok(None);
+        };
+        if unsaved.bytes.len() > MAX_SNAPSHOT {
+            return Err(std::io::Error::other(format!(
+                "the ledger copy is {} bytes, more than the {MAX_SNAPSHOT} a node reads back; \
+                 it is kept in memory only (restarted, this node pulls it from the others)",
+                unsaved.bytes.len()
+            )));
+        }
+        macula_core::fsutil::write_atomic(&self.inner.ledger_file, &unsaved.bytes, 0o600)?;
+        self.state().saved(&unsaved);
+        Ok(Some((unsaved.records, unsaved.head)))
+    }
+
+    /// The final save at shutdown (after the workers stopped), logged.
+    pub async fn save_at_shutdown(&self) {
+        let me = self.clone();
+        let file = self.inner.ledger_file.clone();
+        match tokio::task::spawn_blocking(move || me.save()).await {
+            Ok(Ok(Some((records, head)))) => {
+                tracing::info!(target: "macula::proofs", file = %file.display(), records,
+                    head = %hex(&head), "ledger copy saved");
+            }
+            Ok(Ok(None)) => {
+                let head = hex(&self.state().ledger().head());
+                tracing::info!(target: "macula::proofs", file = %file.display(), %head,
+                    "ledger copy already saved");
+            }
+            Ok(Err(e)) => {
+                tracing::error!(target: "macula::proofs", file = %file.display(), error = %e,
+                    "cannot save the ledger copy");
+            }
+            Err(e) => {
+                tracing::error!(target: "macula::proofs", error = %e, "the ledger save failed");
+            }
         }
     }
 
@@ -426,6 +547,7 @@ impl ProofsGlue {
                 self.reassess(&members(node));
             }
             if !ProofBook::pull_again(records.len(), new) {
+                self.state().pulled();
                 return;
             }
         }
@@ -536,12 +658,36 @@ impl ProofsGlue {
         );
     }
 
-    /// Starts the workers `proofs.epoch` (the challenges this node owes each epoch) and
-    /// `proofs.ledger` (records and inventories in, anti-entropy pulls).
+    /// Starts the workers `proofs.epoch` (the challenges this node owes each epoch),
+    /// `proofs.ledger` (records and inventories in, anti-entropy pulls) and `proofs.save` (the
+    /// ledger copy written to disk when it changed, at most once per `save_interval`).
     pub fn start(&self, mesh: MeshGlue, conn: &zbus::Connection, workers: &Workers) {
         let _ = self.inner.conn.set(conn.clone());
         let epoch_s = self.inner.cfg.rewards.epoch_s;
         let tick_every = macula_proof::book::tick_interval(epoch_s);
+        let me = self.clone();
+        workers.spawn("proofs.save", move |ctx| async move {
+            let mut tick = tokio::time::interval(save_interval(epoch_s));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while ctx.wait(tick.tick()).await.is_some() {
+                let me2 = me.clone();
+                match tokio::task::spawn_blocking(move || me2.save()).await {
+                    Ok(Ok(Some((records, head)))) => {
+                        tracing::debug!(target: "macula::proofs", records, head = %hex(&head),
+                            "ledger copy saved");
+                    }
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => {
+                        let file = me.inner.ledger_file.display();
+                        tracing::error!(target: "macula::proofs", file = %file, error = %e,
+                            "cannot save the ledger copy");
+                        ctx.error(format!("cannot save the ledger copy {file}: {e}"));
+                    }
+                    Err(e) => return Err(format!("the ledger save failed: {e}")),
+                }
+            }
+            Ok(())
+        });
         let (me, mesh2) = (self.clone(), mesh.clone());
         workers.spawn("proofs.epoch", move |ctx| async move {
             let Some(node) = ctx.wait(mesh2.wait_running()).await else {
@@ -552,6 +698,10 @@ impl ProofsGlue {
             let mut tick = tokio::time::interval(tick_every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while ctx.wait(tick.tick()).await.is_some() {
+                // Not before this node's own chain came back whole from a member.
+                if !me.state().may_record() {
+                    continue;
+                }
                 let epoch =
                     macula_proof::driver::epoch_of(macula_mesh::transport::unix_now(), epoch_s);
                 for prover in duties.due(epoch, &members(&node)) {
@@ -625,12 +775,7 @@ impl macula_bus::proofs::ProofsControl for ProofsGlue {
             epoch: macula_proof::driver::epoch_of(macula_mesh::transport::unix_now(), epoch_s),
             epoch_s,
             records: s.ledger().len() as u64,
-            head: s
-                .ledger()
-                .head()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            head: hex(&s.ledger().head()),
             verified: s.verified(),
             quarantined: s.quarantined().len() as u32,
         })
