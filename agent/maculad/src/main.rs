@@ -46,6 +46,26 @@ struct Args {
     /// Validate a config file, print the result, and exit 0 (valid) or 1 (invalid).
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
+    /// Once ready (io.macula.Agent owned on the bus), write a newline to this inherited file
+    /// descriptor and close it: the readiness notification of s6 and other supervisors; the
+    /// image's console line waits on it instead of polling the bus.
+    #[arg(long, value_name = "FD", value_parser = clap::value_parser!(i32).range(3..))]
+    ready_fd: Option<i32>,
+}
+
+/// Takes the `--ready-fd` descriptor at start, so nothing else of this process can reuse it.
+fn ready_notifier(fd: i32) -> Result<std::fs::File, String> {
+    use std::os::fd::FromRawFd;
+    // Open descriptors of this process are listed in /proc/self/fd.
+    if !std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists() {
+        return Err(format!(
+            "--ready-fd {fd}: no such open file descriptor (the supervisor must pass one, e.g. `3>FIFO`)"
+        ));
+    }
+    // SAFETY: the descriptor is open (checked above), inherited from the parent for this purpose
+    // alone, and taken before anything else in this process opens files, so the File is its
+    // only owner.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -81,6 +101,13 @@ fn check_bootstrap(path: &std::path::Path, config: &AgentConfig) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let ready = match args.ready_fd.map(ready_notifier).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("maculad: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Some(path) = &args.check_config {
         return match AgentConfig::load(path, true) {
             Ok(config) => check_bootstrap(path, &config),
@@ -138,7 +165,7 @@ fn main() -> ExitCode {
         config.log.level,
         workers.clone(),
     ));
-    match runtime.block_on(run(args, config, glue, workers)) {
+    match runtime.block_on(run(args, config, glue, workers, ready)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -153,6 +180,7 @@ async fn run(
     config: AgentConfig,
     glue: Arc<node::NodeGlue>,
     workers: worker::Workers,
+    ready: Option<std::fs::File>,
 ) -> Result<()> {
     let started = std::time::Instant::now();
     let (key, created) = NodeKey::load_or_create(&args.state_dir)?;
@@ -265,6 +293,13 @@ async fn run(
         bus = %args.bus,
         "maculad ready"
     );
+    if let Some(mut f) = ready {
+        use std::io::Write;
+        // Closed on drop; a supervisor that stopped listening is no reason to stop.
+        if let Err(e) = f.write_all(b"\n") {
+            tracing::warn!(error = %e, "cannot notify readiness on --ready-fd");
+        }
+    }
     net.emit_changes(&connection, &workers);
     mesh.emit_changes(&connection);
     storage.attach(mesh.clone(), &connection, &workers);

@@ -348,3 +348,66 @@ fn completions_and_man_page() {
     assert!(out.status.success());
     assert!(stdout(&out).contains(".TH maculactl"));
 }
+
+#[test]
+fn readiness_is_notified_on_the_ready_fd_once_the_name_is_owned() {
+    use std::io::BufRead;
+
+    let bus = DbusDaemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    // As the image's maculad-run does: fd 3 is a pipe to the waiting reader (here: this test,
+    // through the shell's stdout); maculad's own output goes elsewhere.
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            r#"exec "$0" --bus "$1" --state-dir "$2" --ready-fd 3 3>&1 >/dev/null 2>"$2.log""#,
+        ])
+        .arg(macula_testkit::bin("maculad"))
+        .arg(bus.address())
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Lines read from fd 3, by a thread (a missing notification fails, it does not hang).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        loop {
+            let mut line = String::new();
+            let n = out.read_line(&mut line).unwrap_or(0);
+            let _ = tx.send(line);
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    let wait = Duration::from_secs(30);
+    assert_eq!(
+        rx.recv_timeout(wait).unwrap(),
+        "\n",
+        "one newline when ready"
+    );
+    assert!(
+        bus.name_has_owner("io.macula.Agent"),
+        "notified before the name was owned"
+    );
+    // Then the descriptor is closed: the reader sees the end (the agent keeps running).
+    assert_eq!(rx.recv_timeout(wait).unwrap(), "", "fd 3 left open");
+    assert!(child.try_wait().unwrap().is_none(), "the agent exited");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A descriptor that is not open is refused before anything starts.
+    let out = Command::new(macula_testkit::bin("maculad"))
+        .args(["--bus", bus.address(), "--state-dir"])
+        .arg(dir.path())
+        .args(["--ready-fd", "57"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--ready-fd 57: no such open file descriptor"),
+        "{}",
+        stderr(&out)
+    );
+}
