@@ -475,25 +475,34 @@ fn more_than_m_losses_are_reported_unrecoverable() {
     assert_eq!(out.unrecoverable_at_end, 5);
 }
 
-#[test]
-fn unreported_indices_wait_for_every_report_and_the_grace_time() {
-    let infos: Vec<NodeInfo> = (0..8u8)
+/// `count` equal nodes in one site, keys from seeds `first..`.
+fn one_site_nodes(count: u8, first: u8) -> Vec<NodeInfo> {
+    (0..count)
         .map(|i| NodeInfo {
-            id: NodeKey::from_seed([i + 1; 32]).node_id(),
+            id: NodeKey::from_seed([first + i; 32]).node_id(),
             capacity_bytes: 1 << 30,
             free_bytes: 1 << 30,
             site: "a".into(),
             power: "p".into(),
         })
-        .collect();
-    let seg = SegmentId([9; 32]);
-    let held = |i: u16| HeldShard {
-        segment: seg,
-        index: i,
-        k: 4,
-        m: 2,
+        .collect()
+}
+
+fn shard_of(segment: SegmentId, index: u16, k: u16, m: u16) -> HeldShard {
+    HeldShard {
+        segment,
+        index,
+        k,
+        m,
         shard_bytes: SHARD,
-    };
+    }
+}
+
+#[test]
+fn unreported_indices_wait_for_every_report_and_the_grace_time() {
+    let infos = one_site_nodes(8, 1);
+    let seg = SegmentId([9; 32]);
+    let held = |i: u16| shard_of(seg, i, 4, 2);
     // Only four of six holders have reported so far; every one of them watches the segment.
     let mut planners: Vec<RepairPlanner> = infos[..4]
         .iter()
@@ -567,23 +576,9 @@ fn unreported_indices_wait_for_every_report_and_the_grace_time() {
 fn holders_that_reported_just_before_this_node_held_the_segment_are_known() {
     // A put stores a 2 + 1 segment on nodes 0, 1 and 2 at once: nodes 1 and 2 publish their
     // inventories before node 0 has taken in its own. Node 3 is spare.
-    let infos: Vec<NodeInfo> = (0..4u8)
-        .map(|i| NodeInfo {
-            id: NodeKey::from_seed([i + 40; 32]).node_id(),
-            capacity_bytes: 1 << 30,
-            free_bytes: 1 << 30,
-            site: "a".into(),
-            power: "p".into(),
-        })
-        .collect();
+    let infos = one_site_nodes(4, 40);
     let seg = SegmentId([7; 32]);
-    let held = |i: u16| HeldShard {
-        segment: seg,
-        index: i,
-        k: 2,
-        m: 1,
-        shard_bytes: SHARD,
-    };
+    let held = |i: u16| shard_of(seg, i, 2, 1);
     let planner = |me: usize, own_at: u64| {
         let mut p = RepairPlanner::new(infos[me].id, cfg(), 0);
         for info in &infos {
