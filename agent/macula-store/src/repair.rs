@@ -15,7 +15,8 @@
 //!   inventories cross), and memory stays bounded by the local store;
 //! - an [`Event::Inventory`] is a node's complete list of shards: a shard it no longer lists is
 //!   gone from it (removed as corrupt, deleted, lost with a disk);
-//! - **one repair leader per segment:** the segment's reachable holders are ranked by
+//! - **one repair leader per segment:** the segment's holders that are not down (suspected ones
+//!   included) are ranked by
 //!   `BLAKE3(segment ‖ node)` (domain `macula/v1/repair-leader`); the first plans the repair at
 //!   once, the holder ranked `r` only once the segment has been degraded for `r × takeover_ms`,
 //!   so a leader that cannot act is replaced without every holder reading k shards at once;
@@ -524,13 +525,16 @@ impl RepairPlanner {
                 .all(|(_, n)| n.reported > s.tracked_at)
     }
 
-    /// This node's place among the reachable holders of a segment (0 = leader).
+    /// This node's place among the holders of a segment that are not down (0 = leader). A
+    /// suspected holder keeps its place: most suspicions are refuted within seconds (a busy
+    /// leader), and the next holder acting at once would repeat its repair; a leader that is
+    /// really gone is soon down, and one that cannot act is replaced after the takeover time.
     fn rank(&self, id: &SegmentId, s: &SegState) -> usize {
         let mine = leader_rank(id, &self.me);
         let holders: BTreeSet<&NodeId> = s.holders.values().flatten().collect();
         holders
             .into_iter()
-            .filter(|n| **n != self.me && self.reachable(n))
+            .filter(|n| **n != self.me && self.nodes.get(n).is_some_and(|s| s.down_since.is_none()))
             .filter(|n| leader_rank(id, n) < mine)
             .count()
     }

@@ -629,3 +629,64 @@ fn holders_that_reported_just_before_this_node_held_the_segment_are_known() {
     late.handle(lost_at, Event::NodeDown(infos[2].id));
     assert_eq!(late.poll(lost_at + cfg().grace_ms), None);
 }
+
+#[test]
+fn a_suspected_leader_keeps_its_turn() {
+    // Segment 2 + 2 on nodes 0..4, every inventory known; node 4 is spare. Node 3 dies.
+    let infos = one_site_nodes(5, 60);
+    let seg = SegmentId([8; 32]);
+    let planner = |me: usize| {
+        let mut p = RepairPlanner::new(infos[me].id, cfg(), 0);
+        for info in &infos {
+            p.handle(0, Event::NodeUp(info.clone()));
+        }
+        for (i, info) in infos.iter().enumerate() {
+            let shards = if i < 4 {
+                vec![shard_of(seg, i as u16, 2, 2)]
+            } else {
+                vec![]
+            };
+            p.handle(
+                1000,
+                Event::Inventory {
+                    node: info.id,
+                    shards,
+                },
+            );
+        }
+        p.handle(5000, Event::NodeDown(infos[3].id));
+        p
+    };
+    let due = 5000 + cfg().grace_ms;
+    let leader = (0..3)
+        .find(|&i| planner(i).poll(due).is_some())
+        .expect("a leader");
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    // The others suspect the leader (busy, a lost probe): neither repairs in its place...
+    let mut followers: Vec<RepairPlanner> = others
+        .iter()
+        .map(|&i| {
+            let mut p = planner(i);
+            p.handle(due - 1, Event::NodeSuspect(infos[leader].id));
+            p
+        })
+        .collect();
+    for p in &mut followers {
+        assert_eq!(p.poll(due), None, "repeated the suspected leader's repair");
+    }
+    // ...before their takeover time,
+    assert!(
+        followers
+            .iter()
+            .any(|p| p.clone().poll(due + 2 * cfg().takeover_ms).is_some())
+    );
+    // or before the leader is down: then the next holder leads at once.
+    let now: Vec<RepairAction> = followers
+        .iter_mut()
+        .filter_map(|p| {
+            p.handle(due + 1, Event::NodeDown(infos[leader].id));
+            p.poll(due + 1)
+        })
+        .collect();
+    assert_eq!(now.len(), 1, "{now:?}");
+}

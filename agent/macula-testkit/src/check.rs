@@ -60,6 +60,28 @@ pub fn wait_until_ok(what: &str, secs: u64, mut f: impl FnMut() -> Result<(), St
     }
 }
 
+/// Writes `len` pseudo-random bytes (xorshift from `seed`: incompressible, reproducible) to
+/// `dir/name`; returns the path and the bytes.
+pub fn file_of(
+    dir: &std::path::Path,
+    name: &str,
+    len: usize,
+    seed: u32,
+) -> (std::path::PathBuf, Vec<u8>) {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let p = dir.join(name);
+    std::fs::write(&p, &data).expect("write a test file");
+    (p, data)
+}
+
 /// A UDP port on 127.0.0.1 that was free a moment ago.
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")

@@ -37,8 +37,14 @@ impl DbusDaemon {
             .spawn()
             .expect("start dbus-daemon (apt-get install dbus)");
         let address = format!("unix:path={}", socket.display());
-        wait_for(Duration::from_secs(10), || socket.exists().then_some(()))
-            .expect("dbus-daemon did not create its socket within 10 s");
+        // Ready once it accepts: the socket file appears at bind(), a little before listen(), and
+        // a client connecting in between is refused (seen under load in CI).
+        wait_for(Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&socket)
+                .ok()
+                .map(drop)
+        })
+        .expect("dbus-daemon did not accept connections on its socket within 10 s");
         DbusDaemon {
             child,
             address,

@@ -47,18 +47,7 @@ fn shard_files(n: &Node) -> Vec<PathBuf> {
 }
 
 fn file_of(dir: &Path, name: &str, len: usize, seed: u32) -> PathBuf {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    let data: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect();
-    let p = dir.join(name);
-    std::fs::write(&p, &data).unwrap();
-    p
+    macula_testkit::check::file_of(dir, name, len, seed).0
 }
 
 #[test]
@@ -112,15 +101,18 @@ fn a_node_with_corrupted_shards_is_quarantined_and_avoided() {
     }
 
     // Corrupt every shard on node 3 behind its back (header kept, data zeroed).
-    let corrupted = shard_files(&nodes[cheat]);
-    for f in &corrupted {
-        let mut bytes = std::fs::read(f).unwrap();
-        let (_, hlen) = ShardHeader::parse_verified(&bytes).unwrap();
-        for b in &mut bytes[hlen..] {
-            *b = !*b;
-        }
-        std::fs::write(f, &bytes).unwrap();
-    }
+    let corrupted: Vec<(PathBuf, Vec<u8>)> = shard_files(&nodes[cheat])
+        .into_iter()
+        .map(|f| {
+            let mut bytes = std::fs::read(&f).unwrap();
+            let (_, hlen) = ShardHeader::parse_verified(&bytes).unwrap();
+            for b in &mut bytes[hlen..] {
+                *b = !*b;
+            }
+            std::fs::write(&f, &bytes).unwrap();
+            (f, bytes)
+        })
+        .collect();
     eprintln!("corrupted {} shard files on n3", corrupted.len());
     let took = wait_until("every node quarantines node 3", 60, || {
         nodes
@@ -144,13 +136,18 @@ fn a_node_with_corrupted_shards_is_quarantined_and_avoided() {
     }
 
     // Its shards are rebuilt on the three others (it is no repair source and counts as down):
-    // it holds none, the others hold at least every shard of the first object (its manifest's
-    // too), and no node's planner sees a degraded segment.
+    // none of the corrupt copies is left on it (the proofs' reads removed them), the others hold
+    // at least every shard of the first object (its manifest's too), and no node's planner sees
+    // a degraded segment. (A repair that ran between the removal and the verdict may have put a
+    // sound copy back on it: that one counts for nothing once the node counts as down.)
     let took = wait_until_ok(
         "the others hold every shard of the first object",
         30,
         || {
-            let left = shard_files(&nodes[cheat]).len();
+            let left = corrupted
+                .iter()
+                .filter(|(f, bad)| std::fs::read(f).is_ok_and(|b| b == *bad))
+                .count();
             let held: usize = nodes[..cheat].iter().map(|n| shard_files(n).len()).sum();
             let repair: Vec<serde_json::Value> = nodes[..cheat]
                 .iter()
@@ -170,7 +167,7 @@ fn a_node_with_corrupted_shards_is_quarantined_and_avoided() {
                 })
                 .collect();
             Err(format!(
-                "node 3 holds {left} shard files, the others {held} (want {}), repair status \
+                "node 3 still holds {left} corrupt shard files, the others {held} (want {}), repair status \
              {repair:?}\n{}",
                 3 * segments,
                 logs.join("\n")

@@ -5,30 +5,14 @@
 //! without the realm key cannot order a purge (and a member-signed order is refused by every
 //! store: `macula_store::purge` unit test).
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use macula_store::store::LocalStore;
-use macula_testkit::check::{free_udp_port, ok, wait_until};
+use macula_testkit::check::{file_of, free_udp_port, ok, wait_until};
 use macula_testkit::realm::{RealmNode as Node, admit_with_ctl};
 
 fn storage_nodes(n: &Node) -> u64 {
     n.storage_status()["stats"]["nodes"].as_u64().unwrap_or(0)
-}
-
-fn file_of(dir: &Path, name: &str, len: usize, seed: u32) -> (PathBuf, Vec<u8>) {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    let data: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect();
-    let p = dir.join(name);
-    std::fs::write(&p, &data).unwrap();
-    (p, data)
 }
 
 fn restart(n: &mut Node) {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use macula_store::store::LocalStore;
-use macula_testkit::check::{ok, wait_until};
+use macula_testkit::check::{file_of, ok, wait_until};
 use macula_testkit::maculactl;
 use macula_testkit::realm::{AgentRealm, RealmNode as Node};
 
@@ -77,21 +77,6 @@ fn redundancy(nodes: &[Node]) -> BTreeMap<String, usize> {
         *per.entry(seg).or_default() += 1;
     }
     per
-}
-
-fn file_of(dir: &Path, name: &str, len: usize, seed: u32) -> (PathBuf, Vec<u8>) {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    let data: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect();
-    let p = dir.join(name);
-    std::fs::write(&p, &data).unwrap();
-    (p, data)
 }
 
 fn kill(n: &mut Node) {
