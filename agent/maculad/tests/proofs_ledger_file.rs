@@ -162,12 +162,34 @@ fn the_ledger_survives_a_realm_restart_and_a_tampered_copy_is_refused() {
             .filter(|e| e["epoch"].as_u64().unwrap() <= upto)
             .collect()
     };
-    wait_until(
+    // Anti-entropy pulls every 5 s; CI once saw the copies still apart after 30 s: allow more,
+    // and say which records differ if they never agree.
+    wait_until_ok(
         "every ledger copy holds the same records up to a past epoch",
-        30,
+        60,
         || {
             let first = past(&nodes[0]);
-            !first.is_empty() && nodes[1..].iter().all(|n| past(n) == first)
+            if first.is_empty() {
+                return Err("n0 holds no record up to that epoch".into());
+            }
+            let apart: Vec<String> = nodes[1..]
+                .iter()
+                .map(|n| (n, past(n)))
+                .filter(|(_, p)| *p != first)
+                .map(|(n, p)| {
+                    format!(
+                        "{} lacks {:?}; n0 lacks {:?}",
+                        n.name,
+                        missing(&first, &p),
+                        missing(&p, &first)
+                    )
+                })
+                .collect();
+            if apart.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("up to epoch {upto}: {}", apart.join("\n")))
+            }
         },
     );
     // n2's new copy is on disk again. Nobody forked its own chain on restart (each node writes
