@@ -9,7 +9,7 @@ use foca::State;
 use macula_mesh::core::{CoreConfig, PeerState};
 use macula_mesh::dht::{Record, RecordBody, RecordKind};
 use macula_mesh::membership::MembershipConfig;
-use macula_mesh::sim::{CoreSim, DhtSim, MembershipSim, NodeKind};
+use macula_mesh::sim::{CoreSim, DhtSim, MembershipSim, NodeKind, Simulation};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 

@@ -1,7 +1,7 @@
 //! Deterministic simulation: virtual time, a seeded RNG, N nodes in one process.
 //!
 //! [`EventQueue`] is the clock (a priority queue of timestamped events; ties broken by insertion
-//! order, so a seed always replays the same run). [`MembershipSim`] drives N [`Membership`] state
+//! order, so a seed always replays the same run); [`Simulation`] runs any simulator on it. [`MembershipSim`] drives N [`Membership`] state
 //! machines over a simulated network with latency, loss, crashed nodes and partitions;
 //! [`DhtSim`] and [`PubSubSim`] do the same for the DHT and pub/sub state machines, and
 //! [`CoreSim`] for whole [`crate::core::MeshCore`]s: all three and the rules between them, with
@@ -113,6 +113,43 @@ impl<E> EventQueue<E> {
     }
 }
 
+/// A simulator driven by an [`EventQueue`]: one way to run every simulator in virtual time.
+pub trait Simulation {
+    /// Virtual time now.
+    fn now(&self) -> Duration;
+
+    /// Handles the next event due at or before `t` and returns true; otherwise advances the
+    /// clock to `t` and returns false.
+    fn step(&mut self, t: Duration) -> bool;
+
+    /// Runs until virtual time `t` (every event due by then handled).
+    fn run_until(&mut self, t: Duration) {
+        while self.step(t) {}
+    }
+
+    /// Runs until `done` holds (checked every `step`) or `deadline`; returns the time it held.
+    fn run_until_cond(
+        &mut self,
+        deadline: Duration,
+        step: Duration,
+        mut done: impl FnMut(&Self) -> bool,
+    ) -> Option<Duration>
+    where
+        Self: Sized,
+    {
+        loop {
+            if done(self) {
+                return Some(self.now());
+            }
+            if self.now() >= deadline {
+                return None;
+            }
+            let next = (self.now() + step).min(deadline);
+            self.run_until(next);
+        }
+    }
+}
+
 /// Simulated network behaviour.
 #[derive(Debug, Clone)]
 pub struct NetParams {
@@ -173,6 +210,16 @@ pub struct MembershipSim {
     /// Packets and bytes handed to the network.
     pub packets: u64,
     pub bytes: u64,
+}
+
+impl Simulation for MembershipSim {
+    fn now(&self) -> Duration {
+        self.queue.now()
+    }
+
+    fn step(&mut self, t: Duration) -> bool {
+        self.queue.pop_until(t).map(|ev| self.handle(ev)).is_some()
+    }
 }
 
 impl MembershipSim {
@@ -284,10 +331,6 @@ impl MembershipSim {
 
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
-    }
-
-    pub fn now(&self) -> Duration {
-        self.queue.now()
     }
 
     pub fn node_id(&self, i: usize) -> NodeId {
@@ -439,32 +482,6 @@ impl MembershipSim {
         rev
     }
 
-    /// Runs until virtual time `t`.
-    pub fn run_until(&mut self, t: Duration) {
-        while let Some(ev) = self.queue.pop_until(t) {
-            self.handle(ev);
-        }
-    }
-
-    /// Runs until `done` holds (checked every `step`) or `deadline`; returns the time it held.
-    pub fn run_until_cond(
-        &mut self,
-        deadline: Duration,
-        step: Duration,
-        mut done: impl FnMut(&Self) -> bool,
-    ) -> Option<Duration> {
-        loop {
-            if done(self) {
-                return Some(self.now());
-            }
-            if self.now() >= deadline {
-                return None;
-            }
-            let next = (self.now() + step).min(deadline);
-            self.run_until(next);
-        }
-    }
-
     /// How many live nodes (other than `target`) see `target` in one of `states`.
     pub fn count_seeing(&self, target: usize, states: &[State]) -> usize {
         let id = self.node_id(target);
@@ -602,6 +619,16 @@ pub struct DhtSim {
     pub requests: u64,
 }
 
+impl Simulation for DhtSim {
+    fn now(&self) -> Duration {
+        self.queue.now()
+    }
+
+    fn step(&mut self, t: Duration) -> bool {
+        self.queue.pop_until(t).map(|ev| self.handle(ev)).is_some()
+    }
+}
+
 impl DhtSim {
     pub fn new(n: usize, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -657,10 +684,6 @@ impl DhtSim {
 
     pub fn is_up(&self, i: usize) -> bool {
         self.up[i]
-    }
-
-    pub fn now(&self) -> Duration {
-        self.queue.now()
     }
 
     pub fn unix_now(&self) -> u64 {
@@ -719,13 +742,6 @@ impl DhtSim {
     /// The result of lookup `id` started at node `i`, once finished.
     pub fn result(&self, i: usize, id: LookupId) -> Option<&LookupResult> {
         self.results.get(&(i, id))
-    }
-
-    /// Runs until no event is left or `deadline`.
-    pub fn run_until(&mut self, deadline: Duration) {
-        while let Some(ev) = self.queue.pop_until(deadline) {
-            self.handle(ev);
-        }
     }
 
     fn latency(&mut self) -> Duration {
@@ -838,6 +854,16 @@ pub struct PubSubSim {
     pub sent: [u64; 5],
 }
 
+impl Simulation for PubSubSim {
+    fn now(&self) -> Duration {
+        self.queue.now()
+    }
+
+    fn step(&mut self, t: Duration) -> bool {
+        self.queue.pop_until(t).map(|ev| self.handle(ev)).is_some()
+    }
+}
+
 impl PubSubSim {
     pub fn new(n: usize, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -876,10 +902,6 @@ impl PubSubSim {
         self.ids[i]
     }
 
-    pub fn now(&self) -> Duration {
-        self.queue.now()
-    }
-
     pub fn subscribe(&mut self, i: usize, topic: &str) {
         self.nodes[i].subscribe(topic).expect("valid topic");
         self.dispatch(i);
@@ -893,18 +915,16 @@ impl PubSubSim {
         seq
     }
 
-    pub fn run_until(&mut self, t: Duration) {
-        while let Some(ev) = self.queue.pop_until(t) {
-            match ev {
-                PsEv::Msg { to, from, msg } => {
-                    let from_id = self.ids[from];
-                    self.nodes[to].handle(from_id, msg);
-                    self.dispatch(to);
-                }
-                PsEv::Timer { node, timer } => {
-                    self.nodes[node].handle_timer(timer);
-                    self.dispatch(node);
-                }
+    fn handle(&mut self, ev: PsEv) {
+        match ev {
+            PsEv::Msg { to, from, msg } => {
+                let from_id = self.ids[from];
+                self.nodes[to].handle(from_id, msg);
+                self.dispatch(to);
+            }
+            PsEv::Timer { node, timer } => {
+                self.nodes[node].handle_timer(timer);
+                self.dispatch(node);
             }
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use macula_mesh::core::{CoreConfig, PeerState};
 use macula_mesh::dht::{Record, RecordBody, RecordKind};
 use macula_mesh::membership::MembershipConfig;
-use macula_mesh::sim::{CoreSim, NodeKind, Trace};
+use macula_mesh::sim::{CoreSim, NodeKind, Simulation, Trace};
 
 const STEP: Duration = Duration::from_millis(100);
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use macula_mesh::dht::{K, Record, RecordBody, RecordKind, distance};
-use macula_mesh::sim::DhtSim;
+use macula_mesh::sim::{DhtSim, Simulation};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use foca::State;
 use macula_mesh::membership::MembershipConfig;
-use macula_mesh::sim::MembershipSim;
+use macula_mesh::sim::{MembershipSim, Simulation};
 
 #[test]
 fn crash_is_known_by_all_1000_nodes_within_5s_of_detection() {

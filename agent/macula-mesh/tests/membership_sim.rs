@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use foca::State;
 use macula_mesh::membership::{Capacity, Event, MembershipConfig};
-use macula_mesh::sim::MembershipSim;
+use macula_mesh::sim::{MembershipSim, Simulation};
 
 const SEC: Duration = Duration::from_secs(1);
 const STEP: Duration = Duration::from_millis(100);

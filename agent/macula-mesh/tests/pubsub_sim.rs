@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use macula_mesh::sim::PubSubSim;
+use macula_mesh::sim::{PubSubSim, Simulation};
 
 #[test]
 fn every_subscriber_gets_every_publication_exactly_once_despite_loss() {

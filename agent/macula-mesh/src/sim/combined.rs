@@ -11,7 +11,7 @@ use macula_core::{NodeId, NodeKey};
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 
-use super::{EventQueue, NetParams, SIM_EPOCH};
+use super::{EventQueue, NetParams, SIM_EPOCH, Simulation};
 use crate::core::{Connected, CoreConfig, CoreOutput, MeshCore, Now, PeerState};
 use crate::dht::{Key, LookupId, LookupResult, Record, Request, RequestId, Response};
 use crate::membership::{
@@ -122,6 +122,16 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a simulated handshake is given (as the transport's default).
 const HANDSHAKE: Duration = Duration::from_secs(5);
+
+impl Simulation for CoreSim {
+    fn now(&self) -> Duration {
+        self.queue.now()
+    }
+
+    fn step(&mut self, t: Duration) -> bool {
+        self.queue.pop_until(t).map(|ev| self.handle(ev)).is_some()
+    }
+}
 
 impl CoreSim {
     /// Nodes of the given kinds, keys and RNG derived from `seed`. With `meta`, each node
@@ -283,10 +293,6 @@ impl CoreSim {
 
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
-    }
-
-    pub fn now(&self) -> Duration {
-        self.queue.now()
     }
 
     pub fn node_id(&self, i: usize) -> NodeId {
@@ -471,32 +477,6 @@ impl CoreSim {
                     .is_some_and(|p| states.contains(&p.state))
             })
             .count()
-    }
-
-    /// Runs until virtual time `t`.
-    pub fn run_until(&mut self, t: Duration) {
-        while let Some(ev) = self.queue.pop_until(t) {
-            self.handle(ev);
-        }
-    }
-
-    /// Runs until `done` holds (checked every `step`) or `deadline`; returns the time it held.
-    pub fn run_until_cond(
-        &mut self,
-        deadline: Duration,
-        step: Duration,
-        mut done: impl FnMut(&Self) -> bool,
-    ) -> Option<Duration> {
-        loop {
-            if done(self) {
-                return Some(self.now());
-            }
-            if self.now() >= deadline {
-                return None;
-            }
-            let next = (self.now() + step).min(deadline);
-            self.run_until(next);
-        }
     }
 
     fn latency(&mut self) -> Duration {
