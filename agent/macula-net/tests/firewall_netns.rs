@@ -235,22 +235,61 @@ async fn zones_groups_and_quarantine_filter_real_traffic() {
     f.group_members("ops", false, &[peer]).await.unwrap();
     assert!(!connect(), "left the group");
 
-    // Quarantine drops even an established flow (ping allowed, then quarantined mid-stream).
-    f.load(cfg(&base.replace("ping = false", "ping = true")))
-        .await
-        .unwrap();
+    // Quarantine limits a peer's rate, even on an established flow: a ping still passes (it can
+    // answer proofs), a flood beyond the rate (8 kB/s, 16 kB burst here) is mostly dropped.
+    let limited = format!(
+        "quarantine_kbytes_per_s = 8\nquarantine_burst_kbytes = 16\n{}",
+        base.replace("ping = false", "ping = true")
+    );
+    f.load(cfg(&limited)).await.unwrap();
     assert!(ping());
+    // 100 echo requests of 1.4 kB in about a second: 140 kB against 16 kB + 8 kB/s.
+    let flood = || {
+        let out = b.try_exec(&[
+            "ping",
+            "-6",
+            "-q",
+            "-c",
+            "100",
+            "-i",
+            "0.01",
+            "-s",
+            "1400",
+            "-W",
+            "1",
+            "fd12:3456:789a::1",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let received: u32 = text
+            .split(", ")
+            .find_map(|p| p.strip_suffix(" received"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no ping summary: {text}"));
+        received
+    };
+    assert_eq!(flood(), 100, "not quarantined: nothing is limited");
     f.quarantine(true, &[peer]).await.unwrap();
-    assert!(!ping(), "quarantined peer is dropped");
     assert!(
         a.exec(&["nft", "list", "set", "inet", "macula", "quarantine"])
             .contains("fd12:3456:789a::2")
     );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(ping(), "a quarantined peer may still send at its rate");
+    let got = flood();
+    assert!(
+        got <= 40,
+        "quarantined flood: {got} of 100 echo requests answered"
+    );
+    assert!(
+        a.exec(&["nft", "list", "set", "inet", "macula", "quarantine_rate"])
+            .contains("fd12:3456:789a::2 limit rate over 8 kbytes/second"),
+        "one limiter for the quarantined peer"
+    );
     // A full replace keeps the quarantine.
-    f.load(cfg(&base.replace("ping = false", "ping = true")))
-        .await
-        .unwrap();
-    assert!(!ping());
+    f.load(cfg(&limited)).await.unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let got = flood();
+    assert!(got <= 40, "after a replace: {got} of 100 answered");
     f.quarantine(false, &[peer]).await.unwrap();
-    assert!(ping());
+    assert_eq!(flood(), 100, "released: nothing is limited");
 }

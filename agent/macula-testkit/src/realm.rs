@@ -262,6 +262,8 @@ pub struct AgentRealm<'a> {
     count: usize,
     coding: (u8, u8),
     extra: Box<dyn Fn(usize) -> String + 'a>,
+    realm: Option<Realm>,
+    netns: Option<String>,
 }
 
 /// One node of an [`AgentRealm`].
@@ -279,7 +281,22 @@ impl<'a> AgentRealm<'a> {
             count,
             coding: (3, 2),
             extra: Box::new(|_| String::new()),
+            realm: None,
+            netns: None,
         }
+    }
+
+    /// Admits the nodes to `realm` (default: a fresh random realm).
+    pub fn realm(mut self, realm: Realm) -> Self {
+        self.realm = Some(realm);
+        self
+    }
+
+    /// Runs every node inside network namespace `ns` (with `lo` up; they talk over its
+    /// loopback), e.g. so that one of them may own the namespace's firewall.
+    pub fn netns(mut self, ns: String) -> Self {
+        self.netns = Some(ns);
+        self
     }
 
     /// Objects stored as `k + m` shards.
@@ -298,7 +315,7 @@ impl<'a> AgentRealm<'a> {
     /// Starts the nodes, admits them, and waits until every node sees every other alive (60 s)
     /// and storage runs everywhere with every node (30 s).
     pub fn start(self) -> Vec<RealmNode> {
-        let realm = Realm::generate();
+        let realm = self.realm.unwrap_or_else(Realm::generate);
         let (k, m) = self.coding;
         let mut first_port = None;
         let mut nodes = Vec::new();
@@ -321,7 +338,7 @@ impl<'a> AgentRealm<'a> {
                 "[node]\nname = \"{name}\"\n[mesh]\nlisten = \"127.0.0.1:{port}\"\n{boot}\
                  [storage]\n{AGENT_STORAGE}k = {k}\nm = {m}\n{audit}{extra}"
             );
-            let node = RealmNode::spawn(&name, config);
+            let node = RealmNode::spawn_in(&name, config, self.netns.clone());
             let id = node.node_id().parse().expect("a node ID");
             let role = if i == 0 { Role::Hub } else { Role::Edge };
             let path = certs.path().join(format!("{name}.cert"));
@@ -349,11 +366,17 @@ impl<'a> AgentRealm<'a> {
 impl RealmNode {
     /// A `maculad` named `name` with `config` as its `agent.toml`, on a private bus of its own.
     pub fn spawn(name: &str, config: String) -> Self {
+        Self::spawn_in(name, config, None)
+    }
+
+    /// [`RealmNode::spawn`] inside network namespace `netns` when given.
+    pub fn spawn_in(name: &str, config: String, netns: Option<String>) -> Self {
         let bus = DbusDaemon::start();
         let agent = Agent::spawn(
             &bus,
             AgentOptions {
                 config: Some(config),
+                netns,
                 ..Default::default()
             },
         );

@@ -314,7 +314,7 @@ async fn run(
         );
     }
     if let Some(p) = &proofs {
-        p.start(mesh.clone(), &connection, &workers);
+        p.start(mesh.clone(), net.firewall(), &connection, &workers);
     }
     if let Some(mut changes) = storage.watch_changes() {
         // Free space changes with every shard stored or removed here, by this node's puts and by

@@ -166,6 +166,11 @@ pub async fn start(config: &AgentConfig, key: &NodeKey, workers: &Workers) -> Re
 }
 
 impl Net {
+    /// The firewall, when `[firewall] enabled` (the proofs feed its quarantine set).
+    pub fn firewall(&self) -> Option<Firewall> {
+        self.firewall.clone()
+    }
+
     pub fn firewall_object(&self) -> FirewallObject {
         FirewallObject::new(Box::new(FirewallGlue(self.firewall.clone())))
     }

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use macula_bus::node::{InterfaceTraffic, NodeObject, Resources as BusResources};
 use macula_core::{NodeId, NodeKey};
+use macula_net::firewall::{Firewall, NodeQuarantine};
 use macula_proof::book::{
     LEDGER_TOPIC, PROC_CHALLENGE, PROC_LEDGER, PULL_DEADLINE, PULL_EVERY, PULL_ROUNDS, ProofBook,
     Verdicts, save_interval,
@@ -292,6 +293,8 @@ struct ProofsInner {
     ledger_file: PathBuf,
     /// Held while the ledger file is written (the periodic save and the one at shutdown).
     saving: Mutex<()>,
+    /// The quarantined nodes as last decided, for the firewall's `quarantine` set.
+    quarantined: tokio::sync::watch::Sender<Vec<NodeId>>,
 }
 
 /// Name of the ledger copy in the state dir; a refused copy is moved to `ledger.bad`.
@@ -363,6 +366,7 @@ impl ProofsGlue {
                 conn: std::sync::OnceLock::new(),
                 ledger_file: state_dir.join(LEDGER_FILE),
                 saving: Mutex::new(()),
+                quarantined: tokio::sync::watch::Sender::new(Vec::new()),
             }),
         };
         glue.load();
@@ -493,6 +497,7 @@ impl ProofsGlue {
         }
         tracing::warn!(target: "macula::proofs", quarantined = ?excluded.iter().map(|n| n.short()).collect::<Vec<_>>(),
             "quarantined nodes changed; storage placement avoids them");
+        self.inner.quarantined.send_replace(excluded.clone());
         self.inner
             .storage
             .set_excluded(excluded.into_iter().collect());
@@ -661,8 +666,51 @@ impl ProofsGlue {
     /// Starts the workers `proofs.epoch` (the challenges this node owes each epoch),
     /// `proofs.ledger` (records and inventories in, anti-entropy pulls) and `proofs.save` (the
     /// ledger copy written to disk when it changed, at most once per `save_interval`).
-    pub fn start(&self, mesh: MeshGlue, conn: &zbus::Connection, workers: &Workers) {
+    pub fn start(
+        &self,
+        mesh: MeshGlue,
+        firewall: Option<Firewall>,
+        conn: &zbus::Connection,
+        workers: &Workers,
+    ) {
         let _ = self.inner.conn.set(conn.clone());
+        if let Some(fw) = firewall {
+            let (mut verdicts, mesh) = (self.inner.quarantined.subscribe(), mesh.clone());
+            workers.spawn("proofs.firewall", move |ctx| async move {
+                let Some(node) = ctx.wait(mesh.wait_running()).await else {
+                    return Ok(());
+                };
+                // Overlay addresses follow from the realm ID and each node ID
+                // (`macula_net::firewall::NodeQuarantine`).
+                let mut set = NodeQuarantine::new(node.realm().0);
+                verdicts.mark_changed();
+                while let Some(Ok(())) = ctx.wait(verdicts.changed()).await {
+                    let nodes = verdicts.borrow_and_update().clone();
+                    let change = set.change(&nodes);
+                    if change.is_empty() {
+                        continue;
+                    }
+                    let applied = match fw.quarantine(true, &change.add).await {
+                        Ok(()) => fw.quarantine(false, &change.remove).await,
+                        Err(e) => Err(e),
+                    };
+                    match applied {
+                        Ok(()) => {
+                            set.applied(&nodes);
+                            tracing::warn!(target: "macula::proofs", added = ?change.add,
+                                removed = ?change.remove,
+                                "firewall quarantine set follows the quarantined nodes");
+                        }
+                        Err(e) => {
+                            tracing::error!(target: "macula::proofs", error = %e,
+                                "cannot update the firewall's quarantine set");
+                            ctx.error(format!("cannot update the firewall's quarantine set: {e}"));
+                        }
+                    }
+                }
+                Ok(())
+            });
+        }
         let epoch_s = self.inner.cfg.rewards.epoch_s;
         let tick_every = macula_proof::book::tick_interval(epoch_s);
         let me = self.clone();

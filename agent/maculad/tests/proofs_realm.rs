@@ -3,12 +3,15 @@
 //! verifier each epoch, the results reach every node's ledger copy (same head hash); a node whose
 //! shard files are corrupted on disk fails its storage proof and is quarantined realm-wide,
 //! storage placement stops using it while the others carry on, and it returns after probation.
+//! The agents share one network namespace whose firewall node 1 owns: its `quarantine` set holds
+//! the quarantined node's overlay address while the quarantine lasts.
 
 use std::path::{Path, PathBuf};
 
 use macula_store::header::ShardHeader;
 use macula_testkit::check::{ok, wait_until, wait_until_ok};
-use macula_testkit::realm::{AgentRealm, RealmNode as Node};
+use macula_testkit::netns::Topology;
+use macula_testkit::realm::{AgentRealm, Realm, RealmNode as Node};
 
 const PROOFS: &str = "audit_interval_secs = 3600\n\
     [proofs]\nenabled = true\ncapacity_steps = 65536\ncapacity_segments = 16\n\
@@ -50,13 +53,40 @@ fn file_of(dir: &Path, name: &str, len: usize, seed: u32) -> PathBuf {
     macula_testkit::check::file_of(dir, name, len, seed).0
 }
 
+/// Node 1 owns the namespace's firewall (the overlay interface need not exist for the set).
+const FIREWALL: &str =
+    "[firewall]\nenabled = true\n[firewall.zones.overlay]\ninterfaces = [\"mcl0\"]\n";
+
+/// The elements of `table inet macula`'s `quarantine` set in the realm's namespace.
+fn quarantine_set(topo: &Topology) -> String {
+    let out = topo.exec("r", &["nft", "list", "set", "inet", "macula", "quarantine"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.split_once("elements = {")
+        .map(|(_, e)| e.split('}').next().unwrap().trim().to_string())
+        .unwrap_or_default()
+}
+
 #[test]
 fn a_node_with_corrupted_shards_is_quarantined_and_avoided() {
+    let mut topo = Topology::new("prf");
+    let ns = topo.add_ns("r");
+    let realm = Realm::from_seed(0x51);
+    let realm_id = realm.key().id().0;
     let nodes = AgentRealm::new(4)
         .coded(2, 1)
-        .storage_extra(|_| PROOFS.to_string())
+        .realm(realm)
+        .netns(ns)
+        .storage_extra(|i| {
+            if i == 1 {
+                format!("{PROOFS}{FIREWALL}")
+            } else {
+                PROOFS.to_string()
+            }
+        })
         .start();
     let ids: Vec<String> = nodes.iter().map(Node::node_id).collect();
+    assert_eq!(quarantine_set(&topo), "");
     let files = tempfile::tempdir().unwrap();
     let a = file_of(files.path(), "a", 6 << 20, 1);
     let cap_a = ok(&nodes[0].agent.ctl(&["put", "-q", a.to_str().unwrap()]));
@@ -120,6 +150,13 @@ fn a_node_with_corrupted_shards_is_quarantined_and_avoided() {
             .all(|n| proofs_status(n)["quarantined"] == serde_json::json!([ids[cheat].clone()]))
     });
     eprintln!("node 3 quarantined realm-wide {took:?} after the corruption");
+    // Node 1's firewall limits node 3's overlay address.
+    let cheat_addr =
+        macula_net::firewall::node_address(&realm_id, &ids[cheat].parse().unwrap()).to_string();
+    let took = wait_until("node 1's firewall quarantine set holds node 3", 10, || {
+        quarantine_set(&topo) == cheat_addr
+    });
+    eprintln!("node 3's overlay address {cheat_addr} in node 1's quarantine set {took:?} later");
     let failures: Vec<_> = history(&nodes[0], &ids[cheat])
         .into_iter()
         .filter(|e| e["failure"] == "bad-group")
@@ -203,6 +240,11 @@ fn a_node_with_corrupted_shards_is_quarantined_and_avoided() {
         },
     );
     eprintln!("node 3 released {took:?} later");
+    wait_until(
+        "node 1's firewall quarantine set is empty again",
+        10,
+        || quarantine_set(&topo).is_empty(),
+    );
     assert_eq!(standing(&nodes[0], &ids[cheat]), "active");
 
     // Every node holds the same ledger up to a past epoch once pushes and pulls settled (the

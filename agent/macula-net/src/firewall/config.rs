@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 ///
 /// Defaults: disabled (the agent leaves nft alone); no interfaces in any zone (so only loopback, management and established traffic
 /// pass), management SSH (tcp/22) from `mgmt.sources`, WireGuard port udp/51820 and mesh port
-/// udp/4433 (opened only in zones that set `wireguard`/`mesh`), confirm timeout 30 s.
+/// udp/4433 (opened only in zones that set `wireguard`/`mesh`), confirm timeout 30 s, quarantined
+/// overlay peers limited to 128 kB/s each with a 1024 kB burst.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FirewallConfig {
@@ -27,6 +28,11 @@ pub struct FirewallConfig {
     pub zones: Zones,
     /// Overlay peer groups: each becomes an nft set of /128 overlay addresses.
     pub groups: BTreeMap<String, GroupConfig>,
+    /// Rate each quarantined overlay address may still send at, in kilobytes per second (packets
+    /// beyond it are dropped): enough to answer proofs during probation, not to carry traffic.
+    pub quarantine_kbytes_per_s: u32,
+    /// Burst allowed above that rate, in kilobytes (a storage answer is ≈ 300 kB).
+    pub quarantine_burst_kbytes: u32,
 }
 
 impl Default for FirewallConfig {
@@ -39,6 +45,8 @@ impl Default for FirewallConfig {
             mgmt: MgmtConfig::default(),
             zones: Zones::default(),
             groups: BTreeMap::new(),
+            quarantine_kbytes_per_s: 128,
+            quarantine_burst_kbytes: 1024,
         }
     }
 }
@@ -162,6 +170,10 @@ pub enum ValidationError {
     BadForward { zone: &'static str, target: String },
     #[error("firewall: confirm_timeout_secs must be 1–3600")]
     BadTimeout,
+    #[error(
+        "firewall: quarantine_kbytes_per_s and quarantine_burst_kbytes must be 1–1048576 (kilobytes)"
+    )]
+    BadQuarantineRate,
 }
 
 /// A parsed source network of the management rule.
@@ -241,6 +253,12 @@ impl FirewallConfig {
     pub(crate) fn validated(&self) -> Result<Validated<'_>, ValidationError> {
         if !(1..=3600).contains(&self.confirm_timeout_secs) {
             return Err(ValidationError::BadTimeout);
+        }
+        let kb = 1..=1 << 20;
+        if !kb.contains(&self.quarantine_kbytes_per_s)
+            || !kb.contains(&self.quarantine_burst_kbytes)
+        {
+            return Err(ValidationError::BadQuarantineRate);
         }
         let mut owner: BTreeMap<&str, &'static str> = BTreeMap::new();
         let zones = self.zones.iter();
@@ -348,6 +366,14 @@ mod tests {
             c.validate(),
             Err(ValidationError::BadGroupName(_))
         ));
+        for (rate, burst) in [(0, 1024), (128, 0), (1 << 21, 1024)] {
+            let c = FirewallConfig {
+                quarantine_kbytes_per_s: rate,
+                quarantine_burst_kbytes: burst,
+                ..Default::default()
+            };
+            assert_eq!(c.validate(), Err(ValidationError::BadQuarantineRate));
+        }
         let mut c = FirewallConfig::default();
         c.zones.lan.forward_to = vec!["dmz".into()];
         assert!(matches!(

@@ -2,16 +2,19 @@
 //!
 //! The agent owns exactly `table inet macula` and never touches other tables. A policy change
 //! replaces that table in one nft transaction; peer-group joins and leaves and quarantine changes
-//! only add or delete set elements.
+//! only add or delete set elements. `quarantine` decides which overlay addresses the realm's
+//! quarantine verdicts put in the `quarantine` set.
 
 mod config;
 mod confirm;
 mod nft;
+mod quarantine;
 mod render;
 mod service;
 
 pub use config::{FirewallConfig, GroupConfig, MgmtConfig, ValidationError, ZoneConfig, Zones};
 pub use confirm::{ConfirmAction, ConfirmGuard, NothingToConfirm};
 pub use nft::{Nft, NftError};
+pub use quarantine::{NodeQuarantine, SetChange, node_address};
 pub use render::{TABLE, render, render_replace};
 pub use service::{ApplyOutcome, Firewall, FirewallError, FirewallStatus};

@@ -1,8 +1,10 @@
 //! The pure renderer: config (+ the current quarantine) → nft ruleset text for `table inet macula`.
 //!
 //! Layout of the table (golden files in `tests/golden/` show it in full):
-//! - `quarantine_in` / `quarantine_fwd` (priority filter − 10): drop packets from quarantined overlay
-//!   addresses, even on established connections.
+//! - `quarantine_in` / `quarantine_fwd` (priority filter − 10): packets from a quarantined overlay
+//!   address beyond its rate (`quarantine_kbytes_per_s`, burst `quarantine_burst_kbytes`, one
+//!   limiter per address in the dynamic set `quarantine_rate`) are dropped, even on established
+//!   connections; below it they go on to the main chains.
 //! - `input` (policy drop): established/related accept; invalid drop; loopback; essential ICMPv6;
 //!   the management rule (fixed, before zone dispatch); then `iifname vmap` to one chain per zone.
 //! - `forward` (policy drop): established/related accept; invalid drop; zone-to-zone accepts.
@@ -106,6 +108,14 @@ fn render_table(v: &Validated<'_>, quarantine: &BTreeSet<Ipv6Addr>) -> String {
     set_def(&mut o, "mgmt6", "ipv6_addr", true, &mgmt6);
     let q: Vec<String> = quarantine.iter().map(|a| a.to_string()).collect();
     set_def(&mut o, "quarantine", "ipv6_addr", false, &q);
+    // One rate limiter per quarantined address, created by the first packet, gone a minute after
+    // the last.
+    let _ = writeln!(o, "\tset quarantine_rate {{");
+    let _ = writeln!(o, "\t\ttype ipv6_addr");
+    let _ = writeln!(o, "\t\tsize 65535");
+    let _ = writeln!(o, "\t\tflags dynamic,timeout");
+    let _ = writeln!(o, "\t\ttimeout 1m");
+    let _ = writeln!(o, "\t}}\n");
     for (name, g) in &cfg.groups {
         let members: BTreeSet<&Ipv6Addr> = g.members.iter().collect();
         let m: Vec<String> = members.iter().map(|a| a.to_string()).collect();
@@ -122,8 +132,10 @@ fn render_table(v: &Validated<'_>, quarantine: &BTreeSet<Ipv6Addr>) -> String {
         if !overlay.is_empty() {
             let _ = writeln!(
                 o,
-                "\t\tiifname {} ip6 saddr @quarantine counter drop",
-                ifnames(overlay)
+                "\t\tiifname {} ip6 saddr @quarantine update @quarantine_rate {{ ip6 saddr limit rate over {} kbytes/second burst {} kbytes }} counter drop",
+                ifnames(overlay),
+                cfg.quarantine_kbytes_per_s,
+                cfg.quarantine_burst_kbytes
             );
         }
         let _ = writeln!(o, "\t}}\n");

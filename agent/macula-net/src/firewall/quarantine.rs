@@ -1,0 +1,159 @@
+//! Which overlay addresses the realm's quarantine puts in the firewall's `quarantine` set
+//! (sans-IO): a quarantined node's overlay address is computed from its node ID alone
+//! (`overlay::peer_public_key`, `overlay::overlay_address`), so every member limits the same
+//! address without asking the node. Only overlay addresses: they are self-certifying (WireGuard
+//! accepts an inner source address only from the key it belongs to), whereas a node's advertised
+//! underlay addresses can be shared (NAT) or reused by an honest node later.
+
+use std::collections::BTreeMap;
+use std::net::Ipv6Addr;
+
+use macula_core::NodeId;
+
+use crate::overlay::{overlay_address, peer_public_key};
+
+/// The set's elements owed to the realm's quarantine verdicts.
+#[derive(Debug, Clone)]
+pub struct NodeQuarantine {
+    realm: NodeId,
+    held: BTreeMap<NodeId, Ipv6Addr>,
+}
+
+/// Elements to add to and delete from the `quarantine` set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetChange {
+    pub add: Vec<Ipv6Addr>,
+    pub remove: Vec<Ipv6Addr>,
+}
+
+impl SetChange {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// A node's overlay address in `realm` (what the firewall limits when it is quarantined).
+pub fn node_address(realm: &NodeId, node: &NodeId) -> Ipv6Addr {
+    overlay_address(realm, &peer_public_key(node))
+}
+
+impl NodeQuarantine {
+    /// Nothing held yet, in `realm` (the realm ID: the realm key's public half).
+    pub fn new(realm: NodeId) -> Self {
+        Self {
+            realm,
+            held: BTreeMap::new(),
+        }
+    }
+
+    /// What turns the set's current elements into those of `quarantined` (the realm's whole
+    /// current list). Nothing changes until [`NodeQuarantine::applied`].
+    pub fn change(&self, quarantined: &[NodeId]) -> SetChange {
+        let want: BTreeMap<NodeId, Ipv6Addr> = quarantined
+            .iter()
+            .map(|n| (*n, node_address(&self.realm, n)))
+            .collect();
+        SetChange {
+            add: want
+                .iter()
+                .filter(|(n, _)| !self.held.contains_key(n))
+                .map(|(_, a)| *a)
+                .collect(),
+            remove: self
+                .held
+                .iter()
+                .filter(|(n, _)| !want.contains_key(n))
+                .map(|(_, a)| *a)
+                .collect(),
+        }
+    }
+
+    /// The set now holds the addresses of `quarantined` (the change was applied).
+    pub fn applied(&mut self, quarantined: &[NodeId]) {
+        self.held = quarantined
+            .iter()
+            .map(|n| (*n, node_address(&self.realm, n)))
+            .collect();
+    }
+
+    /// The addresses held, by node.
+    pub fn held(&self) -> &BTreeMap<NodeId, Ipv6Addr> {
+        &self.held
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overlay::OverlayKeys;
+    use macula_core::NodeKey;
+
+    fn id(seed: u8) -> NodeId {
+        NodeKey::from_seed([seed; 32]).node_id()
+    }
+
+    #[test]
+    fn the_address_is_the_one_the_node_gives_itself() {
+        let realm = id(0xaa);
+        for seed in [1u8, 2, 3] {
+            let key = NodeKey::from_seed([seed; 32]);
+            let own = overlay_address(
+                &realm,
+                &OverlayKeys::from_signing_key(key.signing_key()).public(),
+            );
+            assert_eq!(node_address(&realm, &key.node_id()), own);
+        }
+        assert_ne!(
+            node_address(&realm, &id(1)),
+            node_address(&id(0xbb), &id(1))
+        );
+    }
+
+    #[test]
+    fn changes_follow_the_verdicts() {
+        let realm = id(0xaa);
+        let mut q = NodeQuarantine::new(realm);
+        let (a, b) = (id(1), id(2));
+        let (aa, ab) = (node_address(&realm, &a), node_address(&realm, &b));
+        assert!(q.change(&[]).is_empty());
+        let c = q.change(&[a]);
+        assert_eq!(
+            c,
+            SetChange {
+                add: vec![aa],
+                remove: vec![]
+            }
+        );
+        // Not applied (nft failed): the same change is asked again.
+        assert_eq!(q.change(&[a]), c);
+        q.applied(&[a]);
+        assert!(q.change(&[a]).is_empty());
+        let mut add_b = q.change(&[a, b]);
+        add_b.add.sort();
+        assert_eq!(
+            add_b,
+            SetChange {
+                add: vec![ab],
+                remove: vec![]
+            }
+        );
+        q.applied(&[b, a]);
+        assert_eq!(
+            q.change(&[b]),
+            SetChange {
+                add: vec![],
+                remove: vec![aa]
+            }
+        );
+        q.applied(&[b]);
+        assert_eq!(
+            q.change(&[]),
+            SetChange {
+                add: vec![],
+                remove: vec![ab]
+            }
+        );
+        q.applied(&[]);
+        assert!(q.held().is_empty());
+    }
+}
