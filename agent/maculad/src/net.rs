@@ -18,7 +18,7 @@ use macula_net::overlay::Overlay;
 use macula_net::uplinks::monitor::{Monitor, Snapshot, open_responder};
 use macula_net::uplinks::react::{Reactor, endpoints_from_config};
 use macula_net::uplinks::redundant::{Counters, Duplicator};
-use macula_net::uplinks::{UplinksConfig, probe, routing};
+use macula_net::uplinks::{UplinksConfig, UplinksPlan, probe, routing};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
@@ -50,33 +50,17 @@ pub async fn start(config: &AgentConfig, key: &NodeKey, workers: &Workers) -> Re
     } else {
         None
     };
-    let redundant_peers = config.overlay.peers.iter().any(|p| p.redundant);
-    if config.overlay.enabled && redundant_peers && !config.uplinks.enabled {
-        anyhow::bail!(
-            "[[overlay.peers]] with redundant = true need uplink monitoring; set [uplinks] enabled = true with [[uplinks.links]]"
-        );
-    }
     // Uplinks as listed, or discovered from the default routes when none are listed.
-    let uplinks_cfg = if config.uplinks.enabled {
-        config.uplinks.validate()?;
-        let cfg = if config.uplinks.links.is_empty() {
+    let uplinks_cfg = match config.uplinks.plan(&config.overlay)? {
+        UplinksPlan::Off => None,
+        UplinksPlan::Listed => Some(config.uplinks.clone()),
+        UplinksPlan::Discover => {
             let found = links::discover(&host).context("cannot discover uplinks over rtnetlink")?;
-            let cfg = config.uplinks.with_discovered(&found);
-            if cfg.links.is_empty() {
-                anyhow::bail!(
-                    "no uplink to monitor: no interface has a default route of the probe's address family; list [[uplinks.links]] in agent.toml"
-                );
-            }
-            cfg.validate()?;
+            let cfg = config.uplinks.discovered(&found)?;
             let names: Vec<&str> = cfg.links.iter().map(|l| l.name.as_str()).collect();
             tracing::info!(target: "macula::uplinks", uplinks = ?names, "uplinks discovered from the default routes");
-            cfg
-        } else {
-            config.uplinks.clone()
-        };
-        Some(cfg)
-    } else {
-        None
+            Some(cfg)
+        }
     };
     // Redundant peers: the duplicator's sockets exist before the device, whose endpoint for
     // those peers is the duplicator's loopback socket.

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::tracker::Timing;
+use crate::overlay::OverlayConfig;
 
 /// `[uplinks]`: health probing and failover between uplinks.
 ///
@@ -73,6 +74,26 @@ pub struct UplinkConfig {
 pub enum UplinksConfigError {
     #[error("uplinks: {0}")]
     Invalid(String),
+    #[error(
+        "[[overlay.peers]] with redundant = true need uplink monitoring; set [uplinks] enabled = true with [[uplinks.links]]"
+    )]
+    RedundantWithoutUplinks,
+    #[error(
+        "no uplink to monitor: no interface has a default route of the probe's address family; list [[uplinks.links]] in agent.toml"
+    )]
+    NoneDiscovered,
+}
+
+/// What to do with an `[uplinks]` section (see [`UplinksConfig::plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UplinksPlan {
+    /// Monitoring is off.
+    Off,
+    /// Monitor the listed links.
+    Listed,
+    /// No link is listed: discover them from the default routes (`links::discover`), then
+    /// [`UplinksConfig::discovered`].
+    Discover,
 }
 
 impl UplinksConfig {
@@ -82,6 +103,39 @@ impl UplinksConfig {
             dead_after: Duration::from_millis(self.dead_after_ms),
             up_after: self.up_after,
         }
+    }
+
+    /// Checks this section together with the `[overlay]` it serves (before anything is
+    /// discovered or started): redundant overlay peers need uplink monitoring, and an enabled
+    /// section must be valid ([`UplinksConfig::validate`]).
+    pub fn plan(&self, overlay: &OverlayConfig) -> Result<UplinksPlan, UplinksConfigError> {
+        let redundant = overlay.enabled && overlay.peers.iter().any(|p| p.redundant);
+        if redundant && !self.enabled {
+            return Err(UplinksConfigError::RedundantWithoutUplinks);
+        }
+        if !self.enabled {
+            return Ok(UplinksPlan::Off);
+        }
+        self.validate()?;
+        Ok(if self.links.is_empty() {
+            UplinksPlan::Discover
+        } else {
+            UplinksPlan::Listed
+        })
+    }
+
+    /// The section to run when discovery found `found` ([`UplinksConfig::with_discovered`]):
+    /// an error when no uplink of the probe's address family was found.
+    pub fn discovered(
+        &self,
+        found: &[crate::links::Discovered],
+    ) -> Result<Self, UplinksConfigError> {
+        let cfg = self.with_discovered(found);
+        if cfg.links.is_empty() {
+            return Err(UplinksConfigError::NoneDiscovered);
+        }
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     /// This section with `links` filled from discovery (`links::discover`, lowest metric first):
@@ -198,5 +252,69 @@ mod tests {
         got.validate().unwrap();
         let listed = got.with_discovered(&[found("eth9", "198.51.100.9", 1)]);
         assert_eq!(listed.links, got.links, "listed links are kept");
+    }
+
+    #[test]
+    fn discovery_that_finds_nothing_of_the_probes_family_is_an_error() {
+        let cfg = UplinksConfig {
+            enabled: true,
+            probe: Some("192.0.2.9:51821".parse().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(
+            cfg.discovered(&[found("eth1", "2001:db8::1", 5)]),
+            Err(UplinksConfigError::NoneDiscovered)
+        );
+        assert!(
+            UplinksConfigError::NoneDiscovered
+                .to_string()
+                .contains("list [[uplinks.links]] in agent.toml")
+        );
+        let got = cfg.discovered(&[found("eth0", "198.51.100.1", 0)]).unwrap();
+        assert_eq!(got.links[0].interface, "eth0");
+    }
+
+    #[test]
+    fn plan_checks_the_section_with_the_overlay_it_serves() {
+        let peer = |redundant| crate::overlay::PeerConfig {
+            redundant,
+            ..crate::overlay::PeerConfig::new(macula_core::NodeKey::from_seed([7; 32]).node_id())
+        };
+        let overlay = |enabled, redundant| OverlayConfig {
+            enabled,
+            peers: vec![peer(redundant)],
+            ..Default::default()
+        };
+        let off = UplinksConfig::default();
+        assert_eq!(off.plan(&overlay(true, false)), Ok(UplinksPlan::Off));
+        assert_eq!(off.plan(&overlay(false, true)), Ok(UplinksPlan::Off));
+        let err = off.plan(&overlay(true, true)).unwrap_err();
+        assert_eq!(err, UplinksConfigError::RedundantWithoutUplinks);
+        assert!(
+            err.to_string().contains("set [uplinks] enabled = true"),
+            "{err}"
+        );
+
+        let on = UplinksConfig {
+            enabled: true,
+            ..Default::default()
+        };
+        assert!(
+            matches!(
+                on.plan(&overlay(true, true)),
+                Err(UplinksConfigError::Invalid(_))
+            ),
+            "neither links nor probe"
+        );
+        let discover = UplinksConfig {
+            probe: Some("192.0.2.9:51821".parse().unwrap()),
+            ..on.clone()
+        };
+        assert_eq!(
+            discover.plan(&overlay(true, true)),
+            Ok(UplinksPlan::Discover)
+        );
+        let listed = discover.with_discovered(&[found("eth0", "198.51.100.1", 0)]);
+        assert_eq!(listed.plan(&overlay(true, true)), Ok(UplinksPlan::Listed));
     }
 }

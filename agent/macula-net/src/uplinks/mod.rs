@@ -11,4 +11,4 @@ pub mod redundant;
 pub mod routing;
 pub mod tracker;
 
-pub use config::{UplinkConfig, UplinksConfig, UplinksConfigError};
+pub use config::{UplinkConfig, UplinksConfig, UplinksConfigError, UplinksPlan};
