@@ -3,6 +3,7 @@
 //! - [`DbusDaemon`]: a private `dbus-daemon` that applies the appliance's real bus policy.
 //! - [`Agent`]: a real `maculad` process with its own state dir; logs kept for failure messages.
 //! - [`maculactl`]: runs the real CLI against a private bus, optionally as another user.
+//! - [`config::AgentConfig`]: the `agent.toml` of a test agent, built one way.
 //! - [`realm::Realm`]: one realm builder — certificates, in-process mesh nodes, realms of real
 //!   `maculad` processes ([`realm::AgentRealm`]).
 //! - [`netns::Topology`]: network namespaces and veth links, removed on drop.
@@ -11,6 +12,7 @@
 
 pub mod agent;
 pub mod check;
+pub mod config;
 pub mod dbus;
 pub mod netns;
 pub mod realm;

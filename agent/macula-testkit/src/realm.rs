@@ -14,7 +14,8 @@ use macula_mesh::node::{Bootstrap, MeshNode, NodeConfig, PeerState};
 use macula_mesh::realm::{Admission, CertBody, MembershipCert, RealmKey, Role};
 use macula_mesh::transport::{TransportParams, unix_now};
 
-use crate::check::{free_udp_port, ok, wait_until};
+use crate::check::{free_udp_port, ok, wait_until, wait_until_ok};
+use crate::config::AgentConfig;
 use crate::{Agent, AgentOptions, DbusDaemon};
 
 /// A realm: its key, and what tests build with it.
@@ -322,9 +323,7 @@ impl<'a> AgentRealm<'a> {
         let certs = tempfile::tempdir().expect("a temporary directory");
         for i in 0..self.count {
             let port = free_udp_port();
-            let boot = first_port
-                .map(|p| format!("bootstrap = [\"127.0.0.1:{p}\"]\n"))
-                .unwrap_or_default();
+            let boot = first_port;
             first_port.get_or_insert(port);
             let name = format!("n{i}");
             let extra = (self.extra)(i);
@@ -334,11 +333,11 @@ impl<'a> AgentRealm<'a> {
             } else {
                 "audit_interval_secs = 2\n"
             };
-            let config = format!(
-                "[node]\nname = \"{name}\"\n[mesh]\nlisten = \"127.0.0.1:{port}\"\n{boot}\
-                 [storage]\n{AGENT_STORAGE}k = {k}\nm = {m}\n{audit}{extra}"
-            );
-            let node = RealmNode::spawn_in(&name, config, self.netns.clone());
+            let config = AgentConfig::loopback(port)
+                .name(&name)
+                .bootstrap_opt(boot)
+                .storage(&format!("{AGENT_STORAGE}k = {k}\nm = {m}\n{audit}{extra}"));
+            let node = RealmNode::spawn_in(&name, config.to_string(), self.netns.clone());
             let id = node.node_id().parse().expect("a node ID");
             let role = if i == 0 { Role::Hub } else { Role::Edge };
             let path = certs.path().join(format!("{name}.cert"));
@@ -412,4 +411,72 @@ impl RealmNode {
     pub fn storage_status(&self) -> serde_json::Value {
         serde_json::from_str(&ok(&self.agent.ctl(&["storage", "status", "--json"]))).expect("JSON")
     }
+
+    /// This node's log lines about storage repairs, each after the node's name (for failure
+    /// messages).
+    pub fn repair_log(&self) -> Vec<String> {
+        self.agent
+            .log()
+            .lines()
+            .filter(|l| l.contains("storage: repair"))
+            .map(|l| format!("{}: {l}", self.name))
+            .collect()
+    }
+
+    /// `maculactl proofs history --json`: the records of this node's ledger copy.
+    pub fn ledger_records(&self) -> Vec<serde_json::Value> {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&self.agent.ctl(&["proofs", "history", "--json"])))
+                .expect("JSON");
+        v.as_array().expect("a list of records").clone()
+    }
+}
+
+/// The records of `old` missing from `new` (none when `new` holds them all).
+pub fn missing(old: &[serde_json::Value], new: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    old.iter().filter(|e| !new.contains(e)).cloned().collect()
+}
+
+/// Waits (`secs` at most) until every node's ledger copy holds the same records up to epoch
+/// `upto` (the head moves every epoch, so only past epochs compare), and node 0's holds some;
+/// the panic names the records each copy lacks. Returns how long it took.
+pub fn wait_ledgers_agree(nodes: &[RealmNode], upto: u64, secs: u64) -> Duration {
+    let past = |n: &RealmNode| -> Vec<serde_json::Value> {
+        n.ledger_records()
+            .into_iter()
+            .filter(|e| e["epoch"].as_u64().expect("an epoch") <= upto)
+            .collect()
+    };
+    wait_until_ok(
+        "every ledger copy holds the same records up to a past epoch",
+        secs,
+        || {
+            let first = past(&nodes[0]);
+            if first.is_empty() {
+                return Err(format!(
+                    "{} holds no record up to that epoch",
+                    nodes[0].name
+                ));
+            }
+            let apart: Vec<String> = nodes[1..]
+                .iter()
+                .map(|n| (n, past(n)))
+                .filter(|(_, p)| *p != first)
+                .map(|(n, p)| {
+                    format!(
+                        "{} lacks {:?}; {} lacks {:?}",
+                        n.name,
+                        missing(&first, &p),
+                        nodes[0].name,
+                        missing(&p, &first)
+                    )
+                })
+                .collect();
+            if apart.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("up to epoch {upto}: {}", apart.join("\n")))
+            }
+        },
+    )
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use macula_testkit::check::{free_udp_port, ok, wait_until};
+use macula_testkit::config::{AgentConfig, Role};
 use macula_testkit::{Agent, AgentOptions, DbusDaemon};
 
 fn alive_names(agent: &Agent) -> Vec<String> {
@@ -34,18 +35,14 @@ fn create_admit_join_and_restart() {
     let mut a = Agent::spawn(
         &bus_a,
         AgentOptions {
-            config: Some(format!(
-                "[node]\nrole = \"hub\"\n[mesh]\nlisten = \"127.0.0.1:{pa}\"\n"
-            )),
+            config: Some(AgentConfig::loopback(pa).role(Role::Hub).to_string()),
             ..Default::default()
         },
     );
     let mut b = Agent::spawn(
         &bus_b,
         AgentOptions {
-            config: Some(format!(
-                "[mesh]\nlisten = \"127.0.0.1:{pb}\"\nbootstrap = [\"127.0.0.1:{pa}\"]\n"
-            )),
+            config: Some(AgentConfig::loopback(pb).bootstrap_port(pa).to_string()),
             ..Default::default()
         },
     );

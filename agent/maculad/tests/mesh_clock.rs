@@ -10,6 +10,7 @@ use std::time::Duration;
 use macula_mesh::realm::Role;
 use macula_mesh::transport::unix_now;
 use macula_testkit::check::{free_udp_port, wait_until};
+use macula_testkit::config::AgentConfig;
 use macula_testkit::realm::Realm;
 use macula_testkit::{Agent, AgentOptions, DbusDaemon};
 
@@ -59,13 +60,12 @@ fn node_with(
 ) -> (Node, u16) {
     let bus = DbusDaemon::start();
     let port = free_udp_port();
-    let boot = boot
-        .map(|p| format!("bootstrap = [\"127.0.0.1:{p}\"]\n"))
-        .unwrap_or_default();
-    let role_s = if role == Role::Hub { "hub" } else { "edge" };
-    let config = format!(
-        "[node]\nname = \"{name}\"\nrole = \"{role_s}\"\n[mesh]\nlisten = \"127.0.0.1:{port}\"\n{boot}{mesh}"
-    );
+    let config = AgentConfig::loopback(port)
+        .name(name)
+        .role(role)
+        .bootstrap_opt(boot)
+        .mesh(mesh)
+        .to_string();
     let env = faketime.map(faketime_env).unwrap_or_default();
     let mut agent = Agent::spawn(
         &bus,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use macula_testkit::check::{free_udp_port, wait_until};
+use macula_testkit::config::AgentConfig;
 use macula_testkit::netns::Topology;
 use macula_testkit::realm::Realm;
 use macula_testkit::{Agent, AgentOptions, DbusDaemon};
@@ -26,13 +27,11 @@ fn node(realm: &Realm, ns: &str, name: &str, bootstrap: Option<u16>) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let cert = dir.path().join("realm.cert");
     let port = free_udp_port();
-    let boot = bootstrap
-        .map(|p| format!("bootstrap = [\"127.0.0.1:{p}\"]\n"))
-        .unwrap_or_default();
-    let config = format!(
-        "[node]\nname = \"{name}\"\n[mesh]\nlisten = \"127.0.0.1:{port}\"\n{boot}cert = \"{}\"\n",
-        cert.display()
-    );
+    let config = AgentConfig::loopback(port)
+        .name(name)
+        .bootstrap_opt(bootstrap)
+        .cert(&cert)
+        .to_string();
     let mut agent = Agent::spawn(
         &bus,
         AgentOptions {

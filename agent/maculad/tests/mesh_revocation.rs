@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use macula_testkit::bin;
 use macula_testkit::check::{free_udp_port, ok, wait_until};
+use macula_testkit::config::{AgentConfig, Role};
 use macula_testkit::realm::{RealmNode as Node, admit_with_ctl};
 
 /// How soon every member must have cut the revoked one off: the membership refresh period of
@@ -60,7 +61,7 @@ fn a_revoked_member_is_cut_off_everywhere_and_the_others_carry_on() {
     let hub_port = free_udp_port();
     let hub = Node::spawn(
         "alpha",
-        format!("[node]\nrole = \"hub\"\n[mesh]\nlisten = \"127.0.0.1:{hub_port}\"\n"),
+        AgentConfig::loopback(hub_port).role(Role::Hub).to_string(),
     );
     ok(&hub.agent.ctl(&["realm", "create", "--name", "alpha"]));
     let mut nodes = vec![hub];
@@ -68,9 +69,9 @@ fn a_revoked_member_is_cut_off_everywhere_and_the_others_carry_on() {
         let port = free_udp_port();
         let n = Node::spawn(
             name,
-            format!(
-                "[mesh]\nlisten = \"127.0.0.1:{port}\"\nbootstrap = [\"127.0.0.1:{hub_port}\"]\n"
-            ),
+            AgentConfig::loopback(port)
+                .bootstrap_port(hub_port)
+                .to_string(),
         );
         admit_with_ctl(&nodes[0].agent, &n.agent, name);
         nodes.push(n);

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use macula_testkit::check::{ok, wait_until, wait_until_ok};
-use macula_testkit::realm::{AgentRealm, RealmNode as Node};
+use macula_testkit::realm::{AgentRealm, RealmNode as Node, missing, wait_ledgers_agree};
 
 const PROOFS: &str = "[proofs]\nenabled = true\ncapacity_steps = 65536\ncapacity_segments = 16\n\
     capacity_deadline_ms = 5000\n\
@@ -21,19 +21,8 @@ fn status(n: &Node) -> serde_json::Value {
     serde_json::from_str(&ok(&n.agent.ctl(&["proofs", "status", "--json"]))).unwrap()
 }
 
-fn history(n: &Node) -> Vec<serde_json::Value> {
-    let v: serde_json::Value =
-        serde_json::from_str(&ok(&n.agent.ctl(&["proofs", "history", "--json"]))).unwrap();
-    v.as_array().unwrap().clone()
-}
-
 fn epochs(h: &[serde_json::Value]) -> std::collections::BTreeSet<u64> {
     h.iter().map(|e| e["epoch"].as_u64().unwrap()).collect()
-}
-
-/// The records of `old` missing from `new` (none when `new` holds them all).
-fn missing(old: &[serde_json::Value], new: &[serde_json::Value]) -> Vec<serde_json::Value> {
-    old.iter().filter(|e| !new.contains(e)).cloned().collect()
 }
 
 /// The value of `key=` in the last log line containing `message`.
@@ -51,7 +40,7 @@ fn the_ledger_survives_a_realm_restart_and_a_tampered_copy_is_refused() {
     let took = wait_until(
         "every ledger copy holds records of three epochs",
         40,
-        || nodes.iter().all(|n| epochs(&history(n)).len() >= 3),
+        || nodes.iter().all(|n| epochs(&n.ledger_records()).len() >= 3),
     );
     eprintln!("three epochs recorded after {took:?}");
     let file = |n: &Node| n.agent.state_dir().join("ledger");
@@ -65,7 +54,7 @@ fn the_ledger_survives_a_realm_restart_and_a_tampered_copy_is_refused() {
     }
 
     // The whole realm stops: each node saves its copy at shutdown.
-    let before: Vec<Vec<serde_json::Value>> = nodes.iter().map(history).collect();
+    let before: Vec<Vec<serde_json::Value>> = nodes.iter().map(Node::ledger_records).collect();
     for n in &mut nodes {
         let (exit, _) = n.agent.stop(Duration::from_secs(10));
         assert!(exit.success(), "{}: {exit}\n{}", n.name, n.agent.log());
@@ -97,7 +86,7 @@ fn the_ledger_survives_a_realm_restart_and_a_tampered_copy_is_refused() {
         logged(&n0.agent.log(), "ledger copy loaded", "head").as_deref(),
         Some(saved[0].as_str())
     );
-    let after = history(n0);
+    let after = n0.ledger_records();
     assert!(
         missing(&before[0], &after).is_empty(),
         "n0 lost {:?}",
@@ -140,8 +129,8 @@ fn the_ledger_survives_a_realm_restart_and_a_tampered_copy_is_refused() {
         "n1 kept and n2 pulled back the records held before the restart",
         30,
         || {
-            let lost1 = missing(&before[1], &history(&nodes[1]));
-            let lost2 = missing(&before[0], &history(&nodes[2]));
+            let lost1 = missing(&before[1], &nodes[1].ledger_records());
+            let lost2 = missing(&before[0], &nodes[2].ledger_records());
             if lost1.is_empty() && lost2.is_empty() {
                 return Ok(());
             }
@@ -153,45 +142,11 @@ fn the_ledger_survives_a_realm_restart_and_a_tampered_copy_is_refused() {
     wait_until("records of epochs after the restart", 30, || {
         nodes
             .iter()
-            .all(|n| epochs(&history(n)).last().unwrap() > &last_before)
+            .all(|n| epochs(&n.ledger_records()).last().unwrap() > &last_before)
     });
     let upto = status(&nodes[0])["epoch"].as_u64().unwrap() - 2;
-    let past = |n: &Node| -> Vec<serde_json::Value> {
-        history(n)
-            .into_iter()
-            .filter(|e| e["epoch"].as_u64().unwrap() <= upto)
-            .collect()
-    };
-    // Anti-entropy pulls every 5 s; CI once saw the copies still apart after 30 s: allow more,
-    // and say which records differ if they never agree.
-    wait_until_ok(
-        "every ledger copy holds the same records up to a past epoch",
-        60,
-        || {
-            let first = past(&nodes[0]);
-            if first.is_empty() {
-                return Err("n0 holds no record up to that epoch".into());
-            }
-            let apart: Vec<String> = nodes[1..]
-                .iter()
-                .map(|n| (n, past(n)))
-                .filter(|(_, p)| *p != first)
-                .map(|(n, p)| {
-                    format!(
-                        "{} lacks {:?}; n0 lacks {:?}",
-                        n.name,
-                        missing(&first, &p),
-                        missing(&p, &first)
-                    )
-                })
-                .collect();
-            if apart.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("up to epoch {upto}: {}", apart.join("\n")))
-            }
-        },
-    );
+    // Anti-entropy pulls every 5 s; CI once saw the copies still apart after 30 s: allow more.
+    wait_ledgers_agree(&nodes, upto, 60);
     // n2's new copy is on disk again. Nobody forked its own chain on restart (each node writes
     // records only after a pull brought its chain back whole), so nobody saw an equivocation.
     wait_until("n2 wrote its ledger copy again", 10, || {

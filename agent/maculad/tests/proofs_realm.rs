@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use macula_store::header::ShardHeader;
 use macula_testkit::check::{ok, wait_until, wait_until_ok};
 use macula_testkit::netns::Topology;
-use macula_testkit::realm::{AgentRealm, Realm, RealmNode as Node};
+use macula_testkit::realm::{AgentRealm, Realm, RealmNode as Node, wait_ledgers_agree};
 
 const PROOFS: &str = "audit_interval_secs = 3600\n\
     [proofs]\nenabled = true\ncapacity_steps = 65536\ncapacity_segments = 16\n\
@@ -193,16 +193,7 @@ fn a_node_with_corrupted_shards_is_quarantined_and_avoided() {
             if left == 0 && held >= 3 * segments && repair.iter().all(|r| r["degraded"] == 0) {
                 return Ok(());
             }
-            let logs: Vec<String> = nodes
-                .iter()
-                .flat_map(|n| {
-                    let log = n.agent.log();
-                    log.lines()
-                        .filter(|l| l.contains("storage: repair"))
-                        .map(|l| format!("{}: {l}", n.name))
-                        .collect::<Vec<_>>()
-                })
-                .collect();
+            let logs: Vec<String> = nodes.iter().flat_map(Node::repair_log).collect();
             Err(format!(
                 "node 3 still holds {left} corrupt shard files, the others {held} (want {}), repair status \
              {repair:?}\n{}",
@@ -250,22 +241,5 @@ fn a_node_with_corrupted_shards_is_quarantined_and_avoided() {
     // Every node holds the same ledger up to a past epoch once pushes and pulls settled (the
     // head moves every epoch, so the records of epochs up to two ago are compared).
     let upto = proofs_status(&nodes[0])["epoch"].as_u64().unwrap() - 2;
-    let past = |n: &Node| -> Vec<serde_json::Value> {
-        let v: serde_json::Value =
-            serde_json::from_str(&ok(&n.agent.ctl(&["proofs", "history", "--json"]))).unwrap();
-        v.as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["epoch"].as_u64().unwrap() <= upto)
-            .cloned()
-            .collect()
-    };
-    wait_until(
-        "every ledger copy holds the same records up to a past epoch",
-        30,
-        || {
-            let first = past(&nodes[0]);
-            !first.is_empty() && nodes[1..].iter().all(|n| past(n) == first)
-        },
-    );
+    wait_ledgers_agree(&nodes, upto, 30);
 }

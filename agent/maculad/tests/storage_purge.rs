@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use macula_store::store::LocalStore;
 use macula_testkit::check::{file_of, free_udp_port, ok, wait_until};
+use macula_testkit::config::{AgentConfig, Role};
 use macula_testkit::realm::{RealmNode as Node, admit_with_ctl};
 
 fn storage_nodes(n: &Node) -> u64 {
@@ -32,15 +33,17 @@ fn held_by(n: &Node, owner: &str) -> u64 {
 #[test]
 fn a_realm_wide_purge_reaches_every_storage_node_and_only_the_realm_key_orders_it() {
     // No repairs during the test: shards stay where they were put.
-    let storage = "[storage]\nenabled = true\nquota_bytes = 268435456\nk = 1\nm = 1\n\
+    let storage = "enabled = true\nquota_bytes = 268435456\nk = 1\nm = 1\n\
                    repair_grace_secs = 600\naudit_interval_secs = 600\n";
     let hub_port = free_udp_port();
     let spawn = Node::spawn;
     let alpha = spawn(
         "alpha",
-        format!(
-            "[node]\nname = \"alpha\"\nrole = \"hub\"\n[mesh]\nlisten = \"127.0.0.1:{hub_port}\"\n{storage}"
-        ),
+        AgentConfig::loopback(hub_port)
+            .name("alpha")
+            .role(Role::Hub)
+            .storage(storage)
+            .to_string(),
     );
     ok(&alpha.agent.ctl(&["realm", "create", "--name", "alpha"]));
     let mut nodes = vec![alpha];
@@ -48,10 +51,11 @@ fn a_realm_wide_purge_reaches_every_storage_node_and_only_the_realm_key_orders_i
         let port = free_udp_port();
         let n = spawn(
             name,
-            format!(
-                "[node]\nname = \"{name}\"\n[mesh]\nlisten = \"127.0.0.1:{port}\"\n\
-             bootstrap = [\"127.0.0.1:{hub_port}\"]\n{storage}"
-            ),
+            AgentConfig::loopback(port)
+                .name(name)
+                .bootstrap_port(hub_port)
+                .storage(storage)
+                .to_string(),
         );
         admit_with_ctl(&nodes[0].agent, &n.agent, name);
         nodes.push(n);

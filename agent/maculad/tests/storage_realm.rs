@@ -27,22 +27,6 @@ fn repaired(nodes: &[Node]) -> u64 {
         .sum()
 }
 
-/// Every node's log lines about repairs, for failure messages.
-fn repair_log(nodes: &[Node]) -> String {
-    let mut out = String::new();
-    for n in nodes {
-        for line in n
-            .agent
-            .log()
-            .lines()
-            .filter(|l| l.contains("storage: repair"))
-        {
-            out.push_str(&format!("{}: {line}\n", n.name));
-        }
-    }
-    out
-}
-
 fn shard_dir(n: &Node) -> PathBuf {
     n.agent.state_dir().join("shards").join("shards")
 }
@@ -198,7 +182,11 @@ fn put_get_survives_corruption_and_losses_and_repairs() {
         repaired(&nodes),
         before + lost_shards,
         "lost {lost_shards} shards; repairs:\n{}",
-        repair_log(&nodes)
+        nodes
+            .iter()
+            .flat_map(Node::repair_log)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 
     // Kill m = 2 holders of the manifest (never node 0, which runs the gets): still readable.
