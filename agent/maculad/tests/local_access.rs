@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use macula_mesh::realm::Role;
 use macula_testkit::check::{free_udp_port, ok, output_text, wait_until};
+use macula_testkit::config::AgentConfig;
 use macula_testkit::realm::{AgentRealm, Realm};
 use macula_testkit::{Agent, AgentOptions, DbusDaemon, repo_root};
 
@@ -222,7 +223,11 @@ fn storage_has_no_methods_that_open_a_callers_path() {
     let _agent = Agent::spawn(
         &bus,
         AgentOptions {
-            config: Some("[storage]\nenabled = true\nquota_bytes = 1048576\n".into()),
+            config: Some(
+                AgentConfig::default()
+                    .storage("enabled = true\nquota_bytes = 1048576\n")
+                    .to_string(),
+            ),
             ..Default::default()
         },
     );
@@ -380,7 +385,7 @@ fn state_files_are_not_written_through_planted_links() {
     let agent = Agent::spawn(
         &bus,
         AgentOptions {
-            config: Some(format!("[mesh]\nlisten = \"127.0.0.1:{port}\"\n")),
+            config: Some(AgentConfig::loopback(port).to_string()),
             ..Default::default()
         },
     );

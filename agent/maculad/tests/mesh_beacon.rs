@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use macula_testkit::check::{ok, wait_until};
+use macula_testkit::config::AgentConfig;
 use macula_testkit::netns::Topology;
 use macula_testkit::realm::admit_with_ctl;
 use macula_testkit::{Agent, AgentOptions, DbusDaemon};
@@ -33,9 +34,13 @@ fn lan_beacon_finds_lan_peers_and_stays_off_unlisted_interfaces() {
     let (lan_a, lan_b) = topo.link("a", "10.78.0.1/24", "b", "10.78.0.2/24");
     let (wan_a, wan_c) = topo.link("a", "10.79.0.1/24", "c", "10.79.0.2/24");
     let config = |listen: &str, iface: &str| {
-        Some(format!(
-            "[mesh]\nlisten = \"{listen}\"\nlan_beacon = [\"{iface}\"]\nbeacon_interval_s = 1\n"
-        ))
+        Some(
+            AgentConfig::listen(listen)
+                .mesh(&format!(
+                    "lan_beacon = [\"{iface}\"]\nbeacon_interval_s = 1\n"
+                ))
+                .to_string(),
+        )
     };
     let (bus_a, bus_b, bus_c) = (
         DbusDaemon::start(),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use macula_core::NodeKey;
 use macula_mesh::proto::close;
 use macula_mesh::tls;
+use macula_testkit::config::AgentConfig;
 use macula_testkit::{Agent, AgentOptions, DbusDaemon};
 
 async fn raw_connect(port: u16) -> quinn::Connection {
@@ -42,7 +43,7 @@ fn malformed_frames_close_the_connection_not_the_daemon() {
     let mut agent = Agent::spawn(
         &bus,
         AgentOptions {
-            config: Some(format!("[mesh]\nlisten = \"127.0.0.1:{port}\"\n")),
+            config: Some(AgentConfig::loopback(port).to_string()),
             ..Default::default()
         },
     );

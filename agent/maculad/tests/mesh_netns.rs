@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use macula_testkit::check::{ok, wait_until};
+use macula_testkit::config::AgentConfig;
 use macula_testkit::netns::Topology;
 use macula_testkit::realm::admit_with_ctl;
 use macula_testkit::{Agent, AgentOptions, DbusDaemon};
@@ -29,7 +30,7 @@ fn partition_drives_peers_down_and_healing_reconverges() {
     let a = Agent::spawn(
         &bus_a,
         AgentOptions {
-            config: Some("[mesh]\nlisten = \"10.77.0.1:4433\"\n".into()),
+            config: Some(AgentConfig::listen("10.77.0.1:4433").to_string()),
             netns: Some(ns_a),
             ..Default::default()
         },
@@ -38,7 +39,9 @@ fn partition_drives_peers_down_and_healing_reconverges() {
         &bus_b,
         AgentOptions {
             config: Some(
-                "[mesh]\nlisten = \"10.77.0.2:4433\"\nbootstrap = [\"10.77.0.1:4433\"]\n".into(),
+                AgentConfig::listen("10.77.0.2:4433")
+                    .bootstrap("10.77.0.1:4433")
+                    .to_string(),
             ),
             netns: Some(ns_b),
             ..Default::default()

@@ -7,9 +7,12 @@
 use std::time::{Duration, Instant};
 
 use macula_testkit::check::ok;
+use macula_testkit::config::{AgentConfig, Role};
 use macula_testkit::netns::Topology;
 use macula_testkit::realm::admit_with_ctl;
 use macula_testkit::{Agent, AgentOptions, DbusDaemon};
+
+const DEBUG_LOG: &str = "[log]\nlevel = \"debug\"\n";
 
 fn state_of(agent: &Agent, name: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(&ok(&agent.ctl(&["peers", "--json"]))).ok()?;
@@ -60,7 +63,12 @@ fn natted_edge_is_reached_through_the_hub() {
     let hub = Agent::spawn(
         &bus_h,
         AgentOptions {
-            config: Some("[node]\nrole = \"hub\"\n[log]\nlevel = \"debug\"\n[mesh]\nlisten = \"0.0.0.0:4433\"\n".into()),
+            config: Some(
+                AgentConfig::listen("0.0.0.0:4433")
+                    .role(Role::Hub)
+                    .section(DEBUG_LOG)
+                    .to_string(),
+            ),
             netns: Some(ns_hub),
             ..Default::default()
         },
@@ -69,7 +77,10 @@ fn natted_edge_is_reached_through_the_hub() {
         &bus_a,
         AgentOptions {
             config: Some(
-                "[log]\nlevel = \"debug\"\n[mesh]\nlisten = \"10.78.1.2:4433\"\nbootstrap = [\"10.78.1.1:4433\"]\n".into(),
+                AgentConfig::listen("10.78.1.2:4433")
+                    .bootstrap("10.78.1.1:4433")
+                    .section(DEBUG_LOG)
+                    .to_string(),
             ),
             netns: Some(ns_a),
             ..Default::default()
@@ -79,7 +90,9 @@ fn natted_edge_is_reached_through_the_hub() {
         &bus_b,
         AgentOptions {
             config: Some(
-                "[mesh]\nlisten = \"192.168.78.2:4433\"\nbootstrap = [\"10.78.2.1:4433\"]\n".into(),
+                AgentConfig::listen("192.168.78.2:4433")
+                    .bootstrap("10.78.2.1:4433")
+                    .to_string(),
             ),
             netns: Some(ns_b),
             ..Default::default()
