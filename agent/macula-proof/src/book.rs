@@ -204,6 +204,19 @@ impl ProofBook {
         self.ledger.append(key, result)
     }
 
+    /// Appends a refusal result ([`crate::driver::judge_refusal`]) unless this ledger already
+    /// holds one for that prover and epoch (`None`: nothing to spread).
+    pub fn record_refusal(
+        &mut self,
+        key: &NodeKey,
+        result: ProofResult,
+    ) -> Option<Result<SignedRecord, LedgerError>> {
+        if self.ledger.has_challenge(&result.challenge) {
+            return None;
+        }
+        Some(self.record(key, result))
+    }
+
     /// Recomputes the verdicts from the whole ledger, counting only records written by each
     /// prover's designated verifier over `members` (sorted, this node included). `Some` when the
     /// quarantined members changed.
@@ -317,6 +330,52 @@ mod tests {
         let empty = ProofBook::new(&cfg());
         assert_eq!(mine.missing_for(&empty.summary()).len(), 2);
         assert!(mine.missing_for(&theirs.summary()).is_empty());
+    }
+
+    #[test]
+    fn refused_writes_are_recorded_once_per_epoch_and_quarantine() {
+        use crate::capacity::Claim;
+        use crate::driver::{Refusal, judge_refusal};
+        let keys: Vec<NodeKey> = (1..=4).map(id).collect();
+        let mut members: Vec<NodeId> = keys.iter().map(NodeKey::node_id).collect();
+        members.sort();
+        let prover = members[0];
+        let mut c = ProofsConfig::default();
+        c.quarantine.max_failures = 2;
+        let lying = Claim {
+            processors: 1,
+            cores_per_processor: 1,
+            disk_reported: 1 << 30,
+            disk_taken: 0,
+        };
+        let refusal = Refusal {
+            prover,
+            need: 1 << 20,
+        };
+        let mut books: Vec<ProofBook> = keys.iter().map(|_| ProofBook::new(&c)).collect();
+        let mut spread = Vec::new();
+        for epoch in [7, 8] {
+            // Every member saw refusals in this epoch (twice each); only the verifier writes, once.
+            for (k, book) in keys.iter().zip(books.iter_mut()) {
+                for _ in 0..2 {
+                    if let Some(r) =
+                        judge_refusal(&k.node_id(), &members, epoch, &refusal, &lying, &c)
+                        && let Some(rec) = book.record_refusal(k, r)
+                    {
+                        spread.push(rec.unwrap().encode());
+                    }
+                }
+            }
+        }
+        assert_eq!(spread.len(), 2, "one record per epoch");
+        for book in &mut books {
+            book.insert(&spread);
+            assert_eq!(book.ledger().len(), 2);
+            let v = book.reassess(&members).expect("the verdicts changed");
+            assert_eq!(v.quarantined, vec![prover], "K = 2 refusals quarantine");
+        }
+        // The same refusal record offered again is known, not a second failure.
+        assert_eq!(books[1].insert(&spread).new, 0);
     }
 
     #[test]

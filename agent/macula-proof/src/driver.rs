@@ -280,6 +280,65 @@ pub fn judge(
     result(outcome, evidence)
 }
 
+/// A shard write `prover` refused for lack of space (its store's quota, or its disk full), as
+/// seen by the node that sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub prover: NodeId,
+    /// Bytes of the refused shard.
+    pub need: u64,
+}
+
+/// Whether `claim` (the prover's latest signed resource report) is contradicted by refusing a
+/// write of `need` bytes: it claimed more free space (`sR − sT`) than the write plus the slack its
+/// report may lag by (a report is spread again only once a figure moved by `threshold_permille`,
+/// so an honest node may have up to that share of `sR` less than it last said).
+pub fn contradicts(claim: &Claim, need: u64, threshold_permille: u32) -> bool {
+    let free = claim.disk_reported.saturating_sub(claim.disk_taken);
+    let slack =
+        u64::try_from(u128::from(claim.disk_reported) * u128::from(threshold_permille) / 1000)
+            .unwrap_or(u64::MAX);
+    free > need.saturating_add(slack)
+}
+
+/// The challenge digest of a refusal record: one per prover and epoch
+/// (`BLAKE3-derive_key("macula/v1/capacity-refusal", prover ‖ epoch_le)`), so a prover is charged
+/// at most one refusal failure per epoch and a copied record is a replay.
+pub fn refusal_digest(prover: &NodeId, epoch: u64) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("macula/v1/capacity-refusal");
+    h.update(prover.as_bytes());
+    h.update(&epoch.to_le_bytes());
+    *h.finalize().as_bytes()
+}
+
+/// The ledger result for a refusal seen by `me` in `epoch`: a capacity failure
+/// ([`Failure::Refused`]) when `me` is the prover's designated verifier for the epoch over
+/// `members` (only its records count toward quarantine, as for every proof) and the prover's
+/// claim is contradicted ([`contradicts`]); otherwise `None`.
+pub fn judge_refusal(
+    me: &NodeId,
+    members: &[NodeId],
+    epoch: u64,
+    refusal: &Refusal,
+    claim: &Claim,
+    cfg: &ProofsConfig,
+) -> Option<ProofResult> {
+    if verifier_for(&refusal.prover, epoch, members).as_ref() != Some(me)
+        || !contradicts(claim, refusal.need, cfg.spread.threshold_permille)
+    {
+        return None;
+    }
+    Some(ProofResult {
+        prover: refusal.prover,
+        kind: ProofKind::Capacity,
+        epoch,
+        challenge: refusal_digest(&refusal.prover, epoch),
+        outcome: Outcome::Failed(Failure::Refused),
+        answer: None,
+        reward_micro: 0,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +361,79 @@ mod tests {
             capacity_segments: 16,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_refused_write_contradicts_only_a_claim_with_room_beyond_the_slack() {
+        let claim = |reported: u64, taken: u64| Claim {
+            processors: 1,
+            cores_per_processor: 1,
+            disk_reported: reported,
+            disk_taken: taken,
+        };
+        let mib = 1 << 20;
+        // 1000 MiB reported, 5 % slack = 50 MiB: a 1 MiB shard refused with 51+ MiB claimed free.
+        assert!(contradicts(&claim(1000 * mib, 900 * mib), mib, 50));
+        assert!(contradicts(&claim(1000 * mib, 0), mib, 50));
+        assert!(!contradicts(&claim(1000 * mib, 949 * mib), mib, 50));
+        assert!(!contradicts(&claim(1000 * mib, 1000 * mib), mib, 50));
+        // A node that reports nothing (or is full) is never contradicted; a claim of exactly the
+        // write plus the slack is not either.
+        assert!(!contradicts(&claim(0, 0), mib, 50));
+        assert!(!contradicts(&claim(100 * mib, 100 * mib + 1), mib, 50));
+        assert!(!contradicts(&claim(u64::MAX, u64::MAX - mib), mib, 0));
+        assert!(contradicts(&claim(u64::MAX, u64::MAX - 2 * mib), mib, 0));
+        assert!(contradicts(&claim(u64::MAX, 0), mib, 1000 - 1));
+        // Without slack, any room beyond the write.
+        assert!(contradicts(&claim(10 * mib, 8 * mib), mib, 0));
+        assert!(!contradicts(&claim(10 * mib, 9 * mib), mib, 0));
+    }
+
+    #[test]
+    fn a_refusal_is_recorded_by_the_designated_verifier_once_per_epoch() {
+        let ks = keys(5);
+        let mut members: Vec<NodeId> = ks.iter().map(NodeKey::node_id).collect();
+        members.sort();
+        let prover = members[0];
+        let cfg = small();
+        let lying = Claim {
+            processors: 1,
+            cores_per_processor: 1,
+            disk_reported: 1 << 30,
+            disk_taken: 0,
+        };
+        let full = Claim {
+            disk_taken: 1 << 30,
+            ..lying
+        };
+        let refusal = Refusal {
+            prover,
+            need: 1 << 20,
+        };
+        for epoch in 0..20 {
+            let verifier = verifier_for(&prover, epoch, &members).unwrap();
+            for me in &members {
+                let r = judge_refusal(me, &members, epoch, &refusal, &lying, &cfg);
+                if *me != verifier {
+                    assert_eq!(r, None, "only the designated verifier records");
+                    continue;
+                }
+                let r = r.expect("the verifier records a contradicted claim");
+                assert_eq!(r.prover, prover);
+                assert_eq!(r.kind, ProofKind::Capacity);
+                assert_eq!(r.epoch, epoch);
+                assert_eq!(r.outcome, Outcome::Failed(Failure::Refused));
+                assert_eq!(r.answer, None);
+                assert_eq!(r.challenge, refusal_digest(&prover, epoch));
+                assert_eq!(
+                    judge_refusal(me, &members, epoch, &refusal, &full, &cfg),
+                    None,
+                    "an honest full node is not charged"
+                );
+            }
+        }
+        assert_ne!(refusal_digest(&prover, 1), refusal_digest(&prover, 2));
+        assert_ne!(refusal_digest(&prover, 1), refusal_digest(&members[1], 1));
     }
 
     #[test]

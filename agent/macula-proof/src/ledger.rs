@@ -42,6 +42,9 @@ pub enum Failure {
     BadGroup,
     /// The answer was signed by another key, was for another challenge, or did not decode.
     Forged,
+    /// Capacity: it refused a shard write for lack of space (quota or disk full) while its
+    /// signed resource report claimed room for it (`driver::judge_refusal`).
+    Refused,
 }
 
 /// What a verifier found.
@@ -384,6 +387,11 @@ impl Ledger {
             record,
         });
         Ok(Inserted::New)
+    }
+
+    /// Whether a result with this challenge digest is held (a second one would be a replay).
+    pub fn has_challenge(&self, challenge: &[u8; 32]) -> bool {
+        self.challenges.contains(challenge)
     }
 
     /// The state's fingerprint: BLAKE3 over every author's chain length and last hash, in

@@ -34,6 +34,9 @@ use crate::receive::{ShardReceiver, SignatureCheck, wire_chunks};
 use crate::segment::Shard;
 use crate::store::{DeleteRequest, LocalStore, StoreError};
 
+/// Prefix of a `store.put` error (code `Overloaded`) meaning the holder has no space left: its
+/// quota is used up or its disk is full.
+const NO_SPACE: &str = "no space: ";
 pub const PUT_PROCEDURE: &str = "store.put";
 pub const GET_PROCEDURE: &str = "store.get";
 pub const DELETE_PROCEDURE: &str = "store.delete";
@@ -71,11 +74,23 @@ pub fn check_put_config(cfg: &PutConfig) -> Result<(), String> {
 pub struct MeshNetwork {
     node: Arc<MeshNode>,
     local: Arc<LocalStore>,
+    refused: Option<Arc<dyn Fn(NodeId, u64) + Send + Sync>>,
 }
 
 impl MeshNetwork {
     pub fn new(node: Arc<MeshNode>, local: Arc<LocalStore>) -> Self {
-        Self { node, local }
+        Self {
+            node,
+            local,
+            refused: None,
+        }
+    }
+
+    /// Calls `refused(node, bytes)` for each shard of `bytes` another node refused to store for
+    /// lack of space ([`TransferError::NoSpace`]) — evidence against the space it claims.
+    pub fn on_refused(mut self, refused: impl Fn(NodeId, u64) + Send + Sync + 'static) -> Self {
+        self.refused = Some(Arc::new(refused));
+        self
     }
 
     pub fn local(&self) -> &Arc<LocalStore> {
@@ -182,6 +197,9 @@ fn transfer_error(node: NodeId, e: RpcError) -> TransferError {
     match e.code {
         ErrorCode::NotFound => TransferError::NotFound,
         ErrorCode::Internal if e.message.starts_with(CORRUPT) => TransferError::Corrupt,
+        ErrorCode::Overloaded if e.message.starts_with(NO_SPACE) => {
+            TransferError::NoSpace(e.message[NO_SPACE.len()..].to_string())
+        }
         ErrorCode::Unavailable
         | ErrorCode::DeadlineExceeded
         | ErrorCode::Cancelled
@@ -202,7 +220,20 @@ fn local_error(e: StoreError) -> TransferError {
     match e {
         StoreError::NotFound { .. } => TransferError::NotFound,
         StoreError::Corrupt { .. } => TransferError::Corrupt,
+        e if no_space(&e) => TransferError::NoSpace(e.to_string()),
         e => TransferError::Rejected(e.to_string()),
+    }
+}
+
+/// The store refused for lack of space: its quota, or the disk (`ENOSPC`, `EDQUOT`).
+fn no_space(e: &StoreError) -> bool {
+    match e {
+        StoreError::QuotaExceeded { .. } => true,
+        StoreError::Io { source, .. } => matches!(
+            source.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        ),
+        _ => false,
     }
 }
 
@@ -210,6 +241,7 @@ fn rpc_error(e: StoreError) -> RpcError {
     match e {
         StoreError::NotFound { .. } => RpcError::new(ErrorCode::NotFound, e.to_string()),
         StoreError::Corrupt { .. } => RpcError::new(ErrorCode::Internal, format!("{CORRUPT}{e}")),
+        e if no_space(&e) => RpcError::new(ErrorCode::Overloaded, format!("{NO_SPACE}{e}")),
         StoreError::Io { .. } => RpcError::new(ErrorCode::Internal, e.to_string()),
         StoreError::QuotaExceeded { .. } | StoreError::OwnerQuotaExceeded { .. } => {
             RpcError::new(ErrorCode::Overloaded, e.to_string())
@@ -272,7 +304,12 @@ impl StorageNetwork for MeshNetwork {
                     .map(|_| ())
                     .map_err(local_error);
             }
-            net.call(node, PUT_PROCEDURE, bytes).await.map(|_| ())
+            let len = bytes.len() as u64;
+            let r = net.call(node, PUT_PROCEDURE, bytes).await.map(|_| ());
+            if let (Err(TransferError::NoSpace(_)), Some(f)) = (&r, &net.refused) {
+                f(node, len);
+            }
+            r
         })
         .await
     }
@@ -420,6 +457,46 @@ pub fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_holder_out_of_space_is_told_apart_from_other_refusals() {
+        let node = macula_core::NodeKey::from_seed([3; 32]).node_id();
+        let over_the_wire = |e: StoreError| transfer_error(node, rpc_error(e));
+        let quota = || StoreError::QuotaExceeded {
+            need: 10,
+            free: 5,
+            quota: 100,
+        };
+        let want = TransferError::NoSpace(quota().to_string());
+        assert_eq!(over_the_wire(quota()), want);
+        assert_eq!(local_error(quota()), want);
+        let disk_full = StoreError::Io {
+            action: "write",
+            path: "/x".into(),
+            source: std::io::Error::from_raw_os_error(28),
+        };
+        assert!(matches!(
+            over_the_wire(disk_full),
+            TransferError::NoSpace(m) if m.contains("write /x")
+        ));
+        // A per-owner quota is the holder's policy, not a lack of space.
+        let owner = StoreError::OwnerQuotaExceeded {
+            owner: node,
+            need: 10,
+            used: 90,
+            quota: 100,
+        };
+        assert!(matches!(over_the_wire(owner), TransferError::Rejected(_)));
+        let other_io = StoreError::Io {
+            action: "write",
+            path: "/x".into(),
+            source: std::io::Error::from_raw_os_error(5),
+        };
+        assert!(matches!(
+            over_the_wire(other_io),
+            TransferError::Rejected(_)
+        ));
+    }
 
     #[test]
     fn request_bodies_round_trip_and_reject_bad_lengths() {

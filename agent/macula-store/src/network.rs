@@ -42,6 +42,10 @@ pub enum TransferError {
     Corrupt,
     #[error("node refused the shard: {0}")]
     Rejected(String),
+    /// The node refused a shard to store for lack of space: its store's quota is used up or its
+    /// disk is full (not a per-owner quota).
+    #[error("node has no space for the shard: {0}")]
+    NoSpace(String),
 }
 
 /// A request to fetch one shard.

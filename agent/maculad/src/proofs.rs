@@ -343,6 +343,7 @@ fn failure_name(f: macula_proof::ledger::Failure) -> &'static str {
         BadWork => "bad-work",
         BadGroup => "bad-group",
         Forged => "forged",
+        Refused => "refused",
     }
 }
 
@@ -617,6 +618,50 @@ impl ProofsGlue {
         }
     }
 
+    /// A shard write `prover` refused for lack of space: recorded as a capacity failure when this
+    /// node is its designated verifier now and its signed claim had room for the shard
+    /// (`driver::judge_refusal`), once per prover and epoch.
+    async fn refused(&self, node: &macula_mesh::node::MeshNode, prover: NodeId, need: u64) {
+        use macula_proof::driver;
+        if !self.state().may_record() {
+            return;
+        }
+        let epoch = driver::epoch_of(
+            macula_mesh::transport::unix_now(),
+            self.inner.cfg.rewards.epoch_s,
+        );
+        let claim = self.claim_of(&prover);
+        let refusal = driver::Refusal { prover, need };
+        let me = self.inner.key.node_id();
+        let Some(result) = driver::judge_refusal(
+            &me,
+            &members(node),
+            epoch,
+            &refusal,
+            &claim,
+            &self.inner.cfg,
+        ) else {
+            return;
+        };
+        let Some(signed) = self.state().record_refusal(&self.inner.key, result) else {
+            return;
+        };
+        tracing::warn!(target: "macula::proofs", prover = %prover.short(), epoch, need,
+            claimed_free = claim.disk_reported.saturating_sub(claim.disk_taken),
+            "a node refused a shard for lack of space it claims to have");
+        match signed {
+            Ok(rec) => {
+                if let Err(e) = node.publish(LEDGER_TOPIC, rec.encode()).await {
+                    tracing::warn!(target: "macula::proofs", error = %e, "cannot spread a ledger record");
+                }
+            }
+            Err(e) => {
+                tracing::error!(target: "macula::proofs", error = %e, "cannot append to the ledger");
+            }
+        }
+        self.reassess(&members(node));
+    }
+
     fn serve(&self, node: &Arc<macula_mesh::node::MeshNode>) {
         use macula_mesh::rpc::{ErrorCode, RpcError};
         let (me, weak) = (self.clone(), Arc::downgrade(node));
@@ -758,6 +803,24 @@ impl ProofsGlue {
                 }
             }
             Ok(())
+        });
+        let (me, mesh2) = (self.clone(), mesh.clone());
+        let mut refusals = self.inner.storage.refusals();
+        workers.spawn("proofs.refusals", move |ctx| async move {
+            let Some(node) = ctx.wait(mesh2.wait_running()).await else {
+                return Ok(());
+            };
+            loop {
+                match ctx.wait(refusals.recv()).await {
+                    None | Some(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                        return Ok(());
+                    }
+                    Some(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                        tracing::debug!(target: "macula::proofs", skipped = n, "refusals skipped");
+                    }
+                    Some(Ok((prover, need))) => me.refused(&node, prover, need).await,
+                }
+            }
         });
         let me = self.clone();
         workers.spawn("proofs.ledger", move |ctx| async move {

@@ -68,7 +68,12 @@ struct Inner {
     /// Storage's view of membership: exclusions (quarantined by the realm's proofs,
     /// `crate::proofs`), who is up.
     feed: Mutex<MembershipFeed>,
+    /// Shards another node refused to store for lack of space: (node, bytes), for the proofs.
+    refused: tokio::sync::broadcast::Sender<(NodeId, u64)>,
 }
+
+/// Refusals queued for a slow listener before the oldest are dropped.
+const REFUSALS_QUEUED: usize = 64;
 
 struct Running {
     node: Arc<MeshNode>,
@@ -127,11 +132,18 @@ pub fn open(cfg: &StorageConfig, state_dir: &Path, key: &NodeKey) -> Result<Stor
             repair_status: Mutex::default(),
             inventory_rounds: AtomicU64::new(0),
             feed: Mutex::new(MembershipFeed::new(key.node_id())),
+            refused: tokio::sync::broadcast::Sender::new(REFUSALS_QUEUED),
         }),
     })
 }
 
 impl StorageGlue {
+    /// Shards other nodes refused to store for lack of space (node, bytes), as puts and repairs
+    /// meet them.
+    pub fn refusals(&self) -> tokio::sync::broadcast::Receiver<(NodeId, u64)> {
+        self.inner.refused.subscribe()
+    }
+
     pub fn object(&self) -> StorageObject {
         StorageObject::new(Box::new(self.clone()))
     }
@@ -233,7 +245,10 @@ impl StorageGlue {
             macula_store::mesh::members_only(&node),
         );
         macula_store::purge::serve(&node, store.clone());
-        let net = MeshNetwork::new(node.clone(), store.clone());
+        let refused = inner.refused.clone();
+        let net = MeshNetwork::new(node.clone(), store.clone()).on_refused(move |node, bytes| {
+            let _ = refused.send((node, bytes));
+        });
         let client = Arc::new(Client::new(
             net,
             NodeKey::from_seed(*inner.key.signing_key().as_bytes()),
