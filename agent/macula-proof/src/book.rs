@@ -78,6 +78,15 @@ pub struct Verdicts {
     pub transitions: Vec<Transition>,
 }
 
+/// What [`ProofBook::restore`] read.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Restored {
+    /// Records in the copy.
+    pub records: usize,
+    /// The verdicts recomputed from it (`None`: nobody quarantined).
+    pub verdicts: Option<Verdicts>,
+}
+
 /// A node's state of the realm's proofs.
 #[derive(Debug)]
 pub struct ProofBook {
@@ -126,12 +135,18 @@ impl ProofBook {
     }
 
     /// Replaces the ledger copy by a saved one (at start, before any record came in), verified
-    /// record by record (`Ledger::restore`); on refusal the copy is left as it was. Returns the
-    /// number of records read.
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<usize, SnapshotError> {
+    /// record by record (`Ledger::restore`); on refusal the copy is left as it was. The verdicts
+    /// are recomputed at once, over the nodes the ledger names (`Ledger::participants`: the
+    /// membership is not known before the mesh runs), so a node quarantined before a restart is
+    /// excluded from the start; they are recomputed over the alive members at the next record.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<Restored, SnapshotError> {
         self.ledger = Ledger::restore(*self.ledger.params(), bytes)?;
         self.saved = mark(&self.ledger);
-        Ok(self.ledger.len())
+        let verdicts = self.reassess(&self.ledger.participants());
+        Ok(Restored {
+            records: self.ledger.len(),
+            verdicts,
+        })
     }
 
     /// The ledger copy to write, when it changed since it was last saved or restored (an empty
@@ -408,6 +423,69 @@ mod tests {
     }
 
     #[test]
+    fn verdicts_are_recomputed_when_the_copy_is_restored() {
+        let keys: Vec<NodeKey> = (1..=3).map(id).collect();
+        let mut members: Vec<NodeId> = keys.iter().map(NodeKey::node_id).collect();
+        members.sort();
+        let prover = members[0];
+        let key_of = |n: NodeId| keys.iter().find(|k| k.node_id() == n).unwrap();
+        let mut book = ProofBook::new(&cfg());
+        let mut honest = ProofBook::new(&cfg());
+        // Records of the three members (so the ledger names them all): the designated
+        // verifier's failure quarantines `prover` (K = 1); passes of the others in between.
+        for epoch in 1..=3 {
+            for p in &members {
+                let v = crate::verifier_for(p, epoch, &members).unwrap();
+                let mut r = failed(
+                    *p,
+                    epoch,
+                    (epoch * 10) as u8 + members.iter().position(|m| m == p).unwrap() as u8,
+                );
+                if *p != prover || epoch != 2 {
+                    r.outcome = Outcome::Capacity {
+                        t_ms: 5,
+                        capacity_milli: 1,
+                    };
+                    let answer = crate::SignedAnswer::sign(
+                        key_of(*p),
+                        ProofKind::Capacity,
+                        vec![epoch as u8],
+                    );
+                    r.answer = Some((answer.digest(), answer.sig));
+                    r.kind = ProofKind::Capacity;
+                }
+                book.record(key_of(v), r.clone()).unwrap();
+                if *p != prover {
+                    honest.record(key_of(v), r).unwrap();
+                }
+            }
+        }
+        let v = book.reassess(&members).unwrap();
+        assert_eq!(v.quarantined, vec![prover]);
+        let saved = book.unsaved().unwrap();
+        // Restarted: the verdicts come back with the copy, before any record or membership.
+        let mut restarted = ProofBook::new(&cfg());
+        let r = restarted.restore(&saved.bytes).unwrap();
+        assert_eq!(r.records, 9);
+        assert_eq!(
+            r.verdicts.map(|v| v.quarantined),
+            Some(vec![prover]),
+            "quarantined at load"
+        );
+        assert_eq!(restarted.quarantined(), &[prover]);
+        assert!(matches!(
+            restarted.status(&prover),
+            Status::Quarantined { .. }
+        ));
+        // The same verdicts over the alive members later: nothing new to tell.
+        assert_eq!(restarted.reassess(&members), None);
+        // A copy in which nobody failed restores with nobody quarantined.
+        let clean = honest.unsaved().unwrap();
+        let r = ProofBook::new(&cfg()).restore(&clean.bytes).unwrap();
+        assert_eq!(r.verdicts, None);
+    }
+
+    #[test]
     fn the_copy_is_saved_when_it_changed_and_restored_verified() {
         assert_eq!(save_interval(2), Duration::from_secs(1));
         assert_eq!(save_interval(0), Duration::from_secs(1));
@@ -431,7 +509,7 @@ mod tests {
 
         // A restarted node reads it back: same records and head, nothing to write.
         let mut back = ProofBook::new(&cfg());
-        assert_eq!(back.restore(&u2.bytes), Ok(3));
+        assert_eq!(back.restore(&u2.bytes).map(|r| r.records), Ok(3));
         assert_eq!(back.ledger().head(), book.ledger().head());
         assert!(back.unsaved().is_none());
         // A tampered copy is refused and leaves the book empty.
@@ -456,7 +534,10 @@ mod tests {
             )
             .unwrap();
         let saved = passed_book.unsaved().unwrap().bytes;
-        assert_eq!(ProofBook::new(&cfg()).restore(&saved), Ok(1));
+        assert_eq!(
+            ProofBook::new(&cfg()).restore(&saved).map(|r| r.records),
+            Ok(1)
+        );
         let mut other = cfg();
         other.rewards.rw2_micro_per_group = 1;
         assert!(ProofBook::new(&other).restore(&saved).is_err());

@@ -436,6 +436,20 @@ impl Ledger {
         out
     }
 
+    /// Every node the ledger names, as author or prover, sorted: the membership the records were
+    /// written in, as far as the ledger shows it.
+    pub fn participants(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self
+            .chains
+            .iter()
+            .flat_map(|(a, c)| std::iter::once(*a).chain(c.iter().map(|e| e.record.result.prover)))
+            .chain(self.equivocators.keys().copied())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
     /// All records, in a canonical order: by epoch, then prover, kind, author and position.
     pub fn results(&self) -> Vec<(&NodeId, &ProofResult)> {
         let mut v: Vec<(&NodeId, u64, &ProofResult)> = self

@@ -388,10 +388,15 @@ impl ProofsGlue {
             Ok(bytes) => {
                 let restored = self.state().restore(&bytes);
                 match restored {
-                    Ok(records) => {
+                    Ok(restored) => {
                         let head = hex(&self.state().ledger().head());
-                        tracing::info!(target: "macula::proofs", file = %path.display(), records,
-                            %head, "ledger copy loaded");
+                        tracing::info!(target: "macula::proofs", file = %path.display(),
+                            records = restored.records, %head, "ledger copy loaded");
+                        // Verdicts recomputed from the copy: a node quarantined before the
+                        // restart is excluded from the start.
+                        if let Some(v) = restored.verdicts {
+                            self.apply_verdicts(v);
+                        }
                         return;
                     }
                     Err(e) => e.to_string(),
@@ -486,13 +491,18 @@ impl ProofsGlue {
     /// prover's designated verifier over `members`); on a change, tells storage placement and
     /// signals `Quarantined`.
     fn reassess(&self, members: &[NodeId]) {
-        let Some(Verdicts {
+        let verdicts = self.state().reassess(members);
+        if let Some(v) = verdicts {
+            self.apply_verdicts(v);
+        }
+    }
+
+    /// Tells storage placement, the firewall's quarantine set and `Proofs1` of changed verdicts.
+    fn apply_verdicts(&self, verdicts: Verdicts) {
+        let Verdicts {
             quarantined: excluded,
             transitions,
-        }) = self.state().reassess(members)
-        else {
-            return;
-        };
+        } = verdicts;
         for tr in transitions {
             tracing::info!(target: "macula::proofs", ?tr, "quarantine verdict");
         }
