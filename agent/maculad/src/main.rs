@@ -68,6 +68,40 @@ fn ready_notifier(fd: i32) -> Result<std::fs::File, String> {
     Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
+/// How long each start-up step took, logged with "maculad ready": where a boot's time goes (on
+/// the boards and under TCG, docs/image.md).
+struct StartSteps {
+    last: std::time::Instant,
+    done: Vec<(&'static str, Duration)>,
+}
+
+impl StartSteps {
+    fn new() -> Self {
+        Self {
+            last: std::time::Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    /// Ends step `name` (begun when the previous one ended).
+    fn step(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.done.push((name, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for StartSteps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let total: Duration = self.done.iter().map(|(_, d)| *d).sum();
+        write!(f, "{} ms:", total.as_millis())?;
+        for (name, d) in &self.done {
+            write!(f, " {name} {}", d.as_millis())?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum FormatArg {
     Text,
@@ -100,6 +134,7 @@ fn check_bootstrap(path: &std::path::Path, config: &AgentConfig) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    let mut steps = StartSteps::new();
     let args = Args::parse();
     let ready = match args.ready_fd.map(ready_notifier).transpose() {
         Ok(r) => r,
@@ -165,7 +200,8 @@ fn main() -> ExitCode {
         config.log.level,
         workers.clone(),
     ));
-    match runtime.block_on(run(args, config, glue, workers, ready)) {
+    steps.step("config");
+    match runtime.block_on(run(args, config, glue, workers, ready, steps)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -181,9 +217,11 @@ async fn run(
     glue: Arc<node::NodeGlue>,
     workers: worker::Workers,
     ready: Option<std::fs::File>,
+    mut steps: StartSteps,
 ) -> Result<()> {
     let started = std::time::Instant::now();
     let (key, created) = NodeKey::load_or_create(&args.state_dir)?;
+    steps.step("identity");
     let node_id = key.node_id();
     if created {
         tracing::info!(%node_id, state_dir = %args.state_dir.display(), "created a new node identity");
@@ -202,7 +240,9 @@ async fn run(
     let node_object = macula_bus::node::NodeObject::new(info.clone(), glue.clone());
     let update_glue = update::UpdateGlue::new(config.update.clone());
     let net = net::start(&config, &key, &workers).await?;
+    steps.step("network");
     let storage = storage::open(&config.storage, &args.state_dir, &key)?;
+    steps.step("storage");
     config.proofs.check().context("invalid [proofs] section")?;
     let monitor = config
         .proofs
@@ -240,6 +280,7 @@ async fn run(
         workers.clone(),
     )?;
     glue.set_mesh(mesh.clone());
+    steps.step("proofs+mesh");
 
     let connection = args
         .bus
@@ -264,6 +305,7 @@ async fn run(
                 args.bus
             )
         })?;
+    steps.step("bus");
     // Never queue for or steal the name: a second agent on the same bus must fail.
     let taken = || {
         anyhow::anyhow!(
@@ -275,7 +317,7 @@ async fn run(
         .request_name_with_flags(BUS_NAME, RequestNameFlags::DoNotQueue.into())
         .await
     {
-        Ok(RequestNameReply::PrimaryOwner) => {}
+        Ok(RequestNameReply::PrimaryOwner) => steps.step("name"),
         Ok(_) | Err(zbus::Error::NameTaken) => return Err(taken()),
         Err(e) => {
             return Err(anyhow::anyhow!(
@@ -291,6 +333,7 @@ async fn run(
         role = %info.role,
         version = VERSION,
         bus = %args.bus,
+        start = %steps,
         "maculad ready"
     );
     if let Some(mut f) = ready {
