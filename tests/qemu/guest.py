@@ -146,6 +146,17 @@ class Guest:
             raise GuestError(f"`{cmd}` failed with exit {rc}:\n{out}")
         return rc, out
 
+    def wait_rauc(self, timeout=180):
+        """RAUC's service is supervised and starts once the agent is ready (or 30 s after boot
+        without it): wait until it owns its bus name."""
+        if getattr(self, "rauc_up", False):
+            return
+        self.sh(f"i=0; while [ $i -lt {timeout * 5} ] && ! dbus-send --system --print-reply "
+                "--dest=org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus.NameHasOwner "
+                "string:de.pengutronix.rauc 2>/dev/null | grep -q 'boolean true'; do sleep 0.2; "
+                "i=$((i+1)); done; [ $i -lt " + str(timeout * 5) + " ]", timeout=timeout + 30)
+        self.rauc_up = True
+
     def reboot_and_wait_exit(self, timeout=60):
         """`reboot` in the guest; QEMU exits (-no-reboot)."""
         self.p.sendline("reboot")

@@ -203,6 +203,7 @@ def mount_xfer(g):
 def mark_good(g, agent_updates):
     """The booted slot becomes good: by the agent's health check when it manages updates."""
     slot = g.slot
+    g.wait_rauc()
     if agent_updates:
         for _ in range(60):
             env = guest_env(g)
@@ -218,6 +219,7 @@ def mark_good(g, agent_updates):
 
 
 def install(g, bundle, agent_updates, expect_ok=True):
+    g.wait_rauc()
     if agent_updates:
         cmd = f"maculactl update install {bundle}"
     else:
@@ -287,6 +289,7 @@ def ota(a, image, work):
         name_resolution(g)
     RESULTS["update_path"] = "maculactl (io.macula.Update1)" if agent_updates else "rauc CLI"
     log(f"ready in {g.ready_wall:.1f} s; updates through {RESULTS['update_path']}")
+    g.wait_rauc()
     _, out = g.sh("rauc status --detailed")
     check("Booted from: rootfs.0 (A)" in out, f"rauc does not report booting from A:\n{out}")
     _, out = g.sh("modprobe wireguard && lsmod && nft list tables && echo nft-ok")
@@ -310,6 +313,7 @@ def ota(a, image, work):
     env = guest_env(g)
     check(env.only_bootable("A", "B"), f"after the corrupt bundle the boot env is {env}: "
           "expected slot A first and good, slot B not bootable")
+    g.wait_rauc()
     _, out = g.sh("rauc status --detailed")
     check("Booted from: rootfs.0 (A)" in out, f"after the corrupt bundle rauc reports:\n{out}")
     _, after = g.sh("md5sum /etc/os-release /usr/bin/busybox")
@@ -331,6 +335,7 @@ def ota(a, image, work):
     _, out = g.sh("cat /data/macula/shards/.macula-boots")
     check(out.split() == ["boot1", "boot2"], f"the store disk lost what boot 1 wrote: {out!r}")
     mark_good(g, agent_updates)
+    g.wait_rauc()
     _, out = g.sh("rauc status --detailed")
     check("Booted from: rootfs.1 (B)" in out, f"rauc does not report booting from B:\n{out}")
     mount_xfer(g)

@@ -383,10 +383,8 @@ def boot_raspi4b(a, card):
             log("NOTE: image without the agent: MACULA-AGENT-READY not checked")
         _, o = g.sh("ls /dev/disk/by-partlabel")
         check(o.split() == ["data", "esp", "rootfs-a", "rootfs-b"], f"by-partlabel links: {o.split()}")
-        # rauc service is a supervised service: it may still be starting after the readiness line
-        _, o = g.sh("i=0; while [ $i -lt 600 ] && ! dbus-send --system --print-reply --dest=org.freedesktop.DBus "
-                    "/org/freedesktop/DBus org.freedesktop.DBus.NameHasOwner string:de.pengutronix.rauc 2>/dev/null "
-                    "| grep -q 'boolean true'; do sleep 0.2; i=$((i+1)); done; rauc status", timeout=180)
+        g.wait_rauc()
+        _, o = g.sh("rauc status", timeout=180)
         check(re.search(r"Booted from: rootfs\.0 \(A\)", o), f"rauc status:\n{o}")
         _, o = g.sh("fw_printenv BOOT_ORDER")
         check("BOOT_ORDER=A B" in o, f"fw_printenv: {o}")
