@@ -46,6 +46,10 @@ enum Behaviour {
     FakesWork,
     /// Sends its first (valid, signed) storage answer again for every later challenge.
     Replays,
+    /// Its store is full (it refuses every shard) while its signed report claims 60 GiB free.
+    ClaimsDisk,
+    /// Its store is full and its report says so: refusals are no contradiction.
+    Full,
 }
 
 struct Node {
@@ -156,6 +160,77 @@ impl Realm {
         }
     }
 
+    /// Delivers a record written by node `v` to everyone it can reach.
+    fn spread(&mut self, v: usize, rec: &[u8]) {
+        for to in 0..self.nodes.len() {
+            if to != v && self.same_side(v, to) && self.observes(to) {
+                // Push; a gap (missed earlier record) is left to anti-entropy.
+                match self.nodes[to].ledger.insert(rec) {
+                    Ok(_) | Err(LedgerError::Gap { .. }) => {}
+                    Err(e) => panic!("honest record refused: {e}"),
+                }
+            }
+        }
+    }
+
+    /// The claim in a node's signed resource report.
+    fn claim_of(&self, i: usize) -> Claim {
+        let taken = match self.nodes[i].behaviour {
+            Behaviour::Full => 64 << 30,
+            _ => 4 << 30,
+        };
+        Claim {
+            processors: 4,
+            cores_per_processor: 4,
+            disk_reported: 64 << 30,
+            disk_taken: taken,
+        }
+    }
+
+    /// Puts: each node sends `writes` shards of 1 MiB to random others. A full store refuses;
+    /// the writer records the refusal when `driver::judge_refusal` says so (it is the holder's
+    /// designated verifier this epoch and the holder's claim had room), once per holder and epoch.
+    fn writes(&mut self, epoch: u64, writes: usize) -> usize {
+        let cfg = macula_proof::config::ProofsConfig::default();
+        let mut recorded = 0;
+        for w in 0..self.nodes.len() {
+            for _ in 0..writes {
+                let h = self.rng.random_range(0..self.nodes.len());
+                if h == w
+                    || !self.same_side(w, h)
+                    || !matches!(
+                        self.nodes[h].behaviour,
+                        Behaviour::ClaimsDisk | Behaviour::Full
+                    )
+                {
+                    continue;
+                }
+                let refusal = macula_proof::driver::Refusal {
+                    prover: self.members[h],
+                    need: 1 << 20,
+                };
+                let Some(result) = macula_proof::driver::judge_refusal(
+                    &self.members[w],
+                    &self.members,
+                    epoch,
+                    &refusal,
+                    &self.claim_of(h),
+                    &cfg,
+                ) else {
+                    continue;
+                };
+                if self.nodes[w].ledger.has_challenge(&result.challenge) {
+                    continue;
+                }
+                let n = &mut self.nodes[w];
+                let rec = n.ledger.append(&n.key, result).unwrap().encode();
+                self.spread(w, &rec);
+                recorded += 1;
+            }
+        }
+        recorded
+    }
+
     fn index_of(&self, id: &NodeId) -> usize {
         self.members.iter().position(|m| m == id).unwrap()
     }
@@ -188,15 +263,7 @@ impl Realm {
             for result in results {
                 let n = &mut self.nodes[v];
                 let rec = n.ledger.append(&n.key, result).unwrap().encode();
-                for to in 0..self.nodes.len() {
-                    if to != v && self.same_side(v, to) && self.observes(to) {
-                        // Push; a gap (missed earlier record) is left to anti-entropy.
-                        match self.nodes[to].ledger.insert(&rec) {
-                            Ok(_) | Err(LedgerError::Gap { .. }) => {}
-                            Err(e) => panic!("honest record refused: {e}"),
-                        }
-                    }
-                }
+                self.spread(v, &rec);
             }
         }
     }
@@ -223,12 +290,7 @@ impl Realm {
         let signed = SignedAnswer::sign(&self.nodes[p].key, ProofKind::Capacity, body);
         // Virtual measured time: 50–150 ms.
         let t_ms = self.rng.random_range(50..150);
-        let claim = Claim {
-            processors: 4,
-            cores_per_processor: 4,
-            disk_reported: 64 << 30,
-            disk_taken: 4 << 30,
-        };
+        let claim = self.claim_of(p);
         let outcome = match capacity::verify(&ch, &answer, 4) {
             Ok(()) => Outcome::Capacity {
                 t_ms,
@@ -442,6 +504,59 @@ fn a_hundred_nodes_one_cheater() {
     for at in [0, 41, 99] {
         let t = realm.verdicts(at);
         assert_eq!(t.excluded(), vec![realm.members[42]]);
+    }
+}
+
+/// docs/proofs.md §6 "Claimed more disk than it accepts": a node whose store refuses every write
+/// while its report claims 60 GiB free is quarantined by the refusals its designated verifiers
+/// meet; a node that is full and says so refuses as much and is never charged. Only refusals met
+/// by the holder's designated verifier count, so the epochs to catch it depend on how often that
+/// one node writes to it: at 20 nodes each putting 3 shards per epoch on random others, and at
+/// 100 nodes each putting 40 (K = 2 within 6 epochs).
+#[test]
+fn a_node_claiming_disk_it_refuses_is_quarantined() {
+    for (n, writes, observers) in [(20usize, 3, vec![]), (100, 40, vec![0, 50, 99])] {
+        let mut realm = Realm::new(6, n, 0, &[(7, Behaviour::ClaimsDisk), (8, Behaviour::Full)]);
+        realm.observers = observers.clone();
+        let (liar, full) = (realm.members[7], realm.members[8]);
+        let mut caught_at = None;
+        let mut refusals = 0;
+        for epoch in 0..30 {
+            realm.epoch(epoch);
+            refusals += realm.writes(epoch, writes);
+            realm.anti_entropy();
+            let at = observers.first().copied().unwrap_or(0);
+            if matches!(realm.verdicts(at).status(&liar), Status::Quarantined { .. }) {
+                caught_at = Some(epoch);
+                break;
+            }
+        }
+        let caught_at = caught_at.expect("the node refusing what it claims was quarantined");
+        eprintln!(
+            "{n} nodes, {writes} puts each per epoch: quarantined after {} epochs ({refusals} refusal records)",
+            caught_at + 1
+        );
+        let watch: Vec<usize> = if observers.is_empty() {
+            (0..n).collect()
+        } else {
+            observers
+        };
+        for at in watch {
+            let t = realm.verdicts(at);
+            assert_eq!(t.excluded(), vec![liar], "seen from node {at}");
+            assert_eq!(t.status(&full), Status::Active);
+        }
+        let results = realm.nodes[0].ledger.results();
+        let refused: Vec<_> = results
+            .iter()
+            .filter(|(_, r)| r.outcome == Outcome::Failed(Failure::Refused))
+            .collect();
+        assert_eq!(refused.len(), refusals);
+        assert!(
+            refused
+                .iter()
+                .all(|(_, r)| r.prover == liar && r.kind == ProofKind::Capacity)
+        );
     }
 }
 
