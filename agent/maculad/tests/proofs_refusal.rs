@@ -3,10 +3,13 @@
 //! `ENOSPC` while its signed resource report (quota 256 MiB, measured on the state dir's file
 //! system) claims plenty of room. The others' puts and repairs meet the refusals; the designated
 //! verifier of node 2 records each epoch's as a capacity failure (`refused`), and node 2 is
-//! quarantined realm-wide after two of them. Needs root (mount).
+//! quarantined realm-wide after two of them. The whole realm then stops and node 0 starts alone
+//! (no member to pull from, no proof to judge: no new record): the quarantine is back at once,
+//! recomputed from the saved ledger copy. Needs root (mount).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use macula_testkit::check::{ok, wait_until};
 use macula_testkit::realm::{AgentRealm, RealmNode as Node};
@@ -79,7 +82,7 @@ fn a_node_refusing_shards_it_claims_room_for_is_quarantined() {
     let disk = Tmpfs::mount("size=64m,nr_inodes=9");
     let dir = disk.path().to_str().unwrap().to_string();
     let liar = 2;
-    let nodes = AgentRealm::new(3)
+    let mut nodes = AgentRealm::new(3)
         .coded(2, 1)
         .storage_extra(|i| {
             if i == liar {
@@ -132,5 +135,31 @@ fn a_node_refusing_shards_it_claims_room_for_is_quarantined() {
         log.contains("a node refused a shard for lack of space it claims to have"),
         "no refusal logged"
     );
-    drop(nodes);
+
+    // Restart: the verdicts come back with the saved copy, before any new record.
+    for n in &mut nodes {
+        let (exit, _) = n.agent.stop(Duration::from_secs(10));
+        assert!(exit.success(), "{}: {exit}\n{}", n.name, n.agent.log());
+    }
+    let n0 = &mut nodes[0];
+    n0.agent.start(&n0.bus).unwrap();
+    let records = |n: &Node| -> usize {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&n.agent.ctl(&["proofs", "history", "--json"]))).unwrap();
+        v.as_array().unwrap().len()
+    };
+    let held = records(&nodes[0]);
+    assert_eq!(
+        quarantined(&nodes[0]),
+        serde_json::json!([ids[liar].clone()]),
+        "quarantine recomputed at load\n{}",
+        nodes[0].agent.log()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(records(&nodes[0]), held, "alone, no record was added");
+    assert_eq!(
+        quarantined(&nodes[0]),
+        serde_json::json!([ids[liar].clone()])
+    );
+    eprintln!("node 0 restarted alone: node 2 quarantined from the start ({held} records)");
 }
