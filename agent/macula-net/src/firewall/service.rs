@@ -206,7 +206,8 @@ impl Firewall {
     }
 
     /// Quarantines (`on = true`) or releases overlay addresses: set elements only. Packets from a
-    /// quarantined address are dropped even on established connections.
+    /// quarantined address beyond its rate (`quarantine_kbytes_per_s`, burst
+    /// `quarantine_burst_kbytes`) are dropped, even on established connections.
     pub async fn quarantine(&self, on: bool, addrs: &[Ipv6Addr]) -> Result<(), FirewallError> {
         let mut inner = self.inner.lock().await;
         let fresh: Vec<Ipv6Addr> = addrs
