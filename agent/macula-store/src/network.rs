@@ -713,6 +713,8 @@ impl<N: StorageNetwork> Client<N> {
                 .collect(),
             bytes: shard_bytes * targets.len() as u64,
             targets,
+            // asked for directly, not planned: no repair order applies
+            rank: 0,
         };
         self.store_reconstructed(&f.signed, f.shards, &action).await
     }

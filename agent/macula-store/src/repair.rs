@@ -135,6 +135,9 @@ pub struct RepairAction {
     pub targets: Vec<(u16, NodeId)>,
     /// Bytes this repair writes.
     pub bytes: u64,
+    /// This node's place in the segment's repair order when it began: 0 for the leader, `r`
+    /// for a holder taking over after `r × takeover_ms` (logged with the repair).
+    pub rank: usize,
 }
 
 /// A snapshot for status displays.
@@ -631,6 +634,7 @@ impl RepairPlanner {
                 sources,
                 targets,
                 bytes,
+                rank: self.rank(&id, s),
             });
         }
         None

@@ -141,7 +141,7 @@ async fn run<N: StorageNetwork + 'static>(
                 let now = now_ms();
                 match done {
                     Ok((action, Ok(stored))) => {
-                        tracing::info!(segment = %action.segment, stored = ?stored, "storage: repaired");
+                        tracing::info!(segment = %action.segment, rank = action.rank, stored = ?stored, "storage: repaired");
                         planner.handle(now, Event::RepairDone { segment: action.segment, stored });
                     }
                     Ok((action, Err(e))) => {

@@ -675,10 +675,15 @@ fn a_suspected_leader_keeps_its_turn() {
         assert_eq!(p.poll(due), None, "repeated the suspected leader's repair");
     }
     // ...before their takeover time,
-    assert!(
-        followers
-            .iter()
-            .any(|p| p.clone().poll(due + 2 * cfg().takeover_ms).is_some())
+    let takeover = followers
+        .iter()
+        .filter_map(|p| p.clone().poll(due + 2 * cfg().takeover_ms))
+        .map(|a| a.rank)
+        .min();
+    assert_eq!(
+        takeover,
+        Some(1),
+        "the next holder takes over, ranked behind the suspected leader"
     );
     // or before the leader is down: then the next holder leads at once.
     let now: Vec<RepairAction> = followers
@@ -689,4 +694,8 @@ fn a_suspected_leader_keeps_its_turn() {
         })
         .collect();
     assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(
+        now[0].rank, 0,
+        "the next holder leads once the leader is down"
+    );
 }
