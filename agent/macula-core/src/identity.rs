@@ -240,9 +240,10 @@ impl NodeKey {
         })
     }
 
-    /// The key file's text. The node ID line lets a damaged seed be detected instead of
-    /// silently becoming another identity.
-    fn encode(&self) -> Zeroizing<String> {
+    /// The key file's text (`docs/identity.md`), e.g. for a key generated on an admin machine and
+    /// written to a card (`maculactl card provision`). The node ID line lets a damaged seed be
+    /// detected instead of silently becoming another identity. Secret: write it 0600.
+    pub fn to_key_file(&self) -> Zeroizing<String> {
         let mut seed_hex = Zeroizing::new(String::with_capacity(64));
         for b in self.signing.as_bytes() {
             seed_hex.push_str(&format!("{b:02x}"));
@@ -306,7 +307,7 @@ impl NodeKey {
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&tmp)
                 .map_err(|e| io_err("create", &tmp, e))?;
-            f.write_all(self.encode().as_bytes())
+            f.write_all(self.to_key_file().as_bytes())
                 .and_then(|_| f.sync_all())
                 .map_err(|e| io_err("write", &tmp, e))?;
             fs::hard_link(&tmp, path).map_err(|e| io_err("install node key at", path, e))?;

@@ -11,7 +11,8 @@ use crate::{DbusDaemon, bin, wait_for};
 pub struct AgentOptions {
     /// Config file text; written to `<dir>/agent.toml` and passed with `--config`.
     pub config: Option<String>,
-    /// Extra command-line arguments.
+    /// Extra command-line arguments; a `--config FILE` among them is used instead of `config`
+    /// (e.g. a file the test placed in the state directory).
     pub args: Vec<String>,
     /// Run inside this network namespace (`ip netns exec`).
     pub netns: Option<String>,
@@ -30,15 +31,20 @@ pub struct Agent {
 impl Agent {
     /// Starts `maculad` on `bus` and waits (10 s at most) until it owns `io.macula.Agent`.
     pub fn spawn(bus: &DbusDaemon, options: AgentOptions) -> Self {
-        let dir = crate::shared_tempdir();
-        let mut agent = Agent {
-            child: None,
-            dir,
-            bus: bus.address().to_owned(),
-            options,
-        };
+        let mut agent = Self::prepare(bus, options);
         agent.start(bus).unwrap_or_else(|e| panic!("{e}"));
         agent
+    }
+
+    /// An agent on `bus` that is not started yet: its state directory (not created) can be
+    /// seeded first, e.g. as the image's first boot does; then [`Agent::start`].
+    pub fn prepare(bus: &DbusDaemon, options: AgentOptions) -> Self {
+        Agent {
+            child: None,
+            dir: crate::shared_tempdir(),
+            bus: bus.address().to_owned(),
+            options,
+        }
     }
 
     /// How the next [`Agent::start`] starts the agent (e.g. with a different environment).
@@ -79,14 +85,21 @@ impl Agent {
             .arg(&self.bus)
             .arg("--state-dir")
             .arg(self.state_dir());
-        if let Some(text) = &self.options.config {
-            let path = self.dir.path().join("agent.toml");
-            std::fs::write(&path, text).expect("write agent.toml");
-            cmd.arg("--config").arg(path);
-        } else {
-            cmd.arg("--config").arg(self.dir.path().join("absent.toml"));
-            // An explicit missing file is an error; use an empty one for "all defaults".
-            std::fs::write(self.dir.path().join("absent.toml"), "").expect("write empty config");
+        let named = self.options.args.iter().any(|a| a == "--config");
+        match &self.options.config {
+            // The test names the file itself.
+            _ if named => {}
+            Some(text) => {
+                let path = self.dir.path().join("agent.toml");
+                std::fs::write(&path, text).expect("write agent.toml");
+                cmd.arg("--config").arg(path);
+            }
+            None => {
+                cmd.arg("--config").arg(self.dir.path().join("absent.toml"));
+                // An explicit missing file is an error; use an empty one for "all defaults".
+                std::fs::write(self.dir.path().join("absent.toml"), "")
+                    .expect("write empty config");
+            }
         }
         cmd.args(&self.options.args);
         cmd.envs(self.options.env.iter().map(|(k, v)| (k, v)));

@@ -25,6 +25,9 @@ pub enum CliError {
     Call(zbus::Error),
     /// Anything else (local I/O, bad output).
     Other(String),
+    /// A command that runs without the agent (`card provision`, `realm keygen`) refused its
+    /// input: the exit code (`INVALID_ARGUMENT`, `NOT_FOUND`, `UNAVAILABLE`, …) and the message.
+    Local(u8, String),
 }
 
 impl From<zbus::Error> for CliError {
@@ -60,6 +63,7 @@ pub fn classify(e: &CliError, bus: &BusSpec) -> (u8, String) {
             ),
         ),
         CliError::Other(m) => (FAILED, m.clone()),
+        CliError::Local(code, m) => (*code, m.clone()),
         CliError::Call(e) => match error_name(e) {
             Some((name, msg)) => match name.as_str() {
                 "org.freedesktop.DBus.Error.ServiceUnknown"

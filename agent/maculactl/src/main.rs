@@ -48,6 +48,9 @@ enum Command {
     /// Realm membership: create a realm, admit a node, join with a certificate.
     #[command(subcommand)]
     Realm(cmd::realm::RealmCommand),
+    /// SD cards, on an admin machine (no agent needed): provision a card's boot partition.
+    #[command(subcommand)]
+    Card(CardCommand),
     /// Store a file in the realm's erasure-coded storage; prints its capability.
     Put(cmd::storage::PutArgs),
     /// Fetch an object by capability into a file.
@@ -69,8 +72,44 @@ enum Command {
     Man,
 }
 
+#[derive(Debug, Subcommand)]
+enum CardCommand {
+    /// Write the boot partition's `macula/` folder: a new node key, its certificate issued with
+    /// the realm key in --realm DIR, and its agent.toml; the first boot moves them into
+    /// /data/macula and the node joins the realm.
+    Provision(cmd::card::ProvisionArgs),
+}
+
+/// Commands that run without the agent: `card provision`, `realm keygen`, `realm admit --realm`.
+fn run_offline(command: Command) -> Result<(), exit::CliError> {
+    match command {
+        Command::Card(CardCommand::Provision(args)) => {
+            let done = cmd::card::provision(&args)?;
+            print!("{}", cmd::card::report(&args, &done));
+            Ok(())
+        }
+        Command::Realm(c) => cmd::realm::run_offline(c),
+        other => unreachable!("{other:?} needs the agent"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let offline = match &cli.command {
+        Command::Card(_) => true,
+        Command::Realm(c) => c.is_offline(),
+        _ => false,
+    };
+    if offline {
+        return match run_offline(cli.command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                let (code, message) = exit::classify(&e, &cli.bus);
+                eprintln!("maculactl: {message}");
+                ExitCode::from(code)
+            }
+        };
+    }
     match cli.command {
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -132,6 +171,8 @@ async fn run(cli: Cli) -> Result<(), exit::CliError> {
         Command::Storage(c) => cmd::storage::run(&conn, c).await,
         Command::Proofs(c) => cmd::proofs::run(&conn, c).await,
         Command::Ledger(args) => cmd::proofs::ledger(&conn, &args).await,
-        Command::Completions { .. } | Command::Man => unreachable!("handled before connecting"),
+        Command::Completions { .. } | Command::Man | Command::Card(_) => {
+            unreachable!("handled before connecting")
+        }
     }
 }

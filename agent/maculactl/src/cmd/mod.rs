@@ -1,5 +1,6 @@
 //! One module per subsystem: `maculactl <subsystem> <verb>`.
 
+pub mod card;
 pub mod firewall;
 pub mod mesh;
 pub mod node;

@@ -1,11 +1,17 @@
-//! `maculactl realm create|admit|join`: realm membership certificates (docs/realms.md).
+//! `maculactl realm create|admit|join|revoke|keygen`: realm membership certificates
+//! (docs/realms.md). `keygen` and `admit --realm DIR` run without an agent, with a realm key held
+//! in a directory on the admin machine.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use macula_bus::mesh::Mesh1Proxy;
+use macula_core::NodeKey;
+use macula_core::identity::{IdentityError, KEY_FILE};
+use macula_mesh::realm::{CertBody, RealmKey};
+use macula_mesh::transport::unix_now;
 
-use crate::exit::CliError;
+use crate::exit::{CliError, INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE};
 
 #[derive(Debug, Subcommand)]
 pub enum RealmCommand {
@@ -31,6 +37,9 @@ pub enum RealmCommand {
         /// Write the certificate to this file instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Issue it here with the realm key in this directory (`realm keygen`), without an agent.
+        #[arg(long)]
+        realm: Option<PathBuf>,
     },
     /// Revoke a node from the realm (run on the node holding the realm key); every member
     /// learns it and cuts the node off.
@@ -43,6 +52,142 @@ pub enum RealmCommand {
         /// Certificate file (`macula-membership-cert v1`).
         cert: PathBuf,
     },
+    /// Create a realm key in DIR on this (admin) machine, without an agent: `card provision
+    /// --realm DIR` and `realm admit --realm DIR` issue certificates with it. Keep DIR secret.
+    Keygen {
+        /// Directory for the key (`DIR/node.key`, 0600; DIR is created 0700).
+        dir: PathBuf,
+    },
+}
+
+impl RealmCommand {
+    /// Whether the command runs without an agent (no bus connection).
+    pub fn is_offline(&self) -> bool {
+        matches!(
+            self,
+            RealmCommand::Keygen { .. } | RealmCommand::Admit { realm: Some(_), .. }
+        )
+    }
+}
+
+/// The realm key in `dir` (`dir/node.key`): a directory made by `realm keygen`, or the
+/// `realm/` directory of the node that ran `realm create`.
+pub fn load_realm_key(dir: &Path) -> Result<RealmKey, CliError> {
+    if dir.join("realm.cert").exists() {
+        // A node's state directory: its node.key is that node's identity, not a realm key.
+        return Err(CliError::Local(
+            INVALID_ARGUMENT,
+            format!(
+                "{} is a node's state directory (it holds realm.cert): its {KEY_FILE} is that \
+                 node's identity, not a realm key. Give the realm key's directory: the one \
+                 `maculactl realm keygen` made, or {}",
+                dir.display(),
+                dir.join("realm").display()
+            ),
+        ));
+    }
+    let path = dir.join(KEY_FILE);
+    let key = NodeKey::load(&path).map_err(|e| match e {
+        IdentityError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            CliError::Local(
+                NOT_FOUND,
+                format!(
+                    "no realm key in {} ({} is missing): create one with `maculactl realm \
+                     keygen {}`, or give the `realm/` directory of the node that ran \
+                     `maculactl realm create` (/data/macula/realm on a Macula node)",
+                    dir.display(),
+                    path.display(),
+                    dir.display()
+                ),
+            )
+        }
+        e => CliError::Local(INVALID_ARGUMENT, format!("realm key: {e}")),
+    })?;
+    Ok(RealmKey::from_node_key(key))
+}
+
+/// `realm keygen DIR` and `realm admit --realm DIR`.
+pub fn run_offline(cmd: RealmCommand) -> Result<(), CliError> {
+    match cmd {
+        RealmCommand::Keygen { dir } => {
+            let path = dir.join(KEY_FILE);
+            if let Ok(key) = NodeKey::load(&path) {
+                return Err(CliError::Local(
+                    UNAVAILABLE,
+                    format!(
+                        "{} already holds the key of realm {}; it is kept",
+                        path.display(),
+                        key.node_id()
+                    ),
+                ));
+            }
+            let (key, created) = NodeKey::load_or_create(&dir)
+                .map_err(|e| CliError::Other(format!("cannot create the realm key: {e}")))?;
+            if !created {
+                return Err(CliError::Other(format!(
+                    "{} appeared meanwhile; it is kept",
+                    path.display()
+                )));
+            }
+            println!("{}", key.node_id());
+            eprintln!(
+                "created realm {} with its key in {}; whoever holds this file can admit nodes: \
+                 keep it offline and backed up",
+                key.node_id(),
+                path.display()
+            );
+            Ok(())
+        }
+        RealmCommand::Admit {
+            node_id,
+            name,
+            role,
+            days,
+            output,
+            realm: Some(dir),
+        } => {
+            let node: macula_core::NodeId = node_id.parse().map_err(|e| {
+                CliError::Local(INVALID_ARGUMENT, format!("node ID `{node_id}`: {e}"))
+            })?;
+            let role = match role.as_str() {
+                "edge" => macula_core::config::Role::Edge,
+                "hub" => macula_core::config::Role::Hub,
+                other => {
+                    return Err(CliError::Local(
+                        INVALID_ARGUMENT,
+                        format!("--role `{other}`: use `edge` or `hub`"),
+                    ));
+                }
+            };
+            let invalid = |e: macula_mesh::realm::CertError| {
+                CliError::Local(INVALID_ARGUMENT, format!("--name `{name}`: {e}"))
+            };
+            macula_mesh::realm::check_name(&name).map_err(invalid)?;
+            let realm = load_realm_key(&dir)?;
+            let body = CertBody::admitted(realm.id(), node, role, name.clone(), days, unix_now())
+                .map_err(invalid)?;
+            emit_cert(&realm.issue(body).to_text(), &name, output)
+        }
+        other => unreachable!("{other:?} needs the agent"),
+    }
+}
+
+/// Writes an issued certificate to `output` or standard output.
+fn emit_cert(cert: &str, name: &str, output: Option<PathBuf>) -> Result<(), CliError> {
+    match output {
+        Some(path) => {
+            std::fs::write(&path, cert)
+                .map_err(|e| CliError::Other(format!("cannot write {}: {e}", path.display())))?;
+            eprintln!(
+                "certificate for {name} written to {}; on that node run \
+                 `maculactl realm join {}`",
+                path.display(),
+                path.display()
+            );
+        }
+        None => print!("{cert}"),
+    }
+    Ok(())
 }
 
 pub async fn run(conn: &zbus::Connection, cmd: RealmCommand) -> Result<(), CliError> {
@@ -58,22 +203,10 @@ pub async fn run(conn: &zbus::Connection, cmd: RealmCommand) -> Result<(), CliEr
             role,
             days,
             output,
+            realm: None,
         } => {
             let cert = proxy.admit(&node_id, &name, &role, days).await?;
-            match output {
-                Some(path) => {
-                    std::fs::write(&path, &cert).map_err(|e| {
-                        CliError::Other(format!("cannot write {}: {e}", path.display()))
-                    })?;
-                    eprintln!(
-                        "certificate for {name} written to {}; on that node run \
-                         `maculactl realm join {}`",
-                        path.display(),
-                        path.display()
-                    );
-                }
-                None => print!("{cert}"),
-            }
+            emit_cert(&cert, &name, output)?;
         }
         RealmCommand::Revoke { node_id } => {
             proxy.revoke(&node_id).await?;
@@ -84,6 +217,9 @@ pub async fn run(conn: &zbus::Connection, cmd: RealmCommand) -> Result<(), CliEr
                 .map_err(|e| CliError::Other(format!("cannot read {}: {e}", cert.display())))?;
             let realm = proxy.join(&text).await?;
             println!("joined realm {realm}; the mesh is starting");
+        }
+        offline @ (RealmCommand::Keygen { .. } | RealmCommand::Admit { realm: Some(_), .. }) => {
+            unreachable!("{offline:?} runs without the agent")
         }
     }
     Ok(())
