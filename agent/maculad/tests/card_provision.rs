@@ -1,13 +1,15 @@
 //! `maculactl card provision` on an admin machine (no agent), then the image's first boot: the real
 //! `overlay/usr/libexec/macula/provision` script moves the card's `macula/` folder into the state
 //! directory, and real `maculad` processes started on it form a realm. The realm key lives in a
-//! directory made by `maculactl realm keygen`; no node holds it.
+//! directory made by `maculactl realm keygen`; no node holds it. A node booted without a card
+//! folder is admitted with `maculactl realm admit --realm` and `realm join`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use macula_testkit::check::{free_udp_port, ok, wait_until};
+use macula_testkit::config::AgentConfig;
 use macula_testkit::{Agent, AgentOptions, DbusDaemon, bin};
 
 /// `maculactl ARGS` without a bus: the admin machine runs no agent.
@@ -240,6 +242,41 @@ fn provisioned_cards_boot_into_a_realm_whose_key_no_node_holds() {
     assert_eq!(status_id(&edge), edge_id);
     wait_until("hub and edge see each other alive", 30, || {
         alive(&hub) == ["edge-1/edge"] && alive(&edge) == ["hub-1/hub"]
+    });
+
+    // Admission after first boot with the same offline key: `realm admit --realm`, then
+    // `realm join` on the node.
+    let bus_late = DbusDaemon::start();
+    let late = Agent::spawn(
+        &bus_late,
+        AgentOptions {
+            config: Some(
+                AgentConfig::loopback(free_udp_port())
+                    .name("edge-2")
+                    .bootstrap(&format!("{hub_id}@{hub_listen}"))
+                    .mesh("set_clock = false\nntp = []\n")
+                    .to_string(),
+            ),
+            ..Default::default()
+        },
+    );
+    let cert = admin.path().join("edge-2.cert");
+    ok(&ctl(&[
+        "realm",
+        "admit",
+        &status_id(&late),
+        "--name",
+        "edge-2",
+        "--realm",
+        realm_arg,
+        "-o",
+        cert.to_str().unwrap(),
+    ]));
+    ok(&late.ctl(&["realm", "join", cert.to_str().unwrap()]));
+    wait_until("the late edge is admitted", 30, || {
+        let mut names = alive(&hub);
+        names.sort();
+        names == ["edge-1/edge", "edge-2/edge"]
     });
 
     // A card provisioned again for a node that has an identity: the key is refused, the rest
