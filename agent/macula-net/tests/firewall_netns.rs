@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{Netns, veth};
 use macula_net::cmd::Host;
 use macula_net::firewall::{
-    Firewall, FirewallConfig, FirewallError, Nft, NftError, render_replace,
+    Firewall, FirewallConfig, FirewallError, Holder, Nft, NftError, render_replace,
 };
 
 fn cfg(text: &str) -> FirewallConfig {
@@ -160,6 +160,53 @@ async fn rollback_to_no_table_removes_ours_only() {
     assert_eq!(ns.ruleset(), before);
 }
 
+/// The elements of the live `quarantine` set.
+fn quarantine_set(ns: &Netns) -> BTreeSet<Ipv6Addr> {
+    let text = ns.exec(&["nft", "list", "set", "inet", "macula", "quarantine"]);
+    text.split_once("elements = {")
+        .map(|(_, e)| e.split('}').next().unwrap_or(""))
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| a.parse().unwrap())
+        .collect()
+}
+
+/// An admin's quarantine and the realm's share the one set: a release by one holder keeps what
+/// the other still holds, across a full replace and a rollback too.
+#[tokio::test]
+async fn admin_and_realm_quarantines_share_the_set_without_undoing_each_other() {
+    let ns = Netns::new();
+    let f = fw(&ns);
+    let base = "[zones.overlay]\ninterfaces = [\"mcl0\"]\n";
+    f.load(cfg(base)).await.unwrap();
+    let (x, y): (Ipv6Addr, Ipv6Addr) = ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
+    f.quarantine(Holder::Admin, true, &[x]).await.unwrap();
+    f.quarantine(Holder::Realm, true, &[x, y]).await.unwrap();
+    assert_eq!(quarantine_set(&ns), BTreeSet::from([x, y]));
+    // The realm releases both nodes: the admin's address stays.
+    f.quarantine(Holder::Realm, false, &[x, y]).await.unwrap();
+    assert_eq!(quarantine_set(&ns), BTreeSet::from([x]));
+    assert_eq!(f.status().await.unwrap().quarantined, 1);
+    // The realm takes y again; the admin cannot release the realm's hold on it.
+    f.quarantine(Holder::Realm, true, &[y]).await.unwrap();
+    f.quarantine(Holder::Admin, false, &[y]).await.unwrap();
+    assert_eq!(quarantine_set(&ns), BTreeSet::from([x, y]));
+    // Both holds survive a full replace and an unconfirmed apply's rollback.
+    f.load(cfg(base)).await.unwrap();
+    assert_eq!(quarantine_set(&ns), BTreeSet::from([x, y]));
+    f.apply(cfg(&format!("confirm_timeout_secs = 1\n{base}")))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(f.status().await.unwrap().last_rollback.is_some());
+    assert_eq!(quarantine_set(&ns), BTreeSet::from([x, y]));
+    f.quarantine(Holder::Admin, false, &[x]).await.unwrap();
+    f.quarantine(Holder::Realm, false, &[y]).await.unwrap();
+    assert!(quarantine_set(&ns).is_empty());
+}
+
 /// Traffic: default drop, zone ping rule, peer-group set elements, quarantine of an established flow.
 #[tokio::test]
 async fn zones_groups_and_quarantine_filter_real_traffic() {
@@ -268,7 +315,7 @@ async fn zones_groups_and_quarantine_filter_real_traffic() {
         received
     };
     assert_eq!(flood(), 100, "not quarantined: nothing is limited");
-    f.quarantine(true, &[peer]).await.unwrap();
+    f.quarantine(Holder::Admin, true, &[peer]).await.unwrap();
     assert!(
         a.exec(&["nft", "list", "set", "inet", "macula", "quarantine"])
             .contains("fd12:3456:789a::2")
@@ -290,6 +337,6 @@ async fn zones_groups_and_quarantine_filter_real_traffic() {
     std::thread::sleep(Duration::from_secs(2));
     let got = flood();
     assert!(got <= 40, "after a replace: {got} of 100 answered");
-    f.quarantine(false, &[peer]).await.unwrap();
+    f.quarantine(Holder::Admin, false, &[peer]).await.unwrap();
     assert_eq!(flood(), 100, "released: nothing is limited");
 }

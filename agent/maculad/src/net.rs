@@ -12,7 +12,7 @@ use macula_bus::overlay::{OverlayControl, OverlayObject, OverlayPeer, OverlaySta
 use macula_bus::uplinks::{UplinkStatus, UplinksControl, UplinksObject};
 use macula_core::NodeKey;
 use macula_net::cmd::Host;
-use macula_net::firewall::{Firewall, FirewallConfig, FirewallError, Nft};
+use macula_net::firewall::{Firewall, FirewallConfig, FirewallError, Holder, Nft};
 use macula_net::links;
 use macula_net::overlay::Overlay;
 use macula_net::uplinks::monitor::{Monitor, Snapshot, open_responder};
@@ -308,7 +308,9 @@ impl FirewallControl for FirewallGlue {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            fw.quarantine(on, &addrs).await.map_err(firewall_error)
+            fw.quarantine(Holder::Admin, on, &addrs)
+                .await
+                .map_err(firewall_error)
         })
     }
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use macula_bus::node::{InterfaceTraffic, NodeObject, Resources as BusResources};
 use macula_core::{NodeId, NodeKey};
-use macula_net::firewall::{Firewall, NodeQuarantine};
+use macula_net::firewall::{Firewall, Holder, NodeQuarantine};
 use macula_proof::book::{
     LEDGER_TOPIC, PROC_CHALLENGE, PROC_LEDGER, PULL_DEADLINE, PULL_EVERY, PULL_ROUNDS, ProofBook,
     Verdicts, save_interval,
@@ -745,8 +745,8 @@ impl ProofsGlue {
                     if change.is_empty() {
                         continue;
                     }
-                    let applied = match fw.quarantine(true, &change.add).await {
-                        Ok(()) => fw.quarantine(false, &change.remove).await,
+                    let applied = match fw.quarantine(Holder::Realm, true, &change.add).await {
+                        Ok(()) => fw.quarantine(Holder::Realm, false, &change.remove).await,
                         Err(e) => Err(e),
                     };
                     match applied {

@@ -4,13 +4,82 @@
 //! address without asking the node. Only overlay addresses: they are self-certifying (WireGuard
 //! accepts an inner source address only from the key it belongs to), whereas a node's advertised
 //! underlay addresses can be shared (NAT) or reused by an honest node later.
+//!
+//! The set has two holders, the realm's verdicts and the admin (`Firewall1.Quarantine`):
+//! [`Holds`] tracks who put each address there, so an address leaves the set only when the last
+//! holder lets go of it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
 
 use macula_core::NodeId;
 
 use crate::overlay::{overlay_address, peer_public_key};
+
+/// Who put an address in the `quarantine` set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Holder {
+    /// An admin, by hand (`io.macula.Firewall1.Quarantine`).
+    Admin,
+    /// The realm's quarantine verdicts (`NodeQuarantine`).
+    Realm,
+}
+
+/// The `quarantine` set's elements and who holds each: the set is the union of the holders'
+/// addresses.
+#[derive(Debug, Clone, Default)]
+pub struct Holds {
+    by: BTreeMap<Ipv6Addr, BTreeSet<Holder>>,
+}
+
+impl Holds {
+    /// The elements to add to (`on`) or delete from (`!on`) the set when `holder` takes or lets
+    /// go of `addrs`: on, those no one holds yet; off, those `holder` alone holds. Sorted,
+    /// without duplicates. Nothing changes until [`Holds::commit`].
+    pub fn change(&self, holder: Holder, on: bool, addrs: &[Ipv6Addr]) -> Vec<Ipv6Addr> {
+        let addrs: BTreeSet<Ipv6Addr> = addrs.iter().copied().collect();
+        addrs
+            .into_iter()
+            .filter(|a| match self.by.get(a) {
+                None => on,
+                Some(h) => !on && h.len() == 1 && h.contains(&holder),
+            })
+            .collect()
+    }
+
+    /// `holder` now holds (`on`) or no longer holds `addrs` (the set was changed).
+    pub fn commit(&mut self, holder: Holder, on: bool, addrs: &[Ipv6Addr]) {
+        for a in addrs {
+            if on {
+                self.by.entry(*a).or_default().insert(holder);
+            } else if let Some(h) = self.by.get_mut(a) {
+                h.remove(&holder);
+                if h.is_empty() {
+                    self.by.remove(a);
+                }
+            }
+        }
+    }
+
+    /// The set's elements.
+    pub fn addresses(&self) -> BTreeSet<Ipv6Addr> {
+        self.by.keys().copied().collect()
+    }
+
+    /// Who holds `addr` (empty: not in the set).
+    pub fn holders(&self, addr: &Ipv6Addr) -> BTreeSet<Holder> {
+        self.by.get(addr).cloned().unwrap_or_default()
+    }
+
+    /// Number of addresses in the set.
+    pub fn len(&self) -> usize {
+        self.by.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by.is_empty()
+    }
+}
 
 /// The set's elements owed to the realm's quarantine verdicts.
 #[derive(Debug, Clone)]
@@ -107,6 +176,44 @@ mod tests {
             node_address(&realm, &id(1)),
             node_address(&id(0xbb), &id(1))
         );
+    }
+
+    #[test]
+    fn an_address_leaves_the_set_only_when_its_last_holder_lets_go() {
+        let (x, y) = (
+            "fd00::1".parse::<Ipv6Addr>().unwrap(),
+            "fd00::2".parse::<Ipv6Addr>().unwrap(),
+        );
+        let mut h = Holds::default();
+        // The admin takes x (listed twice: one element).
+        assert_eq!(h.change(Holder::Admin, true, &[x, x]), vec![x]);
+        // Not committed (nft failed): the same change is asked again.
+        assert_eq!(h.change(Holder::Admin, true, &[x]), vec![x]);
+        h.commit(Holder::Admin, true, &[x, x]);
+        // The realm takes x and y: only y is new to the set.
+        assert_eq!(h.change(Holder::Realm, true, &[y, x]), vec![y]);
+        h.commit(Holder::Realm, true, &[y, x]);
+        assert_eq!(
+            h.holders(&x),
+            BTreeSet::from([Holder::Admin, Holder::Realm])
+        );
+        // The realm releases both: x stays, the admin still holds it.
+        assert_eq!(h.change(Holder::Realm, false, &[x, y]), vec![y]);
+        h.commit(Holder::Realm, false, &[x, y]);
+        assert_eq!(h.addresses(), BTreeSet::from([x]));
+        assert_eq!(h.holders(&x), BTreeSet::from([Holder::Admin]));
+        // Releasing what one does not hold, or what no one holds, changes nothing.
+        assert!(h.change(Holder::Realm, false, &[x, y]).is_empty());
+        h.commit(Holder::Realm, false, &[x, y]);
+        assert_eq!(h.len(), 1);
+        // The realm takes x again and the admin lets go: x stays, now the realm's.
+        h.commit(Holder::Realm, true, &[x]);
+        assert!(h.change(Holder::Admin, false, &[x]).is_empty());
+        h.commit(Holder::Admin, false, &[x]);
+        assert_eq!(h.holders(&x), BTreeSet::from([Holder::Realm]));
+        assert_eq!(h.change(Holder::Realm, false, &[x]), vec![x]);
+        h.commit(Holder::Realm, false, &[x]);
+        assert!(h.is_empty());
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! The tokio shell around the firewall: serialises nft operations, drives the confirm timer.
 
-use std::collections::BTreeSet;
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +10,7 @@ use tokio::time::Instant;
 use super::config::{FirewallConfig, ValidationError, valid_group_name};
 use super::confirm::{ConfirmAction, ConfirmGuard, NothingToConfirm};
 use super::nft::{Nft, NftError};
+use super::quarantine::{Holder, Holds};
 use super::render::render_replace;
 
 /// Errors of firewall operations, each saying what to do next.
@@ -60,7 +60,7 @@ struct Inner {
     nft: Nft,
     guard: ConfirmGuard<Saved>,
     config: FirewallConfig,
-    quarantine: BTreeSet<Ipv6Addr>,
+    quarantine: Holds,
     last_rollback: Option<String>,
 }
 
@@ -82,7 +82,7 @@ impl Firewall {
                 nft,
                 guard: ConfirmGuard::default(),
                 config: FirewallConfig::default(),
-                quarantine: BTreeSet::new(),
+                quarantine: Holds::default(),
                 last_rollback: None,
             })),
             epoch: Instant::now(),
@@ -97,7 +97,7 @@ impl Firewall {
     /// Applies `config` without a confirm timer (agent start: the config file is the confirmed state).
     pub async fn load(&self, config: FirewallConfig) -> Result<(), FirewallError> {
         let mut inner = self.inner.lock().await;
-        let script = render_replace(&config, &inner.quarantine)?;
+        let script = render_replace(&config, &inner.quarantine.addresses())?;
         inner.nft.check(&script).await?;
         inner.nft.apply(&script).await?;
         inner.config = config;
@@ -111,7 +111,7 @@ impl Firewall {
     pub async fn apply(&self, config: FirewallConfig) -> Result<ApplyOutcome, FirewallError> {
         let timeout = Duration::from_secs(config.confirm_timeout_secs);
         let mut inner = self.inner.lock().await;
-        let script = render_replace(&config, &inner.quarantine)?;
+        let script = render_replace(&config, &inner.quarantine.addresses())?;
         inner.nft.check(&script).await?;
         let saved = Saved {
             table: inner.nft.list_table().await?,
@@ -142,7 +142,7 @@ impl Firewall {
             return;
         };
         let result = inner.nft.restore(saved.table.as_deref()).await;
-        let quarantine: Vec<Ipv6Addr> = inner.quarantine.iter().copied().collect();
+        let quarantine: Vec<Ipv6Addr> = inner.quarantine.addresses().into_iter().collect();
         let result = match result {
             Ok(()) if saved.table.is_some() => {
                 inner
@@ -205,26 +205,21 @@ impl Firewall {
         Ok(())
     }
 
-    /// Quarantines (`on = true`) or releases overlay addresses: set elements only. Packets from a
-    /// quarantined address beyond its rate (`quarantine_kbytes_per_s`, burst
-    /// `quarantine_burst_kbytes`) are dropped, even on established connections.
-    pub async fn quarantine(&self, on: bool, addrs: &[Ipv6Addr]) -> Result<(), FirewallError> {
+    /// `holder` quarantines (`on = true`) or releases overlay addresses: set elements only. The
+    /// set holds an address while any holder does (an admin's address stays when the realm
+    /// releases the same node, and the other way round). Packets from a quarantined address
+    /// beyond its rate (`quarantine_kbytes_per_s`, burst `quarantine_burst_kbytes`) are
+    /// dropped, even on established connections.
+    pub async fn quarantine(
+        &self,
+        holder: Holder,
+        on: bool,
+        addrs: &[Ipv6Addr],
+    ) -> Result<(), FirewallError> {
         let mut inner = self.inner.lock().await;
-        let fresh: Vec<Ipv6Addr> = addrs
-            .iter()
-            .copied()
-            .filter(|a| inner.quarantine.contains(a) != on)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let fresh = inner.quarantine.change(holder, on, addrs);
         inner.nft.set_elements(on, "quarantine", &fresh).await?;
-        for a in fresh {
-            if on {
-                inner.quarantine.insert(a);
-            } else {
-                inner.quarantine.remove(&a);
-            }
-        }
+        inner.quarantine.commit(holder, on, addrs);
         Ok(())
     }
 
