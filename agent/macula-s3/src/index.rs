@@ -1,0 +1,527 @@
+//! The realm-wide bucket, key and access-key index: a last-writer-wins map replicated to every
+//! gateway (sans-IO; the shell in `maculad` carries records between gateways and keeps a copy
+//! on disk).
+//!
+//! Every change is a [`Record`] carrying a [`Version`]: a Lamport counter and the writing node's
+//! ID. A record replaces what a gateway holds for the same name only if its version is greater,
+//! so gateways that hear the same records in any order, any number of times, hold the same
+//! index. Deletions are records too (tombstones) so a late copy of an older write cannot bring a
+//! deleted object back. No clock is involved: a gateway's counter moves past every version it
+//! hears, so its next write supersedes everything it has seen.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Code, S3Error};
+
+/// A clock-independent version: Lamport counter, then the writer's node ID as tie-break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version {
+    pub counter: u64,
+    pub node: [u8; 32],
+}
+
+/// An object's index entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    /// The body's capability (`macula-cap1-…`).
+    pub cap: String,
+    pub size: u64,
+    /// Quoted, as S3 sends it.
+    pub etag: String,
+    pub modified_ms: u64,
+    pub content_type: Option<String>,
+    /// `x-amz-meta-*` (names without the prefix, lower-case).
+    pub user_meta: Vec<(String, String)>,
+}
+
+/// An access key (id, secret). The secret is what SigV4 needs to verify a request, so every
+/// gateway holds it; it is never logged (`Debug` hides it).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessKey {
+    pub name: String,
+    pub secret: String,
+    pub created_ms: u64,
+}
+
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AccessKey({}, secret hidden)", self.name)
+    }
+}
+
+/// One change of the index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// A bucket created (`Some(created_ms)`) or deleted (`None`).
+    Bucket {
+        name: String,
+        created_ms: Option<u64>,
+    },
+    /// An object written (`Some`) or deleted (`None`).
+    Object {
+        bucket: String,
+        key: String,
+        meta: Option<ObjectMeta>,
+    },
+    /// An access key created.
+    Key { id: String, key: AccessKey },
+}
+
+/// A versioned change, as gateways exchange and store them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub version: Version,
+    pub change: Change,
+}
+
+/// What applying a record did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The record was new and won; `replaced` is the object it superseded, if any (its body's
+    /// writer deletes it).
+    Won {
+        replaced: Option<(Version, ObjectMeta)>,
+    },
+    /// An equal or newer version was already held.
+    Stale,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketInfo {
+    pub name: String,
+    pub created_ms: u64,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    pub objects: Vec<(String, ObjectMeta)>,
+    pub common_prefixes: Vec<String>,
+    /// The last key or common prefix returned when the listing was cut short.
+    pub next: Option<String>,
+}
+
+/// Most keys in one listing page (as S3).
+pub const MAX_KEYS: usize = 1000;
+/// Longest key in bytes (as S3).
+pub const MAX_KEY_LEN: usize = 1024;
+
+#[derive(Debug, Default, Clone)]
+pub struct Index {
+    counter: u64,
+    buckets: BTreeMap<String, (Version, Option<u64>)>,
+    objects: BTreeMap<String, BTreeMap<String, (Version, Option<ObjectMeta>)>>,
+    keys: BTreeMap<String, (Version, AccessKey)>,
+}
+
+impl Index {
+    /// The version for this node's next change: newer than everything seen so far.
+    pub fn next_version(&mut self, node: [u8; 32]) -> Version {
+        self.counter += 1;
+        Version {
+            counter: self.counter,
+            node,
+        }
+    }
+
+    /// Applies a record from this gateway or another (idempotent, order-independent).
+    pub fn apply(&mut self, r: Record) -> Applied {
+        self.counter = self.counter.max(r.version.counter);
+        let v = r.version;
+        match r.change {
+            Change::Bucket { name, created_ms } => {
+                match self.buckets.get(&name) {
+                    Some((old, _)) if *old >= v => return Applied::Stale,
+                    _ => {}
+                }
+                self.buckets.insert(name, (v, created_ms));
+                Applied::Won { replaced: None }
+            }
+            Change::Object { bucket, key, meta } => {
+                let b = self.objects.entry(bucket).or_default();
+                let replaced = match b.get(&key) {
+                    Some((old, _)) if *old >= v => return Applied::Stale,
+                    Some((old, m)) => m.clone().map(|m| (*old, m)),
+                    None => None,
+                };
+                b.insert(key, (v, meta));
+                Applied::Won { replaced }
+            }
+            Change::Key { id, key } => {
+                match self.keys.get(&id) {
+                    Some((old, _)) if *old >= v => return Applied::Stale,
+                    _ => {}
+                }
+                self.keys.insert(id, (v, key));
+                Applied::Won { replaced: None }
+            }
+        }
+    }
+
+    /// Every record that makes up the current index (for a copy on disk or a newcomer).
+    pub fn records(&self) -> Vec<Record> {
+        let mut out = Vec::new();
+        for (name, (v, c)) in &self.buckets {
+            out.push(Record {
+                version: *v,
+                change: Change::Bucket {
+                    name: name.clone(),
+                    created_ms: *c,
+                },
+            });
+        }
+        for (bucket, keys) in &self.objects {
+            for (key, (v, meta)) in keys {
+                out.push(Record {
+                    version: *v,
+                    change: Change::Object {
+                        bucket: bucket.clone(),
+                        key: key.clone(),
+                        meta: meta.clone(),
+                    },
+                });
+            }
+        }
+        for (id, (v, key)) in &self.keys {
+            out.push(Record {
+                version: *v,
+                change: Change::Key {
+                    id: id.clone(),
+                    key: key.clone(),
+                },
+            });
+        }
+        out
+    }
+
+    pub fn access_key(&self, id: &str) -> Option<&AccessKey> {
+        self.keys.get(id).map(|(_, k)| k)
+    }
+
+    pub fn access_keys(&self) -> impl Iterator<Item = (&str, &AccessKey)> {
+        self.keys.iter().map(|(id, (_, k))| (id.as_str(), k))
+    }
+
+    pub fn bucket_exists(&self, name: &str) -> bool {
+        matches!(self.buckets.get(name), Some((_, Some(_))))
+    }
+
+    pub fn buckets(&self) -> Vec<BucketInfo> {
+        self.buckets
+            .iter()
+            .filter_map(|(n, (_, c))| {
+                c.map(|created_ms| BucketInfo {
+                    name: n.clone(),
+                    created_ms,
+                })
+            })
+            .collect()
+    }
+
+    fn live(&self, bucket: &str) -> impl Iterator<Item = (&String, &ObjectMeta)> {
+        self.objects
+            .get(bucket)
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .filter_map(|(k, (_, m))| m.as_ref().map(|m| (k, m)))
+    }
+
+    /// The change that creates `name` (errors: bad name, exists).
+    pub fn create_bucket(&self, name: &str, now_ms: u64) -> Result<Change, S3Error> {
+        check_bucket_name(name)?;
+        if self.bucket_exists(name) {
+            return Err(S3Error::new(
+                Code::BucketAlreadyOwnedByYou,
+                "Your previous request to create the named bucket succeeded and you already own it.",
+            )
+            .with_resource(format!("/{name}")));
+        }
+        Ok(Change::Bucket {
+            name: name.to_string(),
+            created_ms: Some(now_ms),
+        })
+    }
+
+    /// The change that deletes `name` (errors: missing, not empty).
+    pub fn delete_bucket(&self, name: &str) -> Result<Change, S3Error> {
+        self.check_bucket(name)?;
+        if self.live(name).next().is_some() {
+            return Err(S3Error::new(
+                Code::BucketNotEmpty,
+                "The bucket you tried to delete is not empty",
+            )
+            .with_resource(format!("/{name}")));
+        }
+        Ok(Change::Bucket {
+            name: name.to_string(),
+            created_ms: None,
+        })
+    }
+
+    pub fn check_bucket(&self, name: &str) -> Result<(), S3Error> {
+        if self.bucket_exists(name) {
+            Ok(())
+        } else {
+            Err(
+                S3Error::new(Code::NoSuchBucket, "The specified bucket does not exist")
+                    .with_resource(format!("/{name}")),
+            )
+        }
+    }
+
+    /// The live object `bucket/key` (errors: NoSuchBucket, NoSuchKey).
+    pub fn object(&self, bucket: &str, key: &str) -> Result<&ObjectMeta, S3Error> {
+        self.check_bucket(bucket)?;
+        self.objects
+            .get(bucket)
+            .and_then(|m| m.get(key))
+            .and_then(|(_, m)| m.as_ref())
+            .ok_or_else(|| {
+                S3Error::new(Code::NoSuchKey, "The specified key does not exist.")
+                    .with_resource(format!("/{bucket}/{key}"))
+            })
+    }
+
+    /// Lists `bucket` in key order: keys after `after`, starting with `prefix`, keys sharing a
+    /// prefix up to `delimiter` rolled into one common prefix, at most `max` entries.
+    pub fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<ListPage, S3Error> {
+        self.check_bucket(bucket)?;
+        let max = max.min(MAX_KEYS);
+        let mut page = ListPage::default();
+        let mut count = 0;
+        for (key, meta) in self.live(bucket) {
+            if !key.starts_with(prefix) || after.is_some_and(|a| key.as_str() <= a) {
+                continue;
+            }
+            let rolled = delimiter.filter(|d| !d.is_empty()).and_then(|d| {
+                key[prefix.len()..]
+                    .find(d)
+                    .map(|i| key[..prefix.len() + i + d.len()].to_string())
+            });
+            if let Some(cp) = rolled {
+                if page.common_prefixes.last() == Some(&cp)
+                    || after.is_some_and(|a| a.starts_with(&cp))
+                {
+                    continue;
+                }
+                if count == max {
+                    page.next = last_of(&page);
+                    return Ok(page);
+                }
+                page.common_prefixes.push(cp);
+            } else {
+                if count == max {
+                    page.next = last_of(&page);
+                    return Ok(page);
+                }
+                page.objects.push((key.clone(), meta.clone()));
+            }
+            count += 1;
+        }
+        Ok(page)
+    }
+}
+
+/// The greatest name in a page (the key or common prefix listed last).
+fn last_of(page: &ListPage) -> Option<String> {
+    let k = page.objects.last().map(|(k, _)| k.clone());
+    let p = page.common_prefixes.last().cloned();
+    k.max(p)
+}
+
+/// The continuation token for a listing that ended at `last` (opaque to clients: hex).
+pub fn continuation_token(last: &str) -> String {
+    crate::sigv4::hex(last.as_bytes())
+}
+
+/// The key a continuation token resumes after.
+pub fn parse_continuation(token: &str) -> Result<String, S3Error> {
+    crate::sigv4::decode_hex(token)
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| {
+            S3Error::new(
+                Code::InvalidArgument,
+                "The continuation token provided is incorrect",
+            )
+        })
+}
+
+/// S3's bucket naming rules (3–63 of `a-z0-9.-`, starting and ending with a letter or digit).
+pub fn check_bucket_name(name: &str) -> Result<(), S3Error> {
+    let b = name.as_bytes();
+    let ok = (3..=63).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && !name.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(S3Error::new(
+            Code::InvalidBucketName,
+            "The specified bucket is not valid (3-63 characters of a-z, 0-9, '.', '-')",
+        )
+        .with_resource(format!("/{name}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(tag: &str) -> ObjectMeta {
+        ObjectMeta {
+            cap: format!("cap-{tag}"),
+            size: 1,
+            etag: format!("\"{tag}\""),
+            modified_ms: 0,
+            content_type: None,
+            user_meta: vec![],
+        }
+    }
+
+    fn put(ix: &mut Index, node: u8, b: &str, k: &str, m: Option<ObjectMeta>) -> Record {
+        let r = Record {
+            version: ix.next_version([node; 32]),
+            change: Change::Object {
+                bucket: b.into(),
+                key: k.into(),
+                meta: m,
+            },
+        };
+        ix.apply(r.clone());
+        r
+    }
+
+    #[test]
+    fn concurrent_writers_converge_in_any_order() {
+        let (mut a, mut b) = (Index::default(), Index::default());
+        let c = a.create_bucket("bkt", 1).unwrap();
+        let rc = Record {
+            version: a.next_version([1; 32]),
+            change: c,
+        };
+        a.apply(rc.clone());
+        b.apply(rc.clone());
+        // Both write the same key without seeing each other: same counter, node 2 wins.
+        let ra = put(&mut a, 1, "bkt", "k", Some(meta("a")));
+        let rb = put(&mut b, 2, "bkt", "k", Some(meta("b")));
+        assert_eq!(ra.version.counter, rb.version.counter);
+        assert_eq!(
+            a.apply(rb.clone()),
+            Applied::Won {
+                replaced: Some((ra.version, meta("a")))
+            }
+        );
+        assert_eq!(b.apply(ra.clone()), Applied::Stale);
+        assert_eq!(b.apply(rb.clone()), Applied::Stale);
+        assert_eq!(a.object("bkt", "k").unwrap().etag, "\"b\"");
+        assert_eq!(b.object("bkt", "k").unwrap().etag, "\"b\"");
+        // A delete seen by a third gateway before the write it supersedes.
+        let del = put(&mut a, 1, "bkt", "k", None);
+        let mut c3 = Index::default();
+        c3.apply(rc);
+        c3.apply(del);
+        c3.apply(rb);
+        c3.apply(ra.clone());
+        assert_eq!(c3.object("bkt", "k").unwrap_err().code, Code::NoSuchKey);
+        assert_eq!(
+            c3.records().len(),
+            a.records().len(),
+            "same records: {:?}",
+            c3.records()
+        );
+        // The next local write is newer than everything heard.
+        assert!(c3.next_version([0; 32]).counter > ra.version.counter);
+    }
+
+    #[test]
+    fn buckets_errors() {
+        let mut ix = Index::default();
+        assert_eq!(
+            ix.create_bucket("A_b", 0).unwrap_err().code,
+            Code::InvalidBucketName
+        );
+        assert_eq!(
+            ix.delete_bucket("nope").unwrap_err().code,
+            Code::NoSuchBucket
+        );
+        let c = ix.create_bucket("bkt", 5).unwrap();
+        let v = ix.next_version([1; 32]);
+        ix.apply(Record {
+            version: v,
+            change: c,
+        });
+        assert_eq!(
+            ix.create_bucket("bkt", 6).unwrap_err().code,
+            Code::BucketAlreadyOwnedByYou
+        );
+        put(&mut ix, 1, "bkt", "x", Some(meta("x")));
+        assert_eq!(
+            ix.delete_bucket("bkt").unwrap_err().code,
+            Code::BucketNotEmpty
+        );
+        put(&mut ix, 1, "bkt", "x", None);
+        let d = ix.delete_bucket("bkt").unwrap();
+        let v = ix.next_version([1; 32]);
+        ix.apply(Record {
+            version: v,
+            change: d,
+        });
+        assert!(ix.buckets().is_empty());
+        assert_eq!(ix.object("bkt", "x").unwrap_err().code, Code::NoSuchBucket);
+    }
+
+    #[test]
+    fn listing_prefix_delimiter_pages() {
+        let mut ix = Index::default();
+        let c = ix.create_bucket("bkt", 0).unwrap();
+        let v = ix.next_version([1; 32]);
+        ix.apply(Record {
+            version: v,
+            change: c,
+        });
+        for k in ["a/1", "a/2", "b", "c/x/1", "c/y", "d"] {
+            put(&mut ix, 1, "bkt", k, Some(meta(k)));
+        }
+        let keys = |p: &ListPage| p.objects.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        let all = ix.list("bkt", "", None, None, 1000).unwrap();
+        assert_eq!(keys(&all).len(), 6);
+        assert!(all.next.is_none());
+        let d = ix.list("bkt", "", Some("/"), None, 1000).unwrap();
+        assert_eq!(keys(&d), ["b", "d"]);
+        assert_eq!(d.common_prefixes, ["a/", "c/"]);
+        let c = ix.list("bkt", "c/", Some("/"), None, 1000).unwrap();
+        assert_eq!(keys(&c), ["c/y"]);
+        assert_eq!(c.common_prefixes, ["c/x/"]);
+        // Pages of 2 through the delimited listing: a/ b | c/ d.
+        let p1 = ix.list("bkt", "", Some("/"), None, 2).unwrap();
+        assert_eq!(
+            (keys(&p1), p1.common_prefixes.clone()),
+            (vec!["b".to_string()], vec!["a/".to_string()])
+        );
+        let next = parse_continuation(&continuation_token(p1.next.as_deref().unwrap())).unwrap();
+        assert_eq!(next, "b");
+        let p2 = ix.list("bkt", "", Some("/"), Some(&next), 2).unwrap();
+        assert_eq!(keys(&p2), ["d"]);
+        assert_eq!(p2.common_prefixes, ["c/"]);
+        assert!(p2.next.is_none());
+        // Resuming after a common prefix skips all of it.
+        let p3 = ix.list("bkt", "", Some("/"), Some("a/"), 1).unwrap();
+        assert_eq!(keys(&p3), ["b"]);
+        assert_eq!(
+            ix.list("nope", "", None, None, 1).unwrap_err().code,
+            Code::NoSuchBucket
+        );
+    }
+}
