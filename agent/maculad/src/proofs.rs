@@ -8,7 +8,7 @@
 use macula_core::sync::Locked;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use macula_bus::node::{InterfaceTraffic, NodeObject, Resources as BusResources};
 use macula_core::{NodeId, NodeKey};
@@ -300,6 +300,9 @@ struct ProofsInner {
 /// Name of the ledger copy in the state dir; a refused copy is moved to `ledger.bad`.
 const LEDGER_FILE: &str = "ledger";
 const LEDGER_BAD: &str = "ledger.bad";
+/// How soon worker `proofs.firewall` tries again after an `nft` failure (unless the verdicts
+/// change first).
+const FIREWALL_RETRY: Duration = Duration::from_secs(2);
 
 /// Reads the saved ledger copy, refusing a file larger than any copy this build writes.
 fn read_ledger_file(path: &Path) -> std::io::Result<Vec<u8>> {
@@ -739,7 +742,21 @@ impl ProofsGlue {
                 // (`macula_net::firewall::NodeQuarantine`).
                 let mut set = NodeQuarantine::new(node.realm().0);
                 verdicts.mark_changed();
-                while let Some(Ok(())) = ctx.wait(verdicts.changed()).await {
+                let mut failed = false;
+                loop {
+                    // After a failed update, try again at the next change of the verdicts or
+                    // after `FIREWALL_RETRY`, whichever comes first.
+                    let woke = if failed {
+                        ctx.wait(async {
+                            tokio::time::timeout(FIREWALL_RETRY, verdicts.changed())
+                                .await
+                                .unwrap_or(Ok(()))
+                        })
+                        .await
+                    } else {
+                        ctx.wait(verdicts.changed()).await
+                    };
+                    let Some(Ok(())) = woke else { break };
                     let nodes = verdicts.borrow_and_update().clone();
                     let change = set.change(&nodes);
                     if change.is_empty() {
@@ -749,6 +766,7 @@ impl ProofsGlue {
                         Ok(()) => fw.quarantine(Holder::Realm, false, &change.remove).await,
                         Err(e) => Err(e),
                     };
+                    failed = applied.is_err();
                     match applied {
                         Ok(()) => {
                             set.applied(&nodes);

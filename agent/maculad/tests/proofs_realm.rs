@@ -4,7 +4,8 @@
 //! shard files are corrupted on disk fails its storage proof and is quarantined realm-wide,
 //! storage placement stops using it while the others carry on, and it returns after probation.
 //! The agents share one network namespace whose firewall node 1 owns: its `quarantine` set holds
-//! the quarantined node's overlay address while the quarantine lasts.
+//! the quarantined node's overlay address while the quarantine lasts (also when the table was
+//! missing at the verdict and an admin applied it again later: the worker tries again).
 
 use std::path::{Path, PathBuf};
 
@@ -130,6 +131,14 @@ fn a_node_with_corrupted_shards_is_quarantined_and_avoided() {
         assert_eq!(proofs_status(n)["quarantined"], serde_json::json!([]));
     }
 
+    // Node 1's table vanishes behind its back (as if another tool flushed the ruleset): its
+    // worker cannot put the verdict in the set until the table is back, and tries again.
+    assert!(
+        topo.exec("r", &["nft", "delete", "table", "inet", "macula"])
+            .status
+            .success()
+    );
+
     // Corrupt every shard on node 3 behind its back (header kept, data zeroed).
     let corrupted: Vec<(PathBuf, Vec<u8>)> = shard_files(&nodes[cheat])
         .into_iter()
@@ -150,7 +159,24 @@ fn a_node_with_corrupted_shards_is_quarantined_and_avoided() {
             .all(|n| proofs_status(n)["quarantined"] == serde_json::json!([ids[cheat].clone()]))
     });
     eprintln!("node 3 quarantined realm-wide {took:?} after the corruption");
-    // Node 1's firewall limits node 3's overlay address.
+    // Node 1's worker failed to update the missing set; once an admin applies the firewall
+    // again, its next attempt puts node 3's address in the set: node 1's firewall limits it.
+    wait_until("node 1's proofs.firewall reports the failure", 10, || {
+        let w: serde_json::Value =
+            serde_json::from_str(&ok(&nodes[1].agent.ctl(&["node", "workers", "--json"]))).unwrap();
+        w.as_array().unwrap().iter().any(|w| {
+            w["name"] == "proofs.firewall"
+                && w["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("quarantine set"))
+        })
+    });
+    let fw_file = files.path().join("firewall.toml");
+    std::fs::write(&fw_file, FIREWALL).unwrap();
+    ok(&nodes[1]
+        .agent
+        .ctl(&["firewall", "apply", fw_file.to_str().unwrap()]));
+    ok(&nodes[1].agent.ctl(&["firewall", "confirm"]));
     let cheat_addr =
         macula_net::firewall::node_address(&realm_id, &ids[cheat].parse().unwrap()).to_string();
     let took = wait_until("node 1's firewall quarantine set holds node 3", 10, || {
