@@ -96,10 +96,16 @@ fn after_a_partition_heals_every_ledger_has_the_same_head() {
     });
     println!("both sides recorded apart {apart:?} after the cut");
     let apart_records: Vec<BTreeSet<String>> = nodes.iter().map(records).collect();
+    let alive: Vec<usize> = nodes.iter().map(Node::alive_peers).collect();
+    println!("members each node sees alive at the heal: {alive:?}");
 
     // Heal: every copy converges on the same head (between two epochs' records), holding
     // every record written on either side.
     topo.exec("r", &["nft", "delete", "table", "inet", "cut"]);
+    let rejoined = wait_until("every node sees every other alive again", 60, || {
+        nodes.iter().all(|n| n.alive_peers() == 3)
+    });
+    println!("membership whole again {rejoined:?} after the heal");
     let healed = wait_until_ok("every ledger has the same head", 60, || {
         let heads: Vec<String> = nodes.iter().map(head).collect();
         if heads.iter().any(|h| *h != heads[0]) {
@@ -108,8 +114,8 @@ fn after_a_partition_heals_every_ledger_has_the_same_head() {
         Ok(())
     });
     println!(
-        "same head everywhere {healed:?} after the heal (partitioned for {:?})",
-        cut.elapsed() - healed
+        "same head everywhere {healed:?} after that (partitioned for {:?})",
+        cut.elapsed() - healed - rejoined
     );
     let all: Vec<BTreeSet<String>> = nodes.iter().map(records).collect();
     for (n, held) in nodes.iter().zip(&all) {
