@@ -12,6 +12,7 @@ pub mod mesh;
 pub mod node;
 pub mod overlay;
 pub mod proofs;
+pub mod s3;
 pub mod storage;
 pub mod update;
 pub mod uplinks;

@@ -7,8 +7,14 @@
 //! - [`http`]: the HTTP/1.1 request head parser and response heads.
 //! - [`index`]: the realm-wide bucket/key/access-key index (last writer wins by a Lamport
 //!   version).
+//! - [`body`], [`checksum`]: what a PUT body is checked against as it streams (payload hash,
+//!   `x-amz-checksum-*`, `Content-MD5`).
+//! - [`config`]: the `[s3]` section.
 //! - [`etag`], [`xml`], [`error`]: ETags and `Content-MD5`, XML bodies, S3 error codes.
 
+pub mod body;
+pub mod checksum;
+pub mod config;
 pub mod error;
 pub mod etag;
 pub mod http;

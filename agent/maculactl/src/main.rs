@@ -58,6 +58,9 @@ enum Command {
     /// Storage: status and repair queue, stat or delete an object.
     #[command(subcommand)]
     Storage(cmd::storage::StorageCommand),
+    /// The realm's S3 gateways: access keys.
+    #[command(subcommand)]
+    S3(cmd::s3::S3Command),
     /// Proofs of capacity and storage: status, history of results in the realm ledger.
     #[command(subcommand)]
     Proofs(cmd::proofs::ProofsCommand),
@@ -169,6 +172,7 @@ async fn run(cli: Cli) -> Result<(), exit::CliError> {
         Command::Put(args) => cmd::storage::put(&conn, &args).await,
         Command::Get(args) => cmd::storage::get(&conn, &args).await,
         Command::Storage(c) => cmd::storage::run(&conn, c).await,
+        Command::S3(c) => cmd::s3::run(&conn, c).await,
         Command::Proofs(c) => cmd::proofs::run(&conn, c).await,
         Command::Ledger(args) => cmd::proofs::ledger(&conn, &args).await,
         Command::Completions { .. } | Command::Man | Command::Card(_) => {

@@ -18,6 +18,7 @@ pub struct AgentConfig {
     pub mesh: macula_mesh::config::MeshSection,
     pub storage: macula_store::config::StorageConfig,
     pub proofs: macula_proof::config::ProofsConfig,
+    pub s3: macula_s3::config::S3Config,
 }
 
 impl AgentConfig {

@@ -5,6 +5,7 @@ mod mesh;
 mod net;
 mod node;
 mod proofs;
+mod s3;
 mod storage;
 mod update;
 mod worker;
@@ -243,6 +244,8 @@ async fn run(
     steps.step("network");
     let storage = storage::open(&config.storage, &args.state_dir, &key)?;
     steps.step("storage");
+    let s3 = s3::open(&config.s3, &args.state_dir, &key, storage.clone())
+        .context("invalid [s3] section")?;
     config.proofs.check().context("invalid [proofs] section")?;
     let monitor = config
         .proofs
@@ -296,6 +299,10 @@ async fn run(
         .serve_at(OBJECT_PATH, net.uplinks_object())?
         .serve_at(OBJECT_PATH, mesh.object())?
         .serve_at(OBJECT_PATH, storage.object())?
+        .serve_at(
+            OBJECT_PATH,
+            macula_bus::s3::S3Object::new(Arc::new(s3.clone())),
+        )?
         .serve_at(OBJECT_PATH, proofs_object)?
         .build()
         .await
@@ -346,6 +353,7 @@ async fn run(
     net.emit_changes(&connection, &workers);
     mesh.emit_changes(&connection);
     storage.attach(mesh.clone(), &connection, &workers);
+    s3.attach(mesh.clone(), &workers);
     if let Some(m) = &monitor {
         m.start(
             &key,
@@ -424,7 +432,8 @@ async fn shutdown(
     proofs: Option<&proofs::ProofsGlue>,
 ) {
     use macula_bus::{
-        firewall, mesh as m, node as n, overlay, proofs as p, storage as s, update as u, uplinks,
+        firewall, mesh as m, node as n, overlay, proofs as p, s3, storage as s, update as u,
+        uplinks,
     };
     let t0 = std::time::Instant::now();
     let step = |step: &str, t: std::time::Instant| {
@@ -449,6 +458,7 @@ async fn shutdown(
             .await,
         server.remove::<m::MeshObject, _>(OBJECT_PATH).await,
         server.remove::<s::StorageObject, _>(OBJECT_PATH).await,
+        server.remove::<s3::S3Object, _>(OBJECT_PATH).await,
         server.remove::<p::ProofsObject, _>(OBJECT_PATH).await,
     ];
     for r in removed {

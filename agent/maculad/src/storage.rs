@@ -649,6 +649,32 @@ impl StorageGlue {
     }
 }
 
+impl StorageGlue {
+    /// Stores a spooled file (an S3 PUT body, `crate::s3`); returns the capability.
+    pub async fn put_spooled(&self, file: std::fs::File, label: String) -> Result<String, Error> {
+        self.put_file(file, label, None).await
+    }
+
+    /// Reads the object named by `cap` into a spool file and returns it.
+    pub async fn get_spooled(
+        &self,
+        cap: &str,
+        file: std::fs::File,
+        label: String,
+    ) -> Result<std::fs::File, Error> {
+        let out = file
+            .try_clone()
+            .map_err(|e| Error::Failed(format!("spool file: {e}")))?;
+        self.get_into(cap, out, label, None).await?;
+        Ok(file)
+    }
+
+    /// Deletes the object named by `cap` (an S3 object this node wrote).
+    pub async fn delete_cap(&self, cap: String) -> Result<u32, Error> {
+        StorageControl::delete(self, cap).await
+    }
+}
+
 impl StorageControl for StorageGlue {
     fn put_fd(
         &self,

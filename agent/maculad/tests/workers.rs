@@ -11,6 +11,7 @@ use macula_testkit::realm::{AgentRealm, RealmNode};
 const EXPECTED: &[&str] = &[
     "mesh.peer-signals",
     "mesh.revocations",
+    "s3.index",
     "storage.audit",
     "storage.capacity",
     "storage.inventory-out",

@@ -7,6 +7,7 @@ pub mod node;
 pub mod overlay;
 pub mod proofs;
 pub mod realm;
+pub mod s3;
 pub mod storage;
 pub mod update;
 pub mod uplinks;

@@ -1,0 +1,106 @@
+//! The `[s3]` section of `agent.toml`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Deserialize;
+
+/// `[s3]`: the S3 gateway of this node.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// Serve S3 on this node (default off).
+    pub enabled: bool,
+    /// Where to listen (default `127.0.0.1:3900`). Loopback, private, CGNAT/overlay, ULA and
+    /// link-local addresses only, unless `public = true`.
+    pub listen: SocketAddr,
+    /// The region clients sign for (default `macula`).
+    pub region: String,
+    /// Virtual-host-style domain: `Host: <bucket>.<domain>` names the bucket. Without it, only
+    /// path-style requests.
+    pub domain: Option<String>,
+    /// Allow `listen` on a public or unspecified (`0.0.0.0`, `::`) address.
+    pub public: bool,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 3900)),
+            region: "macula".into(),
+            domain: None,
+            public: false,
+        }
+    }
+}
+
+impl S3Config {
+    /// Checks the section; the error says what to change.
+    pub fn check(&self) -> Result<(), String> {
+        if self.region.is_empty()
+            || !self
+                .region
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        {
+            return Err(format!(
+                "[s3] region `{}` must be letters, digits and '-'",
+                self.region
+            ));
+        }
+        if !self.public && !is_local(self.listen.ip()) {
+            return Err(format!(
+                "[s3] listen {} is not a loopback, private or overlay address; set `public = true` \
+                 to serve S3 there",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Loopback, RFC 1918, CGNAT (100.64/10), link-local, IPv6 unique-local.
+pub fn is_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            v.is_loopback()
+                || v.is_private()
+                || v.is_link_local()
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+        }
+        IpAddr::V6(v) => {
+            let s = v.segments()[0];
+            v.is_loopback() || (s & 0xfe00) == 0xfc00 || (s & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        let mut c = S3Config::default();
+        c.check().unwrap();
+        for ok in [
+            "10.1.2.3:1",
+            "192.168.1.2:1",
+            "100.64.0.1:1",
+            "[fd00::1]:1",
+            "[::1]:1",
+        ] {
+            c.listen = ok.parse().unwrap();
+            c.check().unwrap();
+        }
+        for bad in ["0.0.0.0:1", "8.8.8.8:1", "[::]:1", "[2001:db8::1]:1"] {
+            c.listen = bad.parse().unwrap();
+            assert!(c.check().unwrap_err().contains("public = true"), "{bad}");
+        }
+        c.public = true;
+        c.check().unwrap();
+        c.region = "us east".into();
+        assert!(c.check().is_err());
+    }
+}

@@ -1,0 +1,794 @@
+//! Wiring of the S3 gateway (`docs/s3.md`): the realm-wide index (`macula_s3::index`) kept on
+//! disk and exchanged on the pub/sub topic [`TOPIC`], access keys on `io.macula.S3`, and, with
+//! `[s3] enabled`, an HTTP/1.1 listener whose requests `macula_s3` parses, authenticates and
+//! routes; object bodies go through a spool file into the realm's storage (`crate::storage`).
+
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use macula_bus::Error;
+use macula_bus::s3::{BoxFuture, S3Control};
+use macula_core::NodeKey;
+use macula_core::sync::Locked;
+use macula_mesh::node::MeshNode;
+use macula_s3::body::BodyCheck;
+use macula_s3::config::S3Config;
+use macula_s3::etag;
+use macula_s3::http::{self, Head};
+use macula_s3::index::{AccessKey, Applied, Change, Index, ObjectMeta, Record};
+use macula_s3::route::{self, Op, Route};
+use macula_s3::sigv4::{self, Payload, SignedRequest};
+use macula_s3::{Code, S3Error, xml};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::mesh::MeshGlue;
+use crate::storage::StorageGlue;
+use crate::worker::Workers;
+
+/// The pub/sub topic index records travel on.
+pub const TOPIC: &str = "macula.s3.index";
+/// Bytes read from a socket or a spool file at a time.
+const CHUNK: usize = 64 << 10;
+/// Largest object accepted in one PUT (as S3 without multipart).
+const MAX_PUT: u64 = 5 << 30;
+
+#[derive(Clone)]
+pub struct S3Glue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: S3Config,
+    me: [u8; 32],
+    index: Mutex<Index>,
+    /// The index on disk (0600: it holds access-key secrets).
+    file: PathBuf,
+    spool: PathBuf,
+    storage: StorageGlue,
+    node: OnceLock<Arc<MeshNode>>,
+    requests: AtomicU64,
+}
+
+/// Loads the index copy kept in `<state>/s3/index` (if any) and checks `[s3]`.
+pub fn open(
+    cfg: &S3Config,
+    state_dir: &std::path::Path,
+    key: &NodeKey,
+    storage: StorageGlue,
+) -> anyhow::Result<S3Glue> {
+    cfg.check().map_err(anyhow::Error::msg)?;
+    let dir = state_dir.join("s3");
+    let file = dir.join("index");
+    let mut index = Index::default();
+    match std::fs::read(&file) {
+        Ok(b) => {
+            let records: Vec<Record> = macula_core::wire::decode(&b).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is damaged ({e}); move it away, the gateway then learns the index anew",
+                    file.display()
+                )
+            })?;
+            for r in records {
+                index.apply(r);
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("cannot read {}: {e}", file.display()),
+    }
+    Ok(S3Glue {
+        inner: Arc::new(Inner {
+            cfg: cfg.clone(),
+            me: *key.node_id().as_bytes(),
+            index: Mutex::new(index),
+            file,
+            spool: dir.join("spool"),
+            storage,
+            node: OnceLock::new(),
+            requests: AtomicU64::new(0),
+        }),
+    })
+}
+
+impl S3Glue {
+    /// Hears the realm's index records once the mesh runs and, with `[s3] enabled`, serves S3.
+    pub fn attach(&self, mesh: MeshGlue, workers: &Workers) {
+        let this = self.clone();
+        let serve = self.inner.cfg.enabled;
+        let workers2 = workers.clone();
+        workers.spawn("s3.index", |ctx| async move {
+            let Some(node) = ctx.wait(mesh.wait_running()).await else {
+                return Ok(());
+            };
+            let mut sub = node
+                .subscribe(TOPIC)
+                .await
+                .map_err(|e| format!("cannot subscribe to {TOPIC}: {e}"))?;
+            let _ = this.inner.node.set(node.clone());
+            if serve {
+                let this2 = this.clone();
+                workers2.spawn("s3.serve", |ctx| async move { this2.serve(ctx).await });
+            }
+            while let Some(Some(p)) = ctx.wait(sub.recv()).await {
+                if p.publisher == node.id() {
+                    continue;
+                }
+                match macula_core::wire::decode::<Record>(&p.payload) {
+                    Ok(r) => this.apply(r),
+                    Err(e) => tracing::warn!(target: "macula::s3", from = %p.publisher,
+                        error = %e, "index record ignored"),
+                }
+            }
+            Ok(())
+        });
+    }
+
+    async fn serve(&self, ctx: crate::worker::WorkerCtx) -> crate::worker::WorkerResult {
+        let listen = self.inner.cfg.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}; change [s3] listen"))?;
+        if let Err(e) = std::fs::create_dir_all(&self.inner.spool) {
+            return Err(format!("cannot create {}: {e}", self.inner.spool.display()));
+        }
+        tracing::info!(target: "macula::s3", %listen, region = %self.inner.cfg.region,
+            "S3 gateway listening");
+        while let Some(accepted) = ctx.wait(listener.accept()).await {
+            match accepted {
+                Ok((sock, _)) => {
+                    let this = self.clone();
+                    tokio::spawn(async move { this.connection(sock).await });
+                }
+                Err(e) => ctx.error(format!("accept: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a record (from here or another gateway), keeps the index on disk, and deletes
+    /// the body of an object this node wrote that the record superseded.
+    fn apply(&self, r: Record) {
+        let applied = {
+            let mut ix = self.inner.index.locked();
+            let applied = ix.apply(r);
+            if applied != Applied::Stale {
+                let bytes = macula_core::wire::encode(&ix.records());
+                if let Err(e) = macula_core::fsutil::write_atomic(&self.inner.file, &bytes, 0o600) {
+                    tracing::error!(target: "macula::s3", file = %self.inner.file.display(),
+                        error = %e, "cannot keep the index on disk");
+                }
+            }
+            applied
+        };
+        if let Applied::Won {
+            replaced: Some((v, old)),
+        } = applied
+        {
+            if v.node == self.inner.me {
+                let storage = self.inner.storage.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = storage.delete_cap(old.cap).await {
+                        tracing::warn!(target: "macula::s3", error = %e,
+                            "a superseded object's body was not deleted");
+                    }
+                });
+            }
+        }
+    }
+
+    /// Makes a change here and sends it to the realm's other gateways.
+    async fn commit(&self, change: Change) -> Result<(), S3Error> {
+        let node = self.inner.node.get().ok_or_else(unavailable)?;
+        let r = Record {
+            version: self.inner.index.locked().next_version(self.inner.me),
+            change,
+        };
+        let bytes = macula_core::wire::encode(&r);
+        self.apply(r);
+        node.publish(TOPIC, bytes).await.map_err(|e| {
+            tracing::warn!(target: "macula::s3", error = %e, "index record not sent");
+            S3Error::new(
+                Code::ServiceUnavailable,
+                "the change was made here but not sent to the realm; retry",
+            )
+        })?;
+        Ok(())
+    }
+
+    async fn connection(&self, mut sock: TcpStream) {
+        let mut buf = Vec::with_capacity(4096);
+        loop {
+            let head = loop {
+                match http::parse_head(&buf) {
+                    Ok(Some((head, n))) => {
+                        buf.drain(..n);
+                        break head;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = self.respond_error(&mut sock, &e, false, false).await;
+                        return;
+                    }
+                }
+                let mut chunk = [0u8; 4096];
+                match sock.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            let mut body = BodyReader {
+                left: head.content_length,
+                buf: &mut buf,
+            };
+            let keep = match self.request(&head, &mut body, &mut sock).await {
+                Ok(keep) => keep && body.left == 0,
+                Err(_) => return,
+            };
+            if !keep {
+                return;
+            }
+        }
+    }
+
+    /// Serves one request; `Ok(keep-alive)`, `Err` when the socket failed.
+    async fn request(
+        &self,
+        head: &Head,
+        body: &mut BodyReader<'_>,
+        sock: &mut TcpStream,
+    ) -> std::io::Result<bool> {
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        let is_head = head.method == "HEAD";
+        match self.handle(head, body, sock).await {
+            Ok(resp) => {
+                let keep = head.keep_alive;
+                let mut h: Vec<(&str, String)> = resp
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.clone()))
+                    .collect();
+                h.push(("x-amz-request-id", self.request_id()));
+                match resp.body {
+                    Body::Bytes(b) => {
+                        let len = resp.len.unwrap_or(b.len() as u64);
+                        sock.write_all(&http::response_head(resp.status, &h, len, keep))
+                            .await?;
+                        if !is_head {
+                            sock.write_all(&b).await?;
+                        }
+                    }
+                    Body::File {
+                        mut file,
+                        len,
+                        path,
+                    } => {
+                        let r = async {
+                            sock.write_all(&http::response_head(resp.status, &h, len, keep))
+                                .await?;
+                            let mut left = len;
+                            let mut chunk = vec![0u8; CHUNK];
+                            while left > 0 {
+                                let n = file.read(&mut chunk[..CHUNK.min(left as usize)])?;
+                                if n == 0 {
+                                    return Err(std::io::Error::other("spool file ended early"));
+                                }
+                                sock.write_all(&chunk[..n]).await?;
+                                left -= n as u64;
+                            }
+                            Ok(())
+                        }
+                        .await;
+                        let _ = std::fs::remove_file(&path);
+                        r?;
+                    }
+                }
+                Ok(keep)
+            }
+            Err(e) => {
+                tracing::debug!(target: "macula::s3", method = %head.method,
+                    path = %head.raw_path, code = e.code.as_str(), "request refused");
+                // A body not read cannot be skipped reliably: close the connection after it.
+                let keep = head.keep_alive && body.left == 0;
+                self.respond_error(sock, &e, is_head, keep).await?;
+                Ok(keep)
+            }
+        }
+    }
+
+    fn request_id(&self) -> String {
+        format!("{:016x}", self.inner.requests.load(Ordering::Relaxed))
+    }
+
+    async fn respond_error(
+        &self,
+        sock: &mut TcpStream,
+        e: &S3Error,
+        is_head: bool,
+        keep: bool,
+    ) -> std::io::Result<()> {
+        let body = e.body(&self.request_id());
+        let h = [
+            ("Content-Type", "application/xml".to_string()),
+            ("x-amz-request-id", self.request_id()),
+        ];
+        let len = if is_head { 0 } else { body.len() as u64 };
+        sock.write_all(&http::response_head(e.status(), &h, len, keep))
+            .await?;
+        if !is_head {
+            sock.write_all(body.as_bytes()).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        head: &Head,
+        body: &mut BodyReader<'_>,
+        sock: &mut TcpStream,
+    ) -> Result<Response, S3Error> {
+        let cfg = &self.inner.cfg;
+        let route = route::route(
+            &head.method,
+            &head.raw_path,
+            &head.raw_query,
+            head.header("host"),
+            cfg.domain.as_deref(),
+        )?;
+        let signed = SignedRequest {
+            method: &head.method,
+            raw_path: &head.raw_path,
+            raw_query: &head.raw_query,
+            headers: &head.headers,
+        };
+        let auth = sigv4::parse(&signed)?
+            .ok_or_else(|| S3Error::new(Code::AccessDenied, "Anonymous access is not allowed"))?;
+        let secret = self
+            .inner
+            .index
+            .locked()
+            .access_key(&auth.access_key)
+            .map(|k| k.secret.clone())
+            .ok_or_else(|| {
+                S3Error::new(
+                    Code::InvalidAccessKeyId,
+                    "The AWS Access Key Id you provided does not exist in our records.",
+                )
+            })?;
+        auth.verify(&signed, secret.as_bytes(), &cfg.region, unix_now())?;
+        if self.inner.node.get().is_none() {
+            return Err(unavailable());
+        }
+        let bucket = route.bucket.clone().unwrap_or_default();
+        let key = route.key.clone().unwrap_or_default();
+        match route.op {
+            Op::ListBuckets => {
+                let buckets = self.inner.index.locked().buckets();
+                Ok(Response::xml(xml::list_buckets(&buckets, &auth.access_key)))
+            }
+            Op::CreateBucket => {
+                let change = self
+                    .inner
+                    .index
+                    .locked()
+                    .create_bucket(&bucket, unix_ms())?;
+                self.commit(change).await?;
+                Ok(Response::empty(200).header("Location", format!("/{bucket}")))
+            }
+            Op::HeadBucket => {
+                self.inner.index.locked().check_bucket(&bucket)?;
+                Ok(Response::empty(200).header("x-amz-bucket-region", cfg.region.clone()))
+            }
+            Op::DeleteBucket => {
+                let change = self.inner.index.locked().delete_bucket(&bucket)?;
+                self.commit(change).await?;
+                Ok(Response::empty(204))
+            }
+            Op::GetBucketLocation => {
+                self.inner.index.locked().check_bucket(&bucket)?;
+                Ok(Response::xml(xml::location(&cfg.region)))
+            }
+            Op::ListObjectsV2 => self.list_v2(&bucket, &route),
+            Op::PutObject => {
+                self.put(head, &auth.payload, &bucket, &key, body, sock)
+                    .await
+            }
+            Op::GetObject | Op::HeadObject => {
+                self.get(head, &bucket, &key, route.op == Op::HeadObject)
+                    .await
+            }
+            Op::DeleteObject => {
+                let exists = {
+                    let ix = self.inner.index.locked();
+                    match ix.object(&bucket, &key) {
+                        Ok(_) => true,
+                        Err(e) if e.code == Code::NoSuchKey => false,
+                        Err(e) => return Err(e),
+                    }
+                };
+                if exists {
+                    self.commit(Change::Object {
+                        bucket,
+                        key,
+                        meta: None,
+                    })
+                    .await?;
+                }
+                Ok(Response::empty(204))
+            }
+            Op::NotImplemented(what) => Err(S3Error::new(
+                Code::NotImplemented,
+                format!("{what} is not implemented by this gateway (docs/s3.md)"),
+            )),
+        }
+    }
+
+    fn list_v2(&self, bucket: &str, route: &Route) -> Result<Response, S3Error> {
+        let max_keys = match route.param("max-keys") {
+            None => macula_s3::index::MAX_KEYS,
+            Some(m) => m
+                .parse::<usize>()
+                .map_err(|_| S3Error::new(Code::InvalidArgument, "max-keys must be a number"))?,
+        };
+        let prefix = route.param("prefix").unwrap_or("");
+        let delimiter = route.param("delimiter").filter(|d| !d.is_empty());
+        let continuation = route.param("continuation-token");
+        let start_after = route.param("start-after");
+        let after = match continuation {
+            Some(t) => Some(macula_s3::index::parse_continuation(t)?),
+            None => start_after.map(str::to_string),
+        };
+        let page = self.inner.index.locked().list(
+            bucket,
+            prefix,
+            delimiter,
+            after.as_deref(),
+            max_keys,
+        )?;
+        let echo = xml::ListV2Echo {
+            bucket,
+            prefix,
+            delimiter,
+            max_keys: max_keys.min(macula_s3::index::MAX_KEYS),
+            continuation,
+            start_after,
+            url_encode: route.param("encoding-type") == Some("url"),
+        };
+        Ok(Response::xml(xml::list_objects_v2(&echo, &page)))
+    }
+
+    async fn put(
+        &self,
+        head: &Head,
+        payload: &Payload,
+        bucket: &str,
+        key: &str,
+        body: &mut BodyReader<'_>,
+        sock: &mut TcpStream,
+    ) -> Result<Response, S3Error> {
+        self.inner.index.locked().check_bucket(bucket)?;
+        if head.header("content-length").is_none() {
+            return Err(S3Error::new(
+                Code::MissingContentLength,
+                "You must provide the Content-Length HTTP header.",
+            ));
+        }
+        if head.content_length > MAX_PUT {
+            return Err(S3Error::new(
+                Code::EntityTooLarge,
+                "Your proposed upload exceeds the maximum allowed object size (5 GiB without multipart).",
+            ));
+        }
+        let mut check = BodyCheck::new(&head.headers, payload)?;
+        if head.expect_continue {
+            sock.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .map_err(|_| internal("the client went away"))?;
+        }
+        let (path, mut file) = self.spool_file()?;
+        let _cleanup = RemoveOnDrop(path.clone());
+        let mut chunk = vec![0u8; CHUNK];
+        while body.left > 0 {
+            let n = body
+                .read(sock, &mut chunk)
+                .await
+                .map_err(|_| S3Error::new(Code::InvalidRequest, "the body ended early"))?;
+            check.update(&chunk[..n]);
+            file.write_all(&chunk[..n])
+                .map_err(|e| internal(format!("spool write: {e}")))?;
+        }
+        let md5 = check.finish()?;
+        file.flush()
+            .and_then(|()| file.rewind())
+            .map_err(|e| internal(format!("spool: {e}")))?;
+        let cap = self
+            .inner
+            .storage
+            .put_spooled(file, format!("s3://{bucket}/{key}"))
+            .await
+            .map_err(storage_error)?;
+        let etag = etag::etag(&md5);
+        let user_meta = head
+            .headers
+            .iter()
+            .filter_map(|(n, v)| {
+                n.strip_prefix("x-amz-meta-")
+                    .map(|m| (m.to_string(), v.clone()))
+            })
+            .collect();
+        let meta = ObjectMeta {
+            cap,
+            size: head.content_length,
+            etag: etag.clone(),
+            modified_ms: unix_ms(),
+            content_type: head.header("content-type").map(str::to_string),
+            user_meta,
+        };
+        let bucket_gone = self.inner.index.locked().check_bucket(bucket).err();
+        if let Some(e) = bucket_gone {
+            // Deleted while the body streamed in: the body goes too.
+            let _ = self.inner.storage.delete_cap(meta.cap).await;
+            return Err(e);
+        }
+        self.commit(Change::Object {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            meta: Some(meta),
+        })
+        .await?;
+        Ok(Response::empty(200).header("ETag", etag))
+    }
+
+    async fn get(
+        &self,
+        head: &Head,
+        bucket: &str,
+        key: &str,
+        head_only: bool,
+    ) -> Result<Response, S3Error> {
+        let meta = self.inner.index.locked().object(bucket, key)?.clone();
+        let mut headers = vec![
+            ("ETag".to_string(), meta.etag.clone()),
+            (
+                "Last-Modified".to_string(),
+                sigv4::format_times(meta.modified_ms / 1000).1,
+            ),
+            ("Accept-Ranges".to_string(), "bytes".to_string()),
+            (
+                "Content-Type".to_string(),
+                meta.content_type
+                    .clone()
+                    .unwrap_or_else(|| "binary/octet-stream".into()),
+            ),
+        ];
+        for (n, v) in &meta.user_meta {
+            headers.push((format!("x-amz-meta-{n}"), v.clone()));
+        }
+        if let Some(m) = head.header("if-none-match") {
+            if etag::matches(m, &meta.etag) {
+                return Ok(Response {
+                    status: 304,
+                    headers,
+                    body: Body::Bytes(Vec::new()),
+                    len: Some(0),
+                });
+            }
+        }
+        if let Some(m) = head.header("if-match") {
+            if !etag::matches(m, &meta.etag) {
+                return Err(S3Error::new(
+                    Code::PreconditionFailed,
+                    "At least one of the pre-conditions you specified did not hold",
+                ));
+            }
+        }
+        let range = route::parse_range(head.header("range"), meta.size)?;
+        let (status, first, len) = match range {
+            Some(r) => {
+                headers.push((
+                    "Content-Range".to_string(),
+                    format!("bytes {}-{}/{}", r.first, r.last, meta.size),
+                ));
+                (206, r.first, r.last - r.first + 1)
+            }
+            None => (200, 0, meta.size),
+        };
+        if head_only {
+            return Ok(Response {
+                status,
+                headers,
+                body: Body::Bytes(Vec::new()),
+                len: Some(len),
+            });
+        }
+        let (path, file) = self.spool_file()?;
+        let mut file = match self
+            .inner
+            .storage
+            .get_spooled(&meta.cap, file, format!("s3://{bucket}/{key}"))
+            .await
+        {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(storage_error(e));
+            }
+        };
+        if let Err(e) = file.seek(std::io::SeekFrom::Start(first)) {
+            let _ = std::fs::remove_file(&path);
+            return Err(internal(format!("spool: {e}")));
+        }
+        Ok(Response {
+            status,
+            headers,
+            body: Body::File { file, len, path },
+            len: Some(len),
+        })
+    }
+
+    fn spool_file(&self) -> Result<(PathBuf, std::fs::File), S3Error> {
+        let mut r = [0u8; 12];
+        getrandom::fill(&mut r).map_err(|e| internal(format!("random: {e}")))?;
+        let path = self.inner.spool.join(sigv4::hex(&r));
+        // Read and written (a PUT body is stored from it, a GET is served from it).
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| internal(format!("spool {}: {e}", path.display())))?;
+        Ok((path, f))
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The body of the current request: bytes already read after the head, then the socket.
+struct BodyReader<'a> {
+    left: u64,
+    buf: &'a mut Vec<u8>,
+}
+
+impl BodyReader<'_> {
+    async fn read(&mut self, sock: &mut TcpStream, out: &mut [u8]) -> std::io::Result<usize> {
+        let want = out
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = if !self.buf.is_empty() {
+            let n = want.min(self.buf.len());
+            out[..n].copy_from_slice(&self.buf[..n]);
+            self.buf.drain(..n);
+            n
+        } else {
+            let n = sock.read(&mut out[..want]).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            n
+        };
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+enum Body {
+    Bytes(Vec<u8>),
+    File {
+        file: std::fs::File,
+        len: u64,
+        path: PathBuf,
+    },
+}
+
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Body,
+    /// Content-Length when it is not the body's (HEAD).
+    len: Option<u64>,
+}
+
+impl Response {
+    fn empty(status: u16) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Body::Bytes(Vec::new()),
+            len: None,
+        }
+    }
+
+    fn xml(s: String) -> Self {
+        Self {
+            status: 200,
+            headers: vec![("Content-Type".into(), "application/xml".into())],
+            body: Body::Bytes(s.into_bytes()),
+            len: None,
+        }
+    }
+
+    fn header(mut self, n: &str, v: String) -> Self {
+        self.headers.push((n.to_string(), v));
+        self
+    }
+}
+
+fn unavailable() -> S3Error {
+    S3Error::new(
+        Code::ServiceUnavailable,
+        "the gateway waits for the mesh and storage; retry shortly",
+    )
+}
+
+fn internal(msg: impl Into<String>) -> S3Error {
+    S3Error::new(Code::InternalError, msg)
+}
+
+fn storage_error(e: Error) -> S3Error {
+    match e {
+        Error::Unavailable(m) => S3Error::new(Code::ServiceUnavailable, m),
+        e => S3Error::new(Code::InternalError, e.to_string()),
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn unix_now() -> u64 {
+    unix_ms() / 1000
+}
+
+/// Access key ids: `MK` and 18 characters of `A-Z2-7` (90 random bits); secrets: 40
+/// characters of base64's alphabet (240 random bits).
+fn new_key() -> Result<(String, String), Error> {
+    let mut r = [0u8; 58];
+    getrandom::fill(&mut r).map_err(|e| Error::Failed(format!("no randomness: {e}")))?;
+    const B32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let id: String = std::iter::once('M')
+        .chain(std::iter::once('K'))
+        .chain(r[..18].iter().map(|b| B32[usize::from(b & 31)] as char))
+        .collect();
+    let secret: String = r[18..]
+        .iter()
+        .map(|b| B64[usize::from(b & 63)] as char)
+        .collect();
+    Ok((id, secret))
+}
+
+impl S3Control for S3Glue {
+    fn create_key(&self, name: String) -> BoxFuture<'_, Result<(String, String), Error>> {
+        Box::pin(async move {
+            let (id, secret) = new_key()?;
+            let change = Change::Key {
+                id: id.clone(),
+                key: AccessKey {
+                    name: name.clone(),
+                    secret: secret.clone(),
+                    created_ms: unix_ms(),
+                },
+            };
+            self.commit(change).await.map_err(|e| match e.code {
+                Code::ServiceUnavailable => Error::Unavailable(
+                    "the mesh is not running; the key can be made once this node is in a realm"
+                        .into(),
+                ),
+                _ => Error::Failed(e.message),
+            })?;
+            tracing::info!(target: "macula::s3", %id, %name, "access key created");
+            Ok((id, secret))
+        })
+    }
+}

@@ -1,0 +1,76 @@
+# boto3 against a Macula S3 gateway; run by agent/maculad/tests/s3_gateway.rs.
+import hashlib, os, time, urllib.request
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+ep, kid, sec = os.environ["EP"], os.environ["KID"], os.environ["SEC"]
+cfg = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1})
+s3 = boto3.client("s3", endpoint_url=ep, aws_access_key_id=kid, aws_secret_access_key=sec,
+                  region_name="macula", config=cfg)
+
+def code(f):
+    try:
+        f()
+    except ClientError as e:
+        return e.response["Error"]["Code"]
+    raise AssertionError("no error")
+
+s3.create_bucket(Bucket="photos")
+assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["photos"]
+s3.head_bucket(Bucket="photos")
+assert code(lambda: s3.create_bucket(Bucket="photos")) == "BucketAlreadyOwnedByYou"
+
+big = os.urandom(3 * 1024 * 1024 + 123)  # four 1 MiB segments
+t = time.time()
+r = s3.put_object(Bucket="photos", Key="2024/a.bin", Body=big, Metadata={"mtime": "123"})
+put_s = time.time() - t
+assert r["ETag"] == '"%s"' % hashlib.md5(big).hexdigest(), r["ETag"]
+for k in ["2024/b.txt", "2025/c.txt", "top.txt"]:
+    s3.put_object(Bucket="photos", Key=k, Body=k.encode())
+t = time.time()
+g = s3.get_object(Bucket="photos", Key="2024/a.bin")
+data = g["Body"].read()
+get_s = time.time() - t
+assert data == big, "GET is not byte-identical"
+assert g["Metadata"] == {"mtime": "123"}, g["Metadata"]
+g = s3.get_object(Bucket="photos", Key="2024/a.bin", Range="bytes=1048000-1049999")
+assert g["Body"].read() == big[1048000:1050000]
+assert g["ContentRange"] == "bytes 1048000-1049999/%d" % len(big), g["ContentRange"]
+h = s3.head_object(Bucket="photos", Key="2024/a.bin")
+assert h["ContentLength"] == len(big) and h["ETag"] == r["ETag"]
+
+keys = lambda l: [o["Key"] for o in l.get("Contents", [])]
+assert keys(s3.list_objects_v2(Bucket="photos", Prefix="2024/")) == ["2024/a.bin", "2024/b.txt"]
+l = s3.list_objects_v2(Bucket="photos", Delimiter="/")
+assert keys(l) == ["top.txt"], l
+assert [p["Prefix"] for p in l["CommonPrefixes"]] == ["2024/", "2025/"], l
+p1 = s3.list_objects_v2(Bucket="photos", MaxKeys=3)
+assert p1["IsTruncated"] and len(keys(p1)) == 3
+p2 = s3.list_objects_v2(Bucket="photos", MaxKeys=3, ContinuationToken=p1["NextContinuationToken"])
+assert not p2["IsTruncated"] and keys(p1) + keys(p2) == ["2024/a.bin", "2024/b.txt", "2025/c.txt", "top.txt"]
+
+url = s3.generate_presigned_url("get_object", Params={"Bucket": "photos", "Key": "top.txt"}, ExpiresIn=60)
+assert urllib.request.urlopen(url).read() == b"top.txt"
+
+assert code(lambda: s3.get_object(Bucket="photos", Key="missing")) == "NoSuchKey"
+assert code(lambda: s3.head_object(Bucket="photos", Key="missing")) == "404"
+assert code(lambda: s3.get_object(Bucket="nope", Key="x")) == "NoSuchBucket"
+assert code(lambda: s3.list_objects_v2(Bucket="nope")) == "NoSuchBucket"
+assert code(lambda: s3.delete_bucket(Bucket="photos")) == "BucketNotEmpty"
+bad = boto3.client("s3", endpoint_url=ep, aws_access_key_id=kid, aws_secret_access_key=sec + "x",
+                   region_name="macula", config=cfg)
+assert code(lambda: bad.list_buckets()) == "SignatureDoesNotMatch"
+assert code(lambda: bad.put_object(Bucket="photos", Key="top.txt", Body=b"evil")) == "SignatureDoesNotMatch"
+assert s3.get_object(Bucket="photos", Key="top.txt")["Body"].read() == b"top.txt"
+assert code(lambda: s3.create_multipart_upload(Bucket="photos", Key="m")) == "NotImplemented"
+
+# Overwrite, then delete everything and the bucket.
+s3.put_object(Bucket="photos", Key="top.txt", Body=b"v2")
+assert s3.get_object(Bucket="photos", Key="top.txt")["Body"].read() == b"v2"
+for k in ["2024/a.bin", "2024/b.txt", "2025/c.txt", "top.txt"]:
+    s3.delete_object(Bucket="photos", Key=k)
+assert code(lambda: s3.get_object(Bucket="photos", Key="top.txt")) == "NoSuchKey"
+s3.delete_bucket(Bucket="photos")
+assert s3.list_buckets()["Buckets"] == []
+print("boto3 %s: all checks passed; PUT %d B in %.2f s, GET in %.2f s" % (boto3.__version__, len(big), put_s, get_s))
