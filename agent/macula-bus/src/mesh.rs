@@ -78,6 +78,10 @@ pub trait MeshControl: Send + Sync + 'static {
     /// Calls the RPC procedure `mesh.ping` on a member; returns its certificate name and the
     /// round-trip time in microseconds.
     fn ping(&self, node_id: String) -> BoxFuture<'_, Result<(String, u64), Error>>;
+    /// This node's certificate and its renewal: realm ID, expiry, when renewal is due, when it
+    /// was last renewed (0: not since the start) and why the last attempt failed (empty when
+    /// none failed since). Unix seconds.
+    fn certificate(&self) -> Result<(String, u64, u64, u64, String), Error>;
 }
 
 /// The `io.macula.Mesh1` server object.
@@ -155,6 +159,12 @@ impl MeshObject {
         self.control.ping(node_id).await
     }
 
+    /// This node's certificate: (realm ID, expires, renewal due, last renewed or 0, last
+    /// renewal error or ""), unix seconds. `Unavailable` while the mesh is off.
+    fn certificate(&self) -> Result<(String, u64, u64, u64, String), Error> {
+        self.control.certificate()
+    }
+
     /// A peer's state or metadata changed.
     #[zbus(signal)]
     pub async fn peer_changed(
@@ -195,6 +205,7 @@ pub trait Mesh1 {
     fn join(&self, cert: &str) -> zbus::Result<String>;
     fn revoke(&self, node_id: &str) -> zbus::Result<()>;
     fn ping(&self, node_id: &str) -> zbus::Result<(String, u64)>;
+    fn certificate(&self) -> zbus::Result<(String, u64, u64, u64, String)>;
     #[zbus(signal)]
     fn peer_changed(&self, node_id: String, state: String, name: String) -> zbus::Result<()>;
     #[zbus(signal)]

@@ -189,7 +189,7 @@ impl BeaconState {
             addr: SocketAddr::new(ip, self.port),
             nonce,
             sent_at_ms: now_ms,
-            cert: self.admission.own_cert().clone(),
+            cert: self.admission.own_cert(),
         };
         let sig = Sig(self
             .key

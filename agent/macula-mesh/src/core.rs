@@ -504,6 +504,13 @@ impl MeshCore {
         v
     }
 
+    /// Announces a renewed certificate of this node (own metadata re-signed with it).
+    pub fn set_cert(&mut self, now: Now, key: &NodeKey, cert: MembershipCert) -> Option<u64> {
+        let v = self.m.set_cert(key, now.unix_ms, cert);
+        self.process(now);
+        v
+    }
+
     /// Subscribes to `topic`; [`CoreOutput::Subscribed`] with the returned token follows once
     /// every peer active now acknowledged (or after [`CoreConfig::subscribe_wait`]).
     pub fn subscribe(&mut self, now: Now, topic: &str) -> Result<u64, PubSubError> {

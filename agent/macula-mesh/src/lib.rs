@@ -19,6 +19,7 @@ pub mod proto;
 pub mod pubsub;
 pub mod realm;
 pub mod relay;
+pub mod renewal;
 pub mod revocations;
 pub mod rpc;
 pub mod sig;

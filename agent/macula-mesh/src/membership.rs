@@ -840,6 +840,21 @@ impl Membership {
         Some(version)
     }
 
+    /// Re-signs own metadata with a renewed certificate (checked by the caller) under a higher
+    /// version and disseminates it: members extend this node's admission to its new expiry.
+    /// Returns the new version; `None` without own metadata.
+    pub fn set_cert(&mut self, key: &NodeKey, now_ms: u64, cert: MembershipCert) -> Option<u64> {
+        let own = self.own_meta.as_ref()?;
+        let mut meta = own.meta.clone();
+        let (version, persist) = self.clock.next(now_ms, own.meta.version.saturating_add(1));
+        meta.version = version;
+        if let Some(state) = persist {
+            self.out.push(Output::Persist(state));
+        }
+        self.set_meta(SignedMeta::sign(key, cert, meta));
+        Some(version)
+    }
+
     fn add_rumor(&mut self, rumor: &Rumor) {
         if let Err(e) = self.foca.add_broadcast(&wire::encode(rumor)) {
             tracing::warn!("cannot disseminate {rumor:?}: {e}");

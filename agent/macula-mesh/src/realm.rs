@@ -475,7 +475,8 @@ impl Revocation {
 #[derive(Debug)]
 pub struct Admission {
     realm: RealmId,
-    own: MembershipCert,
+    /// This node's certificate; replaced when renewed ([`Admission::set_own_cert`]).
+    own: RwLock<MembershipCert>,
     revoked: RwLock<HashMap<NodeId, Revocation>>,
     deny: Arc<DenyList>,
     /// How many revocations are known; changes when one is added.
@@ -504,7 +505,7 @@ impl Admission {
         }
         Ok(Self {
             realm,
-            own,
+            own: RwLock::new(own),
             revoked: RwLock::default(),
             deny: Arc::default(),
             known: tokio::sync::watch::Sender::new(0),
@@ -515,8 +516,24 @@ impl Admission {
         self.realm
     }
 
-    pub fn own_cert(&self) -> &MembershipCert {
-        &self.own
+    /// This node's certificate (shown in Hellos and beacons).
+    pub fn own_cert(&self) -> MembershipCert {
+        self.own.read_locked().clone()
+    }
+
+    /// Replaces this node's certificate with a renewed one, checked like at [`Admission::new`]:
+    /// valid now, for this realm and node (`crate::renewal::check_renewed` checks the rest).
+    pub fn set_own_cert(&self, cert: MembershipCert, now: u64) -> Result<(), CertError> {
+        cert.verify(&self.realm, now)?;
+        let node = self.own.read_locked().body.node;
+        if cert.body.node != node {
+            return Err(CertError::NodeMismatch {
+                cert: cert.body.node,
+                peer: node,
+            });
+        }
+        *self.own.locked() = cert;
+        Ok(())
     }
 
     pub fn deny_list(&self) -> Arc<DenyList> {

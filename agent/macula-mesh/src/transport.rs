@@ -243,7 +243,7 @@ impl Endpoint {
         revocations.truncate(MAX_HELLO_REVOCATIONS);
         Control::Hello(Hello {
             realm: self.admission.realm(),
-            cert: self.admission.own_cert().clone(),
+            cert: self.admission.own_cert(),
             listen: self.listen.clone(),
             revocations,
         })

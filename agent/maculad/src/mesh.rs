@@ -18,8 +18,10 @@ use macula_mesh::announce::{Announce, CapacityAnnouncer};
 use macula_mesh::beacon;
 use macula_mesh::config::MeshSection;
 use macula_mesh::membership::{Capacity, FailureDomains};
+use macula_mesh::node::PeerState;
 use macula_mesh::node::{Bootstrap, Contacts, MeshNode, NodeConfig, PeerInfo};
 use macula_mesh::realm::{Admission, CertBody, MembershipCert, RealmKey, Revocation};
+use macula_mesh::renewal::{self, RENEW_DEADLINE, RENEW_PROCEDURE, Renewal};
 use macula_mesh::revocations::RevocationStore;
 use macula_mesh::transport::{TransportParams, unix_now};
 use macula_net::overlay::{WgKey, peer_public_key};
@@ -42,6 +44,8 @@ pub struct MeshGlue {
     domains: FailureDomains,
     /// Tells waiters (storage) that the mesh started, without polling.
     started: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The renewal policy of this node's certificate, once the mesh runs (`Mesh1.Certificate`).
+    renewal: Arc<Mutex<Option<Renewal>>>,
     workers: Workers,
 }
 
@@ -91,6 +95,7 @@ pub fn start(
         capacity: Arc::new(Mutex::new(CapacityAnnouncer::new(capacity))),
         domains,
         started: Arc::new(tokio::sync::watch::Sender::new(false)),
+        renewal: Arc::default(),
         workers,
     };
     let path = glue.cert_path();
@@ -211,7 +216,7 @@ impl MeshGlue {
                 tracing::warn!(target: "macula::mesh", error = %e, "stored revocation not spread");
             }
         }
-        let name = admission.own_cert().body.name.clone().into_bytes();
+        let name = admission.own_cert().body.name.into_bytes();
         node.serve(
             PING,
             Arc::new(move |_, _| {
@@ -220,6 +225,9 @@ impl MeshGlue {
             }),
         );
         let node = Arc::new(node);
+        self.serve_renewals(&node, admission.clone());
+        *self.renewal.locked() = Some(Renewal::new(admission.own_cert().body));
+        self.renew_certificate(&node, admission.clone());
         self.keep_revocations(admission.clone());
         self.start_beacon(&node, admission.clone());
         *slot = Some(node.clone());
@@ -285,6 +293,159 @@ impl MeshGlue {
             .await;
             Ok(())
         });
+    }
+
+    /// On a node holding the realm key: serves [`RENEW_PROCEDURE`], renewing the certificate of
+    /// a member in good standing (`macula_mesh::renewal::renewal_for`).
+    fn serve_renewals(&self, node: &Arc<MeshNode>, admission: Arc<Admission>) {
+        let Ok(realm) = self.realm_key() else {
+            return;
+        };
+        let realm = Arc::new(realm);
+        node.serve(
+            RENEW_PROCEDURE,
+            Arc::new(move |from, body| {
+                let (realm, admission) = (realm.clone(), admission.clone());
+                Box::pin(async move {
+                    use macula_mesh::rpc::{ErrorCode, RpcError};
+                    let text = String::from_utf8(body)
+                        .map_err(|_| RpcError::new(ErrorCode::BadRequest, "not a certificate"))?;
+                    let current = MembershipCert::from_text(&text)
+                        .map_err(|e| RpcError::new(ErrorCode::BadRequest, e.to_string()))?;
+                    let body = renewal::renewal_for(
+                        &realm.id(),
+                        from,
+                        &current,
+                        |n| admission.is_revoked(n),
+                        unix_now(),
+                    )
+                    .map_err(|e| {
+                        tracing::warn!(target: "macula::mesh", node = %from, error = %e,
+                            "certificate renewal refused");
+                        RpcError::new(ErrorCode::PermissionDenied, e.to_string())
+                    })?;
+                    tracing::info!(target: "macula::mesh", node = %from, name = %body.name,
+                        expires = body.expires, "renewed a member's certificate");
+                    Ok(realm.issue(body).to_text().into_bytes())
+                })
+            }),
+        );
+    }
+
+    /// The worker `mesh.renewal`: renews this node's certificate when the policy says
+    /// (`macula_mesh::renewal::Renewal`), installs it in the running mesh and stores it.
+    fn renew_certificate(&self, node: &Arc<MeshNode>, admission: Arc<Admission>) {
+        let (glue, node) = (self.clone(), node.clone());
+        self.workers.spawn("mesh.renewal", |ctx| async move {
+            loop {
+                let wake = glue
+                    .renewal
+                    .locked()
+                    .as_ref()
+                    .and_then(Renewal::next_wakeup);
+                let Some(wake) = wake else {
+                    return Ok(());
+                };
+                let delay =
+                    Duration::from_secs(wake.saturating_sub(unix_now()).min(renewal::RECHECK_S));
+                if ctx.wait(tokio::time::sleep(delay)).await.is_none() {
+                    return Ok(());
+                }
+                let due = glue
+                    .renewal
+                    .locked()
+                    .as_mut()
+                    .and_then(|r| r.poll(unix_now()));
+                if due.is_none() {
+                    continue;
+                }
+                let current = admission.own_cert();
+                let result = match ctx
+                    .wait(glue.renewed_cert(&node, &admission, &current))
+                    .await
+                {
+                    Some(r) => r,
+                    None => return Ok(()),
+                };
+                let now = unix_now();
+                let installed = result.and_then(|cert| {
+                    renewal::check_renewed(&current, &cert, now).map_err(|e| e.to_string())?;
+                    glue.write_cert(&cert).map_err(|e| e.to_string())?;
+                    node.renew_cert(cert.clone()).map_err(|e| e.to_string())?;
+                    Ok(cert)
+                });
+                let mut policy = glue.renewal.locked();
+                let Some(policy) = policy.as_mut() else {
+                    return Ok(());
+                };
+                match installed {
+                    Ok(cert) => {
+                        tracing::info!(target: "macula::mesh", expires = cert.body.expires,
+                            "membership certificate renewed");
+                        policy.renewed(cert.body, now);
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "macula::mesh", error = %e, expires =
+                            current.body.expires, "membership certificate not renewed; trying \
+                            again later. A node that holds the realm key must be reachable");
+                        ctx.error(format!("certificate not renewed: {e}"));
+                        policy.failed(e, now);
+                    }
+                }
+            }
+        });
+    }
+
+    /// A renewal of `current`: issued here when this node holds the realm key, else asked of
+    /// the members that are alive, hubs first, until one holding the key answers.
+    async fn renewed_cert(
+        &self,
+        node: &MeshNode,
+        admission: &Admission,
+        current: &MembershipCert,
+    ) -> Result<MembershipCert, String> {
+        if let Ok(realm) = self.realm_key() {
+            let body = renewal::renewal_for(
+                &realm.id(),
+                self.key.node_id(),
+                current,
+                |n| admission.is_revoked(n),
+                unix_now(),
+            )
+            .map_err(|e| e.to_string())?;
+            return Ok(realm.issue(body));
+        }
+        let mut peers: Vec<PeerInfo> = node
+            .peers()
+            .into_iter()
+            .filter(|p| p.state == PeerState::Alive)
+            .collect();
+        peers.sort_by_key(|p| p.meta.as_ref().is_none_or(|m| m.role != Role::Hub));
+        let mut errors = Vec::new();
+        for p in peers {
+            let request = current.to_text().into_bytes();
+            match node
+                .call(p.id, RENEW_PROCEDURE, request, RENEW_DEADLINE)
+                .await
+            {
+                Ok(reply) => {
+                    return String::from_utf8(reply)
+                        .map_err(|_| "not text".to_string())
+                        .and_then(|t| MembershipCert::from_text(&t).map_err(|e| e.to_string()))
+                        .map_err(|e| {
+                            format!("{} answered with no certificate: {e}", p.id.short())
+                        });
+                }
+                Err(e) => errors.push(format!("{}: {e}", p.id.short())),
+            }
+        }
+        if errors.is_empty() {
+            return Err("no member is alive to ask".into());
+        }
+        Err(format!(
+            "no member holding the realm key renewed it ({})",
+            errors.join("; ")
+        ))
     }
 
     /// Loads the stored revocations into `admission` (before the endpoint accepts anyone).
@@ -587,6 +748,22 @@ impl MeshControl for MeshGlue {
             .map_err(|e| Error::Failed(e.to_string()))?;
         tracing::info!(target: "macula::mesh", %node, "revoked a node from the realm");
         Ok(())
+    }
+
+    fn certificate(&self) -> Result<(String, u64, u64, u64, String), Error> {
+        self.running()?;
+        let policy = self.renewal.locked();
+        let policy = policy
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("the mesh is starting".into()))?;
+        let cert = policy.cert();
+        Ok((
+            cert.realm.to_string(),
+            cert.expires,
+            renewal::renew_at(cert),
+            policy.renewed_at().unwrap_or(0),
+            policy.last_error().unwrap_or_default().to_owned(),
+        ))
     }
 
     fn ping(&self, node_id: String) -> BoxFuture<'_, Result<(String, u64), Error>> {

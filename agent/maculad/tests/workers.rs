@@ -10,6 +10,7 @@ use macula_testkit::realm::{AgentRealm, RealmNode};
 /// Every worker a storage node with a realm runs.
 const EXPECTED: &[&str] = &[
     "mesh.peer-signals",
+    "mesh.renewal",
     "mesh.revocations",
     "s3.index",
     "storage.audit",

@@ -32,7 +32,7 @@ use crate::membership::{
     UplinkAddr,
 };
 use crate::pubsub::{PubSubError, Publication};
-use crate::realm::{Admission, Revocation};
+use crate::realm::{Admission, CertError, MembershipCert, Revocation};
 use crate::rpc::{ErrorCode, Handler, MAX_RPC_FRAME, Procedure, RpcError, StreamHandler};
 use crate::transport::{Endpoint, TransportError, TransportParams, unix_now};
 
@@ -296,7 +296,7 @@ impl MeshNode {
         } else {
             config.advertise.clone()
         };
-        let own_cert = admission.own_cert().clone();
+        let own_cert = admission.own_cert();
         let cert = own_cert.body.clone();
         let clock_file = config.state_dir.as_ref().map(|d| d.join(CLOCK_FILE));
         let now_ms = unix_ms();
@@ -465,6 +465,20 @@ impl MeshNode {
         if let Some(version) = version {
             tracing::debug!(version, "own metadata updated");
         }
+    }
+
+    /// Installs a renewed certificate of this node (`crate::renewal`): used in Hellos and
+    /// beacons from now on, and spread in its member metadata, so members extend its admission.
+    /// Refused when it is not valid now for this realm and node.
+    pub fn renew_cert(&self, cert: MembershipCert) -> Result<(), CertError> {
+        self.shared
+            .endpoint
+            .admission()
+            .set_own_cert(cert.clone(), unix_now())?;
+        let key = &self.shared.key;
+        self.shared
+            .with_core(|core, now| core.set_cert(now, key, cert));
+        Ok(())
     }
 
     /// Subscribes to `topic`. Resolves once every peer alive now acknowledged the subscription

@@ -52,8 +52,27 @@ pub async fn run(conn: &zbus::Connection, cmd: NodeCommand) -> Result<(), CliErr
 pub async fn status(conn: &zbus::Connection, args: &StatusArgs) -> Result<(), CliError> {
     let proxy = Node1Proxy::new(conn).await?;
     let map = proxy.status().await?;
+    // The membership certificate, while the mesh runs.
+    let cert = macula_bus::mesh::Mesh1Proxy::new(conn)
+        .await?
+        .certificate()
+        .await
+        .ok();
     if args.json {
-        return super::print_json(&super::map_to_json(&map));
+        let mut obj = super::map_to_json(&map);
+        if let Some((realm, expires, renew_at, renewed_at, error)) = &cert {
+            obj.insert(
+                "certificate".into(),
+                serde_json::json!({
+                    "realm": realm,
+                    "expires": expires,
+                    "renew_at": renew_at,
+                    "renewed_at": renewed_at,
+                    "renew_error": error,
+                }),
+            );
+        }
+        return super::print_json(&obj);
     }
     let s = |k: &str| super::get_str(&map, k);
     let uptime = map
@@ -69,7 +88,49 @@ pub async fn status(conn: &zbus::Connection, args: &StatusArgs) -> Result<(), Cl
     if let Some(line) = clock_line(&map) {
         println!("  Clock      {line}");
     }
+    match &cert {
+        Some(c) => println!("  Realm cert {}", cert_line(c, now_unix())),
+        None => println!("  Realm cert none (the mesh is off)"),
+    }
     Ok(())
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `maculactl status`'s certificate line from `Mesh1.Certificate()`, e.g. `realm 442ou3bl,
+/// expires in 90d 0h (renewed automatically from in 60d 0h)`.
+fn cert_line(c: &(String, u64, u64, u64, String), now: u64) -> String {
+    let (realm, expires, renew_at, _, error) = c;
+    let when = |t: u64| {
+        if t > now {
+            format!("in {}", human_duration(t - now))
+        } else {
+            format!("{} ago", human_duration(now - t))
+        }
+    };
+    let realm_short: String = realm.chars().take(8).collect();
+    let mut line = if *expires <= now {
+        format!("realm {realm_short}, EXPIRED {}", when(*expires))
+    } else if *renew_at > now {
+        format!(
+            "realm {realm_short}, expires {} (renewed automatically from {})",
+            when(*expires),
+            when(*renew_at)
+        )
+    } else {
+        format!(
+            "realm {realm_short}, expires {} (renewal due)",
+            when(*expires)
+        )
+    };
+    if !error.is_empty() {
+        line.push_str(&format!("; last renewal failed: {error}"));
+    }
+    line
 }
 
 pub async fn workers(conn: &zbus::Connection, args: &StatusArgs) -> Result<(), CliError> {
@@ -289,6 +350,34 @@ pub fn human_duration(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_certificate_line_says_when_it_expires_and_renews() {
+        use super::cert_line;
+        let realm = "442ou3blmjl544rvlzdsvic2jreh422ghqbj5uyg34xqdnldnnma".to_string();
+        let day = 86_400;
+        let c = (realm.clone(), 100 * day, 70 * day, 0, String::new());
+        assert_eq!(
+            cert_line(&c, 10 * day),
+            "realm 442ou3bl, expires in 90d 0h (renewed automatically from in 60d 0h)"
+        );
+        let c = (
+            realm.clone(),
+            100 * day,
+            70 * day,
+            0,
+            "no member is alive".to_string(),
+        );
+        assert_eq!(
+            cert_line(&c, 80 * day),
+            "realm 442ou3bl, expires in 20d 0h (renewal due); last renewal failed: no member is alive"
+        );
+        let c = (realm, 100 * day, 70 * day, 0, String::new());
+        assert_eq!(
+            cert_line(&c, 101 * day),
+            "realm 442ou3bl, EXPIRED 1d 0h ago"
+        );
+    }
+
     #[test]
     fn durations_read_well() {
         assert_eq!(super::human_duration(5), "5s");
