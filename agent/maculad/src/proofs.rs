@@ -8,11 +8,11 @@
 use macula_core::sync::Locked;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use macula_bus::node::{InterfaceTraffic, NodeObject, Resources as BusResources};
 use macula_core::{NodeId, NodeKey};
-use macula_net::firewall::{Firewall, Holder, NodeQuarantine};
+use macula_net::firewall::{Firewall, Holder, NodeQuarantine, QUARANTINE_RETRY};
 use macula_proof::book::{
     LEDGER_TOPIC, PROC_CHALLENGE, PROC_LEDGER, PULL_DEADLINE, PULL_EVERY, PULL_ROUNDS, ProofBook,
     Verdicts, save_interval,
@@ -300,9 +300,6 @@ struct ProofsInner {
 /// Name of the ledger copy in the state dir; a refused copy is moved to `ledger.bad`.
 const LEDGER_FILE: &str = "ledger";
 const LEDGER_BAD: &str = "ledger.bad";
-/// How soon worker `proofs.firewall` tries again after an `nft` failure (unless the verdicts
-/// change first).
-const FIREWALL_RETRY: Duration = Duration::from_secs(2);
 
 /// Reads the saved ledger copy, refusing a file larger than any copy this build writes.
 fn read_ledger_file(path: &Path) -> std::io::Result<Vec<u8>> {
@@ -745,10 +742,10 @@ impl ProofsGlue {
                 let mut failed = false;
                 loop {
                     // After a failed update, try again at the next change of the verdicts or
-                    // after `FIREWALL_RETRY`, whichever comes first.
+                    // after `QUARANTINE_RETRY`, whichever comes first.
                     let woke = if failed {
                         ctx.wait(async {
-                            tokio::time::timeout(FIREWALL_RETRY, verdicts.changed())
+                            tokio::time::timeout(QUARANTINE_RETRY, verdicts.changed())
                                 .await
                                 .unwrap_or(Ok(()))
                         })

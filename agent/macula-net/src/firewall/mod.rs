@@ -15,6 +15,6 @@ mod service;
 pub use config::{FirewallConfig, GroupConfig, MgmtConfig, ValidationError, ZoneConfig, Zones};
 pub use confirm::{ConfirmAction, ConfirmGuard, NothingToConfirm};
 pub use nft::{Nft, NftError};
-pub use quarantine::{Holder, Holds, NodeQuarantine, SetChange, node_address};
+pub use quarantine::{Holder, Holds, NodeQuarantine, QUARANTINE_RETRY, SetChange, node_address};
 pub use render::{TABLE, render, render_replace};
 pub use service::{ApplyOutcome, Firewall, FirewallError, FirewallStatus};

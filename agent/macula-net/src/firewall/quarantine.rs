@@ -11,10 +11,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
+use std::time::Duration;
 
 use macula_core::NodeId;
 
 use crate::overlay::{overlay_address, peer_public_key};
+
+/// How soon a failed update of the `quarantine` set for the realm's verdicts is tried again
+/// (unless the verdicts change first).
+pub const QUARANTINE_RETRY: Duration = Duration::from_secs(2);
 
 /// Who put an address in the `quarantine` set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
