@@ -11,19 +11,25 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use macula_bus::Error;
 use macula_bus::s3::{BoxFuture, S3Control};
+use macula_core::NodeId;
 use macula_core::NodeKey;
 use macula_core::sync::Locked;
-use macula_mesh::node::MeshNode;
+use macula_mesh::node::{MeshNode, PeerState};
+use macula_mesh::rpc::{ErrorCode, Handler, RpcError};
 use macula_s3::body::BodyCheck;
 use macula_s3::config::S3Config;
 use macula_s3::etag;
 use macula_s3::http::{self, Head};
-use macula_s3::index::{AccessKey, Applied, Change, Index, ObjectMeta, Record};
+use macula_s3::index::{
+    AccessKey, Applied, CATCH_UP_WAIT, Change, Index, ObjectMeta, Record, SYNC_DEADLINE,
+    SYNC_PAGE_BYTES, SYNC_PROCEDURE, SyncCursor, SyncPage,
+};
 use macula_s3::route::{self, Op, Route};
 use macula_s3::sigv4::{self, Payload, SignedRequest};
 use macula_s3::{Code, S3Error, xml};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::mesh::MeshGlue;
 use crate::storage::StorageGlue;
@@ -51,6 +57,8 @@ struct Inner {
     storage: StorageGlue,
     node: OnceLock<Arc<MeshNode>>,
     requests: AtomicU64,
+    /// Whether this node has caught up from a member since it started (the listener waits).
+    caught_up: tokio::sync::watch::Sender<bool>,
 }
 
 /// Loads the index copy kept in `<state>/s3/index` (if any) and checks `[s3]`.
@@ -89,12 +97,15 @@ pub fn open(
             storage,
             node: OnceLock::new(),
             requests: AtomicU64::new(0),
+            caught_up: tokio::sync::watch::Sender::new(false),
         }),
     })
 }
 
 impl S3Glue {
-    /// Hears the realm's index records once the mesh runs and, with `[s3] enabled`, serves S3.
+    /// Hears the realm's index records once the mesh runs, catches up from every member that
+    /// is or comes alive (`macula_s3::index::SYNC_PROCEDURE`), serves its own index to the
+    /// others, and, with `[s3] enabled`, serves S3.
     pub fn attach(&self, mesh: MeshGlue, workers: &Workers) {
         let this = self.clone();
         let serve = self.inner.cfg.enabled;
@@ -103,31 +114,129 @@ impl S3Glue {
             let Some(node) = ctx.wait(mesh.wait_running()).await else {
                 return Ok(());
             };
+            this.serve_sync(&node);
+            let mut changes = node.watch_peers();
             let mut sub = node
                 .subscribe(TOPIC)
                 .await
                 .map_err(|e| format!("cannot subscribe to {TOPIC}: {e}"))?;
             let _ = this.inner.node.set(node.clone());
+            for p in node.peers() {
+                if p.state == PeerState::Alive {
+                    this.catch_up(&node, p.id);
+                }
+            }
             if serve {
                 let this2 = this.clone();
                 workers2.spawn("s3.serve", |ctx| async move { this2.serve(ctx).await });
             }
-            while let Some(Some(p)) = ctx.wait(sub.recv()).await {
-                if p.publisher == node.id() {
-                    continue;
-                }
-                match macula_core::wire::decode::<Record>(&p.payload) {
-                    Ok(r) => this.apply(r),
-                    Err(e) => tracing::warn!(target: "macula::s3", from = %p.publisher,
-                        error = %e, "index record ignored"),
+            loop {
+                let next = ctx.wait(async {
+                    tokio::select! {
+                        p = sub.recv() => Heard::Record(p),
+                        c = changes.recv() => Heard::Peer(c),
+                    }
+                });
+                match next.await {
+                    None | Some(Heard::Record(None)) => return Ok(()),
+                    Some(Heard::Record(Some(p))) => {
+                        if p.publisher == node.id() {
+                            continue;
+                        }
+                        match macula_core::wire::decode::<Record>(&p.payload) {
+                            Ok(r) => this.apply(r),
+                            Err(e) => tracing::warn!(target: "macula::s3", from = %p.publisher,
+                                error = %e, "index record ignored"),
+                        }
+                    }
+                    Some(Heard::Peer(Ok(c))) => {
+                        if c.peer.state == PeerState::Alive && !c.left {
+                            this.catch_up(&node, c.peer.id);
+                        }
+                    }
+                    Some(Heard::Peer(Err(RecvError::Lagged(n)))) => {
+                        ctx.error(format!("{n} peer changes missed"));
+                    }
+                    Some(Heard::Peer(Err(RecvError::Closed))) => return Ok(()),
                 }
             }
-            Ok(())
+        });
+    }
+
+    /// Answers `SYNC_PROCEDURE`: one page of this node's index records.
+    fn serve_sync(&self, node: &MeshNode) {
+        let this = self.clone();
+        let handler: Handler = Arc::new(move |_from, body| {
+            let this = this.clone();
+            Box::pin(async move {
+                let after: Option<SyncCursor> = macula_core::wire::decode(&body).map_err(|e| {
+                    RpcError::new(ErrorCode::BadRequest, format!("not a sync cursor: {e}"))
+                })?;
+                let page =
+                    this.inner
+                        .index
+                        .locked()
+                        .sync_page(after.as_ref(), SYNC_PAGE_BYTES, |r| {
+                            macula_core::wire::encode(r).len()
+                        });
+                Ok(macula_core::wire::encode(&page))
+            })
+        });
+        node.serve(SYNC_PROCEDURE, handler);
+    }
+
+    /// Fetches `peer`'s whole index, page by page, and applies it (in the background).
+    fn catch_up(&self, node: &Arc<MeshNode>, peer: NodeId) {
+        let (this, node) = (self.clone(), node.clone());
+        tokio::spawn(async move {
+            let mut after: Option<SyncCursor> = None;
+            let mut records = 0usize;
+            loop {
+                let body = macula_core::wire::encode(&after);
+                let page = match node.call(peer, SYNC_PROCEDURE, body, SYNC_DEADLINE).await {
+                    Ok(b) => macula_core::wire::decode::<SyncPage>(&b).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let page = match page {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(target: "macula::s3", %peer, error = %e,
+                            "index catch-up stopped (again when the member next comes up)");
+                        return;
+                    }
+                };
+                records += page.records.len();
+                for r in page.records {
+                    this.apply(r);
+                }
+                match page.next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+            tracing::debug!(target: "macula::s3", %peer, records, "index caught up");
+            this.inner.caught_up.send_replace(true);
         });
     }
 
     async fn serve(&self, ctx: crate::worker::WorkerCtx) -> crate::worker::WorkerResult {
         let listen = self.inner.cfg.listen;
+        // Serving before the index caught up would answer NoSuchBucket, InvalidAccessKeyId…
+        // for what the realm has.
+        let mut caught_up = self.inner.caught_up.subscribe();
+        let waited = ctx
+            .wait(async {
+                tokio::time::timeout(CATCH_UP_WAIT, caught_up.wait_for(|c| *c))
+                    .await
+                    .map(|r| r.is_ok())
+            })
+            .await;
+        match waited {
+            None => return Ok(()),
+            Some(Ok(_)) => {}
+            Some(Err(_)) => tracing::info!(target: "macula::s3",
+                "no member answered an index catch-up; serving the index this node holds"),
+        }
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}; change [s3] listen"))?;
@@ -650,6 +759,11 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+enum Heard {
+    Record(Option<macula_mesh::pubsub::Publication>),
+    Peer(Result<macula_mesh::core::PeerChanged, RecvError>),
 }
 
 /// The body of the current request: bytes already read after the head, then the socket.

@@ -16,6 +16,38 @@ def code(f):
         return e.response["Error"]["Code"]
     raise AssertionError("no error")
 
+import sys
+
+def other(ep2):
+    return boto3.client("s3", endpoint_url=ep2, aws_access_key_id=kid, aws_secret_access_key=sec,
+                        region_name="macula", config=cfg)
+
+shared = b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(40000))  # 1.28 MB
+phase = sys.argv[1] if len(sys.argv) > 1 else "main"
+if phase == "seed":
+    # Through the first gateway, while the second is down.
+    s3.create_bucket(Bucket="shared")
+    s3.put_object(Bucket="shared", Key="x.bin", Body=shared)
+    print("seeded")
+    sys.exit(0)
+if phase == "second":
+    # Through the second gateway, which was down when the key, the bucket and x.bin were made.
+    g2 = other(os.environ["EP2"])
+    assert "shared" in [b["Name"] for b in g2.list_buckets()["Buckets"]]
+    assert g2.get_object(Bucket="shared", Key="x.bin")["Body"].read() == shared
+    g2.put_object(Bucket="shared", Key="y.txt", Body=b"from the second gateway")
+    for _ in range(50):
+        try:
+            if s3.get_object(Bucket="shared", Key="y.txt")["Body"].read() == b"from the second gateway":
+                break
+        except ClientError:
+            pass
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the first gateway never saw y.txt")
+    print("second gateway: caught up and serves the same buckets")
+    sys.exit(0)
+
 s3.create_bucket(Bucket="photos")
 assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["photos"]
 s3.head_bucket(Bucket="photos")

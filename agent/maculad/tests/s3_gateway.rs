@@ -60,18 +60,20 @@ fn shard_files(n: &RealmNode) -> usize {
 #[test]
 fn boto3_against_a_realm() {
     let python = boto3_python();
-    let port = free_tcp_port();
-    let nodes = AgentRealm::new(4)
+    let (port, port2) = (free_tcp_port(), free_tcp_port());
+    let mut nodes = AgentRealm::new(4)
         .coded(2, 1)
-        .storage_extra(|i| {
-            if i == 0 {
-                format!("[s3]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n")
-            } else {
-                String::new()
-            }
+        .storage_extra(|i| match i {
+            0 => format!("[s3]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n"),
+            3 => format!("[s3]\nenabled = true\nlisten = \"127.0.0.1:{port2}\"\n"),
+            _ => String::new(),
         })
         .start();
+    // The second gateway is down while the key, buckets and objects are made.
+    nodes[3].agent.kill();
     let gw = &nodes[0];
+    // Placement skips it once membership says it is down (puts to it would wait for timeouts).
+    wait_until("the others see node 3 down", 30, || gw.alive_peers() == 2);
     let created = ok(&gw.agent.ctl(&["s3", "key", "create", "--name", "boto3"]));
     let field = |name: &str| {
         created
@@ -85,26 +87,45 @@ fn boto3_against_a_realm() {
     wait_until("the gateway listens", 20, || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3_gateway.py");
-    let out = Command::new(&python)
-        .arg(&script)
-        .env("EP", format!("http://127.0.0.1:{port}"))
-        .env("KID", &kid)
-        .env("SEC", &secret)
-        .env_remove("AWS_PROFILE")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "boto3 script failed:\n{}\n--- gateway log ---\n{}",
-        output_text(&out),
-        gw.agent.log()
-    );
-    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    let run = |phase: &str, log_of: &RealmNode| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3_gateway.py");
+        let out = Command::new(&python)
+            .arg(&script)
+            .arg(phase)
+            .env("EP", format!("http://127.0.0.1:{port}"))
+            .env("EP2", format!("http://127.0.0.1:{port2}"))
+            .env("KID", &kid)
+            .env("SEC", &secret)
+            .env_remove("AWS_PROFILE")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .output()
+            .expect("run python");
+        assert!(
+            out.status.success(),
+            "boto3 script ({phase}) failed:\n{}\n--- gateway log ---\n{}",
+            output_text(&out),
+            log_of.agent.log()
+        );
+        eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    };
+    run("main", gw);
     wait_until("every object's shards are deleted", 20, || {
         nodes.iter().map(shard_files).sum::<usize>() == 0
     });
-    assert!(!gw.agent.log().contains(&secret), "the secret was logged");
+    run("seed", gw);
+    // The second gateway comes back and catches up from its peers.
+    let n3 = &mut nodes[3];
+    n3.agent.start(&n3.bus).expect("restart n3");
+    wait_until("the second gateway listens", 30, || {
+        std::net::TcpStream::connect(("127.0.0.1", port2)).is_ok()
+    });
+    run("second", &nodes[3]);
+    for n in &nodes {
+        assert!(
+            !n.agent.log().contains(&secret),
+            "{}: the secret was logged",
+            n.name
+        );
+    }
 }
