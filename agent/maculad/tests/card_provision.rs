@@ -60,6 +60,36 @@ fn boot(bus: &DbusDaemon, card: &Path) -> (Agent, String) {
     (agent, console)
 }
 
+fn sh(script: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-ec", script])
+        .output()
+        .expect("run sh");
+    assert!(out.status.success(), "{script}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An image file like the ones `make image` builds, reduced to what provisioning touches: a GPT
+/// whose partition 1, named `esp`, holds a FAT file system.
+fn image_with_esp(img: &Path) {
+    let img = img.display();
+    sh(&format!(
+        "truncate -s 48M {img}
+         printf 'label: gpt\\nstart=2048, size=65536, name=esp, type=uefi\\n' | sfdisk -q {img}
+         mkfs.vfat --offset 2048 {img} 32768 >/dev/null 2>&1"
+    ));
+}
+
+/// Copies the `macula/` folder of `img`'s boot partition to `dir/macula` (as the node's rcS sees
+/// it at `/esp`), with mtools.
+fn boot_partition_of(img: &Path, dir: &Path) {
+    sh(&format!(
+        "mcopy -s -i {img}@@1M ::/macula {dir}/",
+        img = img.display(),
+        dir = dir.display()
+    ));
+}
+
 fn alive(agent: &Agent) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_str(&ok(&agent.ctl(&["peers", "--json"]))).unwrap();
     v.as_array()
@@ -277,6 +307,64 @@ fn provisioned_cards_boot_into_a_realm_whose_key_no_node_holds() {
         let mut names = alive(&hub);
         names.sort();
         names == ["edge-1/edge", "edge-2/edge"]
+    });
+
+    // An image file (as written to a card): its boot partition written with mtools (no mount);
+    // the node booted from it joins.
+    let img = admin.path().join("sdcard.img");
+    image_with_esp(&img);
+    let img_arg = img.to_str().unwrap();
+    let report = ok(&ctl(&[
+        "card",
+        "provision",
+        img_arg,
+        "--name",
+        "edge-3",
+        "--role",
+        "edge",
+        "--realm",
+        realm_arg,
+        "--bootstrap",
+        &format!("{hub_id}@{hub_listen}"),
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        base,
+    ]));
+    assert!(report.contains("(partition 1, macula/)"), "{report}");
+    assert_eq!(
+        sh(&format!("losetup -j {img_arg}")),
+        "",
+        "loop device left attached"
+    );
+    refused(
+        &[
+            "card",
+            "provision",
+            img_arg,
+            "--name",
+            "edge-3",
+            "--role",
+            "edge",
+            "--realm",
+            realm_arg,
+        ],
+        7,
+        "provisioned already",
+    );
+    assert_eq!(
+        sh(&format!("losetup -j {img_arg}")),
+        "",
+        "loop device left after a refusal"
+    );
+    let img_card = admin.path().join("img-card");
+    std::fs::create_dir_all(&img_card).unwrap();
+    boot_partition_of(&img, &img_card);
+    let bus_img = DbusDaemon::start();
+    let (from_img, _) = boot(&bus_img, &img_card);
+    assert_eq!(status_id(&from_img), provisioned_id(&report));
+    wait_until("the node from the image joins", 30, || {
+        alive(&hub).contains(&"edge-3/edge".to_string())
     });
 
     // A card provisioned again for a node that has an identity: the key is refused, the rest

@@ -32,8 +32,9 @@ const DEFAULT_MESH_PORT: u16 = 4433;
 
 #[derive(Debug, Args)]
 pub struct ProvisionArgs {
-    /// The card's boot partition, mounted (e.g. /media/$USER/esp or /mnt after `mount
-    /// /dev/sdX1 /mnt`).
+    /// The card's boot partition, mounted (e.g. /media/$USER/esp), or an image file or a card's
+    /// block device (/dev/sdX): then its partition 1 (`esp`) is written with mtools, unmounted
+    /// (a block device needs root).
     pub target: PathBuf,
     /// The node's name (agent.toml `[node] name` and its certificate): letters, digits, `-`,
     /// `_`, `.`, at most 63.
@@ -98,7 +99,34 @@ pub fn provision(args: &ProvisionArgs) -> Result<Provisioned, CliError> {
     }
     let config = agent_toml(args, &name, role)?;
     let realm = load_realm_key(&args.realm)?;
-    let folder = card_folder(&args.target, args.force)?;
+    let meta = std::fs::metadata(&args.target)
+        .map_err(|e| invalid(format!("{}: {e}", args.target.display())))?;
+    // An image file or a card's block device: the files are written to a private staging
+    // directory first, then copied onto its boot partition.
+    let image = if meta.is_dir() {
+        None
+    } else if meta.is_file() || meta.file_type().is_block_device() {
+        let part = ImagePartition::locate(&args.target)?;
+        let (present, cert) = part.present();
+        if !present.is_empty() && !args.force {
+            return Err(provisioned_already(
+                &format!("{} (partition 1, {CARD_FOLDER}/)", args.target.display()),
+                &present,
+                cert,
+            ));
+        }
+        Some((part, Staging::new()?))
+    } else {
+        return Err(invalid(format!(
+            "{} is neither a directory (the mounted boot partition), an image file nor a block \
+             device",
+            args.target.display()
+        )));
+    };
+    let boot = image
+        .as_ref()
+        .map_or(args.target.as_path(), |(_, staging)| staging.0.as_path());
+    let folder = card_folder(boot, args.force)?;
 
     let key = NodeKey::generate();
     let body = CertBody::admitted(
@@ -122,7 +150,138 @@ pub fn provision(args: &ProvisionArgs) -> Result<Provisioned, CliError> {
     std::fs::File::open(&folder)
         .and_then(|d| d.sync_all())
         .map_err(|e| CliError::Other(format!("cannot sync {}: {e}", folder.display())))?;
+    let folder = match image {
+        Some((part, _staging)) => {
+            part.copy_in(&folder)?;
+            PathBuf::from(format!(
+                "{} (partition 1, {CARD_FOLDER}/)",
+                args.target.display()
+            ))
+        }
+        None => folder,
+    };
     Ok(Provisioned { folder, cert })
+}
+
+/// Runs a system tool and returns its standard output.
+fn tool(program: &str, args: &[&str]) -> Result<String, CliError> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .map_err(|e| {
+            CliError::Other(format!(
+                "cannot run {program}: {e}; an image file or block device needs sfdisk \
+                 (util-linux) and mtools, or mount its boot partition and give the mount point"
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(CliError::Other(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The boot partition (partition 1, `esp`, FAT) of an image file or a card's block device,
+/// written with mtools at its byte offset: no mount, no loop device (a block device needs write
+/// access to it, i.e. root).
+struct ImagePartition {
+    /// `<path>@@<offset>`: mtools' name of the partition.
+    spec: String,
+}
+
+impl ImagePartition {
+    fn locate(target: &Path) -> Result<Self, CliError> {
+        let path = target
+            .to_str()
+            .ok_or_else(|| invalid(format!("{}: not a UTF-8 path", target.display())))?;
+        let table: serde_json::Value = serde_json::from_str(&tool("sfdisk", &["-J", path])?)
+            .map_err(|e| CliError::Other(format!("sfdisk -J {path}: {e}")))?;
+        let table = &table["partitiontable"];
+        let first = table["partitions"]
+            .as_array()
+            .and_then(|p| p.first())
+            .filter(|p| p["node"].as_str().is_some_and(|n| n.ends_with('1')))
+            .ok_or_else(|| invalid(format!("{path} has no partition 1: not a Macula image")))?;
+        if let Some(name) = first["name"].as_str().filter(|n| *n != "esp") {
+            return Err(invalid(format!(
+                "partition 1 of {path} is named `{name}`, not `esp`: not a Macula image"
+            )));
+        }
+        let sector = table["sectorsize"].as_u64().unwrap_or(512);
+        let start = first["start"]
+            .as_u64()
+            .ok_or_else(|| CliError::Other(format!("sfdisk -J {path}: no start")))?;
+        let part = Self {
+            spec: format!("{path}@@{}", start * sector),
+        };
+        tool("minfo", &["-i", &part.spec, "::"]).map_err(|e| {
+            invalid(format!(
+                "partition 1 of {path} holds no FAT file system ({}): not a Macula image, or \
+                 not written completely",
+                match e {
+                    CliError::Other(m) | CliError::Local(_, m) => m,
+                    other => format!("{other:?}"),
+                }
+            ))
+        })?;
+        Ok(part)
+    }
+
+    /// The provisioning files present in its `macula/` folder, and the certificate's text.
+    fn present(&self) -> (Vec<&'static str>, Option<String>) {
+        let listing = tool("mdir", &["-b", "-i", &self.spec, "::/macula"]).unwrap_or_default();
+        let present: Vec<&str> = CARD_FILES
+            .into_iter()
+            .filter(|f| {
+                listing
+                    .lines()
+                    .any(|l| l.eq_ignore_ascii_case(&format!("::/macula/{f}")))
+            })
+            .collect();
+        let cert = tool("mtype", &["-i", &self.spec, "::/macula/realm.cert"]).ok();
+        (present, cert)
+    }
+
+    /// Copies the files of `folder` into its `macula/` folder (created when missing), replacing
+    /// files of the same name.
+    fn copy_in(&self, folder: &Path) -> Result<(), CliError> {
+        if tool("mdir", &["-b", "-i", &self.spec, "::/macula"]).is_err() {
+            tool("mmd", &["-i", &self.spec, "::/macula"])?;
+        }
+        let files: Vec<String> = CARD_FILES
+            .iter()
+            .map(|f| folder.join(f).display().to_string())
+            .collect();
+        let mut args = vec!["-o", "-i", &self.spec];
+        args.extend(files.iter().map(String::as_str));
+        args.push("::/macula/");
+        tool("mcopy", &args)?;
+        Ok(())
+    }
+}
+
+/// A private directory (0700) where the files for an image are written first; removed on drop.
+struct Staging(PathBuf);
+
+impl Staging {
+    fn new() -> Result<Self, CliError> {
+        let dir = std::env::temp_dir().join(format!("maculactl-card-{}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| CliError::Other(format!("cannot create {}: {e}", dir.display())))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// `<node-id>@host:port` or `host:port`, the syntax of `[mesh] bootstrap` (host names allowed:
@@ -206,52 +365,44 @@ fn agent_toml(args: &ProvisionArgs, name: &NodeName, role: Role) -> Result<Strin
     ))
 }
 
-/// `<target>/macula`, created (0700) when missing; refused when it already holds provisioning
+/// The refusal to overwrite a provisioned `macula/` folder (`where`), naming what it holds.
+fn provisioned_already(place: &str, present: &[&str], cert: Option<String>) -> CliError {
+    let cert = cert
+        .and_then(|t| MembershipCert::from_text(&t).ok())
+        .map(|c| {
+            format!(
+                " (certificate of {} `{}` in realm {})",
+                c.body.node.short(),
+                c.body.name,
+                c.body.realm
+            )
+        })
+        .unwrap_or_default();
+    CliError::Local(
+        UNAVAILABLE,
+        format!(
+            "{place} is provisioned already: it holds {}{cert}. Give --force to replace it (its \
+             node key is lost)",
+            present.join(", ")
+        ),
+    )
+}
+
+/// `<boot>/macula`, created (0700) when missing; refused when it already holds provisioning
 /// files, unless `force` (then they are removed).
-fn card_folder(target: &Path, force: bool) -> Result<PathBuf, CliError> {
-    let meta =
-        std::fs::metadata(target).map_err(|e| invalid(format!("{}: {e}", target.display())))?;
-    if !meta.is_dir() {
-        let what = if meta.file_type().is_block_device() {
-            "a block device"
-        } else {
-            "not a directory"
-        };
-        return Err(invalid(format!(
-            "{} is {what}: mount the card's boot partition and give its mount point, e.g. \
-             `sudo mount /dev/sdX1 /mnt` for a card, or for an image file `sudo losetup -P \
-             --show -f sdcard.img` then `sudo mount /dev/loopNp1 /mnt` (the partition labelled \
-             `esp`)",
-            target.display()
-        )));
-    }
-    let folder = target.join(CARD_FOLDER);
+fn card_folder(boot: &Path, force: bool) -> Result<PathBuf, CliError> {
+    let folder = boot.join(CARD_FOLDER);
     let present: Vec<&str> = CARD_FILES
         .into_iter()
         .filter(|f| folder.join(f).exists())
         .collect();
     if !present.is_empty() {
         if !force {
-            let cert = std::fs::read_to_string(folder.join("realm.cert"))
-                .ok()
-                .and_then(|t| MembershipCert::from_text(&t).ok())
-                .map(|c| {
-                    format!(
-                        " (certificate of {} `{}` in realm {})",
-                        c.body.node.short(),
-                        c.body.name,
-                        c.body.realm
-                    )
-                })
-                .unwrap_or_default();
-            return Err(CliError::Local(
-                UNAVAILABLE,
-                format!(
-                    "{} is provisioned already: it holds {}{cert}. Give --force to replace it \
-                     (its node key is lost)",
-                    folder.display(),
-                    present.join(", ")
-                ),
+            let cert = std::fs::read_to_string(folder.join("realm.cert")).ok();
+            return Err(provisioned_already(
+                &folder.display().to_string(),
+                &present,
+                cert,
             ));
         }
         for f in present {
@@ -419,12 +570,17 @@ mod tests {
         a.bootstrap = vec!["hub.lan".into()];
         assert!(code(provision(&a)).1.contains("no port"));
         assert!(!card.path().join("macula").exists());
-        let file = card.path().join("sdcard.img");
+        let file = card.path().join("notes.txt");
         std::fs::write(&file, b"").unwrap();
         a.bootstrap.clear();
         a.target = file;
-        let (c, m) = code(provision(&a));
-        assert_eq!(c, INVALID_ARGUMENT);
-        assert!(m.contains("losetup -P"), "{m}");
+        match provision(&a) {
+            Err(CliError::Local(INVALID_ARGUMENT, m)) => {
+                assert!(m.contains("no partition 1"), "{m}")
+            }
+            // Without sfdisk or root: the tool's error, never a write.
+            Err(CliError::Other(m)) => assert!(m.contains("sfdisk"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 }
