@@ -473,10 +473,30 @@ pub fn wait_ledgers_agree(nodes: &[RealmNode], upto: u64, secs: u64) -> Duration
                 })
                 .collect();
             if apart.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("up to epoch {upto}: {}", apart.join("\n")))
+                return Ok(());
             }
+            // What the nodes said of records they refused or pulls that failed.
+            let said: Vec<String> = nodes
+                .iter()
+                .flat_map(|n| {
+                    let log = n.agent.log();
+                    let lines: Vec<String> = log
+                        .lines()
+                        .filter(|l| {
+                            l.contains("refused a ledger record")
+                                || l.contains("ledger reply")
+                                || l.contains("equivocation")
+                        })
+                        .map(|l| format!("{}: {l}", n.name))
+                        .collect();
+                    lines.into_iter().rev().take(5).collect::<Vec<_>>()
+                })
+                .collect();
+            Err(format!(
+                "up to epoch {upto}: {}\n{}",
+                apart.join("\n"),
+                said.join("\n")
+            ))
         },
     )
 }
