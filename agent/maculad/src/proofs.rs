@@ -614,18 +614,28 @@ impl ProofsGlue {
             tracing::info!(target: "macula::proofs", prover = %prover.short(), epoch, kind = ?result.kind,
                 outcome = ?result.outcome, "proof judged");
             let signed = self.state().record(&self.inner.key, result);
-            match signed {
-                Ok(rec) => {
-                    if let Err(e) = node.publish(LEDGER_TOPIC, rec.encode()).await {
-                        tracing::warn!(target: "macula::proofs", error = %e, "cannot spread a ledger record");
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(target: "macula::proofs", error = %e, "cannot append to the ledger");
+            self.spread(&node, signed).await;
+        }
+    }
+
+    /// Spreads a record this node appended (or logs why it could not append it), then
+    /// reassesses the verdicts.
+    async fn spread(
+        &self,
+        node: &macula_mesh::node::MeshNode,
+        signed: Result<macula_proof::ledger::SignedRecord, macula_proof::ledger::LedgerError>,
+    ) {
+        match signed {
+            Ok(rec) => {
+                if let Err(e) = node.publish(LEDGER_TOPIC, rec.encode()).await {
+                    tracing::warn!(target: "macula::proofs", error = %e, "cannot spread a ledger record");
                 }
             }
-            self.reassess(&members(&node));
+            Err(e) => {
+                tracing::error!(target: "macula::proofs", error = %e, "cannot append to the ledger");
+            }
         }
+        self.reassess(&members(node));
     }
 
     /// A shard write `prover` refused for lack of space: recorded as a capacity failure when this
@@ -659,17 +669,7 @@ impl ProofsGlue {
         tracing::warn!(target: "macula::proofs", prover = %prover.short(), epoch, need,
             claimed_free = claim.disk_reported.saturating_sub(claim.disk_taken),
             "a node refused a shard for lack of space it claims to have");
-        match signed {
-            Ok(rec) => {
-                if let Err(e) = node.publish(LEDGER_TOPIC, rec.encode()).await {
-                    tracing::warn!(target: "macula::proofs", error = %e, "cannot spread a ledger record");
-                }
-            }
-            Err(e) => {
-                tracing::error!(target: "macula::proofs", error = %e, "cannot append to the ledger");
-            }
-        }
-        self.reassess(&members(node));
+        self.spread(node, signed).await;
     }
 
     fn serve(&self, node: &Arc<macula_mesh::node::MeshNode>) {
