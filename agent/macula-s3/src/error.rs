@@ -20,6 +20,7 @@ pub enum Code {
     InvalidRange,
     InvalidRequest,
     KeyTooLongError,
+    MalformedXML,
     MethodNotAllowed,
     MissingContentLength,
     NoSuchBucket,
@@ -55,6 +56,7 @@ impl Code {
             | InvalidDigest
             | InvalidRequest
             | KeyTooLongError
+            | MalformedXML
             | XAmzContentSHA256Mismatch => 400,
         }
     }
@@ -77,6 +79,7 @@ impl Code {
             InvalidRange => "InvalidRange",
             InvalidRequest => "InvalidRequest",
             KeyTooLongError => "KeyTooLongError",
+            MalformedXML => "MalformedXML",
             MethodNotAllowed => "MethodNotAllowed",
             MissingContentLength => "MissingContentLength",
             NoSuchBucket => "NoSuchBucket",

@@ -13,6 +13,13 @@ pub enum Op {
     DeleteBucket,
     GetBucketLocation,
     ListObjectsV2,
+    /// ListObjects (v1, `marker`).
+    ListObjectsV1,
+    /// ListObjectVersions of an unversioned bucket (every object once, `VersionId` `null`).
+    ListObjectVersions,
+    DeleteObjects,
+    /// PutObject with `x-amz-copy-source`.
+    CopyObject,
     PutObject,
     GetObject,
     HeadObject,
@@ -102,9 +109,7 @@ pub fn route(
 const UNSUPPORTED_SUBRESOURCES: &[(&str, &str)] = &[
     ("uploads", "multipart upload"),
     ("uploadId", "multipart upload"),
-    ("versions", "ListObjectVersions"),
     ("versioning", "bucket versioning"),
-    ("delete", "DeleteObjects"),
     ("acl", "ACLs"),
     ("policy", "bucket policies"),
     ("tagging", "tagging"),
@@ -136,11 +141,10 @@ fn select(method: &str, r: &Route) -> Result<Op, S3Error> {
         ("HEAD", true, false) => Op::HeadBucket,
         ("DELETE", true, false) => Op::DeleteBucket,
         ("GET", true, false) if r.has("location") => Op::GetBucketLocation,
+        ("GET", true, false) if r.has("versions") => Op::ListObjectVersions,
         ("GET", true, false) if r.param("list-type") == Some("2") => Op::ListObjectsV2,
-        ("GET", true, false) => Op::NotImplemented("ListObjects (v1); use ListObjectsV2"),
-        ("PUT", true, true) if r.param("x-id") == Some("CopyObject") => {
-            Op::NotImplemented("CopyObject")
-        }
+        ("GET", true, false) => Op::ListObjectsV1,
+        ("POST", true, false) if r.has("delete") => Op::DeleteObjects,
         ("PUT", true, true) => Op::PutObject,
         ("GET", true, true) => Op::GetObject,
         ("HEAD", true, true) => Op::HeadObject,
@@ -154,6 +158,42 @@ fn select(method: &str, r: &Route) -> Result<Op, S3Error> {
         }
     };
     Ok(op)
+}
+
+/// Routes a parsed request: [`route`], and a PUT with `x-amz-copy-source` is a CopyObject.
+pub fn route_head(head: &crate::http::Head, domain: Option<&str>) -> Result<Route, S3Error> {
+    let mut r = route(
+        &head.method,
+        &head.raw_path,
+        &head.raw_query,
+        head.header("host"),
+        domain,
+    )?;
+    if r.op == Op::PutObject && head.header("x-amz-copy-source").is_some() {
+        r.op = Op::CopyObject;
+    }
+    Ok(r)
+}
+
+/// `x-amz-copy-source` (`[/]bucket/key`, URL-encoded) → (bucket, key). A `versionId` other
+/// than `null` is refused: buckets are unversioned.
+pub fn parse_copy_source(h: &str) -> Result<(String, String), S3Error> {
+    let bad = |m: &str| S3Error::new(Code::InvalidArgument, format!("x-amz-copy-source: {m}"));
+    let (path, query) = h.split_once('?').unwrap_or((h, ""));
+    if let Some((_, v)) = parse_query(query)
+        .into_iter()
+        .find(|(k, _)| k == "versionId")
+    {
+        if v != "null" {
+            return Err(bad("this gateway keeps no versions"));
+        }
+    }
+    let path = percent_decode(path);
+    let path = path.strip_prefix('/').unwrap_or(&path);
+    match path.split_once('/') {
+        Some((b, k)) if !b.is_empty() && !k.is_empty() => Ok((b.to_string(), k.to_string())),
+        _ => Err(bad("must be bucket/key")),
+    }
 }
 
 /// A byte range of an object, inclusive.
@@ -263,9 +303,27 @@ mod tests {
             op("POST", "/b/k", "uploads"),
             Op::NotImplemented(_)
         ));
-        assert!(matches!(op("GET", "/b", "versions"), Op::NotImplemented(_)));
-        assert!(matches!(op("POST", "/b", "delete"), Op::NotImplemented(_)));
-        assert!(matches!(op("GET", "/b", ""), Op::NotImplemented(_)));
+        assert_eq!(op("GET", "/b", "versions"), Op::ListObjectVersions);
+        assert_eq!(op("POST", "/b", "delete"), Op::DeleteObjects);
+        assert_eq!(op("GET", "/b", "prefix=a"), Op::ListObjectsV1);
+        assert!(matches!(op("POST", "/b/k", ""), Op::NotImplemented(_)));
+        assert!(matches!(
+            op("GET", "/b", "versioning"),
+            Op::NotImplemented(_)
+        ));
+        let (head, _) = crate::http::parse_head(
+            b"PUT /b/k HTTP/1.1\r\nHost: h\r\nx-amz-copy-source: /src/a%20b\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(route_head(&head, None).unwrap().op, Op::CopyObject);
+        assert_eq!(
+            parse_copy_source("/src/a%20b?versionId=null").unwrap(),
+            ("src".to_string(), "a b".to_string())
+        );
+        assert_eq!(parse_copy_source("src/k").unwrap().1, "k");
+        assert!(parse_copy_source("/src").is_err());
+        assert!(parse_copy_source("/src/k?versionId=3").is_err());
         assert_eq!(
             route("PUT", "/", "", None, None).unwrap_err().code,
             Code::MethodNotAllowed

@@ -41,6 +41,8 @@ pub const TOPIC: &str = "macula.s3.index";
 const CHUNK: usize = 64 << 10;
 /// Largest object accepted in one PUT (as S3 without multipart).
 const MAX_PUT: u64 = 5 << 30;
+/// Largest body of a request other than PutObject (DeleteObjects of 1000 long keys fits).
+const SMALL_BODY: u64 = 1 << 20;
 
 #[derive(Clone)]
 pub struct S3Glue {
@@ -439,13 +441,7 @@ impl S3Glue {
         sock: &mut TcpStream,
     ) -> Result<Response, S3Error> {
         let cfg = &self.inner.cfg;
-        let route = route::route(
-            &head.method,
-            &head.raw_path,
-            &head.raw_query,
-            head.header("host"),
-            cfg.domain.as_deref(),
-        )?;
+        let route = route::route_head(head, cfg.domain.as_deref())?;
         let signed = SignedRequest {
             method: &head.method,
             raw_path: &head.raw_path,
@@ -500,6 +496,14 @@ impl S3Glue {
                 Ok(Response::xml(xml::location(&cfg.region)))
             }
             Op::ListObjectsV2 => self.list_v2(&bucket, &route),
+            Op::ListObjectsV1 | Op::ListObjectVersions => {
+                self.list_v1(&bucket, &route, route.op == Op::ListObjectVersions)
+            }
+            Op::DeleteObjects => {
+                self.delete_objects(head, &auth.payload, &bucket, body, sock)
+                    .await
+            }
+            Op::CopyObject => self.copy(head, &bucket, &key).await,
             Op::PutObject => {
                 self.put(head, &auth.payload, &bucket, &key, body, sock)
                     .await
@@ -568,6 +572,169 @@ impl S3Glue {
         Ok(Response::xml(xml::list_objects_v2(&echo, &page)))
     }
 
+    fn list_v1(&self, bucket: &str, route: &Route, versions: bool) -> Result<Response, S3Error> {
+        let max_keys = match route.param("max-keys") {
+            None => macula_s3::index::MAX_KEYS,
+            Some(m) => m
+                .parse::<usize>()
+                .map_err(|_| S3Error::new(Code::InvalidArgument, "max-keys must be a number"))?,
+        };
+        let prefix = route.param("prefix").unwrap_or("");
+        let delimiter = route.param("delimiter").filter(|d| !d.is_empty());
+        let marker = route
+            .param(if versions { "key-marker" } else { "marker" })
+            .unwrap_or("");
+        let page = self.inner.index.locked().list(
+            bucket,
+            prefix,
+            delimiter,
+            (!marker.is_empty()).then_some(marker),
+            max_keys,
+        )?;
+        let echo = xml::ListV1Echo {
+            bucket,
+            prefix,
+            delimiter,
+            max_keys: max_keys.min(macula_s3::index::MAX_KEYS),
+            marker,
+            url_encode: route.param("encoding-type") == Some("url"),
+        };
+        Ok(Response::xml(if versions {
+            xml::list_versions(&echo, &page)
+        } else {
+            xml::list_objects_v1(&echo, &page)
+        }))
+    }
+
+    /// Reads a small request body (≤ 1 MiB: DeleteObjects) after its checks.
+    async fn small_body(
+        &self,
+        head: &Head,
+        payload: &Payload,
+        body: &mut BodyReader<'_>,
+        sock: &mut TcpStream,
+    ) -> Result<Vec<u8>, S3Error> {
+        if head.content_length > SMALL_BODY {
+            return Err(S3Error::new(
+                Code::EntityTooLarge,
+                "this request's body may be at most 1 MiB",
+            ));
+        }
+        let mut check = BodyCheck::new(&head.headers, payload)?;
+        if head.expect_continue {
+            sock.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .map_err(|_| internal("the client went away"))?;
+        }
+        let mut out = vec![0u8; head.content_length as usize];
+        let mut at = 0;
+        while body.left > 0 {
+            let n = body
+                .read(sock, &mut out[at..])
+                .await
+                .map_err(|_| S3Error::new(Code::InvalidRequest, "the body ended early"))?;
+            at += n;
+        }
+        check.update(&out);
+        check.finish()?;
+        Ok(out)
+    }
+
+    async fn delete_objects(
+        &self,
+        head: &Head,
+        payload: &Payload,
+        bucket: &str,
+        body: &mut BodyReader<'_>,
+        sock: &mut TcpStream,
+    ) -> Result<Response, S3Error> {
+        self.inner.index.locked().check_bucket(bucket)?;
+        let b = self.small_body(head, payload, body, sock).await?;
+        let text = String::from_utf8(b)
+            .map_err(|_| S3Error::new(Code::MalformedXML, "the body is not UTF-8"))?;
+        let (keys, quiet) = xml::parse_delete(&text)?;
+        let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+        for key in keys {
+            let exists = self.inner.index.locked().object(bucket, &key).is_ok();
+            if exists {
+                let change = Change::Object {
+                    bucket: bucket.to_string(),
+                    key: key.clone(),
+                    meta: None,
+                };
+                if let Err(e) = self.commit(change).await {
+                    errors.push((key, e));
+                    continue;
+                }
+            }
+            deleted.push(key);
+        }
+        Ok(Response::xml(xml::delete_result(&deleted, &errors, quiet)))
+    }
+
+    /// CopyObject: the source's bytes are read and stored again (an object's shards belong to
+    /// one object: sharing a capability would let deleting one copy destroy the other).
+    async fn copy(&self, head: &Head, bucket: &str, key: &str) -> Result<Response, S3Error> {
+        let (sb, sk) = route::parse_copy_source(head.header("x-amz-copy-source").unwrap_or(""))?;
+        let src = self.inner.index.locked().object(&sb, &sk)?.clone();
+        self.inner.index.locked().check_bucket(bucket)?;
+        let replace = match head.header("x-amz-metadata-directive") {
+            None | Some("COPY") => false,
+            Some("REPLACE") => true,
+            Some(d) => {
+                return Err(S3Error::new(
+                    Code::InvalidArgument,
+                    format!("x-amz-metadata-directive {d}: use COPY or REPLACE"),
+                ));
+            }
+        };
+        if !replace && sb == bucket && sk == key {
+            return Err(S3Error::new(
+                Code::InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata.",
+            ));
+        }
+        let (path, file) = self.spool_file()?;
+        let _cleanup = RemoveOnDrop(path);
+        let mut file = self
+            .inner
+            .storage
+            .get_spooled(&src.cap, file, format!("s3://{sb}/{sk}"))
+            .await
+            .map_err(storage_error)?;
+        file.rewind().map_err(|e| internal(format!("spool: {e}")))?;
+        let cap = self
+            .inner
+            .storage
+            .put_spooled(file, format!("s3://{bucket}/{key}"))
+            .await
+            .map_err(storage_error)?;
+        let (content_type, user_meta) = if replace {
+            (
+                head.header("content-type").map(str::to_string),
+                user_meta(head),
+            )
+        } else {
+            (src.content_type.clone(), src.user_meta.clone())
+        };
+        let meta = ObjectMeta {
+            cap,
+            size: src.size,
+            etag: src.etag.clone(),
+            modified_ms: unix_ms(),
+            content_type,
+            user_meta,
+        };
+        let result = xml::copy_result(&meta.etag, meta.modified_ms);
+        self.commit(Change::Object {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            meta: Some(meta),
+        })
+        .await?;
+        Ok(Response::xml(result))
+    }
+
     async fn put(
         &self,
         head: &Head,
@@ -619,14 +786,7 @@ impl S3Glue {
             .await
             .map_err(storage_error)?;
         let etag = etag::etag(&md5);
-        let user_meta = head
-            .headers
-            .iter()
-            .filter_map(|(n, v)| {
-                n.strip_prefix("x-amz-meta-")
-                    .map(|m| (m.to_string(), v.clone()))
-            })
-            .collect();
+        let user_meta = user_meta(head);
         let meta = ObjectMeta {
             cap,
             size: head.content_length,
@@ -751,6 +911,17 @@ impl S3Glue {
             .map_err(|e| internal(format!("spool {}: {e}", path.display())))?;
         Ok((path, f))
     }
+}
+
+/// `x-amz-meta-*` of a request (names without the prefix).
+fn user_meta(head: &Head) -> Vec<(String, String)> {
+    head.headers
+        .iter()
+        .filter_map(|(n, v)| {
+            n.strip_prefix("x-amz-meta-")
+                .map(|m| (m.to_string(), v.clone()))
+        })
+        .collect()
 }
 
 struct RemoveOnDrop(PathBuf);
