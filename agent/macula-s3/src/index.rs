@@ -22,11 +22,19 @@ pub struct Version {
     pub node: [u8; 32],
 }
 
+/// One stored body: a realm object's capability (`macula-cap1-…`) and its size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    pub cap: String,
+    pub size: u64,
+}
+
 /// An object's index entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectMeta {
-    /// The body's capability (`macula-cap1-…`).
-    pub cap: String,
+    /// The object's bytes: one realm object (PutObject, CopyObject) or one per part
+    /// (multipart), in order.
+    pub parts: Vec<Part>,
     pub size: u64,
     /// Quoted, as S3 sends it.
     pub etag: String,
@@ -442,7 +450,10 @@ mod tests {
 
     fn meta(tag: &str) -> ObjectMeta {
         ObjectMeta {
-            cap: format!("cap-{tag}"),
+            parts: vec![Part {
+                cap: format!("cap-{tag}"),
+                size: 1,
+            }],
             size: 1,
             etag: format!("\"{tag}\""),
             modified_ms: 0,

@@ -5,6 +5,7 @@
 //! - [`sigv4`]: SigV4 verification (header and presigned query).
 //! - [`route`]: path- and virtual-host-style addressing, operation selection, `Range`.
 //! - [`http`]: the HTTP/1.1 request head parser and response heads.
+//! - [`multipart`]: multipart uploads' parts, completion checks, `md5-of-md5s-N` ETags.
 //! - [`index`]: the realm-wide bucket/key/access-key index (last writer wins by a Lamport
 //!   version).
 //! - [`body`], [`checksum`]: what a PUT body is checked against as it streams (payload hash,
@@ -19,6 +20,7 @@ pub mod error;
 pub mod etag;
 pub mod http;
 pub mod index;
+pub mod multipart;
 pub mod route;
 pub mod sigv4;
 pub mod xml;

@@ -21,6 +21,12 @@ pub enum Op {
     /// PutObject with `x-amz-copy-source`.
     CopyObject,
     PutObject,
+    CreateMultipartUpload,
+    UploadPart,
+    CompleteMultipartUpload,
+    AbortMultipartUpload,
+    ListParts,
+    ListMultipartUploads,
     GetObject,
     HeadObject,
     DeleteObject,
@@ -107,8 +113,6 @@ pub fn route(
 
 /// Sub-resources that select operations the gateway does not implement.
 const UNSUPPORTED_SUBRESOURCES: &[(&str, &str)] = &[
-    ("uploads", "multipart upload"),
-    ("uploadId", "multipart upload"),
     ("versioning", "bucket versioning"),
     ("acl", "ACLs"),
     ("policy", "bucket policies"),
@@ -130,6 +134,16 @@ const UNSUPPORTED_SUBRESOURCES: &[(&str, &str)] = &[
 ];
 
 fn select(method: &str, r: &Route) -> Result<Op, S3Error> {
+    let (bucket, key) = (r.bucket.is_some(), r.key.is_some());
+    match (method, bucket, key) {
+        ("POST", true, true) if r.has("uploads") => return Ok(Op::CreateMultipartUpload),
+        ("PUT", true, true) if r.has("uploadId") => return Ok(Op::UploadPart),
+        ("POST", true, true) if r.has("uploadId") => return Ok(Op::CompleteMultipartUpload),
+        ("DELETE", true, true) if r.has("uploadId") => return Ok(Op::AbortMultipartUpload),
+        ("GET", true, true) if r.has("uploadId") => return Ok(Op::ListParts),
+        ("GET", true, false) if r.has("uploads") => return Ok(Op::ListMultipartUploads),
+        _ => {}
+    }
     for (sub, what) in UNSUPPORTED_SUBRESOURCES {
         if r.has(sub) {
             return Ok(Op::NotImplemented(what));
@@ -169,8 +183,12 @@ pub fn route_head(head: &crate::http::Head, domain: Option<&str>) -> Result<Rout
         head.header("host"),
         domain,
     )?;
-    if r.op == Op::PutObject && head.header("x-amz-copy-source").is_some() {
-        r.op = Op::CopyObject;
+    if head.header("x-amz-copy-source").is_some() {
+        match r.op {
+            Op::PutObject => r.op = Op::CopyObject,
+            Op::UploadPart => r.op = Op::NotImplemented("UploadPartCopy"),
+            _ => {}
+        }
     }
     Ok(r)
 }
@@ -299,10 +317,15 @@ mod tests {
         assert_eq!(op("PUT", "/b/k", ""), Op::PutObject);
         assert_eq!(op("HEAD", "/b/k", ""), Op::HeadObject);
         assert_eq!(op("DELETE", "/b/k", ""), Op::DeleteObject);
-        assert!(matches!(
-            op("POST", "/b/k", "uploads"),
-            Op::NotImplemented(_)
-        ));
+        assert_eq!(op("POST", "/b/k", "uploads"), Op::CreateMultipartUpload);
+        assert_eq!(op("PUT", "/b/k", "partNumber=1&uploadId=u"), Op::UploadPart);
+        assert_eq!(
+            op("POST", "/b/k", "uploadId=u"),
+            Op::CompleteMultipartUpload
+        );
+        assert_eq!(op("DELETE", "/b/k", "uploadId=u"), Op::AbortMultipartUpload);
+        assert_eq!(op("GET", "/b/k", "uploadId=u"), Op::ListParts);
+        assert_eq!(op("GET", "/b", "uploads"), Op::ListMultipartUploads);
         assert_eq!(op("GET", "/b", "versions"), Op::ListObjectVersions);
         assert_eq!(op("POST", "/b", "delete"), Op::DeleteObjects);
         assert_eq!(op("GET", "/b", "prefix=a"), Op::ListObjectsV1);

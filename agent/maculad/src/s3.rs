@@ -3,6 +3,7 @@
 //! `[s3] enabled`, an HTTP/1.1 listener whose requests `macula_s3` parses, authenticates and
 //! routes; object bodies go through a spool file into the realm's storage (`crate::storage`).
 
+use std::collections::BTreeMap;
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -21,9 +22,10 @@ use macula_s3::config::S3Config;
 use macula_s3::etag;
 use macula_s3::http::{self, Head};
 use macula_s3::index::{
-    AccessKey, Applied, CATCH_UP_WAIT, Change, Index, ObjectMeta, Record, SYNC_DEADLINE,
+    AccessKey, Applied, CATCH_UP_WAIT, Change, Index, ObjectMeta, Part, Record, SYNC_DEADLINE,
     SYNC_PAGE_BYTES, SYNC_PROCEDURE, SyncCursor, SyncPage,
 };
+use macula_s3::multipart::{self, Upload, UploadedPart};
 use macula_s3::route::{self, Op, Route};
 use macula_s3::sigv4::{self, Payload, SignedRequest};
 use macula_s3::{Code, S3Error, xml};
@@ -59,6 +61,8 @@ struct Inner {
     storage: StorageGlue,
     node: OnceLock<Arc<MeshNode>>,
     requests: AtomicU64,
+    /// Multipart uploads in progress through this gateway, by upload ID.
+    uploads: Mutex<BTreeMap<String, Upload>>,
     /// Whether this node has caught up from a member since it started (the listener waits).
     caught_up: tokio::sync::watch::Sender<bool>,
 }
@@ -99,6 +103,7 @@ pub fn open(
             storage,
             node: OnceLock::new(),
             requests: AtomicU64::new(0),
+            uploads: Mutex::default(),
             caught_up: tokio::sync::watch::Sender::new(false),
         }),
     })
@@ -279,13 +284,7 @@ impl S3Glue {
         } = applied
         {
             if v.node == self.inner.me {
-                let storage = self.inner.storage.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = storage.delete_cap(old.cap).await {
-                        tracing::warn!(target: "macula::s3", error = %e,
-                            "a superseded object's body was not deleted");
-                    }
-                });
+                self.delete_parts(old.parts);
             }
         }
     }
@@ -508,6 +507,15 @@ impl S3Glue {
                 self.put(head, &auth.payload, &bucket, &key, body, sock)
                     .await
             }
+            Op::CreateMultipartUpload
+            | Op::UploadPart
+            | Op::CompleteMultipartUpload
+            | Op::AbortMultipartUpload
+            | Op::ListParts
+            | Op::ListMultipartUploads => {
+                self.multipart(&route, head, &auth.payload, body, sock)
+                    .await
+            }
             Op::GetObject | Op::HeadObject => {
                 self.get(head, &bucket, &key, route.op == Op::HeadObject)
                     .await
@@ -694,14 +702,8 @@ impl S3Glue {
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata.",
             ));
         }
-        let (path, file) = self.spool_file()?;
+        let (path, mut file) = self.read_object(&src, format!("s3://{sb}/{sk}")).await?;
         let _cleanup = RemoveOnDrop(path);
-        let mut file = self
-            .inner
-            .storage
-            .get_spooled(&src.cap, file, format!("s3://{sb}/{sk}"))
-            .await
-            .map_err(storage_error)?;
         file.rewind().map_err(|e| internal(format!("spool: {e}")))?;
         let cap = self
             .inner
@@ -718,7 +720,10 @@ impl S3Glue {
             (src.content_type.clone(), src.user_meta.clone())
         };
         let meta = ObjectMeta {
-            cap,
+            parts: vec![Part {
+                cap,
+                size: src.size,
+            }],
             size: src.size,
             etag: src.etag.clone(),
             modified_ms: unix_ms(),
@@ -735,16 +740,15 @@ impl S3Glue {
         Ok(Response::xml(result))
     }
 
-    async fn put(
+    /// Streams a body into a spool file, checks it, and stores it in the realm.
+    async fn store_body(
         &self,
         head: &Head,
         payload: &Payload,
-        bucket: &str,
-        key: &str,
+        label: String,
         body: &mut BodyReader<'_>,
         sock: &mut TcpStream,
-    ) -> Result<Response, S3Error> {
-        self.inner.index.locked().check_bucket(bucket)?;
+    ) -> Result<(Part, [u8; 16]), S3Error> {
         if head.header("content-length").is_none() {
             return Err(S3Error::new(
                 Code::MissingContentLength,
@@ -754,7 +758,7 @@ impl S3Glue {
         if head.content_length > MAX_PUT {
             return Err(S3Error::new(
                 Code::EntityTooLarge,
-                "Your proposed upload exceeds the maximum allowed object size (5 GiB without multipart).",
+                "Your proposed upload exceeds the maximum allowed size (5 GiB per PUT or part).",
             ));
         }
         let mut check = BodyCheck::new(&head.headers, payload)?;
@@ -782,23 +786,66 @@ impl S3Glue {
         let cap = self
             .inner
             .storage
-            .put_spooled(file, format!("s3://{bucket}/{key}"))
+            .put_spooled(file, label)
             .await
             .map_err(storage_error)?;
+        Ok((
+            Part {
+                cap,
+                size: head.content_length,
+            },
+            md5,
+        ))
+    }
+
+    /// Deletes bodies this node stored (in the background; a failure is logged).
+    fn delete_parts(&self, parts: Vec<Part>) {
+        let storage = self.inner.storage.clone();
+        tokio::spawn(async move {
+            for p in parts {
+                if let Err(e) = storage.delete_cap(p.cap).await {
+                    tracing::warn!(target: "macula::s3", error = %e,
+                        "a body no object uses was not deleted");
+                }
+            }
+        });
+    }
+
+    async fn put(
+        &self,
+        head: &Head,
+        payload: &Payload,
+        bucket: &str,
+        key: &str,
+        body: &mut BodyReader<'_>,
+        sock: &mut TcpStream,
+    ) -> Result<Response, S3Error> {
+        self.inner.index.locked().check_bucket(bucket)?;
+        let label = format!("s3://{bucket}/{key}");
+        let (part, md5) = self.store_body(head, payload, label, body, sock).await?;
         let etag = etag::etag(&md5);
-        let user_meta = user_meta(head);
         let meta = ObjectMeta {
-            cap,
-            size: head.content_length,
+            size: part.size,
+            parts: vec![part],
             etag: etag.clone(),
             modified_ms: unix_ms(),
             content_type: head.header("content-type").map(str::to_string),
-            user_meta,
+            user_meta: user_meta(head),
         };
+        self.commit_object(bucket, key, meta).await?;
+        Ok(Response::empty(200).header("ETag", etag))
+    }
+
+    /// Records a new object (its bodies deleted instead if the bucket went meanwhile).
+    async fn commit_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        meta: ObjectMeta,
+    ) -> Result<(), S3Error> {
         let bucket_gone = self.inner.index.locked().check_bucket(bucket).err();
         if let Some(e) = bucket_gone {
-            // Deleted while the body streamed in: the body goes too.
-            let _ = self.inner.storage.delete_cap(meta.cap).await;
+            self.delete_parts(meta.parts);
             return Err(e);
         }
         self.commit(Change::Object {
@@ -806,8 +853,125 @@ impl S3Glue {
             key: key.to_string(),
             meta: Some(meta),
         })
-        .await?;
-        Ok(Response::empty(200).header("ETag", etag))
+        .await
+    }
+
+    fn upload<T>(
+        &self,
+        route: &Route,
+        bucket: &str,
+        key: &str,
+        f: impl FnOnce(&str, &mut Upload) -> T,
+    ) -> Result<T, S3Error> {
+        let id = route.param("uploadId").unwrap_or("");
+        let mut uploads = self.inner.uploads.locked();
+        match uploads.get_mut(id) {
+            Some(u) if u.bucket == bucket && u.key == key => Ok(f(id, u)),
+            _ => Err(S3Error::new(
+                Code::NoSuchUpload,
+                "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
+            )),
+        }
+    }
+
+    async fn multipart(
+        &self,
+        route: &Route,
+        head: &Head,
+        payload: &Payload,
+        body: &mut BodyReader<'_>,
+        sock: &mut TcpStream,
+    ) -> Result<Response, S3Error> {
+        let bucket = route.bucket.as_deref().unwrap_or_default();
+        let key = route.key.as_deref().unwrap_or_default();
+        self.inner.index.locked().check_bucket(bucket)?;
+        match route.op {
+            Op::CreateMultipartUpload => {
+                let mut r = [0u8; 16];
+                getrandom::fill(&mut r).map_err(|e| internal(format!("random: {e}")))?;
+                let id = sigv4::hex(&r);
+                let u = Upload {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                    created_ms: unix_ms(),
+                    content_type: head.header("content-type").map(str::to_string),
+                    user_meta: user_meta(head),
+                    parts: Default::default(),
+                };
+                self.inner.uploads.locked().insert(id.clone(), u);
+                Ok(Response::xml(multipart::initiate_result(bucket, key, &id)))
+            }
+            Op::UploadPart => {
+                let n = multipart::part_number(route.param("partNumber"))?;
+                self.upload(route, bucket, key, |_, _| ())?;
+                let label = format!("s3://{bucket}/{key}#{n}");
+                let (part, md5) = self.store_body(head, payload, label, body, sock).await?;
+                let uploaded = UploadedPart {
+                    part: part.clone(),
+                    md5,
+                    modified_ms: unix_ms(),
+                };
+                match self.upload(route, bucket, key, |_, u| u.add(n, uploaded)) {
+                    Ok(replaced) => self.delete_parts(replaced.into_iter().collect()),
+                    // Aborted or completed while the part streamed in.
+                    Err(e) => {
+                        self.delete_parts(vec![part]);
+                        return Err(e);
+                    }
+                }
+                Ok(Response::empty(200).header("ETag", etag::etag(&md5)))
+            }
+            Op::CompleteMultipartUpload => {
+                let b = self.small_body(head, payload, body, sock).await?;
+                let text = String::from_utf8(b)
+                    .map_err(|_| S3Error::new(Code::MalformedXML, "the body is not UTF-8"))?;
+                let list = multipart::parse_complete(&text)?;
+                let (id, done, ct, um) = self.upload(route, bucket, key, |id, u| {
+                    (
+                        id.to_string(),
+                        u.complete(&list),
+                        u.content_type.clone(),
+                        u.user_meta.clone(),
+                    )
+                })?;
+                let done = done?;
+                self.inner.uploads.locked().remove(&id);
+                self.delete_parts(done.unused);
+                let meta = ObjectMeta {
+                    parts: done.parts,
+                    size: done.size,
+                    etag: done.etag.clone(),
+                    modified_ms: unix_ms(),
+                    content_type: ct,
+                    user_meta: um,
+                };
+                self.commit_object(bucket, key, meta).await?;
+                Ok(Response::xml(multipart::complete_result(
+                    bucket, key, &done.etag,
+                )))
+            }
+            Op::AbortMultipartUpload => {
+                let id = self.upload(route, bucket, key, |id, _| id.to_string())?;
+                if let Some(u) = self.inner.uploads.locked().remove(&id) {
+                    self.delete_parts(u.parts.into_values().map(|p| p.part).collect());
+                }
+                Ok(Response::empty(204))
+            }
+            Op::ListParts => Ok(Response::xml(self.upload(
+                route,
+                bucket,
+                key,
+                |id, u| multipart::list_parts(id, u),
+            )?)),
+            _ => {
+                let uploads = self.inner.uploads.locked();
+                let mine = uploads
+                    .iter()
+                    .filter(|(_, u)| u.bucket == bucket)
+                    .map(|(id, u)| (id.as_str(), u));
+                Ok(Response::xml(multipart::list_uploads(bucket, mine)))
+            }
+        }
     }
 
     async fn get(
@@ -872,19 +1036,9 @@ impl S3Glue {
                 len: Some(len),
             });
         }
-        let (path, file) = self.spool_file()?;
-        let mut file = match self
-            .inner
-            .storage
-            .get_spooled(&meta.cap, file, format!("s3://{bucket}/{key}"))
-            .await
-        {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                return Err(storage_error(e));
-            }
-        };
+        let (path, mut file) = self
+            .read_object(&meta, format!("s3://{bucket}/{key}"))
+            .await?;
         if let Err(e) = file.seek(std::io::SeekFrom::Start(first)) {
             let _ = std::fs::remove_file(&path);
             return Err(internal(format!("spool: {e}")));
@@ -895,6 +1049,31 @@ impl S3Glue {
             body: Body::File { file, len, path },
             len: Some(len),
         })
+    }
+
+    /// Reads an object's parts, in order, into a new spool file (removed again on failure).
+    async fn read_object(
+        &self,
+        meta: &ObjectMeta,
+        label: String,
+    ) -> Result<(PathBuf, std::fs::File), S3Error> {
+        let (path, mut file) = self.spool_file()?;
+        for p in &meta.parts {
+            // The spool file's clones share its offset: each part lands after the previous.
+            match self
+                .inner
+                .storage
+                .get_spooled(&p.cap, file, label.clone())
+                .await
+            {
+                Ok(f) => file = f,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(storage_error(e));
+                }
+            }
+        }
+        Ok((path, file))
     }
 
     fn spool_file(&self) -> Result<(PathBuf, std::fs::File), S3Error> {

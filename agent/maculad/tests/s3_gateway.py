@@ -107,6 +107,36 @@ d = s3.delete_objects(Bucket="photos", Delete={"Objects": [{"Key": "copy.bin"}, 
 assert sorted(x["Key"] for x in d["Deleted"]) == ["copy.bin", "never"], d
 assert code(lambda: s3.head_object(Bucket="photos", Key="copy.bin")) == "404"
 
+# Multipart: parts of 5 MiB, 1 MiB, 100 B uploaded; completed with 1 and 3 (part 2's body is
+# deleted); completion errors; abort.
+parts = [os.urandom(5 * 1024 * 1024), os.urandom(1024 * 1024), b"tail" * 25]
+uid = s3.create_multipart_upload(Bucket="photos", Key="mp.bin", Metadata={"a": "b"})["UploadId"]
+tags = [s3.upload_part(Bucket="photos", Key="mp.bin", UploadId=uid, PartNumber=i + 1, Body=b)["ETag"]
+        for i, b in enumerate(parts)]
+assert tags[1] == '"%s"' % hashlib.md5(parts[1]).hexdigest()
+assert [p["PartNumber"] for p in s3.list_parts(Bucket="photos", Key="mp.bin", UploadId=uid)["Parts"]] == [1, 2, 3]
+assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket="photos")["Uploads"]] == [uid]
+complete = lambda ps: s3.complete_multipart_upload(
+    Bucket="photos", Key="mp.bin", UploadId=uid,
+    MultipartUpload={"Parts": [{"PartNumber": n, "ETag": t} for n, t in ps]})
+assert code(lambda: complete([(1, tags[1])])) == "InvalidPart"
+assert code(lambda: complete([(2, tags[1]), (3, tags[2])])) == "EntityTooSmall"
+done = complete([(1, tags[0]), (3, tags[2])])
+md5s = hashlib.md5(b"".join(hashlib.md5(x).digest() for x in [parts[0], parts[2]])).hexdigest()
+assert done["ETag"] == '"%s-2"' % md5s, done
+whole = parts[0] + parts[2]
+g = s3.get_object(Bucket="photos", Key="mp.bin")
+assert g["Body"].read() == whole and g["Metadata"] == {"a": "b"} and g["ETag"] == done["ETag"]
+g = s3.get_object(Bucket="photos", Key="mp.bin", Range="bytes=5242870-5242889")
+assert g["Body"].read() == whole[5242870:5242890]  # across the parts
+assert code(lambda: s3.list_parts(Bucket="photos", Key="mp.bin", UploadId=uid)) == "NoSuchUpload"
+uid2 = s3.create_multipart_upload(Bucket="photos", Key="gone.bin")["UploadId"]
+s3.upload_part(Bucket="photos", Key="gone.bin", UploadId=uid2, PartNumber=1, Body=b"x" * 1000)
+s3.abort_multipart_upload(Bucket="photos", Key="gone.bin", UploadId=uid2)
+assert code(lambda: s3.list_parts(Bucket="photos", Key="gone.bin", UploadId=uid2)) == "NoSuchUpload"
+assert code(lambda: s3.head_object(Bucket="photos", Key="gone.bin")) == "404"
+s3.delete_object(Bucket="photos", Key="mp.bin")
+
 url = s3.generate_presigned_url("get_object", Params={"Bucket": "photos", "Key": "top.txt"}, ExpiresIn=60)
 assert urllib.request.urlopen(url).read() == b"top.txt"
 
@@ -120,7 +150,7 @@ bad = boto3.client("s3", endpoint_url=ep, aws_access_key_id=kid, aws_secret_acce
 assert code(lambda: bad.list_buckets()) == "SignatureDoesNotMatch"
 assert code(lambda: bad.put_object(Bucket="photos", Key="top.txt", Body=b"evil")) == "SignatureDoesNotMatch"
 assert s3.get_object(Bucket="photos", Key="top.txt")["Body"].read() == b"top.txt"
-assert code(lambda: s3.create_multipart_upload(Bucket="photos", Key="m")) == "NotImplemented"
+assert code(lambda: s3.get_bucket_versioning(Bucket="photos")) == "NotImplemented"
 
 # Overwrite, then delete everything and the bucket.
 s3.put_object(Bucket="photos", Key="top.txt", Body=b"v2")
