@@ -240,7 +240,7 @@ async fn run(
     };
     let node_object = macula_bus::node::NodeObject::new(info.clone(), glue.clone());
     let update_glue = update::UpdateGlue::new(config.update.clone());
-    let net = net::start(&config, &key, &workers).await?;
+    let net = net::start(&config, &args.state_dir, &key, &workers).await?;
     steps.step("network");
     let storage = storage::open(&config.storage, &args.state_dir, &key)?;
     steps.step("storage");

@@ -12,14 +12,15 @@ use macula_bus::overlay::{OverlayControl, OverlayObject, OverlayPeer, OverlaySta
 use macula_bus::uplinks::{UplinkStatus, UplinksControl, UplinksObject};
 use macula_core::NodeKey;
 use macula_net::cmd::Host;
-use macula_net::firewall::{Firewall, FirewallConfig, FirewallError, Holder, Nft};
+use macula_net::firewall::{
+    self, Firewall, FirewallConfig, FirewallError, Holder, Nft, SavedApply, StartFrom,
+};
 use macula_net::links;
 use macula_net::overlay::Overlay;
 use macula_net::uplinks::monitor::{Monitor, Snapshot, open_responder};
 use macula_net::uplinks::react::{Reactor, endpoints_from_config};
 use macula_net::uplinks::redundant::{Counters, Duplicator};
 use macula_net::uplinks::{UplinksConfig, UplinksPlan, probe, routing};
-use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::AgentConfig;
@@ -36,17 +37,71 @@ pub struct Net {
     _duplicator: Option<Duplicator>,
 }
 
-/// Starts what `agent.toml` enables: the firewall (`[firewall] enabled`, applied without a
-/// confirm timer — the file is the confirmed state), the overlay, and uplink monitoring.
-pub async fn start(config: &AgentConfig, key: &NodeKey, workers: &Workers) -> Result<Net> {
-    let host = Host::local();
-    let firewall = if config.firewall.enabled {
-        let fw = Firewall::new(Nft::new(host.clone()));
+/// The firewall at start: the last confirmed apply kept in `<state>/firewall.toml` while
+/// `agent.toml`'s `[firewall]` is the section it replaced, else that section
+/// (`macula_net::firewall::at_start`). A saved apply that cannot be read or applied is reported
+/// and the file's section is loaded instead.
+async fn start_firewall(config: &AgentConfig, state_dir: &Path, host: &Host) -> Result<Firewall> {
+    let fw = Firewall::new(Nft::new(host.clone()));
+    let path = state_dir.join(firewall::SAVED_FILE);
+    let saved = match std::fs::read_to_string(&path) {
+        Ok(text) => SavedApply::parse(&text, &path)
+            .map_err(|e| {
+                tracing::error!(target: "macula::firewall",
+                    "{e}; loading agent.toml's [firewall] instead (the file is replaced at the next confirm)");
+            })
+            .ok(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::error!(target: "macula::firewall", path = %path.display(),
+                "cannot read the saved firewall apply: {e}; loading agent.toml's [firewall] instead");
+            None
+        }
+    };
+    let (cfg, from) = firewall::at_start(&config.firewall, saved.as_ref());
+    let from_file = || async {
         fw.load(config.firewall.clone())
             .await
-            .context("cannot apply the [firewall] section")?;
-        tracing::info!(target: "macula::firewall", "firewall applied (table inet macula)");
-        Some(fw)
+            .context("cannot apply the [firewall] section")
+    };
+    match from {
+        StartFrom::SavedApply => {
+            if let Err(e) = fw.load(cfg).await {
+                tracing::error!(target: "macula::firewall", path = %path.display(),
+                    "the saved firewall apply cannot be applied: {e}; loading agent.toml's [firewall] instead");
+                from_file().await?;
+            } else {
+                tracing::info!(target: "macula::firewall", path = %path.display(),
+                    "firewall applied (table inet macula) from the last confirmed apply");
+            }
+        }
+        StartFrom::ConfigFileChanged => {
+            from_file().await?;
+            tracing::warn!(target: "macula::firewall", path = %path.display(),
+                "agent.toml's [firewall] changed since the saved apply was confirmed: agent.toml's applied, the saved apply is replaced at the next confirm");
+        }
+        StartFrom::ConfigFile => {
+            from_file().await?;
+            tracing::info!(target: "macula::firewall", "firewall applied (table inet macula)");
+        }
+    }
+    fw.keep_confirmed(path, firewall::fingerprint(&config.firewall))
+        .await;
+    Ok(fw)
+}
+
+/// Starts what `agent.toml` enables: the firewall (`[firewall] enabled`, applied without a
+/// confirm timer: the confirmed state is the last confirmed apply kept in the state directory,
+/// or else the file's section), the overlay, and uplink monitoring.
+pub async fn start(
+    config: &AgentConfig,
+    state_dir: &Path,
+    key: &NodeKey,
+    workers: &Workers,
+) -> Result<Net> {
+    let host = Host::local();
+    let firewall = if config.firewall.enabled {
+        Some(start_firewall(config, state_dir, &host).await?)
     } else {
         None
     };
@@ -244,13 +299,6 @@ fn firewall_error(e: FirewallError) -> Error {
     }
 }
 
-/// The document `Apply` takes: any `agent.toml`-like text; only `[firewall]` is used.
-#[derive(Deserialize)]
-struct ApplyDoc {
-    #[serde(default)]
-    firewall: FirewallConfig,
-}
-
 struct FirewallGlue(Option<Firewall>);
 
 impl FirewallGlue {
@@ -267,9 +315,9 @@ impl FirewallControl for FirewallGlue {
     fn apply(&self, config_toml: String) -> BoxFuture<'_, Result<Applied, Error>> {
         Box::pin(async move {
             let fw = self.get()?;
-            let doc: ApplyDoc = macula_core::config::parse_str(&config_toml, Path::new("<apply>"))
-                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-            let out = fw.apply(doc.firewall).await.map_err(firewall_error)?;
+            let cfg = FirewallConfig::from_document(&config_toml, Path::new("Firewall1.Apply"))
+                .map_err(Error::InvalidArgument)?;
+            let out = fw.apply(cfg).await.map_err(firewall_error)?;
             Ok(Applied {
                 generation: out.generation,
                 confirm_within_s: out.confirm_within.as_secs(),

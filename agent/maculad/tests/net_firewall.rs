@@ -192,3 +192,120 @@ async fn ruleset_change_signals_follow_apply_and_rollback() {
     until("apply", || cached().contains("\"eth3\"")).await;
     until("rollback", || cached() == boot).await;
 }
+
+/// A confirmed apply is kept in `<state>/firewall.toml` and survives restarts; an apply that was
+/// never confirmed is gone after the agent is SIGKILLed before its timer fires (the restart
+/// loads the last confirmed state); an unreadable saved file is reported by name and agent.toml
+/// is loaded; an edited agent.toml wins over an older saved apply; a bad file is refused by
+/// maculactl with its name and line.
+#[test]
+fn a_confirmed_apply_survives_restarts_and_an_unconfirmed_one_a_sigkill() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut topo = Topology::new("fwk");
+    let ns = topo.add_ns("a");
+    let bus = DbusDaemon::start();
+    let section = |ifname: &str| {
+        format!("[firewall]\nenabled = true\n[firewall.zones.lan]\ninterfaces = [\"{ifname}\"]\n")
+    };
+    let mut agent = Agent::spawn(
+        &bus,
+        AgentOptions {
+            config: Some(section("eth0")),
+            netns: Some(ns),
+            ..Default::default()
+        },
+    );
+    let lan = |ifname: &str| format!("\"{ifname}\" : jump zone_lan_in");
+    assert!(ruleset(&topo).contains(&lan("eth0")));
+    let dir = tempfile::tempdir().unwrap();
+    let apply = |agent: &Agent, ifname: &str| {
+        let file = dir.path().join(format!("{ifname}.toml"));
+        std::fs::write(&file, section(ifname)).unwrap();
+        let out = agent.ctl(&["firewall", "apply", file.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", output_text(&out));
+    };
+    let restart = |agent: &mut Agent| {
+        agent.stop(Duration::from_secs(10));
+        agent.start(&bus).unwrap();
+    };
+
+    // Applied and confirmed: kept, 0600, and loaded again by the next start.
+    apply(&agent, "eth1");
+    let confirm = agent.ctl(&["firewall", "confirm"]);
+    assert!(confirm.status.success(), "{}", output_text(&confirm));
+    let saved = agent.state_dir().join("firewall.toml");
+    let mode = std::fs::metadata(&saved).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    restart(&mut agent);
+    let rs = ruleset(&topo);
+    assert!(
+        rs.contains(&lan("eth1")) && !rs.contains(&lan("eth0")),
+        "{rs}"
+    );
+    assert!(
+        agent.log().contains("from the last confirmed apply"),
+        "{}",
+        agent.log()
+    );
+
+    // Applied, not confirmed, and the agent killed before the timer (30 s) fires: the restart
+    // goes back to the confirmed section.
+    apply(&agent, "eth2");
+    assert!(ruleset(&topo).contains(&lan("eth2")));
+    agent.kill();
+    assert!(
+        ruleset(&topo).contains(&lan("eth2")),
+        "the killed agent left it"
+    );
+    agent.start(&bus).unwrap();
+    let rs = ruleset(&topo);
+    assert!(
+        rs.contains(&lan("eth1")) && !rs.contains(&lan("eth2")),
+        "{rs}"
+    );
+
+    // A damaged saved file: reported with its name, agent.toml's section loaded.
+    let text = std::fs::read_to_string(&saved).unwrap();
+    std::fs::write(&saved, text.replace("base = ", "base = [")).unwrap();
+    restart(&mut agent);
+    assert!(ruleset(&topo).contains(&lan("eth0")));
+    let log = agent.log();
+    let said = log
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains(&saved.display().to_string()))
+        .unwrap_or_else(|| panic!("no error naming {}:\n{log}", saved.display()));
+    assert!(
+        said.contains("loading agent.toml's [firewall] instead"),
+        "{said}"
+    );
+
+    // Kept again; then the admin edits agent.toml: the file's newer section wins.
+    apply(&agent, "eth1");
+    assert!(agent.ctl(&["firewall", "confirm"]).status.success());
+    agent.options_mut().config = Some(section("eth3"));
+    restart(&mut agent);
+    let rs = ruleset(&topo);
+    assert!(
+        rs.contains(&lan("eth3")) && !rs.contains(&lan("eth1")),
+        "{rs}"
+    );
+    assert!(
+        agent
+            .log()
+            .contains("changed since the saved apply was confirmed"),
+        "{}",
+        agent.log()
+    );
+
+    // A bad file names itself (and the line) and nothing reaches the agent.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[firewall]\nconfirm_timeout_secs = \"soon\"\n").unwrap();
+    let out = agent.ctl(&["firewall", "apply", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(5), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains(&format!("{}:2:", bad.display())),
+        "{}",
+        output_text(&out)
+    );
+    assert!(ruleset(&topo).contains(&lan("eth3")));
+}

@@ -244,7 +244,25 @@ pub(crate) struct Validated<'a> {
     pub mgmt6: BTreeSet<Net>,
 }
 
+/// A document `Apply` takes: any `agent.toml`-like text; only `[firewall]` is used.
+#[derive(Deserialize)]
+struct ApplyDoc {
+    #[serde(default)]
+    firewall: FirewallConfig,
+}
+
 impl FirewallConfig {
+    /// The `[firewall]` section of an `agent.toml`-like document, checked; errors name `origin`
+    /// (the file applied, or what carried the text), with the line and column where they have one.
+    pub fn from_document(text: &str, origin: &std::path::Path) -> Result<Self, String> {
+        let doc: ApplyDoc =
+            macula_core::config::parse_str(text, origin).map_err(|e| e.to_string())?;
+        doc.firewall
+            .validate()
+            .map_err(|e| format!("{}: [firewall]: {e}", origin.display()))?;
+        Ok(doc.firewall)
+    }
+
     /// Checks everything the renderer relies on; the first problem is reported.
     pub fn validate(&self) -> Result<(), ValidationError> {
         self.validated().map(|_| ())

@@ -1,6 +1,7 @@
 //! The tokio shell around the firewall: serialises nft operations, drives the confirm timer.
 
 use std::net::Ipv6Addr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use super::confirm::{ConfirmAction, ConfirmGuard, NothingToConfirm};
 use super::nft::{Nft, NftError};
 use super::quarantine::{Holder, Holds};
 use super::render::render_replace;
+use super::saved::SavedApply;
 
 /// Errors of firewall operations, each saying what to do next.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,15 @@ pub enum FirewallError {
     NothingToConfirm(#[from] NothingToConfirm),
     #[error("peer group {0:?} is not configured; add [firewall.groups.{0}] and apply")]
     NoSuchGroup(String),
+    #[error(
+        "confirmed (generation {generation}), but it could not be kept for the next start \
+         ({path}: {error}); until then a restart of maculad goes back to the section confirmed before"
+    )]
+    NotKept {
+        generation: u64,
+        path: PathBuf,
+        error: String,
+    },
 }
 
 /// The result of a successful `apply`.
@@ -56,12 +67,20 @@ struct Saved {
     config: FirewallConfig,
 }
 
+/// Where a confirmed apply is kept, and the `agent.toml` section it replaces
+/// ([`SavedApply::base`]).
+struct Keep {
+    path: PathBuf,
+    base: String,
+}
+
 struct Inner {
     nft: Nft,
     guard: ConfirmGuard<Saved>,
     config: FirewallConfig,
     quarantine: Holds,
     last_rollback: Option<String>,
+    keep: Option<Keep>,
 }
 
 /// The agent's firewall. Cheap to clone; all clones share one state.
@@ -84,6 +103,7 @@ impl Firewall {
                 config: FirewallConfig::default(),
                 quarantine: Holds::default(),
                 last_rollback: None,
+                keep: None,
             })),
             epoch: Instant::now(),
             changes: Arc::new(watch::channel(0).0),
@@ -174,7 +194,32 @@ impl Firewall {
 
     /// Confirms the pending apply; returns its generation.
     pub async fn confirm(&self) -> Result<u64, FirewallError> {
-        Ok(self.inner.lock().await.guard.confirm()?)
+        let mut inner = self.inner.lock().await;
+        let generation = inner.guard.confirm()?;
+        if let Some(keep) = &inner.keep {
+            let saved = SavedApply {
+                base: keep.base.clone(),
+                firewall: inner.config.clone(),
+            };
+            let written = saved.to_text().map_err(|e| e.to_string()).and_then(|text| {
+                macula_core::fsutil::write_atomic(&keep.path, text.as_bytes(), 0o600)
+                    .map_err(|e| e.to_string())
+            });
+            if let Err(error) = written {
+                return Err(FirewallError::NotKept {
+                    generation,
+                    path: keep.path.clone(),
+                    error,
+                });
+            }
+        }
+        Ok(generation)
+    }
+
+    /// From now on a confirmed apply is written to `path` ([`SavedApply`]), with `base`, the
+    /// [`super::fingerprint`] of the `agent.toml` section it replaces.
+    pub async fn keep_confirmed(&self, path: PathBuf, base: String) {
+        self.inner.lock().await.keep = Some(Keep { path, base });
     }
 
     /// Adds (`join = true`) or removes overlay addresses of a peer group: set elements only.

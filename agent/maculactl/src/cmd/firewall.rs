@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use macula_bus::firewall::Firewall1Proxy;
 
-use crate::exit::CliError;
+use crate::exit::{CliError, INVALID_ARGUMENT};
 
 #[derive(Debug, Subcommand)]
 pub enum FirewallCommand {
@@ -60,6 +60,10 @@ pub async fn run(conn: &zbus::Connection, cmd: FirewallCommand) -> Result<(), Cl
         FirewallCommand::Apply { file, json } => {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| CliError::Other(format!("cannot read {}: {e}", file.display())))?;
+            // Checked here first, so a mistake is reported with this file's name and line; the
+            // agent checks again.
+            macula_net::firewall::FirewallConfig::from_document(&text, &file)
+                .map_err(|e| CliError::Local(INVALID_ARGUMENT, e))?;
             let (generation, within) = proxy.apply(&text).await?;
             if json {
                 println!(
