@@ -20,12 +20,14 @@ impl BodyCheck {
     pub fn new(headers: &[(String, String)], payload: &Payload) -> Result<Self, S3Error> {
         let sha = match payload {
             Payload::Sha256(h) => Some((digest::Context::new(&digest::SHA256), *h)),
+            // Each chunk's signature covers its bytes (`chunked::Decoder`).
             Payload::Unsigned => None,
+            Payload::Streaming(s) if s == crate::chunked::SIGNED_STREAMING => None,
             Payload::Streaming(s) => {
                 return Err(S3Error::new(
                     Code::NotImplemented,
                     format!(
-                        "{s} (aws-chunked) is not supported yet; sign the payload or send UNSIGNED-PAYLOAD"
+                        "{s} (aws-chunked with trailers) is not supported yet; use STREAMING-AWS4-HMAC-SHA256-PAYLOAD, a signed payload or UNSIGNED-PAYLOAD"
                     ),
                 ));
             }
@@ -125,10 +127,13 @@ mod tests {
             Code::BadDigest
         );
         assert_eq!(
-            BodyCheck::new(&h, &Payload::Streaming("STREAMING-X".into()))
-                .err()
-                .unwrap()
-                .code,
+            BodyCheck::new(
+                &h,
+                &Payload::Streaming("STREAMING-UNSIGNED-PAYLOAD-TRAILER".into())
+            )
+            .err()
+            .unwrap()
+            .code,
             Code::NotImplemented
         );
     }

@@ -13,6 +13,7 @@ pub enum Code {
     BucketNotEmpty,
     EntityTooLarge,
     EntityTooSmall,
+    IncompleteBody,
     InternalError,
     InvalidAccessKeyId,
     InvalidArgument,
@@ -56,6 +57,7 @@ impl Code {
             | BadDigest
             | EntityTooLarge
             | EntityTooSmall
+            | IncompleteBody
             | InvalidPart
             | InvalidPartOrder
             | InvalidArgument
@@ -82,6 +84,7 @@ impl Code {
             InvalidPart => "InvalidPart",
             InvalidPartOrder => "InvalidPartOrder",
             NoSuchUpload => "NoSuchUpload",
+            IncompleteBody => "IncompleteBody",
             InternalError => "InternalError",
             InvalidAccessKeyId => "InvalidAccessKeyId",
             InvalidArgument => "InvalidArgument",

@@ -8,6 +8,7 @@
 //! - [`multipart`]: multipart uploads' parts, completion checks, `md5-of-md5s-N` ETags.
 //! - [`index`]: the realm-wide bucket/key/access-key index (last writer wins by a Lamport
 //!   version).
+//! - [`chunked`]: `aws-chunked` bodies with chained chunk signatures.
 //! - [`body`], [`checksum`]: what a PUT body is checked against as it streams (payload hash,
 //!   `x-amz-checksum-*`, `Content-MD5`).
 //! - [`config`]: the `[s3]` section.
@@ -15,6 +16,7 @@
 
 pub mod body;
 pub mod checksum;
+pub mod chunked;
 pub mod config;
 pub mod error;
 pub mod etag;

@@ -18,6 +18,7 @@ use macula_core::sync::Locked;
 use macula_mesh::node::{MeshNode, PeerState};
 use macula_mesh::rpc::{ErrorCode, Handler, RpcError};
 use macula_s3::body::BodyCheck;
+use macula_s3::chunked::{self, ChunkSigner};
 use macula_s3::config::S3Config;
 use macula_s3::etag;
 use macula_s3::http::{self, Head};
@@ -462,6 +463,10 @@ impl S3Glue {
                 )
             })?;
         auth.verify(&signed, secret.as_bytes(), &cfg.region, unix_now())?;
+        let bauth = BodyAuth {
+            chunks: ChunkSigner::for_request(&auth, secret.as_bytes()),
+            payload: auth.payload.clone(),
+        };
         if self.inner.node.get().is_none() {
             return Err(unavailable());
         }
@@ -473,6 +478,9 @@ impl S3Glue {
                 Ok(Response::xml(xml::list_buckets(&buckets, &auth.access_key)))
             }
             Op::CreateBucket => {
+                // The optional CreateBucketConfiguration (a location constraint): read so the
+                // connection stays usable; the realm has one location.
+                self.small_body(head, &bauth, body, sock).await?;
                 let change = self
                     .inner
                     .index
@@ -498,24 +506,15 @@ impl S3Glue {
             Op::ListObjectsV1 | Op::ListObjectVersions => {
                 self.list_v1(&bucket, &route, route.op == Op::ListObjectVersions)
             }
-            Op::DeleteObjects => {
-                self.delete_objects(head, &auth.payload, &bucket, body, sock)
-                    .await
-            }
+            Op::DeleteObjects => self.delete_objects(head, &bauth, &bucket, body, sock).await,
             Op::CopyObject => self.copy(head, &bucket, &key).await,
-            Op::PutObject => {
-                self.put(head, &auth.payload, &bucket, &key, body, sock)
-                    .await
-            }
+            Op::PutObject => self.put(head, &bauth, &bucket, &key, body, sock).await,
             Op::CreateMultipartUpload
             | Op::UploadPart
             | Op::CompleteMultipartUpload
             | Op::AbortMultipartUpload
             | Op::ListParts
-            | Op::ListMultipartUploads => {
-                self.multipart(&route, head, &auth.payload, body, sock)
-                    .await
-            }
+            | Op::ListMultipartUploads => self.multipart(&route, head, &bauth, body, sock).await,
             Op::GetObject | Op::HeadObject => {
                 self.get(head, &bucket, &key, route.op == Op::HeadObject)
                     .await
@@ -618,7 +617,7 @@ impl S3Glue {
     async fn small_body(
         &self,
         head: &Head,
-        payload: &Payload,
+        bauth: &BodyAuth,
         body: &mut BodyReader<'_>,
         sock: &mut TcpStream,
     ) -> Result<Vec<u8>, S3Error> {
@@ -628,7 +627,13 @@ impl S3Glue {
                 "this request's body may be at most 1 MiB",
             ));
         }
-        let mut check = BodyCheck::new(&head.headers, payload)?;
+        if bauth.chunks.is_some() {
+            return Err(S3Error::new(
+                Code::NotImplemented,
+                "aws-chunked bodies are accepted for PutObject and UploadPart only",
+            ));
+        }
+        let mut check = BodyCheck::new(&head.headers, &bauth.payload)?;
         if head.expect_continue {
             sock.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await
@@ -651,13 +656,13 @@ impl S3Glue {
     async fn delete_objects(
         &self,
         head: &Head,
-        payload: &Payload,
+        bauth: &BodyAuth,
         bucket: &str,
         body: &mut BodyReader<'_>,
         sock: &mut TcpStream,
     ) -> Result<Response, S3Error> {
         self.inner.index.locked().check_bucket(bucket)?;
-        let b = self.small_body(head, payload, body, sock).await?;
+        let b = self.small_body(head, bauth, body, sock).await?;
         let text = String::from_utf8(b)
             .map_err(|_| S3Error::new(Code::MalformedXML, "the body is not UTF-8"))?;
         let (keys, quiet) = xml::parse_delete(&text)?;
@@ -744,7 +749,7 @@ impl S3Glue {
     async fn store_body(
         &self,
         head: &Head,
-        payload: &Payload,
+        bauth: &BodyAuth,
         label: String,
         body: &mut BodyReader<'_>,
         sock: &mut TcpStream,
@@ -761,7 +766,7 @@ impl S3Glue {
                 "Your proposed upload exceeds the maximum allowed size (5 GiB per PUT or part).",
             ));
         }
-        let mut check = BodyCheck::new(&head.headers, payload)?;
+        let mut check = BodyCheck::new(&head.headers, &bauth.payload)?;
         if head.expect_continue {
             sock.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await
@@ -769,15 +774,54 @@ impl S3Glue {
         }
         let (path, mut file) = self.spool_file()?;
         let _cleanup = RemoveOnDrop(path.clone());
+        let mut decoder = bauth.chunks.clone().map(chunked::Decoder::new);
+        let size = match &decoder {
+            None => head.content_length,
+            Some(_) => head
+                .header("x-amz-decoded-content-length")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| {
+                    S3Error::new(
+                        Code::MissingContentLength,
+                        "an aws-chunked body needs x-amz-decoded-content-length",
+                    )
+                })?,
+        };
         let mut chunk = vec![0u8; CHUNK];
+        let mut written = 0u64;
+        let mut write = |b: &[u8], check: &mut BodyCheck| -> Result<(), S3Error> {
+            check.update(b);
+            written += b.len() as u64;
+            file.write_all(b)
+                .map_err(|e| internal(format!("spool write: {e}")))
+        };
         while body.left > 0 {
             let n = body
                 .read(sock, &mut chunk)
                 .await
                 .map_err(|_| S3Error::new(Code::InvalidRequest, "the body ended early"))?;
-            check.update(&chunk[..n]);
-            file.write_all(&chunk[..n])
-                .map_err(|e| internal(format!("spool write: {e}")))?;
+            let Some(d) = decoder.as_mut() else {
+                write(&chunk[..n], &mut check)?;
+                continue;
+            };
+            d.input(&chunk[..n]);
+            while let chunked::Step::Data(b) = d.next_step()? {
+                write(&b, &mut check)?;
+            }
+        }
+        if let Some(d) = decoder.as_mut() {
+            if d.next_step()? != chunked::Step::Done {
+                return Err(S3Error::new(
+                    Code::IncompleteBody,
+                    "the aws-chunked body ended before its final chunk",
+                ));
+            }
+        }
+        if written != size {
+            return Err(S3Error::new(
+                Code::IncompleteBody,
+                "You did not provide the number of bytes specified by the Content-Length HTTP header.",
+            ));
         }
         let md5 = check.finish()?;
         file.flush()
@@ -789,13 +833,7 @@ impl S3Glue {
             .put_spooled(file, label)
             .await
             .map_err(storage_error)?;
-        Ok((
-            Part {
-                cap,
-                size: head.content_length,
-            },
-            md5,
-        ))
+        Ok((Part { cap, size }, md5))
     }
 
     /// Deletes bodies this node stored (in the background; a failure is logged).
@@ -814,7 +852,7 @@ impl S3Glue {
     async fn put(
         &self,
         head: &Head,
-        payload: &Payload,
+        bauth: &BodyAuth,
         bucket: &str,
         key: &str,
         body: &mut BodyReader<'_>,
@@ -822,7 +860,7 @@ impl S3Glue {
     ) -> Result<Response, S3Error> {
         self.inner.index.locked().check_bucket(bucket)?;
         let label = format!("s3://{bucket}/{key}");
-        let (part, md5) = self.store_body(head, payload, label, body, sock).await?;
+        let (part, md5) = self.store_body(head, bauth, label, body, sock).await?;
         let etag = etag::etag(&md5);
         let meta = ObjectMeta {
             size: part.size,
@@ -878,7 +916,7 @@ impl S3Glue {
         &self,
         route: &Route,
         head: &Head,
-        payload: &Payload,
+        bauth: &BodyAuth,
         body: &mut BodyReader<'_>,
         sock: &mut TcpStream,
     ) -> Result<Response, S3Error> {
@@ -905,7 +943,7 @@ impl S3Glue {
                 let n = multipart::part_number(route.param("partNumber"))?;
                 self.upload(route, bucket, key, |_, _| ())?;
                 let label = format!("s3://{bucket}/{key}#{n}");
-                let (part, md5) = self.store_body(head, payload, label, body, sock).await?;
+                let (part, md5) = self.store_body(head, bauth, label, body, sock).await?;
                 let uploaded = UploadedPart {
                     part: part.clone(),
                     md5,
@@ -922,7 +960,7 @@ impl S3Glue {
                 Ok(Response::empty(200).header("ETag", etag::etag(&md5)))
             }
             Op::CompleteMultipartUpload => {
-                let b = self.small_body(head, payload, body, sock).await?;
+                let b = self.small_body(head, bauth, body, sock).await?;
                 let text = String::from_utf8(b)
                     .map_err(|_| S3Error::new(Code::MalformedXML, "the body is not UTF-8"))?;
                 let list = multipart::parse_complete(&text)?;
@@ -1109,6 +1147,13 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// What a request's body is checked with: the SigV4 payload mode and, for `aws-chunked`, the
+/// chunk signer.
+struct BodyAuth {
+    payload: Payload,
+    chunks: Option<ChunkSigner>,
 }
 
 enum Heard {
