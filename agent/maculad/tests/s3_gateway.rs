@@ -2,8 +2,11 @@
 //! node 0 serves S3 on loopback; boto3 (installed into a venv under the target dir on first
 //! run) creates a bucket, puts, gets byte-identical and by Range, lists by prefix, delimiter and
 //! pages, fetches a presigned URL, checks the error codes (NoSuchKey, NoSuchBucket,
-//! BucketNotEmpty, SignatureDoesNotMatch, NotImplemented for multipart), overwrites and deletes
-//! everything (`agent/maculad/tests/s3_gateway.py`). Afterwards no shard is left on any node:
+//! BucketNotEmpty, SignatureDoesNotMatch, InvalidPart, EntityTooSmall…), multipart, copies,
+//! batch deletes, overwrites and deletes
+//! everything (`agent/maculad/tests/s3_gateway.py`); aws-cli (same venv) makes a bucket, copies
+//! a 20 MiB file up (multipart) and down, syncs a tree both ways, lists, presigns (fetched with
+//! curl) and removes it all. Afterwards no shard is left on any node:
 //! deleting and overwriting objects deleted their bodies.
 
 use std::path::{Path, PathBuf};
@@ -18,7 +21,7 @@ fn boto3_python() -> PathBuf {
     let python = venv.join("bin/python");
     let has = |p: &Path| {
         Command::new(p)
-            .args(["-c", "import boto3"])
+            .args(["-c", "import boto3, awscli"])
             .output()
             .is_ok_and(|o| o.status.success())
     };
@@ -29,7 +32,7 @@ fn boto3_python() -> PathBuf {
             .expect("python3 (tests/deps/s3.list)");
         assert!(out.status.success(), "venv: {}", output_text(&out));
         let out = Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "boto3"])
+            .args(["install", "-q", "boto3", "awscli"])
             .output()
             .expect("pip");
         assert!(
@@ -111,6 +114,86 @@ fn boto3_against_a_realm() {
     };
     run("main", gw);
     wait_until("every object's shards are deleted", 20, || {
+        nodes.iter().map(shard_files).sum::<usize>() == 0
+    });
+    // aws-cli: cp up (a 20 MiB file goes multipart: 8 MiB parts) and down, ls, sync, presign.
+    let work = tempfile::tempdir().unwrap();
+    let aws = |args: &[&str]| {
+        let out = Command::new(python.with_file_name("aws"))
+            .args(["--endpoint-url", &format!("http://127.0.0.1:{port}")])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", &kid)
+            .env("AWS_SECRET_ACCESS_KEY", &secret)
+            .env("AWS_DEFAULT_REGION", "macula")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .output()
+            .expect("aws");
+        assert!(
+            out.status.success(),
+            "aws {args:?}:\n{}\n--- gateway log ---\n{}",
+            output_text(&out),
+            gw.agent.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(tree.join("d")).unwrap();
+    let mut big = vec![0u8; 20 << 20];
+    pseudo_random(&mut big);
+    std::fs::write(tree.join("big.bin"), &big).unwrap();
+    for i in 0..5 {
+        std::fs::write(tree.join("d").join(format!("{i}.txt")), format!("{i}")).unwrap();
+    }
+    let t = std::time::Instant::now();
+    aws(&["s3", "mb", "s3://cli"]);
+    aws(&[
+        "s3",
+        "cp",
+        tree.join("big.bin").to_str().unwrap(),
+        "s3://cli/big.bin",
+    ]);
+    let up = t.elapsed();
+    let down = work.path().join("down.bin");
+    aws(&["s3", "cp", "s3://cli/big.bin", down.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(&down).unwrap(),
+        big,
+        "aws s3 cp down is not byte-identical"
+    );
+    let head = aws(&[
+        "s3api",
+        "head-object",
+        "--bucket",
+        "cli",
+        "--key",
+        "big.bin",
+    ]);
+    assert!(
+        head.contains("-3\\\""),
+        "a 20 MiB upload in 8 MiB parts: {head}"
+    );
+    aws(&["s3", "sync", tree.to_str().unwrap(), "s3://cli/tree"]);
+    let ls = aws(&["s3", "ls", "s3://cli/tree/d/"]);
+    assert_eq!(ls.lines().count(), 5, "{ls}");
+    let synced = work.path().join("synced");
+    aws(&["s3", "sync", "s3://cli/tree", synced.to_str().unwrap()]);
+    assert_eq!(std::fs::read(synced.join("d/3.txt")).unwrap(), b"3");
+    let url = aws(&["s3", "presign", "s3://cli/tree/d/4.txt"]);
+    let curl = Command::new("curl")
+        .args(["-sf", url.trim()])
+        .output()
+        .expect("curl");
+    assert_eq!(
+        curl.stdout,
+        b"4",
+        "presigned GET with curl: {}",
+        output_text(&curl)
+    );
+    aws(&["s3", "rm", "--recursive", "s3://cli"]);
+    aws(&["s3", "rb", "s3://cli"]);
+    eprintln!("aws-cli: 20 MiB multipart cp up in {up:?} (mb included)");
+    wait_until("aws-cli's objects' shards are deleted", 20, || {
         nodes.iter().map(shard_files).sum::<usize>() == 0
     });
     run("seed", gw);
