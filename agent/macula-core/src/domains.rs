@@ -24,6 +24,8 @@ pub enum Domain {
     ProofAnswer,
     /// A record of the realm ledger, signed by its author.
     LedgerRecord,
+    /// A member's vote for a ledger epoch summary (signed over its version, range and hash).
+    LedgerSummary,
 }
 
 impl Domain {
@@ -38,6 +40,7 @@ impl Domain {
             Domain::Resources => "macula/v1/resources",
             Domain::ProofAnswer => "macula/v1/proof-answer",
             Domain::LedgerRecord => "macula/v1/ledger-record",
+            Domain::LedgerSummary => "macula/v1/ledger-summary",
         }
     }
 

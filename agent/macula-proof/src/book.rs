@@ -12,7 +12,10 @@ use macula_core::{NodeId, NodeKey};
 use macula_store::repair::HeldShard;
 
 use crate::config::ProofsConfig;
-use crate::ledger::{Inserted, Ledger, LedgerError, ProofResult, SignedRecord, SnapshotError};
+use crate::ledger::{
+    Inserted, Ledger, LedgerError, ProofResult, SignedRecord, SnapshotError, SummaryError, Vote,
+    Voted,
+};
 use crate::quarantine::{QuarantineParams, Status, Tracker, Transition};
 
 /// Realm topic of signed ledger records.
@@ -21,6 +24,12 @@ pub const LEDGER_TOPIC: &str = "macula/ledger";
 pub const PROC_CHALLENGE: &str = "proofs.challenge";
 /// RPC procedure every member serves: a ledger summary in, the records the caller lacks out.
 pub const PROC_LEDGER: &str = "proofs.ledger";
+/// Realm topic of members' votes for ledger epoch summaries (`ledger::Vote`).
+pub const LEDGER_SUMMARY_TOPIC: &str = "macula/ledger-summary";
+/// RPC procedure every member serves: a ledger summary (records per author) in,
+/// `wire(Option<certified summary bytes>)` out: the certified epoch summary when the caller lacks
+/// records it covers (asked before `proofs.ledger` in each pull).
+pub const PROC_LEDGER_CERTIFIED: &str = "proofs.ledger.certified";
 /// Most records one `proofs.ledger` reply carries (the caller asks again for more).
 pub const PULL_BATCH: usize = 512;
 /// Most `proofs.ledger` requests of one pull.
@@ -54,9 +63,9 @@ pub struct Unsaved {
     mark: Mark,
 }
 
-/// What identifies a state of the (grow-only) ledger: its head and how many equivocators it
-/// knows.
-type Mark = ([u8; 32], usize);
+/// What identifies a state of the ledger: its head, how many equivocators it knows and the range
+/// of its summary (compaction leaves the head as it was).
+type Mark = ([u8; 32], usize, Option<u64>);
 
 /// What [`ProofBook::insert`] made of received records.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -91,6 +100,7 @@ pub struct Restored {
 #[derive(Debug)]
 pub struct ProofBook {
     quarantine: QuarantineParams,
+    retention: u64,
     ledger: Ledger,
     inventories: HashMap<NodeId, Vec<HeldShard>>,
     tracker: Tracker,
@@ -109,6 +119,7 @@ impl ProofBook {
         let saved = mark(&ledger);
         Self {
             quarantine: cfg.quarantine,
+            retention: cfg.ledger_retention_epochs,
             ledger,
             inventories: HashMap::new(),
             tracker: Tracker::new(cfg.quarantine),
@@ -263,6 +274,44 @@ impl ProofBook {
         missing
     }
 
+    /// The certified epoch summary to send first in the reply to a pull, when the asker lacks
+    /// records it covers (they are no longer held here).
+    pub fn certified_for(&self, summary: &BTreeMap<NodeId, u64>) -> Option<Vec<u8>> {
+        self.ledger.certified_for(summary)
+    }
+
+    /// At epoch `epoch`: this node's vote for the summary of the records older than the
+    /// retention window (`epoch - ledger_retention_epochs`), to spread to the members; `None`
+    /// when there is nothing new to summarize. Compacts if a quorum already signed it.
+    pub fn propose_summary(
+        &mut self,
+        key: &NodeKey,
+        epoch: u64,
+        members: &[NodeId],
+    ) -> Option<Vote> {
+        let upto = epoch.checked_sub(self.retention)?;
+        self.ledger.propose(key, upto, self.quarantine, members)
+    }
+
+    /// A member's summary vote (encoded) received; compacts when it completes a quorum.
+    pub fn summary_vote(
+        &mut self,
+        bytes: &[u8],
+        members: &[NodeId],
+    ) -> Result<Voted, SummaryError> {
+        self.ledger.vote(bytes, members)
+    }
+
+    /// A certified summary received in a pull reply: adopted (records it covers dropped) when
+    /// its votes make a quorum of `members` and it agrees with the records held.
+    pub fn adopt_summary(
+        &mut self,
+        bytes: &[u8],
+        members: &[NodeId],
+    ) -> Result<bool, SummaryError> {
+        self.ledger.adopt(bytes, members)
+    }
+
     /// Whether a pull asks again after a reply of `received` records of which `new` were new:
     /// while replies come full and bring something ([`PULL_ROUNDS`] at most).
     pub fn pull_again(received: usize, new: usize) -> bool {
@@ -281,7 +330,11 @@ impl ProofBook {
 }
 
 fn mark(ledger: &Ledger) -> Mark {
-    (ledger.head(), ledger.equivocators().count())
+    (
+        ledger.head(),
+        ledger.equivocators().count(),
+        ledger.base().map(|b| b.summary.upto_epoch),
+    )
 }
 
 #[cfg(test)]
@@ -575,6 +628,50 @@ mod tests {
         assert!(restarted.may_record());
         let next = restarted.record(&a, failed(b.node_id(), 3, 3)).unwrap();
         assert_eq!(others.insert(&[next.encode()]).new, 1);
+    }
+
+    #[test]
+    fn records_older_than_the_retention_window_are_summarized_once_a_majority_signs() {
+        let keys = [id(1), id(2), id(3)];
+        let mut members: Vec<NodeId> = keys.iter().map(NodeKey::node_id).collect();
+        members.sort();
+        let mut c = cfg();
+        c.ledger_retention_epochs = 2;
+        let mut books: Vec<ProofBook> = (0..3).map(|_| ProofBook::new(&c)).collect();
+        let mut recs = Vec::new();
+        for e in 0..4u64 {
+            let r = books[0]
+                .record(&keys[0], failed(keys[1].node_id(), e, e as u8))
+                .unwrap();
+            recs.push(r.encode());
+        }
+        for b in &mut books[1..] {
+            assert_eq!(b.insert(&recs).new, 4);
+        }
+        // Within the window: nothing to summarize.
+        assert_eq!(books[0].propose_summary(&keys[0], 1, &members), None);
+        let v0 = books[0].propose_summary(&keys[0], 3, &members).unwrap();
+        assert_eq!(v0.upto_epoch, 1);
+        let v1 = books[1].propose_summary(&keys[1], 3, &members).unwrap();
+        let before = books[0].unsaved().unwrap();
+        books[0].saved(&before);
+        assert_eq!(
+            books[0].summary_vote(&v1.encode(), &members),
+            Ok(Voted::Agrees { compacted: true })
+        );
+        // Compaction leaves the head as it was but the copy is worth writing again.
+        let after = books[0].unsaved().unwrap();
+        assert_eq!(after.head, before.head);
+        assert_eq!(after.records, 2);
+        // A member that lacks the summarized records gets the certified summary first.
+        let asked = books[2].summary();
+        assert_eq!(books[1].certified_for(&asked), None);
+        let mut fresh = ProofBook::new(&c);
+        let cert = books[0].certified_for(&fresh.summary()).unwrap();
+        assert_eq!(fresh.adopt_summary(&cert, &members), Ok(true));
+        assert_eq!(fresh.insert(&books[0].missing_for(&fresh.summary())).new, 2);
+        assert_eq!(fresh.ledger().head(), books[2].ledger().head());
+        assert_eq!(fresh.ledger().balances(), books[2].ledger().balances());
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct ProofsConfig {
     pub storage_retries: u32,
     pub rewards: RewardParams,
     pub quarantine: QuarantineParams,
+    /// Epochs of ledger records kept whole: older ones are folded into a signed epoch summary
+    /// once more than half of the members signed the same one (docs/proofs.md §5.4).
+    pub ledger_retention_epochs: u64,
     pub spread: SpreadPolicy,
 }
 
@@ -54,6 +57,7 @@ impl Default for ProofsConfig {
             storage_retries: 2,
             rewards: RewardParams::default(),
             quarantine: QuarantineParams::default(),
+            ledger_retention_epochs: 48,
             spread: SpreadPolicy::default(),
         }
     }
@@ -75,7 +79,9 @@ pub enum ProofsConfigError {
         storage::MAX_PICKS
     )]
     Picks,
-    #[error("proofs.rewards.epoch_s, proofs.quarantine.* and deadlines must be at least 1")]
+    #[error(
+        "proofs.rewards.epoch_s, proofs.quarantine.*, proofs.ledger_retention_epochs and deadlines must be at least 1"
+    )]
     Zero,
 }
 
@@ -104,6 +110,7 @@ impl ProofsConfig {
             || q.max_failures == 0
             || q.window_epochs == 0
             || q.probation_passes == 0
+            || self.ledger_retention_epochs == 0
             || self.capacity_deadline_ms == 0
             || self.storage_deadline_ms == 0
         {

@@ -13,6 +13,15 @@
 //!
 //! A copy is kept on disk as [`Ledger::snapshot`] and read back with [`Ledger::restore`], which
 //! verifies every record as if it came from the network and checks the saved head.
+//!
+//! Compaction (docs/proofs.md §5.4): each member computes, from the records it holds, a
+//! [`Summary`] of every chain's prefix up to an epoch (chain lengths and last hashes, balances,
+//! quarantine state) and signs its hash ([`Vote`]). Members holding the same records compute the
+//! same summary; once more than half of the members signed the hash this node computed, the
+//! summarized records are dropped and the summary with those votes ([`Certified`]) stands in for
+//! them. A member that signed another hash is kept as a disagreement ([`Ledger::disagreements`]),
+//! never merged. A node that lacks summarized records adopts the certified summary instead
+//! ([`Ledger::adopt`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,12 +31,22 @@ use macula_core::{NodeId, NodeKey, wire};
 use macula_mesh::sig::Sig;
 use serde::{Deserialize, Serialize};
 
+use crate::quarantine::{NodeVerdict, QuarantineParams, Tracker};
 use crate::{ProofKind, verify_answer_sig};
 
 /// Largest encoded record.
 pub const MAX_RECORD: usize = 4096;
 /// Largest ledger copy [`Ledger::restore`] reads (docs/proofs.md §5.3): about 1 million records.
 pub const MAX_SNAPSHOT: usize = 256 << 20;
+/// Version of the epoch summary format ([`Summary`], [`Vote`], [`Certified`]) and of the copy on
+/// disk that carries it.
+pub const SUMMARY_VERSION: u8 = 1;
+/// Largest encoded [`Certified`] summary (a summary of about 20 000 authors with their votes).
+pub const MAX_CERTIFIED: usize = 8 << 20;
+/// Largest encoded [`Vote`].
+pub const MAX_VOTE: usize = 256;
+/// Most summary ranges with votes pending at once (the oldest are forgotten beyond it).
+pub const MAX_PENDING: usize = 64;
 
 /// Why a proof failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -191,6 +210,10 @@ pub enum SnapshotError {
     Decode(#[from] WireError),
     #[error("record {index} of the ledger copy is refused: {error}")]
     Record { index: usize, error: LedgerError },
+    #[error("ledger copy of format version {0}, this node reads version {SUMMARY_VERSION}")]
+    Version(u8),
+    #[error("the ledger copy's summary is refused: {0}")]
+    Summary(#[from] SummaryError),
     #[error("record {index} of the ledger copy is there twice")]
     Duplicate { index: usize },
     #[error("equivocation evidence {index} of the ledger copy does not show an equivocation")]
@@ -205,12 +228,177 @@ pub enum SnapshotError {
 /// A ledger copy as written to disk: `wire(Snapshot)`.
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
+    /// [`SUMMARY_VERSION`].
+    version: u8,
     /// [`Ledger::head`] when saved.
     head: [u8; 32],
+    /// The certified summary the records follow (`None`: never compacted).
+    base: Option<Certified>,
     /// Every record, chain by chain in author order, each chain from its first record.
     records: Vec<SignedRecord>,
     /// Per equivocating author, the record that conflicted with its chain (the evidence).
     forks: Vec<SignedRecord>,
+}
+
+/// Where a summary cuts one author's chain: the records it covers and the hash of the last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainCut {
+    pub author: NodeId,
+    pub len: u64,
+    pub last: [u8; 32],
+}
+
+/// An epoch summary: what the records of every chain's prefix up to `upto_epoch` amount to
+/// (cumulative: a summary stands in for every record before its cuts, earlier summaries
+/// included). Computed by each member from its records ([`Ledger::propose`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// [`SUMMARY_VERSION`].
+    pub version: u8,
+    /// Each chain is cut after its longest prefix of records of epochs `<= upto_epoch`.
+    pub upto_epoch: u64,
+    /// The largest epoch among the summarized records.
+    pub last_epoch: u64,
+    /// Per author (in author order) with a record summarized.
+    pub chains: Vec<ChainCut>,
+    /// Per prover (in node order): its balance over the summarized records.
+    pub balances: Vec<(NodeId, Balance)>,
+    /// Per node (in node order): its quarantine state after the summarized records.
+    pub verdicts: Vec<NodeVerdict>,
+}
+
+impl Summary {
+    /// `derive_key("macula/v1/ledger-summary-hash", wire(summary))`: what members sign.
+    pub fn hash(&self) -> [u8; 32] {
+        blake3::derive_key("macula/v1/ledger-summary-hash", &wire::encode(self))
+    }
+}
+
+/// A member's signature on the hash of the summary it computed for `upto_epoch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    pub upto_epoch: u64,
+    pub hash: [u8; 32],
+    pub signer: NodeId,
+    /// Over `wire((SUMMARY_VERSION, upto_epoch, hash))` in the domain `macula/v1/ledger-summary`.
+    pub sig: Sig,
+}
+
+impl Vote {
+    fn message(upto_epoch: u64, hash: &[u8; 32]) -> Vec<u8> {
+        wire::encode(&(SUMMARY_VERSION, upto_epoch, *hash))
+    }
+
+    pub fn sign(key: &NodeKey, upto_epoch: u64, hash: [u8; 32]) -> Self {
+        let sig = key.sign(Domain::LedgerSummary, &Self::message(upto_epoch, &hash));
+        Self {
+            upto_epoch,
+            hash,
+            signer: key.node_id(),
+            sig: Sig(sig.to_bytes()),
+        }
+    }
+
+    pub fn verifies(&self) -> bool {
+        self.signer
+            .verify(
+                Domain::LedgerSummary,
+                &Self::message(self.upto_epoch, &self.hash),
+                &ed25519_dalek::Signature::from_bytes(&self.sig.0),
+            )
+            .is_ok()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        wire::encode(self)
+    }
+}
+
+/// A summary with the votes that certified it: more than half of the members signed its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Certified {
+    pub summary: Summary,
+    pub votes: Vec<Vote>,
+}
+
+impl Certified {
+    /// Checks the version, that every vote is a valid signature on this summary's hash, and
+    /// that distinct signers are more than half of `members` and more than half of the authors
+    /// whose chains the summary cuts (so the copy on disk, read back before the membership is
+    /// known, can check the same quorum against the authors).
+    pub fn check(&self, members: &[NodeId]) -> Result<[u8; 32], SummaryError> {
+        if self.summary.version != SUMMARY_VERSION {
+            return Err(SummaryError::Version(self.summary.version));
+        }
+        let hash = self.summary.hash();
+        let mut signers = BTreeSet::new();
+        for v in &self.votes {
+            if v.upto_epoch != self.summary.upto_epoch || v.hash != hash || !v.verifies() {
+                return Err(SummaryError::BadVote(v.signer.to_string()));
+            }
+            if members.contains(&v.signer) {
+                signers.insert(v.signer);
+            }
+        }
+        if !quorum(signers.len(), members.len()) {
+            return Err(SummaryError::NoQuorum {
+                have: signers.len(),
+                members: members.len(),
+            });
+        }
+        let authors = &self.summary.chains;
+        let signing_authors = authors
+            .iter()
+            .filter(|c| self.votes.iter().any(|v| v.signer == c.author))
+            .count();
+        if !quorum(signing_authors, authors.len()) {
+            return Err(SummaryError::NoQuorum {
+                have: signing_authors,
+                members: authors.len(),
+            });
+        }
+        Ok(hash)
+    }
+}
+
+/// More than half of `members`.
+fn quorum(signers: usize, members: usize) -> bool {
+    members > 0 && 2 * signers > members
+}
+
+/// Why a summary vote or certified summary was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SummaryError {
+    #[error("undecodable ledger summary or vote: {0}")]
+    Decode(String),
+    #[error("ledger summary version {0}, this node reads version {SUMMARY_VERSION}")]
+    Version(u8),
+    #[error("a summary vote by {0} does not verify or is not for this summary")]
+    BadVote(String),
+    #[error("summary vote by {0}, who is not a member")]
+    NotMember(String),
+    #[error(
+        "summary signed by {have} of {members} members (or of the authors it summarizes): more than half must sign"
+    )]
+    NoQuorum { have: usize, members: usize },
+    #[error(
+        "certified summary cuts the chain of {0} where this copy holds another record, or before \
+         this copy's own summary: not adopted"
+    )]
+    Conflict(String),
+}
+
+/// What [`Ledger::vote`] made of a received vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Voted {
+    /// For the summary this node computed (`compacted`: it completed a quorum).
+    Agrees { compacted: bool },
+    /// For another hash than this node computed: kept as a disagreement.
+    Disagrees,
+    /// This node has not computed that summary (yet): kept.
+    Pending,
+    /// For a range this copy has already summarized.
+    Stale,
 }
 
 #[derive(Debug, Clone)]
@@ -224,10 +412,22 @@ struct Entry {
 #[derive(Debug, Clone)]
 pub struct Ledger {
     params: RewardParams,
+    /// Per author, the records after the base summary's cut.
     chains: BTreeMap<NodeId, Vec<Entry>>,
     challenges: BTreeSet<[u8; 32]>,
     /// Authors caught equivocating, each with the first conflicting record seen.
     equivocators: BTreeMap<NodeId, SignedRecord>,
+    /// The certified summary the chains follow.
+    base: Option<Certified>,
+    /// From `base`: per author, records summarized and the hash of the last.
+    cuts: BTreeMap<NodeId, (u64, [u8; 32])>,
+    /// Summaries this node computed and voted for, by range, with their hash.
+    candidates: BTreeMap<u64, [u8; 32]>,
+    candidate_bodies: BTreeMap<u64, Summary>,
+    /// Votes held (this node's own included), by range then signer.
+    votes: BTreeMap<u64, BTreeMap<NodeId, Vote>>,
+    /// Members that signed another hash than this node computed, by range.
+    disagreements: BTreeMap<u64, BTreeMap<NodeId, [u8; 32]>>,
 }
 
 /// A node's earnings and record.
@@ -246,13 +446,47 @@ impl Ledger {
             chains: BTreeMap::new(),
             challenges: BTreeSet::new(),
             equivocators: BTreeMap::new(),
+            base: None,
+            cuts: BTreeMap::new(),
+            candidates: BTreeMap::new(),
+            candidate_bodies: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            disagreements: BTreeMap::new(),
         }
+    }
+
+    /// Records of `author` summarized, and the hash of the last.
+    fn cut(&self, author: &NodeId) -> (u64, [u8; 32]) {
+        self.cuts.get(author).copied().unwrap_or((0, [0; 32]))
+    }
+
+    /// Length of `author`'s chain, summarized records included.
+    fn chain_len(&self, author: &NodeId) -> u64 {
+        self.cut(author).0 + self.chains.get(author).map_or(0, |c| c.len() as u64)
+    }
+
+    /// Hash of `author`'s last record (32 zero bytes for none).
+    fn last_hash(&self, author: &NodeId) -> [u8; 32] {
+        self.chains
+            .get(author)
+            .and_then(|c| c.last())
+            .map_or(self.cut(author).1, |e| e.hash)
+    }
+
+    fn authors(&self) -> BTreeSet<NodeId> {
+        self.cuts
+            .keys()
+            .chain(self.chains.keys())
+            .copied()
+            .collect()
     }
 
     /// The copy to keep on disk: `wire(Snapshot { head, records, forks })` (docs/proofs.md §5.3).
     pub fn snapshot(&self) -> Vec<u8> {
         wire::encode(&Snapshot {
+            version: SUMMARY_VERSION,
             head: self.head(),
+            base: self.base.clone(),
             records: self
                 .chains
                 .values()
@@ -269,7 +503,17 @@ impl Ledger {
     /// saved head (nothing cut off the end of a chain).
     pub fn restore(params: RewardParams, bytes: &[u8]) -> Result<Self, SnapshotError> {
         let snap: Snapshot = wire::decode_with_limit(bytes, MAX_SNAPSHOT)?;
+        if snap.version != SUMMARY_VERSION {
+            return Err(SnapshotError::Version(snap.version));
+        }
         let mut ledger = Self::new(params);
+        if let Some(base) = snap.base {
+            // The members are not known at load: the quorum is counted over the authors the
+            // summary names.
+            let authors: Vec<NodeId> = base.summary.chains.iter().map(|c| c.author).collect();
+            base.check(&authors)?;
+            ledger.set_base(base);
+        }
         for (index, r) in snap.records.iter().enumerate() {
             match ledger.insert(&r.encode()) {
                 Ok(Inserted::New) => {}
@@ -278,10 +522,11 @@ impl Ledger {
             }
         }
         for (index, f) in snap.forks.iter().enumerate() {
-            if !matches!(
+            if !(matches!(
                 ledger.insert(&f.encode()),
                 Err(LedgerError::Equivocation { .. })
-            ) {
+            ) || ledger.summarized_fork(f))
+            {
                 return Err(SnapshotError::Fork { index });
             }
         }
@@ -308,11 +553,10 @@ impl Ledger {
     ) -> Result<SignedRecord, LedgerError> {
         result.reward_micro = self.params.reward(&result.outcome);
         let author = key.node_id();
-        let chain = self.chains.get(&author);
         let record = Record {
             author,
-            seq: chain.map_or(0, |c| c.len() as u64),
-            prev: chain.and_then(|c| c.last()).map_or([0; 32], |e| e.hash),
+            seq: self.chain_len(&author),
+            prev: self.last_hash(&author),
             result,
         };
         let body = wire::encode(&record);
@@ -337,10 +581,15 @@ impl Ledger {
             )
             .map_err(|_| LedgerError::BadSignature(author.to_string()))?;
         let hash = signed.hash();
+        let (base, _) = self.cut(&author);
+        if record.seq < base {
+            // Summarized: the members certified this chain up to there (docs/proofs.md §5.4).
+            return Ok(Inserted::Known);
+        }
         let chain = self.chains.get(&author).map_or(&[][..], |c| &c[..]);
-        let have = chain.len() as u64;
+        let have = base + chain.len() as u64;
         if record.seq < have {
-            if chain[record.seq as usize].hash == hash {
+            if chain[(record.seq - base) as usize].hash == hash {
                 return Ok(Inserted::Known);
             }
             self.equivocators.entry(author).or_insert(signed);
@@ -356,7 +605,7 @@ impl Ledger {
                 got: record.seq,
             });
         }
-        let prev = chain.last().map_or([0; 32], |e| e.hash);
+        let prev = self.last_hash(&author);
         if record.prev != prev {
             return Err(LedgerError::BadLink {
                 author: author.to_string(),
@@ -398,42 +647,55 @@ impl Ledger {
     /// author order. Equal on two nodes exactly when they hold the same records.
     pub fn head(&self) -> [u8; 32] {
         let mut h = blake3::Hasher::new_derive_key("macula/v1/ledger-head");
-        for (author, chain) in &self.chains {
+        for author in self.authors() {
             h.update(author.as_bytes());
-            h.update(&(chain.len() as u64).to_le_bytes());
-            h.update(&chain.last().map_or([0; 32], |e| e.hash));
+            h.update(&self.chain_len(&author).to_le_bytes());
+            h.update(&self.last_hash(&author));
         }
         *h.finalize().as_bytes()
     }
 
     /// Records held per author (what an anti-entropy peer compares).
     pub fn summary(&self) -> BTreeMap<NodeId, u64> {
-        self.chains
-            .iter()
-            .map(|(a, c)| (*a, c.len() as u64))
+        self.authors()
+            .into_iter()
+            .map(|a| (a, self.chain_len(&a)))
             .collect()
     }
 
-    /// Encoded records of `author` from position `from` on (the answer to a pull).
+    /// Encoded records of `author` held from position `from` on (the answer to a pull; records
+    /// summarized are not held).
     pub fn records_after(&self, author: &NodeId, from: u64) -> Vec<Vec<u8>> {
+        let base = self.cut(author).0;
         self.chains.get(author).map_or_else(Vec::new, |c| {
             c.iter()
-                .skip(from as usize)
+                .skip(from.saturating_sub(base) as usize)
                 .map(|e| e.signed.encode())
                 .collect()
         })
     }
 
-    /// What `self` has that a peer with `peer_summary` lacks, in chain order.
+    /// What `self` has that a peer with `peer_summary` lacks, in chain order (records this copy
+    /// summarized are not among them: the peer needs [`Ledger::certified_for`] first).
     pub fn missing_for(&self, peer_summary: &BTreeMap<NodeId, u64>) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        for (author, chain) in &self.chains {
+        for author in self.chains.keys() {
             let theirs = peer_summary.get(author).copied().unwrap_or(0);
-            if (chain.len() as u64) > theirs {
+            if self.chain_len(author) > theirs {
                 out.extend(self.records_after(author, theirs));
             }
         }
         out
+    }
+
+    /// The certified summary, encoded, when a peer with `peer_summary` lacks records it covers.
+    pub fn certified_for(&self, peer_summary: &BTreeMap<NodeId, u64>) -> Option<Vec<u8>> {
+        let lacks = self
+            .cuts
+            .iter()
+            .any(|(a, (len, _))| peer_summary.get(a).copied().unwrap_or(0) < *len);
+        let base = self.base.as_ref().filter(|_| lacks)?;
+        Some(wire::encode(base))
     }
 
     /// Every node the ledger names, as author or prover, sorted: the membership the records were
@@ -444,13 +706,19 @@ impl Ledger {
             .iter()
             .flat_map(|(a, c)| std::iter::once(*a).chain(c.iter().map(|e| e.record.result.prover)))
             .chain(self.equivocators.keys().copied())
+            .chain(self.cuts.keys().copied())
+            .chain(self.base.iter().flat_map(|b| {
+                (b.summary.balances.iter().map(|(n, _)| *n))
+                    .chain(b.summary.verdicts.iter().map(|v| v.node))
+            }))
             .collect();
         v.sort();
         v.dedup();
         v
     }
 
-    /// All records, in a canonical order: by epoch, then prover, kind, author and position.
+    /// All records held (those summarized are not), in a canonical order: by epoch, then prover,
+    /// kind, author and position.
     pub fn results(&self) -> Vec<(&NodeId, &ProofResult)> {
         let mut v: Vec<(&NodeId, u64, &ProofResult)> = self
             .chains
@@ -464,24 +732,304 @@ impl Ledger {
         v.into_iter().map(|(a, _, r)| (a, r)).collect()
     }
 
-    /// Balances per prover from the whole ledger.
+    /// Balances per prover from the whole ledger: the summary's, plus the records held.
     pub fn balances(&self) -> BTreeMap<NodeId, Balance> {
-        let mut out: BTreeMap<NodeId, Balance> = BTreeMap::new();
+        let mut out: BTreeMap<NodeId, Balance> = self
+            .base
+            .iter()
+            .flat_map(|b| b.summary.balances.iter().copied())
+            .collect();
         for (_, r) in self.results() {
-            let b = out.entry(r.prover).or_default();
-            match r.outcome {
-                Outcome::Failed(_) => b.failed += 1,
-                Outcome::Capacity { .. } => {
-                    b.passed += 1;
-                    b.rw1_micro = b.rw1_micro.saturating_add(r.reward_micro);
+            add_to_balance(&mut out, r);
+        }
+        out
+    }
+
+    /// The quarantine state the summary carries and the largest epoch it summarized (empty and
+    /// 0 when never compacted).
+    pub fn base_verdicts(&self) -> (&[NodeVerdict], u64) {
+        self.base.as_ref().map_or((&[][..], 0), |b| {
+            (&b.summary.verdicts[..], b.summary.last_epoch)
+        })
+    }
+
+    /// The certified summary this copy is compacted to.
+    pub fn base(&self) -> Option<&Certified> {
+        self.base.as_ref()
+    }
+
+    /// Records summarized (no longer held).
+    pub fn summarized(&self) -> u64 {
+        self.cuts.values().map(|c| c.0).sum()
+    }
+
+    /// Members that signed another summary hash than this node computed: by range, signer and
+    /// the hash it signed.
+    pub fn disagreements(&self) -> &BTreeMap<u64, BTreeMap<NodeId, [u8; 32]>> {
+        &self.disagreements
+    }
+
+    /// Computes the summary of every chain's prefix of records of epochs `<= upto` held here
+    /// (on top of the current one), signs its hash with `key` and keeps the vote: the vote to
+    /// spread. Quarantine state is computed with each epoch's designated verifier over
+    /// `members`. `None` when the range is already summarized, was voted for, or adds nothing.
+    /// Compacts at once if the votes held already make a quorum of `members`.
+    pub fn propose(
+        &mut self,
+        key: &NodeKey,
+        upto: u64,
+        quarantine: QuarantineParams,
+        members: &[NodeId],
+    ) -> Option<Vote> {
+        if self
+            .base
+            .as_ref()
+            .is_some_and(|b| b.summary.upto_epoch >= upto)
+            || self.candidates.contains_key(&upto)
+        {
+            return None;
+        }
+        let mut prefix: Vec<(&NodeId, u64, &ProofResult)> = Vec::new();
+        let mut chains = Vec::new();
+        for author in self.authors() {
+            let (base, base_last) = self.cut(&author);
+            let held = self.chains.get(&author).map_or(&[][..], |c| &c[..]);
+            let k = held
+                .iter()
+                .take_while(|e| e.record.result.epoch <= upto)
+                .count();
+            for e in &held[..k] {
+                let a = &self.chains.get_key_value(&author)?.0;
+                prefix.push((a, e.record.seq, &e.record.result));
+            }
+            let last = if k > 0 { held[k - 1].hash } else { base_last };
+            if base + k as u64 > 0 {
+                chains.push(ChainCut {
+                    author,
+                    len: base + k as u64,
+                    last,
+                });
+            }
+        }
+        if prefix.is_empty() {
+            return None;
+        }
+        prefix.sort_by(|x, y| {
+            (x.2.epoch, x.2.prover, x.2.kind, x.0, x.1)
+                .cmp(&(y.2.epoch, y.2.prover, y.2.kind, y.0, y.1))
+        });
+        let mut balances: BTreeMap<NodeId, Balance> = self
+            .base
+            .iter()
+            .flat_map(|b| b.summary.balances.iter().copied())
+            .collect();
+        for (_, _, r) in &prefix {
+            add_to_balance(&mut balances, r);
+        }
+        let (state, base_epoch) = self.base_verdicts();
+        let mut tracker = Tracker::import(quarantine, state);
+        let last = tracker.replay(
+            prefix.iter().map(|(a, _, r)| (*a, *r)),
+            &|p: &NodeId, e: u64| crate::verifier_for(p, e, members),
+            &mut Vec::new(),
+        );
+        let summary = Summary {
+            version: SUMMARY_VERSION,
+            upto_epoch: upto,
+            last_epoch: last.max(base_epoch),
+            chains,
+            balances: balances.into_iter().collect(),
+            verdicts: tracker.export(),
+        };
+        let hash = summary.hash();
+        self.candidates.insert(upto, hash);
+        self.candidate_bodies.insert(upto, summary);
+        for (signer, v) in self.votes.get(&upto).into_iter().flatten() {
+            if v.hash != hash {
+                self.disagreements
+                    .entry(upto)
+                    .or_default()
+                    .insert(*signer, v.hash);
+            }
+        }
+        let vote = Vote::sign(key, upto, hash);
+        self.votes
+            .entry(upto)
+            .or_default()
+            .insert(vote.signer, vote.clone());
+        self.settle(members);
+        self.forget_old();
+        Some(vote)
+    }
+
+    /// Takes a member's vote (encoded): verified, kept, compared with the summary this node
+    /// computed for the range; compacts when it completes a quorum of `members`.
+    pub fn vote(&mut self, bytes: &[u8], members: &[NodeId]) -> Result<Voted, SummaryError> {
+        let v: Vote = wire::decode_with_limit(bytes, MAX_VOTE)
+            .map_err(|e| SummaryError::Decode(e.to_string()))?;
+        if !v.verifies() {
+            return Err(SummaryError::BadVote(v.signer.to_string()));
+        }
+        if !members.contains(&v.signer) {
+            return Err(SummaryError::NotMember(v.signer.to_string()));
+        }
+        if self
+            .base
+            .as_ref()
+            .is_some_and(|b| b.summary.upto_epoch >= v.upto_epoch)
+        {
+            return Ok(Voted::Stale);
+        }
+        let (upto, hash, signer) = (v.upto_epoch, v.hash, v.signer);
+        self.votes.entry(upto).or_default().insert(signer, v);
+        self.forget_old();
+        Ok(match self.candidates.get(&upto) {
+            None => Voted::Pending,
+            Some(mine) if *mine != hash => {
+                self.disagreements
+                    .entry(upto)
+                    .or_default()
+                    .insert(signer, hash);
+                Voted::Disagrees
+            }
+            Some(_) => Voted::Agrees {
+                compacted: self.settle(members),
+            },
+        })
+    }
+
+    /// Compacts to the newest summary this node computed that more than half of `members`
+    /// signed.
+    fn settle(&mut self, members: &[NodeId]) -> bool {
+        let done = self.candidates.iter().rev().find_map(|(upto, hash)| {
+            let agreeing = || {
+                self.votes
+                    .get(upto)
+                    .into_iter()
+                    .flat_map(|m| m.values())
+                    .filter(|v| v.hash == *hash && members.contains(&v.signer))
+            };
+            quorum(agreeing().count(), members.len())
+                .then(|| (*upto, agreeing().cloned().collect::<Vec<Vote>>()))
+        });
+        let Some((upto, votes)) = done else {
+            return false;
+        };
+        let Some(summary) = self.candidate_bodies.get(&upto) else {
+            return false;
+        };
+        let c = Certified {
+            summary: summary.clone(),
+            votes,
+        };
+        if c.check(members).is_err() {
+            return false;
+        }
+        self.compact_to(c);
+        true
+    }
+
+    /// Adopts a certified summary received from a member (encoded): its votes must verify and
+    /// come from more than half of `members`, and it must agree with every record this copy
+    /// holds at its cuts. `Ok(false)` when this copy is already compacted that far.
+    pub fn adopt(&mut self, bytes: &[u8], members: &[NodeId]) -> Result<bool, SummaryError> {
+        let c: Certified = wire::decode_with_limit(bytes, MAX_CERTIFIED)
+            .map_err(|e| SummaryError::Decode(e.to_string()))?;
+        c.check(members)?;
+        if self
+            .base
+            .as_ref()
+            .is_some_and(|b| b.summary.upto_epoch >= c.summary.upto_epoch)
+        {
+            return Ok(false);
+        }
+        let named: BTreeSet<NodeId> = c.summary.chains.iter().map(|x| x.author).collect();
+        if let Some(a) = self.cuts.keys().find(|a| !named.contains(a)) {
+            return Err(SummaryError::Conflict(a.to_string()));
+        }
+        for cut in &c.summary.chains {
+            let (base, base_last) = self.cut(&cut.author);
+            let held = self.chains.get(&cut.author).map_or(&[][..], |c| &c[..]);
+            let agrees = if cut.len < base {
+                false
+            } else if cut.len == base {
+                cut.last == base_last
+            } else {
+                held.get((cut.len - base - 1) as usize)
+                    .is_none_or(|e| e.hash == cut.last)
+            };
+            if !agrees {
+                return Err(SummaryError::Conflict(cut.author.to_string()));
+            }
+        }
+        self.compact_to(c);
+        Ok(true)
+    }
+
+    /// Drops the records `c` summarizes and makes it the base.
+    fn compact_to(&mut self, c: Certified) {
+        let upto = c.summary.upto_epoch;
+        for cut in &c.summary.chains {
+            let (base, _) = self.cut(&cut.author);
+            if let Some(chain) = self.chains.get_mut(&cut.author) {
+                let drop = ((cut.len - base) as usize).min(chain.len());
+                for e in chain.drain(..drop) {
+                    self.challenges.remove(&e.record.result.challenge);
                 }
-                Outcome::Storage { .. } => {
-                    b.passed += 1;
-                    b.rw2_micro = b.rw2_micro.saturating_add(r.reward_micro);
+                if chain.is_empty() {
+                    self.chains.remove(&cut.author);
                 }
             }
         }
-        out
+        self.set_base(c);
+        self.candidates.retain(|u, _| *u > upto);
+        self.candidate_bodies.retain(|u, _| *u > upto);
+        self.votes.retain(|u, _| *u > upto);
+    }
+
+    fn set_base(&mut self, c: Certified) {
+        self.cuts = c
+            .summary
+            .chains
+            .iter()
+            .map(|x| (x.author, (x.len, x.last)))
+            .collect();
+        self.base = Some(c);
+    }
+
+    /// Keeps votes, candidates and disagreements of the newest [`MAX_PENDING`] ranges only.
+    fn forget_old(&mut self) {
+        while self.votes.len() > MAX_PENDING {
+            self.votes.pop_first();
+        }
+        while self.candidates.len() > MAX_PENDING {
+            self.candidates.pop_first();
+            self.candidate_bodies.pop_first();
+        }
+        while self.disagreements.len() > MAX_PENDING {
+            self.disagreements.pop_first();
+        }
+    }
+
+    /// Whether `f` is a record its author signed at a position this copy summarized (kept as
+    /// equivocation evidence from before the compaction; it cannot be compared any more).
+    fn summarized_fork(&mut self, f: &SignedRecord) -> bool {
+        let Ok(record) = wire::decode_with_limit::<Record>(&f.body, MAX_RECORD) else {
+            return false;
+        };
+        let ok = record.seq < self.cut(&record.author).0
+            && record
+                .author
+                .verify(
+                    Domain::LedgerRecord,
+                    &f.body,
+                    &ed25519_dalek::Signature::from_bytes(&f.sig.0),
+                )
+                .is_ok();
+        if ok {
+            self.equivocators.entry(record.author).or_insert(f.clone());
+        }
+        ok
     }
 
     /// Authors caught signing two different records at one position.
@@ -489,13 +1037,28 @@ impl Ledger {
         self.equivocators.keys()
     }
 
-    /// Number of records held.
+    /// Number of records held (those summarized are not).
     pub fn len(&self) -> usize {
         self.chains.values().map(Vec::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+fn add_to_balance(out: &mut BTreeMap<NodeId, Balance>, r: &ProofResult) {
+    let b = out.entry(r.prover).or_default();
+    match r.outcome {
+        Outcome::Failed(_) => b.failed += 1,
+        Outcome::Capacity { .. } => {
+            b.passed += 1;
+            b.rw1_micro = b.rw1_micro.saturating_add(r.reward_micro);
+        }
+        Outcome::Storage { .. } => {
+            b.passed += 1;
+            b.rw2_micro = b.rw2_micro.saturating_add(r.reward_micro);
+        }
     }
 }
 
@@ -702,7 +1265,27 @@ mod tests {
     #[test]
     fn a_tampered_snapshot_is_refused() {
         let params = RewardParams::default();
+        // A compacted copy: any flipped bit in its summary or votes is refused too.
+        let (keys, members, recs) = realm();
+        let mut c = Ledger::new(params);
+        for r in &recs[..12] {
+            c.insert(r).unwrap();
+        }
+        let q = QuarantineParams::default();
+        let hash = c.propose(&keys[0], 2, q, &members).unwrap().hash;
+        c.vote(&Vote::sign(&keys[1], 2, hash).encode(), &members)
+            .unwrap();
+        assert_eq!(c.summarized(), 9);
+        let compacted = c.snapshot();
         let bytes = sample().snapshot();
+        for (i, bit) in (0..compacted.len()).flat_map(|i| [(i, 0x01), (i, 0x80)]) {
+            let mut t = compacted.clone();
+            t[i] ^= bit;
+            assert!(
+                Ledger::restore(params, &t).is_err(),
+                "flipping bit {bit:#x} of byte {i} of a compacted copy was not noticed"
+            );
+        }
         // Any one flipped bit anywhere: refused, whatever it hit.
         for i in 0..bytes.len() {
             for bit in [0x01, 0x80] {
@@ -771,6 +1354,159 @@ mod tests {
             Ledger::restore(params, &vec![1; MAX_SNAPSHOT + 1]),
             Err(SnapshotError::Decode(WireError::TooLong { .. }))
         ));
+    }
+
+    /// Three members (each verifier and prover), records of epochs 0..10.
+    fn realm() -> (Vec<NodeKey>, Vec<NodeId>, Vec<Vec<u8>>) {
+        let keys: Vec<NodeKey> = (1..=3).map(key).collect();
+        let mut members: Vec<NodeId> = keys.iter().map(NodeKey::node_id).collect();
+        members.sort();
+        let mut author = Ledger::new(RewardParams::default());
+        let mut recs = Vec::new();
+        for epoch in 0..10u64 {
+            for (i, v) in keys.iter().enumerate() {
+                let p = &keys[(i + 1) % 3];
+                let mut r = passed(p, epoch, (epoch * 3 + i as u64) as u8);
+                if epoch % 4 == 0 && i == 0 {
+                    r.outcome = Outcome::Failed(Failure::BadGroup);
+                    r.answer = None;
+                }
+                recs.push(author.append(v, r).unwrap().encode());
+            }
+        }
+        (keys, members, recs)
+    }
+
+    #[test]
+    fn members_that_agree_compact_and_keep_the_same_state() {
+        let (keys, members, recs) = realm();
+        let q = QuarantineParams::default();
+        let mut nodes: Vec<Ledger> = (0..3)
+            .map(|_| {
+                let mut l = Ledger::new(RewardParams::default());
+                for r in &recs {
+                    l.insert(r).unwrap();
+                }
+                l
+            })
+            .collect();
+        let reference = nodes[0].clone();
+        let verdicts = |l: &Ledger| {
+            crate::quarantine::Tracker::from_ledger(q, l, |p, e| {
+                crate::verifier_for(p, e, &members)
+            })
+            .0
+            .export()
+        };
+        // One vote is not a quorum of three; the second is.
+        let v0 = nodes[0].propose(&keys[0], 5, q, &members).unwrap();
+        assert!(nodes[0].base().is_none());
+        assert_eq!(nodes[0].propose(&keys[0], 5, q, &members), None);
+        let v1 = nodes[1].propose(&keys[1], 5, q, &members).unwrap();
+        assert_eq!(v0.hash, v1.hash);
+        assert_eq!(
+            nodes[0].vote(&v1.encode(), &members),
+            Ok(Voted::Agrees { compacted: true })
+        );
+        let n = &nodes[0];
+        assert_eq!(n.summarized(), 18);
+        assert_eq!(n.len(), 12);
+        assert_eq!(n.head(), reference.head());
+        assert_eq!(n.summary(), reference.summary());
+        assert_eq!(n.balances(), reference.balances());
+        assert_eq!(verdicts(n), verdicts(&reference));
+        // Records summarized are known; the chains go on from the cut.
+        for r in &recs {
+            assert_eq!(nodes[0].insert(r), Ok(Inserted::Known));
+        }
+        // The copy on disk carries the certified summary.
+        let back = Ledger::restore(RewardParams::default(), &nodes[0].snapshot()).unwrap();
+        assert_eq!(back.head(), reference.head());
+        assert_eq!(back.balances(), reference.balances());
+        assert_eq!(back.snapshot(), nodes[0].snapshot());
+        // A node that holds nothing adopts the certified summary and pulls the rest.
+        let mut late = Ledger::new(RewardParams::default());
+        let cert = nodes[0].certified_for(&late.summary()).unwrap();
+        // Two signers of a realm of five are no quorum.
+        let mut five = members.clone();
+        five.extend([key(8).node_id(), key(9).node_id()]);
+        assert_eq!(
+            late.adopt(&cert, &five),
+            Err(SummaryError::NoQuorum {
+                have: 2,
+                members: 5
+            })
+        );
+        assert!(late.is_empty() && late.base().is_none());
+        assert_eq!(late.adopt(&cert, &members), Ok(true));
+        for r in nodes[0].missing_for(&late.summary()) {
+            assert_eq!(late.insert(&r), Ok(Inserted::New));
+        }
+        assert_eq!(late.head(), reference.head());
+        assert_eq!(late.balances(), reference.balances());
+        assert_eq!(verdicts(&late), verdicts(&reference));
+        assert_eq!(nodes[0].certified_for(&late.summary()), None);
+        // The third node was not needed for the quorum: it adopts too, its records agree.
+        assert_eq!(nodes[2].adopt(&cert, &members), Ok(true));
+        assert_eq!(nodes[2].head(), reference.head());
+        // A forged vote and a stranger's vote are refused.
+        let mut forged = v1.clone();
+        forged.hash[0] ^= 1;
+        assert!(matches!(
+            nodes[1].vote(&forged.encode(), &members),
+            Err(SummaryError::BadVote(_))
+        ));
+        let stranger = Vote::sign(&key(9), 7, v1.hash);
+        assert!(matches!(
+            nodes[1].vote(&stranger.encode(), &members),
+            Err(SummaryError::NotMember(_))
+        ));
+    }
+
+    #[test]
+    fn a_member_that_signs_another_summary_is_seen_and_nothing_is_dropped() {
+        let (keys, members, recs) = realm();
+        let q = QuarantineParams::default();
+        let full = |skip: Option<usize>| {
+            let mut l = Ledger::new(RewardParams::default());
+            for (i, r) in recs.iter().enumerate() {
+                if Some(i) != skip {
+                    let _ = l.insert(r);
+                }
+            }
+            l
+        };
+        // Node 1 misses one record of epoch 2 (and so what follows in that chain).
+        let mut a = full(None);
+        let mut b = full(Some(7));
+        let va = a.propose(&keys[0], 5, q, &members).unwrap();
+        let vb = b.propose(&keys[1], 5, q, &members).unwrap();
+        assert_ne!(va.hash, vb.hash);
+        assert_eq!(a.vote(&vb.encode(), &members), Ok(Voted::Disagrees));
+        assert_eq!(a.disagreements()[&5][&keys[1].node_id()], vb.hash);
+        assert!(a.base().is_none());
+        assert_eq!(a.len(), 30);
+        // A certified summary that cuts a chain at another record is not adopted.
+        let vc = Vote::sign(&keys[2], 5, vb.hash);
+        assert_eq!(
+            b.vote(&vc.encode(), &members),
+            Ok(Voted::Agrees { compacted: true })
+        );
+        let cert = b.certified_for(&BTreeMap::new()).unwrap();
+        let before = a.head();
+        // b's summary cuts the chain of keys[1] earlier: a holds more, which agrees; a chain
+        // cut at a record a holds differently is a conflict.
+        let mut forked = b.base().unwrap().clone();
+        forked.summary.chains[0].last = [7; 32];
+        let h = forked.summary.hash();
+        forked.votes = keys.iter().map(|k| Vote::sign(k, 5, h)).collect();
+        assert!(matches!(
+            a.adopt(&wire::encode(&forked), &members),
+            Err(SummaryError::Conflict(_))
+        ));
+        assert_eq!(a.head(), before);
+        assert_eq!(a.adopt(&cert, &members), Ok(true));
+        assert_eq!(a.head(), before);
     }
 
     #[test]

@@ -11,7 +11,16 @@ use std::collections::{BTreeMap, VecDeque};
 use macula_core::NodeId;
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::{Failure, Ledger, Outcome};
+use crate::ledger::{Failure, Ledger, Outcome, ProofResult};
+
+/// One node's quarantine state as an epoch summary carries it ([`Tracker::export`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeVerdict {
+    pub node: NodeId,
+    pub status: Status,
+    /// Epochs of its failures still within the window (while active).
+    pub failures: Vec<u64>,
+}
 
 /// The thresholds (from `[proofs]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,29 +168,71 @@ impl Tracker {
         self.state(node).status = Status::Revoked;
     }
 
-    /// Verdicts from a whole ledger: results in canonical order, counting only those written by
-    /// the node's designated verifier for that epoch (`designated(prover, epoch)`, e.g.
-    /// [`crate::verifier_for`] over the membership), so a member cannot get another quarantined
-    /// by writing failures about it. Equivocating authors are quarantined as forgers.
+    /// Verdicts from a whole ledger: from the state its epoch summary carries (if compacted,
+    /// [`Ledger::base_verdicts`]), then its records in canonical order, counting only those
+    /// written by the node's designated verifier for that epoch (`designated(prover, epoch)`,
+    /// e.g. [`crate::verifier_for`] over the membership), so a member cannot get another
+    /// quarantined by writing failures about it. Equivocating authors are quarantined as forgers.
     pub fn from_ledger(
         params: QuarantineParams,
         ledger: &Ledger,
         designated: impl Fn(&NodeId, u64) -> Option<NodeId>,
     ) -> (Self, Vec<Transition>) {
-        let mut t = Self::new(params);
+        let (state, base_epoch) = ledger.base_verdicts();
+        let mut t = Self::import(params, state);
         let mut transitions = Vec::new();
-        let mut last_epoch = 0;
-        for (author, r) in ledger.results() {
-            last_epoch = last_epoch.max(r.epoch);
-            if designated(&r.prover, r.epoch).as_ref() != Some(author) {
-                continue;
-            }
-            transitions.extend(t.observe(r.prover, r.epoch, &r.outcome));
-        }
+        let last_epoch = t.replay(ledger.results(), &designated, &mut transitions);
+        let last_epoch = last_epoch.max(base_epoch);
         for &e in ledger.equivocators() {
             transitions.extend(t.forger(e, last_epoch));
         }
         (t, transitions)
+    }
+
+    /// Observes `results` (canonical order) written by each prover's designated verifier;
+    /// returns the largest epoch seen.
+    pub(crate) fn replay<'a>(
+        &mut self,
+        results: impl IntoIterator<Item = (&'a NodeId, &'a ProofResult)>,
+        designated: &impl Fn(&NodeId, u64) -> Option<NodeId>,
+        transitions: &mut Vec<Transition>,
+    ) -> u64 {
+        let mut last_epoch = 0;
+        for (author, r) in results {
+            last_epoch = last_epoch.max(r.epoch);
+            if designated(&r.prover, r.epoch).as_ref() != Some(author) {
+                continue;
+            }
+            transitions.extend(self.observe(r.prover, r.epoch, &r.outcome));
+        }
+        last_epoch
+    }
+
+    /// The state of every node seen, in node order (what an epoch summary carries).
+    pub fn export(&self) -> Vec<NodeVerdict> {
+        self.nodes
+            .iter()
+            .map(|(n, s)| NodeVerdict {
+                node: *n,
+                status: s.status,
+                failures: s.failures.iter().copied().collect(),
+            })
+            .collect()
+    }
+
+    /// A tracker in the state [`Tracker::export`] gave.
+    pub fn import(params: QuarantineParams, state: &[NodeVerdict]) -> Self {
+        let mut t = Self::new(params);
+        for v in state {
+            t.nodes.insert(
+                v.node,
+                NodeState {
+                    status: v.status,
+                    failures: v.failures.iter().copied().collect(),
+                },
+            );
+        }
+        t
     }
 }
 
