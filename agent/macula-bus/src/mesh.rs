@@ -73,6 +73,20 @@ pub trait MeshControl: Send + Sync + 'static {
     ) -> Result<String, Error>;
     /// Installs a membership certificate for this node and starts the mesh; returns the realm ID.
     fn join(&self, cert: String) -> Result<String, Error>;
+    /// Makes a one-time join code (text form) for a node named `name` with `role`, whose
+    /// certificate is valid `valid_days`; the code expires after `expires_s` seconds. Needs the
+    /// realm key on this node, and its mesh running (it answers the code's request).
+    fn invite(
+        &self,
+        name: String,
+        role: String,
+        valid_days: u32,
+        expires_s: u64,
+    ) -> Result<String, Error>;
+    /// Has this node admitted with a join code: finds the issuer (bootstrap entries, LAN
+    /// beacons), proves the code, installs the certificate and starts the mesh; returns the
+    /// realm ID.
+    fn join_code(&self, code: String) -> BoxFuture<'_, Result<String, Error>>;
     /// Revokes a node from the realm (needs the realm key) and spreads the revocation.
     fn revoke(&self, node_id: String) -> Result<(), Error>;
     /// Calls the RPC procedure `mesh.ping` on a member; returns its certificate name and the
@@ -147,6 +161,25 @@ impl MeshObject {
         self.control.join(cert)
     }
 
+    /// Makes a one-time join code for a node named `name` with `role` (`edge`, `hub`), its
+    /// certificate valid `valid_days`, the code valid `expires_s` seconds (needs the realm key
+    /// and the mesh running on this node).
+    fn invite(
+        &self,
+        name: String,
+        role: String,
+        valid_days: u32,
+        expires_s: u64,
+    ) -> Result<String, Error> {
+        self.control.invite(name, role, valid_days, expires_s)
+    }
+
+    /// Has this node admitted with a join code (from `Invite` on a node of the realm); returns
+    /// the realm ID. Takes up to about 30 s while it looks for the issuing node.
+    async fn join_code(&self, code: String) -> Result<String, Error> {
+        self.control.join_code(code).await
+    }
+
     /// Revokes `node_id` from the realm (needs the realm key on this node); every member learns
     /// it and cuts the node off.
     fn revoke(&self, node_id: String) -> Result<(), Error> {
@@ -203,6 +236,14 @@ pub trait Mesh1 {
     fn admit(&self, node_id: &str, name: &str, role: &str, valid_days: u32)
     -> zbus::Result<String>;
     fn join(&self, cert: &str) -> zbus::Result<String>;
+    fn invite(
+        &self,
+        name: &str,
+        role: &str,
+        valid_days: u32,
+        expires_s: u64,
+    ) -> zbus::Result<String>;
+    fn join_code(&self, code: &str) -> zbus::Result<String>;
     fn revoke(&self, node_id: &str) -> zbus::Result<()>;
     fn ping(&self, node_id: &str) -> zbus::Result<(String, u64)>;
     fn certificate(&self) -> zbus::Result<(String, u64, u64, u64, String)>;

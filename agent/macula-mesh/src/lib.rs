@@ -12,6 +12,7 @@ pub mod core;
 pub mod dht;
 pub mod frame;
 pub mod inbox;
+pub mod join;
 pub mod membership;
 pub mod node;
 pub mod ntp;

@@ -30,6 +30,10 @@ use zeroize::Zeroizing;
 /// Application protocol of the mesh, negotiated by ALPN. A new major wire version gets a new ALPN.
 pub const ALPN: &[u8] = b"macula/2";
 
+/// Application protocol of a join-code request (`crate::join`): a node without a membership
+/// certificate asks an issuer for one; nothing else is served on such a connection.
+pub const JOIN_ALPN: &[u8] = b"macula-join/1";
+
 /// TLS server name that accepts any (not denied) node key; used to dial a bootstrap address whose
 /// node ID is not known. The realm admission that follows the handshake still applies.
 pub const ANY_PEER: &str = "any-peer.macula";
@@ -121,7 +125,7 @@ pub fn server_config(
         .with_cert_resolver(Arc::new(
             rustls::server::AlwaysResolvesServerRawPublicKeys::new(certified_key(key)?),
         ));
-    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.alpn_protocols = vec![ALPN.to_vec(), JOIN_ALPN.to_vec()];
     cfg.ignore_client_order = chacha_first;
     cfg.max_early_data_size = 0;
     Ok(cfg)
@@ -144,6 +148,26 @@ pub fn client_config(
     cfg.alpn_protocols = vec![ALPN.to_vec()];
     cfg.enable_sni = true;
     Ok(cfg)
+}
+
+/// rustls client config of a join-code request: as [`client_config`] (the server's key checked
+/// against the issuer named in the server name) with ALPN [`JOIN_ALPN`] and no deny list (the
+/// new node knows no revocations).
+pub fn join_client_config(
+    key: &NodeKey,
+    chacha_first: bool,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let mut cfg = client_config(key, Arc::default(), chacha_first)?;
+    cfg.alpn_protocols = vec![JOIN_ALPN.to_vec()];
+    Ok(cfg)
+}
+
+/// The ALPN protocol negotiated on an established connection.
+pub fn negotiated_alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
 }
 
 /// The TLS server name to dial: the expected node's ID, or [`ANY_PEER`].

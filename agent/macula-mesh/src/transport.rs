@@ -98,6 +98,8 @@ pub enum TransportError {
         #[source]
         source: FrameError,
     },
+    #[error("join-code request of {peer}: {outcome}")]
+    Join { peer: NodeId, outcome: String },
     #[error("handshake with {0} timed out")]
     Timeout(String),
     #[error("cannot keep the mesh clock state in {path}: {reason}")]
@@ -154,6 +156,8 @@ pub struct Endpoint {
     admission: Arc<Admission>,
     params: TransportParams,
     listen: Vec<SocketAddr>,
+    /// Answers join-code requests (`crate::join`), on a holder of the realm key.
+    joins: std::sync::OnceLock<crate::join::JoinHandler>,
 }
 
 impl Endpoint {
@@ -218,7 +222,13 @@ impl Endpoint {
             admission,
             params,
             listen,
+            joins: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Answers join-code requests with `handler` from now on (once; later calls are ignored).
+    pub fn serve_joins(&self, handler: crate::join::JoinHandler) {
+        let _ = self.joins.set(handler);
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -302,6 +312,9 @@ impl Endpoint {
             established = Some(conn.clone());
             let id = tls::peer_node_id(&conn)
                 .ok_or_else(|| TransportError::Tls("peer presented no raw Ed25519 key".into()))?;
+            if tls::negotiated_alpn(&conn).as_deref() == Some(tls::JOIN_ALPN) {
+                return Err(self.serve_join(&conn, id).await);
+            }
             let (send, mut recv) = conn.accept_bi().await?;
             let hello = self.read_hello(&conn, id, &mut recv).await?;
             // The dialer learns nothing about us (certificate, addresses, revocations) unless
@@ -321,6 +334,43 @@ impl Endpoint {
                 }
                 Err(TransportError::Timeout(remote.to_string()))
             }
+        }
+    }
+
+    /// A join-code connection (`crate::join`): one request, one reply, then closed. Never
+    /// admits the peer: the outcome is returned as [`TransportError::Join`].
+    async fn serve_join(&self, conn: &quinn::Connection, id: NodeId) -> TransportError {
+        use crate::join::{JoinReply, JoinRequest, MAX_JOIN_FRAME};
+        let outcome = |outcome: String| TransportError::Join { peer: id, outcome };
+        let Some(handler) = self.joins.get() else {
+            conn.close(
+                VarInt::from_u32(close::NOT_ADMITTED),
+                b"this node issues no join codes",
+            );
+            return outcome("refused: this node issues no join codes".into());
+        };
+        let exchange = async {
+            let (mut send, mut recv) = conn.accept_bi().await?;
+            let req = match frame::read::<JoinRequest>(&mut recv, MAX_JOIN_FRAME).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return Err(self.protocol(conn, id, FrameError::Truncated)),
+                Err(e) => return Err(self.protocol(conn, id, e)),
+            };
+            let reply = handler(id, req);
+            frame::write(&mut send, &reply, MAX_JOIN_FRAME)
+                .await
+                .map_err(|e| self.protocol(conn, id, e))?;
+            let _ = send.finish();
+            // The new node closes once it has read the reply.
+            let _ = timeout(Duration::from_secs(2), conn.closed()).await;
+            Ok(match reply {
+                JoinReply::Admitted(_) => "admitted".to_string(),
+                JoinReply::Refused(r) => format!("refused: {r}"),
+            })
+        };
+        match exchange.await {
+            Ok(o) => outcome(o),
+            Err(e) => e,
         }
     }
 

@@ -17,6 +17,7 @@ use macula_mesh::advertise;
 use macula_mesh::announce::{Announce, CapacityAnnouncer};
 use macula_mesh::beacon;
 use macula_mesh::config::MeshSection;
+use macula_mesh::join::{self, Invites, JoinCode, JoinError, JoinReply, Refusal};
 use macula_mesh::membership::{Capacity, FailureDomains};
 use macula_mesh::node::PeerState;
 use macula_mesh::node::{Bootstrap, Contacts, MeshNode, NodeConfig, PeerInfo};
@@ -46,6 +47,8 @@ pub struct MeshGlue {
     started: Arc<tokio::sync::watch::Sender<bool>>,
     /// The renewal policy of this node's certificate, once the mesh runs (`Mesh1.Certificate`).
     renewal: Arc<Mutex<Option<Renewal>>>,
+    /// Held while the invite store (`<state>/realm/invites`) is read and rewritten.
+    invites: Arc<Mutex<()>>,
     workers: Workers,
 }
 
@@ -96,11 +99,16 @@ pub fn start(
         domains,
         started: Arc::new(tokio::sync::watch::Sender::new(false)),
         renewal: Arc::default(),
+        invites: Arc::default(),
         workers,
     };
     let path = glue.cert_path();
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && glue.join_code_path().exists() => {
+            glue.join_with_code_file();
+            return Ok(glue);
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             tracing::info!(target: "macula::mesh", cert = %path.display(), node_id = %key.node_id(),
                 "no membership certificate; the mesh is off. Have this node ID admitted to a realm \
@@ -111,6 +119,19 @@ pub fn start(
     };
     let cert = MembershipCert::from_text(&text)
         .with_context(|| format!("{}: not a usable membership certificate", path.display()))?;
+    if let Err(e @ macula_mesh::realm::CertError::Expired { .. }) =
+        cert.verify(&cert.body.realm, unix_now())
+    {
+        // Lapsed while the node was off: it rejoins with a join code (or a new certificate).
+        tracing::warn!(target: "macula::mesh", cert = %path.display(), error = %e,
+            "the membership certificate lapsed; the mesh is off. Rejoin with a fresh join code \
+             (`maculactl realm join --code`, or macula/join.code on the boot partition) or a new \
+             certificate (`maculactl realm join FILE`)");
+        if glue.join_code_path().exists() {
+            glue.join_with_code_file();
+        }
+        return Ok(glue);
+    }
     glue.start_node(cert)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(glue)
@@ -226,6 +247,7 @@ impl MeshGlue {
         );
         let node = Arc::new(node);
         self.serve_renewals(&node, admission.clone());
+        self.serve_joins(&node);
         *self.renewal.locked() = Some(Renewal::new(admission.own_cert().body));
         self.renew_certificate(&node, admission.clone());
         self.keep_revocations(admission.clone());
@@ -593,6 +615,216 @@ impl MeshGlue {
     }
 }
 
+/// Where a node holding the realm key keeps the join codes it issued (`macula_mesh::join`).
+fn invites_path(state_dir: &Path) -> PathBuf {
+    realm_key_dir(state_dir).join("invites")
+}
+
+/// A join code for this node, placed by the boot partition's `macula/join.code`.
+const JOIN_CODE_FILE: &str = "join.code";
+
+/// How long a node given a join code listens for the issuer's LAN beacon.
+const JOIN_SEARCH: Duration = Duration::from_secs(30);
+
+fn load_invites(path: &Path) -> Result<Invites, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => Invites::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Invites::default()),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+fn store_invites(path: &Path, invites: &Invites) -> Result<(), String> {
+    macula_core::fsutil::write_atomic(path, &invites.to_bytes(), 0o600)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+impl MeshGlue {
+    fn join_code_path(&self) -> PathBuf {
+        self.state_dir.join(JOIN_CODE_FILE)
+    }
+
+    /// On a node holding the realm key: answers join-code requests from its invite store; an
+    /// invite is recorded as used on disk before the certificate is sent.
+    fn serve_joins(&self, node: &Arc<MeshNode>) {
+        let Ok(realm) = self.realm_key() else {
+            return;
+        };
+        let (path, lock, issuer) = (
+            invites_path(&self.state_dir),
+            self.invites.clone(),
+            self.key.node_id(),
+        );
+        node.serve_joins(Arc::new(move |from, req| {
+            let _held = lock.locked();
+            let mut invites = match load_invites(&path) {
+                Ok(i) => i,
+                Err(e) => return JoinReply::Refused(Refusal::Unavailable(e)),
+            };
+            match invites.redeem(&realm.id(), &issuer, from, &req, unix_now()) {
+                Ok(body) => {
+                    if let Err(e) = store_invites(&path, &invites) {
+                        tracing::error!(target: "macula::mesh", node = %from, error = %e,
+                            "join code not redeemed: cannot record it as used");
+                        return JoinReply::Refused(Refusal::Unavailable(e));
+                    }
+                    tracing::info!(target: "macula::mesh", node = %from, name = %body.name,
+                        role = %body.role, "admitted a node with a join code");
+                    JoinReply::Admitted(realm.issue(body).to_text())
+                }
+                Err(r) => {
+                    tracing::warn!(target: "macula::mesh", node = %from, reason = %r,
+                        "join code refused");
+                    JoinReply::Refused(r)
+                }
+            }
+        }));
+    }
+
+    /// The certificate `code` gets from its issuer: asked at the `[mesh] bootstrap` addresses
+    /// first, then wherever the issuer's LAN beacon is heard on `[mesh] lan_beacon` interfaces
+    /// within [`JOIN_SEARCH`]. The first answer of the issuer (admitted or refused) decides.
+    async fn redeem_code(&self, code: &JoinCode) -> Result<MembershipCert, Error> {
+        let decided = |r: Result<MembershipCert, JoinError>| match r {
+            Ok(cert) => Some(Ok(cert)),
+            Err(e @ JoinError::Refused(_)) => Some(Err(Error::PermissionDenied(e.to_string()))),
+            Err(e @ JoinError::BadCert(_)) => Some(Err(Error::Failed(e.to_string()))),
+            Err(JoinError::Unreachable { .. }) => None,
+        };
+        let mut tried = Vec::new();
+        let mut errors = Vec::new();
+        let contacts = Bootstrap::resolve_all(&self.config.bootstrap)
+            .map_err(|e| Error::InvalidArgument(format!("[mesh] bootstrap: {e}")))?;
+        for c in contacts.contacts {
+            if c.node.is_some_and(|n| n != code.issuer) || tried.contains(&c.addr) {
+                continue;
+            }
+            tried.push(c.addr);
+            let r = join::request(&self.key, code, c.addr, unix_now).await;
+            if let Err(e) = &r {
+                errors.push(e.to_string());
+            }
+            if let Some(done) = decided(r) {
+                return done;
+            }
+        }
+        let group = self.config.beacon_group;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let mut listeners = Vec::new();
+        for iface in &self.config.lan_beacon {
+            match beacon::bind(iface, group) {
+                Ok(sock) => {
+                    let tx = tx.clone();
+                    listeners.push(tokio::spawn(async move {
+                        let mut buf = vec![0; beacon::MAX_BEACON + 1];
+                        while let Ok((n, src)) = sock.recv_from(&mut buf).await {
+                            if tx.send((buf[..n].to_vec(), src.ip())).await.is_err() {
+                                break;
+                            }
+                        }
+                    }));
+                }
+                Err(e) => errors.push(format!("no LAN beacon on {iface}: {e}")),
+            }
+        }
+        drop(tx);
+        let deadline = tokio::time::Instant::now() + JOIN_SEARCH;
+        let mut outcome = None;
+        if !listeners.is_empty() {
+            while let Ok(Some((bytes, src))) = tokio::time::timeout_at(deadline, rx.recv()).await {
+                let Some(addr) = join::issuer_in_beacon(&bytes, src, code) else {
+                    continue;
+                };
+                if tried.contains(&addr) {
+                    continue;
+                }
+                tried.push(addr);
+                let r = join::request(&self.key, code, addr, unix_now).await;
+                if let Err(e) = &r {
+                    errors.push(e.to_string());
+                }
+                if let Some(done) = decided(r) {
+                    outcome = Some(done);
+                    break;
+                }
+            }
+        }
+        for l in listeners {
+            l.abort();
+        }
+        outcome.unwrap_or_else(|| {
+            Err(Error::Unavailable(format!(
+                "the node that issued this code ({}) was not reached{}; it must run with its mesh \
+                 on, and be listed in [mesh] bootstrap or heard by its LAN beacon on a [mesh] \
+                 lan_beacon interface",
+                code.issuer.short(),
+                if errors.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", errors.join("; "))
+                }
+            )))
+        })
+    }
+
+    /// Joins with a code: redeems it, installs the certificate and starts the mesh.
+    async fn join_with(&self, code: &str) -> Result<String, Error> {
+        let code = JoinCode::from_text(code).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        if self.running_node().is_some() {
+            return Err(Error::Busy(
+                "this node is a member already (the mesh runs with a certificate); a join code is \
+                 for a node without one"
+                    .into(),
+            ));
+        }
+        let cert = self.redeem_code(&code).await?;
+        self.join(cert.to_text())
+    }
+
+    /// The worker `mesh.join`: joins with `<state>/join.code` (placed from the boot partition),
+    /// retrying while the issuer is not reachable; the file is removed once the node is a member
+    /// or the code was refused (the refusal is logged and shown as the worker's error).
+    fn join_with_code_file(&self) {
+        let glue = self.clone();
+        self.workers.spawn("mesh.join", |ctx| async move {
+            let path = glue.join_code_path();
+            let mut backoff = Duration::from_secs(5);
+            loop {
+                let code = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let Some(result) = ctx.wait(glue.join_with(&code)).await else {
+                    return Ok(());
+                };
+                match result {
+                    Ok(realm) => {
+                        let _ = std::fs::remove_file(&path);
+                        tracing::info!(target: "macula::mesh", %realm,
+                            "joined the realm with the boot partition's join code");
+                        return Ok(());
+                    }
+                    Err(Error::Unavailable(e)) => {
+                        tracing::warn!(target: "macula::mesh", error = %e,
+                            "join code not redeemed yet; trying again");
+                        ctx.error(e);
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&path);
+                        return Err(format!(
+                            "the join code in {} was refused: {e}; put a new code there or run \
+                             `maculactl realm join --code`",
+                            path.display()
+                        ));
+                    }
+                }
+                if ctx.wait(tokio::time::sleep(backoff)).await.is_none() {
+                    return Ok(());
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(300));
+            }
+        });
+    }
+}
+
 /// Writes the revocations `admission` knows that are not stored yet.
 fn store_revocations(ctx: &WorkerCtx, store: &RevocationStore, admission: &Admission) {
     for (node, path, res) in store.store_new(admission) {
@@ -732,6 +964,43 @@ impl MeshControl for MeshGlue {
         let body = CertBody::admitted(realm.id(), node, role, name, valid_days, unix_now())
             .map_err(invalid)?;
         Ok(realm.issue(body).to_text())
+    }
+
+    fn invite(
+        &self,
+        name: String,
+        role: String,
+        valid_days: u32,
+        expires_s: u64,
+    ) -> Result<String, Error> {
+        let role = parse_role(&role)?;
+        let realm = self.realm_key()?;
+        self.running()?;
+        let mut secret = [0u8; 16];
+        getrandom::fill(&mut secret)
+            .map_err(|e| Error::Failed(format!("no random numbers from the OS: {e}")))?;
+        let _held = self.invites.locked();
+        let path = invites_path(&self.state_dir);
+        let mut invites = load_invites(&path).map_err(Error::Failed)?;
+        let code = invites
+            .issue(
+                realm.id(),
+                self.key.node_id(),
+                &name,
+                role,
+                valid_days,
+                expires_s,
+                secret,
+                unix_now(),
+            )
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        store_invites(&path, &invites).map_err(Error::Failed)?;
+        tracing::info!(target: "macula::mesh", %name, %role, expires_s, "join code issued");
+        Ok(code.to_text())
+    }
+
+    fn join_code(&self, code: String) -> BoxFuture<'_, Result<String, Error>> {
+        Box::pin(async move { self.join_with(&code).await })
     }
 
     fn revoke(&self, node_id: String) -> Result<(), Error> {

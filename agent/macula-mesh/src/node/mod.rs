@@ -545,6 +545,11 @@ impl MeshNode {
     }
 
     /// Serves procedure `name` (replacing an earlier handler of that name).
+    /// Answers join-code requests (`crate::join`) with `handler`; for a holder of the realm key.
+    pub fn serve_joins(&self, handler: crate::join::JoinHandler) {
+        self.shared.endpoint.serve_joins(handler);
+    }
+
     pub fn serve(&self, name: &str, handler: Handler) {
         self.shared
             .procedures

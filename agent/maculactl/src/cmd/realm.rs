@@ -1,4 +1,4 @@
-//! `maculactl realm create|admit|join|revoke|keygen`: realm membership certificates
+//! `maculactl realm create|admit|join|invite|revoke|keygen`: realm membership certificates
 //! (docs/realms.md). `keygen` and `admit --realm DIR` run without an agent, with a realm key held
 //! in a directory on the admin machine.
 
@@ -47,10 +47,35 @@ pub enum RealmCommand {
         /// The node ID to revoke.
         node_id: String,
     },
-    /// Install this node's membership certificate and start the mesh.
+    /// Install this node's membership certificate and start the mesh: from a certificate file,
+    /// or with a join code (`realm invite`) redeemed at the node that issued it.
     Join {
         /// Certificate file (`macula-membership-cert v1`).
-        cert: PathBuf,
+        #[arg(required_unless_present = "code", conflicts_with = "code")]
+        cert: Option<PathBuf>,
+        /// A one-time join code (`macula-join-…`) from `maculactl realm invite`.
+        #[arg(long)]
+        code: Option<String>,
+    },
+    /// Make a one-time join code for a new node (run on a node holding the realm key, with its
+    /// mesh running): the new node runs `realm join --code CODE` or finds the code in its boot
+    /// partition's `macula/join.code`, and is admitted without any other file.
+    Invite {
+        /// Name of the new node in the realm.
+        #[arg(long)]
+        name: String,
+        /// `edge` or `hub`.
+        #[arg(long, default_value = "edge")]
+        role: String,
+        /// Validity of its certificate in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// How long the code may be used: `90s`, `30m`, `1h`, `7d` (at most 30 days).
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        expires: u64,
+        /// Print the code only, without a QR code (one is drawn when the output is a terminal).
+        #[arg(long)]
+        no_qr: bool,
     },
     /// Create a realm key in DIR on this (admin) machine, without an agent: `card provision
     /// --realm DIR` and `realm admit --realm DIR` issue certificates with it. Keep DIR secret.
@@ -190,6 +215,49 @@ fn emit_cert(cert: &str, name: &str, output: Option<PathBuf>) -> Result<(), CliE
     Ok(())
 }
 
+/// `90s`, `30m`, `1h`, `7d`, or plain seconds.
+fn parse_duration(s: &str) -> Result<u64, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}`: give a number with s, m, h or d, e.g. 1h"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}`; use s, m, h or d")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too long"))
+}
+
+fn human_duration(s: u64) -> String {
+    match s {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Draws `code` as a QR code with half-block characters (upper case: QR's compact
+/// alphanumeric mode; `realm join --code` reads either case).
+fn print_qr(code: &str) {
+    use qrcode::render::unicode::Dense1x2;
+    match qrcode::QrCode::new(code.to_ascii_uppercase()) {
+        Ok(qr) => println!(
+            "{}",
+            qr.render::<Dense1x2>()
+                .dark_color(Dense1x2::Light)
+                .light_color(Dense1x2::Dark)
+                .quiet_zone(true)
+                .build()
+        ),
+        Err(e) => eprintln!("no QR code: {e}"),
+    }
+}
+
 pub async fn run(conn: &zbus::Connection, cmd: RealmCommand) -> Result<(), CliError> {
     let proxy = Mesh1Proxy::new(conn).await?;
     match cmd {
@@ -212,11 +280,44 @@ pub async fn run(conn: &zbus::Connection, cmd: RealmCommand) -> Result<(), CliEr
             proxy.revoke(&node_id).await?;
             println!("revoked {node_id}; the revocation is spreading through the realm");
         }
-        RealmCommand::Join { cert } => {
+        RealmCommand::Join {
+            cert: Some(cert), ..
+        } => {
             let text = std::fs::read_to_string(&cert)
                 .map_err(|e| CliError::Other(format!("cannot read {}: {e}", cert.display())))?;
             let realm = proxy.join(&text).await?;
             println!("joined realm {realm}; the mesh is starting");
+        }
+        RealmCommand::Join {
+            cert: None,
+            code: Some(code),
+        } => {
+            eprintln!("looking for the node that issued the code (up to 30 s)…");
+            let realm = proxy.join_code(&code).await?;
+            println!("joined realm {realm} with the join code; the mesh is starting");
+        }
+        RealmCommand::Join {
+            cert: None,
+            code: None,
+        } => unreachable!("clap requires a certificate file or --code"),
+        RealmCommand::Invite {
+            name,
+            role,
+            days,
+            expires,
+            no_qr,
+        } => {
+            let code = proxy.invite(&name, &role, days, expires).await?;
+            println!("{code}");
+            if !no_qr && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                print_qr(&code);
+            }
+            eprintln!(
+                "join code for `{name}` ({role}), usable once within {}: on the new node run \
+                 `maculactl realm join --code <code>`, or put it in the boot partition as \
+                 macula/join.code",
+                human_duration(expires)
+            );
         }
         offline @ (RealmCommand::Keygen { .. } | RealmCommand::Admit { realm: Some(_), .. }) => {
             unreachable!("{offline:?} runs without the agent")
