@@ -409,6 +409,25 @@ mod tests {
     }
 
     #[test]
+    fn s3_status_keys_are_the_documented_ones() {
+        let s = crate::s3::S3Status {
+            enabled: true,
+            serving: true,
+            listen: String::new(),
+            region: String::new(),
+            requests: 0,
+            errors: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            uploads: 0,
+            buckets: 0,
+            objects: 0,
+            keys: 0,
+        };
+        assert_eq!(keys(&s), documented("io.macula.S3", "Status()"));
+    }
+
+    #[test]
     fn resources_keys_are_the_documented_ones() {
         let iface = InterfaceTraffic {
             name: "eth0".into(),

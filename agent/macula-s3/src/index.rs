@@ -273,6 +273,17 @@ impl Index {
         self.keys.iter().map(|(id, (_, k))| (id.as_str(), k))
     }
 
+    /// Live buckets and objects.
+    pub fn counts(&self) -> (usize, usize) {
+        let objects = self
+            .objects
+            .values()
+            .flat_map(|m| m.values())
+            .filter(|(_, m)| m.is_some())
+            .count();
+        (self.buckets().len(), objects)
+    }
+
     pub fn bucket_exists(&self, name: &str) -> bool {
         matches!(self.buckets.get(name), Some((_, Some(_))))
     }
@@ -586,6 +597,7 @@ mod tests {
             change: d,
         });
         assert!(ix.buckets().is_empty());
+        assert_eq!(ix.counts(), (0, 0));
         assert_eq!(ix.object("bkt", "x").unwrap_err().code, Code::NoSuchBucket);
     }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use macula_bus::Error;
-use macula_bus::s3::{BoxFuture, S3Control};
+use macula_bus::s3::{BoxFuture, S3Control, S3Status};
 use macula_core::NodeId;
 use macula_core::NodeKey;
 use macula_core::sync::Locked;
@@ -62,6 +62,10 @@ struct Inner {
     storage: StorageGlue,
     node: OnceLock<Arc<MeshNode>>,
     requests: AtomicU64,
+    errors: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    serving: std::sync::atomic::AtomicBool,
     /// Multipart uploads in progress through this gateway, by upload ID.
     uploads: Mutex<BTreeMap<String, Upload>>,
     /// Whether this node has caught up from a member since it started (the listener waits).
@@ -104,6 +108,10 @@ pub fn open(
             storage,
             node: OnceLock::new(),
             requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            serving: std::sync::atomic::AtomicBool::new(false),
             uploads: Mutex::default(),
             caught_up: tokio::sync::watch::Sender::new(false),
         }),
@@ -253,6 +261,7 @@ impl S3Glue {
         }
         tracing::info!(target: "macula::s3", %listen, region = %self.inner.cfg.region,
             "S3 gateway listening");
+        self.inner.serving.store(true, Ordering::Relaxed);
         while let Some(accepted) = ctx.wait(listener.accept()).await {
             match accepted {
                 Ok((sock, _)) => {
@@ -388,6 +397,7 @@ impl S3Glue {
                                 }
                                 sock.write_all(&chunk[..n]).await?;
                                 left -= n as u64;
+                                self.inner.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
                             }
                             Ok(())
                         }
@@ -399,6 +409,7 @@ impl S3Glue {
                 Ok(keep)
             }
             Err(e) => {
+                self.inner.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(target: "macula::s3", method = %head.method,
                     path = %head.raw_path, code = e.code.as_str(), "request refused");
                 // A body not read cannot be skipped reliably: close the connection after it.
@@ -789,9 +800,11 @@ impl S3Glue {
         };
         let mut chunk = vec![0u8; CHUNK];
         let mut written = 0u64;
+        let bytes_in = &self.inner.bytes_in;
         let mut write = |b: &[u8], check: &mut BodyCheck| -> Result<(), S3Error> {
             check.update(b);
             written += b.len() as u64;
+            bytes_in.fetch_add(b.len() as u64, Ordering::Relaxed);
             file.write_all(b)
                 .map_err(|e| internal(format!("spool write: {e}")))
         };
@@ -1278,6 +1291,35 @@ fn new_key() -> Result<(String, String), Error> {
 }
 
 impl S3Control for S3Glue {
+    fn status(&self) -> S3Status {
+        let inner = &self.inner;
+        let ix = inner.index.locked();
+        let (buckets, objects) = ix.counts();
+        S3Status {
+            enabled: inner.cfg.enabled,
+            serving: inner.serving.load(Ordering::Relaxed),
+            listen: inner.cfg.listen.to_string(),
+            region: inner.cfg.region.clone(),
+            requests: inner.requests.load(Ordering::Relaxed),
+            errors: inner.errors.load(Ordering::Relaxed),
+            bytes_in: inner.bytes_in.load(Ordering::Relaxed),
+            bytes_out: inner.bytes_out.load(Ordering::Relaxed),
+            uploads: u32::try_from(inner.uploads.locked().len()).unwrap_or(u32::MAX),
+            buckets: u32::try_from(buckets).unwrap_or(u32::MAX),
+            objects: objects as u64,
+            keys: u32::try_from(ix.access_keys().count()).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn list_keys(&self) -> Vec<(String, String, u64)> {
+        self.inner
+            .index
+            .locked()
+            .access_keys()
+            .map(|(id, k)| (id.to_string(), k.name.clone(), k.created_ms))
+            .collect()
+    }
+
     fn create_key(&self, name: String) -> BoxFuture<'_, Result<(String, String), Error>> {
         Box::pin(async move {
             let (id, secret) = new_key()?;

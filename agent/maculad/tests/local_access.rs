@@ -31,6 +31,7 @@ const READ_ONLY: &[&str] = &[
     "io.macula.Proofs1.Ledger",
     "io.macula.Proofs1.Status",
     "io.macula.Overlay1.Status",
+    "io.macula.S3.Status",
     "io.macula.Storage1.Stat",
     "io.macula.Update1.Status",
     "io.macula.Uplinks1.Links",

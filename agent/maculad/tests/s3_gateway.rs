@@ -113,6 +113,26 @@ fn boto3_against_a_realm() {
         eprintln!("{}", String::from_utf8_lossy(&out.stdout));
     };
     run("main", gw);
+    let st = macula_testkit::check::json(gw.agent.ctl(&["s3", "status", "--json"]));
+    assert_eq!(st["serving"], true, "{st}");
+    assert!(st["requests"].as_u64().unwrap() > 50, "{st}");
+    assert!(st["errors"].as_u64().unwrap() >= 10, "{st}");
+    assert!(st["bytes_in"].as_u64().unwrap() > 8 << 20, "{st}");
+    assert!(st["bytes_out"].as_u64().unwrap() > 8 << 20, "{st}");
+    assert_eq!(
+        (
+            st["buckets"].as_u64(),
+            st["objects"].as_u64(),
+            st["keys"].as_u64()
+        ),
+        (Some(0), Some(0), Some(1)),
+        "{st}"
+    );
+    let listed = ok(&gw.agent.ctl(&["s3", "key", "list"]));
+    assert!(
+        listed.contains(&kid) && listed.contains("boto3") && !listed.contains(&secret),
+        "{listed}"
+    );
     wait_until("every object's shards are deleted", 20, || {
         nodes.iter().map(shard_files).sum::<usize>() == 0
     });

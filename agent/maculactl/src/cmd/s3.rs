@@ -1,4 +1,4 @@
-//! `maculactl s3 key create`.
+//! `maculactl s3 status|key create|key list`.
 
 use clap::Subcommand;
 use macula_bus::s3::S3Proxy;
@@ -7,6 +7,12 @@ use crate::exit::CliError;
 
 #[derive(Debug, Subcommand)]
 pub enum S3Command {
+    /// This node's gateway: listener, requests, errors, bytes, uploads, index size.
+    Status {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Access keys of the realm's S3 gateways.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -21,11 +27,63 @@ pub enum KeyCommand {
         #[arg(long)]
         name: String,
     },
+    /// List the realm's access keys (id, name, created; never secrets; root or `macula` group).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn run(conn: &zbus::Connection, cmd: S3Command) -> Result<(), CliError> {
     let proxy = S3Proxy::new(conn).await?;
     match cmd {
+        S3Command::Status { json } => {
+            let map = proxy.status().await?;
+            if json {
+                return super::print_json(&super::map_to_json(&map));
+            }
+            let b = |k: &str| {
+                map.get(k)
+                    .and_then(|v| bool::try_from(v).ok())
+                    .unwrap_or(false)
+            };
+            let n = |k: &str| super::get_u64(&map, k);
+            let listen = super::get_str(&map, "listen");
+            let state = match (b("enabled"), b("serving")) {
+                (false, _) => "off ([s3] enabled = false)".to_string(),
+                (true, false) => format!("starting on {listen} (catching up the index)"),
+                (true, true) => format!("serving on {listen}"),
+            };
+            println!(
+                "Gateway    {state}, region {}",
+                super::get_str(&map, "region")
+            );
+            println!("Requests   {} ({} errors)", n("requests"), n("errors"));
+            println!("Bytes      {} in, {} out", n("bytes_in"), n("bytes_out"));
+            println!("Uploads    {} multipart in progress", n("uploads"));
+            println!(
+                "Index      {} buckets, {} objects, {} keys",
+                n("buckets"),
+                n("objects"),
+                n("keys")
+            );
+            Ok(())
+        }
+        S3Command::Key(KeyCommand::List { json }) => {
+            let keys = proxy.list_keys().await?;
+            if json {
+                let v: Vec<_> = keys
+                    .iter()
+                    .map(|(id, name, ms)| serde_json::json!({"id": id, "name": name, "created_ms": ms}))
+                    .collect();
+                return super::print_json(&v);
+            }
+            println!("{:<22} NAME", "KEY ID");
+            for (id, name, _) in keys {
+                println!("{id:<22} {name}");
+            }
+            Ok(())
+        }
         S3Command::Key(KeyCommand::Create { name }) => {
             let (id, secret) = proxy.create_key(&name).await?;
             println!("AWS_ACCESS_KEY_ID={id}");
