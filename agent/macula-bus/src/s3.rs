@@ -48,6 +48,8 @@ pub trait S3Control: Send + Sync + 'static {
     fn list_keys(&self) -> Vec<(String, String, u64)>;
     /// Creates an access key named `name` realm-wide: `(key id, secret)`.
     fn create_key(&self, name: String) -> BoxFuture<'_, Result<(String, String), Error>>;
+    /// Revokes access key `id` realm-wide (`NotFound` when there is no such live key).
+    fn revoke_key(&self, id: String) -> BoxFuture<'_, Result<(), Error>>;
 }
 
 /// The `io.macula.S3` server object.
@@ -71,6 +73,11 @@ impl S3Object {
     /// The realm's access keys: (id, name, created unix ms).
     async fn list_keys(&self) -> Vec<(String, String, u64)> {
         self.control.list_keys()
+    }
+
+    /// Revokes an access key on every gateway of the realm.
+    async fn revoke_key(&self, id: String) -> Result<(), Error> {
+        self.control.revoke_key(id).await
     }
 
     /// Creates an access key for every gateway of the realm; returns (key id, secret).
@@ -100,4 +107,5 @@ pub trait S3 {
     -> zbus::Result<std::collections::HashMap<String, zbus::zvariant::OwnedValue>>;
     fn list_keys(&self) -> zbus::Result<Vec<(String, String, u64)>>;
     fn create_key(&self, name: &str) -> zbus::Result<(String, String)>;
+    fn revoke_key(&self, id: &str) -> zbus::Result<()>;
 }

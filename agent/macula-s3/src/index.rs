@@ -73,8 +73,9 @@ pub enum Change {
         key: String,
         meta: Option<ObjectMeta>,
     },
-    /// An access key created.
-    Key { id: String, key: AccessKey },
+    /// An access key created (`Some`) or revoked (`None`, for good: ids are random and never
+    /// reused).
+    Key { id: String, key: Option<AccessKey> },
 }
 
 /// A versioned change, as gateways exchange and store them.
@@ -153,7 +154,7 @@ pub struct Index {
     counter: u64,
     buckets: BTreeMap<String, (Version, Option<u64>)>,
     objects: BTreeMap<String, BTreeMap<String, (Version, Option<ObjectMeta>)>>,
-    keys: BTreeMap<String, (Version, AccessKey)>,
+    keys: BTreeMap<String, (Version, Option<AccessKey>)>,
 }
 
 impl Index {
@@ -266,11 +267,21 @@ impl Index {
     }
 
     pub fn access_key(&self, id: &str) -> Option<&AccessKey> {
-        self.keys.get(id).map(|(_, k)| k)
+        self.keys.get(id).and_then(|(_, k)| k.as_ref())
+    }
+
+    /// The change that revokes access key `id`; `None` when there is no such live key.
+    pub fn revoke_key(&self, id: &str) -> Option<Change> {
+        self.access_key(id).map(|_| Change::Key {
+            id: id.to_string(),
+            key: None,
+        })
     }
 
     pub fn access_keys(&self) -> impl Iterator<Item = (&str, &AccessKey)> {
-        self.keys.iter().map(|(id, (_, k))| (id.as_str(), k))
+        self.keys
+            .iter()
+            .filter_map(|(id, (_, k))| k.as_ref().map(|k| (id.as_str(), k)))
     }
 
     /// Live buckets and objects.
@@ -561,6 +572,39 @@ mod tests {
         assert_eq!(dst.object("bkt", "c").unwrap_err().code, Code::NoSuchKey);
         // A record larger than the page still travels, alone.
         assert_eq!(src.sync_page(None, 0, |_| 10).records.len(), 1);
+    }
+
+    #[test]
+    fn revoked_keys_stay_revoked() {
+        let mut ix = Index::default();
+        let key = AccessKey {
+            name: "n".into(),
+            secret: "s".into(),
+            created_ms: 0,
+        };
+        let create = Record {
+            version: ix.next_version([1; 32]),
+            change: Change::Key {
+                id: "K".into(),
+                key: Some(key.clone()),
+            },
+        };
+        ix.apply(create.clone());
+        assert_eq!(ix.access_key("K"), Some(&key));
+        assert!(ix.revoke_key("nope").is_none());
+        let revoke = Record {
+            version: ix.next_version([2; 32]),
+            change: ix.revoke_key("K").unwrap(),
+        };
+        ix.apply(revoke.clone());
+        assert!(ix.access_key("K").is_none() && ix.access_keys().count() == 0);
+        // A late copy of the creation does not bring it back, here or at another node.
+        assert_eq!(ix.apply(create.clone()), Applied::Stale);
+        let mut other = Index::default();
+        other.apply(revoke);
+        other.apply(create);
+        assert!(other.access_key("K").is_none());
+        assert!(format!("{key:?}").contains("hidden") && !format!("{key:?}").contains("\"s\""));
     }
 
     #[test]

@@ -1311,6 +1311,24 @@ impl S3Control for S3Glue {
         }
     }
 
+    fn revoke_key(&self, id: String) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            let change = self.inner.index.locked().revoke_key(&id).ok_or_else(|| {
+                Error::NotFound(format!(
+                    "no access key {id}; `maculactl s3 key list` shows the keys"
+                ))
+            })?;
+            self.commit(change).await.map_err(|e| match e.code {
+                Code::ServiceUnavailable => {
+                    Error::Unavailable("the mesh is not running; retry once it is".into())
+                }
+                _ => Error::Failed(e.message),
+            })?;
+            tracing::info!(target: "macula::s3", %id, "access key revoked");
+            Ok(())
+        })
+    }
+
     fn list_keys(&self) -> Vec<(String, String, u64)> {
         self.inner
             .index
@@ -1325,11 +1343,11 @@ impl S3Control for S3Glue {
             let (id, secret) = new_key()?;
             let change = Change::Key {
                 id: id.clone(),
-                key: AccessKey {
+                key: Some(AccessKey {
                     name: name.clone(),
                     secret: secret.clone(),
                     created_ms: unix_ms(),
-                },
+                }),
             };
             self.commit(change).await.map_err(|e| match e.code {
                 Code::ServiceUnavailable => Error::Unavailable(

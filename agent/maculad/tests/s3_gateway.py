@@ -48,6 +48,22 @@ if phase == "second":
     print("second gateway: caught up and serves the same buckets")
     sys.exit(0)
 
+if phase == "revoked":
+    # The key was revoked through node 0: both gateways refuse it.
+    for ep_ in [ep, os.environ["EP2"]]:
+        c = other(ep_)
+        for _ in range(50):
+            try:
+                c.list_buckets()
+            except ClientError as e:
+                assert e.response["Error"]["Code"] == "InvalidAccessKeyId", e
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("%s still accepts the revoked key" % ep_)
+    print("revoked key refused by both gateways")
+    sys.exit(0)
+
 s3.create_bucket(Bucket="photos")
 assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["photos"]
 s3.head_bucket(Bucket="photos")

@@ -224,6 +224,18 @@ fn boto3_against_a_realm() {
         std::net::TcpStream::connect(("127.0.0.1", port2)).is_ok()
     });
     run("second", &nodes[3]);
+    assert_eq!(
+        ok(&nodes[0].agent.ctl(&["s3", "key", "revoke", &kid])).trim(),
+        format!("revoked {kid}")
+    );
+    let again = nodes[0].agent.ctl(&["s3", "key", "revoke", &kid]);
+    assert_eq!(
+        again.status.code(),
+        Some(6),
+        "a second revoke: {}",
+        output_text(&again)
+    );
+    run("revoked", &nodes[3]);
     for n in &nodes {
         assert!(
             !n.agent.log().contains(&secret),

@@ -1,4 +1,4 @@
-//! `maculactl s3 status|key create|key list`.
+//! `maculactl s3 status|key create|key list|key revoke`.
 
 use clap::Subcommand;
 use macula_bus::s3::S3Proxy;
@@ -26,6 +26,11 @@ pub enum KeyCommand {
         /// A name for the key (who or what uses it).
         #[arg(long)]
         name: String,
+    },
+    /// Revoke an access key on every gateway of the realm (root or `macula` group).
+    Revoke {
+        /// The key id (`MK…`).
+        id: String,
     },
     /// List the realm's access keys (id, name, created; never secrets; root or `macula` group).
     List {
@@ -67,6 +72,11 @@ pub async fn run(conn: &zbus::Connection, cmd: S3Command) -> Result<(), CliError
                 n("objects"),
                 n("keys")
             );
+            Ok(())
+        }
+        S3Command::Key(KeyCommand::Revoke { id }) => {
+            proxy.revoke_key(&id).await?;
+            println!("revoked {id}");
             Ok(())
         }
         S3Command::Key(KeyCommand::List { json }) => {
