@@ -49,6 +49,79 @@ pub enum RenewError {
     Changed(&'static str),
     #[error("the renewed certificate does not expire later than the current one")]
     NotLater,
+    #[error(
+        "node {caller} asked for {RENEW_LIMIT} renewals within {RENEW_LIMIT_WINDOW_S} s; \
+         ask again in {retry_in} s"
+    )]
+    TooOften { caller: NodeId, retry_in: u64 },
+}
+
+/// A key holder answers at most this many renewal requests of one caller…
+pub const RENEW_LIMIT: usize = 4;
+/// …within this many seconds (a member in good standing asks once per 2/3 of its certificate's
+/// validity, at least a day, plus a few retries).
+pub const RENEW_LIMIT_WINDOW_S: u64 = 3600;
+/// Most callers the limiter remembers; the one whose last request is oldest is forgotten first.
+pub const RENEW_LIMIT_CALLERS: usize = 4096;
+
+/// The key holder's per-caller limit on [`RENEW_PROCEDURE`] requests (counted before any
+/// check, refused ones included): at most [`RENEW_LIMIT`] in any [`RENEW_LIMIT_WINDOW_S`].
+#[derive(Debug)]
+pub struct RenewLimiter {
+    calls: std::collections::HashMap<NodeId, std::collections::VecDeque<u64>>,
+    cap: usize,
+}
+
+impl Default for RenewLimiter {
+    fn default() -> Self {
+        Self::with_capacity(RENEW_LIMIT_CALLERS)
+    }
+}
+
+impl RenewLimiter {
+    /// A limiter remembering at most `cap` callers.
+    pub fn with_capacity(cap: usize) -> Self {
+        Self {
+            calls: std::collections::HashMap::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Counts a request of `caller` at `now` (unix seconds), or refuses it when the caller made
+    /// [`RENEW_LIMIT`] within the window; a refused request is not counted.
+    pub fn allow(&mut self, caller: NodeId, now: u64) -> Result<(), RenewError> {
+        if !self.calls.contains_key(&caller) && self.calls.len() >= self.cap {
+            let stalest = self
+                .calls
+                .iter()
+                .min_by_key(|(_, t)| t.back().copied().unwrap_or(0))
+                .map(|(n, _)| *n);
+            if let Some(stalest) = stalest {
+                self.calls.remove(&stalest);
+            }
+        }
+        let times = self.calls.entry(caller).or_default();
+        while times
+            .front()
+            .is_some_and(|&t| t.saturating_add(RENEW_LIMIT_WINDOW_S) <= now)
+        {
+            times.pop_front();
+        }
+        if times.len() >= RENEW_LIMIT {
+            let oldest = times.front().copied().unwrap_or(now);
+            return Err(RenewError::TooOften {
+                caller,
+                retry_in: (oldest + RENEW_LIMIT_WINDOW_S).saturating_sub(now),
+            });
+        }
+        times.push_back(now);
+        Ok(())
+    }
+
+    /// How many callers are remembered.
+    pub fn callers(&self) -> usize {
+        self.calls.len()
+    }
 }
 
 /// The key holder's side: the certificate body to sign for `caller` (authenticated by TLS),
@@ -325,5 +398,49 @@ mod tests {
             check_renewed(&c, &forged, 1500),
             Err(RenewError::BadRenewal(_))
         ));
+    }
+
+    #[test]
+    fn renewals_are_limited_per_caller() {
+        let a = NodeKey::from_seed([31; 32]).node_id();
+        let b = NodeKey::from_seed([32; 32]).node_id();
+        let mut l = RenewLimiter::default();
+        let t = 1_000_000;
+        for i in 0..RENEW_LIMIT as u64 {
+            l.allow(a, t + i).unwrap();
+        }
+        assert_eq!(
+            l.allow(a, t + 10),
+            Err(RenewError::TooOften {
+                caller: a,
+                retry_in: RENEW_LIMIT_WINDOW_S - 10
+            })
+        );
+        // Another caller is not affected.
+        l.allow(b, t + 10).unwrap();
+        // A refused request is not counted: the first call leaves the window on time.
+        l.allow(a, t + RENEW_LIMIT_WINDOW_S).unwrap();
+        assert!(matches!(
+            l.allow(a, t + RENEW_LIMIT_WINDOW_S),
+            Err(RenewError::TooOften { retry_in: 1, .. })
+        ));
+        l.allow(a, t + RENEW_LIMIT_WINDOW_S + 1).unwrap();
+    }
+
+    #[test]
+    fn the_limiter_forgets_the_stalest_caller_when_full() {
+        let mut l = RenewLimiter::with_capacity(2);
+        let ids: Vec<_> = (0..3u8)
+            .map(|i| NodeKey::from_seed([40 + i; 32]).node_id())
+            .collect();
+        for _ in 0..RENEW_LIMIT {
+            l.allow(ids[0], 10).unwrap();
+        }
+        l.allow(ids[1], 20).unwrap();
+        l.allow(ids[2], 30).unwrap();
+        assert_eq!(l.callers(), 2);
+        // ids[0] (last request at 10) was forgotten, so it may ask again.
+        l.allow(ids[0], 40).unwrap();
+        assert_eq!(l.callers(), 2);
     }
 }

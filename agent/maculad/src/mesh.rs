@@ -318,18 +318,26 @@ impl MeshGlue {
     }
 
     /// On a node holding the realm key: serves [`RENEW_PROCEDURE`], renewing the certificate of
-    /// a member in good standing (`macula_mesh::renewal::renewal_for`).
+    /// a member in good standing (`macula_mesh::renewal::renewal_for`), each caller limited by
+    /// `renewal::RenewLimiter`.
     fn serve_renewals(&self, node: &Arc<MeshNode>, admission: Arc<Admission>) {
         let Ok(realm) = self.realm_key() else {
             return;
         };
         let realm = Arc::new(realm);
+        let limiter = Arc::new(Mutex::new(renewal::RenewLimiter::default()));
         node.serve(
             RENEW_PROCEDURE,
             Arc::new(move |from, body| {
                 let (realm, admission) = (realm.clone(), admission.clone());
+                let allowed = limiter.locked().allow(from, unix_now());
                 Box::pin(async move {
                     use macula_mesh::rpc::{ErrorCode, RpcError};
+                    allowed.map_err(|e| {
+                        tracing::warn!(target: "macula::mesh", node = %from, error = %e,
+                            "certificate renewal refused");
+                        RpcError::new(ErrorCode::Overloaded, e.to_string())
+                    })?;
                     let text = String::from_utf8(body)
                         .map_err(|_| RpcError::new(ErrorCode::BadRequest, "not a certificate"))?;
                     let current = MembershipCert::from_text(&text)
