@@ -29,6 +29,26 @@ pub struct Part {
     pub size: u64,
 }
 
+/// The parts holding bytes `first..first + len` of an object made of `parts`, and how many bytes
+/// the parts before them hold (a ranged GET reads only those).
+pub fn parts_covering(parts: &[Part], first: u64, len: u64) -> (&[Part], u64) {
+    let (mut start, mut skipped, mut at) = (0, 0, 0u64);
+    let end = first.saturating_add(len);
+    let mut stop = parts.len();
+    for (i, p) in parts.iter().enumerate() {
+        if at + p.size <= first && len > 0 {
+            start = i + 1;
+            skipped = at + p.size;
+        }
+        if at >= end && len > 0 {
+            stop = i;
+            break;
+        }
+        at += p.size;
+    }
+    (&parts[start.min(stop)..stop], skipped)
+}
+
 /// An object's index entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectMeta {
@@ -572,6 +592,31 @@ mod tests {
         assert_eq!(dst.object("bkt", "c").unwrap_err().code, Code::NoSuchKey);
         // A record larger than the page still travels, alone.
         assert_eq!(src.sync_page(None, 0, |_| 10).records.len(), 1);
+    }
+
+    #[test]
+    fn ranges_read_only_the_parts_they_cover() {
+        let parts: Vec<Part> = [5, 5, 3]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Part {
+                cap: i.to_string(),
+                size: *n,
+            })
+            .collect();
+        let caps = |first, len| {
+            let (p, skipped) = parts_covering(&parts, first, len);
+            (
+                p.iter().map(|p| p.cap.as_str()).collect::<Vec<_>>(),
+                skipped,
+            )
+        };
+        assert_eq!(caps(0, 13), (vec!["0", "1", "2"], 0));
+        assert_eq!(caps(0, 5), (vec!["0"], 0));
+        assert_eq!(caps(4, 2), (vec!["0", "1"], 0));
+        assert_eq!(caps(5, 5), (vec!["1"], 5));
+        assert_eq!(caps(12, 1), (vec!["2"], 10));
+        assert_eq!(caps(0, 0), (vec!["0", "1", "2"], 0));
     }
 
     #[test]

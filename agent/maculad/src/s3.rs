@@ -718,7 +718,9 @@ impl S3Glue {
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata.",
             ));
         }
-        let (path, mut file) = self.read_object(&src, format!("s3://{sb}/{sk}")).await?;
+        let (path, mut file, _) = self
+            .read_object(&src, 0, src.size, format!("s3://{sb}/{sk}"))
+            .await?;
         let _cleanup = RemoveOnDrop(path);
         file.rewind().map_err(|e| internal(format!("spool: {e}")))?;
         let cap = self
@@ -1087,10 +1089,10 @@ impl S3Glue {
                 len: Some(len),
             });
         }
-        let (path, mut file) = self
-            .read_object(&meta, format!("s3://{bucket}/{key}"))
+        let (path, mut file, skipped) = self
+            .read_object(&meta, first, len, format!("s3://{bucket}/{key}"))
             .await?;
-        if let Err(e) = file.seek(std::io::SeekFrom::Start(first)) {
+        if let Err(e) = file.seek(std::io::SeekFrom::Start(first - skipped)) {
             let _ = std::fs::remove_file(&path);
             return Err(internal(format!("spool: {e}")));
         }
@@ -1102,14 +1104,18 @@ impl S3Glue {
         })
     }
 
-    /// Reads an object's parts, in order, into a new spool file (removed again on failure).
+    /// Reads the parts of an object that hold bytes `first..first + len`, in order, into a new
+    /// spool file (removed again on failure); also returns the bytes of the parts skipped before.
     async fn read_object(
         &self,
         meta: &ObjectMeta,
+        first: u64,
+        len: u64,
         label: String,
-    ) -> Result<(PathBuf, std::fs::File), S3Error> {
+    ) -> Result<(PathBuf, std::fs::File, u64), S3Error> {
         let (path, mut file) = self.spool_file()?;
-        for p in &meta.parts {
+        let (covered, skipped) = macula_s3::index::parts_covering(&meta.parts, first, len);
+        for p in covered {
             // The spool file's clones share its offset: each part lands after the previous.
             match self
                 .inner
@@ -1124,7 +1130,7 @@ impl S3Glue {
                 }
             }
         }
-        Ok((path, file))
+        Ok((path, file, skipped))
     }
 
     fn spool_file(&self) -> Result<(PathBuf, std::fs::File), S3Error> {
