@@ -14,11 +14,11 @@ use macula_bus::node::{InterfaceTraffic, NodeObject, Resources as BusResources};
 use macula_core::{NodeId, NodeKey};
 use macula_net::firewall::{Firewall, Holder, NodeQuarantine, QUARANTINE_RETRY};
 use macula_proof::book::{
-    LEDGER_TOPIC, PROC_CHALLENGE, PROC_LEDGER, PULL_DEADLINE, PULL_EVERY, PULL_ROUNDS, ProofBook,
-    Verdicts, save_interval,
+    LEDGER_SUMMARY_TOPIC, LEDGER_TOPIC, PROC_CHALLENGE, PROC_LEDGER, PROC_LEDGER_CERTIFIED,
+    PULL_DEADLINE, PULL_EVERY, PULL_ROUNDS, ProofBook, Verdicts, save_interval,
 };
 use macula_proof::config::ProofsConfig;
-use macula_proof::ledger::MAX_SNAPSHOT;
+use macula_proof::ledger::{MAX_CERTIFIED, MAX_SNAPSHOT, Voted};
 use macula_proof::resources::{
     self, Aggregator, PeerReport, ReadSpec, ReportBook, ReportRefused, Resources, SignedResources,
     SpreadPolicy, Spreader, read_sample,
@@ -539,8 +539,33 @@ impl ProofsGlue {
         (received.new, received.gap)
     }
 
-    /// Asks `peer` for the records this node lacks, until it has them all.
+    /// Asks `peer` for the certified epoch summary when this node lacks records it covers
+    /// (adopted if a majority of the members signed it), then for the records this node lacks,
+    /// until it has them all.
     async fn pull(&self, node: &macula_mesh::node::MeshNode, peer: NodeId) {
+        let summary = macula_core::wire::encode(&self.state().summary());
+        match node
+            .call(peer, PROC_LEDGER_CERTIFIED, summary, PULL_DEADLINE)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|reply| {
+                macula_core::wire::decode_with_limit::<Option<Vec<u8>>>(&reply, MAX_CERTIFIED + 64)
+                    .map_err(|e| e.to_string())
+            }) {
+            Ok(None) => {}
+            Ok(Some(cert)) => match self.state().adopt_summary(&cert, &members(node)) {
+                Ok(adopted) => {
+                    tracing::info!(target: "macula::proofs", %peer, adopted, "certified ledger summary received");
+                }
+                Err(e) => {
+                    tracing::warn!(target: "macula::proofs", %peer, error = %e, "refused a certified ledger summary");
+                }
+            },
+            Err(e) => {
+                tracing::debug!(target: "macula::proofs", %peer, error = %e, "ledger summary pull failed");
+                return;
+            }
+        }
         for _ in 0..PULL_ROUNDS {
             let summary = macula_core::wire::encode(&self.state().summary());
             let reply = match node.call(peer, PROC_LEDGER, summary, PULL_DEADLINE).await {
@@ -716,6 +741,44 @@ impl ProofsGlue {
                 })
             }),
         );
+        let me = self.clone();
+        node.serve(
+            PROC_LEDGER_CERTIFIED,
+            Arc::new(move |_, body| {
+                let me = me.clone();
+                Box::pin(async move {
+                    let summary: std::collections::BTreeMap<NodeId, u64> =
+                        macula_core::wire::decode_with_limit(&body, 256 * 1024)
+                            .map_err(|e| RpcError::new(ErrorCode::BadRequest, e.to_string()))?;
+                    Ok(macula_core::wire::encode(
+                        &me.state().certified_for(&summary),
+                    ))
+                })
+            }),
+        );
+    }
+
+    /// A member's vote for a ledger epoch summary: kept, and the records it summarizes dropped
+    /// when it completes a quorum; a vote for another summary than this node computed is logged.
+    fn summary_vote(
+        &self,
+        node: &macula_mesh::node::MeshNode,
+        p: &macula_mesh::pubsub::Publication,
+    ) {
+        match self.state().summary_vote(&p.payload, &members(node)) {
+            Ok(Voted::Agrees { compacted: true }) => {
+                tracing::info!(target: "macula::proofs", "ledger compacted into a certified epoch summary");
+            }
+            Ok(Voted::Disagrees) => {
+                tracing::warn!(target: "macula::proofs", publisher = %p.publisher,
+                    "a member signed another ledger summary than this node computed");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(target: "macula::proofs", publisher = %p.publisher, error = %e,
+                    "refused a ledger summary vote");
+            }
+        }
     }
 
     /// Starts the workers `proofs.epoch` (the challenges this node owes each epoch),
@@ -826,6 +889,21 @@ impl ProofsGlue {
                     let (me, node) = (me.clone(), node.clone());
                     tokio::spawn(async move { me.verify(node, prover, epoch).await });
                 }
+                let (vote, compacted) = {
+                    let mut s = me.state();
+                    let upto = |s: &ProofBook| s.ledger().base().map(|b| b.summary.upto_epoch);
+                    let before = upto(&s);
+                    let vote = s.propose_summary(&me.inner.key, epoch, &members(&node));
+                    (vote, upto(&s) != before)
+                };
+                if compacted {
+                    tracing::info!(target: "macula::proofs", "ledger compacted into a certified epoch summary");
+                }
+                if let Some(vote) = vote
+                    && let Err(e) = node.publish(LEDGER_SUMMARY_TOPIC, vote.encode()).await
+                {
+                    tracing::warn!(target: "macula::proofs", error = %e, "cannot spread a ledger summary vote");
+                }
             }
             Ok(())
         });
@@ -856,6 +934,10 @@ impl ProofsGlue {
                 .subscribe(LEDGER_TOPIC)
                 .await
                 .map_err(|e| format!("cannot subscribe to {LEDGER_TOPIC}: {e}"))?;
+            let mut votes = node
+                .subscribe(LEDGER_SUMMARY_TOPIC)
+                .await
+                .map_err(|e| format!("cannot subscribe to {LEDGER_SUMMARY_TOPIC}: {e}"))?;
             let mut inventories = node
                 .subscribe(macula_store::inventory::TOPIC)
                 .await
@@ -864,6 +946,7 @@ impl ProofsGlue {
             let mut pull = tokio::time::interval(PULL_EVERY);
             enum Next {
                 Record(macula_mesh::pubsub::Publication),
+                Vote(macula_mesh::pubsub::Publication),
                 Inventory(macula_mesh::pubsub::Publication),
                 Pull,
                 Stopped,
@@ -872,6 +955,7 @@ impl ProofsGlue {
                 let next = ctx.wait(async {
                     tokio::select! {
                         p = records.recv() => p.map_or(Next::Stopped, Next::Record),
+                        p = votes.recv() => p.map_or(Next::Stopped, Next::Vote),
                         p = inventories.recv() => p.map_or(Next::Stopped, Next::Inventory),
                         _ = pull.tick() => Next::Pull,
                     }
@@ -886,6 +970,7 @@ impl ProofsGlue {
                             me.reassess(&members(&node));
                         }
                     }
+                    Some(Next::Vote(p)) => me.summary_vote(&node, &p),
                     Some(Next::Inventory(p)) => {
                         if let Ok(Some(shards)) = assembler.feed(p.publisher, &p.payload) {
                             me.state().set_inventory(p.publisher, shards);
