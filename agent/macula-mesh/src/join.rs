@@ -42,6 +42,19 @@ pub const MAX_INVITES: usize = 1024;
 pub const MAX_JOIN_FRAME: usize = 4096;
 /// How long the new node waits for one issuer address to answer.
 pub const JOIN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the new node listens for the issuer's LAN beacon.
+pub const JOIN_SEARCH: Duration = Duration::from_secs(30);
+/// First wait before a code from the boot partition is tried again (issuer not reached)…
+pub const JOIN_RETRY_MIN: Duration = Duration::from_secs(5);
+/// …doubling up to this.
+pub const JOIN_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// The wait after `previous` (`None`: the first failure) before trying a code again.
+pub fn join_retry_after(previous: Option<Duration>) -> Duration {
+    previous.map_or(JOIN_RETRY_MIN, |p| {
+        (p * 2).clamp(JOIN_RETRY_MIN, JOIN_RETRY_MAX)
+    })
+}
 
 /// Handler the issuer's endpoint calls for each join request: the TLS-authenticated caller and
 /// its request, answered with a [`JoinReply`].
@@ -646,6 +659,16 @@ mod tests {
             .unwrap();
         let names: Vec<_> = invites.list().iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["b"]);
+    }
+
+    #[test]
+    fn retries_double_up_to_the_cap() {
+        let mut waits = vec![join_retry_after(None)];
+        for _ in 0..8 {
+            waits.push(join_retry_after(waits.last().copied()));
+        }
+        let secs: Vec<u64> = waits.iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
     }
 
     #[test]

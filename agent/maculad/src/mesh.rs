@@ -631,9 +631,6 @@ fn invites_path(state_dir: &Path) -> PathBuf {
 /// A join code for this node, placed by the boot partition's `macula/join.code`.
 const JOIN_CODE_FILE: &str = "join.code";
 
-/// How long a node given a join code listens for the issuer's LAN beacon.
-const JOIN_SEARCH: Duration = Duration::from_secs(30);
-
 fn load_invites(path: &Path) -> Result<Invites, String> {
     match std::fs::read(path) {
         Ok(bytes) => Invites::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display())),
@@ -691,7 +688,7 @@ impl MeshGlue {
 
     /// The certificate `code` gets from its issuer: asked at the `[mesh] bootstrap` addresses
     /// first, then wherever the issuer's LAN beacon is heard on `[mesh] lan_beacon` interfaces
-    /// within [`JOIN_SEARCH`]. The first answer of the issuer (admitted or refused) decides.
+    /// within [`join::JOIN_SEARCH`]. The first answer of the issuer (admitted or refused) decides.
     async fn redeem_code(&self, code: &JoinCode) -> Result<MembershipCert, Error> {
         let decided = |r: Result<MembershipCert, JoinError>| match r {
             Ok(cert) => Some(Ok(cert)),
@@ -736,7 +733,7 @@ impl MeshGlue {
             }
         }
         drop(tx);
-        let deadline = tokio::time::Instant::now() + JOIN_SEARCH;
+        let deadline = tokio::time::Instant::now() + join::JOIN_SEARCH;
         let mut outcome = None;
         if !listeners.is_empty() {
             while let Ok(Some((bytes, src))) = tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -796,7 +793,7 @@ impl MeshGlue {
         let glue = self.clone();
         self.workers.spawn("mesh.join", |ctx| async move {
             let path = glue.join_code_path();
-            let mut backoff = Duration::from_secs(5);
+            let mut backoff = join::join_retry_after(None);
             loop {
                 let code = std::fs::read_to_string(&path)
                     .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -827,7 +824,7 @@ impl MeshGlue {
                 if ctx.wait(tokio::time::sleep(backoff)).await.is_none() {
                     return Ok(());
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(300));
+                backoff = join::join_retry_after(Some(backoff));
             }
         });
     }
