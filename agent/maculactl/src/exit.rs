@@ -26,7 +26,8 @@ pub enum CliError {
     /// Anything else (local I/O, bad output).
     Other(String),
     /// A command that runs without the agent (`card provision`, `realm keygen`) refused its
-    /// input: the exit code (`INVALID_ARGUMENT`, `NOT_FOUND`, `UNAVAILABLE`, …) and the message.
+    /// input, or a command found the agent unable to answer (`realm status` with the mesh off):
+    /// the exit code (`INVALID_ARGUMENT`, `NOT_FOUND`, `UNAVAILABLE`, …) and the message.
     Local(u8, String),
 }
 

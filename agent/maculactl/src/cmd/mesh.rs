@@ -155,7 +155,7 @@ async fn peer_resources(
 }
 
 /// Free storage as a person reads it (binary units, one decimal); `-` for a node offering none.
-fn free_space(free: u64, total: u64) -> String {
+pub fn free_space(free: u64, total: u64) -> String {
     if total == 0 {
         return "-".into();
     }

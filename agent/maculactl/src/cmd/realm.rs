@@ -1,4 +1,4 @@
-//! `maculactl realm create|admit|join|invite|revoke|keygen`: realm membership certificates
+//! `maculactl realm create|admit|join|invite|status|revoke|keygen`: realm membership certificates
 //! (docs/realms.md). `keygen` and `admit --realm DIR` run without an agent, with a realm key held
 //! in a directory on the admin machine.
 
@@ -76,6 +76,13 @@ pub enum RealmCommand {
         /// Print the code only, without a QR code (one is drawn when the output is a terminal).
         #[arg(long)]
         no_qr: bool,
+    },
+    /// Every member in one table: state, role, version, slot, uptime, free storage, last update
+    /// result (what this node knows of each; see docs/realms.md "Realm status" for the sources).
+    Status {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Create a realm key in DIR on this (admin) machine, without an agent: `card provision
     /// --realm DIR` and `realm admit --realm DIR` issue certificates with it. Keep DIR secret.
@@ -215,6 +222,136 @@ fn emit_cert(cert: &str, name: &str, output: Option<PathBuf>) -> Result<(), CliE
     Ok(())
 }
 
+/// One member's row of `realm status`; `None` where this node has no figure.
+#[derive(Debug, serde::Serialize)]
+struct MemberRow {
+    node_id: String,
+    name: String,
+    /// `alive`/`suspect`/`down` as membership sees the member; `self` for this node.
+    state: String,
+    role: String,
+    version: Option<String>,
+    /// The slot running now (RAUC's boot name); this node's only.
+    slot: Option<String>,
+    /// System uptime from the member's latest resource report (`[proofs] enabled`).
+    uptime_s: Option<u64>,
+    storage_free: Option<u64>,
+    storage_total: Option<u64>,
+    /// RAUC's last error (`""`: the last operation succeeded); this node's only.
+    last_update: Option<String>,
+}
+
+/// `realm status`: this node (Node1, Storage1, Update1) and every peer (Mesh1.Peers: member
+/// metadata) with uptimes from the resource reports (Node1.PeerResources). Slot and last update
+/// result are not spread by members yet, so they are known for this node only.
+async fn realm_status(
+    conn: &zbus::Connection,
+    mesh: &Mesh1Proxy<'_>,
+    json: bool,
+) -> Result<(), CliError> {
+    use super::{get_str, get_u64};
+    if !mesh.enabled().await? {
+        return Err(CliError::Local(
+            UNAVAILABLE,
+            "the mesh is off: this node is in no realm (see docs/realms.md)".into(),
+        ));
+    }
+    let node = macula_bus::node::Node1Proxy::new(conn).await?;
+    let own = node.status().await?;
+    let own_id = get_str(&own, "node_id");
+    let uptimes: std::collections::HashMap<String, u64> = node
+        .peer_resources()
+        .await?
+        .into_iter()
+        .map(|r| (r.node_id, r.uptime_s))
+        .collect();
+    // Optional subsystems: a figure they cannot give stays empty.
+    let storage = match macula_bus::storage::Storage1Proxy::new(conn).await {
+        Ok(p) => p.stats().await.ok(),
+        Err(_) => None,
+    }
+    .filter(|s| s.get("enabled").and_then(|v| bool::try_from(v).ok()) == Some(true));
+    let update = match macula_bus::update::Update1Proxy::new(conn).await {
+        Ok(p) => p.status().await.ok(),
+        Err(_) => None,
+    };
+    let mut rows = vec![MemberRow {
+        node_id: own_id.clone(),
+        name: get_str(&own, "name"),
+        state: "self".into(),
+        role: get_str(&own, "role"),
+        version: Some(get_str(&own, "version")),
+        slot: update.as_ref().map(|u| get_str(u, "booted")),
+        uptime_s: uptimes.get(&own_id).copied(),
+        storage_free: storage.as_ref().map(|s| get_u64(s, "free_bytes")),
+        storage_total: storage.as_ref().map(|s| get_u64(s, "quota_bytes")),
+        last_update: update.as_ref().map(|u| get_str(u, "last_error")),
+    }];
+    let mut peers: Vec<MemberRow> = mesh
+        .peers()
+        .await?
+        .iter()
+        .map(|p| {
+            let id = get_str(p, "node_id");
+            let version = get_str(p, "version");
+            let total = get_u64(p, "storage_total");
+            MemberRow {
+                uptime_s: uptimes.get(&id).copied(),
+                node_id: id,
+                name: get_str(p, "name"),
+                state: get_str(p, "state"),
+                role: get_str(p, "role"),
+                // Empty while the member's metadata is unknown.
+                version: (!version.is_empty()).then_some(version),
+                slot: None,
+                storage_free: (total > 0).then(|| get_u64(p, "storage_free")),
+                storage_total: (total > 0).then_some(total),
+                last_update: None,
+            }
+        })
+        .collect();
+    peers.sort_by(|a, b| (&a.name, &a.node_id).cmp(&(&b.name, &b.node_id)));
+    rows.extend(peers);
+    if json {
+        return super::print_json(&rows);
+    }
+    let dash = |s: Option<String>| s.filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into());
+    println!(
+        "{:<16} {:<7} {:<5} {:<8} {:<6} {:>9} {:>10} {:<12} NODE ID",
+        "NAME", "STATE", "ROLE", "VERSION", "SLOT", "UPTIME", "FREE", "LAST UPDATE"
+    );
+    for r in &rows {
+        let last = r.last_update.as_ref().map(|e| {
+            if e.is_empty() {
+                "ok".to_string()
+            } else {
+                e.chars().take(40).collect()
+            }
+        });
+        println!(
+            "{:<16} {:<7} {:<5} {:<8} {:<6} {:>9} {:>10} {:<12} {}",
+            r.name,
+            r.state,
+            r.role,
+            dash(r.version.clone()),
+            dash(r.slot.clone()),
+            r.uptime_s
+                .map_or_else(|| "-".into(), super::node::human_duration),
+            match (r.storage_free, r.storage_total) {
+                (Some(f), Some(t)) => super::mesh::free_space(f, t),
+                _ => "-".into(),
+            },
+            dash(last),
+            &r.node_id[..r.node_id.len().min(8)]
+        );
+    }
+    println!(
+        "UPTIME needs [proofs] enabled (resource reports); SLOT and LAST UPDATE are known for \
+         this node only: members do not spread them yet"
+    );
+    Ok(())
+}
+
 /// `90s`, `30m`, `1h`, `7d`, or plain seconds.
 fn parse_duration(s: &str) -> Result<u64, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
@@ -276,6 +413,7 @@ pub async fn run(conn: &zbus::Connection, cmd: RealmCommand) -> Result<(), CliEr
             let cert = proxy.admit(&node_id, &name, &role, days).await?;
             emit_cert(&cert, &name, output)?;
         }
+        RealmCommand::Status { json } => realm_status(conn, &proxy, json).await?,
         RealmCommand::Revoke { node_id } => {
             proxy.revoke(&node_id).await?;
             println!("revoked {node_id}; the revocation is spreading through the realm");
