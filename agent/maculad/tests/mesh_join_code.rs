@@ -193,3 +193,47 @@ fn a_join_code_admits_one_node_once() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// Without any bootstrap entry: the new node finds the issuer by its LAN beacon (two network
+/// namespaces on one link, both listing it in `[mesh] lan_beacon`). Needs root and iproute2.
+#[test]
+fn a_join_code_finds_its_issuer_by_lan_beacon() {
+    let mut topo = macula_testkit::netns::Topology::new("mjc");
+    let ns_a = topo.add_ns("a");
+    let ns_b = topo.add_ns("b");
+    let (lan_a, lan_b) = topo.link("a", "10.77.0.1/24", "b", "10.77.0.2/24");
+    let config = |listen: &str, iface: &str| {
+        Some(
+            AgentConfig::listen(listen)
+                .mesh(&format!(
+                    "lan_beacon = [\"{iface}\"]\nbeacon_interval_s = 1\n"
+                ))
+                .to_string(),
+        )
+    };
+    let (bus_a, bus_b) = (DbusDaemon::start(), DbusDaemon::start());
+    let hub = Agent::spawn(
+        &bus_a,
+        AgentOptions {
+            config: config("10.77.0.1:4433", &lan_a),
+            netns: Some(ns_a),
+            ..Default::default()
+        },
+    );
+    let new = Agent::spawn(
+        &bus_b,
+        AgentOptions {
+            config: config("10.77.0.2:4433", &lan_b),
+            netns: Some(ns_b),
+            ..Default::default()
+        },
+    );
+    ok(&hub.ctl(&["realm", "create", "--name", "alpha"]));
+    let code = invite(&hub, "bravo", "10m");
+    let said = ok(&new.ctl(&["realm", "join", "--code", &code]));
+    assert!(said.contains("joined realm"), "{said}");
+    wait_until("the node that joined by beacon is a member", 30, || {
+        alive(&hub) == ["bravo"] && alive(&new) == ["alpha"]
+    });
+    assert!(hub.log().contains("admitted a node with a join code"));
+}
