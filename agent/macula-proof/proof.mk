@@ -3,7 +3,7 @@
 #   make test-proof    the crate's tests only (unit tests, captured /proc texts, realm simulation)
 
 FUZZ_SECONDS ?= 60
-PROOF_FUZZ_TARGETS := resources_report proof_answer ledger_record ledger_snapshot proof_request
+PROOF_FUZZ_TARGETS := resources_report proof_answer ledger_record ledger_snapshot ledger_summary proof_request
 
 .PHONY: fuzz-proof test-proof
 

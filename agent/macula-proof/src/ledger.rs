@@ -240,6 +240,16 @@ struct Snapshot {
     forks: Vec<SignedRecord>,
 }
 
+/// The copy on disk as written before epoch summaries existed: read back (an upgraded node keeps
+/// its ledger), never written.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct LegacySnapshot {
+    head: [u8; 32],
+    records: Vec<SignedRecord>,
+    forks: Vec<SignedRecord>,
+}
+
 /// Where a summary cuts one author's chain: the records it covers and the hash of the last.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainCut {
@@ -501,8 +511,32 @@ impl Ledger {
     /// received from the network (signature, chain link, evidence, reward under `params`, no
     /// replay), every fork must show its author's equivocation, and the records must give the
     /// saved head (nothing cut off the end of a chain).
+    /// A copy in the format of before epoch summaries (no version, no summary) is read too.
     pub fn restore(params: RewardParams, bytes: &[u8]) -> Result<Self, SnapshotError> {
-        let snap: Snapshot = wire::decode_with_limit(bytes, MAX_SNAPSHOT)?;
+        let current = Self::restore_snapshot(params, wire::decode_with_limit(bytes, MAX_SNAPSHOT));
+        if current.is_ok() {
+            return current;
+        }
+        match wire::decode_with_limit::<LegacySnapshot>(bytes, MAX_SNAPSHOT) {
+            Ok(old) => {
+                let snap = Snapshot {
+                    version: SUMMARY_VERSION,
+                    head: old.head,
+                    base: None,
+                    records: old.records,
+                    forks: old.forks,
+                };
+                Self::restore_snapshot(params, Ok(snap)).or(current)
+            }
+            Err(_) => current,
+        }
+    }
+
+    fn restore_snapshot(
+        params: RewardParams,
+        snap: Result<Snapshot, WireError>,
+    ) -> Result<Self, SnapshotError> {
+        let snap = snap?;
         if snap.version != SUMMARY_VERSION {
             return Err(SnapshotError::Version(snap.version));
         }
@@ -1254,6 +1288,15 @@ mod tests {
             back.records_after(&key(1).node_id(), 3),
             vec![next.encode()]
         );
+        // A copy written before epoch summaries existed is read back the same.
+        let old: Snapshot = wire::decode(&bytes).unwrap();
+        let legacy = wire::encode(&LegacySnapshot {
+            head: old.head,
+            records: old.records,
+            forks: old.forks,
+        });
+        let upgraded = Ledger::restore(RewardParams::default(), &legacy).unwrap();
+        assert_eq!(upgraded.snapshot(), bytes);
         let empty = Ledger::new(RewardParams::default()).snapshot();
         assert!(
             Ledger::restore(RewardParams::default(), &empty)
