@@ -24,6 +24,9 @@ pub struct FirewallStatus {
     pub last_rollback: String,
     /// Overlay addresses in the quarantine set.
     pub quarantined: u32,
+    /// `Apply` calls that changed the ruleset, and automatic rollbacks, since the agent started.
+    pub applies: u64,
+    pub rollbacks: u64,
 }
 
 /// D-Bus interface name.

@@ -466,6 +466,8 @@ mod tests {
             rollback_in_s: 0,
             last_rollback: String::new(),
             quarantined: 0,
+            applies: 0,
+            rollbacks: 0,
         };
         assert_eq!(keys(&status), documented("io.macula.Firewall1", "Status()"));
     }
@@ -550,6 +552,8 @@ mod tests {
             shards: some,
             nodes: Some(0),
             inventory_rounds: 0,
+            put_bytes: 0,
+            get_bytes: 0,
         };
         assert_eq!(keys(&stats), documented("io.macula.Storage1", "Stats"));
         // Storage off: no store figures, not zeros.

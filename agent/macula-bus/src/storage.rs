@@ -47,6 +47,9 @@ pub struct StorageStats {
     /// Members with storage.
     pub nodes: Option<u32>,
     pub inventory_rounds: u64,
+    /// Object bytes stored and read by puts and gets through this node since start.
+    pub put_bytes: u64,
+    pub get_bytes: u64,
 }
 
 /// `Storage1.RepairQueue`: the repair planner's queue.

@@ -7,6 +7,7 @@ pub mod cpu;
 pub mod domains;
 pub mod fsutil;
 pub mod identity;
+pub mod metrics;
 pub mod sync;
 pub mod wire;
 

@@ -1,6 +1,6 @@
 //! The `[s3]` section of `agent.toml`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use serde::Deserialize;
 
@@ -59,22 +59,7 @@ impl S3Config {
     }
 }
 
-/// Loopback, RFC 1918, CGNAT (100.64/10), link-local, IPv6 unique-local.
-pub fn is_local(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v) => {
-            let o = v.octets();
-            v.is_loopback()
-                || v.is_private()
-                || v.is_link_local()
-                || (o[0] == 100 && (64..128).contains(&o[1]))
-        }
-        IpAddr::V6(v) => {
-            let s = v.segments()[0];
-            v.is_loopback() || (s & 0xfe00) == 0xfc00 || (s & 0xffc0) == 0xfe80
-        }
-    }
-}
+pub use macula_core::metrics::is_local;
 
 #[cfg(test)]
 mod tests {

@@ -91,14 +91,15 @@ impl Agent {
             _ if named => {}
             Some(text) => {
                 let path = self.dir.path().join("agent.toml");
-                std::fs::write(&path, text).expect("write agent.toml");
+                std::fs::write(&path, with_metrics_off(text)).expect("write agent.toml");
                 cmd.arg("--config").arg(path);
             }
             None => {
                 cmd.arg("--config").arg(self.dir.path().join("absent.toml"));
-                // An explicit missing file is an error; use an empty one for "all defaults".
-                std::fs::write(self.dir.path().join("absent.toml"), "")
-                    .expect("write empty config");
+                // An explicit missing file is an error; use one with only metrics off for "all
+                // defaults".
+                std::fs::write(self.dir.path().join("absent.toml"), with_metrics_off(""))
+                    .expect("write config");
             }
         }
         cmd.args(&self.options.args);
@@ -222,4 +223,15 @@ pub fn run_as(user: &str, program: &Path, args: &[&str]) -> Output {
         .env_remove("MACULA_BUS")
         .output()
         .expect("run setpriv (util-linux)")
+}
+
+/// Tests run many agents at once on one loopback, where the default `[metrics] listen` (one
+/// fixed port) would collide: a config without a `[metrics]` section gets `listen = ""`. A test
+/// of the metrics writes its own section with a port of its own.
+fn with_metrics_off(text: &str) -> String {
+    if text.lines().any(|l| l.trim() == "[metrics]") {
+        text.to_owned()
+    } else {
+        format!("{text}\n[metrics]\nlisten = \"\"\n")
+    }
 }

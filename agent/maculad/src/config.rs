@@ -19,6 +19,7 @@ pub struct AgentConfig {
     pub storage: macula_store::config::StorageConfig,
     pub proofs: macula_proof::config::ProofsConfig,
     pub s3: macula_s3::config::S3Config,
+    pub metrics: macula_core::metrics::MetricsConfig,
 }
 
 impl AgentConfig {

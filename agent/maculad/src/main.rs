@@ -2,6 +2,7 @@
 
 mod config;
 mod mesh;
+mod metrics;
 mod net;
 mod node;
 mod proofs;
@@ -117,6 +118,10 @@ fn check_bootstrap(path: &std::path::Path, config: &AgentConfig) -> ExitCode {
         eprintln!("{}: [proofs]: {e}", path.display());
         return ExitCode::FAILURE;
     }
+    if let Err(e) = config.metrics.addr() {
+        eprintln!("{}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
     for entry in &config.mesh.bootstrap {
         match Bootstrap::resolve(entry) {
             Ok(contacts) => {
@@ -221,6 +226,7 @@ async fn run(
     mut steps: StartSteps,
 ) -> Result<()> {
     let started = std::time::Instant::now();
+    let metrics_listen = config.metrics.addr().map_err(anyhow::Error::msg)?;
     let (key, created) = NodeKey::load_or_create(&args.state_dir)?;
     steps.step("identity");
     let node_id = key.node_id();
@@ -354,6 +360,23 @@ async fn run(
     mesh.emit_changes(&connection);
     storage.attach(mesh.clone(), &connection, &workers);
     s3.attach(mesh.clone(), &workers);
+    if let Some(listen) = metrics_listen {
+        let sources = Arc::new(metrics::Sources {
+            started_at,
+            mesh: mesh.clone(),
+            storage: storage.clone(),
+            firewall: net.firewall_control(),
+            update: update_glue.clone(),
+            s3: s3.clone(),
+            proofs: match &proofs {
+                Some(p) => Box::new(p.clone()),
+                None => Box::new(proofs::ProofsOff),
+            },
+        });
+        workers.spawn("metrics.http", move |ctx| {
+            metrics::serve(ctx, listen, sources)
+        });
+    }
     if let Some(m) = &monitor {
         m.start(
             &key,

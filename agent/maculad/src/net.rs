@@ -211,7 +211,12 @@ impl Net {
     }
 
     pub fn firewall_object(&self) -> FirewallObject {
-        FirewallObject::new(Box::new(FirewallGlue(self.firewall.clone())))
+        FirewallObject::new(self.firewall_control())
+    }
+
+    /// What `Firewall1` reads (also `/metrics`).
+    pub fn firewall_control(&self) -> Box<dyn FirewallControl> {
+        Box::new(FirewallGlue(self.firewall.clone()))
     }
 
     pub fn overlay_object(&self) -> OverlayObject {
@@ -341,6 +346,8 @@ impl FirewallControl for FirewallGlue {
                 rollback_in_s: st.rollback_in.map(|d| d.as_secs()).unwrap_or(0),
                 last_rollback: st.last_rollback.unwrap_or_default(),
                 quarantined: u32::try_from(st.quarantined).unwrap_or(u32::MAX),
+                applies: st.applies,
+                rollbacks: st.rollbacks,
             })
         })
     }

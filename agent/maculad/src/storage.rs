@@ -65,6 +65,9 @@ struct Inner {
     repair_status: Mutex<RepairStatus>,
     /// Inventories published (after each change and every refresh).
     inventory_rounds: AtomicU64,
+    /// Object bytes of the puts and gets done through this node (`Stats`, `/metrics`).
+    put_bytes: AtomicU64,
+    get_bytes: AtomicU64,
     /// Storage's view of membership: exclusions (quarantined by the realm's proofs,
     /// `crate::proofs`), who is up.
     feed: Mutex<MembershipFeed>,
@@ -131,6 +134,8 @@ pub fn open(cfg: &StorageConfig, state_dir: &Path, key: &NodeKey) -> Result<Stor
             transfers: tokio::sync::Semaphore::new(MAX_TRANSFERS),
             repair_status: Mutex::default(),
             inventory_rounds: AtomicU64::new(0),
+            put_bytes: AtomicU64::new(0),
+            get_bytes: AtomicU64::new(0),
             feed: Mutex::new(MembershipFeed::new(key.node_id())),
             refused: tokio::sync::broadcast::Sender::new(REFUSALS_QUEUED),
         }),
@@ -605,6 +610,7 @@ impl StorageGlue {
             .put(&members, &mut input, len)
             .await
             .map_err(client_error)?;
+        self.inner.put_bytes.fetch_add(len, Ordering::Relaxed);
         tracing::info!(target: "macula::storage", %label, bytes = len, object = %cap.object_id, "stored an object");
         Ok(cap.to_string())
     }
@@ -645,6 +651,9 @@ impl StorageGlue {
                 node: *node,
             });
         }
+        self.inner
+            .get_bytes
+            .fetch_add(report.bytes, Ordering::Relaxed);
         Ok(report.bytes)
     }
 }
@@ -833,6 +842,8 @@ impl StorageControl for StorageGlue {
             shards: store.map(|s| s.list().map_or(0, |l| l.len() as u64)),
             nodes: inner.running.get().map(|r| self.members(r).len() as u32),
             inventory_rounds: inner.inventory_rounds.load(Ordering::Relaxed),
+            put_bytes: inner.put_bytes.load(Ordering::Relaxed),
+            get_bytes: inner.get_bytes.load(Ordering::Relaxed),
         }
     }
 

@@ -59,6 +59,9 @@ pub struct FirewallStatus {
     pub last_rollback: Option<String>,
     /// Number of quarantined overlay addresses.
     pub quarantined: usize,
+    /// Applies with a confirm timer, and automatic rollbacks, since start.
+    pub applies: u64,
+    pub rollbacks: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +84,8 @@ struct Inner {
     quarantine: Holds,
     last_rollback: Option<String>,
     keep: Option<Keep>,
+    applies: u64,
+    rollbacks: u64,
 }
 
 /// The agent's firewall. Cheap to clone; all clones share one state.
@@ -104,6 +109,8 @@ impl Firewall {
                 quarantine: Holds::default(),
                 last_rollback: None,
                 keep: None,
+                applies: 0,
+                rollbacks: 0,
             })),
             epoch: Instant::now(),
             changes: Arc::new(watch::channel(0).0),
@@ -121,6 +128,7 @@ impl Firewall {
         inner.nft.check(&script).await?;
         inner.nft.apply(&script).await?;
         inner.config = config;
+        inner.applies += 1;
         self.changes.send_modify(|n| *n += 1);
         Ok(())
     }
@@ -173,6 +181,7 @@ impl Firewall {
             other => other,
         };
         self.changes.send_modify(|n| *n += 1);
+        inner.rollbacks += 1;
         inner.last_rollback = Some(match result {
             Ok(()) => {
                 inner.config = saved.config;
@@ -283,6 +292,8 @@ impl Firewall {
             rollback_in: inner.guard.deadline().map(|d| d.saturating_sub(now)),
             last_rollback: inner.last_rollback.clone(),
             quarantined: inner.quarantine.len(),
+            applies: inner.applies,
+            rollbacks: inner.rollbacks,
         })
     }
 }

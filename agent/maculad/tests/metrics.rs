@@ -1,0 +1,160 @@
+//! `/metrics` of real `maculad` (docs/metrics.md): a realm of three on loopback, each serving
+//! metrics on a port of its own; two nodes are scraped over HTTP before and after a put and a
+//! get, and the figures must move as the D-Bus status says; `promtool check metrics` (Debian
+//! `prometheus`, tests/deps/metrics.list) accepts the page.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use macula_testkit::check::{file_of, ok, wait_until};
+use macula_testkit::realm::AgentRealm;
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind an ephemeral TCP port")
+        .port()
+}
+
+/// One HTTP/1.1 request; (status, Content-Type, body).
+fn http_get(port: u16, method: &str, path: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect("a response head");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let ctype = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Type: "))
+        .unwrap_or_default()
+        .to_string();
+    (status, ctype, body.to_string())
+}
+
+/// The samples of a scrape: `name{labels}` → value; checks every sample has HELP and TYPE.
+fn scrape(port: u16) -> (String, BTreeMap<String, f64>) {
+    let (status, ctype, body) = http_get(port, "GET", "/metrics");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ctype, "text/plain; version=0.0.4; charset=utf-8");
+    let mut samples = BTreeMap::new();
+    let mut helped = std::collections::BTreeSet::new();
+    let mut typed = std::collections::BTreeSet::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            helped.insert(rest.split(' ').next().unwrap().to_string());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            typed.insert(rest.split(' ').next().unwrap().to_string());
+        } else {
+            let (key, value) = line.rsplit_once(' ').expect("a sample line");
+            let name = key.split('{').next().unwrap();
+            assert!(name.starts_with("macula_"), "{line}");
+            assert!(
+                helped.contains(name) && typed.contains(name),
+                "{name} without HELP/TYPE"
+            );
+            samples.insert(key.to_string(), value.parse().expect("a number"));
+        }
+    }
+    (body, samples)
+}
+
+fn promtool(body: &str) {
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian `prometheus`: run tests/install-deps.sh)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn two_nodes_are_scraped_and_their_figures_move() {
+    let ports: Vec<u16> = (0..3).map(|_| free_tcp_port()).collect();
+    let nodes = AgentRealm::new(3)
+        .coded(2, 1)
+        .storage_extra(|i| format!("\n[metrics]\nlisten = \"127.0.0.1:{}\"\n", ports[i]))
+        .start();
+    let (a, b) = (ports[0], ports[1]);
+    wait_until("metrics served", 10, || {
+        TcpStream::connect(("127.0.0.1", a)).is_ok()
+    });
+    let (body, before_a) = scrape(a);
+    promtool(&body);
+    let (_, before_b) = scrape(b);
+    for m in [&before_a, &before_b] {
+        assert_eq!(m["macula_mesh_members{state=\"alive\"}"], 2.0, "{m:?}");
+        assert_eq!(m["macula_mesh_members{state=\"down\"}"], 0.0);
+        assert_eq!(m["macula_storage_enabled"], 1.0);
+        assert_eq!(m["macula_storage_shards"], 0.0);
+        assert!(m["macula_process_resident_memory_bytes"] > 1e6, "{m:?}");
+        assert!(m.contains_key("macula_process_cpu_seconds_total"));
+        // The firewall is off in this realm; S3 and proofs are off: their figures are absent.
+        assert_eq!(m["macula_firewall_up"], 0.0);
+        assert_eq!(m["macula_s3_serving"], 0.0);
+        assert!(!m.contains_key("macula_s3_requests_total"));
+        assert!(!m.contains_key("macula_proofs_ledger_records"));
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = file_of(dir.path(), "in.bin", 300_000, 3);
+    let cap = ok(&nodes[0].agent.ctl(&["put", "-q", input.to_str().unwrap()]))
+        .trim()
+        .to_string();
+    let back = dir.path().join("back.bin");
+    ok(&nodes[1]
+        .agent
+        .ctl(&["get", &cap, "-o", back.to_str().unwrap()]));
+
+    let (body, after_a) = scrape(a);
+    promtool(&body);
+    let (_, after_b) = scrape(b);
+    assert_eq!(after_a["macula_storage_put_bytes_total"], 300_000.0);
+    assert_eq!(after_b["macula_storage_get_bytes_total"], 300_000.0);
+    assert_eq!(after_b["macula_storage_put_bytes_total"], 0.0);
+    // 2 + 1 shards over 3 nodes: every node holds one of each segment (data and manifest).
+    for (before, after, node) in [
+        (&before_a, &after_a, &nodes[0]),
+        (&before_b, &after_b, &nodes[1]),
+    ] {
+        assert!(after["macula_storage_shards"] >= 2.0, "{after:?}");
+        assert!(after["macula_storage_used_bytes"] > before["macula_storage_used_bytes"]);
+        // The same figure as `maculactl storage status` (one source of truth).
+        let status = node.storage_status();
+        assert_eq!(
+            after["macula_storage_shards"],
+            status["stats"]["shards"].as_f64().unwrap()
+        );
+    }
+
+    // A member stopped: the scrape of a live node sees it leave the alive count.
+    let mut nodes = nodes;
+    nodes[2].agent.kill();
+    wait_until("node 2 not alive in node 0's metrics", 30, || {
+        scrape(a).1["macula_mesh_members{state=\"alive\"}"] == 1.0
+    });
+
+    // Only GET /metrics.
+    assert_eq!(http_get(a, "GET", "/").0, 404);
+    assert_eq!(http_get(a, "GET", "/metrics/x").0, 404);
+    assert_eq!(http_get(a, "POST", "/metrics").0, 405);
+}
