@@ -1,7 +1,8 @@
 //! `/metrics` of real `maculad` (docs/metrics.md): a realm of three on loopback, each serving
 //! metrics on a port of its own; two nodes are scraped over HTTP before and after a put and a
 //! get, and the figures must move as the D-Bus status says; `promtool check metrics` (Debian
-//! `prometheus`, tests/deps/metrics.list) accepts the page.
+//! `prometheus`, tests/deps/metrics.list) accepts the page, and a real Prometheus server scrapes
+//! both nodes and answers queries with their figures.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -87,6 +88,87 @@ fn promtool(body: &str) {
     );
 }
 
+/// A Prometheus server of this test, stopped on drop.
+struct Prometheus {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Scrapes `targets` (127.0.0.1 ports) every second.
+    fn start(targets: &[u16]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let list: Vec<String> = targets
+            .iter()
+            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .collect();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: macula\n    \
+                 static_configs:\n      - targets: [{}]\n",
+                list.join(", ")
+            ),
+        )
+        .unwrap();
+        let port = free_tcp_port();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus (Debian `prometheus`: run tests/install-deps.sh)");
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// `query` over the HTTP API: instance port → value (absent: the query failed).
+    fn query(&self, query: &str) -> Option<BTreeMap<u16, f64>> {
+        let q: String = query
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        write!(
+            s,
+            "GET /api/v1/query?query={q} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let body = out.split_once("\r\n\r\n")?.1;
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        let mut res = BTreeMap::new();
+        for r in v["data"]["result"].as_array()? {
+            let instance = r["metric"]["instance"].as_str()?;
+            let port = instance.rsplit_once(':')?.1.parse().ok()?;
+            res.insert(port, r["value"][1].as_str()?.parse().ok()?);
+        }
+        Some(res)
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn two_nodes_are_scraped_and_their_figures_move() {
     let ports: Vec<u16> = (0..3).map(|_| free_tcp_port()).collect();
@@ -145,6 +227,19 @@ fn two_nodes_are_scraped_and_their_figures_move() {
             status["stats"]["shards"].as_f64().unwrap()
         );
     }
+
+    // A real Prometheus scrapes both nodes (`up` = 1) and holds the same figures.
+    let prometheus = Prometheus::start(&[a, b]);
+    let both = |m: &BTreeMap<u16, f64>, v: f64| m.get(&a) == Some(&v) && m.get(&b) == Some(&v);
+    wait_until("Prometheus scraped both nodes", 30, || {
+        prometheus.query("up").is_some_and(|m| both(&m, 1.0))
+            && prometheus
+                .query("macula_mesh_members{state=\"alive\"}")
+                .is_some_and(|m| both(&m, 2.0))
+    });
+    let put = prometheus.query("macula_storage_put_bytes_total").unwrap();
+    assert_eq!((put[&a], put[&b]), (300_000.0, 0.0), "{put:?}");
+    drop(prometheus);
 
     // A member stopped: the scrape of a live node sees it leave the alive count.
     let mut nodes = nodes;

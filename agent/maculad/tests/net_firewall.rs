@@ -73,10 +73,21 @@ fn apply_confirm_rollback_over_dbus_and_cli() {
     let j: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     assert_eq!(j["pending"], 1);
     assert!(j["ruleset"].as_str().unwrap().contains("wwan7"));
+    // Counted since start (also `/metrics`: macula_firewall_{applies,rollbacks}_total).
+    assert_eq!(
+        (j["applies"].as_u64(), j["rollbacks"].as_u64()),
+        (Some(1), Some(0))
+    );
     let back = wait_for(Duration::from_secs(5), || {
         (ruleset(&topo) == boot).then_some(())
     });
     assert!(back.is_some(), "not rolled back: {}", ruleset(&topo));
+    let j: serde_json::Value =
+        serde_json::from_slice(&agent.ctl(&["firewall", "show", "--json"]).stdout).unwrap();
+    assert_eq!(
+        (j["applies"].as_u64(), j["rollbacks"].as_u64()),
+        (Some(1), Some(1))
+    );
     let show = agent.ctl(&["firewall", "show"]);
     assert!(
         output_text(&show).contains("Last rollback"),

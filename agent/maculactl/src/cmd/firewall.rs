@@ -53,6 +53,11 @@ pub async fn run(conn: &zbus::Connection, cmd: FirewallCommand) -> Result<(), Cl
                 "  Quarantined    {}",
                 super::get_u64(&status, "quarantined")
             );
+            println!(
+                "  Applies        {} ({} rolled back) since the agent started",
+                super::get_u64(&status, "applies"),
+                super::get_u64(&status, "rollbacks")
+            );
             println!();
             print!("{ruleset}");
             Ok(())
