@@ -366,6 +366,8 @@ async fn run(
             mesh: mesh.clone(),
             storage: storage.clone(),
             firewall: net.firewall_control(),
+            overlay: net.overlay_control(),
+            uplinks: net.uplinks_control(),
             update: update_glue.clone(),
             s3: s3.clone(),
             proofs: match &proofs {

@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use macula_bus::firewall::FirewallControl;
 use macula_bus::mesh::MeshControl;
+use macula_bus::overlay::OverlayControl;
 use macula_bus::proofs::ProofsControl;
 use macula_bus::s3::S3Control;
 use macula_bus::storage::StorageControl;
 use macula_bus::update::UpdateControl;
+use macula_bus::uplinks::UplinksControl;
 use macula_core::metrics::{CONTENT_TYPE, Encoder, Kind, process_usage};
 use macula_s3::http;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,6 +26,8 @@ pub struct Sources {
     pub mesh: crate::mesh::MeshGlue,
     pub storage: crate::storage::StorageGlue,
     pub firewall: Box<dyn FirewallControl>,
+    pub overlay: Box<dyn OverlayControl>,
+    pub uplinks: Box<dyn UplinksControl>,
     pub update: Arc<crate::update::UpdateGlue>,
     pub s3: crate::s3::S3Glue,
     pub proofs: Box<dyn ProofsControl>,
@@ -145,6 +149,93 @@ impl Sources {
             }
             Err(_) => {
                 e.value(0u8);
+            }
+        }
+
+        // Overlay off: `Overlay1.Peers()` is unavailable and these families are absent.
+        if let Ok(peers) = self.overlay.peers().await {
+            let name = |p: &macula_bus::overlay::OverlayPeer| {
+                if p.address.is_empty() {
+                    p.public_key.clone()
+                } else {
+                    p.address.clone()
+                }
+            };
+            e.family(
+                "macula_overlay_peer_received_bytes_total",
+                Kind::Counter,
+                "Bytes received from each WireGuard peer (its overlay address).",
+            );
+            for p in &peers {
+                e.sample(&[("peer", &name(p))], p.rx_bytes as f64);
+            }
+            e.family(
+                "macula_overlay_peer_sent_bytes_total",
+                Kind::Counter,
+                "Bytes sent to each WireGuard peer.",
+            );
+            for p in &peers {
+                e.sample(&[("peer", &name(p))], p.tx_bytes as f64);
+            }
+            e.family(
+                "macula_overlay_peer_last_handshake_timestamp_seconds",
+                Kind::Gauge,
+                "Last handshake with each peer, Unix time (0 = never); its age is time() - this.",
+            );
+            for p in &peers {
+                e.sample(&[("peer", &name(p))], p.last_handshake_s as f64);
+            }
+        }
+
+        // Uplinks off: `Uplinks1.Links()` fails or lists none, and these families are absent.
+        if let Ok(links) = self.uplinks.links().await
+            && !links.is_empty()
+        {
+            for (metric, help, pick) in [
+                (
+                    "macula_uplinks_active",
+                    "1 for the uplink carrying traffic now.",
+                    (|l: &macula_bus::uplinks::UplinkStatus| l.active) as fn(&_) -> bool,
+                ),
+                (
+                    "macula_uplinks_healthy",
+                    "1 when the uplink's probes get answers.",
+                    |l| l.healthy,
+                ),
+                (
+                    "macula_uplinks_carrier",
+                    "1 when the uplink's interface has carrier.",
+                    |l| l.carrier,
+                ),
+            ] {
+                e.family(metric, Kind::Gauge, help);
+                for l in &links {
+                    e.sample(&[("uplink", &l.name)], u8::from(pick(l)));
+                }
+            }
+            e.family(
+                "macula_uplinks_rtt_seconds",
+                Kind::Gauge,
+                "Round trip of the uplink's last answered probe (absent before the first).",
+            );
+            for l in links.iter().filter(|l| l.rtt_us > 0) {
+                e.sample(&[("uplink", &l.name)], l.rtt_us as f64 / 1e6);
+            }
+            e.family(
+                "macula_uplinks_probes_sent_total",
+                Kind::Counter,
+                "Probes sent on each uplink.",
+            );
+            for l in &links {
+                e.sample(&[("uplink", &l.name)], l.sent as f64);
+            }
+            e.family(
+                "macula_uplinks_probes_received_total",
+                Kind::Counter,
+                "Probe answers received on each uplink.",
+            );
+            for l in &links {
+                e.sample(&[("uplink", &l.name)], l.received as f64);
             }
         }
 

@@ -220,17 +220,24 @@ impl Net {
     }
 
     pub fn overlay_object(&self) -> OverlayObject {
-        OverlayObject::new(Box::new(OverlayGlue(
-            self.overlay.clone(),
-            self.redundant.clone(),
-        )))
+        OverlayObject::new(self.overlay_control())
+    }
+
+    /// What `Overlay1` reads (also `/metrics`).
+    pub fn overlay_control(&self) -> Box<dyn OverlayControl> {
+        Box::new(OverlayGlue(self.overlay.clone(), self.redundant.clone()))
     }
 
     pub fn uplinks_object(&self) -> UplinksObject {
-        UplinksObject::new(Box::new(UplinksGlue(
+        UplinksObject::new(self.uplinks_control())
+    }
+
+    /// What `Uplinks1` reads (also `/metrics`).
+    pub fn uplinks_control(&self) -> Box<dyn UplinksControl> {
+        Box::new(UplinksGlue(
             self.uplinks.clone(),
             self.redundant.as_ref().map(|r| r.1.clone()),
-        )))
+        ))
     }
 
     /// Emits the change signals of `Firewall1.Ruleset` (apply, automatic rollback) and

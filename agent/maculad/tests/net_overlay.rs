@@ -54,6 +54,9 @@ priority = 20
 source = "203.0.113.1"
 gateway = "203.0.113.2"
 probe = "203.0.113.2:51821"
+
+[metrics]
+listen = "127.0.0.1:9470"
 "#,
         b = kb.node_id()
     );
@@ -131,6 +134,41 @@ probe = "203.0.113.2:51821"
     })
     .expect("uplinks healthy");
     assert_eq!(healthy[0]["active"], true);
+    // `/metrics` (on the namespace's own loopback) carries the same uplink and overlay figures.
+    let scrape = topo
+        .command("a", &["curl", "-sf", "http://127.0.0.1:9470/metrics"])
+        .output()
+        .unwrap();
+    assert!(scrape.status.success(), "{}", output_text(&scrape));
+    let metrics = String::from_utf8(scrape.stdout).unwrap();
+    for line in [
+        "macula_uplinks_active{uplink=\"path1\"} 1",
+        "macula_uplinks_active{uplink=\"path2\"} 0",
+        "macula_uplinks_healthy{uplink=\"path1\"} 1",
+        "macula_uplinks_healthy{uplink=\"path2\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("{prefix} not in\n{metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(value("macula_uplinks_rtt_seconds{uplink=\"path1\"}") > 0.0);
+    let peer = format!("{{peer=\"{b_addr}\"}}");
+    assert!(value(&format!("macula_overlay_peer_received_bytes_total{peer}")) > 0.0);
+    assert!(
+        value(&format!(
+            "macula_overlay_peer_last_handshake_timestamp_seconds{peer}"
+        )) > 0.0
+    );
     let conn = zbus::connection::Builder::address(bus.address())
         .unwrap()
         .build()
