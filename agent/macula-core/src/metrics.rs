@@ -180,11 +180,23 @@ fn number(v: f64) -> String {
     }
 }
 
-/// This process's resident memory (bytes) and CPU time (seconds, user + system), from
-/// `/proc/self/stat`; `None` where there is no such file.
+/// This process's resident memory (bytes, from `/proc/self/statm`) and CPU time (seconds, user +
+/// system, from `/proc/self/stat`); `None` where there are no such files. (The resident size is
+/// read from `statm`: qemu-user, which runs the aarch64 tests, fakes `stat` with zeros there.)
 pub fn process_usage() -> Option<(u64, f64)> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    parse_stat(&stat, page_size(), clock_ticks())
+    let (rss, cpu) = parse_stat(&stat, page_size(), clock_ticks())?;
+    let resident = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|m| parse_statm(&m, page_size()))
+        .unwrap_or(rss);
+    Some((resident, cpu))
+}
+
+/// Field 2 (resident, pages) of `/proc/<pid>/statm`, in bytes.
+fn parse_statm(statm: &str, page: u64) -> Option<u64> {
+    let resident = statm.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+    Some(resident * page)
 }
 
 fn page_size() -> u64 {
@@ -288,6 +300,11 @@ mod tests {
         let stat = "1234 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 150 50 0 0 20 0 3 0 99 123456 300 rest";
         assert_eq!(parse_stat(stat, 4096, 100), Some((300 * 4096, 2.0)));
         assert_eq!(parse_stat("garbage", 4096, 100), None);
+        assert_eq!(
+            parse_statm("5000 300 200 10 0 900 0\n", 4096),
+            Some(300 * 4096)
+        );
+        assert_eq!(parse_statm("5000\n", 4096), None);
         let (rss, cpu) = process_usage().unwrap();
         assert!(rss > 0 && cpu >= 0.0);
     }
