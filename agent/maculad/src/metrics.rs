@@ -15,7 +15,7 @@ use macula_bus::update::UpdateControl;
 use macula_bus::uplinks::UplinksControl;
 use macula_core::metrics::{CONTENT_TYPE, Encoder, Kind, process_usage};
 use macula_s3::http;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::worker::{WorkerCtx, WorkerResult};
@@ -374,22 +374,12 @@ pub async fn serve(ctx: WorkerCtx, listen: SocketAddr, sources: Arc<Sources>) ->
 async fn connection(mut sock: TcpStream, sources: &Sources) {
     let mut buf = Vec::with_capacity(1024);
     loop {
-        let head = loop {
-            match http::parse_head(&buf) {
-                Ok(Some((head, n))) => {
-                    buf.drain(..n);
-                    break head;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    let _ = respond(&mut sock, 400, "text/plain", e.to_string(), false).await;
-                    return;
-                }
-            }
-            let mut chunk = [0u8; 1024];
-            match sock.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        let head = match crate::s3::read_head(&mut sock, &mut buf).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(e) => {
+                let _ = respond(&mut sock, 400, "text/plain", e.to_string(), false).await;
+                return;
             }
         };
         let keep = head.keep_alive && head.content_length == 0;

@@ -321,22 +321,12 @@ impl S3Glue {
     async fn connection(&self, mut sock: TcpStream) {
         let mut buf = Vec::with_capacity(4096);
         loop {
-            let head = loop {
-                match http::parse_head(&buf) {
-                    Ok(Some((head, n))) => {
-                        buf.drain(..n);
-                        break head;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        let _ = self.respond_error(&mut sock, &e, false, false).await;
-                        return;
-                    }
-                }
-                let mut chunk = [0u8; 4096];
-                match sock.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            let head = match read_head(&mut sock, &mut buf).await {
+                Ok(Some(head)) => head,
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = self.respond_error(&mut sock, &e, false, false).await;
+                    return;
                 }
             };
             let mut body = BodyReader {
@@ -1365,5 +1355,25 @@ impl S3Control for S3Glue {
             tracing::info!(target: "macula::s3", %id, %name, "access key created");
             Ok((id, secret))
         })
+    }
+}
+
+/// Reads from `sock` until `buf` holds a whole request head, which it takes off `buf` (what
+/// follows stays there: the body's first bytes, or the next request); `Ok(None)` when the client
+/// closed first. Shared by the S3 gateway and `/metrics`.
+pub(crate) async fn read_head(
+    sock: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Result<Option<Head>, S3Error> {
+    loop {
+        if let Some((head, n)) = http::parse_head(buf)? {
+            buf.drain(..n);
+            return Ok(Some(head));
+        }
+        let mut chunk = [0u8; 4096];
+        match sock.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
     }
 }
