@@ -26,6 +26,10 @@ pub enum Domain {
     LedgerRecord,
     /// A member's vote for a ledger epoch summary (signed over its version, range and hash).
     LedgerSummary,
+    /// A realm-wide update rollout (bundle, waves, members), signed by its publisher.
+    Rollout,
+    /// A node's report of its step in a rollout, signed by the node.
+    RolloutReport,
 }
 
 impl Domain {
@@ -41,6 +45,8 @@ impl Domain {
             Domain::ProofAnswer => "macula/v1/proof-answer",
             Domain::LedgerRecord => "macula/v1/ledger-record",
             Domain::LedgerSummary => "macula/v1/ledger-summary",
+            Domain::Rollout => "macula/v1/rollout",
+            Domain::RolloutReport => "macula/v1/rollout-report",
         }
     }
 

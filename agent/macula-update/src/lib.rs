@@ -5,10 +5,14 @@
 //! - [`health`]: the sans-IO decision when the running slot is marked good: after the agent's own
 //!   health checks pass and the boot has settled; never when a check keeps failing, so the boot
 //!   loader falls back to the previous slot on the next reset.
+//! - [`rollout`]: realm-wide rollouts in waves, sans-IO: the signed rollout and report records,
+//!   the wave order, when a wave opens, when the rollout halts, what each node does next, and the
+//!   pacing of a bundle fetch.
 //! - [`UpdateSection`]: the `[update]` section of `agent.toml`.
 
 pub mod health;
 pub mod rauc;
+pub mod rollout;
 
 use std::time::Duration;
 
