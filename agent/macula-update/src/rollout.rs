@@ -411,7 +411,10 @@ pub enum NextStep {
     /// It runs the rollout's version already: report good from the booted slot.
     ReportGood,
     /// Fetch, check and install the bundle.
-    Install { id: RolloutId, rollout: Box<Rollout> },
+    Install {
+        id: RolloutId,
+        rollout: Box<Rollout>,
+    },
     /// Look again at this time (unix s): a wave deadline passes.
     WakeAt(u64),
 }
