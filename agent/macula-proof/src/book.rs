@@ -5,7 +5,7 @@
 //! It also says when the ledger copy is worth writing to disk ([`ProofBook::unsaved`]) and reads
 //! a saved copy back ([`ProofBook::restore`]); the shell does the file I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use macula_core::{NodeId, NodeKey};
@@ -109,9 +109,31 @@ pub struct ProofBook {
     turn: usize,
     /// The state last written to disk (or read from it).
     saved: Mark,
-    /// A pull came back complete since the start ([`ProofBook::may_record`]).
+    /// Members a pull came back complete from since the start, or that will not give records
+    /// ([`ProofBook::pull_failed`]): what [`ProofBook::may_record`] waits for.
+    pulled_from: BTreeSet<NodeId>,
+    /// Pulls that failed for a reason that may pass, per member, before it is in `pulled_from`.
+    failed_pulls: BTreeMap<NodeId, u32>,
+    /// [`ProofBook::may_record`] said yes once: it stays so.
     caught_up: bool,
 }
+
+/// What the shell knows of the other members when it asks [`ProofBook::may_record`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Alive in the membership now.
+    Alive,
+    /// Known to the membership but not alive (suspect or down).
+    Away,
+}
+
+/// Pulls from one member that may fail (unreachable, deadline, overloaded) before a restarted node
+/// stops waiting for it ([`ProofBook::pull_failed`]).
+pub const PULL_GIVE_UP: u32 = 3;
+
+/// How long a restarted node waits for ledger authors the membership has not heard of since the
+/// start (a member removed for good) before it records without pulling from them.
+pub const UNSEEN_AUTHOR_GRACE: Duration = Duration::from_secs(60);
 
 impl ProofBook {
     pub fn new(cfg: &ProofsConfig) -> Self {
@@ -127,22 +149,67 @@ impl ProofBook {
             verified: 0,
             turn: 0,
             saved,
+            pulled_from: BTreeSet::new(),
+            failed_pulls: BTreeMap::new(),
             caught_up: false,
         }
     }
 
-    /// Whether this node may write records of its own: only once a pull from a member came back
-    /// complete since it started ([`ProofBook::pulled`]). Its own chain may be shorter than the
-    /// realm's after a restart (records written after the last save, or a saved copy refused):
-    /// a record written on a shorter chain would sit at a position the others hold already, and
-    /// they would take it for equivocation.
-    pub fn may_record(&self) -> bool {
-        self.caught_up
+    /// Whether this node (`me`) may write records of its own. Its own chain may be shorter than
+    /// the realm's after a restart (records written after the last save, or a saved copy
+    /// refused): a record written on a shorter chain would sit at a position the others hold
+    /// already, and they would take it for equivocation. Any member may hold the tail of this
+    /// node's chain, and one that lacks it answers a pull as completely as one that has it, so
+    /// one complete pull is not enough: yes once a pull came back complete
+    /// ([`ProofBook::pulled`]) from every member alive now (at least one; a member whose pulls
+    /// fail counts after [`ProofBook::pull_failed`] gave up on it), and every other node
+    /// this copy names (`Ledger::participants`: authors and provers) is known to the membership
+    /// (`peers`: the others and what the membership says of them) — a node it has not heard of
+    /// since the start may be alive and holding the tail; after [`UNSEEN_AUTHOR_GRACE`] since
+    /// the start (`since_start`) such nodes are taken as gone for good. Once yes, it stays yes.
+    pub fn may_record(
+        &mut self,
+        me: &NodeId,
+        peers: &[(NodeId, Seen)],
+        since_start: Duration,
+    ) -> bool {
+        if self.caught_up {
+            return true;
+        }
+        let mut alive = peers
+            .iter()
+            .filter(|(n, s)| n != me && *s == Seen::Alive)
+            .peekable();
+        if alive.peek().is_none() {
+            return false;
+        }
+        if !alive.all(|(n, _)| self.pulled_from.contains(n)) {
+            return false;
+        }
+        let known = |a: &NodeId| a == me || peers.iter().any(|(n, _)| n == a);
+        if since_start < UNSEEN_AUTHOR_GRACE && !self.ledger.participants().iter().all(known) {
+            return false;
+        }
+        self.caught_up = true;
+        true
     }
 
-    /// A pull ended with this copy holding everything the member had.
-    pub fn pulled(&mut self) {
-        self.caught_up = true;
+    /// A pull from `member` ended with this copy holding everything the member had.
+    pub fn pulled(&mut self, member: NodeId) {
+        self.pulled_from.insert(member);
+    }
+
+    /// A pull from `member` failed: `retryable` (unreachable, deadline, overloaded) counts
+    /// towards [`PULL_GIVE_UP`], after which [`ProofBook::may_record`] stops waiting for it;
+    /// otherwise (it does not serve the ledger, refuses, breaks the protocol) at once — a member
+    /// that will not answer is no better a witness than one that answers with nothing, and
+    /// must not keep the others from recording.
+    pub fn pull_failed(&mut self, member: NodeId, retryable: bool) {
+        let failed = self.failed_pulls.entry(member).or_default();
+        *failed += 1;
+        if !retryable || *failed >= PULL_GIVE_UP {
+            self.pulled_from.insert(member);
+        }
     }
 
     /// Replaces the ledger copy by a saved one (at start, before any record came in), verified
@@ -318,14 +385,25 @@ impl ProofBook {
         received >= PULL_BATCH && new > 0
     }
 
-    /// The member to pull from at the next anti-entropy round: the others in turn.
-    pub fn next_pull(&mut self, me: &NodeId, members: &[NodeId]) -> Option<NodeId> {
+    /// The members to pull from at the next anti-entropy round: one of the others, in turn;
+    /// before this node may record ([`ProofBook::may_record`]), all those not pulled from yet.
+    pub fn next_pulls(&mut self, me: &NodeId, members: &[NodeId]) -> Vec<NodeId> {
         let others: Vec<NodeId> = members.iter().filter(|m| *m != me).copied().collect();
         if others.is_empty() {
-            return None;
+            return others;
+        }
+        if !self.caught_up {
+            let unpulled: Vec<NodeId> = others
+                .iter()
+                .filter(|n| !self.pulled_from.contains(n))
+                .copied()
+                .collect();
+            if !unpulled.is_empty() {
+                return unpulled;
+            }
         }
         self.turn = (self.turn + 1) % others.len();
-        Some(others[self.turn])
+        vec![others[self.turn]]
     }
 }
 
@@ -610,7 +688,9 @@ mod tests {
 
         let mut restarted = ProofBook::new(&cfg());
         restarted.restore(&saved.bytes).unwrap();
-        assert!(!restarted.may_record());
+        let (me, peer) = (a.node_id(), b.node_id());
+        let peers = [(peer, Seen::Alive)];
+        assert!(!restarted.may_record(&me, &peers, Duration::ZERO));
         // Recording now would fork its own chain: the others see equivocation.
         let mut hasty = ProofBook::new(&cfg());
         hasty.restore(&saved.bytes).unwrap();
@@ -624,10 +704,79 @@ mod tests {
         // The pull brings the rest of its chain first; what it writes then links on.
         let got = restarted.insert(&others.missing_for(&restarted.summary()));
         assert_eq!(got.new, 1);
-        restarted.pulled();
-        assert!(restarted.may_record());
+        restarted.pulled(peer);
+        assert!(restarted.may_record(&me, &peers, Duration::ZERO));
         let next = restarted.record(&a, failed(b.node_id(), 3, 3)).unwrap();
         assert_eq!(others.insert(&[next.encode()]).new, 1);
+    }
+
+    #[test]
+    fn a_restarted_node_waits_for_every_alive_member_and_every_author_it_has_not_seen() {
+        let (a, b, c, d) = (id(1), id(2), id(3), id(4));
+        let (me, nb, nc, nd) = (a.node_id(), b.node_id(), c.node_id(), d.node_id());
+        let mut book = ProofBook::new(&cfg());
+        // d wrote records; the membership has not heard of d yet.
+        let mut ds = ProofBook::new(&cfg());
+        let rd = ds.record(&d, failed(nb, 1, 1)).unwrap();
+        book.insert(&[rd.encode()]);
+        let peers = [(nb, Seen::Alive), (nc, Seen::Alive), (me, Seen::Alive)];
+        assert!(
+            !book.may_record(&me, &[], Duration::ZERO),
+            "nobody to pull from"
+        );
+        book.pulled(nb);
+        assert!(
+            !book.may_record(&me, &peers, Duration::ZERO),
+            "c not pulled yet"
+        );
+        assert_eq!(
+            book.next_pulls(&me, &[me, nb, nc]),
+            [nc],
+            "the unpulled first"
+        );
+        book.pulled(nc);
+        assert!(
+            !book.may_record(&me, &peers, Duration::ZERO),
+            "author d unheard of"
+        );
+        let with_d = [(nb, Seen::Alive), (nc, Seen::Alive), (nd, Seen::Away)];
+        assert!(
+            book.may_record(&me, &with_d, Duration::ZERO),
+            "d known, away"
+        );
+        // Once yes, it stays yes (a member alive later is not waited for).
+        let later = [(nb, Seen::Alive), (nc, Seen::Alive), (nd, Seen::Alive)];
+        assert!(book.may_record(&me, &later, Duration::ZERO));
+
+        let mut late = ProofBook::new(&cfg());
+        late.insert(&[rd.encode()]);
+        late.pulled(nb);
+        late.pulled(nc);
+        assert!(!late.may_record(&me, &peers, UNSEEN_AUTHOR_GRACE - Duration::from_secs(1)));
+        assert!(
+            late.may_record(&me, &peers, UNSEEN_AUTHOR_GRACE),
+            "d gone for good"
+        );
+
+        // A member that does not answer pulls does not hold the others back for long.
+        let mut stalled = ProofBook::new(&cfg());
+        stalled.pulled(nb);
+        for _ in 1..PULL_GIVE_UP {
+            stalled.pull_failed(nc, true);
+            assert!(!stalled.may_record(&me, &peers, Duration::ZERO));
+        }
+        stalled.pull_failed(nc, true);
+        assert!(
+            stalled.may_record(&me, &peers, Duration::ZERO),
+            "c given up on"
+        );
+        let mut refusing = ProofBook::new(&cfg());
+        refusing.pulled(nb);
+        refusing.pull_failed(nc, false);
+        assert!(
+            refusing.may_record(&me, &peers, Duration::ZERO),
+            "c serves no ledger"
+        );
     }
 
     #[test]
@@ -679,12 +828,21 @@ mod tests {
         let me = id(1).node_id();
         let (b, c) = (id(2).node_id(), id(3).node_id());
         let mut book = ProofBook::new(&cfg());
-        assert_eq!(book.next_pull(&me, &[me]), None);
+        assert_eq!(book.next_pulls(&me, &[me]), []);
         let members = [me, b, c];
-        let first = book.next_pull(&me, &members).unwrap();
-        let second = book.next_pull(&me, &members).unwrap();
+        // Not caught up yet: every member not pulled from, at once.
+        assert_eq!(book.next_pulls(&me, &members), [b, c]);
+        book.pulled(b);
+        assert_eq!(book.next_pulls(&me, &members), [c]);
+        book.pulled(c);
+        let peers = [(b, Seen::Alive), (c, Seen::Alive)];
+        assert!(book.may_record(&me, &peers, Duration::ZERO));
+        // Then one at a time, in turn.
+        let first = book.next_pulls(&me, &members);
+        let second = book.next_pulls(&me, &members);
+        assert_eq!((first.len(), second.len()), (1, 1));
         assert_ne!(first, second);
-        assert_eq!(book.next_pull(&me, &members), Some(first));
+        assert_eq!(book.next_pulls(&me, &members), first);
         assert!(ProofBook::pull_again(PULL_BATCH, 1));
         assert!(!ProofBook::pull_again(PULL_BATCH - 1, 5));
         assert!(!ProofBook::pull_again(PULL_BATCH, 0));

@@ -15,7 +15,7 @@ use macula_core::{NodeId, NodeKey};
 use macula_net::firewall::{Firewall, Holder, NodeQuarantine, QUARANTINE_RETRY};
 use macula_proof::book::{
     LEDGER_SUMMARY_TOPIC, LEDGER_TOPIC, PROC_CHALLENGE, PROC_LEDGER, PROC_LEDGER_CERTIFIED,
-    PULL_DEADLINE, PULL_EVERY, PULL_ROUNDS, ProofBook, Verdicts, save_interval,
+    PULL_DEADLINE, PULL_EVERY, PULL_ROUNDS, ProofBook, Seen, Verdicts, save_interval,
 };
 use macula_proof::config::ProofsConfig;
 use macula_proof::ledger::{MAX_CERTIFIED, MAX_SNAPSHOT, Voted};
@@ -295,6 +295,8 @@ struct ProofsInner {
     saving: Mutex<()>,
     /// The quarantined nodes as last decided, for the firewall's `quarantine` set.
     quarantined: tokio::sync::watch::Sender<Vec<NodeId>>,
+    /// When this agent started (`ProofBook::may_record`'s grace for authors not heard of).
+    started: Instant,
 }
 
 /// Name of the ledger copy in the state dir; a refused copy is moved to `ledger.bad`.
@@ -368,6 +370,7 @@ impl ProofsGlue {
                 ledger_file: state_dir.join(LEDGER_FILE),
                 saving: Mutex::new(()),
                 quarantined: tokio::sync::watch::Sender::new(Vec::new()),
+                started: Instant::now(),
             }),
         };
         glue.load();
@@ -530,6 +533,25 @@ impl ProofsGlue {
         }
     }
 
+    /// Whether this node may write records of its own yet (`ProofBook::may_record`: after a
+    /// restart, not before its own chain came back whole from every alive member).
+    fn may_record(&self, node: &macula_mesh::node::MeshNode) -> bool {
+        let peers: Vec<(NodeId, Seen)> = node
+            .peers()
+            .iter()
+            .map(|p| {
+                let seen = if p.state == macula_mesh::node::PeerState::Alive {
+                    Seen::Alive
+                } else {
+                    Seen::Away
+                };
+                (p.id, seen)
+            })
+            .collect();
+        let since_start = self.inner.started.elapsed();
+        self.state().may_record(&node.id(), &peers, since_start)
+    }
+
     /// Inserts received records in order; `gap`: records are missing (pulled later).
     fn insert(&self, records: &[Vec<u8>]) -> (usize, bool) {
         let received = self.state().insert(records);
@@ -544,13 +566,14 @@ impl ProofsGlue {
     /// until it has them all.
     async fn pull(&self, node: &macula_mesh::node::MeshNode, peer: NodeId) {
         let summary = macula_core::wire::encode(&self.state().summary());
+        // `Err((why, retryable))`; an undecodable reply is a breach, not worth asking again.
         match node
             .call(peer, PROC_LEDGER_CERTIFIED, summary, PULL_DEADLINE)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| (e.to_string(), e.code.retryable()))
             .and_then(|reply| {
                 macula_core::wire::decode_with_limit::<Option<Vec<u8>>>(&reply, MAX_CERTIFIED + 64)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| (e.to_string(), false))
             }) {
             Ok(None) => {}
             Ok(Some(cert)) => match self.state().adopt_summary(&cert, &members(node)) {
@@ -561,8 +584,9 @@ impl ProofsGlue {
                     tracing::warn!(target: "macula::proofs", %peer, error = %e, "refused a certified ledger summary");
                 }
             },
-            Err(e) => {
+            Err((e, retryable)) => {
                 tracing::debug!(target: "macula::proofs", %peer, error = %e, "ledger summary pull failed");
+                self.state().pull_failed(peer, retryable);
                 return;
             }
         }
@@ -572,6 +596,7 @@ impl ProofsGlue {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::debug!(target: "macula::proofs", %peer, error = %e, "ledger pull failed");
+                    self.state().pull_failed(peer, e.code.retryable());
                     return;
                 }
             };
@@ -580,6 +605,7 @@ impl ProofsGlue {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(target: "macula::proofs", %peer, error = %e, "undecodable ledger reply");
+                    self.state().pull_failed(peer, false);
                     return;
                 }
             };
@@ -588,7 +614,7 @@ impl ProofsGlue {
                 self.reassess(&members(node));
             }
             if !ProofBook::pull_again(records.len(), new) {
-                self.state().pulled();
+                self.state().pulled(peer);
                 return;
             }
         }
@@ -668,7 +694,7 @@ impl ProofsGlue {
     /// (`driver::judge_refusal`), once per prover and epoch.
     async fn refused(&self, node: &macula_mesh::node::MeshNode, prover: NodeId, need: u64) {
         use macula_proof::driver;
-        if !self.state().may_record() {
+        if !self.may_record(node) {
             return;
         }
         let epoch = driver::epoch_of(
@@ -879,8 +905,8 @@ impl ProofsGlue {
             let mut tick = tokio::time::interval(tick_every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while ctx.wait(tick.tick()).await.is_some() {
-                // Not before this node's own chain came back whole from a member.
-                if !me.state().may_record() {
+                // Not before this node's own chain came back whole from the members.
+                if !me.may_record(&node) {
                     continue;
                 }
                 let epoch =
@@ -977,8 +1003,8 @@ impl ProofsGlue {
                         }
                     }
                     Some(Next::Pull) => {
-                        let peer = me.state().next_pull(&node.id(), &members(&node));
-                        if let Some(peer) = peer {
+                        let peers = me.state().next_pulls(&node.id(), &members(&node));
+                        for peer in peers {
                             me.pull(&node, peer).await;
                         }
                     }
