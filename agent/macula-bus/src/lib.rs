@@ -12,6 +12,7 @@ pub mod mesh;
 pub mod node;
 pub mod overlay;
 pub mod proofs;
+pub mod remote;
 pub mod s3;
 pub mod storage;
 pub mod update;
@@ -47,6 +48,9 @@ pub enum Error {
     NotFound(String),
     /// The caller may not do this.
     PermissionDenied(String),
+    /// Another member refused to run a remote command for this node (`maculactl --node`): its
+    /// certificate grants no admin role, or the method is not remotely runnable.
+    RemoteRefused(String),
     /// The subsystem needed for this is not running or not configured.
     Unavailable(String),
     /// Another operation is in progress; try again when it finishes.

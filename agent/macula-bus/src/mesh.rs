@@ -63,13 +63,15 @@ pub trait MeshControl: Send + Sync + 'static {
     /// Creates a realm with this node as its first member (realm key kept in the state dir);
     /// returns the realm ID.
     fn create_realm(&self, name: String) -> Result<String, Error>;
-    /// Issues a membership certificate (text form) with this node's realm key.
+    /// Issues a membership certificate (text form) with this node's realm key; with `admin`,
+    /// one granting the admin role (remote administration).
     fn admit(
         &self,
         node_id: String,
         name: String,
         role: String,
         valid_days: u32,
+        admin: bool,
     ) -> Result<String, Error>;
     /// Installs a membership certificate for this node and starts the mesh; returns the realm ID.
     fn join(&self, cert: String) -> Result<String, Error>;
@@ -96,6 +98,11 @@ pub trait MeshControl: Send + Sync + 'static {
     /// was last renewed (0: not since the start) and why the last attempt failed (empty when
     /// none failed since). Unix seconds.
     fn certificate(&self) -> Result<(String, u64, u64, u64, String), Error>;
+    /// Runs one D-Bus method call (a `remote::RemoteCall`, wire-encoded) on member `node_id`
+    /// over the mesh RPC `admin.call`, presenting this node's certificate; returns the member's
+    /// `remote::RemoteReply`, wire-encoded. The member refuses it unless the certificate grants
+    /// the admin role.
+    fn remote(&self, node_id: String, call: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, Error>>;
 }
 
 /// The `io.macula.Mesh1` server object.
@@ -145,15 +152,17 @@ impl MeshObject {
         self.control.create_realm(name)
     }
 
-    /// Issues a membership certificate for `node_id` (needs the realm key on this node).
+    /// Issues a membership certificate for `node_id` (needs the realm key on this node); with
+    /// `admin`, granting the admin role.
     fn admit(
         &self,
         node_id: String,
         name: String,
         role: String,
         valid_days: u32,
+        admin: bool,
     ) -> Result<String, Error> {
-        self.control.admit(node_id, name, role, valid_days)
+        self.control.admit(node_id, name, role, valid_days, admin)
     }
 
     /// Installs this node's membership certificate (text form) and starts the mesh.
@@ -198,6 +207,13 @@ impl MeshObject {
         self.control.certificate()
     }
 
+    /// Runs a D-Bus method call (`call`: a wire-encoded `RemoteCall`) on member `node_id`, as
+    /// `maculactl --node` does; returns the wire-encoded `RemoteReply`. The member checks this
+    /// node's certificate grants the admin role before it runs anything.
+    async fn remote(&self, node_id: String, call: Vec<u8>) -> Result<Vec<u8>, Error> {
+        self.control.remote(node_id, call).await
+    }
+
     /// A peer's state or metadata changed.
     #[zbus(signal)]
     pub async fn peer_changed(
@@ -233,8 +249,14 @@ pub trait Mesh1 {
     fn publish(&self, topic: &str, payload: &[u8]) -> zbus::Result<u64>;
     fn subscribe(&self, topic: &str) -> zbus::Result<u32>;
     fn create_realm(&self, name: &str) -> zbus::Result<String>;
-    fn admit(&self, node_id: &str, name: &str, role: &str, valid_days: u32)
-    -> zbus::Result<String>;
+    fn admit(
+        &self,
+        node_id: &str,
+        name: &str,
+        role: &str,
+        valid_days: u32,
+        admin: bool,
+    ) -> zbus::Result<String>;
     fn join(&self, cert: &str) -> zbus::Result<String>;
     fn invite(
         &self,
@@ -247,6 +269,7 @@ pub trait Mesh1 {
     fn revoke(&self, node_id: &str) -> zbus::Result<()>;
     fn ping(&self, node_id: &str) -> zbus::Result<(String, u64)>;
     fn certificate(&self) -> zbus::Result<(String, u64, u64, u64, String)>;
+    fn remote(&self, node_id: &str, call: &[u8]) -> zbus::Result<Vec<u8>>;
     #[zbus(signal)]
     fn peer_changed(&self, node_id: String, state: String, name: String) -> zbus::Result<()>;
     #[zbus(signal)]

@@ -3,6 +3,7 @@
 //! Protocol logic is sans-IO: [`core::MeshCore`] ties membership, pub/sub and the DHT together;
 //! [`node`] is the tokio shell that drives it. Wire format: `docs/protocol.md`.
 
+pub mod admin;
 pub mod advertise;
 pub mod announce;
 pub mod beacon;

@@ -75,6 +75,27 @@ impl RealmKey {
         }
     }
 
+    /// Issues a membership certificate under the realm key that also grants the admin role:
+    /// its holder may run commands on other members (`maculactl --node`, docs/security.md).
+    /// Signed as a statement of its own, so the grant can be neither added nor stripped.
+    pub fn issue_admin(&self, body: CertBody) -> MembershipCert {
+        let sig = sign_statement(&self.0, &Statement::AdminCert(&body));
+        MembershipCert {
+            body,
+            issuer: Issuer::RealmAdmin,
+            sig,
+        }
+    }
+
+    /// Issues `body` with the admin role when `admin`, else as a plain membership.
+    pub fn issue_as(&self, body: CertBody, admin: bool) -> MembershipCert {
+        if admin {
+            self.issue_admin(body)
+        } else {
+            self.issue(body)
+        }
+    }
+
     /// Lets `hub` issue certificates for this realm until `expires` (unix seconds).
     pub fn delegate(&self, hub: NodeId, expires: u64) -> Delegation {
         let body = DelegationBody {
@@ -201,6 +222,10 @@ pub enum Issuer {
     Realm,
     /// Signed by a hub holding this delegation from the realm key.
     Hub(Delegation),
+    /// Signed by the realm key over the admin statement: a member with the admin role. Only
+    /// the realm key grants it (a hub cannot). Added after the first two, so certificates
+    /// without it keep their bytes and signatures.
+    RealmAdmin,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -276,6 +301,8 @@ enum Statement<'a> {
     /// Member metadata, signed by the member itself.
     Meta(&'a MemberMeta),
     Purge(&'a PurgeBody),
+    /// A certificate granting the admin role ([`Issuer::RealmAdmin`]).
+    AdminCert(&'a CertBody),
 }
 
 /// A certificate issued by `hub` under `delegation` (tests of hub-issued certificates).
@@ -365,7 +392,7 @@ impl MembershipCert {
             return Err(CertError::NameTooLong);
         }
         let signer = match &self.issuer {
-            Issuer::Realm => realm.0,
+            Issuer::Realm | Issuer::RealmAdmin => realm.0,
             Issuer::Hub(d) => {
                 d.verify(realm, now)?;
                 if b.expires > d.body.expires {
@@ -377,7 +404,11 @@ impl MembershipCert {
                 d.body.hub
             }
         };
-        if !verify_statement(&signer, &Statement::Cert(b), &self.sig) {
+        let statement = match self.issuer {
+            Issuer::RealmAdmin => Statement::AdminCert(b),
+            _ => Statement::Cert(b),
+        };
+        if !verify_statement(&signer, &statement, &self.sig) {
             return Err(CertError::BadSignature("membership certificate"));
         }
         if now >= b.expires {
@@ -395,10 +426,15 @@ impl MembershipCert {
         (now < self.body.not_before).then(|| self.body.not_before - now)
     }
 
+    /// Whether the realm key granted the admin role (checked by [`MembershipCert::verify`]).
+    pub fn is_admin(&self) -> bool {
+        matches!(self.issuer, Issuer::RealmAdmin)
+    }
+
     /// The hub that issued this certificate, if any.
     pub fn issuing_hub(&self) -> Option<NodeId> {
         match &self.issuer {
-            Issuer::Realm => None,
+            Issuer::Realm | Issuer::RealmAdmin => None,
             Issuer::Hub(d) => Some(d.body.hub),
         }
     }
@@ -679,6 +715,54 @@ mod tests {
             fake.verify(&rk.id(), 500),
             Err(CertError::BadSignature(_))
         ));
+    }
+
+    #[test]
+    fn the_admin_role_is_signed_and_cannot_be_added_nor_stripped() {
+        let rk = RealmKey::from_seed([1; 32]);
+        let node = NodeKey::from_seed([2; 32]).node_id();
+        let plain = rk.issue(body(rk.id(), node));
+        let admin = rk.issue_admin(body(rk.id(), node));
+        admin.verify(&rk.id(), 500).unwrap();
+        assert!(admin.is_admin() && !plain.is_admin());
+        assert_eq!(rk.issue_as(body(rk.id(), node), false), plain);
+        assert_eq!(rk.issue_as(body(rk.id(), node), true), admin);
+        // A plain certificate relabelled as an admin one, and the reverse, fail.
+        let added = MembershipCert {
+            issuer: Issuer::RealmAdmin,
+            ..plain.clone()
+        };
+        let stripped = MembershipCert {
+            issuer: Issuer::Realm,
+            ..admin.clone()
+        };
+        for forged in [added, stripped] {
+            assert_eq!(
+                forged.verify(&rk.id(), 500),
+                Err(CertError::BadSignature("membership certificate"))
+            );
+        }
+        // A certificate without the role keeps its bytes: the issuer's tag stays 0 and the
+        // admin one is a new tag, so certificates issued before the role existed still decode.
+        let sig_len = wire::encode(&plain.sig).len() - 1;
+        let bytes = wire::encode(&plain);
+        assert_eq!(bytes[bytes.len() - sig_len - 1], 0, "Issuer::Realm tag");
+        let bytes = wire::encode(&admin);
+        assert_eq!(
+            bytes[bytes.len() - sig_len - 1],
+            2,
+            "Issuer::RealmAdmin tag"
+        );
+        let text = admin.to_text();
+        assert_eq!(MembershipCert::from_text(&text).unwrap(), admin);
+        // Another realm's key cannot grant it for this realm.
+        let other = RealmKey::from_seed([3; 32]);
+        assert!(
+            other
+                .issue_admin(body(rk.id(), node))
+                .verify(&rk.id(), 500)
+                .is_err()
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use macula_core::NodeId;
 
-use crate::realm::{CertBody, CertError, MembershipCert, NOT_BEFORE_SLACK_S, RealmId};
+use crate::realm::{CertBody, CertError, MembershipCert, NOT_BEFORE_SLACK_S, RealmId, RealmKey};
 
 /// The RPC procedure a realm-key holder serves: request = this member's certificate in its text
 /// form, reply = the renewed certificate in text form.
@@ -161,6 +161,19 @@ pub fn renewal_for(
     })
 }
 
+/// The key holder's side, signed: [`renewal_for`] issued with `key`, keeping the admin role of
+/// `current` (a renewal neither grants nor drops it).
+pub fn issue_renewal(
+    key: &RealmKey,
+    caller: NodeId,
+    current: &MembershipCert,
+    revoked: impl Fn(&NodeId) -> bool,
+    now: u64,
+) -> Result<MembershipCert, RenewError> {
+    let body = renewal_for(&key.id(), caller, current, revoked, now)?;
+    Ok(key.issue_as(body, current.is_admin()))
+}
+
 /// The member's side: whether `new` may replace `current` at `now`.
 pub fn check_renewed(
     current: &MembershipCert,
@@ -178,6 +191,9 @@ pub fn check_renewed(
     }
     if a.name != b.name {
         return Err(RenewError::Changed("the name"));
+    }
+    if current.is_admin() != new.is_admin() {
+        return Err(RenewError::Changed("the admin role"));
     }
     if b.expires <= a.expires {
         return Err(RenewError::NotLater);
@@ -276,7 +292,6 @@ impl Renewal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::realm::RealmKey;
     use macula_core::NodeKey;
     use macula_core::config::Role;
 
@@ -398,6 +413,21 @@ mod tests {
             check_renewed(&c, &forged, 1500),
             Err(RenewError::BadRenewal(_))
         ));
+        // A renewal keeps the admin role, and the member refuses one that adds or drops it.
+        let admin = r.issue_admin(c.body.clone());
+        let renewed = issue_renewal(&r, node, &admin, |_| false, 1500).unwrap();
+        assert!(renewed.is_admin());
+        check_renewed(&admin, &renewed, 1500).unwrap();
+        let plain = issue_renewal(&r, node, &c, |_| false, 1500).unwrap();
+        assert!(!plain.is_admin());
+        assert_eq!(
+            check_renewed(&admin, &plain, 1500),
+            Err(RenewError::Changed("the admin role"))
+        );
+        assert_eq!(
+            check_renewed(&c, &renewed, 1500),
+            Err(RenewError::Changed("the admin role"))
+        );
     }
 
     #[test]

@@ -80,6 +80,7 @@ pub fn classify(e: &CliError, bus: &BusSpec) -> (u8, String) {
                         "permission denied: {msg}. Changing the agent's state needs root or membership in the `macula` group"
                     ),
                 ),
+                "io.macula.Error.RemoteRefused" => (PERMISSION_DENIED, msg),
                 "io.macula.Error.InvalidArgument" => (INVALID_ARGUMENT, msg),
                 "io.macula.Error.NotFound" => (NOT_FOUND, msg),
                 "io.macula.Error.Unavailable" | "io.macula.Error.Busy" => (UNAVAILABLE, msg),

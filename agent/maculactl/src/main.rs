@@ -16,6 +16,12 @@ pub struct Cli {
     #[arg(long, global = true, env = BUS_ENV, default_value = "system",
           value_parser = clap::value_parser!(BusSpec))]
     bus: BusSpec,
+    /// Run the command on another member (name or node ID) through this node's agent; needs
+    /// a certificate with the admin role (`realm admit --admin`). Given before the command
+    /// (`proofs history --node` and `ledger --node` are those commands' own filters).
+    /// See docs/security.md.
+    #[arg(long = "node", id = "remote_node", value_name = "NODE")]
+    node: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -103,6 +109,13 @@ fn main() -> ExitCode {
         Command::Realm(c) => c.is_offline(),
         _ => false,
     };
+    let local = offline || matches!(cli.command, Command::Completions { .. } | Command::Man);
+    if local && cli.node.is_some() {
+        eprintln!(
+            "maculactl: --node runs agent commands on another member; this command runs here, without an agent"
+        );
+        return ExitCode::from(2);
+    }
     if offline {
         return match run_offline(cli.command) {
             Ok(()) => ExitCode::SUCCESS,
@@ -156,7 +169,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), exit::CliError> {
-    let conn = cli.bus.connect().await.map_err(exit::CliError::Connect)?;
+    let mut conn = cli.bus.connect().await.map_err(exit::CliError::Connect)?;
+    if let Some(node) = &cli.node {
+        conn = cmd::mesh::remote(&conn, node).await?;
+    }
     match cli.command {
         Command::Status(args) => cmd::node::status(&conn, &args).await,
         Command::Node(c) => cmd::node::run(&conn, c).await,
@@ -178,5 +194,29 @@ async fn run(cli: Cli) -> Result<(), exit::CliError> {
         Command::Completions { .. } | Command::Man | Command::Card(_) => {
             unreachable!("handled before connecting")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_remote_node_is_given_before_the_command_and_clashes_with_no_argument() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["maculactl", "ping", "bravo"]).unwrap();
+        assert_eq!(cli.node, None);
+        let cli = Cli::try_parse_from([
+            "maculactl",
+            "--node",
+            "alpha",
+            "proofs",
+            "history",
+            "--node",
+            "bravo",
+        ])
+        .unwrap();
+        assert_eq!(cli.node.as_deref(), Some("alpha"));
+        assert!(format!("{:?}", cli.command).contains("\"bravo\""));
     }
 }

@@ -10,9 +10,11 @@ use anyhow::{Context, Result};
 use futures_lite::StreamExt;
 use macula_bus::firewall::BoxFuture;
 use macula_bus::mesh::{MeshControl, MeshObject, MeshPeer};
+use macula_bus::remote::{self, RemoteCall, RemoteRequest};
 use macula_bus::{Caller, Error};
 use macula_core::NodeKey;
 use macula_core::config::Role;
+use macula_mesh::admin;
 use macula_mesh::advertise;
 use macula_mesh::announce::{Announce, CapacityAnnouncer};
 use macula_mesh::beacon;
@@ -247,6 +249,7 @@ impl MeshGlue {
         );
         let node = Arc::new(node);
         self.serve_renewals(&node, admission.clone());
+        self.serve_admin(&node, admission.clone());
         self.serve_joins(&node);
         *self.renewal.locked() = Some(Renewal::new(admission.own_cert().body));
         self.renew_certificate(&node, admission.clone());
@@ -318,7 +321,7 @@ impl MeshGlue {
     }
 
     /// On a node holding the realm key: serves [`RENEW_PROCEDURE`], renewing the certificate of
-    /// a member in good standing (`macula_mesh::renewal::renewal_for`), each caller limited by
+    /// a member in good standing (`macula_mesh::renewal::issue_renewal`), each caller limited by
     /// `renewal::RenewLimiter`.
     fn serve_renewals(&self, node: &Arc<MeshNode>, admission: Arc<Admission>) {
         let Ok(realm) = self.realm_key() else {
@@ -342,8 +345,8 @@ impl MeshGlue {
                         .map_err(|_| RpcError::new(ErrorCode::BadRequest, "not a certificate"))?;
                     let current = MembershipCert::from_text(&text)
                         .map_err(|e| RpcError::new(ErrorCode::BadRequest, e.to_string()))?;
-                    let body = renewal::renewal_for(
-                        &realm.id(),
+                    let cert = renewal::issue_renewal(
+                        &realm,
                         from,
                         &current,
                         |n| admission.is_revoked(n),
@@ -354,9 +357,53 @@ impl MeshGlue {
                             "certificate renewal refused");
                         RpcError::new(ErrorCode::PermissionDenied, e.to_string())
                     })?;
-                    tracing::info!(target: "macula::mesh", node = %from, name = %body.name,
-                        expires = body.expires, "renewed a member's certificate");
-                    Ok(realm.issue(body).to_text().into_bytes())
+                    tracing::info!(target: "macula::mesh", node = %from, name = %cert.body.name,
+                        expires = cert.body.expires, "renewed a member's certificate");
+                    Ok(cert.to_text().into_bytes())
+                })
+            }),
+        );
+    }
+
+    /// Serves [`admin::PROCEDURE`] (remote administration, `maculactl --node`): a member whose
+    /// certificate grants the admin role (`macula_mesh::admin::authorize`) may run the methods
+    /// `macula_bus::remote::runnable` lists; each is replayed on this agent's own bus, so it goes
+    /// through the same interface objects and backends as a local call. Nothing runs before both
+    /// checks passed.
+    fn serve_admin(&self, node: &Arc<MeshNode>, admission: Arc<Admission>) {
+        let conn = self.conn.clone();
+        node.serve(
+            admin::PROCEDURE,
+            Arc::new(move |from, body| {
+                let (conn, admission) = (conn.clone(), admission.clone());
+                Box::pin(async move {
+                    use macula_mesh::rpc::{ErrorCode, RpcError};
+                    let refused = |code, message: String| {
+                        tracing::warn!(target: "macula::mesh", node = %from, %message,
+                            "remote command refused");
+                        RpcError::new(code, message)
+                    };
+                    let req = RemoteRequest::decode(&body)
+                        .map_err(|e| refused(ErrorCode::BadRequest, bus_message(e)))?;
+                    let cert = MembershipCert::from_text(&req.cert)
+                        .map_err(|e| refused(ErrorCode::BadRequest, e.to_string()))?;
+                    admin::authorize(
+                        &admission.realm(),
+                        from,
+                        &cert,
+                        |n| admission.is_revoked(n),
+                        unix_now(),
+                    )
+                    .map_err(|e| refused(ErrorCode::PermissionDenied, e.to_string()))?;
+                    let (interface, member) = (&req.call.interface, &req.call.member);
+                    remote::runnable(interface, member)
+                        .map_err(|e| refused(ErrorCode::PermissionDenied, bus_message(e)))?;
+                    let conn = conn.get().ok_or_else(|| {
+                        RpcError::new(ErrorCode::Unavailable, "the agent's bus is not up yet")
+                    })?;
+                    tracing::info!(target: "macula::mesh", node = %from, name = %cert.body.name,
+                        method = %format!("{interface}.{member}"), "running a remote command");
+                    Ok(remote::run_locally(conn, &req.call).await.encode())
                 })
             }),
         );
@@ -435,15 +482,14 @@ impl MeshGlue {
         current: &MembershipCert,
     ) -> Result<MembershipCert, String> {
         if let Ok(realm) = self.realm_key() {
-            let body = renewal::renewal_for(
-                &realm.id(),
+            return renewal::issue_renewal(
+                &realm,
                 self.key.node_id(),
                 current,
                 |n| admission.is_revoked(n),
                 unix_now(),
             )
-            .map_err(|e| e.to_string())?;
-            return Ok(realm.issue(body));
+            .map_err(|e| e.to_string());
         }
         let mut peers: Vec<PeerInfo> = node
             .peers()
@@ -957,6 +1003,7 @@ impl MeshControl for MeshGlue {
         name: String,
         role: String,
         valid_days: u32,
+        admin: bool,
     ) -> Result<String, Error> {
         let node: macula_core::NodeId = node_id
             .parse()
@@ -968,7 +1015,7 @@ impl MeshControl for MeshGlue {
         let realm = self.realm_key()?;
         let body = CertBody::admitted(realm.id(), node, role, name, valid_days, unix_now())
             .map_err(invalid)?;
-        Ok(realm.issue(body).to_text())
+        Ok(realm.issue_as(body, admin).to_text())
     }
 
     fn invite(
@@ -1038,6 +1085,46 @@ impl MeshControl for MeshGlue {
             policy.renewed_at().unwrap_or(0),
             policy.last_error().unwrap_or_default().to_owned(),
         ))
+    }
+
+    fn remote(&self, node_id: String, call: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, Error>> {
+        Box::pin(async move {
+            let node: macula_core::NodeId = node_id
+                .parse()
+                .map_err(|e| Error::InvalidArgument(format!("node ID `{node_id}`: {e}")))?;
+            let call: RemoteCall = macula_core::wire::decode_with_limit(
+                &call,
+                macula_bus::remote::MAX_BODY + 16 * 1024,
+            )
+            .map_err(|e| Error::InvalidArgument(format!("remote call: {e}")))?;
+            let mesh = self.running()?;
+            let request = RemoteRequest {
+                cert: mesh.own_cert().to_text(),
+                call,
+            };
+            mesh.call(node, admin::PROCEDURE, request.encode(), admin::DEADLINE)
+                .await
+                .map_err(|e| {
+                    use macula_mesh::rpc::ErrorCode;
+                    match e.code {
+                        ErrorCode::PermissionDenied => Error::RemoteRefused(format!(
+                            "{node_id} refused the command: {}",
+                            e.message
+                        )),
+                        ErrorCode::BadRequest => Error::InvalidArgument(format!(
+                            "{node_id} refused the command: {}",
+                            e.message
+                        )),
+                        ErrorCode::NoSuchProcedure => Error::Unavailable(format!(
+                            "{node_id} does not serve remote commands (an older agent, or its \
+                             mesh is restarting)"
+                        )),
+                        _ => Error::Unavailable(format!(
+                            "{node_id} did not answer the command: {e}; check `maculactl peers`"
+                        )),
+                    }
+                })
+        })
     }
 
     fn ping(&self, node_id: String) -> BoxFuture<'_, Result<(String, u64), Error>> {
@@ -1184,4 +1271,18 @@ fn host_interfaces() -> Result<(Vec<advertise::Interface>, Vec<advertise::Interf
         })
         .collect();
     Ok((links, addrs))
+}
+
+/// The message of a bus error, for an RPC error's text.
+fn bus_message(e: Error) -> String {
+    match e {
+        Error::InvalidArgument(m)
+        | Error::NotFound(m)
+        | Error::PermissionDenied(m)
+        | Error::RemoteRefused(m)
+        | Error::Unavailable(m)
+        | Error::Busy(m)
+        | Error::Failed(m) => m,
+        Error::ZBus(e) => e.to_string(),
+    }
 }

@@ -426,6 +426,11 @@ impl MeshNode {
             .expect("a bound endpoint has an address")
     }
 
+    /// This node's certificate as it is now (renewals included).
+    pub fn own_cert(&self) -> MembershipCert {
+        self.shared.endpoint.admission().own_cert()
+    }
+
     /// Whether this node has a connection to `node` now.
     pub fn is_connected(&self, node: &NodeId) -> bool {
         self.shared.core().connection(node).is_some()

@@ -168,33 +168,49 @@ pub struct PingArgs {
     node: String,
 }
 
-/// Calls the RPC procedure `mesh.ping` on a member and prints the round-trip time.
-pub async fn ping(conn: &zbus::Connection, args: &PingArgs) -> Result<(), CliError> {
-    let proxy = Mesh1Proxy::new(conn).await?;
-    // A name as `peers` shows it, else the argument is taken as a node ID (checked by maculad).
+/// The node ID of member `node`: a name as `peers` shows it, else the argument is taken as a
+/// node ID (checked by maculad).
+async fn member_id(proxy: &Mesh1Proxy<'_>, node: &str) -> Result<String, CliError> {
     let peers = proxy.peers().await?;
     let named: Vec<String> = peers
         .iter()
         .filter(|p| {
             p.get("name")
                 .and_then(|v| <&str>::try_from(v).ok())
-                .is_some_and(|n| n == args.node)
+                .is_some_and(|n| n == node)
         })
         .filter_map(|p| {
             p.get("node_id")
                 .and_then(|v| String::try_from(v.clone()).ok())
         })
         .collect();
-    let id = match named.as_slice() {
-        [] => args.node.clone(),
-        [one] => one.clone(),
-        _ => {
-            return Err(CliError::Other(format!(
-                "several members are named `{}`; give the node ID",
-                args.node
-            )));
-        }
-    };
+    match named.as_slice() {
+        [] => Ok(node.to_owned()),
+        [one] => Ok(one.clone()),
+        _ => Err(CliError::Other(format!(
+            "several members are named `{node}`; give the node ID"
+        ))),
+    }
+}
+
+/// `maculactl --node NODE`: a connection on which every command's proxies reach member NODE
+/// (a name or node ID) through this node's agent (`Mesh1.Remote`, docs/security.md "Remote
+/// administration").
+pub async fn remote(conn: &zbus::Connection, node: &str) -> Result<zbus::Connection, CliError> {
+    let proxy = Mesh1Proxy::new(conn).await?;
+    let id = member_id(&proxy, node).await?;
+    macula_bus::remote::forwarder(move |call| {
+        let (proxy, id) = (proxy.clone(), id.clone());
+        async move { proxy.remote(&id, &call).await }
+    })
+    .await
+    .map_err(|e| CliError::Other(format!("cannot set up the remote connection: {e}")))
+}
+
+/// Calls the RPC procedure `mesh.ping` on a member and prints the round-trip time.
+pub async fn ping(conn: &zbus::Connection, args: &PingArgs) -> Result<(), CliError> {
+    let proxy = Mesh1Proxy::new(conn).await?;
+    let id = member_id(&proxy, &args.node).await?;
     let (name, rtt_us) = proxy.ping(&id).await?;
     println!(
         "mesh.ping answered by {name} ({}…) in {:.1} ms",

@@ -37,6 +37,10 @@ pub enum RealmCommand {
         /// Write the certificate to this file instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Grant the admin role: the node may run commands on other members (`maculactl
+        /// --node`). Give it only to nodes that administer the realm.
+        #[arg(long)]
+        admin: bool,
         /// Issue it here with the realm key in this directory (`realm keygen`), without an agent.
         #[arg(long)]
         realm: Option<PathBuf>,
@@ -176,6 +180,7 @@ pub fn run_offline(cmd: RealmCommand) -> Result<(), CliError> {
             role,
             days,
             output,
+            admin,
             realm: Some(dir),
         } => {
             let node: macula_core::NodeId = node_id.parse().map_err(|e| {
@@ -198,7 +203,7 @@ pub fn run_offline(cmd: RealmCommand) -> Result<(), CliError> {
             let realm = load_realm_key(&dir)?;
             let body = CertBody::admitted(realm.id(), node, role, name.clone(), days, unix_now())
                 .map_err(invalid)?;
-            emit_cert(&realm.issue(body).to_text(), &name, output)
+            emit_cert(&realm.issue_as(body, admin).to_text(), &name, output)
         }
         other => unreachable!("{other:?} needs the agent"),
     }
@@ -408,9 +413,10 @@ pub async fn run(conn: &zbus::Connection, cmd: RealmCommand) -> Result<(), CliEr
             role,
             days,
             output,
+            admin,
             realm: None,
         } => {
-            let cert = proxy.admit(&node_id, &name, &role, days).await?;
+            let cert = proxy.admit(&node_id, &name, &role, days, admin).await?;
             emit_cert(&cert, &name, output)?;
         }
         RealmCommand::Status { json } => realm_status(conn, &proxy, json).await?,
