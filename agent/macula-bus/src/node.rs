@@ -409,6 +409,14 @@ mod tests {
     }
 
     #[test]
+    fn rollout_status_keys_are_the_documented_ones() {
+        assert_eq!(
+            keys(&crate::update::RolloutStatus::default()),
+            documented("io.macula.Update1", "Rollout()")
+        );
+    }
+
+    #[test]
     fn s3_status_keys_are_the_documented_ones() {
         let s = crate::s3::S3Status {
             enabled: true,

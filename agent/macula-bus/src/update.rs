@@ -47,6 +47,38 @@ pub struct UpdateStatus {
     pub slots: Vec<String>,
 }
 
+/// `Update1.Rollout()`: the realm's current rollout as this node sees it.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Default, zbus::zvariant::SerializeDict, zbus::zvariant::Type,
+)]
+#[zvariant(signature = "a{sv}", crate = "zbus::zvariant")]
+pub struct RolloutStatus {
+    /// Rollout id (hex, 16 digits); empty when no rollout was published.
+    pub id: String,
+    /// The bundle's version and compatible string.
+    pub version: String,
+    pub compatible: String,
+    /// Node ID of the publisher; unix seconds of the publication.
+    pub publisher: String,
+    pub published_at: u64,
+    /// The bundle's size in bytes.
+    pub bundle_bytes: u64,
+    /// Wave sizes, e.g. `1,25%,100%`.
+    pub waves: String,
+    /// `wave` (one open), `done` or `halted`; empty without a rollout.
+    pub phase: String,
+    /// The open wave (1-based; 0 when none is open) and its deadline (unix s).
+    pub wave: u32,
+    pub deadline: u64,
+    /// With `halted`: the node that halted it and why.
+    pub halted_by: String,
+    pub reason: String,
+    /// One `node wave step at detail` line per node in wave order (`wave` is `-` for a node
+    /// that joined after the publication, `step` and `at` are `-` before it reported; `detail`
+    /// is `slot version` for `good`, the reason for `failed`).
+    pub nodes: Vec<String>,
+}
+
 /// What the update interface needs from the daemon.
 pub trait UpdateControl: Send + Sync + 'static {
     /// Slots, boot order, running operation and health check state.
@@ -63,6 +95,20 @@ pub trait UpdateControl: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<(), Error>>;
     /// Marks the booted slot good now; returns the slot name.
     fn mark_good(&self) -> BoxFuture<'_, Result<String, Error>>;
+    /// Publishes a realm rollout of the bundle read from `file`: stores it in the realm's
+    /// storage, signs the rollout and spreads it. `waves` as `1,25%,100%` (empty: `1,100%`);
+    /// `version` and `compatible` empty: read from the bundle by RAUC; `deadline_s` 0: the
+    /// default. Returns the rollout id.
+    fn publish(
+        &self,
+        file: std::fs::File,
+        waves: String,
+        version: String,
+        compatible: String,
+        deadline_s: u64,
+    ) -> BoxFuture<'_, Result<String, Error>>;
+    /// The realm's current rollout.
+    fn rollout(&self) -> Result<RolloutStatus, Error>;
 }
 
 /// The `io.macula.Update1` server object.
@@ -150,6 +196,26 @@ impl UpdateObject {
         self.control.mark_good().await
     }
 
+    /// Publishes a realm-wide rollout of the bundle open at `fd` in waves; returns its id.
+    async fn publish(
+        &self,
+        fd: zbus::zvariant::OwnedFd,
+        waves: String,
+        version: String,
+        compatible: String,
+        deadline_s: u64,
+    ) -> Result<String, Error> {
+        let file = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
+        self.control
+            .publish(file, waves, version, compatible, deadline_s)
+            .await
+    }
+
+    /// The realm's current rollout: waves, phase, every node's step.
+    async fn rollout(&self) -> Result<RolloutStatus, Error> {
+        self.control.rollout()
+    }
+
     /// One step of the running installation.
     #[zbus(signal)]
     async fn progress(emitter: &SignalEmitter<'_>, percent: i32, message: &str)
@@ -176,6 +242,15 @@ pub trait Update1 {
     fn status(&self) -> zbus::Result<HashMap<String, OwnedValue>>;
     fn install(&self, path: &str) -> zbus::Result<()>;
     fn mark_good(&self) -> zbus::Result<String>;
+    fn publish(
+        &self,
+        fd: zbus::zvariant::Fd<'_>,
+        waves: &str,
+        version: &str,
+        compatible: &str,
+        deadline_s: u64,
+    ) -> zbus::Result<String>;
+    fn rollout(&self) -> zbus::Result<HashMap<String, OwnedValue>>;
     #[zbus(signal)]
     fn progress(&self, percent: i32, message: String) -> zbus::Result<()>;
     #[zbus(signal)]

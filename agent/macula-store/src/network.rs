@@ -472,6 +472,19 @@ impl<N: StorageNetwork> Client<N> {
         cap: &Capability,
         out: &mut impl Write,
     ) -> Result<GetReport, ClientError> {
+        self.get_paced(members, cap, out, |_| std::future::ready(()))
+            .await
+    }
+
+    /// Reads the object named by `cap` into `out`, awaiting `pace(bytes)` after each segment
+    /// written (the caller's bandwidth bound: it sleeps as long as its rate asks).
+    pub async fn get_paced<F: std::future::Future<Output = ()>>(
+        &self,
+        members: &[NodeInfo],
+        cap: &Capability,
+        out: &mut impl Write,
+        mut pace: impl FnMut(u64) -> F,
+    ) -> Result<GetReport, ClientError> {
         let mut report = GetReport::default();
         let n = usize::from(cap.k) + usize::from(cap.m);
         let manifest = self.manifest(members, cap, &mut report).await?;
@@ -492,6 +505,7 @@ impl<N: StorageNetwork> Client<N> {
             let plain = segment::decode_segment(d, f.shards, &cap.key)?;
             out.write_all(&plain).map_err(ClientError::Output)?;
             report.bytes += plain.len() as u64;
+            pace(plain.len() as u64).await;
         }
         Ok(report)
     }

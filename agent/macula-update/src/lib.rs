@@ -37,6 +37,12 @@ pub struct UpdateSection {
     pub deadline_s: u64,
     /// Longest an installation may take before it is reported as failed. Default: 1800.
     pub install_timeout_s: u64,
+    /// Bytes per second a node spends at most fetching a rollout's bundle from the realm's
+    /// storage (0: unbounded). Default: 2 MiB/s.
+    pub fetch_bytes_per_s: u64,
+    /// The command (program and arguments, no shell) that reboots the node into a newly
+    /// installed slot, and back after a failed health check. Default: `["reboot"]`.
+    pub reboot_command: Vec<String>,
 }
 
 impl Default for UpdateSection {
@@ -46,6 +52,8 @@ impl Default for UpdateSection {
             settle_s: 5,
             deadline_s: 300,
             install_timeout_s: 1800,
+            fetch_bytes_per_s: 2 * 1024 * 1024,
+            reboot_command: vec!["reboot".into()],
         }
     }
 }

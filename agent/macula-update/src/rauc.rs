@@ -50,6 +50,8 @@ pub trait Installer {
     fn get_slot_status(&self) -> zbus::Result<Vec<(String, HashMap<String, OwnedValue>)>>;
     /// The slot the boot loader will boot next.
     fn get_primary(&self) -> zbus::Result<String>;
+    /// The compatible string and version of a bundle (its signature checked by the keyring).
+    fn info(&self, bundle: &str) -> zbus::Result<(String, String)>;
     /// Emitted when an installation finished; 0 = success.
     #[zbus(signal)]
     fn completed(&self, result: i32) -> zbus::Result<()>;
@@ -176,6 +178,46 @@ impl Rauc {
     /// The slot the boot loader starts next (RAUC slot name).
     pub async fn primary(&self) -> Result<String, UpdateError> {
         self.proxy.get_primary().await.map_err(unavailable)
+    }
+
+    /// The compatible string and version of the bundle at `bundle` (absolute path), read by
+    /// RAUC after checking its signature against the keyring.
+    pub async fn info(&self, bundle: &Path) -> Result<(String, String), UpdateError> {
+        let path = bundle.display().to_string();
+        self.proxy
+            .info(&path)
+            .await
+            .map_err(|e| match unavailable(e) {
+                UpdateError::Bus(zbus::Error::MethodError(_, Some(reason), _)) => {
+                    UpdateError::BadBundle { path, reason }
+                }
+                other => other,
+            })
+    }
+
+    /// Boot name of the slot the boot loader starts next.
+    pub async fn primary_bootname(&self) -> Result<String, UpdateError> {
+        let primary = self.primary().await?;
+        self.slots()
+            .await?
+            .into_iter()
+            .find(|s| s.name == primary)
+            .and_then(|s| s.bootname)
+            .ok_or_else(|| {
+                UpdateError::InstallFailed(format!("the next slot {primary} has no boot name"))
+            })
+    }
+
+    /// The bundle version RAUC recorded for the booted slot (`None` for a slot written by the
+    /// image build rather than by RAUC).
+    pub async fn booted_version(&self) -> Result<Option<String>, UpdateError> {
+        let booted = self.booted().await?;
+        Ok(self
+            .slots()
+            .await?
+            .into_iter()
+            .find(|s| s.bootname.as_deref() == Some(&booted))
+            .and_then(|s| s.bundle_version))
     }
 
     /// Every slot.

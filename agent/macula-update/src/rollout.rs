@@ -30,6 +30,16 @@ pub const MAX_TEXT: usize = 256;
 /// Default time a wave has, from its opening, for every node in it to report good.
 pub const DEFAULT_WAVE_DEADLINE: Duration = Duration::from_secs(1800);
 
+/// Realm pub/sub topic of rollout records and reports.
+pub const TOPIC: &str = "macula/rollout";
+/// Mesh RPC answering every record a node holds (`wire(Vec<Message>)`): the catch-up of a node
+/// that comes back.
+pub const SYNC_PROCEDURE: &str = "update.rollout.sync";
+/// Longest wait for a catch-up answer.
+pub const SYNC_DEADLINE: Duration = Duration::from_secs(10);
+/// Largest catch-up answer accepted (a rollout and one report per node).
+pub const MAX_SYNC: usize = 16 * 1024 * 1024;
+
 /// Why a record, a wave list or a publication was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RolloutError {
@@ -109,6 +119,14 @@ pub fn parse_waves(text: &str) -> Result<Vec<WaveSize>, RolloutError> {
         out.push(WaveSize::Percent(100));
     }
     Ok(out)
+}
+
+/// The BLAKE3 hash and length of a bundle read to its end (the rollout's `bundle_hash` and
+/// `bundle_len`; a fetched copy must match both).
+pub fn hash_bundle(r: impl std::io::Read) -> std::io::Result<([u8; 32], u64)> {
+    let mut h = blake3::Hasher::new();
+    let len = std::io::copy(&mut std::io::BufReader::new(r), &mut h)?;
+    Ok((*h.finalize().as_bytes(), len))
 }
 
 /// The signed part of a rollout.
@@ -606,19 +624,20 @@ impl RolloutBook {
         })
     }
 
-    /// What `me` should do at `now`. `compatible` is its system's compatible string, `running`
-    /// the version of its booted slot (if known).
+    /// What `me` should do at `now`. `compatible` is its system's compatible string (`None`:
+    /// unknown, RAUC decides at the installation), `running` the version of its booted slot (if
+    /// known).
     pub fn next_step(
         &self,
         me: &NodeId,
-        compatible: &str,
+        compatible: Option<&str>,
         running: Option<&str>,
         now: u64,
     ) -> NextStep {
         let Some((s, r)) = &self.current else {
             return NextStep::Nothing;
         };
-        if r.compatible != compatible {
+        if compatible.is_some_and(|c| c != r.compatible) {
             return NextStep::Nothing;
         }
         match self.step_of(me) {
@@ -651,6 +670,16 @@ impl RolloutBook {
             rollout: Box::new(r.clone()),
         }
     }
+}
+
+/// An installation this node made and rebooted into, kept on disk until its outcome is
+/// reported ([`after_boot`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub rollout: RolloutId,
+    pub version: String,
+    /// The slot (boot name) the bundle was installed into.
+    pub target: String,
 }
 
 /// After a boot with an attempt pending (this node installed `rollout` into `target` and
@@ -853,15 +882,15 @@ mod tests {
         assert_eq!(book.report_of(&key(1).node_id()).unwrap().seq, 2);
         // a wrong compatible is not this node's business
         assert_eq!(
-            book.next_step(&r.nodes[0], "other", None, 100),
+            book.next_step(&r.nodes[0], Some("other"), None, 100),
             NextStep::Nothing
         );
         assert!(matches!(
-            book.next_step(&r.nodes[0], "c", Some("1.0"), 100),
+            book.next_step(&r.nodes[0], Some("c"), Some("1.0"), 100),
             NextStep::Install { .. }
         ));
         assert_eq!(
-            book.next_step(&r.nodes[1], "c", Some("1.0"), 100),
+            book.next_step(&r.nodes[1], None, Some("1.0"), 100),
             NextStep::WakeAt(160)
         );
     }

@@ -178,7 +178,7 @@ impl Sim {
         let running = self.nodes[i].version;
         match self.nodes[i]
             .book
-            .next_step(&me, COMPAT, Some(running), self.now)
+            .next_step(&me, Some(COMPAT), Some(running), self.now)
         {
             NextStep::Nothing => {}
             NextStep::WakeAt(t) => self.at(t, Ev::Tick(i)),

@@ -6,6 +6,7 @@ mod metrics;
 mod net;
 mod node;
 mod proofs;
+mod rollout;
 mod s3;
 mod storage;
 mod update;
@@ -245,7 +246,7 @@ async fn run(
         started_at,
     };
     let node_object = macula_bus::node::NodeObject::new(info.clone(), glue.clone());
-    let update_glue = update::UpdateGlue::new(config.update.clone());
+    let update_glue = update::UpdateGlue::new(config.update.clone(), &key, &args.state_dir);
     let net = net::start(&config, &args.state_dir, &key, &workers).await?;
     steps.step("network");
     let storage = storage::open(&config.storage, &args.state_dir, &key)?;
@@ -360,6 +361,9 @@ async fn run(
     mesh.emit_changes(&connection);
     storage.attach(mesh.clone(), &connection, &workers);
     s3.attach(mesh.clone(), &workers);
+    update_glue
+        .rollout()
+        .attach(mesh.clone(), storage.clone(), &workers);
     if let Some(listen) = metrics_listen {
         let sources = Arc::new(metrics::Sources {
             started_at,

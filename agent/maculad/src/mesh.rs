@@ -635,6 +635,11 @@ impl MeshGlue {
         self.node.locked().clone()
     }
 
+    /// The role in this node's membership certificate, once the mesh runs.
+    pub(crate) fn cert_role(&self) -> Option<Role> {
+        self.renewal.locked().as_ref().map(|p| p.cert().role)
+    }
+
     fn running(&self) -> Result<Arc<MeshNode>, Error> {
         self.running_node().ok_or_else(|| {
             Error::Unavailable(

@@ -623,6 +623,19 @@ impl StorageGlue {
         label: String,
         caller: Caller,
     ) -> Result<u64, Error> {
+        self.get_into_paced(cap, file, label, caller, 0).await
+    }
+
+    /// `get_into` at most `rate` bytes per second on average (0: unbounded;
+    /// `macula_update::rollout::Pacer`).
+    async fn get_into_paced(
+        &self,
+        cap: &str,
+        file: std::fs::File,
+        label: String,
+        caller: Caller,
+        rate: u64,
+    ) -> Result<u64, Error> {
         let r = self.running()?;
         let cap = parse_cap(cap)?;
         let _slot = self.transfer_slot().await?;
@@ -633,9 +646,14 @@ impl StorageGlue {
             done: 0,
             report: self.progress("get", label.clone(), manifest.object_len, caller),
         };
+        let start = tokio::time::Instant::now();
+        let pacer = Mutex::new(macula_update::rollout::Pacer::new(rate, Duration::ZERO));
         let report = r
             .client
-            .get(&members, &cap, &mut out)
+            .get_paced(&members, &cap, &mut out, |bytes| {
+                let pause = pacer.locked().pause(start.elapsed(), bytes);
+                tokio::time::sleep(pause)
+            })
             .await
             .map_err(client_error)?;
         {
@@ -676,6 +694,18 @@ impl StorageGlue {
             .map_err(|e| Error::Failed(format!("spool file: {e}")))?;
         self.get_into(cap, out, label, None).await?;
         Ok(file)
+    }
+
+    /// Reads the object named by `cap` into `file` (synced) at most `rate` bytes per second:
+    /// a rollout's bundle (`crate::rollout`). Returns the bytes read.
+    pub async fn get_file_paced(
+        &self,
+        cap: &str,
+        file: std::fs::File,
+        label: String,
+        rate: u64,
+    ) -> Result<u64, Error> {
+        self.get_into_paced(cap, file, label, None, rate).await
     }
 
     /// Deletes the object named by `cap` (an S3 object this node wrote).

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use macula_bus::Error;
-use macula_bus::update::{BoxFuture, ProgressSink, UpdateControl, UpdateStatus};
+use macula_bus::update::{BoxFuture, ProgressSink, RolloutStatus, UpdateControl, UpdateStatus};
 use macula_update::{
     Check, CheckState, Decision, MARK_RETRY, Observation, Rauc, UpdateError, UpdateSection,
     booted_slot, decide,
@@ -20,6 +20,8 @@ pub struct UpdateGlue {
     rauc: Arc<tokio::sync::OnceCell<Option<Rauc>>>,
     /// The health check's last verdict, for `Status`.
     health: Mutex<String>,
+    /// Realm rollouts (`crate::rollout`).
+    rollout: crate::rollout::RolloutGlue,
 }
 
 fn to_bus(e: UpdateError) -> Error {
@@ -32,7 +34,9 @@ fn to_bus(e: UpdateError) -> Error {
 }
 
 /// The RAUC client, connecting to the system bus on first use.
-async fn connect_rauc(cell: &tokio::sync::OnceCell<Option<Rauc>>) -> Result<Rauc, Error> {
+pub(crate) async fn connect_rauc(
+    cell: &tokio::sync::OnceCell<Option<Rauc>>,
+) -> Result<Rauc, Error> {
     let r = cell
         .get_or_init(|| async {
             match zbus::Connection::system().await {
@@ -52,12 +56,19 @@ async fn connect_rauc(cell: &tokio::sync::OnceCell<Option<Rauc>>) -> Result<Rauc
 }
 
 impl UpdateGlue {
-    pub fn new(config: UpdateSection) -> Arc<Self> {
+    pub fn new(config: UpdateSection, key: &macula_core::NodeKey, state_dir: &Path) -> Arc<Self> {
+        let rauc = Arc::new(tokio::sync::OnceCell::new());
         Arc::new(Self {
+            rollout: crate::rollout::RolloutGlue::new(key, state_dir, config.clone(), rauc.clone()),
             config,
-            rauc: Arc::new(tokio::sync::OnceCell::new()),
+            rauc,
             health: Mutex::new("not checked yet".into()),
         })
+    }
+
+    /// The realm rollouts' glue (started with `RolloutGlue::attach`).
+    pub fn rollout(&self) -> &crate::rollout::RolloutGlue {
+        &self.rollout
     }
 
     async fn rauc(&self) -> Result<Rauc, Error> {
@@ -161,8 +172,27 @@ impl UpdateControl for UpdateGlue {
             let rauc = self.rauc().await?;
             let slot = rauc.mark_booted_good().await.map_err(to_bus)?;
             self.set_health(format!("marked good by request ({slot})"));
+            self.rollout.set_health(true);
             Ok(slot)
         })
+    }
+
+    fn publish(
+        &self,
+        file: std::fs::File,
+        waves: String,
+        version: String,
+        compatible: String,
+        deadline_s: u64,
+    ) -> BoxFuture<'_, Result<String, Error>> {
+        Box::pin(
+            self.rollout
+                .publish(file, waves, version, compatible, deadline_s),
+        )
+    }
+
+    fn rollout(&self) -> Result<RolloutStatus, Error> {
+        Ok(self.rollout.status())
     }
 }
 
@@ -263,6 +293,7 @@ pub async fn health_task(
                         glue.set_health(format!(
                             "good (slot {slot}, {name}, marked after the health check)"
                         ));
+                        glue.rollout.set_health(true);
                         tracing::info!(target: "macula::update", %slot, "health check passed: slot marked good");
                         return Ok(());
                     }
@@ -280,6 +311,7 @@ pub async fn health_task(
                 tracing::error!(target: "macula::update", failing = %why,
                     "health check failed: the slot stays unconfirmed and the next reset boots the previous slot");
                 glue.set_health(format!("unhealthy: {why}"));
+                glue.rollout.set_health(false);
                 return Ok(());
             }
         }

@@ -33,6 +33,7 @@ const READ_ONLY: &[&str] = &[
     "io.macula.Overlay1.Status",
     "io.macula.S3.Status",
     "io.macula.Storage1.Stat",
+    "io.macula.Update1.Rollout",
     "io.macula.Update1.Status",
     "io.macula.Uplinks1.Links",
 ];

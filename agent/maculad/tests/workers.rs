@@ -20,6 +20,7 @@ const EXPECTED: &[&str] = &[
     "storage.repair-status",
     "storage.serve",
     "update.health",
+    "update.rollout",
 ];
 
 fn workers(n: &RealmNode) -> Vec<serde_json::Value> {
