@@ -7,6 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+pub mod dashboard;
 pub mod firewall;
 pub mod mesh;
 pub mod node;

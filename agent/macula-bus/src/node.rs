@@ -161,6 +161,30 @@ pub struct NodeInfo {
     pub started_at: u64,
 }
 
+impl NodeInfo {
+    /// `Node1.Status()`, for D-Bus and the dashboard alike.
+    pub fn status(&self, control: &dyn NodeControl, uptime_s: u64) -> NodeStatus {
+        let clock = control.clock();
+        NodeStatus {
+            node_id: self.node_id.to_string(),
+            node_id_short: self.node_id.short(),
+            name: self.name.clone(),
+            role: self.role.to_string(),
+            version: self.version.clone(),
+            started_at: self.started_at,
+            uptime_s,
+            log_level: control.log_level().as_str().to_owned(),
+            pid: std::process::id(),
+            clock_offset_ms: clock.map(|c| c.offset_ms),
+            clock_wrong: clock.map(|c| c.wrong),
+            clock_peers: clock.map(|c| c.peers),
+            clock_hubs: clock.map(|c| c.hubs),
+            clock_ntp: clock.map(|c| c.ntp),
+            clock_stepped_ms: clock.map(|c| c.stepped_ms),
+        }
+    }
+}
+
 /// The `io.macula.Node1` server object.
 pub struct NodeObject {
     info: NodeInfo,
@@ -230,24 +254,8 @@ impl NodeObject {
 
     /// A summary of the node ([`NodeStatus`]).
     fn status(&self) -> NodeStatus {
-        let clock = self.control.clock();
-        NodeStatus {
-            node_id: self.info.node_id.to_string(),
-            node_id_short: self.info.node_id.short(),
-            name: self.info.name.clone(),
-            role: self.info.role.to_string(),
-            version: self.info.version.clone(),
-            started_at: self.info.started_at,
-            uptime_s: self.started.elapsed().as_secs(),
-            log_level: self.control.log_level().as_str().to_owned(),
-            pid: std::process::id(),
-            clock_offset_ms: clock.map(|c| c.offset_ms),
-            clock_wrong: clock.map(|c| c.wrong),
-            clock_peers: clock.map(|c| c.peers),
-            clock_hubs: clock.map(|c| c.hubs),
-            clock_ntp: clock.map(|c| c.ntp),
-            clock_stepped_ms: clock.map(|c| c.stepped_ms),
-        }
+        self.info
+            .status(&*self.control, self.started.elapsed().as_secs())
     }
 
     /// The agent's background workers: name, state, last error, error count.

@@ -72,6 +72,9 @@ enum Command {
     Proofs(cmd::proofs::ProofsCommand),
     /// The realm ledger: rewards (RW1, RW2), proofs passed and failed, standing per node.
     Ledger(cmd::proofs::NodeArgs),
+    /// The hub's web dashboard: issue a login token.
+    #[command(subcommand)]
+    Dashboard(cmd::dashboard::DashboardCommand),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions {
         #[arg(value_enum)]
@@ -191,6 +194,7 @@ async fn run(cli: Cli) -> Result<(), exit::CliError> {
         Command::S3(c) => cmd::s3::run(&conn, c).await,
         Command::Proofs(c) => cmd::proofs::run(&conn, c).await,
         Command::Ledger(args) => cmd::proofs::ledger(&conn, &args).await,
+        Command::Dashboard(c) => cmd::dashboard::run(&conn, c).await,
         Command::Completions { .. } | Command::Man | Command::Card(_) => {
             unreachable!("handled before connecting")
         }

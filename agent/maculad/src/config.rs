@@ -20,6 +20,7 @@ pub struct AgentConfig {
     pub proofs: macula_proof::config::ProofsConfig,
     pub s3: macula_s3::config::S3Config,
     pub metrics: macula_core::metrics::MetricsConfig,
+    pub dashboard: macula_web::config::DashboardConfig,
 }
 
 impl AgentConfig {

@@ -1,6 +1,7 @@
 //! `maculad`: the Macula OS agent. Wiring only — see `docs/ARCHITECTURE.md`.
 
 mod config;
+mod dashboard;
 mod mesh;
 mod metrics;
 mod net;
@@ -123,6 +124,10 @@ fn check_bootstrap(path: &std::path::Path, config: &AgentConfig) -> ExitCode {
         eprintln!("{}: {e}", path.display());
         return ExitCode::FAILURE;
     }
+    if let Err(e) = config.dashboard.addr(config.node.role) {
+        eprintln!("{}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
     for entry in &config.mesh.bootstrap {
         match Bootstrap::resolve(entry) {
             Ok(contacts) => {
@@ -228,6 +233,10 @@ async fn run(
 ) -> Result<()> {
     let started = std::time::Instant::now();
     let metrics_listen = config.metrics.addr().map_err(anyhow::Error::msg)?;
+    let dashboard_listen = config
+        .dashboard
+        .addr(config.node.role)
+        .map_err(anyhow::Error::msg)?;
     let (key, created) = NodeKey::load_or_create(&args.state_dir)?;
     steps.step("identity");
     let node_id = key.node_id();
@@ -246,6 +255,7 @@ async fn run(
         started_at,
     };
     let node_object = macula_bus::node::NodeObject::new(info.clone(), glue.clone());
+    let dashboard_glue = dashboard::DashboardGlue::open(&args.state_dir)?;
     let update_glue = update::UpdateGlue::new(config.update.clone(), &key, &args.state_dir);
     let net = net::start(&config, &args.state_dir, &key, &workers).await?;
     steps.step("network");
@@ -311,6 +321,10 @@ async fn run(
             macula_bus::s3::S3Object::new(Arc::new(s3.clone())),
         )?
         .serve_at(OBJECT_PATH, proofs_object)?
+        .serve_at(
+            OBJECT_PATH,
+            macula_bus::dashboard::DashboardObject::new(Box::new(dashboard_glue.clone())),
+        )?
         .build()
         .await
         .with_context(|| {
@@ -364,7 +378,7 @@ async fn run(
     update_glue
         .rollout()
         .attach(mesh.clone(), storage.clone(), &workers);
-    if let Some(listen) = metrics_listen {
+    if metrics_listen.is_some() || dashboard_listen.is_some() {
         let sources = Arc::new(metrics::Sources {
             started_at,
             mesh: mesh.clone(),
@@ -379,9 +393,27 @@ async fn run(
                 None => Box::new(proofs::ProofsOff),
             },
         });
-        workers.spawn("metrics.http", move |ctx| {
-            metrics::serve(ctx, listen, sources)
-        });
+        if let Some(listen) = metrics_listen {
+            let sources = sources.clone();
+            workers.spawn("metrics.http", move |ctx| {
+                metrics::serve(ctx, listen, sources)
+            });
+        }
+        if let Some(listen) = dashboard_listen {
+            let page = Arc::new(dashboard::Page {
+                sources,
+                info: info.clone(),
+                node: glue.clone(),
+                started,
+                site: config.storage.site.clone(),
+                power: config.storage.power.clone(),
+                glue: dashboard_glue.clone(),
+                open_on_loopback: config.dashboard.open_on_loopback,
+            });
+            workers.spawn("dashboard.http", move |ctx| {
+                dashboard::serve(ctx, listen, page)
+            });
+        }
     }
     if let Some(m) = &monitor {
         m.start(
@@ -489,6 +521,9 @@ async fn shutdown(
         server.remove::<s::StorageObject, _>(OBJECT_PATH).await,
         server.remove::<s3::S3Object, _>(OBJECT_PATH).await,
         server.remove::<p::ProofsObject, _>(OBJECT_PATH).await,
+        server
+            .remove::<macula_bus::dashboard::DashboardObject, _>(OBJECT_PATH)
+            .await,
     ];
     for r in removed {
         if let Err(e) = r {

@@ -1,0 +1,189 @@
+"""Drives Debian's headless Chromium over the Chrome DevTools Protocol against a hub's dashboard
+(agent/maculad/tests/dashboard.rs starts the realm and passes URL, TOKEN, VICTIM, VICTIM_PID,
+OUT). Prints one JSON line of figures; exits non-zero with a message on the first failure."""
+import base64, gzip, json, os, re, signal, subprocess, sys, tempfile, time, urllib.request
+
+from websocket import create_connection
+
+URL, TOKEN, VICTIM, PID, OUT = (os.environ[k] for k in ("URL", "TOKEN", "VICTIM", "VICTIM_PID", "OUT"))
+os.makedirs(OUT, exist_ok=True)
+
+
+console = []
+
+
+def fail(msg):
+    print("FAIL: " + msg, file=sys.stderr)
+    print("browser console:\n" + "\n".join(console[-20:]), file=sys.stderr)
+    sys.exit(1)
+
+
+profile = tempfile.mkdtemp(prefix="dash-chromium-")
+chrome = subprocess.Popen(
+    ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+     "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
+     "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--mute-audio",
+     "--user-data-dir=" + profile, "--remote-debugging-port=0", "--remote-allow-origins=*",
+     "about:blank"],
+    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+deadline = time.time() + 30
+port = None
+while time.time() < deadline:
+    line = chrome.stderr.readline()
+    m = re.search(r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", line)
+    if m:
+        port = m.group(1)
+        break
+if port is None:
+    fail("chromium did not start its DevTools endpoint")
+targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list"))
+page = next(t for t in targets if t["type"] == "page")
+ws = create_connection(page["webSocketDebuggerUrl"], timeout=30, suppress_origin=True)
+seq = 0
+requests = []
+
+
+def cdp(method, **params):
+    global seq
+    seq += 1
+    ws.send(json.dumps({"id": seq, "method": method, "params": params}))
+    while True:
+        msg = json.loads(ws.recv())
+        if msg.get("method") == "Network.requestWillBeSent":
+            requests.append(msg["params"]["request"]["url"])
+        if msg.get("method") == "Runtime.exceptionThrown":
+            console.append(json.dumps(msg["params"]["exceptionDetails"])[:500])
+        if msg.get("method") == "Runtime.consoleAPICalled":
+            console.append(" ".join(str(a.get("value", a.get("description"))) for a in msg["params"]["args"]))
+        if msg.get("id") == seq:
+            if "error" in msg:
+                fail(f"{method}: {msg['error']}")
+            return msg["result"]
+
+
+def js(expr):
+    r = cdp("Runtime.evaluate", expression=expr, awaitPromise=True, returnByValue=True)
+    if "exceptionDetails" in r:
+        fail(f"{expr}: {r['exceptionDetails']}")
+    return r["result"].get("value")
+
+
+def wait(what, expr, secs):
+    end = time.time() + secs
+    while time.time() < end:
+        v = js(expr)
+        if v:
+            return v
+        time.sleep(0.1)
+    fail(f"timed out after {secs} s waiting for {what} ({expr})")
+
+
+def width(w):
+    cdp("Emulation.setDeviceMetricsOverride", width=w, height=844 if w < 500 else 800,
+        deviceScaleFactor=1, mobile=w < 500)
+
+
+def shot(name, w):
+    width(w)
+    time.sleep(0.3)
+    size = cdp("Page.getLayoutMetrics")["cssContentSize"]
+    png = cdp("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+              clip={"x": 0, "y": 0, "width": w, "height": size["height"], "scale": 1})
+    with open(os.path.join(OUT, f"{name}-{w}.png"), "wb") as f:
+        f.write(base64.b64decode(png["data"]))
+    over = js("document.documentElement.scrollWidth")
+    if over > w:
+        wide = js("[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > "
+                  f"{w}).slice(0, 5).map(e => e.tagName + '.' + e.className + ' ' + e.textContent.slice(0, 40))")
+        fail(f"{name} at {w} px is {over} px wide (the page scrolls sideways): {wide}")
+
+
+cdp("Page.enable")
+cdp("Network.enable")
+cdp("Runtime.enable")
+width(1280)
+cdp("Page.navigate", url=URL + "/")
+wait("the login form", "!!document.querySelector('#login')", 15)
+if js("fetch('/api/state').then(r => r.status)") != 401:
+    fail("/api/state answers without a login")
+js("document.querySelector('#token').value = 'mdt_' + '0'.repeat(64); document.querySelector('#login button').click(); 1")
+err = wait("the refusal", "document.querySelector('#login-error') && document.querySelector('#login-error').textContent", 10)
+if "wrong token" not in err:
+    fail(f"a wrong token got: {err}")
+if js("fetch('/api/state').then(r => r.status)") != 401:
+    fail("a wrong token opened a session")
+shot("login", 390)
+shot("login", 1280)
+js(f"document.querySelector('#token').value = {json.dumps(TOKEN)}; document.querySelector('#login button').click(); 1")
+wait("the first render", "document.body.dataset.firstRender", 15)
+
+# Time to first render of a logged-in page load (session cookie already set), on loopback.
+renders = []
+for _ in range(5):
+    js("window.__old = 1")
+    cdp("Page.reload", ignoreCache=True)
+    renders.append(float(wait("the first render", "!window.__old && document.body && document.body.dataset.firstRender", 15)))
+first_render_ms = sorted(renders)[len(renders) // 2]
+
+wait("every member alive", "document.querySelectorAll('tr[data-state=alive]').length === 3 && "
+     "document.querySelectorAll('tr[data-node]').length === 4", 30)
+csrf_status = js("fetch('/api/revoke', {method: 'POST', headers: {'Content-Type': 'application/json'}, "
+                 "body: JSON.stringify({node_id: 'x'})}).then(r => r.status)")
+if csrf_status != 403:
+    fail(f"an admin action without the CSRF token got {csrf_status}")
+
+pages = [("overview", "#/"), ("node", "#/node/" + VICTIM), ("storage", "#/storage"),
+         ("network", "#/network"), ("updates", "#/updates"), ("proofs", "#/proofs")]
+for name, hash_ in pages:
+    js(f"location.hash = {json.dumps(hash_)}; 1")
+    wait(name, "document.querySelector('#view h1') !== null", 5)
+    before = js("document.body.dataset.updated")
+    wait("a live update", f"document.body.dataset.updated !== {json.dumps(before)}", 5)
+    shot(name, 390)
+    shot(name, 1280)
+
+# No external URL: every request went to the dashboard's origin, and no element names another.
+outside = [u for u in requests if not (u.startswith(URL + "/") or u.startswith("data:") or u == "about:blank")]
+if outside:
+    fail(f"requests outside the dashboard: {outside}")
+linked = js("[...document.querySelectorAll('[src],[href]')].map(e => e.getAttribute('src') || e.getAttribute('href'))"
+            ".filter(u => /^[a-z]+:/i.test(u) || u.startsWith('//'))")
+if linked:
+    fail(f"elements name external URLs: {linked}")
+
+# Kill a member; without a reload, the overview shows it down and storage degraded then repaired.
+width(1280)
+js("location.hash = '#/'; window.__noReload = 1; 1")
+wait("the overview", "document.querySelector('tr[data-node]') !== null", 5)
+t0 = time.time()
+os.kill(int(PID), signal.SIGKILL)
+row = f"document.querySelector('tr[data-node={json.dumps(VICTIM)}]')"
+wait("the killed member down", f"{row} && {row}.dataset.state === 'down'", 60)
+down_after = time.time() - t0
+js("location.hash = '#/storage'; 1")
+wait("the storage page", "document.querySelector('#degraded') !== null", 5)
+peak = int(wait("degraded segments", "+document.querySelector('#degraded').textContent", 30))
+wait("the repair", "document.querySelector('#degraded').textContent === '0'", 90)
+repaired_after = time.time() - t0
+if js("window.__noReload") != 1:
+    fail("the page was reloaded")
+shot("storage-repaired", 1280)
+
+# Payload: what a first visit downloads, and one state event.
+def get(path):
+    req = urllib.request.Request(URL + path)
+    return urllib.request.urlopen(req).read()
+
+assets = sum(len(get(p)) for p in ["/", "/app.css", "/app.js"])
+assets_gz = sum(len(gzip.compress(get(p), 9)) for p in ["/", "/app.css", "/app.js"])
+state = js("fetch('/api/state').then(r => r.text())")
+print(json.dumps({
+    "first_render_ms": first_render_ms, "renders_ms": renders,
+    "assets_bytes": assets, "assets_gzip_bytes": assets_gz,
+    "state_bytes": len(state), "state_gzip_bytes": len(gzip.compress(state.encode(), 9)),
+    "down_after_s": round(down_after, 1), "degraded_peak": peak,
+    "repaired_after_s": round(repaired_after, 1),
+}))
+ws.close()
+chrome.terminate()
+chrome.wait(10)
