@@ -239,7 +239,7 @@ fn bus_error(e: Error) -> Reply {
     match e {
         Error::InvalidArgument(m) => Reply::error(400, m),
         Error::NotFound(m) => Reply::error(404, m),
-        Error::PermissionDenied(m) => Reply::error(403, m),
+        Error::PermissionDenied(m) | Error::RemoteRefused(m) => Reply::error(403, m),
         Error::Unavailable(m) => Reply::error(503, m),
         Error::Busy(m) => Reply::error(409, m),
         Error::Failed(m) => Reply::error(500, m),
