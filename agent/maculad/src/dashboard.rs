@@ -134,6 +134,7 @@ impl Page {
             "overlay": overlay,
             "uplinks": s.uplinks.links().await.ok(),
             "update": s.update.status().await.ok(),
+            "rollout": UpdateControl::rollout(&*s.update).ok().filter(|r| !r.id.is_empty()),
             "proofs": proofs,
         })
     }

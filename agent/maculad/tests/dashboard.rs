@@ -4,13 +4,21 @@
 //! is refused with a wrong token, logs in with the one `maculactl dashboard token` issued, sees
 //! every member alive, finds no external URL, screenshots every page at 390 and 1280 px (in
 //! `$CARGO_TARGET_TMPDIR/dashboard-screens`), then sees a killed member turn down and the
-//! storage page's degraded count rise and fall back to 0 with the repair — without a reload.
+//! storage page's degraded count rise and fall back to 0 with the repair — without a reload;
+//! admin actions from the page: a one-time join code, the killed member revoked.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use macula_testkit::check::{ok, output_text, wait_until};
-use macula_testkit::realm::{AgentRealm, RealmNode};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+use macula_core::NodeKey;
+use macula_testkit::realm::{AgentRealm, Realm, RealmNode};
+
+/// The realm's key seed (no other test uses it: realms of concurrent tests stay apart).
+const REALM_SEED: u8 = 0x5d;
 
 /// Resource reports every 500 ms on a 1 % change (the uptime and CPU columns).
 const PROOFS: &str = "\n[proofs]\nenabled = true\n[proofs.spread]\nthreshold_permille = 10\n\
@@ -66,6 +74,7 @@ fn dashboard_in_headless_chromium() {
     let python = cdp_python();
     let port = free_tcp_port();
     let nodes = AgentRealm::new(4)
+        .realm(Realm::from_seed(REALM_SEED))
         .coded(2, 1)
         .storage_extra(|i| {
             let mut extra = PROOFS.to_string();
@@ -76,6 +85,22 @@ fn dashboard_in_headless_chromium() {
         })
         .start();
     let hub = &nodes[0];
+    // The hub holds the realm key (as after `realm create`): invites and revocations work.
+    let key_dir = hub.agent.state_dir().join("realm");
+    std::fs::create_dir_all(&key_dir).unwrap();
+    std::fs::set_permissions(&key_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(key_dir.join("node.key"))
+        .unwrap()
+        .write_all(
+            NodeKey::from_seed([REALM_SEED; 32])
+                .to_key_file()
+                .as_bytes(),
+        )
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     for i in 0..8 {
         let file = dir.path().join(format!("obj{i}"));

@@ -169,6 +169,19 @@ if js("window.__noReload") != 1:
     fail("the page was reloaded")
 shot("storage-repaired", 1280)
 
+# Admin actions: a join code from the overview; the killed member revoked from its page.
+js("location.hash = '#/'; 1")
+wait("the invite form", "document.querySelector('#invite-name') !== null", 5)
+js("document.querySelector('#invite-name').value = 'n9'; document.querySelector('#forms button').click(); 1")
+code = wait("the join code", "document.querySelector('#code') && document.querySelector('#code').textContent", 10)
+js(f"location.hash = {json.dumps('#/node/' + VICTIM)}; window.confirm = () => true; 1")
+wait("the revoke button", "document.querySelector('#revoke') !== null", 5)
+js("document.querySelector('#revoke').click(); 1")
+revoked = wait("the revocation", "document.querySelector('#result') && document.querySelector('#result').textContent", 10)
+if "revoked" not in revoked:
+    fail(f"revoke answered: {revoked}")
+shot("revoked", 390)
+
 # Payload: what a first visit downloads, and one state event.
 def get(path):
     req = urllib.request.Request(URL + path)
@@ -182,7 +195,7 @@ print(json.dumps({
     "assets_bytes": assets, "assets_gzip_bytes": assets_gz,
     "state_bytes": len(state), "state_gzip_bytes": len(gzip.compress(state.encode(), 9)),
     "down_after_s": round(down_after, 1), "degraded_peak": peak,
-    "repaired_after_s": round(repaired_after, 1),
+    "repaired_after_s": round(repaired_after, 1), "join_code_chars": len(code),
 }))
 ws.close()
 chrome.terminate()

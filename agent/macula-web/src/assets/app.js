@@ -124,8 +124,8 @@ function nodePage() {
   const id = decodeURIComponent(location.hash.split('/')[2] || '');
   const m = members().find((x) => x.node_id === id);
   if (!m) return [h('h1', {}, 'Unknown member'), h('p', {}, 'This node does not know ', h('code', {}, id), '.')];
-  const r = m.res, self = m.state === 'self';
-  const out = [h('h1', {}, m.name, ' ', badge(m.state)),
+  const r = m.res, self = m.state === 'self', name = m.name || short(m.node_id);
+  const out = [h('h1', {}, name, ' ', badge(m.state)),
     dl([['node ID', h('span', { class: 'mono' }, m.node_id)], ['role', m.role], ['version', dash(m.version)],
       ['addresses', dash((m.addrs || []).map((a, i) => a + (m.uplinks[i] ? ' (' + m.uplinks[i] + ')' : '')).join(', '))],
       ['overlay key', dash(m.overlay_key)], ['site / power', dash(m.site) + ' / ' + dash(m.power)],
@@ -137,8 +137,8 @@ function nodePage() {
     ['memory', bytes(r.mem_available) + ' available of ' + bytes(r.mem_total)], ['swap', bytes(r.swap_used) + ' of ' + bytes(r.swap_total)],
     ['disk', bytes(r.disk_taken) + ' taken of ' + bytes(r.disk_reported) + ' offered'], ['traffic', bytes(r.rx_bytes_per_s) + '/s in, ' + bytes(r.tx_bytes_per_s) + '/s out']]));
   if (!self) out.push(h('h2', {}, 'Admin'), h('button', { class: 'danger', id: 'revoke', onclick: () => {
-    if (confirm('Revoke ' + m.name + ' from the realm? It cannot rejoin with its certificate.')) act('/api/revoke', { node_id: m.node_id });
-  } }, 'Revoke ', m.name));
+    if (confirm('Revoke ' + name + ' from the realm? It cannot rejoin with its certificate.')) act('/api/revoke', { node_id: m.node_id });
+  } }, 'Revoke ', name));
   return out;
 }
 
@@ -193,6 +193,13 @@ function updates() {
   else out.push(dl([['booted slot', u.booted], ['next boot', u.primary], ['operation', u.operation], ['health check', badge(u.health, u.health === 'good' ? 'good' : 'warn')],
     ['last error', dash(u.last_error)], ['compatible', u.compatible]]), h('h2', {}, 'Slots'),
   table(['name', 'boot name', 'state', 'boot status', 'version'], u.slots.map((l) => h('tr', {}, l.split(' ').map((c) => h('td', {}, c))))));
+  out.push(h('h2', {}, 'Realm rollout'));
+  const r = S.rollout, names = {}; for (const m of members()) names[m.node_id] = m.name;
+  if (!r) out.push(h('p', { class: 'hint' }, 'No rollout published (maculactl update publish, on a hub).'));
+  else out.push(dl([['version', r.version + ' (' + r.compatible + ')'], ['published', new Date(r.published_at * 1000).toISOString().slice(0, 16).replace('T', ' ') + ' by ' + (names[r.publisher] || short(r.publisher))],
+    ['bundle', bytes(r.bundle_bytes)], ['waves', r.waves], ['phase', badge(r.phase + (r.wave ? ' ' + r.wave : ''), r.phase === 'halted' ? 'bad' : r.phase === 'done' ? 'good' : 'warn')],
+    ['halted', r.halted_by ? (names[r.halted_by] || short(r.halted_by)) + ': ' + r.reason : '-']]),
+  table(['node', 'wave', 'step', 'at', 'detail'], r.nodes.map((l) => { const c = l.split(' '); return h('tr', {}, h('td', {}, names[c[0]] || short(c[0])), c.slice(1, 4).map((x) => h('td', {}, x)), h('td', {}, c.slice(4).join(' '))); })));
   out.push(h('h2', {}, 'Versions in the realm'), table(['member', 'version'], members().map((m) => h('tr', {}, h('td', {}, m.name), h('td', {}, dash(m.version))))));
   return out;
 }
