@@ -103,7 +103,15 @@ pub trait MeshControl: Send + Sync + 'static {
     /// `remote::RemoteReply`, wire-encoded. The member refuses it unless the certificate grants
     /// the admin role.
     fn remote(&self, node_id: String, call: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, Error>>;
+    /// This node's report and every alive member's that answered the RPC `node.report` in
+    /// time: see [`MemberReport`].
+    fn reports(&self) -> BoxFuture<'_, Result<Vec<MemberReport>, Error>>;
 }
+
+/// One member's report (`Mesh1.Reports()`, `a(stssb)`): node ID, system uptime in seconds, the
+/// slot it booted (`""`: unknown, no RAUC), its last update's result (RAUC's last error, `""`:
+/// succeeded) and whether that result is known (false without RAUC).
+pub type MemberReport = (String, u64, String, String, bool);
 
 /// The `io.macula.Mesh1` server object.
 pub struct MeshObject {
@@ -214,6 +222,13 @@ impl MeshObject {
         self.control.remote(node_id, call).await
     }
 
+    /// Every member's report of itself, this node's first, then each alive member that
+    /// answered within 2 s: (node ID, uptime s, booted slot or "", last update result, whether
+    /// it is known). `Unavailable` while the mesh is off.
+    async fn reports(&self) -> Result<Vec<MemberReport>, Error> {
+        self.control.reports().await
+    }
+
     /// A peer's state or metadata changed.
     #[zbus(signal)]
     pub async fn peer_changed(
@@ -270,6 +285,7 @@ pub trait Mesh1 {
     fn ping(&self, node_id: &str) -> zbus::Result<(String, u64)>;
     fn certificate(&self) -> zbus::Result<(String, u64, u64, u64, String)>;
     fn remote(&self, node_id: &str, call: &[u8]) -> zbus::Result<Vec<u8>>;
+    fn reports(&self) -> zbus::Result<Vec<(String, u64, String, String, bool)>>;
     #[zbus(signal)]
     fn peer_changed(&self, node_id: String, state: String, name: String) -> zbus::Result<()>;
     #[zbus(signal)]

@@ -208,7 +208,14 @@ const RUNNABLE: &[(&str, &[&str])] = &[
     ("io.macula.S3", &["Status"]),
     (
         "io.macula.Mesh1",
-        &["Certificate", "Ping", "Admit", "Invite", "Revoke"],
+        &[
+            "Certificate",
+            "Reports",
+            "Ping",
+            "Admit",
+            "Invite",
+            "Revoke",
+        ],
     ),
 ];
 

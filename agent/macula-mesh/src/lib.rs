@@ -22,6 +22,7 @@ pub mod pubsub;
 pub mod realm;
 pub mod relay;
 pub mod renewal;
+pub mod report;
 pub mod revocations;
 pub mod rpc;
 pub mod sig;

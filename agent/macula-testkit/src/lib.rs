@@ -15,6 +15,7 @@ pub mod check;
 pub mod config;
 pub mod dbus;
 pub mod netns;
+pub mod rauc;
 pub mod realm;
 
 pub use agent::{Agent, AgentOptions, maculactl, maculactl_as};

@@ -263,6 +263,7 @@ pub struct AgentRealm<'a> {
     count: usize,
     coding: (u8, u8),
     extra: Box<dyn Fn(usize) -> String + 'a>,
+    env: Box<dyn Fn(usize) -> Vec<(String, String)> + 'a>,
     realm: Option<Realm>,
     netns: Option<String>,
 }
@@ -282,6 +283,7 @@ impl<'a> AgentRealm<'a> {
             count,
             coding: (3, 2),
             extra: Box::new(|_| String::new()),
+            env: Box::new(|_| Vec::new()),
             realm: None,
             netns: None,
         }
@@ -313,6 +315,12 @@ impl<'a> AgentRealm<'a> {
         self
     }
 
+    /// `env(i)` is added to node `i`'s environment (e.g. a [`crate::rauc::FakeRauc`]'s).
+    pub fn env(mut self, env: impl Fn(usize) -> Vec<(String, String)> + 'a) -> Self {
+        self.env = Box::new(env);
+        self
+    }
+
     /// Starts the nodes, admits them, and waits until every node sees every other alive (60 s)
     /// and storage runs everywhere with every node (30 s).
     pub fn start(self) -> Vec<RealmNode> {
@@ -337,7 +345,8 @@ impl<'a> AgentRealm<'a> {
                 .name(&name)
                 .bootstrap_opt(boot)
                 .storage(&format!("{AGENT_STORAGE}k = {k}\nm = {m}\n{audit}{extra}"));
-            let node = RealmNode::spawn_in(&name, config.to_string(), self.netns.clone());
+            let node =
+                RealmNode::spawn_with(&name, config.to_string(), self.netns.clone(), (self.env)(i));
             let id = node.node_id().parse().expect("a node ID");
             let role = if i == 0 { Role::Hub } else { Role::Edge };
             let path = certs.path().join(format!("{name}.cert"));
@@ -370,12 +379,23 @@ impl RealmNode {
 
     /// [`RealmNode::spawn`] inside network namespace `netns` when given.
     pub fn spawn_in(name: &str, config: String, netns: Option<String>) -> Self {
+        Self::spawn_with(name, config, netns, Vec::new())
+    }
+
+    /// [`RealmNode::spawn_in`] with `env` added to the agent's environment.
+    pub fn spawn_with(
+        name: &str,
+        config: String,
+        netns: Option<String>,
+        env: Vec<(String, String)>,
+    ) -> Self {
         let bus = DbusDaemon::start();
         let agent = Agent::spawn(
             &bus,
             AgentOptions {
                 config: Some(config),
                 netns,
+                env,
                 ..Default::default()
             },
         );

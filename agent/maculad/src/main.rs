@@ -300,6 +300,7 @@ async fn run(
         workers.clone(),
     )?;
     glue.set_mesh(mesh.clone());
+    mesh.set_reporter(update::reporter(update_glue.clone()));
     steps.step("proofs+mesh");
 
     let connection = args

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use futures_lite::StreamExt;
 use macula_bus::firewall::BoxFuture;
-use macula_bus::mesh::{MeshControl, MeshObject, MeshPeer};
+use macula_bus::mesh::{MemberReport, MeshControl, MeshObject, MeshPeer};
 use macula_bus::remote::{self, RemoteCall, RemoteRequest};
 use macula_bus::{Caller, Error};
 use macula_core::NodeKey;
@@ -25,6 +25,7 @@ use macula_mesh::node::PeerState;
 use macula_mesh::node::{Bootstrap, Contacts, MeshNode, NodeConfig, PeerInfo};
 use macula_mesh::realm::{Admission, CertBody, MembershipCert, RealmKey, Revocation};
 use macula_mesh::renewal::{self, RENEW_DEADLINE, RENEW_PROCEDURE, Renewal};
+use macula_mesh::report::{self, NodeReport};
 use macula_mesh::revocations::RevocationStore;
 use macula_mesh::transport::{TransportParams, unix_now};
 use macula_net::overlay::{WgKey, peer_public_key};
@@ -51,8 +52,13 @@ pub struct MeshGlue {
     renewal: Arc<Mutex<Option<Renewal>>>,
     /// Held while the invite store (`<state>/realm/invites`) is read and rewritten.
     invites: Arc<Mutex<()>>,
+    /// Makes this node's report for the RPC `node.report` (`realm status`), once wired.
+    reporter: Arc<std::sync::OnceLock<Reporter>>,
     workers: Workers,
 }
+
+/// Makes this node's [`NodeReport`] (wired in `main`: uptime and the update backend's status).
+pub type Reporter = Arc<dyn Fn() -> BoxFuture<'static, NodeReport> + Send + Sync>;
 
 /// Where the realm key lives when this node created the realm (`<state>/realm/node.key`).
 fn realm_key_dir(state_dir: &Path) -> PathBuf {
@@ -102,6 +108,7 @@ pub fn start(
         started: Arc::new(tokio::sync::watch::Sender::new(false)),
         renewal: Arc::default(),
         invites: Arc::default(),
+        reporter: Arc::default(),
         workers,
     };
     let path = glue.cert_path();
@@ -250,6 +257,7 @@ impl MeshGlue {
         let node = Arc::new(node);
         self.serve_renewals(&node, admission.clone());
         self.serve_admin(&node, admission.clone());
+        self.serve_report(&node);
         self.serve_joins(&node);
         *self.renewal.locked() = Some(Renewal::new(admission.own_cert().body));
         self.renew_certificate(&node, admission.clone());
@@ -363,6 +371,30 @@ impl MeshGlue {
                 })
             }),
         );
+    }
+
+    /// Serves [`report::PROCEDURE`] to every member: this node's [`NodeReport`] (`realm status`).
+    fn serve_report(&self, node: &Arc<MeshNode>) {
+        let reporter = self.reporter.clone();
+        node.serve(
+            report::PROCEDURE,
+            Arc::new(move |_, _| {
+                let make = reporter.get().cloned();
+                Box::pin(async move {
+                    let report = match make {
+                        Some(make) => make().await,
+                        None => NodeReport::default(),
+                    };
+                    Ok(report.encode())
+                })
+            }),
+        );
+    }
+
+    /// Sets what makes this node's report for `realm status` (`Mesh1.Reports`, RPC
+    /// `node.report`).
+    pub fn set_reporter(&self, reporter: Reporter) {
+        let _ = self.reporter.set(reporter);
     }
 
     /// Serves [`admin::PROCEDURE`] (remote administration, `maculactl --node`): a member whose
@@ -1129,6 +1161,47 @@ impl MeshControl for MeshGlue {
                         )),
                     }
                 })
+        })
+    }
+
+    fn reports(&self) -> BoxFuture<'_, Result<Vec<MemberReport>, Error>> {
+        Box::pin(async move {
+            let mesh = self.running()?;
+            let row = |id: String, r: NodeReport| {
+                let known = r.last_update.is_some();
+                (
+                    id,
+                    r.uptime_s,
+                    r.slot.unwrap_or_default(),
+                    r.last_update.unwrap_or_default(),
+                    known,
+                )
+            };
+            let mut calls = tokio::task::JoinSet::new();
+            for p in mesh.peers() {
+                if p.state != PeerState::Alive {
+                    continue;
+                }
+                let mesh = mesh.clone();
+                calls.spawn(async move {
+                    let reply = mesh
+                        .call(p.id, report::PROCEDURE, vec![], report::DEADLINE)
+                        .await
+                        .ok()?;
+                    Some((p.id, NodeReport::decode(&reply).ok()?))
+                });
+            }
+            let own = match self.reporter.get() {
+                Some(make) => make().await,
+                None => NodeReport::default(),
+            };
+            let mut rows = vec![row(self.key.node_id().to_string(), own)];
+            while let Some(done) = calls.join_next().await {
+                if let Ok(Some((id, r))) = done {
+                    rows.push(row(id.to_string(), r));
+                }
+            }
+            Ok(rows)
         })
     }
 

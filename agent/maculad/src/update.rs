@@ -24,6 +24,27 @@ pub struct UpdateGlue {
     rollout: crate::rollout::RolloutGlue,
 }
 
+/// This node's report for `realm status` (RPC `node.report`, `macula_mesh::report`): system
+/// uptime, and the booted slot and last update result as `Update1.Status` gives them (none
+/// without RAUC).
+pub fn reporter(glue: Arc<UpdateGlue>) -> crate::mesh::Reporter {
+    Arc::new(move || {
+        let glue = glue.clone();
+        Box::pin(async move {
+            let uptime_s = std::fs::read_to_string("/proc/uptime")
+                .ok()
+                .and_then(|t| macula_proof::resources::parse_uptime(&t).ok())
+                .map_or(0, |ms| ms / 1000);
+            let status = glue.status().await.ok();
+            macula_mesh::report::NodeReport {
+                uptime_s,
+                slot: status.as_ref().map(|s| s.booted.clone()),
+                last_update: status.map(|s| s.last_error),
+            }
+        })
+    })
+}
+
 fn to_bus(e: UpdateError) -> Error {
     match e {
         UpdateError::Unavailable(_) => Error::Unavailable(e.to_string()),

@@ -23,6 +23,7 @@ use macula_testkit::{Agent, AgentOptions, DbusDaemon, repo_root};
 const READ_ONLY: &[&str] = &[
     "io.macula.Firewall1.Status",
     "io.macula.Mesh1.Certificate",
+    "io.macula.Mesh1.Reports",
     "io.macula.Node1.PeerResources",
     "io.macula.Node1.Status",
     "io.macula.Node1.Workers",

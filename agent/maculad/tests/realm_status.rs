@@ -1,8 +1,11 @@
 //! `maculactl realm status` on real `maculad` processes: every member in one table, from what
-//! the node knows (its own status, member metadata, resource reports); a member that goes away
-//! is shown down, and a node outside any realm is told so.
+//! the node knows (its own status, member metadata, resource reports) and what each member
+//! reports of itself (RPC `node.report`: uptime, slot and last update result from its RAUC, here
+//! a stand-in per node); a member that goes away is shown down, and a node outside any realm is
+//! told so.
 
 use macula_testkit::check::{free_udp_port, ok, output_text, wait_until};
+use macula_testkit::rauc::FakeRauc;
 use macula_testkit::realm::{AgentRealm, RealmNode as Node};
 use macula_testkit::{Agent, AgentOptions, DbusDaemon};
 use std::time::Duration;
@@ -19,9 +22,16 @@ fn status(n: &Node) -> Vec<serde_json::Value> {
 
 #[test]
 fn realm_status_lists_every_member() {
+    // Each node's RAUC: n0 and n2 booted A, n1 booted B after an update that failed.
+    let raucs = [
+        FakeRauc::start("A", ""),
+        FakeRauc::start("B", "installing bundle failed: signature invalid"),
+        FakeRauc::start("A", ""),
+    ];
     let mut nodes = AgentRealm::new(3)
         .coded(2, 1)
         .storage_extra(|_| PROOFS.to_string())
+        .env(|i| vec![raucs[i].env()])
         .start();
     let ids: Vec<String> = nodes.iter().map(Node::node_id).collect();
     let version: serde_json::Value =
@@ -44,9 +54,15 @@ fn realm_status_lists_every_member() {
         assert_eq!(r["name"], nodes[i].name, "{r}");
         if i > 0 {
             assert_eq!(r["state"], "alive", "{r}");
-            // Not spread by members yet.
-            assert!(r["slot"].is_null() && r["last_update"].is_null(), "{r}");
         }
+        // Each member's own slot and last update result, as its RAUC says.
+        let (slot, last) = [
+            ("A", ""),
+            ("B", "installing bundle failed: signature invalid"),
+            ("A", ""),
+        ][i];
+        assert_eq!(r["slot"], slot, "{r}");
+        assert_eq!(r["last_update"], last, "{r}");
         assert_eq!(r["version"], version.as_str(), "{r}");
         assert!(
             ["edge", "hub"].contains(&r["role"].as_str().unwrap()),
@@ -65,7 +81,13 @@ fn realm_status_lists_every_member() {
     for n in &nodes {
         assert!(table.contains(&n.name), "{table}");
     }
-    assert!(table.contains("known for this node only"), "{table}");
+    assert!(table.contains("installing bundle failed"), "{table}");
+    let n1 = table.lines().find(|l| l.starts_with("n1 ")).unwrap();
+    assert!(n1.contains(" B "), "{table}");
+    for line in table.lines().skip(1) {
+        // Every column filled: no `-` left for a member alive.
+        assert!(!line.contains(" - "), "{table}");
+    }
 
     // A member that stops is shown down (SWIM declares it), still listed.
     nodes[2].agent.stop(Duration::from_secs(5));

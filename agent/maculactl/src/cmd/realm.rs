@@ -236,19 +236,20 @@ struct MemberRow {
     state: String,
     role: String,
     version: Option<String>,
-    /// The slot running now (RAUC's boot name); this node's only.
+    /// The slot running now (RAUC's boot name), as the member reported it.
     slot: Option<String>,
-    /// System uptime from the member's latest resource report (`[proofs] enabled`).
+    /// System uptime as the member reported it, else from its latest resource report.
     uptime_s: Option<u64>,
     storage_free: Option<u64>,
     storage_total: Option<u64>,
-    /// RAUC's last error (`""`: the last operation succeeded); this node's only.
+    /// RAUC's last error (`""`: the last operation succeeded), as the member reported it.
     last_update: Option<String>,
 }
 
-/// `realm status`: this node (Node1, Storage1, Update1) and every peer (Mesh1.Peers: member
-/// metadata) with uptimes from the resource reports (Node1.PeerResources). Slot and last update
-/// result are not spread by members yet, so they are known for this node only.
+/// `realm status`: this node (Node1, Storage1) and every peer (Mesh1.Peers: member metadata),
+/// with each member's own report (Mesh1.Reports: uptime, slot, last update result; members that
+/// do not answer in time keep `-`) and uptimes from the resource reports (Node1.PeerResources)
+/// for members without one.
 async fn realm_status(
     conn: &zbus::Connection,
     mesh: &Mesh1Proxy<'_>,
@@ -276,21 +277,36 @@ async fn realm_status(
         Err(_) => None,
     }
     .filter(|s| s.get("enabled").and_then(|v| bool::try_from(v).ok()) == Some(true));
-    let update = match macula_bus::update::Update1Proxy::new(conn).await {
-        Ok(p) => p.status().await.ok(),
-        Err(_) => None,
+    // (uptime, slot, last update) by node ID; an agent without Mesh1.Reports gives none.
+    let reports: std::collections::HashMap<String, (u64, Option<String>, Option<String>)> = mesh
+        .reports()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(id, uptime, slot, last, known)| {
+            let slot = (!slot.is_empty()).then_some(slot);
+            (id, (uptime, slot, known.then_some(last)))
+        })
+        .collect();
+    let uptime = |id: &str| {
+        reports
+            .get(id)
+            .map(|r| r.0)
+            .or_else(|| uptimes.get(id).copied())
     };
+    let slot = |id: &str| reports.get(id).and_then(|r| r.1.clone());
+    let last_update = |id: &str| reports.get(id).and_then(|r| r.2.clone());
     let mut rows = vec![MemberRow {
         node_id: own_id.clone(),
         name: get_str(&own, "name"),
         state: "self".into(),
         role: get_str(&own, "role"),
         version: Some(get_str(&own, "version")),
-        slot: update.as_ref().map(|u| get_str(u, "booted")),
-        uptime_s: uptimes.get(&own_id).copied(),
+        slot: slot(&own_id),
+        uptime_s: uptime(&own_id),
         storage_free: storage.as_ref().map(|s| get_u64(s, "free_bytes")),
         storage_total: storage.as_ref().map(|s| get_u64(s, "quota_bytes")),
-        last_update: update.as_ref().map(|u| get_str(u, "last_error")),
+        last_update: last_update(&own_id),
     }];
     let mut peers: Vec<MemberRow> = mesh
         .peers()
@@ -301,17 +317,17 @@ async fn realm_status(
             let version = get_str(p, "version");
             let total = get_u64(p, "storage_total");
             MemberRow {
-                uptime_s: uptimes.get(&id).copied(),
+                uptime_s: uptime(&id),
+                slot: slot(&id),
+                last_update: last_update(&id),
                 node_id: id,
                 name: get_str(p, "name"),
                 state: get_str(p, "state"),
                 role: get_str(p, "role"),
                 // Empty while the member's metadata is unknown.
                 version: (!version.is_empty()).then_some(version),
-                slot: None,
                 storage_free: (total > 0).then(|| get_u64(p, "storage_free")),
                 storage_total: (total > 0).then_some(total),
-                last_update: None,
             }
         })
         .collect();
@@ -350,10 +366,6 @@ async fn realm_status(
             &r.node_id[..r.node_id.len().min(8)]
         );
     }
-    println!(
-        "UPTIME needs [proofs] enabled (resource reports); SLOT and LAST UPDATE are known for \
-         this node only: members do not spread them yet"
-    );
     Ok(())
 }
 
