@@ -1,11 +1,13 @@
 //! The hub dashboard in a real browser: four `maculad` form a realm with storage (2 + 1) and
-//! proofs; node 0, the hub, serves the dashboard. Debian's headless Chromium, driven over the
+//! proofs in a network namespace whose firewall the hub owns; the hub serves the dashboard.
+//! Raw HTTP first (malformed and oversized requests, no login, cross-origin, wrong methods). Debian's headless Chromium, driven over the
 //! DevTools protocol (`dashboard_cdp.py`, websocket-client in a venv under the target dir),
 //! is refused with a wrong token, logs in with the one `maculactl dashboard token` issued, sees
 //! every member alive, finds no external URL, screenshots every page at 390 and 1280 px (in
 //! `$CARGO_TARGET_TMPDIR/dashboard-screens`), then sees a killed member turn down and the
 //! storage page's degraded count rise and fall back to 0 with the repair — without a reload;
-//! admin actions from the page: a one-time join code, the killed member revoked.
+//! admin actions from the page: a pending firewall apply confirmed, a one-time join code, the
+//! killed member revoked. Chromium and the script run inside the namespace.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +17,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
 use macula_core::NodeKey;
+use macula_testkit::netns::Topology;
 use macula_testkit::realm::{AgentRealm, Realm, RealmNode};
 
 /// The realm's key seed (no other test uses it: realms of concurrent tests stay apart).
@@ -23,6 +26,9 @@ const REALM_SEED: u8 = 0x5d;
 /// Resource reports every 500 ms on a 1 % change (the uptime and CPU columns).
 const PROOFS: &str = "\n[proofs]\nenabled = true\n[proofs.spread]\nthreshold_permille = 10\n\
                       min_interval_ms = 500\nmax_interval_ms = 5000\n";
+
+/// The hub's firewall zones (it owns the namespace's firewall, where all four nodes run).
+const ZONES: &str = "[firewall.zones.overlay]\ninterfaces = [\"mcl0\"]\n";
 
 /// A venv with websocket-client under the target dir (made once; pip needs PyPI the first time).
 fn cdp_python() -> PathBuf {
@@ -73,13 +79,18 @@ fn shard_files(n: &RealmNode) -> usize {
 fn dashboard_in_headless_chromium() {
     let python = cdp_python();
     let port = free_tcp_port();
+    let mut topo = Topology::new("dsh");
+    let ns = topo.add_ns("r");
     let nodes = AgentRealm::new(4)
         .realm(Realm::from_seed(REALM_SEED))
+        .netns(ns)
         .coded(2, 1)
         .storage_extra(|i| {
             let mut extra = PROOFS.to_string();
             if i == 0 {
-                extra += &format!("[dashboard]\nlisten = \"127.0.0.1:{port}\"\n");
+                extra += &format!(
+                    "[dashboard]\nlisten = \"127.0.0.1:{port}\"\n[firewall]\nenabled = true\n{ZONES}"
+                );
             }
             extra
         })
@@ -119,90 +130,30 @@ fn dashboard_in_headless_chromium() {
         !stored.contains(&token[4..]),
         "the token is stored in clear"
     );
-    wait_until("the dashboard listens", 20, || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    // An apply that rolls back (the network page shows the last rollback), then one pending
+    // for the page to confirm.
+    let dir2 = tempfile::tempdir().unwrap();
+    let apply = |secs: u32| {
+        let file = dir2.path().join(format!("fw{secs}.toml"));
+        std::fs::write(
+            &file,
+            format!("[firewall]\nconfirm_timeout_secs = {secs}\n{ZONES}"),
+        )
+        .unwrap();
+        ok(&hub
+            .agent
+            .ctl(&["firewall", "apply", file.to_str().unwrap()]));
+    };
+    apply(1);
+    wait_until("the apply rolled back", 10, || {
+        let fw = ok(&hub.agent.ctl(&["firewall", "show", "--json"]));
+        serde_json::from_str::<serde_json::Value>(&fw).unwrap()["rollbacks"] == 1
     });
-    // Bad requests get clear errors; bounds hold; nothing is shown without a login.
-    let raw = |req: &str| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.write_all(req.as_bytes()).unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    };
-    let get = |path: &str| {
-        raw(&format!(
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        ))
-    };
-    let post = |path: &str, extra: &str, body: &str| {
-        raw(&format!(
-            "POST {path} HTTP/1.1\r\nHost: h:1\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        ))
-    };
-    let r = get("/api/state");
-    assert!(
-        r.starts_with("HTTP/1.1 401") && r.contains("not logged in"),
-        "{r}"
-    );
-    let r = get("/api/events");
-    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
-    let r = raw("GET /\r\n\r\n");
-    assert!(
-        r.starts_with("HTTP/1.1 400") && r.contains("malformed request line"),
-        "{r}"
-    );
-    let r = raw(&format!(
-        "GET / HTTP/1.1\r\nX: {}\r\n\r\n",
-        "a".repeat(20_000)
-    ));
-    assert!(
-        r.starts_with("HTTP/1.1 400") && r.contains("larger than 16 KiB"),
-        "{r}"
-    );
-    let r = post("/api/login", "", &"x".repeat(5000));
-    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
-    let r = post("/api/login", "", "token=x");
-    assert!(
-        r.starts_with("HTTP/1.1 400") && r.contains("bad request body"),
-        "{r}"
-    );
-    let r = post(
-        "/api/login",
-        "Origin: http://evil.example\r\n",
-        &format!(r#"{{"token":"{token}"}}"#),
-    );
-    assert!(
-        r.starts_with("HTTP/1.1 403") && r.contains("cross-origin"),
-        "{r}"
-    );
-    let r = post(
-        "/api/login",
-        "Origin: http://h:1\r\n",
-        &format!(r#"{{"token":"{token}"}}"#),
-    );
-    assert!(
-        r.starts_with("HTTP/1.1 200") && r.contains("HttpOnly; SameSite=Strict"),
-        "{r}"
-    );
-    let r = post("/api/revoke", "", r#"{"node_id":"x"}"#);
-    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
-    let r = raw("PUT /api/state HTTP/1.1\r\nConnection: close\r\n\r\n");
-    assert!(r.starts_with("HTTP/1.1 405"), "{r}");
-    let r = get("/nothing");
-    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
-    let r = get("/");
-    assert!(
-        r.contains("Content-Security-Policy: default-src 'self'"),
-        "{r}"
-    );
-
+    apply(300);
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screens");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard_cdp.py");
-    let out = Command::new(&python)
-        .arg(&script)
+    let out = topo
+        .command("r", &[python.to_str().unwrap(), script.to_str().unwrap()])
         .env("URL", format!("http://127.0.0.1:{port}"))
         .env("TOKEN", &token)
         .env("VICTIM", nodes[victim].node_id())

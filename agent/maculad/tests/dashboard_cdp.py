@@ -1,7 +1,7 @@
 """Drives Debian's headless Chromium over the Chrome DevTools Protocol against a hub's dashboard
 (agent/maculad/tests/dashboard.rs starts the realm and passes URL, TOKEN, VICTIM, VICTIM_PID,
 OUT). Prints one JSON line of figures; exits non-zero with a message on the first failure."""
-import base64, gzip, json, os, re, signal, subprocess, sys, tempfile, time, urllib.request
+import base64, gzip, json, os, re, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
 from websocket import create_connection
 
@@ -17,6 +17,60 @@ def fail(msg):
     print("browser console:\n" + "\n".join(console[-20:]), file=sys.stderr)
     sys.exit(1)
 
+
+HOSTPORT = URL.split("://", 1)[1]
+
+
+def raw(req):
+    with socket.create_connection(tuple(HOSTPORT.rsplit(":", 1)), timeout=10) as s:
+        s.sendall(req.encode())
+        out = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                return out.decode(errors="replace")
+            out += b
+
+
+def expect(what, got, status, text=""):
+    if not got.startswith(f"HTTP/1.1 {status}") or text not in got:
+        fail(f"{what}: expected {status} with {text!r}, got: {got[:300]}")
+
+
+end = time.time() + 20
+while True:
+    try:
+        socket.create_connection(tuple(HOSTPORT.rsplit(":", 1)), timeout=1).close()
+        break
+    except OSError:
+        if time.time() > end:
+            fail("the dashboard does not listen")
+        time.sleep(0.1)
+# Bad requests get clear errors; bounds hold; nothing is shown without a login.
+get = lambda path: raw(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+
+
+def post(path, extra, body):
+    return raw(f"POST {path} HTTP/1.1\r\nHost: h:1\r\nConnection: close\r\n{extra}"
+               f"Content-Length: {len(body)}\r\n\r\n{body}")
+
+
+expect("state without login", get("/api/state"), 401, "not logged in")
+expect("events without login", get("/api/events"), 401)
+expect("a malformed request line", raw("GET /\r\n\r\n"), 400, "malformed request line")
+expect("a 20 KB head", raw("GET / HTTP/1.1\r\nX: " + "a" * 20000 + "\r\n\r\n"), 400, "larger than 16 KiB")
+expect("a 5000-byte body", raw("POST /api/login HTTP/1.1\r\nContent-Length: 5000\r\n\r\n"), 413, "over 4096 bytes")
+expect("a form body", post("/api/login", "", "token=x"), 400, "bad request body")
+login = json.dumps({"token": TOKEN})
+expect("a cross-origin login", post("/api/login", "Origin: http://evil.example\r\n", login), 403, "cross-origin")
+expect("a same-origin login", post("/api/login", "Origin: http://h:1\r\n", login), 200, "HttpOnly; SameSite=Strict")
+expect("an action without a session", post("/api/revoke", "", '{"node_id":"x"}'), 401)
+expect("PUT /api/state", raw("PUT /api/state HTTP/1.1\r\nConnection: close\r\n\r\n"), 405)
+expect("an unknown path", get("/nothing"), 404)
+expect("the page", get("/"), 200, "Content-Security-Policy: default-src 'self'")
+expect("an admin action without the CSRF token",
+       post("/api/firewall/confirm", "Cookie: macula_session=" + re.search(r"macula_session=([0-9a-f]+)",
+            post("/api/login", "", login)).group(1) + "\r\nContent-Type: application/json\r\n", "{}"), 403, "X-CSRF-Token")
 
 profile = tempfile.mkdtemp(prefix="dash-chromium-")
 chrome = subprocess.Popen(
@@ -141,6 +195,15 @@ for name, hash_ in pages:
     wait("a live update", f"document.body.dataset.updated !== {json.dumps(before)}", 5)
     shot(name, 390)
     shot(name, 1280)
+
+# The pending firewall apply, confirmed from the network page.
+js("location.hash = '#/network'; 1")
+wait("the confirm button", "document.querySelector('#confirm') !== null", 5)
+js("document.querySelector('#confirm').click(); 1")
+done = wait("the confirmation", "document.querySelector('#result') && document.querySelector('#result').textContent", 10)
+if "confirmed" not in done:
+    fail(f"confirm answered: {done}")
+wait("no pending apply", "document.querySelector('#confirm') === null", 5)
 
 # No external URL: every request went to the dashboard's origin, and no element names another.
 outside = [u for u in requests if not (u.startswith(URL + "/") or u.startswith("data:") or u == "about:blank")]
