@@ -395,3 +395,94 @@ fn provisioned_cards_boot_into_a_realm_whose_key_no_node_holds() {
     );
     assert!(!hub_card.join("macula/realm.cert").exists());
 }
+
+/// `card provision --join-code`: the card carries the code a hub's `realm invite` printed and no
+/// key; at first boot the node makes its key, redeems the code at the hub (through the card's
+/// `--bootstrap`) and is a member, named and with the role the invite gave.
+#[test]
+fn a_card_with_a_join_code_joins_at_first_boot() {
+    let hub_port = free_udp_port();
+    let hub_bus = DbusDaemon::start();
+    let hub = Agent::spawn(
+        &hub_bus,
+        AgentOptions {
+            config: Some(
+                AgentConfig::loopback(hub_port)
+                    .role(macula_testkit::config::Role::Hub)
+                    .to_string(),
+            ),
+            ..Default::default()
+        },
+    );
+    ok(&hub.ctl(&["realm", "create", "--name", "hub-1"]));
+    let hub_id = status_id(&hub);
+    let code = ok(&hub.ctl(&[
+        "realm", "invite", "--name", "edge-1", "--role", "edge", "--no-qr",
+    ]))
+    .trim()
+    .to_owned();
+
+    let admin = tempfile::tempdir().unwrap();
+    let base = admin.path().join("fleet.toml");
+    std::fs::write(&base, "[mesh]\nset_clock = false\nntp = []\n").unwrap();
+    let card = admin.path().join("card");
+    std::fs::create_dir_all(&card).unwrap();
+    let card_arg = card.to_str().unwrap();
+    let edge_listen = format!("127.0.0.1:{}", free_udp_port());
+    let bootstrap = format!("{hub_id}@127.0.0.1:{hub_port}");
+    let args = [
+        "card",
+        "provision",
+        card_arg,
+        "--name",
+        "edge-1",
+        "--role",
+        "edge",
+        "--bootstrap",
+        &bootstrap,
+        "--listen",
+        &edge_listen,
+        "--config",
+        base.to_str().unwrap(),
+    ];
+    let with_code = [&args[..], &["--join-code", &code]].concat();
+    // Either a realm key or a code.
+    let out = ctl(&args);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let with_both = [&with_code[..], &["--realm", "/tmp"]].concat();
+    assert_eq!(ctl(&with_both).status.code(), Some(2));
+    refused(
+        &[&args[..], &["--join-code", "macula-join-garbage"]].concat(),
+        5,
+        "--join-code",
+    );
+    let report = ok(&ctl(&with_code));
+    assert!(report.contains(&hub_id), "{report}");
+    let folder = card.join("macula");
+    assert!(folder.join("join.code").exists() && folder.join("agent.toml").exists());
+    assert!(!folder.join("node.key").exists() && !folder.join("realm.cert").exists());
+
+    let bus = DbusDaemon::start();
+    let (edge, _) = boot(&bus, &card);
+    wait_until("the edge redeemed its code and is a member", 30, || {
+        alive(&hub).contains(&"edge-1/edge".to_string())
+            && alive(&edge).contains(&"hub-1/hub".to_string())
+    });
+    // Used once: the code is gone from the node, and the hub refuses it to anyone else.
+    assert!(!edge.state_dir().join("join.code").exists());
+    let other_bus = DbusDaemon::start();
+    let other = Agent::spawn(
+        &other_bus,
+        AgentOptions {
+            config: Some(
+                AgentConfig::loopback(free_udp_port())
+                    .bootstrap_port(hub_port)
+                    .to_string(),
+            ),
+            ..Default::default()
+        },
+    );
+    let out = other.ctl(&["realm", "join", "--code", &code]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("used already"));
+}

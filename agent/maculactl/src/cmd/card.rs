@@ -1,7 +1,7 @@
 //! `maculactl card provision`: writes a card's boot-partition `macula/` folder on an admin machine
-//! (node key, certificate issued by a realm key held in a directory, `agent.toml`), which the
-//! image's first boot moves into `/data/macula` (`overlay/usr/libexec/macula/provision`,
-//! docs/flashing.md). Runs without an agent: it only writes files (docs/ARCHITECTURE.md,
+//! (node key, certificate issued by a realm key held in a directory, `agent.toml`; or, with a
+//! join code, the code and `agent.toml`, the node making its own key), which the image's first
+//! boot moves into `/data/macula` (`overlay/usr/libexec/macula/provision`, docs/flashing.md). Runs without an agent: it only writes files (docs/ARCHITECTURE.md,
 //! "Departure from CONVENTIONS: commands that run without the agent").
 
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
@@ -11,6 +11,7 @@ use clap::Args;
 use macula_core::NodeKey;
 use macula_core::config::{NodeName, Role};
 use macula_core::fsutil::write_atomic;
+use macula_mesh::join::JoinCode;
 use macula_mesh::realm::{CertBody, MembershipCert};
 use macula_mesh::transport::unix_now;
 
@@ -25,7 +26,7 @@ const IMAGE_AGENT_TOML: &str = "[mesh]\nset_clock = true\nntp = [\"pool.ntp.org\
 /// The folder on the boot partition that the image's provisioning reads.
 pub const CARD_FOLDER: &str = "macula";
 /// The files it moves into the state directory, in this order.
-pub const CARD_FILES: [&str; 3] = ["node.key", "realm.cert", "agent.toml"];
+pub const CARD_FILES: [&str; 4] = ["node.key", "realm.cert", "agent.toml", "join.code"];
 
 /// The mesh port a node listens on when `[mesh] listen` is not set.
 const DEFAULT_MESH_PORT: u16 = 4433;
@@ -45,8 +46,18 @@ pub struct ProvisionArgs {
     pub role: String,
     /// Directory holding the realm key (`node.key` in it): made by `maculactl realm keygen DIR`,
     /// or the `realm/` directory of the node that ran `maculactl realm create`.
-    #[arg(long)]
-    pub realm: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "join_code",
+        conflicts_with = "join_code"
+    )]
+    pub realm: Option<PathBuf>,
+    /// Instead of --realm: a one-time join code (`maculactl realm invite --name N --role R` on a
+    /// node holding the realm key). The card gets the code and agent.toml, no key: the node makes
+    /// its own key at first boot and redeems the code at the code's issuer, found through
+    /// --bootstrap or the LAN beacon.
+    #[arg(long, value_name = "CODE")]
+    pub join_code: Option<String>,
     /// A hub to join through, `<node-id>@host:port` (repeat for several). Written to `[mesh]
     /// bootstrap`.
     #[arg(long = "bootstrap", value_name = "NODE_ID@HOST:PORT")]
@@ -71,11 +82,19 @@ fn invalid(msg: String) -> CliError {
     CliError::Local(INVALID_ARGUMENT, msg)
 }
 
-/// What `provision` wrote.
+/// What `provision` wrote: a node key and its certificate, or a join code.
 #[derive(Debug)]
 pub struct Provisioned {
     pub folder: PathBuf,
-    pub cert: MembershipCert,
+    pub identity: Identity,
+}
+
+#[derive(Debug)]
+pub enum Identity {
+    /// A new node key and its certificate (`--realm`).
+    Cert(Box<MembershipCert>),
+    /// A join code the node redeems at first boot (`--join-code`).
+    Code(JoinCode),
 }
 
 pub fn provision(args: &ProvisionArgs) -> Result<Provisioned, CliError> {
@@ -98,7 +117,16 @@ pub fn provision(args: &ProvisionArgs) -> Result<Provisioned, CliError> {
         })?;
     }
     let config = agent_toml(args, &name, role)?;
-    let realm = load_realm_key(&args.realm)?;
+    let code = args
+        .join_code
+        .as_deref()
+        .map(|c| JoinCode::from_text(c).map_err(|e| invalid(format!("--join-code: {e}"))))
+        .transpose()?;
+    let realm = match (&args.realm, &code) {
+        (Some(dir), _) => Some(load_realm_key(dir)?),
+        (None, Some(_)) => None,
+        (None, None) => return Err(invalid("give --realm DIR or --join-code CODE".into())),
+    };
     let meta = std::fs::metadata(&args.target)
         .map_err(|e| invalid(format!("{}: {e}", args.target.display())))?;
     // An image file or a card's block device: the files are written to a private staging
@@ -128,24 +156,34 @@ pub fn provision(args: &ProvisionArgs) -> Result<Provisioned, CliError> {
         .map_or(args.target.as_path(), |(_, staging)| staging.0.as_path());
     let folder = card_folder(boot, args.force)?;
 
-    let key = NodeKey::generate();
-    let body = CertBody::admitted(
-        realm.id(),
-        key.node_id(),
-        role,
-        name.to_string(),
-        args.days,
-        unix_now(),
-    )
-    .map_err(|e| invalid(format!("--name `{name}`: {e}")))?;
-    let cert = realm.issue(body);
     let write = |file: &str, bytes: &[u8]| {
         let path = folder.join(file);
         write_atomic(&path, bytes, 0o600)
             .map_err(|e| CliError::Other(format!("cannot write {}: {e}", path.display())))
     };
-    write("node.key", key.to_key_file().as_bytes())?;
-    write("realm.cert", cert.to_text().as_bytes())?;
+    let identity = match (realm, code) {
+        (Some(realm), _) => {
+            let key = NodeKey::generate();
+            let body = CertBody::admitted(
+                realm.id(),
+                key.node_id(),
+                role,
+                name.to_string(),
+                args.days,
+                unix_now(),
+            )
+            .map_err(|e| invalid(format!("--name `{name}`: {e}")))?;
+            let cert = realm.issue(body);
+            write("node.key", key.to_key_file().as_bytes())?;
+            write("realm.cert", cert.to_text().as_bytes())?;
+            Identity::Cert(Box::new(cert))
+        }
+        (None, Some(code)) => {
+            write("join.code", format!("{}\n", code.to_text()).as_bytes())?;
+            Identity::Code(code)
+        }
+        (None, None) => unreachable!("checked above"),
+    };
     write("agent.toml", config.as_bytes())?;
     std::fs::File::open(&folder)
         .and_then(|d| d.sync_all())
@@ -160,7 +198,7 @@ pub fn provision(args: &ProvisionArgs) -> Result<Provisioned, CliError> {
         }
         None => folder,
     };
-    Ok(Provisioned { folder, cert })
+    Ok(Provisioned { folder, identity })
 }
 
 /// Runs a system tool and returns its standard output.
@@ -247,14 +285,21 @@ impl ImagePartition {
     }
 
     /// Copies the files of `folder` into its `macula/` folder (created when missing), replacing
-    /// files of the same name.
+    /// files of the same name and removing the other provisioning files (from an earlier
+    /// provisioning replaced with `--force`).
     fn copy_in(&self, folder: &Path) -> Result<(), CliError> {
         if tool("mdir", &["-b", "-i", &self.spec, "::/macula"]).is_err() {
             tool("mmd", &["-i", &self.spec, "::/macula"])?;
         }
+        let (present, _) = self.present();
+        for f in present.iter().filter(|f| !folder.join(f).exists()) {
+            tool("mdel", &["-i", &self.spec, &format!("::/macula/{f}")])?;
+        }
         let files: Vec<String> = CARD_FILES
             .iter()
-            .map(|f| folder.join(f).display().to_string())
+            .map(|f| folder.join(f))
+            .filter(|p| p.exists())
+            .map(|p| p.display().to_string())
             .collect();
         let mut args = vec!["-o", "-i", &self.spec];
         args.extend(files.iter().map(String::as_str));
@@ -426,7 +471,21 @@ fn card_folder(boot: &Path, force: bool) -> Result<PathBuf, CliError> {
 
 /// The lines `card provision` prints: what was written and, for a hub, how edges name it.
 pub fn report(args: &ProvisionArgs, p: &Provisioned) -> String {
-    let c = &p.cert.body;
+    let c = match &p.identity {
+        Identity::Cert(cert) => &cert.body,
+        Identity::Code(code) => {
+            return format!(
+                "provisioned {} ({}) in {} with a join code of realm {}: at first boot the node \
+                 makes its key and redeems the code at {} (found through --bootstrap or its LAN \
+                 beacon); the code works once and expires as `realm invite` said\n",
+                args.name,
+                args.role,
+                p.folder.display(),
+                code.realm,
+                code.issuer
+            );
+        }
+    };
     let mut out = format!(
         "provisioned {} ({}) in {}: node {}\nrealm {}, certificate valid until {} (unix)\n",
         c.name,
@@ -459,7 +518,8 @@ mod tests {
             target: target.to_owned(),
             name: "edge-1".into(),
             role: "edge".into(),
-            realm: realm.to_owned(),
+            realm: Some(realm.to_owned()),
+            join_code: None,
             bootstrap: vec![],
             listen: None,
             config: None,
@@ -493,7 +553,10 @@ mod tests {
             MembershipCert::from_text(&std::fs::read_to_string(folder.join("realm.cert")).unwrap())
                 .unwrap();
         assert_eq!(cert.body.node, key.node_id());
-        assert_eq!(cert, p.cert);
+        let Identity::Cert(issued) = &p.identity else {
+            panic!("a certificate");
+        };
+        assert_eq!(&cert, issued.as_ref());
         let realm_id = macula_mesh::realm::RealmKey::from_node_key(
             NodeKey::load(&realm.path().join("node.key")).unwrap(),
         )
@@ -513,7 +576,8 @@ mod tests {
         // The image's defaults are kept: a Pi has no real-time clock.
         assert_eq!(config["mesh"]["set_clock"].as_bool(), Some(true));
         use std::os::unix::fs::PermissionsExt;
-        for f in CARD_FILES {
+        assert!(!folder.join("join.code").exists());
+        for f in ["node.key", "realm.cert", "agent.toml"] {
             let mode = std::fs::metadata(folder.join(f))
                 .unwrap()
                 .permissions()
@@ -547,10 +611,40 @@ mod tests {
             m.contains("provisioned already") && m.contains("--force"),
             "{m}"
         );
-        assert!(m.contains(&first.cert.body.realm.to_string()), "{m}");
+        let (Identity::Cert(first), folder) = (&first.identity, &first.folder) else {
+            panic!("a certificate");
+        };
+        assert!(m.contains(&first.body.realm.to_string()), "{m}");
         a.force = true;
-        let second = provision(&a).unwrap();
-        assert_ne!(first.cert.body.node, second.cert.body.node);
+        let Identity::Cert(second) = provision(&a).unwrap().identity else {
+            panic!("a certificate");
+        };
+        assert_ne!(first.body.node, second.body.node);
+        // Replaced by a join code: the key and certificate go, the code comes.
+        let realm = macula_mesh::realm::RealmKey::from_node_key(
+            NodeKey::load(&realm.path().join("node.key")).unwrap(),
+        );
+        let issuer = NodeKey::generate().node_id();
+        let join = JoinCode {
+            version: macula_mesh::join::JOIN_VERSION,
+            realm: realm.id(),
+            issuer,
+            secret: macula_mesh::join::Secret([7; 16]),
+        };
+        a.realm = None;
+        a.join_code = Some(join.to_text());
+        let p = provision(&a).unwrap();
+        assert!(matches!(p.identity, Identity::Code(ref c) if *c == join));
+        for gone in ["node.key", "realm.cert"] {
+            assert!(!folder.join(gone).exists(), "{gone}");
+        }
+        let text = std::fs::read_to_string(folder.join("join.code")).unwrap();
+        assert_eq!(JoinCode::from_text(&text).unwrap(), join);
+        assert!(report(&a, &p).contains(&issuer.to_string()));
+        a.join_code = Some("macula-join-nonsense".into());
+        let (c, m) = code(provision(&a));
+        assert_eq!(c, INVALID_ARGUMENT);
+        assert!(m.contains("--join-code"), "{m}");
     }
 
     #[test]
