@@ -7,12 +7,14 @@
 //! `$CARGO_TARGET_TMPDIR/dashboard-screens`), then sees a killed member turn down and the
 //! storage page's degraded count rise and fall back to 0 with the repair — without a reload;
 //! admin actions from the page: a pending firewall apply confirmed, a one-time join code, the
-//! killed member revoked. Chromium and the script run inside the namespace.
+//! killed member revoked; a new node joins with the code. Chromium and the script run inside
+//! the namespace.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use macula_testkit::check::{ok, output_text, wait_until};
+use macula_testkit::check::{free_udp_port, ok, output_text, wait_until};
+use macula_testkit::config::AgentConfig;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
@@ -81,7 +83,7 @@ fn dashboard_in_headless_chromium() {
     let port = free_tcp_port();
     let mut topo = Topology::new("dsh");
     let ns = topo.add_ns("r");
-    let nodes = AgentRealm::new(4)
+    let mut nodes = AgentRealm::new(4)
         .realm(Realm::from_seed(REALM_SEED))
         .netns(ns)
         .coded(2, 1)
@@ -95,9 +97,9 @@ fn dashboard_in_headless_chromium() {
             extra
         })
         .start();
-    let hub = &nodes[0];
-    // The hub holds the realm key (as after `realm create`): invites and revocations work.
-    let key_dir = hub.agent.state_dir().join("realm");
+    // The hub holds the realm key (copied in, then restarted, as docs/realms.md says): invites
+    // and revocations work.
+    let key_dir = nodes[0].agent.state_dir().join("realm");
     std::fs::create_dir_all(&key_dir).unwrap();
     std::fs::set_permissions(&key_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::OpenOptions::new()
@@ -112,6 +114,15 @@ fn dashboard_in_headless_chromium() {
                 .as_bytes(),
         )
         .unwrap();
+    {
+        let n0 = &mut nodes[0];
+        n0.agent.stop(std::time::Duration::from_secs(10));
+        n0.agent.start(&n0.bus).expect("the hub restarts");
+    }
+    let hub = &nodes[0];
+    wait_until("the hub sees every member alive again", 30, || {
+        hub.alive_peers() == 3
+    });
     let dir = tempfile::tempdir().unwrap();
     for i in 0..8 {
         let file = dir.path().join(format!("obj{i}"));
@@ -167,9 +178,35 @@ fn dashboard_in_headless_chromium() {
         output_text(&out),
         hub.agent.log()
     );
+    let stdout = String::from_utf8_lossy(&out.stdout);
     eprintln!(
-        "dashboard figures: {}screenshots in {}",
-        String::from_utf8_lossy(&out.stdout),
+        "dashboard figures: {stdout}screenshots in {}",
         out_dir.display()
     );
+    // The join code the page made admits a new node.
+    let figures: serde_json::Value = serde_json::from_str(stdout.trim()).expect("figures JSON");
+    let code = figures["join_code"].as_str().expect("a join code");
+    let hub_port: u16 = nodes[1]
+        .peers()
+        .iter()
+        .find(|p| p["name"] == "n0")
+        .and_then(|p| p["addrs"][0].as_str()?.rsplit(':').next()?.parse().ok())
+        .expect("the hub's mesh port");
+    let config = AgentConfig::loopback(free_udp_port())
+        .name("n9")
+        .bootstrap_port(hub_port);
+    let new = RealmNode::spawn_in("n9", config.to_string(), Some(topo.ns("r")));
+    let joined = new.agent.ctl(&["realm", "join", "--code", code]);
+    assert!(
+        joined.status.success(),
+        "{}\n--- hub log ---\n{}\n--- n9 log ---\n{}",
+        output_text(&joined),
+        hub.agent.log(),
+        new.agent.log()
+    );
+    wait_until("the hub sees n9 alive", 30, || {
+        hub.peers()
+            .iter()
+            .any(|p| p["name"] == "n9" && p["state"] == "alive")
+    });
 }

@@ -258,7 +258,7 @@ print(json.dumps({
     "assets_bytes": assets, "assets_gzip_bytes": assets_gz,
     "state_bytes": len(state), "state_gzip_bytes": len(gzip.compress(state.encode(), 9)),
     "down_after_s": round(down_after, 1), "degraded_peak": peak,
-    "repaired_after_s": round(repaired_after, 1), "join_code_chars": len(code),
+    "repaired_after_s": round(repaired_after, 1), "join_code": code,
 }))
 ws.close()
 chrome.terminate()
