@@ -80,7 +80,7 @@ fn shard_files(n: &RealmNode) -> usize {
 #[test]
 fn dashboard_in_headless_chromium() {
     let python = cdp_python();
-    let port = free_tcp_port();
+    let (port, open_port) = (free_tcp_port(), free_tcp_port());
     let mut topo = Topology::new("dsh");
     let ns = topo.add_ns("r");
     let mut nodes = AgentRealm::new(4)
@@ -92,6 +92,12 @@ fn dashboard_in_headless_chromium() {
             if i == 0 {
                 extra += &format!(
                     "[dashboard]\nlisten = \"127.0.0.1:{port}\"\n[firewall]\nenabled = true\n{ZONES}"
+                );
+            }
+            // An edge's dashboard, read-only without login for loopback clients.
+            if i == 1 {
+                extra += &format!(
+                    "[dashboard]\nlisten = \"127.0.0.1:{open_port}\"\nopen_on_loopback = true\n"
                 );
             }
             extra
@@ -166,6 +172,7 @@ fn dashboard_in_headless_chromium() {
     let out = topo
         .command("r", &[python.to_str().unwrap(), script.to_str().unwrap()])
         .env("URL", format!("http://127.0.0.1:{port}"))
+        .env("OPEN_URL", format!("http://127.0.0.1:{open_port}"))
         .env("TOKEN", &token)
         .env("VICTIM", nodes[victim].node_id())
         .env("VICTIM_PID", nodes[victim].agent.pid().unwrap().to_string())

@@ -21,8 +21,8 @@ def fail(msg):
 HOSTPORT = URL.split("://", 1)[1]
 
 
-def raw(req):
-    with socket.create_connection(tuple(HOSTPORT.rsplit(":", 1)), timeout=10) as s:
+def raw(req, hostport=HOSTPORT):
+    with socket.create_connection(tuple(hostport.rsplit(":", 1)), timeout=10) as s:
         s.sendall(req.encode())
         out = b""
         while True:
@@ -68,6 +68,12 @@ expect("an action without a session", post("/api/revoke", "", '{"node_id":"x"}')
 expect("PUT /api/state", raw("PUT /api/state HTTP/1.1\r\nConnection: close\r\n\r\n"), 405)
 expect("an unknown path", get("/nothing"), 404)
 expect("the page", get("/"), 200, "Content-Security-Policy: default-src 'self'")
+# `open_on_loopback`: an edge's read-only state without login; its actions still need one.
+OPEN = os.environ["OPEN_URL"].split("://", 1)[1]
+expect("open state", raw("GET /api/state HTTP/1.1\r\nConnection: close\r\n\r\n", OPEN), 200, '"peers"')
+expect("open session", raw("GET /api/session HTTP/1.1\r\nConnection: close\r\n\r\n", OPEN), 200, '"open":true')
+expect("an open dashboard's action", raw("POST /api/firewall/confirm HTTP/1.1\r\nConnection: close\r\n"
+       "Content-Length: 2\r\n\r\n{}", OPEN), 401)
 expect("an admin action without the CSRF token",
        post("/api/firewall/confirm", "Cookie: macula_session=" + re.search(r"macula_session=([0-9a-f]+)",
             post("/api/login", "", login)).group(1) + "\r\nContent-Type: application/json\r\n", "{}"), 403, "X-CSRF-Token")
