@@ -646,6 +646,9 @@ pub struct Membership {
     suspicion: Suspicion,
     /// The unconfirmed suspicion timeout.
     suspect_max: Duration,
+    /// Members foca holds as suspect, with the incarnation and the unix second we first saw
+    /// them so at a refresh ([`Membership::end_stale_suspicions`]).
+    suspect_since: HashMap<MemberId, (foca::Incarnation, u64)>,
     require_cert: bool,
     /// Members foca holds as active whose node showed no certificate yet: reported `Up` once
     /// it does.
@@ -698,6 +701,7 @@ impl Membership {
             suspicions: HashMap::new(),
             suspicion: config.suspicion,
             suspect_max,
+            suspect_since: HashMap::new(),
             require_cert: config.require_cert,
             pending_up: HashSet::new(),
             rng: StdRng::seed_from_u64(seed ^ 0x6865_616c),
@@ -1030,6 +1034,7 @@ impl Membership {
                 self.asked.clear();
                 self.expel_expired(now);
                 self.pull_missing_certs();
+                self.end_stale_suspicions(now);
                 self.announce_to_down();
                 if let Some(meta) = self.own_meta.clone() {
                     self.add_rumor(&Rumor::Meta(Box::new(meta)));
@@ -1093,6 +1098,49 @@ impl Membership {
 
     pub fn is_revoked(&self, node: &NodeId) -> bool {
         self.rumors.locked().revoked.contains(node)
+    }
+
+    /// Ends suspicions foca no longer times out. Foca drops every timer it scheduled when our
+    /// own identity changes (we were declared down and rejoined, or went idle), its
+    /// suspect-to-down timers included: a member suspected before that stays suspect until it
+    /// refutes, which it does only if the suspicion still reaches it — after a short partition
+    /// it may not, and the member stays suspect for good (seen: more than a minute after a 4 s
+    /// cut healed). A suspicion seen at refreshes the unconfirmed timeout apart is ended here
+    /// as the timer would have: the member is declared down (alive, it rejoins under
+    /// a new generation, as after any false suspicion). `now`: unix seconds.
+    fn end_stale_suspicions(&mut self, now: u64) {
+        let suspects: Vec<(MemberId, foca::Incarnation)> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() == State::Suspect)
+            .map(|m| (*m.id(), m.incarnation()))
+            .collect();
+        let mut since = std::mem::take(&mut self.suspect_since);
+        since.retain(|id, (inc, _)| suspects.contains(&(*id, *inc)));
+        // Seen at two refreshes at least `suspect_max` apart: foca's own timer, if it still
+        // counted, would have fired by then.
+        let limit = self.suspect_max.as_secs().max(1);
+        let mut stale = Vec::new();
+        for (id, inc) in suspects {
+            let (_, first) = *since.entry(id).or_insert((inc, now));
+            if now.saturating_sub(first) >= limit {
+                since.remove(&id);
+                self.suspicions.remove(&id);
+                stale.push(Member::new(id, inc, State::Down));
+            }
+        }
+        self.suspect_since = since;
+        for m in &stale {
+            tracing::debug!(
+                "{} suspect for {limit} s or more: declared down",
+                m.id().node
+            );
+        }
+        if !stale.is_empty()
+            && let Err(e) = self.foca.apply_many(stale.into_iter(), true, &mut self.rt)
+        {
+            tracing::debug!("ending stale suspicions: {e}");
+        }
     }
 
     /// Partition healing: announce ourselves to a few members we consider down. A member that is

@@ -308,3 +308,30 @@ fn a_relayed_peer_is_upgraded_to_a_direct_path_when_one_becomes_possible() {
     }
     assert!(all_alive(&sim));
 }
+
+/// A short partition, healed around the moment the two sides declare each other down (each side
+/// may declare the other down after the heal, from suspicions raised during the cut): the realm
+/// is whole again soon after, whatever the cut's length.
+#[test]
+fn a_short_partition_heals_whatever_its_length() {
+    for cut_ms in (2000..=9000).step_by(500) {
+        let mut sim = CoreSim::edges(4, 7, false);
+        sim.seed_full_view();
+        sim.run_until(Duration::from_secs(5));
+        sim.partition(&[0, 1], &[2, 3]);
+        let cut = sim.now();
+        sim.run_until(cut + Duration::from_millis(cut_ms));
+        sim.heal();
+        let healed = sim.now();
+        let whole = sim.run_until_cond(healed + Duration::from_secs(60), STEP, |s| {
+            (0..4).all(|v| s.count_seeing(v, &[PeerState::Alive]) == 3)
+        });
+        let took = whole.map(|t| t - healed);
+
+        eprintln!("cut {cut_ms} ms: whole again after {took:?}");
+        assert!(
+            took.is_some_and(|t| t < Duration::from_secs(20)),
+            "cut {cut_ms} ms: {took:?}"
+        );
+    }
+}
