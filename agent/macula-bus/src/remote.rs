@@ -112,7 +112,8 @@ impl RemoteReply {
             .map_err(|e| Error::Failed(format!("remote reply: {e}")))
     }
 
-    fn from_error(e: Error) -> Self {
+    /// The reply carrying bus error `e`.
+    pub fn from_error(e: Error) -> Self {
         use zbus::DBusError;
         RemoteReply::Error {
             name: e.name().to_string(),

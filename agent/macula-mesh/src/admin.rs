@@ -12,6 +12,27 @@ pub const PROCEDURE: &str = "admin.call";
 /// How long the caller waits for a remote command's answer (a firewall apply included).
 pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Validity of the admin certificate `maculactl` issues itself, with the realm key, for one
+/// command from an admin machine without an agent (its key is never stored).
+pub const CLIENT_VALID_S: u64 = 600;
+
+/// How long `maculactl`'s own client identity waits to find the member it administers.
+pub const CLIENT_FIND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The certificate body of that client identity `node` at `now`: an edge named
+/// `maculactl-<short id>`, valid [`CLIENT_VALID_S`] (back-dated by the usual slack); the realm
+/// key signs it with the admin role ([`crate::realm::RealmKey::issue_admin`]).
+pub fn client_cert_body(realm: RealmId, node: NodeId, now: u64) -> crate::realm::CertBody {
+    crate::realm::CertBody {
+        realm,
+        node,
+        role: crate::realm::Role::Edge,
+        name: format!("maculactl-{}", node.short()),
+        not_before: now.saturating_sub(crate::realm::NOT_BEFORE_SLACK_S),
+        expires: now + CLIENT_VALID_S,
+    }
+}
+
 /// Why a remote command was refused. Each says what to do next.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdminError {
@@ -26,6 +47,44 @@ pub enum AdminError {
          issued with `maculactl realm admit --admin`"
     )]
     NotAdmin(NodeId),
+}
+
+/// What became of a remote command whose RPC failed, for the caller's error (the agent's
+/// `Mesh1.Remote` and `maculactl`'s own client identity say the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The member refused it: no admin role, or not remotely runnable.
+    Refused,
+    /// The member found the request malformed.
+    BadRequest,
+    /// The member could not be asked (no answer, no such procedure, unreachable).
+    Unavailable,
+}
+
+/// The kind of failure and the message for people, `node` naming the member as the user did.
+pub fn failure(node: &str, e: &crate::rpc::RpcError) -> (Failure, String) {
+    use crate::rpc::ErrorCode;
+    match e.code {
+        ErrorCode::PermissionDenied => (
+            Failure::Refused,
+            format!("{node} refused the command: {}", e.message),
+        ),
+        ErrorCode::BadRequest => (
+            Failure::BadRequest,
+            format!("{node} refused the command: {}", e.message),
+        ),
+        ErrorCode::NoSuchProcedure => (
+            Failure::Unavailable,
+            format!(
+                "{node} does not serve remote commands (an older agent, or its mesh is \
+                 restarting)"
+            ),
+        ),
+        _ => (
+            Failure::Unavailable,
+            format!("{node} did not answer the command: {e}; check `maculactl peers`"),
+        ),
+    }
 }
 
 /// Lets `caller` (authenticated by TLS) administer this node when `cert` is a valid certificate

@@ -22,6 +22,13 @@ pub struct Cli {
     /// See docs/security.md.
     #[arg(long = "node", id = "remote_node", value_name = "NODE")]
     node: Option<String>,
+    /// With --node, from a machine without an agent: issue a ten-minute admin identity with the
+    /// realm key in DIR and reach NODE through --via (docs/security.md).
+    #[arg(long = "realm", id = "client_realm", value_name = "DIR", requires_all = ["remote_node", "via"])]
+    client_realm: Option<std::path::PathBuf>,
+    /// With --realm: a member to reach the realm through, `<node-id>@host:port` (repeatable).
+    #[arg(long, value_name = "NODE_ID@HOST:PORT", requires = "client_realm")]
+    via: Vec<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -172,11 +179,21 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), exit::CliError> {
+    if let (Some(node), Some(realm)) = (&cli.node, &cli.client_realm) {
+        let (conn, mesh) = cmd::client::connect(realm, &cli.via, node).await?;
+        let result = run_on(conn, cli.command).await;
+        mesh.leave().await;
+        return result;
+    }
     let mut conn = cli.bus.connect().await.map_err(exit::CliError::Connect)?;
     if let Some(node) = &cli.node {
         conn = cmd::mesh::remote(&conn, node).await?;
     }
-    match cli.command {
+    run_on(conn, cli.command).await
+}
+
+async fn run_on(conn: zbus::Connection, command: Command) -> Result<(), exit::CliError> {
+    match command {
         Command::Status(args) => cmd::node::status(&conn, &args).await,
         Command::Node(c) => cmd::node::run(&conn, c).await,
         Command::Update(c) => cmd::update::run(&conn, c).await,

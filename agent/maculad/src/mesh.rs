@@ -1141,25 +1141,10 @@ impl MeshControl for MeshGlue {
             };
             mesh.call(node, admin::PROCEDURE, request.encode(), admin::DEADLINE)
                 .await
-                .map_err(|e| {
-                    use macula_mesh::rpc::ErrorCode;
-                    match e.code {
-                        ErrorCode::PermissionDenied => Error::RemoteRefused(format!(
-                            "{node_id} refused the command: {}",
-                            e.message
-                        )),
-                        ErrorCode::BadRequest => Error::InvalidArgument(format!(
-                            "{node_id} refused the command: {}",
-                            e.message
-                        )),
-                        ErrorCode::NoSuchProcedure => Error::Unavailable(format!(
-                            "{node_id} does not serve remote commands (an older agent, or its \
-                             mesh is restarting)"
-                        )),
-                        _ => Error::Unavailable(format!(
-                            "{node_id} did not answer the command: {e}; check `maculactl peers`"
-                        )),
-                    }
+                .map_err(|e| match admin::failure(&node_id, &e) {
+                    (admin::Failure::Refused, m) => Error::RemoteRefused(m),
+                    (admin::Failure::BadRequest, m) => Error::InvalidArgument(m),
+                    (admin::Failure::Unavailable, m) => Error::Unavailable(m),
                 })
         })
     }

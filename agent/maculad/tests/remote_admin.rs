@@ -126,3 +126,65 @@ fn only_an_admin_member_runs_commands_on_another() {
     let out = b.ctl(&["--node", "alpha", "realm", "keygen", "/tmp/nowhere"]);
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
 }
+
+/// `maculactl` on a machine without an agent: `--realm DIR --via HUB --node NAME` issues itself a
+/// ten-minute admin identity with the realm key, joins for the command and leaves.
+#[test]
+fn an_admin_machine_without_an_agent_administers_through_a_throwaway_identity() {
+    let ports = [free_udp_port(), free_udp_port()];
+    let buses = [DbusDaemon::start(), DbusDaemon::start()];
+    let a = spawn(&buses[0], AgentConfig::loopback(ports[0]).role(Role::Hub));
+    let c = spawn(
+        &buses[1],
+        AgentConfig::loopback(ports[1]).bootstrap_port(ports[0]),
+    );
+    ok(&a.ctl(&["realm", "create", "--name", "alpha"]));
+    admit(&a, &c, "charlie", false);
+    wait_until("the realm formed", 30, || alive(&a) == 1 && alive(&c) == 1);
+    let (a_id, c_id) = (agent_node_id(&a), agent_node_id(&c));
+    let realm = a.state_dir().join("realm");
+    let via = format!("{a_id}@127.0.0.1:{}", ports[0]);
+    // No bus: the admin machine runs no agent.
+    let admin = |args: &[&str]| {
+        let mut all = vec!["--realm", realm.to_str().unwrap(), "--via", &via];
+        all.extend_from_slice(args);
+        std::process::Command::new(macula_testkit::bin("maculactl"))
+            .args(&all)
+            .env("MACULA_BUS", "unix:path=/nonexistent/no-agent-here")
+            .output()
+            .unwrap()
+    };
+
+    let started = std::time::Instant::now();
+    let remote = json(admin(&["--node", "charlie", "status", "--json"]));
+    let took = started.elapsed();
+    assert_eq!(remote["node_id"], c_id.as_str());
+    ok(&admin(&["--node", &a_id, "node", "log-level", "debug"]));
+    assert_eq!(log_level(&a), "debug");
+    eprintln!("one command from an admin machine without an agent: {took:?}");
+    // It left: no throwaway member stays alive.
+    wait_until("the throwaway members left", 10, || alive(&a) == 1);
+
+    // A node's state directory is no realm key.
+    let out = std::process::Command::new(macula_testkit::bin("maculactl"))
+        .arg("--realm")
+        .arg(c.state_dir())
+        .args(["--via", &via, "--node", "alpha", "status"])
+        .env("MACULA_BUS", "unix:path=/nonexistent/no-agent-here")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("state directory"));
+    // --realm needs --via and --node.
+    let out = std::process::Command::new(macula_testkit::bin("maculactl"))
+        .args([
+            "--realm",
+            realm.to_str().unwrap(),
+            "--node",
+            "alpha",
+            "status",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+}

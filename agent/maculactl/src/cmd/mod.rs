@@ -1,6 +1,7 @@
 //! One module per subsystem: `maculactl <subsystem> <verb>`.
 
 pub mod card;
+pub mod client;
 pub mod dashboard;
 pub mod firewall;
 pub mod mesh;
