@@ -205,7 +205,7 @@ const RUNNABLE: &[(&str, &[&str])] = &[
         "io.macula.Storage1",
         &["Stat", "Delete", "PurgeOwner", "PurgeRealm"],
     ),
-    ("io.macula.Update1", &["Status", "MarkGood"]),
+    ("io.macula.Update1", &["Status", "Rollout", "MarkGood"]),
     ("io.macula.S3", &["Status"]),
     (
         "io.macula.Mesh1",
@@ -371,6 +371,30 @@ mod tests {
             };
             assert!(msg.contains(why) && msg.contains(m), "{msg}");
         }
+    }
+
+    /// Every method the bus policy opens to everyone is remotely runnable: a read-only method
+    /// added to the policy without being added here fails this test.
+    #[test]
+    fn every_read_only_method_of_the_policy_is_remotely_runnable() {
+        let policy = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../overlay/etc/dbus-1/system.d/io.macula.Agent.conf"
+        ))
+        .unwrap();
+        let attr = |line: &str, name: &str| {
+            let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+            Some(line[start..start + line[start..].find('"')?].to_owned())
+        };
+        let mut checked = 0;
+        for line in policy.lines().filter(|l| l.contains("<allow send_destination")) {
+            if let (Some(i), Some(m)) = (attr(line, "send_interface"), attr(line, "send_member"))
+            {
+                runnable(&i, &m).unwrap_or_else(|e| panic!("{i}.{m}: {e:?}"));
+                checked += 1;
+            }
+        }
+        assert!(checked >= 15, "only {checked} read-only methods found in the policy");
     }
 
     #[test]
