@@ -387,14 +387,19 @@ mod tests {
             Some(line[start..start + line[start..].find('"')?].to_owned())
         };
         let mut checked = 0;
-        for line in policy.lines().filter(|l| l.contains("<allow send_destination")) {
-            if let (Some(i), Some(m)) = (attr(line, "send_interface"), attr(line, "send_member"))
-            {
+        for line in policy
+            .lines()
+            .filter(|l| l.contains("<allow send_destination"))
+        {
+            if let (Some(i), Some(m)) = (attr(line, "send_interface"), attr(line, "send_member")) {
                 runnable(&i, &m).unwrap_or_else(|e| panic!("{i}.{m}: {e:?}"));
                 checked += 1;
             }
         }
-        assert!(checked >= 15, "only {checked} read-only methods found in the policy");
+        assert!(
+            checked >= 15,
+            "only {checked} read-only methods found in the policy"
+        );
     }
 
     #[test]
