@@ -188,3 +188,74 @@ fn an_admin_machine_without_an_agent_administers_through_a_throwaway_identity() 
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
 }
+
+/// A firewall change by an admin member: `--node hub firewall apply FILE` (the file read where
+/// maculactl runs), then `firewall confirm`, change the hub's real nftables ruleset. Both agents
+/// run in one network namespace, whose firewall the hub owns.
+#[test]
+fn an_admin_applies_and_confirms_a_firewall_change_on_another_member() {
+    let mut topo = macula_testkit::netns::Topology::new("rad");
+    let ns = topo.add_ns("a");
+    let ports = [free_udp_port(), free_udp_port()];
+    let buses = [DbusDaemon::start(), DbusDaemon::start()];
+    let zones = "[firewall.zones.lan]\ninterfaces = [\"eth0\"]\n";
+    let hub = Agent::spawn(
+        &buses[0],
+        AgentOptions {
+            config: Some(
+                AgentConfig::loopback(ports[0])
+                    .role(Role::Hub)
+                    .section(&format!("[firewall]\nenabled = true\n{zones}"))
+                    .to_string(),
+            ),
+            netns: Some(ns.clone()),
+            ..Default::default()
+        },
+    );
+    let admin_node = Agent::spawn(
+        &buses[1],
+        AgentOptions {
+            config: Some(
+                AgentConfig::loopback(ports[1])
+                    .bootstrap_port(ports[0])
+                    .to_string(),
+            ),
+            netns: Some(ns),
+            ..Default::default()
+        },
+    );
+    ok(&hub.ctl(&["realm", "create", "--name", "hub"]));
+    admit(&hub, &admin_node, "ops", true);
+    wait_until("the realm formed", 30, || {
+        alive(&hub) == 1 && alive(&admin_node) == 1
+    });
+    let ruleset = || String::from_utf8(topo.exec("a", &["nft", "list", "ruleset"]).stdout).unwrap();
+    assert!(!ruleset().contains("wwan7"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fw.toml");
+    std::fs::write(
+        &file,
+        format!("[firewall]\nconfirm_timeout_secs = 30\n{zones}[firewall.zones.wan]\ninterfaces = [\"wwan7\"]\n"),
+    )
+    .unwrap();
+    let applied = json(admin_node.ctl(&[
+        "--node",
+        "hub",
+        "firewall",
+        "apply",
+        file.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(applied["confirm_within_s"], 30, "{applied}");
+    assert!(ruleset().contains("\"wwan7\""), "{}", ruleset());
+    let show = json(admin_node.ctl(&["--node", "hub", "firewall", "show", "--json"]));
+    assert_eq!(show["pending"], 1, "{show}");
+    ok(&admin_node.ctl(&["--node", "hub", "firewall", "confirm"]));
+    let show = json(hub.ctl(&["firewall", "show", "--json"]));
+    assert_eq!(show["pending"], 0, "{show}");
+    assert!(ruleset().contains("\"wwan7\""));
+    // The admin's own namespace shares the ruleset here, but its agent owns no firewall.
+    let out = admin_node.ctl(&["firewall", "show"]);
+    assert_eq!(out.status.code(), Some(7), "{}", output_text(&out));
+}
