@@ -12,6 +12,9 @@ use std::time::Duration;
 
 /// How often a live page (`GET /api/events`) gets the node's state.
 pub const PUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the members' own reports (`Mesh1.Reports`: an RPC to every alive member) are
+/// reused before the page asks them again.
+pub const REPORTS_EVERY: Duration = Duration::from_secs(10);
 /// Largest request body accepted (login and admin actions are a few hundred bytes).
 pub const MAX_BODY: u64 = 4096;
 

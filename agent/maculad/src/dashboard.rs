@@ -21,7 +21,7 @@ use macula_core::sync::Locked;
 use macula_s3::http::{self, Head};
 use macula_web::action::{self, Action};
 use macula_web::auth::{self, Auth, Refused};
-use macula_web::{MAX_BODY, PUSH_INTERVAL, assets};
+use macula_web::{MAX_BODY, PUSH_INTERVAL, REPORTS_EVERY, assets};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -97,6 +97,9 @@ pub struct Page {
     pub power: String,
     pub glue: DashboardGlue,
     pub open_on_loopback: bool,
+    /// When the members' reports (`Mesh1.Reports`) were last asked, and the last answer (null
+    /// before the first).
+    pub reports: Arc<Mutex<(Option<Instant>, Value)>>,
 }
 
 impl Page {
@@ -104,6 +107,34 @@ impl Page {
     /// (`docs/dbus.md`).
     async fn state(&self) -> Value {
         macula_web::plain(self.gather().await)
+    }
+
+    /// Every member's report of itself (uptime, booted slot, last update result), as
+    /// `maculactl realm status` asks them: asked again in the background when older than
+    /// `REPORTS_EVERY` (an RPC to every alive member, up to its deadline), so a push never waits
+    /// for it; clients share the answer.
+    fn reports(&self) -> Value {
+        let mut cached = self.reports.locked();
+        if cached.0.is_none_or(|at| at.elapsed() >= REPORTS_EVERY) {
+            cached.0 = Some(Instant::now());
+            let (mesh, cache) = (self.sources.mesh.clone(), self.reports.clone());
+            tokio::spawn(async move {
+                let rows = mesh.reports().await.unwrap_or_default();
+                let v: Value = rows
+                    .into_iter()
+                    .map(|(node_id, uptime_s, slot, last_update, known)| {
+                        json!({
+                            "node_id": node_id,
+                            "uptime_s": uptime_s,
+                            "slot": slot,
+                            "last_update": known.then_some(last_update),
+                        })
+                    })
+                    .collect();
+                cache.locked().1 = v;
+            });
+        }
+        cached.1.clone()
     }
 
     async fn gather(&self) -> Value {
@@ -128,6 +159,7 @@ impl Page {
             "power": self.power,
             "peers": s.mesh.peers(),
             "resources": self.node.peer_resources(),
+            "reports": self.reports(),
             "storage": { "stats": s.storage.stats(), "repair": s.storage.repair_queue() },
             "s3": s.s3.status(),
             "firewall": s.firewall.status().await.ok(),

@@ -410,6 +410,7 @@ async fn run(
                 power: config.storage.power.clone(),
                 glue: dashboard_glue.clone(),
                 open_on_loopback: config.dashboard.open_on_loopback,
+                reports: Default::default(),
             });
             workers.spawn("dashboard.http", move |ctx| {
                 dashboard::serve(ctx, listen, page)

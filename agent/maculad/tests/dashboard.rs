@@ -20,6 +20,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
 use macula_core::NodeKey;
 use macula_testkit::netns::Topology;
+use macula_testkit::rauc::FakeRauc;
 use macula_testkit::realm::{AgentRealm, Realm, RealmNode};
 
 /// The realm's key seed (no other test uses it: realms of concurrent tests stay apart).
@@ -28,6 +29,9 @@ const REALM_SEED: u8 = 0x5d;
 /// Resource reports every 500 ms on a 1 % change (the uptime and CPU columns).
 const PROOFS: &str = "\n[proofs]\nenabled = true\n[proofs.spread]\nthreshold_permille = 10\n\
                       min_interval_ms = 500\nmax_interval_ms = 5000\n";
+
+/// n1's RAUC's last error (the overview shows it in n1's row).
+const FAILED_UPDATE: &str = "installing bundle failed: signature invalid";
 
 /// The hub's firewall zones (it owns the namespace's firewall, where all four nodes run).
 const ZONES: &str = "[firewall.zones.overlay]\ninterfaces = [\"mcl0\"]\n";
@@ -83,7 +87,15 @@ fn dashboard_in_headless_chromium() {
     let (port, open_port) = (free_tcp_port(), free_tcp_port());
     let mut topo = Topology::new("dsh");
     let ns = topo.add_ns("r");
+    // Each node's RAUC: n1 booted B after an update that failed, the others A.
+    let raucs: Vec<FakeRauc> = (0..4)
+        .map(|i| match i {
+            1 => FakeRauc::start("B", FAILED_UPDATE),
+            _ => FakeRauc::start("A", ""),
+        })
+        .collect();
     let mut nodes = AgentRealm::new(4)
+        .env(|i| vec![raucs[i].env()])
         .realm(Realm::from_seed(REALM_SEED))
         .netns(ns)
         .coded(2, 1)
@@ -173,6 +185,7 @@ fn dashboard_in_headless_chromium() {
         .command("r", &[python.to_str().unwrap(), script.to_str().unwrap()])
         .env("URL", format!("http://127.0.0.1:{port}"))
         .env("OPEN_URL", format!("http://127.0.0.1:{open_port}"))
+        .env("FAILED_UPDATE", FAILED_UPDATE)
         .env("TOKEN", &token)
         .env("VICTIM", nodes[victim].node_id())
         .env("VICTIM_PID", nodes[victim].agent.pid().unwrap().to_string())
@@ -193,7 +206,8 @@ fn dashboard_in_headless_chromium() {
     // The join code the page made admits a new node.
     let figures: serde_json::Value = serde_json::from_str(stdout.trim()).expect("figures JSON");
     let code = figures["join_code"].as_str().expect("a join code");
-    let hub_port: u16 = nodes[1]
+    let witness = (1..4).find(|&i| i != victim).unwrap();
+    let hub_port: u16 = nodes[witness]
         .peers()
         .iter()
         .find(|p| p["name"] == "n0")

@@ -26,7 +26,7 @@ function dur(s) {
   if (s < 60) return s + ' s'; if (s < 3600) return Math.floor(s / 60) + ' min';
   if (s < 86400) return (s / 3600).toFixed(1) + ' h'; return (s / 86400).toFixed(1) + ' d';
 }
-const badge = (t, cls) => h('span', { class: 'badge ' + (cls || t) }, t);
+const badge = (t, cls) => h('span', { class: 'badge ' + (cls || t), title: t }, t);
 const yn = (b) => badge(b ? 'yes' : 'no');
 const card = (v, label, id) => h('div', { class: 'card' }, h('b', { id }, v), h('span', {}, label));
 const table = (head, rows) => h('div', { class: 'scroll' }, h('table', {}, h('thead', {}, h('tr', {}, head.map((c) => h('th', {}, c)))),
@@ -72,14 +72,19 @@ function connect() {
 }
 
 // Members as this node knows them: itself first (state `self`), then its peers, with each one's
-// latest resource report (the join `maculactl realm status` makes, docs/realms.md).
+// report of itself and latest resource report (the join `maculactl realm status` makes: uptime
+// from the member's report, from its resource report when it did not answer; docs/realms.md).
 function members() {
   const res = {}; for (const r of S.resources) res[r.node_id] = r;
+  const rep = {}; for (const r of S.reports || []) rep[r.node_id] = r;
   const n = S.node, st = S.storage.stats;
   const self = { node_id: n.node_id, name: n.name, role: n.role, state: 'self', version: n.version, site: S.site, power: S.power,
     storage_total: st.quota_bytes, storage_free: st.free_bytes, addrs: [], uplinks: [] };
   const peers = S.peers.slice().sort((a, b) => a.name.localeCompare(b.name));
-  return [self].concat(peers).map((m) => Object.assign({ res: res[m.node_id] }, m));
+  return [self].concat(peers).map((m) => {
+    const r = res[m.node_id], p = rep[m.node_id];
+    return Object.assign({ res: r, rep: p, uptime_s: p ? p.uptime_s : r ? r.uptime_s : null }, m);
+  });
 }
 
 let page = '', forms = null, live = null;
@@ -103,17 +108,22 @@ function render() {
   document.body.dataset.updated = String(Date.now());
 }
 
+function lastUpdate(p) {
+  if (!p || p.last_update === null) return '-';
+  return p.last_update === '' ? badge('ok', 'good') : badge(p.last_update, 'bad');
+}
+
 function overview() {
   const ms = members(), count = (s) => ms.filter((m) => m.state === s).length;
   return [h('h1', {}, 'Realm as ', S.node.name, ' sees it'),
     h('div', { class: 'cards' }, card(ms.length, 'members', 'members'), card(count('alive') + 1, 'up (with this node)', 'up'),
       card(count('suspect'), 'suspect'), card(count('down'), 'down', 'down-count'), card(S.storage.repair.degraded, 'degraded segments')),
     h('h2', {}, 'Members'),
-    table(['name', 'role', 'state', 'version', 'uptime', 'CPU', 'memory', 'storage free', 'site / power'], ms.map((m) => {
+    table(['name', 'role', 'state', 'version', 'slot', 'last update', 'uptime', 'CPU', 'memory', 'storage free', 'site / power'], ms.map((m) => {
       const r = m.res;
       return h('tr', { 'data-node': m.node_id, 'data-state': m.state },
         h('td', {}, h('a', { href: '#/node/' + m.node_id }, m.name || short(m.node_id))), h('td', {}, m.role), h('td', {}, badge(m.state)),
-        h('td', {}, dash(m.version)), h('td', {}, r ? dur(r.uptime_s) : '-'), h('td', {}, r ? (r.cpu_busy_permille / 10).toFixed(1) + ' %' : '-'),
+        h('td', {}, dash(m.version)), h('td', {}, m.rep ? dash(m.rep.slot) : '-'), h('td', {}, lastUpdate(m.rep)), h('td', {}, dur(m.uptime_s)), h('td', {}, r ? (r.cpu_busy_permille / 10).toFixed(1) + ' %' : '-'),
         h('td', {}, r ? bytes(r.mem_total - r.mem_available) + ' / ' + bytes(r.mem_total) : '-'),
         h('td', {}, m.storage_total ? bytes(m.storage_free) + ' / ' + bytes(m.storage_total) : '-'),
         h('td', {}, dash(m.site) + ' / ' + dash(m.power)));
@@ -126,13 +136,13 @@ function nodePage() {
   if (!m) return [h('h1', {}, 'Unknown member'), h('p', {}, 'This node does not know ', h('code', {}, id), '.')];
   const r = m.res, self = m.state === 'self', name = m.name || short(m.node_id);
   const out = [h('h1', {}, name, ' ', badge(m.state)),
-    dl([['node ID', h('span', { class: 'mono' }, m.node_id)], ['role', m.role], ['version', dash(m.version)],
+    dl([['node ID', h('span', { class: 'mono' }, m.node_id)], ['role', m.role], ['version', dash(m.version)], ['slot', m.rep ? dash(m.rep.slot) : '-'], ['last update', lastUpdate(m.rep)],
       ['addresses', dash((m.addrs || []).map((a, i) => a + (m.uplinks[i] ? ' (' + m.uplinks[i] + ')' : '')).join(', '))],
       ['overlay key', dash(m.overlay_key)], ['site / power', dash(m.site) + ' / ' + dash(m.power)],
       ['storage', m.storage_total ? bytes(m.storage_free) + ' free of ' + bytes(m.storage_total) : '-']])];
   out.push(h('h2', {}, 'Resources'));
   if (!r) out.push(h('p', { class: 'hint' }, 'No resource report yet (needs [proofs] enabled on both nodes).'));
-  else out.push(dl([['uptime', dur(r.uptime_s)], ['report age', (r.age_ms / 1000).toFixed(1) + ' s'], ['CPU', r.processors + ' × ' + r.cores_per_processor + ' cores, ' + (r.cpu_busy_permille / 10).toFixed(1) + ' % busy'],
+  else out.push(dl([['uptime', dur(m.uptime_s)], ['report age', (r.age_ms / 1000).toFixed(1) + ' s'], ['CPU', r.processors + ' × ' + r.cores_per_processor + ' cores, ' + (r.cpu_busy_permille / 10).toFixed(1) + ' % busy'],
     ['load', [r.load_1_milli, r.load_5_milli, r.load_15_milli].map((l) => (l / 1000).toFixed(2)).join(' ')],
     ['memory', bytes(r.mem_available) + ' available of ' + bytes(r.mem_total)], ['swap', bytes(r.swap_used) + ' of ' + bytes(r.swap_total)],
     ['disk', bytes(r.disk_taken) + ' taken of ' + bytes(r.disk_reported) + ' offered'], ['traffic', bytes(r.rx_bytes_per_s) + '/s in, ' + bytes(r.tx_bytes_per_s) + '/s out']]));
@@ -153,7 +163,8 @@ function storage() {
     dl([['segments held', q.segments], ['degraded', q.degraded], ['leading (this node repairs)', q.leading], ['in flight', q.inflight],
       ['repaired / failed', q.repaired + ' / ' + q.failed], ['unrecoverable', q.unrecoverable.length ? q.unrecoverable.join(', ') : 'none']]),
     h('h2', {}, 'Realm capacity'),
-    table(['member', 'state', 'free', 'total'], ms.map((m) => h('tr', {}, h('td', {}, m.name), h('td', {}, badge(m.state)), h('td', {}, bytes(m.storage_free)), h('td', {}, bytes(m.storage_total))))),
+    table(['member', 'state', 'free', 'total'], ms.map((m) => h('tr', { 'data-node': m.node_id, 'data-state': m.state },
+      h('td', {}, m.name || short(m.node_id)), h('td', {}, badge(m.state)), h('td', {}, bytes(m.storage_free)), h('td', {}, bytes(m.storage_total))))),
     h('h2', {}, 'Settings'),
     dl([['running', yn(s.running)], ['coding', s.k + ' + ' + s.m + ' (' + s.codec + ')'], ['segment', bytes(s.segment_bytes)], ['nodes storing', dash(s.nodes)],
       ['put / get through here', bytes(s.put_bytes) + ' / ' + bytes(s.get_bytes)]])];
@@ -200,7 +211,8 @@ function updates() {
     ['bundle', bytes(r.bundle_bytes)], ['waves', r.waves], ['phase', badge(r.phase + (r.wave ? ' ' + r.wave : ''), r.phase === 'halted' ? 'bad' : r.phase === 'done' ? 'good' : 'warn')],
     ['halted', r.halted_by ? (names[r.halted_by] || short(r.halted_by)) + ': ' + r.reason : '-']]),
   table(['node', 'wave', 'step', 'at', 'detail'], r.nodes.map((l) => { const c = l.split(' '); return h('tr', {}, h('td', {}, names[c[0]] || short(c[0])), c.slice(1, 4).map((x) => h('td', {}, x)), h('td', {}, c.slice(4).join(' '))); })));
-  out.push(h('h2', {}, 'Versions in the realm'), table(['member', 'version'], members().map((m) => h('tr', {}, h('td', {}, m.name), h('td', {}, dash(m.version))))));
+  out.push(h('h2', {}, 'Versions in the realm'), table(['member', 'version', 'slot', 'last update'], members().map((m) => h('tr', {},
+    h('td', {}, m.name), h('td', {}, dash(m.version)), h('td', {}, m.rep ? dash(m.rep.slot) : '-'), h('td', {}, lastUpdate(m.rep))))));
   return out;
 }
 
