@@ -231,3 +231,35 @@ fn dashboard_in_headless_chromium() {
             .any(|p| p["name"] == "n9" && p["state"] == "alive")
     });
 }
+
+#[test]
+fn check_config_refuses_a_public_or_malformed_dashboard_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    let check = |body: &str| {
+        std::fs::write(&path, body).unwrap();
+        let out = Command::new(macula_testkit::bin("maculad"))
+            .arg("--check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        (out.status.code(), output_text(&out))
+    };
+    let hub = "[node]\nrole = \"hub\"\n";
+    let (code, text) = check(&format!("{hub}[dashboard]\nlisten = \"0.0.0.0:9480\"\n"));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("[dashboard] listen 0.0.0.0:9480") && text.contains("public = true"),
+        "{text}"
+    );
+    let (code, text) = check(&format!("{hub}[dashboard]\nlisten = \"hub.lan\"\n"));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("not an address:port"), "{text}");
+    let (code, text) = check(&format!("{hub}[dashboard]\nlisen = \"127.0.0.1:1\"\n"));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains(":4:") && text.contains("lisen"), "{text}");
+    let (code, text) = check(&format!(
+        "{hub}[dashboard]\nlisten = \"100.64.0.1:9480\"\nopen_on_loopback = true\n"
+    ));
+    assert_eq!(code, Some(0), "{text}");
+}
