@@ -97,9 +97,33 @@ pub struct Page {
     pub power: String,
     pub glue: DashboardGlue,
     pub open_on_loopback: bool,
-    /// When the members' reports (`Mesh1.Reports`) were last asked, and the last answer (null
-    /// before the first).
-    pub reports: Arc<Mutex<(Option<Instant>, Value)>>,
+    /// The members' reports (`Mesh1.Reports`) and views (`node.view`).
+    pub reports: Asked,
+    pub views: Asked,
+}
+
+/// A figure asked of every alive member over RPC (up to its deadline): asked again in the
+/// background when older than `REPORTS_EVERY`, so a push never waits for it; clients share the
+/// answer (null before the first).
+#[derive(Clone, Default)]
+pub struct Asked(Arc<Mutex<(Option<Instant>, Value)>>);
+
+impl Asked {
+    fn get<F>(&self, ask: impl FnOnce() -> F) -> Value
+    where
+        F: std::future::Future<Output = Value> + Send + 'static,
+    {
+        let mut cached = self.0.locked();
+        if cached.0.is_none_or(|at| at.elapsed() >= REPORTS_EVERY) {
+            cached.0 = Some(Instant::now());
+            let (cache, asking) = (self.0.clone(), ask());
+            tokio::spawn(async move {
+                let v = asking.await;
+                cache.locked().1 = v;
+            });
+        }
+        cached.1.clone()
+    }
 }
 
 impl Page {
@@ -110,31 +134,47 @@ impl Page {
     }
 
     /// Every member's report of itself (uptime, booted slot, last update result), as
-    /// `maculactl realm status` asks them: asked again in the background when older than
-    /// `REPORTS_EVERY` (an RPC to every alive member, up to its deadline), so a push never waits
-    /// for it; clients share the answer.
+    /// `maculactl realm status` asks them (`Mesh1.Reports`).
     fn reports(&self) -> Value {
-        let mut cached = self.reports.locked();
-        if cached.0.is_none_or(|at| at.elapsed() >= REPORTS_EVERY) {
-            cached.0 = Some(Instant::now());
-            let (mesh, cache) = (self.sources.mesh.clone(), self.reports.clone());
-            tokio::spawn(async move {
-                let rows = mesh.reports().await.unwrap_or_default();
-                let v: Value = rows
-                    .into_iter()
-                    .map(|(node_id, uptime_s, slot, last_update, known)| {
-                        json!({
-                            "node_id": node_id,
-                            "uptime_s": uptime_s,
-                            "slot": slot,
-                            "last_update": known.then_some(last_update),
-                        })
+        let mesh = self.sources.mesh.clone();
+        self.reports.get(|| async move {
+            let rows = mesh.reports().await.unwrap_or_default();
+            rows.into_iter()
+                .map(|(node_id, uptime_s, slot, last_update, known)| {
+                    json!({
+                        "node_id": node_id,
+                        "uptime_s": uptime_s,
+                        "slot": slot,
+                        "last_update": known.then_some(last_update),
                     })
-                    .collect();
-                cache.locked().1 = v;
-            });
-        }
-        cached.1.clone()
+                })
+                .collect()
+        })
+    }
+
+    /// Whom each member sees (RPC `node.view`): the map of who sees whom.
+    fn views(&self) -> Value {
+        let mesh = self.sources.mesh.clone();
+        self.views.get(|| async move {
+            let text = |ids: Vec<[u8; 32]>| -> Vec<String> {
+                ids.into_iter()
+                    .filter_map(|b| macula_core::NodeId::from_bytes(b).ok())
+                    .map(|id| id.to_string())
+                    .collect()
+            };
+            mesh.views()
+                .await
+                .into_iter()
+                .map(|(id, v)| {
+                    json!({
+                        "node_id": id.to_string(),
+                        "alive": text(v.alive),
+                        "suspect": text(v.suspect),
+                        "down": text(v.down),
+                    })
+                })
+                .collect()
+        })
     }
 
     async fn gather(&self) -> Value {
@@ -160,6 +200,7 @@ impl Page {
             "peers": s.mesh.peers(),
             "resources": self.node.peer_resources(),
             "reports": self.reports(),
+            "views": self.views(),
             "storage": { "stats": s.storage.stats(), "repair": s.storage.repair_queue() },
             "s3": s.s3.status(),
             "firewall": s.firewall.status().await.ok(),

@@ -411,6 +411,7 @@ async fn run(
                 glue: dashboard_glue.clone(),
                 open_on_loopback: config.dashboard.open_on_loopback,
                 reports: Default::default(),
+                views: Default::default(),
             });
             workers.spawn("dashboard.http", move |ctx| {
                 dashboard::serve(ctx, listen, page)

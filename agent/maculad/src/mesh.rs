@@ -25,7 +25,7 @@ use macula_mesh::node::PeerState;
 use macula_mesh::node::{Bootstrap, Contacts, MeshNode, NodeConfig, PeerInfo};
 use macula_mesh::realm::{Admission, CertBody, MembershipCert, RealmKey, Revocation};
 use macula_mesh::renewal::{self, RENEW_DEADLINE, RENEW_PROCEDURE, Renewal};
-use macula_mesh::report::{self, NodeReport};
+use macula_mesh::report::{self, NodeReport, NodeView};
 use macula_mesh::revocations::RevocationStore;
 use macula_mesh::transport::{TransportParams, unix_now};
 use macula_net::overlay::{WgKey, peer_public_key};
@@ -258,6 +258,7 @@ impl MeshGlue {
         self.serve_renewals(&node, admission.clone());
         self.serve_admin(&node, admission.clone());
         self.serve_report(&node);
+        serve_view(&node);
         self.serve_joins(&node);
         *self.renewal.locked() = Some(Renewal::new(admission.own_cert().body));
         self.renew_certificate(&node, admission.clone());
@@ -389,6 +390,35 @@ impl MeshGlue {
                 })
             }),
         );
+    }
+
+    /// Every member's membership view, this node's first, then each alive member that answered
+    /// the RPC `node.view` within its deadline (the dashboard's map of who sees whom).
+    pub async fn views(&self) -> Vec<(macula_core::NodeId, NodeView)> {
+        let Some(mesh) = self.running_node() else {
+            return Vec::new();
+        };
+        let mut calls = tokio::task::JoinSet::new();
+        for p in mesh.peers() {
+            if p.state != PeerState::Alive {
+                continue;
+            }
+            let mesh = mesh.clone();
+            calls.spawn(async move {
+                let reply = mesh
+                    .call(p.id, report::VIEW_PROCEDURE, vec![], report::DEADLINE)
+                    .await
+                    .ok()?;
+                Some((p.id, NodeView::decode(&reply).ok()?))
+            });
+        }
+        let mut views = vec![(self.key.node_id(), view_of(&mesh))];
+        while let Some(done) = calls.join_next().await {
+            if let Ok(Some(v)) = done {
+                views.push(v);
+            }
+        }
+        views
     }
 
     /// Sets what makes this node's report for `realm status` (`Mesh1.Reports`, RPC
@@ -704,6 +734,32 @@ impl MeshGlue {
         macula_core::fsutil::write_atomic(&path, cert.to_text().as_bytes(), 0o644)
             .map_err(|e| Error::Failed(format!("cannot write {}: {e}", path.display())))
     }
+}
+
+/// Whom `node` holds alive, suspect and down.
+fn view_of(node: &MeshNode) -> NodeView {
+    let mut view = NodeView::default();
+    for p in node.peers() {
+        let list = match p.state {
+            PeerState::Alive => &mut view.alive,
+            PeerState::Suspect => &mut view.suspect,
+            PeerState::Down => &mut view.down,
+        };
+        list.push(*p.id.as_bytes());
+    }
+    view
+}
+
+/// Serves [`report::VIEW_PROCEDURE`] to every member: whom this node sees.
+fn serve_view(node: &Arc<MeshNode>) {
+    let weak = Arc::downgrade(node);
+    node.serve(
+        report::VIEW_PROCEDURE,
+        Arc::new(move |_, _| {
+            let view = weak.upgrade().map(|n| view_of(&n)).unwrap_or_default();
+            Box::pin(async move { Ok(view.encode()) })
+        }),
+    );
 }
 
 /// Where a node holding the realm key keeps the join codes it issued (`macula_mesh::join`).

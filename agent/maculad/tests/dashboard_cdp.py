@@ -187,6 +187,8 @@ first_render_ms = sorted(renders)[len(renders) // 2]
 
 wait("every member alive", "document.querySelectorAll('tr[data-state=alive]').length === 3 && "
      "document.querySelectorAll('tr[data-node]').length === 4", 30)
+# Who sees whom: every member's own view, each sees the three others alive.
+wait("the map of who sees whom", "document.querySelectorAll('td[data-from][data-state=alive]').length === 12", 20)
 # Every member's own report (Mesh1.Reports): slots, and n1's failed update.
 wait("the members' reports", "[...document.querySelectorAll('td')].some(t => t.textContent === "
      + json.dumps(os.environ["FAILED_UPDATE"]) + ") && [...document.querySelectorAll('td')].filter(t => t.textContent === 'A').length === 3", 20)

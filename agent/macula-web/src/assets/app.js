@@ -127,7 +127,23 @@ function overview() {
         h('td', {}, r ? bytes(r.mem_total - r.mem_available) + ' / ' + bytes(r.mem_total) : '-'),
         h('td', {}, m.storage_total ? bytes(m.storage_free) + ' / ' + bytes(m.storage_total) : '-'),
         h('td', {}, dash(m.site) + ' / ' + dash(m.power)));
-    }))];
+    })),
+    h('h2', {}, 'Who sees whom'), seesMap(ms)];
+}
+
+// Rows: each member's own membership view (RPC node.view); columns: the members this node knows.
+function seesMap(ms) {
+  const views = {}; for (const v of S.views || []) views[v.node_id] = v;
+  const name = (m) => m.name || short(m.node_id);
+  return table(['sees →'].concat(ms.map(name)), ms.map((from) => {
+    const v = views[from.node_id];
+    return h('tr', {}, h('th', {}, name(from)), ms.map((to) => {
+      if (to.node_id === from.node_id) return h('td', {}, '·');
+      if (!v) return h('td', { class: 'hint' }, '-');
+      const st = ['alive', 'suspect', 'down'].find((k) => v[k].includes(to.node_id)) || 'unknown';
+      return h('td', { 'data-from': from.node_id, 'data-to': to.node_id, 'data-state': st }, badge(st));
+    }));
+  }));
 }
 
 function nodePage() {
