@@ -558,6 +558,7 @@ mod tests {
             dir: String::new(),
             k: 0,
             m: 0,
+            coding_auto: false,
             codec: String::new(),
             segment_bytes: 0,
             quota_bytes: some,

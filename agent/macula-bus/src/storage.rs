@@ -32,8 +32,12 @@ pub struct StorageStats {
     pub enabled: bool,
     pub running: bool,
     pub dir: String,
+    /// The coding of a put now: `[storage] k, m`, or with `coding_auto` chosen from `nodes`
+    /// (0, 0 while there are fewer than 2 storage nodes).
     pub k: u16,
     pub m: u16,
+    /// `[storage]` sets neither k nor m: each put chooses them from the storage nodes.
+    pub coding_auto: bool,
     pub codec: String,
     pub segment_bytes: u32,
     pub quota_bytes: Option<u64>,

@@ -32,10 +32,11 @@ pub struct StorageConfig {
     /// Bytes one owner (the key that signs a shard's header) may hold on this node; 0: no
     /// per-owner limit. Bounds what a single member can make this node keep.
     pub owner_quota_bytes: u64,
-    /// Data shards per segment for new objects.
-    pub k: u16,
-    /// Parity shards per segment for new objects.
-    pub m: u16,
+    /// Data shards per segment for new objects; unset (with `m` unset): chosen at each put from
+    /// the number of storage nodes (`network::auto_geometry`).
+    pub k: Option<u16>,
+    /// Parity shards per segment for new objects; set with `k` or not at all.
+    pub m: Option<u16>,
     /// Plaintext bytes per segment (1 KiB ..= 16 MiB).
     pub segment_bytes: u32,
     /// `"rs-gf16-leopard"` or `"rs-gf8-matrix"`.
@@ -65,8 +66,8 @@ impl Default for StorageConfig {
             quota_bytes: 0,
             quota_percent: 0,
             owner_quota_bytes: 0,
-            k: 4,
-            m: 2,
+            k: None,
+            m: None,
             segment_bytes: 1 << 20,
             codec: DEFAULT_CODEC.name().into(),
             site: "default".into(),
@@ -92,6 +93,10 @@ fn label<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 pub enum StorageConfigError {
     #[error("storage.k = {k}, storage.m = {m}: need k >= 1, m >= 1 and k + m <= {MAX_SHARDS}")]
     Geometry { k: u16, m: u16 },
+    #[error(
+        "storage.k and storage.m: set both, or neither (then they are chosen from the number of storage nodes, docs/storage.md)"
+    )]
+    HalfGeometry,
     #[error("storage.segment_bytes = {0}: must be between 1024 and {MAX_SEGMENT_LEN}")]
     SegmentBytes(u32),
     #[error("storage.codec = {0:?}: use \"rs-gf16-leopard\" or \"rs-gf8-matrix\"")]
@@ -124,8 +129,9 @@ impl StorageConfig {
 
     /// About one shard's size (a segment over `k`): the step of free space worth a new capacity
     /// announcement (`macula_mesh::announce`), since placement skips a node without room for one.
+    /// (With k chosen per put, the largest shard: k = 1.)
     pub fn shard_bytes(&self) -> u64 {
-        u64::from(self.segment_bytes).div_ceil(u64::from(self.k.max(1)))
+        u64::from(self.segment_bytes).div_ceil(u64::from(self.k.unwrap_or(1).max(1)))
     }
 
     pub fn codec_id(&self) -> Result<CodecId, StorageConfigError> {
@@ -137,18 +143,22 @@ impl StorageConfig {
 
     /// Checks the section and derives the put parameters (AEAD chosen by this CPU).
     pub fn put_config(&self) -> Result<PutConfig, StorageConfigError> {
-        if self.k == 0 || self.m == 0 || usize::from(self.k) + usize::from(self.m) > MAX_SHARDS {
-            return Err(StorageConfigError::Geometry {
-                k: self.k,
-                m: self.m,
-            });
+        // Chosen per put: checked here with the geometry of the largest shards (k = 1).
+        let (k, m, auto) = match (self.k, self.m) {
+            (Some(k), Some(m)) => (k, m, false),
+            (None, None) => (1, 1, true),
+            _ => return Err(StorageConfigError::HalfGeometry),
+        };
+        if k == 0 || m == 0 || usize::from(k) + usize::from(m) > MAX_SHARDS {
+            return Err(StorageConfigError::Geometry { k, m });
         }
         if !(1024..=MAX_SEGMENT_LEN).contains(&self.segment_bytes) {
             return Err(StorageConfigError::SegmentBytes(self.segment_bytes));
         }
         Ok(PutConfig {
-            k: self.k,
-            m: self.m,
+            k,
+            m,
+            auto,
             segment_len: self.segment_bytes,
             codec: self.codec_id()?,
             aead: AeadId::preferred(),
@@ -192,12 +202,56 @@ mod tests {
     fn a_shard_is_a_segment_over_k() {
         let mut c = StorageConfig {
             segment_bytes: 1 << 20,
-            k: 3,
+            k: Some(3),
             ..Default::default()
         };
         assert_eq!(c.shard_bytes(), 349_526);
-        c.k = 0;
+        c.k = Some(0);
         assert_eq!(c.shard_bytes(), 1 << 20);
+        c.k = None;
+        assert_eq!(
+            c.shard_bytes(),
+            1 << 20,
+            "chosen per put: the largest, k = 1"
+        );
+    }
+
+    #[test]
+    fn unset_k_and_m_are_chosen_per_put_from_the_storage_nodes() {
+        let auto = StorageConfig::default().put_config().unwrap();
+        assert!(auto.auto);
+        let at = |n: usize| auto.for_nodes(n).map(|c| (c.k, c.m, c.auto));
+        assert!(at(1).is_err());
+        assert_eq!(at(2), Ok((1, 1, false)));
+        assert_eq!(at(3), Ok((2, 1, false)));
+        assert_eq!(at(4), Ok((2, 1, false)));
+        assert_eq!(at(5), Ok((2, 2, false)));
+        assert_eq!(at(6), Ok((3, 2, false)));
+        for n in 7..=40 {
+            assert_eq!(at(n), Ok((4, 2, false)));
+        }
+        // Every shard on its own node; from 4 nodes on, one node to spare for a rebuild.
+        for n in 2..=40 {
+            let (k, m, _) = at(n).unwrap();
+            let shards = usize::from(k + m);
+            assert!(shards <= n && (n < 4 || shards < n), "{n} nodes: {k}+{m}");
+        }
+        let fixed = StorageConfig {
+            k: Some(4),
+            m: Some(2),
+            ..Default::default()
+        }
+        .put_config()
+        .unwrap();
+        assert_eq!(fixed.for_nodes(3).map(|c| (c.k, c.m)), Ok((4, 2)));
+        let half = StorageConfig {
+            k: Some(4),
+            ..Default::default()
+        };
+        assert_eq!(
+            half.put_config().unwrap_err(),
+            StorageConfigError::HalfGeometry
+        );
     }
 
     #[derive(Debug, Deserialize)]
@@ -213,8 +267,8 @@ mod tests {
         assert_eq!(doc.storage, StorageConfig::default());
         let put = doc.storage.put_config().unwrap();
         assert_eq!(
-            (put.k, put.m, put.segment_len, put.codec),
-            (4, 2, 1 << 20, DEFAULT_CODEC)
+            (put.auto, put.segment_len, put.codec),
+            (true, 1 << 20, DEFAULT_CODEC)
         );
         assert_eq!(doc.storage.repair_config().unwrap().grace_ms, 600_000);
     }
@@ -267,8 +321,8 @@ mod tests {
                 .unwrap_err();
         assert!(err.to_string().contains("agent.toml:2"), "{err}");
         let bad = StorageConfig {
-            k: 200,
-            m: 100,
+            k: Some(200),
+            m: Some(100),
             ..StorageConfig::default()
         };
         assert!(

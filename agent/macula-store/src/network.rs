@@ -184,6 +184,9 @@ pub struct PutConfig {
     pub segment_len: u32,
     pub codec: CodecId,
     pub aead: AeadId,
+    /// `k` and `m` are chosen at each put from the number of storage nodes
+    /// ([`auto_geometry`]); the fields are not used.
+    pub auto: bool,
 }
 
 impl Default for PutConfig {
@@ -194,8 +197,57 @@ impl Default for PutConfig {
             segment_len: 1 << 20,
             codec: DEFAULT_CODEC,
             aead: AeadId::preferred(),
+            auto: false,
         }
     }
+}
+
+impl PutConfig {
+    /// The parameters of a put among `nodes` storage nodes: these, or with `auto` the
+    /// [`auto_geometry`] for `nodes`.
+    pub fn for_nodes(&self, nodes: usize) -> Result<PutConfig, PlacementError> {
+        if !self.auto {
+            return Ok(self.clone());
+        }
+        let (k, m) = auto_geometry(nodes).ok_or(PlacementError::NotEnoughNodes {
+            have: nodes,
+            need: 2,
+            shard_bytes: u64::from(self.segment_len),
+        })?;
+        Ok(PutConfig {
+            k,
+            m,
+            auto: false,
+            ..self.clone()
+        })
+    }
+
+    /// The parameters of segment `index` of `count` of an object put with these.
+    fn segment_params(&self, kind: SegmentKind, index: u32, count: u32) -> SegmentParams {
+        SegmentParams {
+            kind,
+            codec: self.codec,
+            aead: self.aead,
+            k: self.k,
+            m: self.m,
+            segment_index: index,
+            segment_count: count,
+        }
+    }
+}
+
+/// `k + m` for a realm of `nodes` storage nodes when `[storage]` sets neither (docs/storage.md
+/// has the table): every shard of a segment on its own node, and from 4 nodes on one node to
+/// spare, so a lost node's shards can be rebuilt on the others; `None` below 2 nodes.
+pub fn auto_geometry(nodes: usize) -> Option<(u16, u16)> {
+    Some(match nodes {
+        0 | 1 => return None,
+        2 => (1, 1),
+        3 | 4 => (2, 1),
+        5 => (2, 2),
+        6 => (3, 2),
+        _ => (4, 2),
+    })
 }
 
 /// Errors of object operations. Each says what to do next.
@@ -326,7 +378,7 @@ impl<N: StorageNetwork> Client<N> {
         len: u64,
         stored: &mut Vec<SegmentId>,
     ) -> Result<Capability, ClientError> {
-        let cfg = &self.cfg;
+        let cfg = &self.cfg.for_nodes(members.len())?;
         let count = Manifest::check_size(len, cfg.segment_len)?;
         let key = ObjectKey::generate();
         let mut buf = Vec::new();
@@ -334,9 +386,8 @@ impl<N: StorageNetwork> Client<N> {
             let plain_len = Manifest::plain_len_of(len, cfg.segment_len, i as usize) as usize;
             buf.resize(plain_len, 0);
             input.read_exact(&mut buf).map_err(ClientError::Input)?;
-            let id = self
-                .put_segment(members, &buf, SegmentKind::Data, i, count, &key)
-                .await?;
+            let p = cfg.segment_params(SegmentKind::Data, i, count);
+            let id = self.put_segment(&p, members, &buf, &key).await?;
             stored.push(id);
         }
         let manifest = Manifest {
@@ -344,15 +395,9 @@ impl<N: StorageNetwork> Client<N> {
             segment_len: cfg.segment_len,
             segments: stored.clone(),
         };
+        let p = cfg.segment_params(SegmentKind::Manifest, 0, 1);
         let object_id = self
-            .put_segment(
-                members,
-                &manifest.encode(),
-                SegmentKind::Manifest,
-                0,
-                1,
-                &key,
-            )
+            .put_segment(&p, members, &manifest.encode(), &key)
             .await?;
         Ok(Capability {
             object_id,
@@ -365,24 +410,12 @@ impl<N: StorageNetwork> Client<N> {
 
     async fn put_segment(
         &self,
+        p: &SegmentParams,
         members: &[NodeInfo],
         plain: &[u8],
-        kind: SegmentKind,
-        index: u32,
-        count: u32,
         key: &ObjectKey,
     ) -> Result<SegmentId, ClientError> {
-        let cfg = &self.cfg;
-        let p = SegmentParams {
-            kind,
-            codec: cfg.codec,
-            aead: cfg.aead,
-            k: cfg.k,
-            m: cfg.m,
-            segment_index: index,
-            segment_count: count,
-        };
-        let seg = segment::encode_segment(plain, &p, key, &self.owner)?;
+        let seg = segment::encode_segment(plain, p, key, &self.owner)?;
         let id = seg.segment_id();
         let n = seg.shards.len();
         let shard_bytes = Shard::total_len(&seg.shard(0).header) as u64;

@@ -182,6 +182,30 @@ impl Agent {
     pub fn ctl(&self, args: &[&str]) -> Output {
         maculactl(&self.bus, args)
     }
+
+    /// Runs `maculactl` against this agent's bus with `input` on its standard input.
+    pub fn ctl_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(bin("maculactl"))
+            .arg("--bus")
+            .arg(&self.bus)
+            .args(args)
+            .env_remove("MACULA_BUS")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run maculactl");
+        let mut stdin = child.stdin.take().expect("a stdin pipe");
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || stdin.write_all(&input));
+        let out = child.wait_with_output().expect("wait for maculactl");
+        writer
+            .join()
+            .expect("the stdin writer")
+            .expect("write maculactl's stdin");
+        out
+    }
 }
 
 impl Drop for Agent {

@@ -261,7 +261,8 @@ const AGENT_STORAGE: &str = "enabled = true\nquota_bytes = 268435456\nrepair_gra
 /// from node 0.
 pub struct AgentRealm<'a> {
     count: usize,
-    coding: (u8, u8),
+    /// `None`: k and m unset, chosen at each put (`auto_coding`).
+    coding: Option<(u8, u8)>,
     extra: Box<dyn Fn(usize) -> String + 'a>,
     env: Box<dyn Fn(usize) -> Vec<(String, String)> + 'a>,
     realm: Option<Realm>,
@@ -281,7 +282,7 @@ impl<'a> AgentRealm<'a> {
     pub fn new(count: usize) -> Self {
         Self {
             count,
-            coding: (3, 2),
+            coding: Some((3, 2)),
             extra: Box::new(|_| String::new()),
             env: Box::new(|_| Vec::new()),
             realm: None,
@@ -304,7 +305,13 @@ impl<'a> AgentRealm<'a> {
 
     /// Objects stored as `k + m` shards.
     pub fn coded(mut self, k: u8, m: u8) -> Self {
-        self.coding = (k, m);
+        self.coding = Some((k, m));
+        self
+    }
+
+    /// `[storage] k` and `m` left unset: each put chooses them from the storage nodes.
+    pub fn auto_coding(mut self) -> Self {
+        self.coding = None;
         self
     }
 
@@ -325,7 +332,9 @@ impl<'a> AgentRealm<'a> {
     /// and storage runs everywhere with every node (30 s).
     pub fn start(self) -> Vec<RealmNode> {
         let realm = self.realm.unwrap_or_else(Realm::generate);
-        let (k, m) = self.coding;
+        let coding = self
+            .coding
+            .map_or_else(String::new, |(k, m)| format!("k = {k}\nm = {m}\n"));
         let mut first_port = None;
         let mut nodes = Vec::new();
         let certs = tempfile::tempdir().expect("a temporary directory");
@@ -344,7 +353,7 @@ impl<'a> AgentRealm<'a> {
             let config = AgentConfig::loopback(port)
                 .name(&name)
                 .bootstrap_opt(boot)
-                .storage(&format!("{AGENT_STORAGE}k = {k}\nm = {m}\n{audit}{extra}"));
+                .storage(&format!("{AGENT_STORAGE}{coding}{audit}{extra}"));
             let node =
                 RealmNode::spawn_with(&name, config.to_string(), self.netns.clone(), (self.env)(i));
             let id = node.node_id().parse().expect("a node ID");

@@ -856,12 +856,18 @@ impl StorageControl for StorageGlue {
     fn stats(&self) -> StorageStats {
         let inner = &self.inner;
         let store = inner.store.as_ref();
+        let nodes = inner.running.get().map(|r| self.members(r).len());
+        let coding = inner
+            .put_cfg
+            .for_nodes(nodes.unwrap_or(0))
+            .map_or((0, 0), |c| (c.k, c.m));
         StorageStats {
             enabled: store.is_some(),
             running: inner.running.get().is_some(),
             dir: inner.dir.display().to_string(),
-            k: inner.put_cfg.k,
-            m: inner.put_cfg.m,
+            k: coding.0,
+            m: coding.1,
+            coding_auto: inner.put_cfg.auto,
             codec: inner.put_cfg.codec.name().to_owned(),
             segment_bytes: inner.put_cfg.segment_len,
             quota_bytes: store.map(|s| s.quota()),
@@ -870,7 +876,7 @@ impl StorageControl for StorageGlue {
             used_bytes: store.map(|s| s.used()),
             free_bytes: store.map(|s| s.free()),
             shards: store.map(|s| s.list().map_or(0, |l| l.len() as u64)),
-            nodes: inner.running.get().map(|r| self.members(r).len() as u32),
+            nodes: nodes.map(|n| n as u32),
             inventory_rounds: inner.inventory_rounds.load(Ordering::Relaxed),
             put_bytes: inner.put_bytes.load(Ordering::Relaxed),
             get_bytes: inner.get_bytes.load(Ordering::Relaxed),

@@ -12,7 +12,9 @@ use crate::exit::CliError;
 
 #[derive(Debug, Args)]
 pub struct PutArgs {
-    /// File to store (opened by maculactl and passed to the agent as a descriptor).
+    /// File to store (opened by maculactl and passed to the agent as a descriptor); `-`: standard
+    /// input, first copied to an unnamed temporary file in $TMPDIR (the size must be known before
+    /// the put).
     file: PathBuf,
     /// No progress line on stderr.
     #[arg(long, short)]
@@ -119,9 +121,14 @@ async fn with_progress<T>(
 /// caller's permissions, and the agent never needs access to the paths.
 pub async fn put(conn: &zbus::Connection, args: &PutArgs) -> Result<(), CliError> {
     let proxy = Storage1Proxy::new(conn).await?;
-    let path = absolute(&args.file)?;
-    let file = std::fs::File::open(&path)
-        .map_err(|e| CliError::Other(format!("cannot open {path}: {e}")))?;
+    let (path, file) = if args.file.as_os_str() == "-" {
+        ("<stdin>".to_string(), stdin_spooled()?)
+    } else {
+        let path = absolute(&args.file)?;
+        let file = std::fs::File::open(&path)
+            .map_err(|e| CliError::Other(format!("cannot open {path}: {e}")))?;
+        (path, file)
+    };
     let cap = with_progress(
         &proxy,
         "put",
@@ -132,6 +139,23 @@ pub async fn put(conn: &zbus::Connection, args: &PutArgs) -> Result<(), CliError
     .await?;
     println!("{cap}");
     Ok(())
+}
+
+/// Standard input copied to an unnamed file in $TMPDIR (gone when closed), rewound.
+fn stdin_spooled() -> Result<std::fs::File, CliError> {
+    use std::io::Seek;
+    let dir = std::env::temp_dir();
+    let failed = |e: std::io::Error| {
+        CliError::Other(format!(
+            "cannot copy standard input to a temporary file in {} (set TMPDIR to a directory \
+             with room for it): {e}",
+            dir.display()
+        ))
+    };
+    let mut file = tempfile::tempfile_in(&dir).map_err(failed)?;
+    std::io::copy(&mut std::io::stdin().lock(), &mut file).map_err(failed)?;
+    file.rewind().map_err(failed)?;
+    Ok(file)
 }
 
 pub async fn get(conn: &zbus::Connection, args: &GetArgs) -> Result<(), CliError> {
@@ -214,8 +238,13 @@ pub async fn run(conn: &zbus::Connection, cmd: StorageCommand) -> Result<(), Cli
                 g(&stats, "running"),
                 g(&stats, "nodes")
             );
+            let chosen = if stats.get("coding_auto") == Some(&serde_json::Value::Bool(true)) {
+                " (k, m unset: chosen at each put for the storage nodes)"
+            } else {
+                ""
+            };
             println!(
-                "coding:     {}+{} {} segments of {} bytes",
+                "coding:     {}+{} {} segments of {} bytes{chosen}",
                 g(&stats, "k"),
                 g(&stats, "m"),
                 g(&stats, "codec").trim_matches('"'),
