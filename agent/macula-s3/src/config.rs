@@ -2,14 +2,16 @@
 
 use std::net::SocketAddr;
 
+use macula_core::config::Role;
 use serde::Deserialize;
 
 /// `[s3]`: the S3 gateway of this node.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct S3Config {
-    /// Serve S3 on this node (default off).
-    pub enabled: bool,
+    /// Serve S3 on this node. Unset: on for hubs that store shards (`[node] role = "hub"`,
+    /// `[storage] enabled`), off elsewhere ([`S3Config::serves`]).
+    pub enabled: Option<bool>,
     /// Where to listen (default `127.0.0.1:3900`). Loopback, private, CGNAT/overlay, ULA and
     /// link-local addresses only, unless `public = true`.
     pub listen: SocketAddr,
@@ -25,7 +27,7 @@ pub struct S3Config {
 impl Default for S3Config {
     fn default() -> Self {
         Self {
-            enabled: false,
+            enabled: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 3900)),
             region: "macula".into(),
             domain: None,
@@ -35,6 +37,11 @@ impl Default for S3Config {
 }
 
 impl S3Config {
+    /// Whether this node serves S3: `enabled`, else a hub (`role`) with storage on (`storage`).
+    pub fn serves(&self, role: Role, storage: bool) -> bool {
+        self.enabled.unwrap_or(role == Role::Hub && storage)
+    }
+
     /// Checks the section; the error says what to change.
     pub fn check(&self) -> Result<(), String> {
         if self.region.is_empty()
@@ -64,6 +71,18 @@ pub use macula_core::metrics::is_local;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn on_by_default_for_hubs_that_store_shards() {
+        let mut c = S3Config::default();
+        assert!(c.serves(Role::Hub, true));
+        assert!(!c.serves(Role::Hub, false));
+        assert!(!c.serves(Role::Edge, true));
+        c.enabled = Some(false);
+        assert!(!c.serves(Role::Hub, true));
+        c.enabled = Some(true);
+        assert!(c.serves(Role::Edge, true));
+    }
 
     #[test]
     fn listen_addresses() {

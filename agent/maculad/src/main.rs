@@ -261,8 +261,15 @@ async fn run(
     steps.step("network");
     let storage = storage::open(&config.storage, &args.state_dir, &key)?;
     steps.step("storage");
-    let s3 = s3::open(&config.s3, &args.state_dir, &key, storage.clone())
-        .context("invalid [s3] section")?;
+    let serves_s3 = config.s3.serves(config.node.role, config.storage.enabled);
+    let s3 = s3::open(
+        &config.s3,
+        serves_s3,
+        &args.state_dir,
+        &key,
+        storage.clone(),
+    )
+    .context("invalid [s3] section")?;
     config.proofs.check().context("invalid [proofs] section")?;
     let monitor = config
         .proofs

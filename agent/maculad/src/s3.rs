@@ -54,6 +54,8 @@ pub struct S3Glue {
 
 struct Inner {
     cfg: S3Config,
+    /// This node serves S3 (`[s3] enabled`, or a hub storing shards).
+    serve: bool,
     me: [u8; 32],
     index: Mutex<Index>,
     /// The index on disk (0600: it holds access-key secrets).
@@ -72,9 +74,11 @@ struct Inner {
     caught_up: tokio::sync::watch::Sender<bool>,
 }
 
-/// Loads the index copy kept in `<state>/s3/index` (if any) and checks `[s3]`.
+/// Loads the index copy kept in `<state>/s3/index` (if any) and checks `[s3]`. `serve`: this
+/// node serves S3 (`S3Config::serves`); every node keeps the index either way.
 pub fn open(
     cfg: &S3Config,
+    serve: bool,
     state_dir: &std::path::Path,
     key: &NodeKey,
     storage: StorageGlue,
@@ -101,6 +105,7 @@ pub fn open(
     Ok(S3Glue {
         inner: Arc::new(Inner {
             cfg: cfg.clone(),
+            serve,
             me: *key.node_id().as_bytes(),
             index: Mutex::new(index),
             file,
@@ -121,10 +126,10 @@ pub fn open(
 impl S3Glue {
     /// Hears the realm's index records once the mesh runs, catches up from every member that
     /// is or comes alive (`macula_s3::index::SYNC_PROCEDURE`), serves its own index to the
-    /// others, and, with `[s3] enabled`, serves S3.
+    /// others, and, when it serves S3 (`[s3] enabled`, or a hub storing shards), serves S3.
     pub fn attach(&self, mesh: MeshGlue, workers: &Workers) {
         let this = self.clone();
-        let serve = self.inner.cfg.enabled;
+        let serve = self.inner.serve;
         let workers2 = workers.clone();
         workers.spawn("s3.index", |ctx| async move {
             let Some(node) = ctx.wait(mesh.wait_running()).await else {
@@ -1292,7 +1297,7 @@ impl S3Control for S3Glue {
         let ix = inner.index.locked();
         let (buckets, objects) = ix.counts();
         S3Status {
-            enabled: inner.cfg.enabled,
+            enabled: inner.serve,
             serving: inner.serving.load(Ordering::Relaxed),
             listen: inner.cfg.listen.to_string(),
             region: inner.cfg.region.clone(),

@@ -374,3 +374,38 @@ fn pseudo_random(b: &mut [u8]) {
         *v = x as u8;
     }
 }
+
+/// `[s3] enabled` unset: a hub that stores shards serves S3, an edge or a hub without storage
+/// does not (`maculactl s3 status --json`'s `enabled`, what the agent decided at start).
+#[test]
+fn the_gateway_is_on_by_default_for_hubs_that_store_shards() {
+    use macula_testkit::agent::{Agent, AgentOptions};
+    use macula_testkit::config::{AgentConfig, Role};
+    use macula_testkit::dbus::DbusDaemon;
+    let bus = DbusDaemon::start();
+    for (role, storage, serves) in [
+        (Role::Hub, true, true),
+        (Role::Hub, false, false),
+        (Role::Edge, true, false),
+    ] {
+        let port = free_tcp_port();
+        let config = AgentConfig::loopback(0)
+            .role(role)
+            .storage(&format!("enabled = {storage}\nquota_bytes = 1048576\n"))
+            .section(&format!("[s3]\nlisten = \"127.0.0.1:{port}\"\n"));
+        let agent = Agent::spawn(
+            &bus,
+            AgentOptions {
+                config: Some(config.to_string()),
+                ..Default::default()
+            },
+        );
+        let status: serde_json::Value =
+            serde_json::from_str(&ok(&agent.ctl(&["s3", "status", "--json"]))).unwrap();
+        assert_eq!(
+            status["enabled"], serves,
+            "{role:?}, storage {storage}: {status}"
+        );
+        drop(agent);
+    }
+}

@@ -55,7 +55,10 @@ pub async fn run(conn: &zbus::Connection, cmd: S3Command) -> Result<(), CliError
             let n = |k: &str| super::get_u64(&map, k);
             let listen = super::get_str(&map, "listen");
             let state = match (b("enabled"), b("serving")) {
-                (false, _) => "off ([s3] enabled = false)".to_string(),
+                (false, _) => {
+                    "off ([s3] enabled = false, or unset on an edge or a hub without storage)"
+                        .to_string()
+                }
                 (true, false) => format!("starting on {listen} (catching up the index)"),
                 (true, true) => format!("serving on {listen}"),
             };
