@@ -1,9 +1,10 @@
 //! `io.macula.S3`: the S3 gateway's status and access keys.
 //!
-//! `Status()` (read-only) reports the gateway's counters and the index's size. `CreateKey(name)`
-//! makes a new access key for the whole realm and returns `(id, secret)`; the secret is shown
-//! once, to the caller (root or group `macula`: the bus policy gives this method, and
-//! `ListKeys()`, to nobody else).
+//! `Status()` (read-only) reports the gateway's counters and the index's size.
+//! `CreateKey(name, bucket, read_only)` makes a new access key for the whole realm (limited to
+//! one bucket and/or to reads when asked) and returns `(id, secret)`; the secret is shown once,
+//! to the caller (root or group `macula`: the bus policy gives this method, and `ListKeys()`, to
+//! nobody else).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -41,13 +42,23 @@ pub struct S3Status {
     pub keys: u32,
 }
 
+/// One access key as `ListKeys` shows it: (id, name, created unix ms, bucket or "" for every
+/// bucket, read-only).
+pub type KeyInfo = (String, String, u64, String, bool);
+
 /// What the S3 interface needs from the daemon.
 pub trait S3Control: Send + Sync + 'static {
     fn status(&self) -> S3Status;
-    /// Access keys: (id, name, created unix ms); never secrets.
-    fn list_keys(&self) -> Vec<(String, String, u64)>;
-    /// Creates an access key named `name` realm-wide: `(key id, secret)`.
-    fn create_key(&self, name: String) -> BoxFuture<'_, Result<(String, String), Error>>;
+    /// Access keys: (id, name, created unix ms, bucket or "", read-only); never secrets.
+    fn list_keys(&self) -> Vec<KeyInfo>;
+    /// Creates an access key named `name` realm-wide, limited to `bucket` (`None`: every
+    /// bucket) and to reads with `read_only`: `(key id, secret)`.
+    fn create_key(
+        &self,
+        name: String,
+        bucket: Option<String>,
+        read_only: bool,
+    ) -> BoxFuture<'_, Result<(String, String), Error>>;
     /// Revokes access key `id` realm-wide (`NotFound` when there is no such live key).
     fn revoke_key(&self, id: String) -> BoxFuture<'_, Result<(), Error>>;
 }
@@ -70,8 +81,8 @@ impl S3Object {
         self.control.status()
     }
 
-    /// The realm's access keys: (id, name, created unix ms).
-    async fn list_keys(&self) -> Vec<(String, String, u64)> {
+    /// The realm's access keys: (id, name, created unix ms, bucket or "", read-only).
+    async fn list_keys(&self) -> Vec<KeyInfo> {
         self.control.list_keys()
     }
 
@@ -80,8 +91,14 @@ impl S3Object {
         self.control.revoke_key(id).await
     }
 
-    /// Creates an access key for every gateway of the realm; returns (key id, secret).
-    async fn create_key(&self, name: String) -> Result<(String, String), Error> {
+    /// Creates an access key for every gateway of the realm, limited to `bucket` ("" : every
+    /// bucket) and, with `read_only`, to reads; returns (key id, secret).
+    async fn create_key(
+        &self,
+        name: String,
+        bucket: String,
+        read_only: bool,
+    ) -> Result<(String, String), Error> {
         let ok = !name.is_empty()
             && name.len() <= 64
             && name
@@ -92,7 +109,8 @@ impl S3Object {
                 "key name `{name}`: use 1-64 letters, digits, '-', '_', '.', '@'"
             )));
         }
-        self.control.create_key(name).await
+        let bucket = (!bucket.is_empty()).then_some(bucket);
+        self.control.create_key(name, bucket, read_only).await
     }
 }
 
@@ -105,7 +123,12 @@ impl S3Object {
 pub trait S3 {
     fn status(&self)
     -> zbus::Result<std::collections::HashMap<String, zbus::zvariant::OwnedValue>>;
-    fn list_keys(&self) -> zbus::Result<Vec<(String, String, u64)>>;
-    fn create_key(&self, name: &str) -> zbus::Result<(String, String)>;
+    fn list_keys(&self) -> zbus::Result<Vec<(String, String, u64, String, bool)>>;
+    fn create_key(
+        &self,
+        name: &str,
+        bucket: &str,
+        read_only: bool,
+    ) -> zbus::Result<(String, String)>;
     fn revoke_key(&self, id: &str) -> zbus::Result<()>;
 }

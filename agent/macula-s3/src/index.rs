@@ -96,6 +96,77 @@ pub enum Change {
     /// An access key created (`Some`) or revoked (`None`, for good: ids are random and never
     /// reused).
     Key { id: String, key: Option<AccessKey> },
+    /// An access key limited to one bucket and/or to reading, created (revoked by `Key` with
+    /// `None`). Its own variant, last, so the records of full keys stay as they were; a gateway
+    /// older than it ignores the record (the key does not work there).
+    ScopedKey {
+        id: String,
+        key: AccessKey,
+        scope: KeyScope,
+    },
+}
+
+/// What an access key may do: everything (the default), or only on one bucket, or only read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyScope {
+    /// The one bucket it may use (it lists only that one); `None`: every bucket.
+    pub bucket: Option<String>,
+    /// Only reads: list, head, get (no create, put, copy, delete, multipart writes).
+    pub read_only: bool,
+}
+
+impl KeyScope {
+    pub fn is_full(&self) -> bool {
+        *self == KeyScope::default()
+    }
+
+    /// Whether a key of this scope may run `op` on `bucket` (`None`: no bucket, ListBuckets);
+    /// the AccessDenied error says why not. A CopyObject's source bucket is checked apart
+    /// ([`KeyScope::may_read`]).
+    pub fn allows(&self, op: &crate::route::Op, bucket: Option<&str>) -> Result<(), S3Error> {
+        use crate::route::Op::*;
+        let reads = matches!(
+            op,
+            ListBuckets
+                | HeadBucket
+                | GetBucketLocation
+                | ListObjectsV2
+                | ListObjectsV1
+                | ListObjectVersions
+                | ListParts
+                | ListMultipartUploads
+                | GetObject
+                | HeadObject
+                | NotImplemented(_)
+        );
+        if self.read_only && !reads {
+            return Err(S3Error::new(
+                Code::AccessDenied,
+                "Access Denied: this access key is read-only",
+            ));
+        }
+        match (&self.bucket, bucket) {
+            (Some(mine), Some(b)) if mine != b => Err(S3Error::new(
+                Code::AccessDenied,
+                format!("Access Denied: this access key may use bucket {mine} only"),
+            )),
+            (Some(mine), None) if *op != ListBuckets => Err(S3Error::new(
+                Code::AccessDenied,
+                format!("Access Denied: this access key may use bucket {mine} only"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a key of this scope may read from `bucket` (a CopyObject's source).
+    pub fn may_read(&self, bucket: &str) -> Result<(), S3Error> {
+        self.allows(&crate::route::Op::GetObject, Some(bucket))
+    }
+
+    /// Whether ListBuckets shows `bucket` to a key of this scope.
+    pub fn lists(&self, bucket: &str) -> bool {
+        self.bucket.as_deref().is_none_or(|b| b == bucket)
+    }
 }
 
 /// A versioned change, as gateways exchange and store them.
@@ -159,7 +230,9 @@ impl Record {
         match &self.change {
             Change::Bucket { name, .. } => SyncCursor(0, name.clone(), String::new()),
             Change::Object { bucket, key, .. } => SyncCursor(1, bucket.clone(), key.clone()),
-            Change::Key { id, .. } => SyncCursor(2, id.clone(), String::new()),
+            Change::Key { id, .. } | Change::ScopedKey { id, .. } => {
+                SyncCursor(2, id.clone(), String::new())
+            }
         }
     }
 }
@@ -174,7 +247,7 @@ pub struct Index {
     counter: u64,
     buckets: BTreeMap<String, (Version, Option<u64>)>,
     objects: BTreeMap<String, BTreeMap<String, (Version, Option<ObjectMeta>)>>,
-    keys: BTreeMap<String, (Version, Option<AccessKey>)>,
+    keys: BTreeMap<String, (Version, Option<(AccessKey, KeyScope)>)>,
 }
 
 impl Index {
@@ -210,15 +283,18 @@ impl Index {
                 b.insert(key, (v, meta));
                 Applied::Won { replaced }
             }
-            Change::Key { id, key } => {
-                match self.keys.get(&id) {
-                    Some((old, _)) if *old >= v => return Applied::Stale,
-                    _ => {}
-                }
-                self.keys.insert(id, (v, key));
-                Applied::Won { replaced: None }
-            }
+            Change::Key { id, key } => self.apply_key(v, id, key.map(|k| (k, KeyScope::default()))),
+            Change::ScopedKey { id, key, scope } => self.apply_key(v, id, Some((key, scope))),
         }
+    }
+
+    fn apply_key(&mut self, v: Version, id: String, key: Option<(AccessKey, KeyScope)>) -> Applied {
+        match self.keys.get(&id) {
+            Some((old, _)) if *old >= v => return Applied::Stale,
+            _ => {}
+        }
+        self.keys.insert(id, (v, key));
+        Applied::Won { replaced: None }
     }
 
     /// Every record that makes up the current index (for a copy on disk or a newcomer).
@@ -246,12 +322,20 @@ impl Index {
             }
         }
         for (id, (v, key)) in &self.keys {
-            out.push(Record {
-                version: *v,
-                change: Change::Key {
+            let change = match key {
+                Some((key, scope)) if !scope.is_full() => Change::ScopedKey {
                     id: id.clone(),
                     key: key.clone(),
+                    scope: scope.clone(),
                 },
+                _ => Change::Key {
+                    id: id.clone(),
+                    key: key.as_ref().map(|(k, _)| k.clone()),
+                },
+            };
+            out.push(Record {
+                version: *v,
+                change,
             });
         }
         out
@@ -286,8 +370,12 @@ impl Index {
         page
     }
 
-    pub fn access_key(&self, id: &str) -> Option<&AccessKey> {
-        self.keys.get(id).and_then(|(_, k)| k.as_ref())
+    /// The live access key `id` and what it may do.
+    pub fn access_key(&self, id: &str) -> Option<(&AccessKey, &KeyScope)> {
+        self.keys
+            .get(id)
+            .and_then(|(_, k)| k.as_ref())
+            .map(|(k, s)| (k, s))
     }
 
     /// The change that revokes access key `id`; `None` when there is no such live key.
@@ -298,10 +386,10 @@ impl Index {
         })
     }
 
-    pub fn access_keys(&self) -> impl Iterator<Item = (&str, &AccessKey)> {
+    pub fn access_keys(&self) -> impl Iterator<Item = (&str, &AccessKey, &KeyScope)> {
         self.keys
             .iter()
-            .filter_map(|(id, (_, k))| k.as_ref().map(|k| (id.as_str(), k)))
+            .filter_map(|(id, (_, k))| k.as_ref().map(|(k, s)| (id.as_str(), k, s)))
     }
 
     /// Live buckets and objects.
@@ -635,7 +723,7 @@ mod tests {
             },
         };
         ix.apply(create.clone());
-        assert_eq!(ix.access_key("K"), Some(&key));
+        assert_eq!(ix.access_key("K"), Some((&key, &KeyScope::default())));
         assert!(ix.revoke_key("nope").is_none());
         let revoke = Record {
             version: ix.next_version([2; 32]),
@@ -650,6 +738,83 @@ mod tests {
         other.apply(create);
         assert!(other.access_key("K").is_none());
         assert!(format!("{key:?}").contains("hidden") && !format!("{key:?}").contains("\"s\""));
+    }
+
+    #[test]
+    fn scoped_keys_travel_as_their_own_records_and_limit_what_a_key_does() {
+        use crate::route::Op;
+        let mut ix = Index::default();
+        let key = AccessKey {
+            name: "backup".into(),
+            secret: "s".into(),
+            created_ms: 0,
+        };
+        let scope = KeyScope {
+            bucket: Some("photos".into()),
+            read_only: true,
+        };
+        let version = ix.next_version([1; 32]);
+        ix.apply(Record {
+            version,
+            change: Change::ScopedKey {
+                id: "S".into(),
+                key: key.clone(),
+                scope: scope.clone(),
+            },
+        });
+        assert_eq!(ix.access_key("S"), Some((&key, &scope)));
+        // A copy made from the records has the scope; full keys keep the old record kind.
+        let records = ix.records();
+        assert!(matches!(
+            records[..],
+            [Record {
+                change: Change::ScopedKey { .. },
+                ..
+            }]
+        ));
+        let mut copy = Index::default();
+        for r in records {
+            let bytes = macula_core::wire::encode(&r);
+            copy.apply(macula_core::wire::decode(&bytes).unwrap());
+        }
+        assert_eq!(copy.access_key("S"), Some((&key, &scope)));
+        // Revoked like any key.
+        let revoke = Record {
+            version: ix.next_version([1; 32]),
+            change: ix.revoke_key("S").unwrap(),
+        };
+        copy.apply(revoke);
+        assert!(copy.access_key("S").is_none());
+
+        let denied = |r: Result<(), S3Error>| r.unwrap_err().code == Code::AccessDenied;
+        assert!(scope.allows(&Op::GetObject, Some("photos")).is_ok());
+        assert!(scope.allows(&Op::ListObjectsV2, Some("photos")).is_ok());
+        assert!(scope.allows(&Op::ListBuckets, None).is_ok());
+        assert!(denied(scope.allows(&Op::PutObject, Some("photos"))));
+        assert!(denied(scope.allows(&Op::DeleteObject, Some("photos"))));
+        assert!(denied(
+            scope.allows(&Op::CreateMultipartUpload, Some("photos"))
+        ));
+        assert!(denied(scope.allows(&Op::GetObject, Some("other"))));
+        assert!(denied(scope.may_read("other")));
+        assert!(scope.lists("photos") && !scope.lists("other"));
+        let writer = KeyScope {
+            bucket: Some("photos".into()),
+            read_only: false,
+        };
+        assert!(writer.allows(&Op::PutObject, Some("photos")).is_ok());
+        assert!(denied(writer.allows(&Op::CreateBucket, Some("other"))));
+        let reader = KeyScope {
+            bucket: None,
+            read_only: true,
+        };
+        assert!(reader.allows(&Op::GetObject, Some("any")).is_ok());
+        assert!(denied(reader.allows(&Op::CreateBucket, Some("any"))));
+        assert!(
+            KeyScope::default()
+                .allows(&Op::DeleteBucket, Some("any"))
+                .is_ok()
+        );
     }
 
     #[test]

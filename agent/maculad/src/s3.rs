@@ -23,8 +23,8 @@ use macula_s3::config::S3Config;
 use macula_s3::etag;
 use macula_s3::http::{self, Head};
 use macula_s3::index::{
-    AccessKey, Applied, CATCH_UP_WAIT, Change, Index, ObjectMeta, Part, Record, SYNC_DEADLINE,
-    SYNC_PAGE_BYTES, SYNC_PROCEDURE, SyncCursor, SyncPage,
+    AccessKey, Applied, CATCH_UP_WAIT, Change, Index, KeyScope, ObjectMeta, Part, Record,
+    SYNC_DEADLINE, SYNC_PAGE_BYTES, SYNC_PROCEDURE, SyncCursor, SyncPage,
 };
 use macula_s3::multipart::{self, Upload, UploadedPart};
 use macula_s3::route::{self, Op, Route};
@@ -461,14 +461,16 @@ impl S3Glue {
             .index
             .locked()
             .access_key(&auth.access_key)
-            .map(|k| k.secret.clone())
+            .map(|(k, scope)| (k.secret.clone(), scope.clone()))
             .ok_or_else(|| {
                 S3Error::new(
                     Code::InvalidAccessKeyId,
                     "The AWS Access Key Id you provided does not exist in our records.",
                 )
             })?;
+        let (secret, scope) = secret;
         auth.verify(&signed, secret.as_bytes(), &cfg.region, unix_now())?;
+        scope.allows(&route.op, route.bucket.as_deref())?;
         let bauth = BodyAuth {
             chunks: ChunkSigner::for_request(&auth, secret.as_bytes()),
             payload: auth.payload.clone(),
@@ -480,7 +482,8 @@ impl S3Glue {
         let key = route.key.clone().unwrap_or_default();
         match route.op {
             Op::ListBuckets => {
-                let buckets = self.inner.index.locked().buckets();
+                let mut buckets = self.inner.index.locked().buckets();
+                buckets.retain(|b| scope.lists(&b.name));
                 Ok(Response::xml(xml::list_buckets(&buckets, &auth.access_key)))
             }
             Op::CreateBucket => {
@@ -513,7 +516,7 @@ impl S3Glue {
                 self.list_v1(&bucket, &route, route.op == Op::ListObjectVersions)
             }
             Op::DeleteObjects => self.delete_objects(head, &bauth, &bucket, body, sock).await,
-            Op::CopyObject => self.copy(head, &bucket, &key).await,
+            Op::CopyObject => self.copy(head, &scope, &bucket, &key).await,
             Op::PutObject => self.put(head, &bauth, &bucket, &key, body, sock).await,
             Op::CreateMultipartUpload
             | Op::UploadPart
@@ -693,8 +696,15 @@ impl S3Glue {
 
     /// CopyObject: the source's bytes are read and stored again (an object's shards belong to
     /// one object: sharing a capability would let deleting one copy destroy the other).
-    async fn copy(&self, head: &Head, bucket: &str, key: &str) -> Result<Response, S3Error> {
+    async fn copy(
+        &self,
+        head: &Head,
+        scope: &KeyScope,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Response, S3Error> {
         let (sb, sk) = route::parse_copy_source(head.header("x-amz-copy-source").unwrap_or(""))?;
+        scope.may_read(&sb)?;
         let src = self.inner.index.locked().object(&sb, &sk)?.clone();
         self.inner.index.locked().check_bucket(bucket)?;
         let replace = match head.header("x-amz-metadata-directive") {
@@ -1330,25 +1340,52 @@ impl S3Control for S3Glue {
         })
     }
 
-    fn list_keys(&self) -> Vec<(String, String, u64)> {
+    fn list_keys(&self) -> Vec<macula_bus::s3::KeyInfo> {
         self.inner
             .index
             .locked()
             .access_keys()
-            .map(|(id, k)| (id.to_string(), k.name.clone(), k.created_ms))
+            .map(|(id, k, scope)| {
+                (
+                    id.to_string(),
+                    k.name.clone(),
+                    k.created_ms,
+                    scope.bucket.clone().unwrap_or_default(),
+                    scope.read_only,
+                )
+            })
             .collect()
     }
 
-    fn create_key(&self, name: String) -> BoxFuture<'_, Result<(String, String), Error>> {
+    fn create_key(
+        &self,
+        name: String,
+        bucket: Option<String>,
+        read_only: bool,
+    ) -> BoxFuture<'_, Result<(String, String), Error>> {
         Box::pin(async move {
+            if let Some(b) = &bucket {
+                macula_s3::index::check_bucket_name(b)
+                    .map_err(|e| Error::InvalidArgument(format!("bucket `{b}`: {}", e.message)))?;
+            }
             let (id, secret) = new_key()?;
-            let change = Change::Key {
-                id: id.clone(),
-                key: Some(AccessKey {
-                    name: name.clone(),
-                    secret: secret.clone(),
-                    created_ms: unix_ms(),
-                }),
+            let key = AccessKey {
+                name: name.clone(),
+                secret: secret.clone(),
+                created_ms: unix_ms(),
+            };
+            let scope = KeyScope { bucket, read_only };
+            let change = if scope.is_full() {
+                Change::Key {
+                    id: id.clone(),
+                    key: Some(key),
+                }
+            } else {
+                Change::ScopedKey {
+                    id: id.clone(),
+                    key,
+                    scope: scope.clone(),
+                }
             };
             self.commit(change).await.map_err(|e| match e.code {
                 Code::ServiceUnavailable => Error::Unavailable(
@@ -1357,7 +1394,8 @@ impl S3Control for S3Glue {
                 ),
                 _ => Error::Failed(e.message),
             })?;
-            tracing::info!(target: "macula::s3", %id, %name, "access key created");
+            tracing::info!(target: "macula::s3", %id, %name, bucket = ?scope.bucket,
+                read_only = scope.read_only, "access key created");
             Ok((id, secret))
         })
     }

@@ -138,17 +138,20 @@ fn boto3_against_a_realm() {
     });
     // aws-cli: cp up (a 20 MiB file goes multipart: 8 MiB parts) and down, ls, sync, presign.
     let work = tempfile::tempdir().unwrap();
-    let aws = |args: &[&str]| {
-        let out = Command::new(python.with_file_name("aws"))
+    let aws_as = |kid: &str, secret: &str, args: &[&str]| {
+        Command::new(python.with_file_name("aws"))
             .args(["--endpoint-url", &format!("http://127.0.0.1:{port}")])
             .args(args)
-            .env("AWS_ACCESS_KEY_ID", &kid)
-            .env("AWS_SECRET_ACCESS_KEY", &secret)
+            .env("AWS_ACCESS_KEY_ID", kid)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
             .env("AWS_DEFAULT_REGION", "macula")
             .env("AWS_CONFIG_FILE", "/dev/null")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
             .output()
-            .expect("aws");
+            .expect("aws")
+    };
+    let aws = |args: &[&str]| {
+        let out = aws_as(&kid, &secret, args);
         assert!(
             out.status.success(),
             "aws {args:?}:\n{}\n--- gateway log ---\n{}",
@@ -210,6 +213,64 @@ fn boto3_against_a_realm() {
         "presigned GET with curl: {}",
         output_text(&curl)
     );
+    // A key for bucket `cli` only, read-only: it lists only that bucket, reads from it, and is
+    // refused writes and other buckets (AccessDenied), on the same gateway.
+    aws(&["s3", "mb", "s3://other"]);
+    let scoped = ok(&gw.agent.ctl(&[
+        "s3",
+        "key",
+        "create",
+        "--name",
+        "reader",
+        "--bucket",
+        "cli",
+        "--read-only",
+    ]));
+    let sfield = |name: &str| {
+        scoped
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {scoped}"))
+            .to_string()
+    };
+    let (skid, ssec) = (
+        sfield("AWS_ACCESS_KEY_ID="),
+        sfield("AWS_SECRET_ACCESS_KEY="),
+    );
+    let listed = ok(&gw.agent.ctl(&["s3", "key", "list"]));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains(&skid) && l.contains("cli") && l.contains("read ")),
+        "{listed}"
+    );
+    let reader = |args: &[&str]| aws_as(&skid, &ssec, args);
+    let out = reader(&["s3", "ls"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let buckets = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        buckets.contains("cli") && !buckets.contains("other"),
+        "{buckets}"
+    );
+    let got = work.path().join("scoped.txt");
+    let out = reader(&["s3", "cp", "s3://cli/tree/d/2.txt", got.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(std::fs::read(&got).unwrap(), b"2");
+    for denied in [
+        vec!["s3", "cp", got.to_str().unwrap(), "s3://cli/new.txt"],
+        vec!["s3", "rm", "s3://cli/tree/d/2.txt"],
+        vec!["s3", "ls", "s3://other"],
+        vec!["s3", "mb", "s3://third"],
+    ] {
+        let out = reader(&denied);
+        assert!(
+            !out.status.success() && output_text(&out).contains("AccessDenied"),
+            "{denied:?} with a read-only key for cli: {}",
+            output_text(&out)
+        );
+    }
+    ok(&gw.agent.ctl(&["s3", "key", "revoke", &skid]));
+    aws(&["s3", "rb", "s3://other"]);
     aws(&["s3", "rm", "--recursive", "s3://cli"]);
     aws(&["s3", "rb", "s3://cli"]);
     eprintln!("aws-cli: 20 MiB multipart cp up in {up:?} (mb included)");

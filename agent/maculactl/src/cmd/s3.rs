@@ -26,6 +26,12 @@ pub enum KeyCommand {
         /// A name for the key (who or what uses it).
         #[arg(long)]
         name: String,
+        /// Only this bucket (it lists only this one); default: every bucket.
+        #[arg(long)]
+        bucket: Option<String>,
+        /// Only reads: list, head, get.
+        #[arg(long)]
+        read_only: bool,
     },
     /// Revoke an access key on every gateway of the realm (root or `macula` group).
     Revoke {
@@ -87,18 +93,34 @@ pub async fn run(conn: &zbus::Connection, cmd: S3Command) -> Result<(), CliError
             if json {
                 let v: Vec<_> = keys
                     .iter()
-                    .map(|(id, name, ms)| serde_json::json!({"id": id, "name": name, "created_ms": ms}))
+                    .map(|(id, name, ms, bucket, read_only)| {
+                        serde_json::json!({"id": id, "name": name, "created_ms": ms,
+                            "bucket": (!bucket.is_empty()).then_some(bucket),
+                            "read_only": read_only})
+                    })
                     .collect();
                 return super::print_json(&v);
             }
-            println!("{:<22} NAME", "KEY ID");
-            for (id, name, _) in keys {
-                println!("{id:<22} {name}");
+            println!("{:<22} {:<24} {:<10} NAME", "KEY ID", "BUCKET", "ACCESS");
+            for (id, name, _, bucket, read_only) in keys {
+                let bucket = if bucket.is_empty() {
+                    "(every)"
+                } else {
+                    &bucket
+                };
+                let access = if read_only { "read" } else { "read-write" };
+                println!("{id:<22} {bucket:<24} {access:<10} {name}");
             }
             Ok(())
         }
-        S3Command::Key(KeyCommand::Create { name }) => {
-            let (id, secret) = proxy.create_key(&name).await?;
+        S3Command::Key(KeyCommand::Create {
+            name,
+            bucket,
+            read_only,
+        }) => {
+            let (id, secret) = proxy
+                .create_key(&name, bucket.as_deref().unwrap_or(""), read_only)
+                .await?;
             println!("AWS_ACCESS_KEY_ID={id}");
             println!("AWS_SECRET_ACCESS_KEY={secret}");
             Ok(())
