@@ -43,13 +43,14 @@ unit: build
 # Whole-system tests: image build, QEMU boots, RAUC A/B OTA, kernel WireGuard between guests
 # configured by the agent, the aarch64 code paths under qemu-user, the Raspberry Pi cards.
 test: deps lint unit test-qemu-x86_64 test-net-qemu-x86_64 test-qemu-aarch64 test-aarch64-unit \
-  test-mixed-realm test-rpi
+  test-mixed-realm test-rollout test-rpi
 
 # What `make test` (CI) runs of the images: the x86_64 and aarch64 images with the agent (aarch64:
 # cross-built in the cached chroot), OTA A/B, rollback, flipped-byte and untrusted bundles, data
 # partition growth and the macula-store disk, production console; two x86_64 guests whose agents
 # configure kernel WireGuard (test-net-qemu); the pure crates' tests for aarch64 under qemu-user
-# (test-aarch64-unit); the two test images forming a mixed-arch realm (test-mixed-realm); the Pi 4
+# (test-aarch64-unit); the two test images forming a mixed-arch realm (test-mixed-realm); three
+# x86_64 guests updated by one realm rollout in waves, and a halted one (test-rollout); the Pi 4
 # and Pi 5 cards, the Pi 4's booted in QEMU raspi4b (test-rpi).
 test-qemu-x86_64:
 	$(MAKE) --no-print-directory test-qemu ARCH=x86_64

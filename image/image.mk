@@ -43,7 +43,7 @@ else
 $(error AGENT must be yes or no, not '$(AGENT)')
 endif
 
-.PHONY: image bundle qemu test-qemu test-wireguard test-mixed-realm test-aarch64-unit bench-boot image-deps image-keys \
+.PHONY: image bundle qemu test-qemu test-wireguard test-mixed-realm test-rollout test-aarch64-unit bench-boot image-deps image-keys \
 	image-agent check-buildroot
 
 image-deps:
@@ -106,6 +106,13 @@ bench-boot: CONSOLE_SHELL = 1
 bench-boot: image
 	$(IMAGE_PY) tests/qemu/test_image.py --arch x86_64 --image-dir $(IMAGE_OUT) --keys $(IMAGE_KEYS) \
 	  --agent-dir $(AGENT_DIR) --work build/bench-boot --boot-rounds $${BOOT_ROUNDS:-5}
+
+# Three x86_64 guests updated by one `maculactl update publish` in waves, and a halted rollout;
+# reuses the image and the bundles of test-qemu ARCH=x86_64 (run before it in `make test`).
+test-rollout:
+	@test -f build/image/x86_64/disk.img || $(MAKE) --no-print-directory image ARCH=x86_64 CONSOLE_SHELL=1
+	@test -f build/test-qemu/x86_64/xfer.img || $(MAKE) --no-print-directory test-qemu ARCH=x86_64
+	$(IMAGE_PY) tests/qemu/test_rollout.py
 
 test-aarch64-unit: deps
 	image/cross-aarch64.sh test

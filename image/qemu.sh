@@ -2,12 +2,13 @@
 # Boot a Macula OS disk image under QEMU (TCG) on the serial console (stdio). The one place the
 # QEMU command line lives: `make qemu` and the tests in tests/qemu/ both use it.
 #   image/qemu.sh --arch x86_64|aarch64 --disk DISK.img [--vars OVMF_VARS.fd] [--extra-disk IMG]...
-#                 [--rw-disk IMG]... [--reboot] [--socket-net listen|connect:HOST:PORT --mac MAC]
+#                 [--rw-disk IMG]... [--reboot] [--socket-net listen|connect|mcast:HOST:PORT --mac MAC]
 # --extra-disk attaches a read-only virtio disk, --rw-disk a writable one (e.g. a USB-like store).
 # x86_64: q35 + OVMF (NVRAM in --vars; created from the OVMF template when missing) -> GRUB.
 # aarch64: virt + U-Boot (qemu_arm64) -> boot.scr. Without --reboot a guest reboot ends QEMU.
 # --socket-net adds a second NIC (eth1) on a QEMU socket link to another guest (one listens, the
-# other connects); give each guest its own --mac.
+# other connects), or with mcast:GROUP:PORT to every guest on that multicast group (a LAN over the
+# host's loopback); give each guest its own --mac.
 # Leave the console with Ctrl-A X.
 set -eu
 ARCH= DISK= VARS= EXTRA= REBOOT=-no-reboot SOCKNET= MAC=52:54:00:12:34:57
@@ -27,10 +28,11 @@ done
 die() { echo "qemu.sh: ERROR: $*" >&2; exit 1; }
 if [ -n "$SOCKNET" ]; then
   case "$SOCKNET" in
-    listen:*|connect:*) ;;
-    *) die "--socket-net wants listen:HOST:PORT or connect:HOST:PORT, not '$SOCKNET'";;
+    listen:*|connect:*) LOCAL=;;
+    mcast:*) LOCAL=,localaddr=127.0.0.1;;
+    *) die "--socket-net wants listen:HOST:PORT, connect:HOST:PORT or mcast:GROUP:PORT, not '$SOCKNET'";;
   esac
-  EXTRA="$EXTRA -netdev socket,id=n1,${SOCKNET%%:*}=${SOCKNET#*:} -device virtio-net-pci,netdev=n1,romfile=,mac=$MAC"
+  EXTRA="$EXTRA -netdev socket,id=n1,${SOCKNET%%:*}=${SOCKNET#*:}$LOCAL -device virtio-net-pci,netdev=n1,romfile=,mac=$MAC"
 fi
 [ -f "${DISK:-}" ] || die "disk image '${DISK:-}' not found; run make image ARCH=${ARCH:-x86_64}"
 COMMON="-m 512 -smp 1 -nodefaults -display none -serial mon:stdio $REBOOT

@@ -37,6 +37,10 @@ pub const TOPIC: &str = "macula/rollout";
 pub const SYNC_PROCEDURE: &str = "update.rollout.sync";
 /// Longest wait for a catch-up answer.
 pub const SYNC_DEADLINE: Duration = Duration::from_secs(10);
+/// While records still move ([`RolloutBook::in_progress`]), each node pulls every record from
+/// every alive member this often, so a publication lost (a member that just rebooted and is not
+/// in the topic's tree yet) is found.
+pub const RESYNC: Duration = Duration::from_secs(10);
 /// Largest catch-up answer accepted (a rollout and one report per node).
 pub const MAX_SYNC: usize = 16 * 1024 * 1024;
 
@@ -517,6 +521,21 @@ impl RolloutBook {
         }
     }
 
+    /// Whether records still move at `now` ([`RESYNC`] applies): a wave is open, or a node is
+    /// between fetching and its verdict (its outcome after a reboot is still to come, also once
+    /// the rollout halted or finished).
+    pub fn in_progress(&self, now: u64) -> bool {
+        self.current.as_ref().is_some_and(|(_, r)| {
+            matches!(self.phase(r, now), Phase::Wave { .. })
+                || self.reports.values().any(|(_, rep)| {
+                    matches!(
+                        rep.step,
+                        Step::Fetching | Step::Installing | Step::Rebooting { .. }
+                    )
+                })
+        })
+    }
+
     /// This node's newest report in the current rollout.
     pub fn report_of(&self, node: &NodeId) -> Option<&Report> {
         self.reports.get(node).map(|(_, r)| r)
@@ -846,7 +865,11 @@ mod tests {
             .offer_rollout(s.clone(), |_| Err("not a hub".into()))
             .unwrap_err();
         assert!(e.to_string().contains("not a hub"), "{e}");
+        assert!(!book.in_progress(100));
         assert_eq!(book.offer_rollout(s.clone(), |_| Ok(())), Ok(Offered::New));
+        assert!(book.in_progress(100));
+        // the first wave missed its deadline: halted, records no longer move
+        assert!(!book.in_progress(160));
         assert_eq!(
             book.offer_rollout(s.clone(), |_| Ok(())),
             Ok(Offered::Known)
@@ -865,6 +888,8 @@ mod tests {
             )
         };
         assert_eq!(book.offer_report(rep(&key(1), 2, s.id())), Ok(Offered::New));
+        // halted, but a node is still fetching: its outcome is still to come
+        assert!(book.in_progress(160));
         assert_eq!(
             book.offer_report(rep(&key(1), 1, s.id())),
             Ok(Offered::Known)

@@ -21,9 +21,9 @@ use macula_mesh::node::{MeshNode, PeerState};
 use macula_mesh::rpc::{Handler, RpcError};
 use macula_mesh::transport::unix_now;
 use macula_update::rollout::{
-    self, DEFAULT_WAVE_DEADLINE, MAX_SYNC, Message, NextStep, Offered, Pending, Phase, Report,
-    Rollout, RolloutBook, RolloutId, SYNC_DEADLINE, SYNC_PROCEDURE, SignedReport, SignedRollout,
-    Step, TOPIC,
+    self, DEFAULT_WAVE_DEADLINE, MAX_SYNC, Message, NextStep, Offered, Pending, Phase, RESYNC,
+    Report, Rollout, RolloutBook, RolloutId, SYNC_DEADLINE, SYNC_PROCEDURE, SignedReport,
+    SignedRollout, Step, TOPIC,
 };
 use macula_update::{Rauc, UpdateSection};
 use tokio::sync::broadcast::error::RecvError;
@@ -296,13 +296,14 @@ impl RolloutGlue {
         let mut health = self.inner.health.subscribe();
         loop {
             let wake_at = self.act(&ctx, &node, &storage).await;
+            let resync = self.inner.book.locked().in_progress(unix_now());
             let timer = async {
-                match wake_at {
-                    Some(t) => {
-                        let wait = Duration::from_secs(t.saturating_sub(unix_now()));
-                        tokio::time::sleep(wait).await;
-                    }
-                    None => std::future::pending().await,
+                let wait = wake_at.map(|t| Duration::from_secs(t.saturating_sub(unix_now())));
+                match (wait, resync) {
+                    (Some(w), true) => tokio::time::sleep(w.min(RESYNC)).await,
+                    (Some(w), false) => tokio::time::sleep(w).await,
+                    (None, true) => tokio::time::sleep(RESYNC).await,
+                    (None, false) => std::future::pending().await,
                 }
             };
             let next = ctx.wait(async {
@@ -311,7 +312,7 @@ impl RolloutGlue {
                     c = changes.recv() => Heard::Peer(c),
                     _ = health.changed() => Heard::Wake,
                     () = self.inner.wake.notified() => Heard::Wake,
-                    () = timer => Heard::Wake,
+                    () = timer => Heard::Timer,
                 }
             });
             match next.await {
@@ -342,6 +343,15 @@ impl RolloutGlue {
                 }
                 Some(Heard::Peer(Err(RecvError::Closed))) => return Ok(()),
                 Some(Heard::Wake) => {}
+                Some(Heard::Timer) => {
+                    if self.inner.book.locked().in_progress(unix_now()) {
+                        for p in node.peers() {
+                            if p.state == PeerState::Alive {
+                                self.catch_up(&node, p.id);
+                            }
+                        }
+                    }
+                }
             }
         }
     }
@@ -711,7 +721,10 @@ impl RolloutGlue {
 enum Heard {
     Record(Option<macula_mesh::pubsub::Publication>),
     Peer(Result<macula_mesh::node::PeerChanged, RecvError>),
+    /// Something of this node changed (health verdict, own publication).
     Wake,
+    /// A wave deadline or the resync interval.
+    Timer,
 }
 
 fn error_text(e: &Error) -> String {
