@@ -788,18 +788,25 @@ impl MeshGlue {
         self.state_dir.join(JOIN_CODE_FILE)
     }
 
-    /// On a node holding the realm key: answers join-code requests from its invite store; an
-    /// invite is recorded as used on disk before the certificate is sent.
+    /// Answers join-code requests from the invite store, with the realm key read at each
+    /// request (a key copied in after the start works at once; without one the asker is told
+    /// so); an invite is recorded as used on disk before the certificate is sent.
     fn serve_joins(&self, node: &Arc<MeshNode>) {
-        let Ok(realm) = self.realm_key() else {
-            return;
-        };
+        let me = self.clone();
         let (path, lock, issuer) = (
             invites_path(&self.state_dir),
             self.invites.clone(),
             self.key.node_id(),
         );
         node.serve_joins(Arc::new(move |from, req| {
+            let realm = match me.realm_key() {
+                Ok(realm) => realm,
+                Err(e) => {
+                    return JoinReply::Refused(Refusal::Unavailable(format!(
+                        "this node issues no join codes now: {e}"
+                    )));
+                }
+            };
             let _held = lock.locked();
             let mut invites = match load_invites(&path) {
                 Ok(i) => i,
