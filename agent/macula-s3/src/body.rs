@@ -1,5 +1,6 @@
 //! Everything a PUT body is checked against as it streams through: the signed payload hash
-//! (`x-amz-content-sha256`), an `x-amz-checksum-*` header, `Content-MD5`; and its MD5 (the ETag).
+//! (`x-amz-content-sha256`), an `x-amz-checksum-*` header or the same checksum sent as an
+//! aws-chunked trailer (announced by `x-amz-trailer`), `Content-MD5`; and its MD5 (the ETag).
 
 use ring::digest;
 
@@ -12,35 +13,93 @@ pub struct BodyCheck {
     md5: BodyMd5,
     sha: Option<(digest::Context, [u8; 32])>,
     checksum: Option<Checksum>,
+    /// The checksum announced by `x-amz-trailer`, its value known once the trailer is read.
+    trailer: Option<Checksum>,
+    trailer_seen: bool,
     content_md5: Option<String>,
 }
 
 impl BodyCheck {
     /// From the request's headers (lower-case names) and its verified SigV4 payload mode.
     pub fn new(headers: &[(String, String)], payload: &Payload) -> Result<Self, S3Error> {
+        use crate::chunked::{
+            SIGNED_STREAMING, SIGNED_STREAMING_TRAILER, UNSIGNED_STREAMING_TRAILER,
+        };
+        let mut trailers_allowed = false;
         let sha = match payload {
             Payload::Sha256(h) => Some((digest::Context::new(&digest::SHA256), *h)),
-            // Each chunk's signature covers its bytes (`chunked::Decoder`).
+            // Each chunk's signature covers its bytes (`chunked::Decoder`), or nothing does.
             Payload::Unsigned => None,
-            Payload::Streaming(s) if s == crate::chunked::SIGNED_STREAMING => None,
+            Payload::Streaming(s) if s == SIGNED_STREAMING => None,
+            Payload::Streaming(s)
+                if s == SIGNED_STREAMING_TRAILER || s == UNSIGNED_STREAMING_TRAILER =>
+            {
+                trailers_allowed = true;
+                None
+            }
             Payload::Streaming(s) => {
                 return Err(S3Error::new(
                     Code::NotImplemented,
                     format!(
-                        "{s} (aws-chunked with trailers) is not supported yet; use STREAMING-AWS4-HMAC-SHA256-PAYLOAD, a signed payload or UNSIGNED-PAYLOAD"
+                        "{s} is not supported; use STREAMING-AWS4-HMAC-SHA256-PAYLOAD(-TRAILER), STREAMING-UNSIGNED-PAYLOAD-TRAILER, a signed payload or UNSIGNED-PAYLOAD"
                     ),
                 ));
             }
+        };
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let trailer = match header("x-amz-trailer") {
+            None => None,
+            Some(_) if !trailers_allowed => {
+                return Err(S3Error::new(
+                    Code::InvalidRequest,
+                    "x-amz-trailer needs an aws-chunked body with trailers (x-amz-content-sha256 STREAMING-…-TRAILER)",
+                ));
+            }
+            Some(names) if names.contains(',') => {
+                return Err(S3Error::new(
+                    Code::NotImplemented,
+                    "one trailing checksum per request is supported",
+                ));
+            }
+            Some(name) => Some(Checksum::for_trailer(name)?),
         };
         Ok(Self {
             md5: BodyMd5::default(),
             sha,
             checksum: Checksum::from_headers(headers)?,
-            content_md5: headers
-                .iter()
-                .find(|(n, _)| n == "content-md5")
-                .map(|(_, v)| v.clone()),
+            trailer,
+            trailer_seen: false,
+            content_md5: header("content-md5").map(str::to_string),
         })
+    }
+
+    /// The trailing headers of an aws-chunked body (lower-case names), once decoded: the value
+    /// of the checksum `x-amz-trailer` announced. A trailer that was announced and did not come
+    /// is an error; one that was not announced is ignored (as S3 does).
+    pub fn trailers(&mut self, trailers: &[(String, String)]) -> Result<(), S3Error> {
+        let Some(c) = &mut self.trailer else {
+            return Ok(());
+        };
+        let (_, value) = trailers
+            .iter()
+            .find(|(n, _)| n == c.name())
+            .ok_or_else(|| {
+                S3Error::new(
+                    Code::InvalidRequest,
+                    format!(
+                        "the trailer {} announced by x-amz-trailer is missing",
+                        c.name()
+                    ),
+                )
+            })?;
+        c.expect(value)?;
+        self.trailer_seen = true;
+        Ok(())
     }
 
     pub fn update(&mut self, b: &[u8]) {
@@ -49,6 +108,9 @@ impl BodyCheck {
             c.update(b);
         }
         if let Some(c) = &mut self.checksum {
+            c.update(b);
+        }
+        if let Some(c) = &mut self.trailer {
             c.update(b);
         }
     }
@@ -64,6 +126,18 @@ impl BodyCheck {
             }
         }
         if let Some(c) = self.checksum {
+            c.check()?;
+        }
+        if let Some(c) = self.trailer {
+            if !self.trailer_seen {
+                return Err(S3Error::new(
+                    Code::InvalidRequest,
+                    format!(
+                        "the trailer {} announced by x-amz-trailer is missing",
+                        c.name()
+                    ),
+                ));
+            }
             c.check()?;
         }
         let md5 = self.md5.finish();
@@ -129,12 +203,49 @@ mod tests {
         assert_eq!(
             BodyCheck::new(
                 &h,
-                &Payload::Streaming("STREAMING-UNSIGNED-PAYLOAD-TRAILER".into())
+                &Payload::Streaming("STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD".into())
             )
             .err()
             .unwrap()
             .code,
             Code::NotImplemented
         );
+    }
+
+    #[test]
+    fn a_trailing_checksum_is_checked() {
+        let trailer = Payload::Streaming(crate::chunked::UNSIGNED_STREAMING_TRAILER.into());
+        let h = hdr(&[("x-amz-trailer", "x-amz-checksum-crc32")]);
+        // CRC32("hello") = 0x3610a686.
+        let good = [("x-amz-checksum-crc32".to_string(), "NhCmhg==".to_string())];
+        let run = |body: &[u8], trailers: &[(String, String)]| {
+            let mut c = BodyCheck::new(&h, &trailer)?;
+            c.update(body);
+            c.trailers(trailers)?;
+            c.finish()
+        };
+        run(b"hello", &good).unwrap();
+        assert_eq!(run(b"hellp", &good).unwrap_err().code, Code::BadDigest);
+        assert_eq!(run(b"hello", &[]).unwrap_err().code, Code::InvalidRequest);
+        let mut never_told = BodyCheck::new(&h, &trailer).unwrap();
+        never_told.update(b"hello");
+        assert_eq!(never_told.finish().unwrap_err().code, Code::InvalidRequest);
+        // Announced in a mode without trailers; an algorithm not served; two at once.
+        assert_eq!(
+            BodyCheck::new(&h, &Payload::Unsigned).err().unwrap().code,
+            Code::InvalidRequest
+        );
+        for names in [
+            "x-amz-checksum-crc64nvme",
+            "x-amz-checksum-crc32,x-amz-checksum-sha256",
+        ] {
+            assert_eq!(
+                BodyCheck::new(&hdr(&[("x-amz-trailer", names)]), &trailer)
+                    .err()
+                    .unwrap()
+                    .code,
+                Code::NotImplemented
+            );
+        }
     }
 }

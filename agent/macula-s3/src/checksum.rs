@@ -47,32 +47,61 @@ impl Checksum {
             if alg == "algorithm" || alg == "type" || alg == "mode" {
                 continue;
             }
-            let Some(header) = HEADERS.iter().find(|h| *h == n) else {
-                return Err(S3Error::new(
-                    Code::NotImplemented,
-                    format!("checksum {alg} is not supported; use CRC32, CRC32C or SHA256"),
-                ));
-            };
-            let expected = crate::etag::decode_base64(v.trim())
-                .ok_or_else(|| S3Error::new(Code::InvalidRequest, format!("{n} is not base64")))?;
-            let algo = match alg {
-                "crc32" => Algo::Crc {
-                    table: Box::new(table(CRC32_POLY)),
-                    state: !0,
-                },
-                "crc32c" => Algo::Crc {
-                    table: Box::new(table(CRC32C_POLY)),
-                    state: !0,
-                },
-                _ => Algo::Sha256(Box::new(digest::Context::new(&digest::SHA256))),
-            };
-            return Ok(Some(Self {
-                header,
-                expected,
-                algo,
-            }));
+            let mut c = Self::named(n)?;
+            c.expect(v)?;
+            return Ok(Some(c));
         }
         Ok(None)
+    }
+
+    /// The checksum a body's trailer will carry (`x-amz-trailer: x-amz-checksum-crc32`): its
+    /// value is given to `expect` once the trailer has been read.
+    pub fn for_trailer(name: &str) -> Result<Self, S3Error> {
+        Self::named(&name.trim().to_ascii_lowercase())
+    }
+
+    fn named(name: &str) -> Result<Self, S3Error> {
+        let Some(header) = HEADERS.iter().find(|h| **h == name) else {
+            let alg = name.strip_prefix("x-amz-checksum-").unwrap_or(name);
+            return Err(S3Error::new(
+                Code::NotImplemented,
+                format!("checksum {alg} is not supported; use CRC32, CRC32C or SHA256"),
+            ));
+        };
+        let algo = match *header {
+            "x-amz-checksum-crc32" => Algo::Crc {
+                table: Box::new(table(CRC32_POLY)),
+                state: !0,
+            },
+            "x-amz-checksum-crc32c" => Algo::Crc {
+                table: Box::new(table(CRC32C_POLY)),
+                state: !0,
+            },
+            _ => Algo::Sha256(Box::new(digest::Context::new(&digest::SHA256))),
+        };
+        Ok(Self {
+            header,
+            expected: Vec::new(),
+            algo,
+        })
+    }
+
+    /// The value the body must match (base64 of the digest, as in the header or trailer).
+    pub fn expect(&mut self, value: &str) -> Result<(), S3Error> {
+        self.expected = crate::etag::decode_base64(value.trim())
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| {
+                S3Error::new(
+                    Code::InvalidRequest,
+                    format!("{} is not base64", self.header),
+                )
+            })?;
+        Ok(())
+    }
+
+    /// The header or trailer name this checksum comes in.
+    pub fn name(&self) -> &'static str {
+        self.header
     }
 
     pub fn update(&mut self, b: &[u8]) {

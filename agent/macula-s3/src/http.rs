@@ -16,8 +16,11 @@ pub struct Head {
     pub headers: Vec<(String, String)>,
     /// The connection stays open after the response (HTTP/1.1 without `Connection: close`).
     pub keep_alive: bool,
-    /// The body's length (`Content-Length`; 0 without one).
+    /// The body's length (`Content-Length`; 0 without one, and for a chunked body).
     pub content_length: u64,
+    /// `Transfer-Encoding: chunked`: the body's length is known only at its end
+    /// (`chunked::Framing::http`). Servers that read no such bodies refuse it.
+    pub chunked: bool,
     /// `Expect: 100-continue`: send `100 Continue` before reading the body.
     pub expect_continue: bool,
 }
@@ -82,6 +85,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, S3Error> {
         headers,
         keep_alive: http11,
         content_length: 0,
+        chunked: false,
         expect_continue: false,
     };
     if let Some(c) = head.header("connection") {
@@ -92,11 +96,18 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, S3Error> {
             head.keep_alive = true;
         }
     }
-    if head.header("transfer-encoding").is_some() {
-        return Err(S3Error::new(
-            Code::NotImplemented,
-            "Transfer-Encoding is not supported; send Content-Length",
-        ));
+    if let Some(te) = head.header("transfer-encoding") {
+        if !te.eq_ignore_ascii_case("chunked") {
+            return Err(S3Error::new(
+                Code::NotImplemented,
+                "only Transfer-Encoding: chunked is supported",
+            ));
+        }
+        // Both framings at once is how requests are smuggled past proxies (RFC 9112 §6.3).
+        if head.header("content-length").is_some() {
+            return Err(bad("Transfer-Encoding and Content-Length together"));
+        }
+        head.chunked = true;
     }
     let lens: Vec<&str> = head
         .headers
@@ -183,6 +194,10 @@ mod tests {
         assert!(h.keep_alive && h.expect_continue);
         let (h, _) = parse_head(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!h.keep_alive);
+        let (h, _) = parse_head(b"PUT / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(h.chunked && h.content_length == 0);
     }
 
     #[test]
@@ -193,7 +208,8 @@ mod tests {
             b"GET / HTTP/1.1\r\nNoColon\r\n\r\n",
             b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
             b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-            b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
         ] {
             assert!(parse_head(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }

@@ -1,6 +1,6 @@
 //! AWS Signature Version 4 verification (sans-IO): the `Authorization` header form and the
-//! presigned query form, with a signed payload hash, `UNSIGNED-PAYLOAD`, or (recognised and
-//! refused until aws-chunked decoding lands) `STREAMING-AWS4-HMAC-SHA256-PAYLOAD`.
+//! presigned query form, with a signed payload hash, `UNSIGNED-PAYLOAD`, or a `STREAMING-…`
+//! mode (aws-chunked bodies: `chunked`).
 //!
 //! The caller passes the request as received (raw path and query, lower-cased header names) and
 //! the current unix time; nothing here reads a clock or the network. Signatures are compared in
@@ -38,7 +38,7 @@ pub enum Payload {
     Unsigned,
     /// The body's SHA-256, which the gateway must check once it has read the body.
     Sha256([u8; 32]),
-    /// `STREAMING-…` (aws-chunked): not accepted yet.
+    /// `STREAMING-…` (aws-chunked): the modes `chunked::Framing` reads are served, others 501.
     Streaming(String),
 }
 

@@ -333,6 +333,11 @@ async fn connection(mut sock: TcpStream, peer: SocketAddr, page: &Page) {
                 return;
             }
         };
+        if head.chunked {
+            let r = Reply::error(411, "send the body with a Content-Length");
+            let _ = respond(&mut sock, r, false).await;
+            return;
+        }
         if head.content_length > MAX_BODY {
             let r = Reply::error(413, format!("the body is over {MAX_BODY} bytes"));
             let _ = respond(&mut sock, r, false).await;

@@ -382,7 +382,8 @@ async fn connection(mut sock: TcpStream, sources: &Sources) {
                 return;
             }
         };
-        let keep = head.keep_alive && head.content_length == 0;
+        // A body is never read here: the connection closes after the answer when one came.
+        let keep = head.keep_alive && head.content_length == 0 && !head.chunked;
         let (status, body) = match (head.method.as_str(), head.raw_path.as_str()) {
             ("GET", "/metrics") => (200, sources.render().await),
             (_, "/metrics") => (405, "only GET /metrics\n".to_owned()),

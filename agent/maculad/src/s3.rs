@@ -18,7 +18,7 @@ use macula_core::sync::Locked;
 use macula_mesh::node::{MeshNode, PeerState};
 use macula_mesh::rpc::{ErrorCode, Handler, RpcError};
 use macula_s3::body::BodyCheck;
-use macula_s3::chunked::{self, ChunkSigner};
+use macula_s3::chunked::{self, Framing};
 use macula_s3::config::S3Config;
 use macula_s3::etag;
 use macula_s3::http::{self, Head};
@@ -334,10 +334,7 @@ impl S3Glue {
                     return;
                 }
             };
-            let mut body = BodyReader {
-                left: head.content_length,
-                buf: &mut buf,
-            };
+            let mut body = BodyReader::new(&head, &mut buf);
             let keep = match self.request(&head, &mut body, &mut sock).await {
                 Ok(keep) => keep && body.left == 0,
                 Err(_) => return,
@@ -472,7 +469,7 @@ impl S3Glue {
         auth.verify(&signed, secret.as_bytes(), &cfg.region, unix_now())?;
         scope.allows(&route.op, route.bucket.as_deref())?;
         let bauth = BodyAuth {
-            chunks: ChunkSigner::for_request(&auth, secret.as_bytes()),
+            chunks: Framing::for_request(&auth, secret.as_bytes()),
             payload: auth.payload.clone(),
         };
         if self.inner.node.get().is_none() {
@@ -648,14 +645,18 @@ impl S3Glue {
                 .await
                 .map_err(|_| internal("the client went away"))?;
         }
-        let mut out = vec![0u8; head.content_length as usize];
-        let mut at = 0;
+        let mut out = Vec::with_capacity(head.content_length as usize);
+        let mut piece = vec![0u8; CHUNK];
         while body.left > 0 {
-            let n = body
-                .read(sock, &mut out[at..])
-                .await
-                .map_err(|_| S3Error::new(Code::InvalidRequest, "the body ended early"))?;
-            at += n;
+            let n = body.read(sock, &mut piece).await.map_err(body_error)?;
+            // A chunked body's length shows only as it comes.
+            if (out.len() + n) as u64 > SMALL_BODY {
+                return Err(S3Error::new(
+                    Code::EntityTooLarge,
+                    "this request's body may be at most 1 MiB",
+                ));
+            }
+            out.extend_from_slice(&piece[..n]);
         }
         check.update(&out);
         check.finish()?;
@@ -772,7 +773,7 @@ impl S3Glue {
         body: &mut BodyReader<'_>,
         sock: &mut TcpStream,
     ) -> Result<(Part, [u8; 16]), S3Error> {
-        if head.header("content-length").is_none() {
+        if head.header("content-length").is_none() && !head.chunked {
             return Err(S3Error::new(
                 Code::MissingContentLength,
                 "You must provide the Content-Length HTTP header.",
@@ -793,8 +794,11 @@ impl S3Glue {
         let (path, mut file) = self.spool_file()?;
         let _cleanup = RemoveOnDrop(path.clone());
         let mut decoder = bauth.chunks.clone().map(chunked::Decoder::new);
+        // The length the body must have; unknown before the end of a chunked body that is
+        // not aws-chunked.
         let size = match &decoder {
-            None => head.content_length,
+            None if head.chunked => None,
+            None => Some(head.content_length),
             Some(_) => head
                 .header("x-amz-decoded-content-length")
                 .and_then(|v| v.parse().ok())
@@ -803,7 +807,8 @@ impl S3Glue {
                         Code::MissingContentLength,
                         "an aws-chunked body needs x-amz-decoded-content-length",
                     )
-                })?,
+                })
+                .map(Some)?,
         };
         let mut chunk = vec![0u8; CHUNK];
         let mut written = 0u64;
@@ -811,15 +816,18 @@ impl S3Glue {
         let mut write = |b: &[u8], check: &mut BodyCheck| -> Result<(), S3Error> {
             check.update(b);
             written += b.len() as u64;
+            if written > MAX_PUT {
+                return Err(S3Error::new(
+                    Code::EntityTooLarge,
+                    "Your proposed upload exceeds the maximum allowed size (5 GiB per PUT or part).",
+                ));
+            }
             bytes_in.fetch_add(b.len() as u64, Ordering::Relaxed);
             file.write_all(b)
                 .map_err(|e| internal(format!("spool write: {e}")))
         };
         while body.left > 0 {
-            let n = body
-                .read(sock, &mut chunk)
-                .await
-                .map_err(|_| S3Error::new(Code::InvalidRequest, "the body ended early"))?;
+            let n = body.read(sock, &mut chunk).await.map_err(body_error)?;
             let Some(d) = decoder.as_mut() else {
                 write(&chunk[..n], &mut check)?;
                 continue;
@@ -836,8 +844,9 @@ impl S3Glue {
                     "the aws-chunked body ended before its final chunk",
                 ));
             }
+            check.trailers(d.trailers())?;
         }
-        if written != size {
+        if size.is_some_and(|size| written != size) {
             return Err(S3Error::new(
                 Code::IncompleteBody,
                 "You did not provide the number of bytes specified by the Content-Length HTTP header.",
@@ -853,7 +862,7 @@ impl S3Glue {
             .put_spooled(file, label)
             .await
             .map_err(storage_error)?;
-        Ok((Part { cap, size }, md5))
+        Ok((Part { cap, size: written }, md5))
     }
 
     /// Deletes bodies this node stored (in the background; a failure is logged).
@@ -1177,7 +1186,7 @@ impl Drop for RemoveOnDrop {
 /// chunk signer.
 struct BodyAuth {
     payload: Payload,
-    chunks: Option<ChunkSigner>,
+    chunks: Option<Framing>,
 }
 
 enum Heard {
@@ -1185,14 +1194,77 @@ enum Heard {
     Peer(Result<macula_mesh::core::PeerChanged, RecvError>),
 }
 
-/// The body of the current request: bytes already read after the head, then the socket.
+/// The body of the current request: bytes already read after the head, then the socket;
+/// a `Transfer-Encoding: chunked` body decoded on the way.
 struct BodyReader<'a> {
+    /// Bytes of the body still to come: the rest of `Content-Length`, or `u64::MAX` while a
+    /// chunked body has not ended (0 once it has).
     left: u64,
     buf: &'a mut Vec<u8>,
+    /// A chunked body's decoder, the decoded bytes not handed out yet, and whether its final
+    /// chunk was read.
+    chunked: Option<(chunked::Decoder, Vec<u8>, bool)>,
 }
 
-impl BodyReader<'_> {
+impl<'a> BodyReader<'a> {
+    fn new(head: &Head, buf: &'a mut Vec<u8>) -> Self {
+        match head.chunked {
+            true => Self {
+                left: u64::MAX,
+                buf,
+                chunked: Some((chunked::Decoder::new(Framing::http()), Vec::new(), false)),
+            },
+            false => Self {
+                left: head.content_length,
+                buf,
+                chunked: None,
+            },
+        }
+    }
+
+    /// The next bytes of the body (decoded when chunked); never 0 while `left` > 0. A chunked
+    /// body that breaks its framing is an `InvalidData` error naming what is wrong.
     async fn read(&mut self, sock: &mut TcpStream, out: &mut [u8]) -> std::io::Result<usize> {
+        let mut raw = Vec::new();
+        loop {
+            let Some((_, pending, ended)) = self.chunked.as_mut() else {
+                return self.read_raw(sock, out).await;
+            };
+            if !pending.is_empty() || *ended {
+                let n = out.len().min(pending.len());
+                out[..n].copy_from_slice(&pending[..n]);
+                pending.drain(..n);
+                if pending.is_empty() && *ended {
+                    self.left = 0;
+                }
+                return Ok(n);
+            }
+            raw.resize(out.len().max(4096), 0);
+            let n = self.read_raw(sock, &mut raw).await?;
+            let Some((decoder, pending, ended)) = self.chunked.as_mut() else {
+                return Ok(0);
+            };
+            decoder.input(&raw[..n]);
+            loop {
+                match decoder.next_step() {
+                    Ok(chunked::Step::Data(b)) => pending.extend_from_slice(&b),
+                    Ok(chunked::Step::NeedMore) => break,
+                    Ok(chunked::Step::Done) => {
+                        *ended = true;
+                        break;
+                    }
+                    Err(e) => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("Transfer-Encoding chunked: {}", e.message),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn read_raw(&mut self, sock: &mut TcpStream, out: &mut [u8]) -> std::io::Result<usize> {
         let want = out
             .len()
             .min(usize::try_from(self.left).unwrap_or(usize::MAX));
@@ -1208,8 +1280,18 @@ impl BodyReader<'_> {
             }
             n
         };
-        self.left -= n as u64;
+        if self.chunked.is_none() {
+            self.left -= n as u64;
+        }
         Ok(n)
+    }
+}
+
+/// A body that could not be read: its framing broken (named), or the client gone.
+fn body_error(e: std::io::Error) -> S3Error {
+    match e.kind() {
+        std::io::ErrorKind::InvalidData => S3Error::new(Code::InvalidRequest, e.to_string()),
+        _ => S3Error::new(Code::IncompleteBody, "the body ended early"),
     }
 }
 

@@ -64,6 +64,107 @@ if phase == "revoked":
     print("revoked key refused by both gateways")
     sys.exit(0)
 
+if phase == "tls":
+    # Over HTTPS (a TLS-terminating proxy in front of the gateway, as a site would run one),
+    # boto3 sends PutObject and UploadPart as STREAMING-UNSIGNED-PAYLOAD-TRAILER: aws-chunked
+    # inside Transfer-Encoding: chunked, the CRC32 in a trailer. A byte changed in transit
+    # (by the proxy) must be caught by that checksum.
+    import http.client, socket, ssl, subprocess, tempfile, threading, urllib.parse
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    d = tempfile.mkdtemp()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", d + "/k.pem", "-out", d + "/c.pem"], check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(d + "/c.pem", d + "/k.pem")
+    lsock = socket.create_server(("127.0.0.1", 0))
+    up = urllib.parse.urlparse(ep)
+    seen = {"trailer": 0, "tamper": False, "flipped": 0}
+
+    def pump(src, dst, edit):
+        try:
+            while True:
+                b = src.recv(65536)
+                if not b:
+                    break
+                dst.sendall(edit(b))
+        except OSError:
+            pass
+        finally:
+            for x in (src, dst):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def upstream(b):
+        if b"STREAMING-UNSIGNED-PAYLOAD-TRAILER" in b:
+            seen["trailer"] += 1
+        if seen["tamper"] and b"macula-" in b:
+            seen["tamper"] = False
+            seen["flipped"] += 1
+            return b.replace(b"macula-", b"mecula-", 1)
+        return b
+
+    def serve():
+        while True:
+            c, _ = lsock.accept()
+            try:
+                c = ctx.wrap_socket(c, server_side=True)
+            except (ssl.SSLError, OSError):
+                continue
+            u = socket.create_connection((up.hostname, up.port))
+            threading.Thread(target=pump, args=(c, u, upstream), daemon=True).start()
+            threading.Thread(target=pump, args=(u, c, lambda b: b), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    t3 = boto3.client("s3", endpoint_url="https://127.0.0.1:%d" % lsock.getsockname()[1],
+                      aws_access_key_id=kid, aws_secret_access_key=sec, region_name="macula",
+                      config=cfg, verify=d + "/c.pem")
+    t3.create_bucket(Bucket="sealed")
+    body = b"macula-" * 300000  # 2.1 MB
+    r = t3.put_object(Bucket="sealed", Key="t.bin", Body=body)
+    assert seen["trailer"] >= 1, "boto3 sent no aws-chunked body with a trailer"
+    assert r["ETag"] == '"%s"' % hashlib.md5(body).hexdigest(), r
+    assert t3.get_object(Bucket="sealed", Key="t.bin")["Body"].read() == body
+    uid = t3.create_multipart_upload(Bucket="sealed", Key="mp.bin")["UploadId"]
+    tag = t3.upload_part(Bucket="sealed", Key="mp.bin", UploadId=uid, PartNumber=1, Body=body)["ETag"]
+    t3.complete_multipart_upload(Bucket="sealed", Key="mp.bin", UploadId=uid,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": tag}]})
+    assert t3.get_object(Bucket="sealed", Key="mp.bin")["Body"].read() == body
+    assert seen["trailer"] >= 2, seen
+    seen["tamper"] = True
+    assert code(lambda: t3.put_object(Bucket="sealed", Key="t.bin", Body=b"macula-" * 1000)) == "BadDigest"
+    assert seen["flipped"] == 1, seen
+    assert t3.get_object(Bucket="sealed", Key="t.bin")["Body"].read() == body
+
+    # Plain HTTP, Transfer-Encoding: chunked without aws-chunked (the signed payload hash
+    # checked after the chunks are joined), as clients streaming a body of unknown length send.
+    def chunked_put(key, data, signed_as):
+        req = AWSRequest(method="PUT", url="%s/sealed/%s" % (ep, key), data=signed_as)
+        S3SigV4Auth(Credentials(kid, sec), "s3", "macula").add_auth(req)
+        conn = http.client.HTTPConnection(up.hostname, up.port, timeout=30)
+        headers = {k: v for k, v in req.headers.items() if k.lower() != "content-length"}
+        conn.request("PUT", "/sealed/" + key, body=iter([data[i:i + 70000] for i in range(0, len(data), 70000)]),
+                     headers=headers, encode_chunked=True)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+
+    status, text = chunked_put("te.bin", body, body)
+    assert status == 200, text
+    assert t3.get_object(Bucket="sealed", Key="te.bin")["Body"].read() == body
+    status, text = chunked_put("te.bin", b"other" * 100, b"signed something else")
+    assert status == 400 and b"XAmzContentSHA256Mismatch" in text, (status, text)
+    assert t3.get_object(Bucket="sealed", Key="te.bin")["Body"].read() == body
+    for k in ["t.bin", "mp.bin", "te.bin"]:
+        t3.delete_object(Bucket="sealed", Key=k)
+    t3.delete_bucket(Bucket="sealed")
+    print("TLS: boto3 PutObject and UploadPart with a CRC32 trailer, a changed byte caught (BadDigest); "
+          "Transfer-Encoding chunked over HTTP")
+    sys.exit(0)
+
 s3.create_bucket(Bucket="photos")
 assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["photos"]
 s3.head_bucket(Bucket="photos")

@@ -113,6 +113,7 @@ fn boto3_against_a_realm() {
         eprintln!("{}", String::from_utf8_lossy(&out.stdout));
     };
     run("main", gw);
+    run("tls", gw);
     let st = macula_testkit::check::json(gw.agent.ctl(&["s3", "status", "--json"]));
     assert_eq!(st["serving"], true, "{st}");
     assert!(st["requests"].as_u64().unwrap() > 50, "{st}");
