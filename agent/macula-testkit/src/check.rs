@@ -89,3 +89,11 @@ pub fn free_udp_port() -> u16 {
         .expect("bind an ephemeral UDP port")
         .port()
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind an ephemeral TCP port")
+        .port()
+}

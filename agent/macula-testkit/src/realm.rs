@@ -381,6 +381,16 @@ impl<'a> AgentRealm<'a> {
 }
 
 impl RealmNode {
+    /// How many shard files this node's store holds (`<state>/shards/shards/<xx>/…`).
+    pub fn shard_count(&self) -> usize {
+        let dir = self.agent.state_dir().join("shards").join("shards");
+        std::fs::read_dir(dir).map_or(0, |d| {
+            d.flatten()
+                .map(|s| std::fs::read_dir(s.path()).map_or(0, |f| f.count()))
+                .sum()
+        })
+    }
+
     /// A `maculad` named `name` with `config` as its `agent.toml`, on a private bus of its own.
     pub fn spawn(name: &str, config: String) -> Self {
         Self::spawn_in(name, config, None)

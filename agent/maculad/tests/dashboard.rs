@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use macula_testkit::check::{free_udp_port, ok, output_text, wait_until};
+use macula_testkit::check::{free_tcp_port, free_udp_port, ok, output_text, wait_until};
 use macula_testkit::config::AgentConfig;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -63,22 +63,6 @@ fn cdp_python() -> PathBuf {
         );
     }
     python
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn shard_files(n: &RealmNode) -> usize {
-    let dir = n.agent.state_dir().join("shards").join("shards");
-    std::fs::read_dir(dir).map_or(0, |d| {
-        d.flatten()
-            .map(|s| std::fs::read_dir(s.path()).map_or(0, |f| f.count()))
-            .sum()
-    })
 }
 
 #[test]
@@ -140,7 +124,9 @@ fn dashboard_in_headless_chromium() {
         ok(&hub.agent.ctl(&["put", file.to_str().unwrap()]));
     }
     // The edge holding the most shards goes away: the hub shares segments with it.
-    let victim = (1..4).max_by_key(|&i| shard_files(&nodes[i])).unwrap();
+    let victim = (1..4)
+        .max_by_key(|&i| RealmNode::shard_count(&nodes[i]))
+        .unwrap();
     let token = ok(&hub.agent.ctl(&["dashboard", "token"]))
         .trim()
         .to_owned();

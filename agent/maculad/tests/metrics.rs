@@ -8,15 +8,8 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use macula_testkit::check::{file_of, ok, wait_until};
+use macula_testkit::check::{file_of, free_tcp_port, ok, wait_until};
 use macula_testkit::realm::AgentRealm;
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("bind an ephemeral TCP port")
-        .port()
-}
 
 /// One HTTP/1.1 request; (status, Content-Type, body).
 fn http_get(port: u16, method: &str, path: &str) -> (u16, String, String) {

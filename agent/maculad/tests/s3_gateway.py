@@ -64,6 +64,47 @@ if phase == "revoked":
     print("revoked key refused by both gateways")
     sys.exit(0)
 
+if phase == "reader":
+    # GETs every object of bucket `tree` over and over until STOP exists, each compared with the
+    # file it was synced from (TREE/key): errors are allowed while nodes die, wrong bytes never.
+    import json
+    r3 = boto3.client("s3", endpoint_url=ep, aws_access_key_id=kid, aws_secret_access_key=sec,
+                      region_name="macula",
+                      config=cfg.merge(Config(read_timeout=20, connect_timeout=5)))
+    tree, stop = os.environ["TREE"], os.environ["STOP"]
+    got, errors, corrupt, why = 0, 0, [], {}
+
+    def failed(e):
+        global errors
+        errors += 1
+        name = e.response["Error"]["Code"] if isinstance(e, ClientError) else type(e).__name__
+        why[name] = why.get(name, 0) + 1
+
+    while not os.path.exists(stop):
+        try:
+            keys = [o["Key"] for o in r3.list_objects_v2(Bucket="tree").get("Contents", [])]
+        except Exception as e:
+            failed(e)
+            time.sleep(0.2)
+            continue
+        if not keys:
+            time.sleep(0.1)
+        for k in keys:
+            if os.path.exists(stop):
+                break
+            try:
+                data = r3.get_object(Bucket="tree", Key=k)["Body"].read()
+            except Exception as e:
+                failed(e)
+                continue
+            with open(os.path.join(tree, k), "rb") as f:
+                if data == f.read():
+                    got += 1
+                else:
+                    corrupt.append(k)
+    print(json.dumps({"got": got, "errors": errors, "corrupt": corrupt, "why": why}))
+    sys.exit(0)
+
 if phase == "tls":
     # Over HTTPS (a TLS-terminating proxy in front of the gateway, as a site would run one),
     # boto3 sends PutObject and UploadPart as STREAMING-UNSIGNED-PAYLOAD-TRAILER: aws-chunked

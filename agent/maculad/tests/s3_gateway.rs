@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use macula_testkit::check::{ok, output_text, wait_until};
+use macula_testkit::check::{free_tcp_port, ok, output_text, wait_until};
 use macula_testkit::realm::{AgentRealm, RealmNode};
 
 /// A venv with boto3 under the target dir (made once; pip needs PyPI the first time).
@@ -42,22 +42,6 @@ fn boto3_python() -> PathBuf {
         );
     }
     python
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn shard_files(n: &RealmNode) -> usize {
-    let dir = n.agent.state_dir().join("shards").join("shards");
-    std::fs::read_dir(dir).map_or(0, |d| {
-        d.flatten()
-            .map(|s| std::fs::read_dir(s.path()).map_or(0, |f| f.count()))
-            .sum()
-    })
 }
 
 #[test]
@@ -135,7 +119,7 @@ fn boto3_against_a_realm() {
         "{listed}"
     );
     wait_until("every object's shards are deleted", 20, || {
-        nodes.iter().map(shard_files).sum::<usize>() == 0
+        nodes.iter().map(RealmNode::shard_count).sum::<usize>() == 0
     });
     // aws-cli: cp up (a 20 MiB file goes multipart: 8 MiB parts) and down, ls, sync, presign.
     let work = tempfile::tempdir().unwrap();
@@ -276,7 +260,7 @@ fn boto3_against_a_realm() {
     aws(&["s3", "rb", "s3://cli"]);
     eprintln!("aws-cli: 20 MiB multipart cp up in {up:?} (mb included)");
     wait_until("aws-cli's objects' shards are deleted", 20, || {
-        nodes.iter().map(shard_files).sum::<usize>() == 0
+        nodes.iter().map(RealmNode::shard_count).sum::<usize>() == 0
     });
     run("seed", gw);
     // The second gateway comes back and catches up from its peers.
@@ -305,6 +289,140 @@ fn boto3_against_a_realm() {
             n.name
         );
     }
+}
+
+/// Two of five storage nodes — m of the automatic 2 + 2 — killed (-9) in the middle of an
+/// `aws s3 sync`: a reader GETting, again and again, every object already there never gets
+/// wrong bytes (errors are allowed while membership catches up); the sync, run again as a user
+/// would when it reports failures, completes; the whole tree syncs back byte-identical.
+#[test]
+fn a_sync_survives_m_nodes_killed_midway() {
+    let python = boto3_python();
+    let port = free_tcp_port();
+    let mut nodes = AgentRealm::new(5)
+        .auto_coding()
+        .storage_extra(|i| match i {
+            0 => format!("[s3]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n"),
+            _ => String::new(),
+        })
+        .start();
+    let gw = &nodes[0];
+    let created = ok(&gw.agent.ctl(&["s3", "key", "create", "--name", "sync"]));
+    let field = |name: &str| {
+        created
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {created}"))
+            .to_string()
+    };
+    let (kid, secret) = (field("AWS_ACCESS_KEY_ID="), field("AWS_SECRET_ACCESS_KEY="));
+    wait_until("the gateway listens", 20, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(tree.join("small")).unwrap();
+    std::fs::create_dir_all(tree.join("large")).unwrap();
+    let mut seed = [0u8; 8];
+    for i in 0..40 {
+        let mut b = vec![0u8; 1024 + i * 1597];
+        seed[0] = i as u8;
+        pseudo_random(&mut b);
+        b[..8].copy_from_slice(&seed);
+        std::fs::write(tree.join("small").join(format!("{i}.bin")), b).unwrap();
+    }
+    for (i, mib) in [3usize, 3, 3, 12].into_iter().enumerate() {
+        let mut b = vec![0u8; mib << 20];
+        pseudo_random(&mut b);
+        b[..8].copy_from_slice(&[0xee, i as u8, 0, 0, 0, 0, 0, 0]);
+        std::fs::write(tree.join("large").join(format!("{i}.bin")), b).unwrap();
+    }
+    let aws = |args: &[&str]| {
+        let mut c = Command::new(python.with_file_name("aws"));
+        c.args(["--endpoint-url", &format!("http://127.0.0.1:{port}")])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", &kid)
+            .env("AWS_SECRET_ACCESS_KEY", &secret)
+            .env("AWS_DEFAULT_REGION", "macula")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+        c
+    };
+    let out = aws(&["s3", "mb", "s3://tree"]).output().unwrap();
+    assert!(out.status.success(), "mb: {}", output_text(&out));
+    let stop = work.path().join("stop");
+    let reader = Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3_gateway.py"))
+        .arg("reader")
+        .env("EP", format!("http://127.0.0.1:{port}"))
+        .env("KID", &kid)
+        .env("SEC", &secret)
+        .env("TREE", &tree)
+        .env("STOP", &stop)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the reader");
+    let sync = || aws(&["s3", "sync", tree.to_str().unwrap(), "s3://tree"]);
+    let first = sync()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("aws s3 sync");
+    let objects = || {
+        macula_testkit::check::json(gw.agent.ctl(&["s3", "status", "--json"]))["objects"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    wait_until("the sync has stored a few objects", 60, || objects() >= 8);
+    let at_kill = objects();
+    let killed = std::time::Instant::now();
+    nodes[3].agent.kill();
+    nodes[4].agent.kill();
+    let gw = &nodes[0];
+    let first = first.wait_with_output().expect("aws s3 sync");
+    let mut attempts = vec![first.status.success()];
+    while !attempts.last().unwrap() {
+        assert!(
+            attempts.len() < 5,
+            "the sync still fails after {} attempts:\n{}\n--- gateway log ---\n{}",
+            attempts.len(),
+            output_text(&first),
+            gw.agent.log()
+        );
+        let again = sync().output().unwrap();
+        attempts.push(again.status.success());
+    }
+    let whole_after = killed.elapsed();
+    let back = work.path().join("back");
+    let out = aws(&["s3", "sync", "s3://tree", back.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sync down: {}", output_text(&out));
+    for dir in ["small", "large"] {
+        for f in std::fs::read_dir(tree.join(dir)).unwrap().flatten() {
+            let got = std::fs::read(back.join(dir).join(f.file_name()))
+                .unwrap_or_else(|e| panic!("{dir}/{:?} not synced back: {e}", f.file_name()));
+            assert!(
+                got == std::fs::read(f.path()).unwrap(),
+                "{dir}/{:?} differs",
+                f.file_name()
+            );
+        }
+    }
+    std::fs::write(&stop, b"").unwrap();
+    let read = reader.wait_with_output().expect("the reader");
+    assert!(read.status.success(), "reader: {}", output_text(&read));
+    let summary = macula_testkit::check::json(read);
+    assert_eq!(summary["corrupt"], serde_json::json!([]), "{summary}");
+    assert!(summary["got"].as_u64().unwrap() > 0, "{summary}");
+    eprintln!(
+        "m nodes killed with {at_kill} of 44 objects stored: sync attempts {attempts:?}, whole \
+         {:.1} s after the kill; reader: {summary}",
+        whole_after.as_secs_f64()
+    );
 }
 
 /// restic (Debian; minio-go inside: GetBucketLocation, MakeBucket with a location body, and
