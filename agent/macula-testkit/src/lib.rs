@@ -7,6 +7,8 @@
 //! - [`realm::Realm`]: one realm builder — certificates, in-process mesh nodes, realms of real
 //!   `maculad` processes ([`realm::AgentRealm`]).
 //! - [`netns::Topology`]: network namespaces and veth links, removed on drop.
+//! - [`fuzz::replay`]: the fuzz smoke — a cargo-fuzz target's corpus and mutations of it;
+//!   [`fuzz::seed`]: binary seeds checked against (or written from) the real encoders.
 //!
 //! Binaries are taken from the cargo target dir (`cargo build --bins` first) or `MACULA_BIN_DIR`.
 
@@ -14,6 +16,7 @@ pub mod agent;
 pub mod check;
 pub mod config;
 pub mod dbus;
+pub mod fuzz;
 pub mod netns;
 pub mod rauc;
 pub mod realm;
