@@ -13,6 +13,7 @@
 //!   `x-amz-checksum-*`, `Content-MD5`).
 //! - [`config`]: the `[s3]` section.
 //! - [`etag`], [`xml`], [`error`]: ETags and `Content-MD5`, XML bodies, S3 error codes.
+//! - [`fuzzing`]: the fuzz targets' bodies (docs/fuzzing.md).
 
 pub mod body;
 pub mod checksum;
@@ -20,6 +21,7 @@ pub mod chunked;
 pub mod config;
 pub mod error;
 pub mod etag;
+pub mod fuzzing;
 pub mod http;
 pub mod index;
 pub mod multipart;

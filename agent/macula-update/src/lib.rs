@@ -9,7 +9,9 @@
 //!   the wave order, when a wave opens, when the rollout halts, what each node does next, and the
 //!   pacing of a bundle fetch.
 //! - [`UpdateSection`]: the `[update]` section of `agent.toml`.
+//! - [`fuzzing`]: the fuzz targets' bodies (docs/fuzzing.md).
 
+pub mod fuzzing;
 pub mod health;
 pub mod rauc;
 pub mod rollout;

@@ -201,7 +201,7 @@ impl Rollout {
         out
     }
 
-    fn check(&self) -> Result<(), RolloutError> {
+    pub(crate) fn check(&self) -> Result<(), RolloutError> {
         if self.version.is_empty() || self.version.len() > MAX_TEXT {
             return Err(RolloutError::Invalid(
                 "the bundle version must be 1 to 256 bytes".into(),

@@ -1,12 +1,14 @@
 //! The hub dashboard's pure parts (`docs/dashboard.md`): the `[dashboard]` section, the login
 //! token and sessions (`auth`), admin action bodies (`action`), and the page's assets, built into
 //! the binary (`assets`). No I/O: `maculad/src/dashboard.rs` serves them over the agent's HTTP
-//! head reader and fills the page from the same backends as D-Bus.
+//! head reader and fills the page from the same backends as D-Bus. [`fuzzing`]: the fuzz targets'
+//! bodies (docs/fuzzing.md).
 
 pub mod action;
 pub mod assets;
 pub mod auth;
 pub mod config;
+pub mod fuzzing;
 
 use std::time::Duration;
 

@@ -1,0 +1,6 @@
+#![no_main]
+//! See `macula_s3::fuzzing::index_records`.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| macula_s3::fuzzing::index_records(data));
