@@ -6,6 +6,7 @@ pub mod config;
 pub mod cpu;
 pub mod domains;
 pub mod fsutil;
+pub mod fuzzing;
 pub mod identity;
 pub mod metrics;
 pub mod sync;

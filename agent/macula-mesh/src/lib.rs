@@ -12,6 +12,7 @@ pub mod config;
 pub mod core;
 pub mod dht;
 pub mod frame;
+pub mod fuzzing;
 pub mod inbox;
 pub mod join;
 pub mod membership;

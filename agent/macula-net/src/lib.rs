@@ -17,6 +17,7 @@
 
 pub mod cmd;
 pub mod firewall;
+pub mod fuzzing;
 pub mod links;
 pub mod mptcp;
 pub mod netlink;

@@ -10,6 +10,7 @@ pub mod book;
 pub mod capacity;
 pub mod config;
 pub mod driver;
+pub mod fuzzing;
 pub mod ledger;
 pub mod quarantine;
 pub mod resources;

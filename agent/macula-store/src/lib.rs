@@ -10,6 +10,7 @@
 pub mod codec;
 pub mod config;
 pub mod crypto;
+pub mod fuzzing;
 pub mod header;
 pub mod inventory;
 pub mod membership;
