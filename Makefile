@@ -77,6 +77,7 @@ bench: bench-agent bench-mesh bench-net bench-store
 
 bench-agent: deps
 	$(CARGO) bench -p maculad --bench agent
+	$(CARGO) bench -p maculad --bench metrics
 
 # Shell completions and man page generated from the CLI definition.
 completions: build

@@ -78,6 +78,45 @@ pub fn is_local(ip: IpAddr) -> bool {
 pub enum Kind {
     Counter,
     Gauge,
+    /// Samples through [`Encoder::histogram`] only.
+    Histogram,
+}
+
+/// Upper bounds (seconds) of the latency histograms' buckets (RPC calls, storage puts and gets):
+/// from a loopback round trip to a large object over a slow link.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+];
+
+/// A latency histogram over [`LATENCY_BUCKETS`] (plus `+Inf`): what is observed in one place
+/// and encoded by [`Encoder::histogram`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last one is `+Inf`.
+    counts: [u64; LATENCY_BUCKETS.len() + 1],
+    sum: f64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum += s;
+    }
+
+    /// Observations in all.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Seconds observed in all.
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
 }
 
 /// Writes metric families in the text exposition format. Each family is one [`Encoder::family`]
@@ -103,6 +142,7 @@ impl Encoder {
         let kind = match kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         };
         let _ = writeln!(self.out, "# HELP {name} {}", escape(help, false));
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
@@ -121,8 +161,44 @@ impl Encoder {
     /// When no family was started or a label name is invalid (label names are constants).
     pub fn sample(&mut self, labels: &[(&str, &str)], value: impl Into<f64>) -> &mut Self {
         assert!(!self.family.is_empty(), "a sample before its family");
-        self.out.push_str(&self.family);
-        if !labels.is_empty() {
+        let name = std::mem::take(&mut self.family);
+        self.line(&name, "", labels, None, value.into());
+        self.family = name;
+        self
+    }
+
+    /// The samples of histogram `h` with `labels` in the current family (of kind
+    /// [`Kind::Histogram`]): cumulative `_bucket` lines by `le`, then `_sum` and `_count`.
+    ///
+    /// # Panics
+    /// As [`Encoder::sample`].
+    pub fn histogram(&mut self, labels: &[(&str, &str)], h: &Histogram) -> &mut Self {
+        assert!(!self.family.is_empty(), "a sample before its family");
+        let name = std::mem::take(&mut self.family);
+        let mut cumulative = 0;
+        for (i, n) in h.counts.iter().enumerate() {
+            cumulative += n;
+            let le = LATENCY_BUCKETS.get(i).map_or(f64::INFINITY, |b| *b);
+            self.line(&name, "_bucket", labels, Some(le), cumulative as f64);
+        }
+        self.line(&name, "_sum", labels, None, h.sum);
+        self.line(&name, "_count", labels, None, cumulative as f64);
+        self.family = name;
+        self
+    }
+
+    /// One sample line: `family` + `suffix`, `labels` (and `le`), the value.
+    fn line(
+        &mut self,
+        family: &str,
+        suffix: &str,
+        labels: &[(&str, &str)],
+        le: Option<f64>,
+        value: f64,
+    ) {
+        self.out.push_str(family);
+        self.out.push_str(suffix);
+        if !labels.is_empty() || le.is_some() {
             self.out.push('{');
             for (i, (name, v)) in labels.iter().enumerate() {
                 assert!(
@@ -134,10 +210,15 @@ impl Encoder {
                 }
                 let _ = write!(self.out, "{name}=\"{}\"", escape(v, true));
             }
+            if let Some(le) = le {
+                if !labels.is_empty() {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "le=\"{}\"", number(le));
+            }
             self.out.push('}');
         }
-        let _ = writeln!(self.out, " {}", number(value.into()));
-        self
+        let _ = writeln!(self.out, " {}", number(value));
     }
 
     /// The text, ready to serve.
@@ -241,6 +322,48 @@ mod tests {
              # TYPE macula_test_members gauge\n\
              macula_test_members{state=\"alive\"} 2\n\
              macula_test_members{state=\"down\",site=\"b\"} 0.5\n"
+        );
+    }
+
+    #[test]
+    fn histograms() {
+        let mut h = Histogram::default();
+        h.observe(std::time::Duration::from_micros(300));
+        h.observe(std::time::Duration::from_millis(3));
+        h.observe(std::time::Duration::from_secs(100));
+        assert_eq!(h.count(), 3);
+        assert!((h.sum() - 100.0033).abs() < 1e-9);
+        let mut e = Encoder::new();
+        e.family("macula_t_duration_seconds", Kind::Histogram, "Durations.")
+            .histogram(&[("p", "x")], &h);
+        let text = e.finish();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "# TYPE macula_t_duration_seconds histogram");
+        assert_eq!(
+            lines[2],
+            "macula_t_duration_seconds_bucket{p=\"x\",le=\"0.0005\"} 1"
+        );
+        assert_eq!(
+            lines[5],
+            "macula_t_duration_seconds_bucket{p=\"x\",le=\"0.005\"} 2"
+        );
+        assert_eq!(
+            lines[15],
+            "macula_t_duration_seconds_bucket{p=\"x\",le=\"60\"} 2"
+        );
+        assert_eq!(
+            lines[16],
+            "macula_t_duration_seconds_bucket{p=\"x\",le=\"+Inf\"} 3"
+        );
+        assert_eq!(lines[17], "macula_t_duration_seconds_sum{p=\"x\"} 100.0033");
+        assert_eq!(lines[18], "macula_t_duration_seconds_count{p=\"x\"} 3");
+        assert_eq!(lines.len(), 19);
+        let mut e = Encoder::new();
+        e.family("h", Kind::Histogram, "No labels.")
+            .histogram(&[], &Histogram::default());
+        assert!(
+            e.finish()
+                .contains("\nh_bucket{le=\"+Inf\"} 0\nh_sum 0\nh_count 0\n")
         );
     }
 

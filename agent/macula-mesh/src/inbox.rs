@@ -126,14 +126,18 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    pub fn push(&self, p: Publication) {
+    /// Queues `p` (nothing once closed); returns how many publications this dropped.
+    pub fn push(&self, p: Publication) -> u64 {
         let mut s = self.state.locked();
         if s.1 {
-            return;
+            return 0;
         }
+        let before = s.0.dropped();
         s.0.push(p);
+        let dropped = s.0.dropped() - before;
         drop(s);
         self.ready.notify_one();
+        dropped
     }
 
     /// No more publications: `recv` returns `None` once the queue is empty.

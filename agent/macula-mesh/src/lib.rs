@@ -28,5 +28,6 @@ pub mod revocations;
 pub mod rpc;
 pub mod sig;
 pub mod sim;
+pub mod stats;
 pub mod tls;
 pub mod transport;

@@ -232,6 +232,21 @@ async fn pubsub_delivers_every_publication_exactly_once_to_every_subscriber() {
                 .is_err()
         );
     }
+    // Counted where it happened (`MeshNode::stats`): 20 published by each publisher, 40
+    // delivered to each subscribing node, none to the others, nothing dropped.
+    for (n, published, delivered) in [
+        (&hub, 0, 40),
+        (&edges[0], 20, 40),
+        (&edges[1], 0, 40),
+        (&edges[2], 0, 0),
+        (&edges[3], 20, 0),
+    ] {
+        let st = n.stats();
+        assert_eq!(
+            (st.published, st.delivered, st.dropped),
+            (published, delivered, 0)
+        );
+    }
     for n in edges {
         n.shutdown().await;
     }
@@ -479,6 +494,11 @@ async fn a_flooding_publisher_cannot_push_out_others_nor_grow_the_local_queue() 
         lagging.dropped(),
         next.seq
     );
+    // The node counted both subscriptions' deliveries and drops (`MeshNode::stats`).
+    let st = hub.stats();
+    assert_eq!(st.delivered, 2 * (flood + 1));
+    assert_eq!(st.dropped, watcher.dropped() + lagging.dropped());
+    assert_eq!(rogue.stats().published, flood);
     for n in [honest, rogue, hub] {
         n.shutdown().await;
     }

@@ -1,4 +1,5 @@
-//! RPC between two real mesh nodes on loopback: results, error taxonomy, deadlines, cancellation;
+//! RPC between two real mesh nodes on loopback: results, error taxonomy, deadlines, cancellation
+//! (and how each side counts them, `MeshNode::stats`);
 //! stream replies (order, errors, cancellation, deadlines, size limits, malformed replies from a
 //! raw QUIC peer); what a peer announcing large frames can make a node hold (an allocation
 //! counter of this test process, and the node's buffer accounting).
@@ -179,6 +180,38 @@ async fn calls_errors_deadlines_and_cancellation() {
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::Unavailable);
     assert!(e.code.try_elsewhere());
+
+    // Each side counted its calls by procedure, with errors by code and the time they took.
+    let out = client.stats().rpc_out;
+    let errors = |f: &macula_mesh::stats::RpcFigures| {
+        f.errors
+            .iter()
+            .map(|(c, n)| (c.to_string(), *n))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(out["test.echo"].calls, 3);
+    assert_eq!(errors(&out["test.echo"]), [("unavailable".into(), 1)]);
+    assert_eq!(errors(&out["test.nope"]), [("no-such-procedure".into(), 1)]);
+    assert_eq!(errors(&out["test.busy"]), [("overloaded".into(), 1)]);
+    let slow = &out["test.slow"];
+    assert_eq!(
+        errors(slow),
+        [("cancelled".into(), 1), ("deadline-exceeded".into(), 1)]
+    );
+    assert_eq!(slow.latency.count(), 2);
+    assert!(slow.latency.sum() >= 0.5, "{}", slow.latency.sum());
+    let served = server.stats().rpc_in;
+    assert_eq!(served["test.echo"].calls, 2);
+    assert!(served["test.echo"].errors.is_empty());
+    assert_eq!(
+        errors(&served[macula_mesh::stats::UNSERVED]),
+        [("no-such-procedure".into(), 1)]
+    );
+    assert!(!served.contains_key("test.nope"));
+    assert_eq!(errors(&served["test.busy"]), [("overloaded".into(), 1)]);
+    // The callee's view of the two slow calls: both ended without an answer.
+    assert_eq!(served["test.slow"].calls, 2);
+    assert_eq!(served["test.slow"].errors.values().sum::<u64>(), 2);
     client.shutdown().await;
     server.shutdown().await;
 }

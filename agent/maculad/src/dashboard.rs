@@ -408,17 +408,26 @@ fn same_origin(head: &Head) -> bool {
 async fn handle(page: &Page, head: &Head, body: &[u8], peer: SocketAddr) -> Reply {
     let path = head.raw_path.as_str();
     if head.method == "GET"
-        && let Some((ctype, text)) = assets::asset(path)
+        && let Some(asset) = assets::asset(path)
     {
+        let mut headers = vec![
+            ("Content-Security-Policy", assets::CSP.to_owned()),
+            ("X-Content-Type-Options", "nosniff".to_owned()),
+            ("Cache-Control", "no-cache".to_owned()),
+            ("Vary", "Accept-Encoding".to_owned()),
+        ];
+        // Compressed at build time: served as they are to browsers that take gzip.
+        let body = if assets::accepts_gzip(head.header("accept-encoding")) {
+            headers.push(("Content-Encoding", "gzip".to_owned()));
+            asset.gzip
+        } else {
+            asset.body.as_bytes()
+        };
         return Reply {
             status: 200,
-            headers: vec![
-                ("Content-Security-Policy", assets::CSP.to_owned()),
-                ("X-Content-Type-Options", "nosniff".to_owned()),
-                ("Cache-Control", "no-cache".to_owned()),
-            ],
-            ctype,
-            body: text.as_bytes().to_vec(),
+            headers,
+            ctype: asset.content_type,
+            body: body.to_vec(),
         };
     }
     if head.method == "POST" && !same_origin(head) {

@@ -49,6 +49,64 @@ impl Sources {
             e.sample(&[("state", state)], n);
         }
 
+        // The mesh's own figures, since it started (absent while it does not run).
+        if let Some(stats) = self.mesh.running_node().map(|n| n.stats()) {
+            let sides = [("caller", &stats.rpc_out), ("callee", &stats.rpc_in)];
+            e.family(
+                "macula_mesh_rpc_calls_total",
+                Kind::Counter,
+                "RPC calls that ended, made by this node (side caller) or served by it (callee).",
+            );
+            for (side, table) in sides {
+                for (procedure, f) in table {
+                    e.sample(&[("side", side), ("procedure", procedure)], f.calls as f64);
+                }
+            }
+            e.family(
+                "macula_mesh_rpc_errors_total",
+                Kind::Counter,
+                "RPC calls that ended with an error, by error code.",
+            );
+            for (side, table) in sides {
+                for (procedure, f) in table {
+                    for (code, n) in &f.errors {
+                        e.sample(
+                            &[("side", side), ("procedure", procedure), ("code", code)],
+                            *n as f64,
+                        );
+                    }
+                }
+            }
+            e.family(
+                "macula_mesh_rpc_duration_seconds",
+                Kind::Histogram,
+                "Time from an RPC request to the end of its reply.",
+            );
+            for (side, table) in sides {
+                for (procedure, f) in table {
+                    e.histogram(&[("side", side), ("procedure", procedure)], &f.latency);
+                }
+            }
+            e.family(
+                "macula_mesh_pubsub_published_total",
+                Kind::Counter,
+                "Publications this node published.",
+            )
+            .value(stats.published as f64);
+            e.family(
+                "macula_mesh_pubsub_delivered_total",
+                Kind::Counter,
+                "Publications handed to this node's subscribers (one per subscription).",
+            )
+            .value(stats.delivered as f64);
+            e.family(
+                "macula_mesh_pubsub_dropped_total",
+                Kind::Counter,
+                "Publications dropped from this node's subscription queues (a subscriber behind).",
+            )
+            .value(stats.dropped as f64);
+        }
+
         let st = self.storage.stats();
         e.family(
             "macula_storage_enabled",
@@ -88,6 +146,19 @@ impl Sources {
             "Object bytes read by gets through this node.",
         )
         .value(st.get_bytes as f64);
+        let (put, get) = self.storage.latency();
+        e.family(
+            "macula_storage_put_duration_seconds",
+            Kind::Histogram,
+            "Time of the puts through this node that stored their object.",
+        )
+        .histogram(&[], &put);
+        e.family(
+            "macula_storage_get_duration_seconds",
+            Kind::Histogram,
+            "Time of the gets through this node that read their object.",
+        )
+        .histogram(&[], &get);
         let rq = self.storage.repair_queue();
         e.family(
             "macula_storage_degraded_segments",

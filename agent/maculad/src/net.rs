@@ -342,12 +342,12 @@ impl FirewallControl for FirewallGlue {
     }
 
     fn ruleset(&self) -> BoxFuture<'_, Result<String, Error>> {
-        Box::pin(async move { Ok(self.get()?.status().await.map_err(firewall_error)?.ruleset) })
+        Box::pin(async move { self.get()?.ruleset().await.map_err(firewall_error) })
     }
 
     fn status(&self) -> BoxFuture<'_, Result<FirewallStatus, Error>> {
         Box::pin(async move {
-            let st = self.get()?.status().await.map_err(firewall_error)?;
+            let st = self.get()?.status().await;
             Ok(FirewallStatus {
                 pending: st.pending.unwrap_or(0),
                 rollback_in_s: st.rollback_in.map(|d| d.as_secs()).unwrap_or(0),

@@ -19,6 +19,7 @@ use anyhow::{Context, Result};
 use macula_bus::firewall::BoxFuture;
 use macula_bus::storage::{ObjectStat, RepairQueue, StorageControl, StorageObject, StorageStats};
 use macula_bus::{Caller, Error};
+use macula_core::metrics::Histogram;
 use macula_core::{NodeId, NodeKey};
 use macula_mesh::membership::Capacity;
 use macula_mesh::node::{MeshNode, PeerState};
@@ -68,6 +69,8 @@ struct Inner {
     /// Object bytes of the puts and gets done through this node (`Stats`, `/metrics`).
     put_bytes: AtomicU64,
     get_bytes: AtomicU64,
+    /// How long the puts and gets that succeeded took (`/metrics`).
+    latency: Mutex<(Histogram, Histogram)>,
     /// Storage's view of membership: exclusions (quarantined by the realm's proofs,
     /// `crate::proofs`), who is up.
     feed: Mutex<MembershipFeed>,
@@ -136,6 +139,7 @@ pub fn open(cfg: &StorageConfig, state_dir: &Path, key: &NodeKey) -> Result<Stor
             inventory_rounds: AtomicU64::new(0),
             put_bytes: AtomicU64::new(0),
             get_bytes: AtomicU64::new(0),
+            latency: Mutex::default(),
             feed: Mutex::new(MembershipFeed::new(key.node_id())),
             refused: tokio::sync::broadcast::Sender::new(REFUSALS_QUEUED),
         }),
@@ -147,6 +151,11 @@ impl StorageGlue {
     /// meet them.
     pub fn refusals(&self) -> tokio::sync::broadcast::Receiver<(NodeId, u64)> {
         self.inner.refused.subscribe()
+    }
+
+    /// How long the puts and gets through this node that succeeded took, since start.
+    pub fn latency(&self) -> (Histogram, Histogram) {
+        self.inner.latency.locked().clone()
     }
 
     pub fn object(&self) -> StorageObject {
@@ -605,11 +614,13 @@ impl StorageGlue {
             report: self.progress("put", label.clone(), len, caller),
         };
         let members = self.members(r);
+        let start = tokio::time::Instant::now();
         let cap = r
             .client
             .put(&members, &mut input, len)
             .await
             .map_err(client_error)?;
+        self.inner.latency.locked().0.observe(start.elapsed());
         self.inner.put_bytes.fetch_add(len, Ordering::Relaxed);
         tracing::info!(target: "macula::storage", %label, bytes = len, object = %cap.object_id, "stored an object");
         Ok(cap.to_string())
@@ -639,6 +650,7 @@ impl StorageGlue {
         let r = self.running()?;
         let cap = parse_cap(cap)?;
         let _slot = self.transfer_slot().await?;
+        let began = tokio::time::Instant::now();
         let members = self.members(r);
         let manifest = r.client.stat(&members, &cap).await.map_err(client_error)?;
         let mut out = Counting {
@@ -669,6 +681,7 @@ impl StorageGlue {
                 node: *node,
             });
         }
+        self.inner.latency.locked().1.observe(began.elapsed());
         self.inner
             .get_bytes
             .fetch_add(report.bytes, Ordering::Relaxed);

@@ -8,13 +8,15 @@
 //! storage page's degraded count rise and fall back to 0 with the repair — without a reload;
 //! admin actions from the page: a pending firewall apply confirmed, a one-time join code, the
 //! killed member revoked; a new node joins with the code. Chromium and the script run inside
-//! the namespace.
+//! the namespace. A second test fetches the assets with curl, with and without
+//! `--compressed`: gzip when asked for, the same bytes either way.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use macula_testkit::check::{free_tcp_port, free_udp_port, ok, output_text, wait_until};
 use macula_testkit::config::AgentConfig;
+use macula_testkit::{Agent, AgentOptions, DbusDaemon};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
@@ -240,4 +242,70 @@ fn check_config_refuses_a_public_or_malformed_dashboard_address() {
         "{hub}[dashboard]\nlisten = \"100.64.0.1:9480\"\nopen_on_loopback = true\n"
     ));
     assert_eq!(code, Some(0), "{text}");
+}
+
+/// The assets (compressed at build time) reach a client that accepts gzip compressed, and one
+/// that does not as they are; both get the same files.
+#[test]
+fn assets_are_served_gzip_compressed_to_clients_that_take_it() {
+    let port = free_tcp_port();
+    let bus = DbusDaemon::start();
+    let agent = Agent::spawn(
+        &bus,
+        AgentOptions {
+            config: Some(format!("[dashboard]\nlisten = \"127.0.0.1:{port}\"\n")),
+            ..Default::default()
+        },
+    );
+    wait_until("the dashboard listens", 10, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("../macula-web/src/assets");
+    let (mut raw, mut wire) = (0, 0);
+    for (path, file) in [
+        ("/", "index.html"),
+        ("/app.css", "app.css"),
+        ("/app.js", "app.js"),
+    ] {
+        let source = std::fs::read(assets.join(file)).unwrap();
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let fetch = |compressed: bool| {
+            let (head, body) = (dir.path().join("head"), dir.path().join("body"));
+            let mut cmd = Command::new("curl");
+            cmd.args(["-sS", "--fail", "-w", "%{size_download}", "-D"])
+                .arg(&head)
+                .arg("-o")
+                .arg(&body);
+            if compressed {
+                cmd.arg("--compressed");
+            }
+            let out = cmd.arg(&url).output().expect("curl (apt-get install curl)");
+            assert!(
+                out.status.success(),
+                "{}\n{}",
+                output_text(&out),
+                agent.log()
+            );
+            let size: usize = String::from_utf8(out.stdout).unwrap().parse().unwrap();
+            let head = std::fs::read_to_string(head).unwrap().to_ascii_lowercase();
+            (head, std::fs::read(body).unwrap(), size)
+        };
+        let (head, body, size) = fetch(true);
+        assert!(head.contains("content-encoding: gzip"), "{path}: {head}");
+        assert!(head.contains("vary: accept-encoding"), "{path}: {head}");
+        assert!(
+            body == source,
+            "{path}: curl's decoded body differs from {file}"
+        );
+        assert!(size < source.len(), "{path}: {size} bytes on the wire");
+        wire += size;
+        let (head, body, size) = fetch(false);
+        assert!(!head.contains("content-encoding"), "{path}: {head}");
+        assert!(body == source, "{path}: the plain body differs from {file}");
+        assert_eq!(size, source.len());
+        raw += size;
+    }
+    assert!(wire * 2 < raw, "{wire} of {raw} bytes on the wire");
+    eprintln!("dashboard assets: {raw} bytes plain, {wire} bytes gzip-compressed on the wire");
 }

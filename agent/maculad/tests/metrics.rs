@@ -2,7 +2,9 @@
 //! metrics on a port of its own; two nodes are scraped over HTTP before and after a put and a
 //! get, and the figures must move as the D-Bus status says; `promtool check metrics` (Debian
 //! `prometheus`, tests/deps/metrics.list) accepts the page, and a real Prometheus server scrapes
-//! both nodes and answers queries with their figures.
+//! both nodes and answers queries with their figures. RPC calls (counts, errors by code,
+//! latency histograms), pub/sub and storage latency figures move with the put, the get and a
+//! refused remote command.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -38,18 +40,27 @@ fn scrape(port: u16) -> (String, BTreeMap<String, f64>) {
     assert_eq!(ctype, "text/plain; version=0.0.4; charset=utf-8");
     let mut samples = BTreeMap::new();
     let mut helped = std::collections::BTreeSet::new();
-    let mut typed = std::collections::BTreeSet::new();
+    let mut typed = BTreeMap::new();
     for line in body.lines() {
         if let Some(rest) = line.strip_prefix("# HELP ") {
             helped.insert(rest.split(' ').next().unwrap().to_string());
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            typed.insert(rest.split(' ').next().unwrap().to_string());
+            let (name, kind) = rest.split_once(' ').unwrap();
+            typed.insert(name.to_string(), kind.to_string());
         } else {
             let (key, value) = line.rsplit_once(' ').expect("a sample line");
-            let name = key.split('{').next().unwrap();
+            let mut name = key.split('{').next().unwrap();
             assert!(name.starts_with("macula_"), "{line}");
+            // A histogram's samples: its name with `_bucket`, `_sum` or `_count`.
+            if let Some(base) = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|b| typed.get(*b).is_some_and(|k| k == "histogram"))
+            {
+                name = base;
+            }
             assert!(
-                helped.contains(name) && typed.contains(name),
+                helped.contains(name) && typed.contains_key(name),
                 "{name} without HELP/TYPE"
             );
             samples.insert(key.to_string(), value.parse().expect("a number"));
@@ -221,6 +232,58 @@ fn two_nodes_are_scraped_and_their_figures_move() {
         );
     }
 
+    // The RPC calls behind the put and the get: shards went out from node 0 (`store.put`) and
+    // came to node 1 (`store.get`), each side counted, with a latency histogram per procedure.
+    let put_calls = "macula_mesh_rpc_calls_total{side=\"caller\",procedure=\"store.put\"}";
+    let get_calls = "macula_mesh_rpc_calls_total{side=\"caller\",procedure=\"store.get\"}";
+    assert!(after_a[put_calls] >= 2.0, "{after_a:?}");
+    assert!(after_b[get_calls] >= 1.0, "{after_b:?}");
+    assert!(
+        after_a["macula_mesh_rpc_calls_total{side=\"callee\",procedure=\"store.get\"}"] >= 1.0,
+        "{after_a:?}"
+    );
+    for (m, procedure) in [(&after_a, "store.put"), (&after_b, "store.get")] {
+        let l = format!("side=\"caller\",procedure=\"{procedure}\"");
+        let count = m[&format!("macula_mesh_rpc_duration_seconds_count{{{l}}}")];
+        assert_eq!(count, m[&format!("macula_mesh_rpc_calls_total{{{l}}}")]);
+        assert_eq!(
+            m[&format!("macula_mesh_rpc_duration_seconds_bucket{{{l},le=\"+Inf\"}}")],
+            count
+        );
+        // Loopback calls: each well under 10 s, none of them free.
+        let sum = m[&format!("macula_mesh_rpc_duration_seconds_sum{{{l}}}")];
+        assert!(
+            sum > 0.0 && sum < 10.0 * count,
+            "{procedure}: {sum} s for {count} calls"
+        );
+        assert!(m[&format!("macula_mesh_rpc_duration_seconds_bucket{{{l},le=\"10\"}}")] == count);
+    }
+    // One put through node 0 and one get through node 1, timed.
+    assert_eq!(after_a["macula_storage_put_duration_seconds_count"], 1.0);
+    assert_eq!(after_b["macula_storage_get_duration_seconds_count"], 1.0);
+    assert_eq!(after_b["macula_storage_put_duration_seconds_count"], 0.0);
+    let put_s = after_a["macula_storage_put_duration_seconds_sum"];
+    assert!(put_s > 0.0 && put_s < 30.0, "{put_s}");
+    // Storage inventories are published and delivered over pub/sub; nothing was dropped.
+    for m in [&after_a, &after_b] {
+        assert!(m["macula_mesh_pubsub_published_total"] >= 1.0, "{m:?}");
+        assert!(m["macula_mesh_pubsub_delivered_total"] >= 1.0, "{m:?}");
+        assert_eq!(m["macula_mesh_pubsub_dropped_total"], 0.0);
+    }
+    // A refused call: node 1 holds no admin role, so node 0 refuses its remote command; both
+    // sides count the error by its code.
+    let refused = nodes[1].agent.ctl(&["--node", "n0", "status"]);
+    assert!(!refused.status.success());
+    let code = "procedure=\"admin.call\",code=\"permission-denied\"";
+    let asked = scrape(b).1[&format!("macula_mesh_rpc_errors_total{{side=\"caller\",{code}}}")];
+    assert!(asked >= 1.0);
+    let (body, now_a) = scrape(a);
+    assert_eq!(
+        now_a[&format!("macula_mesh_rpc_errors_total{{side=\"callee\",{code}}}")],
+        asked
+    );
+    promtool(&body);
+
     // A real Prometheus scrapes both nodes (`up` = 1) and holds the same figures.
     let prometheus = Prometheus::start(&[a, b]);
     let both = |m: &BTreeMap<u16, f64>, v: f64| m.get(&a) == Some(&v) && m.get(&b) == Some(&v);
@@ -232,6 +295,11 @@ fn two_nodes_are_scraped_and_their_figures_move() {
     });
     let put = prometheus.query("macula_storage_put_bytes_total").unwrap();
     assert_eq!((put[&a], put[&b]), (300_000.0, 0.0), "{put:?}");
+    // Histograms as Prometheus reads them: the median latency of node 0's shard puts.
+    let median = prometheus
+        .query("histogram_quantile(0.5, macula_mesh_rpc_duration_seconds_bucket{side=\"caller\",procedure=\"store.put\"})")
+        .unwrap();
+    assert!(median[&a] > 0.0 && median[&a] <= 10.0, "{median:?}");
     drop(prometheus);
 
     // A member stopped: the scrape of a live node sees it leave the alive count.

@@ -34,6 +34,7 @@ use crate::membership::{
 use crate::pubsub::{PubSubError, Publication};
 use crate::realm::{Admission, CertError, MembershipCert, Revocation};
 use crate::rpc::{ErrorCode, Handler, MAX_RPC_FRAME, Procedure, RpcError, StreamHandler};
+use crate::stats::MeshStats;
 use crate::transport::{Endpoint, TransportError, TransportParams, unix_now};
 
 mod bootstrap;
@@ -168,6 +169,46 @@ struct Shared {
     clock: Mutex<Option<ClockReport>>,
     /// Bytes of partly received frames held for all connections (their [`crate::frame::ConnBudget`]s).
     buffered: Arc<AtomicUsize>,
+    /// RPC and pub/sub figures ([`MeshNode::stats`]).
+    stats: Arc<Mutex<MeshStats>>,
+}
+
+/// One RPC call being counted in [`MeshStats`]: [`CallRecord::end`] records how it ended; a call
+/// dropped before (the caller gave up, or the callee's stream was stopped) counts as
+/// `cancelled`.
+pub(crate) struct CallRecord {
+    stats: Arc<Mutex<MeshStats>>,
+    served: bool,
+    procedure: String,
+    started: Instant,
+    ended: bool,
+}
+
+impl CallRecord {
+    fn start(shared: &Shared, served: bool, procedure: &str) -> Self {
+        Self {
+            stats: shared.stats.clone(),
+            served,
+            procedure: procedure.to_owned(),
+            started: Instant::now(),
+            ended: false,
+        }
+    }
+
+    /// Counts the call as ended now with `end` (once; later calls change nothing).
+    fn end(&mut self, end: Result<(), ErrorCode>) {
+        if !std::mem::replace(&mut self.ended, true) {
+            self.stats
+                .locked()
+                .call(self.served, &self.procedure, self.started.elapsed(), end);
+        }
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        self.end(Err(ErrorCode::Cancelled));
+    }
 }
 
 impl Shared {
@@ -231,15 +272,22 @@ impl Shared {
 
     /// Queues a publication for this node's subscribers of its topic.
     fn deliver(&self, p: Publication) {
-        let mut inboxes = self.inboxes.locked();
-        inboxes.retain(|(_, i)| i.strong_count() > 0);
-        for (topic, inbox) in inboxes.iter() {
-            if *topic == p.topic
-                && let Some(inbox) = inbox.upgrade()
-            {
-                inbox.push(p.clone());
+        let (mut delivered, mut dropped) = (0, 0);
+        {
+            let mut inboxes = self.inboxes.locked();
+            inboxes.retain(|(_, i)| i.strong_count() > 0);
+            for (topic, inbox) in inboxes.iter() {
+                if *topic == p.topic
+                    && let Some(inbox) = inbox.upgrade()
+                {
+                    delivered += 1;
+                    dropped += inbox.push(p.clone());
+                }
             }
         }
+        let mut stats = self.stats.locked();
+        stats.delivered += delivered;
+        stats.dropped += dropped;
     }
 }
 
@@ -374,6 +422,7 @@ impl MeshNode {
             clock_file,
             clock: Mutex::default(),
             buffered: Arc::default(),
+            stats: Arc::default(),
         });
         // The core answers remote DHT requests; the handler holds the node weakly (it lives in
         // the node's procedure table).
@@ -451,6 +500,12 @@ impl MeshNode {
     /// by [`TransportParams::conn_buffer_budget`].
     pub fn stream_buffer_bytes(&self) -> usize {
         self.shared.buffered.load(Ordering::Relaxed)
+    }
+
+    /// The RPC calls this node made and served and the publications it published, delivered to
+    /// its subscribers and dropped from their queues, since it started.
+    pub fn stats(&self) -> MeshStats {
+        self.shared.stats.locked().clone()
     }
 
     /// Peer changes from now on.
@@ -531,8 +586,11 @@ impl MeshNode {
         if self.shared.is_stopped() {
             return Err(PubSubError::Stopped);
         }
-        self.shared
-            .with_core(|core, now| core.publish(now, topic, payload))
+        let seq = self
+            .shared
+            .with_core(|core, now| core.publish(now, topic, payload))?;
+        self.shared.stats.locked().published += 1;
+        Ok(seq)
     }
 
     /// Stores a signed record at the nodes closest to its key; the result says how many stored it.
@@ -626,8 +684,12 @@ impl MeshNode {
         deadline: Duration,
     ) -> Result<ReplyStream, RpcError> {
         let started = Instant::now();
-        let (send, recv) = open_call(&self.shared, peer, procedure, body, deadline).await?;
+        let mut record = CallRecord::start(&self.shared, false, procedure);
+        let (send, recv) = open_call(&self.shared, peer, procedure, body, deadline)
+            .await
+            .inspect_err(|e| record.end(Err(e.code)))?;
         Ok(ReplyStream {
+            record,
             send,
             recv,
             what: format!("`{procedure}` on {}", peer.short()),

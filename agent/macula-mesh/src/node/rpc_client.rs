@@ -8,8 +8,8 @@ use macula_core::NodeId;
 use quinn::VarInt;
 use tokio::time::Instant;
 
-use super::Shared;
 use super::conns::connection;
+use super::{CallRecord, Shared};
 use crate::frame::FrameError;
 use crate::proto::close;
 use crate::rpc::{
@@ -116,6 +116,19 @@ pub(super) async fn call(
     body: Vec<u8>,
     deadline: Duration,
 ) -> Result<Vec<u8>, RpcError> {
+    let mut record = CallRecord::start(shared, false, procedure);
+    let reply = plain_call(shared, peer, procedure, body, deadline).await;
+    record.end(reply.as_ref().map(|_| ()).map_err(|e| e.code));
+    reply
+}
+
+async fn plain_call(
+    shared: &Arc<Shared>,
+    peer: NodeId,
+    procedure: &str,
+    body: Vec<u8>,
+    deadline: Duration,
+) -> Result<Vec<u8>, RpcError> {
     let at = Instant::now() + deadline;
     let (mut send, mut recv) = open_call(shared, peer, procedure, body, deadline).await?;
     let read = crate::frame::read::<RpcReply>(&mut recv, MAX_RPC_FRAME);
@@ -150,6 +163,8 @@ pub(super) async fn call(
 /// [`CANCEL_CODE`] and the callee drops the handler). [`ReplyStream::next`] is not cancel-safe:
 /// to give up on a reply, drop the whole `ReplyStream`.
 pub struct ReplyStream {
+    /// Counts the call once it ends (or as cancelled when dropped before).
+    pub(super) record: CallRecord,
     pub(super) send: quinn::SendStream,
     pub(super) recv: quinn::RecvStream,
     /// "`procedure` on peer", for error messages.
@@ -184,6 +199,7 @@ impl ReplyStream {
             Ok(read) => match reply_frame(read) {
                 // The callee's own error, passed on unchanged.
                 Ok(RpcReply::Err { code, message }) => {
+                    self.record.end(Err(code));
                     self.end = Some(Err(RpcError { code, message }));
                     return self.end.clone().expect("just set").map(|()| None);
                 }
@@ -198,6 +214,7 @@ impl ReplyStream {
                 let rest = crate::frame::read::<RpcReply>(&mut self.recv, MAX_STREAM_FRAME);
                 match tokio::time::timeout_at(self.deadline, rest).await {
                     Ok(Ok(None)) => {
+                        self.record.end(Ok(()));
                         self.end = Some(Ok(()));
                         return Ok(None);
                     }
@@ -218,6 +235,7 @@ impl ReplyStream {
             CANCEL_CODE
         };
         cancel(&mut self.send, &mut self.recv, code);
+        self.record.end(Err(err.code));
         self.end = Some(Err(err.clone()));
         Err(err)
     }

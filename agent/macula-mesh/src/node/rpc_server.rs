@@ -10,7 +10,7 @@ use macula_core::NodeId;
 use quinn::VarInt;
 use tokio::sync::mpsc;
 
-use super::Shared;
+use super::{CallRecord, Shared};
 use crate::frame::{ConnBudget, FrameError};
 use crate::proto::close;
 use crate::rpc::{
@@ -56,6 +56,12 @@ pub(super) async fn serve_call(
             )
         })
     });
+    let served = if found.is_ok() {
+        req.procedure.as_str()
+    } else {
+        crate::stats::UNSERVED
+    };
+    let mut record = CallRecord::start(&shared, true, served);
     let reply: Result<Vec<u8>, RpcError> = match found {
         Err(e) => Err(e),
         Ok((deadline, Procedure::Plain(h))) => {
@@ -69,10 +75,11 @@ pub(super) async fn serve_call(
         }
         Ok((deadline, Procedure::Stream(h))) => {
             let (sender, chunks) = ChunkSender::channel();
-            serve_stream(send, deadline, h(peer, req.body, sender), chunks).await;
+            serve_stream(send, deadline, h(peer, req.body, sender), chunks, record).await;
             return;
         }
     };
+    record.end(reply.as_ref().map(|_| ()).map_err(|e| e.code));
     if crate::frame::write(&mut send, &RpcReply::from(reply), MAX_RPC_FRAME)
         .await
         .is_ok()
@@ -90,6 +97,7 @@ async fn serve_stream(
     deadline: Duration,
     handler: crate::rpc::StreamFuture,
     chunks: mpsc::Receiver<Vec<u8>>,
+    mut record: CallRecord,
 ) {
     let stopped = send.stopped();
     tokio::pin!(stopped);
@@ -103,6 +111,7 @@ async fn serve_stream(
         // The caller stopped the stream: cancel by dropping the handler.
         _ = &mut stopped => return,
     };
+    record.end(result.as_ref().map_err(|e| e.code).copied());
     let last = match result {
         Ok(()) => RpcReply::End,
         Err(e) => crate::rpc::stream_error(e),

@@ -46,11 +46,11 @@ pub struct ApplyOutcome {
     pub confirm_within: Duration,
 }
 
-/// A snapshot for `show` and the D-Bus properties.
+/// A snapshot for `show`, the D-Bus properties and `/metrics`: kept in memory and changed by
+/// loads, applies, confirms, rollbacks and quarantine changes, so reading it runs no `nft`
+/// (the live table is [`Firewall::ruleset`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FirewallStatus {
-    /// The live `table inet macula` as nft lists it (empty when absent).
-    pub ruleset: String,
     /// Generation of the apply waiting for `Confirm`, if any.
     pub pending: Option<u64>,
     /// Time left before that apply is rolled back.
@@ -282,18 +282,23 @@ impl Firewall {
         self.inner.lock().await.config.clone()
     }
 
-    /// The live state.
-    pub async fn status(&self) -> Result<FirewallStatus, FirewallError> {
+    /// The live `table inet macula` as nft lists it (empty when absent).
+    pub async fn ruleset(&self) -> Result<String, FirewallError> {
+        let inner = self.inner.lock().await;
+        Ok(inner.nft.list_table().await?.unwrap_or_default())
+    }
+
+    /// The state as of now.
+    pub async fn status(&self) -> FirewallStatus {
         let inner = self.inner.lock().await;
         let now = self.now();
-        Ok(FirewallStatus {
-            ruleset: inner.nft.list_table().await?.unwrap_or_default(),
+        FirewallStatus {
             pending: inner.guard.pending_generation(),
             rollback_in: inner.guard.deadline().map(|d| d.saturating_sub(now)),
             last_rollback: inner.last_rollback.clone(),
             quarantined: inner.quarantine.len(),
             applies: inner.applies,
             rollbacks: inner.rollbacks,
-        })
+        }
     }
 }
