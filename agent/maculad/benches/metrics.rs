@@ -72,11 +72,24 @@ fn measure(addr: &str, path: &str, pid: u32, idle_rate: f64, n: usize) -> (Durat
     (times[n / 2], cpu.max(0.0) / n as f64)
 }
 
-fn alive(page: &str) -> usize {
+fn members(page: &str, state: &str) -> usize {
+    let prefix = format!("macula_mesh_members{{state=\"{state}\"}} ");
     page.lines()
-        .find_map(|l| l.strip_prefix("macula_mesh_members{state=\"alive\"} "))
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+fn alive(page: &str) -> usize {
+    members(page, "alive")
+}
+
+/// Members the agent knows of, in any state (each is a peer of its table).
+fn known(page: &str) -> usize {
+    ["alive", "suspect", "down"]
+        .iter()
+        .map(|s| members(page, s))
+        .sum()
 }
 
 fn main() {
@@ -126,13 +139,19 @@ fn main() {
         node: Some(id),
         addr: format!("127.0.0.1:{port}").parse().expect("an address"),
     }];
+    // The members probe slowly and are patient with suspicions: 100 of them share this
+    // process (and the machine's 2 cores) with the agent, which they must not starve.
+    let mut membership = MembershipConfig::lan(PEERS as u32 + 1);
+    membership.foca.probe_period = Duration::from_secs(5);
+    membership.foca.probe_rtt = Duration::from_secs(2);
+    membership.foca.suspect_to_down_after = Duration::from_secs(60);
     let members: Vec<Arc<MeshNode>> = rt.block_on(async {
         (1..=PEERS as u8)
             .map(|seed| {
                 Arc::new(
                     realm
                         .member(seed)
-                        .membership(MembershipConfig::lan(PEERS as u32 + 1))
+                        .membership(membership.clone())
                         .bootstrap(boot.clone())
                         .start(),
                 )
@@ -170,6 +189,7 @@ fn main() {
 
     let (base_t, base_cpu) = measure(&metrics, "/nothing", pid, idle, SCRAPES);
     let (scrape_t, scrape_cpu) = measure(&metrics, "/metrics", pid, idle, SCRAPES);
+    let after = get(&metrics, "/metrics");
 
     // What each scrape forked before: `nft list table inet macula` in the agent's namespace.
     let me = std::process::id();
@@ -189,8 +209,11 @@ fn main() {
 
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "/metrics of maculad with {} peers alive, firewall on ({} lines, {:.1} KB), median of {SCRAPES}:",
+        "/metrics of maculad knowing {} members ({} alive before the scrapes, {} after; all {PEERS} \
+         were alive), firewall on ({} lines, {:.1} KB), median of {SCRAPES}:",
+        known(&after),
         alive(&page),
+        alive(&after),
         page.lines().count(),
         page.len() as f64 / 1e3
     );
