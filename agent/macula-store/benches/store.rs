@@ -20,7 +20,7 @@ use macula_store::header::SegmentKind;
 use macula_store::network::{Client, InProcessNetwork, PutConfig};
 use macula_store::placement::NodeInfo;
 use macula_store::repair::RepairConfig;
-use macula_store::segment::{SegmentParams, Shard, Trust, decode_segment, encode_segment};
+use macula_store::segment::{self, SegmentParams, Shard, Trust, decode_segment, encode_segment};
 use macula_store::store::LocalStore;
 
 #[path = "../tests/common/planners.rs"]
@@ -186,108 +186,182 @@ mod isal {
     }
 }
 
-fn codec_table() -> Vec<(usize, usize, [f64; 6])> {
+/// MiB/s of one codec: encode, decode 1 lost, decode m lost.
+type Rates = [f64; 3];
+
+/// `reed-solomon-erasure` (the implementation of rs-gf8-matrix before `gf8`), fresh buffers as
+/// the old trait had them; decode figures exclude cloning the surviving shards.
+fn rse_rates(data: &[Vec<u8>], m: usize) -> Rates {
+    use reed_solomon_erasure::galois_8::ReedSolomon;
+    let (k, shard) = (data.len(), data[0].len());
+    let rs = ReedSolomon::new(k, m).unwrap();
+    let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+    let mut parity = vec![vec![0u8; shard]; m];
+    rs.encode_sep(&refs, &mut parity).unwrap();
+    let full: Vec<Option<Vec<u8>>> = data.iter().chain(&parity).cloned().map(Some).collect();
+    let mut r = [0.0; 3];
+    r[0] = mibs(
+        k * shard,
+        measure(|| {
+            let mut p = vec![vec![0u8; shard]; m];
+            rs.encode_sep(black_box(&refs), &mut p).unwrap();
+            black_box(p);
+        }),
+    );
+    for (slot, n) in [(1, 1), (2, m)] {
+        let mut lost = full.clone();
+        for s in lost.iter_mut().take(n) {
+            *s = None;
+        }
+        let dec = measure(|| {
+            let mut s = lost.clone();
+            rs.reconstruct_data(&mut s).unwrap();
+            black_box(s);
+        });
+        // Subtract the cost of exactly the clone each decode starts from.
+        let clone_cost = measure(|| {
+            black_box(lost.clone());
+        });
+        r[slot] = mibs(k * shard, (dec - clone_cost).max(1e-9));
+    }
+    r
+}
+
+/// A codec of this crate coding into buffers allocated once (`encode_into`,
+/// `reconstruct_into`), as the segment pipeline does.
+fn codec_rates(id: CodecId, data: &[Vec<u8>], m: usize) -> Rates {
+    let codec = id.codec();
+    let (k, shard) = (data.len(), data[0].len());
+    let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+    let mut parity = vec![vec![0u8; shard]; m];
+    let mut r = [0.0; 3];
+    {
+        let mut outs: Vec<&mut [u8]> = parity.iter_mut().map(Vec::as_mut_slice).collect();
+        r[0] = mibs(
+            k * shard,
+            measure(|| {
+                codec.encode_into(black_box(&refs), &mut outs).unwrap();
+                black_box(&outs);
+            }),
+        );
+    }
+    let mut bufs = vec![vec![0u8; shard]; m.min(k)];
+    for (slot, n) in [(1, 1), (2, m)] {
+        let present: Vec<Option<&[u8]>> = data
+            .iter()
+            .chain(&parity)
+            .enumerate()
+            .map(|(i, s)| (i >= n).then_some(s.as_slice()))
+            .collect();
+        let mut out: Vec<(usize, &mut [u8])> = bufs
+            .iter_mut()
+            .take(n.min(k))
+            .enumerate()
+            .map(|(i, b)| (i, b.as_mut_slice()))
+            .collect();
+        r[slot] = mibs(
+            k * shard,
+            measure(|| {
+                codec
+                    .reconstruct_into(k, black_box(&present), &mut out)
+                    .unwrap();
+                black_box(&out);
+            }),
+        );
+        assert!(
+            out.iter().all(|(i, b)| **b == data[*i][..]),
+            "{id:?} round trip"
+        );
+    }
+    r
+}
+
+/// ISA-L into buffers allocated once.
+fn isal_rates(data: &[Vec<u8>], m: usize) -> Rates {
+    let (k, shard) = (data.len(), data[0].len());
+    let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+    let isal = isal::Isal::new(k, m);
+    let mut parity = vec![vec![0u8; shard]; m];
+    let mut r = [0.0; 3];
+    {
+        let mut outs: Vec<&mut [u8]> = parity.iter_mut().map(Vec::as_mut_slice).collect();
+        r[0] = mibs(
+            k * shard,
+            measure(|| {
+                isal.encode(black_box(&refs), &mut outs);
+                black_box(&outs);
+            }),
+        );
+    }
+    let mut bufs = vec![vec![0u8; shard]; m.min(k)];
+    for (slot, n) in [(1, 1), (2, m)] {
+        // The first `n` shards are lost (data shards first: at 29+51 all 29 data shards and 22
+        // parity shards); the next `k` shards survive and the lost data shards are rebuilt.
+        let survivors: Vec<(usize, &[u8])> = (n..n + k)
+            .map(|i| {
+                let d: &[u8] = if i < k { &data[i] } else { &parity[i - k] };
+                (i, d)
+            })
+            .collect();
+        let lost: Vec<usize> = (0..n.min(k)).collect();
+        let mut outs: Vec<&mut [u8]> = bufs
+            .iter_mut()
+            .take(lost.len())
+            .map(Vec::as_mut_slice)
+            .collect();
+        r[slot] = mibs(
+            k * shard,
+            measure(|| {
+                isal.decode(black_box(&survivors), &lost, &mut outs);
+                black_box(&outs);
+            }),
+        );
+        assert!(
+            outs.iter().zip(data).all(|(o, d)| **o == d[..]),
+            "ISA-L round trip"
+        );
+    }
+    r
+}
+
+/// One row per geometry: `[gf8, gf16]` rates of this crate's codecs.
+fn codec_table() -> Vec<(usize, usize, [Rates; 2])> {
     println!("## Erasure codecs: 1 MiB shards, MiB/s of original data (single thread)");
     println!();
     println!(
-        "ISA-L encodes and decodes into buffers allocated once; the codecs' trait returns fresh \
-         buffers (their decode figures exclude cloning the surviving shards)."
+        "ISA-L and this crate's codecs code into buffers allocated once; reed-solomon-erasure \
+         (rs-gf8-matrix's implementation before `gf8`, the same code) allocates its results, its \
+         decode figures exclude cloning the surviving shards. Decode rebuilds the lost data shards."
     );
     println!();
     println!(
-        "| k+m | op | ISA-L | rs-gf8-matrix (reed-solomon-erasure) | rs-gf16-leopard (reed-solomon-simd) | gf8 ÷ ISA-L | gf16 ÷ ISA-L |"
+        "| k+m | op | ISA-L | before: rs-gf8-matrix (reed-solomon-erasure) | rs-gf8-matrix (gf8) | rs-gf16-leopard (reed-solomon-simd) | gf8 ÷ ISA-L | gf16 ÷ ISA-L |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let shard = 1 << 20;
     let mut rows = Vec::new();
     for (k, m) in [(4usize, 2usize), (10, 4), (29, 51)] {
         let data: Vec<Vec<u8>> = (0..k).map(|i| pseudo_random(shard, i as u64 + 1)).collect();
-        let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
-
-        let isal = isal::Isal::new(k, m);
-        let mut parity = vec![vec![0u8; shard]; m];
-        let mut isal_res = [0.0; 3];
-        {
-            let mut outs: Vec<&mut [u8]> = parity.iter_mut().map(Vec::as_mut_slice).collect();
-            let enc = measure(|| {
-                isal.encode(black_box(&refs), &mut outs);
-                black_box(&outs);
-            });
-            isal_res[0] = mibs(k * shard, enc);
-        }
-        let mut lost_bufs = vec![vec![0u8; shard]; m.min(k)];
-        for (slot, n) in [(1, 1), (2, m)] {
-            // The first `n` shards are lost (data shards first: at 29+51 all 29 data shards and 22
-            // parity shards); the next `k` shards survive and the lost data shards are rebuilt.
-            let survivors: Vec<(usize, &[u8])> = (n..n + k)
-                .map(|i| {
-                    let d: &[u8] = if i < k { &data[i] } else { &parity[i - k] };
-                    (i, d)
-                })
-                .collect();
-            let lost: Vec<usize> = (0..n.min(k)).collect();
-            let mut outs: Vec<&mut [u8]> = lost_bufs
-                .iter_mut()
-                .take(lost.len())
-                .map(Vec::as_mut_slice)
-                .collect();
-            let dec = measure(|| {
-                isal.decode(black_box(&survivors), &lost, &mut outs);
-                black_box(&outs);
-            });
-            assert!(
-                outs.iter().zip(&data).all(|(o, d)| **o == d[..]),
-                "ISA-L round trip"
-            );
-            isal_res[slot] = mibs(k * shard, dec);
-        }
-
-        let mut res = [0.0; 6];
-        for (ci, id) in [CodecId::RsGf8Matrix, CodecId::RsGf16Leopard]
-            .into_iter()
-            .enumerate()
-        {
-            let codec = id.codec();
-            let parity = codec.encode(&refs, m).unwrap();
-            let full: Vec<Option<Vec<u8>>> =
-                data.iter().chain(&parity).cloned().map(Some).collect();
-            let enc = measure(|| {
-                black_box(codec.encode(black_box(&refs), m).unwrap());
-            });
-            res[ci * 3] = mibs(k * shard, enc);
-            for (slot, n) in [(1, 1), (2, m)] {
-                let mut lost = full.clone();
-                for s in lost.iter_mut().take(n) {
-                    *s = None;
-                }
-                let dec = measure(|| {
-                    let mut s = lost.clone();
-                    codec.reconstruct_data(k, &mut s).unwrap();
-                    black_box(s);
-                });
-                // Each decode above starts from a clone of the `k + m - n` surviving shards;
-                // subtract the cost of exactly that clone.
-                let clone_cost = measure(|| {
-                    black_box(lost.clone());
-                });
-                res[ci * 3 + slot] = mibs(k * shard, (dec - clone_cost).max(1e-9));
-            }
-        }
+        let isal = isal_rates(&data, m);
+        let rse = rse_rates(&data, m);
+        let gf8 = codec_rates(CodecId::RsGf8Matrix, &data, m);
+        let gf16 = codec_rates(CodecId::RsGf16Leopard, &data, m);
         for (op, i) in [
             ("encode", 0),
             ("decode, 1 lost", 1),
             (&*format!("decode, {m} lost"), 2),
         ] {
             println!(
-                "| {k}+{m} | {op} | {:.0} | {:.0} | {:.0} | {:.2}× | {:.2}× |",
-                isal_res[i],
-                res[i],
-                res[3 + i],
-                res[i] / isal_res[i],
-                res[3 + i] / isal_res[i]
+                "| {k}+{m} | {op} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}× | {:.2}× |",
+                isal[i],
+                rse[i],
+                gf8[i],
+                gf16[i],
+                gf8[i] / isal[i],
+                gf16[i] / isal[i]
             );
         }
-        rows.push((k, m, res));
+        rows.push((k, m, [gf8, gf16]));
     }
     println!();
     rows
@@ -332,7 +406,7 @@ fn pipeline() {
         }
     });
     // The same put with the other AEAD and codec choices, for boards without AES instructions
-    // (Pi 3/4 use ChaCha20-Poly1305) and for the GF(2^8) codec.
+    // (Pi 3/4 use ChaCha20-Poly1305) and for the other codec.
     let variant = |aead: AeadId, codec: CodecId| {
         let p = SegmentParams { aead, codec, ..p };
         measure(|| {
@@ -343,7 +417,11 @@ fn pipeline() {
         })
     };
     let put_chacha = variant(AeadId::ChaCha20Poly1305, codec);
-    let put_gf8 = variant(aead, CodecId::RsGf8Matrix);
+    let other = match codec {
+        CodecId::RsGf8Matrix => CodecId::RsGf16Leopard,
+        CodecId::RsGf16Leopard => CodecId::RsGf8Matrix,
+    };
+    let put_other = variant(aead, other);
     let seg = encode_segment(&plain, &p, &key, &owner).unwrap();
     let id = seg.segment_id();
     let wire: Vec<Vec<u8>> = (0..6).map(|i| seg.shard_bytes(i)).collect();
@@ -362,6 +440,20 @@ fn pipeline() {
     };
     let get0 = get(0);
     let get1 = get(1);
+    let get2 = get(2);
+    // Repair of one lost shard (a node died): verify the 4 first surviving shards, rebuild the
+    // missing one, check it against its root. MiB/s of segment data.
+    let repair = measure(|| {
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; 6];
+        for (i, w) in wire.iter().enumerate().skip(1).take(4) {
+            shards[i] = Some(
+                Shard::from_bytes(black_box(w), Trust::SegmentId(id))
+                    .unwrap()
+                    .data,
+            );
+        }
+        black_box(segment::rebuild(&seg.signed.desc, &shards, &[0]).unwrap());
+    });
 
     let row = |name: &str, secs: f64| {
         let t = mibs(seg_len, secs);
@@ -381,13 +473,28 @@ fn pipeline() {
     row(&format!("baseline: {} seal", aead.name()), seal);
     let put_t = row("put: encrypt + code + tree + sign + serialise", put);
     let get_t = row("get: verify 4 shards + decrypt", get0);
-    row("get, 1 data shard lost: verify + decode + decrypt", get1);
+    let get1_t = row("get, 1 data shard lost: verify + decode + decrypt", get1);
+    let get2_t = row("get, 2 data shards lost: verify + decode + decrypt", get2);
+    row(
+        "repair one lost shard: verify 4 shards + rebuild + check root",
+        repair,
+    );
     row(
         "put with chacha20-poly1305 (boards without AES)",
         put_chacha,
     );
-    row("put with rs-gf8-matrix", put_gf8);
+    row(&format!("put with {}", other.name()), put_other);
     println!();
+    println!(
+        "degraded get ÷ healthy get: 1 lost {:.2}, 2 lost {:.2} — goal ≥ 0.80 with m lost {}",
+        get1_t / get_t,
+        get2_t / get_t,
+        if get2_t / get_t >= 0.8 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
     let goal = 1024.0;
     for (name, t) in [("put", put_t), ("get", get_t)] {
         println!(
@@ -525,20 +632,22 @@ fn cluster() {
 fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
     let rows = codec_table();
-    println!("## Codec choice per geometry (encode speed, then 1-loss decode)");
+    println!("## Codec choice per geometry");
     println!();
-    for (k, m, r) in &rows {
-        let enc = if r[3] > r[0] {
-            "rs-gf16-leopard"
-        } else {
-            "rs-gf8-matrix"
+    for (k, m, [gf8, gf16]) in &rows {
+        let faster = |i: usize| {
+            if gf16[i] > gf8[i] {
+                "rs-gf16-leopard"
+            } else {
+                "rs-gf8-matrix"
+            }
         };
-        let dec = if r[4] > r[1] {
-            "rs-gf16-leopard"
-        } else {
-            "rs-gf8-matrix"
-        };
-        println!("- {k}+{m}: faster encode {enc}, faster 1-loss decode {dec}");
+        println!(
+            "- {k}+{m}: faster encode {}, faster 1-lost decode {}, faster {m}-lost decode {}",
+            faster(0),
+            faster(1),
+            faster(2),
+        );
     }
     println!("- DEFAULT_CODEC = {}", DEFAULT_CODEC.name());
     println!();

@@ -39,7 +39,7 @@ pub struct StorageConfig {
     pub m: Option<u16>,
     /// Plaintext bytes per segment (1 KiB ..= 16 MiB).
     pub segment_bytes: u32,
-    /// `"rs-gf16-leopard"` or `"rs-gf8-matrix"`.
+    /// `"rs-gf8-matrix"` (default) or `"rs-gf16-leopard"`.
     pub codec: String,
     /// Failure-domain labels used by placement and announced in member metadata: 1–64 of
     /// `a-z 0-9 - _ .`, starting with a letter or digit (`macula_mesh::membership::Label`);
@@ -99,7 +99,7 @@ pub enum StorageConfigError {
     HalfGeometry,
     #[error("storage.segment_bytes = {0}: must be between 1024 and {MAX_SEGMENT_LEN}")]
     SegmentBytes(u32),
-    #[error("storage.codec = {0:?}: use \"rs-gf16-leopard\" or \"rs-gf8-matrix\"")]
+    #[error("storage.codec = {0:?}: use \"rs-gf8-matrix\" or \"rs-gf16-leopard\"")]
     Codec(String),
     #[error(
         "storage.repair_max_inflight, storage.repair_bytes_per_sec and storage.audit_interval_secs must be at least 1"

@@ -11,6 +11,7 @@ pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod fuzzing;
+mod gf8;
 pub mod header;
 pub mod inventory;
 pub mod membership;

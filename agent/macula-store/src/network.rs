@@ -27,7 +27,6 @@ use crate::placement::{self, NodeInfo, PlacementError};
 use crate::repair::RepairAction;
 use crate::segment::{self, SegmentError, SegmentParams, Shard};
 use crate::store::{DeleteRequest, LocalStore, StoreError};
-use crate::tree;
 
 /// Why a transfer to or from one node failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -417,7 +416,7 @@ impl<N: StorageNetwork> Client<N> {
     ) -> Result<SegmentId, ClientError> {
         let seg = segment::encode_segment(plain, p, key, &self.owner)?;
         let id = seg.segment_id();
-        let n = seg.shards.len();
+        let n = seg.n();
         let shard_bytes = Shard::total_len(&seg.shard(0).header) as u64;
         let mut pending: Vec<usize> = (0..n).collect();
         let mut used: Vec<NodeId> = Vec::new();
@@ -813,13 +812,15 @@ impl<N: StorageNetwork> Client<N> {
     async fn store_reconstructed(
         &self,
         signed: &SignedDescriptor,
-        mut shards: Vec<Option<Vec<u8>>>,
+        shards: Vec<Option<Vec<u8>>>,
         action: &RepairAction,
     ) -> Result<Vec<(u16, NodeId)>, ClientError> {
-        for (i, _) in &action.targets {
-            shards[usize::from(*i)] = None;
-        }
-        segment::reconstruct(&signed.desc, &mut shards).map_err(|e| match e {
+        let targets: Vec<usize> = action
+            .targets
+            .iter()
+            .map(|(i, _)| usize::from(*i))
+            .collect();
+        let rebuilt = segment::rebuild(&signed.desc, &shards, &targets).map_err(|e| match e {
             SegmentError::Codec(CodecError::NotEnoughShards { have, need }) => {
                 ClientError::NotEnoughShards {
                     segment: action.segment,
@@ -832,9 +833,8 @@ impl<N: StorageNetwork> Client<N> {
         let batch: Vec<(NodeId, Vec<u8>)> = action
             .targets
             .iter()
-            .map(|(i, node)| {
-                let data = shards[usize::from(*i)].take().expect("reconstructed");
-                let (_, outboard) = tree::build(&data);
+            .zip(rebuilt)
+            .map(|((i, node), (data, outboard))| {
                 let shard = Shard {
                     header: ShardHeader {
                         signed: signed.clone(),

@@ -1,7 +1,7 @@
 //! The segment pipeline: encrypt → erasure-code → BLAKE3 tree per shard → signed header, and back.
 //!
-//! Memory is bounded by the segment: one buffer of `k × shard_len` for the ciphertext plus `m`
-//! parity shards and their outboards.
+//! Memory is bounded by the segment: one buffer of `(k + m) × shard_len` for the ciphertext and
+//! the parity (the codec writes into it: no buffer per shard), plus the shards' outboards.
 
 use macula_core::NodeKey;
 
@@ -139,8 +139,10 @@ pub enum ShardError {
 #[derive(Debug, Clone)]
 pub struct EncodedSegment {
     pub signed: SignedDescriptor,
-    /// `(data, outboard)` per shard index.
-    pub shards: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The data of every shard, back to back (`k + m` × `shard_len`).
+    coded: Vec<u8>,
+    /// The outboard of each shard's BLAKE3 tree.
+    outboards: Vec<Vec<u8>>,
 }
 
 impl EncodedSegment {
@@ -148,21 +150,36 @@ impl EncodedSegment {
         self.signed.segment_id()
     }
 
+    /// Number of shards (`k + m`).
+    pub fn n(&self) -> usize {
+        self.outboards.len()
+    }
+
+    /// The coded data of shard `index`.
+    pub fn data(&self, index: usize) -> &[u8] {
+        let sl = self.signed.desc.shard_len as usize;
+        &self.coded[index * sl..(index + 1) * sl]
+    }
+
+    /// The outboard of shard `index`.
+    pub fn outboard(&self, index: usize) -> &[u8] {
+        &self.outboards[index]
+    }
+
     pub fn shard(&self, index: usize) -> Shard {
-        let (data, outboard) = self.shards[index].clone();
         Shard {
             header: ShardHeader {
                 signed: self.signed.clone(),
                 index: index as u16,
             },
-            data,
-            outboard,
+            data: self.data(index).to_vec(),
+            outboard: self.outboards[index].clone(),
         }
     }
 
     /// Serialised shard `index` (`header ‖ data ‖ outboard`), built with a single copy.
     pub fn shard_bytes(&self, index: usize) -> Vec<u8> {
-        let (data, outboard) = &self.shards[index];
+        let (data, outboard) = (self.data(index), self.outboard(index));
         let header = ShardHeader {
             signed: self.signed.clone(),
             index: index as u16,
@@ -190,22 +207,23 @@ pub fn encode_segment(
     debug_assert!(shard_len <= u64::from(MAX_SHARD_LEN));
     let shard_len = shard_len as usize;
     let k = usize::from(p.k);
-    let mut buf = vec![0u8; k * shard_len];
+    let n = k + usize::from(p.m);
+    // Ciphertext (zero-padded to k shards), then the parity the codec writes behind it.
+    let mut coded = vec![0u8; n * shard_len];
     let cipher_len = plain.len() + TAG_LEN as usize;
-    buf[..plain.len()].copy_from_slice(plain);
+    coded[..plain.len()].copy_from_slice(plain);
     let nonce = crypto::nonce_for(p.kind, p.segment_index);
     let aad = crypto::aad_for(p.kind, p.segment_index, p.segment_count, plain_len);
-    crypto::seal_in_place(p.aead, key, nonce, &aad, &mut buf[..cipher_len]);
+    crypto::seal_in_place(p.aead, key, nonce, &aad, &mut coded[..cipher_len]);
 
-    let data: Vec<&[u8]> = buf.chunks_exact(shard_len).collect();
-    let parity = p.codec.codec().encode(&data, usize::from(p.m))?;
-    let mut shards = Vec::with_capacity(k + parity.len());
-    let mut roots = Vec::with_capacity(k + parity.len());
-    for d in data.iter().map(|d| d.to_vec()).chain(parity) {
-        let (root, outboard) = tree::build(&d);
-        roots.push(root);
-        shards.push((d, outboard));
+    {
+        let (data, parity) = coded.split_at_mut(k * shard_len);
+        let data: Vec<&[u8]> = data.chunks_exact(shard_len).collect();
+        let mut parity: Vec<&mut [u8]> = parity.chunks_exact_mut(shard_len).collect();
+        p.codec.codec().encode_into(&data, &mut parity)?;
     }
+    let (roots, outboards): (Vec<_>, Vec<_>) =
+        coded.chunks_exact(shard_len).map(tree::build).unzip();
     let desc = Descriptor {
         kind: p.kind,
         codec: p.codec,
@@ -222,15 +240,57 @@ pub fn encode_segment(
     };
     Ok(EncodedSegment {
         signed: SignedDescriptor::sign(desc, owner),
-        shards,
+        coded,
+        outboards,
     })
 }
 
-/// Fills the missing shards of a segment from at least `k` verified ones and checks every
-/// reconstructed shard against its root. `shards[i]` is the data of shard `i`, if present.
-pub fn reconstruct(desc: &Descriptor, shards: &mut [Option<Vec<u8>>]) -> Result<(), SegmentError> {
-    let n = desc.n();
-    debug_assert_eq!(shards.len(), n);
+/// `(data, outboard)` of a shard [`rebuild`] made.
+pub type RebuiltShard = (Vec<u8>, Vec<u8>);
+
+/// Rebuilds the shards `targets` of a segment from at least `k` other verified ones
+/// (`shards[i]` is the data of shard `i`, if present; present targets are not used as sources)
+/// and checks each against its root: returns `(data, outboard)` per target, in order. Only the
+/// targets are coded, each straight into its own buffer, and each is hashed once (its tree).
+pub fn rebuild(
+    desc: &Descriptor,
+    shards: &[Option<Vec<u8>>],
+    targets: &[usize],
+) -> Result<Vec<RebuiltShard>, SegmentError> {
+    check_lengths(desc, shards)?;
+    let mut bufs = vec![vec![0u8; desc.shard_len as usize]; targets.len()];
+    {
+        let sources: Vec<Option<&[u8]>> = shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.as_deref().filter(|_| !targets.contains(&i)))
+            .collect();
+        let mut out: Vec<(usize, &mut [u8])> = targets
+            .iter()
+            .copied()
+            .zip(bufs.iter_mut().map(Vec::as_mut_slice))
+            .collect();
+        desc.codec
+            .codec()
+            .reconstruct_into(usize::from(desc.k), &sources, &mut out)?;
+    }
+    bufs.into_iter()
+        .zip(targets)
+        .map(|(data, &i)| {
+            let (root, outboard) = tree::build(&data);
+            if root != desc.roots[i] {
+                return Err(SegmentError::Mismatch(i));
+            }
+            Ok((data, outboard))
+        })
+        .collect()
+}
+
+/// `k + m` slots, each present one of the descriptor's shard length.
+fn check_lengths(desc: &Descriptor, shards: &[Option<Vec<u8>>]) -> Result<(), SegmentError> {
+    if shards.len() != desc.n() {
+        return Err(CodecError::ShardLength.into());
+    }
     for (index, s) in shards.iter().enumerate() {
         if let Some(s) = s
             && s.len() != desc.shard_len as usize
@@ -242,40 +302,35 @@ pub fn reconstruct(desc: &Descriptor, shards: &mut [Option<Vec<u8>>]) -> Result<
             });
         }
     }
-    let missing: Vec<usize> = (0..n).filter(|&i| shards[i].is_none()).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    desc.codec
-        .codec()
-        .reconstruct(usize::from(desc.k), shards)?;
-    for i in missing {
-        let s = shards[i].as_ref().expect("codec filled every slot");
-        if blake3::hash(s).as_bytes() != &desc.roots[i] {
-            return Err(SegmentError::Mismatch(i));
-        }
-    }
     Ok(())
 }
 
-/// Decodes a segment from at least `k` verified shards and decrypts it.
+/// Decodes a segment from at least `k` verified shards and decrypts it. The data shards are
+/// copied into one segment buffer and missing ones are decoded straight into their place in it.
 pub fn decode_segment(
     desc: &Descriptor,
-    mut shards: Vec<Option<Vec<u8>>>,
+    shards: Vec<Option<Vec<u8>>>,
     key: &ObjectKey,
 ) -> Result<Vec<u8>, SegmentError> {
+    check_lengths(desc, &shards)?;
     let k = usize::from(desc.k);
-    if shards.len() != desc.n() {
-        return Err(CodecError::ShardLength.into());
+    let sl = desc.shard_len as usize;
+    let mut buf = vec![0u8; k * sl];
+    let mut missing = Vec::new();
+    for (i, chunk) in buf.chunks_exact_mut(sl).enumerate() {
+        match &shards[i] {
+            Some(s) => chunk.copy_from_slice(s),
+            None => missing.push((i, chunk)),
+        }
     }
-    if shards[..k].iter().any(Option::is_none) {
-        desc.codec.codec().reconstruct_data(k, &mut shards)?;
+    if !missing.is_empty() {
+        let present: Vec<Option<&[u8]>> = shards.iter().map(Option::as_deref).collect();
+        desc.codec
+            .codec()
+            .reconstruct_into(k, &present, &mut missing)?;
     }
+    drop(shards);
     let cipher_len = desc.cipher_len();
-    let mut buf = Vec::with_capacity(k * desc.shard_len as usize);
-    for s in shards.into_iter().take(k) {
-        buf.extend_from_slice(&s.expect("data shards present"));
-    }
     buf.truncate(cipher_len);
     let aad = crypto::aad_for(
         desc.kind,
@@ -326,7 +381,7 @@ mod tests {
                         seg.shard(i)
                     );
                     let mut bad = bytes.clone();
-                    let last = bad.len() - 1 - seg.shards[i].1.len();
+                    let last = bad.len() - 1 - seg.outboard(i).len();
                     bad[last] ^= 1;
                     assert_eq!(
                         Shard::from_bytes(&bad, Trust::Signature),
@@ -337,7 +392,7 @@ mod tests {
                     );
                 }
                 let all: Vec<Option<Vec<u8>>> =
-                    seg.shards.iter().map(|(d, _)| Some(d.clone())).collect();
+                    (0..seg.n()).map(|i| Some(seg.data(i).to_vec())).collect();
                 for lost in [vec![0], vec![1, 3], vec![4, 5], vec![0, 5]] {
                     let mut s = all.clone();
                     for &l in &lost {
@@ -345,8 +400,10 @@ mod tests {
                     }
                     let got = decode_segment(&seg.signed.desc, s.clone(), &key).unwrap();
                     assert_eq!(got, plain);
-                    reconstruct(&seg.signed.desc, &mut s).unwrap();
-                    assert_eq!(s, all);
+                    let rebuilt = rebuild(&seg.signed.desc, &s, &lost).unwrap();
+                    for (&l, (data, outboard)) in lost.iter().zip(rebuilt) {
+                        assert_eq!((&data[..], &outboard[..]), (seg.data(l), seg.outboard(l)));
+                    }
                 }
                 let wrong = ObjectKey([1; 32]);
                 assert_eq!(
