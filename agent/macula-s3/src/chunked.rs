@@ -190,17 +190,25 @@ impl Decoder {
         }
     }
 
+    /// Where the line at the start of the input ends (its CRLF), once it is complete. A line
+    /// longer than [`MAX_LINE`] is refused as soon as that is known, and the same way however
+    /// the reads split it (a CR ending the input may start its CRLF).
+    fn line_end(&self, what: &str) -> Result<Option<usize>, S3Error> {
+        match self.buf.windows(2).position(|w| w == b"\r\n") {
+            Some(eol) if eol > MAX_LINE => Err(bad(&format!("{what} too long"))),
+            Some(eol) => Ok(Some(eol)),
+            None if self.buf.len() - usize::from(self.buf.last() == Some(&b'\r')) > MAX_LINE => {
+                Err(bad(&format!("{what} too long")))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The next CRLF-terminated line, consumed.
     fn line(&mut self) -> Result<Option<String>, S3Error> {
-        let Some(eol) = self.buf.windows(2).position(|w| w == b"\r\n") else {
-            if self.buf.len() > MAX_LINE {
-                return Err(bad("line too long"));
-            }
+        let Some(eol) = self.line_end("line")? else {
             return Ok(None);
         };
-        if eol > MAX_LINE {
-            return Err(bad("line too long"));
-        }
         let line = std::str::from_utf8(&self.buf[..eol])
             .map_err(|_| bad("line not UTF-8"))?
             .to_string();
@@ -209,10 +217,7 @@ impl Decoder {
     }
 
     fn chunk(&mut self) -> Result<Step, S3Error> {
-        let Some(eol) = self.buf.windows(2).position(|w| w == b"\r\n") else {
-            if self.buf.len() > MAX_LINE {
-                return Err(bad("chunk header too long"));
-            }
+        let Some(eol) = self.line_end("chunk header")? else {
             return Ok(Step::NeedMore);
         };
         let line = std::str::from_utf8(&self.buf[..eol]).map_err(|_| bad("header not UTF-8"))?;

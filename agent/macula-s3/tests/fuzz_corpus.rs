@@ -92,3 +92,15 @@ fn aws_chunked_bytes_after_the_final_chunk_in_a_later_read() {
     .unwrap();
     fuzzing::aws_chunked(&input);
 }
+
+/// Found by `make fuzz`: a chunk header line of exactly 256 bytes was accepted when its CRLF came
+/// in the same read and refused ("too long") when a read ended before it, and a longer one was
+/// not refused for its length when whole in the input. Both are decided alike now.
+#[test]
+fn aws_chunked_header_line_length_independent_of_the_reads() {
+    let input = std::fs::read(format!(
+        "{DIR}/tests/fuzz_crashes/aws_chunked_header_line_of_256_bytes"
+    ))
+    .unwrap();
+    fuzzing::aws_chunked(&input);
+}
