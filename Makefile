@@ -3,6 +3,8 @@
 #               then the image/QEMU tests and the Raspberry Pi images (test-rpi); see below
 #   make demo   the main job: a live 5-node realm (see tests/mesh-demo.sh)
 #   make bench  benchmarks (figures printed as ratios against same-run baselines)
+#   make fuzz   every cargo-fuzz target to FUZZ_RUNS executions (default 1000000) from its
+#               committed corpus (docs/fuzzing.md); `make test` replays the corpora (unit tests)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -10,7 +12,9 @@ export CARGO_TERM_COLOR ?= never
 # Debug info light and incremental off: faster cold builds on 2 cores (CI).
 export CARGO_INCREMENTAL ?= 0
 
-.PHONY: all build deps test test-all test-qemu-x86_64 test-net-qemu-x86_64 test-qemu-aarch64 lint unit demo demo-node bench bench-agent completions
+FUZZ_RUNS ?= 1000000
+
+.PHONY: all build deps fuzz test test-all test-qemu-x86_64 test-net-qemu-x86_64 test-qemu-aarch64 lint unit demo demo-node bench bench-agent completions
 
 # Per-part targets (images, benchmarks, fuzzing) live next to their code.
 include agent/macula-core/core.mk
@@ -74,6 +78,12 @@ demo-node: deps build
 	@tests/demo.sh
 
 bench: bench-agent bench-mesh bench-net bench-store
+
+# Every fuzz target of every crate (tests/fuzz.sh; FUZZ_ONLY="crate[:target] …" for some,
+# FUZZ_MAX_SECONDS=N to also stop each after N s). Installs cargo-fuzz when missing. The smoke in
+# `make test` is each crate's tests/fuzz_corpus.rs, run by `unit` (docs/fuzzing.md).
+fuzz:
+	FUZZ_RUNS=$(FUZZ_RUNS) CARGO=$(CARGO) tests/fuzz.sh
 
 bench-agent: deps
 	$(CARGO) bench -p maculad --bench agent
