@@ -12,9 +12,7 @@ export CARGO_TERM_COLOR ?= never
 # Debug info light and incremental off: faster cold builds on 2 cores (CI).
 export CARGO_INCREMENTAL ?= 0
 
-FUZZ_RUNS ?= 1000000
-
-.PHONY: all build deps fuzz test test-all test-qemu-x86_64 test-net-qemu-x86_64 test-qemu-aarch64 lint unit demo demo-node bench bench-agent completions
+.PHONY: all build deps fuzz test test-all test-qemu-x86_64 test-net-qemu-x86_64 test-qemu-aarch64 lint unit demo demo-node bench bench-agent bench-s3 completions
 
 # Per-part targets (images, benchmarks, fuzzing) live next to their code.
 include agent/macula-core/core.mk
@@ -77,7 +75,7 @@ demo: demo-mesh
 demo-node: deps build
 	@tests/demo.sh
 
-bench: bench-agent bench-mesh bench-net bench-store
+bench: bench-agent bench-s3 bench-mesh bench-net bench-store
 
 # Every fuzz target of every crate (tests/fuzz.sh; FUZZ_ONLY="crate[:target] …" for some,
 # FUZZ_MAX_SECONDS=N to also stop each after N s). Installs cargo-fuzz when missing. The smoke in
@@ -88,6 +86,10 @@ fuzz:
 bench-agent: deps
 	$(CARGO) bench -p maculad --bench agent
 	$(CARGO) bench -p maculad --bench metrics
+
+# The S3 gateway against maculactl put/get on one realm (docs/s3.md "Benchmarks").
+bench-s3: deps
+	$(CARGO) bench -p maculad --bench s3
 
 # Shell completions and man page generated from the CLI definition.
 completions: build

@@ -97,3 +97,34 @@ pub fn free_tcp_port() -> u16 {
         .expect("bind an ephemeral TCP port")
         .port()
 }
+
+/// The python of a venv at `dir` in which `import <modules>` works: made on first use with
+/// `pip install <packages>` (which needs PyPI that once), reused afterwards.
+pub fn python_venv(dir: &std::path::Path, modules: &str, packages: &[&str]) -> std::path::PathBuf {
+    let python = dir.join("bin/python");
+    let has = || {
+        std::process::Command::new(&python)
+            .args(["-c", &format!("import {modules}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !has() {
+        let out = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(dir)
+            .output()
+            .expect("python3 with venv (Debian python3-venv)");
+        assert!(out.status.success(), "venv: {}", output_text(&out));
+        let out = std::process::Command::new(dir.join("bin/pip"))
+            .args(["install", "-q"])
+            .args(packages)
+            .output()
+            .expect("pip");
+        assert!(
+            out.status.success(),
+            "pip install {packages:?}: {}",
+            output_text(&out)
+        );
+    }
+    python
+}

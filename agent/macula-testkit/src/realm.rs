@@ -254,7 +254,9 @@ pub async fn wait_async(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
 }
 
 /// Storage settings every node of an [`AgentRealm`] gets (the test's own lines follow).
-const AGENT_STORAGE: &str = "enabled = true\nquota_bytes = 268435456\nrepair_grace_secs = 3\n";
+const AGENT_STORAGE: &str = "enabled = true\nrepair_grace_secs = 3\n";
+/// Each node's storage quota unless `quota` says otherwise.
+const AGENT_QUOTA: u64 = 256 << 20;
 
 /// A realm of real `maculad` processes with storage on, each on loopback with its own private
 /// bus, admitted with `maculactl realm join`; node 0 is a hub, the others edges, all bootstrapped
@@ -263,6 +265,7 @@ pub struct AgentRealm<'a> {
     count: usize,
     /// `None`: k and m unset, chosen at each put (`auto_coding`).
     coding: Option<(u8, u8)>,
+    quota: u64,
     extra: Box<dyn Fn(usize) -> String + 'a>,
     env: Box<dyn Fn(usize) -> Vec<(String, String)> + 'a>,
     realm: Option<Realm>,
@@ -283,6 +286,7 @@ impl<'a> AgentRealm<'a> {
         Self {
             count,
             coding: Some((3, 2)),
+            quota: AGENT_QUOTA,
             extra: Box::new(|_| String::new()),
             env: Box::new(|_| Vec::new()),
             realm: None,
@@ -312,6 +316,12 @@ impl<'a> AgentRealm<'a> {
     /// `[storage] k` and `m` left unset: each put chooses them from the storage nodes.
     pub fn auto_coding(mut self) -> Self {
         self.coding = None;
+        self
+    }
+
+    /// Each node's storage quota in bytes (default 256 MiB).
+    pub fn quota(mut self, bytes: u64) -> Self {
+        self.quota = bytes;
         self
     }
 
@@ -353,7 +363,10 @@ impl<'a> AgentRealm<'a> {
             let config = AgentConfig::loopback(port)
                 .name(&name)
                 .bootstrap_opt(boot)
-                .storage(&format!("{AGENT_STORAGE}{coding}{audit}{extra}"));
+                .storage(&format!(
+                    "{AGENT_STORAGE}quota_bytes = {}\n{coding}{audit}{extra}",
+                    self.quota
+                ));
             let node =
                 RealmNode::spawn_with(&name, config.to_string(), self.netns.clone(), (self.env)(i));
             let id = node.node_id().parse().expect("a node ID");

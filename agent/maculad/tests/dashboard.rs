@@ -40,31 +40,11 @@ const ZONES: &str = "[firewall.zones.overlay]\ninterfaces = [\"mcl0\"]\n";
 
 /// A venv with websocket-client under the target dir (made once; pip needs PyPI the first time).
 fn cdp_python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cdp-venv");
-    let python = venv.join("bin/python");
-    let has = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import websocket"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !has(&python) {
-        let out = Command::new("python3")
-            .args(["-m", "venv", venv.to_str().unwrap()])
-            .output()
-            .expect("python3 (tests/deps/dashboard.list)");
-        assert!(out.status.success(), "venv: {}", output_text(&out));
-        let out = Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "websocket-client"])
-            .output()
-            .expect("pip");
-        assert!(
-            out.status.success(),
-            "pip install websocket-client: {}",
-            output_text(&out)
-        );
-    }
-    python
+    macula_testkit::check::python_venv(
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("cdp-venv"),
+        "websocket",
+        &["websocket-client"],
+    )
 }
 
 #[test]

@@ -17,31 +17,11 @@ use macula_testkit::realm::{AgentRealm, RealmNode};
 
 /// A venv with boto3 under the target dir (made once; pip needs PyPI the first time).
 fn boto3_python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("s3-venv");
-    let python = venv.join("bin/python");
-    let has = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import boto3, awscli"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !has(&python) {
-        let out = Command::new("python3")
-            .args(["-m", "venv", venv.to_str().unwrap()])
-            .output()
-            .expect("python3 (tests/deps/s3.list)");
-        assert!(out.status.success(), "venv: {}", output_text(&out));
-        let out = Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "boto3", "awscli"])
-            .output()
-            .expect("pip");
-        assert!(
-            out.status.success(),
-            "pip install boto3: {}",
-            output_text(&out)
-        );
-    }
-    python
+    macula_testkit::check::python_venv(
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("s3-venv"),
+        "boto3, awscli",
+        &["boto3", "awscli"],
+    )
 }
 
 #[test]
