@@ -89,6 +89,7 @@ bench-agent: deps
 
 # The S3 gateway against maculactl put/get on one realm (docs/s3.md "Benchmarks").
 bench-s3: deps
+	$(CARGO) build --release -p maculactl
 	$(CARGO) bench -p maculad --bench s3
 
 # Shell completions and man page generated from the CLI definition.

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Code, S3Error};
 use crate::index::Part;
@@ -16,15 +17,15 @@ pub const MIN_PART: u64 = 5 << 20;
 pub const MAX_PART_NUMBER: u32 = 10_000;
 
 /// One uploaded part.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadedPart {
     pub part: Part,
     pub md5: [u8; 16],
     pub modified_ms: u64,
 }
 
-/// An upload in progress.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An upload in progress (kept on the gateway's disk, `wire`-encoded, so a restart resumes it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Upload {
     pub bucket: String,
     pub key: String,

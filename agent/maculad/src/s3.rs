@@ -68,8 +68,10 @@ struct Inner {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     serving: std::sync::atomic::AtomicBool,
-    /// Multipart uploads in progress through this gateway, by upload ID.
+    /// Multipart uploads in progress through this gateway, by upload ID; kept in
+    /// `uploads_file` (written before a change is answered) so a restart resumes them.
     uploads: Mutex<BTreeMap<String, Upload>>,
+    uploads_file: PathBuf,
     /// Whether this node has caught up from a member since it started (the listener waits).
     caught_up: tokio::sync::watch::Sender<bool>,
 }
@@ -102,6 +104,18 @@ pub fn open(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => anyhow::bail!("cannot read {}: {e}", file.display()),
     }
+    let uploads_file = dir.join("uploads");
+    let uploads: BTreeMap<String, Upload> = match std::fs::read(&uploads_file) {
+        Ok(b) => macula_core::wire::decode(&b).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is damaged ({e}); move it away to start without the multipart uploads in \
+                 progress (their parts' shards stay until deleted)",
+                uploads_file.display()
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => anyhow::bail!("cannot read {}: {e}", uploads_file.display()),
+    };
     Ok(S3Glue {
         inner: Arc::new(Inner {
             cfg: cfg.clone(),
@@ -117,7 +131,8 @@ pub fn open(
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             serving: std::sync::atomic::AtomicBool::new(false),
-            uploads: Mutex::default(),
+            uploads: Mutex::new(uploads),
+            uploads_file,
             caught_up: tokio::sync::watch::Sender::new(false),
         }),
     })
@@ -923,6 +938,28 @@ impl S3Glue {
         .await
     }
 
+    /// Changes the uploads in progress and writes them to disk before the change is answered;
+    /// when the write fails the change is undone and the client told.
+    fn change_uploads<T>(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<String, Upload>) -> Result<T, S3Error>,
+    ) -> Result<T, S3Error> {
+        let mut uploads = self.inner.uploads.locked();
+        let before = uploads.clone();
+        let out = f(&mut uploads)?;
+        if let Err(e) = macula_core::fsutil::write_atomic(
+            &self.inner.uploads_file,
+            &macula_core::wire::encode(&*uploads),
+            0o600,
+        ) {
+            *uploads = before;
+            tracing::error!(target: "macula::s3", file = %self.inner.uploads_file.display(),
+                error = %e, "cannot keep the multipart uploads on disk");
+            return Err(internal(format!("cannot keep the upload on disk: {e}")));
+        }
+        Ok(out)
+    }
+
     fn upload<T>(
         &self,
         route: &Route,
@@ -934,10 +971,7 @@ impl S3Glue {
         let mut uploads = self.inner.uploads.locked();
         match uploads.get_mut(id) {
             Some(u) if u.bucket == bucket && u.key == key => Ok(f(id, u)),
-            _ => Err(S3Error::new(
-                Code::NoSuchUpload,
-                "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
-            )),
+            _ => Err(no_such_upload()),
         }
     }
 
@@ -965,7 +999,10 @@ impl S3Glue {
                     user_meta: user_meta(head),
                     parts: Default::default(),
                 };
-                self.inner.uploads.locked().insert(id.clone(), u);
+                self.change_uploads(|all| {
+                    all.insert(id.clone(), u);
+                    Ok(())
+                })?;
                 Ok(Response::xml(multipart::initiate_result(bucket, key, &id)))
             }
             Op::UploadPart => {
@@ -978,7 +1015,12 @@ impl S3Glue {
                     md5,
                     modified_ms: unix_ms(),
                 };
-                match self.upload(route, bucket, key, |_, u| u.add(n, uploaded)) {
+                let id = route.param("uploadId").unwrap_or("");
+                let added = self.change_uploads(|all| match all.get_mut(id) {
+                    Some(u) if u.bucket == bucket && u.key == key => Ok(u.add(n, uploaded)),
+                    _ => Err(no_such_upload()),
+                });
+                match added {
                     Ok(replaced) => self.delete_parts(replaced.into_iter().collect()),
                     // Aborted or completed while the part streamed in.
                     Err(e) => {
@@ -1002,7 +1044,7 @@ impl S3Glue {
                     )
                 })?;
                 let done = done?;
-                self.inner.uploads.locked().remove(&id);
+                self.change_uploads(|all| Ok(all.remove(&id)))?;
                 self.delete_parts(done.unused);
                 let meta = ObjectMeta {
                     parts: done.parts,
@@ -1019,7 +1061,7 @@ impl S3Glue {
             }
             Op::AbortMultipartUpload => {
                 let id = self.upload(route, bucket, key, |id, _| id.to_string())?;
-                if let Some(u) = self.inner.uploads.locked().remove(&id) {
+                if let Some(u) = self.change_uploads(|all| Ok(all.remove(&id)))? {
                     self.delete_parts(u.parts.into_values().map(|p| p.part).collect());
                 }
                 Ok(Response::empty(204))
@@ -1180,6 +1222,13 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+fn no_such_upload() -> S3Error {
+    S3Error::new(
+        Code::NoSuchUpload,
+        "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
+    )
 }
 
 /// What a request's body is checked with: the SigV4 payload mode and, for `aws-chunked`, the

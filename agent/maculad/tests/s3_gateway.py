@@ -64,6 +64,41 @@ if phase == "revoked":
     print("revoked key refused by both gateways")
     sys.exit(0)
 
+def resume_part(n, size):
+    return hashlib.sha512(b"part %d" % n).digest() * (size // 64)
+
+if phase == "mp-start":
+    # Two multipart uploads begun before the gateway restarts: one to finish after, one to abort.
+    import json
+    s3.create_bucket(Bucket="resume")
+    resume = s3.create_multipart_upload(Bucket="resume", Key="r.bin")["UploadId"]
+    s3.upload_part(Bucket="resume", Key="r.bin", UploadId=resume, PartNumber=1, Body=resume_part(1, 5 << 20))
+    gone = s3.create_multipart_upload(Bucket="resume", Key="gone.bin")["UploadId"]
+    s3.upload_part(Bucket="resume", Key="gone.bin", UploadId=gone, PartNumber=1, Body=resume_part(9, 1 << 20))
+    print(json.dumps({"resume": resume, "gone": gone}))
+    sys.exit(0)
+
+if phase == "mp-finish":
+    # After the restart: the first upload still lists its part, takes a second and completes;
+    # the second is listed and aborted.
+    resume, gone = os.environ["RESUME"], os.environ["GONE"]
+    parts = s3.list_parts(Bucket="resume", Key="r.bin", UploadId=resume)["Parts"]
+    assert [(p["PartNumber"], p["Size"]) for p in parts] == [(1, 5 << 20)], parts
+    tag2 = s3.upload_part(Bucket="resume", Key="r.bin", UploadId=resume, PartNumber=2,
+                          Body=resume_part(2, 64 * 1000))["ETag"]
+    s3.complete_multipart_upload(Bucket="resume", Key="r.bin", UploadId=resume, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": parts[0]["ETag"]}, {"PartNumber": 2, "ETag": tag2}]})
+    whole = resume_part(1, 5 << 20) + resume_part(2, 64 * 1000)
+    assert s3.get_object(Bucket="resume", Key="r.bin")["Body"].read() == whole
+    listed = [u["UploadId"] for u in s3.list_multipart_uploads(Bucket="resume").get("Uploads", [])]
+    assert listed == [gone], listed
+    s3.abort_multipart_upload(Bucket="resume", Key="gone.bin", UploadId=gone)
+    assert code(lambda: s3.list_parts(Bucket="resume", Key="gone.bin", UploadId=gone)) == "NoSuchUpload"
+    s3.delete_object(Bucket="resume", Key="r.bin")
+    s3.delete_bucket(Bucket="resume")
+    print("multipart uploads survived the gateway's restart: one completed, one aborted")
+    sys.exit(0)
+
 if phase == "reader":
     # GETs every object of bucket `tree` over and over until STOP exists, each compared with the
     # file it was synced from (TREE/key): errors are allowed while nodes die, wrong bytes never.

@@ -54,7 +54,7 @@ fn boto3_against_a_realm() {
     wait_until("the gateway listens", 20, || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
-    let run = |phase: &str, log_of: &RealmNode| {
+    let run = |phase: &str, log_of: &RealmNode, env: &[(&str, &str)]| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3_gateway.py");
         let out = Command::new(&python)
             .arg(&script)
@@ -66,6 +66,7 @@ fn boto3_against_a_realm() {
             .env_remove("AWS_PROFILE")
             .env("AWS_CONFIG_FILE", "/dev/null")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .envs(env.iter().copied())
             .output()
             .expect("run python");
         assert!(
@@ -74,10 +75,12 @@ fn boto3_against_a_realm() {
             output_text(&out),
             log_of.agent.log()
         );
-        eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!("{stdout}");
+        stdout
     };
-    run("main", gw);
-    run("tls", gw);
+    run("main", gw, &[]);
+    run("tls", gw, &[]);
     let st = macula_testkit::check::json(gw.agent.ctl(&["s3", "status", "--json"]));
     assert_eq!(st["serving"], true, "{st}");
     assert!(st["requests"].as_u64().unwrap() > 50, "{st}");
@@ -99,6 +102,27 @@ fn boto3_against_a_realm() {
         "{listed}"
     );
     wait_until("every object's shards are deleted", 20, || {
+        nodes.iter().map(RealmNode::shard_count).sum::<usize>() == 0
+    });
+    // Multipart uploads in progress survive a restart of their gateway: one is completed after
+    // it, the other aborted (its part's shards deleted).
+    let begun = serde_json::from_str::<serde_json::Value>(&run("mp-start", gw, &[])).unwrap();
+    {
+        let n0 = &mut nodes[0];
+        n0.agent.stop(std::time::Duration::from_secs(10));
+        n0.agent.start(&n0.bus).expect("the gateway restarts");
+    }
+    let gw = &nodes[0];
+    wait_until("the restarted gateway listens", 30, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let id = |k: &str| begun[k].as_str().unwrap().to_string();
+    run(
+        "mp-finish",
+        gw,
+        &[("RESUME", &id("resume")), ("GONE", &id("gone"))],
+    );
+    wait_until("the aborted upload's shards are deleted", 20, || {
         nodes.iter().map(RealmNode::shard_count).sum::<usize>() == 0
     });
     // aws-cli: cp up (a 20 MiB file goes multipart: 8 MiB parts) and down, ls, sync, presign.
@@ -242,14 +266,14 @@ fn boto3_against_a_realm() {
     wait_until("aws-cli's objects' shards are deleted", 20, || {
         nodes.iter().map(RealmNode::shard_count).sum::<usize>() == 0
     });
-    run("seed", gw);
+    run("seed", gw, &[]);
     // The second gateway comes back and catches up from its peers.
     let n3 = &mut nodes[3];
     n3.agent.start(&n3.bus).expect("restart n3");
     wait_until("the second gateway listens", 30, || {
         std::net::TcpStream::connect(("127.0.0.1", port2)).is_ok()
     });
-    run("second", &nodes[3]);
+    run("second", &nodes[3], &[]);
     assert_eq!(
         ok(&nodes[0].agent.ctl(&["s3", "key", "revoke", &kid])).trim(),
         format!("revoked {kid}")
@@ -261,7 +285,7 @@ fn boto3_against_a_realm() {
         "a second revoke: {}",
         output_text(&again)
     );
-    run("revoked", &nodes[3]);
+    run("revoked", &nodes[3], &[]);
     for n in &nodes {
         assert!(
             !n.agent.log().contains(&secret),
