@@ -12,7 +12,7 @@ export CARGO_TERM_COLOR ?= never
 # Debug info light and incremental off: faster cold builds on 2 cores (CI).
 export CARGO_INCREMENTAL ?= 0
 
-.PHONY: all build deps fuzz test test-all test-qemu-x86_64 test-net-qemu-x86_64 test-qemu-aarch64 lint unit demo demo-node bench bench-agent bench-s3 completions
+.PHONY: all build deps fuzz test test-all test-qemu-x86_64 test-net-qemu-x86_64 test-qemu-aarch64 lint unit demo demo-node bench bench-agent bench-s3 chaos completions
 
 # Per-part targets (images, benchmarks, fuzzing) live next to their code.
 include agent/macula-core/core.mk
@@ -86,6 +86,11 @@ fuzz:
 bench-agent: deps
 	$(CARGO) bench -p maculad --bench agent
 	$(CARGO) bench -p maculad --bench metrics
+
+# The chaos run (docs/reliability.md): 10 minutes of kills, cuts and loss on six agents; the
+# 2-minute run is part of `make test`. CHAOS_SEED=<n> repeats a run's choices.
+chaos: deps build
+	CHAOS_SECS=$${CHAOS_SECS:-600} $(CARGO) nextest run -p maculad --test chaos --retries 0 --no-capture
 
 # The S3 gateway against maculactl put/get on one realm (docs/s3.md "Benchmarks").
 bench-s3: deps

@@ -47,6 +47,11 @@ impl Agent {
         }
     }
 
+    /// How the agent is started.
+    pub fn options(&self) -> &AgentOptions {
+        &self.options
+    }
+
     /// How the next [`Agent::start`] starts the agent (e.g. with a different environment).
     pub fn options_mut(&mut self) -> &mut AgentOptions {
         &mut self.options

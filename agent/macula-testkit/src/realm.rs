@@ -394,6 +394,17 @@ impl<'a> AgentRealm<'a> {
 }
 
 impl RealmNode {
+    /// The UDP port its mesh listens on (the first `listen = "<ip>:<port>"` of its
+    /// `agent.toml`, `[mesh]` being the only section with one in a realm's configs).
+    pub fn mesh_port(&self) -> u16 {
+        let config = self.agent.options().config.as_deref().unwrap_or_default();
+        config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("listen = \""))
+            .and_then(|v| v.trim_end_matches('"').rsplit(':').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{}: no [mesh] listen in its config:\n{config}", self.name))
+    }
+
     /// How many shard files this node's store holds (`<state>/shards/shards/<xx>/…`).
     pub fn shard_count(&self) -> usize {
         let dir = self.agent.state_dir().join("shards").join("shards");

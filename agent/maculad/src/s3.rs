@@ -285,6 +285,9 @@ impl S3Glue {
         while let Some(accepted) = ctx.wait(listener.accept()).await {
             match accepted {
                 Ok((sock, _)) => {
+                    // A response is a head and a body written apart: with Nagle's algorithm
+                    // the body of a small object waited for the client's delayed ACK (40 ms).
+                    let _ = sock.set_nodelay(true);
                     let this = self.clone();
                     tokio::spawn(async move { this.connection(sock).await });
                 }

@@ -29,18 +29,6 @@ fn records(n: &Node) -> BTreeSet<String> {
     n.ledger_records().iter().map(|r| r.to_string()).collect()
 }
 
-/// The UDP port node `i` listens on, from another node's peer list.
-fn port(nodes: &[Node], ids: &[String], i: usize) -> u16 {
-    let asker = if i == 0 { 1 } else { 0 };
-    let addr = nodes[asker]
-        .peers()
-        .iter()
-        .find(|p| p["node_id"] == ids[i].as_str())
-        .and_then(|p| p["addrs"][0].as_str().map(str::to_string))
-        .unwrap_or_else(|| panic!("{} knows {}'s address", nodes[asker].name, nodes[i].name));
-    addr.parse::<std::net::SocketAddr>().unwrap().port()
-}
-
 #[test]
 fn after_a_partition_heals_every_ledger_has_the_same_head() {
     let mut topo = Topology::new("prp");
@@ -50,8 +38,7 @@ fn after_a_partition_heals_every_ledger_has_the_same_head() {
         .netns(ns)
         .storage_extra(|_| PROOFS.to_string())
         .start();
-    let ids: Vec<String> = nodes.iter().map(Node::node_id).collect();
-    let ports: Vec<u16> = (0..4).map(|i| port(&nodes, &ids, i)).collect();
+    let ports: Vec<u16> = nodes.iter().map(Node::mesh_port).collect();
     wait_until("every node holds a record", 20, || {
         nodes.iter().all(|n| !n.ledger_records().is_empty())
     });
