@@ -394,6 +394,19 @@ impl<'a> AgentRealm<'a> {
 }
 
 impl RealmNode {
+    /// `maculactl s3 key create <args>` on this node: the new key's (access key ID, secret).
+    pub fn s3_key(&self, args: &[&str]) -> (String, String) {
+        let created = ok(&self.agent.ctl(&[&["s3", "key", "create"], args].concat()));
+        let field = |name: &str| {
+            created
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_else(|| panic!("{name} in {created}"))
+                .to_string()
+        };
+        (field("AWS_ACCESS_KEY_ID="), field("AWS_SECRET_ACCESS_KEY="))
+    }
+
     /// The UDP port its mesh listens on (the first `listen = "<ip>:<port>"` of its
     /// `agent.toml`, `[mesh]` being the only section with one in a realm's configs).
     pub fn mesh_port(&self) -> u16 {

@@ -57,15 +57,7 @@ fn main() {
         })
         .start();
     let gw = &nodes[0];
-    let created = ok(&gw.agent.ctl(&["s3", "key", "create", "--name", "bench"]));
-    let field = |name: &str| {
-        created
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap_or_else(|| panic!("{name} in {created}"))
-            .to_string()
-    };
-    let (kid, secret) = (field("AWS_ACCESS_KEY_ID="), field("AWS_SECRET_ACCESS_KEY="));
+    let (kid, secret) = gw.s3_key(&["--name", "bench"]);
     let boto = |phase: &str, env: &[(&str, String)]| {
         let out = std::process::Command::new(&python)
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/s3_bench.py"))

@@ -41,15 +41,7 @@ fn boto3_against_a_realm() {
     let gw = &nodes[0];
     // Placement skips it once membership says it is down (puts to it would wait for timeouts).
     wait_until("the others see node 3 down", 30, || gw.alive_peers() == 2);
-    let created = ok(&gw.agent.ctl(&["s3", "key", "create", "--name", "boto3"]));
-    let field = |name: &str| {
-        created
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap_or_else(|| panic!("{name} in {created}"))
-            .to_string()
-    };
-    let (kid, secret) = (field("AWS_ACCESS_KEY_ID="), field("AWS_SECRET_ACCESS_KEY="));
+    let (kid, secret) = gw.s3_key(&["--name", "boto3"]);
     assert!(!gw.agent.log().contains(&secret), "the secret was logged");
     wait_until("the gateway listens", 20, || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -205,27 +197,7 @@ fn boto3_against_a_realm() {
     // A key for bucket `cli` only, read-only: it lists only that bucket, reads from it, and is
     // refused writes and other buckets (AccessDenied), on the same gateway.
     aws(&["s3", "mb", "s3://other"]);
-    let scoped = ok(&gw.agent.ctl(&[
-        "s3",
-        "key",
-        "create",
-        "--name",
-        "reader",
-        "--bucket",
-        "cli",
-        "--read-only",
-    ]));
-    let sfield = |name: &str| {
-        scoped
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap_or_else(|| panic!("{name} in {scoped}"))
-            .to_string()
-    };
-    let (skid, ssec) = (
-        sfield("AWS_ACCESS_KEY_ID="),
-        sfield("AWS_SECRET_ACCESS_KEY="),
-    );
+    let (skid, ssec) = gw.s3_key(&["--name", "reader", "--bucket", "cli", "--read-only"]);
     let listed = ok(&gw.agent.ctl(&["s3", "key", "list"]));
     assert!(
         listed
@@ -311,15 +283,7 @@ fn a_sync_survives_m_nodes_killed_midway() {
         })
         .start();
     let gw = &nodes[0];
-    let created = ok(&gw.agent.ctl(&["s3", "key", "create", "--name", "sync"]));
-    let field = |name: &str| {
-        created
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap_or_else(|| panic!("{name} in {created}"))
-            .to_string()
-    };
-    let (kid, secret) = (field("AWS_ACCESS_KEY_ID="), field("AWS_SECRET_ACCESS_KEY="));
+    let (kid, secret) = gw.s3_key(&["--name", "sync"]);
     wait_until("the gateway listens", 20, || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
@@ -443,14 +407,7 @@ fn restic_and_rclone() {
         })
         .start();
     let gw = &nodes[0];
-    let created = ok(&gw.agent.ctl(&["s3", "key", "create", "--name", "restic"]));
-    let field = |name: &str| {
-        created
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap_or_else(|| panic!("{name} in {created}"))
-            .to_string()
-    };
+    let (kid, secret) = gw.s3_key(&["--name", "restic"]);
     wait_until("the gateway listens", 30, || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
@@ -473,8 +430,8 @@ fn restic_and_rclone() {
             .args(["-o", "s3.region=macula", "--no-cache"])
             .args(args)
             .env("RESTIC_PASSWORD", "test password")
-            .env("AWS_ACCESS_KEY_ID", field("AWS_ACCESS_KEY_ID="))
-            .env("AWS_SECRET_ACCESS_KEY", field("AWS_SECRET_ACCESS_KEY="))
+            .env("AWS_ACCESS_KEY_ID", &kid)
+            .env("AWS_SECRET_ACCESS_KEY", &secret)
             .output()
             .expect("restic (tests/deps/s3.list; run tests/install-deps.sh)");
         assert!(
@@ -492,13 +449,7 @@ fn restic_and_rclone() {
     let out = dir.path().join("out");
     restic(&["restore", "latest", "--target", out.to_str().unwrap()]);
     let restored = out.join(data.strip_prefix("/").unwrap());
-    rclone(
-        port,
-        &field("AWS_ACCESS_KEY_ID="),
-        &field("AWS_SECRET_ACCESS_KEY="),
-        &data,
-        gw,
-    );
+    rclone(port, &kid, &secret, &data, gw);
     assert_eq!(std::fs::read(restored.join("big.bin")).unwrap(), big);
     for i in 0..20 {
         assert_eq!(
