@@ -71,7 +71,10 @@ pub fn proof_answer(data: &[u8]) {
     };
     if let Ok(a) = wire::decode_with_limit::<capacity::Answer>(data, MAX_ANSWER) {
         if capacity::verify(&ch, &a, 8).is_ok() {
-            assert_eq!(a, capacity::prove(&ch).unwrap());
+            assert_eq!(
+                a,
+                capacity::prove(&ch).expect("a challenge whose answer verified can be proved")
+            );
         }
     }
     if let Ok(a) = wire::decode_with_limit::<storage::Answer>(data, MAX_ANSWER) {

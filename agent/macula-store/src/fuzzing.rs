@@ -11,20 +11,24 @@ pub fn group_proof(input: &[u8]) {
     if input.len() < 7 + 32 {
         return;
     }
-    let len = u32::from_le_bytes(input[0..4].try_into().unwrap()) as usize % (16 << 20);
+    let len = u32::from_le_bytes([input[0], input[1], input[2], input[3]]) as usize % (16 << 20);
     let group = usize::from(u16::from_le_bytes([input[4], input[5]]));
     let count = usize::from(input[6] % 32);
     let rest = &input[7..];
     if rest.len() < 32 * count + 32 {
         return;
     }
-    let proof: Vec<[u8; 32]> = rest[..32 * count]
-        .chunks_exact(32)
-        .map(|c| c.try_into().unwrap())
-        .collect();
-    let root: [u8; 32] = rest[32 * count..32 * count + 32].try_into().unwrap();
+    let proof: Vec<[u8; 32]> = rest[..32 * count].chunks_exact(32).map(hash).collect();
+    let root = hash(&rest[32 * count..32 * count + 32]);
     let data = &rest[32 * count + 32..];
     let _ = verify_proof(&root, len, group, data, &proof);
+}
+
+/// The 32 bytes of `c` (exactly 32 long) as an array.
+fn hash(c: &[u8]) -> [u8; 32] {
+    let mut h = [0u8; 32];
+    h.copy_from_slice(c);
+    h
 }
 
 /// The inventory part decoder and the assembler must never panic on any input; a list that
@@ -80,11 +84,16 @@ pub fn purge_order(data: &[u8]) {
     use macula_mesh::realm::{PurgeOrder, RealmKey};
 
     static STORE: OnceLock<LocalStore> = OnceLock::new();
-    let store = STORE.get_or_init(|| LocalStore::open(&purge_order_store(), 1 << 20).unwrap());
+    let store = STORE.get_or_init(|| {
+        LocalStore::open(&purge_order_store(), 1 << 20).expect("a store in a temporary directory")
+    });
     let realm = RealmKey::from_seed([1; 32]);
     if purge::apply(store, &realm.id(), data).is_ok() {
-        let order: PurgeOrder = wire::decode_with_limit(data, 256).unwrap();
-        order.verify(&realm.id()).unwrap();
+        let order: PurgeOrder =
+            wire::decode_with_limit(data, 256).expect("an applied order decodes");
+        order
+            .verify(&realm.id())
+            .expect("an applied order carries the realm's signature");
         assert!(store.is_purged(&order.body.owner));
     }
 }
@@ -147,7 +156,7 @@ pub fn shard_receive(input: &[u8]) {
                 &ObjectKey([1; 32]),
                 &NodeKey::from_seed([2; 32]),
             )
-            .unwrap();
+            .expect("a segment of valid parameters encodes");
             let shard = seg.shard(1);
             let wire = wire_chunks(&shard, 1 << 16).flatten().collect();
             (seg.segment_id(), shard, wire)
