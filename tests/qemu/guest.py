@@ -104,6 +104,7 @@ class Guest:
         self.slot = None
         self.ready_wall = self.ready_uptime = None
         self.shell_ready = False
+        self.commands = 0
 
     def tail(self, n=3000):
         self.log.flush()
@@ -137,9 +138,18 @@ class Guest:
             self.p.sendline("")
             self.p.sendline("stty -echo; PS1='$ '")
             self.shell_ready = True
-        # the markers as printed differ from the typed text, so an echoed command line never matches
-        self.p.sendline(f"printf '_%s_\\n' B; {cmd}; echo _E_$?_")
-        m = self.expect(re.compile(r"_B_\r*\n(.*?)_E_(\d+)_", re.S), timeout, f"command `{cmd}`")
+        # the markers as printed differ from the typed text, so an echoed command line never matches;
+        # they are numbered, so the late output of a command that timed out never answers a later one
+        self.commands += 1
+        k = self.commands
+        self.p.sendline(f"printf '_%s_\\n' B{k}; {cmd}; echo _E{k}_$?_")
+        try:
+            m = self.expect(re.compile(rf"_B{k}_\r*\n(.*?)_E{k}_(\d+)_", re.S), timeout,
+                            f"command `{cmd}`")
+        except GuestError:
+            if self.p.isalive():
+                self.p.sendcontrol("c")  # the shell is free for the next command
+            raise
         out = m.group(1).replace("\r", "")
         rc = int(m.group(2))
         if check and rc != 0:

@@ -115,12 +115,14 @@ class Node:
         return out.strip()
 
     def rollout(self):
-        """The guest's `update status --realm` (None while it cannot answer: rebooting)."""
+        """The guest's `update status --realm` (None while it cannot answer: rebooting, or too busy
+        installing to answer within the minute; the timed-out command is interrupted)."""
         try:
             v, _ = ctl_json(self.g, "update status --realm")
         except GuestError as e:
-            if "QEMU exited" not in str(e):
+            if not str(e).startswith(("QEMU exited", "timed out")):
                 raise
+            log(f"guest {self.n} does not answer: {str(e).splitlines()[0]}")
             return None
         return v
 
@@ -314,6 +316,8 @@ def main():
                     pass
         print(f"console logs: {a.work}/g*/console.log", file=sys.stderr)
         print(json.dumps(RESULTS, indent=1))
+        # again last: a CI log keeps its head and tail
+        print(f"FAIL: {str(e)[:2000]}", file=sys.stderr)
         return 1
     finally:
         for node in nodes:

@@ -108,6 +108,18 @@ pub fn python_venv(dir: &std::path::Path, modules: &str, packages: &[&str]) -> s
             .output()
             .is_ok_and(|o| o.status.success())
     };
+    // Tests in parallel processes share the venv: one makes it while the others wait.
+    std::fs::create_dir_all(dir.parent().expect("a venv directory has a parent"))
+        .expect("venv parent");
+    let lock = std::fs::File::create(dir.with_extension("lock")).expect("venv lock file");
+    // SAFETY: flock on a descriptor this function owns; released when `lock` is dropped.
+    let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    assert_eq!(
+        locked,
+        0,
+        "lock the venv: {}",
+        std::io::Error::last_os_error()
+    );
     if !has() {
         let out = std::process::Command::new("python3")
             .args(["-m", "venv"])
