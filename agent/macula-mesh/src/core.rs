@@ -245,7 +245,10 @@ impl MeshCore {
         let mut core = Self {
             me,
             m: membership,
-            ps: PubSub::new(NodeKey::from_seed(*key.signing_key().as_bytes())),
+            ps: PubSub::new(
+                NodeKey::from_seed(*key.signing_key().as_bytes()),
+                now.unix_ms.saturating_mul(1000),
+            ),
             dht: Dht::new(me, config.dht.clone()),
             config,
             timers: BinaryHeap::new(),

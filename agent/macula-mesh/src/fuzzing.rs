@@ -164,7 +164,7 @@ pub fn stream_messages(data: &[u8]) {
         rest = &rest[used..];
         limit = MAX_STREAM_FRAME;
     }
-    let mut ps = PubSub::new(NodeKey::from_seed([1; 32]));
+    let mut ps = PubSub::new(NodeKey::from_seed([1; 32]), 0);
     ps.peer_up(peer);
     let mut rest = data;
     while let Ok(Some((msg, used))) = frame::decode::<PubSubMsg>(rest, 1 << 17) {

@@ -877,7 +877,7 @@ impl PubSubSim {
         let ids: Vec<NodeId> = keys.iter().map(NodeKey::node_id).collect();
         let mut sim = Self {
             queue: EventQueue::default(),
-            nodes: keys.into_iter().map(PubSub::new).collect(),
+            nodes: keys.into_iter().map(|k| PubSub::new(k, 0)).collect(),
             index: ids.iter().enumerate().map(|(i, id)| (*id, i)).collect(),
             ids,
             rng,
