@@ -7,8 +7,14 @@
 //! an [`Assembler`] per receiver collects the parts of a round and yields the complete list only
 //! when all parts arrived, since a partial list would look like lost shards. Wire encoding:
 //! `macula_core::wire` of [`InventoryPart`] (docs/protocol.md).
+//!
+//! An inventory also finishes deletes: a node that was down when an owner deleted a segment
+//! (or when a failed put's cleanup ran) still lists its shards; a node holding the owner's
+//! signed delete for that segment sends it (the [`DeleteEcho`] says when), and the listing node
+//! checks the signature against its shard's header and deletes.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map;
 use std::time::{Duration, Instant};
 
 use macula_core::{NodeId, wire};
@@ -16,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::header::SegmentId;
 use crate::repair::HeldShard;
+use crate::store::DeleteRequest;
 
 /// Pub/sub topic on which nodes share their shard inventory.
 pub const TOPIC: &str = "macula.storage.inventory";
@@ -213,9 +220,68 @@ impl Assembler {
     }
 }
 
+/// How long before a node whose inventory still lists a deleted segment is sent the owner's
+/// delete again (the first one was lost: the node went down again, the call failed).
+pub const ECHO_AGAIN: Duration = Duration::from_secs(300);
+
+/// Which owner-signed deletes to send to a node whose inventory lists segments this node holds
+/// tombstones of (sans-IO: the caller finds the tombstones, `LocalStore::deletes_among`, and
+/// sends what this returns). Memory: the deletes sent in the last [`ECHO_AGAIN`].
+#[derive(Debug, Default)]
+pub struct DeleteEcho {
+    sent: BTreeMap<(NodeId, SegmentId), Instant>,
+}
+
+impl DeleteEcho {
+    /// Of the deletes `found` for `node`'s inventory, those to send now (each (node, segment)
+    /// at most once per [`ECHO_AGAIN`]).
+    pub fn due(
+        &mut self,
+        node: NodeId,
+        found: Vec<DeleteRequest>,
+        now: Instant,
+    ) -> Vec<DeleteRequest> {
+        self.sent
+            .retain(|_, at| now.saturating_duration_since(*at) < ECHO_AGAIN);
+        found
+            .into_iter()
+            .filter(|r| match self.sent.entry((node, r.segment)) {
+                btree_map::Entry::Occupied(_) => false,
+                btree_map::Entry::Vacant(v) => {
+                    v.insert(now);
+                    true
+                }
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delete_is_echoed_once_per_node_until_the_interval_passes() {
+        let t0 = Instant::now();
+        let owner = macula_core::NodeKey::from_seed([7; 32]);
+        let (a, b) = (
+            macula_core::NodeKey::from_seed([1; 32]).node_id(),
+            macula_core::NodeKey::from_seed([2; 32]).node_id(),
+        );
+        let del = |i: u8| DeleteRequest::sign(SegmentId([i; 32]), &owner);
+        let mut e = DeleteEcho::default();
+        assert_eq!(e.due(a, vec![del(1), del(2)], t0), vec![del(1), del(2)]);
+        // the next inventory of the same node (the deletes still on their way): nothing again
+        let t1 = t0 + Duration::from_secs(60);
+        assert_eq!(e.due(a, vec![del(1), del(2), del(3)], t1), vec![del(3)]);
+        // another node listing the same segment is answered on its own
+        assert_eq!(e.due(b, vec![del(1)], t1), vec![del(1)]);
+        // still listed after the interval: the delete was lost, sent again
+        let t2 = t0 + ECHO_AGAIN;
+        assert_eq!(e.due(a, vec![del(1)], t2), vec![del(1)]);
+        assert_eq!(e.due(a, vec![del(3)], t2), vec![]);
+        assert_eq!(e.sent.len(), 3);
+    }
 
     #[test]
     fn inventory_is_published_at_start_after_a_burst_and_as_anti_entropy() {

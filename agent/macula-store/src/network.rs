@@ -14,10 +14,10 @@
 use macula_core::sync::Locked;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 
 use macula_core::{NodeId, NodeKey};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::codec::{CodecError, CodecId, DEFAULT_CODEC};
 use crate::crypto::{AeadId, ObjectKey};
@@ -25,7 +25,7 @@ use crate::header::{SegmentId, SegmentKind, ShardHeader, SignedDescriptor};
 use crate::object::{Capability, Manifest, ObjectError};
 use crate::placement::{self, NodeInfo, PlacementError};
 use crate::repair::RepairAction;
-use crate::segment::{self, SegmentError, SegmentParams, Shard};
+use crate::segment::{self, EncodedSegment, SegmentError, SegmentParams, Shard};
 use crate::store::{DeleteRequest, LocalStore, StoreError};
 
 /// Why a transfer to or from one node failed.
@@ -287,6 +287,8 @@ pub enum ClientError {
     Input(std::io::Error),
     #[error("writing the output failed: {0}")]
     Output(std::io::Error),
+    #[error("the coding task did not finish: {0}; the agent is shutting down")]
+    Cancelled(String),
     #[error(
         "object {object} has coding parameters {found} but the capability says {expected}; the capability is damaged"
     )]
@@ -323,8 +325,20 @@ impl GetReport {
 /// The object client (owner side): put, get, repair over a [`StorageNetwork`].
 pub struct Client<N> {
     net: N,
-    owner: NodeKey,
+    owner: Arc<NodeKey>,
     cfg: PutConfig,
+}
+
+/// A segment being coded (`Client::code`).
+type Coding = tokio::task::JoinHandle<Result<EncodedSegment, SegmentError>>;
+
+/// The coded segment, once its task is done (a panic in it goes on in the caller).
+async fn coded(task: Coding) -> Result<EncodedSegment, ClientError> {
+    let seg = task.await.map_err(|e| match e.try_into_panic() {
+        Ok(panic) => std::panic::resume_unwind(panic),
+        Err(e) => ClientError::Cancelled(e.to_string()),
+    })??;
+    Ok(seg)
 }
 
 /// Verified shards of one segment.
@@ -336,18 +350,24 @@ struct Fetched {
 
 impl<N: StorageNetwork> Client<N> {
     pub fn new(net: N, owner: NodeKey, cfg: PutConfig) -> Self {
-        Self { net, owner, cfg }
+        Self {
+            net,
+            owner: Arc::new(owner),
+            cfg,
+        }
     }
 
     pub fn network(&self) -> &N {
         &self.net
     }
 
-    /// Stores `len` bytes read from `input`; returns the capability.
+    /// Stores `len` bytes read from `input`; returns the capability. One segment's bytes are in
+    /// memory at a time, read while nothing else is in flight: a slow input (a socket) paces the
+    /// put, a short one fails it with nothing left behind.
     pub async fn put(
         &self,
         members: &[NodeInfo],
-        input: &mut impl Read,
+        input: &mut (impl AsyncRead + Unpin),
         len: u64,
     ) -> Result<Capability, ClientError> {
         let mut stored = Vec::new();
@@ -373,21 +393,30 @@ impl<N: StorageNetwork> Client<N> {
     async fn put_inner(
         &self,
         members: &[NodeInfo],
-        input: &mut impl Read,
+        input: &mut (impl AsyncRead + Unpin),
         len: u64,
         stored: &mut Vec<SegmentId>,
     ) -> Result<Capability, ClientError> {
         let cfg = &self.cfg.for_nodes(members.len())?;
         let count = Manifest::check_size(len, cfg.segment_len)?;
         let key = ObjectKey::generate();
-        let mut buf = Vec::new();
+        // Two segments in flight: one coded (off the async threads) while the one before is
+        // stored; memory stays at about two segments whatever the object's size.
+        let mut coding: Option<Coding> = None;
         for i in 0..count {
             let plain_len = Manifest::plain_len_of(len, cfg.segment_len, i as usize) as usize;
-            buf.resize(plain_len, 0);
-            input.read_exact(&mut buf).map_err(ClientError::Input)?;
+            let mut buf = vec![0; plain_len];
+            input
+                .read_exact(&mut buf)
+                .await
+                .map_err(ClientError::Input)?;
             let p = cfg.segment_params(SegmentKind::Data, i, count);
-            let id = self.put_segment(&p, members, &buf, &key).await?;
-            stored.push(id);
+            if let Some(prev) = coding.replace(self.code(&p, buf, &key)) {
+                stored.push(self.store_segment(coded(prev).await?, members).await?);
+            }
+        }
+        if let Some(last) = coding {
+            stored.push(self.store_segment(coded(last).await?, members).await?);
         }
         let manifest = Manifest {
             object_len: len,
@@ -396,7 +425,7 @@ impl<N: StorageNetwork> Client<N> {
         };
         let p = cfg.segment_params(SegmentKind::Manifest, 0, 1);
         let object_id = self
-            .put_segment(&p, members, &manifest.encode(), &key)
+            .put_segment(&p, members, manifest.encode(), &key)
             .await?;
         Ok(Capability {
             object_id,
@@ -411,10 +440,27 @@ impl<N: StorageNetwork> Client<N> {
         &self,
         p: &SegmentParams,
         members: &[NodeInfo],
-        plain: &[u8],
+        plain: Vec<u8>,
         key: &ObjectKey,
     ) -> Result<SegmentId, ClientError> {
-        let seg = segment::encode_segment(plain, p, key, &self.owner)?;
+        let seg = coded(self.code(p, plain, key)).await?;
+        self.store_segment(seg, members).await
+    }
+
+    /// Starts coding a segment off the async threads (the agent's runtime has one): what feeds
+    /// the put (the next segment's input, an S3 body being received and hashed) and the store
+    /// of the segment before go on meanwhile.
+    fn code(&self, p: &SegmentParams, plain: Vec<u8>, key: &ObjectKey) -> Coding {
+        let (p, key, owner) = (*p, key.clone(), self.owner.clone());
+        tokio::task::spawn_blocking(move || segment::encode_segment(&plain, &p, &key, &owner))
+    }
+
+    /// Stores a coded segment's shards on the nodes placement picks; returns its ID.
+    async fn store_segment(
+        &self,
+        seg: EncodedSegment,
+        members: &[NodeInfo],
+    ) -> Result<SegmentId, ClientError> {
         let id = seg.segment_id();
         let n = seg.n();
         let shard_bytes = Shard::total_len(&seg.shard(0).header) as u64;
@@ -502,7 +548,7 @@ impl<N: StorageNetwork> Client<N> {
         &self,
         members: &[NodeInfo],
         cap: &Capability,
-        out: &mut impl Write,
+        out: &mut (impl AsyncWrite + Unpin),
     ) -> Result<GetReport, ClientError> {
         self.get_paced(members, cap, out, |_| std::future::ready(()))
             .await
@@ -514,20 +560,65 @@ impl<N: StorageNetwork> Client<N> {
         &self,
         members: &[NodeInfo],
         cap: &Capability,
-        out: &mut impl Write,
-        mut pace: impl FnMut(u64) -> F,
+        out: &mut (impl AsyncWrite + Unpin),
+        pace: impl FnMut(u64) -> F,
     ) -> Result<GetReport, ClientError> {
         let mut report = GetReport::default();
-        let n = usize::from(cap.k) + usize::from(cap.m);
         let manifest = self.manifest(members, cap, &mut report).await?;
+        let all = 0..manifest.object_len;
+        self.read_segments(members, cap, &manifest, all, out, pace, report)
+            .await
+    }
+
+    /// Writes bytes `range` of the object named by `cap` to `out`, fetching only the segments
+    /// that hold them (an S3 range GET). A range reaching past the end is cut at the end.
+    pub async fn get_range(
+        &self,
+        members: &[NodeInfo],
+        cap: &Capability,
+        range: std::ops::Range<u64>,
+        out: &mut (impl AsyncWrite + Unpin),
+    ) -> Result<GetReport, ClientError> {
+        let mut report = GetReport::default();
+        let manifest = self.manifest(members, cap, &mut report).await?;
+        let range = range.start.min(manifest.object_len)..range.end.min(manifest.object_len);
+        let no_pace = |_| std::future::ready(());
+        self.read_segments(members, cap, &manifest, range, out, no_pace, report)
+            .await
+    }
+
+    /// The segments of `manifest` holding bytes `range` (within the object), decoded, and the
+    /// bytes of the range written to `out` in order.
+    #[allow(clippy::too_many_arguments)]
+    async fn read_segments<F: std::future::Future<Output = ()>>(
+        &self,
+        members: &[NodeInfo],
+        cap: &Capability,
+        manifest: &Manifest,
+        range: std::ops::Range<u64>,
+        out: &mut (impl AsyncWrite + Unpin),
+        mut pace: impl FnMut(u64) -> F,
+        mut report: GetReport,
+    ) -> Result<GetReport, ClientError> {
+        let n = usize::from(cap.k) + usize::from(cap.m);
+        let mut start = 0u64;
         for (i, id) in manifest.segments.iter().enumerate() {
+            let plain_len = manifest.segment_plain_len(i);
+            let end = start + u64::from(plain_len);
+            if end <= range.start || start >= range.end {
+                start = end;
+                if start >= range.end {
+                    break;
+                }
+                continue;
+            }
             let f = self
                 .collect(members, *id, usize::from(cap.k), n, false, &mut report)
                 .await?;
             let d = &f.signed.desc;
             if d.kind != SegmentKind::Data
                 || d.segment_index as usize != i
-                || d.plain_len != manifest.segment_plain_len(i)
+                || d.plain_len != plain_len
             {
                 return Err(ObjectError::Manifest(
                     "data segment header does not match its place in the manifest",
@@ -535,10 +626,17 @@ impl<N: StorageNetwork> Client<N> {
                 .into());
             }
             let plain = segment::decode_segment(d, f.shards, &cap.key)?;
-            out.write_all(&plain).map_err(ClientError::Output)?;
-            report.bytes += plain.len() as u64;
-            pace(plain.len() as u64).await;
+            let from = range.start.saturating_sub(start) as usize;
+            let to = (range.end.min(end) - start) as usize;
+            let part = plain.get(from..to).ok_or(ObjectError::Manifest(
+                "data segment shorter than the manifest says",
+            ))?;
+            out.write_all(part).await.map_err(ClientError::Output)?;
+            report.bytes += part.len() as u64;
+            pace(part.len() as u64).await;
+            start = end;
         }
+        out.flush().await.map_err(ClientError::Output)?;
         Ok(report)
     }
 

@@ -86,6 +86,11 @@ pub enum StoreError {
     },
 }
 
+/// The first 8 bytes of a segment ID (uniformly random: a hash).
+fn prefix(seg: &SegmentId) -> u64 {
+    seg.0.iter().take(8).fold(0, |a, &b| a << 8 | u64::from(b))
+}
+
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
     let path = path.to_path_buf();
     move |source| StoreError::Io {
@@ -168,6 +173,9 @@ pub struct LocalStore {
     writing: Mutex<HashSet<OsString>>,
     /// Moves whenever a shard is stored or removed; watchers wake on every move.
     changes: tokio::sync::watch::Sender<u64>,
+    /// The first 8 bytes of every tombstoned segment's ID: which tombstone files to read when
+    /// another node's inventory is checked against them ([`LocalStore::deletes_among`]).
+    tombstoned: Mutex<HashSet<u64>>,
 }
 
 impl LocalStore {
@@ -187,7 +195,9 @@ impl LocalStore {
             tmp_counter: AtomicU64::new(0),
             writing: Mutex::new(HashSet::new()),
             changes: tokio::sync::watch::Sender::new(0),
+            tombstoned: Mutex::new(HashSet::new()),
         };
+        store.load_tombstones()?;
         store.clean_tmp()?;
         store.recount()?;
         Ok(store)
@@ -665,10 +675,51 @@ impl LocalStore {
         }
         let tomb = self.tombstone_path(&req.segment);
         self.write_atomically(&tomb, &req.to_bytes())?;
+        self.tombstoned.locked().insert(prefix(&req.segment));
         for &i in &local {
             self.remove(&req.segment, i)?;
         }
         Ok(local.len())
+    }
+
+    fn load_tombstones(&self) -> Result<(), StoreError> {
+        let dir = self.root.join("tombstones");
+        let mut set = self.tombstoned.locked();
+        for e in fs::read_dir(&dir).map_err(io_err("cannot list", &dir))? {
+            let e = e.map_err(io_err("cannot list", &dir))?;
+            if let Some(seg) = e.file_name().to_str().and_then(SegmentId::from_hex) {
+                set.insert(prefix(&seg));
+            }
+        }
+        Ok(())
+    }
+
+    /// The owner-signed deletes recorded here for any of `segments` (another node's inventory
+    /// still lists them: it was down when the owner deleted them, so it is sent the request).
+    pub fn deletes_among<'a>(
+        &self,
+        segments: impl IntoIterator<Item = &'a SegmentId>,
+    ) -> Vec<DeleteRequest> {
+        let candidates: Vec<SegmentId> = {
+            let set = self.tombstoned.locked();
+            segments
+                .into_iter()
+                .filter(|s| set.contains(&prefix(s)))
+                .copied()
+                .collect()
+        };
+        candidates
+            .into_iter()
+            .filter_map(|seg| {
+                let b = fs::read(self.tombstone_path(&seg)).ok()?;
+                let (id, sig) = b.split_first_chunk::<32>()?;
+                let signature: [u8; 64] = sig.try_into().ok()?;
+                (*id == seg.0).then_some(DeleteRequest {
+                    segment: seg,
+                    signature,
+                })
+            })
+            .collect()
     }
 
     /// Removes a stored shard; returns its size.

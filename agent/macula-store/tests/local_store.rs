@@ -142,14 +142,22 @@ fn put_get_verify_quota_delete_gc() {
         Err(StoreError::Deleted(_))
     ));
     assert_eq!(store.used(), 0);
+    // The recorded delete answers an inventory that still lists the segment (a node that was
+    // down then); segments without a tombstone are not answered.
+    let other = segment(9, 1000, &owner);
+    let other_id = other.segment_id();
+    let answered = store.deletes_among([&other_id, &id]);
+    assert_eq!(answered, vec![DeleteRequest::sign(id, &owner)]);
+    assert!(answered[0].verify(&owner.node_id()));
 
-    // Reopening counts usage from disk.
-    store
-        .put(&segment(9, 1000, &owner).shard(3).to_bytes())
-        .unwrap();
+    // Reopening counts usage from disk and keeps the tombstones.
+    store.put(&other.shard(3).to_bytes()).unwrap();
     let used = store.used();
     drop(store);
-    assert_eq!(LocalStore::open(dir.path(), 1 << 30).unwrap().used(), used);
+    let store = LocalStore::open(dir.path(), 1 << 30).unwrap();
+    assert_eq!(store.used(), used);
+    assert_eq!(store.deletes_among([&id]).len(), 1);
+    assert!(store.deletes_among([&other_id]).is_empty());
 }
 
 const CHILD_ENV: &str = "MACULA_STORE_CRASH_DIR";

@@ -499,23 +499,6 @@ impl RealmNode {
             .collect()
     }
 
-    /// Segments this node's repairs were refused because their owner deleted them (a put that
-    /// failed deletes what it stored; a node that was down then keeps its shards, and repair
-    /// keeps trying to rebuild onto the nodes holding the tombstone: docs/reliability.md).
-    pub fn repairs_refused_as_deleted(&self) -> std::collections::BTreeSet<String> {
-        self.agent
-            .log()
-            .lines()
-            .filter(|l| {
-                l.contains("storage: repair failed") && l.contains("was deleted by its owner")
-            })
-            .filter_map(|l| {
-                let at = l.find("segment=")? + "segment=".len();
-                Some(l[at..].split(' ').next()?.to_string())
-            })
-            .collect()
-    }
-
     /// `maculactl proofs history --json`: the records of this node's ledger copy.
     pub fn ledger_records(&self) -> Vec<serde_json::Value> {
         let v: serde_json::Value =

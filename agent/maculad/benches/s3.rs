@@ -3,8 +3,8 @@
 //! is the node `maculactl` talks to. boto3 (`s3_bench.py`, in a venv under the target dir) times
 //! its own requests in-process; `maculactl` is timed as the process it is.
 //!
-//! Printed: a 64 MiB PUT and GET (median of 3) in MiB/s and as a ratio of maculactl's (goal
-//! ≥ 0.9); 4 KiB objects per second, put then got one at a time (maculactl: one process per
+//! Printed: a 64 MiB PUT (signed payload, as boto3 sends over HTTP, and UNSIGNED-PAYLOAD, as
+//! over HTTPS) and GET (median of 3) in MiB/s and as a ratio of maculactl's (goal ≥ 0.9); 4 KiB objects per second, put then got one at a time (maculactl: one process per
 //! object, so its figure carries a process start each); the agent's RSS before and at its peak
 //! while boto3 uploads 1 GiB (multipart, 8 MiB parts, boto3's default 10 threads).
 
@@ -116,8 +116,9 @@ fn main() {
             ("RUNS", RUNS.to_string()),
         ],
     );
-    let (s3_put, s3_get) = (
+    let (s3_put, s3_put_unsigned, s3_get) = (
         large["put_s"].as_f64().expect("put_s"),
+        large["put_unsigned_s"].as_f64().expect("put_unsigned_s"),
         large["get_s"].as_f64().expect("get_s"),
     );
     let b = LARGE as f64;
@@ -127,6 +128,11 @@ fn main() {
         mib_s(b, s3_put),
         mib_s(b, ctl_put),
         ctl_put / s3_put
+    );
+    println!(
+        "  64 MiB PUT, UNSIGNED-PAYLOAD (as over HTTPS): S3 {:7.1} MiB/s   ratio {:.2} (goal >= 0.9)",
+        mib_s(b, s3_put_unsigned),
+        ctl_put / s3_put_unsigned
     );
     println!(
         "  64 MiB GET: S3 {:7.1} MiB/s   maculactl {:7.1} MiB/s   ratio {:.2} (goal >= 0.9)",

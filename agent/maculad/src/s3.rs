@@ -1,14 +1,17 @@
 //! Wiring of the S3 gateway (`docs/s3.md`): the realm-wide index (`macula_s3::index`) kept on
 //! disk and exchanged on the pub/sub topic [`TOPIC`], access keys on `io.macula.S3`, and, with
 //! `[s3] enabled`, an HTTP/1.1 listener whose requests `macula_s3` parses, authenticates and
-//! routes; object bodies go through a spool file into the realm's storage (`crate::storage`).
+//! routes; object bodies stream between the socket and the realm's storage (`crate::storage`)
+//! segment by segment (a chunked PUT body of unknown length through a spool file first).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, Write};
+use std::io::Seek;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, ready};
 
 use macula_bus::Error;
 use macula_bus::s3::{BoxFuture, S3Control, S3Status};
@@ -30,7 +33,7 @@ use macula_s3::multipart::{self, Upload, UploadedPart};
 use macula_s3::route::{self, Op, Route};
 use macula_s3::sigv4::{self, Payload, SignedRequest};
 use macula_s3::{Code, S3Error, xml};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -40,8 +43,10 @@ use crate::worker::Workers;
 
 /// The pub/sub topic index records travel on.
 pub const TOPIC: &str = "macula.s3.index";
-/// Bytes read from a socket or a spool file at a time.
+/// Bytes read from a socket at a time.
 const CHUNK: usize = 64 << 10;
+/// Bytes buffered between a PUT body's receiver and the put reading it.
+const PIPE: usize = 1 << 20;
 /// Largest object accepted in one PUT (as S3 without multipart).
 const MAX_PUT: u64 = 5 << 30;
 /// Largest body of a request other than PutObject (DeleteObjects of 1000 long keys fits).
@@ -390,30 +395,9 @@ impl S3Glue {
                             sock.write_all(&b).await?;
                         }
                     }
-                    Body::File {
-                        mut file,
-                        len,
-                        path,
-                    } => {
-                        let r = async {
-                            sock.write_all(&http::response_head(resp.status, &h, len, keep))
-                                .await?;
-                            let mut left = len;
-                            let mut chunk = vec![0u8; CHUNK];
-                            while left > 0 {
-                                let n = file.read(&mut chunk[..CHUNK.min(left as usize)])?;
-                                if n == 0 {
-                                    return Err(std::io::Error::other("spool file ended early"));
-                                }
-                                sock.write_all(&chunk[..n]).await?;
-                                left -= n as u64;
-                                self.inner.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                            }
-                            Ok(())
-                        }
-                        .await;
-                        let _ = std::fs::remove_file(&path);
-                        r?;
+                    Body::Object { parts, len } => {
+                        let head = http::response_head(resp.status, &h, len, keep);
+                        return self.send_object(sock, head, parts, len, keep).await;
                     }
                 }
                 Ok(keep)
@@ -426,6 +410,58 @@ impl S3Glue {
                 let keep = head.keep_alive && body.left == 0;
                 self.respond_error(sock, &e, is_head, keep).await?;
                 Ok(keep)
+            }
+        }
+    }
+
+    /// Sends a response whose body is read from the realm as it goes out. A failure before
+    /// the first byte is answered with an S3 error; after it, the connection is closed and the
+    /// client sees a short body (and retries), as with S3.
+    async fn send_object(
+        &self,
+        sock: &mut TcpStream,
+        head: Vec<u8>,
+        parts: Vec<(String, std::ops::Range<u64>)>,
+        len: u64,
+        keep: bool,
+    ) -> std::io::Result<bool> {
+        let mut out = HeadFirst {
+            head,
+            at: 0,
+            sock: &mut *sock,
+        };
+        let mut read = Ok(0);
+        for (cap, range) in parts {
+            match self.inner.storage.get_range_to(&cap, range, &mut out).await {
+                Ok(n) => read = read.map(|sum| sum + n),
+                Err(e) => {
+                    read = Err(e);
+                    break;
+                }
+            }
+        }
+        let began = out.at > 0;
+        match read {
+            Ok(sent) => {
+                out.finish().await?;
+                self.inner.bytes_out.fetch_add(sent, Ordering::Relaxed);
+                if sent != len {
+                    return Err(std::io::Error::other(format!(
+                        "object bodies gave {sent} bytes of {len}"
+                    )));
+                }
+                Ok(keep)
+            }
+            Err(e) if !began => {
+                self.inner.errors.fetch_add(1, Ordering::Relaxed);
+                self.respond_error(sock, &storage_error(e), false, keep)
+                    .await?;
+                Ok(keep)
+            }
+            Err(e) => {
+                self.inner.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(target: "macula::s3", error = %e, "an object could not be read to the end; connection closed");
+                Err(std::io::Error::other(e.to_string()))
             }
         }
     }
@@ -742,17 +778,7 @@ impl S3Glue {
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata.",
             ));
         }
-        let (path, mut file, _) = self
-            .read_object(&src, 0, src.size, format!("s3://{sb}/{sk}"))
-            .await?;
-        let _cleanup = RemoveOnDrop(path);
-        file.rewind().map_err(|e| internal(format!("spool: {e}")))?;
-        let cap = self
-            .inner
-            .storage
-            .put_spooled(file, format!("s3://{bucket}/{key}"))
-            .await
-            .map_err(storage_error)?;
+        let cap = self.copy_body(&src, format!("s3://{bucket}/{key}")).await?;
         let (content_type, user_meta) = if replace {
             (
                 head.header("content-type").map(str::to_string),
@@ -782,7 +808,9 @@ impl S3Glue {
         Ok(Response::xml(result))
     }
 
-    /// Streams a body into a spool file, checks it, and stores it in the realm.
+    /// Stores a request body in the realm as it arrives and checks it (length, Content-MD5,
+    /// checksums, trailers); a body that fails a check is deleted again. A chunked body of
+    /// unknown length goes through a spool file first (a put needs the length up front).
     async fn store_body(
         &self,
         head: &Head,
@@ -803,18 +831,10 @@ impl S3Glue {
                 "Your proposed upload exceeds the maximum allowed size (5 GiB per PUT or part).",
             ));
         }
-        let mut check = BodyCheck::new(&head.headers, &bauth.payload)?;
-        if head.expect_continue {
-            sock.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await
-                .map_err(|_| internal("the client went away"))?;
-        }
-        let (path, mut file) = self.spool_file()?;
-        let _cleanup = RemoveOnDrop(path.clone());
-        let mut decoder = bauth.chunks.clone().map(chunked::Decoder::new);
+        let check = BodyCheck::new(&head.headers, &bauth.payload)?;
         // The length the body must have; unknown before the end of a chunked body that is
         // not aws-chunked.
-        let size = match &decoder {
+        let size = match &bauth.chunks {
             None if head.chunked => None,
             None => Some(head.content_length),
             Some(_) => head
@@ -828,59 +848,67 @@ impl S3Glue {
                 })
                 .map(Some)?,
         };
-        let mut chunk = vec![0u8; CHUNK];
-        let mut written = 0u64;
-        let bytes_in = &self.inner.bytes_in;
-        let mut write = |b: &[u8], check: &mut BodyCheck| -> Result<(), S3Error> {
-            check.update(b);
-            written += b.len() as u64;
-            if written > MAX_PUT {
-                return Err(S3Error::new(
-                    Code::EntityTooLarge,
-                    "Your proposed upload exceeds the maximum allowed size (5 GiB per PUT or part).",
-                ));
-            }
-            bytes_in.fetch_add(b.len() as u64, Ordering::Relaxed);
-            file.write_all(b)
-                .map_err(|e| internal(format!("spool write: {e}")))
-        };
-        while body.left > 0 {
-            let n = body.read(sock, &mut chunk).await.map_err(body_error)?;
-            let Some(d) = decoder.as_mut() else {
-                write(&chunk[..n], &mut check)?;
-                continue;
-            };
-            d.input(&chunk[..n]);
-            while let chunked::Step::Data(b) = d.next_step()? {
-                write(&b, &mut check)?;
-            }
-        }
-        if let Some(d) = decoder.as_mut() {
-            if d.next_step()? != chunked::Step::Done {
-                return Err(S3Error::new(
-                    Code::IncompleteBody,
-                    "the aws-chunked body ended before its final chunk",
-                ));
-            }
-            check.trailers(d.trailers())?;
-        }
-        if size.is_some_and(|size| written != size) {
+        if size.is_some_and(|size| size > MAX_PUT) {
             return Err(S3Error::new(
-                Code::IncompleteBody,
-                "You did not provide the number of bytes specified by the Content-Length HTTP header.",
+                Code::EntityTooLarge,
+                "Your proposed upload exceeds the maximum allowed size (5 GiB per PUT or part).",
             ));
         }
-        let md5 = check.finish()?;
-        file.flush()
-            .and_then(|()| file.rewind())
-            .map_err(|e| internal(format!("spool: {e}")))?;
-        let cap = self
-            .inner
-            .storage
-            .put_spooled(file, label)
-            .await
-            .map_err(storage_error)?;
-        Ok((Part { cap, size: written }, md5))
+        if size.is_some_and(|size| size > MAX_PUT) {
+            return Err(S3Error::new(
+                Code::EntityTooLarge,
+                "Your proposed upload exceeds the maximum allowed size (5 GiB per PUT or part).",
+            ));
+        }
+        if head.expect_continue {
+            sock.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .map_err(|_| internal("the client went away"))?;
+        }
+        let pump = Pump {
+            bauth,
+            size,
+            check,
+            written: 0,
+            bytes_in: &self.inner.bytes_in,
+        };
+        let Some(size) = size else {
+            let (path, file) = self.spool_file()?;
+            let _cleanup = RemoveOnDrop(path);
+            let mut spool = tokio::fs::File::from_std(file);
+            let (written, md5) = pump.run(body, sock, &mut spool).await?;
+            spool
+                .flush()
+                .await
+                .map_err(|e| internal(format!("spool: {e}")))?;
+            let mut file = spool.into_std().await;
+            file.rewind().map_err(|e| internal(format!("spool: {e}")))?;
+            let cap = self
+                .inner
+                .storage
+                .put_spooled(file, label)
+                .await
+                .map_err(storage_error)?;
+            return Ok((Part { cap, size: written }, md5));
+        };
+        // The put reads the body from a pipe on its own task (coding and sending in parallel
+        // with receiving and checking); when it ends early, the pipe breaks and the body is
+        // not read further.
+        let (mut tx, mut rx) = tokio::io::duplex(PIPE);
+        let storage = self.inner.storage.clone();
+        let put = tokio::spawn(async move { storage.put_stream(&mut rx, size, label).await });
+        let pumped = pump.run(body, sock, &mut tx).await;
+        drop(tx);
+        let stored = put.await.map_err(|e| internal(format!("put task: {e}")))?;
+        match (pumped, stored) {
+            (Ok((written, md5)), Ok(cap)) => Ok((Part { cap, size: written }, md5)),
+            (Err(e), Ok(cap)) => {
+                self.delete_parts(vec![Part { cap, size }]);
+                Err(e)
+            }
+            (Err(e), Err(_)) if e.code != Code::InternalError => Err(e),
+            (_, Err(e)) => Err(storage_error(e)),
+        }
     }
 
     /// Deletes bodies this node stored (in the background; a failure is logged).
@@ -1148,55 +1176,53 @@ impl S3Glue {
                 len: Some(len),
             });
         }
-        let (path, mut file, skipped) = self
-            .read_object(&meta, first, len, format!("s3://{bucket}/{key}"))
-            .await?;
-        if let Err(e) = file.seek(std::io::SeekFrom::Start(first - skipped)) {
-            let _ = std::fs::remove_file(&path);
-            return Err(internal(format!("spool: {e}")));
-        }
         Ok(Response {
             status,
             headers,
-            body: Body::File { file, len, path },
+            body: Body::Object {
+                parts: object_ranges(&meta.parts, first, len),
+                len,
+            },
             len: Some(len),
         })
     }
 
-    /// Reads the parts of an object that hold bytes `first..first + len`, in order, into a new
-    /// spool file (removed again on failure); also returns the bytes of the parts skipped before.
-    async fn read_object(
-        &self,
-        meta: &ObjectMeta,
-        first: u64,
-        len: u64,
-        label: String,
-    ) -> Result<(PathBuf, std::fs::File, u64), S3Error> {
-        let (path, mut file) = self.spool_file()?;
-        let (covered, skipped) = macula_s3::index::parts_covering(&meta.parts, first, len);
-        for p in covered {
-            // The spool file's clones share its offset: each part lands after the previous.
-            match self
-                .inner
-                .storage
-                .get_spooled(&p.cap, file, label.clone())
-                .await
-            {
-                Ok(f) => file = f,
+    /// Stores a copy of `src`'s bytes as a new realm object, streamed from its parts; returns
+    /// the capability.
+    async fn copy_body(&self, src: &ObjectMeta, label: String) -> Result<String, S3Error> {
+        let (mut tx, mut rx) = tokio::io::duplex(PIPE);
+        let storage = self.inner.storage.clone();
+        let size = src.size;
+        let put = tokio::spawn(async move { storage.put_stream(&mut rx, size, label).await });
+        let mut read = Ok(0);
+        for (cap, range) in object_ranges(&src.parts, 0, src.size) {
+            match self.inner.storage.get_range_to(&cap, range, &mut tx).await {
+                Ok(n) => read = read.map(|sum| sum + n),
                 Err(e) => {
-                    let _ = std::fs::remove_file(&path);
-                    return Err(storage_error(e));
+                    read = Err(e);
+                    break;
                 }
             }
         }
-        Ok((path, file, skipped))
+        drop(tx);
+        let stored = put.await.map_err(|e| internal(format!("put task: {e}")))?;
+        match (read, stored) {
+            (Ok(_), Ok(cap)) => Ok(cap),
+            (Err(e), Ok(cap)) => {
+                self.delete_parts(vec![Part { cap, size }]);
+                Err(storage_error(e))
+            }
+            // the source unreadable: the put only saw its input end
+            (Err(e @ Error::Unavailable(_)), Err(_)) => Err(storage_error(e)),
+            (_, Err(e)) => Err(storage_error(e)),
+        }
     }
 
     fn spool_file(&self) -> Result<(PathBuf, std::fs::File), S3Error> {
         let mut r = [0u8; 12];
         getrandom::fill(&mut r).map_err(|e| internal(format!("random: {e}")))?;
         let path = self.inner.spool.join(sigv4::hex(&r));
-        // Read and written (a PUT body is stored from it, a GET is served from it).
+        // Written, then read back: a PUT body is stored from it.
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -1217,6 +1243,151 @@ fn user_meta(head: &Head) -> Vec<(String, String)> {
                 .map(|m| (m.to_string(), v.clone()))
         })
         .collect()
+}
+
+/// Moves a request body from the socket to a sink: decodes aws-chunked framing, counts and
+/// bounds the length, and runs the body's checks.
+struct Pump<'a> {
+    bauth: &'a BodyAuth,
+    /// The decoded length announced (None: a chunked body of unknown length).
+    size: Option<u64>,
+    check: BodyCheck,
+    written: u64,
+    bytes_in: &'a AtomicU64,
+}
+
+impl Pump<'_> {
+    /// Returns the bytes written and the body's MD5.
+    async fn run(
+        mut self,
+        body: &mut BodyReader<'_>,
+        sock: &mut TcpStream,
+        sink: &mut (impl AsyncWrite + Unpin),
+    ) -> Result<(u64, [u8; 16]), S3Error> {
+        let mut decoder = self.bauth.chunks.clone().map(chunked::Decoder::new);
+        let mut chunk = vec![0u8; CHUNK];
+        while body.left > 0 {
+            let n = body.read(sock, &mut chunk).await.map_err(body_error)?;
+            let Some(d) = decoder.as_mut() else {
+                self.write(&chunk[..n], sink).await?;
+                continue;
+            };
+            d.input(&chunk[..n]);
+            while let chunked::Step::Data(b) = d.next_step()? {
+                self.write(&b, sink).await?;
+            }
+        }
+        if let Some(d) = decoder.as_mut() {
+            if d.next_step()? != chunked::Step::Done {
+                return Err(S3Error::new(
+                    Code::IncompleteBody,
+                    "the aws-chunked body ended before its final chunk",
+                ));
+            }
+            self.check.trailers(d.trailers())?;
+        }
+        if self.size.is_some_and(|size| self.written != size) {
+            return Err(short_body());
+        }
+        let md5 = self.check.finish()?;
+        Ok((self.written, md5))
+    }
+
+    async fn write(
+        &mut self,
+        b: &[u8],
+        sink: &mut (impl AsyncWrite + Unpin),
+    ) -> Result<(), S3Error> {
+        self.check.update(b);
+        self.written += b.len() as u64;
+        if self.written > self.size.unwrap_or(MAX_PUT) {
+            return Err(match self.size {
+                Some(_) => short_body(),
+                None => S3Error::new(
+                    Code::EntityTooLarge,
+                    "Your proposed upload exceeds the maximum allowed size (5 GiB per PUT or part).",
+                ),
+            });
+        }
+        self.bytes_in.fetch_add(b.len() as u64, Ordering::Relaxed);
+        sink.write_all(b)
+            .await
+            .map_err(|e| internal(format!("the body could not be stored: {e}")))
+    }
+}
+
+fn short_body() -> S3Error {
+    S3Error::new(
+        Code::IncompleteBody,
+        "You did not provide the number of bytes specified by the Content-Length HTTP header.",
+    )
+}
+
+/// The parts of an object holding bytes `first..first + len`, each with the range within it.
+fn object_ranges(parts: &[Part], first: u64, len: u64) -> Vec<(String, std::ops::Range<u64>)> {
+    let (covered, skipped) = macula_s3::index::parts_covering(parts, first, len);
+    let end = first.saturating_add(len);
+    let mut at = skipped;
+    let mut out = Vec::with_capacity(covered.len());
+    for p in covered {
+        let range = first.max(at) - at..end.min(at + p.size).saturating_sub(at);
+        if !range.is_empty() {
+            out.push((p.cap.clone(), range));
+        }
+        at += p.size;
+    }
+    out
+}
+
+/// A socket writer that sends a response head before the body's first byte (or at
+/// [`HeadFirst::finish`]), so a body that fails before its first byte can still be answered
+/// with an error.
+struct HeadFirst<'a> {
+    head: Vec<u8>,
+    /// Bytes of `head` sent.
+    at: usize,
+    sock: &'a mut TcpStream,
+}
+
+impl HeadFirst<'_> {
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.at < self.head.len() {
+            let n = ready!(Pin::new(&mut *self.sock).poll_write(cx, &self.head[self.at..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.at += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Sends the head if no body byte did, and flushes.
+    async fn finish(&mut self) -> std::io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_head(cx)).await?;
+        self.sock.flush().await
+    }
+}
+
+impl AsyncWrite for HeadFirst<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_head(cx))?;
+        Pin::new(&mut *this.sock).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_head(cx))?;
+        Pin::new(&mut *this.sock).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.get_mut().sock).poll_shutdown(cx)
+    }
 }
 
 struct RemoveOnDrop(PathBuf);
@@ -1349,10 +1520,10 @@ fn body_error(e: std::io::Error) -> S3Error {
 
 enum Body {
     Bytes(Vec<u8>),
-    File {
-        file: std::fs::File,
+    /// Bytes of realm objects, read as they are sent: each part's capability and range.
+    Object {
+        parts: Vec<(String, std::ops::Range<u64>)>,
         len: u64,
-        path: PathBuf,
     },
 }
 

@@ -10,6 +10,7 @@
 //! and which members placement uses is `macula_store::membership::MembershipFeed`'s.
 
 use macula_core::sync::Locked;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -25,16 +26,19 @@ use macula_mesh::membership::Capacity;
 use macula_mesh::node::{MeshNode, PeerState};
 use macula_store::config::StorageConfig;
 use macula_store::header::SegmentId;
-use macula_store::inventory::{self, Assembler, Schedule};
+use macula_store::inventory::{self, Assembler, DeleteEcho, Schedule};
 use macula_store::membership::{Actions, MembershipFeed};
 use macula_store::mesh::MeshNetwork;
-use macula_store::network::{Client, ClientError, PutConfig};
+use macula_store::network::{Client, ClientError, PutConfig, StorageNetwork};
 use macula_store::object::Capability;
 use macula_store::placement::NodeInfo;
 use macula_store::repair::{Event, RepairConfig, RepairStatus};
 use macula_store::service::{self, RepairService};
-use macula_store::store::LocalStore;
+use macula_store::store::{DeleteRequest, LocalStore};
+use std::pin::Pin;
+use std::task::{self, Poll};
 use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use zbus::object_server::SignalEmitter;
 
 use crate::mesh::MeshGlue;
@@ -85,6 +89,28 @@ struct Running {
     node: Arc<MeshNode>,
     client: Arc<Client<MeshNetwork>>,
     repair: RepairService,
+}
+
+/// Sends `node` the owner-signed deletes of segments its inventory still lists (it was down
+/// when they were deleted); the node checks each against its shard's owner and deletes.
+fn send_deletes(r: &Running, node: NodeId, deletes: Vec<DeleteRequest>) {
+    let client = r.client.clone();
+    tokio::spawn(async move {
+        let count = deletes.len();
+        let batch = deletes.into_iter().map(|d| (node, d)).collect();
+        let results = client.network().delete_segments(batch).await;
+        let removed: usize = results.iter().filter_map(|r| r.as_ref().ok()).sum();
+        match results.into_iter().find_map(Result::err) {
+            None => {
+                tracing::info!(target: "macula::storage", %node, segments = count, shards = removed,
+                "a node still held segments their owner deleted while it was away: sent the deletes")
+            }
+            Some(e) => {
+                tracing::warn!(target: "macula::storage", %node, segments = count, error = %e,
+                "a node still holds segments their owner deleted; the deletes did not all reach it (sent again later)")
+            }
+        }
+    });
 }
 
 fn client_error(e: ClientError) -> Error {
@@ -369,8 +395,10 @@ impl StorageGlue {
                 }
             }
         });
-        // Others' inventories → planner (it keeps what concerns the segments held here).
+        // Others' inventories → planner (it keeps what concerns the segments held here), and
+        // the owner's delete to a node still listing a segment deleted here.
         let mut assembler = Assembler::default();
+        let mut echo = DeleteEcho::default();
         let Some(mut sub) = sub else {
             return Ok(());
         };
@@ -388,6 +416,17 @@ impl StorageGlue {
                 }
             };
             if let Some(r) = self.inner.running.get() {
+                let found = {
+                    let store = store.clone();
+                    let segments: BTreeSet<SegmentId> = shards.iter().map(|s| s.segment).collect();
+                    tokio::task::spawn_blocking(move || store.deletes_among(&segments))
+                        .await
+                        .unwrap_or_default()
+                };
+                let due = echo.due(p.publisher, found, std::time::Instant::now());
+                if !due.is_empty() {
+                    send_deletes(r, p.publisher, due);
+                }
                 r.repair.send(Event::Inventory {
                     node: p.publisher,
                     shards,
@@ -556,31 +595,62 @@ fn pass_on_purges(node: &Arc<MeshNode>, store: &Arc<LocalStore>, peer: NodeId) {
 }
 
 /// Counts bytes through a reader or writer and reports them.
+/// Counts the bytes that pass through a reader or writer and reports the running total (a
+/// transfer's progress signals).
 struct Counting<T, F> {
     inner: T,
     done: u64,
     report: F,
 }
 
-impl<T: std::io::Read, F: FnMut(u64)> std::io::Read for Counting<T, F> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
+impl<T, F: FnMut(u64)> Counting<T, F> {
+    fn count(&mut self, n: usize) {
         self.done += n as u64;
         (self.report)(self.done);
-        Ok(n)
     }
 }
 
-impl<T: std::io::Write, F: FnMut(u64)> std::io::Write for Counting<T, F> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.done += n as u64;
-        (self.report)(self.done);
-        Ok(n)
+impl<T: AsyncRead + Unpin, F: FnMut(u64) + Unpin> AsyncRead for Counting<T, F> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            let n = buf.filled().len() - before;
+            self.count(n);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin, F: FnMut(u64) + Unpin> AsyncWrite for Counting<T, F> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.count(n);
+        }
+        r
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -597,7 +667,6 @@ impl StorageGlue {
         label: String,
         caller: Caller,
     ) -> Result<String, Error> {
-        let r = self.running()?;
         let meta = file
             .metadata()
             .map_err(|e| Error::Failed(format!("cannot stat {label}: {e}")))?;
@@ -606,10 +675,23 @@ impl StorageGlue {
                 "{label} is not a regular file; the size must be known before the put"
             )));
         }
-        let len = meta.len();
+        let mut input = tokio::io::BufReader::new(tokio::fs::File::from_std(file));
+        self.put_from(&mut input, meta.len(), label, caller).await
+    }
+
+    /// Stores the `len` bytes `input` yields; returns the capability. A short input fails the
+    /// put with nothing left behind.
+    async fn put_from(
+        &self,
+        input: &mut (impl AsyncRead + Unpin),
+        len: u64,
+        label: String,
+        caller: Caller,
+    ) -> Result<String, Error> {
+        let r = self.running()?;
         let _slot = self.transfer_slot().await?;
         let mut input = Counting {
-            inner: std::io::BufReader::new(file),
+            inner: input,
             done: 0,
             report: self.progress("put", label.clone(), len, caller),
         };
@@ -649,31 +731,55 @@ impl StorageGlue {
     ) -> Result<u64, Error> {
         let r = self.running()?;
         let cap = parse_cap(cap)?;
-        let _slot = self.transfer_slot().await?;
-        let began = tokio::time::Instant::now();
-        let members = self.members(r);
-        let manifest = r.client.stat(&members, &cap).await.map_err(client_error)?;
+        let manifest = r
+            .client
+            .stat(&self.members(r), &cap)
+            .await
+            .map_err(client_error)?;
         let mut out = Counting {
-            inner: std::io::BufWriter::new(file),
+            inner: tokio::io::BufWriter::new(tokio::fs::File::from_std(file)),
             done: 0,
             report: self.progress("get", label.clone(), manifest.object_len, caller),
         };
-        let start = tokio::time::Instant::now();
-        let pacer = Mutex::new(macula_update::rollout::Pacer::new(rate, Duration::ZERO));
-        let report = r
-            .client
-            .get_paced(&members, &cap, &mut out, |bytes| {
-                let pause = pacer.locked().pause(start.elapsed(), bytes);
-                tokio::time::sleep(pause)
-            })
+        let bytes = self.get_to(&cap, None, &mut out, rate).await?;
+        out.flush()
             .await
-            .map_err(client_error)?;
-        {
-            use std::io::Write;
-            out.flush()
-                .and_then(|()| out.inner.get_ref().sync_all())
-                .map_err(|e| Error::Failed(format!("cannot write {label}: {e}")))?;
+            .map_err(|e| Error::Failed(format!("cannot write {label}: {e}")))?;
+        out.inner
+            .get_ref()
+            .sync_all()
+            .await
+            .map_err(|e| Error::Failed(format!("cannot write {label}: {e}")))?;
+        Ok(bytes)
+    }
+
+    /// Writes bytes `range` of the object named by `cap` (all of it: `None`) to `out`, at most
+    /// `rate` bytes per second on average (0: unbounded; `macula_update::rollout::Pacer`);
+    /// reports the corrupt shards the get found. Returns the bytes written.
+    async fn get_to(
+        &self,
+        cap: &Capability,
+        range: Option<std::ops::Range<u64>>,
+        out: &mut (impl AsyncWrite + Unpin),
+        rate: u64,
+    ) -> Result<u64, Error> {
+        let r = self.running()?;
+        let _slot = self.transfer_slot().await?;
+        let began = tokio::time::Instant::now();
+        let members = self.members(r);
+        let report = match range {
+            Some(range) => r.client.get_range(&members, cap, range, out).await,
+            None => {
+                let pacer = Mutex::new(macula_update::rollout::Pacer::new(rate, Duration::ZERO));
+                r.client
+                    .get_paced(&members, cap, out, |bytes| {
+                        let pause = pacer.locked().pause(began.elapsed(), bytes);
+                        tokio::time::sleep(pause)
+                    })
+                    .await
+            }
         }
+        .map_err(client_error)?;
         for (segment, index, node) in &report.corrupt {
             r.repair.send(Event::ShardLost {
                 segment: *segment,
@@ -690,23 +796,33 @@ impl StorageGlue {
 }
 
 impl StorageGlue {
-    /// Stores a spooled file (an S3 PUT body, `crate::s3`); returns the capability.
+    /// Stores a spooled file (an S3 PUT body of unknown length, `crate::s3`); returns the
+    /// capability.
     pub async fn put_spooled(&self, file: std::fs::File, label: String) -> Result<String, Error> {
         self.put_file(file, label, None).await
     }
 
-    /// Reads the object named by `cap` into a spool file and returns it.
-    pub async fn get_spooled(
+    /// Stores the `len` bytes `input` yields as they arrive (an S3 PUT body, `crate::s3`);
+    /// returns the capability. A short input fails the put with nothing left behind.
+    pub async fn put_stream(
+        &self,
+        input: &mut (impl AsyncRead + Unpin),
+        len: u64,
+        label: String,
+    ) -> Result<String, Error> {
+        self.put_from(input, len, label, None).await
+    }
+
+    /// Writes bytes `range` of the object named by `cap` to `out` as its segments arrive (an S3
+    /// GET, `crate::s3`); returns the bytes written.
+    pub async fn get_range_to(
         &self,
         cap: &str,
-        file: std::fs::File,
-        label: String,
-    ) -> Result<std::fs::File, Error> {
-        let out = file
-            .try_clone()
-            .map_err(|e| Error::Failed(format!("spool file: {e}")))?;
-        self.get_into(cap, out, label, None).await?;
-        Ok(file)
+        range: std::ops::Range<u64>,
+        out: &mut (impl AsyncWrite + Unpin),
+    ) -> Result<u64, Error> {
+        let cap = parse_cap(cap)?;
+        self.get_to(&cap, Some(range), out, 0).await
     }
 
     /// Reads the object named by `cap` into `file` (synced) at most `rate` bytes per second:

@@ -8,7 +8,8 @@
 //! node, each lost shard rebuilt once (one repair leader per segment) → m holders killed: get
 //! still byte-identical → m + 1 holders killed: `not enough shards (have 2, need 3)`, exit code 7.
 //! A second test SIGKILLs a node while a put streams shards to it and checks that no partial
-//! shard is ever accepted and the store is consistent after the restart.
+//! shard is ever accepted, the store is consistent after the restart, and the failed put's
+//! shards the killed node kept are deleted once it is back (the others send the owner's deletes).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -387,23 +388,41 @@ fn sigkill_during_put_leaves_no_partial_shard() {
             "{err}"
         );
     }
-    // Restart: every shard file on the killed node verifies, nothing half-written survives.
-    let n4 = &mut nodes[4];
-    n4.agent.start(&n4.bus).unwrap();
-    nodes[4].alive = true;
-    wait_until("node 4 serves storage again", 60, || {
-        nodes[4].storage_status()["stats"]["running"] == true
-    });
+    // Every shard file on the killed node verifies, nothing half-written survives (opening the
+    // store empties tmp/, as the agent's start does).
     let root = nodes[4].agent.state_dir().join("shards");
+    let store = LocalStore::open(&root, 1 << 30).unwrap();
     let tmp: Vec<_> = std::fs::read_dir(root.join("tmp")).unwrap().collect();
     assert!(tmp.is_empty(), "temporary files left: {tmp:?}");
-    let store = LocalStore::open(&root, 1 << 30).unwrap();
     let listed = store.list().unwrap();
     assert!(!listed.is_empty());
     for (seg, idx) in &listed {
         store
             .get(seg, *idx)
             .unwrap_or_else(|e| panic!("shard {seg}.{idx} on the killed node: {e}"));
+    }
+    drop(store);
+    let n4 = &mut nodes[4];
+    n4.agent.start(&n4.bus).unwrap();
+    nodes[4].alive = true;
+    wait_until("node 4 serves storage again", 60, || {
+        nodes[4].storage_status()["stats"]["running"] == true
+    });
+    if !out.status.success() {
+        // The failed put's cleanup deleted its segments on the nodes that were up; node 4 kept
+        // its shards of them. Its inventory reaches the nodes holding the owner's deletes,
+        // which send them: no node keeps a shard of the failed put.
+        let orphans: std::collections::BTreeSet<String> =
+            listed.iter().map(|(seg, _)| seg.to_hex()).collect();
+        wait_until(
+            "the failed put's shards are gone from every node",
+            60,
+            || {
+                nodes
+                    .iter()
+                    .all(|n| shards(n).keys().all(|(seg, _)| !orphans.contains(seg)))
+            },
+        );
     }
     // The store stays usable: a put and a get work with all five nodes back.
     wait_until("node 0 sees node 4 alive", 60, || {
