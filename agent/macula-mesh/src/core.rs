@@ -752,7 +752,7 @@ impl MeshCore {
                     }
                 }
             }
-            Event::Renamed { new, .. } => self.ps.peer_up(new.node),
+            Event::Renamed { new, .. } => self.ps.peer_restarted(new.node),
             Event::Down(id) => {
                 self.ps.peer_down(&id.node);
                 // Records it held are stored again at the closest live nodes.

@@ -324,6 +324,21 @@ impl PubSub {
         }
     }
 
+    /// A peer restarted (membership saw a newer generation of it, perhaps without ever seeing
+    /// it down): the new process knows none of our subscriptions, so it learns them again (its
+    /// own come again from it). Without this, a node killed and restarted within the failure
+    /// detector's time published to nobody.
+    pub fn peer_restarted(&mut self, peer: NodeId) {
+        if peer == self.me {
+            return;
+        }
+        self.peers.insert(peer);
+        self.acked.retain(|(_, p)| *p != peer);
+        for topic in self.local.clone() {
+            self.offer_subscription(peer, topic, 0);
+        }
+    }
+
     /// Sends `Subscribe` and arranges a resend until the peer acknowledges.
     fn offer_subscription(&mut self, peer: NodeId, topic: String, tries: u8) {
         self.send(
@@ -733,6 +748,49 @@ mod tests {
         }
         // the same ID again is a duplicate: delivered once
         assert_eq!(deliver(&mut sub, 2_000_001, 10), Vec::<u8>::new());
+    }
+
+    /// A peer restarted faster than failure detection: membership reports a newer generation
+    /// (no Down), and the new process must learn our subscriptions again, or it publishes to
+    /// nobody (found by the crash-consistency test: a storage node killed and restarted at once
+    /// sent its inventories to no one).
+    #[test]
+    fn a_restarted_peer_learns_our_subscriptions_again() {
+        let topic = "t";
+        let (a, b) = (key(1).node_id(), key(2).node_id());
+        let mut sub = PubSub::new(key(1), 0);
+        sub.subscribe(topic).expect("a valid topic");
+        let subscribes_to_b = |sub: &mut PubSub| {
+            sub.drain()
+                .filter(|o| {
+                    matches!(o, PubSubOutput::Send { to, msg: PubSubMsg::Subscribe { .. } } if *to == b)
+                })
+                .count()
+        };
+        sub.peer_up(b);
+        assert_eq!(subscribes_to_b(&mut sub), 1);
+        let mut first = PubSub::new(key(2), 1_000_000);
+        first.handle(
+            a,
+            PubSubMsg::Subscribe {
+                topic: topic.into(),
+            },
+        );
+        assert_eq!(first.subscribers(topic), vec![a]);
+        // b is killed and restarted: its new process knows no subscriber
+        let mut second = PubSub::new(key(2), 2_000_000);
+        assert!(second.subscribers(topic).is_empty());
+        sub.peer_up(b);
+        assert_eq!(subscribes_to_b(&mut sub), 0, "b was never seen down");
+        sub.peer_restarted(b);
+        assert_eq!(subscribes_to_b(&mut sub), 1);
+        second.handle(
+            a,
+            PubSubMsg::Subscribe {
+                topic: topic.into(),
+            },
+        );
+        assert_eq!(second.subscribers(topic), vec![a]);
     }
 
     /// Issue 18: every topic a peer named stayed in the topic map for ever. A member

@@ -221,7 +221,9 @@ impl Assembler {
 }
 
 /// How long before a node whose inventory still lists a deleted segment is sent the owner's
-/// delete again (the first one was lost: the node went down again, the call failed).
+/// delete again after a send that went through (inventories published before it arrived still
+/// list the segment). A send that failed ([`DeleteEcho::failed`]) is repeated at the node's next
+/// inventory.
 pub const ECHO_AGAIN: Duration = Duration::from_secs(300);
 
 /// Which owner-signed deletes to send to a node whose inventory lists segments this node holds
@@ -254,6 +256,14 @@ impl DeleteEcho {
             })
             .collect()
     }
+
+    /// The deletes of `segments` did not reach `node` (it went down again, the call failed):
+    /// its next inventory that lists them is answered again.
+    pub fn failed(&mut self, node: NodeId, segments: &[SegmentId]) {
+        for s in segments {
+            self.sent.remove(&(node, *s));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -281,6 +291,10 @@ mod tests {
         assert_eq!(e.due(a, vec![del(1)], t2), vec![del(1)]);
         assert_eq!(e.due(a, vec![del(3)], t2), vec![]);
         assert_eq!(e.sent.len(), 3);
+        // a send that failed is repeated at the next inventory, not after the interval
+        e.failed(b, &[SegmentId([1; 32])]);
+        assert_eq!(e.due(b, vec![del(1)], t2), vec![del(1)]);
+        assert_eq!(e.due(b, vec![del(1)], t2), vec![]);
     }
 
     #[test]

@@ -92,22 +92,35 @@ struct Running {
 }
 
 /// Sends `node` the owner-signed deletes of segments its inventory still lists (it was down
-/// when they were deleted); the node checks each against its shard's owner and deletes.
-fn send_deletes(r: &Running, node: NodeId, deletes: Vec<DeleteRequest>) {
+/// when they were deleted); the node checks each against its shard's owner and deletes. Those
+/// that do not reach it are sent again at its next inventory.
+fn send_deletes(
+    r: &Running,
+    echo: Arc<Mutex<DeleteEcho>>,
+    node: NodeId,
+    deletes: Vec<DeleteRequest>,
+) {
     let client = r.client.clone();
     tokio::spawn(async move {
-        let count = deletes.len();
+        let segments: Vec<SegmentId> = deletes.iter().map(|d| d.segment).collect();
         let batch = deletes.into_iter().map(|d| (node, d)).collect();
         let results = client.network().delete_segments(batch).await;
         let removed: usize = results.iter().filter_map(|r| r.as_ref().ok()).sum();
-        match results.into_iter().find_map(Result::err) {
+        let failed: Vec<SegmentId> = segments
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_err())
+            .map(|(s, _)| *s)
+            .collect();
+        match results.iter().find_map(|r| r.as_ref().err()) {
             None => {
-                tracing::info!(target: "macula::storage", %node, segments = count, shards = removed,
+                tracing::info!(target: "macula::storage", %node, segments = segments.len(), shards = removed,
                 "a node still held segments their owner deleted while it was away: sent the deletes")
             }
             Some(e) => {
-                tracing::warn!(target: "macula::storage", %node, segments = count, error = %e,
-                "a node still holds segments their owner deleted; the deletes did not all reach it (sent again later)")
+                tracing::warn!(target: "macula::storage", %node, segments = failed.len(), error = %e,
+                    "a node still holds segments their owner deleted; the deletes did not reach it (sent again at its next inventory)");
+                echo.locked().failed(node, &failed);
             }
         }
     });
@@ -398,7 +411,7 @@ impl StorageGlue {
         // Others' inventories → planner (it keeps what concerns the segments held here), and
         // the owner's delete to a node still listing a segment deleted here.
         let mut assembler = Assembler::default();
-        let mut echo = DeleteEcho::default();
+        let echo = Arc::new(Mutex::new(DeleteEcho::default()));
         let Some(mut sub) = sub else {
             return Ok(());
         };
@@ -423,9 +436,11 @@ impl StorageGlue {
                         .await
                         .unwrap_or_default()
                 };
-                let due = echo.due(p.publisher, found, std::time::Instant::now());
+                let due = echo
+                    .locked()
+                    .due(p.publisher, found, std::time::Instant::now());
                 if !due.is_empty() {
-                    send_deletes(r, p.publisher, due);
+                    send_deletes(r, echo.clone(), p.publisher, due);
                 }
                 r.repair.send(Event::Inventory {
                     node: p.publisher,
