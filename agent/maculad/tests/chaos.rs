@@ -383,8 +383,12 @@ fn chaos_keeps_every_acknowledged_object() {
         "reads returned wrong bytes: {corrupt:?}"
     );
     assert!(lost.is_empty(), "acknowledged objects lost: {lost:?}");
+    // 4 + 2 on six nodes: a put needs all six, and the faults keep a node out most of the time
+    // (a 120 s run acknowledges 7-15 objects on a loaded 2-core machine; > 20 failed in CI
+    // runs of unchanged code). Fewer than 5 leaves too little to verify.
     assert!(
-        acked.len() > 20,
-        "too few objects acknowledged to mean anything"
+        acked.len() >= 5,
+        "too few objects acknowledged to mean anything: {}",
+        acked.len()
     );
 }
