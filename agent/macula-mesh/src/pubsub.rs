@@ -319,9 +319,7 @@ impl PubSub {
         if peer == self.me || !self.peers.insert(peer) {
             return;
         }
-        for topic in self.local.clone() {
-            self.offer_subscription(peer, topic, 0);
-        }
+        self.offer_subscriptions(peer);
     }
 
     /// A peer restarted (membership saw a newer generation of it, perhaps without ever seeing
@@ -334,6 +332,11 @@ impl PubSub {
         }
         self.peers.insert(peer);
         self.acked.retain(|(_, p)| *p != peer);
+        self.offer_subscriptions(peer);
+    }
+
+    /// Offers `peer` every subscription of this node.
+    fn offer_subscriptions(&mut self, peer: NodeId) {
         for topic in self.local.clone() {
             self.offer_subscription(peer, topic, 0);
         }

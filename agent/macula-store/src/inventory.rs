@@ -227,7 +227,7 @@ impl Assembler {
 pub const ECHO_AGAIN: Duration = Duration::from_secs(300);
 
 /// Which owner-signed deletes to send to a node whose inventory lists segments this node holds
-/// tombstones of (sans-IO: the caller finds the tombstones, `LocalStore::deletes_among`, and
+/// tombstones of (sans-IO: the caller finds the tombstones, `LocalStore::maybe_deleted` / `deletes_of`, and
 /// sends what this returns). Memory: the deletes sent in the last [`ECHO_AGAIN`].
 #[derive(Debug, Default)]
 pub struct DeleteEcho {

@@ -508,8 +508,9 @@ impl<N: StorageNetwork> Client<N> {
         Ok(id)
     }
 
-    /// Reads and checks the manifest of the object named by `cap`.
-    async fn manifest(
+    /// Reads and checks the manifest of the object named by `cap` (what it found corrupt on the
+    /// way goes into `report`); [`Client::read`] then reads the object's bytes with it.
+    pub async fn manifest(
         &self,
         members: &[NodeInfo],
         cap: &Capability,
@@ -550,24 +551,19 @@ impl<N: StorageNetwork> Client<N> {
         cap: &Capability,
         out: &mut (impl AsyncWrite + Unpin),
     ) -> Result<GetReport, ClientError> {
-        self.get_paced(members, cap, out, |_| std::future::ready(()))
-            .await
-    }
-
-    /// Reads the object named by `cap` into `out`, awaiting `pace(bytes)` after each segment
-    /// written (the caller's bandwidth bound: it sleeps as long as its rate asks).
-    pub async fn get_paced<F: std::future::Future<Output = ()>>(
-        &self,
-        members: &[NodeInfo],
-        cap: &Capability,
-        out: &mut (impl AsyncWrite + Unpin),
-        pace: impl FnMut(u64) -> F,
-    ) -> Result<GetReport, ClientError> {
         let mut report = GetReport::default();
         let manifest = self.manifest(members, cap, &mut report).await?;
         let all = 0..manifest.object_len;
-        self.read_segments(members, cap, &manifest, all, out, pace, report)
-            .await
+        self.read(
+            members,
+            cap,
+            &manifest,
+            all,
+            out,
+            |_| std::future::ready(()),
+            report,
+        )
+        .await
     }
 
     /// Writes bytes `range` of the object named by `cap` to `out`, fetching only the segments
@@ -581,16 +577,24 @@ impl<N: StorageNetwork> Client<N> {
     ) -> Result<GetReport, ClientError> {
         let mut report = GetReport::default();
         let manifest = self.manifest(members, cap, &mut report).await?;
-        let range = range.start.min(manifest.object_len)..range.end.min(manifest.object_len);
-        let no_pace = |_| std::future::ready(());
-        self.read_segments(members, cap, &manifest, range, out, no_pace, report)
-            .await
+        self.read(
+            members,
+            cap,
+            &manifest,
+            range,
+            out,
+            |_| std::future::ready(()),
+            report,
+        )
+        .await
     }
 
-    /// The segments of `manifest` holding bytes `range` (within the object), decoded, and the
-    /// bytes of the range written to `out` in order.
+    /// Writes bytes `range` of the object `manifest` describes (read with
+    /// [`Client::manifest`]) to `out`, decoding only the segments that hold them and awaiting
+    /// `pace(bytes)` after each write (the caller's bandwidth bound: it sleeps as long as its
+    /// rate asks). A range reaching past the end is cut at the end; `report` collects on.
     #[allow(clippy::too_many_arguments)]
-    async fn read_segments<F: std::future::Future<Output = ()>>(
+    pub async fn read<F: std::future::Future<Output = ()>>(
         &self,
         members: &[NodeInfo],
         cap: &Capability,
@@ -601,17 +605,23 @@ impl<N: StorageNetwork> Client<N> {
         mut report: GetReport,
     ) -> Result<GetReport, ClientError> {
         let n = usize::from(cap.k) + usize::from(cap.m);
-        let mut start = 0u64;
-        for (i, id) in manifest.segments.iter().enumerate() {
+        let seg_len = u64::from(manifest.segment_len.max(1));
+        let (first, end) = (
+            range.start.min(manifest.object_len),
+            range.end.min(manifest.object_len),
+        );
+        // the segments holding bytes first..end (none for an empty range)
+        let last = if first < end {
+            end.div_ceil(seg_len)
+        } else {
+            0
+        };
+        let segments = (first / seg_len) as usize..last as usize;
+        for i in segments {
+            let id = manifest.segments.get(i).ok_or(ObjectError::Manifest(
+                "fewer segments than its length needs",
+            ))?;
             let plain_len = manifest.segment_plain_len(i);
-            let end = start + u64::from(plain_len);
-            if end <= range.start || start >= range.end {
-                start = end;
-                if start >= range.end {
-                    break;
-                }
-                continue;
-            }
             let f = self
                 .collect(members, *id, usize::from(cap.k), n, false, &mut report)
                 .await?;
@@ -626,15 +636,18 @@ impl<N: StorageNetwork> Client<N> {
                 .into());
             }
             let plain = segment::decode_segment(d, f.shards, &cap.key)?;
-            let from = range.start.saturating_sub(start) as usize;
-            let to = (range.end.min(end) - start) as usize;
-            let part = plain.get(from..to).ok_or(ObjectError::Manifest(
-                "data segment shorter than the manifest says",
-            ))?;
+            let start = i as u64 * seg_len;
+            let part = plain
+                .get(
+                    (first.max(start) - start) as usize
+                        ..(end.min(start + seg_len) - start) as usize,
+                )
+                .ok_or(ObjectError::Manifest(
+                    "data segment shorter than the manifest says",
+                ))?;
             out.write_all(part).await.map_err(ClientError::Output)?;
             report.bytes += part.len() as u64;
             pace(part.len() as u64).await;
-            start = end;
         }
         out.flush().await.map_err(ClientError::Output)?;
         Ok(report)

@@ -158,6 +158,15 @@ impl DeleteRequest {
         b.extend_from_slice(&self.signature);
         b
     }
+
+    /// The inverse of [`DeleteRequest::to_bytes`] (`None` for anything but 96 bytes).
+    fn from_bytes(b: &[u8]) -> Option<Self> {
+        let (segment, signature) = b.split_first_chunk::<32>()?;
+        Some(Self {
+            segment: SegmentId(*segment),
+            signature: signature.try_into().ok()?,
+        })
+    }
 }
 
 /// A directory of verified shards.
@@ -174,7 +183,7 @@ pub struct LocalStore {
     /// Moves whenever a shard is stored or removed; watchers wake on every move.
     changes: tokio::sync::watch::Sender<u64>,
     /// The first 8 bytes of every tombstoned segment's ID: which tombstone files to read when
-    /// another node's inventory is checked against them ([`LocalStore::deletes_among`]).
+    /// another node's inventory is checked against them ([`LocalStore::maybe_deleted`]).
     tombstoned: Mutex<HashSet<u64>>,
 }
 
@@ -694,30 +703,28 @@ impl LocalStore {
         Ok(())
     }
 
-    /// The owner-signed deletes recorded here for any of `segments` (another node's inventory
-    /// still lists them: it was down when the owner deleted them, so it is sent the request).
-    pub fn deletes_among<'a>(
+    /// Those of `segments` that may have a tombstone here (an in-memory check of 8-byte ID
+    /// prefixes, no I/O; [`LocalStore::deletes_of`] reads the tombstones of the few it returns).
+    pub fn maybe_deleted<'a>(
         &self,
         segments: impl IntoIterator<Item = &'a SegmentId>,
-    ) -> Vec<DeleteRequest> {
-        let candidates: Vec<SegmentId> = {
-            let set = self.tombstoned.locked();
-            segments
-                .into_iter()
-                .filter(|s| set.contains(&prefix(s)))
-                .copied()
-                .collect()
-        };
-        candidates
+    ) -> Vec<SegmentId> {
+        let set = self.tombstoned.locked();
+        segments
             .into_iter()
+            .filter(|s| set.contains(&prefix(s)))
+            .copied()
+            .collect()
+    }
+
+    /// The owner-signed deletes recorded here for any of `segments` (another node's inventory
+    /// still lists them: it was down when the owner deleted them, so it is sent the request).
+    pub fn deletes_of(&self, segments: &[SegmentId]) -> Vec<DeleteRequest> {
+        segments
+            .iter()
             .filter_map(|seg| {
-                let b = fs::read(self.tombstone_path(&seg)).ok()?;
-                let (id, sig) = b.split_first_chunk::<32>()?;
-                let signature: [u8; 64] = sig.try_into().ok()?;
-                (*id == seg.0).then_some(DeleteRequest {
-                    segment: seg,
-                    signature,
-                })
+                let req = DeleteRequest::from_bytes(&fs::read(self.tombstone_path(seg)).ok()?)?;
+                (req.segment == *seg).then_some(req)
             })
             .collect()
     }

@@ -146,7 +146,7 @@ fn put_get_verify_quota_delete_gc() {
     // down then); segments without a tombstone are not answered.
     let other = segment(9, 1000, &owner);
     let other_id = other.segment_id();
-    let answered = store.deletes_among([&other_id, &id]);
+    let answered = store.deletes_of(&store.maybe_deleted([&other_id, &id]));
     assert_eq!(answered, vec![DeleteRequest::sign(id, &owner)]);
     assert!(answered[0].verify(&owner.node_id()));
 
@@ -156,8 +156,9 @@ fn put_get_verify_quota_delete_gc() {
     drop(store);
     let store = LocalStore::open(dir.path(), 1 << 30).unwrap();
     assert_eq!(store.used(), used);
-    assert_eq!(store.deletes_among([&id]).len(), 1);
-    assert!(store.deletes_among([&other_id]).is_empty());
+    assert_eq!(store.deletes_of(&store.maybe_deleted([&id])).len(), 1);
+    assert!(store.maybe_deleted([&other_id]).is_empty());
+    assert!(store.deletes_of(&[other_id]).is_empty());
 }
 
 const CHILD_ENV: &str = "MACULA_STORE_CRASH_DIR";

@@ -430,16 +430,7 @@ impl S3Glue {
             at: 0,
             sock: &mut *sock,
         };
-        let mut read = Ok(0);
-        for (cap, range) in parts {
-            match self.inner.storage.get_range_to(&cap, range, &mut out).await {
-                Ok(n) => read = read.map(|sum| sum + n),
-                Err(e) => {
-                    read = Err(e);
-                    break;
-                }
-            }
-        }
+        let read = self.read_parts(&parts, &mut out).await;
         let began = out.at > 0;
         match read {
             Ok(sent) => {
@@ -891,15 +882,9 @@ impl S3Glue {
                 .map_err(storage_error)?;
             return Ok((Part { cap, size: written }, md5));
         };
-        // The put reads the body from a pipe on its own task (coding and sending in parallel
-        // with receiving and checking); when it ends early, the pipe breaks and the body is
-        // not read further.
-        let (mut tx, mut rx) = tokio::io::duplex(PIPE);
-        let storage = self.inner.storage.clone();
-        let put = tokio::spawn(async move { storage.put_stream(&mut rx, size, label).await });
-        let pumped = pump.run(body, sock, &mut tx).await;
-        drop(tx);
-        let stored = put.await.map_err(|e| internal(format!("put task: {e}")))?;
+        let (pumped, stored) = self
+            .put_fed(size, label, async |tx| pump.run(body, sock, tx).await)
+            .await;
         match (pumped, stored) {
             (Ok((written, md5)), Ok(cap)) => Ok((Part { cap, size: written }, md5)),
             (Err(e), Ok(cap)) => {
@@ -1187,29 +1172,59 @@ impl S3Glue {
         })
     }
 
+    /// Writes the ranges of realm objects `parts` names to `out`, in order; the bytes written.
+    async fn read_parts(
+        &self,
+        parts: &[(String, std::ops::Range<u64>)],
+        out: &mut (impl AsyncWrite + Unpin),
+    ) -> Result<u64, Error> {
+        let mut sum = 0;
+        for (cap, range) in parts {
+            sum += self
+                .inner
+                .storage
+                .get_range_to(cap, range.clone(), out)
+                .await?;
+        }
+        Ok(sum)
+    }
+
+    /// Stores the `size` bytes `feed` writes as a new realm object: the put reads them from a
+    /// pipe on its own task (coding and sending beside the feeding), and when it ends early the
+    /// pipe breaks, so the feed fails too. Returns what the feed returned and the put's result.
+    async fn put_fed<T>(
+        &self,
+        size: u64,
+        label: String,
+        feed: impl AsyncFnOnce(&mut tokio::io::DuplexStream) -> T,
+    ) -> (T, Result<String, Error>) {
+        let (mut tx, mut rx) = tokio::io::duplex(PIPE);
+        let storage = self.inner.storage.clone();
+        let put = tokio::spawn(async move { storage.put_stream(&mut rx, size, label).await });
+        let fed = feed(&mut tx).await;
+        drop(tx);
+        let stored = put
+            .await
+            .unwrap_or_else(|e| Err(Error::Failed(format!("put task: {e}"))));
+        (fed, stored)
+    }
+
     /// Stores a copy of `src`'s bytes as a new realm object, streamed from its parts; returns
     /// the capability.
     async fn copy_body(&self, src: &ObjectMeta, label: String) -> Result<String, S3Error> {
-        let (mut tx, mut rx) = tokio::io::duplex(PIPE);
-        let storage = self.inner.storage.clone();
-        let size = src.size;
-        let put = tokio::spawn(async move { storage.put_stream(&mut rx, size, label).await });
-        let mut read = Ok(0);
-        for (cap, range) in object_ranges(&src.parts, 0, src.size) {
-            match self.inner.storage.get_range_to(&cap, range, &mut tx).await {
-                Ok(n) => read = read.map(|sum| sum + n),
-                Err(e) => {
-                    read = Err(e);
-                    break;
-                }
-            }
-        }
-        drop(tx);
-        let stored = put.await.map_err(|e| internal(format!("put task: {e}")))?;
+        let parts = object_ranges(&src.parts, 0, src.size);
+        let (read, stored) = self
+            .put_fed(src.size, label, async |tx| {
+                self.read_parts(&parts, tx).await
+            })
+            .await;
         match (read, stored) {
             (Ok(_), Ok(cap)) => Ok(cap),
             (Err(e), Ok(cap)) => {
-                self.delete_parts(vec![Part { cap, size }]);
+                self.delete_parts(vec![Part {
+                    cap,
+                    size: src.size,
+                }]);
                 Err(storage_error(e))
             }
             // the source unreadable: the put only saw its input end

@@ -29,8 +29,9 @@ use macula_store::header::SegmentId;
 use macula_store::inventory::{self, Assembler, DeleteEcho, Schedule};
 use macula_store::membership::{Actions, MembershipFeed};
 use macula_store::mesh::MeshNetwork;
+use macula_store::network::GetReport;
 use macula_store::network::{Client, ClientError, PutConfig, StorageNetwork};
-use macula_store::object::Capability;
+use macula_store::object::{Capability, Manifest};
 use macula_store::placement::NodeInfo;
 use macula_store::repair::{Event, RepairConfig, RepairStatus};
 use macula_store::service::{self, RepairService};
@@ -429,10 +430,13 @@ impl StorageGlue {
                 }
             };
             if let Some(r) = self.inner.running.get() {
-                let found = {
+                let segments: BTreeSet<SegmentId> = shards.iter().map(|s| s.segment).collect();
+                let candidates = store.maybe_deleted(&segments);
+                let found = if candidates.is_empty() {
+                    Vec::new()
+                } else {
                     let store = store.clone();
-                    let segments: BTreeSet<SegmentId> = shards.iter().map(|s| s.segment).collect();
-                    tokio::task::spawn_blocking(move || store.deletes_among(&segments))
+                    tokio::task::spawn_blocking(move || store.deletes_of(&candidates))
                         .await
                         .unwrap_or_default()
                 };
@@ -669,6 +673,14 @@ impl<T: AsyncWrite + Unpin, F: FnMut(u64) + Unpin> AsyncWrite for Counting<T, F>
     }
 }
 
+/// A get whose manifest was read ([`StorageGlue::open`]).
+struct Opened {
+    manifest: Manifest,
+    /// What reading the manifest found corrupt.
+    report: GetReport,
+    began: tokio::time::Instant,
+}
+
 fn parse_cap(cap: &str) -> Result<Capability, Error> {
     cap.trim()
         .parse()
@@ -744,19 +756,16 @@ impl StorageGlue {
         caller: Caller,
         rate: u64,
     ) -> Result<u64, Error> {
-        let r = self.running()?;
         let cap = parse_cap(cap)?;
-        let manifest = r
-            .client
-            .stat(&self.members(r), &cap)
-            .await
-            .map_err(client_error)?;
+        let _slot = self.transfer_slot().await?;
+        let opened = self.open(&cap).await?;
+        let len = opened.manifest.object_len;
         let mut out = Counting {
             inner: tokio::io::BufWriter::new(tokio::fs::File::from_std(file)),
             done: 0,
-            report: self.progress("get", label.clone(), manifest.object_len, caller),
+            report: self.progress("get", label.clone(), len, caller),
         };
-        let bytes = self.get_to(&cap, None, &mut out, rate).await?;
+        let bytes = self.read_to(&cap, opened, 0..len, &mut out, rate).await?;
         out.flush()
             .await
             .map_err(|e| Error::Failed(format!("cannot write {label}: {e}")))?;
@@ -768,33 +777,48 @@ impl StorageGlue {
         Ok(bytes)
     }
 
-    /// Writes bytes `range` of the object named by `cap` (all of it: `None`) to `out`, at most
-    /// `rate` bytes per second on average (0: unbounded; `macula_update::rollout::Pacer`);
-    /// reports the corrupt shards the get found. Returns the bytes written.
-    async fn get_to(
+    /// Reads the manifest of the object named by `cap`: a get starts (timed from here).
+    async fn open(&self, cap: &Capability) -> Result<Opened, Error> {
+        let r = self.running()?;
+        let began = tokio::time::Instant::now();
+        let mut report = GetReport::default();
+        let manifest = r
+            .client
+            .manifest(&self.members(r), cap, &mut report)
+            .await
+            .map_err(client_error)?;
+        Ok(Opened {
+            manifest,
+            report,
+            began,
+        })
+    }
+
+    /// Writes bytes `range` of the object `opened` describes to `out`, at most `rate` bytes
+    /// per second on average (0: unbounded; `macula_update::rollout::Pacer`); reports the
+    /// corrupt shards the get found. Returns the bytes written.
+    async fn read_to(
         &self,
         cap: &Capability,
-        range: Option<std::ops::Range<u64>>,
+        opened: Opened,
+        range: std::ops::Range<u64>,
         out: &mut (impl AsyncWrite + Unpin),
         rate: u64,
     ) -> Result<u64, Error> {
         let r = self.running()?;
-        let _slot = self.transfer_slot().await?;
-        let began = tokio::time::Instant::now();
-        let members = self.members(r);
-        let report = match range {
-            Some(range) => r.client.get_range(&members, cap, range, out).await,
-            None => {
-                let pacer = Mutex::new(macula_update::rollout::Pacer::new(rate, Duration::ZERO));
-                r.client
-                    .get_paced(&members, cap, out, |bytes| {
-                        let pause = pacer.locked().pause(began.elapsed(), bytes);
-                        tokio::time::sleep(pause)
-                    })
-                    .await
-            }
-        }
-        .map_err(client_error)?;
+        let Opened {
+            manifest,
+            report,
+            began,
+        } = opened;
+        let start = tokio::time::Instant::now();
+        let pacer = Mutex::new(macula_update::rollout::Pacer::new(rate, Duration::ZERO));
+        let pace = |bytes| tokio::time::sleep(pacer.locked().pause(start.elapsed(), bytes));
+        let report = r
+            .client
+            .read(&self.members(r), cap, &manifest, range, out, pace, report)
+            .await
+            .map_err(client_error)?;
         for (segment, index, node) in &report.corrupt {
             r.repair.send(Event::ShardLost {
                 segment: *segment,
@@ -837,7 +861,9 @@ impl StorageGlue {
         out: &mut (impl AsyncWrite + Unpin),
     ) -> Result<u64, Error> {
         let cap = parse_cap(cap)?;
-        self.get_to(&cap, Some(range), out, 0).await
+        let _slot = self.transfer_slot().await?;
+        let opened = self.open(&cap).await?;
+        self.read_to(&cap, opened, range, out, 0).await
     }
 
     /// Reads the object named by `cap` into `file` (synced) at most `rate` bytes per second:
