@@ -15,6 +15,8 @@
 //!   inventories cross), and memory stays bounded by the local store;
 //! - an [`Event::Inventory`] is a node's complete list of shards: a shard it no longer lists is
 //!   gone from it (removed as corrupt, deleted, lost with a disk);
+//! - an [`Event::Deleted`] (this node applied the owner's delete) forgets the segment at once:
+//!   the other holders' inventories that stop listing it may arrive before this node's own;
 //! - **one repair leader per segment:** the segment's holders that are not down (suspected ones
 //!   included) are ranked by
 //!   `BLAKE3(segment ‖ node)` (domain `macula/v1/repair-leader`); the first plans the repair at
@@ -123,6 +125,9 @@ pub enum Event {
     },
     /// A repair failed (source unreachable, target refused); retried after `retry_ms`.
     RepairFailed { segment: SegmentId },
+    /// This node applied the owner's signed delete of the segment: every holder is told to
+    /// delete it, so the shards the other holders stop listing are not losses to repair.
+    Deleted { segment: SegmentId },
 }
 
 /// What the planner asks the I/O shell to do.
@@ -273,6 +278,10 @@ pub struct RepairPlanner {
     /// kept here has its latest here (they leave oldest first).
     recent: BTreeMap<NodeId, Recent>,
     recent_entries: usize,
+    /// Segments deleted here in the last [`RECENT_INVENTORY_MS`] (at most [`RECENT_ENTRIES`]),
+    /// oldest first: a listing of this node's store taken just before the delete does not
+    /// start tracking them again.
+    deleted: std::collections::VecDeque<(u64, SegmentId)>,
     tokens: u64,
     refilled_at: u64,
     repaired: u64,
@@ -292,6 +301,7 @@ impl RepairPlanner {
             inventories: 0,
             recent: BTreeMap::new(),
             recent_entries: 0,
+            deleted: std::collections::VecDeque::new(),
             tokens,
             refilled_at: now,
             repaired: 0,
@@ -356,6 +366,13 @@ impl RepairPlanner {
                     }
                 }
             }
+            Event::Deleted { segment } => {
+                self.segments.remove(&segment);
+                if self.deleted.len() >= RECENT_ENTRIES {
+                    self.deleted.pop_front();
+                }
+                self.deleted.push_back((now, segment));
+            }
             Event::RepairFailed { segment } => {
                 self.failed += 1;
                 if self.inflight.remove(&segment)
@@ -375,11 +392,23 @@ impl RepairPlanner {
         }
         self.expire_recent(now);
         if node == self.me {
-            // Track exactly the segments held here.
-            let held: BTreeSet<SegmentId> = shards.iter().map(|h| h.segment).collect();
+            // Track exactly the segments held here, but none deleted since the listing began.
+            while self
+                .deleted
+                .front()
+                .is_some_and(|(at, _)| now.saturating_sub(*at) > RECENT_INVENTORY_MS)
+            {
+                self.deleted.pop_front();
+            }
+            let deleted: BTreeSet<SegmentId> = self.deleted.iter().map(|(_, s)| *s).collect();
+            let held: BTreeSet<SegmentId> = shards
+                .iter()
+                .map(|h| h.segment)
+                .filter(|s| !deleted.contains(s))
+                .collect();
             self.segments.retain(|id, _| held.contains(id));
             for h in &shards {
-                if !self.segments.contains_key(&h.segment) {
+                if held.contains(&h.segment) && !self.segments.contains_key(&h.segment) {
                     let s = self.start_tracking(h, now, count);
                     self.segments.insert(h.segment, s);
                 }

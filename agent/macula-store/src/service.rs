@@ -89,6 +89,28 @@ impl RepairService {
         })
     }
 
+    /// Tells the planner of every delete `store` applies ([`Event::Deleted`]), so the other
+    /// holders' inventories that stop listing a deleted segment start no repair. Runs until the
+    /// service stops.
+    pub fn follow_deletes(&self, store: &LocalStore) -> JoinHandle<()> {
+        let events = self.events.clone();
+        let mut deletes = store.watch_deletes();
+        tokio::spawn(async move {
+            loop {
+                match deletes.recv().await {
+                    Ok(segment) => {
+                        if events.send(Event::Deleted { segment }).is_err() {
+                            return;
+                        }
+                    }
+                    // Missed ones are forgotten at this node's next inventory.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })
+    }
+
     /// A sender for events (for tasks that feed the planner, like an inventory subscription).
     pub fn sender(&self) -> mpsc::UnboundedSender<Event> {
         self.events.clone()

@@ -185,6 +185,8 @@ pub struct LocalStore {
     /// The first 8 bytes of every tombstoned segment's ID: which tombstone files to read when
     /// another node's inventory is checked against them ([`LocalStore::maybe_deleted`]).
     tombstoned: Mutex<HashSet<u64>>,
+    /// Every segment whose owner-signed delete this store applied ([`LocalStore::watch_deletes`]).
+    deletes: tokio::sync::broadcast::Sender<SegmentId>,
 }
 
 impl LocalStore {
@@ -205,6 +207,7 @@ impl LocalStore {
             writing: Mutex::new(HashSet::new()),
             changes: tokio::sync::watch::Sender::new(0),
             tombstoned: Mutex::new(HashSet::new()),
+            deletes: tokio::sync::broadcast::Sender::new(1024),
         };
         store.load_tombstones()?;
         store.clean_tmp()?;
@@ -321,6 +324,13 @@ impl LocalStore {
     /// Wakes on every change of [`LocalStore::changes`] (free space, inventory), without polling.
     pub fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// The segments whose owner-signed deletes this store applies from now on (a receiver
+    /// that falls more than 1 024 behind misses the oldest: its planner learns of those from
+    /// the next inventory).
+    pub fn watch_deletes(&self) -> tokio::sync::broadcast::Receiver<SegmentId> {
+        self.deletes.subscribe()
     }
 
     /// Bytes of shards stored.
@@ -688,6 +698,8 @@ impl LocalStore {
         for &i in &local {
             self.remove(&req.segment, i)?;
         }
+        // Nobody listening is fine.
+        let _ = self.deletes.send(req.segment);
         Ok(local.len())
     }
 

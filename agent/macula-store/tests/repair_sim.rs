@@ -699,3 +699,79 @@ fn a_suspected_leader_keeps_its_turn() {
         "the next holder leads once the leader is down"
     );
 }
+
+#[test]
+fn a_deleted_segment_is_not_repaired_when_other_holders_report_first() {
+    // A 2 + 1 segment on nodes 0, 1 and 2, every inventory known; node 3 is spare. Its owner
+    // deletes it: node 1 applies the delete and publishes its inventory first.
+    let infos = one_site_nodes(4, 40);
+    let seg = SegmentId([9; 32]);
+    let planner = |me: usize| {
+        let mut p = RepairPlanner::new(infos[me].id, cfg(), 0);
+        for info in &infos {
+            p.handle(0, Event::NodeUp(info.clone()));
+        }
+        for (i, info) in infos.iter().enumerate() {
+            let shards = if i < 3 {
+                vec![shard_of(seg, i as u16, 2, 1)]
+            } else {
+                vec![]
+            };
+            p.handle(
+                1000,
+                Event::Inventory {
+                    node: info.id,
+                    shards,
+                },
+            );
+        }
+        p
+    };
+    let node1_deleted = |p: &mut RepairPlanner| {
+        p.handle(
+            2000,
+            Event::Inventory {
+                node: infos[1].id,
+                shards: vec![],
+            },
+        );
+    };
+    // Without knowing of the delete, the two holders left see a lost shard and one of them
+    // rebuilds it (this is what the delete event prevents).
+    let unaware: Vec<RepairAction> = [0, 2]
+        .into_iter()
+        .filter_map(|me| {
+            let mut p = planner(me);
+            node1_deleted(&mut p);
+            p.poll(2000)
+        })
+        .collect();
+    assert_eq!(unaware.len(), 1, "{unaware:?}");
+    // Nodes 0 and 2 applied the delete too (their stores said so): no repair, not even after a
+    // listing of their own store taken just before the delete arrives, nor later.
+    for me in [0, 2] {
+        let mut p = planner(me);
+        p.handle(1900, Event::Deleted { segment: seg });
+        node1_deleted(&mut p);
+        p.handle(
+            2100,
+            Event::Inventory {
+                node: infos[me].id,
+                shards: vec![shard_of(seg, me as u16, 2, 1)],
+            },
+        );
+        for t in [
+            2000,
+            2100,
+            2000 + cfg().grace_ms,
+            2000 + 3 * cfg().takeover_ms,
+        ] {
+            assert_eq!(
+                p.poll(t),
+                None,
+                "node {me} repaired a deleted segment at {t}"
+            );
+        }
+        assert_eq!(p.status(2100).segments, 0, "node {me} still tracks it");
+    }
+}

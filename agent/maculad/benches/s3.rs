@@ -3,8 +3,9 @@
 //! is the node `maculactl` talks to. boto3 (`s3_bench.py`, in a venv under the target dir) times
 //! its own requests in-process; `maculactl` is timed as the process it is.
 //!
-//! Printed: a 64 MiB PUT (signed payload, as boto3 sends over HTTP, and UNSIGNED-PAYLOAD, as
-//! over HTTPS) and GET (median of 3) in MiB/s and as a ratio of maculactl's (goal ≥ 0.9); 4 KiB objects per second, put then got one at a time (maculactl: one process per
+//! Printed: a 64 MiB PUT (curl, and boto3 with a signed payload, as it sends over HTTP, and
+//! UNSIGNED-PAYLOAD, as over HTTPS) and GET (curl and boto3; median of 3) in MiB/s and as a
+//! ratio of maculactl's (goal ≥ 0.9); 4 KiB objects per second, put then got one at a time (maculactl: one process per
 //! object, so its figure carries a process start each); the agent's RSS before and at its peak
 //! while boto3 uploads 1 GiB (multipart, 8 MiB parts, boto3's default 10 threads).
 
@@ -121,8 +122,54 @@ fn main() {
         large["put_unsigned_s"].as_f64().expect("put_unsigned_s"),
         large["get_s"].as_f64().expect("get_s"),
     );
+    // The same PUT and GET by curl (a C client signing with `--aws-sigv4`, the payload
+    // UNSIGNED as over HTTPS), timed as the process it is, like maculactl: the gateway's cost
+    // without the Python client's on the same two cores.
+    let url = format!("http://127.0.0.1:{port}/bench/large-curl");
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--fail-with-body",
+                "--aws-sigv4",
+                "aws:amz:macula:s3",
+                "--user",
+            ])
+            .arg(format!("{kid}:{secret}"))
+            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+            .args(args)
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "curl {args:?}: {}", output_text(&out));
+    };
+    let (mut puts, mut gets) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        curl(&["-o", "/dev/null", "-T", file.to_str().expect("UTF-8"), &url]);
+        puts.push(t.elapsed());
+        let back = work.path().join("back.bin");
+        let t = Instant::now();
+        curl(&["-o", back.to_str().expect("UTF-8"), &url]);
+        gets.push(t.elapsed());
+        assert!(
+            std::fs::read(&back).expect("read back") == data,
+            "curl's GET differs"
+        );
+    }
+    curl(&["-o", "/dev/null", "-X", "DELETE", &url]);
+    let (curl_put, curl_get) = (median(puts).as_secs_f64(), median(gets).as_secs_f64());
     let b = LARGE as f64;
     println!("S3 gateway vs maculactl, same realm (4 x maculad, 2 + 1), median of {RUNS}:");
+    println!(
+        "  64 MiB PUT, curl: S3 {:7.1} MiB/s   ratio {:.2} (goal >= 0.9)",
+        mib_s(b, curl_put),
+        ctl_put / curl_put
+    );
+    println!(
+        "  64 MiB GET, curl: S3 {:7.1} MiB/s   ratio {:.2} (goal >= 0.9)",
+        mib_s(b, curl_get),
+        ctl_get / curl_get
+    );
     println!(
         "  64 MiB PUT: S3 {:7.1} MiB/s   maculactl {:7.1} MiB/s   ratio {:.2} (goal >= 0.9)",
         mib_s(b, s3_put),

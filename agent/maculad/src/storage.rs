@@ -324,6 +324,7 @@ impl StorageGlue {
         };
         let audit = Duration::from_secs(inner.cfg.audit_interval_secs);
         let mut audit_task = repair.audit_local(me, store.clone(), audit);
+        let mut deletes_task = repair.follow_deletes(&store);
         let mut status = repair.status();
         if inner
             .running
@@ -340,9 +341,18 @@ impl StorageGlue {
             self.apply(r, start);
         }
         tracing::info!(target: "macula::storage", "storage serving the realm");
+        // The local store's audits and deletes → planner.
         workers.spawn("storage.audit", |ctx| async move {
-            let ended = ctx.wait(&mut audit_task).await;
+            let ended = ctx
+                .wait(async {
+                    tokio::select! {
+                        r = &mut audit_task => r,
+                        r = &mut deletes_task => r,
+                    }
+                })
+                .await;
             audit_task.abort();
+            deletes_task.abort();
             match ended {
                 Some(Err(e)) if e.is_panic() => Err(format!("audit panicked: {e}")),
                 _ => Ok(()),
