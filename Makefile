@@ -12,7 +12,7 @@ export CARGO_TERM_COLOR ?= never
 # Debug info light and incremental off: faster cold builds on 2 cores (CI).
 export CARGO_INCREMENTAL ?= 0
 
-.PHONY: all build deps fuzz test test-all test-qemu-x86_64 test-net-qemu-x86_64 test-qemu-aarch64 lint unit demo demo-node bench bench-agent bench-s3 chaos completions
+.PHONY: all build deps fuzz test test-all test-qemu-x86_64 test-net-qemu-x86_64 test-qemu-aarch64 lint unit demo demo-node bench bench-agent bench-s3 pi-estimate chaos completions
 
 # Per-part targets (images, benchmarks, fuzzing) live next to their code.
 include agent/macula-core/core.mk
@@ -96,6 +96,12 @@ chaos: deps build
 bench-s3: deps
 	$(CARGO) build --release -p maculactl
 	$(CARGO) bench -p maculad --bench s3
+
+# The Pi 4 on paper (docs/storage.md): the storage kernels' instructions, counted for the aarch64
+# build under qemu-user (never its time), and what they give per Cortex-A72 core.
+pi-estimate:
+	command -v qemu-aarch64-static >/dev/null || tests/install-deps.sh
+	tests/insn_count.py $$(image/cross-aarch64.sh example pi_kernels)
 
 # Shell completions and man page generated from the CLI definition.
 completions: build

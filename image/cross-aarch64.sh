@@ -8,6 +8,9 @@
 #                                   target/cross-aarch64/aarch64-unknown-linux-gnu/release
 #   image/cross-aarch64.sh test     build the pure crates' tests for aarch64 and run them under
 #                                   qemu-aarch64-static (see run_tests below)
+#   image/cross-aarch64.sh example NAME
+#                                   build macula-store's example NAME; print the binary's path
+#                                   (make pi-estimate counts its instructions under qemu-user)
 #   image/cross-aarch64.sh du       disk used by the chroot, the crate cache and the target dir
 #
 # The chroot lives outside the clone, in $MACULA_CACHE (default /var/cache/macula) under
@@ -219,6 +222,17 @@ for line in open(sys.argv[1]):
   say "all aarch64 test binaries passed under qemu-aarch64-static"
 }
 
+build_example() {
+  check_msrv
+  [ -n "$1" ] || die "which example?"
+  say "cargo build --release --target $TARGET -p macula-store --example $1"
+  # With its symbol table: tests/insn_count.py names the functions the instructions ran in.
+  in_chroot cargo build --locked --release --target "$TARGET" -p macula-store --example "$1" \
+    --config 'profile.release.strip="none"' \
+    || die "aarch64 build of example $1 failed"
+  echo "$OUTDIR/examples/$1"
+}
+
 report_du() {
   say "disk: chroot $(du -sh "$CH" 2>/dev/null | cut -f1), crate cache $(du -sh "$CARGO_CACHE" 2>/dev/null | cut -f1), target $(du -sh "$TDIR" 2>/dev/null | cut -f1)"
 }
@@ -232,6 +246,7 @@ case "${1:-}" in
   chroot) ensure_chroot; echo "$CH" ;;
   agent) ensure_chroot; build_agent; report_du ;;
   test) ensure_chroot; run_tests; report_du ;;
+  example) ensure_chroot; build_example "${2:-}" ;;
   du) report_du ;;
-  *) sed -n '2,18p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,21p' "$0" >&2; exit 2 ;;
 esac
