@@ -617,15 +617,29 @@ impl<N: StorageNetwork> Client<N> {
             0
         };
         let segments = (first / seg_len) as usize..last as usize;
-        for i in segments {
-            let id = manifest.segments.get(i).ok_or(ObjectError::Manifest(
-                "fewer segments than its length needs",
-            ))?;
+        // Two stages: segment i is decoded (off the async threads) and written while the shards
+        // of segment i + 1 are fetched; at most two segments are held.
+        let id = |i: usize| {
+            manifest
+                .segments
+                .get(i)
+                .copied()
+                .ok_or(ObjectError::Manifest(
+                    "fewer segments than its length needs",
+                ))
+        };
+        let k = usize::from(cap.k);
+        let mut fetched = match segments.is_empty() {
+            false => Some(
+                self.collect(members, id(segments.start)?, k, n, false, &mut report)
+                    .await?,
+            ),
+            true => None,
+        };
+        for i in segments.clone() {
+            let Some(f) = fetched.take() else { break };
+            let d = f.signed.desc.clone();
             let plain_len = manifest.segment_plain_len(i);
-            let f = self
-                .collect(members, *id, usize::from(cap.k), n, false, &mut report)
-                .await?;
-            let d = &f.signed.desc;
             if d.kind != SegmentKind::Data
                 || d.segment_index as usize != i
                 || d.plain_len != plain_len
@@ -635,19 +649,38 @@ impl<N: StorageNetwork> Client<N> {
                 )
                 .into());
             }
-            let plain = segment::decode_segment(d, f.shards, &cap.key)?;
+            let key = cap.key.clone();
+            let decoded =
+                tokio::task::spawn_blocking(move || segment::decode_segment(&d, f.shards, &key));
             let start = i as u64 * seg_len;
-            let part = plain
-                .get(
-                    (first.max(start) - start) as usize
-                        ..(end.min(start + seg_len) - start) as usize,
-                )
-                .ok_or(ObjectError::Manifest(
-                    "data segment shorter than the manifest says",
-                ))?;
-            out.write_all(part).await.map_err(ClientError::Output)?;
-            report.bytes += part.len() as u64;
-            pace(part.len() as u64).await;
+            let write = async {
+                let plain = decoded
+                    .await
+                    .map_err(|e| ClientError::Cancelled(e.to_string()))??;
+                let part = plain
+                    .get(
+                        (first.max(start) - start) as usize
+                            ..(end.min(start + seg_len) - start) as usize,
+                    )
+                    .ok_or(ObjectError::Manifest(
+                        "data segment shorter than the manifest says",
+                    ))?;
+                out.write_all(part).await.map_err(ClientError::Output)?;
+                pace(part.len() as u64).await;
+                Ok::<u64, ClientError>(part.len() as u64)
+            };
+            let next = async {
+                if i + 1 < segments.end {
+                    self.collect(members, id(i + 1)?, k, n, false, &mut report)
+                        .await
+                        .map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            let (written, next) = tokio::try_join!(write, next)?;
+            report.bytes += written;
+            fetched = next;
         }
         out.flush().await.map_err(ClientError::Output)?;
         Ok(report)
