@@ -41,7 +41,7 @@ pub const MAX_SHARD_FILE: u64 = MAX_HEADER_LEN as u64
 /// Errors of the local store. Each says what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{action} {path}: {source} (check the data partition is mounted and writable)")]
+    #[error("{action} {path}: {source} ({})", io_hint(.source))]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -89,6 +89,16 @@ pub enum StoreError {
 /// The first 8 bytes of a segment ID (uniformly random: a hash).
 fn prefix(seg: &SegmentId) -> u64 {
     seg.0.iter().take(8).fold(0, |a, &b| a << 8 | u64::from(b))
+}
+
+/// What to do about a failed file operation of the store.
+fn io_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            "the disk is full: free space on the data partition or lower [storage] quota_bytes"
+        }
+        _ => "check the data partition is mounted and writable",
+    }
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
