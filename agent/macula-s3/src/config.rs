@@ -22,7 +22,14 @@ pub struct S3Config {
     pub domain: Option<String>,
     /// Allow `listen` on a public or unspecified (`0.0.0.0`, `::`) address.
     pub public: bool,
+    /// A multipart upload neither completed nor aborted this many seconds after it was created
+    /// is aborted by its gateway and its parts deleted (S3's lifecycle rule
+    /// AbortIncompleteMultipartUpload; default 7 days); 0: kept until a client ends it.
+    pub abort_incomplete_uploads_secs: u64,
 }
+
+/// Default of [`S3Config::abort_incomplete_uploads_secs`]: 7 days.
+pub const ABORT_INCOMPLETE_UPLOADS_SECS: u64 = 7 * 24 * 3600;
 
 impl Default for S3Config {
     fn default() -> Self {
@@ -32,6 +39,7 @@ impl Default for S3Config {
             region: "macula".into(),
             domain: None,
             public: false,
+            abort_incomplete_uploads_secs: ABORT_INCOMPLETE_UPLOADS_SECS,
         }
     }
 }

@@ -170,6 +170,13 @@ impl S3Glue {
             if serve {
                 let this2 = this.clone();
                 workers2.spawn("s3.serve", |ctx| async move { this2.serve(ctx).await });
+                let after = this.inner.cfg.abort_incomplete_uploads_secs;
+                if after > 0 {
+                    let this2 = this.clone();
+                    workers2.spawn("s3.uploads-lifecycle", move |ctx| async move {
+                        this2.abort_incomplete(ctx, after).await
+                    });
+                }
             }
             loop {
                 let next = ctx.wait(async {
@@ -202,6 +209,48 @@ impl S3Glue {
                 }
             }
         });
+    }
+
+    /// Aborts the uploads through this gateway that were created more than `after` seconds ago
+    /// and deletes their parts; looks every quarter of `after` (between 1 s and 1 h).
+    async fn abort_incomplete(
+        &self,
+        ctx: crate::worker::WorkerCtx,
+        after: u64,
+    ) -> crate::worker::WorkerResult {
+        let every = std::time::Duration::from_millis(
+            (after.saturating_mul(1000) / 4).clamp(1000, 3_600_000),
+        );
+        while ctx.wait(tokio::time::sleep(every)).await.is_some() {
+            let cutoff = unix_ms().saturating_sub(after.saturating_mul(1000));
+            let due = |u: &Upload| u.created_ms < cutoff;
+            if !self.inner.uploads.locked().values().any(due) {
+                continue;
+            }
+            let expired = self.change_uploads(|all| {
+                let old: Vec<String> = all
+                    .iter()
+                    .filter(|(_, u)| due(u))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                Ok(old
+                    .into_iter()
+                    .filter_map(|id| all.remove(&id).map(|u| (id, u)))
+                    .collect::<Vec<_>>())
+            });
+            match expired {
+                Ok(expired) => {
+                    for (id, u) in expired {
+                        tracing::info!(target: "macula::s3", bucket = %u.bucket, key = %u.key,
+                            upload = %id, parts = u.parts.len(), after_secs = after,
+                            "aborted an incomplete multipart upload ([s3] abort_incomplete_uploads_secs)");
+                        self.delete_parts(u.parts.into_values().map(|p| p.part).collect());
+                    }
+                }
+                Err(e) => ctx.error(format!("incomplete uploads not aborted: {}", e.message)),
+            }
+        }
+        Ok(())
     }
 
     /// Answers `SYNC_PROCEDURE`: one page of this node's index records.
