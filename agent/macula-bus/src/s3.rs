@@ -34,7 +34,7 @@ pub struct S3Status {
     /// Object bytes received (PUT bodies, parts) and sent (GET bodies) since start.
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// Multipart uploads in progress through this gateway.
+    /// Multipart uploads in progress in the realm (in this node's copy of the index).
     pub uploads: u32,
     /// Live buckets, objects and access keys in this node's copy of the index.
     pub buckets: u32,

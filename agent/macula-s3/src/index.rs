@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Code, S3Error};
+use crate::multipart::{Upload, UploadedPart};
 
 /// A clock-independent version: Lamport counter, then the writer's node ID as tie-break.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -104,6 +105,36 @@ pub enum Change {
         key: AccessKey,
         scope: KeyScope,
     },
+    /// A multipart upload begun (`Open`) or ended (`Ended`: completed or aborted). Appended
+    /// after the kinds above: a gateway older than it ignores upload records.
+    Upload { id: String, state: UploadState },
+    /// Part `number` of upload `id` received (by the gateway whose version it carries). A part
+    /// of an upload that has ended is not kept: each gateway deletes the parts it wrote.
+    UploadPart {
+        id: String,
+        number: u32,
+        part: UploadedPart,
+    },
+}
+
+/// What a gateway holds of a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UploadState {
+    /// In progress: where its object will go and what it will carry.
+    Open(UploadHead),
+    /// Completed (its object uses the bodies `kept`, by capability) or aborted (`kept` empty).
+    /// Every other part of it is no longer used; its writer deletes it.
+    Ended { kept: Vec<String> },
+}
+
+/// A multipart upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadHead {
+    pub bucket: String,
+    pub key: String,
+    pub created_ms: u64,
+    pub content_type: Option<String>,
+    pub user_meta: Vec<(String, String)>,
 }
 
 /// What an access key may do: everything (the default), or only on one bucket, or only read.
@@ -179,10 +210,13 @@ pub struct Record {
 /// What applying a record did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
-    /// The record was new and won; `replaced` is the object it superseded, if any (its body's
-    /// writer deletes it).
+    /// The record was new and won; `replaced` is the object it superseded, if any, and
+    /// `unused` the bodies of uploads' parts it left unused (a part sent again, the parts an
+    /// ended upload did not keep), each with the version of the record that held it: their
+    /// writer deletes them.
     Won {
         replaced: Option<(Version, ObjectMeta)>,
+        unused: Vec<(Version, Part)>,
     },
     /// An equal or newer version was already held.
     Stale,
@@ -233,6 +267,10 @@ impl Record {
             Change::Key { id, .. } | Change::ScopedKey { id, .. } => {
                 SyncCursor(2, id.clone(), String::new())
             }
+            Change::Upload { id, .. } => SyncCursor(3, id.clone(), String::new()),
+            Change::UploadPart { id, number, .. } => {
+                SyncCursor(4, id.clone(), format!("{number:05}"))
+            }
         }
     }
 }
@@ -248,6 +286,9 @@ pub struct Index {
     buckets: BTreeMap<String, (Version, Option<u64>)>,
     objects: BTreeMap<String, BTreeMap<String, (Version, Option<ObjectMeta>)>>,
     keys: BTreeMap<String, (Version, Option<(AccessKey, KeyScope)>)>,
+    uploads: BTreeMap<String, (Version, UploadState)>,
+    /// Parts of uploads not ended (an upload's part may arrive before the upload).
+    parts: BTreeMap<String, BTreeMap<u32, (Version, UploadedPart)>>,
 }
 
 impl Index {
@@ -271,7 +312,10 @@ impl Index {
                     _ => {}
                 }
                 self.buckets.insert(name, (v, created_ms));
-                Applied::Won { replaced: None }
+                Applied::Won {
+                    replaced: None,
+                    unused: Vec::new(),
+                }
             }
             Change::Object { bucket, key, meta } => {
                 let b = self.objects.entry(bucket).or_default();
@@ -281,10 +325,53 @@ impl Index {
                     None => None,
                 };
                 b.insert(key, (v, meta));
-                Applied::Won { replaced }
+                Applied::Won {
+                    replaced,
+                    unused: Vec::new(),
+                }
             }
             Change::Key { id, key } => self.apply_key(v, id, key.map(|k| (k, KeyScope::default()))),
             Change::ScopedKey { id, key, scope } => self.apply_key(v, id, Some((key, scope))),
+            Change::Upload { id, state } => {
+                if self.uploads.get(&id).is_some_and(|(old, _)| *old >= v) {
+                    return Applied::Stale;
+                }
+                let mut unused = Vec::new();
+                if let UploadState::Ended { kept } = &state {
+                    for (_, (pv, p)) in self.parts.remove(&id).unwrap_or_default() {
+                        if !kept.contains(&p.part.cap) {
+                            unused.push((pv, p.part));
+                        }
+                    }
+                }
+                self.uploads.insert(id, (v, state));
+                Applied::Won {
+                    replaced: None,
+                    unused,
+                }
+            }
+            Change::UploadPart { id, number, part } => {
+                if matches!(self.uploads.get(&id), Some((_, UploadState::Ended { .. }))) {
+                    // Sent while the upload ended elsewhere: nothing uses it.
+                    return Applied::Won {
+                        replaced: None,
+                        unused: vec![(v, part.part)],
+                    };
+                }
+                let parts = self.parts.entry(id).or_default();
+                if parts.get(&number).is_some_and(|(old, _)| *old >= v) {
+                    return Applied::Stale;
+                }
+                let unused = parts
+                    .insert(number, (v, part))
+                    .map(|(old, p)| (old, p.part))
+                    .into_iter()
+                    .collect();
+                Applied::Won {
+                    replaced: None,
+                    unused,
+                }
+            }
         }
     }
 
@@ -294,7 +381,10 @@ impl Index {
             _ => {}
         }
         self.keys.insert(id, (v, key));
-        Applied::Won { replaced: None }
+        Applied::Won {
+            replaced: None,
+            unused: Vec::new(),
+        }
     }
 
     /// Every record that makes up the current index (for a copy on disk or a newcomer).
@@ -338,7 +428,66 @@ impl Index {
                 change,
             });
         }
+        for (id, (v, state)) in &self.uploads {
+            out.push(Record {
+                version: *v,
+                change: Change::Upload {
+                    id: id.clone(),
+                    state: state.clone(),
+                },
+            });
+        }
+        for (id, parts) in &self.parts {
+            for (number, (v, part)) in parts {
+                out.push(Record {
+                    version: *v,
+                    change: Change::UploadPart {
+                        id: id.clone(),
+                        number: *number,
+                        part: part.clone(),
+                    },
+                });
+            }
+        }
         out
+    }
+
+    /// Upload `id` of `bucket`/`key`, if it is in progress, with the parts received so far.
+    pub fn upload(&self, id: &str, bucket: &str, key: &str) -> Option<Upload> {
+        match self.uploads.get(id) {
+            Some((_, UploadState::Open(h))) if h.bucket == bucket && h.key == key => {
+                Some(self.upload_of(id, h))
+            }
+            _ => None,
+        }
+    }
+
+    fn upload_of(&self, id: &str, h: &UploadHead) -> Upload {
+        Upload {
+            bucket: h.bucket.clone(),
+            key: h.key.clone(),
+            created_ms: h.created_ms,
+            content_type: h.content_type.clone(),
+            user_meta: h.user_meta.clone(),
+            parts: self
+                .parts
+                .get(id)
+                .map(|p| p.iter().map(|(n, (_, p))| (*n, p.clone())).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Every upload in progress, by ID (`bucket`: only that bucket's).
+    pub fn uploads(&self, bucket: Option<&str>) -> Vec<(String, Upload)> {
+        self.uploads
+            .iter()
+            .filter_map(|(id, (_, s))| match s {
+                UploadState::Open(h) if bucket.is_none_or(|b| b == h.bucket) => {
+                    Some((id.clone(), self.upload_of(id, h)))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// The records after `after` (all from the start with `None`), at most `max_bytes` of them
@@ -622,7 +771,8 @@ mod tests {
         assert_eq!(
             a.apply(rb.clone()),
             Applied::Won {
-                replaced: Some((ra.version, meta("a")))
+                replaced: Some((ra.version, meta("a"))),
+                unused: Vec::new(),
             }
         );
         assert_eq!(b.apply(ra.clone()), Applied::Stale);
@@ -645,6 +795,137 @@ mod tests {
         );
         // The next local write is newer than everything heard.
         assert!(c3.next_version([0; 32]).counter > ra.version.counter);
+    }
+
+    #[test]
+    fn uploads_through_several_gateways_converge_and_leave_no_body_unowned() {
+        let (ga, gb) = ([1u8; 32], [2u8; 32]);
+        let part = |cap: &str| UploadedPart {
+            part: Part {
+                cap: cap.into(),
+                size: 5 << 20,
+            },
+            md5: [7; 16],
+            modified_ms: 1,
+        };
+        let rec = |ix: &mut Index, node: [u8; 32], change: Change| {
+            let r = Record {
+                version: ix.next_version(node),
+                change,
+            };
+            assert!(matches!(ix.apply(r.clone()), Applied::Won { .. }));
+            r
+        };
+        let (mut a, mut b) = (Index::default(), Index::default());
+        let id = "u1".to_string();
+        let open = rec(
+            &mut a,
+            ga,
+            Change::Upload {
+                id: id.clone(),
+                state: UploadState::Open(UploadHead {
+                    bucket: "bkt".into(),
+                    key: "k".into(),
+                    created_ms: 1,
+                    content_type: None,
+                    user_meta: vec![],
+                }),
+            },
+        );
+        b.apply(open.clone());
+        let p1 = rec(
+            &mut a,
+            ga,
+            Change::UploadPart {
+                id: id.clone(),
+                number: 1,
+                part: part("a1"),
+            },
+        );
+        let p2b = rec(
+            &mut b,
+            gb,
+            Change::UploadPart {
+                id: id.clone(),
+                number: 2,
+                part: part("b2"),
+            },
+        );
+        // Part 2 sent again, through gateway A after it heard B's: B's body is unused, B's to
+        // delete.
+        a.apply(p2b.clone());
+        let p2a = Record {
+            version: a.next_version(ga),
+            change: Change::UploadPart {
+                id: id.clone(),
+                number: 2,
+                part: part("a2"),
+            },
+        };
+        match a.apply(p2a.clone()) {
+            Applied::Won { unused, .. } => assert_eq!(unused, vec![(p2b.version, part("b2").part)]),
+            other => panic!("{other:?}"),
+        }
+        // B sees both parts and completes (keeping parts 1 and 2) after a third part it got
+        // itself, which the completion does not name.
+        b.apply(p1.clone());
+        b.apply(p2a.clone());
+        let p3b = rec(
+            &mut b,
+            gb,
+            Change::UploadPart {
+                id: id.clone(),
+                number: 3,
+                part: part("b3"),
+            },
+        );
+        let up = b.upload(&id, "bkt", "k").expect("in progress at B");
+        assert_eq!(up.parts.len(), 3);
+        assert_eq!(a.uploads(Some("bkt")).len(), 1);
+        let end = Record {
+            version: b.next_version(gb),
+            change: Change::Upload {
+                id: id.clone(),
+                state: UploadState::Ended {
+                    kept: vec!["a1".into(), "a2".into()],
+                },
+            },
+        };
+        match b.apply(end.clone()) {
+            Applied::Won { unused, .. } => assert_eq!(unused, vec![(p3b.version, part("b3").part)]),
+            other => panic!("{other:?}"),
+        }
+        assert!(b.upload(&id, "bkt", "k").is_none());
+        // Every order gives the same index; a part heard after the end is unused at once.
+        let all = [open, p1, p2b, p2a, p3b.clone(), end];
+        let mut reference: Option<Vec<Record>> = None;
+        for rot in 0..2 * all.len() {
+            let mut order: Vec<&Record> = all.iter().cycle().skip(rot).take(all.len()).collect();
+            if rot >= all.len() {
+                order.reverse();
+            }
+            let mut ix = Index::default();
+            for r in order {
+                ix.apply(r.clone());
+            }
+            let got = ix.records();
+            assert!(ix.uploads(None).is_empty(), "rotation {rot}: still open");
+            match &reference {
+                None => reference = Some(got),
+                Some(want) => assert_eq!(&got, want, "rotation {rot}"),
+            }
+        }
+        let mut late = Index::default();
+        late.apply(all[5].clone());
+        match late.apply(p3b.clone()) {
+            Applied::Won { unused, .. } => assert_eq!(unused, vec![(p3b.version, part("b3").part)]),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            late.records()
+                .iter()
+                .all(|r| !matches!(r.change, Change::UploadPart { .. }))
+        );
     }
 
     #[test]

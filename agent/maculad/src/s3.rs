@@ -27,7 +27,7 @@ use macula_s3::etag;
 use macula_s3::http::{self, Head};
 use macula_s3::index::{
     AccessKey, Applied, CATCH_UP_WAIT, Change, Index, KeyScope, ObjectMeta, Part, Record,
-    SYNC_DEADLINE, SYNC_PAGE_BYTES, SYNC_PROCEDURE, SyncCursor, SyncPage,
+    SYNC_DEADLINE, SYNC_PAGE_BYTES, SYNC_PROCEDURE, SyncCursor, SyncPage, UploadHead, UploadState,
 };
 use macula_s3::multipart::{self, Upload, UploadedPart};
 use macula_s3::route::{self, Op, Route};
@@ -73,9 +73,9 @@ struct Inner {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     serving: std::sync::atomic::AtomicBool,
-    /// Multipart uploads in progress through this gateway, by upload ID; kept in
-    /// `uploads_file` (written before a change is answered) so a restart resumes them.
-    uploads: Mutex<BTreeMap<String, Upload>>,
+    /// Uploads in progress as a gateway before the realm index kept them left them in
+    /// `uploads_file`: entered into the index once the mesh runs, then the file is removed.
+    legacy_uploads: Mutex<BTreeMap<String, Upload>>,
     uploads_file: PathBuf,
     /// Whether this node has caught up from a member since it started (the listener waits).
     caught_up: tokio::sync::watch::Sender<bool>,
@@ -136,7 +136,7 @@ pub fn open(
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             serving: std::sync::atomic::AtomicBool::new(false),
-            uploads: Mutex::new(uploads),
+            legacy_uploads: Mutex::new(uploads),
             uploads_file,
             caught_up: tokio::sync::watch::Sender::new(false),
         }),
@@ -162,6 +162,7 @@ impl S3Glue {
                 .await
                 .map_err(|e| format!("cannot subscribe to {TOPIC}: {e}"))?;
             let _ = this.inner.node.set(node.clone());
+            this.migrate_uploads().await;
             for p in node.peers() {
                 if p.state == PeerState::Alive {
                     this.catch_up(&node, p.id);
@@ -211,8 +212,50 @@ impl S3Glue {
         });
     }
 
-    /// Aborts the uploads through this gateway that were created more than `after` seconds ago
-    /// and deletes their parts; looks every quarter of `after` (between 1 s and 1 h).
+    /// Enters the uploads a gateway of the version before kept in `<state>/s3/uploads` into
+    /// the realm index, then removes the file.
+    async fn migrate_uploads(&self) {
+        let legacy = std::mem::take(&mut *self.inner.legacy_uploads.locked());
+        if legacy.is_empty() {
+            return;
+        }
+        let count = legacy.len();
+        for (id, u) in legacy {
+            let open = Change::Upload {
+                id: id.clone(),
+                state: UploadState::Open(UploadHead {
+                    bucket: u.bucket,
+                    key: u.key,
+                    created_ms: u.created_ms,
+                    content_type: u.content_type,
+                    user_meta: u.user_meta,
+                }),
+            };
+            // Applied here even when not sent: the realm hears it at its next catch-up.
+            let _ = self.commit(open).await;
+            for (number, part) in u.parts {
+                let _ = self
+                    .commit(Change::UploadPart {
+                        id: id.clone(),
+                        number,
+                        part,
+                    })
+                    .await;
+            }
+        }
+        match std::fs::remove_file(&self.inner.uploads_file) {
+            Ok(()) => tracing::info!(target: "macula::s3", uploads = count,
+                "multipart uploads in progress moved into the realm index"),
+            Err(e) => {
+                tracing::warn!(target: "macula::s3", file = %self.inner.uploads_file.display(),
+                error = %e, "uploads moved into the realm index; the old file stays")
+            }
+        }
+    }
+
+    /// Aborts the uploads created more than `after` seconds ago (every gateway that serves S3
+    /// does: two aborting the same upload end it the same way); looks every quarter of `after`
+    /// (between 1 s and 1 h).
     async fn abort_incomplete(
         &self,
         ctx: crate::worker::WorkerCtx,
@@ -223,31 +266,30 @@ impl S3Glue {
         );
         while ctx.wait(tokio::time::sleep(every)).await.is_some() {
             let cutoff = unix_ms().saturating_sub(after.saturating_mul(1000));
-            let due = |u: &Upload| u.created_ms < cutoff;
-            if !self.inner.uploads.locked().values().any(due) {
-                continue;
-            }
-            let expired = self.change_uploads(|all| {
-                let old: Vec<String> = all
-                    .iter()
-                    .filter(|(_, u)| due(u))
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                Ok(old
-                    .into_iter()
-                    .filter_map(|id| all.remove(&id).map(|u| (id, u)))
-                    .collect::<Vec<_>>())
-            });
-            match expired {
-                Ok(expired) => {
-                    for (id, u) in expired {
+            let expired: Vec<(String, Upload)> = self
+                .inner
+                .index
+                .locked()
+                .uploads(None)
+                .into_iter()
+                .filter(|(_, u)| u.created_ms < cutoff)
+                .collect();
+            for (id, u) in expired {
+                let ended = Change::Upload {
+                    id: id.clone(),
+                    state: UploadState::Ended { kept: Vec::new() },
+                };
+                match self.commit(ended).await {
+                    Ok(()) => {
                         tracing::info!(target: "macula::s3", bucket = %u.bucket, key = %u.key,
-                            upload = %id, parts = u.parts.len(), after_secs = after,
-                            "aborted an incomplete multipart upload ([s3] abort_incomplete_uploads_secs)");
-                        self.delete_parts(u.parts.into_values().map(|p| p.part).collect());
+                        upload = %id, parts = u.parts.len(), after_secs = after,
+                        "aborted an incomplete multipart upload ([s3] abort_incomplete_uploads_secs)")
                     }
+                    Err(e) => ctx.error(format!(
+                        "incomplete upload {id} aborted here only: {}",
+                        e.message
+                    )),
                 }
-                Err(e) => ctx.error(format!("incomplete uploads not aborted: {}", e.message)),
             }
         }
         Ok(())
@@ -366,12 +408,16 @@ impl S3Glue {
             }
             applied
         };
-        if let Applied::Won {
-            replaced: Some((v, old)),
-        } = applied
-        {
-            if v.node == self.inner.me {
-                self.delete_parts(old.parts);
+        if let Applied::Won { replaced, unused } = applied {
+            let mine = replaced
+                .into_iter()
+                .flat_map(|(v, old)| old.parts.into_iter().map(move |p| (v, p)))
+                .chain(unused)
+                .filter(|(v, _)| v.node == self.inner.me)
+                .map(|(_, p)| p)
+                .collect::<Vec<_>>();
+            if !mine.is_empty() {
+                self.delete_parts(mine);
             }
         }
     }
@@ -1003,41 +1049,15 @@ impl S3Glue {
         .await
     }
 
-    /// Changes the uploads in progress and writes them to disk before the change is answered;
-    /// when the write fails the change is undone and the client told.
-    fn change_uploads<T>(
-        &self,
-        f: impl FnOnce(&mut BTreeMap<String, Upload>) -> Result<T, S3Error>,
-    ) -> Result<T, S3Error> {
-        let mut uploads = self.inner.uploads.locked();
-        let before = uploads.clone();
-        let out = f(&mut uploads)?;
-        if let Err(e) = macula_core::fsutil::write_atomic(
-            &self.inner.uploads_file,
-            &macula_core::wire::encode(&*uploads),
-            0o600,
-        ) {
-            *uploads = before;
-            tracing::error!(target: "macula::s3", file = %self.inner.uploads_file.display(),
-                error = %e, "cannot keep the multipart uploads on disk");
-            return Err(internal(format!("cannot keep the upload on disk: {e}")));
-        }
-        Ok(out)
-    }
-
-    fn upload<T>(
-        &self,
-        route: &Route,
-        bucket: &str,
-        key: &str,
-        f: impl FnOnce(&str, &mut Upload) -> T,
-    ) -> Result<T, S3Error> {
+    /// The upload a request names (`uploadId`), in progress for its bucket and key.
+    fn upload(&self, route: &Route, bucket: &str, key: &str) -> Result<(String, Upload), S3Error> {
         let id = route.param("uploadId").unwrap_or("");
-        let mut uploads = self.inner.uploads.locked();
-        match uploads.get_mut(id) {
-            Some(u) if u.bucket == bucket && u.key == key => Ok(f(id, u)),
-            _ => Err(no_such_upload()),
-        }
+        self.inner
+            .index
+            .locked()
+            .upload(id, bucket, key)
+            .map(|u| (id.to_string(), u))
+            .ok_or_else(no_such_upload)
     }
 
     async fn multipart(
@@ -1056,43 +1076,37 @@ impl S3Glue {
                 let mut r = [0u8; 16];
                 getrandom::fill(&mut r).map_err(|e| internal(format!("random: {e}")))?;
                 let id = sigv4::hex(&r);
-                let u = Upload {
-                    bucket: bucket.to_string(),
-                    key: key.to_string(),
-                    created_ms: unix_ms(),
-                    content_type: head.header("content-type").map(str::to_string),
-                    user_meta: user_meta(head),
-                    parts: Default::default(),
-                };
-                self.change_uploads(|all| {
-                    all.insert(id.clone(), u);
-                    Ok(())
-                })?;
+                self.commit(Change::Upload {
+                    id: id.clone(),
+                    state: UploadState::Open(UploadHead {
+                        bucket: bucket.to_string(),
+                        key: key.to_string(),
+                        created_ms: unix_ms(),
+                        content_type: head.header("content-type").map(str::to_string),
+                        user_meta: user_meta(head),
+                    }),
+                })
+                .await?;
                 Ok(Response::xml(multipart::initiate_result(bucket, key, &id)))
             }
             Op::UploadPart => {
                 let n = multipart::part_number(route.param("partNumber"))?;
-                self.upload(route, bucket, key, |_, _| ())?;
+                let (id, _) = self.upload(route, bucket, key)?;
                 let label = format!("s3://{bucket}/{key}#{n}");
                 let (part, md5) = self.store_body(head, bauth, label, body, sock).await?;
-                let uploaded = UploadedPart {
-                    part: part.clone(),
-                    md5,
-                    modified_ms: unix_ms(),
-                };
-                let id = route.param("uploadId").unwrap_or("");
-                let added = self.change_uploads(|all| match all.get_mut(id) {
-                    Some(u) if u.bucket == bucket && u.key == key => Ok(u.add(n, uploaded)),
-                    _ => Err(no_such_upload()),
-                });
-                match added {
-                    Ok(replaced) => self.delete_parts(replaced.into_iter().collect()),
-                    // Aborted or completed while the part streamed in.
-                    Err(e) => {
-                        self.delete_parts(vec![part]);
-                        return Err(e);
-                    }
-                }
+                // Applying it deletes the body of a part it replaces, and this body when the
+                // upload ended (elsewhere) while it streamed in.
+                self.commit(Change::UploadPart {
+                    id: id.clone(),
+                    number: n,
+                    part: UploadedPart {
+                        part,
+                        md5,
+                        modified_ms: unix_ms(),
+                    },
+                })
+                .await?;
+                self.upload(route, bucket, key)?;
                 Ok(Response::empty(200).header("ETag", etag::etag(&md5)))
             }
             Op::CompleteMultipartUpload => {
@@ -1100,50 +1114,48 @@ impl S3Glue {
                 let text = String::from_utf8(b)
                     .map_err(|_| S3Error::new(Code::MalformedXML, "the body is not UTF-8"))?;
                 let list = multipart::parse_complete(&text)?;
-                let (id, done, ct, um) = self.upload(route, bucket, key, |id, u| {
-                    (
-                        id.to_string(),
-                        u.complete(&list),
-                        u.content_type.clone(),
-                        u.user_meta.clone(),
-                    )
-                })?;
-                let done = done?;
-                self.change_uploads(|all| Ok(all.remove(&id)))?;
-                self.delete_parts(done.unused);
+                let (id, u) = self.upload(route, bucket, key)?;
+                let done = u.complete(&list)?;
                 let meta = ObjectMeta {
-                    parts: done.parts,
+                    parts: done.parts.clone(),
                     size: done.size,
                     etag: done.etag.clone(),
                     modified_ms: unix_ms(),
-                    content_type: ct,
-                    user_meta: um,
+                    content_type: u.content_type,
+                    user_meta: u.user_meta,
                 };
                 self.commit_object(bucket, key, meta).await?;
+                // Every gateway deletes the parts it wrote that the object does not use.
+                self.commit(Change::Upload {
+                    id,
+                    state: UploadState::Ended {
+                        kept: done.parts.into_iter().map(|p| p.cap).collect(),
+                    },
+                })
+                .await?;
                 Ok(Response::xml(multipart::complete_result(
                     bucket, key, &done.etag,
                 )))
             }
             Op::AbortMultipartUpload => {
-                let id = self.upload(route, bucket, key, |id, _| id.to_string())?;
-                if let Some(u) = self.change_uploads(|all| Ok(all.remove(&id)))? {
-                    self.delete_parts(u.parts.into_values().map(|p| p.part).collect());
-                }
+                let (id, _) = self.upload(route, bucket, key)?;
+                self.commit(Change::Upload {
+                    id,
+                    state: UploadState::Ended { kept: Vec::new() },
+                })
+                .await?;
                 Ok(Response::empty(204))
             }
-            Op::ListParts => Ok(Response::xml(self.upload(
-                route,
-                bucket,
-                key,
-                |id, u| multipart::list_parts(id, u),
-            )?)),
+            Op::ListParts => {
+                let (id, u) = self.upload(route, bucket, key)?;
+                Ok(Response::xml(multipart::list_parts(&id, &u)))
+            }
             _ => {
-                let uploads = self.inner.uploads.locked();
-                let mine = uploads
-                    .iter()
-                    .filter(|(_, u)| u.bucket == bucket)
-                    .map(|(id, u)| (id.as_str(), u));
-                Ok(Response::xml(multipart::list_uploads(bucket, mine)))
+                let uploads = self.inner.index.locked().uploads(Some(bucket));
+                Ok(Response::xml(multipart::list_uploads(
+                    bucket,
+                    uploads.iter().map(|(id, u)| (id.as_str(), u)),
+                )))
             }
         }
     }
@@ -1684,7 +1696,7 @@ impl S3Control for S3Glue {
             errors: inner.errors.load(Ordering::Relaxed),
             bytes_in: inner.bytes_in.load(Ordering::Relaxed),
             bytes_out: inner.bytes_out.load(Ordering::Relaxed),
-            uploads: u32::try_from(inner.uploads.locked().len()).unwrap_or(u32::MAX),
+            uploads: u32::try_from(ix.uploads(None).len()).unwrap_or(u32::MAX),
             buckets: u32::try_from(buckets).unwrap_or(u32::MAX),
             objects: objects as u64,
             keys: u32::try_from(ix.access_keys().count()).unwrap_or(u32::MAX),

@@ -555,76 +555,220 @@ fn the_gateway_is_on_by_default_for_hubs_that_store_shards() {
     }
 }
 
-/// `[s3] abort_incomplete_uploads_secs`: curl creates a bucket and a multipart upload and
-/// uploads one part; nobody completes it. Once its time is past, the gateway aborts it: it is
-/// no longer listed and no shard of its part is left on any node.
+/// Multipart uploads are realm-wide: with curl, an upload created through node 0's gateway
+/// gets part 1 there and part 2 through node 2's, is listed and completed through node 2's and
+/// reads back through node 0's; another gets parts through both and is aborted: no shard of it
+/// is left on any node (each gateway deletes the parts it wrote). Then `[s3]
+/// abort_incomplete_uploads_secs`: an upload nobody completes is aborted once its time is past.
 #[test]
-fn an_incomplete_upload_is_aborted_after_its_time() {
-    let port = free_tcp_port();
+fn multipart_uploads_span_gateways_and_expire() {
+    let (port, port2) = (free_tcp_port(), free_tcp_port());
     let nodes = AgentRealm::new(3)
         .coded(2, 1)
         .storage_extra(|i| match i {
             0 => format!(
                 "[s3]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n\
-                 abort_incomplete_uploads_secs = 8\n"
+                 abort_incomplete_uploads_secs = 20\n"
             ),
+            2 => format!("[s3]\nenabled = true\nlisten = \"127.0.0.1:{port2}\"\n"),
             _ => String::new(),
         })
         .start();
     let gw = &nodes[0];
     let (kid, secret) = gw.s3_key(&["--name", "curl"]);
-    wait_until("the gateway listens", 20, || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    for p in [port, port2] {
+        wait_until("the gateways listen", 30, || {
+            std::net::TcpStream::connect(("127.0.0.1", p)).is_ok()
+        });
+    }
+    // -i: the response's head too (UploadPart's ETag).
     let curl = |args: &[&str]| {
         let out = Command::new("curl")
             .args([
                 "-sS",
+                "-i",
                 "--fail-with-body",
                 "--aws-sigv4",
                 "aws:amz:macula:s3",
-                "--user",
             ])
+            .arg("--user")
             .arg(format!("{kid}:{secret}"))
             .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
             .args(args)
             .output()
             .expect("curl");
         assert!(out.status.success(), "curl {args:?}: {}", output_text(&out));
-        String::from_utf8(out.stdout).unwrap()
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let url = format!("http://127.0.0.1:{port}/lifecycle");
-    curl(&["-X", "PUT", &url]);
+    let tag = |text: &str, name: &str| {
+        text.split(&format!("<{name}>"))
+            .nth(1)
+            .and_then(|s| s.split(&format!("</{name}>")).next())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .to_string()
+    };
+    let etag = |text: &str| {
+        text.lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.eq_ignore_ascii_case("etag").then(|| v.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no ETag in {text}"))
+    };
+    let (a, b) = (
+        format!("http://127.0.0.1:{port}/span"),
+        format!("http://127.0.0.1:{port2}/span"),
+    );
+    curl(&["-X", "PUT", &a]);
+    let work = tempfile::tempdir().unwrap();
+    let mut one = vec![0u8; 6 << 20];
+    pseudo_random(&mut one);
+    let two: Vec<u8> = one[..1 << 20].iter().map(|x| x ^ 0x5a).collect();
+    let (f1, f2) = (work.path().join("one"), work.path().join("two"));
+    std::fs::write(&f1, &one).unwrap();
+    std::fs::write(&f2, &two).unwrap();
     // `?uploads=`, not `?uploads`: curl 7.88 signs a parameter without a value as `uploads`
     // where SigV4's canonical query has `uploads=` (the gateway, like S3, checks the latter).
-    let created = curl(&["-X", "POST", &format!("{url}/big?uploads=")]);
-    let id = created
-        .split("<UploadId>")
-        .nth(1)
-        .and_then(|s| s.split("</UploadId>").next())
-        .unwrap_or_else(|| panic!("no UploadId in {created}"))
-        .to_string();
-    let work = tempfile::tempdir().unwrap();
-    let part = work.path().join("part");
-    let mut bytes = vec![0u8; 6 << 20];
-    pseudo_random(&mut bytes);
-    std::fs::write(&part, &bytes).unwrap();
-    curl(&[
-        "-T",
-        part.to_str().unwrap(),
-        &format!("{url}/big?partNumber=1&uploadId={id}"),
-    ]);
-    let shards = || nodes.iter().map(RealmNode::shard_count).sum::<usize>();
-    assert!(shards() > 0, "the part was not stored");
-    assert!(curl(&[&format!("{url}?uploads=")]).contains(&id));
-    wait_until("the upload is aborted after its time", 40, || {
-        !curl(&[&format!("{url}?uploads=")]).contains(&id)
+    let create = |base: &str, key: &str| {
+        tag(
+            &curl(&["-X", "POST", &format!("{base}/{key}?uploads=")]),
+            "UploadId",
+        )
+    };
+    let upload = |base: &str, key: &str, id: &str, n: u32, f: &Path| {
+        etag(&curl(&[
+            "-T",
+            f.to_str().unwrap(),
+            &format!("{base}/{key}?partNumber={n}&uploadId={id}"),
+        ]))
+    };
+    let id = create(&a, "joined");
+    let e1 = upload(&a, "joined", &id, 1, &f1);
+    // Node 2's gateway hears of the upload from the realm index (within a moment).
+    let mut e2 = String::new();
+    wait_until("node 2's gateway knows the upload", 10, || {
+        let out = Command::new("curl")
+            .args(["-sS", "-i", "--aws-sigv4", "aws:amz:macula:s3", "--user"])
+            .arg(format!("{kid}:{secret}"))
+            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-T"])
+            .arg(&f2)
+            .arg(format!("{b}/joined?partNumber=2&uploadId={id}"))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // The last status line (curl shows the `100 Continue` before it).
+        let done = text
+            .lines()
+            .rfind(|l| l.starts_with("HTTP/"))
+            .is_some_and(|l| l.starts_with("HTTP/1.1 200"));
+        if done {
+            e2 = etag(&text);
+        }
+        done
     });
-    wait_until("its part's shards are deleted", 20, || shards() == 0);
+    let parts = curl(&[&format!("{b}/joined?uploadId={id}")]);
+    assert_eq!(parts.matches("<Part>").count(), 2, "{parts}");
+    assert!(curl(&[&format!("{b}?uploads=")]).contains(&id));
+    let complete = format!(
+        "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{e1}</ETag></Part>\
+         <Part><PartNumber>2</PartNumber><ETag>{e2}</ETag></Part></CompleteMultipartUpload>"
+    );
+    let done = curl(&[
+        "-X",
+        "POST",
+        "--data-binary",
+        &complete,
+        &format!("{b}/joined?uploadId={id}"),
+    ]);
+    assert!(
+        tag(&done, "ETag").ends_with("-2&quot;") || tag(&done, "ETag").ends_with("-2\""),
+        "{done}"
+    );
+    let back = work.path().join("back");
+    wait_until("node 0's gateway serves the completed object", 10, || {
+        Command::new("curl")
+            .args([
+                "-sS",
+                "--fail",
+                "--aws-sigv4",
+                "aws:amz:macula:s3",
+                "--user",
+            ])
+            .arg(format!("{kid}:{secret}"))
+            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-o"])
+            .arg(&back)
+            .arg(format!("{a}/joined"))
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    assert!(
+        std::fs::read(&back).unwrap() == [one.as_slice(), two.as_slice()].concat(),
+        "the object read through node 0 differs"
+    );
+    assert!(
+        !curl(&[&format!("{a}?uploads=")]).contains(&id),
+        "still listed"
+    );
+    // An upload with parts through both gateways, aborted: nothing of it stays.
+    let shards = || nodes.iter().map(RealmNode::shard_count).sum::<usize>();
+    let before = shards();
+    let gone = create(&b, "gone");
+    upload(&b, "gone", &gone, 1, &f1);
+    wait_until("node 0's gateway knows the upload", 10, || {
+        curl(&[&format!("{a}?uploads=")]).contains(&gone)
+    });
+    upload(&a, "gone", &gone, 2, &f2);
+    assert!(shards() > before);
+    curl(&["-X", "DELETE", &format!("{a}/gone?uploadId={gone}")]);
+    wait_until(
+        "the aborted upload's parts are deleted on every node",
+        20,
+        || shards() == before,
+    );
+    // The lifecycle: an upload nobody ends, aborted 20 s after its creation.
+    let idle = create(&a, "idle");
+    upload(&a, "idle", &idle, 1, &f1);
+    assert!(shards() > before);
+    assert!(
+        curl(&[&format!("{b}?uploads=")]).contains(&idle) || {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            curl(&[&format!("{b}?uploads=")]).contains(&idle)
+        }
+    );
+    wait_until("the idle upload is aborted after its time", 60, || {
+        !curl(&[&format!("{a}?uploads=")]).contains(&idle)
+    });
+    wait_until("its part's shards are deleted", 20, || shards() == before);
     assert!(
         gw.agent
             .log()
             .contains("aborted an incomplete multipart upload"),
         "the abort was not logged"
     );
+    // An upload that a gateway of the version before kept in `<state>/s3/uploads` is entered
+    // into the realm index at the next start, and the file removed.
+    let legacy: std::collections::BTreeMap<String, macula_s3::multipart::Upload> = [(
+        "0123456789abcdef0123456789abcdef".to_string(),
+        macula_s3::multipart::Upload {
+            bucket: "span".into(),
+            key: "legacy".into(),
+            created_ms: u64::MAX / 2,
+            content_type: None,
+            user_meta: vec![],
+            parts: Default::default(),
+        },
+    )]
+    .into();
+    let mut nodes = nodes;
+    let n0 = &mut nodes[0];
+    n0.agent.stop(std::time::Duration::from_secs(10));
+    let file = n0.agent.state_dir().join("s3").join("uploads");
+    std::fs::write(&file, macula_core::wire::encode(&legacy)).unwrap();
+    n0.agent.start(&n0.bus).expect("the gateway restarts");
+    wait_until(
+        "the old upload is listed through node 2's gateway",
+        30,
+        || curl(&[&format!("{b}?uploads=")]).contains("0123456789abcdef0123456789abcdef"),
+    );
+    assert!(!file.exists(), "{} was not removed", file.display());
 }
