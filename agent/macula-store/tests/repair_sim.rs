@@ -498,6 +498,30 @@ fn shard_of(segment: SegmentId, index: u16, k: u16, m: u16) -> HeldShard {
     }
 }
 
+/// Node `me`'s planner once every node is up and has reported: nodes `0..k + m` hold shard `i`
+/// of a `k + m` segment `seg` each, the others none.
+fn planner_knowing(infos: &[NodeInfo], me: usize, seg: SegmentId, k: u16, m: u16) -> RepairPlanner {
+    let mut p = RepairPlanner::new(infos[me].id, cfg(), 0);
+    for info in infos {
+        p.handle(0, Event::NodeUp(info.clone()));
+    }
+    for (i, info) in infos.iter().enumerate() {
+        let shards = if i < usize::from(k + m) {
+            vec![shard_of(seg, i as u16, k, m)]
+        } else {
+            vec![]
+        };
+        p.handle(
+            1000,
+            Event::Inventory {
+                node: info.id,
+                shards,
+            },
+        );
+    }
+    p
+}
+
 #[test]
 fn unreported_indices_wait_for_every_report_and_the_grace_time() {
     let infos = one_site_nodes(8, 1);
@@ -636,24 +660,7 @@ fn a_suspected_leader_keeps_its_turn() {
     let infos = one_site_nodes(5, 60);
     let seg = SegmentId([8; 32]);
     let planner = |me: usize| {
-        let mut p = RepairPlanner::new(infos[me].id, cfg(), 0);
-        for info in &infos {
-            p.handle(0, Event::NodeUp(info.clone()));
-        }
-        for (i, info) in infos.iter().enumerate() {
-            let shards = if i < 4 {
-                vec![shard_of(seg, i as u16, 2, 2)]
-            } else {
-                vec![]
-            };
-            p.handle(
-                1000,
-                Event::Inventory {
-                    node: info.id,
-                    shards,
-                },
-            );
-        }
+        let mut p = planner_knowing(&infos, me, seg, 2, 2);
         p.handle(5000, Event::NodeDown(infos[3].id));
         p
     };
@@ -706,27 +713,7 @@ fn a_deleted_segment_is_not_repaired_when_other_holders_report_first() {
     // deletes it: node 1 applies the delete and publishes its inventory first.
     let infos = one_site_nodes(4, 40);
     let seg = SegmentId([9; 32]);
-    let planner = |me: usize| {
-        let mut p = RepairPlanner::new(infos[me].id, cfg(), 0);
-        for info in &infos {
-            p.handle(0, Event::NodeUp(info.clone()));
-        }
-        for (i, info) in infos.iter().enumerate() {
-            let shards = if i < 3 {
-                vec![shard_of(seg, i as u16, 2, 1)]
-            } else {
-                vec![]
-            };
-            p.handle(
-                1000,
-                Event::Inventory {
-                    node: info.id,
-                    shards,
-                },
-            );
-        }
-        p
-    };
+    let planner = |me: usize| planner_knowing(&infos, me, seg, 2, 1);
     let node1_deleted = |p: &mut RepairPlanner| {
         p.handle(
             2000,

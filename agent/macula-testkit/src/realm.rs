@@ -393,6 +393,16 @@ impl<'a> AgentRealm<'a> {
     }
 }
 
+/// curl signing as an S3 client with access key `kid` (`--aws-sigv4`, region `macula`, the
+/// payload `UNSIGNED-PAYLOAD`); the caller adds its options and URL.
+pub fn s3_curl(kid: &str, secret: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("curl");
+    c.args(["-sS", "--aws-sigv4", "aws:amz:macula:s3", "--user"])
+        .arg(format!("{kid}:{secret}"))
+        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"]);
+    c
+}
+
 impl RealmNode {
     /// `maculactl s3 key create <args>` on this node: the new key's (access key ID, secret).
     pub fn s3_key(&self, args: &[&str]) -> (String, String) {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use macula_testkit::check::{free_tcp_port, json, ok, output_text, python_venv};
-use macula_testkit::realm::AgentRealm;
+use macula_testkit::realm::{AgentRealm, s3_curl};
 
 const RUNS: usize = 3;
 const LARGE: usize = 64 << 20;
@@ -127,16 +127,8 @@ fn main() {
     // without the Python client's on the same two cores.
     let url = format!("http://127.0.0.1:{port}/bench/large-curl");
     let curl = |args: &[&str]| {
-        let out = std::process::Command::new("curl")
-            .args([
-                "-sS",
-                "--fail-with-body",
-                "--aws-sigv4",
-                "aws:amz:macula:s3",
-                "--user",
-            ])
-            .arg(format!("{kid}:{secret}"))
-            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+        let out = s3_curl(&kid, &secret)
+            .arg("--fail-with-body")
             .args(args)
             .output()
             .expect("curl");

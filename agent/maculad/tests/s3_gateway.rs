@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use macula_testkit::check::{free_tcp_port, ok, output_text, wait_until};
-use macula_testkit::realm::{AgentRealm, RealmNode};
+use macula_testkit::realm::{AgentRealm, RealmNode, s3_curl};
 
 /// A venv with boto3 under the target dir (made once; pip needs PyPI the first time).
 fn boto3_python() -> PathBuf {
@@ -583,17 +583,8 @@ fn multipart_uploads_span_gateways_and_expire() {
     }
     // -i: the response's head too (UploadPart's ETag).
     let curl = |args: &[&str]| {
-        let out = Command::new("curl")
-            .args([
-                "-sS",
-                "-i",
-                "--fail-with-body",
-                "--aws-sigv4",
-                "aws:amz:macula:s3",
-            ])
-            .arg("--user")
-            .arg(format!("{kid}:{secret}"))
-            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+        let out = s3_curl(&kid, &secret)
+            .args(["-i", "--fail-with-body"])
             .args(args)
             .output()
             .expect("curl");
@@ -647,10 +638,8 @@ fn multipart_uploads_span_gateways_and_expire() {
     // Node 2's gateway hears of the upload from the realm index (within a moment).
     let mut e2 = String::new();
     wait_until("node 2's gateway knows the upload", 10, || {
-        let out = Command::new("curl")
-            .args(["-sS", "-i", "--aws-sigv4", "aws:amz:macula:s3", "--user"])
-            .arg(format!("{kid}:{secret}"))
-            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-T"])
+        let out = s3_curl(&kid, &secret)
+            .args(["-i", "-T"])
             .arg(&f2)
             .arg(format!("{b}/joined?partNumber=2&uploadId={id}"))
             .output()
@@ -686,16 +675,8 @@ fn multipart_uploads_span_gateways_and_expire() {
     );
     let back = work.path().join("back");
     wait_until("node 0's gateway serves the completed object", 10, || {
-        Command::new("curl")
-            .args([
-                "-sS",
-                "--fail",
-                "--aws-sigv4",
-                "aws:amz:macula:s3",
-                "--user",
-            ])
-            .arg(format!("{kid}:{secret}"))
-            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-o"])
+        s3_curl(&kid, &secret)
+            .args(["--fail", "-o"])
             .arg(&back)
             .arg(format!("{a}/joined"))
             .status()
