@@ -180,7 +180,9 @@ build_agent() {
   say "maculad $(stat -c %s "$OUTDIR/maculad") bytes, maculactl $(stat -c %s "$OUTDIR/maculactl") bytes (stripped, static)"
   local size
   size=$(stat -c %s "$OUTDIR/maculad")
-  [ "$size" -le $((12 * 1024 * 1024)) ] || die "maculad is $size bytes, over the 12 MiB budget"
+  # The budget guards growth: 12 MiB until 2026-12-07, when maculad reached 12,606,816 B with
+  # realm-wide multipart uploads (docs/image.md); raise it only with the size in the docs.
+  [ "$size" -le $((14 * 1024 * 1024)) ] || die "maculad is $size bytes, over the 14 MiB budget"
   echo "$OUTDIR"
 }
 
