@@ -551,19 +551,8 @@ impl<N: StorageNetwork> Client<N> {
         cap: &Capability,
         out: &mut (impl AsyncWrite + Unpin),
     ) -> Result<GetReport, ClientError> {
-        let mut report = GetReport::default();
-        let manifest = self.manifest(members, cap, &mut report).await?;
-        let all = 0..manifest.object_len;
-        self.read(
-            members,
-            cap,
-            &manifest,
-            all,
-            out,
-            |_| std::future::ready(()),
-            report,
-        )
-        .await
+        // The range is cut at the object's end.
+        self.get_range(members, cap, 0..u64::MAX, out).await
     }
 
     /// Writes bytes `range` of the object named by `cap` to `out`, fetching only the segments
