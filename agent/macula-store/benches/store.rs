@@ -13,15 +13,17 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
-use macula_core::NodeKey;
+use macula_core::{NodeId, NodeKey};
 use macula_store::codec::{CodecId, DEFAULT_CODEC};
 use macula_store::crypto::{self, AeadId, ObjectKey};
 use macula_store::header::SegmentKind;
-use macula_store::network::{Client, InProcessNetwork, PutConfig};
+use macula_store::network::{
+    Client, FetchRequest, InProcessNetwork, PutConfig, StorageNetwork, TransferError,
+};
 use macula_store::placement::NodeInfo;
 use macula_store::repair::RepairConfig;
 use macula_store::segment::{self, SegmentParams, Shard, Trust, decode_segment, encode_segment};
-use macula_store::store::LocalStore;
+use macula_store::store::{DeleteRequest, LocalStore};
 
 #[path = "../tests/common/planners.rs"]
 mod planners;
@@ -617,7 +619,6 @@ fn cluster() {
         "| restore redundancy after losing 1 of 7 nodes ({} MiB of shards, {repairs} segments) | {repair:.1} | — | — |",
         lost_bytes >> 20
     );
-    println!();
     println!(
         "time to restore redundancy for {mib} MiB after a node loss: {repair:.1} s — goal ≤ 60 s {}",
         if repair <= 60.0 { "met" } else { "NOT met" }
@@ -627,6 +628,74 @@ fn cluster() {
         (lost_bytes as f64) / (32.0 * MIB)
     );
     println!();
+    slow_holders(&dir);
+}
+
+/// Holders that answer a store `HOLDER_LATENCY` late (an SD card's fsync is milliseconds to tens
+/// of them): a put keeps several segments' stores in flight, so it takes a fraction of the
+/// `segments × latency` a put storing one segment at a time could not go below.
+fn slow_holders(dir: &tempfile::TempDir) {
+    const HOLDER_LATENCY: std::time::Duration = std::time::Duration::from_millis(20);
+    const MIB: usize = 64;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let net = SlowHolders {
+        net: InProcessNetwork::default(),
+        latency: HOLDER_LATENCY,
+    };
+    let mut nodes = Vec::new();
+    for i in 0..6u8 {
+        let id = NodeKey::from_seed([i + 60; 32]).node_id();
+        let store = LocalStore::open(&dir.path().join(format!("slow{i}")), 1 << 40).unwrap();
+        net.net.add_node(id, Arc::new(store));
+        nodes.push(NodeInfo {
+            id,
+            capacity_bytes: 1 << 40,
+            free_bytes: 1 << 40,
+            site: format!("s{i}"),
+            power: "p".into(),
+        });
+    }
+    let client = Client::new(net, NodeKey::from_seed([5; 32]), PutConfig::default());
+    let data = pseudo_random(MIB << 20, 78);
+    let t = Instant::now();
+    rt.block_on(client.put(&nodes, &mut &data[..], data.len() as u64))
+        .unwrap();
+    let put = t.elapsed().as_secs_f64();
+    // The data segments and the manifest, each stored after the holders' latency.
+    let floor = (MIB + 1) as f64 * HOLDER_LATENCY.as_secs_f64();
+    println!(
+        "Holders answering every store {} ms late, {MIB} MiB object: put {put:.2} s; one segment stored at a time needs ≥ {floor:.2} s ({:.2}× of that)",
+        HOLDER_LATENCY.as_millis(),
+        put / floor
+    );
+    println!();
+}
+
+/// An in-process network whose holders answer stores late.
+struct SlowHolders {
+    net: InProcessNetwork,
+    latency: std::time::Duration,
+}
+
+impl StorageNetwork for SlowHolders {
+    async fn store_shards(&self, shards: Vec<(NodeId, Vec<u8>)>) -> Vec<Result<(), TransferError>> {
+        tokio::time::sleep(self.latency).await;
+        self.net.store_shards(shards).await
+    }
+
+    async fn fetch_shards(&self, requests: Vec<FetchRequest>) -> Vec<Result<Shard, TransferError>> {
+        self.net.fetch_shards(requests).await
+    }
+
+    async fn delete_segments(
+        &self,
+        requests: Vec<(NodeId, DeleteRequest)>,
+    ) -> Vec<Result<usize, TransferError>> {
+        self.net.delete_segments(requests).await
+    }
 }
 
 fn main() {

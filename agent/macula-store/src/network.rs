@@ -13,8 +13,10 @@
 
 use macula_core::sync::Locked;
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use macula_core::{NodeId, NodeKey};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -329,6 +331,73 @@ pub struct Client<N> {
     cfg: PutConfig,
 }
 
+/// Segments a put stores at once (each held coded, 1.5× its size at 4 + 2, until every holder
+/// answered), besides the one being coded and the one being read.
+const PUT_STORES_IN_FLIGHT: usize = 3;
+
+/// A segment's store, as [`Client::store_segment`] runs it.
+type Storing<'a> = Pin<Box<dyn Future<Output = Result<SegmentId, ClientError>> + Send + 'a>>;
+
+/// The segment stores a put has in flight, driven while the put reads and codes what comes next.
+#[derive(Default)]
+struct StoreWindow<'a> {
+    running: Vec<Storing<'a>>,
+    failed: Option<ClientError>,
+}
+
+impl<'a> StoreWindow<'a> {
+    fn start(&mut self, store: Storing<'a>) {
+        self.running.push(store);
+    }
+
+    /// Polls every store in flight once; the first failure is kept.
+    fn poll_running(&mut self, cx: &mut Context<'_>) {
+        self.running
+            .retain_mut(|store| match store.as_mut().poll(cx) {
+                Poll::Pending => true,
+                Poll::Ready(r) => {
+                    if let Err(e) = r {
+                        self.failed.get_or_insert(e);
+                    }
+                    false
+                }
+            });
+    }
+
+    /// Runs `fut` while the stores in flight go on.
+    async fn beside<T>(&mut self, fut: impl Future<Output = T>) -> T {
+        let mut fut = pin!(fut);
+        poll_fn(|cx| {
+            self.poll_running(cx);
+            fut.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Waits until fewer than `n` stores are in flight.
+    async fn until_below(&mut self, n: usize) {
+        poll_fn(|cx| {
+            self.poll_running(cx);
+            if self.running.len() < n {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Lets every store in flight finish.
+    async fn drain(&mut self) {
+        self.until_below(1).await
+    }
+
+    /// The first store that failed, if one did.
+    fn check(&mut self) -> Result<(), ClientError> {
+        self.failed.take().map_or(Ok(()), Err)
+    }
+}
+
 /// A segment being coded (`Client::code`).
 type Coding = tokio::task::JoinHandle<Result<EncodedSegment, SegmentError>>;
 
@@ -376,7 +445,9 @@ impl<N: StorageNetwork> Client<N> {
             Err(e) => {
                 // A failed put leaves no orphans: delete what was stored (best effort; nodes that
                 // are unreachable now keep their shards until the owner deletes them).
-                if let ClientError::PutIncomplete { segment, .. } = &e {
+                if let ClientError::PutIncomplete { segment, .. } = &e
+                    && !stored.contains(segment)
+                {
                     stored.push(*segment);
                 }
                 for id in stored {
@@ -398,26 +469,15 @@ impl<N: StorageNetwork> Client<N> {
         stored: &mut Vec<SegmentId>,
     ) -> Result<Capability, ClientError> {
         let cfg = &self.cfg.for_nodes(members.len())?;
-        let count = Manifest::check_size(len, cfg.segment_len)?;
         let key = ObjectKey::generate();
-        // Two segments in flight: one coded (off the async threads) while the one before is
-        // stored; memory stays at about two segments whatever the object's size.
-        let mut coding: Option<Coding> = None;
-        for i in 0..count {
-            let plain_len = Manifest::plain_len_of(len, cfg.segment_len, i as usize) as usize;
-            let mut buf = vec![0; plain_len];
-            input
-                .read_exact(&mut buf)
-                .await
-                .map_err(ClientError::Input)?;
-            let p = cfg.segment_params(SegmentKind::Data, i, count);
-            if let Some(prev) = coding.replace(self.code(&p, buf, &key)) {
-                stored.push(self.store_segment(coded(prev).await?, members).await?);
-            }
-        }
-        if let Some(last) = coding {
-            stored.push(self.store_segment(coded(last).await?, members).await?);
-        }
+        let mut window = StoreWindow::default();
+        let segments = self
+            .put_segments(members, input, len, cfg, &key, &mut window, stored)
+            .await;
+        // On a failure the stores still in flight finish first, so that the caller's cleanup
+        // deletes whatever they stored.
+        window.drain().await;
+        segments?;
         let manifest = Manifest {
             object_len: len,
             segment_len: cfg.segment_len,
@@ -434,6 +494,49 @@ impl<N: StorageNetwork> Client<N> {
             k: cfg.k,
             m: cfg.m,
         })
+    }
+
+    /// The data segments of a put, as a pipeline: the next segment is read and coded (off the
+    /// async threads) while up to [`PUT_STORES_IN_FLIGHT`] coded segments are being stored, so a
+    /// holder's write and fsync do not stall the put; memory stays at a few segments whatever the
+    /// object's size. Every segment is pushed to `stored` when its store starts.
+    #[allow(clippy::too_many_arguments)]
+    async fn put_segments<'a>(
+        &'a self,
+        members: &'a [NodeInfo],
+        input: &mut (impl AsyncRead + Unpin),
+        len: u64,
+        cfg: &PutConfig,
+        key: &ObjectKey,
+        window: &mut StoreWindow<'a>,
+        stored: &mut Vec<SegmentId>,
+    ) -> Result<(), ClientError> {
+        let count = Manifest::check_size(len, cfg.segment_len)?;
+        let mut coding: Option<Coding> = None;
+        for i in 0..=count {
+            let next = if i < count {
+                let plain_len = Manifest::plain_len_of(len, cfg.segment_len, i as usize) as usize;
+                let mut buf = vec![0; plain_len];
+                window
+                    .beside(input.read_exact(&mut buf))
+                    .await
+                    .map_err(ClientError::Input)?;
+                window.check()?;
+                let p = cfg.segment_params(SegmentKind::Data, i, count);
+                Some(self.code(&p, buf, key))
+            } else {
+                None
+            };
+            if let Some(prev) = std::mem::replace(&mut coding, next) {
+                let seg = window.beside(coded(prev)).await?;
+                window.until_below(PUT_STORES_IN_FLIGHT).await;
+                window.check()?;
+                stored.push(seg.segment_id());
+                window.start(Box::pin(self.store_segment(seg, members)));
+            }
+        }
+        window.until_below(1).await;
+        window.check()
     }
 
     async fn put_segment(
