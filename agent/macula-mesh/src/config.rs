@@ -32,6 +32,9 @@ pub struct MeshSection {
     /// realm's when one answers (SNTP, checked every minute). Default: none; the images name
     /// `pool.ntp.org`.
     pub ntp: Vec<String>,
+    /// `[mesh.limits]`: what one member may make this node do per second and at once
+    /// ([`crate::limits::PeerLimits`]; docs/configuration.md).
+    pub limits: crate::limits::PeerLimits,
 }
 
 /// The realm size the agent's membership timing is tuned for (`MembershipConfig::lan`).
@@ -57,6 +60,7 @@ impl Default for MeshSection {
             beacon_interval_s: 5,
             set_clock: false,
             ntp: Vec::new(),
+            limits: crate::limits::PeerLimits::default(),
         }
     }
 }

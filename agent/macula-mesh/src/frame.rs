@@ -7,10 +7,12 @@
 //! A frame's buffer grows as its bytes arrive, never to the length the peer merely announces, and
 //! frames read from a peer's streams are charged to that connection's [`ConnBudget`]: a peer that
 //! announces large frames and sends nothing (or trickles) makes this node hold only what it sent,
-//! and never more than the budget across all its streams at once.
+//! and never more than the budget across all its streams at once. A budget may also pace the
+//! reading ([`Pace`]: the peer's bytes per second, [`crate::limits`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use macula_core::wire::{self, WireError};
 use serde::Serialize;
@@ -85,15 +87,28 @@ pub struct ConnBudget {
     held: AtomicUsize,
     limit: usize,
     node: Arc<AtomicUsize>,
+    pace: Option<Arc<dyn Pace>>,
+}
+
+/// Paces reading a peer's frames: after each piece read, how long to wait before reading on.
+pub trait Pace: Send + Sync + std::fmt::Debug {
+    /// `n` more bytes were read from the peer.
+    fn read(&self, n: usize) -> Duration;
 }
 
 impl ConnBudget {
     /// A budget of `limit` bytes whose use is also added to `node`.
     pub fn new(limit: usize, node: Arc<AtomicUsize>) -> Arc<Self> {
+        Self::paced(limit, node, None)
+    }
+
+    /// As [`ConnBudget::new`], reading at the pace `pace` sets (when given).
+    pub fn paced(limit: usize, node: Arc<AtomicUsize>, pace: Option<Arc<dyn Pace>>) -> Arc<Self> {
         Arc::new(Self {
             held: AtomicUsize::new(0),
             limit,
             node,
+            pace,
         })
     }
 
@@ -196,6 +211,12 @@ pub async fn read_within<T: DeserializeOwned>(
             body.reserve_exact(cap - body.len());
         }
         body.extend_from_slice(&chunk.bytes);
+        if let Some(pace) = budget.and_then(|b| b.pace.as_ref()) {
+            let wait = pace.read(chunk.bytes.len());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
     }
     Ok(Some((wire::decode_with_limit(&body, max)?, held)))
 }

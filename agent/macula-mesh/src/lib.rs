@@ -15,6 +15,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod inbox;
 pub mod join;
+pub mod limits;
 pub mod membership;
 pub mod node;
 pub mod ntp;

@@ -40,6 +40,10 @@ pub struct MeshStats {
     /// Publications dropped from this node's subscriptions' queues (a subscriber falling behind
     /// or a publisher over its share, [`crate::inbox`]).
     pub dropped: u64,
+    /// Times a peer was held to one of its [`crate::limits::PeerLimits`], by limit (the key's
+    /// name in `[mesh.limits]`): a call or message waiting for the rate or a free slot, a read
+    /// pausing for the byte rate, a connection closed for being one too many.
+    pub limited: BTreeMap<&'static str, u64>,
 }
 
 impl MeshStats {

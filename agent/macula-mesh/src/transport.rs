@@ -45,6 +45,8 @@ pub struct TransportParams {
     /// [`close::OVERLOADED`](crate::proto::close::OVERLOADED) (default 16 MiB: four requests of
     /// the largest size at once).
     pub conn_buffer_budget: usize,
+    /// What one peer may make this node do per second and at once (`[mesh.limits]`).
+    pub limits: crate::limits::PeerLimits,
 }
 
 impl Default for TransportParams {
@@ -60,6 +62,7 @@ impl Default for TransportParams {
             chacha_first: !macula_core::cpu::has_aes(),
             request_deadline: Duration::from_secs(30),
             conn_buffer_budget: 16 << 20,
+            limits: crate::limits::PeerLimits::default(),
         }
     }
 }

@@ -120,6 +120,10 @@ fn check_bootstrap(path: &std::path::Path, config: &AgentConfig) -> ExitCode {
         eprintln!("{}: [proofs]: {e}", path.display());
         return ExitCode::FAILURE;
     }
+    if let Err(e) = config.mesh.limits.validate() {
+        eprintln!("{}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
     if let Err(e) = config.metrics.addr() {
         eprintln!("{}: {e}", path.display());
         return ExitCode::FAILURE;
@@ -271,6 +275,7 @@ async fn run(
     )
     .context("invalid [s3] section")?;
     config.proofs.check().context("invalid [proofs] section")?;
+    config.mesh.limits.validate().map_err(anyhow::Error::msg)?;
     let monitor = config
         .proofs
         .enabled

@@ -216,7 +216,10 @@ impl MeshGlue {
                 listen: self.config.listen,
                 advertise,
                 bootstrap,
-                transport: TransportParams::default(),
+                transport: TransportParams {
+                    limits: self.config.limits,
+                    ..TransportParams::default()
+                },
                 membership: self.config.membership(),
                 // The overlay key is derived from the node key (docs/identity.md), so peers could
                 // compute it; it is announced anyway so `maculactl peers` shows what WireGuard uses.

@@ -105,6 +105,14 @@ impl Sources {
                 "Publications dropped from this node's subscription queues (a subscriber behind).",
             )
             .value(stats.dropped as f64);
+            e.family(
+                "macula_mesh_peer_limited_total",
+                Kind::Counter,
+                "Times a member was held to a [mesh.limits] limit (waiting calls, messages or reads; closed connections).",
+            );
+            for (limit, n) in &stats.limited {
+                e.sample(&[("limit", limit)], *n as f64);
+            }
         }
 
         let st = self.storage.stats();

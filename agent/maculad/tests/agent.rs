@@ -159,6 +159,37 @@ fn check_config_resolves_bootstrap_names() {
 }
 
 #[test]
+fn check_config_checks_mesh_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    let maculad = macula_testkit::bin("maculad");
+    let check = |body: &str| {
+        std::fs::write(&path, body).unwrap();
+        Command::new(&maculad)
+            .arg("--check-config")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = check("[mesh.limits]\ncalls_per_sec = 10\nconnections = 2\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = check("[mesh.limits]\ncalls_in_flight = 0\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("[mesh.limits] calls_in_flight must be at least 1"),
+        "{}",
+        stderr(&out)
+    );
+    let out = check("[mesh.limits]\nrate = 5\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("unknown field `rate`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn bad_config_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.toml");

@@ -10,6 +10,7 @@ use std::time::Duration;
 use macula_core::{NodeId, wire};
 use quinn::VarInt;
 
+use super::gate::{self, PeerGate};
 use super::rpc_server::serve_call;
 use super::{Bootstrap, MAX_PUBSUB_FRAME, Shared};
 use crate::core::{Connected, DialPlan, PeerState};
@@ -77,6 +78,14 @@ pub(super) fn register(shared: &Arc<Shared>, peer: Peer) {
         control,
         dialled,
     } = peer;
+    let Some(gate) = gate::open(shared, id) else {
+        tracing::warn!(peer = %id, "connection closed: the member holds as many connections as [mesh.limits] connections allows");
+        conn.close(
+            VarInt::from_u32(close::OVERLOADED),
+            b"too many connections from this member",
+        );
+        return;
+    };
     watch_expiry(shared, conn.clone(), cert.body.expires);
     shared
         .endpoint
@@ -113,7 +122,7 @@ pub(super) fn register(shared: &Arc<Shared>, peer: Peer) {
             tracing::info!("membership refused a peer: {e}");
         }
     });
-    tokio::spawn(read_connection(shared.clone(), id, conn, control));
+    tokio::spawn(read_connection(shared.clone(), id, conn, control, gate));
 }
 
 /// Closes `conn` when the peer's certificate expires (unix seconds `expires`) and has membership
@@ -139,28 +148,32 @@ async fn read_connection(
     id: NodeId,
     conn: quinn::Connection,
     control: (quinn::SendStream, quinn::RecvStream),
+    gate: Arc<PeerGate>,
 ) {
     // The control stream stays open; nothing may follow the Hello in this protocol version.
     let (_send, mut recv) = control;
     let max = shared.endpoint.params().max_frame;
-    let budget = ConnBudget::new(
+    let budget = ConnBudget::paced(
         shared.endpoint.params().conn_buffer_budget,
         shared.buffered.clone(),
+        Some(gate.clone()),
     );
+    let calls = tokio::spawn(accept_calls(
+        shared.clone(),
+        id,
+        conn.clone(),
+        gate.clone(),
+        budget.clone(),
+    ));
+    let messages = tokio::spawn(accept_messages(
+        shared.clone(),
+        id,
+        conn.clone(),
+        gate,
+        budget,
+    ));
     loop {
         tokio::select! {
-            s = conn.accept_bi() => match s {
-                Ok((send, recv)) => {
-                    tokio::spawn(serve_call(shared.clone(), id, send, recv, budget.clone()));
-                }
-                Err(_) => break,
-            },
-            u = conn.accept_uni() => match u {
-                Ok(recv) => {
-                    tokio::spawn(read_pubsub(shared.clone(), id, recv, budget.clone()));
-                }
-                Err(_) => break,
-            },
             d = conn.read_datagram() => match d {
                 Ok(bytes) => match wire::decode_with_limit::<Datagram>(&bytes, MAX_DATAGRAM) {
                     Ok(Datagram::Swim(data)) => {
@@ -190,13 +203,57 @@ async fn read_connection(
             }
         }
     }
+    calls.abort();
+    messages.abort();
     let _ = conn.closed().await;
+    gate::close(&shared, &id);
     shared.conns.locked().remove(&conn.stable_id());
     let remote = conn.remote_address();
     let other_live =
         shared.with_core(|core, now| core.handle_closed(now, id, conn.stable_id(), remote));
     if !other_live {
         shared.endpoint.relay().member_down(id, remote);
+    }
+}
+
+/// Accepts the peer's call streams as its gate lets them through (a slot of its calls in
+/// flight, its call rate); each call holds its slot until answered.
+async fn accept_calls(
+    shared: Arc<Shared>,
+    id: NodeId,
+    conn: quinn::Connection,
+    gate: Arc<PeerGate>,
+    budget: Arc<ConnBudget>,
+) {
+    loop {
+        let slot = gate.call_slot().await;
+        let Ok((send, recv)) = conn.accept_bi().await else {
+            return;
+        };
+        gate.call_taken();
+        let (shared, budget) = (shared.clone(), budget.clone());
+        tokio::spawn(async move {
+            serve_call(shared, id, send, recv, budget).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Accepts the peer's pub/sub streams at its message rate.
+async fn accept_messages(
+    shared: Arc<Shared>,
+    id: NodeId,
+    conn: quinn::Connection,
+    gate: Arc<PeerGate>,
+    budget: Arc<ConnBudget>,
+) {
+    loop {
+        gate.message_slot().await;
+        let Ok(recv) = conn.accept_uni().await else {
+            return;
+        };
+        gate.message_taken();
+        tokio::spawn(read_pubsub(shared.clone(), id, recv, budget.clone()));
     }
 }
 

@@ -40,6 +40,7 @@ use crate::transport::{Endpoint, TransportError, TransportParams, unix_now};
 mod bootstrap;
 mod conns;
 mod driver;
+mod gate;
 mod rpc_client;
 mod rpc_server;
 mod time;
@@ -171,6 +172,8 @@ struct Shared {
     buffered: Arc<AtomicUsize>,
     /// RPC and pub/sub figures ([`MeshNode::stats`]).
     stats: Arc<Mutex<MeshStats>>,
+    /// The limits in force for each peer with open connections.
+    gates: Mutex<gate::Gates>,
 }
 
 /// One RPC call being counted in [`MeshStats`]: [`CallRecord::end`] records how it ended; a call
@@ -423,6 +426,7 @@ impl MeshNode {
             clock: Mutex::default(),
             buffered: Arc::default(),
             stats: Arc::default(),
+            gates: Mutex::default(),
         });
         // The core answers remote DHT requests; the handler holds the node weakly (it lives in
         // the node's procedure table).
