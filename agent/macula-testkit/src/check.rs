@@ -4,6 +4,38 @@ use std::borrow::Borrow;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+/// One HTTP/1.1 request to `127.0.0.1:port` (connection closed after it): status, `Content-Type`
+/// and body.
+pub fn try_http_get(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let bad = || std::io::Error::other(format!("not an HTTP response: {out:?}"));
+    let (head, body) = out.split_once("\r\n\r\n").ok_or_else(bad)?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
+    let ctype = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Type: "))
+        .unwrap_or_default()
+        .to_string();
+    Ok((status, ctype, body.to_string()))
+}
+
+/// [`try_http_get`] that must succeed.
+pub fn http_get(port: u16, method: &str, path: &str) -> (u16, String, String) {
+    try_http_get(port, method, path)
+        .unwrap_or_else(|e| panic!("{method} http://127.0.0.1:{port}{path}: {e}"))
+}
+
 /// Stdout and stderr of a command, for failure messages.
 pub fn output_text(out: &Output) -> String {
     format!(

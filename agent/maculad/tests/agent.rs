@@ -122,19 +122,21 @@ fn corrupt_or_exposed_key_refuses_to_start() {
     agent.start(&bus).unwrap();
 }
 
+/// `maculad --check-config` of `body` written to `path`.
+fn check_config(path: &std::path::Path, body: &str) -> std::process::Output {
+    std::fs::write(path, body).unwrap();
+    Command::new(macula_testkit::bin("maculad"))
+        .arg("--check-config")
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_config_resolves_bootstrap_names() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.toml");
-    let maculad = macula_testkit::bin("maculad");
-    let check = |body: &str| {
-        std::fs::write(&path, body).unwrap();
-        Command::new(&maculad)
-            .arg("--check-config")
-            .arg(&path)
-            .output()
-            .unwrap()
-    };
+    let check = |body: &str| check_config(&path, body);
     // `localhost` resolves through /etc/hosts; an IP contact is kept as is
     let out = check("[mesh]\nbootstrap = [\"localhost:4433\", \"192.0.2.1:4433\"]\n");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -162,15 +164,7 @@ fn check_config_resolves_bootstrap_names() {
 fn check_config_checks_mesh_limits() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.toml");
-    let maculad = macula_testkit::bin("maculad");
-    let check = |body: &str| {
-        std::fs::write(&path, body).unwrap();
-        Command::new(&maculad)
-            .arg("--check-config")
-            .arg(&path)
-            .output()
-            .unwrap()
-    };
+    let check = |body: &str| check_config(&path, body);
     let out = check("[mesh.limits]\ncalls_per_sec = 10\nconnections = 2\n");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let out = check("[mesh.limits]\ncalls_in_flight = 0\n");

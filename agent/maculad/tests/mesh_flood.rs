@@ -10,8 +10,7 @@
 //! answered stay within the call rate and burst.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -24,7 +23,7 @@ use macula_mesh::realm::Role;
 use macula_mesh::rpc::{MAX_RPC_FRAME, RpcReply, RpcRequest};
 use macula_mesh::transport::{Endpoint, TransportParams, unix_now};
 use macula_store::header::SegmentId;
-use macula_testkit::check::{free_tcp_port, ok, wait_until};
+use macula_testkit::check::{free_tcp_port, http_get, ok, wait_until};
 use macula_testkit::realm::{AgentRealm, Realm, RealmNode, alive_peers, wait_async};
 
 /// The victims' `[mesh.limits]`: low enough that the flood is held well below what it would
@@ -107,6 +106,26 @@ async fn raw_ping(conn: &quinn::Connection) -> bool {
     )
 }
 
+/// `tasks` tasks calling `procedure` on `v` with `body` for as long as the flood goes.
+fn flood_calls(
+    rogue: &Arc<MeshNode>,
+    flood: &Arc<Flood>,
+    v: NodeId,
+    tasks: usize,
+    procedure: &'static str,
+    body: Vec<u8>,
+) {
+    for _ in 0..tasks {
+        let (rogue, flood, body) = (rogue.clone(), flood.clone(), body.clone());
+        tokio::spawn(async move {
+            while flood.go().await {
+                let call = rogue.call(v, procedure, body.clone(), Duration::from_secs(30));
+                flood.op(v, async { call.await.is_ok() }).await;
+            }
+        });
+    }
+}
+
 /// Starts every flooding task against `victims`; returns the extra connections tried and those
 /// the victims kept open two seconds later.
 async fn start_flood(
@@ -142,37 +161,9 @@ async fn start_flood(
                 }
             });
         }
-        for _ in 0..48 {
-            let (rogue, flood) = (rogue.clone(), flood.clone());
-            tokio::spawn(async move {
-                while flood.go().await {
-                    flood
-                        .op(v, async {
-                            rogue
-                                .call(v, "mesh.ping", Vec::new(), Duration::from_secs(10))
-                                .await
-                                .is_ok()
-                        })
-                        .await;
-                }
-            });
-        }
-        for _ in 0..2 {
-            let (rogue, flood) = (rogue.clone(), flood.clone());
-            tokio::spawn(async move {
-                while flood.go().await {
-                    // Junk a holder must read whole before refusing it.
-                    flood
-                        .op(v, async {
-                            rogue
-                                .call(v, "store.put", vec![0xa5; 1 << 20], Duration::from_secs(30))
-                                .await
-                                .is_ok()
-                        })
-                        .await;
-                }
-            });
-        }
+        flood_calls(rogue, flood, v, 48, "mesh.ping", Vec::new());
+        // Junk a holder must read whole before refusing it.
+        flood_calls(rogue, flood, v, 2, "store.put", vec![0xa5; 1 << 20]);
         // Connections beyond the limit: the victim closes those over `connections`; the ones it
         // keeps flood calls of their own (held to the same per-member limits).
         for _ in 0..12 {
@@ -285,19 +276,6 @@ fn quantile(samples: &[Duration], q: f64) -> Duration {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// The page of `/metrics` on `port`.
-fn metrics(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 /// The value of `sample` (name with labels) on a `/metrics` page, 0 when absent.
@@ -482,7 +460,10 @@ fn a_flooding_member_cannot_starve_the_others() {
             println!("{}: {l}", n.name);
         }
     }
-    let pages: Vec<String> = ports.iter().map(|&p| metrics(p)).collect();
+    let pages: Vec<String> = ports
+        .iter()
+        .map(|&p| http_get(p, "GET", "/metrics").2)
+        .collect();
     for (n, page) in nodes.iter().zip(&pages) {
         let limited: Vec<(&str, f64)> = [
             "calls_per_sec",

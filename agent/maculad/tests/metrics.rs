@@ -7,31 +7,11 @@
 //! refused remote command.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 
-use macula_testkit::check::{file_of, free_tcp_port, ok, wait_until};
+use macula_testkit::check::{file_of, free_tcp_port, http_get, ok, try_http_get, wait_until};
 use macula_testkit::realm::AgentRealm;
-
-/// One HTTP/1.1 request; (status, Content-Type, body).
-fn http_get(port: u16, method: &str, path: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").expect("a response head");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let ctype = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Type: "))
-        .unwrap_or_default()
-        .to_string();
-    (status, ctype, body.to_string())
-}
 
 /// The samples of a scrape: `name{labels}` → value; checks every sample has HELP and TYPE.
 fn scrape(port: u16) -> (String, BTreeMap<String, f64>) {
@@ -146,16 +126,9 @@ impl Prometheus {
                 _ => format!("%{b:02X}"),
             })
             .collect();
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        write!(
-            s,
-            "GET /api/v1/query?query={q} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        let body = out.split_once("\r\n\r\n")?.1;
-        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        let (_, _, body) =
+            try_http_get(self.port, "GET", &format!("/api/v1/query?query={q}")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
         let mut res = BTreeMap::new();
         for r in v["data"]["result"].as_array()? {
             let instance = r["metric"]["instance"].as_str()?;
